@@ -135,8 +135,8 @@ rejection_codes! {
     TerminalAlreadySuspended = "terminal_already_suspended",
     /// The terminal is not suspended.
     TerminalNotSuspended = "terminal_not_suspended",
-    /// The new access code reference is the one of the lost terminal.
-    AccessCodeReused = "access_code_reused",
+    /// The reinstated terminal's credential is the one that was reported lost.
+    CredentialReused = "credential_reused",
 
     // Insurer.
     /// The insurer is already onboarded.
