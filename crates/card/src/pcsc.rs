@@ -1,0 +1,1 @@
+//! The PC/SC transport (feature `pcsc`).
