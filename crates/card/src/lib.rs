@@ -36,6 +36,8 @@ pub mod test_pki;
 #[cfg(any(test, feature = "virtual-card"))]
 pub mod virtual_card;
 
+#[cfg(feature = "pcsc")]
+pub use crate::pcsc::{PcscTransport, status_report};
 pub use error::CardError;
 pub use jpki::JpkiCard;
 pub use pin::{Pin, PinFormatError};
