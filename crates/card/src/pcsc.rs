@@ -51,8 +51,10 @@ impl PcscTransport {
             return Err(CardError::NoReader);
         }
         let reader = wait_for_card(&context, &candidates, wait)?;
+        // Exclusive: between VERIFY and COMPUTE DIGITAL SIGNATURE no other program
+        // may select another file or application on the card.
         let card = context
-            .connect(&reader, ShareMode::Shared, Protocols::ANY)
+            .connect(&reader, ShareMode::Exclusive, Protocols::ANY)
             .map_err(map_error)?;
         Ok(PcscTransport {
             context,
