@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pcsc::{Context, Protocols, ReaderState, Scope, ShareMode, State};
 
-use crate::status::{ReaderReport, StatusReport, probe_card};
+use crate::status::{CardProbe, ReaderReport, StatusReport, probe_card};
 use crate::{CardError, Transport};
 
 /// How long [`PcscTransport::connect`] waits for a card by default: long enough for
@@ -56,12 +56,16 @@ impl PcscTransport {
         let card = context
             .connect(&reader, ShareMode::Exclusive, Protocols::ANY)
             .map_err(map_error)?;
-        Ok(PcscTransport {
+        Ok(PcscTransport::new(context, card, reader))
+    }
+
+    fn new(context: Context, card: pcsc::Card, reader: CString) -> PcscTransport {
+        PcscTransport {
             context,
             card,
             reader,
             receive_buffer: vec![0; pcsc::MAX_BUFFER_SIZE],
-        })
+        }
     }
 
     /// The name of the reader holding the card.
@@ -149,30 +153,30 @@ pub fn status_report() -> StatusReport {
     };
     let readers = names
         .into_iter()
-        .map(|name| {
-            let card = reader_has_card(&context, &name).then(|| {
-                match context.connect(&name, ShareMode::Shared, Protocols::ANY) {
-                    Ok(card) => {
-                        let mut transport = PcscTransport {
-                            context: context.clone(),
-                            card,
-                            reader: name.clone(),
-                            receive_buffer: vec![0; pcsc::MAX_BUFFER_SIZE],
-                        };
-                        probe_card(&mut transport)
-                    }
-                    Err(error) => crate::status::CardProbe::Failed(map_error(error)),
-                }
-            });
-            ReaderReport {
-                name: name.to_string_lossy().into_owned(),
-                card,
-            }
+        .map(|name| ReaderReport {
+            name: name.to_string_lossy().into_owned(),
+            card: probe_reader(&context, name),
         })
         .collect();
     StatusReport {
         service: Ok(()),
         readers,
+    }
+}
+
+/// What the card in `reader` is, `None` when the reader is empty.
+fn probe_reader(context: &Context, reader: CString) -> Option<CardProbe> {
+    if !reader_has_card(context, &reader) {
+        return None;
+    }
+    // Shared: probing must not lock out a program that is using the card.
+    match context.connect(&reader, ShareMode::Shared, Protocols::ANY) {
+        Ok(card) => Some(probe_card(PcscTransport::new(
+            context.clone(),
+            card,
+            reader,
+        ))),
+        Err(error) => Some(CardProbe::Failed(map_error(error))),
     }
 }
 

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use kiban_card::test_pki::{TEST_CARD_SERIAL, TestCards, test_now};
 use kiban_card::virtual_card::{VirtualJpkiCard, VpcdConnection};
 use kiban_card::{
-    CardError, CardProbe, JpkiCard, PcscTransport, Pin, Revocation, VerifyError, status_report,
-    verify_challenge_signature,
+    CardError, CardProbe, JpkiCard, PcscTransport, Pin, Revocation, VerifiedCardHolder,
+    VerifyError, status_report, verify_challenge_signature,
 };
 
 /// The virtual card's PIN.
@@ -68,35 +68,23 @@ fn read_verify_sign_and_verify(cards: &TestCards, port: u16) {
     let inserted = insert(cards.card(PIN), port);
     let report = status_report();
     assert!(report.ready(), "{report}");
-    assert!(report.readers.iter().any(|reader| {
-        reader.card
-            == Some(CardProbe::Jpki {
-                pin_tries_left: Ok(3),
-            })
-    }));
-
+    let ready = Some(CardProbe::Jpki {
+        pin_tries_left: Ok(3),
+    });
+    assert!(
+        report.readers.iter().any(|reader| reader.card == ready),
+        "{report}"
+    );
     let mut card = open(port);
-    let certificate = card.read_auth_certificate().expect("read certificate");
-    assert_eq!(certificate, cards.certificate);
     let ca_certificate = card
         .read_auth_ca_certificate()
         .expect("read CA certificate");
     assert_eq!(ca_certificate, cards.trusted_ca.certificate_der());
-    card.verify_pin(&Pin::new(PIN).unwrap())
-        .expect("verify PIN");
-    let signature = card.sign_challenge(CHALLENGE).expect("sign");
     drop(card);
 
-    let trusted = [cards.trusted_ca.certificate_der()];
-    let holder = verify_challenge_signature(
-        &certificate,
-        &trusted,
-        Revocation::RevokedSerials(&[]),
-        CHALLENGE,
-        &signature,
-        test_now(),
-    )
-    .expect("signature verifies");
+    let (certificate, signature) = read_certificate_and_sign(port);
+    assert_eq!(certificate, cards.certificate);
+    let holder = verify_with_test_ca(cards, &certificate, &signature).expect("signature verifies");
     assert_eq!(holder.serial_number(), &TEST_CARD_SERIAL.to_be_bytes()[2..]);
     remove(inserted, port);
 }
@@ -139,21 +127,9 @@ fn card_removed_during_signature(cards: &TestCards, port: u16) {
 
 fn untrusted_card_is_refused(cards: &TestCards, port: u16) {
     let inserted = insert(cards.untrusted_card(PIN), port);
-    let mut card = open(port);
-    let certificate = card.read_auth_certificate().expect("read certificate");
-    card.verify_pin(&Pin::new(PIN).unwrap())
-        .expect("verify PIN");
-    let signature = card.sign_challenge(CHALLENGE).expect("sign");
-    drop(card);
-    let trusted = [cards.trusted_ca.certificate_der()];
-    let result = verify_challenge_signature(
-        &certificate,
-        &trusted,
-        Revocation::RevokedSerials(&[]),
-        CHALLENGE,
-        &signature,
-        test_now(),
-    );
+    let (certificate, signature) = read_certificate_and_sign(port);
+    assert_eq!(certificate, cards.untrusted_certificate);
+    let result = verify_with_test_ca(cards, &certificate, &signature);
     assert_eq!(result, Err(VerifyError::UntrustedIssuer));
     remove(inserted, port);
 }
@@ -166,6 +142,34 @@ fn empty_reader_reports_no_card(_cards: &TestCards, _port: u16) {
     let report = status_report();
     assert!(!report.ready(), "{report}");
     assert!(report.to_string().contains("card: none"), "{report}");
+}
+
+/// What the office terminal does: read the certificate, verify the PIN, sign.
+fn read_certificate_and_sign(port: u16) -> (Vec<u8>, Vec<u8>) {
+    let mut card = open(port);
+    let certificate = card.read_auth_certificate().expect("read certificate");
+    card.verify_pin(&Pin::new(PIN).unwrap())
+        .expect("verify PIN");
+    let signature = card.sign_challenge(CHALLENGE).expect("sign");
+    (certificate, signature)
+}
+
+/// What the server does, trusting only the test CA.
+fn verify_with_test_ca(
+    cards: &TestCards,
+    certificate: &[u8],
+    signature: &[u8],
+) -> Result<VerifiedCardHolder, VerifyError> {
+    let trusted = [cards.trusted_ca.certificate_der()];
+    let revocation = Revocation::RevokedSerials(&[]);
+    verify_challenge_signature(
+        certificate,
+        &trusted,
+        revocation,
+        CHALLENGE,
+        signature,
+        test_now(),
+    )
 }
 
 /// Inserts `card` into the vpcd slot on `port` and waits until pcscd sees it.
