@@ -246,3 +246,10 @@ impl TestCards {
         )
     }
 }
+
+/// One [`TestCards`] per unit-test binary: key generation is the slow part.
+#[cfg(test)]
+pub(crate) fn shared_test_cards() -> &'static TestCards {
+    static CARDS: std::sync::OnceLock<TestCards> = std::sync::OnceLock::new();
+    CARDS.get_or_init(TestCards::generate)
+}

@@ -384,8 +384,7 @@ mod tests {
     const PIN: &str = "4321";
 
     fn cards() -> &'static TestCards {
-        static CARDS: OnceLock<TestCards> = OnceLock::new();
-        CARDS.get_or_init(TestCards::generate)
+        crate::test_pki::shared_test_cards()
     }
 
     /// Reads the certificate and signs `CHALLENGE` with a virtual card, through

@@ -398,7 +398,66 @@ fn is_closed(error: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::net::TcpListener;
+
     use super::*;
+    use crate::test_pki::shared_test_cards;
+
+    /// The vpcd side of the connection: what pcscd's driver sends and reads.
+    struct FakeVpcd(TcpStream);
+
+    impl FakeVpcd {
+        fn send(&mut self, message: &[u8]) {
+            let length = u16::try_from(message.len()).unwrap().to_be_bytes();
+            self.0.write_all(&[&length[..], message].concat()).unwrap();
+        }
+
+        /// The next message, or `None` when the card closed the connection.
+        fn receive(&mut self) -> Option<Vec<u8>> {
+            let mut length = [0u8; 2];
+            self.0.read_exact(&mut length).ok()?;
+            let mut message = vec![0u8; usize::from(u16::from_be_bytes(length))];
+            self.0.read_exact(&mut message).ok()?;
+            Some(message)
+        }
+    }
+
+    fn insert_into_fake_vpcd() -> (VpcdConnection, FakeVpcd) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let inserted = VpcdConnection::insert(shared_test_cards().card("1234"), port).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        (inserted, FakeVpcd(stream))
+    }
+
+    #[test]
+    fn vpcd_controls_and_apdus_are_framed_with_a_length() {
+        let (inserted, mut vpcd) = insert_into_fake_vpcd();
+        vpcd.send(&[VPCD_GET_ATR]);
+        assert_eq!(vpcd.receive().unwrap(), JPKI_ATR);
+        // Power on has no answer: the next message answered is the SELECT.
+        vpcd.send(&[VPCD_POWER_ON]);
+        vpcd.send(&crate::apdu::select_df_name(&JPKI_AID));
+        assert_eq!(vpcd.receive().unwrap(), [0x90, 0x00]);
+        vpcd.send(&crate::apdu::select_ef(EF_AUTH_PIN));
+        assert_eq!(vpcd.receive().unwrap(), [0x90, 0x00]);
+        vpcd.send(&crate::apdu::verify(Some(b"0000")));
+        assert_eq!(vpcd.receive().unwrap(), [0x63, 0xC2]);
+        let card = inserted.remove().unwrap();
+        assert_eq!(card.pin_tries_left(), 2);
+        assert_eq!(vpcd.receive(), None, "removal closes the connection");
+    }
+
+    #[test]
+    fn card_set_to_vanish_closes_the_connection_at_the_signature() {
+        let (inserted, mut vpcd) = insert_into_fake_vpcd();
+        inserted.remove_during_next_signature();
+        vpcd.send(&crate::apdu::select_df_name(&JPKI_AID));
+        assert_eq!(vpcd.receive().unwrap(), [0x90, 0x00]);
+        vpcd.send(&crate::apdu::compute_digital_signature(&[0x30; 51]));
+        assert_eq!(vpcd.receive(), None);
+        assert!(inserted.remove().is_ok());
+    }
 
     #[test]
     fn command_parse_handles_the_four_cases() {
