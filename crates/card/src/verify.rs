@@ -373,7 +373,6 @@ fn current_crl_of(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
     use std::time::Duration;
 
     use super::*;
