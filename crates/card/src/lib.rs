@@ -8,18 +8,24 @@
 //! Layout:
 //! - [`apdu`]: command APDU builders and status words (no IO).
 //! - [`jpki`]: [`JpkiCard`], the JPKI application over any [`Transport`].
-//! - [`transport`]: the [`Transport`] trait; [`pcsc`] implements it over PC/SC
-//!   (feature `pcsc`, off by default so the server builds without libpcsclite).
+//! - [`transport`]: the [`Transport`] trait; `pcsc` implements it over PC/SC
+//!   (feature `pcsc`, off by default so the server builds without libpcsclite) and
+//!   provides `status_report()`.
 //! - [`verify`]: [`verify_challenge_signature`], the server-side check, pure: the
 //!   time is a value, the trusted CAs and the CRL are arguments.
 //! - [`status`]: the report behind `kiban card status`.
-//! - [`virtual_card`] (feature `virtual-card`): a virtual JPKI card, in memory or
-//!   connected to pcscd through vpcd, and the test PKI that issues its certificate.
+//! - `virtual_card` and `test_pki` (feature `virtual-card`): a virtual JPKI card, in
+//!   memory or connected to pcscd through vpcd, and the test PKI that issues its
+//!   certificates. The binary `kiban-virtual-card` serves that card to vpcd.
 //!
 //! Architecture invariant: the Individual Number (個人番号) is never read. The crate
 //! selects only the JPKI application and, inside it, only the user-authentication
 //! files; it has no code path to the card's My Number application. Neither PINs nor
 //! keys are ever logged; [`Pin`] is wiped on drop and redacted in `Debug`.
+//!
+//! PC/SC itself has no transmit timeout: a hung card is bounded by the reader
+//! driver's own timeouts. Our limits are the named constants next to the code they
+//! bound (certificate size, READ BINARY chunk, waits for cards and removals).
 
 pub mod apdu;
 mod error;

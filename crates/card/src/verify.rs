@@ -41,8 +41,9 @@ pub enum Revocation<'a> {
     /// A DER CRL (RFC 5280) issued by the CA that issued the certificate. It must be
     /// signed by that CA and current at `now` (`thisUpdate <= now <= nextUpdate`).
     Crl(&'a [u8]),
-    /// Revoked serial numbers (as the big-endian bytes of the certificate's serial
-    /// number), from a list the operator keeps, e.g. extracted from a CRL checked
+    /// Revoked serial numbers (the DER INTEGER content bytes of the certificate's
+    /// serial number, as [`VerifiedCardHolder::serial_number`] returns them), from a
+    /// list the operator keeps, e.g. extracted from a CRL checked
     /// elsewhere. Serials of all trusted CAs share the list, so it should only be used
     /// with a single trusted CA.
     RevokedSerials(&'a [Vec<u8>]),
