@@ -3,7 +3,7 @@
 
 use crate::CardError;
 
-/// Carries APDUs to a card. Implementations: [`crate::pcsc::PcscTransport`] (feature
+/// Carries APDUs to a card. Implementations: `PcscTransport` (feature
 /// `pcsc`), the in-memory virtual card (feature `virtual-card`), and test fakes.
 ///
 /// Calls block; an async caller runs them on a blocking task.
