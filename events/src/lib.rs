@@ -8,10 +8,15 @@
 //! - [`envelope`]: the recorded-event envelope (DESIGN.md decision 1), stream
 //!   names, [`envelope::ExpectedVersion`], the actor of an event, and the
 //!   canonical byte encoding that the hash chain covers.
+//! - [`domain`]: the care workflows as pure deciders (DESIGN.md decision 5):
+//!   the [`domain::Decider`] trait, one module per aggregate (certification
+//!   application, insured person, care office, insurer, subsidy application),
+//!   their events, commands and rejections.
 //!
 //! Architecture invariant: this crate does no IO, has no clock and depends on
 //! neither tokio, sqlx nor async-nats. Time comes in as a value.
 
+pub mod domain;
 pub mod envelope;
 pub mod ids;
 
@@ -19,3 +24,5 @@ pub use envelope::{
     Actor, EventId, EventType, ExpectedVersion, Hash, NewEvent, Payload, Position, RecordedEvent,
     StreamName, Version,
 };
+
+pub use domain::{Decider, DomainEvent, Rejection, RejectionCode};

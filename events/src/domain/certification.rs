@@ -1,0 +1,824 @@
+//! The care-need certification application (要介護認定, DOMAIN.md
+//! "Certification workflow").
+//!
+//! Stream: `certification/<insurer>-<insured>-<seq>`, one stream per
+//! application. The steps, and which may repeat or be skipped **[ours]**:
+//!
+//! | step | requires | repeat | may be skipped |
+//! | --- | --- | --- | --- |
+//! | filed | nothing on the stream | no | no |
+//! | investigation scheduled | filed, no primary judgment yet | yes (re-scheduled) | yes |
+//! | investigation completed | filed, no primary judgment yet | yes (re-investigation replaces the sheet) | no |
+//! | opinion requested | filed, no primary judgment yet | yes (another doctor) | yes |
+//! | opinion received | filed, no primary judgment yet | yes (replaces the opinion) | no |
+//! | primary judgment | investigation completed and opinion received, no secondary judgment yet | yes (re-run) | no |
+//! | secondary judgment | primary judgment | no | no |
+//! | decided | secondary judgment, same level | no | no |
+//! | extension notified | open, on or before the current deadline | yes (each before the deadline it extends) | yes |
+//! | withdrawn / rejected | open | no | — |
+//! | deadline reached | open and overdue (a timer) | once per deadline | — |
+//!
+//! After decided, withdrawn or rejected nothing more happens on the stream.
+//! Dates of steps are the Japanese date of `now`, except the application
+//! date and the investigation appointment, which the command carries.
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::dates::{is_month_end, validity_months, validity_until};
+use super::event::domain_events;
+use super::rejection::reject_if;
+use super::{CareLevel, Decider, DocumentRef, Rejection, SealedValue, jst_date, not_in_future};
+use crate::envelope::StreamName;
+use crate::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
+
+/// Days from the application date to the decision deadline **[law]**.
+pub const DECISION_DEADLINE_DAYS: u64 = 30;
+
+/// Days before the validity ends from which a renewal may be filed **[law]**.
+pub const RENEWAL_WINDOW_DAYS: u64 = 60;
+
+/// The stream of one certification application:
+/// `certification/<insurer>-<insured>-<seq>`.
+pub fn certification_stream(
+    insurer: &InsurerNumber,
+    insured: &InsuredNumber,
+    seq: u32,
+) -> StreamName {
+    StreamName::new("certification", &format!("{insurer}-{insured}-{seq}"))
+        .expect("numbers and a sequence make a valid stream id")
+}
+
+/// 申請区分: what is applied for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplicationKind {
+    /// 新規: a first certification.
+    New,
+    /// 更新: renewal of the current certification.
+    Renewal,
+    /// 区分変更: a change of level during the validity.
+    Change,
+}
+
+impl ApplicationKind {
+    /// The validity range in months **[law]**: (minimum, by rule, maximum).
+    /// A renewal to the same level as before may run to 48 months.
+    pub fn validity_months(self, same_level_renewal: bool) -> (u32, u32, u32) {
+        match (self, same_level_renewal) {
+            (Self::New | Self::Change, _) => (3, 6, 12),
+            (Self::Renewal, false) => (3, 12, 36),
+            (Self::Renewal, true) => (3, 12, 48),
+        }
+    }
+}
+
+/// Who filed the application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Applicant {
+    /// The insured person.
+    Person,
+    /// A family member; the name, when given, only sealed.
+    Family {
+        /// The family member's name, encrypted with the person's key.
+        name: Option<SealedValue>,
+    },
+    /// A care office by proxy (代行申請).
+    Office {
+        /// The office that filed.
+        office: OfficeNumber,
+    },
+}
+
+/// A certification as looked up elsewhere (the insured person's current one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentCertification {
+    /// The certified level.
+    pub level: CareLevel,
+    /// First day of validity.
+    pub valid_from: NaiveDate,
+    /// Last day of validity.
+    pub valid_until: NaiveDate,
+}
+
+impl CurrentCertification {
+    /// Whether it certifies a need (not 非該当) on `date`.
+    pub fn covers(&self, date: NaiveDate) -> bool {
+        self.level != CareLevel::NotEligible && self.valid_from <= date && date <= self.valid_until
+    }
+}
+
+/// A validity period (有効期間), both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidityPeriod {
+    /// First day.
+    pub from: NaiveDate,
+    /// Last day, always a month end.
+    pub until: NaiveDate,
+}
+
+domain_events! {
+    /// What happens to a certification application.
+    pub enum CertificationEvent {
+        /// An application for certification was filed (申請).
+        ApplicationFiled = "certification.filed", v 1, by [Insurer, Office] {
+            /// The insurer.
+            insurer: InsurerNumber,
+            /// The insured person.
+            insured: InsuredNumber,
+            /// The application's sequence number for this person.
+            seq: u32,
+            /// New, renewal or change.
+            kind: ApplicationKind,
+            /// Who filed it.
+            applicant: Applicant,
+            /// The application date.
+            applied_on: NaiveDate,
+            /// The certification current when filed (renewal and change), as looked up.
+            current_certification: Option<CurrentCertification>,
+        }
+        /// The certification investigation (認定調査) was scheduled.
+        InvestigationScheduled = "certification.investigation_scheduled", v 1, by [Insurer, Office] {
+            /// The appointment day.
+            scheduled_on: NaiveDate,
+        }
+        /// The investigation was done; the investigation sheet (認定調査票) is available.
+        InvestigationCompleted = "certification.investigation_completed", v 1, by [Insurer, Office] {
+            /// The day it was recorded.
+            completed_on: NaiveDate,
+            /// The investigation sheet.
+            investigation_sheet: DocumentRef,
+        }
+        /// The doctor's opinion (主治医意見書) was requested from a medical institution.
+        OpinionRequested = "certification.opinion_requested", v 1, by [Insurer] {
+            /// The medical institution asked.
+            institution: MedicalInstitutionCode,
+            /// The day of the request.
+            requested_on: NaiveDate,
+        }
+        /// The doctor's opinion arrived; it is available.
+        OpinionReceived = "certification.opinion_received", v 1, by [Insurer, MedicalInstitution] {
+            /// The medical institution that wrote it.
+            institution: MedicalInstitutionCode,
+            /// The opinion.
+            opinion: DocumentRef,
+            /// The day it arrived.
+            received_on: NaiveDate,
+        }
+        /// The computer's primary judgment (一次判定).
+        PrimaryJudgmentRecorded = "certification.primary_judgment_recorded", v 1, by [Insurer] {
+            /// The level judged.
+            level: CareLevel,
+            /// The day of the judgment.
+            judged_on: NaiveDate,
+        }
+        /// The certification board's secondary judgment (二次判定, 介護認定審査会).
+        SecondaryJudgmentRecorded = "certification.secondary_judgment_recorded", v 1, by [Insurer] {
+            /// The level judged.
+            level: CareLevel,
+            /// The day of the judgment.
+            judged_on: NaiveDate,
+        }
+        /// The insurer decided the certification (認定).
+        CertificationDecided = "certification.decided", v 1, by [Insurer] {
+            /// The level decided.
+            level: CareLevel,
+            /// The day of the decision.
+            decided_on: NaiveDate,
+            /// The validity period; none for 非該当.
+            validity: Option<ValidityPeriod>,
+            /// The validity in months as the rules count them; none for 非該当.
+            validity_months: Option<u32>,
+        }
+        /// The insurer notified an extension of the decision period (処理見込期間).
+        ExtensionNotified = "certification.extension_notified", v 1, by [Insurer] {
+            /// Why the decision takes longer.
+            reason: String,
+            /// The day by which the decision is expected.
+            expected_decision_on: NaiveDate,
+            /// The day of the notice.
+            notified_on: NaiveDate,
+        }
+        /// The applicant withdrew the application (取下げ).
+        ApplicationWithdrawn = "certification.withdrawn", v 1, by [Insurer, Office] {
+            /// The day of the withdrawal.
+            withdrawn_on: NaiveDate,
+            /// Why, when given.
+            reason: Option<String>,
+        }
+        /// The insurer rejected the application (却下), e.g. not insured.
+        ApplicationRejected = "certification.rejected", v 1, by [Insurer] {
+            /// The day of the rejection.
+            rejected_on: NaiveDate,
+            /// Why.
+            reason: String,
+        }
+        /// The decision deadline passed without a decision (a timer's record).
+        DeadlineReached = "certification.deadline_reached", v 1, by [System] {
+            /// The deadline that passed (30 days after the application, or the extension's expected date).
+            due_date: NaiveDate,
+            /// The day the timer recorded it.
+            reached_on: NaiveDate,
+        }
+    }
+}
+
+/// What may be asked of a certification application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificationCommand {
+    /// File an application.
+    FileApplication {
+        /// The insurer.
+        insurer: InsurerNumber,
+        /// The insured person.
+        insured: InsuredNumber,
+        /// The application's sequence number (the stream's).
+        seq: u32,
+        /// New, renewal or change.
+        kind: ApplicationKind,
+        /// Who files.
+        applicant: Applicant,
+        /// The application date (not in the future).
+        applied_on: NaiveDate,
+        /// The person's current certification, looked up by the engine.
+        current_certification: Option<CurrentCertification>,
+    },
+    /// Schedule the investigation.
+    ScheduleInvestigation {
+        /// The appointment day.
+        scheduled_on: NaiveDate,
+    },
+    /// Record the investigation sheet.
+    CompleteInvestigation {
+        /// The investigation sheet.
+        investigation_sheet: DocumentRef,
+    },
+    /// Ask a medical institution for the doctor's opinion.
+    RequestOpinion {
+        /// The medical institution.
+        institution: MedicalInstitutionCode,
+    },
+    /// Record the doctor's opinion.
+    ReceiveOpinion {
+        /// The medical institution that wrote it.
+        institution: MedicalInstitutionCode,
+        /// The opinion.
+        opinion: DocumentRef,
+    },
+    /// Record the primary judgment.
+    RecordPrimaryJudgment {
+        /// The level judged.
+        level: CareLevel,
+    },
+    /// Record the secondary judgment.
+    RecordSecondaryJudgment {
+        /// The level judged.
+        level: CareLevel,
+    },
+    /// Decide the certification.
+    Decide {
+        /// The level decided: must be the secondary judgment's.
+        level: CareLevel,
+        /// The validity period; computed by the rules when not given,
+        /// checked against them when given.
+        validity: Option<ValidityPeriod>,
+    },
+    /// Notify an extension of the decision period.
+    NotifyExtension {
+        /// Why.
+        reason: String,
+        /// When the decision is expected.
+        expected_decision_on: NaiveDate,
+    },
+    /// Withdraw the application.
+    Withdraw {
+        /// Why, when given.
+        reason: Option<String>,
+    },
+    /// Reject the application.
+    Reject {
+        /// Why.
+        reason: String,
+    },
+    /// Record that the deadline passed (sent by a timer).
+    RecordDeadlineReached,
+}
+
+/// Where the application stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CertificationStatus {
+    /// Nothing filed.
+    #[default]
+    NotFiled,
+    /// Filed and not yet closed.
+    Open,
+    /// Decided.
+    Decided,
+    /// Withdrawn.
+    Withdrawn,
+    /// Rejected.
+    Rejected,
+}
+
+/// The folded state of one application.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CertificationState {
+    /// Where it stands.
+    pub status: CertificationStatus,
+    /// The filing.
+    pub application: Option<ApplicationFiled>,
+    /// The investigation appointment.
+    pub investigation_scheduled_on: Option<NaiveDate>,
+    /// The investigation sheet.
+    pub investigation_sheet: Option<DocumentRef>,
+    /// The medical institutions asked for an opinion.
+    pub opinion_requested_from: Vec<MedicalInstitutionCode>,
+    /// The doctor's opinion.
+    pub opinion: Option<DocumentRef>,
+    /// The primary judgment.
+    pub primary_judgment: Option<CareLevel>,
+    /// The secondary judgment.
+    pub secondary_judgment: Option<CareLevel>,
+    /// The decision.
+    pub decision: Option<CertificationDecided>,
+    /// The latest extension notice.
+    pub extension: Option<ExtensionNotified>,
+    /// The deadline whose passing was last recorded.
+    pub deadline_recorded_for: Option<NaiveDate>,
+}
+
+/// An open application past its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overdue {
+    /// The deadline that passed.
+    pub due_date: NaiveDate,
+    /// Days since it passed.
+    pub days_overdue: u64,
+}
+
+impl CertificationState {
+    /// The current decision deadline of an open application: the expected
+    /// date of the latest extension, or 30 days after the application.
+    pub fn due_date(&self) -> Option<NaiveDate> {
+        if self.status != CertificationStatus::Open {
+            return None;
+        }
+        let application = self.application.as_ref()?;
+        Some(match &self.extension {
+            Some(extension) => extension.expected_decision_on,
+            None => application.applied_on + Days::new(DECISION_DEADLINE_DAYS),
+        })
+    }
+}
+
+/// Whether the application is open past its deadline on `today` (used by
+/// timers and shown to the insurer and the office).
+pub fn overdue(state: &CertificationState, today: NaiveDate) -> Option<Overdue> {
+    let due_date = state.due_date()?;
+    (today > due_date).then(|| Overdue {
+        due_date,
+        days_overdue: (today - due_date).num_days().unsigned_abs(),
+    })
+}
+
+/// The certification application decider.
+#[derive(Debug, Clone, Copy)]
+pub struct CertificationApplication;
+
+impl Decider for CertificationApplication {
+    type State = CertificationState;
+    type Command = CertificationCommand;
+    type Event = CertificationEvent;
+
+    fn decide(
+        state: &CertificationState,
+        command: &CertificationCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CertificationEvent>, Rejection> {
+        let today = jst_date(now);
+        if let CertificationCommand::FileApplication { .. } = command {
+            return file(state, command, today);
+        }
+        let application = open_application(state)?;
+        use CertificationCommand as C;
+        let event: CertificationEvent = match command {
+            C::FileApplication { .. } => unreachable!("handled above"),
+            C::ScheduleInvestigation { scheduled_on } => {
+                before_primary_judgment(state)?;
+                reject_if!(
+                    *scheduled_on < application.applied_on,
+                    StepOutOfOrder,
+                    "The investigation cannot be scheduled before the application date.",
+                    "認定調査を申請日より前に予定することはできません。"
+                );
+                InvestigationScheduled {
+                    scheduled_on: *scheduled_on,
+                }
+                .into()
+            }
+            C::CompleteInvestigation {
+                investigation_sheet,
+            } => {
+                before_primary_judgment(state)?;
+                InvestigationCompleted {
+                    completed_on: today,
+                    investigation_sheet: investigation_sheet.clone(),
+                }
+                .into()
+            }
+            C::RequestOpinion { institution } => {
+                before_primary_judgment(state)?;
+                OpinionRequested {
+                    institution: institution.clone(),
+                    requested_on: today,
+                }
+                .into()
+            }
+            C::ReceiveOpinion {
+                institution,
+                opinion,
+            } => {
+                before_primary_judgment(state)?;
+                OpinionReceived {
+                    institution: institution.clone(),
+                    opinion: opinion.clone(),
+                    received_on: today,
+                }
+                .into()
+            }
+            C::RecordPrimaryJudgment { level } => {
+                reject_if!(
+                    state.investigation_sheet.is_none() || state.opinion.is_none(),
+                    StepOutOfOrder,
+                    "The primary judgment needs the investigation sheet and the doctor's opinion first.",
+                    "一次判定には認定調査票と主治医意見書が必要です。"
+                );
+                reject_if!(
+                    state.secondary_judgment.is_some(),
+                    StepOutOfOrder,
+                    "The secondary judgment is already recorded; the primary judgment cannot change.",
+                    "二次判定が記録済みのため一次判定は変更できません。"
+                );
+                PrimaryJudgmentRecorded {
+                    level: *level,
+                    judged_on: today,
+                }
+                .into()
+            }
+            C::RecordSecondaryJudgment { level } => {
+                reject_if!(
+                    state.primary_judgment.is_none(),
+                    StepOutOfOrder,
+                    "The secondary judgment needs the primary judgment first.",
+                    "二次判定の前に一次判定が必要です。"
+                );
+                reject_if!(
+                    state.secondary_judgment.is_some(),
+                    StepOutOfOrder,
+                    "The secondary judgment is already recorded.",
+                    "二次判定は記録済みです。"
+                );
+                SecondaryJudgmentRecorded {
+                    level: *level,
+                    judged_on: today,
+                }
+                .into()
+            }
+            C::Decide { level, validity } => {
+                decide_certification(state, application, *level, *validity, today)?
+            }
+            C::NotifyExtension {
+                reason,
+                expected_decision_on,
+            } => {
+                let due = state
+                    .due_date()
+                    .expect("an open application has a deadline");
+                reject_if!(
+                    reason.trim().is_empty(),
+                    ReasonMissing,
+                    "An extension notice must state the reason.",
+                    "延期通知には理由が必要です。"
+                );
+                reject_if!(
+                    today > due,
+                    ExtensionAfterDeadline,
+                    format!(
+                        "The extension must be notified by the deadline {due}; it is now {today}."
+                    ),
+                    format!("延期通知は期限 {due} までに必要です（本日 {today}）。")
+                );
+                reject_if!(
+                    *expected_decision_on <= due,
+                    ExpectedDateTooEarly,
+                    format!("The expected decision date must be after the current deadline {due}."),
+                    format!("処理見込期日は現在の期限 {due} より後でなければなりません。")
+                );
+                ExtensionNotified {
+                    reason: reason.clone(),
+                    expected_decision_on: *expected_decision_on,
+                    notified_on: today,
+                }
+                .into()
+            }
+            C::Withdraw { reason } => ApplicationWithdrawn {
+                withdrawn_on: today,
+                reason: reason.clone(),
+            }
+            .into(),
+            C::Reject { reason } => {
+                reject_if!(
+                    reason.trim().is_empty(),
+                    ReasonMissing,
+                    "A rejection must state the reason.",
+                    "却下には理由が必要です。"
+                );
+                ApplicationRejected {
+                    rejected_on: today,
+                    reason: reason.clone(),
+                }
+                .into()
+            }
+            C::RecordDeadlineReached => {
+                let Some(overdue) = overdue(state, today) else {
+                    return Err(super::rejection::rejection!(
+                        DeadlineNotReached,
+                        "The decision deadline has not passed yet.",
+                        "処理期限はまだ過ぎていません。"
+                    ));
+                };
+                reject_if!(
+                    state.deadline_recorded_for == Some(overdue.due_date),
+                    DeadlineAlreadyRecorded,
+                    "The passing of this deadline is already recorded.",
+                    "この期限の経過は記録済みです。"
+                );
+                DeadlineReached {
+                    due_date: overdue.due_date,
+                    reached_on: today,
+                }
+                .into()
+            }
+        };
+        Ok(vec![event])
+    }
+
+    fn evolve(mut state: CertificationState, event: &CertificationEvent) -> CertificationState {
+        use CertificationEvent as E;
+        match event {
+            E::ApplicationFiled(e) => {
+                state.status = CertificationStatus::Open;
+                state.application = Some(e.clone());
+            }
+            E::InvestigationScheduled(e) => state.investigation_scheduled_on = Some(e.scheduled_on),
+            E::InvestigationCompleted(e) => {
+                state.investigation_sheet = Some(e.investigation_sheet.clone())
+            }
+            E::OpinionRequested(e) => state.opinion_requested_from.push(e.institution.clone()),
+            E::OpinionReceived(e) => state.opinion = Some(e.opinion.clone()),
+            E::PrimaryJudgmentRecorded(e) => state.primary_judgment = Some(e.level),
+            E::SecondaryJudgmentRecorded(e) => state.secondary_judgment = Some(e.level),
+            E::CertificationDecided(e) => {
+                state.status = CertificationStatus::Decided;
+                state.decision = Some(e.clone());
+            }
+            E::ExtensionNotified(e) => state.extension = Some(e.clone()),
+            E::ApplicationWithdrawn(_) => state.status = CertificationStatus::Withdrawn,
+            E::ApplicationRejected(_) => state.status = CertificationStatus::Rejected,
+            E::DeadlineReached(e) => state.deadline_recorded_for = Some(e.due_date),
+        }
+        state
+    }
+}
+
+/// The filing rules: one filing per stream, a date not in the future, and
+/// the renewal window and current certification per kind.
+fn file(
+    state: &CertificationState,
+    command: &CertificationCommand,
+    today: NaiveDate,
+) -> Result<Vec<CertificationEvent>, Rejection> {
+    let CertificationCommand::FileApplication {
+        insurer,
+        insured,
+        seq,
+        kind,
+        applicant,
+        applied_on,
+        current_certification,
+    } = command
+    else {
+        unreachable!("called for FileApplication only")
+    };
+    reject_if!(
+        state.application.is_some(),
+        ApplicationAlreadyFiled,
+        "This application has already been filed.",
+        "この申請は受付済みです。"
+    );
+    not_in_future(*applied_on, today)?;
+    let current = current_certification
+        .as_ref()
+        .filter(|c| c.level != CareLevel::NotEligible);
+    match (kind, current) {
+        (ApplicationKind::New, Some(current)) => reject_if!(
+            current.covers(*applied_on),
+            AlreadyCertified,
+            format!(
+                "The person is certified until {}; file a renewal or a change instead of a new application.",
+                current.valid_until
+            ),
+            format!(
+                "{} まで認定が有効です。新規申請ではなく更新申請または区分変更申請をしてください。",
+                current.valid_until
+            )
+        ),
+        (ApplicationKind::New, None) => {}
+        (ApplicationKind::Renewal | ApplicationKind::Change, None) => {
+            return Err(super::rejection::rejection!(
+                CurrentCertificationMissing,
+                "A renewal or change application needs the person's current certification.",
+                "更新申請・区分変更申請には現在の認定が必要です。"
+            ));
+        }
+        (ApplicationKind::Renewal | ApplicationKind::Change, Some(current)) => {
+            reject_if!(
+                *applied_on > current.valid_until,
+                CurrentCertificationExpired,
+                format!(
+                    "The current certification ended on {}; file a new application.",
+                    current.valid_until
+                ),
+                format!(
+                    "現在の認定は {} に終了しています。新規申請をしてください。",
+                    current.valid_until
+                )
+            );
+            let window_opens = current.valid_until - Days::new(RENEWAL_WINDOW_DAYS);
+            reject_if!(
+                *kind == ApplicationKind::Renewal && *applied_on < window_opens,
+                RenewalWindowNotOpen,
+                format!(
+                    "A renewal can be filed from {window_opens}, 60 days before the validity ends on {}.",
+                    current.valid_until
+                ),
+                format!(
+                    "更新申請は有効期間満了日 {} の60日前（{window_opens}）から受け付けます。",
+                    current.valid_until
+                )
+            );
+        }
+    }
+    Ok(vec![
+        ApplicationFiled {
+            insurer: insurer.clone(),
+            insured: insured.clone(),
+            seq: *seq,
+            kind: *kind,
+            applicant: applicant.clone(),
+            applied_on: *applied_on,
+            current_certification: current_certification.clone(),
+        }
+        .into(),
+    ])
+}
+
+/// The decision rules: after the secondary judgment, at its level, with a
+/// validity period that starts, ends and lasts as the rules say.
+fn decide_certification(
+    state: &CertificationState,
+    application: &ApplicationFiled,
+    level: CareLevel,
+    validity: Option<ValidityPeriod>,
+    today: NaiveDate,
+) -> Result<CertificationEvent, Rejection> {
+    let Some(judged) = state.secondary_judgment else {
+        return Err(super::rejection::rejection!(
+            StepOutOfOrder,
+            "A certification can only be decided after the secondary judgment.",
+            "認定は二次判定の後でなければ決定できません。"
+        ));
+    };
+    reject_if!(
+        level != judged,
+        LevelDiffersFromJudgment,
+        format!(
+            "The decided level {} differs from the secondary judgment {}.",
+            level.japanese_name(),
+            judged.japanese_name()
+        ),
+        format!(
+            "決定した区分 {} が二次判定 {} と異なります。",
+            level.japanese_name(),
+            judged.japanese_name()
+        )
+    );
+    let (validity, months) = if level == CareLevel::NotEligible {
+        reject_if!(
+            validity.is_some(),
+            ValidityNotAllowed,
+            "A not-eligible (非該当) decision has no validity period.",
+            "非該当の決定に有効期間はありません。"
+        );
+        (None, None)
+    } else {
+        let (period, months) = checked_validity(application, level, validity)?;
+        (Some(period), Some(months))
+    };
+    Ok(CertificationDecided {
+        level,
+        decided_on: today,
+        validity,
+        validity_months: months,
+    }
+    .into())
+}
+
+/// The start a decision's validity must have: the application date for new
+/// and change applications, the day after the current validity for renewals.
+pub fn validity_start(application: &ApplicationFiled) -> NaiveDate {
+    match (&application.kind, &application.current_certification) {
+        (ApplicationKind::Renewal, Some(current)) => current.valid_until + Days::new(1),
+        _ => application.applied_on,
+    }
+}
+
+/// Computes the validity by rule when not given, checks it when given.
+fn checked_validity(
+    application: &ApplicationFiled,
+    level: CareLevel,
+    validity: Option<ValidityPeriod>,
+) -> Result<(ValidityPeriod, u32), Rejection> {
+    let start = validity_start(application);
+    let same_level = application.kind == ApplicationKind::Renewal
+        && application
+            .current_certification
+            .as_ref()
+            .is_some_and(|current| current.level == level);
+    let (min, by_rule, max) = application.kind.validity_months(same_level);
+    let Some(period) = validity else {
+        let period = ValidityPeriod {
+            from: start,
+            until: validity_until(start, by_rule),
+        };
+        return Ok((period, by_rule));
+    };
+    reject_if!(
+        period.from != start,
+        ValidityStartWrong,
+        format!("The validity must start on {start}, not {}.", period.from),
+        format!(
+            "有効期間の開始日は {start} です（{} ではありません）。",
+            period.from
+        )
+    );
+    reject_if!(
+        !is_month_end(period.until),
+        ValidityNotMonthEnd,
+        format!(
+            "The validity must end on a month end, not {}.",
+            period.until
+        ),
+        format!(
+            "有効期間は月末で終わらなければなりません（{}）。",
+            period.until
+        )
+    );
+    let months = validity_months(period.from, period.until).unwrap_or(0);
+    reject_if!(
+        !(min..=max).contains(&months),
+        ValidityOutOfRange,
+        format!("The validity may be {min} to {max} months for this application; {months} given."),
+        format!("この申請の有効期間は {min}〜{max} か月です（{months} か月が指定されました）。")
+    );
+    Ok((period, months))
+}
+
+fn open_application(state: &CertificationState) -> Result<&ApplicationFiled, Rejection> {
+    let Some(application) = state.application.as_ref() else {
+        return Err(super::rejection::rejection!(
+            ApplicationNotFiled,
+            "No application has been filed.",
+            "申請が受け付けられていません。"
+        ));
+    };
+    reject_if!(
+        state.status != CertificationStatus::Open,
+        ApplicationClosed,
+        "The application is already decided, withdrawn or rejected.",
+        "この申請は決定・取下げ・却下済みです。"
+    );
+    Ok(application)
+}
+
+fn before_primary_judgment(state: &CertificationState) -> Result<(), Rejection> {
+    reject_if!(
+        state.primary_judgment.is_some(),
+        StepOutOfOrder,
+        "The primary judgment is already recorded; investigation and opinion can no longer change.",
+        "一次判定が記録済みのため、認定調査・主治医意見書は変更できません。"
+    );
+    Ok(())
+}

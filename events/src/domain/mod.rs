@@ -1,0 +1,122 @@
+//! The care workflows as pure deciders (DESIGN.md decision 5).
+//!
+//! Every aggregate has the same shape, the [`Decider`] trait:
+//! `decide(&State, &Command, now) -> Result<Vec<Event>, Rejection>` and
+//! `evolve(State, &Event) -> State`. Nothing here does IO or reads a clock:
+//! `now`, and whatever a decision needs to look up elsewhere (the current
+//! certification of a renewal, whether a seller is designated), come in as
+//! values. Business dates are Japanese calendar dates: [`jst_date`] turns
+//! `now` into one with a fixed +09:00 offset.
+//!
+//! Layout:
+//!
+//! - [`values`]: validated value types ([`CareLevel`], [`CopaymentRatio`],
+//!   [`Yen`], [`DocumentRef`], [`ServiceTypeCode`], [`SealedValue`], ...).
+//! - [`dates`]: the calendar arithmetic of the rules (validity periods that
+//!   end on a month end, fiscal years, 7/31 certificates).
+//! - [`rejection`]: [`Rejection`] and its stable [`RejectionCode`]s.
+//! - [`event`]: the [`DomainEvent`] trait, the envelope conversion
+//!   (`to_payload` / `from_recorded`) and the event catalog.
+//! - one module per aggregate: [`certification`], [`insured`], [`office`],
+//!   [`insurer`], [`subsidy`].
+//! - [`testing`]: the given / when / then helper every decider test uses.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+
+pub mod certification;
+pub mod dates;
+pub mod event;
+pub mod insured;
+pub mod insurer;
+pub mod office;
+pub mod rejection;
+pub mod subsidy;
+pub mod testing;
+pub mod values;
+
+pub use event::{DecodeError, DomainEvent, Emitter, EventSpec, FieldSpec};
+pub use rejection::{Rejection, RejectionCode};
+pub use values::{
+    CareLevel, CopaymentRatio, CostLimitStage, DocumentRef, EquipmentCategory, SealedValue,
+    ServiceTypeCode, Sha256Digest, TerminalId, ValueError, Yen,
+};
+
+/// One aggregate's workflow: what it decides and how its state follows its
+/// events.
+///
+/// Implemented by a unit struct per aggregate (`CertificationApplication`,
+/// `InsuredPerson`, ...). The engine loads the stream, folds it with
+/// [`Decider::evolve`] from `State::default()`, calls [`Decider::decide`]
+/// and appends what it returns.
+pub trait Decider {
+    /// The state folded from the stream; `Default` is the empty stream.
+    type State: Default + Clone + PartialEq + std::fmt::Debug;
+    /// What may be asked of the aggregate.
+    type Command: std::fmt::Debug;
+    /// What the aggregate records.
+    type Event: DomainEvent;
+
+    /// Checks `command` against `state` and the rules; returns the events to
+    /// record, or why not. `now` is the time of the decision.
+    fn decide(
+        state: &Self::State,
+        command: &Self::Command,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Self::Event>, Rejection>;
+
+    /// Applies one recorded event. Never fails: a recorded event is a fact.
+    fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
+
+    /// Folds a whole stream from the empty state.
+    fn replay<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self::State
+    where
+        Self::Event: 'a,
+    {
+        events
+            .into_iter()
+            .fold(Self::State::default(), |state, event| {
+                Self::evolve(state, event)
+            })
+    }
+}
+
+/// Japan Standard Time: a fixed +09:00 offset (Japan has no daylight saving).
+pub fn jst() -> FixedOffset {
+    FixedOffset::east_opt(9 * 3600).expect("+09:00 is a valid offset")
+}
+
+/// The Japanese calendar date at `now`.
+pub fn jst_date(now: DateTime<Utc>) -> NaiveDate {
+    now.with_timezone(&jst()).date_naive()
+}
+
+/// Rejects a date after today.
+pub(crate) fn not_in_future(date: NaiveDate, today: NaiveDate) -> Result<(), Rejection> {
+    rejection::reject_if!(
+        date > today,
+        DateInFuture,
+        format!("The date {date} is in the future (today is {today})."),
+        format!("日付 {date} が未来です（本日は {today}）。")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn jst_date_turns_over_at_fifteen_utc() {
+        let before = Utc.with_ymd_and_hms(2026, 3, 31, 14, 59, 59).unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 3, 31, 15, 0, 0).unwrap();
+        assert_eq!(
+            jst_date(before),
+            NaiveDate::from_ymd_opt(2026, 3, 31).unwrap()
+        );
+        assert_eq!(
+            jst_date(after),
+            NaiveDate::from_ymd_opt(2026, 4, 1).unwrap()
+        );
+    }
+}

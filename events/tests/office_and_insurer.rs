@@ -1,0 +1,364 @@
+//! Rules of the care office (terminals) and the insurer rollout.
+
+mod common;
+
+use common::*;
+use kiban_events::domain::RejectionCode as R;
+use kiban_events::domain::insurer::*;
+use kiban_events::domain::office::*;
+use kiban_events::domain::testing::given;
+use kiban_events::domain::{ServiceTypeCode, Sha256Digest, TerminalId};
+
+fn code(text: &str) -> ServiceTypeCode {
+    ServiceTypeCode::parse(text).unwrap()
+}
+
+fn terminal() -> TerminalId {
+    TerminalId::parse("T-01").unwrap()
+}
+
+fn credential(byte: u8) -> Sha256Digest {
+    Sha256Digest::parse(&format!("{byte:02x}").repeat(32)).unwrap()
+}
+
+fn registered() -> OfficeEvent {
+    OfficeRegistered {
+        office: office(),
+        service_types: vec![code("11"), code("43")],
+        registered_on: d(2026, 4, 1),
+    }
+    .into()
+}
+
+fn terminal_registered() -> OfficeEvent {
+    TerminalRegistered {
+        terminal: terminal(),
+        credential: credential(1),
+        registered_on: d(2026, 4, 2),
+    }
+    .into()
+}
+
+fn suspended() -> Vec<OfficeEvent> {
+    vec![
+        registered(),
+        terminal_registered(),
+        TerminalReportedLost {
+            terminal: terminal(),
+            loss: Loss::Stolen,
+            reported_on: d(2026, 5, 1),
+        }
+        .into(),
+        TerminalSuspended {
+            terminal: terminal(),
+            suspended_on: d(2026, 5, 1),
+        }
+        .into(),
+    ]
+}
+
+#[test]
+fn an_office_is_registered_once_with_distinct_service_types() {
+    given::<Office>([])
+        .when(
+            OfficeCommand::Register {
+                office: office(),
+                service_types: vec![code("11"), code("43")],
+            },
+            at(2026, 4, 1),
+        )
+        .then(vec![registered()]);
+    given::<Office>([registered()])
+        .when(
+            OfficeCommand::Register {
+                office: office(),
+                service_types: vec![code("11")],
+            },
+            at(2026, 4, 1),
+        )
+        .then_rejected(R::OfficeAlreadyRegistered);
+    given::<Office>([])
+        .when(
+            OfficeCommand::Register {
+                office: office(),
+                service_types: vec![],
+            },
+            at(2026, 4, 1),
+        )
+        .then_rejected(R::ServiceTypesMissing);
+    given::<Office>([])
+        .when(
+            OfficeCommand::Register {
+                office: office(),
+                service_types: vec![code("11"), code("11")],
+            },
+            at(2026, 4, 1),
+        )
+        .then_rejected(R::ServiceTypeDuplicated);
+}
+
+#[test]
+fn terminals_are_registered_at_a_registered_office_once() {
+    given::<Office>([])
+        .when(
+            OfficeCommand::RegisterTerminal {
+                terminal: terminal(),
+                credential: credential(1),
+            },
+            at(2026, 4, 2),
+        )
+        .then_rejected(R::OfficeNotRegistered);
+    let state = given::<Office>([registered()])
+        .when(
+            OfficeCommand::RegisterTerminal {
+                terminal: terminal(),
+                credential: credential(1),
+            },
+            at(2026, 4, 2),
+        )
+        .then(vec![terminal_registered()]);
+    assert!(state.terminal_active(&terminal()));
+    given::<Office>([registered(), terminal_registered()])
+        .when(
+            OfficeCommand::RegisterTerminal {
+                terminal: terminal(),
+                credential: credential(2),
+            },
+            at(2026, 4, 2),
+        )
+        .then_rejected(R::TerminalAlreadyRegistered);
+}
+
+#[test]
+fn a_lost_terminal_is_suspended_at_once() {
+    let state = given::<Office>([registered(), terminal_registered()])
+        .when(
+            OfficeCommand::ReportTerminalLost {
+                terminal: terminal(),
+                loss: Loss::Stolen,
+            },
+            at(2026, 5, 1),
+        )
+        .then(suspended()[2..].to_vec());
+    assert!(!state.terminal_active(&terminal()));
+    given::<Office>(suspended())
+        .when(
+            OfficeCommand::ReportTerminalLost {
+                terminal: terminal(),
+                loss: Loss::Lost,
+            },
+            at(2026, 5, 2),
+        )
+        .then_rejected(R::TerminalAlreadySuspended);
+    given::<Office>([registered()])
+        .when(
+            OfficeCommand::ReportTerminalLost {
+                terminal: terminal(),
+                loss: Loss::Lost,
+            },
+            at(2026, 5, 2),
+        )
+        .then_rejected(R::TerminalUnknown);
+}
+
+#[test]
+fn a_suspended_terminal_is_reinstated_only_with_a_new_credential() {
+    given::<Office>(suspended())
+        .when(
+            OfficeCommand::ReinstateTerminal {
+                terminal: terminal(),
+                credential: credential(1),
+            },
+            at(2026, 5, 3),
+        )
+        .then_rejected(R::CredentialReused);
+    let state = given::<Office>(suspended())
+        .when(
+            OfficeCommand::ReinstateTerminal {
+                terminal: terminal(),
+                credential: credential(2),
+            },
+            at(2026, 5, 3),
+        )
+        .then(vec![
+            TerminalReinstated {
+                terminal: terminal(),
+                credential: credential(2),
+                reinstated_on: d(2026, 5, 3),
+            }
+            .into(),
+        ]);
+    assert!(state.terminal_active(&terminal()));
+    given::<Office>([registered(), terminal_registered()])
+        .when(
+            OfficeCommand::ReinstateTerminal {
+                terminal: terminal(),
+                credential: credential(2),
+            },
+            at(2026, 5, 3),
+        )
+        .then_rejected(R::TerminalNotSuspended);
+}
+
+fn onboarded() -> InsurerEvent {
+    InsurerOnboarded {
+        insurer: insurer(),
+        onboarded_on: d(2026, 4, 1),
+    }
+    .into()
+}
+
+fn standardised() -> InsurerEvent {
+    StandardisationCompleted {
+        completed_on: d(2026, 10, 1),
+        after_deadline: false,
+    }
+    .into()
+}
+
+#[test]
+fn an_insurer_is_onboarded_once() {
+    given::<Insurer>([])
+        .when(
+            InsurerCommand::Onboard { insurer: insurer() },
+            at(2026, 4, 1),
+        )
+        .then(vec![onboarded()]);
+    given::<Insurer>([onboarded()])
+        .when(
+            InsurerCommand::Onboard { insurer: insurer() },
+            at(2026, 4, 2),
+        )
+        .then_rejected(R::InsurerAlreadyOnboarded);
+}
+
+#[test]
+fn standardisation_is_recorded_once_and_flags_a_late_one() {
+    given::<Insurer>([])
+        .when(
+            InsurerCommand::CompleteStandardisation {
+                completed_on: d(2026, 10, 1),
+            },
+            at(2026, 10, 1),
+        )
+        .then_rejected(R::InsurerNotOnboarded);
+    given::<Insurer>([onboarded()])
+        .when(
+            InsurerCommand::CompleteStandardisation {
+                completed_on: d(2026, 10, 1),
+            },
+            at(2026, 10, 1),
+        )
+        .then(vec![standardised()]);
+    given::<Insurer>([onboarded()])
+        .when(
+            InsurerCommand::CompleteStandardisation {
+                completed_on: d(2027, 2, 1),
+            },
+            at(2027, 2, 1),
+        )
+        .then(vec![
+            StandardisationCompleted {
+                completed_on: d(2027, 2, 1),
+                after_deadline: true,
+            }
+            .into(),
+        ]);
+    given::<Insurer>([onboarded(), standardised()])
+        .when(
+            InsurerCommand::CompleteStandardisation {
+                completed_on: d(2026, 10, 2),
+            },
+            at(2026, 10, 2),
+        )
+        .then_rejected(R::StandardisationAlreadyCompleted);
+    let state = given::<Insurer>([onboarded()]).state().clone();
+    assert!(!state.standardisation_overdue(d(2026, 12, 31)));
+    assert!(state.standardisation_overdue(d(2027, 1, 1)));
+}
+
+#[test]
+fn sharing_is_enabled_only_when_the_data_transmission_completes() {
+    let before = given::<Insurer>([onboarded(), standardised()]);
+    assert!(!before.state().sharing_enabled());
+    let state = before
+        .when(
+            InsurerCommand::CompleteDataTransmission {
+                completed_on: d(2026, 11, 1),
+            },
+            at(2026, 11, 1),
+        )
+        .then(vec![
+            DataTransmissionCompleted {
+                completed_on: d(2026, 11, 1),
+            }
+            .into(),
+            SharingEnabled {
+                enabled_on: d(2026, 11, 1),
+            }
+            .into(),
+        ]);
+    assert!(state.sharing_enabled());
+}
+
+#[test]
+fn data_transmission_needs_standardisation_and_the_platform_start() {
+    given::<Insurer>([onboarded()])
+        .when(
+            InsurerCommand::CompleteDataTransmission {
+                completed_on: d(2026, 11, 1),
+            },
+            at(2026, 11, 1),
+        )
+        .then_rejected(R::StandardisationNotCompleted);
+    let early = StandardisationCompleted {
+        completed_on: d(2026, 1, 10),
+        after_deadline: false,
+    };
+    given::<Insurer>([onboarded(), early.into()])
+        .when(
+            InsurerCommand::CompleteDataTransmission {
+                completed_on: d(2026, 3, 31),
+            },
+            at(2026, 3, 31),
+        )
+        .then_rejected(R::PlatformNotStarted);
+    let transmitted: Vec<InsurerEvent> = vec![
+        onboarded(),
+        standardised(),
+        DataTransmissionCompleted {
+            completed_on: d(2026, 11, 1),
+        }
+        .into(),
+        SharingEnabled {
+            enabled_on: d(2026, 11, 1),
+        }
+        .into(),
+    ];
+    given::<Insurer>(transmitted)
+        .when(
+            InsurerCommand::CompleteDataTransmission {
+                completed_on: d(2026, 11, 2),
+            },
+            at(2026, 11, 2),
+        )
+        .then_rejected(R::DataTransmissionAlreadyCompleted);
+}
+
+#[test]
+fn a_completion_date_in_the_future_is_rejected() {
+    given::<Insurer>([onboarded()])
+        .when(
+            InsurerCommand::CompleteStandardisation {
+                completed_on: d(2026, 10, 2),
+            },
+            at(2026, 10, 1),
+        )
+        .then_rejected(R::DateInFuture);
+}
+
+#[test]
+fn stream_names_follow_the_scheme() {
+    assert_eq!(office_stream(&office()).as_str(), "office/1312345678");
+    assert_eq!(insurer_stream(&insurer()).as_str(), "insurer/131016");
+}
