@@ -1,0 +1,156 @@
+//! NATS subject and stream names: the only place in kiban that knows them.
+//!
+//! | subject | who publishes | who reads | stream |
+//! | --- | --- | --- | --- |
+//! | `kiban.ingest.<insurer>.<event type>` | a municipality | the ingest consumer | [`INGEST_STREAM`] |
+//! | `kiban.receipts.<insurer>` | the ingest consumer | that municipality | — (core NATS) |
+//! | `kiban.events.<insurer>.<event type>.<stream id>` | the outbox relay | kiban services, auditors | [`EVENTS_STREAM`] |
+//! | `kiban.offices.<office>.updates` | office routing | that office | — (core NATS) |
+//!
+//! An event type is dotted words (`certification.decided`), so it spans
+//! several subject tokens; an insurer number, an office number and an encoded
+//! stream id are one token each. Every token put into a subject comes from a
+//! validated identifier, so no subject built here contains a space, `*` or `>`.
+
+use kiban_events::ids::{InsurerNumber, OfficeNumber};
+use kiban_events::{EventType, StreamName};
+
+/// The JetStream stream municipalities publish into.
+pub const INGEST_STREAM: &str = "KIBAN_INGEST";
+
+/// The subjects [`INGEST_STREAM`] captures.
+pub const INGEST_SUBJECTS: &str = "kiban.ingest.>";
+
+/// The durable pull consumer of [`INGEST_STREAM`] that kiban reads with.
+pub const INGEST_CONSUMER: &str = "kiban-ingest";
+
+/// The JetStream stream the outbox relay publishes committed events to.
+pub const EVENTS_STREAM: &str = "KIBAN_EVENTS";
+
+/// The subjects [`EVENTS_STREAM`] captures.
+pub const EVENTS_SUBJECTS: &str = "kiban.events.>";
+
+/// The insurer token of an event subject for an event that concerns no
+/// insurer (a care office's own stream, say). Not six digits, so it can never
+/// collide with an insurer number.
+pub const NO_INSURER_TOKEN: &str = "none";
+
+const INGEST_PREFIX: &str = "kiban.ingest.";
+
+/// `kiban.ingest.<insurer>.<event type>`: where a municipality publishes a
+/// status message of `kind`.
+pub fn ingest_subject(insurer: &InsurerNumber, kind: &EventType) -> String {
+    format!("{INGEST_PREFIX}{insurer}.{kind}")
+}
+
+/// `kiban.ingest.<insurer>.>`: everything one municipality may publish.
+pub fn ingest_filter(insurer: &InsurerNumber) -> String {
+    format!("{INGEST_PREFIX}{insurer}.>")
+}
+
+/// `kiban.receipts.<insurer>`: where a municipality gets its receipts.
+pub fn receipt_subject(insurer: &InsurerNumber) -> String {
+    format!("kiban.receipts.{insurer}")
+}
+
+/// `kiban.offices.<office>.updates`: the updates one office may see.
+pub fn office_updates_subject(office: &OfficeNumber) -> String {
+    format!("kiban.offices.{office}.updates")
+}
+
+/// `kiban.events.<insurer>.<event type>.<stream id>`: where the relay
+/// publishes a committed event. The stream id is encoded as one token
+/// ([`encode_stream_id`]).
+pub fn event_subject(
+    insurer: Option<&InsurerNumber>,
+    event_type: &EventType,
+    stream: &StreamName,
+) -> String {
+    let insurer = insurer.map_or(NO_INSURER_TOKEN, InsurerNumber::as_str);
+    format!(
+        "kiban.events.{insurer}.{event_type}.{}",
+        encode_stream_id(stream.id())
+    )
+}
+
+/// A stream id as one subject token: stream ids may contain `.`, which
+/// separates tokens, so it becomes `~`, a character stream ids never contain
+/// (the mapping is therefore reversible).
+pub fn encode_stream_id(id: &str) -> String {
+    id.replace('.', "~")
+}
+
+/// What an ingest subject says about its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestSubject {
+    /// The insurer token, when it is a valid insurer number. `None` means the
+    /// message came in on a subject no municipality could have been
+    /// permitted to publish on; no receipt can be addressed.
+    pub insurer: Option<InsurerNumber>,
+    /// The event type the subject names (everything after the insurer), as
+    /// text; it is compared with the message's `kind`.
+    pub kind: String,
+}
+
+/// Splits `kiban.ingest.<insurer>.<event type>`. Returns `None` when the
+/// subject is not under `kiban.ingest.`.
+pub fn parse_ingest_subject(subject: &str) -> Option<IngestSubject> {
+    let rest = subject.strip_prefix(INGEST_PREFIX)?;
+    let (insurer, kind) = rest.split_once('.').unwrap_or((rest, ""));
+    Some(IngestSubject {
+        insurer: InsurerNumber::parse(insurer).ok(),
+        kind: kind.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insurer() -> InsurerNumber {
+        InsurerNumber::parse("131016").unwrap()
+    }
+
+    #[test]
+    fn ingest_subject_round_trips() {
+        let kind = EventType::parse("certification.decided").unwrap();
+        let subject = ingest_subject(&insurer(), &kind);
+        assert_eq!(subject, "kiban.ingest.131016.certification.decided");
+        let parsed = parse_ingest_subject(&subject).unwrap();
+        assert_eq!(parsed.insurer, Some(insurer()));
+        assert_eq!(parsed.kind, "certification.decided");
+        assert_eq!(ingest_filter(&insurer()), "kiban.ingest.131016.>");
+    }
+
+    #[test]
+    fn ingest_subject_with_a_bad_insurer_has_no_insurer() {
+        let parsed = parse_ingest_subject("kiban.ingest.99x.certification.filed").unwrap();
+        assert_eq!(parsed.insurer, None);
+        assert_eq!(parse_ingest_subject("kiban.events.131016.a.b"), None);
+        let bare = parse_ingest_subject("kiban.ingest.131016").unwrap();
+        assert_eq!(bare.kind, "");
+    }
+
+    #[test]
+    fn event_subject_encodes_dots_in_stream_ids() {
+        let stream = StreamName::parse("certification/131016-0000012345-1").unwrap();
+        let kind = EventType::parse("certification.decided").unwrap();
+        assert_eq!(
+            event_subject(Some(&insurer()), &kind, &stream),
+            "kiban.events.131016.certification.decided.131016-0000012345-1"
+        );
+        let dotted = StreamName::parse("office/a.b").unwrap();
+        let subject = event_subject(None, &kind, &dotted);
+        assert_eq!(subject, "kiban.events.none.certification.decided.a~b");
+    }
+
+    #[test]
+    fn receipt_and_office_subjects() {
+        assert_eq!(receipt_subject(&insurer()), "kiban.receipts.131016");
+        let office = OfficeNumber::parse("1312345678").unwrap();
+        assert_eq!(
+            office_updates_subject(&office),
+            "kiban.offices.1312345678.updates"
+        );
+    }
+}
