@@ -1,0 +1,245 @@
+//! The two database backends behind one small internal surface.
+//!
+//! Only this module and its children know SQL. [`Readers`] is the pool that
+//! serves reads (any number of concurrent callers); [`WriterConnection`] is
+//! the single connection the writer task owns. Both return [`RawEvent`]s:
+//! rows as stored, not yet parsed, so that `verify` can hash exactly what is
+//! in the database even when a field no longer parses.
+
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
+
+use chrono::{TimeZone, Utc};
+use kiban_events::envelope::CanonicalFields;
+use kiban_events::{
+    Actor, EventId, EventType, Hash, Payload, Position, RecordedEvent, StreamName, Version,
+};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// The columns of `events`, in the order every query selects them.
+pub(crate) const EVENT_COLUMNS: &str = "position, stream, version, event_id, event_type, \
+     schema_version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload, \
+     prev_hash, hash";
+
+/// One row of `events`, as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct RawEvent {
+    pub position: i64,
+    pub stream: String,
+    pub version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i64,
+    pub occurred_at_micros: i64,
+    pub recorded_at_micros: i64,
+    pub actor: String,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub payload: String,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+impl RawEvent {
+    /// The position as the unsigned type of the envelope. The schema's CHECK
+    /// keeps positions at 1 or more, so a negative value can only come from a
+    /// change outside kiban; it maps to 0, which no real event has.
+    pub fn position(&self) -> Position {
+        u64::try_from(self.position).unwrap_or(0)
+    }
+
+    /// The fields the hash covers, borrowed from the row.
+    pub fn canonical(&self) -> CanonicalFields<'_> {
+        CanonicalFields {
+            position: self.position(),
+            stream: &self.stream,
+            version: u64::try_from(self.version).unwrap_or(0),
+            event_id: &self.event_id,
+            event_type: &self.event_type,
+            schema_version: u16::try_from(self.schema_version).unwrap_or(0),
+            occurred_at_micros: self.occurred_at_micros,
+            recorded_at_micros: self.recorded_at_micros,
+            actor: &self.actor,
+            correlation_id: &self.correlation_id,
+            causation_id: self.causation_id.as_ref(),
+            payload: &self.payload,
+        }
+    }
+
+    /// Parses the row into the envelope. A field that does not parse was
+    /// changed outside kiban (everything was validated when appended).
+    pub fn into_recorded(self) -> Result<RecordedEvent> {
+        let position = self.position();
+        let corrupted = |what: &str| Error::Corrupted {
+            position,
+            reason: format!("the stored {what} does not parse"),
+        };
+        let time = |micros: i64, what: &str| {
+            Utc.timestamp_micros(micros)
+                .single()
+                .ok_or_else(|| corrupted(what))
+        };
+        Ok(RecordedEvent {
+            position,
+            stream: StreamName::parse(&self.stream).map_err(|_| corrupted("stream name"))?,
+            version: u64::try_from(self.version).map_err(|_| corrupted("version"))?,
+            event_id: EventId::from_uuid(self.event_id).map_err(|_| corrupted("event id"))?,
+            event_type: EventType::parse(&self.event_type).map_err(|_| corrupted("event type"))?,
+            schema_version: u16::try_from(self.schema_version)
+                .map_err(|_| corrupted("schema version"))?,
+            occurred_at: time(self.occurred_at_micros, "occurred_at")?,
+            recorded_at: time(self.recorded_at_micros, "recorded_at")?,
+            actor: Actor::parse(&self.actor).map_err(|_| corrupted("actor"))?,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            payload: Payload::from_stored(self.payload),
+            prev_hash: Hash::from_slice(&self.prev_hash).ok_or_else(|| corrupted("prev_hash"))?,
+            hash: Hash::from_slice(&self.hash).ok_or_else(|| corrupted("hash"))?,
+        })
+    }
+}
+
+/// The read side: a connection pool of either backend.
+#[derive(Debug, Clone)]
+pub(crate) enum Readers {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl Readers {
+    /// Events with `position >= from`, in position order, at most `limit`.
+    pub async fn read_all(&self, from: Position, limit: usize) -> Result<Vec<RawEvent>> {
+        let (from, limit) = (to_i64(from), to_i64(limit as u64));
+        Ok(match self {
+            Readers::Postgres(pool) => postgres::read_all(pool, from, limit).await?,
+            Readers::Sqlite(pool) => sqlite::read_all(pool, from, limit).await?,
+        })
+    }
+
+    /// Events of `stream` with `version >= from`, in version order, at most `limit`.
+    pub async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RawEvent>> {
+        let (from, limit) = (to_i64(from), to_i64(limit as u64));
+        Ok(match self {
+            Readers::Postgres(pool) => {
+                postgres::read_stream(pool, stream.as_str(), from, limit).await?
+            }
+            Readers::Sqlite(pool) => {
+                sqlite::read_stream(pool, stream.as_str(), from, limit).await?
+            }
+        })
+    }
+
+    /// The last event's position and stored hash bytes, if any.
+    pub async fn head(&self) -> Result<Option<(i64, Vec<u8>)>> {
+        Ok(match self {
+            Readers::Postgres(pool) => postgres::head(pool).await?,
+            Readers::Sqlite(pool) => sqlite::head(pool).await?,
+        })
+    }
+
+    /// The stored `(prev_hash, hash)` of the event at `position`, if present.
+    pub async fn hashes_at(&self, position: Position) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let position = to_i64(position);
+        Ok(match self {
+            Readers::Postgres(pool) => postgres::hashes_at(pool, position).await?,
+            Readers::Sqlite(pool) => sqlite::hashes_at(pool, position).await?,
+        })
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(&self) {
+        match self {
+            Readers::Postgres(pool) => pool.close().await,
+            Readers::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+/// The writer's own connection. On PostgreSQL it also holds the advisory
+/// lock that makes its process the writer: if the connection dies, the lock
+/// goes with it, and so does any write in flight.
+#[derive(Debug)]
+pub(crate) enum WriterConnection {
+    Postgres(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl WriterConnection {
+    /// Tries to become the writer of the database (never waits). SQLite is
+    /// embedded in one process, so its writer connection always is.
+    pub async fn try_lock_writer(&mut self) -> Result<bool> {
+        match self {
+            WriterConnection::Postgres(conn) => postgres::try_lock_writer(conn).await,
+            WriterConnection::Sqlite(_) => Ok(true),
+        }
+    }
+
+    /// The last event's position and hash (0 and genesis when empty).
+    pub async fn head(&mut self) -> Result<(Position, Hash)> {
+        let head = match self {
+            WriterConnection::Postgres(conn) => postgres::head(&mut *conn).await?,
+            WriterConnection::Sqlite(conn) => sqlite::head(&mut *conn).await?,
+        };
+        match head {
+            None => Ok((0, Hash::GENESIS)),
+            Some((position, hash)) => {
+                let position = u64::try_from(position).unwrap_or(0);
+                let hash = Hash::from_slice(&hash).ok_or_else(|| Error::Corrupted {
+                    position,
+                    reason: "the stored hash is not 32 bytes".to_owned(),
+                })?;
+                Ok((position, hash))
+            }
+        }
+    }
+
+    /// The current version of each of `streams` that has events.
+    pub async fn stream_versions(&mut self, streams: &[&str]) -> Result<Vec<(String, i64)>> {
+        Ok(match self {
+            WriterConnection::Postgres(conn) => postgres::stream_versions(conn, streams).await?,
+            WriterConnection::Sqlite(conn) => sqlite::stream_versions(conn, streams).await?,
+        })
+    }
+
+    /// The stored events whose id is one of `ids`.
+    pub async fn events_by_id(&mut self, ids: &[Uuid]) -> Result<Vec<RawEvent>> {
+        Ok(match self {
+            WriterConnection::Postgres(conn) => postgres::events_by_id(conn, ids).await?,
+            WriterConnection::Sqlite(conn) => sqlite::events_by_id(conn, ids).await?,
+        })
+    }
+
+    /// Inserts `events` (consecutive positions) in one atomic statement.
+    pub async fn insert(&mut self, events: &[RecordedEvent]) -> Result<()> {
+        assert!(!events.is_empty());
+        let inserted = match self {
+            WriterConnection::Postgres(conn) => postgres::insert(conn, events).await?,
+            WriterConnection::Sqlite(conn) => sqlite::insert(conn, events).await?,
+        };
+        assert_eq!(inserted, events.len() as u64, "one row per event");
+        Ok(())
+    }
+
+    /// Closes the connection (releasing the writer lock on PostgreSQL).
+    pub async fn close(self) {
+        use sqlx::Connection;
+        let _ = match self {
+            WriterConnection::Postgres(conn) => conn.close().await,
+            WriterConnection::Sqlite(conn) => conn.close().await,
+        };
+    }
+}
+
+/// Positions, versions and limits are u64 in the envelope and BIGINT in the
+/// databases; values beyond i64 never occur (a store would need 9.2e18
+/// events), so saturating is only a guard against nonsense arguments.
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

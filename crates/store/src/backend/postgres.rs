@@ -1,0 +1,193 @@
+//! PostgreSQL: the queries of the store.
+//!
+//! The writer inserts a whole batch with one `INSERT ... SELECT FROM UNNEST`
+//! of column arrays: one statement, so one implicit transaction and one
+//! round trip, whatever the batch size. The same statement notifies
+//! [`HEAD_CHANNEL`], delivered to listeners only when it commits.
+
+use chrono::{DateTime, Utc};
+use kiban_events::RecordedEvent;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgExecutor, Row};
+use uuid::Uuid;
+
+use super::{EVENT_COLUMNS, RawEvent, to_i64};
+use crate::error::Result;
+
+/// The advisory lock key whose holder is the writer of a database: the
+/// bytes `kibanwri` read as a big-endian i64. Advisory locks are scoped to a
+/// database, so each database has its own writer.
+pub(crate) const WRITER_LOCK_KEY: i64 = i64::from_be_bytes(*b"kibanwri");
+
+/// The notification channel on which the writer announces each commit's last
+/// position, so that subscriptions in other processes wake up.
+pub(crate) const HEAD_CHANNEL: &str = "kiban_events_head";
+
+pub(crate) async fn try_lock_writer(conn: &mut PgConnection) -> Result<bool> {
+    let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+        .bind(WRITER_LOCK_KEY)
+        .fetch_one(conn)
+        .await?;
+    Ok(locked)
+}
+
+fn decode(row: &PgRow) -> Result<RawEvent, sqlx::Error> {
+    Ok(RawEvent {
+        position: row.try_get(0)?,
+        stream: row.try_get(1)?,
+        version: row.try_get(2)?,
+        event_id: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        schema_version: i64::from(row.try_get::<i32, _>(5)?),
+        occurred_at_micros: row.try_get::<DateTime<Utc>, _>(6)?.timestamp_micros(),
+        recorded_at_micros: row.try_get::<DateTime<Utc>, _>(7)?.timestamp_micros(),
+        actor: row.try_get(8)?,
+        correlation_id: row.try_get(9)?,
+        causation_id: row.try_get(10)?,
+        payload: row.try_get(11)?,
+        prev_hash: row.try_get(12)?,
+        hash: row.try_get(13)?,
+    })
+}
+
+async fn fetch_events<'c>(
+    executor: impl PgExecutor<'c>,
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Vec<RawEvent>, sqlx::Error> {
+    query
+        .fetch_all(executor)
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+}
+
+pub(crate) async fn read_all<'c>(
+    executor: impl PgExecutor<'c>,
+    from: i64,
+    limit: i64,
+) -> Result<Vec<RawEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE position >= $1 ORDER BY position LIMIT $2"
+    );
+    fetch_events(executor, sqlx::query(&sql).bind(from).bind(limit)).await
+}
+
+pub(crate) async fn read_stream<'c>(
+    executor: impl PgExecutor<'c>,
+    stream: &str,
+    from: i64,
+    limit: i64,
+) -> Result<Vec<RawEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream = $1 AND version >= $2 \
+         ORDER BY version LIMIT $3"
+    );
+    fetch_events(
+        executor,
+        sqlx::query(&sql).bind(stream).bind(from).bind(limit),
+    )
+    .await
+}
+
+pub(crate) async fn head<'c>(
+    executor: impl PgExecutor<'c>,
+) -> Result<Option<(i64, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+        .fetch_optional(executor)
+        .await
+}
+
+pub(crate) async fn hashes_at<'c>(
+    executor: impl PgExecutor<'c>,
+    position: i64,
+) -> Result<Option<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("SELECT prev_hash, hash FROM events WHERE position = $1")
+        .bind(position)
+        .fetch_optional(executor)
+        .await
+}
+
+pub(crate) async fn stream_versions(
+    conn: &mut PgConnection,
+    streams: &[&str],
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT stream, max(version) FROM events WHERE stream = ANY($1::text[]) GROUP BY stream",
+    )
+    .bind(streams)
+    .fetch_all(conn)
+    .await
+}
+
+pub(crate) async fn events_by_id(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<RawEvent>, sqlx::Error> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1::uuid[])");
+    fetch_events(conn, sqlx::query(&sql).bind(ids)).await
+}
+
+/// The batch insert: every column as one array, unnested into rows.
+const INSERT_SQL: &str = "WITH inserted AS ( \
+     INSERT INTO events (position, stream, version, event_id, event_type, schema_version, \
+         occurred_at, recorded_at, actor, correlation_id, causation_id, payload, prev_hash, hash) \
+     SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::uuid[], $5::text[], \
+         $6::int4[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::uuid[], \
+         $11::uuid[], $12::text[], $13::bytea[], $14::bytea[]) \
+     RETURNING 1) \
+     SELECT (SELECT count(*) FROM inserted) FROM (SELECT pg_notify($15, $16)) AS notified";
+
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    events: &[RecordedEvent],
+) -> Result<u64, sqlx::Error> {
+    let column = |f: fn(&RecordedEvent) -> i64| events.iter().map(f).collect::<Vec<i64>>();
+    let actors: Vec<String> = events.iter().map(|e| e.actor.to_string()).collect();
+    let last = events.last().expect("a batch is never empty").position;
+    let (inserted,): (i64,) = sqlx::query_as(INSERT_SQL)
+        .bind(column(|e| to_i64(e.position)))
+        .bind(events.iter().map(|e| e.stream.as_str()).collect::<Vec<_>>())
+        .bind(column(|e| to_i64(e.version)))
+        .bind(
+            events
+                .iter()
+                .map(|e| *e.event_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| i32::from(e.schema_version))
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
+        .bind(actors)
+        .bind(events.iter().map(|e| e.correlation_id).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.causation_id).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.payload.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| &e.prev_hash.0[..])
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| &e.hash.0[..]).collect::<Vec<_>>())
+        .bind(HEAD_CHANNEL)
+        .bind(last.to_string())
+        .fetch_one(conn)
+        .await?;
+    Ok(u64::try_from(inserted).unwrap_or(0))
+}

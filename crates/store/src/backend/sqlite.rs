@@ -1,0 +1,177 @@
+//! SQLite: the queries of the store.
+//!
+//! SQLite has no array parameters, so a batch travels as one JSON text
+//! parameter unpacked with `json_each`: the insert of a whole batch is one
+//! statement (one implicit transaction, one fsync of the WAL), and its SQL
+//! never changes, so it is prepared once. Ids and hashes travel as hex and
+//! are stored as raw bytes (`unhex`); the payload travels as a JSON string,
+//! which `->>` turns back into exactly the original text.
+
+use std::io::Write as _;
+
+use kiban_events::RecordedEvent;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqliteExecutor};
+use uuid::Uuid;
+
+use super::{EVENT_COLUMNS, RawEvent};
+
+fn decode(row: &SqliteRow) -> Result<RawEvent, sqlx::Error> {
+    Ok(RawEvent {
+        position: row.try_get(0)?,
+        stream: row.try_get(1)?,
+        version: row.try_get(2)?,
+        event_id: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        schema_version: row.try_get(5)?,
+        occurred_at_micros: row.try_get(6)?,
+        recorded_at_micros: row.try_get(7)?,
+        actor: row.try_get(8)?,
+        correlation_id: row.try_get(9)?,
+        causation_id: row.try_get(10)?,
+        payload: row.try_get(11)?,
+        prev_hash: row.try_get(12)?,
+        hash: row.try_get(13)?,
+    })
+}
+
+async fn fetch_events<'c, 'q>(
+    executor: impl SqliteExecutor<'c>,
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+) -> Result<Vec<RawEvent>, sqlx::Error> {
+    query
+        .fetch_all(executor)
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+}
+
+pub(crate) async fn read_all<'c>(
+    executor: impl SqliteExecutor<'c>,
+    from: i64,
+    limit: i64,
+) -> Result<Vec<RawEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE position >= ?1 ORDER BY position LIMIT ?2"
+    );
+    fetch_events(executor, sqlx::query(&sql).bind(from).bind(limit)).await
+}
+
+pub(crate) async fn read_stream<'c>(
+    executor: impl SqliteExecutor<'c>,
+    stream: &str,
+    from: i64,
+    limit: i64,
+) -> Result<Vec<RawEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream = ?1 AND version >= ?2 \
+         ORDER BY version LIMIT ?3"
+    );
+    fetch_events(
+        executor,
+        sqlx::query(&sql).bind(stream).bind(from).bind(limit),
+    )
+    .await
+}
+
+pub(crate) async fn head<'c>(
+    executor: impl SqliteExecutor<'c>,
+) -> Result<Option<(i64, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+        .fetch_optional(executor)
+        .await
+}
+
+pub(crate) async fn hashes_at<'c>(
+    executor: impl SqliteExecutor<'c>,
+    position: i64,
+) -> Result<Option<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("SELECT prev_hash, hash FROM events WHERE position = ?1")
+        .bind(position)
+        .fetch_optional(executor)
+        .await
+}
+
+fn json_array<T: serde::Serialize>(values: &[T]) -> String {
+    serde_json::to_string(values).expect("strings serialise to JSON")
+}
+
+pub(crate) async fn stream_versions(
+    conn: &mut SqliteConnection,
+    streams: &[&str],
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT stream, max(version) FROM events \
+         WHERE stream IN (SELECT value FROM json_each(?1)) GROUP BY stream",
+    )
+    .bind(json_array(streams))
+    .fetch_all(conn)
+    .await
+}
+
+pub(crate) async fn events_by_id(
+    conn: &mut SqliteConnection,
+    ids: &[Uuid],
+) -> Result<Vec<RawEvent>, sqlx::Error> {
+    let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE event_id IN (SELECT unhex(value) FROM json_each(?1))"
+    );
+    fetch_events(conn, sqlx::query(&sql).bind(json_array(&hex))).await
+}
+
+/// The batch insert: one JSON array of rows, each row an array of columns.
+const INSERT_SQL: &str = "INSERT INTO events (position, stream, version, event_id, event_type, \
+     schema_version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload, \
+     prev_hash, hash) \
+     SELECT value->>0, value->>1, value->>2, unhex(value->>3), value->>4, value->>5, value->>6, \
+         value->>7, value->>8, unhex(value->>9), unhex(value->>10), value->>11, \
+         unhex(value->>12), unhex(value->>13) \
+     FROM json_each(?1)";
+
+/// Encodes the batch as the JSON parameter of [`INSERT_SQL`].
+fn encode_rows(events: &[RecordedEvent]) -> String {
+    let mut out = Vec::with_capacity(events.len() * 512);
+    out.push(b'[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let string = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s).expect("in memory");
+        write!(out, "[{},", e.position).expect("in memory");
+        string(&mut out, e.stream.as_str());
+        write!(out, ",{},\"{}\",", e.version, e.event_id.as_uuid().simple()).expect("in memory");
+        string(&mut out, e.event_type.as_str());
+        write!(
+            out,
+            ",{},{},{},",
+            e.schema_version,
+            e.occurred_at.timestamp_micros(),
+            e.recorded_at.timestamp_micros()
+        )
+        .expect("in memory");
+        string(&mut out, &e.actor.to_string());
+        write!(out, ",\"{}\",", e.correlation_id.simple()).expect("in memory");
+        match e.causation_id {
+            Some(id) => write!(out, "\"{}\",", id.simple()).expect("in memory"),
+            None => out.extend_from_slice(b"null,"),
+        }
+        string(&mut out, e.payload.as_str());
+        write!(out, ",\"{}\",\"{}\"]", e.prev_hash, e.hash).expect("in memory");
+    }
+    out.push(b']');
+    String::from_utf8(out).expect("JSON built from UTF-8 strings is UTF-8")
+}
+
+pub(crate) async fn insert(
+    conn: &mut SqliteConnection,
+    events: &[RecordedEvent],
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(INSERT_SQL)
+        .bind(encode_rows(events))
+        .execute(conn)
+        .await?;
+    Ok(result.rows_affected())
+}

@@ -1,0 +1,1 @@
+//! The append benchmark (filled in below).

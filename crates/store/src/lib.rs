@@ -1,0 +1,155 @@
+//! `kiban-store`: the event store of kiban (DESIGN.md decisions 1–4 and 11).
+//!
+//! An append-only log of [`RecordedEvent`]s with a gapless global position,
+//! a contiguous per-stream version and a SHA-256 hash chain, on PostgreSQL
+//! (production) or SQLite (embedded default). `docs/store.md` has the whole
+//! story; this is the map.
+//!
+//! # Surface
+//!
+//! - [`Store::open`]`(url, `[`StoreOptions`]`)` with `sqlite://path` or
+//!   `postgres://…`; [`Store`] is cheap to clone and is what the rest of kiban
+//!   holds. [`EventStore`] is the same surface as a trait, for code that wants
+//!   to be tested against any store.
+//! - [`Store::append`]`(stream, expected, events) -> `[`AppendResult`]:
+//!   atomic, optimistic on the stream version, idempotent on event ids.
+//! - [`Store::read_stream`], [`Store::read_all`] (inclusive `from`, bounded
+//!   pages), [`Store::head`], [`Store::subscribe`] (catch-up, then live),
+//!   [`Store::verify`] ([`VerifyReport`], [`BreakReason`]), [`chain_hash`].
+//! - [`Error`]: one variant per thing a caller branches on.
+//! - [`bench`]: the append benchmark behind `kiban bench append`.
+//!
+//! # Layout
+//!
+//! - `store.rs`: opening, the append path, reads and subscriptions.
+//! - `writer.rs`: the single writer task with group commit.
+//! - `cache.rs`: the writer's bounded stream-version cache.
+//! - `chain.rs`: the hash chain and its verification.
+//! - `backend/`: the SQL of each backend, behind a small internal surface.
+//! - `migrations/postgres`, `migrations/sqlite`: the schema, embedded.
+//!
+//! # Architecture invariants
+//!
+//! - Only this crate knows SQL and the schema; everything else sees
+//!   [`Store`] / [`EventStore`] and the envelope of `kiban-events`.
+//! - Exactly one task per database writes: the writer of the process holding
+//!   the writer role (on PostgreSQL a session advisory lock on the writer's own
+//!   connection; SQLite is one process). It assigns positions itself, so
+//!   positions are gapless and in commit order by construction — no sequence,
+//!   no high-water marks, no gap timeouts.
+//! - Nothing is acknowledged before it is durable: an append is answered after
+//!   its batch commits (PostgreSQL with `synchronous_commit`, SQLite WAL with
+//!   `synchronous=FULL`).
+//! - Payload bytes are stored verbatim (TEXT, never JSONB) and times to the
+//!   microsecond, so a recorded event reads back byte for byte and its hash
+//!   can be recomputed.
+//! - Every spawned task is owned by the [`Store`] and stops on
+//!   [`Store::close`] or when the last clone is dropped.
+
+mod backend;
+pub mod bench;
+mod cache;
+mod chain;
+mod error;
+mod store;
+mod writer;
+
+use std::future::Future;
+
+pub use cache::STREAM_VERSION_CACHE_CAPACITY;
+pub use chain::{BreakReason, VERIFY_PAGE_EVENTS, VerifyReport, chain_hash};
+pub use error::{Error, Result};
+pub use kiban_events::{
+    EventId, ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamName, Version,
+};
+pub use store::{
+    APPEND_PAYLOAD_BYTES_MAX, APPEND_QUEUE_CAPACITY, AppendResult, HEAD_POLL_INTERVAL_MS, Head,
+    POOL_ACQUIRE_TIMEOUT_MS, READ_CONNECTIONS_DEFAULT, READ_EVENTS_MAX, SQLITE_BUSY_TIMEOUT_MS,
+    SUBSCRIPTION_PAGE_EVENTS, Store, StoreOptions, Subscription,
+};
+pub use writer::{BATCH_EVENTS_MAX, BATCH_PAYLOAD_BYTES_MAX};
+
+/// The event store as a trait, so that projections and the engine can be
+/// written and tested against any implementation. [`Store`] implements it;
+/// each method is documented there.
+pub trait EventStore: Send + Sync {
+    /// See [`Store::append`].
+    fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<AppendResult>> + Send;
+
+    /// See [`Store::read_stream`].
+    fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Version,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
+
+    /// See [`Store::read_all`].
+    fn read_all(
+        &self,
+        from: Position,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
+
+    /// See [`Store::head`].
+    fn head(&self) -> impl Future<Output = Result<Head>> + Send;
+
+    /// See [`Store::subscribe`].
+    fn subscribe(&self, from: Position) -> Subscription;
+
+    /// See [`Store::verify`].
+    fn verify(
+        &self,
+        from: Position,
+        to: Option<Position>,
+    ) -> impl Future<Output = Result<VerifyReport>> + Send;
+}
+
+impl EventStore for Store {
+    fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<AppendResult>> + Send {
+        Store::append(self, stream, expected, events)
+    }
+
+    fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Version,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send {
+        Store::read_stream(self, stream, from, max)
+    }
+
+    fn read_all(
+        &self,
+        from: Position,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send {
+        Store::read_all(self, from, max)
+    }
+
+    fn head(&self) -> impl Future<Output = Result<Head>> + Send {
+        Store::head(self)
+    }
+
+    fn subscribe(&self, from: Position) -> Subscription {
+        Store::subscribe(self, from)
+    }
+
+    fn verify(
+        &self,
+        from: Position,
+        to: Option<Position>,
+    ) -> impl Future<Output = Result<VerifyReport>> + Send {
+        Store::verify(self, from, to)
+    }
+}

@@ -1,0 +1,538 @@
+//! [`Store`]: opening a backend, the append path to the writer, and reads.
+
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use kiban_events::envelope::{EVENTS_PER_APPEND_MAX, PAYLOAD_BYTES_MAX};
+use kiban_events::{ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamName, Version};
+use serde::Serialize;
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{RawEvent, Readers, WriterConnection, postgres};
+use crate::chain::{self, VerifyReport};
+use crate::error::{Error, Result};
+use crate::writer::{self, AppendRequest, BATCH_EVENTS_MAX, Writer};
+
+/// Appends that may wait for the writer. Enough for thousands of concurrent
+/// producers to have one append queued each; when full, `append` waits
+/// (back-pressure) instead of piling up memory.
+pub const APPEND_QUEUE_CAPACITY: usize = 4096;
+
+/// Most payload bytes in one append. Each payload is at most
+/// [`PAYLOAD_BYTES_MAX`], but a thousand of them would be a gigabyte in one
+/// transaction; one decision never needs more than a few megabytes.
+pub const APPEND_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Most events returned by one read. Callers page with `from`; a bound keeps
+/// one read's memory and one query's time small.
+pub const READ_EVENTS_MAX: usize = 1000;
+
+/// Events a subscription reads per page while catching up: a few hundred
+/// kilobytes, so a subscriber far behind does not hold a huge buffer.
+pub const SUBSCRIPTION_PAGE_EVENTS: usize = 500;
+
+/// Default size of the read pool. Reads are short indexed range scans; a
+/// few connections serve many subscribers, and PostgreSQL connections are
+/// expensive (a process each).
+pub const READ_CONNECTIONS_DEFAULT: u32 = 8;
+
+/// How long a read waits for a pooled connection before failing with
+/// [`Error::Unavailable`] instead of hanging.
+pub const POOL_ACQUIRE_TIMEOUT_MS: u64 = 10_000;
+
+/// How often a PostgreSQL store re-reads the head besides listening for
+/// notifications: notifications sent while the listener reconnects are
+/// lost, and this bounds how late a subscription can notice new events then.
+pub const HEAD_POLL_INTERVAL_MS: u64 = 1_000;
+
+/// How long SQLite waits for a lock held by another connection (a reader
+/// checkpointing the WAL) before failing.
+pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// A live or catching-up feed of events, in position order.
+pub type Subscription = BoxStream<'static, Result<RecordedEvent>>;
+
+/// How to open a store. `Default` suits production.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections in the read pool.
+    pub read_connections: u32,
+    /// Most events per writer transaction (see [`BATCH_EVENTS_MAX`]); lower
+    /// only to measure the effect of group commit.
+    pub batch_events_max: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            read_connections: READ_CONNECTIONS_DEFAULT,
+            batch_events_max: BATCH_EVENTS_MAX,
+        }
+    }
+}
+
+/// What a successful append returns. Re-sending the same events returns the
+/// same result again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppendResult {
+    /// Position of the first event of the append.
+    pub first_position: Position,
+    /// Position of the last event of the append.
+    pub last_position: Position,
+    /// The stream's version after the append: pass it as
+    /// `ExpectedVersion::Exact` to append next.
+    pub next_expected_version: Version,
+    /// The events as recorded.
+    pub events: Vec<RecordedEvent>,
+}
+
+impl AppendResult {
+    pub(crate) fn from_events(events: Vec<RecordedEvent>) -> Self {
+        let first = events.first().expect("an append has events");
+        let last = events.last().expect("an append has events");
+        Self {
+            first_position: first.position,
+            last_position: last.position,
+            next_expected_version: last.version,
+            events,
+        }
+    }
+}
+
+/// The last event of the store: position 0 and the genesis hash when empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Head {
+    pub position: Position,
+    pub hash: Hash,
+}
+
+/// How the writer (re)connects. Kept by the writer task for reconnecting
+/// after a failure.
+#[derive(Debug, Clone)]
+pub(crate) enum Connector {
+    Postgres(PgConnectOptions),
+    Sqlite(SqliteConnectOptions),
+}
+
+impl Connector {
+    pub async fn connect_writer(&self) -> Result<WriterConnection> {
+        Ok(match self {
+            Connector::Postgres(options) => WriterConnection::Postgres(options.connect().await?),
+            Connector::Sqlite(options) => WriterConnection::Sqlite(options.connect().await?),
+        })
+    }
+}
+
+/// The event store. Cheap to clone: all clones share one writer, one pool.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    readers: Readers,
+    appends: mpsc::Sender<AppendRequest>,
+    head: watch::Receiver<Position>,
+    /// Shared with the writer: the PostgreSQL head follower also advances it.
+    head_sender: Arc<watch::Sender<Position>>,
+    cancel: CancellationToken,
+    /// The writer and (PostgreSQL) head-listener tasks. A std mutex: it is
+    /// only taken to move the handles out, never across an await.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The tasks own no `Store`, so they stop here at their next safe point.
+        self.cancel.cancel();
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("readers", &self.inner.readers)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `url`:
+    /// `sqlite://path/to/kiban.db` (the file is created if missing) or
+    /// `postgres://user@host:port/database` (the database must exist).
+    /// Runs the embedded migrations, then starts the writer task (and, on
+    /// PostgreSQL, the task that follows the head committed by any process).
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Store> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::open_postgres(url, options).await
+        } else if url.starts_with("sqlite:") {
+            Self::open_sqlite(url, options).await
+        } else {
+            Err(Error::Invalid(format!(
+                "store url must start with sqlite:// or postgres:// (got {:?})",
+                url.chars().take(40).collect::<String>()
+            )))
+        }
+    }
+
+    async fn open_postgres(url: &str, options: StoreOptions) -> Result<Store> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Invalid(format!("bad PostgreSQL url: {e}")))?
+            .application_name("kiban-store");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
+            .connect_with(connect.clone())
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        let readers = Readers::Postgres(pool.clone());
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(postgres::HEAD_CHANNEL).await?;
+        let store = Self::start(readers, Connector::Postgres(connect), options).await?;
+        let head_watch = store.inner.head_sender.clone();
+        let task = tokio::spawn(follow_head(
+            listener,
+            store.inner.readers.clone(),
+            head_watch,
+            store.inner.cancel.clone(),
+        ));
+        store.inner.tasks.lock().expect("not poisoned").push(task);
+        Ok(store)
+    }
+
+    async fn open_sqlite(url: &str, options: StoreOptions) -> Result<Store> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Invalid(format!("bad SQLite url: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: the WAL is fsynced at every commit, so nothing is
+            // acknowledged before it survives a power cut.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS));
+        // The migration runs on its own connection before any pool exists, so
+        // the file and its WAL are set up before readers open it.
+        let mut setup = connect.connect().await?;
+        sqlx::migrate!("migrations/sqlite").run(&mut setup).await?;
+        sqlx::Connection::close(setup).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
+            .connect_with(connect.clone())
+            .await?;
+        Self::start(Readers::Sqlite(pool), Connector::Sqlite(connect), options).await
+    }
+
+    /// Starts the writer task. The writer tries to take its role at once, so
+    /// that a PostgreSQL process learns early whether it is the writer; being
+    /// a reader is not an error here (appends will say so).
+    async fn start(readers: Readers, connector: Connector, options: StoreOptions) -> Result<Store> {
+        let initial = readers.head().await?.map_or(0, |(p, _)| p.max(0) as u64);
+        let (head_sender, head) = watch::channel(initial);
+        let head_sender = Arc::new(head_sender);
+        let mut writer = Writer::new(connector, head_sender.clone(), options.batch_events_max);
+        match writer.ensure_ready().await {
+            Ok(()) | Err(Error::NotWriter(_)) => {}
+            Err(error) => return Err(error),
+        }
+        let (appends, requests) = mpsc::channel(APPEND_QUEUE_CAPACITY);
+        let cancel = CancellationToken::new();
+        let writer_task = tokio::spawn(writer.run(requests, cancel.clone()));
+        Ok(Store {
+            inner: Arc::new(Inner {
+                readers,
+                appends,
+                head,
+                head_sender,
+                cancel,
+                tasks: Mutex::new(vec![writer_task]),
+            }),
+        })
+    }
+
+    /// Stops the writer (after the batch in flight, if any) and the other
+    /// tasks, waits for them, and closes every connection. Appends still
+    /// queued fail with [`Error::Closed`]; so does every later call.
+    pub async fn close(&self) {
+        self.inner.cancel.cancel();
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock().expect("not poisoned"));
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.inner.readers.close().await;
+    }
+}
+
+impl Store {
+    /// Appends `events` to `stream` atomically, if the stream's version is
+    /// what `expected` says. Idempotent on event ids: re-sending events that
+    /// are stored with the same content returns the original result without
+    /// writing. See [`Error`] for every refusal.
+    pub async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        validate_append(&events)?;
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+        };
+        self.inner
+            .appends
+            .send(request)
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Events of `stream` from version `from` (inclusive; versions start at
+    /// 1), at most `max` (capped at [`READ_EVENTS_MAX`]), in version order.
+    pub async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Version,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let from = from.max(1);
+        let rows = self
+            .inner
+            .readers
+            .read_stream(stream, from, max.min(READ_EVENTS_MAX))
+            .await?;
+        let events = parse_rows(rows)?;
+        for (i, event) in events.iter().enumerate() {
+            if &event.stream != stream || event.version != from + i as u64 {
+                return Err(Error::Corrupted {
+                    position: event.position,
+                    reason: format!(
+                        "stream {stream} should have version {} here, found {} of {}",
+                        from + i as u64,
+                        event.version,
+                        event.stream
+                    ),
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    /// Events from position `from` (inclusive; positions start at 1), at most
+    /// `max` (capped at [`READ_EVENTS_MAX`]), in position order.
+    pub async fn read_all(&self, from: Position, max: usize) -> Result<Vec<RecordedEvent>> {
+        let from = from.max(1);
+        let rows = self
+            .inner
+            .readers
+            .read_all(from, max.min(READ_EVENTS_MAX))
+            .await?;
+        let events = parse_rows(rows)?;
+        for (i, event) in events.iter().enumerate() {
+            let expected = from + i as u64;
+            if event.position != expected {
+                return Err(Error::Corrupted {
+                    position: expected,
+                    reason: format!("position {expected} is missing (found {})", event.position),
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    /// The last committed event's position and hash.
+    pub async fn head(&self) -> Result<Head> {
+        match self.inner.readers.head().await? {
+            None => Ok(Head {
+                position: 0,
+                hash: Hash::GENESIS,
+            }),
+            Some((position, hash)) => {
+                let position = u64::try_from(position).unwrap_or(0);
+                let hash = Hash::from_slice(&hash).ok_or_else(|| Error::Corrupted {
+                    position,
+                    reason: "the stored hash is not 32 bytes".to_owned(),
+                })?;
+                Ok(Head { position, hash })
+            }
+        }
+    }
+
+    /// Every event from position `from` on: first those already stored, read
+    /// in pages, then each new one as it commits, in position order, never
+    /// skipping or repeating one. Ends after yielding an error (the store was
+    /// closed, or the database failed); resubscribe from the next position.
+    pub fn subscribe(&self, from: Position) -> Subscription {
+        let state = SubscriptionState {
+            store: self.clone(),
+            next: from.max(1),
+            buffer: VecDeque::new(),
+            head: self.inner.head.clone(),
+            done: false,
+        };
+        Box::pin(futures::stream::unfold(
+            state,
+            SubscriptionState::next_event,
+        ))
+    }
+
+    /// Recomputes the hash chain over positions `from..=to` (`to` = the head
+    /// when `None`) in constant memory and names the first break.
+    pub async fn verify(&self, from: Position, to: Option<Position>) -> Result<VerifyReport> {
+        chain::verify(&self.inner.readers, from, to).await
+    }
+}
+
+fn parse_rows(rows: Vec<RawEvent>) -> Result<Vec<RecordedEvent>> {
+    rows.into_iter().map(RawEvent::into_recorded).collect()
+}
+
+/// Refuses what the writer must never see: empty or oversized appends and
+/// ids repeated within one append.
+fn validate_append(events: &[NewEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Err(Error::Invalid(
+            "an append needs at least one event".to_owned(),
+        ));
+    }
+    if events.len() > EVENTS_PER_APPEND_MAX {
+        return Err(Error::Invalid(format!(
+            "an append has at most {EVENTS_PER_APPEND_MAX} events (got {})",
+            events.len()
+        )));
+    }
+    let mut total = 0usize;
+    let mut ids = std::collections::HashSet::with_capacity(events.len());
+    for event in events {
+        if event.payload.len() > PAYLOAD_BYTES_MAX {
+            return Err(Error::Invalid(format!(
+                "event {} has a payload of {} bytes, more than the limit of {PAYLOAD_BYTES_MAX}",
+                event.event_id,
+                event.payload.len()
+            )));
+        }
+        if event.schema_version == 0 {
+            return Err(Error::Invalid(format!(
+                "event {} has schema version 0; schema versions start at 1",
+                event.event_id
+            )));
+        }
+        if !ids.insert(event.event_id) {
+            return Err(Error::Invalid(format!(
+                "event id {} appears twice in one append",
+                event.event_id
+            )));
+        }
+        total += event.payload.len();
+    }
+    if total > APPEND_PAYLOAD_BYTES_MAX {
+        return Err(Error::Invalid(format!(
+            "an append carries at most {APPEND_PAYLOAD_BYTES_MAX} payload bytes (got {total})"
+        )));
+    }
+    Ok(())
+}
+
+/// The state of one subscription between two events it yields.
+struct SubscriptionState {
+    store: Store,
+    /// The next position to yield: everything before it was yielded.
+    next: Position,
+    buffer: VecDeque<RecordedEvent>,
+    head: watch::Receiver<Position>,
+    done: bool,
+}
+
+impl SubscriptionState {
+    async fn next_event(mut self) -> Option<(Result<RecordedEvent>, Self)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Some((Ok(event), self));
+            }
+            if let Err(error) = self.refill().await {
+                self.done = true;
+                return Some((Err(error), self));
+            }
+        }
+    }
+
+    /// Waits until the head reaches `next`, then reads the next page. The
+    /// head only moves after a commit, and positions are gapless and assigned
+    /// in commit order, so whatever is at or below the head is readable.
+    async fn refill(&mut self) -> Result<()> {
+        let next = self.next;
+        let cancel = self.store.inner.cancel.clone();
+        tokio::select! {
+            () = cancel.cancelled() => return Err(Error::Closed),
+            moved = self.head.wait_for(|&head| head >= next) => {
+                moved.map_err(|_| Error::Closed)?;
+            }
+        }
+        let events = self.store.read_all(next, SUBSCRIPTION_PAGE_EVENTS).await?;
+        let Some(last) = events.last() else {
+            return Err(Error::Corrupted {
+                position: next,
+                reason: format!(
+                    "the head is at {} but position {next} cannot be read",
+                    *self.head.borrow()
+                ),
+            });
+        };
+        self.next = last.position + 1;
+        self.buffer.extend(events);
+        Ok(())
+    }
+}
+
+/// Follows the head committed by any process on the PostgreSQL database:
+/// woken by the writer's notification, and polling as a safety net for
+/// notifications lost while the listener reconnects.
+async fn follow_head(
+    mut listener: PgListener,
+    readers: Readers,
+    head: Arc<watch::Sender<Position>>,
+    cancel: CancellationToken,
+) {
+    let mut poll = tokio::time::interval(Duration::from_millis(HEAD_POLL_INTERVAL_MS));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            notification = listener.recv() => match notification {
+                Ok(notification) => {
+                    if let Ok(position) = notification.payload().parse::<Position>() {
+                        head.send_if_modified(|h| writer::advance(h, position));
+                    }
+                }
+                Err(error) => {
+                    // The listener reconnects on the next `recv`; wait for
+                    // the poll so a database that is down is not hammered.
+                    tracing::warn!(%error, "head listener failed; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        _ = poll.tick() => {}
+                    }
+                }
+            },
+            _ = poll.tick() => {
+                if let Ok(Some((position, _))) = readers.head().await {
+                    let position = u64::try_from(position).unwrap_or(0);
+                    head.send_if_modified(|h| writer::advance(h, position));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! `kiban-tests`: kiban's end-to-end suites and their harness.
+//!
+//! - `src/lib.rs` (this file): the harness. [`TestDb`] gives each test a fresh
+//!   real database — a new PostgreSQL database `kiban_test_<random>` on the
+//!   server named by [`DATABASE_URL_VAR`] (dropped afterwards), or a new SQLite
+//!   file in a temporary directory — plus small builders of events.
+//! - `src/bin/kiban-crash-appender.rs`: a child process for the crash-safety
+//!   suite; it appends until it is killed.
+//! - `tests/main.rs`: the one test binary; each suite is a module of it
+//!   (`store_contract`, `crash_safety`).
+//!
+//! Architecture invariants: suites run against real databases, never mocks;
+//! PostgreSQL suites fail (never skip) when no server is configured; waits are
+//! bounded only to turn a hang into a failure, and no assertion depends on
+//! timing. The only SQL outside `kiban-store` is here, and only to tamper with
+//! stored rows the way an attacker would.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::Utc;
+use kiban_events::{Actor, EventId, EventType, NewEvent, Payload, StreamName};
+use kiban_store::{Store, StoreOptions};
+use sqlx::Connection;
+use uuid::Uuid;
+
+/// The environment variable naming the PostgreSQL server of the suites, as a
+/// URL of a database the harness can connect to with the right to create
+/// databases: `postgres://postgres@127.0.0.1:55432/postgres`.
+pub const DATABASE_URL_VAR: &str = "KIBAN_TEST_DATABASE_URL";
+
+/// The longest any single wait in a test may take before the test fails. Not
+/// a timing assertion: it only turns a hang (a lost wake-up, a deadlock) into
+/// a failure with a message.
+pub const WAIT_MAX: Duration = Duration::from_secs(120);
+
+/// The backends of the contract suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A fresh database for one test. Dropping it drops the PostgreSQL database
+/// (or deletes the SQLite directory).
+#[derive(Debug)]
+pub struct TestDb {
+    backend: Backend,
+    url: String,
+    /// The server URL and database name to drop (PostgreSQL only).
+    postgres: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// Creates a fresh, empty database of `backend`.
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Postgres => Self::postgres().await,
+            Backend::Sqlite => Self::sqlite(),
+        }
+    }
+
+    async fn postgres() -> TestDb {
+        let server = std::env::var(DATABASE_URL_VAR).unwrap_or_else(|_| {
+            panic!(
+                "{DATABASE_URL_VAR} is not set: the PostgreSQL suites need a server. Run \
+                 `scripts/test`, which starts one, or set {DATABASE_URL_VAR} to e.g. \
+                 postgres://postgres@127.0.0.1:55432/postgres"
+            )
+        });
+        let name = format!("kiban_test_{}", Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {DATABASE_URL_VAR}={server}: {e}"));
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        let (base, _) = server
+            .rsplit_once('/')
+            .expect("the server URL ends with /database");
+        TestDb {
+            backend: Backend::Postgres,
+            url: format!("{base}/{name}"),
+            postgres: Some((server, name)),
+            _dir: None,
+        }
+    }
+
+    fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("kiban.db").display());
+        TestDb {
+            backend: Backend::Sqlite,
+            url,
+            postgres: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// The backend of this database.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL to give [`Store::open`].
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Opens a store on this database with the default options.
+    pub async fn open(&self) -> Store {
+        self.open_with(StoreOptions::default()).await
+    }
+
+    /// Opens a store on this database.
+    pub async fn open_with(&self, options: StoreOptions) -> Store {
+        Store::open(&self.url, options)
+            .await
+            .unwrap_or_else(|e| panic!("open the store at {}: {e}", self.url))
+    }
+
+    /// Runs raw SQL (several statements allowed) on the database, outside the
+    /// store: how the suites play an attacker editing rows.
+    pub async fn tamper(&self, sql: &str) {
+        match self.backend {
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sql).execute(&mut conn).await.expect("tamper");
+                let _ = conn.close().await;
+            }
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sql).execute(&mut conn).await.expect("tamper");
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((server, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop may run inside a runtime, which cannot block on itself; a
+        // thread with its own small runtime can. Failing to drop only leaves
+        // an empty database behind, so errors are ignored.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&server).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(&sql).execute(&mut admin).await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Awaits `future`, failing the test if it takes longer than [`WAIT_MAX`].
+pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT_MAX, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {WAIT_MAX:?}"))
+}
+
+/// A stream name `kind/id`.
+pub fn stream(kind: &str, id: &str) -> StreamName {
+    StreamName::new(kind, id).expect("a valid stream name")
+}
+
+/// A new event with a fresh id and the given JSON object as payload.
+pub fn event(payload: &str) -> NewEvent {
+    event_with_id(
+        EventId::from_uuid(Uuid::now_v7()).expect("v7 ids are not nil"),
+        payload,
+    )
+}
+
+/// A new event with the given id and payload.
+pub fn event_with_id(event_id: EventId, payload: &str) -> NewEvent {
+    NewEvent {
+        event_id,
+        event_type: EventType::parse("test.happened").expect("valid"),
+        schema_version: 1,
+        occurred_at: Utc::now(),
+        actor: Actor::system("tests").expect("valid"),
+        correlation_id: Uuid::from_u128(1),
+        causation_id: None,
+        payload: Payload::from_json(payload).expect("a JSON object"),
+    }
+}
+
+/// `count` new events whose payloads say which one they are.
+pub fn events(count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .map(|i| event(&format!(r#"{{"n":{i}}}"#)))
+        .collect()
+}

@@ -1,0 +1,4 @@
+//! kiban's end-to-end suites, compiled into one test binary (one link, one
+//! process per test under nextest). Each suite is a module.
+
+mod store_contract;

@@ -1,0 +1,627 @@
+//! The store contract: the same scenarios against PostgreSQL and SQLite.
+//!
+//! Each scenario is one `async fn(&TestDb)`; [`contract!`] generates a
+//! `postgres` and a `sqlite` test for each, so both backends are held to
+//! exactly the same behaviour.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures::StreamExt;
+use kiban_events::{ExpectedVersion, Payload, RecordedEvent, StreamName};
+use kiban_store::{BreakReason, Error, READ_EVENTS_MAX, Store, VerifyReport};
+use kiban_tests::{Backend, TestDb, bounded, event, event_with_id, events, stream};
+
+macro_rules! contract {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Postgres).await;
+                    super::$scenario(&db).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Sqlite).await;
+                    super::$scenario(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    append_reads_back_exactly_and_survives_reopening,
+    concurrent_writers_on_one_stream_exactly_one_wins_per_version,
+    retrying_writers_on_one_stream_get_contiguous_versions,
+    resending_an_append_returns_the_original_result,
+    reused_event_id_with_other_content_is_refused,
+    mixed_stored_and_new_ids_write_nothing,
+    positions_are_gapless_under_concurrent_appends_to_many_streams,
+    subscription_catches_up_then_follows_live_appends_without_loss_or_duplicates,
+    reads_page_through_streams_and_the_log,
+    verify_accepts_an_intact_chain_and_any_range_of_it,
+    verify_names_a_changed_payload,
+    verify_names_a_deleted_event,
+    verify_names_swapped_payloads,
+    verify_names_swapped_positions,
+    verify_names_an_altered_hash,
+    over_limit_and_malformed_appends_are_refused_and_write_nothing,
+    close_ends_subscriptions_and_refuses_appends,
+);
+
+/// Reads the whole log in pages.
+async fn read_everything(store: &Store) -> Vec<RecordedEvent> {
+    let mut all = Vec::new();
+    loop {
+        let page = store
+            .read_all(all.len() as u64 + 1, 97)
+            .await
+            .expect("read_all");
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+fn assert_gapless(all: &[RecordedEvent]) {
+    for (i, event) in all.iter().enumerate() {
+        assert_eq!(
+            event.position,
+            i as u64 + 1,
+            "positions are 1..=N without gaps"
+        );
+    }
+    let mut versions: BTreeMap<&StreamName, u64> = BTreeMap::new();
+    for event in all {
+        let version = versions.entry(&event.stream).or_insert(0);
+        *version += 1;
+        assert_eq!(
+            event.version, *version,
+            "versions of {} are contiguous",
+            event.stream
+        );
+    }
+}
+
+async fn append_reads_back_exactly_and_survives_reopening(db: &TestDb) {
+    let store = db.open().await;
+    let s1 = stream("certification", "131016-0000012345-1");
+    let first = store
+        .append(&s1, ExpectedVersion::NoStream, events(3))
+        .await
+        .expect("append");
+    assert_eq!((first.first_position, first.last_position), (1, 3));
+    assert_eq!(first.next_expected_version, 3);
+    let s2 = stream("insured", "131016-0000012345");
+    let second = store
+        .append(&s2, ExpectedVersion::Exact(0), events(2))
+        .await
+        .expect("append");
+    assert_eq!((second.first_position, second.last_position), (4, 5));
+    assert_eq!(second.events[0].prev_hash, first.events[2].hash);
+
+    assert_eq!(store.read_stream(&s1, 1, 10).await.unwrap(), first.events);
+    assert_eq!(
+        store.read_stream(&s1, 2, 1).await.unwrap(),
+        first.events[1..2]
+    );
+    let all = store.read_all(1, 100).await.unwrap();
+    assert_eq!(all, [first.events.clone(), second.events.clone()].concat());
+    let head = store.head().await.unwrap();
+    assert_eq!((head.position, head.hash), (5, second.events[1].hash));
+
+    store.close().await;
+    let reopened = db.open().await;
+    assert_eq!(
+        reopened.read_all(1, 100).await.unwrap(),
+        all,
+        "byte for byte after reopening"
+    );
+    let third = reopened
+        .append(&s1, ExpectedVersion::Exact(3), events(1))
+        .await
+        .expect("append after reopening");
+    assert_eq!((third.first_position, third.next_expected_version), (6, 4));
+    assert_eq!(third.events[0].prev_hash, second.events[1].hash);
+}
+
+async fn concurrent_writers_on_one_stream_exactly_one_wins_per_version(db: &TestDb) {
+    const WRITERS: usize = 16;
+    let store = db.open().await;
+    let s = stream("office", "1312345678");
+    for version in 0..5u64 {
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (store, s) = (store.clone(), s.clone());
+                tokio::spawn(async move {
+                    store
+                        .append(&s, ExpectedVersion::Exact(version), events(1))
+                        .await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            match bounded("append", task).await.expect("task") {
+                Ok(result) => {
+                    won += 1;
+                    assert_eq!(result.next_expected_version, version + 1);
+                }
+                Err(Error::Conflict {
+                    actual, expected, ..
+                }) => {
+                    assert_eq!(actual, version + 1);
+                    assert_eq!(expected, ExpectedVersion::Exact(version));
+                }
+                Err(other) => panic!("unexpected error {other}"),
+            }
+        }
+        assert_eq!(won, 1, "exactly one writer wins version {}", version + 1);
+    }
+    assert_gapless(&read_everything(&store).await);
+}
+
+async fn retrying_writers_on_one_stream_get_contiguous_versions(db: &TestDb) {
+    const WRITERS: usize = 24;
+    const APPENDS_EACH: usize = 5;
+    let store = db.open().await;
+    let s = stream("certification", "131016-0000000001-1");
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let (store, s) = (store.clone(), s.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                while acknowledged.len() < APPENDS_EACH {
+                    let version = store
+                        .read_stream(&s, 1, READ_EVENTS_MAX)
+                        .await
+                        .unwrap()
+                        .len();
+                    match store
+                        .append(&s, ExpectedVersion::Exact(version as u64), events(1))
+                        .await
+                    {
+                        Ok(result) => acknowledged.push(result),
+                        Err(Error::Conflict { .. }) => {}
+                        Err(other) => panic!("unexpected error {other}"),
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut versions = HashSet::new();
+    for task in tasks {
+        for result in bounded("writer", task).await.expect("task") {
+            assert!(
+                versions.insert(result.next_expected_version),
+                "one winner per version"
+            );
+        }
+    }
+    assert_eq!(versions.len(), WRITERS * APPENDS_EACH);
+    let stored = store.read_stream(&s, 1, READ_EVENTS_MAX).await.unwrap();
+    assert_eq!(stored.len(), WRITERS * APPENDS_EACH);
+    assert_gapless(&read_everything(&store).await);
+}
+
+async fn resending_an_append_returns_the_original_result(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("subsidy", "131016-2026-0001");
+    let batch = events(3);
+    let original = store
+        .append(&s, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    store
+        .append(&s, ExpectedVersion::Exact(3), events(1))
+        .await
+        .unwrap();
+    // The expected version no longer holds, but a re-send is recognised first.
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .expect("a re-send succeeds");
+    assert_eq!(again, original);
+    // Re-sends racing each other (likely in one writer batch) all succeed
+    // with one set of positions.
+    let fresh = events(2);
+    let s2 = stream("subsidy", "131016-2026-0002");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, s2, fresh) = (store.clone(), s2.clone(), fresh.clone());
+            tokio::spawn(async move { store.append(&s2, ExpectedVersion::Any, fresh).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(bounded("re-send", task).await.unwrap().expect("re-send"));
+    }
+    assert!(
+        results.windows(2).all(|w| w[0] == w[1]),
+        "every re-send gets one result"
+    );
+    assert_eq!(store.head().await.unwrap().position, 6);
+    assert_gapless(&read_everything(&store).await);
+}
+
+async fn reused_event_id_with_other_content_is_refused(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("insured", "131016-0000000009");
+    let original = event(r#"{"level":"care_2"}"#);
+    store
+        .append(&s, ExpectedVersion::Any, vec![original.clone()])
+        .await
+        .unwrap();
+    let other_payload = event_with_id(original.event_id, r#"{"level":"care_3"}"#);
+    match store
+        .append(&s, ExpectedVersion::Any, vec![other_payload])
+        .await
+    {
+        Err(Error::DuplicateEventId { event_id }) => assert_eq!(event_id, original.event_id),
+        other => panic!("expected DuplicateEventId, got {other:?}"),
+    }
+    let other_stream = stream("insured", "131016-0000000010");
+    match store
+        .append(&other_stream, ExpectedVersion::Any, vec![original.clone()])
+        .await
+    {
+        Err(Error::DuplicateEventId { event_id }) => assert_eq!(event_id, original.event_id),
+        other => panic!("expected DuplicateEventId, got {other:?}"),
+    }
+    assert_eq!(store.head().await.unwrap().position, 1, "nothing written");
+}
+
+async fn mixed_stored_and_new_ids_write_nothing(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("insured", "131016-0000000011");
+    let stored = events(2);
+    store
+        .append(&s, ExpectedVersion::Any, stored.clone())
+        .await
+        .unwrap();
+    let mixed = vec![stored[1].clone(), event(r#"{"new":true}"#)];
+    match store.append(&s, ExpectedVersion::Any, mixed).await {
+        Err(Error::MixedBatch { stored, total }) => assert_eq!((stored, total), (1, 2)),
+        other => panic!("expected MixedBatch, got {other:?}"),
+    }
+    assert_eq!(read_everything(&store).await.len(), 2, "nothing written");
+}
+
+async fn positions_are_gapless_under_concurrent_appends_to_many_streams(db: &TestDb) {
+    const WRITERS: usize = 16;
+    const APPENDS_EACH: usize = 40;
+    const STREAMS: usize = 20;
+    let store = db.open().await;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0..APPENDS_EACH {
+                    let s = stream("load", &format!("s{}", (w * 7 + i) % STREAMS));
+                    let batch = events(1 + (w + i) % 3);
+                    acknowledged.push(store.append(&s, ExpectedVersion::Any, batch).await.unwrap());
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(bounded("writer", task).await.expect("task"));
+    }
+    let all = read_everything(&store).await;
+    assert_gapless(&all);
+    let total: usize = acknowledged.iter().map(|r| r.events.len()).sum();
+    assert_eq!(all.len(), total, "every acknowledged event, nothing else");
+    for result in &acknowledged {
+        let first = result.first_position as usize - 1;
+        assert_eq!(all[first..first + result.events.len()], result.events[..]);
+    }
+    assert!(matches!(
+        store.verify(1, None).await.unwrap(),
+        VerifyReport::Verified { events, .. } if events as usize == total
+    ));
+}
+
+async fn subscription_catches_up_then_follows_live_appends_without_loss_or_duplicates(db: &TestDb) {
+    const BEFORE: usize = 300;
+    const WRITERS: usize = 8;
+    const LIVE_APPENDS_EACH: usize = 40;
+    let store = db.open().await;
+    for i in 0..BEFORE / 10 {
+        let s = stream("early", &format!("s{}", i % 7));
+        store
+            .append(&s, ExpectedVersion::Any, events(10))
+            .await
+            .unwrap();
+    }
+    let from_start = store.subscribe(1);
+    let from_middle = store.subscribe(250);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..LIVE_APPENDS_EACH {
+                    let s = stream("live", &format!("w{w}-{}", i % 3));
+                    store
+                        .append(&s, ExpectedVersion::Any, events(1 + i % 2))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let live: usize = (0..LIVE_APPENDS_EACH).map(|i| 1 + i % 2).sum::<usize>() * WRITERS;
+    let total = BEFORE + live;
+    let seen: Vec<_> = bounded("subscription", from_start.take(total).collect::<Vec<_>>()).await;
+    let seen_middle: Vec<_> = bounded(
+        "subscription",
+        from_middle.take(total - 249).collect::<Vec<_>>(),
+    )
+    .await;
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let seen: Vec<RecordedEvent> = seen.into_iter().map(|e| e.expect("event")).collect();
+    let all = read_everything(&store).await;
+    assert_eq!(all.len(), total);
+    assert_eq!(seen, all, "every event once, in order");
+    let seen_middle: Vec<RecordedEvent> = seen_middle.into_iter().map(|e| e.unwrap()).collect();
+    assert_eq!(seen_middle, all[249..]);
+}
+
+async fn reads_page_through_streams_and_the_log(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("paging", "one");
+    let other = stream("paging", "two");
+    store
+        .append(&s, ExpectedVersion::Any, events(1000))
+        .await
+        .unwrap();
+    store
+        .append(&other, ExpectedVersion::Any, events(5))
+        .await
+        .unwrap();
+    store
+        .append(&s, ExpectedVersion::Any, events(25))
+        .await
+        .unwrap();
+    let capped = store.read_all(1, READ_EVENTS_MAX + 500).await.unwrap();
+    assert_eq!(capped.len(), READ_EVENTS_MAX, "reads are bounded");
+    let mut paged = Vec::new();
+    while let page = store
+        .read_stream(&s, paged.len() as u64 + 1, 7)
+        .await
+        .unwrap()
+        && !page.is_empty()
+    {
+        assert!(page.len() <= 7);
+        paged.extend(page);
+    }
+    assert_eq!(paged.len(), 1025);
+    assert!(
+        paged
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.version == i as u64 + 1 && e.stream == s)
+    );
+    assert_eq!(store.read_stream(&other, 3, 100).await.unwrap().len(), 3);
+    assert!(store.read_stream(&other, 6, 100).await.unwrap().is_empty());
+    assert!(store.read_all(1031, 10).await.unwrap().is_empty());
+    assert_eq!(store.read_all(1029, 10).await.unwrap().len(), 2);
+    assert_gapless(&read_everything(&store).await);
+}
+
+/// Ten events in four appends over two streams: the chain the verify
+/// scenarios work on.
+async fn ten_events(db: &TestDb) -> (Store, Vec<RecordedEvent>) {
+    let store = db.open().await;
+    let (a, b) = (stream("chain", "a"), stream("chain", "b"));
+    for (s, n) in [(&a, 3), (&b, 2), (&a, 4), (&b, 1)] {
+        store
+            .append(s, ExpectedVersion::Any, events(n))
+            .await
+            .unwrap();
+    }
+    let all = read_everything(&store).await;
+    assert_eq!(all.len(), 10);
+    (store, all)
+}
+
+async fn verify_accepts_an_intact_chain_and_any_range_of_it(db: &TestDb) {
+    let (store, all) = ten_events(db).await;
+    assert_eq!(
+        store.verify(1, None).await.unwrap(),
+        VerifyReport::Verified {
+            events: 10,
+            head_hash: all[9].hash
+        }
+    );
+    assert_eq!(
+        store.verify(4, Some(7)).await.unwrap(),
+        VerifyReport::Verified {
+            events: 4,
+            head_hash: all[6].hash
+        }
+    );
+    assert!(matches!(
+        store.verify(8, Some(12)).await.unwrap(),
+        VerifyReport::Broken {
+            position: 11,
+            reason: BreakReason::Missing,
+            events_verified: 3
+        }
+    ));
+}
+
+fn assert_broken_at(report: VerifyReport, expected: u64) -> BreakReason {
+    match report {
+        VerifyReport::Broken {
+            position,
+            reason,
+            events_verified,
+        } => {
+            assert_eq!(position, expected, "the first broken position ({reason:?})");
+            assert_eq!(events_verified, expected - 1);
+            reason
+        }
+        VerifyReport::Verified { .. } => panic!("tampering at {expected} was not found"),
+    }
+}
+
+async fn verify_names_a_changed_payload(db: &TestDb) {
+    let (store, _) = ten_events(db).await;
+    db.tamper(r#"UPDATE events SET payload = '{"n":999}' WHERE position = 5"#)
+        .await;
+    let reason = assert_broken_at(store.verify(1, None).await.unwrap(), 5);
+    assert!(
+        matches!(reason, BreakReason::ContentChanged { .. }),
+        "{reason:?}"
+    );
+    // A range after the change still verifies: it links to the stored hash.
+    assert!(matches!(
+        store.verify(6, None).await.unwrap(),
+        VerifyReport::Verified { .. }
+    ));
+}
+
+async fn verify_names_a_deleted_event(db: &TestDb) {
+    let (store, _) = ten_events(db).await;
+    db.tamper("DELETE FROM events WHERE position = 4").await;
+    let reason = assert_broken_at(store.verify(1, None).await.unwrap(), 4);
+    assert_eq!(reason, BreakReason::Missing);
+    assert!(matches!(
+        store.read_all(1, 100).await,
+        Err(Error::Corrupted { position: 4, .. })
+    ));
+}
+
+async fn verify_names_swapped_payloads(db: &TestDb) {
+    let (store, _) = ten_events(db).await;
+    db.tamper(
+        "UPDATE events SET payload = CASE position WHEN 6 THEN \
+             (SELECT payload FROM events WHERE position = 7) \
+             ELSE (SELECT payload FROM events WHERE position = 6) END \
+         WHERE position IN (6, 7)",
+    )
+    .await;
+    let reason = assert_broken_at(store.verify(1, None).await.unwrap(), 6);
+    assert!(
+        matches!(reason, BreakReason::ContentChanged { .. }),
+        "{reason:?}"
+    );
+}
+
+async fn verify_names_swapped_positions(db: &TestDb) {
+    let (store, _) = ten_events(db).await;
+    db.tamper(
+        "UPDATE events SET position = 1000000 WHERE position = 3; \
+         UPDATE events SET position = 3 WHERE position = 4; \
+         UPDATE events SET position = 4 WHERE position = 1000000;",
+    )
+    .await;
+    let reason = assert_broken_at(store.verify(1, None).await.unwrap(), 3);
+    assert!(
+        matches!(reason, BreakReason::LinkBroken { .. }),
+        "{reason:?}"
+    );
+}
+
+async fn verify_names_an_altered_hash(db: &TestDb) {
+    let (store, _) = ten_events(db).await;
+    db.tamper(
+        "UPDATE events SET hash = (SELECT hash FROM events WHERE position = 2) WHERE position = 5",
+    )
+    .await;
+    let reason = assert_broken_at(store.verify(1, None).await.unwrap(), 5);
+    assert!(
+        matches!(reason, BreakReason::HashAltered { .. }),
+        "{reason:?}"
+    );
+}
+
+async fn over_limit_and_malformed_appends_are_refused_and_write_nothing(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("limits", "one");
+    let invalid = |result: kiban_store::Result<_>| matches!(result, Err(Error::Invalid(_)));
+    assert!(
+        invalid(store.append(&s, ExpectedVersion::Any, Vec::new()).await),
+        "empty"
+    );
+    let too_many = events(kiban_events::envelope::EVENTS_PER_APPEND_MAX + 1);
+    assert!(
+        invalid(store.append(&s, ExpectedVersion::Any, too_many).await),
+        "too many"
+    );
+    let mut oversized = event("{}");
+    let big = format!(
+        r#"{{"a":"{}"}}"#,
+        "x".repeat(kiban_events::envelope::PAYLOAD_BYTES_MAX)
+    );
+    oversized.payload = Payload::from_stored(big);
+    assert!(
+        invalid(
+            store
+                .append(&s, ExpectedVersion::Any, vec![oversized])
+                .await
+        ),
+        "oversized"
+    );
+    let repeated = event("{}");
+    let twice = vec![repeated.clone(), repeated];
+    assert!(
+        invalid(store.append(&s, ExpectedVersion::Any, twice).await),
+        "repeated id"
+    );
+    let mut version_zero = event("{}");
+    version_zero.schema_version = 0;
+    assert!(invalid(
+        store
+            .append(&s, ExpectedVersion::Any, vec![version_zero])
+            .await
+    ));
+    // A stream name from JSON is validated while parsing: a bad one never
+    // becomes a `StreamName`, so it cannot reach the store.
+    let bad: Result<StreamName, _> = serde_json::from_str(r#""Certification/has space""#);
+    let message = bad.expect_err("a bad stream name is refused").to_string();
+    assert!(
+        message.contains("stream name must be `kind/id`"),
+        "{message}"
+    );
+    assert_eq!(store.head().await.unwrap().position, 0, "nothing written");
+    assert!(store.read_all(1, 10).await.unwrap().is_empty());
+}
+
+async fn close_ends_subscriptions_and_refuses_appends(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("closing", "one");
+    store
+        .append(&s, ExpectedVersion::Any, events(2))
+        .await
+        .unwrap();
+    let mut subscription = store.subscribe(1);
+    assert_eq!(subscription.next().await.unwrap().unwrap().position, 1);
+    assert_eq!(subscription.next().await.unwrap().unwrap().position, 2);
+    store.close().await;
+    assert!(matches!(
+        bounded("end", subscription.next()).await,
+        Some(Err(Error::Closed))
+    ));
+    assert!(subscription.next().await.is_none());
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::Any, events(1)).await,
+        Err(Error::Closed)
+    ));
+    assert_eq!(
+        db.backend() == Backend::Postgres,
+        db.url().starts_with("postgres")
+    );
+}
