@@ -16,6 +16,7 @@
 //! - Every task this crate spawns has an owner and stops on a
 //!   `CancellationToken`.
 pub mod error;
+pub mod ingest;
 pub mod streams;
 pub mod subjects;
 #[cfg(feature = "testing")]

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::ingest::{IngestHandler, IngestMessage, Unavailable, Verdict};
+
 /// How long a server may take to accept connections after it was started.
 /// A cold start with JetStream recovering a few thousand messages takes well
 /// under a second on the test machine; ten seconds only bounds a hang.
@@ -378,5 +380,103 @@ impl NatsCluster {
     /// The directory holding the servers' configuration, logs and storage.
     pub fn directory(&self) -> &Path {
         self._directory.path()
+    }
+}
+
+/// A real [`IngestHandler`] for tests: records each valid message as one
+/// event in a store, idempotently by event id. The engine replaces it in
+/// production (it checks the workflow rules; this one only knows which event
+/// types a municipality may send).
+///
+/// The stream is the message's `stream`, else `insured/<insurer>-<insured>`,
+/// else `insurer/<insurer>`.
+#[derive(Debug, Clone)]
+pub struct RecordingHandler<S> {
+    store: S,
+}
+
+impl<S> RecordingHandler<S> {
+    /// A handler appending to `store`.
+    pub fn new(store: S) -> Self {
+        Self { store }
+    }
+}
+
+/// Whether `kind` is an event type a municipality may send, by the domain's
+/// event catalogs.
+pub fn is_insurer_kind(kind: &kiban_events::EventType) -> bool {
+    use kiban_events::domain::{DomainEvent, Emitter};
+    use kiban_events::domain::{
+        certification::CertificationEvent, insurer::InsurerEvent, office::OfficeEvent,
+    };
+    [
+        CertificationEvent::CATALOG,
+        InsurerEvent::CATALOG,
+        OfficeEvent::CATALOG,
+    ]
+    .iter()
+    .flat_map(|catalog| catalog.iter())
+    .any(|spec| spec.event_type == kind.as_str() && spec.emitters.contains(&Emitter::Insurer))
+}
+
+/// The stream [`RecordingHandler`] records `message` in.
+pub fn stream_of(message: &IngestMessage) -> kiban_events::StreamName {
+    use kiban_events::StreamName;
+    match (&message.stream, &message.insured) {
+        (Some(stream), _) => stream.clone(),
+        (None, Some(insured)) => {
+            StreamName::new("insured", &format!("{}-{insured}", message.insurer))
+                .expect("numbers make a valid stream id")
+        }
+        (None, None) => StreamName::new("insurer", message.insurer.as_str())
+            .expect("an insurer number is a valid stream id"),
+    }
+}
+
+impl<S: kiban_store::EventStore + 'static> IngestHandler for RecordingHandler<S> {
+    async fn handle(&self, message: IngestMessage) -> Result<Verdict, Unavailable> {
+        use kiban_events::{Actor, ExpectedVersion, NewEvent};
+        if !is_insurer_kind(&message.kind) {
+            return Ok(Verdict::Rejected {
+                code: crate::ingest::codes::UNKNOWN_KIND.to_owned(),
+                message: format!("{} is not an event type a municipality sends", message.kind),
+            });
+        }
+        let stream = stream_of(&message);
+        let event = NewEvent {
+            event_id: message.event_id,
+            event_type: message.kind,
+            schema_version: message.schema_version,
+            occurred_at: message.occurred_at,
+            actor: Actor::Insurer(message.insurer),
+            correlation_id: message
+                .correlation_id
+                .unwrap_or(*message.event_id.as_uuid()),
+            causation_id: None,
+            payload: message.payload,
+        };
+        match self
+            .store
+            .append(&stream, ExpectedVersion::Any, vec![event])
+            .await
+        {
+            Ok(result) => Ok(Verdict::Accepted {
+                positions: result.events.iter().map(|event| event.position).collect(),
+            }),
+            Err(
+                error @ (kiban_store::Error::Unavailable(_)
+                | kiban_store::Error::Database(_)
+                | kiban_store::Error::Closed
+                | kiban_store::Error::NotWriter(_)),
+            ) => Err(Unavailable(error.to_string())),
+            Err(error @ kiban_store::Error::DuplicateEventId { .. }) => Ok(Verdict::Rejected {
+                code: "duplicate_event_id".to_owned(),
+                message: error.to_string(),
+            }),
+            Err(error) => Ok(Verdict::Rejected {
+                code: crate::ingest::codes::INVALID_FIELD.to_owned(),
+                message: error.to_string(),
+            }),
+        }
     }
 }

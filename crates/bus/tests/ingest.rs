@@ -1,0 +1,289 @@
+//! The ingest consumer against a real nats-server and a real (SQLite) store.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::{INSURER, bounded, message, new_id, publish, receipts, sqlite_store};
+use kiban_bus::ingest::{
+    INGEST_MESSAGE_BYTES_MAX, IngestHandler, IngestMessage, ReceiptStatus, Unavailable, Verdict,
+    codes, run_ingest,
+};
+use kiban_bus::streams::ensure_streams;
+use kiban_bus::testing::{NatsServer, RecordingHandler, stream_options};
+use kiban_store::Store;
+use tokio_util::sync::CancellationToken;
+
+struct Running {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<kiban_bus::Result<()>>,
+}
+
+impl Running {
+    fn start<H: IngestHandler>(client: async_nats::Client, handler: H) -> Self {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_ingest(client, Arc::new(handler), cancel.clone()));
+        Self { cancel, task }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        bounded("the consumer to stop", self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn setup(
+    options: kiban_bus::streams::StreamOptions,
+) -> (NatsServer, async_nats::Client, jetstream::Context) {
+    let server = NatsServer::start().await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let context = jetstream::new(client.clone());
+    ensure_streams(&context, &options).await.unwrap();
+    (server, client, context)
+}
+
+async fn stored_ids(store: &Store) -> Vec<String> {
+    store
+        .read_all(1, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.event_id.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn valid_messages_are_recorded_and_every_message_gets_a_receipt() {
+    let (_server, client, context) = setup(stream_options(1)).await;
+    let (store, _dir) = sqlite_store().await;
+    let mut subscriber = client
+        .subscribe(format!("kiban.receipts.{INSURER}"))
+        .await
+        .unwrap();
+    let running = Running::start(client.clone(), RecordingHandler::new(store.clone()));
+
+    let kinds = [
+        "certification.filed",
+        "certification.investigation_scheduled",
+        "certification.decided",
+    ];
+    let mut good = Vec::new();
+    for seq in 1..=4 {
+        for kind in kinds {
+            let id = new_id();
+            publish(
+                &context,
+                INSURER,
+                kind,
+                &id.to_string(),
+                message(id, INSURER, kind, seq),
+            )
+            .await;
+            good.push(id.to_string());
+        }
+    }
+    let receipts_good = receipts(&mut subscriber, good.len()).await;
+    for receipt in &receipts_good {
+        assert_eq!(receipt.status, ReceiptStatus::Accepted, "{receipt:?}");
+        assert_eq!(receipt.positions.as_ref().map(Vec::len), Some(1));
+    }
+    let mut stored = stored_ids(&store).await;
+    stored.sort();
+    let mut expected = good.clone();
+    expected.sort();
+    assert_eq!(stored, expected);
+    // Per stream, the store holds the events in publishing order.
+    let first = store
+        .read_stream(&"certification/131016-0000012345-1".parse().unwrap(), 1, 10)
+        .await
+        .unwrap();
+    let order: Vec<_> = first.iter().map(|e| e.event_type.to_string()).collect();
+    assert_eq!(order, kinds);
+
+    // Bad input: one rejection receipt each, nothing stored, and the
+    // consumer keeps going.
+    let kind = "certification.filed";
+    let cases: Vec<(&str, String, String, String)> = {
+        let malformed = new_id();
+        let large = new_id();
+        let wrong_insurer = new_id();
+        let unknown = new_id();
+        let bad_id = new_id();
+        vec![
+            (
+                codes::MALFORMED_JSON,
+                kind.to_owned(),
+                malformed.to_string(),
+                "{\"event_id\":".to_owned(),
+            ),
+            (
+                codes::TOO_LARGE,
+                kind.to_owned(),
+                large.to_string(),
+                format!("{{\"pad\":\"{}\"}}", "x".repeat(INGEST_MESSAGE_BYTES_MAX)),
+            ),
+            (
+                codes::INSURER_MISMATCH,
+                kind.to_owned(),
+                wrong_insurer.to_string(),
+                message(wrong_insurer, "131017", kind, 9),
+            ),
+            (
+                codes::UNKNOWN_KIND,
+                "certification.teleported".to_owned(),
+                unknown.to_string(),
+                message(unknown, INSURER, "certification.teleported", 9),
+            ),
+            (
+                codes::MSG_ID_MISMATCH,
+                kind.to_owned(),
+                new_id().to_string(),
+                message(bad_id, INSURER, kind, 9),
+            ),
+        ]
+    };
+    for (_, kind, msg_id, body) in &cases {
+        publish(&context, INSURER, kind, msg_id, body.clone()).await;
+    }
+    let rejections = receipts(&mut subscriber, cases.len()).await;
+    let codes_seen: Vec<_> = rejections.iter().map(|r| r.code.clone().unwrap()).collect();
+    let codes_expected: Vec<_> = cases.iter().map(|(code, ..)| code.to_string()).collect();
+    assert_eq!(codes_seen, codes_expected);
+    assert!(
+        rejections
+            .iter()
+            .all(|r| r.status == ReceiptStatus::Rejected && r.message.is_some())
+    );
+    assert_eq!(
+        rejections[1].event_id.unwrap().to_string(),
+        cases[1].2,
+        "too_large names the header's id"
+    );
+    assert_eq!(store.head().await.unwrap().position, good.len() as u64);
+
+    let after = new_id();
+    publish(
+        &context,
+        INSURER,
+        kind,
+        &after.to_string(),
+        message(after, INSURER, kind, 5),
+    )
+    .await;
+    let last = receipts(&mut subscriber, 1).await;
+    assert_eq!(last[0].status, ReceiptStatus::Accepted);
+    assert_eq!(last[0].positions, Some(vec![good.len() as u64 + 1]));
+
+    // Everything was acknowledged or terminated: the work queue is empty.
+    let mut stream = context.get_stream("KIBAN_INGEST").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    running.stop().await;
+    assert_eq!(state.messages, 0, "{state:?}");
+}
+
+#[tokio::test]
+async fn a_re_sent_message_after_the_duplicate_window_gets_the_same_receipt_and_is_stored_once() {
+    let options = kiban_bus::streams::StreamOptions {
+        ingest_duplicate_window: Duration::from_millis(100),
+        ..stream_options(1)
+    };
+    let (_server, client, context) = setup(options).await;
+    let (store, _dir) = sqlite_store().await;
+    let mut subscriber = client
+        .subscribe(format!("kiban.receipts.{INSURER}"))
+        .await
+        .unwrap();
+    let running = Running::start(client.clone(), RecordingHandler::new(store.clone()));
+
+    let id = new_id();
+    let kind = "certification.filed";
+    publish(
+        &context,
+        INSURER,
+        kind,
+        &id.to_string(),
+        message(id, INSURER, kind, 1),
+    )
+    .await;
+    let first = receipts(&mut subscriber, 1).await.remove(0);
+    // Well past the 100 ms window (the least nats-server allows), so JetStream lets the re-send through.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    publish(
+        &context,
+        INSURER,
+        kind,
+        &id.to_string(),
+        message(id, INSURER, kind, 1),
+    )
+    .await;
+    let second = receipts(&mut subscriber, 1).await.remove(0);
+    running.stop().await;
+
+    assert_eq!(first.status, ReceiptStatus::Accepted);
+    assert_eq!(first, second);
+    assert_eq!(stored_ids(&store).await, vec![id.to_string()]);
+}
+
+/// Unavailable for the first `failures` calls, then records.
+struct FlakyHandler {
+    inner: RecordingHandler<Store>,
+    calls: Arc<AtomicUsize>,
+    failures: usize,
+}
+
+impl IngestHandler for FlakyHandler {
+    async fn handle(&self, message: IngestMessage) -> Result<Verdict, Unavailable> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+            return Err(Unavailable("the store is down (test)".to_owned()));
+        }
+        self.inner.handle(message).await
+    }
+}
+
+#[tokio::test]
+async fn a_transient_handler_failure_is_redelivered_not_acknowledged() {
+    let (_server, client, context) = setup(stream_options(1)).await;
+    let (store, _dir) = sqlite_store().await;
+    let mut subscriber = client
+        .subscribe(format!("kiban.receipts.{INSURER}"))
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handler = FlakyHandler {
+        inner: RecordingHandler::new(store.clone()),
+        calls: calls.clone(),
+        failures: 2,
+    };
+    let running = Running::start(client.clone(), handler);
+
+    let id = new_id();
+    let kind = "certification.filed";
+    publish(
+        &context,
+        INSURER,
+        kind,
+        &id.to_string(),
+        message(id, INSURER, kind, 1),
+    )
+    .await;
+    let receipt = receipts(&mut subscriber, 1).await.remove(0);
+    running.stop().await;
+
+    assert_eq!(receipt.status, ReceiptStatus::Accepted);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "two failures, then the success"
+    );
+    assert_eq!(stored_ids(&store).await, vec![id.to_string()]);
+    // No receipt was sent for the failed attempts.
+    assert!(subscriber.next().now_or_never().is_none());
+}
+
+use futures::{FutureExt, StreamExt};
