@@ -269,16 +269,18 @@ pub fn check_message(
     subject: &str,
     msg_id: Option<&str>,
     body: &[u8],
-) -> std::result::Result<IngestMessage, Refusal> {
+) -> std::result::Result<IngestMessage, Box<Refusal>> {
     let parsed = parse_ingest_subject(subject);
     let subject_insurer = parsed.as_ref().and_then(|s| s.insurer.clone());
     let header_id = msg_id
         .and_then(|id| Uuid::parse_str(id.trim()).ok())
         .and_then(|uuid| EventId::from_uuid(uuid).ok());
-    let refuse = |event_id: Option<EventId>, code: &str, message: String, poison: bool| Refusal {
-        insurer: subject_insurer.clone(),
-        receipt: Receipt::rejected(event_id, code, &message),
-        poison,
+    let refuse = |event_id: Option<EventId>, code: &str, message: String, poison: bool| {
+        Box::new(Refusal {
+            insurer: subject_insurer.clone(),
+            receipt: Receipt::rejected(event_id, code, &message),
+            poison,
+        })
     };
     if body.len() > INGEST_MESSAGE_BYTES_MAX {
         return Err(refuse(
@@ -349,6 +351,12 @@ pub fn check_message(
     Ok(message)
 }
 
+/// A pulled message and what [`check_message`] made of it.
+type Pulled = (
+    jetstream::Message,
+    std::result::Result<IngestMessage, Box<Refusal>>,
+);
+
 /// How one message ends, after its receipt went out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Settle {
@@ -365,7 +373,7 @@ enum Settle {
 /// [`Unavailable`]. Shared by the NATS consumer and the in-process bus.
 pub(crate) async fn decide<H: IngestHandler>(
     handler: &H,
-    checked: std::result::Result<IngestMessage, Refusal>,
+    checked: std::result::Result<IngestMessage, Box<Refusal>>,
 ) -> std::result::Result<(Option<InsurerNumber>, Receipt, bool), Unavailable> {
     match checked {
         Err(refusal) => Ok((refusal.insurer, refusal.receipt, refusal.poison)),
@@ -462,12 +470,7 @@ async fn process_batch<H: IngestHandler>(
     handler: &H,
     messages: Vec<jetstream::Message>,
 ) -> Result<()> {
-    let mut groups: Vec<
-        Vec<(
-            jetstream::Message,
-            std::result::Result<IngestMessage, Refusal>,
-        )>,
-    > = Vec::new();
+    let mut groups: Vec<Vec<Pulled>> = Vec::new();
     let mut group_of_key: HashMap<String, usize> = HashMap::new();
     for message in messages {
         let checked = check_message(
@@ -520,10 +523,7 @@ async fn process_batch<H: IngestHandler>(
 async fn handle_group<H: IngestHandler>(
     client: &async_nats::Client,
     handler: &H,
-    group: Vec<(
-        jetstream::Message,
-        std::result::Result<IngestMessage, Refusal>,
-    )>,
+    group: Vec<Pulled>,
 ) -> Vec<(jetstream::Message, Settle)> {
     let mut settled = Vec::with_capacity(group.len());
     let mut blocked = false;
@@ -596,7 +596,7 @@ mod tests {
         .into_bytes()
     }
 
-    fn refusal_code(result: std::result::Result<IngestMessage, Refusal>) -> String {
+    fn refusal_code(result: std::result::Result<IngestMessage, Box<Refusal>>) -> String {
         result.unwrap_err().receipt.code.unwrap()
     }
 
