@@ -17,6 +17,10 @@ pub enum Error {
     /// followed it. The task stops; restart it from its checkpoint.
     #[error("the event source failed: {0}")]
     Source(String),
+    /// `KIBAN_EVENTS` holds a message the relay did not publish, so its
+    /// tail is no checkpoint. Only the relay may publish there (`docs/nats.md`).
+    #[error("foreign message in the events stream: {0}")]
+    Foreign(String),
     /// A checkpoint could not be loaded or saved.
     #[error("checkpoint error: {0}")]
     Checkpoint(String),

@@ -17,6 +17,7 @@
 //!   `CancellationToken`.
 pub mod error;
 pub mod ingest;
+pub mod relay;
 pub mod streams;
 pub mod subjects;
 #[cfg(feature = "testing")]
