@@ -17,7 +17,9 @@
 //!   `CancellationToken`.
 pub mod error;
 pub mod ingest;
+pub mod local;
 pub mod relay;
+pub mod routing;
 pub mod streams;
 pub mod subjects;
 #[cfg(feature = "testing")]
