@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -438,9 +439,22 @@ async fn pull_until_failure<H: IngestHandler>(
         .await
         .map_err(|error| Error::from_nats("opening the ingest subscription", error))?;
     let mut batches = messages.ready_chunks(INGEST_BATCH_MESSAGES_MAX);
+    // A reconnect (to the same server restarted, or to another node of a
+    // cluster) can strand the subscription's pull requests on the old
+    // connection while heartbeats still arrive; a fresh subscription after
+    // every reconnect removes that case.
+    let statistics = client.statistics();
+    let connects = statistics.connects.load(Ordering::Relaxed);
+    let mut reconnect_check = tokio::time::interval(Duration::from_millis(INGEST_HEARTBEAT_MS));
     loop {
         let batch = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
+            _ = reconnect_check.tick() => {
+                if statistics.connects.load(Ordering::Relaxed) != connects {
+                    return Err(Error::Unavailable("reconnected to NATS".to_owned()));
+                }
+                continue;
+            }
             batch = batches.next() => batch,
         };
         let Some(batch) = batch else {
@@ -448,6 +462,7 @@ async fn pull_until_failure<H: IngestHandler>(
                 "the ingest subscription ended".to_owned(),
             ));
         };
+        tracing::debug!(messages = batch.len(), "ingest batch pulled");
         let mut failure = None;
         let mut messages = Vec::with_capacity(batch.len());
         for item in batch {

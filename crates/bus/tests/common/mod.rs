@@ -26,6 +26,18 @@ pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// Logs to the test's output (shown for failing tests), filtered by
+/// `RUST_LOG` (default: warnings).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 /// A fresh SQLite store in a temporary directory.
 pub async fn sqlite_store() -> (Store, tempfile::TempDir) {
     let directory = tempfile::tempdir().unwrap();
