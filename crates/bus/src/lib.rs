@@ -1,20 +1,43 @@
-//! `kiban-bus`: kiban over NATS JetStream (DESIGN.md decisions 6, 7, 11).
+//! `kiban-bus`: kiban over NATS JetStream (DESIGN.md decisions 6, 7, 11),
+//! and the in-process bus of the embedded default.
 //!
-//! Layout:
+//! Municipalities publish status messages into JetStream; the ingest
+//! consumer checks them, hands them to an [`ingest::IngestHandler`] (the
+//! engine), answers each with a receipt and only then acknowledges it. The
+//! outbox relay publishes every committed event to `KIBAN_EVENTS`; the office
+//! routing sends each office the updates it is entitled to. `docs/nats.md`
+//! is the operator's view, `docs/integration.md` the municipalities'.
 //!
-//! - [`subjects`]: every NATS subject, stream and consumer name kiban uses.
+//! # Layout
+//!
+//! - [`subjects`]: every NATS subject, stream and consumer name.
 //! - [`streams`]: idempotent creation of `KIBAN_INGEST`, `KIBAN_EVENTS` and
 //!   the durable ingest consumer, with their limits.
+//! - [`ingest`]: [`ingest::IngestMessage`], [`ingest::check_message`], the
+//!   [`ingest::IngestHandler`] trait, [`ingest::Receipt`] and the consumer
+//!   loop [`ingest::run_ingest`].
+//! - [`relay`]: the outbox relay [`relay::run_relay`], the
+//!   [`relay::Checkpoints`] trait with a JetStream and a file implementation.
+//! - [`routing`]: [`routing::Entitlements`], [`routing::OfficeSink`] and
+//!   [`routing::run_routing`].
+//! - [`local`]: [`local::LocalBus`], the same ingest, receipt and update
+//!   semantics over tokio channels.
 //! - [`error`]: [`Error`], one variant per thing a caller branches on.
-//! - [`testing`] (feature `testing`): a real `nats-server` (and a
-//!   three-node cluster) on loopback ports for tests.
+//! - `testing` (feature `testing`): a real `nats-server` (restartable, or a
+//!   three-node cluster) on loopback ports, and a store-backed ingest handler.
 //!
-//! Architecture invariants:
+//! # Architecture invariants
 //!
 //! - Only this crate knows NATS subject names; everything else asks
 //!   [`subjects`].
-//! - Every task this crate spawns has an owner and stops on a
-//!   `CancellationToken`.
+//! - Nothing is acknowledged to a producer before it is durable in the store:
+//!   an ingest message is acked only after the handler returned and its
+//!   receipt was flushed to the server.
+//! - `KIBAN_EVENTS` holds the store's events in position order with no gap
+//!   and no repeat; its last message is the relay's checkpoint.
+//! - Every loop here runs in a task its caller owns and stops on a
+//!   `CancellationToken`; no lock is held across an `.await`.
+
 pub mod error;
 pub mod ingest;
 pub mod local;

@@ -24,6 +24,9 @@ use uuid::Uuid;
 /// enough to keep the test short on a busy two-core machine.
 const MESSAGES: usize = 2_000;
 
+/// Messages of the process crash test (the figure).
+const CRASH_MESSAGES: usize = 10_000;
+
 /// The municipality's receipt timeout: after this long without any new
 /// receipt, it re-sends what has none.
 const RECEIPT_IDLE_MS: u64 = 3_000;
@@ -63,10 +66,11 @@ async fn send(client: &async_nats::Client, id: Uuid, index: usize) {
 /// arrived, and re-sends until every message has a receipt.
 async fn ingest_through<F: std::future::Future<Output = ()>>(
     publisher: async_nats::Client,
+    count: usize,
     fault_after: usize,
     fault: F,
 ) -> Vec<Uuid> {
-    let ids: Vec<Uuid> = (0..MESSAGES).map(|_| new_id()).collect();
+    let ids: Vec<Uuid> = (0..count).map(|_| new_id()).collect();
     let mut receipts = publisher
         .subscribe(format!("kiban.receipts.{INSURER}"))
         .await
@@ -79,11 +83,11 @@ async fn ingest_through<F: std::future::Future<Output = ()>>(
         send(&publisher, *id, index).await;
     }
     let _ = publisher.flush().await;
-    while accepted.len() < MESSAGES {
+    while accepted.len() < count {
         assert!(
-            started.elapsed() < WAIT_MAX,
+            started.elapsed() < WAIT_MAX * 2,
             "receipts missing after re-sending: {}",
-            MESSAGES - accepted.len()
+            count - accepted.len()
         );
         match tokio::time::timeout(Duration::from_millis(RECEIPT_IDLE_MS), receipts.next()).await {
             Ok(Some(message)) => {
@@ -147,7 +151,7 @@ async fn a_nats_server_restarted_mid_ingest_loses_nothing() {
     let publisher = async_nats::connect(server.url()).await.unwrap();
 
     let server_ref = &mut server;
-    let ids = ingest_through(publisher, MESSAGES / 4, async move {
+    let ids = ingest_through(publisher, MESSAGES, MESSAGES / 4, async move {
         server_ref.restart().await.unwrap();
     })
     .await;
@@ -189,7 +193,7 @@ async fn a_cluster_node_killed_mid_ingest_loses_nothing() {
         .find(|&i| cluster.server(i).port() == port)
         .unwrap_or(0);
     let cluster_ref = &mut cluster;
-    let ids = ingest_through(publisher, MESSAGES / 4, async move {
+    let ids = ingest_through(publisher, MESSAGES, MESSAGES / 4, async move {
         cluster_ref.server(victim).kill();
     })
     .await;
@@ -201,4 +205,52 @@ async fn a_cluster_node_killed_mid_ingest_loses_nothing() {
         .unwrap();
     assert_stored_exactly_once(&store, &ids).await;
     assert!(!cluster.server(victim).is_running());
+}
+
+/// Starts the ingest probe process and waits for its `ready` line.
+fn spawn_probe(url: &str, database: &std::path::Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiban-ingest-probe"))
+        .arg(url)
+        .arg(database)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingest_process_killed_mid_ingest_and_restarted_loses_and_duplicates_nothing() {
+    common::init_logging();
+    let server = NatsServer::start().await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    ensure_streams(&jetstream::new(client.clone()), &stream_options(1))
+        .await
+        .unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let database = directory.path().join("kiban.db");
+    let mut probe = spawn_probe(&server.url(), &database);
+
+    let (url, path) = (server.url(), database.clone());
+    let probe_ref = &mut probe;
+    let ids = ingest_through(client, CRASH_MESSAGES, CRASH_MESSAGES / 3, async move {
+        probe_ref.kill().unwrap(); // SIGKILL: no shutdown path runs
+        probe_ref.wait().unwrap();
+        *probe_ref = spawn_probe(&url, &path);
+    })
+    .await;
+    let _ = probe.kill();
+    let _ = probe.wait();
+    let store = Store::open(
+        &format!("sqlite://{}", database.display()),
+        kiban_store::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_stored_exactly_once(&store, &ids).await;
 }
