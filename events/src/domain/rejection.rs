@@ -81,8 +81,6 @@ rejection_codes! {
     DeadlineAlreadyRecorded = "deadline_already_recorded",
 
     // Insured person.
-    /// The command is for another insurer or insured number than this stream's.
-    WrongPerson = "wrong_person",
     /// The person has no valid certification (要支援 or 要介護) on the date concerned.
     NotCertified = "not_certified",
     /// The same certification is already recorded.
