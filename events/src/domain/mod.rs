@@ -80,6 +80,55 @@ pub trait Decider {
     }
 }
 
+/// The event catalog of every aggregate and the rejection codes, as the
+/// Markdown of `docs/events.md` (a test keeps the file in step).
+pub fn catalog_markdown() -> String {
+    let mut out = String::from(
+        "# kiban event catalog\n\n\
+         Generated from `kiban-events` by `UPDATE_DOCS=1 cargo test -p kiban-events --test docs`; \
+         do not edit by hand.\n\n\
+         Every event is recorded in the envelope of DESIGN.md decision 1 with the `event_type` \
+         and `schema_version` below; the payload is the JSON object of the fields listed. \
+         Dates are Japanese calendar dates (`YYYY-MM-DD`), times are UTC (RFC 3339), amounts \
+         are whole yen. \"Emitted by\" is the envelope actor kind allowed to cause the event. \
+         No payload carries the Individual Number (My Number); personal fields appear only as \
+         `SealedValue` (already encrypted with the person's key).\n\n",
+    );
+    out.push_str(&event::render_catalog(
+        "Certification application (`certification/<insurer>-<insured>-<seq>`)",
+        <certification::CertificationEvent as DomainEvent>::CATALOG,
+    ));
+    out.push_str(&event::render_catalog(
+        "Insured person (`insured/<insurer>-<insured>`)",
+        <insured::InsuredEvent as DomainEvent>::CATALOG,
+    ));
+    out.push_str(&event::render_catalog(
+        "Care office (`office/<office>`)",
+        <office::OfficeEvent as DomainEvent>::CATALOG,
+    ));
+    out.push_str(&event::render_catalog(
+        "Insurer (`insurer/<insurer>`)",
+        <insurer::InsurerEvent as DomainEvent>::CATALOG,
+    ));
+    out.push_str(&event::render_catalog(
+        "Subsidy application (`subsidy/<office>-<seq>`, `subsidy/m<institution>-<seq>`)",
+        <subsidy::SubsidyEvent as DomainEvent>::CATALOG,
+    ));
+    out.push_str(
+        "## Rejection codes\n\n\
+         A refused command carries one of these stable codes (never renamed, never reused) \
+         with a message in English and Japanese.\n\n| code | meaning |\n| --- | --- |\n",
+    );
+    for code in RejectionCode::ALL {
+        out.push_str(&format!(
+            "| `{}` | {} |\n",
+            code.as_str(),
+            code.description()
+        ));
+    }
+    out
+}
+
 /// Japan Standard Time: a fixed +09:00 offset (Japan has no daylight saving).
 pub fn jst() -> FixedOffset {
     FixedOffset::east_opt(9 * 3600).expect("+09:00 is a valid offset")
