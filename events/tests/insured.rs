@@ -329,6 +329,56 @@ fn a_change_of_care_plan_office_is_filed_as_a_change() {
 }
 
 #[test]
+fn without_a_care_plan_office_services_are_reimbursed_and_a_filing_bills_from_the_next_month() {
+    let before = given::<P>(person());
+    assert!(before.state().reimbursement_only(d(2026, 4, 30)));
+    let state = before
+        .when(
+            register(
+                office(),
+                CarePlanOfficeKind::HomeCareSupportOffice,
+                d(2026, 4, 30),
+            ),
+            at(2026, 4, 30),
+        )
+        .then(vec![registered_care_office()]);
+    assert!(state.reimbursement_only(d(2026, 4, 30)));
+    assert!(!state.reimbursement_only(d(2026, 5, 1)));
+}
+
+#[test]
+fn a_decided_certification_becomes_the_command_for_the_person_and_not_eligible_does_not() {
+    use kiban_events::domain::certification::CertificationDecided;
+    let decided = CertificationDecided {
+        level: CareLevel::Care2,
+        decided_on: d(2026, 5, 10),
+        validity: Some(ValidityPeriod {
+            from: d(2026, 4, 15),
+            until: d(2026, 10, 31),
+        }),
+        validity_months: Some(6),
+    };
+    assert_eq!(
+        InsuredCommand::record_decision(1, &decided),
+        Some(InsuredCommand::RecordCertification {
+            application_seq: 1,
+            level: CareLevel::Care2,
+            validity: ValidityPeriod {
+                from: d(2026, 4, 15),
+                until: d(2026, 10, 31),
+            },
+        })
+    );
+    let not_eligible = CertificationDecided {
+        level: CareLevel::NotEligible,
+        validity: None,
+        validity_months: None,
+        ..decided
+    };
+    assert_eq!(InsuredCommand::record_decision(1, &not_eligible), None);
+}
+
+#[test]
 fn moving_between_support_and_care_requires_refiling() {
     let mut history = person();
     history.push(registered_care_office());
@@ -354,6 +404,13 @@ fn moving_between_support_and_care_requires_refiling() {
         .then_accepted()
         .1;
     assert!(!state.care_plan_refiling_required(d(2026, 9, 12)));
+    // Until the re-filing takes effect next month, services are reimbursed.
+    assert!(before_refiling_reimbursed(&history));
+}
+
+fn before_refiling_reimbursed(history: &[InsuredEvent]) -> bool {
+    let state = given::<P>(history.to_vec()).state().clone();
+    state.reimbursement_only(d(2026, 9, 11)) && !state.reimbursement_only(d(2026, 9, 9))
 }
 
 #[test]

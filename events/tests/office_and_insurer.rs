@@ -362,3 +362,17 @@ fn stream_names_follow_the_scheme() {
     assert_eq!(office_stream(&office()).as_str(), "office/1312345678");
     assert_eq!(insurer_stream(&insurer()).as_str(), "insurer/131016");
 }
+
+#[test]
+fn only_the_listed_emitters_may_cause_an_event() {
+    use kiban_events::Actor;
+    use kiban_events::domain::DomainEvent;
+    let history = suspended();
+    let suspension = &history[3];
+    assert!(suspension.admits_actor(&Actor::Federation));
+    assert!(suspension.admits_actor(&Actor::parse("system:timers").unwrap()));
+    assert!(!suspension.admits_actor(&Actor::parse("office:1312345678/T-01").unwrap()));
+    let lost = &history[2];
+    assert!(lost.admits_actor(&Actor::parse("office:1312345678/T-01").unwrap()));
+    assert!(!onboarded().admits_actor(&Actor::Insurer(insurer())));
+}

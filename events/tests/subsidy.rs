@@ -147,6 +147,21 @@ fn a_multi_service_office_sums_the_limits_of_its_services() {
 }
 
 #[test]
+fn two_services_of_the_same_category_each_add_their_limit() {
+    // [seed] 介護サービス種別に応じた助成限度額の合計: per service provided,
+    // so 訪問介護 + 通所介護 is 64,000 × 2 with 3 × 2 readers.
+    let lines = vec![
+        line(Some(ReceiptPurpose::CardReaders { count: 7 }), 53_900),
+        line(Some(ReceiptPurpose::ConnectionSupport), 44_000),
+    ];
+    let calculation = calculate(&care_office(&["11", "15"]), &lines, &SubsidyPolicy::FY2025);
+    assert_eq!(calculation.limit, Yen::new(128_000));
+    assert_eq!(calculation.reader_cap, 6);
+    assert_eq!(calculation.eligible_readers, Yen::new(46_200));
+    assert_eq!(calculation.payable, Yen::new(90_200));
+}
+
+#[test]
 fn lines_without_a_stated_purpose_are_not_paid() {
     let mut lines = seed_receipts();
     lines.push(line(None, 11_000));

@@ -144,6 +144,12 @@ pub trait DomainEvent: Sized + Clone + Debug + PartialEq {
         payload: &Payload,
     ) -> Result<Self, DecodeError>;
 
+    /// Whether `actor` may cause this event (its kind is one of the
+    /// emitters); the engine checks this before appending.
+    fn admits_actor(&self, actor: &Actor) -> bool {
+        self.emitters().iter().any(|emitter| emitter.admits(actor))
+    }
+
     /// The event type as an envelope [`EventType`].
     fn envelope_event_type(&self) -> EventType {
         EventType::parse(self.event_type()).expect("catalog event types are valid")

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::certification::ValidityPeriod;
+use super::certification::{CertificationDecided, ValidityPeriod};
 use super::dates::{fiscal_year, is_august_first, month_end, month_start, next_july_31};
 use super::event::domain_events;
 use super::rejection::{reject_if, rejection};
@@ -360,6 +360,18 @@ pub enum InsuredCommand {
     },
 }
 
+impl InsuredCommand {
+    /// The command a process manager sends to the person's stream when a
+    /// certification is decided; `None` for 非該当, which certifies nothing.
+    pub fn record_decision(application_seq: u32, decided: &CertificationDecided) -> Option<Self> {
+        Some(Self::RecordCertification {
+            application_seq,
+            level: decided.level,
+            validity: decided.validity?,
+        })
+    }
+}
+
 /// The registered care-plan office.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CarePlanRegistration {
@@ -473,6 +485,19 @@ impl InsuredState {
         ) {
             (Some(registration), Some(group)) => registration.level_group != group,
             _ => false,
+        }
+    }
+
+    /// Whether services on `date` are paid in full first and reimbursed
+    /// later (償還払い): no care-plan office is registered, its filing takes
+    /// effect only from the next month, or the person moved between 要支援
+    /// and 要介護 since it was filed.
+    pub fn reimbursement_only(&self, date: NaiveDate) -> bool {
+        match &self.care_plan_office {
+            None => true,
+            Some(registration) => {
+                date < registration.billable_from || self.care_plan_refiling_required(date)
+            }
         }
     }
 

@@ -21,6 +21,9 @@ pub const PLATFORM_START: NaiveDate = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap
 /// The standardisation deadline (標準化対応の適合基準日, 2027-01-01) **[seed]**.
 pub const STANDARDISATION_DEADLINE: NaiveDate = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
 
+/// Full operation of the platform (本格運用開始日, 2028-04-01) **[seed]**.
+pub const FULL_OPERATION: NaiveDate = NaiveDate::from_ymd_opt(2028, 4, 1).unwrap();
+
 /// The stream of an insurer: `insurer/<insurer>`.
 pub fn insurer_stream(insurer: &InsurerNumber) -> StreamName {
     StreamName::new("insurer", insurer.as_str()).expect("insurer numbers are valid stream ids")

@@ -19,10 +19,12 @@
 //!   (`to_payload` / `from_recorded`) and the event catalog.
 //! - one module per aggregate: [`certification`], [`insured`], [`office`],
 //!   [`insurer`], [`subsidy`].
+//! - [`catalog`]: renders `docs/events.md` from the code.
 //! - [`testing`]: the given / when / then helper every decider test uses.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 
+pub mod catalog;
 pub mod certification;
 pub mod dates;
 pub mod event;
@@ -34,6 +36,7 @@ pub mod subsidy;
 pub mod testing;
 pub mod values;
 
+pub use catalog::catalog_markdown;
 pub use event::{DecodeError, DomainEvent, Emitter, EventSpec, FieldSpec};
 pub use rejection::{Rejection, RejectionCode};
 pub use values::{
@@ -78,55 +81,6 @@ pub trait Decider {
                 Self::evolve(state, event)
             })
     }
-}
-
-/// The event catalog of every aggregate and the rejection codes, as the
-/// Markdown of `docs/events.md` (a test keeps the file in step).
-pub fn catalog_markdown() -> String {
-    let mut out = String::from(
-        "# kiban event catalog\n\n\
-         Generated from `kiban-events` by `UPDATE_DOCS=1 cargo test -p kiban-events --test docs`; \
-         do not edit by hand.\n\n\
-         Every event is recorded in the envelope of DESIGN.md decision 1 with the `event_type` \
-         and `schema_version` below; the payload is the JSON object of the fields listed. \
-         Dates are Japanese calendar dates (`YYYY-MM-DD`), times are UTC (RFC 3339), amounts \
-         are whole yen. \"Emitted by\" is the envelope actor kind allowed to cause the event. \
-         No payload carries the Individual Number (My Number); personal fields appear only as \
-         `SealedValue` (already encrypted with the person's key).\n\n",
-    );
-    out.push_str(&event::render_catalog(
-        "Certification application (`certification/<insurer>-<insured>-<seq>`)",
-        <certification::CertificationEvent as DomainEvent>::CATALOG,
-    ));
-    out.push_str(&event::render_catalog(
-        "Insured person (`insured/<insurer>-<insured>`)",
-        <insured::InsuredEvent as DomainEvent>::CATALOG,
-    ));
-    out.push_str(&event::render_catalog(
-        "Care office (`office/<office>`)",
-        <office::OfficeEvent as DomainEvent>::CATALOG,
-    ));
-    out.push_str(&event::render_catalog(
-        "Insurer (`insurer/<insurer>`)",
-        <insurer::InsurerEvent as DomainEvent>::CATALOG,
-    ));
-    out.push_str(&event::render_catalog(
-        "Subsidy application (`subsidy/<office>-<seq>`, `subsidy/m<institution>-<seq>`)",
-        <subsidy::SubsidyEvent as DomainEvent>::CATALOG,
-    ));
-    out.push_str(
-        "## Rejection codes\n\n\
-         A refused command carries one of these stable codes (never renamed, never reused) \
-         with a message in English and Japanese.\n\n| code | meaning |\n| --- | --- |\n",
-    );
-    for code in RejectionCode::ALL {
-        out.push_str(&format!(
-            "| `{}` | {} |\n",
-            code.as_str(),
-            code.description()
-        ));
-    }
-    out
 }
 
 /// Japan Standard Time: a fixed +09:00 offset (Japan has no daylight saving).

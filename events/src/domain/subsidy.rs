@@ -224,7 +224,7 @@ pub enum SubsidyApplicant {
 
 /// What a receipt line pays for, as stated on the receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "purpose", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ReceiptPurpose {
     /// カードリーダー × count.
     CardReaders {
