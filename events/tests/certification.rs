@@ -709,3 +709,32 @@ fn the_stream_name_is_insurer_insured_seq() {
         "certification/131016-0000012345-3"
     );
 }
+
+#[test]
+fn a_reason_longer_than_the_limit_is_rejected() {
+    given::<C>([new_on_apr_15()])
+        .when(
+            CertificationCommand::Withdraw {
+                reason: Some("理".repeat(501)),
+            },
+            at(2026, 4, 20),
+        )
+        .then_rejected(R::ReasonTooLong);
+    given::<C>([new_on_apr_15()])
+        .when(
+            CertificationCommand::NotifyExtension {
+                reason: "x".repeat(501),
+                expected_decision_on: d(2026, 6, 10),
+            },
+            at(2026, 5, 1),
+        )
+        .then_rejected(R::ReasonTooLong);
+    given::<C>([new_on_apr_15()])
+        .when(
+            CertificationCommand::Withdraw {
+                reason: Some("理".repeat(500)),
+            },
+            at(2026, 4, 20),
+        )
+        .then_accepted();
+}

@@ -965,3 +965,18 @@ fn the_stream_name_is_insurer_insured() {
         "insured/131016-0000012345"
     );
 }
+
+#[test]
+fn a_replacement_reason_longer_than_the_limit_is_rejected() {
+    given::<P>(person())
+        .when(
+            purchase(
+                EquipmentCategory::Walker,
+                d(2026, 6, 1),
+                20_000,
+                Some(&"破".repeat(501)),
+            ),
+            at(2026, 6, 2),
+        )
+        .then_rejected(R::ReasonTooLong);
+}

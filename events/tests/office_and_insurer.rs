@@ -376,3 +376,19 @@ fn only_the_listed_emitters_may_cause_an_event() {
     assert!(lost.admits_actor(&Actor::parse("office:1312345678/T-01").unwrap()));
     assert!(!onboarded().admits_actor(&Actor::Insurer(insurer())));
 }
+
+#[test]
+fn an_office_with_more_service_types_than_the_limit_is_rejected() {
+    let many: Vec<ServiceTypeCode> = (0..101)
+        .map(|i| code(&format!("{}{}", (b'A' + (i / 10) as u8) as char, i % 10)))
+        .collect();
+    given::<Office>([])
+        .when(
+            OfficeCommand::Register {
+                office: office(),
+                service_types: many,
+            },
+            at(2026, 4, 1),
+        )
+        .then_rejected(R::TooManyItems);
+}

@@ -541,3 +541,15 @@ fn every_code_in_the_table_is_valid_and_listed_once() {
         assert!(!name.is_empty());
     }
 }
+
+#[test]
+fn lists_longer_than_the_limit_are_rejected() {
+    let lines = vec![line(Some(ReceiptPurpose::ConnectionSupport), 100); 101];
+    given::<S>([])
+        .when(apply(care_office(&["11"]), 0, lines), at(2025, 11, 20))
+        .then_rejected(R::TooManyItems);
+    let lines = vec![line(Some(ReceiptPurpose::ConnectionSupport), 100); 100];
+    given::<S>([])
+        .when(apply(care_office(&["11"]), 0, lines), at(2025, 11, 20))
+        .then_accepted();
+}

@@ -28,7 +28,10 @@ use serde::{Deserialize, Serialize};
 use super::dates::{is_month_end, validity_months, validity_until};
 use super::event::domain_events;
 use super::rejection::reject_if;
-use super::{CareLevel, Decider, DocumentRef, Rejection, SealedValue, jst_date, not_in_future};
+use super::{
+    CareLevel, Decider, DocumentRef, Rejection, SealedValue, jst_date, not_in_future, reason_given,
+    reason_within_limit,
+};
 use crate::envelope::StreamName;
 use crate::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
 
@@ -496,12 +499,7 @@ impl Decider for CertificationApplication {
                 let due = state
                     .due_date()
                     .expect("an open application has a deadline");
-                reject_if!(
-                    reason.trim().is_empty(),
-                    ReasonMissing,
-                    "An extension notice must state the reason.",
-                    "延期通知には理由が必要です。"
-                );
+                reason_given(reason, "An extension notice", "延期通知")?;
                 reject_if!(
                     today > due,
                     ExtensionAfterDeadline,
@@ -523,18 +521,16 @@ impl Decider for CertificationApplication {
                 }
                 .into()
             }
-            C::Withdraw { reason } => ApplicationWithdrawn {
-                withdrawn_on: today,
-                reason: reason.clone(),
+            C::Withdraw { reason } => {
+                reason_within_limit(reason.as_deref().unwrap_or_default())?;
+                ApplicationWithdrawn {
+                    withdrawn_on: today,
+                    reason: reason.clone(),
+                }
+                .into()
             }
-            .into(),
             C::Reject { reason } => {
-                reject_if!(
-                    reason.trim().is_empty(),
-                    ReasonMissing,
-                    "A rejection must state the reason.",
-                    "却下には理由が必要です。"
-                );
+                reason_given(reason, "A rejection", "却下")?;
                 ApplicationRejected {
                     rejected_on: today,
                     reason: reason.clone(),

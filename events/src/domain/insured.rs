@@ -22,7 +22,7 @@ use super::rejection::{reject_if, rejection};
 use super::values::LevelGroup;
 use super::{
     CareLevel, CopaymentRatio, CostLimitStage, Decider, EquipmentCategory, Rejection, SealedValue,
-    TerminalId, Yen, jst_date, not_in_future,
+    TerminalId, Yen, jst_date, not_in_future, reason_within_limit,
 };
 use crate::envelope::StreamName;
 use crate::ids::{InsuredNumber, InsurerNumber, OfficeNumber};
@@ -1087,6 +1087,7 @@ fn record_equipment(
     state.certified_level(purchased_on)?;
     let ratio = state.ratio_on(purchased_on)?;
     let year = fiscal_year(purchased_on);
+    reason_within_limit(replacement_reason.unwrap_or_default())?;
     let replacement_reason = replacement_reason.map(str::trim).filter(|r| !r.is_empty());
     let already = state
         .equipment

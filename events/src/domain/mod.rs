@@ -104,6 +104,48 @@ pub(crate) fn not_in_future(date: NaiveDate, today: NaiveDate) -> Result<(), Rej
     Ok(())
 }
 
+/// Longest free-text reason, in characters: a sentence or two in a clerk's
+/// words. Bounds the payload, which must stay far below the envelope's limit.
+pub const REASON_CHARS_MAX: usize = 500;
+
+/// Most items in one list of a command (service types, designation notices,
+/// receipt lines): far above any real office, and it bounds the payload.
+pub const LIST_ITEMS_MAX: usize = 100;
+
+/// Rejects an empty or over-long reason.
+pub(crate) fn reason_given(reason: &str, what: &str, what_ja: &str) -> Result<(), Rejection> {
+    rejection::reject_if!(
+        reason.trim().is_empty(),
+        ReasonMissing,
+        format!("{what} must state the reason."),
+        format!("{what_ja}には理由が必要です。")
+    );
+    reason_within_limit(reason)
+}
+
+/// Rejects a reason longer than [`REASON_CHARS_MAX`].
+pub(crate) fn reason_within_limit(reason: &str) -> Result<(), Rejection> {
+    let chars = reason.chars().count();
+    rejection::reject_if!(
+        chars > REASON_CHARS_MAX,
+        ReasonTooLong,
+        format!("The reason is {chars} characters; at most {REASON_CHARS_MAX} are accepted."),
+        format!("理由が {chars} 文字です。{REASON_CHARS_MAX} 文字以内にしてください。")
+    );
+    Ok(())
+}
+
+/// Rejects a list longer than [`LIST_ITEMS_MAX`].
+pub(crate) fn list_within_limit(len: usize, what: &str) -> Result<(), Rejection> {
+    rejection::reject_if!(
+        len > LIST_ITEMS_MAX,
+        TooManyItems,
+        format!("{len} {what} were given; at most {LIST_ITEMS_MAX} are accepted."),
+        format!("{what} が {len} 件あります。{LIST_ITEMS_MAX} 件以内にしてください。")
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

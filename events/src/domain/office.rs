@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::event::domain_events;
 use super::rejection::reject_if;
-use super::{Decider, Rejection, ServiceTypeCode, Sha256Digest, TerminalId, jst_date};
+use super::{
+    Decider, Rejection, ServiceTypeCode, Sha256Digest, TerminalId, jst_date, list_within_limit,
+};
 use crate::envelope::StreamName;
 use crate::ids::OfficeNumber;
 
@@ -298,6 +300,7 @@ fn register(
         "An office needs at least one service type from its designation notice.",
         "指定通知書のサービス種類が少なくとも一つ必要です。"
     );
+    list_within_limit(service_types.len(), "service types")?;
     let mut seen = std::collections::BTreeSet::new();
     for code in service_types {
         reject_if!(

@@ -43,6 +43,10 @@ rejection_codes! {
     DateInFuture = "date_in_future",
     /// A required free-text reason is empty.
     ReasonMissing = "reason_missing",
+    /// A free-text reason is longer than 500 characters.
+    ReasonTooLong = "reason_too_long",
+    /// A list in the command has more than 100 items.
+    TooManyItems = "too_many_items",
     /// The step cannot happen in the current state of the workflow.
     StepOutOfOrder = "step_out_of_order",
 

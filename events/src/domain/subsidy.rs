@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use super::dates::{month_end, month_end_after};
 use super::event::domain_events;
 use super::rejection::{reject_if, rejection};
-use super::{Decider, DocumentRef, Rejection, ServiceTypeCode, Yen, jst_date};
+use super::{
+    Decider, DocumentRef, Rejection, ServiceTypeCode, Yen, jst_date, list_within_limit,
+    reason_given,
+};
 use crate::envelope::StreamName;
 use crate::ids::{MedicalInstitutionCode, OfficeNumber};
 
@@ -542,12 +545,7 @@ impl Decider for SubsidyApplication {
             }
             SubsidyCommand::FindDeficiency { reason } => {
                 in_review(state)?;
-                reject_if!(
-                    reason.trim().is_empty(),
-                    ReasonMissing,
-                    "A deficiency must state what is deficient.",
-                    "不備の内容が必要です。"
-                );
+                reason_given(reason, "A deficiency", "不備")?;
                 Ok(vec![
                     DeficiencyFound {
                         reason: reason.clone(),
@@ -684,6 +682,7 @@ fn apply(
             policy.window_from, policy.window_until
         )
     );
+    list_within_limit(receipt_lines.len(), "receipt lines")?;
     check_applicant(applicant, policy)?;
     reject_if!(
         receipt_lines.is_empty(),
@@ -733,6 +732,8 @@ fn check_applicant(applicant: &SubsidyApplicant, policy: &SubsidyPolicy) -> Resu
                 "At least one service type is needed.",
                 "サービス種類が少なくとも一つ必要です。"
             );
+            list_within_limit(service_types.len(), "service types")?;
+            list_within_limit(designation_notices.len(), "designation notices")?;
             for (i, code) in service_types.iter().enumerate() {
                 reject_if!(
                     service_types[..i].contains(code),
