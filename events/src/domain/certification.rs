@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dates::{is_month_end, validity_months, validity_until};
 use super::event::domain_events;
-use super::rejection::reject_if;
+use super::rejection::{reject_if, rejection};
 use super::{
     CareLevel, Decider, DocumentRef, Rejection, SealedValue, jst_date, not_in_future, reason_given,
     reason_within_limit,
@@ -406,121 +406,21 @@ impl Decider for CertificationApplication {
         }
         let application = open_application(state)?;
         use CertificationCommand as C;
-        let event: CertificationEvent = match command {
+        let event = match command {
             C::FileApplication { .. } => unreachable!("handled above"),
-            C::ScheduleInvestigation { scheduled_on } => {
-                before_primary_judgment(state)?;
-                reject_if!(
-                    *scheduled_on < application.applied_on,
-                    StepOutOfOrder,
-                    "The investigation cannot be scheduled before the application date.",
-                    "認定調査を申請日より前に予定することはできません。"
-                );
-                InvestigationScheduled {
-                    scheduled_on: *scheduled_on,
-                }
-                .into()
-            }
-            C::CompleteInvestigation {
-                investigation_sheet,
-            } => {
-                before_primary_judgment(state)?;
-                InvestigationCompleted {
-                    completed_on: today,
-                    investigation_sheet: investigation_sheet.clone(),
-                }
-                .into()
-            }
-            C::RequestOpinion { institution } => {
-                before_primary_judgment(state)?;
-                OpinionRequested {
-                    institution: institution.clone(),
-                    requested_on: today,
-                }
-                .into()
-            }
-            C::ReceiveOpinion {
-                institution,
-                opinion,
-            } => {
-                before_primary_judgment(state)?;
-                OpinionReceived {
-                    institution: institution.clone(),
-                    opinion: opinion.clone(),
-                    received_on: today,
-                }
-                .into()
-            }
-            C::RecordPrimaryJudgment { level } => {
-                reject_if!(
-                    state.investigation_sheet.is_none() || state.opinion.is_none(),
-                    StepOutOfOrder,
-                    "The primary judgment needs the investigation sheet and the doctor's opinion first.",
-                    "一次判定には認定調査票と主治医意見書が必要です。"
-                );
-                reject_if!(
-                    state.secondary_judgment.is_some(),
-                    StepOutOfOrder,
-                    "The secondary judgment is already recorded; the primary judgment cannot change.",
-                    "二次判定が記録済みのため一次判定は変更できません。"
-                );
-                PrimaryJudgmentRecorded {
-                    level: *level,
-                    judged_on: today,
-                }
-                .into()
-            }
-            C::RecordSecondaryJudgment { level } => {
-                reject_if!(
-                    state.primary_judgment.is_none(),
-                    StepOutOfOrder,
-                    "The secondary judgment needs the primary judgment first.",
-                    "二次判定の前に一次判定が必要です。"
-                );
-                reject_if!(
-                    state.secondary_judgment.is_some(),
-                    StepOutOfOrder,
-                    "The secondary judgment is already recorded.",
-                    "二次判定は記録済みです。"
-                );
-                SecondaryJudgmentRecorded {
-                    level: *level,
-                    judged_on: today,
-                }
-                .into()
-            }
+            C::ScheduleInvestigation { .. }
+            | C::CompleteInvestigation { .. }
+            | C::RequestOpinion { .. }
+            | C::ReceiveOpinion { .. } => gather(state, application, command, today)?,
+            C::RecordPrimaryJudgment { level } => primary_judgment(state, *level, today)?,
+            C::RecordSecondaryJudgment { level } => secondary_judgment(state, *level, today)?,
             C::Decide { level, validity } => {
                 decide_certification(state, application, *level, *validity, today)?
             }
             C::NotifyExtension {
                 reason,
                 expected_decision_on,
-            } => {
-                let due = state
-                    .due_date()
-                    .expect("an open application has a deadline");
-                reason_given(reason, "An extension notice", "延期通知")?;
-                reject_if!(
-                    today > due,
-                    ExtensionAfterDeadline,
-                    format!(
-                        "The extension must be notified by the deadline {due}; it is now {today}."
-                    ),
-                    format!("延期通知は期限 {due} までに必要です（本日 {today}）。")
-                );
-                reject_if!(
-                    *expected_decision_on <= due,
-                    ExpectedDateTooEarly,
-                    format!("The expected decision date must be after the current deadline {due}."),
-                    format!("処理見込期日は現在の期限 {due} より後でなければなりません。")
-                );
-                ExtensionNotified {
-                    reason: reason.clone(),
-                    expected_decision_on: *expected_decision_on,
-                    notified_on: today,
-                }
-                .into()
-            }
+            } => notify_extension(state, reason, *expected_decision_on, today)?,
             C::Withdraw { reason } => {
                 reason_within_limit(reason.as_deref().unwrap_or_default())?;
                 ApplicationWithdrawn {
@@ -537,26 +437,7 @@ impl Decider for CertificationApplication {
                 }
                 .into()
             }
-            C::RecordDeadlineReached => {
-                let Some(overdue) = overdue(state, today) else {
-                    return Err(super::rejection::rejection!(
-                        DeadlineNotReached,
-                        "The decision deadline has not passed yet.",
-                        "処理期限はまだ過ぎていません。"
-                    ));
-                };
-                reject_if!(
-                    state.deadline_recorded_for == Some(overdue.due_date),
-                    DeadlineAlreadyRecorded,
-                    "The passing of this deadline is already recorded.",
-                    "この期限の経過は記録済みです。"
-                );
-                DeadlineReached {
-                    due_date: overdue.due_date,
-                    reached_on: today,
-                }
-                .into()
-            }
+            C::RecordDeadlineReached => deadline_reached(state, today)?,
         };
         Ok(vec![event])
     }
@@ -587,6 +468,159 @@ impl Decider for CertificationApplication {
         }
         state
     }
+}
+
+/// The investigation and the doctor's opinion: any order, repeatable, until
+/// the primary judgment.
+fn gather(
+    state: &CertificationState,
+    application: &ApplicationFiled,
+    command: &CertificationCommand,
+    today: NaiveDate,
+) -> Result<CertificationEvent, Rejection> {
+    before_primary_judgment(state)?;
+    use CertificationCommand as C;
+    Ok(match command {
+        C::ScheduleInvestigation { scheduled_on } => {
+            reject_if!(
+                *scheduled_on < application.applied_on,
+                StepOutOfOrder,
+                "The investigation cannot be scheduled before the application date.",
+                "認定調査を申請日より前に予定することはできません。"
+            );
+            InvestigationScheduled {
+                scheduled_on: *scheduled_on,
+            }
+            .into()
+        }
+        C::CompleteInvestigation {
+            investigation_sheet,
+        } => InvestigationCompleted {
+            completed_on: today,
+            investigation_sheet: investigation_sheet.clone(),
+        }
+        .into(),
+        C::RequestOpinion { institution } => OpinionRequested {
+            institution: institution.clone(),
+            requested_on: today,
+        }
+        .into(),
+        C::ReceiveOpinion {
+            institution,
+            opinion,
+        } => OpinionReceived {
+            institution: institution.clone(),
+            opinion: opinion.clone(),
+            received_on: today,
+        }
+        .into(),
+        _ => unreachable!("called for the investigation and opinion steps only"),
+    })
+}
+
+fn primary_judgment(
+    state: &CertificationState,
+    level: CareLevel,
+    today: NaiveDate,
+) -> Result<CertificationEvent, Rejection> {
+    reject_if!(
+        state.investigation_sheet.is_none() || state.opinion.is_none(),
+        StepOutOfOrder,
+        "The primary judgment needs the investigation sheet and the doctor's opinion first.",
+        "一次判定には認定調査票と主治医意見書が必要です。"
+    );
+    reject_if!(
+        state.secondary_judgment.is_some(),
+        StepOutOfOrder,
+        "The secondary judgment is already recorded; the primary judgment cannot change.",
+        "二次判定が記録済みのため一次判定は変更できません。"
+    );
+    Ok(PrimaryJudgmentRecorded {
+        level,
+        judged_on: today,
+    }
+    .into())
+}
+
+fn secondary_judgment(
+    state: &CertificationState,
+    level: CareLevel,
+    today: NaiveDate,
+) -> Result<CertificationEvent, Rejection> {
+    reject_if!(
+        state.primary_judgment.is_none(),
+        StepOutOfOrder,
+        "The secondary judgment needs the primary judgment first.",
+        "二次判定の前に一次判定が必要です。"
+    );
+    reject_if!(
+        state.secondary_judgment.is_some(),
+        StepOutOfOrder,
+        "The secondary judgment is already recorded.",
+        "二次判定は記録済みです。"
+    );
+    Ok(SecondaryJudgmentRecorded {
+        level,
+        judged_on: today,
+    }
+    .into())
+}
+
+/// An extension is notified on or before the current deadline and moves it
+/// to the expected decision date.
+fn notify_extension(
+    state: &CertificationState,
+    reason: &str,
+    expected_decision_on: NaiveDate,
+    today: NaiveDate,
+) -> Result<CertificationEvent, Rejection> {
+    let due = state
+        .due_date()
+        .expect("an open application has a deadline");
+    reason_given(reason, "An extension notice", "延期通知")?;
+    reject_if!(
+        today > due,
+        ExtensionAfterDeadline,
+        format!("The extension must be notified by the deadline {due}; it is now {today}."),
+        format!("延期通知は期限 {due} までに必要です（本日 {today}）。")
+    );
+    reject_if!(
+        expected_decision_on <= due,
+        ExpectedDateTooEarly,
+        format!("The expected decision date must be after the current deadline {due}."),
+        format!("処理見込期日は現在の期限 {due} より後でなければなりません。")
+    );
+    Ok(ExtensionNotified {
+        reason: reason.to_owned(),
+        expected_decision_on,
+        notified_on: today,
+    }
+    .into())
+}
+
+/// A timer's record that the deadline passed, once per deadline.
+fn deadline_reached(
+    state: &CertificationState,
+    today: NaiveDate,
+) -> Result<CertificationEvent, Rejection> {
+    let overdue = overdue(state, today).ok_or_else(|| {
+        rejection!(
+            DeadlineNotReached,
+            "The decision deadline has not passed yet.",
+            "処理期限はまだ過ぎていません。"
+        )
+    })?;
+    reject_if!(
+        state.deadline_recorded_for == Some(overdue.due_date),
+        DeadlineAlreadyRecorded,
+        "The passing of this deadline is already recorded.",
+        "この期限の経過は記録済みです。"
+    );
+    Ok(DeadlineReached {
+        due_date: overdue.due_date,
+        reached_on: today,
+    }
+    .into())
 }
 
 /// The filing rules: one filing per stream, a date not in the future, and
@@ -633,7 +667,7 @@ fn file(
         ),
         (ApplicationKind::New, None) => {}
         (ApplicationKind::Renewal | ApplicationKind::Change, None) => {
-            return Err(super::rejection::rejection!(
+            return Err(rejection!(
                 CurrentCertificationMissing,
                 "A renewal or change application needs the person's current certification.",
                 "更新申請・区分変更申請には現在の認定が必要です。"
@@ -691,7 +725,7 @@ fn decide_certification(
     today: NaiveDate,
 ) -> Result<CertificationEvent, Rejection> {
     let Some(judged) = state.secondary_judgment else {
-        return Err(super::rejection::rejection!(
+        return Err(rejection!(
             StepOutOfOrder,
             "A certification can only be decided after the secondary judgment.",
             "認定は二次判定の後でなければ決定できません。"
@@ -794,7 +828,7 @@ fn checked_validity(
 
 fn open_application(state: &CertificationState) -> Result<&ApplicationFiled, Rejection> {
     let Some(application) = state.application.as_ref() else {
-        return Err(super::rejection::rejection!(
+        return Err(rejection!(
             ApplicationNotFiled,
             "No application has been filed.",
             "申請が受け付けられていません。"

@@ -581,119 +581,21 @@ impl Decider for InsuredPerson {
                 issue_copayment(state, *ratio, *valid_from)
             }
             C::IssueCostLimitCertificate { stage, applied_on } => {
-                not_in_future(*applied_on, today)?;
-                state.certified_level(*applied_on)?;
-                let valid_from = month_start(*applied_on);
-                Ok(vec![
-                    CostLimitCertificateIssued {
-                        stage: *stage,
-                        applied_on: *applied_on,
-                        valid_from,
-                        valid_until: next_july_31(valid_from),
-                    }
-                    .into(),
-                ])
+                issue_cost_limit(state, *stage, *applied_on, today)
             }
             C::RegisterCarePlanOffice {
                 office,
                 office_kind,
                 filed_on,
             } => register_care_plan_office(state, office, *office_kind, *filed_on, today),
-            C::GiveConsent {
-                office,
-                terminal,
-                expires_at,
-            } => {
-                let latest = now + Days::new(CONSENT_DAYS_MAX);
-                reject_if!(
-                    *expires_at <= now || *expires_at > latest,
-                    ConsentExpiryInvalid,
-                    format!("A consent must expire after now and within {CONSENT_DAYS_MAX} days."),
-                    format!(
-                        "同意の有効期限は現在より後、{CONSENT_DAYS_MAX} 日以内でなければなりません。"
-                    )
-                );
-                Ok(vec![
-                    ConsentGiven {
-                        office: office.clone(),
-                        terminal: terminal.clone(),
-                        given_at: now,
-                        expires_at: *expires_at,
-                    }
-                    .into(),
-                ])
-            }
-            C::RevokeConsent { office } => {
-                reject_if!(
-                    !state.consent_live(office, now),
-                    NoLiveConsent,
-                    format!("Office {office} holds no live consent of this person."),
-                    format!("事業所 {office} は本人の有効な同意を得ていません。")
-                );
-                Ok(vec![
-                    ConsentRevoked {
-                        office: office.clone(),
-                        revoked_at: now,
-                    }
-                    .into(),
-                ])
-            }
-            C::ExpireConsent { office } => {
-                let Some(consent) = state.consents.get(office) else {
-                    return Err(rejection!(
-                        NoLiveConsent,
-                        format!("Office {office} holds no consent of this person."),
-                        format!("事業所 {office} は本人の同意を得ていません。")
-                    ));
-                };
-                reject_if!(
-                    now < consent.expires_at,
-                    ConsentNotExpired,
-                    format!(
-                        "The consent of office {office} expires at {}.",
-                        consent.expires_at
-                    ),
-                    format!(
-                        "事業所 {office} の同意の有効期限は {} です。",
-                        consent.expires_at
-                    )
-                );
-                Ok(vec![
-                    ConsentExpired {
-                        office: office.clone(),
-                        expired_at: consent.expires_at,
-                    }
-                    .into(),
-                ])
+            C::GiveConsent { .. } | C::RevokeConsent { .. } | C::ExpireConsent { .. } => {
+                consent(state, command, now)
             }
             C::RecordView {
                 office,
                 terminal,
                 insurer_sharing_enabled,
-            } => {
-                reject_if!(
-                    !insurer_sharing_enabled,
-                    InsurerNotSharing,
-                    "The person's insurer has not completed its data transmission; nothing is shared yet.",
-                    "保険者のデータ送信が完了していないため、情報は共有されていません。"
-                );
-                let basis = state.viewing_basis(office, now).ok_or_else(|| {
-                    rejection!(
-                        NoViewingBasis,
-                        format!("Office {office} has neither a live consent nor the care-plan registration of this person."),
-                        format!("事業所 {office} には本人の有効な同意も居宅サービス計画の届出もありません。")
-                    )
-                })?;
-                Ok(vec![
-                    RecordViewed {
-                        office: office.clone(),
-                        terminal: terminal.clone(),
-                        basis,
-                        viewed_at: now,
-                    }
-                    .into(),
-                ])
-            }
+            } => record_view(state, office, terminal, *insurer_sharing_enabled, now),
             C::RecordMove {
                 moved_on,
                 new_address,
@@ -716,28 +618,13 @@ impl Decider for InsuredPerson {
                 prior_application,
                 applied_on,
                 planned_cost,
-            } => {
-                not_in_future(*applied_on, today)?;
-                positive(*planned_cost)?;
-                state.certified_level(*applied_on)?;
-                reject_if!(
-                    state
-                        .home_modification
-                        .prior_applications
-                        .contains_key(prior_application),
-                    PriorApplicationDuplicate,
-                    format!("Prior application {prior_application} already exists."),
-                    format!("事前申請 {prior_application} は既にあります。")
-                );
-                Ok(vec![
-                    HomeModificationApplied {
-                        prior_application: *prior_application,
-                        applied_on: *applied_on,
-                        planned_cost: *planned_cost,
-                    }
-                    .into(),
-                ])
-            }
+            } => apply_for_home_modification(
+                state,
+                *prior_application,
+                *applied_on,
+                *planned_cost,
+                today,
+            ),
             C::RecordHomeModificationWork {
                 prior_application,
                 work_started_on,
@@ -792,13 +679,14 @@ impl Decider for InsuredPerson {
                 })
             }
             E::CarePlanOfficeChanged(e) => {
-                state.care_plan_office = Some(CarePlanRegistration {
+                let registered = CarePlanOfficeRegistered {
                     office: e.office.clone(),
                     office_kind: e.office_kind,
                     level_group: e.level_group,
                     filed_on: e.filed_on,
                     billable_from: e.billable_from,
-                })
+                };
+                return Self::evolve(state, &registered.into());
             }
             E::ConsentGiven(e) => {
                 state.consents.insert(
@@ -858,6 +746,162 @@ impl Decider for InsuredPerson {
         }
         state
     }
+}
+
+fn issue_cost_limit(
+    state: &InsuredState,
+    stage: CostLimitStage,
+    applied_on: NaiveDate,
+    today: NaiveDate,
+) -> Result<Vec<InsuredEvent>, Rejection> {
+    not_in_future(applied_on, today)?;
+    state.certified_level(applied_on)?;
+    let valid_from = month_start(applied_on);
+    Ok(vec![
+        CostLimitCertificateIssued {
+            stage,
+            applied_on,
+            valid_from,
+            valid_until: next_july_31(valid_from),
+        }
+        .into(),
+    ])
+}
+
+/// Consent given (with an expiry within [`CONSENT_DAYS_MAX`]), revoked
+/// while live, or expired by a timer at its expiry.
+fn consent(
+    state: &InsuredState,
+    command: &InsuredCommand,
+    now: DateTime<Utc>,
+) -> Result<Vec<InsuredEvent>, Rejection> {
+    let event: InsuredEvent = match command {
+        InsuredCommand::GiveConsent {
+            office,
+            terminal,
+            expires_at,
+        } => {
+            let latest = now + Days::new(CONSENT_DAYS_MAX);
+            reject_if!(
+                *expires_at <= now || *expires_at > latest,
+                ConsentExpiryInvalid,
+                format!("A consent must expire after now and within {CONSENT_DAYS_MAX} days."),
+                format!(
+                    "同意の有効期限は現在より後、{CONSENT_DAYS_MAX} 日以内でなければなりません。"
+                )
+            );
+            ConsentGiven {
+                office: office.clone(),
+                terminal: terminal.clone(),
+                given_at: now,
+                expires_at: *expires_at,
+            }
+            .into()
+        }
+        InsuredCommand::RevokeConsent { office } => {
+            reject_if!(
+                !state.consent_live(office, now),
+                NoLiveConsent,
+                format!("Office {office} holds no live consent of this person."),
+                format!("事業所 {office} は本人の有効な同意を得ていません。")
+            );
+            ConsentRevoked {
+                office: office.clone(),
+                revoked_at: now,
+            }
+            .into()
+        }
+        InsuredCommand::ExpireConsent { office } => {
+            let consent = state.consents.get(office).ok_or_else(|| {
+                rejection!(
+                    NoLiveConsent,
+                    format!("Office {office} holds no consent of this person."),
+                    format!("事業所 {office} は本人の同意を得ていません。")
+                )
+            })?;
+            reject_if!(
+                now < consent.expires_at,
+                ConsentNotExpired,
+                format!(
+                    "The consent of office {office} expires at {}.",
+                    consent.expires_at
+                ),
+                format!(
+                    "事業所 {office} の同意の有効期限は {} です。",
+                    consent.expires_at
+                )
+            );
+            ConsentExpired {
+                office: office.clone(),
+                expired_at: consent.expires_at,
+            }
+            .into()
+        }
+        _ => unreachable!("called for consent commands only"),
+    };
+    Ok(vec![event])
+}
+
+/// A read is allowed by a live consent or the care-plan registration, and
+/// only once the insurer shares; the same decision logs it.
+fn record_view(
+    state: &InsuredState,
+    office: &OfficeNumber,
+    terminal: &TerminalId,
+    insurer_sharing_enabled: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<InsuredEvent>, Rejection> {
+    reject_if!(
+        !insurer_sharing_enabled,
+        InsurerNotSharing,
+        "The person's insurer has not completed its data transmission; nothing is shared yet.",
+        "保険者のデータ送信が完了していないため、情報は共有されていません。"
+    );
+    let basis = state.viewing_basis(office, now).ok_or_else(|| {
+        rejection!(
+            NoViewingBasis,
+            format!("Office {office} has neither a live consent nor the care-plan registration of this person."),
+            format!("事業所 {office} には本人の有効な同意も居宅サービス計画の届出もありません。")
+        )
+    })?;
+    Ok(vec![
+        RecordViewed {
+            office: office.clone(),
+            terminal: terminal.clone(),
+            basis,
+            viewed_at: now,
+        }
+        .into(),
+    ])
+}
+
+fn apply_for_home_modification(
+    state: &InsuredState,
+    prior_application: u32,
+    applied_on: NaiveDate,
+    planned_cost: Yen,
+    today: NaiveDate,
+) -> Result<Vec<InsuredEvent>, Rejection> {
+    not_in_future(applied_on, today)?;
+    positive(planned_cost)?;
+    state.certified_level(applied_on)?;
+    reject_if!(
+        state
+            .home_modification
+            .prior_applications
+            .contains_key(&prior_application),
+        PriorApplicationDuplicate,
+        format!("Prior application {prior_application} already exists."),
+        format!("事前申請 {prior_application} は既にあります。")
+    );
+    Ok(vec![
+        HomeModificationApplied {
+            prior_application,
+            applied_on,
+            planned_cost,
+        }
+        .into(),
+    ])
 }
 
 fn positive(amount: Yen) -> Result<(), Rejection> {
