@@ -652,9 +652,31 @@ fn file(
     let current = current_certification
         .as_ref()
         .filter(|c| c.level != CareLevel::NotEligible);
+    check_current_certification(*kind, current, *applied_on)?;
+    Ok(vec![
+        ApplicationFiled {
+            insurer: insurer.clone(),
+            insured: insured.clone(),
+            seq: *seq,
+            kind: *kind,
+            applicant: applicant.clone(),
+            applied_on: *applied_on,
+            current_certification: current_certification.clone(),
+        }
+        .into(),
+    ])
+}
+
+/// New applications need no valid certification; renewals and changes need
+/// a current one, and renewals only from 60 days before it ends.
+fn check_current_certification(
+    kind: ApplicationKind,
+    current: Option<&CurrentCertification>,
+    applied_on: NaiveDate,
+) -> Result<(), Rejection> {
     match (kind, current) {
         (ApplicationKind::New, Some(current)) => reject_if!(
-            current.covers(*applied_on),
+            current.covers(applied_on),
             AlreadyCertified,
             format!(
                 "The person is certified until {}; file a renewal or a change instead of a new application.",
@@ -675,7 +697,7 @@ fn file(
         }
         (ApplicationKind::Renewal | ApplicationKind::Change, Some(current)) => {
             reject_if!(
-                *applied_on > current.valid_until,
+                applied_on > current.valid_until,
                 CurrentCertificationExpired,
                 format!(
                     "The current certification ended on {}; file a new application.",
@@ -688,7 +710,7 @@ fn file(
             );
             let window_opens = current.valid_until - Days::new(RENEWAL_WINDOW_DAYS);
             reject_if!(
-                *kind == ApplicationKind::Renewal && *applied_on < window_opens,
+                kind == ApplicationKind::Renewal && applied_on < window_opens,
                 RenewalWindowNotOpen,
                 format!(
                     "A renewal can be filed from {window_opens}, 60 days before the validity ends on {}.",
@@ -701,18 +723,7 @@ fn file(
             );
         }
     }
-    Ok(vec![
-        ApplicationFiled {
-            insurer: insurer.clone(),
-            insured: insured.clone(),
-            seq: *seq,
-            kind: *kind,
-            applicant: applicant.clone(),
-            applied_on: *applied_on,
-            current_certification: current_certification.clone(),
-        }
-        .into(),
-    ])
+    Ok(())
 }
 
 /// The decision rules: after the secondary judgment, at its level, with a

@@ -599,21 +599,7 @@ impl Decider for InsuredPerson {
             C::RecordMove {
                 moved_on,
                 new_address,
-            } => {
-                not_in_future(*moved_on, today)?;
-                Ok(vec![
-                    MovedHouse {
-                        moved_on: *moved_on,
-                        new_address: new_address.clone(),
-                    }
-                    .into(),
-                    HomeModificationCapReset {
-                        reason: CapResetReason::MovedHouse,
-                        reset_on: *moved_on,
-                    }
-                    .into(),
-                ])
-            }
+            } => record_move(*moved_on, new_address, today),
             C::ApplyForHomeModification {
                 prior_application,
                 applied_on,
@@ -644,22 +630,17 @@ impl Decider for InsuredPerson {
                 cost,
                 seller_designated,
                 replacement_reason,
-            } => {
-                reject_if!(
-                    !seller_designated,
-                    SellerNotDesignated,
-                    "Equipment is paid for only when bought from a designated seller.",
-                    "特定福祉用具は指定販売事業者から購入したものに限り支給されます。"
-                );
-                record_equipment(
-                    state,
-                    *category,
-                    *purchased_on,
-                    *cost,
-                    replacement_reason.as_deref(),
-                    today,
-                )
-            }
+            } => record_equipment(
+                state,
+                Purchase {
+                    category: *category,
+                    purchased_on: *purchased_on,
+                    cost: *cost,
+                    seller_designated: *seller_designated,
+                    replacement_reason: replacement_reason.as_deref(),
+                },
+                today,
+            ),
         }
     }
 
@@ -904,6 +885,27 @@ fn apply_for_home_modification(
     ])
 }
 
+/// A move resets the home-modification cap to a fresh 200,000 yen.
+fn record_move(
+    moved_on: NaiveDate,
+    new_address: &Option<SealedValue>,
+    today: NaiveDate,
+) -> Result<Vec<InsuredEvent>, Rejection> {
+    not_in_future(moved_on, today)?;
+    Ok(vec![
+        MovedHouse {
+            moved_on,
+            new_address: new_address.clone(),
+        }
+        .into(),
+        HomeModificationCapReset {
+            reason: CapResetReason::MovedHouse,
+            reset_on: moved_on,
+        }
+        .into(),
+    ])
+}
+
 fn positive(amount: Yen) -> Result<(), Rejection> {
     reject_if!(
         amount == Yen::ZERO,
@@ -1118,14 +1120,35 @@ fn record_home_modification(
     Ok(events)
 }
 
-fn record_equipment(
-    state: &InsuredState,
+/// An equipment purchase as the command states it.
+struct Purchase<'a> {
     category: EquipmentCategory,
     purchased_on: NaiveDate,
     cost: Yen,
-    replacement_reason: Option<&str>,
+    seller_designated: bool,
+    replacement_reason: Option<&'a str>,
+}
+
+/// Equipment: a designated seller, one item per category per fiscal year
+/// unless replaced for a reason, paid up to what is left of the year's cap.
+fn record_equipment(
+    state: &InsuredState,
+    purchase: Purchase<'_>,
     today: NaiveDate,
 ) -> Result<Vec<InsuredEvent>, Rejection> {
+    let Purchase {
+        category,
+        purchased_on,
+        cost,
+        seller_designated,
+        replacement_reason,
+    } = purchase;
+    reject_if!(
+        !seller_designated,
+        SellerNotDesignated,
+        "Equipment is paid for only when bought from a designated seller.",
+        "特定福祉用具は指定販売事業者から購入したものに限り支給されます。"
+    );
     not_in_future(purchased_on, today)?;
     positive(cost)?;
     state.certified_level(purchased_on)?;

@@ -576,41 +576,7 @@ impl Decider for SubsidyApplication {
                     .into(),
                 ])
             }
-            SubsidyCommand::Pay { amount } => {
-                let decision = state.decision.as_ref().ok_or_else(|| {
-                    rejection!(
-                        SubsidyNotDecided,
-                        "The subsidy can be paid only after it is decided.",
-                        "助成金は交付決定の後に支払われます。"
-                    )
-                })?;
-                reject_if!(
-                    decision.payable == Yen::ZERO,
-                    NothingToPay,
-                    "The decided amount is zero yen; there is nothing to pay.",
-                    "決定額が0円のため支払はありません。"
-                );
-                reject_if!(
-                    *amount != decision.payable,
-                    AmountDiffersFromDecision,
-                    format!(
-                        "The amount paid must be the decided {}, not {amount}.",
-                        decision.payable
-                    ),
-                    format!(
-                        "支払額は決定額 {} でなければなりません（{amount}）。",
-                        decision.payable
-                    )
-                );
-                Ok(vec![
-                    SubsidyPaid {
-                        amount: *amount,
-                        paid_on: today,
-                        after_payment_due: today > application.payment_due_by,
-                    }
-                    .into(),
-                ])
-            }
+            SubsidyCommand::Pay { amount } => pay(state, application, *amount, today),
         }
     }
 
@@ -631,6 +597,48 @@ impl Decider for SubsidyApplication {
         }
         state
     }
+}
+
+/// The payment is exactly the decided amount, once.
+fn pay(
+    state: &SubsidyState,
+    application: &SubsidyApplied,
+    amount: Yen,
+    today: NaiveDate,
+) -> Result<Vec<SubsidyEvent>, Rejection> {
+    let decision = state.decision.as_ref().ok_or_else(|| {
+        rejection!(
+            SubsidyNotDecided,
+            "The subsidy can be paid only after it is decided.",
+            "助成金は交付決定の後に支払われます。"
+        )
+    })?;
+    reject_if!(
+        decision.payable == Yen::ZERO,
+        NothingToPay,
+        "The decided amount is zero yen; there is nothing to pay.",
+        "決定額が0円のため支払はありません。"
+    );
+    reject_if!(
+        amount != decision.payable,
+        AmountDiffersFromDecision,
+        format!(
+            "The amount paid must be the decided {}, not {amount}.",
+            decision.payable
+        ),
+        format!(
+            "支払額は決定額 {} でなければなりません（{amount}）。",
+            decision.payable
+        )
+    );
+    Ok(vec![
+        SubsidyPaid {
+            amount,
+            paid_on: today,
+            after_payment_due: today > application.payment_due_by,
+        }
+        .into(),
+    ])
 }
 
 fn in_review(state: &SubsidyState) -> Result<(), Rejection> {
