@@ -738,3 +738,26 @@ fn a_reason_longer_than_the_limit_is_rejected() {
         )
         .then_accepted();
 }
+
+#[test]
+fn dates_far_outside_any_real_certification_are_rejected() {
+    let far = CurrentCertification {
+        level: CareLevel::Care1,
+        valid_from: d(2025, 10, 1),
+        valid_until: d(2100, 1, 31),
+    };
+    given::<C>([])
+        .when(
+            file(ApplicationKind::Change, d(2026, 4, 15), Some(far)),
+            at(2026, 4, 15),
+        )
+        .then_rejected(R::DateOutOfRange);
+    given::<C>([new_on_apr_15()])
+        .when(
+            CertificationCommand::ScheduleInvestigation {
+                scheduled_on: d(2100, 1, 1),
+            },
+            at(2026, 4, 16),
+        )
+        .then_rejected(R::DateOutOfRange);
+}

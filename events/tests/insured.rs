@@ -980,3 +980,16 @@ fn a_replacement_reason_longer_than_the_limit_is_rejected() {
         )
         .then_rejected(R::ReasonTooLong);
 }
+
+#[test]
+fn a_copayment_certificate_far_in_the_future_is_rejected() {
+    given::<P>(person())
+        .when(
+            InsuredCommand::IssueCopaymentCertificate {
+                ratio: CopaymentRatio::new(1).unwrap(),
+                valid_from: d(2100, 8, 1),
+            },
+            at(2026, 7, 10),
+        )
+        .then_rejected(R::DateOutOfRange);
+}

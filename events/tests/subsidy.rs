@@ -553,3 +553,26 @@ fn lists_longer_than_the_limit_are_rejected() {
         .when(apply(care_office(&["11"]), 0, lines), at(2025, 11, 20))
         .then_accepted();
 }
+
+#[test]
+fn absurd_reader_counts_are_a_mismatch_not_an_overflow() {
+    let lines = vec![
+        line(
+            Some(ReceiptPurpose::CardReaders { count: u32::MAX }),
+            15_400,
+        ),
+        line(
+            Some(ReceiptPurpose::CardReaders { count: u32::MAX }),
+            15_400,
+        ),
+    ];
+    given::<S>([])
+        .when(
+            apply(care_office(&["11"]), 2, lines.clone()),
+            at(2025, 11, 20),
+        )
+        .then_rejected(R::ReaderCountMismatch);
+    let calculation = calculate(&care_office(&["11"]), &lines, &SubsidyPolicy::FY2025);
+    assert_eq!(calculation.readers_on_receipts, u32::MAX);
+    assert!(calculation.payable <= Yen::new(64_000));
+}

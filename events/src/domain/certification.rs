@@ -29,8 +29,8 @@ use super::dates::{is_month_end, validity_months, validity_until};
 use super::event::domain_events;
 use super::rejection::{reject_if, rejection};
 use super::{
-    CareLevel, Decider, DocumentRef, Rejection, SealedValue, jst_date, not_in_future, reason_given,
-    reason_within_limit,
+    CareLevel, Decider, DocumentRef, Rejection, SealedValue, jst_date, not_in_future, plausible,
+    reason_given, reason_within_limit,
 };
 use crate::envelope::StreamName;
 use crate::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
@@ -482,6 +482,7 @@ fn gather(
     use CertificationCommand as C;
     Ok(match command {
         C::ScheduleInvestigation { scheduled_on } => {
+            plausible(&[*scheduled_on])?;
             reject_if!(
                 *scheduled_on < application.applied_on,
                 StepOutOfOrder,
@@ -578,6 +579,7 @@ fn notify_extension(
         .due_date()
         .expect("an open application has a deadline");
     reason_given(reason, "An extension notice", "延期通知")?;
+    plausible(&[expected_decision_on])?;
     reject_if!(
         today > due,
         ExtensionAfterDeadline,
@@ -649,6 +651,9 @@ fn file(
         "この申請は受付済みです。"
     );
     not_in_future(*applied_on, today)?;
+    if let Some(current) = current_certification {
+        plausible(&[current.valid_from, current.valid_until])?;
+    }
     let current = current_certification
         .as_ref()
         .filter(|c| c.level != CareLevel::NotEligible);
@@ -799,6 +804,9 @@ fn checked_validity(
             .as_ref()
             .is_some_and(|current| current.level == level);
     let (min, by_rule, max) = application.kind.validity_months(same_level);
+    if let Some(period) = validity {
+        plausible(&[period.from, period.until])?;
+    }
     let Some(period) = validity else {
         let period = ValidityPeriod {
             from: start,

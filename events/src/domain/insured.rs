@@ -22,7 +22,7 @@ use super::rejection::{reject_if, rejection};
 use super::values::LevelGroup;
 use super::{
     CareLevel, CopaymentRatio, CostLimitStage, Decider, EquipmentCategory, Rejection, SealedValue,
-    TerminalId, Yen, jst_date, not_in_future, reason_within_limit,
+    TerminalId, Yen, jst_date, not_in_future, plausible, reason_within_limit,
 };
 use crate::envelope::StreamName;
 use crate::ids::{InsuredNumber, InsurerNumber, OfficeNumber};
@@ -922,6 +922,7 @@ fn record_certification(
     level: CareLevel,
     validity: ValidityPeriod,
 ) -> Result<Vec<InsuredEvent>, Rejection> {
+    plausible(&[validity.from, validity.until])?;
     reject_if!(
         level == CareLevel::NotEligible,
         NotCertified,
@@ -955,6 +956,7 @@ fn issue_copayment(
     ratio: CopaymentRatio,
     valid_from: NaiveDate,
 ) -> Result<Vec<InsuredEvent>, Rejection> {
+    plausible(&[valid_from])?;
     state.certified_level(valid_from)?;
     let starts_certification = state
         .certifications
@@ -1078,6 +1080,7 @@ fn record_home_modification(
         )
     );
     not_in_future(receipt_on, today)?;
+    plausible(&[work_started_on])?;
     positive(cost)?;
     let step = state
         .certified_level(work_started_on)?

@@ -104,6 +104,25 @@ pub(crate) fn not_in_future(date: NaiveDate, today: NaiveDate) -> Result<(), Rej
     Ok(())
 }
 
+/// The first and last dates a command may carry **[ours]**: far around any
+/// real certification, and it keeps date arithmetic away from chrono's limits
+/// whatever a producer sends.
+pub const DATES_ACCEPTED: std::ops::RangeInclusive<NaiveDate> =
+    NaiveDate::from_ymd_opt(2000, 1, 1).unwrap()..=NaiveDate::from_ymd_opt(2099, 12, 31).unwrap();
+
+/// Rejects dates outside [`DATES_ACCEPTED`].
+pub(crate) fn plausible(dates: &[NaiveDate]) -> Result<(), Rejection> {
+    for date in dates {
+        rejection::reject_if!(
+            !DATES_ACCEPTED.contains(date),
+            DateOutOfRange,
+            format!("The date {date} lies outside 2000-01-01 to 2099-12-31."),
+            format!("日付 {date} は2000年1月1日から2099年12月31日の範囲外です。")
+        );
+    }
+    Ok(())
+}
+
 /// Longest free-text reason, in characters: a sentence or two in a clerk's
 /// words. Bounds the payload, which must stay far below the envelope's limit.
 pub const REASON_CHARS_MAX: usize = 500;

@@ -41,6 +41,8 @@ rejection_codes! {
     // Shared.
     /// A date in the command lies after today (Japan time).
     DateInFuture = "date_in_future",
+    /// A date lies outside 2000-01-01 to 2099-12-31.
+    DateOutOfRange = "date_out_of_range",
     /// A required free-text reason is empty.
     ReasonMissing = "reason_missing",
     /// A free-text reason is longer than 500 characters.

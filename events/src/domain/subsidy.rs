@@ -303,13 +303,7 @@ pub fn calculate(
                 total.checked_add(line.amount).unwrap_or(Yen::new(u64::MAX))
             })
     };
-    let readers_on_receipts: u32 = lines
-        .iter()
-        .filter_map(|line| match line.purpose {
-            Some(ReceiptPurpose::CardReaders { count }) => Some(count),
-            _ => None,
-        })
-        .sum();
+    let readers_on_receipts = readers_on(lines);
     let reader_cost = if medical {
         Yen::ZERO
     } else {
@@ -340,6 +334,18 @@ pub fn calculate(
         excluded: total.saturating_sub(eligible),
         payable: eligible.min(limit),
     }
+}
+
+/// The readers on the receipt lines (saturating: a count beyond `u32` is
+/// refused as a mismatch or pro-rated to nothing, never wrapped).
+fn readers_on(lines: &[ReceiptLine]) -> u32 {
+    lines
+        .iter()
+        .filter_map(|line| match line.purpose {
+            Some(ReceiptPurpose::CardReaders { count }) => Some(count),
+            _ => None,
+        })
+        .fold(0, u32::saturating_add)
 }
 
 /// Why an application was closed without payment.
@@ -698,13 +704,7 @@ fn apply(
         "At least one receipt is needed.",
         "領収書が必要です。"
     );
-    let readers: u32 = receipt_lines
-        .iter()
-        .filter_map(|line| match line.purpose {
-            Some(ReceiptPurpose::CardReaders { count }) => Some(count),
-            _ => None,
-        })
-        .sum();
+    let readers = readers_on(receipt_lines);
     reject_if!(
         readers != *reader_count,
         ReaderCountMismatch,
