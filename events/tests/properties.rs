@@ -717,3 +717,112 @@ fn old_bytes_of_version_one_still_read() {
     );
     assert_eq!(event.to_payload().as_str(), stored.as_str());
 }
+
+/// Any date a JSON payload could reasonably carry (years 1 to 9999).
+fn any_date() -> impl Strategy<Value = NaiveDate> {
+    (1i32..=9999, 1u32..=12, 1u32..=31).prop_map(|(y, m, day)| {
+        NaiveDate::from_ymd_opt(y, m, day.min(28)).expect("day 28 exists in every month")
+    })
+}
+
+fn any_level() -> impl Strategy<Value = CareLevel> {
+    (0usize..8).prop_map(|i| CareLevel::ALL[i])
+}
+
+proptest! {
+    /// Whatever a producer sends, a decider answers with events or a
+    /// rejection: it never panics (assertions are for bugs, `Result` for the
+    /// world), and what it accepts survives the envelope.
+    #[test]
+    fn deciders_never_panic_on_wild_commands(
+        dates in proptest::collection::vec(any_date(), 6),
+        level in any_level(),
+        previous in any_level(),
+        cost in any::<u64>(),
+        count in any::<u32>(),
+        now_days in 0i64..(130 * 366),
+        kind in 0usize..3,
+    ) {
+        let now = at(1970, 1, 1) + chrono::Duration::days(now_days);
+        let kind = [ApplicationKind::New, ApplicationKind::Renewal, ApplicationKind::Change][kind];
+        let current = CurrentCertification { level: previous, valid_from: dates[0], valid_until: dates[1] };
+        let filed = ApplicationFiled {
+            insurer: insurer(), insured: insured(), seq: 1, kind,
+            applicant: Applicant::Person, applied_on: dates[2],
+            current_certification: Some(current.clone()),
+        };
+        let judged = CertificationApplication::replay(&[
+            filed.into(),
+            InvestigationCompleted { completed_on: dates[2], investigation_sheet: doc(1) }.into(),
+            OpinionReceived { institution: clinic(), opinion: doc(2), received_on: dates[2] }.into(),
+            PrimaryJudgmentRecorded { level, judged_on: dates[2] }.into(),
+            SecondaryJudgmentRecorded { level, judged_on: dates[2] }.into(),
+        ]);
+        let certification_commands = [
+            CertificationCommand::FileApplication {
+                insurer: insurer(), insured: insured(), seq: 1, kind,
+                applicant: Applicant::Person, applied_on: dates[2],
+                current_certification: Some(current),
+            },
+            CertificationCommand::Decide { level, validity: Some(ValidityPeriod { from: dates[3], until: dates[4] }) },
+            CertificationCommand::Decide { level, validity: None },
+            CertificationCommand::NotifyExtension { reason: "r".to_owned(), expected_decision_on: dates[5] },
+            CertificationCommand::RecordDeadlineReached,
+        ];
+        for command in &certification_commands {
+            for state in [&CertificationState::default(), &judged] {
+                if let Ok(events) = CertificationApplication::decide(state, command, now) {
+                    events.iter().for_each(assert_round_trips);
+                }
+            }
+        }
+        let person = InsuredPerson::replay(&insured_history());
+        let insured_commands = [
+            InsuredCommand::RecordCertification { application_seq: 9, level, validity: ValidityPeriod { from: dates[0], until: dates[1] } },
+            InsuredCommand::IssueCopaymentCertificate { ratio: CopaymentRatio::new(1).unwrap(), valid_from: dates[0] },
+            InsuredCommand::IssueCostLimitCertificate { stage: kiban_events::domain::CostLimitStage::Stage1, applied_on: dates[1] },
+            InsuredCommand::RegisterCarePlanOffice { office: office(), office_kind: CarePlanOfficeKind::HomeCareSupportOffice, filed_on: dates[2] },
+            InsuredCommand::ApplyForHomeModification { prior_application: 1, applied_on: dates[3], planned_cost: Yen::new(cost) },
+            InsuredCommand::RecordMove { moved_on: dates[4], new_address: None },
+            InsuredCommand::RecordEquipmentPurchase { category: EquipmentCategory::Walker, purchased_on: dates[5], cost: Yen::new(cost), seller_designated: true, replacement_reason: None },
+        ];
+        for command in &insured_commands {
+            if let Ok(events) = InsuredPerson::decide(&person, command, now) {
+                events.iter().for_each(assert_round_trips);
+            }
+        }
+        let with_prior = InsuredPerson::replay(&[
+            insured_history(),
+            vec![HomeModificationApplied { prior_application: 1, applied_on: d(2026, 4, 1), planned_cost: Yen::new(1) }.into()],
+        ].concat());
+        let work = InsuredCommand::RecordHomeModificationWork {
+            prior_application: 1, work_started_on: dates[0], receipt_on: dates[1], cost: Yen::new(cost),
+        };
+        if let Ok(events) = InsuredPerson::decide(&with_prior, &work, now) {
+            events.iter().for_each(assert_round_trips);
+        }
+        let lines = vec![ReceiptLine {
+            purpose: Some(ReceiptPurpose::CardReaders { count }),
+            amount: Yen::new(cost),
+            receipt: doc(3),
+        }];
+        let apply = SubsidyCommand::Apply {
+            applicant: SubsidyApplicant::CareOffice {
+                office: office(),
+                service_types: vec![kiban_events::domain::ServiceTypeCode::parse("11").unwrap()],
+                designation_notices: vec![DesignationNotice { service_type: kiban_events::domain::ServiceTypeCode::parse("11").unwrap(), document: doc(9) }],
+            },
+            reader_count: count,
+            receipt_lines: lines,
+            passbook: doc(4),
+            policy: SubsidyPolicy { window_from: dates[0], window_until: dates[1], closing_month_from: dates[2], medical_institution_limit: None },
+        };
+        if let Ok(events) = SubsidyApplication::decide(&SubsidyState::default(), &apply, now) {
+            events.iter().for_each(assert_round_trips);
+            let state = SubsidyApplication::replay(&events);
+            let reviewed = SubsidyApplication::evolve(state, &ReviewStarted { started_on: dates[3] }.into());
+            let decided = SubsidyApplication::decide(&reviewed, &SubsidyCommand::Decide, now).unwrap();
+            decided.iter().for_each(assert_round_trips);
+        }
+    }
+}
