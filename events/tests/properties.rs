@@ -826,3 +826,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_serde_form_of_an_event_is_tagged_with_its_event_type() {
+    let event: CertificationEvent = InvestigationScheduled {
+        scheduled_on: d(2026, 4, 20),
+    }
+    .into();
+    let json = serde_json::to_string(&event).unwrap();
+    assert_eq!(
+        json,
+        r#"{"event_type":"certification.investigation_scheduled","payload":{"scheduled_on":"2026-04-20"}}"#
+    );
+    assert_eq!(
+        serde_json::from_str::<CertificationEvent>(&json).unwrap(),
+        event
+    );
+    // The payload inside is exactly what the envelope carries.
+    assert_eq!(
+        event.to_payload().as_str(),
+        r#"{"scheduled_on":"2026-04-20"}"#
+    );
+}

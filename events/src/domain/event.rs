@@ -206,9 +206,14 @@ macro_rules! domain_events {
         )*
 
         $(#[doc = $enum_doc])*
-        #[derive(Debug, Clone, PartialEq, Eq)]
+        ///
+        /// Serde form (for transport, not the store): `{"event_type": "...",
+        /// "payload": {...}}`; the store keeps the payload alone and reads it
+        /// back with [`DomainEvent::from_recorded`](crate::domain::DomainEvent::from_recorded).
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(tag = "event_type", content = "payload")]
         pub enum $enum {
-            $( $(#[doc = $doc])* $variant($variant), )*
+            $( $(#[doc = $doc])* #[serde(rename = $event_type)] $variant($variant), )*
         }
 
         impl $crate::domain::DomainEvent for $enum {

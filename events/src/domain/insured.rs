@@ -460,11 +460,16 @@ impl InsuredState {
     /// The level certified on `date`: the latest recorded certification
     /// covering it (a change decision overrides from its start).
     pub fn level_on(&self, date: NaiveDate) -> Option<CareLevel> {
+        self.certification_on(date).map(|c| c.level)
+    }
+
+    /// The certification in force on `date`: the latest recorded one
+    /// covering it.
+    pub fn certification_on(&self, date: NaiveDate) -> Option<&CertificationRecorded> {
         self.certifications
             .iter()
             .rev()
             .find(|c| c.validity.from <= date && date <= c.validity.until)
-            .map(|c| c.level)
     }
 
     /// The copayment ratio on `date`: the latest certificate covering it.
