@@ -37,7 +37,7 @@ type Scenario = fn(&TestCards, u16);
 fn main() {
     let pcscd = Pcscd::from_environment();
     let cards = TestCards::generate();
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         (
             "read, verify PIN, sign, verify signature",
             read_verify_sign_and_verify,
@@ -53,6 +53,10 @@ fn main() {
         (
             "certificate from an untrusted CA is refused",
             untrusted_card_is_refused,
+        ),
+        (
+            "a card without JPKI is not a My Number card",
+            card_without_jpki_is_refused,
         ),
         ("empty reader reports no card", empty_reader_reports_no_card),
     ];
@@ -131,6 +135,19 @@ fn untrusted_card_is_refused(cards: &TestCards, port: u16) {
     assert_eq!(certificate, cards.untrusted_certificate);
     let result = verify_with_test_ca(cards, &certificate, &signature);
     assert_eq!(result, Err(VerifyError::UntrustedIssuer));
+    remove(inserted, port);
+}
+
+fn card_without_jpki_is_refused(cards: &TestCards, port: u16) {
+    let inserted = insert(cards.card(PIN).without_jpki(), port);
+    let report = status_report();
+    assert!(!report.ready(), "{report}");
+    assert!(
+        report.to_string().contains("JPKI application: not found"),
+        "{report}"
+    );
+    let transport = PcscTransport::connect(None, READER_CHANGE_WAIT).expect("connect");
+    assert_eq!(JpkiCard::open(transport).err(), Some(CardError::NotJpki));
     remove(inserted, port);
 }
 
