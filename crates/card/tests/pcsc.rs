@@ -2,9 +2,10 @@
 //! JPKI card connected to vpcd over TCP, so every APDU takes the path it takes with
 //! a physical reader.
 //!
-//! The scenarios share one virtual reader, so they run in sequence from `main`
-//! (`harness = false`), which also lets us set `PCSCLITE_CSOCK_NAME` before any
-//! thread exists when we start pcscd ourselves.
+//! The scenarios share one virtual reader, so they run in sequence from one
+//! test function, the only test of this binary (so that cargo-nextest can list
+//! it without running it, and nothing else in the process reads the
+//! environment while `PCSCLITE_CSOCK_NAME` is set when we start pcscd ourselves).
 //!
 //! Environment: `PCSCLITE_CSOCK_NAME` (pcscd's socket) and `KIBAN_TEST_VPCD_PORT`
 //! (the port vpcd listens on) from `scripts/pcscd.sh start`. When neither is set,
@@ -34,7 +35,8 @@ const READER_CHANGE_WAIT: Duration = Duration::from_secs(30);
 /// and leaves it empty.
 type Scenario = fn(&TestCards, u16);
 
-fn main() {
+#[test]
+fn card_over_pcscd() {
     let pcscd = Pcscd::from_environment();
     let cards = TestCards::generate();
     let scenarios: [(&str, Scenario); 6] = [
@@ -293,7 +295,8 @@ impl Pcscd {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        // SAFETY: `main` calls this before it starts any thread, so nothing reads the
+        // SAFETY: this is the only test of the binary and it sets the variable
+        // before it starts any thread of its own, so nothing reads the
         // environment concurrently.
         unsafe { std::env::set_var("PCSCLITE_CSOCK_NAME", directory.join("pcscd.comm")) };
         Pcscd {
