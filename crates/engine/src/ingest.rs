@@ -1,0 +1,1 @@
+//! Municipal messages (filled in next).
