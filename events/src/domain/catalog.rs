@@ -17,6 +17,21 @@ use super::{
 };
 use crate::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
 
+/// Every event type of every aggregate, in catalog order.
+pub fn all_event_types() -> Vec<&'static str> {
+    [
+        <certification::CertificationEvent as DomainEvent>::CATALOG,
+        <insured::InsuredEvent as DomainEvent>::CATALOG,
+        <office::OfficeEvent as DomainEvent>::CATALOG,
+        <insurer::InsurerEvent as DomainEvent>::CATALOG,
+        <subsidy::SubsidyEvent as DomainEvent>::CATALOG,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|spec| spec.event_type)
+    .collect()
+}
+
 /// The event catalog of every aggregate and the rejection codes, as the
 /// Markdown of `docs/events.md` (a test keeps the file in step).
 pub fn catalog_markdown() -> String {

@@ -256,7 +256,11 @@ domain_events! {
 }
 
 /// What may be asked about an insured person.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Deserialisable so that a municipality's status message can name a command
+/// by its snake_case variant name with the variant's fields as a JSON object
+/// (`kiban-engine`'s ingest translation; `docs/integration.md`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum InsuredCommand {
     /// Record a decided certification.
     RecordCertification {
