@@ -1,4 +1,5 @@
 //! kiban's end-to-end suites, compiled into one test binary (one link, one
 //! process per test under nextest). Each suite is a module.
 
+mod crash_safety;
 mod store_contract;
