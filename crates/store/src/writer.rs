@@ -407,13 +407,109 @@ fn record(
     }
 }
 
-/// The invariant the whole design rests on, checked on every batch: the
-/// batch's positions continue the head without a gap and chain to each other.
+/// The invariants the whole design rests on, checked on every batch: the
+/// batch's positions continue the head without a gap and chain to each
+/// other, and each stream's versions in the batch are contiguous.
 fn assert_gapless(rows: &[RecordedEvent], head: Position) {
+    let mut last_versions: HashMap<&StreamName, Version> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row.position, head + 1 + i as u64, "positions are gapless");
         if i > 0 {
             assert_eq!(row.prev_hash, rows[i - 1].hash, "the chain links");
         }
+        if let Some(last) = last_versions.insert(&row.stream, row.version) {
+            assert_eq!(row.version, last + 1, "versions are contiguous");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiban_events::{Actor, EventType, Payload};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn new_event(id: u128, payload: &str) -> NewEvent {
+        NewEvent {
+            event_id: EventId::from_uuid(Uuid::from_u128(id)).unwrap(),
+            event_type: EventType::parse("test.happened").unwrap(),
+            schema_version: 1,
+            occurred_at: Utc::now(),
+            actor: Actor::system("tests").unwrap(),
+            correlation_id: Uuid::from_u128(7),
+            causation_id: None,
+            payload: Payload::from_json(payload).unwrap(),
+        }
+    }
+
+    fn request(
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> AppendRequest {
+        AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// One batch exercising every decision: later requests see the versions
+    /// and ids of earlier accepted ones, refusals leave the rest untouched.
+    #[test]
+    fn a_batch_is_decided_in_order_and_refusals_do_not_disturb_it() {
+        let s = StreamName::parse("test/one").unwrap();
+        let t = StreamName::parse("test/two").unwrap();
+        let a = vec![new_event(1, "{}"), new_event(2, "{}")];
+        let four = new_event(4, "{}");
+        let batch = vec![
+            request(&s, ExpectedVersion::NoStream, a.clone()),
+            request(&s, ExpectedVersion::NoStream, vec![new_event(3, "{}")]),
+            request(&s, ExpectedVersion::Exact(2), vec![four.clone()]),
+            request(&s, ExpectedVersion::Any, a.clone()),
+            request(
+                &t,
+                ExpectedVersion::Any,
+                vec![new_event(1, r#"{"other":1}"#)],
+            ),
+            request(&t, ExpectedVersion::Exact(5), vec![new_event(5, "{}")]),
+            request(&s, ExpectedVersion::Any, vec![four, new_event(8, "{}")]),
+        ];
+        let versions = HashMap::from([(s.clone(), 0), (t.clone(), 5)]);
+        let head = (10, Hash([9; 32]));
+        let plan = plan(&batch, versions, &HashMap::new(), head);
+        let accepted: Vec<usize> = plan
+            .outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Accepted { len } => *len,
+                Outcome::Answered(_) => 0,
+            })
+            .collect();
+        assert_eq!(accepted, [2, 0, 1, 0, 0, 1, 0]);
+        let answered = |i: usize| match &plan.outcomes[i] {
+            Outcome::Answered(result) => result.clone(),
+            Outcome::Accepted { .. } => panic!("request {i} was accepted"),
+        };
+        assert!(matches!(
+            answered(1),
+            Err(Error::Conflict { actual: 2, .. })
+        ));
+        let replayed = answered(3).expect("a re-send in the same batch");
+        assert_eq!((replayed.first_position, replayed.last_position), (11, 12));
+        assert!(matches!(answered(4), Err(Error::DuplicateEventId { .. })));
+        assert!(matches!(
+            answered(6),
+            Err(Error::MixedBatch {
+                stored: 1,
+                total: 2
+            })
+        ));
+        let positions: Vec<_> = plan.rows.iter().map(|r| (r.position, r.version)).collect();
+        assert_eq!(positions, [(11, 1), (12, 2), (13, 3), (14, 6)]);
+        assert_eq!(plan.rows[0].prev_hash, head.1);
+        assert_eq!(plan.versions, HashMap::from([(s, 3), (t, 6)]));
     }
 }
