@@ -247,6 +247,11 @@ async fn resending_an_append_returns_the_original_result(db: &TestDb) {
         results.windows(2).all(|w| w[0] == w[1]),
         "every re-send gets one result"
     );
+    let later = store
+        .append(&s2, ExpectedVersion::Any, fresh)
+        .await
+        .unwrap();
+    assert_eq!(later, results[0], "a re-send that expects any version");
     assert_eq!(store.head().await.unwrap().position, 6);
     assert_gapless(&read_everything(&store).await);
 }

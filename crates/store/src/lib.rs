@@ -67,7 +67,7 @@ pub use store::{
     POOL_ACQUIRE_TIMEOUT_MS, READ_CONNECTIONS_DEFAULT, READ_EVENTS_MAX, SQLITE_BUSY_TIMEOUT_MS,
     SUBSCRIPTION_PAGE_EVENTS, Store, StoreOptions, Subscription,
 };
-pub use writer::{BATCH_EVENTS_MAX, BATCH_PAYLOAD_BYTES_MAX};
+pub use writer::{BATCH_EVENTS_MAX, BATCH_GATHER_YIELDS_MAX, BATCH_PAYLOAD_BYTES_MAX};
 
 /// The event store as a trait, so that projections and the engine can be
 /// written and tested against any implementation. [`Store`] implements it;
