@@ -687,3 +687,43 @@ async fn postgres_second_store_refuses_writes_follows_the_writer_and_takes_over(
         .unwrap();
     assert_eq!(next, taken_over.events[0]);
 }
+
+/// The writer's session dies under it (an operator or a failover kills the
+/// backend): the batch in flight fails with a retryable error, the writer
+/// reconnects, takes the lock again and reloads the head, and the log stays
+/// gapless and chained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_writer_recovers_after_its_session_is_killed() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open().await;
+    let s = stream("office", "1312345679");
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, events(2))
+        .await
+        .unwrap();
+    db.tamper(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = '{}' AND datname = current_database()",
+        kiban_store::WRITER_APPLICATION_NAME
+    ))
+    .await;
+    let mut failures = 0;
+    let second = loop {
+        match store.append(&s, ExpectedVersion::Exact(2), events(1)).await {
+            Ok(result) => break result,
+            Err(Error::Unavailable(_) | Error::Database(_)) if failures < 3 => failures += 1,
+            Err(other) => panic!("unexpected error after the kill: {other}"),
+        }
+    };
+    assert!(failures <= 1, "only the batch in flight fails ({failures})");
+    assert_eq!(
+        (second.first_position, second.next_expected_version),
+        (3, 3)
+    );
+    assert_eq!(second.events[0].prev_hash, first.events[1].hash);
+    assert_gapless(&read_everything(&store).await);
+    assert!(matches!(
+        store.verify(1, None).await.unwrap(),
+        VerifyReport::Verified { events: 3, .. }
+    ));
+}
