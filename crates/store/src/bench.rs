@@ -340,16 +340,18 @@ mod baseline {
             .busy_timeout(Duration::from_secs(60)))
     }
 
-    const NAIVE_INSERT_PG: &str = "INSERT INTO bench_naive (position, stream, version, \
+    const NAIVE_INSERT_POSTGRES: &str = "INSERT INTO bench_naive (position, stream, version, \
          event_id, event_type, schema_version, occurred_at, recorded_at, actor, correlation_id, \
          causation_id, payload, prev_hash, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
+    const NAIVE_INSERT_SQLITE: &str = "INSERT INTO bench_naive (position, stream, version, \
+         event_id, event_type, schema_version, occurred_at, recorded_at, actor, correlation_id, \
+         causation_id, payload, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
     /// One INSERT per event, one transaction per append, `writers` connections.
     pub(super) async fn naive(scratch: &Scratch, options: &AppendBenchOptions) -> Result<Duration> {
-        let next = Arc::new(AtomicU64::new(0));
-        let appends = append_count(options);
-        let mut tasks = tokio::task::JoinSet::new();
         let writers = options.writers as u32;
         match scratch.kind {
             ScratchKind::Postgres { .. } => {
@@ -360,24 +362,20 @@ mod baseline {
                 sqlx::raw_sql(&schema(scratch, "bench_naive"))
                     .execute(&pool)
                     .await?;
-                let started = Instant::now();
-                for _ in 0..writers {
-                    let (pool, next, options) = (pool.clone(), next.clone(), options.clone());
-                    tasks.spawn(async move {
-                        while let Some(rows) = claim(&next, appends, &options) {
+                let elapsed = run_naive(options, {
+                    let pool = pool.clone();
+                    move |rows| {
+                        let pool = pool.clone();
+                        async move {
                             let mut tx = pool.begin().await?;
                             for e in rows {
-                                bind_naive(sqlx::query(NAIVE_INSERT_PG), e)
-                                    .execute(&mut *tx)
-                                    .await?;
+                                bind_naive_postgres(e).execute(&mut *tx).await?;
                             }
-                            tx.commit().await?;
+                            tx.commit().await
                         }
-                        Ok::<_, sqlx::Error>(())
-                    });
-                }
-                join(tasks).await?;
-                let elapsed = started.elapsed();
+                    }
+                })
+                .await?;
                 pool.close().await;
                 Ok(elapsed)
             }
@@ -389,51 +387,75 @@ mod baseline {
                 sqlx::raw_sql(&schema(scratch, "bench_naive"))
                     .execute(&pool)
                     .await?;
-                let insert = NAIVE_INSERT_PG.replace('$', "?");
-                let started = Instant::now();
-                for _ in 0..writers {
-                    let (pool, next, options) = (pool.clone(), next.clone(), options.clone());
-                    let insert = insert.clone();
-                    tasks.spawn(async move {
-                        while let Some(rows) = claim(&next, appends, &options) {
+                let elapsed = run_naive(options, {
+                    let pool = pool.clone();
+                    move |rows| {
+                        let pool = pool.clone();
+                        async move {
                             let mut tx = pool.begin().await?;
                             for e in rows {
-                                sqlx::query(&insert)
-                                    .bind(e.position as i64)
-                                    .bind(e.stream.as_str())
-                                    .bind(e.version as i64)
-                                    .bind(*e.event_id.as_uuid())
-                                    .bind(e.event_type.as_str())
-                                    .bind(i64::from(e.schema_version))
-                                    .bind(e.occurred_at.timestamp_micros())
-                                    .bind(e.recorded_at.timestamp_micros())
-                                    .bind(e.actor.to_string())
-                                    .bind(e.correlation_id)
-                                    .bind(e.causation_id)
-                                    .bind(e.payload.as_str())
-                                    .bind(&e.prev_hash.0[..])
-                                    .bind(&e.hash.0[..])
-                                    .execute(&mut *tx)
-                                    .await?;
+                                bind_naive_sqlite(e).execute(&mut *tx).await?;
                             }
-                            tx.commit().await?;
+                            tx.commit().await
                         }
-                        Ok::<_, sqlx::Error>(())
-                    });
-                }
-                join(tasks).await?;
-                let elapsed = started.elapsed();
+                    }
+                })
+                .await?;
                 pool.close().await;
                 Ok(elapsed)
             }
         }
     }
 
-    fn bind_naive<'q>(
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    /// Runs `writers` tasks that each claim appends and write them with
+    /// `write_append` until all are written; returns the wall time.
+    async fn run_naive<F, Fut>(options: &AppendBenchOptions, write_append: F) -> Result<Duration>
+    where
+        F: Fn(Vec<RecordedEvent>) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), sqlx::Error>> + Send,
+    {
+        let next = Arc::new(AtomicU64::new(0));
+        let appends = append_count(options);
+        let mut tasks = tokio::task::JoinSet::new();
+        let started = Instant::now();
+        for _ in 0..options.writers {
+            let (next, options, write_append) =
+                (next.clone(), options.clone(), write_append.clone());
+            tasks.spawn(async move {
+                while let Some(rows) = claim(&next, appends, &options) {
+                    write_append(rows).await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            });
+        }
+        join(tasks).await?;
+        Ok(started.elapsed())
+    }
+
+    fn bind_naive_sqlite(
         e: RecordedEvent,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        query
+    ) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'static>> {
+        sqlx::query(NAIVE_INSERT_SQLITE)
+            .bind(e.position as i64)
+            .bind(e.stream.as_str().to_owned())
+            .bind(e.version as i64)
+            .bind(*e.event_id.as_uuid())
+            .bind(e.event_type.as_str().to_owned())
+            .bind(i64::from(e.schema_version))
+            .bind(e.occurred_at.timestamp_micros())
+            .bind(e.recorded_at.timestamp_micros())
+            .bind(e.actor.to_string())
+            .bind(e.correlation_id)
+            .bind(e.causation_id)
+            .bind(e.payload.as_str().to_owned())
+            .bind(e.prev_hash.0.to_vec())
+            .bind(e.hash.0.to_vec())
+    }
+
+    fn bind_naive_postgres(
+        e: RecordedEvent,
+    ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(NAIVE_INSERT_POSTGRES)
             .bind(e.position as i64)
             .bind(e.stream.as_str().to_owned())
             .bind(e.version as i64)
