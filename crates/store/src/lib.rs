@@ -26,6 +26,8 @@
 //! - `cache.rs`: the writer's bounded stream-version cache.
 //! - `chain.rs`: the hash chain and its verification.
 //! - `backend/`: the SQL of each backend, behind a small internal surface.
+//! - `bench.rs`: the append benchmark and its naive and raw baselines.
+//! - `examples/bench_append.rs`: runs the benchmark from the command line.
 //! - `migrations/postgres`, `migrations/sqlite`: the schema, embedded.
 //!
 //! # Architecture invariants
