@@ -26,6 +26,8 @@
 //! - `cache.rs`: the writer's bounded stream-version cache.
 //! - `chain.rs`: the hash chain and its verification.
 //! - `backend/`: the SQL of each backend, behind a small internal surface.
+//! - `bench.rs`: the append benchmark and its naive and raw baselines.
+//! - `examples/bench_append.rs`: runs the benchmark from the command line.
 //! - `migrations/postgres`, `migrations/sqlite`: the schema, embedded.
 //!
 //! # Architecture invariants
@@ -65,9 +67,9 @@ pub use kiban_events::{
 pub use store::{
     APPEND_PAYLOAD_BYTES_MAX, APPEND_QUEUE_CAPACITY, AppendResult, HEAD_POLL_INTERVAL_MS, Head,
     POOL_ACQUIRE_TIMEOUT_MS, READ_CONNECTIONS_DEFAULT, READ_EVENTS_MAX, SQLITE_BUSY_TIMEOUT_MS,
-    SUBSCRIPTION_PAGE_EVENTS, Store, StoreOptions, Subscription,
+    SUBSCRIPTION_PAGE_EVENTS, Store, StoreOptions, Subscription, WRITER_APPLICATION_NAME,
 };
-pub use writer::{BATCH_EVENTS_MAX, BATCH_PAYLOAD_BYTES_MAX};
+pub use writer::{BATCH_EVENTS_MAX, BATCH_GATHER_YIELDS_MAX, BATCH_PAYLOAD_BYTES_MAX};
 
 /// The event store as a trait, so that projections and the engine can be
 /// written and tested against any implementation. [`Store`] implements it;

@@ -57,6 +57,10 @@ pub const HEAD_POLL_INTERVAL_MS: u64 = 1_000;
 /// checkpointing the WAL) before failing.
 pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 
+/// The `application_name` of the PostgreSQL session that holds the writer
+/// lock; the read pool and the head listener are `kiban-store`.
+pub const WRITER_APPLICATION_NAME: &str = "kiban-store-writer";
+
 /// A live or catching-up feed of events, in position order.
 pub type Subscription = BoxStream<'static, Result<RecordedEvent>>;
 
@@ -125,7 +129,12 @@ pub(crate) enum Connector {
 impl Connector {
     pub async fn connect_writer(&self) -> Result<WriterConnection> {
         Ok(match self {
-            Connector::Postgres(options) => WriterConnection::Postgres(options.connect().await?),
+            Connector::Postgres(options) => {
+                // Named so that operators (and the tests) can tell the writer's
+                // session, which holds the writer lock, from the readers'.
+                let options = options.clone().application_name(WRITER_APPLICATION_NAME);
+                WriterConnection::Postgres(options.connect().await?)
+            }
             Connector::Sqlite(options) => WriterConnection::Sqlite(options.connect().await?),
         })
     }
