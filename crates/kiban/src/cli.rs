@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The default store: an SQLite file under `./kiban-data`, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./kiban-data/kiban.db";
@@ -81,6 +81,47 @@ pub enum Command {
         #[arg(long)]
         to: Option<u64>,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks (not tests): measured figures go to docs/benchmarks.md.
+    Bench {
+        #[command(subcommand)]
+        bench: BenchCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Append throughput and latency, with the naive and raw baselines
+    /// measured in the same run on the same database.
+    Append {
+        /// Which backend to measure.
+        #[arg(long, value_enum)]
+        backend: Backend,
+        /// postgres: a server URL on which the benchmark may create (and
+        /// drops afterwards) a database; sqlite: ignored.
+        #[arg(long, env = "KIBAN_BENCH_DATABASE_URL")]
+        database_url: Option<String>,
+        /// sqlite: the directory for the benchmark's fresh database file.
+        #[arg(long, default_value = "./kiban-data/bench")]
+        directory: PathBuf,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Events per append.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Events in all.
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// Print one JSON object as the last line.
         #[arg(long)]
         json: bool,
     },

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::EXIT_CHAIN_BROKEN;
-use crate::cli::Command;
+use crate::cli::{Backend, BenchCommand, Command};
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -38,6 +38,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             to,
             json,
         } => verify(&store.database_url, from, to, json).await,
+        Command::Bench { bench } => run_bench(bench).await,
     }
 }
 
@@ -268,6 +269,46 @@ async fn verify(url: &str, from: u64, to: Option<u64>, json: bool) -> anyhow::Re
                 );
             }
             Ok(ExitCode::from(EXIT_CHAIN_BROKEN))
+        }
+    }
+}
+
+async fn run_bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
+    use kiban_store::bench::{AppendBenchOptions, BenchBackend, bench_append};
+    match bench {
+        BenchCommand::Append {
+            backend,
+            database_url,
+            directory,
+            writers,
+            batch,
+            events,
+            json,
+        } => {
+            let backend = match backend {
+                Backend::Postgres => BenchBackend::Postgres {
+                    server_url: database_url.context(
+                        "--backend postgres needs --database-url (or KIBAN_BENCH_DATABASE_URL)",
+                    )?,
+                },
+                Backend::Sqlite => {
+                    std::fs::create_dir_all(&directory)
+                        .with_context(|| format!("cannot create {}", directory.display()))?;
+                    BenchBackend::Sqlite { directory }
+                }
+            };
+            let report = bench_append(AppendBenchOptions {
+                backend,
+                writers,
+                batch,
+                events,
+            })
+            .await?;
+            println!("{report}");
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
