@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use futures::StreamExt;
 use kiban_events::{ExpectedVersion, Payload, RecordedEvent, StreamName};
-use kiban_store::{BreakReason, Error, READ_EVENTS_MAX, Store, VerifyReport};
+use kiban_store::{
+    AppendResult, BreakReason, Error, EventStore, READ_EVENTS_MAX, Store, VerifyReport,
+};
 use kiban_tests::{Backend, TestDb, bounded, event, event_with_id, events, stream};
 
 macro_rules! contract {
@@ -123,12 +125,24 @@ async fn append_reads_back_exactly_and_survives_reopening(db: &TestDb) {
         all,
         "byte for byte after reopening"
     );
-    let third = reopened
-        .append(&s1, ExpectedVersion::Exact(3), events(1))
+    // Through the trait, on another task: what projections and the engine
+    // are written against (its futures are `Send`).
+    let third = tokio::spawn(append_through_the_trait(reopened.clone(), s1.clone()))
         .await
+        .expect("task")
         .expect("append after reopening");
     assert_eq!((third.first_position, third.next_expected_version), (6, 4));
     assert_eq!(third.events[0].prev_hash, second.events[1].hash);
+}
+
+async fn append_through_the_trait<S: EventStore>(
+    store: S,
+    stream: StreamName,
+) -> kiban_store::Result<AppendResult> {
+    assert_eq!(store.head().await?.position, 5);
+    store
+        .append(&stream, ExpectedVersion::Exact(3), events(1))
+        .await
 }
 
 async fn concurrent_writers_on_one_stream_exactly_one_wins_per_version(db: &TestDb) {

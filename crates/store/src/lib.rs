@@ -17,7 +17,7 @@
 //!   pages), [`Store::head`], [`Store::subscribe`] (catch-up, then live),
 //!   [`Store::verify`] ([`VerifyReport`], [`BreakReason`]), [`chain_hash`].
 //! - [`Error`]: one variant per thing a caller branches on.
-//! - [`bench`]: the append benchmark behind `kiban bench append`.
+//! - [`mod@bench`]: the append benchmark behind `kiban bench append`.
 //!
 //! # Layout
 //!
