@@ -54,6 +54,7 @@ contract!(
     verify_names_an_altered_hash,
     over_limit_and_malformed_appends_are_refused_and_write_nothing,
     close_ends_subscriptions_and_refuses_appends,
+    second_store_refuses_writes_follows_the_writer_and_takes_over,
 );
 
 /// Reads the whole log in pages.
@@ -645,12 +646,10 @@ async fn close_ends_subscriptions_and_refuses_appends(db: &TestDb) {
     );
 }
 
-/// Two kiban processes on one PostgreSQL database: the second is a reader.
-/// It refuses appends with `NotWriter`, its subscriptions see what the
-/// writer commits, and it takes over writing once the writer is gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_second_store_refuses_writes_follows_the_writer_and_takes_over() {
-    let db = TestDb::new(Backend::Postgres).await;
+/// Two stores on one database (as two kiban processes would be): the second
+/// is a reader. It refuses appends with `NotWriter`, its subscriptions see
+/// what the writer commits, and it takes over writing once the writer is gone.
+async fn second_store_refuses_writes_follows_the_writer_and_takes_over(db: &TestDb) {
     let writer = db.open().await;
     let reader = db.open().await;
     let s = stream("office", "1312345678");
@@ -675,8 +674,9 @@ async fn postgres_second_store_refuses_writes_follows_the_writer_and_takes_over(
     assert_eq!(seen, second.events);
 
     writer.close().await;
-    // The old writer's session ends asynchronously on the server, so the
-    // reader may need a few attempts; the bound only turns a hang into a failure.
+    // The old writer's PostgreSQL session ends asynchronously on the server,
+    // so the reader may need a few attempts; the bound only turns a hang into
+    // a failure.
     let taken_over = bounded("take over", async {
         loop {
             match reader

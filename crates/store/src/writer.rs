@@ -323,9 +323,9 @@ fn is_unique_violation(error: &Error) -> bool {
 }
 
 /// What a process that is not the writer answers to appends.
-const NOT_WRITER_MESSAGE: &str = "this kiban process is a reader of the PostgreSQL event \
-     store: another kiban process holds the writer lock and does all appends. Send the \
-     append to the writer process (or stop it: this process takes over writing at its next \
+const NOT_WRITER_MESSAGE: &str = "this kiban store is a reader: another kiban process (or \
+     another store opened on the same database) holds the writer lock and does all appends. \
+     Send the append to the writer (or stop it: this store takes over writing at its next \
      append once the lock is free). Reads and subscriptions work here.";
 
 /// Moves the watched head forward (never back); tells whether it moved.
