@@ -160,17 +160,18 @@ struct Inner {
     readers: Readers,
     appends: mpsc::Sender<AppendRequest>,
     head: watch::Receiver<Position>,
-    /// Shared with the writer: the PostgreSQL head follower also advances it.
+    /// Shared by the writer and the head follower, which both advance it.
     head_sender: Arc<watch::Sender<Position>>,
     cancel: CancellationToken,
-    /// The writer and (PostgreSQL) head-listener tasks. A std mutex: it is
-    /// only taken to move the handles out, never across an await.
+    /// The writer and head-follower tasks. A std mutex: it is only taken to
+    /// push or move the handles out, never across an await.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The tasks own no `Store`, so they stop here at their next safe point.
+        // The tasks own no `Store` (the head follower holds it weakly), so
+        // they stop here at their next safe point.
         self.cancel.cancel();
     }
 }
@@ -187,8 +188,9 @@ impl Store {
     /// Opens (creating if needed) the store at `url`:
     /// `sqlite://path/to/kiban.db` (the file is created if missing) or
     /// `postgres://user@host:port/database` (the database must exist).
-    /// Runs the embedded migrations, then starts the writer task (and, on
-    /// PostgreSQL, the task that follows the head committed by any process).
+    /// Runs the embedded migrations, then starts the writer task, which tries
+    /// to take the writer lock, and the task that follows the head committed
+    /// by whichever store is the writer.
     pub async fn open(url: &str, options: StoreOptions) -> Result<Store> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Self::open_postgres(url, options).await
@@ -258,8 +260,8 @@ impl Store {
     }
 
     /// Starts the writer task. The writer tries to take its role at once, so
-    /// that a PostgreSQL process learns early whether it is the writer; being
-    /// a reader is not an error here (appends will say so).
+    /// that a store learns early whether it is the writer; being a reader is
+    /// not an error here (appends will say so).
     async fn start(readers: Readers, connector: Connector, options: StoreOptions) -> Result<Store> {
         let initial = readers.head().await?.map_or(0, |(p, _)| p.max(0) as u64);
         let (head_sender, head) = watch::channel(initial);
