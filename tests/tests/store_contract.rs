@@ -126,6 +126,15 @@ async fn append_reads_back_exactly_and_survives_reopening(db: &TestDb) {
         all,
         "byte for byte after reopening"
     );
+    // A stale "new stream" append after reopening (the writer's cache is
+    // empty): the database, not the cache, says the stream exists.
+    match reopened
+        .append(&s2, ExpectedVersion::NoStream, events(1))
+        .await
+    {
+        Err(Error::Conflict { actual, .. }) => assert_eq!(actual, 2),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
     // Through the trait, on another task: what projections and the engine
     // are written against (its futures are `Send`).
     let third = tokio::spawn(append_through_the_trait(reopened.clone(), s1.clone()))

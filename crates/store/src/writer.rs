@@ -272,7 +272,7 @@ impl Writer {
                 Lookup::Everything => None,
             };
             known.insert(request.stream.clone(), cached.unwrap_or(0));
-            if cached.is_none() {
+            if cached.is_none() && !assume_new_stream(request, lookup) {
                 missing.push(request.stream.as_str());
             }
         }
@@ -301,6 +301,22 @@ impl Writer {
         }
         Ok(plan(batch, known, &stored, self.head))
     }
+}
+
+/// Whether the writer may skip looking up the version of a stream missing
+/// from its cache, assuming it has no events, because the first request for
+/// it in the batch says so (`NoStream`, `Exact(0)`: a new aggregate, the most
+/// common append for an uncached stream). The assumption is checked by the
+/// database, not trusted: every decision that depends on it either inserts
+/// that stream's version 1, which the unique `(stream, version)` index
+/// refuses if the stream exists, or is a conflict; both make the writer
+/// decide the batch again with the version read from the database.
+fn assume_new_stream(request: &AppendRequest, lookup: Lookup) -> bool {
+    lookup == Lookup::CachedVersionsOnly
+        && matches!(
+            request.expected,
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0)
+        )
 }
 
 /// How much of a batch's context the writer reads from the database.
