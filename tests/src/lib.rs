@@ -7,7 +7,7 @@
 //! - `src/bin/kiban-crash-appender.rs`: a child process for the crash-safety
 //!   suite; it appends until it is killed.
 //! - `tests/main.rs`: the one test binary; each suite is a module of it
-//!   (`store_contract`, `crash_safety`).
+//!   (`store_contract`, `crash_safety`, `bench_smoke`).
 //!
 //! Architecture invariants: suites run against real databases, never mocks;
 //! PostgreSQL suites fail (never skip) when no server is configured; waits are

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use futures::StreamExt;
 use kiban_events::{ExpectedVersion, Payload, RecordedEvent, StreamName};
-use kiban_store::{BreakReason, Error, READ_EVENTS_MAX, Store, VerifyReport};
+use kiban_store::{
+    AppendResult, BreakReason, Error, EventStore, READ_EVENTS_MAX, Store, VerifyReport,
+};
 use kiban_tests::{Backend, TestDb, bounded, event, event_with_id, events, stream};
 
 macro_rules! contract {
@@ -52,6 +54,7 @@ contract!(
     verify_names_an_altered_hash,
     over_limit_and_malformed_appends_are_refused_and_write_nothing,
     close_ends_subscriptions_and_refuses_appends,
+    second_store_refuses_writes_follows_the_writer_and_takes_over,
 );
 
 /// Reads the whole log in pages.
@@ -123,12 +126,33 @@ async fn append_reads_back_exactly_and_survives_reopening(db: &TestDb) {
         all,
         "byte for byte after reopening"
     );
-    let third = reopened
-        .append(&s1, ExpectedVersion::Exact(3), events(1))
+    // A stale "new stream" append after reopening (the writer's cache is
+    // empty): the database, not the cache, says the stream exists.
+    match reopened
+        .append(&s2, ExpectedVersion::NoStream, events(1))
         .await
+    {
+        Err(Error::Conflict { actual, .. }) => assert_eq!(actual, 2),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Through the trait, on another task: what projections and the engine
+    // are written against (its futures are `Send`).
+    let third = tokio::spawn(append_through_the_trait(reopened.clone(), s1.clone()))
+        .await
+        .expect("task")
         .expect("append after reopening");
     assert_eq!((third.first_position, third.next_expected_version), (6, 4));
     assert_eq!(third.events[0].prev_hash, second.events[1].hash);
+}
+
+async fn append_through_the_trait<S: EventStore>(
+    store: S,
+    stream: StreamName,
+) -> kiban_store::Result<AppendResult> {
+    assert_eq!(store.head().await?.position, 5);
+    store
+        .append(&stream, ExpectedVersion::Exact(3), events(1))
+        .await
 }
 
 async fn concurrent_writers_on_one_stream_exactly_one_wins_per_version(db: &TestDb) {
@@ -631,12 +655,10 @@ async fn close_ends_subscriptions_and_refuses_appends(db: &TestDb) {
     );
 }
 
-/// Two kiban processes on one PostgreSQL database: the second is a reader.
-/// It refuses appends with `NotWriter`, its subscriptions see what the
-/// writer commits, and it takes over writing once the writer is gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_second_store_refuses_writes_follows_the_writer_and_takes_over() {
-    let db = TestDb::new(Backend::Postgres).await;
+/// Two stores on one database (as two kiban processes would be): the second
+/// is a reader. It refuses appends with `NotWriter`, its subscriptions see
+/// what the writer commits, and it takes over writing once the writer is gone.
+async fn second_store_refuses_writes_follows_the_writer_and_takes_over(db: &TestDb) {
     let writer = db.open().await;
     let reader = db.open().await;
     let s = stream("office", "1312345678");
@@ -661,8 +683,9 @@ async fn postgres_second_store_refuses_writes_follows_the_writer_and_takes_over(
     assert_eq!(seen, second.events);
 
     writer.close().await;
-    // The old writer's session ends asynchronously on the server, so the
-    // reader may need a few attempts; the bound only turns a hang into a failure.
+    // The old writer's PostgreSQL session ends asynchronously on the server,
+    // so the reader may need a few attempts; the bound only turns a hang into
+    // a failure.
     let taken_over = bounded("take over", async {
         loop {
             match reader

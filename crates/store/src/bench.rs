@@ -271,7 +271,7 @@ impl Scratch {
                 }
             }
             ScratchKind::Sqlite { path } => {
-                for suffix in ["", "-wal", "-shm"] {
+                for suffix in ["", "-wal", "-shm", ".writer-lock"] {
                     let mut file = path.clone().into_os_string();
                     file.push(suffix);
                     let _ = std::fs::remove_file(file);

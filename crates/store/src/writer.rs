@@ -272,7 +272,7 @@ impl Writer {
                 Lookup::Everything => None,
             };
             known.insert(request.stream.clone(), cached.unwrap_or(0));
-            if cached.is_none() {
+            if cached.is_none() && !assume_new_stream(request, lookup) {
                 missing.push(request.stream.as_str());
             }
         }
@@ -303,6 +303,22 @@ impl Writer {
     }
 }
 
+/// Whether the writer may skip looking up the version of a stream missing
+/// from its cache, assuming it has no events, because the first request for
+/// it in the batch says so (`NoStream`, `Exact(0)`: a new aggregate, the most
+/// common append for an uncached stream). The assumption is checked by the
+/// database, not trusted: every decision that depends on it either inserts
+/// that stream's version 1, which the unique `(stream, version)` index
+/// refuses if the stream exists, or is a conflict; both make the writer
+/// decide the batch again with the version read from the database.
+fn assume_new_stream(request: &AppendRequest, lookup: Lookup) -> bool {
+    lookup == Lookup::CachedVersionsOnly
+        && matches!(
+            request.expected,
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0)
+        )
+}
+
 /// How much of a batch's context the writer reads from the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lookup {
@@ -323,9 +339,9 @@ fn is_unique_violation(error: &Error) -> bool {
 }
 
 /// What a process that is not the writer answers to appends.
-const NOT_WRITER_MESSAGE: &str = "this kiban process is a reader of the PostgreSQL event \
-     store: another kiban process holds the writer lock and does all appends. Send the \
-     append to the writer process (or stop it: this process takes over writing at its next \
+const NOT_WRITER_MESSAGE: &str = "this kiban store is a reader: another kiban process (or \
+     another store opened on the same database) holds the writer lock and does all appends. \
+     Send the append to the writer (or stop it: this store takes over writing at its next \
      append once the lock is free). Reads and subscriptions work here.";
 
 /// Moves the watched head forward (never back); tells whether it moved.

@@ -16,6 +16,51 @@ use uuid::Uuid;
 
 use super::{EVENT_COLUMNS, RawEvent};
 
+/// Takes the writer lock of a SQLite database unless already held: an
+/// exclusive, non-blocking `flock` on `<database file>.writer-lock`. Another
+/// store holding it (in this process or another) makes this one a reader.
+pub(crate) fn try_lock_writer(
+    lock_path: Option<&std::path::Path>,
+    lock: &mut Option<std::fs::File>,
+) -> crate::error::Result<bool> {
+    let Some(path) = lock_path else {
+        return Ok(true);
+    };
+    if lock.is_some() {
+        return Ok(true);
+    }
+    let unavailable = |e: std::io::Error| {
+        crate::error::Error::Unavailable(format!("writer lock file {}: {e}", path.display()))
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(unavailable)?;
+    match file.try_lock() {
+        Ok(()) => {
+            *lock = Some(file);
+            Ok(true)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(unavailable(e)),
+    }
+}
+
+/// The writer lock file of the database at `options`, `None` in memory.
+pub(crate) fn writer_lock_path(
+    options: &sqlx::sqlite::SqliteConnectOptions,
+) -> Option<std::path::PathBuf> {
+    let file = options.get_filename();
+    if file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:") {
+        return None;
+    }
+    let mut path = file.as_os_str().to_owned();
+    path.push(".writer-lock");
+    Some(path.into())
+}
+
 fn decode(row: &SqliteRow) -> Result<RawEvent, sqlx::Error> {
     Ok(RawEvent {
         position: row.try_get(0)?,
