@@ -25,4 +25,4 @@ pub use envelope::{
     StreamName, Version,
 };
 
-pub use domain::{Decider, DomainEvent, Rejection, RejectionCode};
+pub use domain::{Decider, DecodeError, DomainEvent, Rejection, RejectionCode};

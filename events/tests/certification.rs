@@ -709,3 +709,55 @@ fn the_stream_name_is_insurer_insured_seq() {
         "certification/131016-0000012345-3"
     );
 }
+
+#[test]
+fn a_reason_longer_than_the_limit_is_rejected() {
+    given::<C>([new_on_apr_15()])
+        .when(
+            CertificationCommand::Withdraw {
+                reason: Some("理".repeat(501)),
+            },
+            at(2026, 4, 20),
+        )
+        .then_rejected(R::ReasonTooLong);
+    given::<C>([new_on_apr_15()])
+        .when(
+            CertificationCommand::NotifyExtension {
+                reason: "x".repeat(501),
+                expected_decision_on: d(2026, 6, 10),
+            },
+            at(2026, 5, 1),
+        )
+        .then_rejected(R::ReasonTooLong);
+    given::<C>([new_on_apr_15()])
+        .when(
+            CertificationCommand::Withdraw {
+                reason: Some("理".repeat(500)),
+            },
+            at(2026, 4, 20),
+        )
+        .then_accepted();
+}
+
+#[test]
+fn dates_far_outside_any_real_certification_are_rejected() {
+    let far = CurrentCertification {
+        level: CareLevel::Care1,
+        valid_from: d(2025, 10, 1),
+        valid_until: d(2100, 1, 31),
+    };
+    given::<C>([])
+        .when(
+            file(ApplicationKind::Change, d(2026, 4, 15), Some(far)),
+            at(2026, 4, 15),
+        )
+        .then_rejected(R::DateOutOfRange);
+    given::<C>([new_on_apr_15()])
+        .when(
+            CertificationCommand::ScheduleInvestigation {
+                scheduled_on: d(2100, 1, 1),
+            },
+            at(2026, 4, 16),
+        )
+        .then_rejected(R::DateOutOfRange);
+}

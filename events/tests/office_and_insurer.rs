@@ -362,3 +362,33 @@ fn stream_names_follow_the_scheme() {
     assert_eq!(office_stream(&office()).as_str(), "office/1312345678");
     assert_eq!(insurer_stream(&insurer()).as_str(), "insurer/131016");
 }
+
+#[test]
+fn only_the_listed_emitters_may_cause_an_event() {
+    use kiban_events::Actor;
+    use kiban_events::domain::DomainEvent;
+    let history = suspended();
+    let suspension = &history[3];
+    assert!(suspension.admits_actor(&Actor::Federation));
+    assert!(suspension.admits_actor(&Actor::parse("system:timers").unwrap()));
+    assert!(!suspension.admits_actor(&Actor::parse("office:1312345678/T-01").unwrap()));
+    let lost = &history[2];
+    assert!(lost.admits_actor(&Actor::parse("office:1312345678/T-01").unwrap()));
+    assert!(!onboarded().admits_actor(&Actor::Insurer(insurer())));
+}
+
+#[test]
+fn an_office_with_more_service_types_than_the_limit_is_rejected() {
+    let many: Vec<ServiceTypeCode> = (0..101)
+        .map(|i| code(&format!("{}{}", (b'A' + (i / 10) as u8) as char, i % 10)))
+        .collect();
+    given::<Office>([])
+        .when(
+            OfficeCommand::Register {
+                office: office(),
+                service_types: many,
+            },
+            at(2026, 4, 1),
+        )
+        .then_rejected(R::TooManyItems);
+}

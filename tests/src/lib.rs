@@ -7,7 +7,7 @@
 //! - `src/bin/kiban-crash-appender.rs`: a child process for the crash-safety
 //!   suite; it appends until it is killed.
 //! - `tests/main.rs`: the one test binary; each suite is a module of it
-//!   (`store_contract`, `crash_safety`).
+//!   (`store_contract`, `crash_safety`, `bench_smoke`).
 //!
 //! Architecture invariants: suites run against real databases, never mocks;
 //! PostgreSQL suites fail (never skip) when no server is configured; waits are
@@ -208,4 +208,88 @@ pub fn events(count: usize) -> Vec<NewEvent> {
     (0..count)
         .map(|i| event(&format!(r#"{{"n":{i}}}"#)))
         .collect()
+}
+
+/// What the crash-safety suite and its child process agree on: which events
+/// an append of the child carries (so the suite can regenerate them and
+/// compare content) and how the child reports an acknowledged append.
+pub mod crash {
+    use chrono::{TimeZone, Utc};
+    use kiban_events::{Actor, EventId, EventType, NewEvent, Payload, StreamName};
+    use uuid::Uuid;
+
+    /// The namespace of the child's deterministic event ids.
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6b69_6261_6e2d_6372_6173_6800_0000_0001);
+
+    /// An acknowledged append, as the child prints it: `ack RUN TASK SEQ FIRST LAST`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Ack {
+        pub run: u32,
+        pub task: u32,
+        pub seq: u64,
+        pub first_position: u64,
+        pub last_position: u64,
+    }
+
+    impl Ack {
+        /// The line the child prints.
+        pub fn line(&self) -> String {
+            format!(
+                "ack {} {} {} {} {}",
+                self.run, self.task, self.seq, self.first_position, self.last_position
+            )
+        }
+
+        /// Parses a line printed by the child.
+        pub fn parse(line: &str) -> Option<Ack> {
+            let mut words = line.strip_prefix("ack ")?.split(' ');
+            let mut next = || words.next()?.parse::<u64>().ok();
+            Some(Ack {
+                run: u32::try_from(next()?).ok()?,
+                task: u32::try_from(next()?).ok()?,
+                seq: next()?,
+                first_position: next()?,
+                last_position: next()?,
+            })
+        }
+    }
+
+    /// The stream task `task` of run `run` appends to.
+    pub fn stream(run: u32, task: u32) -> StreamName {
+        StreamName::new("crash", &format!("r{run}-t{task}")).expect("valid")
+    }
+
+    /// How many events append `seq` of a task carries: 1 to 4, so that
+    /// multi-event appends can be caught half-written if atomicity breaks.
+    pub fn events_per_append(seq: u64) -> usize {
+        1 + (seq % 4) as usize
+    }
+
+    /// The events of append `seq` of task `task` in run `run`: fully
+    /// determined by those three numbers.
+    pub fn append_events(run: u32, task: u32, seq: u64) -> Vec<NewEvent> {
+        let count = events_per_append(seq);
+        (0..count)
+            .map(|i| {
+                let name = format!("{run}/{task}/{seq}/{i}");
+                let payload = format!(
+                    r#"{{"run":{run},"task":{task},"seq":{seq},"i":{i},"count":{count},"pad":"{}"}}"#,
+                    "p".repeat(200)
+                );
+                NewEvent {
+                    event_id: EventId::deterministic(&NAMESPACE, name.as_bytes()),
+                    event_type: EventType::parse("crash.appended").expect("valid"),
+                    schema_version: 1,
+                    occurred_at: Utc
+                        .timestamp_micros(1_775_000_000_000_000 + seq as i64)
+                        .single()
+                        .expect("valid"),
+                    actor: Actor::system("crash-appender").expect("valid"),
+                    correlation_id: Uuid::from_u128(u128::from(run) << 32 | u128::from(task)),
+                    causation_id: None,
+                    payload: Payload::from_json(&payload).expect("an object"),
+                }
+            })
+            .collect()
+    }
 }

@@ -1,4 +1,7 @@
 //! kiban's end-to-end suites, compiled into one test binary (one link, one
 //! process per test under nextest). Each suite is a module.
 
+mod bench_smoke;
+mod crash_safety;
+mod engine;
 mod store_contract;

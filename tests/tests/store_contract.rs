@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use futures::StreamExt;
 use kiban_events::{ExpectedVersion, Payload, RecordedEvent, StreamName};
-use kiban_store::{BreakReason, Error, READ_EVENTS_MAX, Store, VerifyReport};
+use kiban_store::{
+    AppendResult, BreakReason, Error, EventStore, READ_EVENTS_MAX, Store, VerifyReport,
+};
 use kiban_tests::{Backend, TestDb, bounded, event, event_with_id, events, stream};
 
 macro_rules! contract {
@@ -52,6 +54,7 @@ contract!(
     verify_names_an_altered_hash,
     over_limit_and_malformed_appends_are_refused_and_write_nothing,
     close_ends_subscriptions_and_refuses_appends,
+    second_store_refuses_writes_follows_the_writer_and_takes_over,
 );
 
 /// Reads the whole log in pages.
@@ -123,12 +126,33 @@ async fn append_reads_back_exactly_and_survives_reopening(db: &TestDb) {
         all,
         "byte for byte after reopening"
     );
-    let third = reopened
-        .append(&s1, ExpectedVersion::Exact(3), events(1))
+    // A stale "new stream" append after reopening (the writer's cache is
+    // empty): the database, not the cache, says the stream exists.
+    match reopened
+        .append(&s2, ExpectedVersion::NoStream, events(1))
         .await
+    {
+        Err(Error::Conflict { actual, .. }) => assert_eq!(actual, 2),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Through the trait, on another task: what projections and the engine
+    // are written against (its futures are `Send`).
+    let third = tokio::spawn(append_through_the_trait(reopened.clone(), s1.clone()))
+        .await
+        .expect("task")
         .expect("append after reopening");
     assert_eq!((third.first_position, third.next_expected_version), (6, 4));
     assert_eq!(third.events[0].prev_hash, second.events[1].hash);
+}
+
+async fn append_through_the_trait<S: EventStore>(
+    store: S,
+    stream: StreamName,
+) -> kiban_store::Result<AppendResult> {
+    assert_eq!(store.head().await?.position, 5);
+    store
+        .append(&stream, ExpectedVersion::Exact(3), events(1))
+        .await
 }
 
 async fn concurrent_writers_on_one_stream_exactly_one_wins_per_version(db: &TestDb) {
@@ -247,6 +271,11 @@ async fn resending_an_append_returns_the_original_result(db: &TestDb) {
         results.windows(2).all(|w| w[0] == w[1]),
         "every re-send gets one result"
     );
+    let later = store
+        .append(&s2, ExpectedVersion::Any, fresh)
+        .await
+        .unwrap();
+    assert_eq!(later, results[0], "a re-send that expects any version");
     assert_eq!(store.head().await.unwrap().position, 6);
     assert_gapless(&read_everything(&store).await);
 }
@@ -624,4 +653,100 @@ async fn close_ends_subscriptions_and_refuses_appends(db: &TestDb) {
         db.backend() == Backend::Postgres,
         db.url().starts_with("postgres")
     );
+}
+
+/// Two stores on one database (as two kiban processes would be): the second
+/// is a reader. It refuses appends with `NotWriter`, its subscriptions see
+/// what the writer commits, and it takes over writing once the writer is gone.
+async fn second_store_refuses_writes_follows_the_writer_and_takes_over(db: &TestDb) {
+    let writer = db.open().await;
+    let reader = db.open().await;
+    let s = stream("office", "1312345678");
+    match reader.append(&s, ExpectedVersion::Any, events(1)).await {
+        Err(Error::NotWriter(message)) => assert!(message.contains("writer lock"), "{message}"),
+        other => panic!("expected NotWriter, got {other:?}"),
+    }
+    let mut subscription = reader.subscribe(1);
+    let first = writer
+        .append(&s, ExpectedVersion::NoStream, events(3))
+        .await
+        .unwrap();
+    let seen: Vec<_> = bounded("catch-up", (&mut subscription).take(3).collect::<Vec<_>>()).await;
+    let seen: Vec<RecordedEvent> = seen.into_iter().map(|e| e.unwrap()).collect();
+    assert_eq!(seen, first.events);
+    let second = writer
+        .append(&s, ExpectedVersion::Exact(3), events(2))
+        .await
+        .unwrap();
+    let seen: Vec<_> = bounded("live", (&mut subscription).take(2).collect::<Vec<_>>()).await;
+    let seen: Vec<RecordedEvent> = seen.into_iter().map(|e| e.unwrap()).collect();
+    assert_eq!(seen, second.events);
+
+    writer.close().await;
+    // The old writer's PostgreSQL session ends asynchronously on the server,
+    // so the reader may need a few attempts; the bound only turns a hang into
+    // a failure.
+    let taken_over = bounded("take over", async {
+        loop {
+            match reader
+                .append(&s, ExpectedVersion::Exact(5), events(1))
+                .await
+            {
+                Err(Error::NotWriter(_)) => tokio::task::yield_now().await,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the reader takes over writing");
+    assert_eq!(
+        (taken_over.first_position, taken_over.next_expected_version),
+        (6, 6)
+    );
+    assert_eq!(taken_over.events[0].prev_hash, second.events[1].hash);
+    let next = bounded("own append", subscription.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, taken_over.events[0]);
+}
+
+/// The writer's session dies under it (an operator or a failover kills the
+/// backend): the batch in flight fails with a retryable error, the writer
+/// reconnects, takes the lock again and reloads the head, and the log stays
+/// gapless and chained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_writer_recovers_after_its_session_is_killed() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open().await;
+    let s = stream("office", "1312345679");
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, events(2))
+        .await
+        .unwrap();
+    db.tamper(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = '{}' AND datname = current_database()",
+        kiban_store::WRITER_APPLICATION_NAME
+    ))
+    .await;
+    let mut failures = 0;
+    let second = loop {
+        match store.append(&s, ExpectedVersion::Exact(2), events(1)).await {
+            Ok(result) => break result,
+            Err(Error::Unavailable(_) | Error::Database(_)) if failures < 3 => failures += 1,
+            Err(other) => panic!("unexpected error after the kill: {other}"),
+        }
+    };
+    assert!(failures <= 1, "only the batch in flight fails ({failures})");
+    assert_eq!(
+        (second.first_position, second.next_expected_version),
+        (3, 3)
+    );
+    assert_eq!(second.events[0].prev_hash, first.events[1].hash);
+    assert_gapless(&read_everything(&store).await);
+    assert!(matches!(
+        store.verify(1, None).await.unwrap(),
+        VerifyReport::Verified { events: 3, .. }
+    ));
 }

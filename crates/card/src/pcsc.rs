@@ -78,13 +78,12 @@ impl PcscTransport {
     fn card_left(&self) -> bool {
         let deadline = Instant::now() + REMOVAL_SETTLE_TIMEOUT;
         let mut states = [ReaderState::new(self.reader.clone(), State::UNAWARE)];
+        let mut timeout = Duration::ZERO;
         loop {
-            if self
-                .context
-                .get_status_change(Duration::ZERO, &mut states)
-                .is_err()
-            {
-                return false;
+            match self.context.get_status_change(timeout, &mut states) {
+                // A timeout just means nothing changed yet.
+                Ok(()) | Err(pcsc::Error::Timeout) => {}
+                Err(_) => return false,
             }
             let state = states[0].event_state();
             if state.contains(State::EMPTY) || !state.contains(State::PRESENT) {
@@ -94,11 +93,8 @@ impl PcscTransport {
             if remaining.is_zero() {
                 return false;
             }
+            timeout = remaining.min(STATUS_CHANGE_SLICE);
             states[0].sync_current_state();
-            // A timeout here just means nothing changed yet.
-            let _ = self
-                .context
-                .get_status_change(remaining.min(STATUS_CHANGE_SLICE), &mut states);
         }
     }
 }

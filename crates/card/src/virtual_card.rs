@@ -267,6 +267,8 @@ impl<'a> Command<'a> {
 /// on a TCP connection to `127.0.0.1:<port>`.
 pub struct VpcdConnection {
     stream: TcpStream,
+    /// A std (blocking) mutex: the serving thread holds it only while the card
+    /// processes one message, never while waiting on the socket.
     card: Arc<Mutex<VirtualJpkiCard>>,
     remove_during_signature: Arc<AtomicBool>,
     thread: Option<JoinHandle<io::Result<()>>>,

@@ -2,9 +2,10 @@
 //! JPKI card connected to vpcd over TCP, so every APDU takes the path it takes with
 //! a physical reader.
 //!
-//! The scenarios share one virtual reader, so they run in sequence from `main`
-//! (`harness = false`), which also lets us set `PCSCLITE_CSOCK_NAME` before any
-//! thread exists when we start pcscd ourselves.
+//! The scenarios share one virtual reader, so they run in sequence from one
+//! test function, the only test of this binary (so that cargo-nextest can list
+//! it without running it, and nothing else in the process reads the
+//! environment while `PCSCLITE_CSOCK_NAME` is set when we start pcscd ourselves).
 //!
 //! Environment: `PCSCLITE_CSOCK_NAME` (pcscd's socket) and `KIBAN_TEST_VPCD_PORT`
 //! (the port vpcd listens on) from `scripts/pcscd.sh start`. When neither is set,
@@ -34,10 +35,11 @@ const READER_CHANGE_WAIT: Duration = Duration::from_secs(30);
 /// and leaves it empty.
 type Scenario = fn(&TestCards, u16);
 
-fn main() {
+#[test]
+fn card_over_pcscd() {
     let pcscd = Pcscd::from_environment();
     let cards = TestCards::generate();
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         (
             "read, verify PIN, sign, verify signature",
             read_verify_sign_and_verify,
@@ -53,6 +55,10 @@ fn main() {
         (
             "certificate from an untrusted CA is refused",
             untrusted_card_is_refused,
+        ),
+        (
+            "a card without JPKI is not a My Number card",
+            card_without_jpki_is_refused,
         ),
         ("empty reader reports no card", empty_reader_reports_no_card),
     ];
@@ -131,6 +137,19 @@ fn untrusted_card_is_refused(cards: &TestCards, port: u16) {
     assert_eq!(certificate, cards.untrusted_certificate);
     let result = verify_with_test_ca(cards, &certificate, &signature);
     assert_eq!(result, Err(VerifyError::UntrustedIssuer));
+    remove(inserted, port);
+}
+
+fn card_without_jpki_is_refused(cards: &TestCards, port: u16) {
+    let inserted = insert(cards.card(PIN).without_jpki(), port);
+    let report = status_report();
+    assert!(!report.ready(), "{report}");
+    assert!(
+        report.to_string().contains("JPKI application: not found"),
+        "{report}"
+    );
+    let transport = PcscTransport::connect(None, READER_CHANGE_WAIT).expect("connect");
+    assert_eq!(JpkiCard::open(transport).err(), Some(CardError::NotJpki));
     remove(inserted, port);
 }
 
@@ -276,7 +295,8 @@ impl Pcscd {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        // SAFETY: `main` calls this before it starts any thread, so nothing reads the
+        // SAFETY: this is the only test of the binary and it sets the variable
+        // before it starts any thread of its own, so nothing reads the
         // environment concurrently.
         unsafe { std::env::set_var("PCSCLITE_CSOCK_NAME", directory.join("pcscd.comm")) };
         Pcscd {

@@ -1,1 +1,74 @@
-fn main() {}
+//! `kiban`: the command line. It parses arguments and wires the library
+//! crates together; everything worth testing lives in those crates.
+//!
+//! Exit codes (also in README.md):
+//! - `0` success;
+//! - `1` an error (the message says what);
+//! - `2` a usage error (clap);
+//! - `3` an append refused: conflict, duplicate id, invalid input — nothing written;
+//! - `4` the hash chain does not verify.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit code for an append the store refused (nothing was written).
+const EXIT_REFUSED: u8 = 3;
+/// Exit code for a hash chain that does not verify.
+const EXIT_CHAIN_BROKEN: u8 = 4;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kiban: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("kiban: {error:#}");
+            exit_code_for(&error)
+        }
+    }
+}
+
+/// Maps an error to its documented exit code.
+fn exit_code_for(error: &anyhow::Error) -> ExitCode {
+    use kiban_store::Error;
+    match error.downcast_ref::<Error>() {
+        Some(
+            Error::Conflict { .. }
+            | Error::DuplicateEventId { .. }
+            | Error::MixedBatch { .. }
+            | Error::Invalid(_)
+            | Error::NotWriter(_),
+        ) => ExitCode::from(EXIT_REFUSED),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Logs go to stderr, so that JSON on stdout stays machine-readable. They
+/// carry no personal data: events are logged by position and type only.
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,kiban=info",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KIBAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -13,10 +13,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("kiban-store", &["kiban-events"]),
     ("kiban-engine", &["kiban-events", "kiban-store"]),
     ("kiban-projections", &["kiban-events", "kiban-store"]),
-    ("kiban-bus", &["kiban-events", "kiban-store", "kiban-engine"]),
+    (
+        "kiban-bus",
+        &["kiban-events", "kiban-store", "kiban-engine"],
+    ),
     (
         "kiban-api",
-        &["kiban-events", "kiban-store", "kiban-engine", "kiban-projections", "kiban-card"],
+        &[
+            "kiban-events",
+            "kiban-store",
+            "kiban-engine",
+            "kiban-projections",
+            "kiban-card",
+        ],
     ),
     ("kiban-card", &[]),
 ];
@@ -27,10 +36,20 @@ const FORBIDDEN_IN_EVENTS: &[&str] = &["tokio", "sqlx", "async-nats", "axum", "r
 fn workspace_dependencies() -> BTreeMap<String, Vec<(String, Option<String>)>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .output()
         .expect("cargo metadata runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     metadata["packages"]
         .as_array()
@@ -62,13 +81,17 @@ fn arrows_between_crates_point_one_way() {
         };
         for (dependency, kind) in dependencies {
             let is_dev = kind.as_deref() == Some("dev");
-            if dependency.starts_with("kiban") && !is_dev && !allowed.contains(&dependency.as_str()) {
+            if dependency.starts_with("kiban") && !is_dev && !allowed.contains(&dependency.as_str())
+            {
                 violations.push(format!("{package} depends on {dependency}"));
             }
         }
     }
     assert!(violations.is_empty(), "arrows turned round: {violations:?}");
-    assert!(packages.contains_key("kiban-events"), "the check saw the workspace");
+    assert!(
+        packages.contains_key("kiban-events"),
+        "the check saw the workspace"
+    );
 }
 
 #[test]
@@ -77,7 +100,12 @@ fn the_domain_crate_does_no_io() {
     let events = &packages["kiban-events"];
     let offending: Vec<_> = events
         .iter()
-        .filter(|(name, kind)| kind.as_deref() != Some("dev") && FORBIDDEN_IN_EVENTS.contains(&name.as_str()))
+        .filter(|(name, kind)| {
+            kind.as_deref() != Some("dev") && FORBIDDEN_IN_EVENTS.contains(&name.as_str())
+        })
         .collect();
-    assert!(offending.is_empty(), "kiban-events depends on {offending:?}");
+    assert!(
+        offending.is_empty(),
+        "kiban-events depends on {offending:?}"
+    );
 }

@@ -39,10 +39,11 @@ pub enum Error {
     /// large, repeated ids). Nothing was written; fix the request.
     #[error("invalid append: {0}")]
     Invalid(String),
-    /// This process does not hold the writer lock of the PostgreSQL database:
-    /// another kiban process is the writer. Nothing was written. Send the
-    /// append to the writer process; this process keeps serving reads and
-    /// subscriptions and takes over writing once the writer is gone.
+    /// This store does not hold the writer lock of its database: another kiban
+    /// process (or another store opened on the same database) is the writer.
+    /// Nothing was written. Send the append to the writer; this store keeps
+    /// serving reads and subscriptions and takes over writing once the writer
+    /// is gone.
     #[error("{0}")]
     NotWriter(String),
     /// The database could not be reached (connection refused or lost, pool

@@ -17,7 +17,7 @@
 //!   pages), [`Store::head`], [`Store::subscribe`] (catch-up, then live),
 //!   [`Store::verify`] ([`VerifyReport`], [`BreakReason`]), [`chain_hash`].
 //! - [`Error`]: one variant per thing a caller branches on.
-//! - [`bench`]: the append benchmark behind `kiban bench append`.
+//! - [`mod@bench`]: the append benchmark behind `kiban bench append`.
 //!
 //! # Layout
 //!
@@ -26,15 +26,17 @@
 //! - `cache.rs`: the writer's bounded stream-version cache.
 //! - `chain.rs`: the hash chain and its verification.
 //! - `backend/`: the SQL of each backend, behind a small internal surface.
+//! - `bench.rs`: the append benchmark and its naive and raw baselines.
+//! - `examples/bench_append.rs`: runs the benchmark from the command line.
 //! - `migrations/postgres`, `migrations/sqlite`: the schema, embedded.
 //!
 //! # Architecture invariants
 //!
 //! - Only this crate knows SQL and the schema; everything else sees
 //!   [`Store`] / [`EventStore`] and the envelope of `kiban-events`.
-//! - Exactly one task per database writes: the writer of the process holding
-//!   the writer role (on PostgreSQL a session advisory lock on the writer's own
-//!   connection; SQLite is one process). It assigns positions itself, so
+//! - Exactly one task per database writes: the writer of the store holding
+//!   the writer lock (on PostgreSQL a session advisory lock on the writer's
+//!   own connection; on SQLite an exclusive `flock` on `<file>.writer-lock`). It assigns positions itself, so
 //!   positions are gapless and in commit order by construction — no sequence,
 //!   no high-water marks, no gap timeouts.
 //! - Nothing is acknowledged before it is durable: an append is answered after
@@ -65,9 +67,10 @@ pub use kiban_events::{
 pub use store::{
     APPEND_PAYLOAD_BYTES_MAX, APPEND_QUEUE_CAPACITY, AppendResult, HEAD_POLL_INTERVAL_MS, Head,
     POOL_ACQUIRE_TIMEOUT_MS, READ_CONNECTIONS_DEFAULT, READ_EVENTS_MAX, SQLITE_BUSY_TIMEOUT_MS,
-    SUBSCRIPTION_PAGE_EVENTS, Store, StoreOptions, Subscription,
+    SQLITE_HEAD_POLL_INTERVAL_MS, SUBSCRIPTION_PAGE_EVENTS, Store, StoreOptions, Subscription,
+    WRITER_APPLICATION_NAME,
 };
-pub use writer::{BATCH_EVENTS_MAX, BATCH_PAYLOAD_BYTES_MAX};
+pub use writer::{BATCH_EVENTS_MAX, BATCH_GATHER_YIELDS_MAX, BATCH_PAYLOAD_BYTES_MAX};
 
 /// The event store as a trait, so that projections and the engine can be
 /// written and tested against any implementation. [`Store`] implements it;

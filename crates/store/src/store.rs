@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{RawEvent, Readers, WriterConnection, postgres};
+use crate::backend::{RawEvent, Readers, WriterConnection, postgres, sqlite};
 use crate::chain::{self, VerifyReport};
 use crate::error::{Error, Result};
 use crate::writer::{self, AppendRequest, BATCH_EVENTS_MAX, Writer};
@@ -53,9 +53,19 @@ pub const POOL_ACQUIRE_TIMEOUT_MS: u64 = 10_000;
 /// lost, and this bounds how late a subscription can notice new events then.
 pub const HEAD_POLL_INTERVAL_MS: u64 = 1_000;
 
+/// How often a SQLite store re-reads the head, which is how its
+/// subscriptions notice events committed by another process's writer (SQLite
+/// has no notifications). The query is a single index probe; in the writer's
+/// own process the writer wakes subscriptions directly and this is moot.
+pub const SQLITE_HEAD_POLL_INTERVAL_MS: u64 = 100;
+
 /// How long SQLite waits for a lock held by another connection (a reader
 /// checkpointing the WAL) before failing.
 pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// The `application_name` of the PostgreSQL session that holds the writer
+/// lock; the read pool and the head listener are `kiban-store`.
+pub const WRITER_APPLICATION_NAME: &str = "kiban-store-writer";
 
 /// A live or catching-up feed of events, in position order.
 pub type Subscription = BoxStream<'static, Result<RecordedEvent>>;
@@ -125,8 +135,17 @@ pub(crate) enum Connector {
 impl Connector {
     pub async fn connect_writer(&self) -> Result<WriterConnection> {
         Ok(match self {
-            Connector::Postgres(options) => WriterConnection::Postgres(options.connect().await?),
-            Connector::Sqlite(options) => WriterConnection::Sqlite(options.connect().await?),
+            Connector::Postgres(options) => {
+                // Named so that operators (and the tests) can tell the writer's
+                // session, which holds the writer lock, from the readers'.
+                let options = options.clone().application_name(WRITER_APPLICATION_NAME);
+                WriterConnection::Postgres(options.connect().await?)
+            }
+            Connector::Sqlite(options) => WriterConnection::Sqlite {
+                conn: options.connect().await?,
+                lock_path: sqlite::writer_lock_path(options),
+                lock: None,
+            },
         })
     }
 }
@@ -141,17 +160,18 @@ struct Inner {
     readers: Readers,
     appends: mpsc::Sender<AppendRequest>,
     head: watch::Receiver<Position>,
-    /// Shared with the writer: the PostgreSQL head follower also advances it.
+    /// Shared by the writer and the head follower, which both advance it.
     head_sender: Arc<watch::Sender<Position>>,
     cancel: CancellationToken,
-    /// The writer and (PostgreSQL) head-listener tasks. A std mutex: it is
-    /// only taken to move the handles out, never across an await.
+    /// The writer and head-follower tasks. A std mutex: it is only taken to
+    /// push or move the handles out, never across an await.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The tasks own no `Store`, so they stop here at their next safe point.
+        // The tasks own no `Store` (the head follower holds it weakly), so
+        // they stop here at their next safe point.
         self.cancel.cancel();
     }
 }
@@ -168,8 +188,9 @@ impl Store {
     /// Opens (creating if needed) the store at `url`:
     /// `sqlite://path/to/kiban.db` (the file is created if missing) or
     /// `postgres://user@host:port/database` (the database must exist).
-    /// Runs the embedded migrations, then starts the writer task (and, on
-    /// PostgreSQL, the task that follows the head committed by any process).
+    /// Runs the embedded migrations, then starts the writer task, which tries
+    /// to take the writer lock, and the task that follows the head committed
+    /// by whichever store is the writer.
     pub async fn open(url: &str, options: StoreOptions) -> Result<Store> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Self::open_postgres(url, options).await
@@ -197,14 +218,7 @@ impl Store {
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(postgres::HEAD_CHANNEL).await?;
         let store = Self::start(readers, Connector::Postgres(connect), options).await?;
-        let head_watch = store.inner.head_sender.clone();
-        let task = tokio::spawn(follow_head(
-            listener,
-            store.inner.readers.clone(),
-            head_watch,
-            store.inner.cancel.clone(),
-        ));
-        store.inner.tasks.lock().expect("not poisoned").push(task);
+        store.spawn_head_follower(Some(listener), HEAD_POLL_INTERVAL_MS);
         Ok(store)
     }
 
@@ -227,12 +241,27 @@ impl Store {
             .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
             .connect_with(connect.clone())
             .await?;
-        Self::start(Readers::Sqlite(pool), Connector::Sqlite(connect), options).await
+        let store = Self::start(Readers::Sqlite(pool), Connector::Sqlite(connect), options).await?;
+        store.spawn_head_follower(None, SQLITE_HEAD_POLL_INTERVAL_MS);
+        Ok(store)
+    }
+
+    /// Starts the task that moves the head watch when another store (another
+    /// process, or another `Store::open` of the same database) commits. It
+    /// holds the store weakly, so dropping the last clone still stops it.
+    fn spawn_head_follower(&self, listener: Option<PgListener>, poll_interval_ms: u64) {
+        let task = tokio::spawn(follow_head(
+            listener,
+            Duration::from_millis(poll_interval_ms),
+            Arc::downgrade(&self.inner),
+            self.inner.cancel.clone(),
+        ));
+        self.inner.tasks.lock().expect("not poisoned").push(task);
     }
 
     /// Starts the writer task. The writer tries to take its role at once, so
-    /// that a PostgreSQL process learns early whether it is the writer; being
-    /// a reader is not an error here (appends will say so).
+    /// that a store learns early whether it is the writer; being a reader is
+    /// not an error here (appends will say so).
     async fn start(readers: Readers, connector: Connector, options: StoreOptions) -> Result<Store> {
         let initial = readers.head().await?.map_or(0, |(p, _)| p.max(0) as u64);
         let (head_sender, head) = watch::channel(initial);
@@ -497,42 +526,47 @@ impl SubscriptionState {
     }
 }
 
-/// Follows the head committed by any process on the PostgreSQL database:
-/// woken by the writer's notification, and polling as a safety net for
-/// notifications lost while the listener reconnects.
+/// Follows the head committed by any process on the database: woken by the
+/// writer's notification on PostgreSQL, and polling every `poll_interval` as
+/// the only way on SQLite and as a safety net for notifications lost while
+/// the PostgreSQL listener reconnects.
 async fn follow_head(
-    mut listener: PgListener,
-    readers: Readers,
-    head: Arc<watch::Sender<Position>>,
+    mut listener: Option<PgListener>,
+    poll_interval: Duration,
+    store: Weak<Inner>,
     cancel: CancellationToken,
 ) {
-    let mut poll = tokio::time::interval(Duration::from_millis(HEAD_POLL_INTERVAL_MS));
+    let mut poll = tokio::time::interval(poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let notified = async {
+            match listener.as_mut() {
+                Some(listener) => listener.recv().await.map(Some),
+                None => std::future::pending().await,
+            }
+        };
+        let position = tokio::select! {
             () = cancel.cancelled() => break,
-            notification = listener.recv() => match notification {
-                Ok(notification) => {
-                    if let Ok(position) = notification.payload().parse::<Position>() {
-                        head.send_if_modified(|h| writer::advance(h, position));
-                    }
-                }
+            notification = notified => match notification {
+                Ok(notification) => notification.and_then(|n| n.payload().parse::<Position>().ok()),
                 Err(error) => {
                     // The listener reconnects on the next `recv`; wait for
                     // the poll so a database that is down is not hammered.
                     tracing::warn!(%error, "head listener failed; retrying");
-                    tokio::select! {
-                        () = cancel.cancelled() => break,
-                        _ = poll.tick() => {}
-                    }
+                    None
                 }
             },
             _ = poll.tick() => {
-                if let Ok(Some((position, _))) = readers.head().await {
-                    let position = u64::try_from(position).unwrap_or(0);
-                    head.send_if_modified(|h| writer::advance(h, position));
-                }
+                let Some(inner) = store.upgrade() else { break };
+                let head = inner.readers.head().await;
+                head.ok().flatten().map(|(position, _)| u64::try_from(position).unwrap_or(0))
             }
+        };
+        let Some(inner) = store.upgrade() else { break };
+        if let Some(position) = position {
+            inner
+                .head_sender
+                .send_if_modified(|h| writer::advance(h, position));
         }
     }
 }

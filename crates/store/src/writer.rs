@@ -37,6 +37,12 @@ pub const BATCH_EVENTS_MAX: usize = 2000;
 /// one statement when appends carry large payloads (one append is never split).
 pub const BATCH_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// How many times in a row the writer yields to the runtime, finding the
+/// queue empty, before it commits what it has (see `Writer::gather`). A yield
+/// costs microseconds; a few let producers that were just answered enqueue
+/// their next append, so one commit (an fsync of milliseconds) serves them all.
+pub const BATCH_GATHER_YIELDS_MAX: usize = 4;
+
 /// One append waiting for the writer.
 pub(crate) struct AppendRequest {
     pub stream: StreamName,
@@ -58,6 +64,14 @@ struct Plan {
     outcomes: Vec<Outcome>,
     rows: Vec<RecordedEvent>,
     versions: HashMap<StreamName, Version>,
+}
+
+impl Plan {
+    fn has_conflict(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Answered(Err(Error::Conflict { .. }))))
+    }
 }
 
 /// The writer task's state. Owned by the task; nothing else touches it.
@@ -107,7 +121,8 @@ impl Writer {
                     None => break,
                 },
             };
-            let batch = self.drain(first, &mut requests);
+            let mut batch = vec![first];
+            self.gather(&mut batch, &mut requests).await;
             self.process(batch).await;
         }
         if let Some(connection) = self.connection.take() {
@@ -115,25 +130,37 @@ impl Writer {
         }
     }
 
-    /// Takes what is already queued behind `first`, up to the batch limits.
-    fn drain(
+    /// Adds to `batch` what is queued, up to the batch limits. When the queue
+    /// runs dry it yields to the runtime a few times: producers answered by
+    /// the previous commit are typically about to enqueue their next append,
+    /// and letting them (microseconds) before committing (milliseconds) keeps
+    /// batches full instead of alternating between full and nearly empty.
+    /// Yielding is not waiting for time: a lone producer costs no latency.
+    async fn gather(
         &self,
-        first: AppendRequest,
+        batch: &mut Vec<AppendRequest>,
         requests: &mut mpsc::Receiver<AppendRequest>,
-    ) -> Vec<AppendRequest> {
-        let payload_bytes = |r: &AppendRequest| r.events.iter().map(|e| e.payload.len()).sum();
-        let mut events = first.events.len();
-        let mut bytes: usize = payload_bytes(&first);
-        let mut batch = vec![first];
+    ) {
+        let payload_bytes =
+            |r: &AppendRequest| -> usize { r.events.iter().map(|e| e.payload.len()).sum() };
+        let mut events: usize = batch.iter().map(|r| r.events.len()).sum();
+        let mut bytes: usize = batch.iter().map(payload_bytes).sum();
+        let mut yields = 0;
         while events < self.batch_events_max && bytes < BATCH_PAYLOAD_BYTES_MAX {
-            let Ok(request) = requests.try_recv() else {
-                break;
-            };
-            events += request.events.len();
-            bytes += payload_bytes(&request);
-            batch.push(request);
+            match requests.try_recv() {
+                Ok(request) => {
+                    events += request.events.len();
+                    bytes += payload_bytes(&request);
+                    batch.push(request);
+                    yields = 0;
+                }
+                Err(_) if yields < BATCH_GATHER_YIELDS_MAX => {
+                    yields += 1;
+                    tokio::task::yield_now().await;
+                }
+                Err(_) => break,
+            }
         }
-        batch
     }
 
     /// (Re)connects and takes the writer role if needed.
@@ -181,45 +208,72 @@ impl Writer {
         if let Err(error) = self.ensure_ready().await {
             return answer_all(batch, &error);
         }
-        let plan = match self.lookup_and_plan(&batch).await {
-            Ok(plan) => plan,
+        match self.write(&batch).await {
+            Ok(plan) => answer(batch, plan),
             Err(error) => {
-                self.reset();
-                return answer_all(batch, &error);
-            }
-        };
-        if !plan.rows.is_empty() {
-            let connection = self.connection.as_mut().expect("ready implies connected");
-            if let Err(error) = connection.insert(&plan.rows).await {
                 tracing::warn!(%error, "the writer's batch failed; reconnecting");
                 self.reset();
-                return answer_all(batch, &error);
+                answer_all(batch, &error);
             }
-            let last = plan.rows.last().expect("not empty");
-            self.head = (last.position, last.hash);
-            for (stream, version) in &plan.versions {
-                self.versions.insert(stream.clone(), *version);
-            }
-            let position = self.head.0;
-            self.head_watch.send_if_modified(|h| advance(h, position));
         }
-        answer(batch, plan);
+    }
+
+    /// Decides and writes a batch, optimistically first: event ids are
+    /// usually new, so the first attempt does not look them up and lets the
+    /// unique index on `event_id` catch a re-send. The batch is decided
+    /// again with every id and version read from the database if the insert
+    /// hits a unique index (the failed statement wrote nothing), or if a
+    /// request conflicts (a re-send of an old append must get its original
+    /// result, not a conflict). The common case thus costs one round trip,
+    /// plus one for streams missing from the version cache.
+    async fn write(&mut self, batch: &[AppendRequest]) -> Result<Plan> {
+        let optimistic = self
+            .lookup_and_plan(batch, Lookup::CachedVersionsOnly)
+            .await?;
+        if !optimistic.has_conflict() {
+            match self.insert(&optimistic).await {
+                Ok(()) => return Ok(optimistic),
+                Err(error) if !is_unique_violation(&error) => return Err(error),
+                Err(_) => {}
+            }
+        }
+        let careful = self.lookup_and_plan(batch, Lookup::Everything).await?;
+        self.insert(&careful).await?;
+        Ok(careful)
+    }
+
+    /// Writes the plan's rows (if any) and, once committed, moves the head
+    /// and the version cache forward.
+    async fn insert(&mut self, plan: &Plan) -> Result<()> {
+        let Some(last) = plan.rows.last() else {
+            return Ok(());
+        };
+        let connection = self.connection.as_mut().expect("ready implies connected");
+        connection.insert(&plan.rows).await?;
+        self.head = (last.position, last.hash);
+        for (stream, version) in &plan.versions {
+            self.versions.insert(stream.clone(), *version);
+        }
+        let position = self.head.0;
+        self.head_watch.send_if_modified(|h| advance(h, position));
+        Ok(())
     }
 
     /// Loads what the batch needs from the database and decides each request.
-    async fn lookup_and_plan(&mut self, batch: &[AppendRequest]) -> Result<Plan> {
+    async fn lookup_and_plan(&mut self, batch: &[AppendRequest], lookup: Lookup) -> Result<Plan> {
         let mut known: HashMap<StreamName, Version> = HashMap::new();
         let mut missing: Vec<&str> = Vec::new();
         for request in batch {
             if known.contains_key(&request.stream) {
                 continue;
             }
-            match self.versions.get(&request.stream) {
-                Some(version) => drop(known.insert(request.stream.clone(), version)),
-                None => {
-                    known.insert(request.stream.clone(), 0);
-                    missing.push(request.stream.as_str());
-                }
+            let cached = match lookup {
+                Lookup::CachedVersionsOnly => self.versions.get(&request.stream),
+                Lookup::Everything => None,
+            };
+            known.insert(request.stream.clone(), cached.unwrap_or(0));
+            if cached.is_none() && !assume_new_stream(request, lookup) {
+                missing.push(request.stream.as_str());
             }
         }
         let connection = self.connection.as_mut().expect("ready implies connected");
@@ -234,23 +288,60 @@ impl Writer {
                 known.insert(stream, version);
             }
         }
-        let ids: Vec<uuid::Uuid> = batch
-            .iter()
-            .flat_map(|r| r.events.iter().map(|e| *e.event_id.as_uuid()))
-            .collect();
         let mut stored = HashMap::new();
-        for raw in connection.events_by_id(&ids).await? {
-            let event = raw.into_recorded()?;
-            stored.insert(event.event_id, event);
+        if lookup == Lookup::Everything {
+            let ids: Vec<uuid::Uuid> = batch
+                .iter()
+                .flat_map(|r| r.events.iter().map(|e| *e.event_id.as_uuid()))
+                .collect();
+            for raw in connection.events_by_id(&ids).await? {
+                let event = raw.into_recorded()?;
+                stored.insert(event.event_id, event);
+            }
         }
         Ok(plan(batch, known, &stored, self.head))
     }
 }
 
+/// Whether the writer may skip looking up the version of a stream missing
+/// from its cache, assuming it has no events, because the first request for
+/// it in the batch says so (`NoStream`, `Exact(0)`: a new aggregate, the most
+/// common append for an uncached stream). The assumption is checked by the
+/// database, not trusted: every decision that depends on it either inserts
+/// that stream's version 1, which the unique `(stream, version)` index
+/// refuses if the stream exists, or is a conflict; both make the writer
+/// decide the batch again with the version read from the database.
+fn assume_new_stream(request: &AppendRequest, lookup: Lookup) -> bool {
+    lookup == Lookup::CachedVersionsOnly
+        && matches!(
+            request.expected,
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0)
+        )
+}
+
+/// How much of a batch's context the writer reads from the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// Versions of streams missing from the cache; no event ids.
+    CachedVersionsOnly,
+    /// Every stream's version and every event id.
+    Everything,
+}
+
+/// Whether the database refused a write because of a unique index.
+fn is_unique_violation(error: &Error) -> bool {
+    match error {
+        Error::Database(error) => error
+            .as_database_error()
+            .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::UniqueViolation),
+        _ => false,
+    }
+}
+
 /// What a process that is not the writer answers to appends.
-const NOT_WRITER_MESSAGE: &str = "this kiban process is a reader of the PostgreSQL event \
-     store: another kiban process holds the writer lock and does all appends. Send the \
-     append to the writer process (or stop it: this process takes over writing at its next \
+const NOT_WRITER_MESSAGE: &str = "this kiban store is a reader: another kiban process (or \
+     another store opened on the same database) holds the writer lock and does all appends. \
+     Send the append to the writer (or stop it: this store takes over writing at its next \
      append once the lock is free). Reads and subscriptions work here.";
 
 /// Moves the watched head forward (never back); tells whether it moved.
@@ -407,13 +498,109 @@ fn record(
     }
 }
 
-/// The invariant the whole design rests on, checked on every batch: the
-/// batch's positions continue the head without a gap and chain to each other.
+/// The invariants the whole design rests on, checked on every batch: the
+/// batch's positions continue the head without a gap and chain to each
+/// other, and each stream's versions in the batch are contiguous.
 fn assert_gapless(rows: &[RecordedEvent], head: Position) {
+    let mut last_versions: HashMap<&StreamName, Version> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row.position, head + 1 + i as u64, "positions are gapless");
         if i > 0 {
             assert_eq!(row.prev_hash, rows[i - 1].hash, "the chain links");
         }
+        if let Some(last) = last_versions.insert(&row.stream, row.version) {
+            assert_eq!(row.version, last + 1, "versions are contiguous");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiban_events::{Actor, EventType, Payload};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn new_event(id: u128, payload: &str) -> NewEvent {
+        NewEvent {
+            event_id: EventId::from_uuid(Uuid::from_u128(id)).unwrap(),
+            event_type: EventType::parse("test.happened").unwrap(),
+            schema_version: 1,
+            occurred_at: Utc::now(),
+            actor: Actor::system("tests").unwrap(),
+            correlation_id: Uuid::from_u128(7),
+            causation_id: None,
+            payload: Payload::from_json(payload).unwrap(),
+        }
+    }
+
+    fn request(
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> AppendRequest {
+        AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// One batch exercising every decision: later requests see the versions
+    /// and ids of earlier accepted ones, refusals leave the rest untouched.
+    #[test]
+    fn a_batch_is_decided_in_order_and_refusals_do_not_disturb_it() {
+        let s = StreamName::parse("test/one").unwrap();
+        let t = StreamName::parse("test/two").unwrap();
+        let a = vec![new_event(1, "{}"), new_event(2, "{}")];
+        let four = new_event(4, "{}");
+        let batch = vec![
+            request(&s, ExpectedVersion::NoStream, a.clone()),
+            request(&s, ExpectedVersion::NoStream, vec![new_event(3, "{}")]),
+            request(&s, ExpectedVersion::Exact(2), vec![four.clone()]),
+            request(&s, ExpectedVersion::Any, a.clone()),
+            request(
+                &t,
+                ExpectedVersion::Any,
+                vec![new_event(1, r#"{"other":1}"#)],
+            ),
+            request(&t, ExpectedVersion::Exact(5), vec![new_event(5, "{}")]),
+            request(&s, ExpectedVersion::Any, vec![four, new_event(8, "{}")]),
+        ];
+        let versions = HashMap::from([(s.clone(), 0), (t.clone(), 5)]);
+        let head = (10, Hash([9; 32]));
+        let plan = plan(&batch, versions, &HashMap::new(), head);
+        let accepted: Vec<usize> = plan
+            .outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Accepted { len } => *len,
+                Outcome::Answered(_) => 0,
+            })
+            .collect();
+        assert_eq!(accepted, [2, 0, 1, 0, 0, 1, 0]);
+        let answered = |i: usize| match &plan.outcomes[i] {
+            Outcome::Answered(result) => result.clone(),
+            Outcome::Accepted { .. } => panic!("request {i} was accepted"),
+        };
+        assert!(matches!(
+            answered(1),
+            Err(Error::Conflict { actual: 2, .. })
+        ));
+        let replayed = answered(3).expect("a re-send in the same batch");
+        assert_eq!((replayed.first_position, replayed.last_position), (11, 12));
+        assert!(matches!(answered(4), Err(Error::DuplicateEventId { .. })));
+        assert!(matches!(
+            answered(6),
+            Err(Error::MixedBatch {
+                stored: 1,
+                total: 2
+            })
+        ));
+        let positions: Vec<_> = plan.rows.iter().map(|r| (r.position, r.version)).collect();
+        assert_eq!(positions, [(11, 1), (12, 2), (13, 3), (14, 6)]);
+        assert_eq!(plan.rows[0].prev_hash, head.1);
+        assert_eq!(plan.versions, HashMap::from([(s, 3), (t, 6)]));
     }
 }

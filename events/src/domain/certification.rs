@@ -27,8 +27,11 @@ use serde::{Deserialize, Serialize};
 
 use super::dates::{is_month_end, validity_months, validity_until};
 use super::event::domain_events;
-use super::rejection::reject_if;
-use super::{CareLevel, Decider, DocumentRef, Rejection, SealedValue, jst_date, not_in_future};
+use super::rejection::{reject_if, rejection};
+use super::{
+    CareLevel, Decider, DocumentRef, Rejection, SealedValue, jst_date, not_in_future, plausible,
+    reason_given, reason_within_limit,
+};
 use crate::envelope::StreamName;
 use crate::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
 
@@ -225,7 +228,11 @@ domain_events! {
 }
 
 /// What may be asked of a certification application.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Deserialisable so that a municipality's status message can name a command
+/// by its snake_case variant name with the variant's fields as a JSON object
+/// (`kiban-engine`'s ingest translation; `docs/integration.md`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CertificationCommand {
     /// File an application.
     FileApplication {
@@ -403,164 +410,38 @@ impl Decider for CertificationApplication {
         }
         let application = open_application(state)?;
         use CertificationCommand as C;
-        let event: CertificationEvent = match command {
+        let event = match command {
             C::FileApplication { .. } => unreachable!("handled above"),
-            C::ScheduleInvestigation { scheduled_on } => {
-                before_primary_judgment(state)?;
-                reject_if!(
-                    *scheduled_on < application.applied_on,
-                    StepOutOfOrder,
-                    "The investigation cannot be scheduled before the application date.",
-                    "認定調査を申請日より前に予定することはできません。"
-                );
-                InvestigationScheduled {
-                    scheduled_on: *scheduled_on,
-                }
-                .into()
-            }
-            C::CompleteInvestigation {
-                investigation_sheet,
-            } => {
-                before_primary_judgment(state)?;
-                InvestigationCompleted {
-                    completed_on: today,
-                    investigation_sheet: investigation_sheet.clone(),
-                }
-                .into()
-            }
-            C::RequestOpinion { institution } => {
-                before_primary_judgment(state)?;
-                OpinionRequested {
-                    institution: institution.clone(),
-                    requested_on: today,
-                }
-                .into()
-            }
-            C::ReceiveOpinion {
-                institution,
-                opinion,
-            } => {
-                before_primary_judgment(state)?;
-                OpinionReceived {
-                    institution: institution.clone(),
-                    opinion: opinion.clone(),
-                    received_on: today,
-                }
-                .into()
-            }
-            C::RecordPrimaryJudgment { level } => {
-                reject_if!(
-                    state.investigation_sheet.is_none() || state.opinion.is_none(),
-                    StepOutOfOrder,
-                    "The primary judgment needs the investigation sheet and the doctor's opinion first.",
-                    "一次判定には認定調査票と主治医意見書が必要です。"
-                );
-                reject_if!(
-                    state.secondary_judgment.is_some(),
-                    StepOutOfOrder,
-                    "The secondary judgment is already recorded; the primary judgment cannot change.",
-                    "二次判定が記録済みのため一次判定は変更できません。"
-                );
-                PrimaryJudgmentRecorded {
-                    level: *level,
-                    judged_on: today,
-                }
-                .into()
-            }
-            C::RecordSecondaryJudgment { level } => {
-                reject_if!(
-                    state.primary_judgment.is_none(),
-                    StepOutOfOrder,
-                    "The secondary judgment needs the primary judgment first.",
-                    "二次判定の前に一次判定が必要です。"
-                );
-                reject_if!(
-                    state.secondary_judgment.is_some(),
-                    StepOutOfOrder,
-                    "The secondary judgment is already recorded.",
-                    "二次判定は記録済みです。"
-                );
-                SecondaryJudgmentRecorded {
-                    level: *level,
-                    judged_on: today,
-                }
-                .into()
-            }
+            C::ScheduleInvestigation { .. }
+            | C::CompleteInvestigation { .. }
+            | C::RequestOpinion { .. }
+            | C::ReceiveOpinion { .. } => gather(state, application, command, today)?,
+            C::RecordPrimaryJudgment { level } => primary_judgment(state, *level, today)?,
+            C::RecordSecondaryJudgment { level } => secondary_judgment(state, *level, today)?,
             C::Decide { level, validity } => {
                 decide_certification(state, application, *level, *validity, today)?
             }
             C::NotifyExtension {
                 reason,
                 expected_decision_on,
-            } => {
-                let due = state
-                    .due_date()
-                    .expect("an open application has a deadline");
-                reject_if!(
-                    reason.trim().is_empty(),
-                    ReasonMissing,
-                    "An extension notice must state the reason.",
-                    "延期通知には理由が必要です。"
-                );
-                reject_if!(
-                    today > due,
-                    ExtensionAfterDeadline,
-                    format!(
-                        "The extension must be notified by the deadline {due}; it is now {today}."
-                    ),
-                    format!("延期通知は期限 {due} までに必要です（本日 {today}）。")
-                );
-                reject_if!(
-                    *expected_decision_on <= due,
-                    ExpectedDateTooEarly,
-                    format!("The expected decision date must be after the current deadline {due}."),
-                    format!("処理見込期日は現在の期限 {due} より後でなければなりません。")
-                );
-                ExtensionNotified {
+            } => notify_extension(state, reason, *expected_decision_on, today)?,
+            C::Withdraw { reason } => {
+                reason_within_limit(reason.as_deref().unwrap_or_default())?;
+                ApplicationWithdrawn {
+                    withdrawn_on: today,
                     reason: reason.clone(),
-                    expected_decision_on: *expected_decision_on,
-                    notified_on: today,
                 }
                 .into()
             }
-            C::Withdraw { reason } => ApplicationWithdrawn {
-                withdrawn_on: today,
-                reason: reason.clone(),
-            }
-            .into(),
             C::Reject { reason } => {
-                reject_if!(
-                    reason.trim().is_empty(),
-                    ReasonMissing,
-                    "A rejection must state the reason.",
-                    "却下には理由が必要です。"
-                );
+                reason_given(reason, "A rejection", "却下")?;
                 ApplicationRejected {
                     rejected_on: today,
                     reason: reason.clone(),
                 }
                 .into()
             }
-            C::RecordDeadlineReached => {
-                let Some(overdue) = overdue(state, today) else {
-                    return Err(super::rejection::rejection!(
-                        DeadlineNotReached,
-                        "The decision deadline has not passed yet.",
-                        "処理期限はまだ過ぎていません。"
-                    ));
-                };
-                reject_if!(
-                    state.deadline_recorded_for == Some(overdue.due_date),
-                    DeadlineAlreadyRecorded,
-                    "The passing of this deadline is already recorded.",
-                    "この期限の経過は記録済みです。"
-                );
-                DeadlineReached {
-                    due_date: overdue.due_date,
-                    reached_on: today,
-                }
-                .into()
-            }
+            C::RecordDeadlineReached => deadline_reached(state, today)?,
         };
         Ok(vec![event])
     }
@@ -593,6 +474,161 @@ impl Decider for CertificationApplication {
     }
 }
 
+/// The investigation and the doctor's opinion: any order, repeatable, until
+/// the primary judgment.
+fn gather(
+    state: &CertificationState,
+    application: &ApplicationFiled,
+    command: &CertificationCommand,
+    today: NaiveDate,
+) -> Result<CertificationEvent, Rejection> {
+    before_primary_judgment(state)?;
+    use CertificationCommand as C;
+    Ok(match command {
+        C::ScheduleInvestigation { scheduled_on } => {
+            plausible(&[*scheduled_on])?;
+            reject_if!(
+                *scheduled_on < application.applied_on,
+                StepOutOfOrder,
+                "The investigation cannot be scheduled before the application date.",
+                "認定調査を申請日より前に予定することはできません。"
+            );
+            InvestigationScheduled {
+                scheduled_on: *scheduled_on,
+            }
+            .into()
+        }
+        C::CompleteInvestigation {
+            investigation_sheet,
+        } => InvestigationCompleted {
+            completed_on: today,
+            investigation_sheet: investigation_sheet.clone(),
+        }
+        .into(),
+        C::RequestOpinion { institution } => OpinionRequested {
+            institution: institution.clone(),
+            requested_on: today,
+        }
+        .into(),
+        C::ReceiveOpinion {
+            institution,
+            opinion,
+        } => OpinionReceived {
+            institution: institution.clone(),
+            opinion: opinion.clone(),
+            received_on: today,
+        }
+        .into(),
+        _ => unreachable!("called for the investigation and opinion steps only"),
+    })
+}
+
+fn primary_judgment(
+    state: &CertificationState,
+    level: CareLevel,
+    today: NaiveDate,
+) -> Result<CertificationEvent, Rejection> {
+    reject_if!(
+        state.investigation_sheet.is_none() || state.opinion.is_none(),
+        StepOutOfOrder,
+        "The primary judgment needs the investigation sheet and the doctor's opinion first.",
+        "一次判定には認定調査票と主治医意見書が必要です。"
+    );
+    reject_if!(
+        state.secondary_judgment.is_some(),
+        StepOutOfOrder,
+        "The secondary judgment is already recorded; the primary judgment cannot change.",
+        "二次判定が記録済みのため一次判定は変更できません。"
+    );
+    Ok(PrimaryJudgmentRecorded {
+        level,
+        judged_on: today,
+    }
+    .into())
+}
+
+fn secondary_judgment(
+    state: &CertificationState,
+    level: CareLevel,
+    today: NaiveDate,
+) -> Result<CertificationEvent, Rejection> {
+    reject_if!(
+        state.primary_judgment.is_none(),
+        StepOutOfOrder,
+        "The secondary judgment needs the primary judgment first.",
+        "二次判定の前に一次判定が必要です。"
+    );
+    reject_if!(
+        state.secondary_judgment.is_some(),
+        StepOutOfOrder,
+        "The secondary judgment is already recorded.",
+        "二次判定は記録済みです。"
+    );
+    Ok(SecondaryJudgmentRecorded {
+        level,
+        judged_on: today,
+    }
+    .into())
+}
+
+/// An extension is notified on or before the current deadline and moves it
+/// to the expected decision date.
+fn notify_extension(
+    state: &CertificationState,
+    reason: &str,
+    expected_decision_on: NaiveDate,
+    today: NaiveDate,
+) -> Result<CertificationEvent, Rejection> {
+    let due = state
+        .due_date()
+        .expect("an open application has a deadline");
+    reason_given(reason, "An extension notice", "延期通知")?;
+    plausible(&[expected_decision_on])?;
+    reject_if!(
+        today > due,
+        ExtensionAfterDeadline,
+        format!("The extension must be notified by the deadline {due}; it is now {today}."),
+        format!("延期通知は期限 {due} までに必要です（本日 {today}）。")
+    );
+    reject_if!(
+        expected_decision_on <= due,
+        ExpectedDateTooEarly,
+        format!("The expected decision date must be after the current deadline {due}."),
+        format!("処理見込期日は現在の期限 {due} より後でなければなりません。")
+    );
+    Ok(ExtensionNotified {
+        reason: reason.to_owned(),
+        expected_decision_on,
+        notified_on: today,
+    }
+    .into())
+}
+
+/// A timer's record that the deadline passed, once per deadline.
+fn deadline_reached(
+    state: &CertificationState,
+    today: NaiveDate,
+) -> Result<CertificationEvent, Rejection> {
+    let overdue = overdue(state, today).ok_or_else(|| {
+        rejection!(
+            DeadlineNotReached,
+            "The decision deadline has not passed yet.",
+            "処理期限はまだ過ぎていません。"
+        )
+    })?;
+    reject_if!(
+        state.deadline_recorded_for == Some(overdue.due_date),
+        DeadlineAlreadyRecorded,
+        "The passing of this deadline is already recorded.",
+        "この期限の経過は記録済みです。"
+    );
+    Ok(DeadlineReached {
+        due_date: overdue.due_date,
+        reached_on: today,
+    }
+    .into())
+}
+
 /// The filing rules: one filing per stream, a date not in the future, and
 /// the renewal window and current certification per kind.
 fn file(
@@ -619,58 +655,13 @@ fn file(
         "この申請は受付済みです。"
     );
     not_in_future(*applied_on, today)?;
+    if let Some(current) = current_certification {
+        plausible(&[current.valid_from, current.valid_until])?;
+    }
     let current = current_certification
         .as_ref()
         .filter(|c| c.level != CareLevel::NotEligible);
-    match (kind, current) {
-        (ApplicationKind::New, Some(current)) => reject_if!(
-            current.covers(*applied_on),
-            AlreadyCertified,
-            format!(
-                "The person is certified until {}; file a renewal or a change instead of a new application.",
-                current.valid_until
-            ),
-            format!(
-                "{} まで認定が有効です。新規申請ではなく更新申請または区分変更申請をしてください。",
-                current.valid_until
-            )
-        ),
-        (ApplicationKind::New, None) => {}
-        (ApplicationKind::Renewal | ApplicationKind::Change, None) => {
-            return Err(super::rejection::rejection!(
-                CurrentCertificationMissing,
-                "A renewal or change application needs the person's current certification.",
-                "更新申請・区分変更申請には現在の認定が必要です。"
-            ));
-        }
-        (ApplicationKind::Renewal | ApplicationKind::Change, Some(current)) => {
-            reject_if!(
-                *applied_on > current.valid_until,
-                CurrentCertificationExpired,
-                format!(
-                    "The current certification ended on {}; file a new application.",
-                    current.valid_until
-                ),
-                format!(
-                    "現在の認定は {} に終了しています。新規申請をしてください。",
-                    current.valid_until
-                )
-            );
-            let window_opens = current.valid_until - Days::new(RENEWAL_WINDOW_DAYS);
-            reject_if!(
-                *kind == ApplicationKind::Renewal && *applied_on < window_opens,
-                RenewalWindowNotOpen,
-                format!(
-                    "A renewal can be filed from {window_opens}, 60 days before the validity ends on {}.",
-                    current.valid_until
-                ),
-                format!(
-                    "更新申請は有効期間満了日 {} の60日前（{window_opens}）から受け付けます。",
-                    current.valid_until
-                )
-            );
-        }
-    }
+    check_current_certification(*kind, current, *applied_on)?;
     Ok(vec![
         ApplicationFiled {
             insurer: insurer.clone(),
@@ -685,6 +676,65 @@ fn file(
     ])
 }
 
+/// New applications need no valid certification; renewals and changes need
+/// a current one, and renewals only from 60 days before it ends.
+fn check_current_certification(
+    kind: ApplicationKind,
+    current: Option<&CurrentCertification>,
+    applied_on: NaiveDate,
+) -> Result<(), Rejection> {
+    match (kind, current) {
+        (ApplicationKind::New, Some(current)) => reject_if!(
+            current.covers(applied_on),
+            AlreadyCertified,
+            format!(
+                "The person is certified until {}; file a renewal or a change instead of a new application.",
+                current.valid_until
+            ),
+            format!(
+                "{} まで認定が有効です。新規申請ではなく更新申請または区分変更申請をしてください。",
+                current.valid_until
+            )
+        ),
+        (ApplicationKind::New, None) => {}
+        (ApplicationKind::Renewal | ApplicationKind::Change, None) => {
+            return Err(rejection!(
+                CurrentCertificationMissing,
+                "A renewal or change application needs the person's current certification.",
+                "更新申請・区分変更申請には現在の認定が必要です。"
+            ));
+        }
+        (ApplicationKind::Renewal | ApplicationKind::Change, Some(current)) => {
+            reject_if!(
+                applied_on > current.valid_until,
+                CurrentCertificationExpired,
+                format!(
+                    "The current certification ended on {}; file a new application.",
+                    current.valid_until
+                ),
+                format!(
+                    "現在の認定は {} に終了しています。新規申請をしてください。",
+                    current.valid_until
+                )
+            );
+            let window_opens = current.valid_until - Days::new(RENEWAL_WINDOW_DAYS);
+            reject_if!(
+                kind == ApplicationKind::Renewal && applied_on < window_opens,
+                RenewalWindowNotOpen,
+                format!(
+                    "A renewal can be filed from {window_opens}, 60 days before the validity ends on {}.",
+                    current.valid_until
+                ),
+                format!(
+                    "更新申請は有効期間満了日 {} の60日前（{window_opens}）から受け付けます。",
+                    current.valid_until
+                )
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The decision rules: after the secondary judgment, at its level, with a
 /// validity period that starts, ends and lasts as the rules say.
 fn decide_certification(
@@ -695,7 +745,7 @@ fn decide_certification(
     today: NaiveDate,
 ) -> Result<CertificationEvent, Rejection> {
     let Some(judged) = state.secondary_judgment else {
-        return Err(super::rejection::rejection!(
+        return Err(rejection!(
             StepOutOfOrder,
             "A certification can only be decided after the secondary judgment.",
             "認定は二次判定の後でなければ決定できません。"
@@ -758,6 +808,9 @@ fn checked_validity(
             .as_ref()
             .is_some_and(|current| current.level == level);
     let (min, by_rule, max) = application.kind.validity_months(same_level);
+    if let Some(period) = validity {
+        plausible(&[period.from, period.until])?;
+    }
     let Some(period) = validity else {
         let period = ValidityPeriod {
             from: start,
@@ -798,7 +851,7 @@ fn checked_validity(
 
 fn open_application(state: &CertificationState) -> Result<&ApplicationFiled, Rejection> {
     let Some(application) = state.application.as_ref() else {
-        return Err(super::rejection::rejection!(
+        return Err(rejection!(
             ApplicationNotFiled,
             "No application has been filed.",
             "申請が受け付けられていません。"

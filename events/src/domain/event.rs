@@ -144,6 +144,12 @@ pub trait DomainEvent: Sized + Clone + Debug + PartialEq {
         payload: &Payload,
     ) -> Result<Self, DecodeError>;
 
+    /// Whether `actor` may cause this event (its kind is one of the
+    /// emitters); the engine checks this before appending.
+    fn admits_actor(&self, actor: &Actor) -> bool {
+        self.emitters().iter().any(|emitter| emitter.admits(actor))
+    }
+
     /// The event type as an envelope [`EventType`].
     fn envelope_event_type(&self) -> EventType {
         EventType::parse(self.event_type()).expect("catalog event types are valid")
@@ -200,9 +206,14 @@ macro_rules! domain_events {
         )*
 
         $(#[doc = $enum_doc])*
-        #[derive(Debug, Clone, PartialEq, Eq)]
+        ///
+        /// Serde form (for transport, not the store): `{"event_type": "...",
+        /// "payload": {...}}`; the store keeps the payload alone and reads it
+        /// back with [`DomainEvent::from_recorded`](crate::domain::DomainEvent::from_recorded).
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(tag = "event_type", content = "payload")]
         pub enum $enum {
-            $( $(#[doc = $doc])* $variant($variant), )*
+            $( $(#[doc = $doc])* #[serde(rename = $event_type)] $variant($variant), )*
         }
 
         impl $crate::domain::DomainEvent for $enum {

@@ -21,6 +21,9 @@ pub const PLATFORM_START: NaiveDate = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap
 /// The standardisation deadline (標準化対応の適合基準日, 2027-01-01) **[seed]**.
 pub const STANDARDISATION_DEADLINE: NaiveDate = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
 
+/// Full operation of the platform (本格運用開始日, 2028-04-01) **[seed]**.
+pub const FULL_OPERATION: NaiveDate = NaiveDate::from_ymd_opt(2028, 4, 1).unwrap();
+
 /// The stream of an insurer: `insurer/<insurer>`.
 pub fn insurer_stream(insurer: &InsurerNumber) -> StreamName {
     StreamName::new("insurer", insurer.as_str()).expect("insurer numbers are valid stream ids")
@@ -57,7 +60,11 @@ domain_events! {
 }
 
 /// What may be asked of an insurer's rollout.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Deserialisable so that a municipality's status message can name a command
+/// by its snake_case variant name with the variant's fields as a JSON object
+/// (`kiban-engine`'s ingest translation; `docs/integration.md`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum InsurerCommand {
     /// Onboard the insurer.
     Onboard {
@@ -159,35 +166,7 @@ impl Decider for Insurer {
                 ])
             }
             InsurerCommand::CompleteDataTransmission { completed_on } => {
-                not_in_future(*completed_on, today)?;
-                reject_if!(
-                    state.standardised_on.is_none(),
-                    StandardisationNotCompleted,
-                    "Data transmission can only complete after the system standardisation.",
-                    "データ送信は標準化対応の完了後に行います。"
-                );
-                reject_if!(
-                    state.transmitted_on.is_some(),
-                    DataTransmissionAlreadyCompleted,
-                    "The data transmission of this insurer is already recorded.",
-                    "データ送信の完了は記録済みです。"
-                );
-                reject_if!(
-                    *completed_on < PLATFORM_START,
-                    PlatformNotStarted,
-                    "Data transmission cannot complete before the platform starts on 2026-04-01.",
-                    "介護情報基盤の稼働開始日（2026年4月1日）より前にデータ送信は完了できません。"
-                );
-                Ok(vec![
-                    DataTransmissionCompleted {
-                        completed_on: *completed_on,
-                    }
-                    .into(),
-                    SharingEnabled {
-                        enabled_on: *completed_on,
-                    }
-                    .into(),
-                ])
+                complete_data_transmission(state, *completed_on, today)
             }
         }
     }
@@ -205,4 +184,39 @@ impl Decider for Insurer {
         }
         state
     }
+}
+
+/// Data transmission follows the standardisation, not before the platform
+/// starts, and turns sharing on in the same decision.
+fn complete_data_transmission(
+    state: &InsurerState,
+    completed_on: NaiveDate,
+    today: NaiveDate,
+) -> Result<Vec<InsurerEvent>, Rejection> {
+    not_in_future(completed_on, today)?;
+    reject_if!(
+        state.standardised_on.is_none(),
+        StandardisationNotCompleted,
+        "Data transmission can only complete after the system standardisation.",
+        "データ送信は標準化対応の完了後に行います。"
+    );
+    reject_if!(
+        state.transmitted_on.is_some(),
+        DataTransmissionAlreadyCompleted,
+        "The data transmission of this insurer is already recorded.",
+        "データ送信の完了は記録済みです。"
+    );
+    reject_if!(
+        completed_on < PLATFORM_START,
+        PlatformNotStarted,
+        "Data transmission cannot complete before the platform starts on 2026-04-01.",
+        "介護情報基盤の稼働開始日（2026年4月1日）より前にデータ送信は完了できません。"
+    );
+    Ok(vec![
+        DataTransmissionCompleted { completed_on }.into(),
+        SharingEnabled {
+            enabled_on: completed_on,
+        }
+        .into(),
+    ])
 }

@@ -19,10 +19,12 @@
 //!   (`to_payload` / `from_recorded`) and the event catalog.
 //! - one module per aggregate: [`certification`], [`insured`], [`office`],
 //!   [`insurer`], [`subsidy`].
+//! - [`catalog`]: renders `docs/events.md` from the code.
 //! - [`testing`]: the given / when / then helper every decider test uses.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 
+pub mod catalog;
 pub mod certification;
 pub mod dates;
 pub mod event;
@@ -34,11 +36,12 @@ pub mod subsidy;
 pub mod testing;
 pub mod values;
 
+pub use catalog::catalog_markdown;
 pub use event::{DecodeError, DomainEvent, Emitter, EventSpec, FieldSpec};
 pub use rejection::{Rejection, RejectionCode};
 pub use values::{
-    CareLevel, CopaymentRatio, CostLimitStage, DocumentRef, EquipmentCategory, SealedValue,
-    ServiceTypeCode, Sha256Digest, TerminalId, ValueError, Yen,
+    CareLevel, CopaymentRatio, CostLimitStage, DocumentRef, EquipmentCategory, LevelGroup,
+    SealedValue, ServiceTypeCode, Sha256Digest, TerminalId, ValueError, Yen,
 };
 
 /// One aggregate's workflow: what it decides and how its state follows its
@@ -97,6 +100,67 @@ pub(crate) fn not_in_future(date: NaiveDate, today: NaiveDate) -> Result<(), Rej
         DateInFuture,
         format!("The date {date} is in the future (today is {today})."),
         format!("日付 {date} が未来です（本日は {today}）。")
+    );
+    Ok(())
+}
+
+/// The first and last dates a command may carry **[ours]**: far around any
+/// real certification, and it keeps date arithmetic away from chrono's limits
+/// whatever a producer sends.
+pub const DATES_ACCEPTED: std::ops::RangeInclusive<NaiveDate> =
+    NaiveDate::from_ymd_opt(2000, 1, 1).unwrap()..=NaiveDate::from_ymd_opt(2099, 12, 31).unwrap();
+
+/// Rejects dates outside [`DATES_ACCEPTED`].
+pub(crate) fn plausible(dates: &[NaiveDate]) -> Result<(), Rejection> {
+    for date in dates {
+        rejection::reject_if!(
+            !DATES_ACCEPTED.contains(date),
+            DateOutOfRange,
+            format!("The date {date} lies outside 2000-01-01 to 2099-12-31."),
+            format!("日付 {date} は2000年1月1日から2099年12月31日の範囲外です。")
+        );
+    }
+    Ok(())
+}
+
+/// Longest free-text reason, in characters: a sentence or two in a clerk's
+/// words. Bounds the payload, which must stay far below the envelope's limit.
+pub const REASON_CHARS_MAX: usize = 500;
+
+/// Most items in one list of a command (service types, designation notices,
+/// receipt lines): far above any real office, and it bounds the payload.
+pub const LIST_ITEMS_MAX: usize = 100;
+
+/// Rejects an empty or over-long reason.
+pub(crate) fn reason_given(reason: &str, what: &str, what_ja: &str) -> Result<(), Rejection> {
+    rejection::reject_if!(
+        reason.trim().is_empty(),
+        ReasonMissing,
+        format!("{what} must state the reason."),
+        format!("{what_ja}には理由が必要です。")
+    );
+    reason_within_limit(reason)
+}
+
+/// Rejects a reason longer than [`REASON_CHARS_MAX`].
+pub(crate) fn reason_within_limit(reason: &str) -> Result<(), Rejection> {
+    let chars = reason.chars().count();
+    rejection::reject_if!(
+        chars > REASON_CHARS_MAX,
+        ReasonTooLong,
+        format!("The reason is {chars} characters; at most {REASON_CHARS_MAX} are accepted."),
+        format!("理由が {chars} 文字です。{REASON_CHARS_MAX} 文字以内にしてください。")
+    );
+    Ok(())
+}
+
+/// Rejects a list longer than [`LIST_ITEMS_MAX`].
+pub(crate) fn list_within_limit(len: usize, what: &str) -> Result<(), Rejection> {
+    rejection::reject_if!(
+        len > LIST_ITEMS_MAX,
+        TooManyItems,
+        format!("{len} {what} were given; at most {LIST_ITEMS_MAX} are accepted."),
+        format!("{what} が {len} 件あります。{LIST_ITEMS_MAX} 件以内にしてください。")
     );
     Ok(())
 }

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::event::domain_events;
 use super::rejection::reject_if;
-use super::{Decider, Rejection, ServiceTypeCode, Sha256Digest, TerminalId, jst_date};
+use super::{
+    Decider, Rejection, ServiceTypeCode, Sha256Digest, TerminalId, jst_date, list_within_limit,
+};
 use crate::envelope::StreamName;
 use crate::ids::OfficeNumber;
 
@@ -195,53 +197,12 @@ impl Decider for Office {
                 ])
             }
             OfficeCommand::ReportTerminalLost { terminal, loss } => {
-                let known = known_terminal(state, terminal)?;
-                reject_if!(
-                    known.suspended,
-                    TerminalAlreadySuspended,
-                    format!("Terminal {terminal} is already suspended."),
-                    format!("端末 {terminal} は既に停止されています。")
-                );
-                Ok(vec![
-                    TerminalReportedLost {
-                        terminal: terminal.clone(),
-                        loss: *loss,
-                        reported_on: today,
-                    }
-                    .into(),
-                    TerminalSuspended {
-                        terminal: terminal.clone(),
-                        suspended_on: today,
-                    }
-                    .into(),
-                ])
+                report_lost(state, terminal, *loss, today)
             }
             OfficeCommand::ReinstateTerminal {
                 terminal,
                 credential,
-            } => {
-                let known = known_terminal(state, terminal)?;
-                reject_if!(
-                    !known.suspended,
-                    TerminalNotSuspended,
-                    format!("Terminal {terminal} is not suspended."),
-                    format!("端末 {terminal} は停止されていません。")
-                );
-                reject_if!(
-                    known.credential == *credential,
-                    CredentialReused,
-                    "A reinstated terminal needs a new client certificate, not the one that went missing.",
-                    "再開には新しいクライアント証明書が必要です（紛失・盗難時の証明書は使えません）。"
-                );
-                Ok(vec![
-                    TerminalReinstated {
-                        terminal: terminal.clone(),
-                        credential: credential.clone(),
-                        reinstated_on: today,
-                    }
-                    .into(),
-                ])
-            }
+            } => reinstate(state, terminal, credential, today),
         }
     }
 
@@ -298,6 +259,7 @@ fn register(
         "An office needs at least one service type from its designation notice.",
         "指定通知書のサービス種類が少なくとも一つ必要です。"
     );
+    list_within_limit(service_types.len(), "service types")?;
     let mut seen = std::collections::BTreeSet::new();
     for code in service_types {
         reject_if!(
@@ -312,6 +274,65 @@ fn register(
             office: office.clone(),
             service_types: service_types.to_vec(),
             registered_on: today,
+        }
+        .into(),
+    ])
+}
+
+/// A loss report suspends the terminal in the same decision.
+fn report_lost(
+    state: &OfficeState,
+    terminal: &TerminalId,
+    loss: Loss,
+    today: NaiveDate,
+) -> Result<Vec<OfficeEvent>, Rejection> {
+    let known = known_terminal(state, terminal)?;
+    reject_if!(
+        known.suspended,
+        TerminalAlreadySuspended,
+        format!("Terminal {terminal} is already suspended."),
+        format!("端末 {terminal} は既に停止されています。")
+    );
+    Ok(vec![
+        TerminalReportedLost {
+            terminal: terminal.clone(),
+            loss,
+            reported_on: today,
+        }
+        .into(),
+        TerminalSuspended {
+            terminal: terminal.clone(),
+            suspended_on: today,
+        }
+        .into(),
+    ])
+}
+
+/// A suspended terminal comes back only with a new credential.
+fn reinstate(
+    state: &OfficeState,
+    terminal: &TerminalId,
+    credential: &Sha256Digest,
+    today: NaiveDate,
+) -> Result<Vec<OfficeEvent>, Rejection> {
+    let known = known_terminal(state, terminal)?;
+    reject_if!(
+        !known.suspended,
+        TerminalNotSuspended,
+        format!("Terminal {terminal} is not suspended."),
+        format!("端末 {terminal} は停止されていません。")
+    );
+    reject_if!(
+        known.credential == *credential,
+        CredentialReused,
+        "A reinstated terminal needs a new client certificate, not the one that went missing.",
+        "再開には新しいクライアント証明書が必要です（紛失・盗難時の証明書は使えません）。"
+    );
+    Ok(vec![
+        TerminalReinstated {
+            terminal: terminal.clone(),
+            credential: credential.clone(),
+            reinstated_on: today,
         }
         .into(),
     ])

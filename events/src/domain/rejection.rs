@@ -41,8 +41,14 @@ rejection_codes! {
     // Shared.
     /// A date in the command lies after today (Japan time).
     DateInFuture = "date_in_future",
+    /// A date lies outside 2000-01-01 to 2099-12-31.
+    DateOutOfRange = "date_out_of_range",
     /// A required free-text reason is empty.
     ReasonMissing = "reason_missing",
+    /// A free-text reason is longer than 500 characters.
+    ReasonTooLong = "reason_too_long",
+    /// A list in the command has more than 100 items.
+    TooManyItems = "too_many_items",
     /// The step cannot happen in the current state of the workflow.
     StepOutOfOrder = "step_out_of_order",
 
@@ -81,8 +87,6 @@ rejection_codes! {
     DeadlineAlreadyRecorded = "deadline_already_recorded",
 
     // Insured person.
-    /// The command is for another insurer or insured number than this stream's.
-    WrongPerson = "wrong_person",
     /// The person has no valid certification (要支援 or 要介護) on the date concerned.
     NotCertified = "not_certified",
     /// The same certification is already recorded.

@@ -185,7 +185,8 @@ impl CopaymentRatio {
     /// The benefit paid on `cost`: `cost × benefit_percent / 100`, with
     /// fractions of a yen cut off (円未満切り捨て).
     pub fn benefit_on(self, cost: Yen) -> Yen {
-        Yen(cost.0 * self.benefit_percent() / 100)
+        cost.pro_rata(self.benefit_percent(), 100)
+            .expect("a share below 100% of a u64 fits a u64")
     }
 }
 
@@ -617,6 +618,12 @@ mod tests {
         assert_eq!(percents, vec![90, 80, 70]);
         let one = CopaymentRatio::new(1).unwrap();
         assert_eq!(one.benefit_on(Yen::new(12_345)), Yen::new(11_110));
+        assert_eq!(
+            CopaymentRatio::new(3)
+                .unwrap()
+                .benefit_on(Yen::new(u64::MAX)),
+            Yen::new((u128::from(u64::MAX) * 70 / 100) as u64)
+        );
         assert!(serde_json::from_str::<CopaymentRatio>("4").is_err());
     }
 

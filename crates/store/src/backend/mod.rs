@@ -162,22 +162,30 @@ impl Readers {
     }
 }
 
-/// The writer's own connection. On PostgreSQL it also holds the advisory
-/// lock that makes its process the writer: if the connection dies, the lock
-/// goes with it, and so does any write in flight.
+/// The writer's own connection, and the lock that makes its holder the
+/// writer. On PostgreSQL it is a session advisory lock held by this very
+/// connection: if the connection dies, the lock goes with it, and so does any
+/// write in flight. On SQLite it is an exclusive `flock` on `<file>.writer-lock`,
+/// released by the operating system when the holder closes it or dies.
 #[derive(Debug)]
 pub(crate) enum WriterConnection {
     Postgres(sqlx::PgConnection),
-    Sqlite(sqlx::SqliteConnection),
+    Sqlite {
+        conn: sqlx::SqliteConnection,
+        /// `None` for an in-memory database, which only one store can see.
+        lock_path: Option<std::path::PathBuf>,
+        lock: Option<std::fs::File>,
+    },
 }
 
 impl WriterConnection {
-    /// Tries to become the writer of the database (never waits). SQLite is
-    /// embedded in one process, so its writer connection always is.
+    /// Tries to become the writer of the database (never waits).
     pub async fn try_lock_writer(&mut self) -> Result<bool> {
         match self {
             WriterConnection::Postgres(conn) => postgres::try_lock_writer(conn).await,
-            WriterConnection::Sqlite(_) => Ok(true),
+            WriterConnection::Sqlite {
+                lock_path, lock, ..
+            } => sqlite::try_lock_writer(lock_path.as_deref(), lock),
         }
     }
 
@@ -185,7 +193,7 @@ impl WriterConnection {
     pub async fn head(&mut self) -> Result<(Position, Hash)> {
         let head = match self {
             WriterConnection::Postgres(conn) => postgres::head(&mut *conn).await?,
-            WriterConnection::Sqlite(conn) => sqlite::head(&mut *conn).await?,
+            WriterConnection::Sqlite { conn, .. } => sqlite::head(&mut *conn).await?,
         };
         match head {
             None => Ok((0, Hash::GENESIS)),
@@ -204,7 +212,7 @@ impl WriterConnection {
     pub async fn stream_versions(&mut self, streams: &[&str]) -> Result<Vec<(String, i64)>> {
         Ok(match self {
             WriterConnection::Postgres(conn) => postgres::stream_versions(conn, streams).await?,
-            WriterConnection::Sqlite(conn) => sqlite::stream_versions(conn, streams).await?,
+            WriterConnection::Sqlite { conn, .. } => sqlite::stream_versions(conn, streams).await?,
         })
     }
 
@@ -212,7 +220,7 @@ impl WriterConnection {
     pub async fn events_by_id(&mut self, ids: &[Uuid]) -> Result<Vec<RawEvent>> {
         Ok(match self {
             WriterConnection::Postgres(conn) => postgres::events_by_id(conn, ids).await?,
-            WriterConnection::Sqlite(conn) => sqlite::events_by_id(conn, ids).await?,
+            WriterConnection::Sqlite { conn, .. } => sqlite::events_by_id(conn, ids).await?,
         })
     }
 
@@ -221,7 +229,7 @@ impl WriterConnection {
         assert!(!events.is_empty());
         let inserted = match self {
             WriterConnection::Postgres(conn) => postgres::insert(conn, events).await?,
-            WriterConnection::Sqlite(conn) => sqlite::insert(conn, events).await?,
+            WriterConnection::Sqlite { conn, .. } => sqlite::insert(conn, events).await?,
         };
         assert_eq!(inserted, events.len() as u64, "one row per event");
         Ok(())
@@ -232,7 +240,7 @@ impl WriterConnection {
         use sqlx::Connection;
         let _ = match self {
             WriterConnection::Postgres(conn) => conn.close().await,
-            WriterConnection::Sqlite(conn) => conn.close().await,
+            WriterConnection::Sqlite { conn, .. } => conn.close().await,
         };
     }
 }

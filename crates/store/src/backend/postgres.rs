@@ -108,16 +108,25 @@ pub(crate) async fn hashes_at<'c>(
         .await
 }
 
+/// One backward index probe per stream (`max` over the `(stream, version)`
+/// index), whatever the table statistics say: a fresh, unanalysed table must
+/// not tempt the planner into a sequential scan of the whole log.
 pub(crate) async fn stream_versions(
     conn: &mut PgConnection,
     streams: &[&str],
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT stream, max(version) FROM events WHERE stream = ANY($1::text[]) GROUP BY stream",
+    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT s.stream, (SELECT e.version FROM events e WHERE e.stream = s.stream \
+             ORDER BY e.version DESC LIMIT 1) \
+         FROM unnest($1::text[]) AS s(stream)",
     )
     .bind(streams)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(stream, version)| Some((stream, version?)))
+        .collect())
 }
 
 pub(crate) async fn events_by_id(

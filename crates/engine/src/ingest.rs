@@ -1,0 +1,427 @@
+//! A municipality's status message and its translation into commands.
+//!
+//! Municipalities (保険者) report what happened as status messages. Each one
+//! is a command to record that fact: it names the fact by `kind` (the event
+//! type it becomes, as listed in `docs/events.md`), identifies the aggregate
+//! (`insurer`, and `insured` / `application` where the fact concerns a
+//! person or one certification application), and carries the fact's own
+//! fields in `body`. The engine looks up what the rules need from elsewhere
+//! (the person's current certification for a renewal), decides, and records —
+//! or rejects with a stable code.
+//!
+//! Process manager: a recorded `certification.decided` with a validity is
+//! also recorded on the person (`insured.certification_recorded`), under an
+//! event id derived from the message's, so a retry never records it twice.
+
+use chrono::{DateTime, Duration, Utc};
+use kiban_events::domain::DomainEvent;
+use kiban_events::domain::certification::{
+    CertificationApplication, CertificationCommand, CertificationEvent, CurrentCertification,
+    certification_stream,
+};
+use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
+use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+use kiban_events::envelope::{Actor, EventId, Position, StreamName};
+use kiban_events::ids::{InsuredNumber, InsurerNumber};
+use kiban_store::EventStore;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::engine::{CommandContext, Engine, EngineError, Executed, derived_event_id};
+
+/// How far a message's `occurred_at` may be ahead of the platform's clock.
+/// Municipal clocks drift a little; a fact from further in the future is a
+/// producer bug and would let a rule be checked against a day not yet come.
+pub const OCCURRED_AT_FUTURE_SKEW_MAX_SECONDS: i64 = 300;
+
+/// A municipality's status message, as `docs/integration.md` describes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MunicipalMessage {
+    /// The producer's event id: the idempotency key (and `Nats-Msg-Id`).
+    pub event_id: Uuid,
+    /// What happened: an event type of `docs/events.md`.
+    pub kind: String,
+    /// The reporting insurer; must match the sender.
+    pub insurer: InsurerNumber,
+    /// The insured person, for facts about a person or an application.
+    #[serde(default)]
+    pub insured: Option<InsuredNumber>,
+    /// The application's sequence number, for facts about an application.
+    #[serde(default)]
+    pub application: Option<u32>,
+    /// When it happened, by the municipality's clock; the rules are checked
+    /// as of this time.
+    pub occurred_at: DateTime<Utc>,
+    /// The fact's fields.
+    #[serde(default)]
+    pub body: Map<String, Value>,
+}
+
+/// A message that was not recorded: a stable code for machines, a message
+/// for people. Final: re-sending the same message gives the same answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestRejection {
+    /// Stable snake_case code (`docs/integration.md` lists them).
+    pub code: String,
+    /// What is wrong and what to fix, in English.
+    pub message: String,
+}
+
+impl IngestRejection {
+    fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The outcome of ingesting one message.
+#[derive(Debug)]
+pub enum IngestOutcome {
+    /// Recorded (now, or earlier when `replayed`): the positions of its events.
+    Accepted {
+        positions: Vec<Position>,
+        replayed: bool,
+    },
+    /// Not recorded, and never will be as it is.
+    Rejected(IngestRejection),
+}
+
+/// What a message kind becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// A certification-application command (needs `insured` and `application`).
+    Certification(&'static str),
+    /// An insured-person command (needs `insured`).
+    Insured(&'static str),
+    /// An insurer-rollout command.
+    Insurer(&'static str),
+}
+
+/// The kinds a municipality may report, and the command variant each becomes.
+pub const MUNICIPAL_KINDS: &[&str] = &[
+    "certification.filed",
+    "certification.investigation_scheduled",
+    "certification.investigation_completed",
+    "certification.opinion_requested",
+    "certification.opinion_received",
+    "certification.primary_judgment_recorded",
+    "certification.secondary_judgment_recorded",
+    "certification.decided",
+    "certification.extension_notified",
+    "certification.withdrawn",
+    "certification.rejected",
+    "insured.copayment_certificate_issued",
+    "insured.cost_limit_certificate_issued",
+    "insured.care_plan_office_registered",
+    "insured.moved_house",
+    "insured.home_modification_applied",
+    "insured.home_modification_work_recorded",
+    "insured.equipment_purchase_recorded",
+    "insurer.standardisation_completed",
+    "insurer.data_transmission_completed",
+];
+
+fn target(kind: &str) -> Option<Target> {
+    use Target::*;
+    Some(match kind {
+        "certification.filed" => Certification("file_application"),
+        "certification.investigation_scheduled" => Certification("schedule_investigation"),
+        "certification.investigation_completed" => Certification("complete_investigation"),
+        "certification.opinion_requested" => Certification("request_opinion"),
+        "certification.opinion_received" => Certification("receive_opinion"),
+        "certification.primary_judgment_recorded" => Certification("record_primary_judgment"),
+        "certification.secondary_judgment_recorded" => Certification("record_secondary_judgment"),
+        "certification.decided" => Certification("decide"),
+        "certification.extension_notified" => Certification("notify_extension"),
+        "certification.withdrawn" => Certification("withdraw"),
+        "certification.rejected" => Certification("reject"),
+        "insured.copayment_certificate_issued" => Insured("issue_copayment_certificate"),
+        "insured.cost_limit_certificate_issued" => Insured("issue_cost_limit_certificate"),
+        "insured.care_plan_office_registered" => Insured("register_care_plan_office"),
+        "insured.moved_house" => Insured("record_move"),
+        "insured.home_modification_applied" => Insured("apply_for_home_modification"),
+        "insured.home_modification_work_recorded" => Insured("record_home_modification_work"),
+        "insured.equipment_purchase_recorded" => Insured("record_equipment_purchase"),
+        "insurer.standardisation_completed" => Insurer("complete_standardisation"),
+        "insurer.data_transmission_completed" => Insurer("complete_data_transmission"),
+        _ => return None,
+    })
+}
+
+/// Builds the externally tagged JSON of a command variant from the body plus
+/// fields the envelope supplies, and deserialises it.
+fn command_from<C: serde::de::DeserializeOwned>(
+    variant: &str,
+    mut body: Map<String, Value>,
+    injected: &[(&str, Value)],
+) -> Result<C, IngestRejection> {
+    for (key, value) in injected {
+        if body.contains_key(*key) {
+            return Err(IngestRejection::new(
+                "invalid_body",
+                format!("`{key}` is taken from the message envelope; remove it from `body`"),
+            ));
+        }
+        body.insert((*key).to_owned(), value.clone());
+    }
+    let mut tagged = Map::new();
+    tagged.insert(variant.to_owned(), Value::Object(body));
+    serde_json::from_value(Value::Object(tagged))
+        .map_err(|error| IngestRejection::new("invalid_body", format!("body: {error}")))
+}
+
+impl<S: EventStore> Engine<S> {
+    /// Validates, translates and executes a municipality's message, acting
+    /// for `sender` (the insurer the transport authenticated). `now` is the
+    /// platform's clock. `Err` is transient (the store failed): the message
+    /// may be retried as it is; everything final is an [`IngestOutcome`].
+    pub async fn ingest(
+        &self,
+        message: MunicipalMessage,
+        sender: &InsurerNumber,
+        now: DateTime<Utc>,
+    ) -> Result<IngestOutcome, EngineError> {
+        match self.try_ingest(message, sender, now).await {
+            Ok(executed) => Ok(IngestOutcome::Accepted {
+                positions: executed.positions(),
+                replayed: executed.replayed,
+            }),
+            Err(Failure::Rejected(rejection)) => Ok(IngestOutcome::Rejected(rejection)),
+            Err(Failure::Engine(error)) => match rejection_for(&error) {
+                Some(rejection) => Ok(IngestOutcome::Rejected(rejection)),
+                None => Err(error),
+            },
+        }
+    }
+
+    async fn try_ingest(
+        &self,
+        message: MunicipalMessage,
+        sender: &InsurerNumber,
+        now: DateTime<Utc>,
+    ) -> Result<Executed, Failure> {
+        if &message.insurer != sender {
+            return Err(reject(
+                "insurer_mismatch",
+                format!(
+                    "message is for insurer {} but was sent by {sender}",
+                    message.insurer
+                ),
+            ));
+        }
+        if message.occurred_at > now + Duration::seconds(OCCURRED_AT_FUTURE_SKEW_MAX_SECONDS) {
+            return Err(reject(
+                "occurred_in_future",
+                format!("occurred_at {} is in the future", message.occurred_at),
+            ));
+        }
+        let command_id = EventId::from_uuid(message.event_id)
+            .map_err(|error| reject("invalid_field", error.to_string()))?;
+        let context = CommandContext {
+            command_id,
+            actor: Actor::Insurer(message.insurer.clone()),
+            correlation_id: message.event_id,
+            causation_id: None,
+            occurred_at: message.occurred_at,
+            now: message.occurred_at,
+        };
+        let Some(target) = target(&message.kind) else {
+            return Err(reject(
+                "unknown_kind",
+                format!(
+                    "kind {:?} is not one a municipality reports; see docs/integration.md",
+                    message.kind
+                ),
+            ));
+        };
+        match target {
+            Target::Certification(variant) => {
+                self.ingest_certification(variant, message, &context).await
+            }
+            Target::Insured(variant) => {
+                let insured = require(&message.insured, "insured")?;
+                let stream = insured_stream(&message.insurer, insured);
+                let command: InsuredCommand = command_from(variant, message.body, &[])?;
+                Ok(self
+                    .execute::<InsuredPerson>(&stream, &command, &context)
+                    .await?)
+            }
+            Target::Insurer(variant) => {
+                let stream = insurer_stream(&message.insurer);
+                let command: InsurerCommand = command_from(variant, message.body, &[])?;
+                Ok(self.execute::<Insurer>(&stream, &command, &context).await?)
+            }
+        }
+    }
+
+    async fn ingest_certification(
+        &self,
+        variant: &str,
+        message: MunicipalMessage,
+        context: &CommandContext,
+    ) -> Result<Executed, Failure> {
+        let insured = require(&message.insured, "insured")?.clone();
+        let seq = *require(&message.application, "application")?;
+        let stream = certification_stream(&message.insurer, &insured, seq);
+        let person = insured_stream(&message.insurer, &insured);
+        let mut injected = Vec::new();
+        if variant == "file_application" {
+            let current = self.current_certification(&person).await?;
+            injected = vec![
+                (
+                    "insurer",
+                    serde_json::to_value(&message.insurer).expect("serialisable"),
+                ),
+                (
+                    "insured",
+                    serde_json::to_value(&insured).expect("serialisable"),
+                ),
+                ("seq", Value::from(seq)),
+                (
+                    "current_certification",
+                    serde_json::to_value(current).expect("serialisable"),
+                ),
+            ];
+        }
+        let command: CertificationCommand = command_from(variant, message.body, &injected)?;
+        let mut executed = self
+            .execute::<CertificationApplication>(&stream, &command, context)
+            .await?;
+        // Process manager: a decision with a validity becomes the person's
+        // current certification.
+        let decided = executed.events.iter().find_map(|recorded| {
+            match CertificationEvent::from_recorded(
+                recorded.event_type.as_str(),
+                recorded.schema_version,
+                &recorded.payload,
+            ) {
+                Ok(CertificationEvent::CertificationDecided(decided)) => Some(decided),
+                _ => None,
+            }
+        });
+        if let Some(record) = decided.and_then(|d| InsuredCommand::record_decision(seq, &d)) {
+            let follow_up = CommandContext {
+                command_id: derived_event_id(&context.command_id, 1_000),
+                causation_id: Some(*context.command_id.as_uuid()),
+                ..context.clone()
+            };
+            let recorded = self
+                .execute::<InsuredPerson>(&person, &record, &follow_up)
+                .await?;
+            executed.events.extend(recorded.events);
+        }
+        Ok(executed)
+    }
+
+    /// The person's latest recorded certification, for a renewal or change.
+    async fn current_certification(
+        &self,
+        person: &StreamName,
+    ) -> Result<Option<CurrentCertification>, EngineError> {
+        let (state, _) = self.load::<InsuredPerson>(person).await?;
+        Ok(state
+            .certifications
+            .last()
+            .map(|recorded| CurrentCertification {
+                level: recorded.level,
+                valid_from: recorded.validity.from,
+                valid_until: recorded.validity.until,
+            }))
+    }
+}
+
+/// Why `try_ingest` stopped.
+enum Failure {
+    Rejected(IngestRejection),
+    Engine(EngineError),
+}
+
+impl From<IngestRejection> for Failure {
+    fn from(rejection: IngestRejection) -> Self {
+        Failure::Rejected(rejection)
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(error: EngineError) -> Self {
+        Failure::Engine(error)
+    }
+}
+
+fn reject(code: &str, message: String) -> Failure {
+    Failure::Rejected(IngestRejection::new(code, message))
+}
+
+fn require<'a, T>(value: &'a Option<T>, field: &str) -> Result<&'a T, IngestRejection> {
+    value.as_ref().ok_or_else(|| {
+        IngestRejection::new(
+            "missing_field",
+            format!("this kind needs `{field}` in the message envelope"),
+        )
+    })
+}
+
+/// The final engine errors, as rejections; `None` for transient ones.
+fn rejection_for(error: &EngineError) -> Option<IngestRejection> {
+    Some(match error {
+        EngineError::Rejected(rejection) => {
+            IngestRejection::new(rejection.code().as_str(), rejection.message().to_owned())
+        }
+        EngineError::NotPermitted { .. } => {
+            IngestRejection::new("not_permitted", error.to_string())
+        }
+        EngineError::DuplicateEventId(_) => {
+            IngestRejection::new("duplicate_event_id", error.to_string())
+        }
+        EngineError::Contention { .. } | EngineError::Corrupted { .. } | EngineError::Store(_) => {
+            return None;
+        }
+    })
+}
+
+/// Whether `kind` is one a municipality may report.
+pub fn is_municipal_kind(kind: &str) -> bool {
+    target(kind).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_kind_has_a_target_and_is_an_event_type() {
+        for kind in MUNICIPAL_KINDS {
+            assert!(is_municipal_kind(kind), "{kind}");
+            let known = kiban_events::domain::catalog::all_event_types().contains(kind);
+            assert!(known, "{kind} is not an event type of docs/events.md");
+        }
+        assert!(!is_municipal_kind("office.registered"));
+    }
+
+    #[test]
+    fn a_body_field_the_envelope_supplies_is_refused() {
+        let body: Map<String, Value> =
+            serde_json::from_str(r#"{"insurer":"131016","kind":"new"}"#).unwrap();
+        let error = command_from::<CertificationCommand>(
+            "file_application",
+            body,
+            &[("insurer", Value::from("131016"))],
+        )
+        .unwrap_err();
+        assert_eq!(error.code, "invalid_body");
+    }
+
+    #[test]
+    fn an_unknown_body_field_is_refused_with_its_name() {
+        let body: Map<String, Value> =
+            serde_json::from_str(r#"{"scheduled_on":"2026-05-01","colour":"red"}"#).unwrap();
+        let error =
+            command_from::<CertificationCommand>("schedule_investigation", body, &[]).unwrap_err();
+        assert_eq!(error.code, "invalid_body");
+        assert!(error.message.contains("colour"), "{}", error.message);
+    }
+}

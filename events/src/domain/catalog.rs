@@ -1,0 +1,317 @@
+//! The event catalog, rendered from the code into `docs/events.md`.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use serde::Serialize;
+
+use super::certification::{Applicant, ApplicationKind, CurrentCertification, ValidityPeriod};
+use super::insured::{CapResetReason, CarePlanOfficeKind, ViewingBasis};
+use super::office::Loss;
+use super::subsidy::{
+    ClosedBecause, DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant,
+    SubsidyCalculation, SubsidyPolicy, calculate,
+};
+use super::{
+    CareLevel, CopaymentRatio, CostLimitStage, DocumentRef, DomainEvent, EquipmentCategory,
+    LevelGroup, RejectionCode, SealedValue, ServiceTypeCode, Sha256Digest, TerminalId, Yen,
+    certification, event, insured, insurer, office, subsidy,
+};
+use crate::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
+
+/// Every event type of every aggregate, in catalog order.
+pub fn all_event_types() -> Vec<&'static str> {
+    [
+        <certification::CertificationEvent as DomainEvent>::CATALOG,
+        <insured::InsuredEvent as DomainEvent>::CATALOG,
+        <office::OfficeEvent as DomainEvent>::CATALOG,
+        <insurer::InsurerEvent as DomainEvent>::CATALOG,
+        <subsidy::SubsidyEvent as DomainEvent>::CATALOG,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|spec| spec.event_type)
+    .collect()
+}
+
+/// The event catalog of every aggregate and the rejection codes, as the
+/// Markdown of `docs/events.md` (a test keeps the file in step).
+pub fn catalog_markdown() -> String {
+    let mut out = String::from(
+        "# kiban event catalog\n\n\
+         Generated from `kiban-events` by `UPDATE_DOCS=1 cargo test -p kiban-events --test docs`; \
+         do not edit by hand.\n\n\
+         Every event is recorded in the envelope of DESIGN.md decision 1 with the `event_type` \
+         and `schema_version` below; the payload is the JSON object of the fields listed. \
+         Dates are Japanese calendar dates (`YYYY-MM-DD`), times are UTC (RFC 3339), amounts \
+         are whole yen. \"Emitted by\" is the envelope actor kind allowed to cause the event. \
+         No payload carries the Individual Number (My Number); personal fields appear only as \
+         `SealedValue` (already encrypted with the person's key).\n\n",
+    );
+    out.push_str(&event::render_catalog(
+        "Certification application (`certification/<insurer>-<insured>-<seq>`)",
+        <certification::CertificationEvent as DomainEvent>::CATALOG,
+    ));
+    out.push_str(&event::render_catalog(
+        "Insured person (`insured/<insurer>-<insured>`)",
+        <insured::InsuredEvent as DomainEvent>::CATALOG,
+    ));
+    out.push_str(&event::render_catalog(
+        "Care office (`office/<office>`)",
+        <office::OfficeEvent as DomainEvent>::CATALOG,
+    ));
+    out.push_str(&event::render_catalog(
+        "Insurer (`insurer/<insurer>`)",
+        <insurer::InsurerEvent as DomainEvent>::CATALOG,
+    ));
+    out.push_str(&event::render_catalog(
+        "Subsidy application (`subsidy/<office>-<seq>`, `subsidy/m<institution>-<seq>`)",
+        <subsidy::SubsidyEvent as DomainEvent>::CATALOG,
+    ));
+    out.push_str(
+        "## Rejection codes\n\n\
+         A refused command carries one of these stable codes (never renamed, never reused) \
+         with a message in English and Japanese.\n\n| code | meaning |\n| --- | --- |\n",
+    );
+    for code in RejectionCode::ALL {
+        out.push_str(&format!(
+            "| `{}` | {} |\n",
+            code.as_str(),
+            code.description()
+        ));
+    }
+    out.push_str(&value_shapes());
+    out
+}
+
+/// One example JSON per value type used in payloads.
+fn value_shapes() -> String {
+    fn json<T: Serialize>(value: &T) -> String {
+        serde_json::to_string(value).expect("value types serialise")
+    }
+    let date = NaiveDate::from_ymd_opt(2026, 4, 15).expect("valid date");
+    let digest = Sha256Digest::parse(&"3f".repeat(32)).expect("valid digest");
+    let document = DocumentRef::new(digest.clone(), "application/pdf", 48_213).expect("valid");
+    let office = OfficeNumber::parse("1312345678").expect("valid");
+    let code = ServiceTypeCode::parse("43").expect("valid");
+    let receipt_lines = vec![
+        ReceiptLine {
+            purpose: Some(ReceiptPurpose::CardReaders { count: 2 }),
+            amount: Yen::new(15_400),
+            receipt: document.clone(),
+        },
+        ReceiptLine {
+            purpose: Some(ReceiptPurpose::ConnectionSupport),
+            amount: Yen::new(22_000),
+            receipt: document.clone(),
+        },
+    ];
+    let care_office = SubsidyApplicant::CareOffice {
+        office: office.clone(),
+        service_types: vec![code.clone()],
+        designation_notices: vec![DesignationNotice {
+            service_type: code.clone(),
+            document: document.clone(),
+        }],
+    };
+    let calculation: SubsidyCalculation =
+        calculate(&care_office, &receipt_lines, &SubsidyPolicy::FY2025);
+    let rows: Vec<(&str, String, &str)> = vec![
+        ("`NaiveDate`", json(&date), "a Japanese calendar date"),
+        (
+            "`DateTime<Utc>`",
+            json(
+                &Utc.with_ymd_and_hms(2026, 4, 15, 1, 0, 0)
+                    .single()
+                    .expect("valid"),
+            ),
+            "an instant, UTC",
+        ),
+        (
+            "`InsurerNumber`",
+            json(&InsurerNumber::parse("131016").expect("valid")),
+            "保険者番号, 6 digits, prefecture 01-47 first",
+        ),
+        (
+            "`InsuredNumber`",
+            json(&InsuredNumber::parse("0000012345").expect("valid")),
+            "被保険者番号, 10 digits",
+        ),
+        (
+            "`OfficeNumber`",
+            json(&office),
+            "介護保険事業所番号, 10 digits, prefecture 01-47 first",
+        ),
+        (
+            "`MedicalInstitutionCode`",
+            json(&MedicalInstitutionCode::parse("1310000001").expect("valid")),
+            "医療機関コード, 10 digits",
+        ),
+        (
+            "`CareLevel`",
+            json(&CareLevel::ALL.to_vec()),
+            "非該当, 要支援1-2, 要介護1-5",
+        ),
+        (
+            "`LevelGroup`",
+            json(&[LevelGroup::Support, LevelGroup::Care]),
+            "要支援 or 要介護",
+        ),
+        (
+            "`CopaymentRatio`",
+            json(&CopaymentRatio::new(2).expect("valid")),
+            "1, 2 or 3 (割)",
+        ),
+        (
+            "`Yen`",
+            json(&Yen::new(37_400)),
+            "whole yen, never negative",
+        ),
+        (
+            "`CostLimitStage`",
+            json(&[
+                CostLimitStage::Stage1,
+                CostLimitStage::Stage2,
+                CostLimitStage::Stage3First,
+                CostLimitStage::Stage3Second,
+            ]),
+            "負担限度額の段階",
+        ),
+        (
+            "`DocumentRef`",
+            json(&document),
+            "a content-addressed document: SHA-256, media type, size",
+        ),
+        ("`Sha256Digest`", json(&digest), "64 lower-case hex digits"),
+        (
+            "`ServiceTypeCode`",
+            json(&code),
+            "サービス種類コード, 2 characters",
+        ),
+        (
+            "`TerminalId`",
+            json(&TerminalId::parse("T-01").expect("valid")),
+            "端末固有ID",
+        ),
+        (
+            "`SealedValue`",
+            json(&SealedValue::parse("v1.k7.AbCdEf0123").expect("valid")),
+            "ciphertext of personal data; opaque to kiban",
+        ),
+        (
+            "`ApplicationKind`",
+            json(&[
+                ApplicationKind::New,
+                ApplicationKind::Renewal,
+                ApplicationKind::Change,
+            ]),
+            "新規, 更新, 区分変更",
+        ),
+        (
+            "`Applicant`",
+            json(&vec![
+                Applicant::Person,
+                Applicant::Family { name: None },
+                Applicant::Office {
+                    office: office.clone(),
+                },
+            ]),
+            "who filed: the person, family (name sealed), an office by proxy",
+        ),
+        (
+            "`CurrentCertification`",
+            json(&CurrentCertification {
+                level: CareLevel::Care1,
+                valid_from: date,
+                valid_until: NaiveDate::from_ymd_opt(2026, 10, 31).expect("valid"),
+            }),
+            "a certification as looked up",
+        ),
+        (
+            "`ValidityPeriod`",
+            json(&ValidityPeriod {
+                from: date,
+                until: NaiveDate::from_ymd_opt(2026, 10, 31).expect("valid"),
+            }),
+            "both ends included; `until` is a month end",
+        ),
+        (
+            "`EquipmentCategory`",
+            json(&[
+                EquipmentCategory::CommodeSeat,
+                EquipmentCategory::BathingAid,
+            ]),
+            "特定福祉用具の種目 (see `EquipmentCategory`)",
+        ),
+        (
+            "`CarePlanOfficeKind`",
+            json(&[
+                CarePlanOfficeKind::HomeCareSupportOffice,
+                CarePlanOfficeKind::CommunityGeneralSupportCenter,
+            ]),
+            "居宅介護支援事業所, 地域包括支援センター",
+        ),
+        (
+            "`ViewingBasis`",
+            json(&[ViewingBasis::Consent, ViewingBasis::CarePlanOffice]),
+            "what allowed a read",
+        ),
+        (
+            "`CapResetReason`",
+            json(&[
+                CapResetReason::MovedHouse,
+                CapResetReason::CareNeedRose {
+                    from_step: 2,
+                    to_step: 5,
+                },
+            ]),
+            "why the home-modification cap was reset",
+        ),
+        ("`Loss`", json(&[Loss::Lost, Loss::Stolen]), "紛失, 盗難"),
+        (
+            "`SubsidyApplicant`",
+            json(&vec![
+                care_office,
+                SubsidyApplicant::MedicalInstitution {
+                    institution: MedicalInstitutionCode::parse("1310000001").expect("valid"),
+                    bed_count_document: Some(document.clone()),
+                },
+            ]),
+            "a care office or a medical institution",
+        ),
+        (
+            "`ReceiptLine`",
+            json(&receipt_lines),
+            "a receipt line, tax included; `purpose` null when missing or unclear",
+        ),
+        (
+            "`ReceiptPurpose`",
+            json(&[
+                ReceiptPurpose::CardReaders { count: 2 },
+                ReceiptPurpose::ConnectionSupport,
+                ReceiptPurpose::OpinionSending,
+            ]),
+            "カードリーダー, 設定費用, 主治医意見書の電子的送信",
+        ),
+        (
+            "`SubsidyPolicy`",
+            json(&SubsidyPolicy::FY2025),
+            "the fiscal year's subsidy rules (FY2025 shown)",
+        ),
+        (
+            "`SubsidyCalculation`",
+            json(&calculation),
+            "how the payable amount was reached (the seed's receipts at a 43 office)",
+        ),
+        (
+            "`ClosedBecause`",
+            json(&[ClosedBecause::Deficiency]),
+            "why a subsidy application closed",
+        ),
+    ];
+    let mut out = String::from(
+        "\n## Value types\n\nHow the field types above look in a payload (examples rendered from the code).\n\n| type | example | meaning |\n| --- | --- | --- |\n",
+    );
+    for (name, example, meaning) in rows {
+        out.push_str(&format!("| {name} | `{example}` | {meaning} |\n"));
+    }
+    out
+}

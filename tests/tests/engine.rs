@@ -1,0 +1,325 @@
+//! The engine over real stores: a municipality's messages through
+//! `Engine::ingest` into the store, on PostgreSQL and SQLite.
+
+use chrono::{DateTime, TimeZone, Utc};
+use kiban_engine::ingest::{IngestOutcome, MunicipalMessage};
+use kiban_engine::{CommandContext, Engine, EngineError};
+use kiban_events::domain::certification::{CertificationApplication, certification_stream};
+use kiban_events::domain::insured::{InsuredPerson, insured_stream};
+use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+use kiban_events::ids::{InsuredNumber, InsurerNumber};
+use kiban_events::{Actor, EventId};
+use kiban_store::Store;
+use kiban_tests::TestDb;
+use serde_json::json;
+use uuid::Uuid;
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Postgres).await;
+                    super::$scenario(&db).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Sqlite).await;
+                    super::$scenario(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_whole_certification_is_recorded_and_reaches_the_person,
+    resending_a_message_is_harmless,
+    impossible_transitions_and_bad_messages_are_rejected_with_codes,
+    concurrent_commands_on_one_stream_all_land_in_order,
+    an_office_may_not_record_a_decision,
+);
+
+fn insurer() -> InsurerNumber {
+    InsurerNumber::parse("131016").unwrap()
+}
+
+fn insured() -> InsuredNumber {
+    InsuredNumber::parse("0000012345").unwrap()
+}
+
+/// 2026-05-01 09:00 JST plus `days`.
+fn day(days: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap() + chrono::Duration::days(days)
+}
+
+fn message(kind: &str, days: i64, body: serde_json::Value) -> MunicipalMessage {
+    MunicipalMessage {
+        event_id: Uuid::now_v7(),
+        kind: kind.to_owned(),
+        insurer: insurer(),
+        insured: Some(insured()),
+        application: Some(1),
+        occurred_at: day(days),
+        body: body.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+fn document(fill: char) -> serde_json::Value {
+    json!({"sha256": fill.to_string().repeat(64), "media_type": "application/pdf", "size_bytes": 48213})
+}
+
+/// The messages of one new application from filing to decision.
+fn whole_certification() -> Vec<MunicipalMessage> {
+    vec![
+        message(
+            "certification.filed",
+            0,
+            json!({"kind": "new", "applicant": {"by": "office", "office": "1312345678"}, "applied_on": "2026-05-01"}),
+        ),
+        message(
+            "certification.investigation_scheduled",
+            2,
+            json!({"scheduled_on": "2026-05-08"}),
+        ),
+        message(
+            "certification.investigation_completed",
+            8,
+            json!({"investigation_sheet": document('a')}),
+        ),
+        message(
+            "certification.opinion_requested",
+            3,
+            json!({"institution": "1310000001"}),
+        ),
+        message(
+            "certification.opinion_received",
+            12,
+            json!({"institution": "1310000001", "opinion": document('b')}),
+        ),
+        message(
+            "certification.primary_judgment_recorded",
+            15,
+            json!({"level": "care_2"}),
+        ),
+        message(
+            "certification.secondary_judgment_recorded",
+            20,
+            json!({"level": "care_2"}),
+        ),
+        message(
+            "certification.decided",
+            21,
+            json!({"level": "care_2", "validity": null}),
+        ),
+    ]
+}
+
+async fn ingest_ok(engine: &Engine<Store>, message: MunicipalMessage) -> Vec<u64> {
+    let kind = message.kind.clone();
+    match engine
+        .ingest(message, &insurer(), day(60))
+        .await
+        .expect("no store failure")
+    {
+        IngestOutcome::Accepted { positions, .. } => positions,
+        IngestOutcome::Rejected(rejection) => panic!("{kind} rejected: {rejection:?}"),
+    }
+}
+
+async fn ingest_rejected(engine: &Engine<Store>, message: MunicipalMessage) -> String {
+    match engine
+        .ingest(message, &insurer(), day(60))
+        .await
+        .expect("no store failure")
+    {
+        IngestOutcome::Rejected(rejection) => rejection.code,
+        IngestOutcome::Accepted { positions, .. } => panic!("accepted at {positions:?}"),
+    }
+}
+
+async fn a_whole_certification_is_recorded_and_reaches_the_person(db: &TestDb) {
+    let store = db.open().await;
+    let engine = Engine::new(store.clone());
+    let mut positions = Vec::new();
+    for message in whole_certification() {
+        positions.extend(ingest_ok(&engine, message).await);
+    }
+    // Eight facts on the application, and the decision on the person.
+    assert_eq!(positions, (1..=9).collect::<Vec<u64>>());
+    let application = certification_stream(&insurer(), &insured(), 1);
+    let (state, version) = engine
+        .load::<CertificationApplication>(&application)
+        .await
+        .unwrap();
+    assert_eq!(version, 8);
+    let events = store.read_stream(&application, 1, 100).await.unwrap();
+    assert_eq!(
+        events.last().unwrap().event_type.as_str(),
+        "certification.decided"
+    );
+    assert!(format!("{state:?}").contains("Care2"), "{state:?}");
+    // The person now has the certification: new application, valid from the
+    // application date (the 1st, so nothing is added) for 6 months.
+    let person = insured_stream(&insurer(), &insured());
+    let (person_state, person_version) = engine.load::<InsuredPerson>(&person).await.unwrap();
+    assert_eq!(person_version, 1);
+    let current = person_state
+        .certifications
+        .last()
+        .expect("recorded on the person");
+    assert_eq!(current.validity.from.to_string(), "2026-05-01");
+    assert_eq!(current.validity.until.to_string(), "2026-10-31");
+    // A fresh engine (no cache) folds the same states from the store.
+    let fresh = Engine::new(store.clone());
+    let (fresh_person, _) = fresh.load::<InsuredPerson>(&person).await.unwrap();
+    assert_eq!(fresh_person, person_state);
+    assert!(matches!(
+        store.verify(1, None).await.unwrap(),
+        kiban_store::VerifyReport::Verified { events: 9, .. }
+    ));
+    store.close().await;
+}
+
+async fn resending_a_message_is_harmless(db: &TestDb) {
+    let store = db.open().await;
+    let engine = Engine::new(store.clone());
+    let messages = whole_certification();
+    let mut first = Vec::new();
+    for message in messages.clone() {
+        first.push(ingest_ok(&engine, message).await);
+    }
+    // Every message again, in order (a producer re-sending all it has no
+    // receipt for): the same positions, nothing new stored.
+    for (message, positions) in messages.into_iter().zip(&first) {
+        let again = engine.ingest(message, &insurer(), day(60)).await.unwrap();
+        match again {
+            IngestOutcome::Accepted {
+                positions: again,
+                replayed,
+            } => {
+                assert!(replayed);
+                assert_eq!(&again, positions);
+            }
+            IngestOutcome::Rejected(rejection) => panic!("resend rejected: {rejection:?}"),
+        }
+    }
+    assert_eq!(store.head().await.unwrap().position, 9);
+    store.close().await;
+}
+
+async fn impossible_transitions_and_bad_messages_are_rejected_with_codes(db: &TestDb) {
+    let store = db.open().await;
+    let engine = Engine::new(store.clone());
+    // A decision before any application.
+    let decided = message(
+        "certification.decided",
+        21,
+        json!({"level": "care_2", "validity": null}),
+    );
+    assert_eq!(
+        ingest_rejected(&engine, decided).await,
+        "application_not_filed"
+    );
+    // An unknown kind, a missing envelope field, a malformed body.
+    assert_eq!(
+        ingest_rejected(&engine, message("certification.teleported", 0, json!({}))).await,
+        "unknown_kind"
+    );
+    let mut no_person = message("insured.moved_house", 0, json!({"moved_on": "2026-05-01"}));
+    no_person.insured = None;
+    assert_eq!(ingest_rejected(&engine, no_person).await, "missing_field");
+    let bad_level = message(
+        "certification.filed",
+        0,
+        json!({"kind": "sideways", "applicant": {"by": "person"}, "applied_on": "2026-05-01"}),
+    );
+    assert_eq!(ingest_rejected(&engine, bad_level).await, "invalid_body");
+    // Another insurer's message on this insurer's connection.
+    let other = message(
+        "certification.filed",
+        0,
+        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-01"}),
+    );
+    let rejected = engine
+        .ingest(other, &InsurerNumber::parse("271004").unwrap(), day(60))
+        .await
+        .unwrap();
+    assert!(matches!(rejected, IngestOutcome::Rejected(r) if r.code == "insurer_mismatch"));
+    // A fact from the future.
+    let future = message(
+        "certification.filed",
+        0,
+        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-01"}),
+    );
+    let rejected = engine.ingest(future, &insurer(), day(-1)).await.unwrap();
+    assert!(matches!(rejected, IngestOutcome::Rejected(r) if r.code == "occurred_in_future"));
+    // Nothing of it was stored.
+    assert_eq!(store.head().await.unwrap().position, 0);
+    store.close().await;
+}
+
+async fn concurrent_commands_on_one_stream_all_land_in_order(db: &TestDb) {
+    let store = db.open().await;
+    let engine = std::sync::Arc::new(Engine::new(store.clone()));
+    let stream = insurer_stream(&insurer());
+    let context = |n: u128| {
+        CommandContext::new(
+            EventId::from_uuid(Uuid::from_u128(0x1000 + n)).unwrap(),
+            Actor::Federation,
+            day(0),
+        )
+    };
+    engine
+        .execute::<Insurer>(
+            &stream,
+            &InsurerCommand::Onboard { insurer: insurer() },
+            &context(0),
+        )
+        .await
+        .unwrap();
+    // Two different commands race on one stream from two engines sharing
+    // nothing but the store: both land, in some order, one after the other.
+    let second_engine = Engine::with_cache_capacity(store.clone(), 16);
+    let standardise = InsurerCommand::CompleteStandardisation {
+        completed_on: chrono::NaiveDate::from_ymd_opt(2026, 5, 1).unwrap(),
+    };
+    let same_command = context(1);
+    let (a, b) = tokio::join!(
+        engine.execute::<Insurer>(&stream, &standardise, &same_command),
+        second_engine.execute::<Insurer>(&stream, &standardise, &same_command),
+    );
+    // The same command (same id) from both: recorded once, and both callers
+    // get the same positions.
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.positions(), b.positions());
+    let events = store.read_stream(&stream, 1, 100).await.unwrap();
+    assert_eq!(events.len(), 2);
+    store.close().await;
+}
+
+async fn an_office_may_not_record_a_decision(db: &TestDb) {
+    let store = db.open().await;
+    let engine = Engine::new(store.clone());
+    let stream = insurer_stream(&insurer());
+    let office = Actor::parse("office:1312345678/T-01").unwrap();
+    let context = CommandContext::new(EventId::from_uuid(Uuid::now_v7()).unwrap(), office, day(0));
+    let result = engine
+        .execute::<Insurer>(
+            &stream,
+            &InsurerCommand::Onboard { insurer: insurer() },
+            &context,
+        )
+        .await;
+    assert!(
+        matches!(result, Err(EngineError::NotPermitted { .. })),
+        "{result:?}"
+    );
+    assert_eq!(store.head().await.unwrap().position, 0);
+    store.close().await;
+}
