@@ -14,9 +14,9 @@
 //! - A transient failure of the handler ([`Unavailable`]) leaves the message
 //!   unacknowledged (negatively acknowledged with a delay): JetStream
 //!   delivers it again, at most `INGEST_MAX_DELIVER` times.
-//! - Messages about the same aggregate (same `stream`, else the same insured
-//!   person, else the same insurer) are handled one after the other in
-//!   stream order; different aggregates in one batch concurrently.
+//! - Messages about the same insured person (else the same insurer) are
+//!   handled one after the other in stream order; different people in one
+//!   batch concurrently.
 //! - Redelivered and re-sent messages are harmless: the handler is
 //!   idempotent by event id and answers with the same receipt again.
 
@@ -31,7 +31,7 @@ use async_nats::jetstream::{self, AckKind};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use kiban_events::ids::{InsuredNumber, InsurerNumber};
-use kiban_events::{EventId, EventType, Payload, Position, StreamName};
+use kiban_events::{EventId, EventType, Position};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -98,49 +98,44 @@ pub mod codes {
     pub const UNKNOWN_KIND: &str = "unknown_kind";
 }
 
-fn default_schema_version() -> u16 {
-    1
-}
-
-/// A municipality's status message: one event to record, in a shape close
-/// to the envelope (`docs/integration.md` has the schema and examples).
+/// A municipality's status message: one fact to record, in the shape the
+/// engine reads (`kiban_engine::ingest::MunicipalMessage`, field for field),
+/// `docs/integration.md` has the schema and examples.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestMessage {
     /// The event id chosen by the municipality (UUID v7 recommended): the
     /// idempotency key, also sent as `Nats-Msg-Id`.
     pub event_id: EventId,
-    /// The event type, `certification.decided`.
+    /// What happened: an event type, `certification.decided`.
     pub kind: EventType,
-    /// The payload schema version of `kind`; 1 when absent.
-    #[serde(default = "default_schema_version")]
-    pub schema_version: u16,
-    /// The insurer (保険者番号) the event is about and that sends it.
+    /// The reporting insurer (保険者番号); must be the subject's, which NATS
+    /// permissions tie to the sending user.
     pub insurer: InsurerNumber,
-    /// The insured person (被保険者番号), when the kind concerns a person.
+    /// The insured person (被保険者番号), for facts about a person or an
+    /// application.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insured: Option<InsuredNumber>,
-    /// The stream (aggregate) the event belongs to, `kind/id`, when the
-    /// kind does not imply it (a certification application's stream, say).
+    /// The application's sequence number, for facts about one
+    /// certification application.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<StreamName>,
+    pub application: Option<u32>,
     /// When it happened, by the municipality's clock (RFC 3339).
     pub occurred_at: DateTime<Utc>,
-    /// The conversation this event belongs to; the event id when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<Uuid>,
-    /// The facts, a JSON object whose schema `kind` defines.
-    pub payload: Payload,
+    /// The fact's own fields, as `kind` defines them.
+    #[serde(default)]
+    pub body: serde_json::Map<String, serde_json::Value>,
 }
 
 impl IngestMessage {
     /// The key that orders handling: messages with the same key are handled
-    /// one after the other, in the order they were published.
+    /// one after the other, in the order they were published. All messages
+    /// about one person share a key (their applications and their own
+    /// record depend on each other); messages about no person, the insurer.
     pub fn ordering_key(&self) -> String {
-        match (&self.stream, &self.insured) {
-            (Some(stream), _) => stream.to_string(),
-            (None, Some(insured)) => format!("{}-{insured}", self.insurer),
-            (None, None) => self.insurer.to_string(),
+        match &self.insured {
+            Some(insured) => format!("{}-{insured}", self.insurer),
+            None => self.insurer.to_string(),
         }
     }
 }
@@ -605,8 +600,8 @@ mod tests {
     fn body(insurer: &str, kind: &str) -> Vec<u8> {
         format!(
             r#"{{"event_id":"{ID}","kind":"{kind}","insurer":"{insurer}","insured":"0000012345",
-                "stream":"certification/131016-0000012345-1","occurred_at":"2026-04-01T09:00:00+09:00",
-                "payload":{{"seq":1}}}}"#
+                "application":1,"occurred_at":"2026-04-01T09:00:00+09:00",
+                "body":{{"kind":"new"}}}}"#
         )
         .into_bytes()
     }
@@ -616,13 +611,13 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_message_passes_and_keeps_its_payload_bytes() {
+    fn a_valid_message_passes_with_its_body() {
         let message =
             check_message(SUBJECT, Some(ID), &body("131016", "certification.filed")).unwrap();
         assert_eq!(message.insurer.as_str(), "131016");
-        assert_eq!(message.schema_version, 1);
-        assert_eq!(message.payload.as_str(), r#"{"seq":1}"#);
-        assert_eq!(message.ordering_key(), "certification/131016-0000012345-1");
+        assert_eq!(message.application, Some(1));
+        assert_eq!(message.body["kind"], "new");
+        assert_eq!(message.ordering_key(), "131016-0000012345");
     }
 
     #[test]

@@ -388,8 +388,8 @@ impl NatsCluster {
 /// production (it checks the workflow rules; this one only knows which event
 /// types a municipality may send).
 ///
-/// The stream is the message's `stream`, else `insured/<insurer>-<insured>`,
-/// else `insurer/<insurer>`.
+/// The stream is the application's (`certification/<insurer>-<insured>-<n>`)
+/// when the message names one, else the person's, else the insurer's.
 #[derive(Debug, Clone)]
 pub struct RecordingHandler<S> {
     store: S,
@@ -421,15 +421,15 @@ pub fn is_insurer_kind(kind: &kiban_events::EventType) -> bool {
 
 /// The stream [`RecordingHandler`] records `message` in.
 pub fn stream_of(message: &IngestMessage) -> kiban_events::StreamName {
-    use kiban_events::StreamName;
-    match (&message.stream, &message.insured) {
-        (Some(stream), _) => stream.clone(),
-        (None, Some(insured)) => {
-            StreamName::new("insured", &format!("{}-{insured}", message.insurer))
-                .expect("numbers make a valid stream id")
+    use kiban_events::domain::certification::certification_stream;
+    use kiban_events::domain::insured::insured_stream;
+    use kiban_events::domain::insurer::insurer_stream;
+    match (&message.insured, message.application) {
+        (Some(insured), Some(application)) => {
+            certification_stream(&message.insurer, insured, application)
         }
-        (None, None) => StreamName::new("insurer", message.insurer.as_str())
-            .expect("an insurer number is a valid stream id"),
+        (Some(insured), None) => insured_stream(&message.insurer, insured),
+        (None, _) => insurer_stream(&message.insurer),
     }
 }
 
@@ -446,14 +446,17 @@ impl<S: kiban_store::EventStore + 'static> IngestHandler for RecordingHandler<S>
         let event = NewEvent {
             event_id: message.event_id,
             event_type: message.kind,
-            schema_version: message.schema_version,
+            schema_version: 1,
             occurred_at: message.occurred_at,
             actor: Actor::Insurer(message.insurer),
-            correlation_id: message
-                .correlation_id
-                .unwrap_or(*message.event_id.as_uuid()),
+            correlation_id: *message.event_id.as_uuid(),
             causation_id: None,
-            payload: message.payload,
+            payload: kiban_events::Payload::from_json(
+                &serde_json::to_string(&message.body).expect("a JSON map serialises"),
+            )
+            .map_err(|error| {
+                Unavailable(format!("unreachable: a JSON object is a payload: {error}"))
+            })?,
         };
         match self
             .store

@@ -54,7 +54,7 @@ pub fn new_id() -> Uuid {
 /// A status message body for `kind` about certification `seq` of one person.
 pub fn message(event_id: Uuid, insurer: &str, kind: &str, seq: u32) -> String {
     format!(
-        r#"{{"event_id":"{event_id}","kind":"{kind}","insurer":"{insurer}","insured":"0000012345","stream":"certification/{insurer}-0000012345-{seq}","occurred_at":"2026-04-01T09:00:00+09:00","payload":{{"seq":{seq}}}}}"#
+        r#"{{"event_id":"{event_id}","kind":"{kind}","insurer":"{insurer}","insured":"0000012345","application":{seq},"occurred_at":"2026-04-01T09:00:00+09:00","body":{{"note":"test"}}}}"#
     )
 }
 
