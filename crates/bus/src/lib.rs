@@ -22,6 +22,7 @@
 //!   [`routing::run_routing`].
 //! - [`local`]: [`local::LocalBus`], the same ingest, receipt and update
 //!   semantics over tokio channels.
+//! - [`engine`]: [`engine::EngineHandler`], the engine as the ingest handler.
 //! - [`error`]: [`Error`], one variant per thing a caller branches on.
 //! - `testing` (feature `testing`): a real `nats-server` (restartable, or a
 //!   three-node cluster) on loopback ports, and a store-backed ingest handler.
@@ -38,6 +39,7 @@
 //! - Every loop here runs in a task its caller owns and stops on a
 //!   `CancellationToken`; no lock is held across an `.await`.
 
+pub mod engine;
 pub mod error;
 pub mod ingest;
 pub mod local;

@@ -287,3 +287,90 @@ async fn a_transient_handler_failure_is_redelivered_not_acknowledged() {
 }
 
 use futures::{FutureExt, StreamExt};
+
+/// Publishes a message for application `application` of the test person.
+async fn publish_fact(
+    context: &jetstream::Context,
+    kind: &str,
+    application: u32,
+    occurred: &str,
+    body: &str,
+) -> String {
+    let id = new_id();
+    let text = format!(
+        r#"{{"event_id":"{id}","kind":"{kind}","insurer":"{INSURER}","insured":"0000012345","application":{application},"occurred_at":"{occurred}","body":{body}}}"#
+    );
+    publish(context, INSURER, kind, &id.to_string(), text).await;
+    id.to_string()
+}
+
+#[tokio::test]
+async fn through_the_engine_a_workflow_is_recorded_and_an_impossible_transition_is_rejected() {
+    let (_server, client, context) = setup(stream_options(1)).await;
+    let (store, _dir) = sqlite_store().await;
+    let mut subscriber = client
+        .subscribe(format!("kiban.receipts.{INSURER}"))
+        .await
+        .unwrap();
+    let engine = std::sync::Arc::new(kiban_engine::Engine::new(store.clone()));
+    let running = Running::start(
+        client.clone(),
+        kiban_bus::engine::EngineHandler::new(engine),
+    );
+
+    let filed = publish_fact(
+        &context,
+        "certification.filed",
+        1,
+        "2026-04-01T09:00:00+09:00",
+        r#"{"kind":"new","applicant":{"by":"person"},"applied_on":"2026-04-01"}"#,
+    )
+    .await;
+    let scheduled = publish_fact(
+        &context,
+        "certification.investigation_scheduled",
+        1,
+        "2026-04-02T09:00:00+09:00",
+        r#"{"scheduled_on":"2026-04-10"}"#,
+    )
+    .await;
+    // Application 2 was never filed: scheduling its investigation breaks a rule.
+    let impossible = publish_fact(
+        &context,
+        "certification.investigation_scheduled",
+        2,
+        "2026-04-02T09:00:00+09:00",
+        r#"{"scheduled_on":"2026-04-10"}"#,
+    )
+    .await;
+    let answers = receipts(&mut subscriber, 3).await;
+    running.stop().await;
+
+    let by_id = |id: &str| {
+        answers
+            .iter()
+            .find(|r| r.event_id.unwrap().to_string() == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        by_id(&filed).status,
+        ReceiptStatus::Accepted,
+        "{:?}",
+        by_id(&filed)
+    );
+    assert_eq!(
+        by_id(&scheduled).status,
+        ReceiptStatus::Accepted,
+        "{:?}",
+        by_id(&scheduled)
+    );
+    let rejected = by_id(&impossible);
+    assert_eq!(rejected.status, ReceiptStatus::Rejected);
+    assert!(rejected.code.is_some() && rejected.message.is_some());
+    let stream = "certification/131016-0000012345-2".parse().unwrap();
+    assert!(
+        store.read_stream(&stream, 1, 10).await.unwrap().is_empty(),
+        "nothing stored for the rejection"
+    );
+}
