@@ -513,16 +513,30 @@ async fn process_batch<H: IngestHandler>(
         .flush()
         .await
         .map_err(|error| Error::from_nats("flushing receipts", error))?;
+    let mut retrying = false;
     for (message, settle) in settled.into_iter().flatten() {
         let kind = match settle {
             Settle::Ack => AckKind::Ack,
             Settle::Terminate => AckKind::Term,
-            Settle::Retry => AckKind::Nak(Some(Duration::from_millis(INGEST_RETRY_DELAY_MS))),
+            Settle::Retry => {
+                retrying = true;
+                AckKind::Nak(Some(Duration::from_millis(INGEST_RETRY_DELAY_MS)))
+            }
         };
         // A lost acknowledgement only means a redelivery, which is harmless.
         if let Err(error) = message.ack_with(kind).await {
             tracing::warn!(%error, "acknowledging an ingest message failed");
         }
+    }
+    if retrying {
+        // Messages already pulled behind the failed ones could be about the
+        // same person; handling them before the failed ones come back would
+        // reorder that person's facts. Dropping the subscription returns
+        // them to JetStream (redelivered after the ack wait, so after the
+        // failed ones), and the store gets a pause to recover.
+        return Err(Error::Unavailable(
+            "the ingest handler is unavailable".to_owned(),
+        ));
     }
     Ok(())
 }
