@@ -207,8 +207,18 @@ async fn a_cluster_node_killed_mid_ingest_loses_nothing() {
     assert!(!cluster.server(victim).is_running());
 }
 
+/// The probe process, killed on drop so that a failing test leaves none.
+struct Probe(std::process::Child);
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the ingest probe process and waits for its `ready` line.
-fn spawn_probe(url: &str, database: &std::path::Path) -> std::process::Child {
+fn spawn_probe(url: &str, database: &std::path::Path) -> Probe {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiban-ingest-probe"))
         .arg(url)
@@ -221,7 +231,7 @@ fn spawn_probe(url: &str, database: &std::path::Path) -> std::process::Child {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready");
-    child
+    Probe(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,13 +249,12 @@ async fn the_ingest_process_killed_mid_ingest_and_restarted_loses_and_duplicates
     let (url, path) = (server.url(), database.clone());
     let probe_ref = &mut probe;
     let ids = ingest_through(client, CRASH_MESSAGES, CRASH_MESSAGES / 3, async move {
-        probe_ref.kill().unwrap(); // SIGKILL: no shutdown path runs
-        probe_ref.wait().unwrap();
+        probe_ref.0.kill().unwrap(); // SIGKILL: no shutdown path runs
+        probe_ref.0.wait().unwrap();
         *probe_ref = spawn_probe(&url, &path);
     })
     .await;
-    let _ = probe.kill();
-    let _ = probe.wait();
+    drop(probe);
     let store = Store::open(
         &format!("sqlite://{}", database.display()),
         kiban_store::StoreOptions::default(),
