@@ -61,6 +61,7 @@ on_both_backends!(
     a_consent_expires_at_its_time_and_a_revoked_one_never,
     a_renewal_window_opens_60_days_before_the_validity_ends,
     an_undecided_subsidy_is_recorded_notice_and_payment_overdue,
+    a_decided_subsidy_is_never_notice_overdue_but_may_be_payment_overdue,
     run_follows_the_store_live_and_stops_when_cancelled,
 );
 
@@ -466,10 +467,9 @@ async fn a_renewal_window_opens_60_days_before_the_validity_ends(db: &TestDb) {
     store.close().await;
 }
 
-async fn an_undecided_subsidy_is_recorded_notice_and_payment_overdue(db: &TestDb) {
-    let store = db.open().await;
-    let engine = Arc::new(Engine::new(store.clone()));
-    let stream = subsidy_stream_for_office(&office(), 1);
+/// An office applies for the subsidy on 2025-11-20: notice due by
+/// 2025-12-31, payment by 2026-01-31.
+async fn apply_for_subsidy(engine: &Engine<Store>, stream: &StreamName) {
     let service = ServiceTypeCode::parse("11").unwrap();
     let apply = SubsidyCommand::Apply {
         applicant: SubsidyApplicant::CareOffice {
@@ -498,12 +498,19 @@ async fn an_undecided_subsidy_is_recorded_notice_and_payment_overdue(db: &TestDb
     };
     engine
         .execute::<SubsidyApplication>(
-            &stream,
+            stream,
             &apply,
             &context(office_actor(), morning(2025, 11, 20)),
         )
         .await
         .unwrap();
+}
+
+async fn an_undecided_subsidy_is_recorded_notice_and_payment_overdue(db: &TestDb) {
+    let store = db.open().await;
+    let engine = Arc::new(Engine::new(store.clone()));
+    let stream = subsidy_stream_for_office(&office(), 1);
+    apply_for_subsidy(&engine, &stream).await;
     let mut ticker = timers(&engine).await;
     // Applied 2025-11-20: notice due by 2025-12-31, payment by 2026-01-31.
     let notice = start_of_jst_day(date(2026, 1, 1));
@@ -546,6 +553,48 @@ async fn an_undecided_subsidy_is_recorded_notice_and_payment_overdue(db: &TestDb
             .await
             .len(),
         1
+    );
+    store.close().await;
+}
+
+async fn a_decided_subsidy_is_never_notice_overdue_but_may_be_payment_overdue(db: &TestDb) {
+    let store = db.open().await;
+    let engine = Arc::new(Engine::new(store.clone()));
+    let stream = subsidy_stream_for_office(&office(), 1);
+    apply_for_subsidy(&engine, &stream).await;
+    for (command, day) in [
+        (SubsidyCommand::StartReview, 1),
+        (SubsidyCommand::Decide, 10),
+    ] {
+        engine
+            .execute::<SubsidyApplication>(
+                &stream,
+                &command,
+                &context(Actor::Federation, morning(2025, 12, day)),
+            )
+            .await
+            .unwrap();
+    }
+    let mut ticker = timers(&engine).await;
+    let entries = ticker.due_list().entries();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].timer, Timer::SubsidyPayment);
+    let notice = ticker
+        .tick(start_of_jst_day(date(2026, 1, 2)))
+        .await
+        .unwrap();
+    assert!(notice.fired.is_empty(), "{notice:?}");
+    let payment = ticker
+        .tick(start_of_jst_day(date(2026, 2, 1)))
+        .await
+        .unwrap();
+    let recorded = payment.recorded();
+    assert_eq!(recorded.len(), 1, "{payment:?}");
+    assert_eq!(recorded[0].event_type.as_str(), "subsidy.payment_overdue");
+    assert!(
+        events_of(&store, &stream, "subsidy.notice_overdue")
+            .await
+            .is_empty()
     );
     store.close().await;
 }
