@@ -993,3 +993,66 @@ fn a_copayment_certificate_far_in_the_future_is_rejected() {
         )
         .then_rejected(R::DateOutOfRange);
 }
+
+#[test]
+fn the_renewal_window_opens_60_days_before_the_validity_ends_once() {
+    // Valid until 2027-03-31: 60 days before is 2027-01-30.
+    let opened = RenewalWindowOpened {
+        application_seq: 1,
+        valid_until: d(2027, 3, 31),
+        opens_on: d(2027, 1, 30),
+        opened_on: d(2027, 1, 30),
+    };
+    assert_eq!(renewal_window_opens_on(d(2027, 3, 31)), d(2027, 1, 30));
+    given::<P>(person())
+        .when(InsuredCommand::OpenRenewalWindow, at(2027, 1, 29))
+        .then_rejected(R::DeadlineNotReached);
+    let state = given::<P>(person())
+        .when(InsuredCommand::OpenRenewalWindow, at(2027, 1, 30))
+        .then(vec![opened.clone().into()]);
+    assert!(state.renewal_windows_opened.contains(&1));
+    let mut history = person();
+    history.push(opened.into());
+    given::<P>(history)
+        .when(InsuredCommand::OpenRenewalWindow, at(2027, 2, 1))
+        .then_rejected(R::DeadlineAlreadyRecorded);
+}
+
+#[test]
+fn the_renewal_window_follows_the_latest_certification_and_not_an_ended_one() {
+    given::<P>([])
+        .when(InsuredCommand::OpenRenewalWindow, at(2027, 2, 1))
+        .then_rejected(R::NotCertified);
+    // Nobody opened the window while the certification ran: once it has
+    // ended there is nothing to renew.
+    given::<P>(person())
+        .when(InsuredCommand::OpenRenewalWindow, at(2027, 4, 1))
+        .then_rejected(R::CurrentCertificationExpired);
+    // A change decision replaced the certification: its end counts, not the
+    // old one's, and the old window is not opened.
+    let mut history = person();
+    history.push(certified(
+        2,
+        CareLevel::Care3,
+        d(2026, 10, 5),
+        d(2027, 4, 30),
+    ));
+    given::<P>(history.clone())
+        .when(InsuredCommand::OpenRenewalWindow, at(2027, 2, 1))
+        .then_rejected(R::DeadlineNotReached);
+    let (events, _) = given::<P>(history)
+        .when(InsuredCommand::OpenRenewalWindow, at(2027, 3, 1))
+        .then_accepted();
+    assert_eq!(
+        events,
+        vec![
+            RenewalWindowOpened {
+                application_seq: 2,
+                valid_until: d(2027, 4, 30),
+                opens_on: d(2027, 3, 1),
+                opened_on: d(2027, 3, 1),
+            }
+            .into()
+        ]
+    );
+}

@@ -524,6 +524,7 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
                 office: other_office(),
             },
         ),
+        (d(2029, 2, 1), InsuredCommand::OpenRenewalWindow),
     ]);
     let insured_events = run::<InsuredPerson>(insured_history(), insured_commands, no_check);
     assert_eq!(types(&insured_events), catalog::<InsuredEvent>());
@@ -601,7 +602,7 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
         catalog::<kiban_events::domain::insurer::InsurerEvent>()
     );
 
-    // Subsidy: one paid, one closed for a deficiency.
+    // Subsidy: one paid, one overdue, one closed for a deficiency.
     let apply = SubsidyCommand::Apply {
         applicant: SubsidyApplicant::CareOffice {
             office: office(),
@@ -642,6 +643,16 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
         ],
         no_check,
     );
+    // And one left undecided and unpaid past its due dates.
+    subsidy.extend(run::<SubsidyApplication>(
+        vec![],
+        vec![
+            (d(2025, 11, 1), apply.clone()),
+            (d(2026, 1, 2), SubsidyCommand::RecordNoticeOverdue),
+            (d(2026, 2, 2), SubsidyCommand::RecordPaymentOverdue),
+        ],
+        no_check,
+    ));
     subsidy.extend(run::<SubsidyApplication>(
         vec![],
         vec![

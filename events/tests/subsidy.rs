@@ -576,3 +576,100 @@ fn absurd_reader_counts_are_a_mismatch_not_an_overflow() {
     assert_eq!(calculation.readers_on_receipts, u32::MAX);
     assert!(calculation.payable <= Yen::new(64_000));
 }
+
+#[test]
+fn an_undecided_notice_is_recorded_overdue_once_after_its_due_date() {
+    // Applied 2025-11-20: the notice is due by 2025-12-31.
+    let history = in_review(care_office(&["11"]));
+    given::<S>(history.clone())
+        .when(SubsidyCommand::RecordNoticeOverdue, at(2025, 12, 31))
+        .then_rejected(R::DeadlineNotReached);
+    let state = given::<S>(history.clone())
+        .when(SubsidyCommand::RecordNoticeOverdue, at(2026, 1, 1))
+        .then(vec![
+            NoticeOverdue {
+                notice_due_by: d(2025, 12, 31),
+                recorded_on: d(2026, 1, 1),
+            }
+            .into(),
+        ]);
+    assert!(state.notice_overdue_recorded);
+    let mut recorded = history.clone();
+    recorded.push(
+        NoticeOverdue {
+            notice_due_by: d(2025, 12, 31),
+            recorded_on: d(2026, 1, 1),
+        }
+        .into(),
+    );
+    given::<S>(recorded)
+        .when(SubsidyCommand::RecordNoticeOverdue, at(2026, 1, 2))
+        .then_rejected(R::DeadlineAlreadyRecorded);
+    given::<S>([])
+        .when(SubsidyCommand::RecordNoticeOverdue, at(2026, 1, 2))
+        .then_rejected(R::SubsidyNotApplied);
+}
+
+#[test]
+fn a_decided_or_closed_application_is_never_notice_overdue() {
+    let mut decided = in_review(care_office(&["11"]));
+    let (events, _) = given::<S>(decided.clone())
+        .when(SubsidyCommand::Decide, at(2025, 12, 10))
+        .then_accepted();
+    decided.extend(events);
+    given::<S>(decided)
+        .when(SubsidyCommand::RecordNoticeOverdue, at(2026, 1, 5))
+        .then_rejected(R::SubsidyAlreadyDecided);
+    let mut closed = in_review(care_office(&["11"]));
+    let (events, _) = given::<S>(closed.clone())
+        .when(
+            SubsidyCommand::FindDeficiency {
+                reason: "通帳の写しが不鮮明".to_owned(),
+            },
+            at(2025, 12, 10),
+        )
+        .then_accepted();
+    closed.extend(events);
+    given::<S>(closed)
+        .when(SubsidyCommand::RecordNoticeOverdue, at(2026, 1, 5))
+        .then_rejected(R::SubsidyClosed);
+}
+
+#[test]
+fn an_unpaid_subsidy_is_recorded_payment_overdue_once_and_a_paid_one_never() {
+    // Applied 2025-11-20: the payment is due by 2026-01-31.
+    let mut decided = in_review(care_office(&["11"]));
+    let (events, _) = given::<S>(decided.clone())
+        .when(SubsidyCommand::Decide, at(2025, 12, 10))
+        .then_accepted();
+    decided.extend(events);
+    given::<S>(decided.clone())
+        .when(SubsidyCommand::RecordPaymentOverdue, at(2026, 1, 31))
+        .then_rejected(R::DeadlineNotReached);
+    let overdue: SubsidyEvent = PaymentOverdue {
+        payment_due_by: d(2026, 1, 31),
+        recorded_on: d(2026, 2, 1),
+    }
+    .into();
+    let state = given::<S>(decided.clone())
+        .when(SubsidyCommand::RecordPaymentOverdue, at(2026, 2, 1))
+        .then(vec![overdue.clone()]);
+    assert!(state.payment_overdue_recorded);
+    let mut recorded = decided.clone();
+    recorded.push(overdue);
+    given::<S>(recorded)
+        .when(SubsidyCommand::RecordPaymentOverdue, at(2026, 2, 2))
+        .then_rejected(R::DeadlineAlreadyRecorded);
+    let mut paid = decided;
+    paid.push(
+        SubsidyPaid {
+            amount: Yen::new(37_400),
+            paid_on: d(2026, 1, 20),
+            after_payment_due: false,
+        }
+        .into(),
+    );
+    given::<S>(paid)
+        .when(SubsidyCommand::RecordPaymentOverdue, at(2026, 2, 2))
+        .then_rejected(R::SubsidyClosed);
+}

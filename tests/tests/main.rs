@@ -5,3 +5,4 @@ mod bench_smoke;
 mod crash_safety;
 mod engine;
 mod store_contract;
+mod timers;

@@ -13,6 +13,9 @@
 //! - `cache.rs`: the bounded cache of recent aggregate states.
 //! - `ingest.rs`: [`ingest::MunicipalMessage`], a municipality's status
 //!   message, and its translation into decider commands.
+//! - `timers.rs`: [`Timers`], the due list that follows the store and the
+//!   ticker that records deadlines, renewal windows, consent expiries and
+//!   overdue subsidies under deterministic ids (DESIGN.md decision 9).
 //!
 //! Architecture invariants:
 //! - The engine knows neither NATS nor HTTP: transports hand it values.
@@ -25,8 +28,12 @@
 mod cache;
 mod engine;
 pub mod ingest;
+pub mod timers;
 
 pub use cache::STATE_CACHE_CAPACITY_DEFAULT;
 pub use engine::{
     CONFLICT_RETRIES_MAX, CommandContext, Engine, EngineError, Executed, derived_event_id,
+};
+pub use timers::{
+    DueList, TICK_INTERVAL_MS, TIMER_NAMESPACE, TickReport, TimerError, Timers, timer_command_id,
 };

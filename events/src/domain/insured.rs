@@ -9,13 +9,19 @@
 //! The access log (`insured.record_viewed`) lives on this stream **[ours]**:
 //! a read is allowed or refused by the same state that records it (live
 //! consent, registered care-plan office), so one decision checks and logs.
+//!
+//! Two facts here are a timer's (`kiban-engine`'s timers, emitted by the
+//! system): a consent reaching its expiry (`insured.consent_expired`) and
+//! the renewal window of the current certification opening 60 days before
+//! its validity ends (`insured.renewal_window_opened`, once per
+//! certification).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::certification::{CertificationDecided, ValidityPeriod};
+use super::certification::{CertificationDecided, RENEWAL_WINDOW_DAYS, ValidityPeriod};
 use super::dates::{fiscal_year, is_august_first, month_end, month_start, next_july_31};
 use super::event::domain_events;
 use super::rejection::{reject_if, rejection};
@@ -39,6 +45,12 @@ pub const HOME_MODIFICATION_RISE_STEPS: u8 = 3;
 /// Longest consent, in days **[ours]**: a year and a day, so a yearly
 /// re-verification with the card never leaves a gap.
 pub const CONSENT_DAYS_MAX: u64 = 366;
+
+/// The first day a renewal (更新申請) of a validity ending on `valid_until`
+/// can be filed **[law]**: 60 days before the end.
+pub fn renewal_window_opens_on(valid_until: NaiveDate) -> NaiveDate {
+    valid_until - Days::new(RENEWAL_WINDOW_DAYS)
+}
 
 /// The stream of an insured person: `insured/<insurer>-<insured>`.
 pub fn insured_stream(insurer: &InsurerNumber, insured: &InsuredNumber) -> StreamName {
@@ -102,6 +114,17 @@ domain_events! {
             level: CareLevel,
             /// The validity period.
             validity: ValidityPeriod,
+        }
+        /// The renewal window of the current certification opened: from today a renewal (更新申請) can be filed, 60 days before the validity ends (a timer's record, once per certification).
+        RenewalWindowOpened = "insured.renewal_window_opened", v 1, by [System] {
+            /// The application whose certification it is (its sequence number).
+            application_seq: u32,
+            /// The last day of the certification's validity.
+            valid_until: NaiveDate,
+            /// The first day a renewal can be filed: 60 days before the validity ends.
+            opens_on: NaiveDate,
+            /// The day the timer recorded it.
+            opened_on: NaiveDate,
         }
         /// A copayment-ratio certificate (負担割合証) was issued or changed.
         CopaymentCertificateIssued = "insured.copayment_certificate_issued", v 1, by [Insurer] {
@@ -313,6 +336,9 @@ pub enum InsuredCommand {
         /// The office.
         office: OfficeNumber,
     },
+    /// Record that the renewal window of the current certification opened
+    /// (sent by a timer).
+    OpenRenewalWindow,
     /// Check and log an office's read of the record.
     RecordView {
         /// The office.
@@ -458,6 +484,9 @@ pub struct InsuredState {
     pub equipment: BTreeMap<i32, EquipmentYear>,
     /// Reads recorded in the access log.
     pub views_recorded: u64,
+    /// The certifications (by application sequence number) whose renewal
+    /// window opening is recorded.
+    pub renewal_windows_opened: BTreeSet<u32>,
 }
 
 impl InsuredState {
@@ -600,6 +629,7 @@ impl Decider for InsuredPerson {
             C::GiveConsent { .. } | C::RevokeConsent { .. } | C::ExpireConsent { .. } => {
                 consent(state, command, now)
             }
+            C::OpenRenewalWindow => open_renewal_window(state, today),
             C::RecordView {
                 office,
                 terminal,
@@ -657,6 +687,9 @@ impl Decider for InsuredPerson {
         use InsuredEvent as E;
         match event {
             E::CertificationRecorded(e) => state.certifications.push(e.clone()),
+            E::RenewalWindowOpened(e) => {
+                state.renewal_windows_opened.insert(e.application_seq);
+            }
             E::CopaymentCertificateIssued(e) => state.copayment_certificates.push(e.clone()),
             E::CostLimitCertificateIssued(e) => state.cost_limit_certificates.push(e.clone()),
             E::CarePlanOfficeRegistered(e) => {
@@ -830,6 +863,57 @@ fn consent(
         _ => unreachable!("called for consent commands only"),
     };
     Ok(vec![event])
+}
+
+/// A timer's record that a renewal can be filed for the current (latest
+/// recorded) certification: once per certification, from 60 days before its
+/// validity ends until it ends.
+fn open_renewal_window(
+    state: &InsuredState,
+    today: NaiveDate,
+) -> Result<Vec<InsuredEvent>, Rejection> {
+    let current = state.certifications.last().ok_or_else(|| {
+        rejection!(
+            NotCertified,
+            "The person has no recorded certification whose renewal could open.",
+            "更新の対象となる認定が記録されていません。"
+        )
+    })?;
+    let valid_until = current.validity.until;
+    let opens_on = renewal_window_opens_on(valid_until);
+    reject_if!(
+        state
+            .renewal_windows_opened
+            .contains(&current.application_seq),
+        DeadlineAlreadyRecorded,
+        format!(
+            "The renewal window of the certification ending on {valid_until} is already recorded as open."
+        ),
+        format!("有効期間満了日 {valid_until} の認定の更新受付開始は記録済みです。")
+    );
+    reject_if!(
+        today < opens_on,
+        DeadlineNotReached,
+        format!(
+            "The renewal window opens on {opens_on}, 60 days before the validity ends on {valid_until}."
+        ),
+        format!("更新申請の受付は有効期間満了日 {valid_until} の60日前（{opens_on}）からです。")
+    );
+    reject_if!(
+        today > valid_until,
+        CurrentCertificationExpired,
+        format!("The certification ended on {valid_until}; there is nothing left to renew."),
+        format!("認定は {valid_until} に終了しています。更新の対象がありません。")
+    );
+    Ok(vec![
+        RenewalWindowOpened {
+            application_seq: current.application_seq,
+            valid_until,
+            opens_on,
+            opened_on: today,
+        }
+        .into(),
+    ])
 }
 
 /// A read is allowed by a live consent or the care-plan registration, and

@@ -10,6 +10,10 @@
 //! The calculator is [`calculate`]; the category table is
 //! [`SERVICE_TYPE_CATEGORIES`]; the fiscal year's window and the medical
 //! institutions' amount are a [`SubsidyPolicy`] value the engine passes in.
+//!
+//! When the notice or the payment passes its due date without happening, a
+//! timer records it once each (`subsidy.notice_overdue`,
+//! `subsidy.payment_overdue`), so the federation's backlog is visible.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -417,6 +421,20 @@ domain_events! {
             /// Whether it came after the payment was due.
             after_payment_due: bool,
         }
+        /// The notice was due and neither a decision nor a closing came by then (a timer's record, once).
+        NoticeOverdue = "subsidy.notice_overdue", v 1, by [System] {
+            /// The due date that passed.
+            notice_due_by: NaiveDate,
+            /// The day the timer recorded it.
+            recorded_on: NaiveDate,
+        }
+        /// The payment was due and did not come by then (a timer's record, once).
+        PaymentOverdue = "subsidy.payment_overdue", v 1, by [System] {
+            /// The due date that passed.
+            payment_due_by: NaiveDate,
+            /// The day the timer recorded it.
+            recorded_on: NaiveDate,
+        }
     }
 }
 
@@ -450,6 +468,10 @@ pub enum SubsidyCommand {
         /// The amount paid; must be the decided one.
         amount: Yen,
     },
+    /// Record that the notice is overdue (sent by a timer).
+    RecordNoticeOverdue,
+    /// Record that the payment is overdue (sent by a timer).
+    RecordPaymentOverdue,
 }
 
 /// Where the application stands.
@@ -480,6 +502,10 @@ pub struct SubsidyState {
     pub application: Option<SubsidyApplied>,
     /// The decision.
     pub decision: Option<SubsidyDecided>,
+    /// Whether the notice's passing its due date is recorded.
+    pub notice_overdue_recorded: bool,
+    /// Whether the payment's passing its due date is recorded.
+    pub payment_overdue_recorded: bool,
 }
 
 impl SubsidyState {
@@ -583,6 +609,9 @@ impl Decider for SubsidyApplication {
                 ])
             }
             SubsidyCommand::Pay { amount } => pay(state, application, *amount, today),
+            SubsidyCommand::RecordNoticeOverdue | SubsidyCommand::RecordPaymentOverdue => {
+                overdue(state, application, command, today)
+            }
         }
     }
 
@@ -600,9 +629,71 @@ impl Decider for SubsidyApplication {
                 state.decision = Some(e.clone());
             }
             SubsidyEvent::SubsidyPaid(_) => state.status = SubsidyStatus::Paid,
+            SubsidyEvent::NoticeOverdue(_) => state.notice_overdue_recorded = true,
+            SubsidyEvent::PaymentOverdue(_) => state.payment_overdue_recorded = true,
         }
         state
     }
+}
+
+/// A timer's record that the notice or the payment passed its due date
+/// without happening, once each. A closed or paid application was already
+/// refused above.
+fn overdue(
+    state: &SubsidyState,
+    application: &SubsidyApplied,
+    command: &SubsidyCommand,
+    today: NaiveDate,
+) -> Result<Vec<SubsidyEvent>, Rejection> {
+    let (what, what_ja, due_by, recorded, passed) = match command {
+        SubsidyCommand::RecordNoticeOverdue => {
+            reject_if!(
+                state.decision.is_some(),
+                SubsidyAlreadyDecided,
+                "The subsidy is already decided; its notice is not overdue.",
+                "助成金は既に決定されているため、通知の遅延はありません。"
+            );
+            (
+                "notice",
+                "決定通知",
+                application.notice_due_by,
+                state.notice_overdue_recorded,
+                state.notice_overdue(today),
+            )
+        }
+        SubsidyCommand::RecordPaymentOverdue => (
+            "payment",
+            "支払",
+            application.payment_due_by,
+            state.payment_overdue_recorded,
+            state.payment_overdue(today),
+        ),
+        _ => unreachable!("called for the overdue records only"),
+    };
+    reject_if!(
+        recorded,
+        DeadlineAlreadyRecorded,
+        format!("The {what} being overdue since {due_by} is already recorded."),
+        format!("{what_ja}の期限 {due_by} の経過は記録済みです。")
+    );
+    reject_if!(
+        !passed,
+        DeadlineNotReached,
+        format!("The {what} is due by {due_by}; that day has not passed yet (today is {today})."),
+        format!("{what_ja}の期限 {due_by} はまだ過ぎていません（本日 {today}）。")
+    );
+    Ok(vec![match command {
+        SubsidyCommand::RecordNoticeOverdue => NoticeOverdue {
+            notice_due_by: due_by,
+            recorded_on: today,
+        }
+        .into(),
+        _ => PaymentOverdue {
+            payment_due_by: due_by,
+            recorded_on: today,
+        }
+        .into(),
+    }])
 }
 
 /// The payment is exactly the decided amount, once.
