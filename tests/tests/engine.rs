@@ -45,7 +45,7 @@ on_both_backends!(
     an_office_may_not_record_a_decision,
 );
 
-fn insurer() -> InsurerNumber {
+pub(crate) fn insurer() -> InsurerNumber {
     InsurerNumber::parse("131016").unwrap()
 }
 
@@ -58,7 +58,7 @@ fn day(days: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap() + chrono::Duration::days(days)
 }
 
-fn message(kind: &str, days: i64, body: serde_json::Value) -> MunicipalMessage {
+pub(crate) fn message(kind: &str, days: i64, body: serde_json::Value) -> MunicipalMessage {
     MunicipalMessage {
         event_id: Uuid::now_v7(),
         kind: kind.to_owned(),
@@ -75,7 +75,7 @@ fn document(fill: char) -> serde_json::Value {
 }
 
 /// The messages of one new application from filing to decision.
-fn whole_certification() -> Vec<MunicipalMessage> {
+pub(crate) fn whole_certification() -> Vec<MunicipalMessage> {
     vec![
         message(
             "certification.filed",

@@ -4,5 +4,6 @@
 mod bench_smoke;
 mod crash_safety;
 mod engine;
+mod ingest;
 mod store_contract;
 mod timers;
