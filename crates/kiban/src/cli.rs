@@ -34,6 +34,10 @@ pub enum Command {
     Serve {
         #[command(flatten)]
         store: StoreArgs,
+        /// NATS server(s) with JetStream for ingest and the outbox relay,
+        /// e.g. `nats://127.0.0.1:4222`. Without it, the in-process bus.
+        #[arg(long, env = "KIBAN_NATS_URL")]
+        nats_url: Option<String>,
     },
     /// Append events given as JSON to one stream (イベント追記).
     ///

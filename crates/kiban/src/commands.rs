@@ -7,10 +7,16 @@ use std::process::ExitCode;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use kiban_bus::engine::EngineHandler;
+use kiban_bus::local::LocalBus;
+use kiban_bus::streams::{StreamOptions, ensure_streams};
+use kiban_engine::{Engine, TICK_INTERVAL_MS, Timers};
 use kiban_events::StreamName;
 use kiban_events::envelope::{Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload};
 use kiban_store::{Store, StoreOptions, VerifyReport};
 use serde::Deserialize;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::EXIT_CHAIN_BROKEN;
@@ -18,7 +24,7 @@ use crate::cli::{Backend, BenchCommand, Command};
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { store } => serve(&store.database_url).await,
+        Command::Serve { store, nats_url } => serve(&store.database_url, nats_url.as_deref()).await,
         Command::Append {
             store,
             stream,
@@ -75,19 +81,67 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-async fn serve(url: &str) -> anyhow::Result<ExitCode> {
+async fn serve(url: &str, nats_url: Option<&str>) -> anyhow::Result<ExitCode> {
     let store = open_store(url).await?;
     let head = store.head().await?;
+    let engine = Arc::new(Engine::new(store.clone()));
+    let handler = Arc::new(EngineHandler::new(Arc::clone(&engine)));
+    let cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let transport = match nats_url {
+        Some(nats_url) => {
+            let client = async_nats::connect(nats_url)
+                .await
+                .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
+            let jetstream = async_nats::jetstream::new(client.clone());
+            ensure_streams(&jetstream, &StreamOptions::default()).await?;
+            tasks.spawn(kiban_bus::ingest::run_ingest(
+                client.clone(),
+                handler,
+                cancel.clone(),
+            ));
+            tasks.spawn(kiban_bus::relay::run_relay(
+                client,
+                store.clone(),
+                cancel.clone(),
+            ));
+            format!("NATS JetStream at {nats_url} (ingest and outbox relay)")
+        }
+        None => {
+            let bus = LocalBus::new();
+            let stop = cancel.clone();
+            tasks.spawn(async move { bus.run_ingest(handler, stop).await });
+            "the in-process bus".to_owned()
+        }
+    };
+    let timers = Timers::new(Arc::clone(&engine));
+    let stop = cancel.clone();
+    tasks.spawn(async move {
+        let interval = std::time::Duration::from_millis(TICK_INTERVAL_MS);
+        timers
+            .run(Utc::now, interval, stop)
+            .await
+            .map_err(|error| kiban_bus::Error::Unavailable(format!("timers: {error}")))
+    });
     println!(
         "kiban serving — store {} (head position {})",
         redact_url(url),
         head.position
     );
+    println!(
+        "transport: {transport}; timers tick every {} s",
+        TICK_INTERVAL_MS / 1000
+    );
     println!("Ctrl-C to stop.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
-    println!("stopping: finishing the batch in flight");
+    tokio::select! {
+        signal = tokio::signal::ctrl_c() => signal.context("cannot listen for Ctrl-C")?,
+        Some(ended) = tasks.join_next() => {
+            tracing::error!(?ended, "a serving task stopped on its own; shutting down");
+        }
+    }
+    println!("stopping: finishing the work in flight");
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }
