@@ -293,3 +293,31 @@ pub mod crash {
             .collect()
     }
 }
+
+/// Generates, for each scenario `async fn name(db: &TestDb)` of the calling
+/// module, a `postgres::name` and a `sqlite::name` test that run it on a
+/// fresh database of each backend: the same scenarios hold both backends to
+/// the same behaviour.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let db = $crate::TestDb::new($crate::Backend::Postgres).await;
+                    super::$scenario(&db).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let db = $crate::TestDb::new($crate::Backend::Sqlite).await;
+                    super::$scenario(&db).await;
+                }
+            )*
+        }
+    };
+}

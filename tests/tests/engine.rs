@@ -14,30 +14,7 @@ use kiban_tests::TestDb;
 use serde_json::json;
 use uuid::Uuid;
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Postgres).await;
-                    super::$scenario(&db).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Sqlite).await;
-                    super::$scenario(&db).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+kiban_tests::on_both_backends!(
     a_whole_certification_is_recorded_and_reaches_the_person,
     resending_a_message_is_harmless,
     impossible_transitions_and_bad_messages_are_rejected_with_codes,

@@ -16,30 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{insurer, message, whole_certification};
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Postgres).await;
-                    super::$scenario(&db).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Sqlite).await;
-                    super::$scenario(&db).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+kiban_tests::on_both_backends!(
     messages_become_events_and_receipts,
     bad_messages_get_rejection_receipts_and_store_nothing,
 );

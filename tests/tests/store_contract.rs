@@ -13,30 +13,7 @@ use kiban_store::{
 };
 use kiban_tests::{Backend, TestDb, bounded, event, event_with_id, events, stream};
 
-macro_rules! contract {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Postgres).await;
-                    super::$scenario(&db).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Sqlite).await;
-                    super::$scenario(&db).await;
-                }
-            )*
-        }
-    };
-}
-
-contract!(
+kiban_tests::on_both_backends!(
     append_reads_back_exactly_and_survives_reopening,
     concurrent_writers_on_one_stream_exactly_one_wins_per_version,
     retrying_writers_on_one_stream_get_contiguous_versions,

@@ -30,30 +30,7 @@ use kiban_store::Store;
 use kiban_tests::{TestDb, bounded};
 use uuid::Uuid;
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Postgres).await;
-                    super::$scenario(&db).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Sqlite).await;
-                    super::$scenario(&db).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+kiban_tests::on_both_backends!(
     an_undecided_application_reaches_its_deadline_once_across_restarts,
     a_second_ticker_records_nothing_more,
     a_decided_application_gets_no_deadline_event,
