@@ -165,7 +165,8 @@ impl Db {
 
     /// The checkpoint of one generation (0 when it has none).
     pub(crate) async fn checkpoint(&self, projection: &str, generation: i64) -> Result<Position> {
-        let sql = "SELECT position FROM projection_checkpoints WHERE projection = $1 AND generation = $2";
+        let sql =
+            "SELECT position FROM projection_checkpoints WHERE projection = $1 AND generation = $2";
         let position = both!(self, pool => sqlx::query_scalar::<_, i64>(sql)
             .bind(projection)
             .bind(generation)
@@ -176,7 +177,8 @@ impl Db {
 
     /// The highest generation with any checkpoint (0 when none).
     pub(crate) async fn last_generation(&self, projection: &str) -> Result<i64> {
-        let sql = "SELECT COALESCE(MAX(generation), 0) FROM projection_checkpoints WHERE projection = $1";
+        let sql =
+            "SELECT COALESCE(MAX(generation), 0) FROM projection_checkpoints WHERE projection = $1";
         Ok(both!(self, pool => sqlx::query_scalar::<_, i64>(sql)
             .bind(projection)
             .fetch_one(pool)
@@ -230,10 +232,12 @@ impl Db {
         let sql = "SELECT d.doc_key, d.json FROM projection_documents d
             JOIN projection_live l ON l.projection = d.projection AND l.generation = d.generation
             WHERE d.projection = $1 ORDER BY d.doc_key";
-        Ok(both!(self, pool => sqlx::query_as::<_, (String, String)>(sql)
+        Ok(
+            both!(self, pool => sqlx::query_as::<_, (String, String)>(sql)
             .bind(projection)
             .fetch_all(pool)
-            .await)?)
+            .await)?,
+        )
     }
 }
 
@@ -295,7 +299,8 @@ impl Tx {
 
     /// Files `doc_key` under `index_key` of `index_name` (idempotent).
     pub async fn index(&mut self, index_name: &str, index_key: &str, doc_key: &str) -> Result<()> {
-        let sql = "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
+        let sql =
+            "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
         let (projection, generation) = (self.projection, self.generation);
         both_tx!(&mut self.inner, tx => sqlx::query(sql)
@@ -310,7 +315,12 @@ impl Tx {
     }
 
     /// Removes `doc_key` from `index_key` of `index_name` (idempotent).
-    pub async fn unindex(&mut self, index_name: &str, index_key: &str, doc_key: &str) -> Result<()> {
+    pub async fn unindex(
+        &mut self,
+        index_name: &str,
+        index_key: &str,
+        doc_key: &str,
+    ) -> Result<()> {
         let sql = "DELETE FROM projection_index WHERE projection = $1 AND generation = $2
             AND index_name = $3 AND index_key = $4 AND doc_key = $5";
         let (projection, generation) = (self.projection, self.generation);
@@ -332,10 +342,12 @@ impl Tx {
         let sql = "UPDATE projection_live SET generation = generation WHERE projection = $1
             RETURNING generation";
         let projection = self.projection;
-        Ok(both_tx!(&mut self.inner, tx => sqlx::query_scalar::<_, i64>(sql)
+        Ok(
+            both_tx!(&mut self.inner, tx => sqlx::query_scalar::<_, i64>(sql)
             .bind(projection)
             .fetch_optional(&mut **tx)
-            .await)?)
+            .await)?,
+        )
     }
 
     /// Sets this generation's checkpoint.

@@ -9,13 +9,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use kiban_events::domain::certification::{
-    self, ApplicationKind, Applicant, CertificationEvent, CertificationStatus, ValidityPeriod,
+    self, Applicant, ApplicationKind, CertificationEvent, CertificationStatus, ValidityPeriod,
 };
 use kiban_events::domain::dates::fiscal_year;
 use kiban_events::domain::insured::{CarePlanOfficeKind, ViewingBasis};
 use kiban_events::domain::insurer::{Insurer, InsurerEvent};
 use kiban_events::domain::office::{Office, OfficeEvent};
-use kiban_events::domain::subsidy::{SubsidyApplicant, SubsidyApplication, SubsidyEvent, SubsidyStatus};
+use kiban_events::domain::subsidy::{
+    SubsidyApplicant, SubsidyApplication, SubsidyEvent, SubsidyStatus,
+};
 use kiban_events::domain::{
     CareLevel, CopaymentRatio, CostLimitStage, Decider, DocumentRef, DomainEvent, jst_date,
 };
@@ -23,14 +25,16 @@ use kiban_events::ids::OfficeNumber;
 
 use crate::db::Db;
 use crate::error::Result;
-use crate::models::access_log::{ACCESS_LOG, AccessEntry, VIEWS_BY_OFFICE_INDEX, VIEWS_BY_PERSON_INDEX, VIEWS_INDEX};
+use crate::models::access_log::{
+    ACCESS_LOG, AccessEntry, VIEWS_BY_OFFICE_INDEX, VIEWS_BY_PERSON_INDEX, VIEWS_INDEX,
+};
 use crate::models::care::{
     APPLICATIONS_INDEX, ApplicationDoc, CARE, CASELOAD_INDEX, OPEN_APPLICATIONS_INDEX,
     OPINION_REQUESTS_INDEX, PersonDoc, person_key,
 };
 use crate::models::organisations::{
-    ALL, AggregateDoc, OFFICES_INDEX, ORGANISATIONS, SUBSIDIES_BY_APPLICANT_INDEX,
-    SUBSIDIES_INDEX, insurer_key, office_key,
+    ALL, AggregateDoc, OFFICES_INDEX, ORGANISATIONS, SUBSIDIES_BY_APPLICANT_INDEX, SUBSIDIES_INDEX,
+    insurer_key, office_key,
 };
 
 /// Longest page of any list query. A caseload page of 500 persons is a
@@ -227,8 +231,15 @@ impl ReadModels {
     }
 
     /// A person's eligibility certificates at `now`.
-    pub async fn eligibility(&self, person: &str, now: DateTime<Utc>) -> Result<Option<EligibilityView>> {
-        Ok(self.person(person).await?.map(|doc| eligibility_view(&doc, now)))
+    pub async fn eligibility(
+        &self,
+        person: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<EligibilityView>> {
+        Ok(self
+            .person(person)
+            .await?
+            .map(|doc| eligibility_view(&doc, now)))
     }
 
     /// A person's benefit ledgers at `now`.
@@ -249,7 +260,11 @@ impl ReadModels {
     }
 
     /// A person's certification applications, oldest first.
-    pub async fn applications(&self, person: &str, now: DateTime<Utc>) -> Result<Vec<ApplicationView>> {
+    pub async fn applications(
+        &self,
+        person: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ApplicationView>> {
         let keys = self
             .db
             .index_page(CARE, APPLICATIONS_INDEX, person, "", PAGE_ITEMS_MAX)
@@ -272,7 +287,11 @@ impl ReadModels {
     }
 
     /// The open applications of `insurer` past their deadline at `now`.
-    pub async fn overdue_applications(&self, insurer: &str, now: DateTime<Utc>) -> Result<Vec<ApplicationView>> {
+    pub async fn overdue_applications(
+        &self,
+        insurer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ApplicationView>> {
         let keys = self
             .db
             .index_page(CARE, OPEN_APPLICATIONS_INDEX, insurer, "", PAGE_ITEMS_MAX)
@@ -286,10 +305,20 @@ impl ReadModels {
     }
 
     /// Applications whose opinion was requested from `institution`.
-    pub async fn opinion_requests(&self, institution: &str, now: DateTime<Utc>) -> Result<Vec<ApplicationView>> {
+    pub async fn opinion_requests(
+        &self,
+        institution: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ApplicationView>> {
         let keys = self
             .db
-            .index_page(CARE, OPINION_REQUESTS_INDEX, institution, "", PAGE_ITEMS_MAX)
+            .index_page(
+                CARE,
+                OPINION_REQUESTS_INDEX,
+                institution,
+                "",
+                PAGE_ITEMS_MAX,
+            )
             .await?;
         let docs: Vec<ApplicationDoc> = self.documents(CARE, &keys).await?;
         Ok(docs.iter().map(|doc| application_view(doc, now)).collect())
@@ -310,7 +339,9 @@ impl ReadModels {
             .db
             .index_page(CARE, CASELOAD_INDEX, office.as_str(), after, limit)
             .await?;
-        let next = (keys.len() == limit).then(|| keys.last().cloned()).flatten();
+        let next = (keys.len() == limit)
+            .then(|| keys.last().cloned())
+            .flatten();
         let docs: Vec<PersonDoc> = self.documents(CARE, &keys).await?;
         let items = docs
             .iter()
@@ -358,8 +389,10 @@ impl ReadModels {
 
     /// An insurer's rollout status.
     pub async fn insurer(&self, insurer: &str) -> Result<Option<InsurerView>> {
-        let doc: Option<AggregateDoc<InsurerEvent>> =
-            self.db.document(ORGANISATIONS, &insurer_key(insurer)).await?;
+        let doc: Option<AggregateDoc<InsurerEvent>> = self
+            .db
+            .document(ORGANISATIONS, &insurer_key(insurer))
+            .await?;
         Ok(doc.map(|doc| {
             let state = Insurer::replay(doc.events.iter().map(|s| &s.event));
             InsurerView {
@@ -373,7 +406,11 @@ impl ReadModels {
     }
 
     /// Subsidy applications: all, or one applicant's.
-    pub async fn subsidies(&self, applicant: Option<&str>, now: DateTime<Utc>) -> Result<Vec<SubsidyView>> {
+    pub async fn subsidies(
+        &self,
+        applicant: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SubsidyView>> {
         let (index, key) = match applicant {
             Some(applicant) => (SUBSIDIES_BY_APPLICANT_INDEX, applicant),
             None => (SUBSIDIES_INDEX, ALL),
@@ -387,7 +424,11 @@ impl ReadModels {
     }
 
     /// The access log: of a person, of an office, or all; newest last.
-    pub async fn access_log(&self, person: Option<&str>, office: Option<&str>) -> Result<Vec<AccessEntry>> {
+    pub async fn access_log(
+        &self,
+        person: Option<&str>,
+        office: Option<&str>,
+    ) -> Result<Vec<AccessEntry>> {
         let (index, key) = match (person, office) {
             (Some(person), _) => (VIEWS_BY_PERSON_INDEX, person),
             (None, Some(office)) => (VIEWS_BY_OFFICE_INDEX, office),
@@ -400,7 +441,11 @@ impl ReadModels {
         self.documents(ACCESS_LOG, &keys).await
     }
 
-    async fn documents<T: DeserializeOwned>(&self, projection: &str, keys: &[String]) -> Result<Vec<T>> {
+    async fn documents<T: DeserializeOwned>(
+        &self,
+        projection: &str,
+        keys: &[String],
+    ) -> Result<Vec<T>> {
         let mut docs = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(doc) = self.db.document(projection, key).await? {
@@ -514,10 +559,14 @@ fn document_views(doc: &ApplicationDoc) -> Vec<DocumentView> {
     doc.events
         .iter()
         .filter_map(|s| match &s.event {
-            CertificationEvent::InvestigationCompleted(e) => {
-                Some(view("investigation_sheet", &e.investigation_sheet, s.occurred_at))
+            CertificationEvent::InvestigationCompleted(e) => Some(view(
+                "investigation_sheet",
+                &e.investigation_sheet,
+                s.occurred_at,
+            )),
+            CertificationEvent::OpinionReceived(e) => {
+                Some(view("opinion", &e.opinion, s.occurred_at))
             }
-            CertificationEvent::OpinionReceived(e) => Some(view("opinion", &e.opinion, s.occurred_at)),
             _ => None,
         })
         .collect()

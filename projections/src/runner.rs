@@ -202,7 +202,9 @@ async fn rebuild(db: &Db, store: &Store, projection: &dyn Projection) -> Result<
     let generation = db.last_generation(name).await?.max(live) + 1;
     let mut position: Position = 0;
     loop {
-        let page = store.read_all(position + 1, BATCH_EVENTS_MAX.min(READ_EVENTS_MAX)).await?;
+        let page = store
+            .read_all(position + 1, BATCH_EVENTS_MAX.min(READ_EVENTS_MAX))
+            .await?;
         let Some(last) = page.last() else { break };
         let last = last.position;
         match apply_batch(db, projection, generation, &page, false).await? {
@@ -215,7 +217,12 @@ async fn rebuild(db: &Db, store: &Store, projection: &dyn Projection) -> Result<
     tx.set_checkpoint(position).await?;
     tx.make_live(projection.schema_version()).await?;
     tx.commit().await?;
-    tracing::info!(projection = name, generation, position, "rebuilt projection is live");
+    tracing::info!(
+        projection = name,
+        generation,
+        position,
+        "rebuilt projection is live"
+    );
     Ok(position)
 }
 
@@ -291,14 +298,16 @@ impl Runner {
     /// cancelled (`Ok`), or something fails.
     async fn follow(&self) -> Result<()> {
         let name = self.projection.name();
-        let (generation, _) = self
-            .db
-            .live(name)
-            .await?
-            .ok_or_else(|| Error::Invalid(format!("projection {name} has no live generation")))?;
+        let (generation, _) =
+            self.db.live(name).await?.ok_or_else(|| {
+                Error::Invalid(format!("projection {name} has no live generation"))
+            })?;
         let from = self.db.checkpoint(name, generation).await?;
         self.checkpoint.send_replace(from);
-        let mut events = self.store.subscribe(from + 1).ready_chunks(BATCH_EVENTS_MAX);
+        let mut events = self
+            .store
+            .subscribe(from + 1)
+            .ready_chunks(BATCH_EVENTS_MAX);
         loop {
             let chunk = tokio::select! {
                 chunk = events.next() => chunk,

@@ -85,7 +85,8 @@ impl Projection for AccessLogProjection {
             };
             let key = view_key(event.position);
             tx.put(&key, &entry).await?;
-            tx.index(VIEWS_BY_PERSON_INDEX, event.stream.id(), &key).await?;
+            tx.index(VIEWS_BY_PERSON_INDEX, event.stream.id(), &key)
+                .await?;
             tx.index(VIEWS_BY_OFFICE_INDEX, &entry.office, &key).await?;
             tx.index(VIEWS_INDEX, ALL, &key).await
         })

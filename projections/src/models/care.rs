@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use kiban_events::RecordedEvent;
 use kiban_events::domain::Decider;
 use kiban_events::domain::certification::CertificationEvent;
-use kiban_events::domain::insured::{InsuredEvent, InsuredPerson, InsuredState};
 use kiban_events::domain::certification::{CertificationApplication, CertificationStatus};
+use kiban_events::domain::insured::{InsuredEvent, InsuredPerson, InsuredState};
 
 use crate::db::Tx;
 use crate::error::Result;
@@ -123,16 +123,24 @@ impl Projection for CareProjection {
     }
 }
 
-async fn load_person(tx: &mut Tx, insurer: &str, insured: &str, event: &RecordedEvent) -> Result<PersonDoc> {
+async fn load_person(
+    tx: &mut Tx,
+    insurer: &str,
+    insured: &str,
+    event: &RecordedEvent,
+) -> Result<PersonDoc> {
     let person = format!("{insurer}-{insured}");
-    Ok(tx.get(&person_key(&person)).await?.unwrap_or_else(|| PersonDoc {
-        insurer: insurer.to_owned(),
-        insured: insured.to_owned(),
-        events: Vec::new(),
-        last_updated_at: event.occurred_at,
-        last_position: event.position,
-        offices: BTreeSet::new(),
-    }))
+    Ok(tx
+        .get(&person_key(&person))
+        .await?
+        .unwrap_or_else(|| PersonDoc {
+            insurer: insurer.to_owned(),
+            insured: insured.to_owned(),
+            events: Vec::new(),
+            last_updated_at: event.occurred_at,
+            last_position: event.position,
+            offices: BTreeSet::new(),
+        }))
 }
 
 async fn apply_insured(tx: &mut Tx, event: &RecordedEvent) -> Result<()> {

@@ -7,8 +7,8 @@
 //! (office number or medical-institution code → subsidy).
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use kiban_events::RecordedEvent;
 use kiban_events::domain::DomainEvent;
