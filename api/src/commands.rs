@@ -223,7 +223,11 @@ pub async fn report_terminal_lost(
             terminal,
         } if own == &office => {
             check_terminal(&state, own, terminal, &caller.fingerprint).await?;
-            office_actor(own, terminal)
+            // The decision also suspends the terminal, which only the
+            // federation (or the system) may record: the platform records the
+            // office's report on the federation's behalf. The reporting
+            // terminal was authenticated just above.
+            Actor::Federation
         }
         _ => {
             return Err(ApiError::forbidden(

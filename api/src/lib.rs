@@ -49,6 +49,7 @@ mod queries;
 mod routes;
 mod server;
 mod state;
+mod updates;
 
 pub use auth::Caller;
 pub use commands::{APPLICATIONS_PER_PERSON_MAX, IDEMPOTENCY_KEY};
@@ -62,3 +63,4 @@ pub use routes::{
 };
 pub use server::{CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_MS, ServeConfig, ServeError, Server, serve};
 pub use state::{AppState, Clock};
+pub use updates::LAST_EVENT_ID;

@@ -10,7 +10,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 use tower::ServiceBuilder;
 
 use crate::state::AppState;
-use crate::{commands, ops, queries};
+use crate::{commands, ops, queries, updates};
 
 /// Largest request body, in bytes. Commands are small JSON objects (a
 /// consent, an application); 64 KiB is far above any and bounds memory per
@@ -150,6 +150,13 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/offices/{office}/caseload",
         "Persons the office may see (?after=&limit=)",
+        "the office itself, auditors",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/offices/{office}/updates",
+        "Server-Sent Events of the caseload (Last-Event-ID = position)",
         "the office itself, auditors",
         false,
     ),
@@ -298,6 +305,12 @@ pub fn router(state: AppState) -> Router {
         "POST",
         "/v1/offices/{office}/terminals/{terminal}/lost",
         post(commands::report_terminal_lost),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/offices/{office}/updates",
+        get(updates::updates),
     );
     r = add(r, "GET", "/v1/terminals", get(queries::all_terminals));
     r = add(r, "GET", "/v1/insurers/{insurer}", get(queries::insurer));

@@ -103,6 +103,7 @@ async fn accept_loop(
     state: AppState,
     shutdown: CancellationToken,
 ) {
+    let streams = state.inner.streams.clone();
     let app = router(state);
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
@@ -127,6 +128,7 @@ async fn accept_loop(
             drop(slot);
         });
     }
+    streams.cancel();
     connections.close();
     connections.wait().await;
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use kiban_engine::Engine;
 use kiban_projections::{Projections, ReadModels};
@@ -26,6 +27,9 @@ pub(crate) struct Inner {
     pub read: ReadModels,
     pub clock: Clock,
     pub metrics: Metrics,
+    /// Cancelled when the server shuts down: ends long-lived responses
+    /// (SSE) so that connections can close gracefully.
+    pub streams: CancellationToken,
 }
 
 impl AppState {
@@ -51,6 +55,7 @@ impl AppState {
                 read,
                 clock,
                 metrics: Metrics::default(),
+                streams: CancellationToken::new(),
             }),
         }
     }

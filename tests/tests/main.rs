@@ -1,5 +1,7 @@
 //! kiban's end-to-end suites, compiled into one test binary (one link, one
 //! process per test under nextest). Each suite is a module.
 
+mod api;
 mod engine;
+mod projections;
 mod store_contract;
