@@ -1,9 +1,11 @@
 //! kiban's end-to-end suites, compiled into one test binary (one link, one
 //! process per test under nextest). Each suite is a module.
 
+mod api;
 mod bench_smoke;
 mod crash_safety;
 mod engine;
 mod ingest;
+mod projections;
 mod store_contract;
 mod timers;

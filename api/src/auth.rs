@@ -1,0 +1,206 @@
+//! Authentication (the connection's [`ClientIdentity`]) and the
+//! authorisation rules that need the store.
+//!
+//! Rules (DESIGN.md decision 10):
+//! - an office reads a person only through a registered, unsuspended
+//!   terminal whose credential is the certificate presented, only when the
+//!   person's insurer shares data (otherwise the person is invisible: 404),
+//!   and only with a live consent or as the registered care-plan office;
+//!   each such read appends `insured.record_viewed` through the engine;
+//! - an insurer sees its own people; an auditor sees everything; medical
+//!   institutions and the federation see no person's record.
+//!
+//! Terminals and insurers are folded from the store on each request (their
+//! streams are short), so a suspension takes effect on the next request.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use uuid::Uuid;
+
+use kiban_engine::CommandContext;
+use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
+use kiban_events::domain::insurer::{Insurer, insurer_stream};
+use kiban_events::domain::office::{Office, OfficeState, office_stream};
+use kiban_events::domain::{Decider, DomainEvent, TerminalId};
+use kiban_events::envelope::{Actor, EventId, StreamName};
+use kiban_events::ids::{InsuredNumber, InsurerNumber, OfficeNumber};
+use kiban_store::READ_EVENTS_MAX;
+
+use crate::error::{ApiError, ProblemKind};
+use crate::principal::{ClientIdentity, Principal};
+use crate::state::AppState;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// SHA-256 fingerprint of the certificate presented.
+    pub fingerprint: String,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        match parts.extensions.get::<ClientIdentity>() {
+            Some(ClientIdentity::Verified {
+                principal,
+                fingerprint,
+            }) => Ok(Caller {
+                principal: principal.clone(),
+                fingerprint: fingerprint.clone(),
+            }),
+            Some(ClientIdentity::Unrecognised) => Err(ApiError::new(
+                ProblemKind::Unauthenticated,
+                "The client certificate names no kiban principal (see docs/api.md).",
+            )),
+            _ => Err(ApiError::new(
+                ProblemKind::Unauthenticated,
+                "Present a client certificate issued by the platform CA.",
+            )),
+        }
+    }
+}
+
+/// An insured person named in a path.
+#[derive(Debug, Clone)]
+pub struct PersonId {
+    pub insurer: InsurerNumber,
+    pub insured: InsuredNumber,
+}
+
+impl PersonId {
+    /// Parses the path segments.
+    pub fn parse(insurer: &str, insured: &str) -> Result<Self, ApiError> {
+        Ok(Self {
+            insurer: InsurerNumber::parse(insurer)
+                .map_err(|_| ApiError::validation("The insurer number must be 6 digits."))?,
+            insured: InsuredNumber::parse(insured)
+                .map_err(|_| ApiError::validation("The insured number must be 10 digits."))?,
+        })
+    }
+
+    /// `<insurer>-<insured>`: the read models' person id.
+    pub fn key(&self) -> String {
+        format!("{}-{}", self.insurer, self.insured)
+    }
+}
+
+/// Parses an office number from a path.
+pub fn office_number(value: &str) -> Result<OfficeNumber, ApiError> {
+    OfficeNumber::parse(value)
+        .map_err(|_| ApiError::validation("The office number must be 10 digits."))
+}
+
+/// Folds `stream` from the store (not the engine's cache): the current
+/// state as committed, for decisions that must take effect at once.
+pub async fn fold<D: Decider>(state: &AppState, stream: &StreamName) -> Result<D::State, ApiError> {
+    let mut folded = D::State::default();
+    let mut from = 1;
+    loop {
+        let page = state
+            .inner
+            .store
+            .read_stream(stream, from, READ_EVENTS_MAX)
+            .await?;
+        let full = page.len() == READ_EVENTS_MAX;
+        for recorded in &page {
+            let event = D::Event::from_recorded(
+                recorded.event_type.as_str(),
+                recorded.schema_version,
+                &recorded.payload,
+            )
+            .map_err(|e| ApiError::internal(&e))?;
+            folded = D::evolve(folded, &event);
+            from = recorded.version + 1;
+        }
+        if !full {
+            return Ok(folded);
+        }
+    }
+}
+
+/// Checks that `terminal` of `office` is registered, not suspended, and
+/// that its credential is the certificate presented.
+pub async fn check_terminal(
+    state: &AppState,
+    office: &OfficeNumber,
+    terminal: &TerminalId,
+    fingerprint: &str,
+) -> Result<OfficeState, ApiError> {
+    let folded = fold::<Office>(state, &office_stream(office)).await?;
+    let Some(registered) = folded.terminals.get(terminal) else {
+        return Err(ApiError::forbidden(
+            "This terminal is not registered for the office.",
+        ));
+    };
+    if registered.suspended {
+        return Err(ApiError::new(
+            ProblemKind::TerminalSuspended,
+            "This terminal was reported lost or stolen and is suspended.",
+        ));
+    }
+    if registered.credential.as_str() != fingerprint {
+        return Err(ApiError::forbidden(
+            "The certificate presented is not this terminal's registered credential.",
+        ));
+    }
+    Ok(folded)
+}
+
+/// Whether the insurer's data is shared with offices yet.
+pub async fn insurer_sharing(state: &AppState, insurer: &InsurerNumber) -> Result<bool, ApiError> {
+    Ok(fold::<Insurer>(state, &insurer_stream(insurer))
+        .await?
+        .sharing_enabled())
+}
+
+/// Authorises `caller` to read `person`'s record; for an office, records
+/// the read in the access log (the engine decides it: consent or care-plan
+/// office, insurer sharing).
+pub async fn authorise_person_read(
+    state: &AppState,
+    caller: &Caller,
+    person: &PersonId,
+) -> Result<(), ApiError> {
+    match &caller.principal {
+        Principal::Auditor(_) => Ok(()),
+        Principal::Insurer(insurer) if insurer == &person.insurer => Ok(()),
+        Principal::Office { office, terminal } => {
+            check_terminal(state, office, terminal, &caller.fingerprint).await?;
+            let sharing = insurer_sharing(state, &person.insurer).await?;
+            if !sharing {
+                return Err(ApiError::not_found("No such person."));
+            }
+            let command = InsuredCommand::RecordView {
+                office: office.clone(),
+                terminal: terminal.clone(),
+                insurer_sharing_enabled: sharing,
+            };
+            let context = CommandContext::new(
+                new_event_id(),
+                Actor::system("api").expect("valid"),
+                state.now(),
+            );
+            state
+                .inner
+                .engine
+                .execute::<InsuredPerson>(
+                    &insured_stream(&person.insurer, &person.insured),
+                    &command,
+                    &context,
+                )
+                .await?;
+            Ok(())
+        }
+        _ => Err(ApiError::forbidden(
+            "This principal may not read a person's record.",
+        )),
+    }
+}
+
+/// A fresh event id (UUID v7) for a command the API itself issues.
+pub fn new_event_id() -> EventId {
+    EventId::from_uuid(Uuid::now_v7()).expect("v7 ids are not nil")
+}

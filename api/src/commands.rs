@@ -1,0 +1,338 @@
+//! The command routes: each becomes a decider command executed by the
+//! engine, under the caller's `Idempotency-Key` (the first event's id).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use kiban_engine::{CommandContext, Executed};
+use kiban_events::domain::TerminalId;
+use kiban_events::domain::certification::{
+    Applicant, ApplicationKind, CertificationApplication, CertificationCommand,
+    CurrentCertification, certification_stream,
+};
+use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
+use kiban_events::domain::office::{Loss, Office, OfficeCommand, office_stream};
+use kiban_events::envelope::{Actor, EventId};
+use kiban_events::ids::OfficeNumber;
+
+use crate::auth::{Caller, PersonId, check_terminal, fold, office_number};
+use crate::error::{ApiError, ProblemKind};
+use crate::principal::Principal;
+use crate::state::AppState;
+
+/// The header carrying the caller's idempotency key (a UUID).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Most certification applications probed for one person when choosing
+/// the next sequence number: far above a lifetime of renewals and changes,
+/// and it bounds the probing.
+pub const APPLICATIONS_PER_PERSON_MAX: u32 = 1000;
+
+/// What a command answers.
+#[derive(Debug, Serialize)]
+pub struct CommandAccepted {
+    /// The event ids recorded (the first is the idempotency key).
+    pub event_ids: Vec<Uuid>,
+    /// Their positions.
+    pub positions: Vec<u64>,
+    /// True when the same key had been executed before.
+    pub replayed: bool,
+    /// The stream the events were recorded on.
+    pub stream: String,
+}
+
+fn accepted(stream: String, executed: Executed) -> (StatusCode, Json<CommandAccepted>) {
+    let status = if executed.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (
+        status,
+        Json(CommandAccepted {
+            event_ids: executed
+                .events
+                .iter()
+                .map(|e| *e.event_id.as_uuid())
+                .collect(),
+            positions: executed.positions(),
+            replayed: executed.replayed,
+            stream,
+        }),
+    )
+}
+
+/// The `Idempotency-Key` header as an event id.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<EventId, ApiError> {
+    let value = headers
+        .get(IDEMPOTENCY_KEY)
+        .ok_or_else(|| ApiError::validation("Commands need an Idempotency-Key header (a UUID)."))?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+        .and_then(|uuid| EventId::from_uuid(uuid).ok())
+        .ok_or_else(|| ApiError::validation("The Idempotency-Key must be a non-nil UUID."))
+}
+
+/// Parses a JSON body, mapping an over-limit body to 413.
+pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ProblemKind::PayloadTooLarge,
+                "The request body is over the limit.",
+            )
+        } else {
+            ApiError::validation("The request body could not be read.")
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::validation(format!("The JSON body does not match the schema: {e}")))
+}
+
+fn office_actor(office: &OfficeNumber, terminal: &TerminalId) -> Actor {
+    Actor::Office {
+        office: office.clone(),
+        terminal: Some(terminal.as_str().to_owned()),
+    }
+}
+
+/// Body of a proxy certification application.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyApplication {
+    /// `new`, `renewal` or `change`.
+    pub kind: ApplicationKind,
+    /// The application date.
+    pub applied_on: NaiveDate,
+}
+
+/// `POST /v1/persons/{insurer}/{insured}/certifications`: an office files
+/// a certification application by proxy (代行申請). Needs an active
+/// terminal and the person's live consent or care-plan registration.
+pub async fn file_application(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((insurer, insured)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let person = PersonId::parse(&insurer, &insured)?;
+    let command_id = idempotency_key(&headers)?;
+    let request: ProxyApplication = json_body(body)?;
+    let Principal::Office { office, terminal } = &caller.principal else {
+        return Err(ApiError::forbidden(
+            "Only an office files an application by proxy here.",
+        ));
+    };
+    check_terminal(&state, office, terminal, &caller.fingerprint).await?;
+    let now = state.now();
+    let stream = insured_stream(&person.insurer, &person.insured);
+    let person_state = fold::<InsuredPerson>(&state, &stream).await?;
+    if person_state.viewing_basis(office, now).is_none() {
+        return Err(ApiError::new(
+            ProblemKind::ConsentRequired,
+            "A proxy application needs the person's live consent or care-plan registration.",
+        ));
+    }
+    let seq = next_application_seq(&state, &person, &command_id).await?;
+    let command = CertificationCommand::FileApplication {
+        insurer: person.insurer.clone(),
+        insured: person.insured.clone(),
+        seq,
+        kind: request.kind,
+        applicant: Applicant::Office {
+            office: office.clone(),
+        },
+        applied_on: request.applied_on,
+        current_certification: person_state.certification_on(request.applied_on).map(|c| {
+            CurrentCertification {
+                level: c.level,
+                valid_from: c.validity.from,
+                valid_until: c.validity.until,
+            }
+        }),
+    };
+    let stream = certification_stream(&person.insurer, &person.insured, seq);
+    let context = CommandContext::new(command_id, office_actor(office, terminal), now);
+    let executed = state
+        .inner
+        .engine
+        .execute::<CertificationApplication>(&stream, &command, &context)
+        .await?;
+    Ok(accepted(stream.to_string(), executed))
+}
+
+/// The sequence number of the person's next application, or of the one
+/// this idempotency key already filed (so a retry lands on the same stream).
+async fn next_application_seq(
+    state: &AppState,
+    person: &PersonId,
+    command_id: &EventId,
+) -> Result<u32, ApiError> {
+    for seq in 1..=APPLICATIONS_PER_PERSON_MAX {
+        let stream = certification_stream(&person.insurer, &person.insured, seq);
+        let first = state.inner.store.read_stream(&stream, 1, 1).await?;
+        match first.first() {
+            None => return Ok(seq),
+            Some(event) if &event.event_id == command_id => return Ok(seq),
+            Some(_) => {}
+        }
+    }
+    Err(ApiError::new(
+        ProblemKind::Rejected,
+        "The person has too many applications.",
+    ))
+}
+
+/// Body of a lost-terminal report.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LostReport {
+    /// `lost` or `stolen`.
+    pub loss: Loss,
+}
+
+/// `POST /v1/offices/{office}/terminals/{terminal}/lost`: the office (from
+/// any of its active terminals) or the federation reports a terminal lost
+/// or stolen; it is refused from the next request on.
+pub async fn report_terminal_lost(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((office, lost_terminal)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let office = office_number(&office)?;
+    let lost_terminal = TerminalId::parse(&lost_terminal)
+        .map_err(|_| ApiError::validation("The terminal id is malformed."))?;
+    let command_id = idempotency_key(&headers)?;
+    let request: LostReport = json_body(body)?;
+    let actor = match &caller.principal {
+        Principal::Federation => Actor::Federation,
+        Principal::Office {
+            office: own,
+            terminal,
+        } if own == &office => {
+            check_terminal(&state, own, terminal, &caller.fingerprint).await?;
+            // The decision also suspends the terminal, which only the
+            // federation (or the system) may record: the platform records the
+            // office's report on the federation's behalf. The reporting
+            // terminal was authenticated just above.
+            Actor::Federation
+        }
+        _ => {
+            return Err(ApiError::forbidden(
+                "Only the office itself or the federation reports its terminals.",
+            ));
+        }
+    };
+    let stream = office_stream(&office);
+    let command = OfficeCommand::ReportTerminalLost {
+        terminal: lost_terminal,
+        loss: request.loss,
+    };
+    let context = CommandContext::new(command_id, actor, state.now());
+    let executed = state
+        .inner
+        .engine
+        .execute::<Office>(&stream, &command, &context)
+        .await?;
+    Ok(accepted(stream.to_string(), executed))
+}
+
+/// Body of a consent record.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRecord {
+    /// The office consented to.
+    pub office: String,
+    /// The terminal whose card reader verified the card.
+    pub terminal: String,
+    /// When the consent expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /v1/persons/{insurer}/{insured}/consents`: records a consent
+/// verified elsewhere. The My Number card flow (challenge signed by the
+/// card) is not served here yet, so this route is for the federation only
+/// (system integration and tests); the event's actor is `system:consent`.
+pub async fn give_consent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((insurer, insured)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let person = PersonId::parse(&insurer, &insured)?;
+    let command_id = idempotency_key(&headers)?;
+    let request: ConsentRecord = json_body(body)?;
+    if caller.principal != Principal::Federation {
+        return Err(ApiError::forbidden(
+            "Consents are recorded through the card flow; this route is the federation's.",
+        ));
+    }
+    let command = InsuredCommand::GiveConsent {
+        office: office_number(&request.office)?,
+        terminal: TerminalId::parse(&request.terminal)
+            .map_err(|_| ApiError::validation("The terminal id is malformed."))?,
+        expires_at: request.expires_at,
+    };
+    let stream = insured_stream(&person.insurer, &person.insured);
+    let context = CommandContext::new(
+        command_id,
+        Actor::system("consent").expect("valid"),
+        state.now(),
+    );
+    let executed = state
+        .inner
+        .engine
+        .execute::<InsuredPerson>(&stream, &command, &context)
+        .await?;
+    Ok(accepted(stream.to_string(), executed))
+}
+
+/// `DELETE /v1/persons/{insurer}/{insured}/consents/{office}`: the office
+/// itself (through an active terminal) or the federation revokes a consent.
+pub async fn revoke_consent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((insurer, insured, office)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let person = PersonId::parse(&insurer, &insured)?;
+    let office = office_number(&office)?;
+    let command_id = idempotency_key(&headers)?;
+    let actor = match &caller.principal {
+        Principal::Federation => Actor::system("consent").expect("valid"),
+        Principal::Office {
+            office: own,
+            terminal,
+        } if own == &office => {
+            check_terminal(&state, own, terminal, &caller.fingerprint).await?;
+            office_actor(own, terminal)
+        }
+        _ => {
+            return Err(ApiError::forbidden(
+                "Only the office itself or the federation revokes its consent.",
+            ));
+        }
+    };
+    let stream = insured_stream(&person.insurer, &person.insured);
+    let command = InsuredCommand::RevokeConsent { office };
+    let context = CommandContext::new(command_id, actor, state.now());
+    let executed = state
+        .inner
+        .engine
+        .execute::<InsuredPerson>(&stream, &command, &context)
+        .await?;
+    Ok(accepted(stream.to_string(), executed))
+}

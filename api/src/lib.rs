@@ -1,0 +1,66 @@
+//! `kiban-api`: the HTTPS API of kiban (DESIGN.md decision 10).
+//!
+//! axum under `/v1`, served over rustls with client certificates. The
+//! client certificate's URI SAN names the [`Principal`] (an office terminal,
+//! an insurer, a medical institution, an auditor, the federation; see
+//! [`principal`]); queries read the projections, commands go through the
+//! engine with the caller's `Idempotency-Key` as the first event's id, and
+//! every refusal is RFC 9457 problem+json ([`ApiError`]).
+//!
+//! # Entry points
+//!
+//! - [`serve`]`(&`[`ServeConfig`]`, `[`AppState`]`, CancellationToken)` →
+//!   [`Server`] (its `local_addr`, and `wait()` after shutdown).
+//! - [`router`]`(`[`AppState`]`)` for `oneshot` tests; insert a
+//!   [`ClientIdentity`] extension to play a client certificate.
+//! - [`dev_pki`]`(dir, principals)`: development CA, server and client
+//!   certificates as PEM files.
+//!
+//! # Layout
+//!
+//! - `principal.rs`: certificate → principal; `pki.rs`: certificates and
+//!   the rustls configuration; `server.rs`: the accept loop.
+//! - `auth.rs`: the caller extractor and the authorisation rules that need
+//!   the store; `queries.rs`, `commands.rs`: the `/v1` handlers;
+//!   `ops.rs`: health, readiness, metrics, OpenAPI; `routes.rs`: the route
+//!   table ([`ROUTES`]) and the router with its limits.
+//! - `error.rs`: [`ApiError`] and the problem kinds.
+//!
+//! # Invariants
+//!
+//! - Only this crate knows HTTP.
+//! - Every route except `/healthz` and `/readyz` requires a verified client
+//!   certificate naming a principal; a certificate from another CA fails the
+//!   handshake.
+//! - Every read of a person's record by an office appends
+//!   `insured.record_viewed` before any data is returned.
+//! - Problem bodies never carry internals; logs carry no personal data
+//!   (metrics use route templates, not paths).
+//! - Every task (the accept loop, each connection) is owned by the
+//!   [`Server`] and stops when the shutdown token is cancelled.
+
+mod auth;
+mod commands;
+mod error;
+mod ops;
+pub mod pki;
+pub mod principal;
+mod queries;
+mod routes;
+mod server;
+mod state;
+mod updates;
+
+pub use auth::Caller;
+pub use commands::{APPLICATIONS_PER_PERSON_MAX, IDEMPOTENCY_KEY};
+pub use error::{ApiError, PROBLEM_JSON, PROBLEM_TYPE_PREFIX, ProblemKind};
+pub use ops::openapi_document;
+pub use pki::{DevPki, TlsFiles, dev_pki, dev_principals};
+pub use principal::{ClientIdentity, Principal};
+pub use queries::CASELOAD_PAGE_DEFAULT;
+pub use routes::{
+    REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS, REQUESTS_IN_FLIGHT_MAX, ROUTES, RouteDoc, router,
+};
+pub use server::{CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_MS, ServeConfig, ServeError, Server, serve};
+pub use state::{AppState, Clock};
+pub use updates::LAST_EVENT_ID;

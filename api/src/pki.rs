@@ -1,0 +1,238 @@
+//! Certificates: the development PKI (rcgen) and the rustls server
+//! configuration with client-certificate verification.
+//!
+//! Production takes PEM paths ([`TlsFiles`]); [`dev_pki`] creates a
+//! development CA, a server certificate for `127.0.0.1`/`localhost` and one
+//! sample client certificate per principal kind, as PEM files in a directory
+//! (`kiban serve` uses `./kiban-data/certs`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::principal::Principal;
+
+/// Why certificates could not be made or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PEM file holds nothing usable.
+    #[error("{path}: {reason}")]
+    Pem { path: PathBuf, reason: String },
+    /// rcgen refused to generate.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("TLS configuration refused: {0}")]
+    Tls(String),
+}
+
+/// Where the PEM files of a server are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The platform CA that issues client certificates (one or more PEM
+    /// certificates).
+    pub client_ca: PathBuf,
+    /// The server's certificate chain.
+    pub server_cert: PathBuf,
+    /// The server's private key.
+    pub server_key: PathBuf,
+}
+
+/// A client certificate and key in one PEM file (what `curl --cert` and
+/// reqwest's `Identity::from_pem` take).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFiles {
+    /// The principal it names.
+    pub principal: Principal,
+    /// Certificate followed by key.
+    pub pem: PathBuf,
+    /// SHA-256 fingerprint of the certificate (a terminal's credential).
+    pub fingerprint: String,
+}
+
+/// What [`dev_pki`] made.
+#[derive(Debug, Clone)]
+pub struct DevPki {
+    /// The server's files (the CA also verifies clients).
+    pub tls: TlsFiles,
+    /// One client certificate per principal kind.
+    pub clients: Vec<ClientFiles>,
+}
+
+impl DevPki {
+    /// The client files of `principal`.
+    pub fn client(&self, principal: &Principal) -> Option<&ClientFiles> {
+        self.clients.iter().find(|c| &c.principal == principal)
+    }
+}
+
+/// The sample principals of the development PKI.
+pub fn dev_principals() -> Vec<Principal> {
+    [
+        "kiban:office:1312345678:terminal:T-01",
+        "kiban:insurer:131016",
+        "kiban:medical:1398765432",
+        "kiban:auditor:dev-auditor",
+        "kiban:federation",
+    ]
+    .iter()
+    .filter_map(|uri| Principal::from_uri(uri))
+    .collect()
+}
+
+/// Creates a development CA, a server certificate for 127.0.0.1 and
+/// localhost, and a client certificate for each of `principals` (the
+/// [`dev_principals`] when empty) under `dir`. Existing files are
+/// overwritten: a new CA each time.
+pub fn dev_pki(dir: &Path, principals: &[Principal]) -> Result<DevPki, PkiError> {
+    fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
+    let (ca_pem, issuer) = new_ca("kiban development CA")?;
+    let ca_path = dir.join("ca.pem");
+    write(&ca_path, &ca_pem)?;
+    let mut server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "kiban server");
+    server
+        .extended_key_usages
+        .push(ExtendedKeyUsagePurpose::ServerAuth);
+    let server_key = KeyPair::generate()?;
+    let server_cert = server.signed_by(&server_key, &issuer)?;
+    let tls = TlsFiles {
+        client_ca: ca_path,
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server-key.pem"),
+    };
+    write(&tls.server_cert, &server_cert.pem())?;
+    write(&tls.server_key, &server_key.serialize_pem())?;
+    let defaults = dev_principals();
+    let principals = if principals.is_empty() {
+        &defaults[..]
+    } else {
+        principals
+    };
+    let mut clients = Vec::new();
+    for (index, principal) in principals.iter().enumerate() {
+        let (pem, fingerprint) = client_certificate(principal, &issuer)?;
+        let path = dir.join(format!("client-{}-{index}.pem", principal.kind()));
+        write(&path, &pem)?;
+        clients.push(ClientFiles {
+            principal: principal.clone(),
+            pem: path,
+            fingerprint,
+        });
+    }
+    Ok(DevPki { tls, clients })
+}
+
+/// A self-signed CA: its PEM and the issuer that signs with it.
+pub fn new_ca(name: &str) -> Result<(String, Issuer<'static, KeyPair>), PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let key = KeyPair::generate()?;
+    let certificate = params.self_signed(&key)?;
+    Ok((certificate.pem(), Issuer::new(params, key)))
+}
+
+/// A client certificate for `principal` signed by `issuer`, as PEM
+/// (certificate then key), and its fingerprint.
+pub fn client_certificate(
+    principal: &Principal,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(String, String), PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, principal.kind());
+    let uri = principal.to_uri().try_into()?;
+    params.subject_alt_names.push(SanType::URI(uri));
+    params
+        .extended_key_usages
+        .push(ExtendedKeyUsagePurpose::ClientAuth);
+    let key = KeyPair::generate()?;
+    let certificate = params.signed_by(&key, issuer)?;
+    let fingerprint = crate::principal::fingerprint(certificate.der());
+    Ok((
+        format!("{}{}", certificate.pem(), key.serialize_pem()),
+        fingerprint,
+    ))
+}
+
+/// The rustls server configuration: the server's certificate, and client
+/// certificates verified against the platform CA. A client without a
+/// certificate is let in (so `/healthz` and `/readyz` work) and refused by
+/// every other route; a certificate from another CA fails the handshake.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, PkiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for certificate in certificates(&files.client_ca)? {
+        roots
+            .add(certificate)
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.server_key).map_err(|e| PkiError::Pem {
+        path: files.server_key.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certificates(&files.server_cert)?, key)
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|e| PkiError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PkiError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if certificates.is_empty() {
+        return Err(PkiError::Pem {
+            path: path.to_owned(),
+            reason: "no certificate in the file".to_owned(),
+        });
+    }
+    Ok(certificates)
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
+    fs::write(path, contents).map_err(|source| io(path, source))
+}
+
+fn io(path: &Path, source: std::io::Error) -> PkiError {
+    PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}

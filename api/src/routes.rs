@@ -1,0 +1,345 @@
+//! The route table: every route, its method, who may call it, and the
+//! router built from it.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{MethodRouter, delete, get, post};
+use tower::ServiceBuilder;
+
+use crate::state::AppState;
+use crate::{commands, ops, queries, updates};
+
+/// Largest request body, in bytes. Commands are small JSON objects (a
+/// consent, an application); 64 KiB is far above any and bounds memory per
+/// request. (Document uploads will get their own, larger limit.)
+pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Longest a request may take, in milliseconds, before it is answered
+/// 504: a query is a few lookups, a command one append; ten seconds means
+/// the database is in trouble, and the client should hear so.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// Most requests handled at once; beyond it requests are refused at once
+/// with 503 rate-limited rather than queued. Sized to the read-model and
+/// store pools (a request holds at most one connection of each).
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 256;
+
+/// One documented route.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteDoc {
+    /// `GET`, `POST` or `DELETE`.
+    pub method: &'static str,
+    /// The axum path template.
+    pub path: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// Who may call it.
+    pub allowed: &'static str,
+    /// Whether it is a command (takes an `Idempotency-Key`).
+    pub command: bool,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    allowed: &'static str,
+    command: bool,
+) -> RouteDoc {
+    RouteDoc {
+        method,
+        path,
+        summary,
+        allowed,
+        command,
+    }
+}
+
+const PERSON_READERS: &str = "an office with live consent or as care-plan office (insurer sharing, active terminal; logged), the person's insurer, auditors";
+
+/// Every route of the API.
+pub const ROUTES: &[RouteDoc] = &[
+    route(
+        "GET",
+        "/healthz",
+        "Liveness",
+        "anyone, no certificate",
+        false,
+    ),
+    route(
+        "GET",
+        "/readyz",
+        "Readiness (the store answers)",
+        "anyone, no certificate",
+        false,
+    ),
+    route(
+        "GET",
+        "/metrics",
+        "Prometheus metrics",
+        "any principal",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/openapi.json",
+        "This document",
+        "any principal",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/persons/{insurer}/{insured}/eligibility",
+        "Eligibility certificates",
+        PERSON_READERS,
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/persons/{insurer}/{insured}/certifications",
+        "Certification status and history",
+        PERSON_READERS,
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/persons/{insurer}/{insured}/documents",
+        "Documents of the certifications",
+        PERSON_READERS,
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/persons/{insurer}/{insured}/ledgers",
+        "Benefit ledgers",
+        PERSON_READERS,
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/persons/{insurer}/{insured}/access-log",
+        "Who read the record",
+        "the person's insurer, auditors",
+        false,
+    ),
+    route(
+        "POST",
+        "/v1/persons/{insurer}/{insured}/certifications",
+        "Proxy certification application",
+        "an office with consent or as care-plan office",
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/persons/{insurer}/{insured}/consents",
+        "Record a consent (system integration)",
+        "the federation",
+        true,
+    ),
+    route(
+        "DELETE",
+        "/v1/persons/{insurer}/{insured}/consents/{office}",
+        "Revoke a consent",
+        "the office itself, the federation",
+        true,
+    ),
+    route(
+        "GET",
+        "/v1/offices/{office}/caseload",
+        "Persons the office may see (?after=&limit=)",
+        "the office itself, auditors",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/offices/{office}/updates",
+        "Server-Sent Events of the caseload (Last-Event-ID = position)",
+        "the office itself, auditors",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/offices/{office}/terminals",
+        "The office's terminals",
+        "the office itself, the federation, auditors",
+        false,
+    ),
+    route(
+        "POST",
+        "/v1/offices/{office}/terminals/{terminal}/lost",
+        "Report a terminal lost or stolen",
+        "the office itself, the federation",
+        true,
+    ),
+    route(
+        "GET",
+        "/v1/terminals",
+        "Every terminal",
+        "the federation, auditors",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/insurers/{insurer}",
+        "Insurer rollout status",
+        "the insurer, the federation, auditors",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/insurers/{insurer}/overdue-applications",
+        "Open applications past their deadline",
+        "the insurer, auditors",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/medical/{institution}/opinion-requests",
+        "Opinion requests addressed to the institution",
+        "the institution, auditors",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/subsidies",
+        "Subsidy applications",
+        "the federation and auditors (all), an office or institution (its own)",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/access-log",
+        "The whole access log",
+        "auditors",
+        false,
+    ),
+];
+
+/// Adds `handler` at `path`, refusing (a bug) a route missing from [`ROUTES`].
+fn add(
+    router: Router<AppState>,
+    method: &'static str,
+    path: &'static str,
+    handler: MethodRouter<AppState>,
+) -> Router<AppState> {
+    assert!(
+        ROUTES.iter().any(|r| r.method == method && r.path == path),
+        "route {method} {path} is missing from ROUTES (and so from the OpenAPI document)"
+    );
+    router.route(path, handler)
+}
+
+/// The API as an axum router, for [`crate::serve`] and for `oneshot` tests
+/// (which insert a [`crate::ClientIdentity`] extension themselves).
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new();
+    r = add(r, "GET", "/healthz", get(ops::healthz));
+    r = add(r, "GET", "/readyz", get(ops::readyz));
+    r = add(r, "GET", "/metrics", get(ops::metrics));
+    r = add(r, "GET", "/v1/openapi.json", get(ops::openapi));
+    r = add(
+        r,
+        "GET",
+        "/v1/persons/{insurer}/{insured}/eligibility",
+        get(queries::eligibility),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/persons/{insurer}/{insured}/certifications",
+        get(queries::certifications).post(commands::file_application),
+    );
+    assert!(
+        ROUTES
+            .iter()
+            .any(|r| r.method == "POST"
+                && r.path == "/v1/persons/{insurer}/{insured}/certifications")
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/persons/{insurer}/{insured}/documents",
+        get(queries::documents),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/persons/{insurer}/{insured}/ledgers",
+        get(queries::ledgers),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/persons/{insurer}/{insured}/access-log",
+        get(queries::person_access_log),
+    );
+    r = add(
+        r,
+        "POST",
+        "/v1/persons/{insurer}/{insured}/consents",
+        post(commands::give_consent),
+    );
+    r = add(
+        r,
+        "DELETE",
+        "/v1/persons/{insurer}/{insured}/consents/{office}",
+        delete(commands::revoke_consent),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/offices/{office}/caseload",
+        get(queries::caseload),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/offices/{office}/terminals",
+        get(queries::terminals),
+    );
+    r = add(
+        r,
+        "POST",
+        "/v1/offices/{office}/terminals/{terminal}/lost",
+        post(commands::report_terminal_lost),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/offices/{office}/updates",
+        get(updates::updates),
+    );
+    r = add(r, "GET", "/v1/terminals", get(queries::all_terminals));
+    r = add(r, "GET", "/v1/insurers/{insurer}", get(queries::insurer));
+    r = add(
+        r,
+        "GET",
+        "/v1/insurers/{insurer}/overdue-applications",
+        get(queries::overdue_applications),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/medical/{institution}/opinion-requests",
+        get(queries::opinion_requests),
+    );
+    r = add(r, "GET", "/v1/subsidies", get(queries::subsidies));
+    r = add(r, "GET", "/v1/access-log", get(queries::access_log));
+    r.fallback(ops::fallback)
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::count_requests,
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(ops::middleware_error))
+                .load_shed()
+                .concurrency_limit(REQUESTS_IN_FLIGHT_MAX)
+                .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS)),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,123 @@
+//! `GET /v1/offices/{office}/updates`: Server-Sent Events of what happens
+//! to the persons an office may see, resumable with `Last-Event-ID`.
+//!
+//! Each event's `id` is its store position; a client that reconnects with
+//! `Last-Event-ID: n` gets every relevant event after `n`, none twice
+//! (the store's subscription is gapless). Without the header the stream
+//! starts after the current head. The data carries the event's type, stream
+//! and time, never its payload: the client reads details through the
+//! logged query routes.
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use serde_json::json;
+
+use kiban_events::RecordedEvent;
+use kiban_events::ids::OfficeNumber;
+
+use crate::auth::{Caller, check_terminal, office_number};
+use crate::error::ApiError;
+use crate::principal::Principal;
+use crate::state::AppState;
+
+/// The header a reconnecting SSE client sends.
+pub const LAST_EVENT_ID: &str = "last-event-id";
+
+/// `GET /v1/offices/{office}/updates`: the office itself (through an
+/// active terminal, checked when the stream opens) and auditors.
+pub async fn updates(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(office): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let office = office_number(&office)?;
+    match &caller.principal {
+        Principal::Auditor(_) => {}
+        Principal::Office {
+            office: own,
+            terminal,
+        } if own == &office => {
+            check_terminal(&state, own, terminal, &caller.fingerprint).await?;
+        }
+        _ => {
+            return Err(ApiError::forbidden(
+                "Only the office itself and auditors follow its updates.",
+            ));
+        }
+    }
+    let after = match headers.get(LAST_EVENT_ID) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::validation("Last-Event-ID must be a position (a whole number).")
+            })?,
+        None => state.inner.store.head().await?.position,
+    };
+    let stop = state.inner.streams.clone().cancelled_owned();
+    let relevant_state = state.clone();
+    let events = state
+        .inner
+        .store
+        .subscribe(after + 1)
+        .take_while(|item| futures::future::ready(item.is_ok()))
+        .filter_map(move |item| {
+            let state = relevant_state.clone();
+            let office = office.clone();
+            async move {
+                let event = item.ok()?;
+                relevant(&state, &office, &event)
+                    .await
+                    .then(|| Ok(to_sse(&event)))
+            }
+        })
+        .take_until(stop);
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Whether `office` may see the person `event` is about, once the read
+/// models have applied the event (so a consent given by this very event
+/// counts).
+async fn relevant(state: &AppState, office: &OfficeNumber, event: &RecordedEvent) -> bool {
+    let parts: Vec<&str> = event.stream.id().split('-').collect();
+    let person = match (event.stream.kind(), parts.as_slice()) {
+        ("insured", [insurer, insured]) | ("certification", [insurer, insured, _]) => {
+            format!("{insurer}-{insured}")
+        }
+        _ => return false,
+    };
+    if state
+        .inner
+        .projections
+        .wait_for(event.position)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    match state.inner.read.person(&person).await {
+        Ok(Some(doc)) => doc.offices.contains(office.as_str()),
+        _ => false,
+    }
+}
+
+fn to_sse(event: &RecordedEvent) -> Event {
+    Event::default()
+        .id(event.position.to_string())
+        .event(event.event_type.as_str())
+        .data(
+            json!({
+                "position": event.position,
+                "event_type": event.event_type.as_str(),
+                "stream": event.stream.as_str(),
+                "occurred_at": event.occurred_at,
+            })
+            .to_string(),
+        )
+}

@@ -1,0 +1,50 @@
+//! `kiban-projections`: the read models of kiban (DESIGN.md decision 8).
+//!
+//! A [`Projection`] has a name, a schema version, and `apply(&mut Tx,
+//! &RecordedEvent)`. [`Projections::start`] runs one task per projection
+//! that catches up from its checkpoint with `store.subscribe(checkpoint +
+//! 1)` and then follows the store live, applying events in batches; each
+//! batch commits in one transaction together with the new checkpoint.
+//! [`Projections::lag`] reports head − checkpoint; [`Projections::rebuild`]
+//! replays everything into a fresh generation and swaps it in atomically.
+//! [`ReadModels`] answers the API's queries.
+//!
+//! # Layout
+//!
+//! - `db.rs`: [`Db`] (a pool on the store's database, PostgreSQL or SQLite)
+//!   and [`Tx`]: a small document store (documents, secondary indexes,
+//!   checkpoints, the live-generation pointer) in one SQL dialect.
+//! - `projection.rs`: the [`Projection`] trait, [`Stamped`] events, decoding.
+//! - `runner.rs`: [`Projections`]: runners, lag, rebuild.
+//! - `models/`: the read models — `care` (persons, certification
+//!   applications, caseloads), `organisations` (offices and terminals,
+//!   insurers, subsidies), `access_log`.
+//! - `read.rs`: [`ReadModels`] and the views it returns.
+//!
+//! # Invariants
+//!
+//! - A checkpoint lives in the same database as its documents and moves in
+//!   the same transaction: after a crash a projection resumes exactly after
+//!   the last event it applied.
+//! - `apply` reads no clock; anything depending on "today" (overdue,
+//!   validity, remaining ledgers) is computed at read time.
+//! - Only the generation named in `projection_live` is served; a batch
+//!   first locks that row, so a rebuild's swap and a batch never interleave.
+//! - `kiban-store` does not share its pool, so [`Db::open`] opens its own
+//!   from the same URL; the tables are created with `CREATE … IF NOT EXISTS`
+//!   because the store's migrator owns `_sqlx_migrations`.
+
+mod db;
+mod error;
+pub mod models;
+mod projection;
+mod read;
+mod runner;
+
+pub use db::{Db, POOL_ACQUIRE_TIMEOUT_MS, READ_MODEL_CONNECTIONS, SQLITE_BUSY_TIMEOUT_MS, Tx};
+pub use error::{Error, Result};
+pub use models::access_log::AccessEntry;
+pub use models::care::{ApplicationDoc, PersonDoc};
+pub use projection::{Projection, Stamped, decode};
+pub use read::*;
+pub use runner::{BATCH_EVENTS_MAX, Lag, Projections, RETRY_DELAY_MS};

@@ -1,0 +1,206 @@
+//! The `care` projection: insured persons, their certification
+//! applications, and the offices that may see them.
+//!
+//! Documents (each keeps the aggregate's own events, so the views fold them
+//! with the deciders' `evolve` and use the domain's helpers):
+//! - `person:<insurer>-<insured>`: [`PersonDoc`];
+//! - `application:<insurer>-<insured>-<seq>`: [`ApplicationDoc`].
+//!
+//! Indexes: `caseload` (office → person), `applications` (person →
+//! application), `open_applications` (insurer → open application),
+//! `opinion_requests` (medical institution → application).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use kiban_events::RecordedEvent;
+use kiban_events::domain::Decider;
+use kiban_events::domain::certification::CertificationEvent;
+use kiban_events::domain::certification::{CertificationApplication, CertificationStatus};
+use kiban_events::domain::insured::{InsuredEvent, InsuredPerson, InsuredState};
+
+use crate::db::Tx;
+use crate::error::Result;
+use crate::projection::{Projection, Stamped, decode, id_parts};
+
+/// The projection's name.
+pub const CARE: &str = "care";
+
+/// Index: office → persons it may see (consent or care-plan office).
+pub const CASELOAD_INDEX: &str = "caseload";
+/// Index: person (`<insurer>-<insured>`) → applications.
+pub const APPLICATIONS_INDEX: &str = "applications";
+/// Index: insurer → open applications.
+pub const OPEN_APPLICATIONS_INDEX: &str = "open_applications";
+/// Index: medical institution → applications whose opinion it was asked for.
+pub const OPINION_REQUESTS_INDEX: &str = "opinion_requests";
+
+/// The key of a person's document.
+pub fn person_key(person: &str) -> String {
+    format!("person:{person}")
+}
+
+/// The key of an application's document.
+pub fn application_key(application: &str) -> String {
+    format!("application:{application}")
+}
+
+/// An insured person as the read side keeps them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonDoc {
+    /// 保険者番号.
+    pub insurer: String,
+    /// 被保険者番号.
+    pub insured: String,
+    /// The person's events, except reads (`insured.record_viewed`), which
+    /// belong to the access log.
+    pub events: Vec<Stamped<InsuredEvent>>,
+    /// When anything about the person (their stream or an application)
+    /// last happened.
+    pub last_updated_at: DateTime<Utc>,
+    /// The position of that event.
+    pub last_position: u64,
+    /// The offices currently filed in the caseload index.
+    pub offices: BTreeSet<String>,
+}
+
+impl PersonDoc {
+    /// The person's state, folded with the decider's `evolve`.
+    pub fn state(&self) -> InsuredState {
+        InsuredPerson::replay(self.events.iter().map(|stamped| &stamped.event))
+    }
+}
+
+/// A certification application as the read side keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplicationDoc {
+    /// 保険者番号.
+    pub insurer: String,
+    /// 被保険者番号.
+    pub insured: String,
+    /// The application's sequence number.
+    pub seq: u32,
+    /// The application's events.
+    pub events: Vec<Stamped<CertificationEvent>>,
+}
+
+impl ApplicationDoc {
+    /// The application's state, folded with the decider's `evolve`.
+    pub fn state(&self) -> kiban_events::domain::certification::CertificationState {
+        CertificationApplication::replay(self.events.iter().map(|stamped| &stamped.event))
+    }
+
+    /// `<insurer>-<insured>-<seq>`.
+    pub fn id(&self) -> String {
+        format!("{}-{}-{}", self.insurer, self.insured, self.seq)
+    }
+}
+
+/// The `care` projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CareProjection;
+
+impl Projection for CareProjection {
+    fn name(&self) -> &'static str {
+        CARE
+    }
+
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match event.stream.kind() {
+                "insured" => apply_insured(tx, event).await,
+                "certification" => apply_certification(tx, event).await,
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+async fn load_person(
+    tx: &mut Tx,
+    insurer: &str,
+    insured: &str,
+    event: &RecordedEvent,
+) -> Result<PersonDoc> {
+    let person = format!("{insurer}-{insured}");
+    Ok(tx
+        .get(&person_key(&person))
+        .await?
+        .unwrap_or_else(|| PersonDoc {
+            insurer: insurer.to_owned(),
+            insured: insured.to_owned(),
+            events: Vec::new(),
+            last_updated_at: event.occurred_at,
+            last_position: event.position,
+            offices: BTreeSet::new(),
+        }))
+}
+
+async fn apply_insured(tx: &mut Tx, event: &RecordedEvent) -> Result<()> {
+    let Some(parts) = id_parts(event.stream.id(), 2) else {
+        return Ok(());
+    };
+    let stamped = decode::<InsuredEvent>(event)?;
+    if matches!(stamped.event, InsuredEvent::RecordViewed(_)) {
+        return Ok(());
+    }
+    let mut person = load_person(tx, parts[0], parts[1], event).await?;
+    person.events.push(stamped);
+    person.last_updated_at = event.occurred_at;
+    person.last_position = event.position;
+    let state = person.state();
+    let mut offices: BTreeSet<String> = state.consents.keys().map(|o| o.to_string()).collect();
+    if let Some(registration) = &state.care_plan_office {
+        offices.insert(registration.office.to_string());
+    }
+    let key = person_key(&format!("{}-{}", parts[0], parts[1]));
+    for gone in person.offices.difference(&offices) {
+        tx.unindex(CASELOAD_INDEX, gone, &key).await?;
+    }
+    for new in offices.difference(&person.offices) {
+        tx.index(CASELOAD_INDEX, new, &key).await?;
+    }
+    person.offices = offices;
+    tx.put(&key, &person).await
+}
+
+async fn apply_certification(tx: &mut Tx, event: &RecordedEvent) -> Result<()> {
+    let Some(parts) = id_parts(event.stream.id(), 3) else {
+        return Ok(());
+    };
+    let Ok(seq) = parts[2].parse::<u32>() else {
+        return Ok(());
+    };
+    let stamped = decode::<CertificationEvent>(event)?;
+    let person = format!("{}-{}", parts[0], parts[1]);
+    let key = application_key(event.stream.id());
+    let mut application: ApplicationDoc = tx.get(&key).await?.unwrap_or_else(|| ApplicationDoc {
+        insurer: parts[0].to_owned(),
+        insured: parts[1].to_owned(),
+        seq,
+        events: Vec::new(),
+    });
+    if let CertificationEvent::OpinionRequested(requested) = &stamped.event {
+        tx.index(OPINION_REQUESTS_INDEX, requested.institution.as_str(), &key)
+            .await?;
+    }
+    application.events.push(stamped);
+    if application.state().status == CertificationStatus::Open {
+        tx.index(OPEN_APPLICATIONS_INDEX, parts[0], &key).await?;
+    } else {
+        tx.unindex(OPEN_APPLICATIONS_INDEX, parts[0], &key).await?;
+    }
+    tx.index(APPLICATIONS_INDEX, &person, &key).await?;
+    tx.put(&key, &application).await?;
+    let mut person_doc = load_person(tx, parts[0], parts[1], event).await?;
+    person_doc.last_updated_at = event.occurred_at;
+    person_doc.last_position = event.position;
+    tx.put(&person_key(&person), &person_doc).await
+}

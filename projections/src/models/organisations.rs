@@ -1,0 +1,118 @@
+//! The `organisations` projection: care offices and their terminals,
+//! insurers and their rollout, subsidy applications.
+//!
+//! Documents: `office:<office>`, `insurer:<insurer>`, `subsidy:<id>`, each
+//! an [`AggregateDoc`] holding that aggregate's events. Indexes: `offices`
+//! (`all` → office), `subsidies` (`all` → subsidy), `subsidies_by_applicant`
+//! (office number or medical-institution code → subsidy).
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use kiban_events::RecordedEvent;
+use kiban_events::domain::DomainEvent;
+use kiban_events::domain::insurer::InsurerEvent;
+use kiban_events::domain::office::OfficeEvent;
+use kiban_events::domain::subsidy::{SubsidyApplicant, SubsidyEvent};
+
+use crate::db::Tx;
+use crate::error::Result;
+use crate::projection::{Projection, Stamped, decode};
+
+/// The projection's name.
+pub const ORGANISATIONS: &str = "organisations";
+/// Index: `all` → every office.
+pub const OFFICES_INDEX: &str = "offices";
+/// Index: `all` → every subsidy application.
+pub const SUBSIDIES_INDEX: &str = "subsidies";
+/// Index: applicant (office number or medical-institution code) → its
+/// subsidy applications.
+pub const SUBSIDIES_BY_APPLICANT_INDEX: &str = "subsidies_by_applicant";
+/// The one key of the `all` indexes.
+pub const ALL: &str = "all";
+
+/// The key of an office's document.
+pub fn office_key(office: &str) -> String {
+    format!("office:{office}")
+}
+
+/// The key of an insurer's document.
+pub fn insurer_key(insurer: &str) -> String {
+    format!("insurer:{insurer}")
+}
+
+/// The key of a subsidy application's document.
+pub fn subsidy_key(id: &str) -> String {
+    format!("subsidy:{id}")
+}
+
+/// One aggregate's events, with its stream id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateDoc<E> {
+    /// The stream id (`1312345678`, `131016`, `1312345678-1`).
+    pub id: String,
+    /// Its events.
+    pub events: Vec<Stamped<E>>,
+}
+
+/// The `organisations` projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrganisationsProjection;
+
+impl Projection for OrganisationsProjection {
+    fn name(&self) -> &'static str {
+        ORGANISATIONS
+    }
+
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let id = event.stream.id();
+            match event.stream.kind() {
+                "office" => {
+                    let key = office_key(id);
+                    append::<OfficeEvent>(tx, &key, event).await?;
+                    tx.index(OFFICES_INDEX, ALL, &key).await
+                }
+                "insurer" => append::<InsurerEvent>(tx, &insurer_key(id), event)
+                    .await
+                    .map(|_| ()),
+                "subsidy" => {
+                    let key = subsidy_key(id);
+                    let stamped = append::<SubsidyEvent>(tx, &key, event).await?;
+                    if let SubsidyEvent::SubsidyApplied(applied) = &stamped.event {
+                        let applicant = match &applied.applicant {
+                            SubsidyApplicant::CareOffice { office, .. } => office.to_string(),
+                            SubsidyApplicant::MedicalInstitution { institution, .. } => {
+                                institution.to_string()
+                            }
+                        };
+                        tx.index(SUBSIDIES_BY_APPLICANT_INDEX, &applicant, &key)
+                            .await?;
+                    }
+                    tx.index(SUBSIDIES_INDEX, ALL, &key).await
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+/// Appends the decoded event to the aggregate's document.
+async fn append<E>(tx: &mut Tx, key: &str, event: &RecordedEvent) -> Result<Stamped<E>>
+where
+    E: DomainEvent + Serialize + DeserializeOwned,
+{
+    let stamped = decode::<E>(event)?;
+    let mut doc: AggregateDoc<E> = tx.get(key).await?.unwrap_or_else(|| AggregateDoc {
+        id: event.stream.id().to_owned(),
+        events: Vec::new(),
+    });
+    doc.events.push(stamped.clone());
+    tx.put(key, &doc).await?;
+    Ok(stamped)
+}

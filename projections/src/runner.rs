@@ -1,0 +1,344 @@
+//! [`Projections`]: the runners that keep each projection up to date, lag,
+//! and rebuild.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use kiban_events::{Position, RecordedEvent};
+use kiban_store::{READ_EVENTS_MAX, Store};
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::projection::Projection;
+
+/// Most events applied in one transaction. Large enough that catching up
+/// a million events takes thousands of commits, not a million; small enough
+/// that a batch holds SQLite's write lock (shared with the store's writer)
+/// for milliseconds.
+pub const BATCH_EVENTS_MAX: usize = 256;
+
+/// How long a runner waits before resubscribing after a failure, in
+/// milliseconds: a database restart takes seconds, and a tight loop would
+/// only fill the log.
+pub const RETRY_DELAY_MS: u64 = 1_000;
+
+/// One projection's position behind the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lag {
+    /// The projection.
+    pub projection: &'static str,
+    /// The last position it applied.
+    pub checkpoint: Position,
+    /// The store's head when asked.
+    pub head: Position,
+}
+
+impl Lag {
+    /// Events not yet applied: head − checkpoint.
+    pub fn events(&self) -> u64 {
+        self.head.saturating_sub(self.checkpoint)
+    }
+}
+
+struct Entry {
+    projection: Arc<dyn Projection>,
+    checkpoint: watch::Sender<Position>,
+}
+
+/// The running projections of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct Projections {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    store: Store,
+    entries: Vec<Entry>,
+    cancel: CancellationToken,
+    /// The runner tasks. A std mutex: taken only to move the handles out on
+    /// stop, never across an await.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Projections {
+    /// Prepares each projection (creating its first generation, or
+    /// rebuilding it when its schema version changed) and starts one runner
+    /// task per projection that catches up from its checkpoint and follows
+    /// the store live.
+    pub async fn start(
+        db: Db,
+        store: Store,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<Projections> {
+        let mut entries = Vec::new();
+        for projection in projections {
+            prepare(&db, &store, projection.as_ref()).await?;
+            let (checkpoint, _) = watch::channel(0);
+            entries.push(Entry {
+                projection,
+                checkpoint,
+            });
+        }
+        let cancel = CancellationToken::new();
+        let inner = Arc::new(Inner {
+            db,
+            store,
+            entries,
+            cancel,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut tasks = Vec::new();
+        for index in 0..inner.entries.len() {
+            let runner = Runner {
+                db: inner.db.clone(),
+                store: inner.store.clone(),
+                projection: inner.entries[index].projection.clone(),
+                checkpoint: inner.entries[index].checkpoint.clone(),
+                cancel: inner.cancel.clone(),
+            };
+            tasks.push(tokio::spawn(runner.run()));
+        }
+        *inner.tasks.lock().expect("not poisoned") = tasks;
+        Ok(Projections { inner })
+    }
+
+    /// The read-model database.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The names of the projections.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.inner
+            .entries
+            .iter()
+            .map(|entry| entry.projection.name())
+            .collect()
+    }
+
+    /// Each projection's checkpoint against the store's head.
+    pub async fn lag(&self) -> Result<Vec<Lag>> {
+        let head = self.inner.store.head().await?.position;
+        Ok(self
+            .inner
+            .entries
+            .iter()
+            .map(|entry| Lag {
+                projection: entry.projection.name(),
+                checkpoint: *entry.checkpoint.borrow(),
+                head,
+            })
+            .collect())
+    }
+
+    /// Waits until every projection has applied `position`.
+    pub async fn wait_for(&self, position: Position) -> Result<()> {
+        for entry in &self.inner.entries {
+            let mut receiver = entry.checkpoint.subscribe();
+            tokio::select! {
+                changed = receiver.wait_for(|checkpoint| *checkpoint >= position) => {
+                    changed.map_err(|_| Error::Stopped)?;
+                }
+                () = self.inner.cancel.cancelled() => return Err(Error::Stopped),
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays the whole store into a fresh generation of `name` and then
+    /// serves it, atomically; the old generation keeps serving until then.
+    /// Returns the position the new generation had reached at the swap.
+    pub async fn rebuild(&self, name: &str) -> Result<Position> {
+        let entry = self
+            .inner
+            .entries
+            .iter()
+            .find(|entry| entry.projection.name() == name)
+            .ok_or_else(|| Error::Invalid(format!("no projection named {name:?}")))?;
+        rebuild(&self.inner.db, &self.inner.store, entry.projection.as_ref()).await
+    }
+
+    /// Stops the runners at their next safe point (between batches) and
+    /// waits for them.
+    pub async fn stop(&self) {
+        self.inner.cancel.cancel();
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock().expect("not poisoned"));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Creates the first generation, or rebuilds when the schema changed.
+async fn prepare(db: &Db, store: &Store, projection: &dyn Projection) -> Result<()> {
+    match db.live(projection.name()).await? {
+        Some((_, version)) if version == i64::from(projection.schema_version()) => Ok(()),
+        Some(_) => rebuild(db, store, projection).await.map(|_| ()),
+        None => {
+            let generation = db.last_generation(projection.name()).await? + 1;
+            let mut tx = db.begin(projection.name(), generation).await?;
+            tx.set_checkpoint(0).await?;
+            tx.make_live(projection.schema_version()).await?;
+            tx.commit().await
+        }
+    }
+}
+
+async fn rebuild(db: &Db, store: &Store, projection: &dyn Projection) -> Result<Position> {
+    let name = projection.name();
+    let live = db.live(name).await?.map_or(0, |(generation, _)| generation);
+    let generation = db.last_generation(name).await?.max(live) + 1;
+    let mut position: Position = 0;
+    loop {
+        let page = store
+            .read_all(position + 1, BATCH_EVENTS_MAX.min(READ_EVENTS_MAX))
+            .await?;
+        let Some(last) = page.last() else { break };
+        let last = last.position;
+        match apply_batch(db, projection, generation, &page, false).await? {
+            Batch::Applied => position = last,
+            Batch::NotLive => unreachable!("a rebuild batch does not check the live generation"),
+        }
+    }
+    let mut tx = db.begin(name, generation).await?;
+    tx.lock_live().await?;
+    tx.set_checkpoint(position).await?;
+    tx.make_live(projection.schema_version()).await?;
+    tx.commit().await?;
+    tracing::info!(
+        projection = name,
+        generation,
+        position,
+        "rebuilt projection is live"
+    );
+    Ok(position)
+}
+
+enum Batch {
+    Applied,
+    NotLive,
+}
+
+/// Applies `events` to `generation` and moves its checkpoint, in one
+/// transaction. With `require_live`, does nothing (and says so) when
+/// `generation` is no longer the served one.
+async fn apply_batch(
+    db: &Db,
+    projection: &dyn Projection,
+    generation: i64,
+    events: &[RecordedEvent],
+    require_live: bool,
+) -> Result<Batch> {
+    let Some(last) = events.last() else {
+        return Ok(Batch::Applied);
+    };
+    let mut tx = db.begin(projection.name(), generation).await?;
+    // The first statement writes, so that SQLite takes its write lock (with
+    // its busy wait) at once instead of failing to upgrade a read later.
+    if require_live {
+        if tx.lock_live().await? != Some(generation) {
+            return Ok(Batch::NotLive);
+        }
+    } else {
+        tx.set_checkpoint(events[0].position - 1).await?;
+    }
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1].position,
+            pair[0].position + 1,
+            "the store yields gapless positions"
+        );
+    }
+    for event in events {
+        projection.apply(&mut tx, event).await?;
+    }
+    tx.set_checkpoint(last.position).await?;
+    tx.commit().await?;
+    Ok(Batch::Applied)
+}
+
+/// One projection's task: catch up from the checkpoint, then follow live.
+struct Runner {
+    db: Db,
+    store: Store,
+    projection: Arc<dyn Projection>,
+    checkpoint: watch::Sender<Position>,
+    cancel: CancellationToken,
+}
+
+impl Runner {
+    async fn run(self) {
+        while !self.cancel.is_cancelled() {
+            match self.follow().await {
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::warn!(projection = self.projection.name(), %error, "projection runner failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(RETRY_DELAY_MS)) => {}
+                        () = self.cancel.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Follows the live generation until it changes (`Ok`), the runner is
+    /// cancelled (`Ok`), or something fails.
+    async fn follow(&self) -> Result<()> {
+        let name = self.projection.name();
+        let (generation, _) =
+            self.db.live(name).await?.ok_or_else(|| {
+                Error::Invalid(format!("projection {name} has no live generation"))
+            })?;
+        let from = self.db.checkpoint(name, generation).await?;
+        self.checkpoint.send_replace(from);
+        let mut events = self
+            .store
+            .subscribe(from + 1)
+            .ready_chunks(BATCH_EVENTS_MAX);
+        loop {
+            let chunk = tokio::select! {
+                chunk = events.next() => chunk,
+                () = self.cancel.cancelled() => return Ok(()),
+            };
+            let Some(chunk) = chunk else {
+                return Err(Error::Store(kiban_store::Error::Closed));
+            };
+            let mut batch = Vec::with_capacity(chunk.len());
+            let mut failure = None;
+            for item in chunk {
+                match item {
+                    Ok(event) => batch.push(event),
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+            let last = batch.last().map(|event| event.position);
+            match apply_batch(&self.db, self.projection.as_ref(), generation, &batch, true).await? {
+                Batch::NotLive => return Ok(()),
+                Batch::Applied => {
+                    if let Some(last) = last {
+                        self.checkpoint.send_replace(last);
+                    }
+                }
+            }
+            if let Some(error) = failure {
+                return Err(error.into());
+            }
+        }
+    }
+}

@@ -1,0 +1,845 @@
+//! The API over real HTTPS on a loopback port with real client
+//! certificates from `dev_pki`, on PostgreSQL and SQLite.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, TimeZone, Utc};
+use kiban_api::{AppState, DevPki, Principal, ROUTES, ServeConfig, Server};
+use kiban_engine::Engine;
+use kiban_events::Actor;
+use kiban_events::domain::office::{Office, OfficeCommand, office_stream};
+use kiban_events::domain::{Sha256Digest, TerminalId};
+use kiban_projections::{Db, Projections, models};
+use kiban_store::Store;
+use kiban_tests::{TestDb, bounded};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::projections::on_both_backends;
+use crate::projections::script::*;
+
+on_both_backends!(
+    without_a_certificate_v1_is_401_and_health_answers,
+    a_certificate_from_another_ca_fails_the_handshake,
+    the_authorisation_matrix_holds_for_every_principal_kind,
+    consent_lifecycle_decides_what_an_office_sees_and_reads_are_logged,
+    a_terminal_reported_lost_is_refused_at_once,
+    an_insurer_not_yet_sharing_is_invisible_to_offices,
+    problems_are_problem_json_with_stable_types,
+    the_openapi_document_covers_every_route,
+    a_proxy_application_is_idempotent_on_its_key,
+    office_updates_resume_after_a_disconnect_without_loss,
+);
+
+/// A second office with its own terminal, for the consent lifecycle.
+const OTHER_OFFICE: &str = "1319999999";
+const OTHER_TERMINAL: &str = "T-09";
+/// A second terminal of the main office.
+const SECOND_TERMINAL: &str = "T-02";
+
+struct Harness {
+    store: Store,
+    projections: Projections,
+    server: Option<Server>,
+    shutdown: CancellationToken,
+    pki: DevPki,
+    base: String,
+    clock: Arc<AtomicI64>,
+    _dir: tempfile::TempDir,
+}
+
+fn principal(uri: &str) -> Principal {
+    Principal::from_uri(uri).expect("a principal")
+}
+
+fn office_t01() -> Principal {
+    principal(&format!("kiban:office:{OFFICE}:terminal:{TERMINAL}"))
+}
+fn office_t02() -> Principal {
+    principal(&format!("kiban:office:{OFFICE}:terminal:{SECOND_TERMINAL}"))
+}
+fn other_office() -> Principal {
+    principal(&format!(
+        "kiban:office:{OTHER_OFFICE}:terminal:{OTHER_TERMINAL}"
+    ))
+}
+fn own_insurer() -> Principal {
+    principal(&format!("kiban:insurer:{INSURER}"))
+}
+fn other_insurer() -> Principal {
+    principal(&format!("kiban:insurer:{QUIET_INSURER}"))
+}
+fn medical() -> Principal {
+    principal(&format!("kiban:medical:{INSTITUTION}"))
+}
+fn auditor() -> Principal {
+    principal("kiban:auditor:audit-1")
+}
+fn federation() -> Principal {
+    principal("kiban:federation")
+}
+
+impl Harness {
+    async fn start(db: &TestDb) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let principals = [
+            office_t01(),
+            office_t02(),
+            other_office(),
+            own_insurer(),
+            other_insurer(),
+            medical(),
+            auditor(),
+            federation(),
+        ];
+        let pki = kiban_api::dev_pki(dir.path(), &principals).expect("dev pki");
+        let store = db.open().await;
+        let engine = Arc::new(Engine::new(store.clone()));
+        let fingerprint = |p: &Principal| pki.client(p).unwrap().fingerprint.clone();
+        history(&engine, &fingerprint(&office_t01())).await;
+        register_terminal(
+            &engine,
+            OFFICE,
+            SECOND_TERMINAL,
+            &fingerprint(&office_t02()),
+        )
+        .await;
+        let last = register_office(
+            &engine,
+            OTHER_OFFICE,
+            &[(OTHER_TERMINAL, &fingerprint(&other_office()))],
+        )
+        .await;
+        let read_db = Db::open(db.url()).await.unwrap();
+        let projections = Projections::start(read_db, store.clone(), models::all())
+            .await
+            .unwrap();
+        bounded("catch-up", projections.wait_for(last))
+            .await
+            .unwrap();
+        let clock = Arc::new(AtomicI64::new(day(30).timestamp_micros()));
+        let reading = clock.clone();
+        let state = AppState::with_clock(
+            store.clone(),
+            engine,
+            projections.clone(),
+            Arc::new(move || {
+                Utc.timestamp_micros(reading.load(Ordering::SeqCst))
+                    .unwrap()
+            }),
+        );
+        let shutdown = CancellationToken::new();
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: pki.tls.clone(),
+        };
+        let server = kiban_api::serve(&config, state, shutdown.clone())
+            .await
+            .expect("serves");
+        let base = format!("https://127.0.0.1:{}", server.local_addr.port());
+        Harness {
+            store,
+            projections,
+            server: Some(server),
+            shutdown,
+            pki,
+            base,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    fn set_clock(&self, now: DateTime<Utc>) {
+        self.clock.store(now.timestamp_micros(), Ordering::SeqCst);
+    }
+
+    fn client(&self, principal: Option<&Principal>) -> Client {
+        let ca = std::fs::read(&self.pki.tls.client_ca).unwrap();
+        let mut builder = Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+        if let Some(principal) = principal {
+            let pem = std::fs::read(&self.pki.client(principal).expect("issued").pem).unwrap();
+            builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        builder.build().unwrap()
+    }
+
+    async fn call(
+        &self,
+        who: Option<&Principal>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client(who)
+            .request(method.clone(), format!("{}{path}", self.base));
+        if method != Method::GET {
+            request = request.header("Idempotency-Key", Uuid::now_v7().to_string());
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = bounded("request", request.send()).await.expect("response");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, who: &Principal, path: &str) -> (StatusCode, Value) {
+        self.call(Some(who), Method::GET, path, None).await
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            bounded("server stop", server.wait()).await;
+        }
+        self.projections.stop().await;
+        self.store.close().await;
+    }
+}
+
+async fn register_terminal(
+    engine: &Engine<Store>,
+    office: &str,
+    terminal: &str,
+    credential: &str,
+) -> u64 {
+    let number = kiban_events::ids::OfficeNumber::parse(office).unwrap();
+    run::<Office>(
+        engine,
+        &office_stream(&number),
+        OfficeCommand::RegisterTerminal {
+            terminal: TerminalId::parse(terminal).unwrap(),
+            credential: Sha256Digest::parse(credential).unwrap(),
+        },
+        Actor::Federation,
+        day(-19),
+    )
+    .await
+}
+
+fn person_path(what: &str) -> String {
+    format!("/v1/persons/{INSURER}/{PERSON}/{what}")
+}
+
+fn problem_type(body: &Value) -> &str {
+    body["type"].as_str().unwrap_or("")
+}
+
+async fn without_a_certificate_v1_is_401_and_health_answers(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let (status, body) = h
+        .call(None, Method::GET, &person_path("eligibility"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(problem_type(&body), "urn:kiban:problem:unauthenticated");
+    let (status, _) = h.call(None, Method::GET, "/v1/openapi.json", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = h.call(None, Method::GET, "/metrics", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = h.call(None, Method::GET, "/healthz", None).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, Value::String("ok\n".into()))
+    );
+    let (status, _) = h.call(None, Method::GET, "/readyz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    h.stop().await;
+}
+
+async fn a_certificate_from_another_ca_fails_the_handshake(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let (_, foreign) = kiban_api::pki::new_ca("some other CA").unwrap();
+    let (pem, _) = kiban_api::pki::client_certificate(&auditor(), &foreign).unwrap();
+    let ca = std::fs::read(&h.pki.tls.client_ca).unwrap();
+    let client = Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let result = bounded(
+        "foreign request",
+        client.get(format!("{}/healthz", h.base)).send(),
+    )
+    .await;
+    assert!(
+        result.is_err(),
+        "a foreign certificate must not get an answer: {result:?}"
+    );
+    // The same server still answers its own clients.
+    let (status, _) = h.get(&auditor(), "/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    h.stop().await;
+}
+
+async fn the_authorisation_matrix_holds_for_every_principal_kind(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let person_routes = ["eligibility", "certifications", "documents", "ledgers"];
+    for route in person_routes {
+        let path = person_path(route);
+        for (who, expected) in [
+            (office_t01(), StatusCode::OK),
+            (own_insurer(), StatusCode::OK),
+            (auditor(), StatusCode::OK),
+            (other_insurer(), StatusCode::FORBIDDEN),
+            (medical(), StatusCode::FORBIDDEN),
+            (federation(), StatusCode::FORBIDDEN),
+            (other_office(), StatusCode::FORBIDDEN),
+        ] {
+            let (status, body) = h.get(&who, &path).await;
+            assert_eq!(status, expected, "{} GET {path}: {body}", who.to_uri());
+        }
+    }
+    let caseload = format!("/v1/offices/{OFFICE}/caseload");
+    let overdue = format!("/v1/insurers/{INSURER}/overdue-applications");
+    let opinions = format!("/v1/medical/{INSTITUTION}/opinion-requests");
+    let terminals = format!("/v1/offices/{OFFICE}/terminals");
+    let rollout = format!("/v1/insurers/{INSURER}");
+    let access = person_path("access-log");
+    let matrix: Vec<(&str, Vec<Principal>, Vec<Principal>)> = vec![
+        (
+            &caseload,
+            vec![office_t01(), auditor()],
+            vec![other_office(), own_insurer(), federation(), medical()],
+        ),
+        (
+            &overdue,
+            vec![own_insurer(), auditor()],
+            vec![other_insurer(), office_t01(), federation(), medical()],
+        ),
+        (
+            &opinions,
+            vec![medical(), auditor()],
+            vec![own_insurer(), office_t01(), federation()],
+        ),
+        (
+            &terminals,
+            vec![office_t01(), federation(), auditor()],
+            vec![other_office(), own_insurer(), medical()],
+        ),
+        (
+            &rollout,
+            vec![own_insurer(), federation(), auditor()],
+            vec![other_insurer(), office_t01(), medical()],
+        ),
+        (
+            "/v1/subsidies",
+            vec![federation(), auditor(), office_t01(), medical()],
+            vec![own_insurer()],
+        ),
+        (
+            "/v1/terminals",
+            vec![federation(), auditor()],
+            vec![office_t01(), own_insurer(), medical()],
+        ),
+        (
+            "/v1/access-log",
+            vec![auditor()],
+            vec![federation(), own_insurer(), office_t01(), medical()],
+        ),
+        (
+            &access,
+            vec![own_insurer(), auditor()],
+            vec![other_insurer(), office_t01(), federation(), medical()],
+        ),
+    ];
+    for (path, allowed, refused) in matrix {
+        for who in allowed {
+            let (status, body) = h.get(&who, path).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{} GET {path}: {body}",
+                who.to_uri()
+            );
+        }
+        for who in refused {
+            let (status, body) = h.get(&who, path).await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{} GET {path}: {body}",
+                who.to_uri()
+            );
+            assert_eq!(problem_type(&body), "urn:kiban:problem:forbidden", "{path}");
+        }
+    }
+    // What the allowed see is right.
+    let (_, caseload) = h.get(&office_t01(), &caseload).await;
+    assert_eq!(caseload["items"][0]["insured"], PERSON);
+    assert_eq!(caseload["items"][0]["basis"], "care_plan_office");
+    // The waiting person's application is due on 2026-06-01.
+    h.set_clock(day(40));
+    let (_, overdue) = h.get(&own_insurer(), &overdue).await;
+    assert_eq!(overdue.as_array().unwrap().len(), 1, "{overdue}");
+    assert_eq!(overdue[0]["insured"], WAITING_PERSON);
+    let (_, opinions) = h.get(&medical(), &opinions).await;
+    assert_eq!(opinions.as_array().unwrap().len(), 1);
+    let (_, eligibility) = h.get(&office_t01(), &person_path("eligibility")).await;
+    assert_eq!(eligibility["certification"]["level"], "care_2");
+    h.stop().await;
+}
+
+async fn access_log_len(h: &Harness) -> usize {
+    let head = h.store.head().await.unwrap().position;
+    bounded("projection", h.projections.wait_for(head))
+        .await
+        .unwrap();
+    let (status, log) = h.get(&auditor(), "/v1/access-log").await;
+    assert_eq!(status, StatusCode::OK);
+    log.as_array().unwrap().len()
+}
+
+async fn consent_lifecycle_decides_what_an_office_sees_and_reads_are_logged(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let path = person_path("eligibility");
+    let logged = access_log_len(&h).await;
+    let (status, body) = h.get(&other_office(), &path).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(problem_type(&body), "urn:kiban:problem:consent-required");
+    assert_eq!(
+        access_log_len(&h).await,
+        logged,
+        "a refused read is not logged"
+    );
+
+    let consent =
+        json!({"office": OTHER_OFFICE, "terminal": OTHER_TERMINAL, "expires_at": day(40)});
+    let (status, body) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            &person_path("consents"),
+            Some(consent.clone()),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an office cannot record a consent here: {body}"
+    );
+    let (status, body) = h
+        .call(
+            Some(&federation()),
+            Method::POST,
+            &person_path("consents"),
+            Some(consent.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = h.get(&other_office(), &path).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        access_log_len(&h).await,
+        logged + 1,
+        "the read is in the access log"
+    );
+    let (_, log) = h.get(&own_insurer(), &person_path("access-log")).await;
+    let last = log.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (
+            last["office"].as_str(),
+            last["terminal"].as_str(),
+            last["basis"].as_str()
+        ),
+        (Some(OTHER_OFFICE), Some(OTHER_TERMINAL), Some("consent"))
+    );
+
+    // Revoked by the office: refused at once.
+    let revoke = format!("/v1/persons/{INSURER}/{PERSON}/consents/{OTHER_OFFICE}");
+    let (status, body) = h
+        .call(Some(&other_office()), Method::DELETE, &revoke, None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = h.get(&other_office(), &path).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (StatusCode::FORBIDDEN, "urn:kiban:problem:consent-required")
+    );
+
+    // Given again, then expired.
+    let (status, _) = h
+        .call(
+            Some(&federation()),
+            Method::POST,
+            &person_path("consents"),
+            Some(consent),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = h.get(&other_office(), &path).await;
+    assert_eq!(status, StatusCode::OK);
+    h.set_clock(day(41));
+    let (status, body) = h.get(&other_office(), &path).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (StatusCode::FORBIDDEN, "urn:kiban:problem:consent-required")
+    );
+    h.stop().await;
+}
+
+async fn a_terminal_reported_lost_is_refused_at_once(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let path = person_path("eligibility");
+    let (status, _) = h.get(&office_t01(), &path).await;
+    assert_eq!(status, StatusCode::OK);
+    let lost = format!("/v1/offices/{OFFICE}/terminals/{TERMINAL}/lost");
+    let (status, body) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            &lost,
+            Some(json!({"loss": "stolen"})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "another office may not report it: {body}"
+    );
+    let (status, body) = h
+        .call(
+            Some(&office_t02()),
+            Method::POST,
+            &lost,
+            Some(json!({"loss": "stolen"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // The very next request, without waiting for any projection.
+    for route in ["eligibility", "ledgers"] {
+        let (status, body) = h.get(&office_t01(), &person_path(route)).await;
+        assert_eq!(
+            (status, problem_type(&body)),
+            (
+                StatusCode::FORBIDDEN,
+                "urn:kiban:problem:terminal-suspended"
+            )
+        );
+    }
+    let (status, _) = h
+        .get(&office_t01(), &format!("/v1/offices/{OFFICE}/caseload"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The office's other terminal still works.
+    let (status, _) = h.get(&office_t02(), &path).await;
+    assert_eq!(status, StatusCode::OK);
+    h.stop().await;
+}
+
+async fn an_insurer_not_yet_sharing_is_invisible_to_offices(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let hidden = format!("/v1/persons/{QUIET_INSURER}/{PERSON}/eligibility");
+    let (status, body) = h.get(&office_t01(), &hidden).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (StatusCode::NOT_FOUND, "urn:kiban:problem:not-found")
+    );
+    let (_, rollout) = h
+        .get(&federation(), &format!("/v1/insurers/{QUIET_INSURER}"))
+        .await;
+    assert_eq!(rollout["sharing_enabled"], false);
+    let (_, rollout) = h
+        .get(&federation(), &format!("/v1/insurers/{INSURER}"))
+        .await;
+    assert_eq!(rollout["sharing_enabled"], true);
+    h.stop().await;
+}
+
+async fn problems_are_problem_json_with_stable_types(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let client = h.client(Some(&federation()));
+    let url = format!("{}{}", h.base, person_path("consents"));
+    let expect_problem = |response: reqwest::Response, status: StatusCode, kind: &'static str| async move {
+        assert_eq!(response.status(), status);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["type"], format!("urn:kiban:problem:{kind}"));
+        assert_eq!(body["status"], status.as_u16());
+        assert!(
+            body["title"].is_string() && body["detail"].is_string(),
+            "{body}"
+        );
+        let text = body.to_string().to_lowercase();
+        assert!(
+            !text.contains("sqlx") && !text.contains("panicked"),
+            "{body}"
+        );
+    };
+    // No idempotency key.
+    let response = client.post(&url).json(&json!({})).send().await.unwrap();
+    expect_problem(response, StatusCode::BAD_REQUEST, "validation").await;
+    // A body that does not match.
+    let response = client
+        .post(&url)
+        .header("Idempotency-Key", Uuid::now_v7().to_string())
+        .json(&json!({"office": 1}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::BAD_REQUEST, "validation").await;
+    // A body over the limit.
+    let huge = "x".repeat(kiban_api::REQUEST_BODY_BYTES_MAX + 1);
+    let response = client
+        .post(&url)
+        .header("Idempotency-Key", Uuid::now_v7().to_string())
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large").await;
+    // A malformed number, an unknown route, a business rule.
+    let response = client
+        .get(format!("{}/v1/persons/13/x/eligibility", h.base))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::BAD_REQUEST, "validation").await;
+    let response = client
+        .get(format!("{}/v1/nothing", h.base))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::NOT_FOUND, "not-found").await;
+    let past = json!({"office": OTHER_OFFICE, "terminal": OTHER_TERMINAL, "expires_at": day(1)});
+    let response = client
+        .post(&url)
+        .header("Idempotency-Key", Uuid::now_v7().to_string())
+        .json(&past)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "rejected").await;
+    h.stop().await;
+}
+
+async fn the_openapi_document_covers_every_route(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let (status, document) = h.get(&auditor(), "/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(document["openapi"], "3.1.0");
+    let mut documented = BTreeSet::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let routes: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect();
+    assert_eq!(documented, routes);
+    // Every documented route exists on the server (no "no such route").
+    for (method, path) in &routes {
+        let concrete = path
+            .replace("{insurer}", INSURER)
+            .replace("{insured}", PERSON)
+            .replace("{office}", OFFICE)
+            .replace("{terminal}", "T-77")
+            .replace("{institution}", INSTITUTION);
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        if concrete.ends_with("/updates") {
+            // An event stream never ends: its status is enough.
+            let response = h
+                .client(Some(&auditor()))
+                .get(format!("{}{concrete}", h.base))
+                .send();
+            let response = bounded("updates", response).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{concrete}");
+            continue;
+        }
+        let (status, body) = h
+            .call(Some(&auditor()), method.clone(), &concrete, Some(json!({})))
+            .await;
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {concrete}"
+        );
+        assert_ne!(body["detail"], "No such route.", "{method} {concrete}");
+    }
+    let (status, metrics) = h.get(&auditor(), "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains("kiban_projection_lag_events{projection=\"care\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "kiban_api_requests_total{route=\"/v1/openapi.json\",method=\"GET\",status=\"200\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(PERSON),
+        "metrics carry no personal numbers"
+    );
+    h.stop().await;
+}
+
+async fn a_proxy_application_is_idempotent_on_its_key(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let client = h.client(Some(&office_t01()));
+    let url = format!("{}{}", h.base, person_path("certifications"));
+    let key = Uuid::now_v7().to_string();
+    let body = json!({"kind": "change", "applied_on": "2026-05-30"});
+    let first = client
+        .post(&url)
+        .header("Idempotency-Key", &key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(
+        first["stream"],
+        format!("certification/{INSURER}-{PERSON}-2")
+    );
+    assert_eq!(first["event_ids"][0], key);
+    let again = client
+        .post(&url)
+        .header("Idempotency-Key", &key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["replayed"], true);
+    assert_eq!(again["positions"], first["positions"]);
+    // An office without consent may not apply for the person.
+    let (status, body) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            &person_path("certifications"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (StatusCode::FORBIDDEN, "urn:kiban:problem:consent-required")
+    );
+    h.stop().await;
+}
+
+/// Reads SSE blocks from `response` until `count` event ids were seen.
+async fn sse_ids(response: &mut reqwest::Response, buffer: &mut String, count: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            for line in block.lines() {
+                if let Some(id) = line.strip_prefix("id:") {
+                    ids.push(id.trim().parse().unwrap());
+                }
+            }
+        }
+        if ids.len() >= count {
+            return ids;
+        }
+        let chunk = bounded("an SSE chunk", response.chunk())
+            .await
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+async fn position_of(
+    h: &Harness,
+    who: &Principal,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> u64 {
+    let (status, body) = h.call(Some(who), method, path, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["positions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}
+
+async fn office_updates_resume_after_a_disconnect_without_loss(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let url = format!("{}/v1/offices/{OFFICE}/updates", h.base);
+    let (status, _) = h
+        .get(&own_insurer(), &format!("/v1/offices/{OFFICE}/updates"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let client = h.client(Some(&office_t01()));
+    let mut first = bounded("connect", client.get(&url).send()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let consent =
+        json!({"office": OTHER_OFFICE, "terminal": OTHER_TERMINAL, "expires_at": day(40)});
+    let a = position_of(
+        &h,
+        &federation(),
+        Method::POST,
+        &person_path("consents"),
+        Some(consent.clone()),
+    )
+    .await;
+    let mut buffer = String::new();
+    assert_eq!(sse_ids(&mut first, &mut buffer, 1).await, vec![a]);
+    drop(first);
+    // While disconnected: two updates of the office's person and one of a
+    // person it may not see.
+    let revoke = format!("/v1/persons/{INSURER}/{PERSON}/consents/{OTHER_OFFICE}");
+    let b = position_of(&h, &federation(), Method::DELETE, &revoke, None).await;
+    let elsewhere = format!("/v1/persons/{INSURER}/{WAITING_PERSON}/consents");
+    let hidden = position_of(
+        &h,
+        &federation(),
+        Method::POST,
+        &elsewhere,
+        Some(consent.clone()),
+    )
+    .await;
+    let c = position_of(
+        &h,
+        &federation(),
+        Method::POST,
+        &person_path("consents"),
+        Some(consent),
+    )
+    .await;
+    assert!(a < b && b < hidden && hidden < c);
+    let mut resumed = bounded(
+        "reconnect",
+        client
+            .get(&url)
+            .header("Last-Event-ID", a.to_string())
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let mut buffer = String::new();
+    assert_eq!(sse_ids(&mut resumed, &mut buffer, 2).await, vec![b, c]);
+    drop(resumed);
+    h.stop().await;
+}

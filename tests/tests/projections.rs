@@ -1,0 +1,571 @@
+//! The read models over real stores, on PostgreSQL and SQLite: read models
+//! after a scripted history, catch-up then live, restart from the
+//! checkpoint without applying twice, rebuild gives identical documents.
+//!
+//! [`script`] is shared with the API suite.
+
+use std::sync::Arc;
+
+use kiban_engine::Engine;
+use kiban_projections::{Db, Projections, ReadModels, models};
+use kiban_store::Store;
+use kiban_tests::{TestDb, bounded};
+
+use self::script::*;
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Postgres).await;
+                    super::$scenario(&db).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Sqlite).await;
+                    super::$scenario(&db).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+on_both_backends!(
+    read_models_show_a_scripted_history,
+    projections_catch_up_then_follow_live,
+    a_restart_resumes_from_the_checkpoint_without_applying_twice,
+    a_rebuild_gives_identical_read_models_and_swaps_them_in,
+);
+
+/// A scripted history through the engine, as the suites need it.
+pub(crate) mod script {
+    use chrono::{DateTime, TimeZone, Utc};
+    use kiban_engine::ingest::{IngestOutcome, MunicipalMessage};
+    use kiban_engine::{CommandContext, Engine};
+    use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
+    use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+    use kiban_events::domain::office::{Office, OfficeCommand, office_stream};
+    use kiban_events::domain::{Decider, ServiceTypeCode, Sha256Digest, TerminalId};
+    use kiban_events::ids::{InsuredNumber, InsurerNumber, OfficeNumber};
+    use kiban_events::{Actor, EventId};
+    use kiban_store::Store;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    /// The insurer whose data is shared.
+    pub const INSURER: &str = "131016";
+    /// An insurer onboarded but not yet sharing.
+    pub const QUIET_INSURER: &str = "131024";
+    /// The person with a whole decided certification.
+    pub const PERSON: &str = "0000012345";
+    /// A person with an open application, overdue later.
+    pub const WAITING_PERSON: &str = "0000067890";
+    /// The care office (with the person's care-plan registration).
+    pub const OFFICE: &str = "1312345678";
+    /// Its terminal.
+    pub const TERMINAL: &str = "T-01";
+    /// The medical institution asked for the opinion.
+    pub const INSTITUTION: &str = "1310000001";
+
+    pub fn insurer() -> InsurerNumber {
+        InsurerNumber::parse(INSURER).unwrap()
+    }
+
+    pub fn office() -> OfficeNumber {
+        OfficeNumber::parse(OFFICE).unwrap()
+    }
+
+    /// 2026-05-01 09:00 JST plus `days`.
+    pub fn day(days: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap() + chrono::Duration::days(days)
+    }
+
+    fn id() -> EventId {
+        EventId::from_uuid(Uuid::now_v7()).unwrap()
+    }
+
+    /// Executes `command` on `stream` as `actor` at `now`; panics on refusal.
+    pub async fn run<D: Decider>(
+        engine: &Engine<Store>,
+        stream: &kiban_events::StreamName,
+        command: D::Command,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> u64
+    where
+        D::State: Send + Sync + 'static,
+    {
+        let executed = engine
+            .execute::<D>(stream, &command, &CommandContext::new(id(), actor, now))
+            .await
+            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        executed.positions().last().copied().unwrap_or(0)
+    }
+
+    /// A municipality's message; panics on rejection.
+    pub async fn ingest(
+        engine: &Engine<Store>,
+        insurer: &str,
+        insured: &str,
+        seq: Option<u32>,
+        kind: &str,
+        days: i64,
+        body: serde_json::Value,
+    ) -> u64 {
+        let sender = InsurerNumber::parse(insurer).unwrap();
+        let message = MunicipalMessage {
+            event_id: Uuid::now_v7(),
+            kind: kind.to_owned(),
+            insurer: sender.clone(),
+            insured: Some(InsuredNumber::parse(insured).unwrap()),
+            application: seq,
+            occurred_at: day(days),
+            body: body.as_object().cloned().unwrap_or_default(),
+        };
+        match engine.ingest(message, &sender, day(days)).await.unwrap() {
+            IngestOutcome::Accepted { positions, .. } => *positions.last().unwrap(),
+            IngestOutcome::Rejected(rejection) => panic!("{kind} rejected: {rejection:?}"),
+        }
+    }
+
+    /// Onboards `insurer`; with `sharing`, completes its data transmission.
+    pub async fn onboard_insurer(engine: &Engine<Store>, insurer: &str, sharing: bool) -> u64 {
+        let number = InsurerNumber::parse(insurer).unwrap();
+        let stream = insurer_stream(&number);
+        let mut last = run::<Insurer>(
+            engine,
+            &stream,
+            InsurerCommand::Onboard {
+                insurer: number.clone(),
+            },
+            Actor::Federation,
+            day(-30),
+        )
+        .await;
+        if sharing {
+            let on = day(-25).date_naive();
+            run::<Insurer>(
+                engine,
+                &stream,
+                InsurerCommand::CompleteStandardisation { completed_on: on },
+                Actor::Federation,
+                day(-25),
+            )
+            .await;
+            last = run::<Insurer>(
+                engine,
+                &stream,
+                InsurerCommand::CompleteDataTransmission { completed_on: on },
+                Actor::Federation,
+                day(-25),
+            )
+            .await;
+        }
+        last
+    }
+
+    /// Registers `office` with `terminals` (id, certificate fingerprint).
+    pub async fn register_office(
+        engine: &Engine<Store>,
+        office: &str,
+        terminals: &[(&str, &str)],
+    ) -> u64 {
+        let number = OfficeNumber::parse(office).unwrap();
+        let stream = office_stream(&number);
+        let mut last = run::<Office>(
+            engine,
+            &stream,
+            OfficeCommand::Register {
+                office: number,
+                service_types: vec![ServiceTypeCode::parse("43").unwrap()],
+            },
+            Actor::Federation,
+            day(-20),
+        )
+        .await;
+        for (terminal, credential) in terminals {
+            last = run::<Office>(
+                engine,
+                &stream,
+                OfficeCommand::RegisterTerminal {
+                    terminal: TerminalId::parse(terminal).unwrap(),
+                    credential: Sha256Digest::parse(credential).unwrap(),
+                },
+                Actor::Federation,
+                day(-20),
+            )
+            .await;
+        }
+        last
+    }
+
+    fn document(fill: char) -> serde_json::Value {
+        json!({"sha256": fill.to_string().repeat(64), "media_type": "application/pdf", "size_bytes": 48213})
+    }
+
+    /// A whole new certification of `insured` from filing to decision
+    /// (care_2, from 2026-05-01 to 2026-10-31).
+    pub async fn whole_certification(engine: &Engine<Store>, insurer: &str, insured: &str) -> u64 {
+        let steps = [
+            (
+                "certification.filed",
+                0,
+                json!({"kind": "new", "applicant": {"by": "office", "office": OFFICE}, "applied_on": "2026-05-01"}),
+            ),
+            (
+                "certification.investigation_scheduled",
+                2,
+                json!({"scheduled_on": "2026-05-08"}),
+            ),
+            (
+                "certification.investigation_completed",
+                8,
+                json!({"investigation_sheet": document('a')}),
+            ),
+            (
+                "certification.opinion_requested",
+                9,
+                json!({"institution": INSTITUTION}),
+            ),
+            (
+                "certification.opinion_received",
+                12,
+                json!({"institution": INSTITUTION, "opinion": document('b')}),
+            ),
+            (
+                "certification.primary_judgment_recorded",
+                15,
+                json!({"level": "care_2"}),
+            ),
+            (
+                "certification.secondary_judgment_recorded",
+                20,
+                json!({"level": "care_2"}),
+            ),
+            (
+                "certification.decided",
+                21,
+                json!({"level": "care_2", "validity": null}),
+            ),
+        ];
+        let mut last = 0;
+        for (kind, days, body) in steps {
+            last = ingest(engine, insurer, insured, Some(1), kind, days, body).await;
+        }
+        last
+    }
+
+    /// The whole scripted history; returns the last position.
+    /// `credential` is the fingerprint registered for the office terminal.
+    pub async fn history(engine: &Engine<Store>, credential: &str) -> u64 {
+        onboard_insurer(engine, INSURER, true).await;
+        onboard_insurer(engine, QUIET_INSURER, false).await;
+        register_office(engine, OFFICE, &[(TERMINAL, credential)]).await;
+        whole_certification(engine, INSURER, PERSON).await;
+        ingest(
+            engine,
+            INSURER,
+            PERSON,
+            None,
+            "insured.copayment_certificate_issued",
+            22,
+            json!({"ratio": 1, "valid_from": "2026-05-01"}),
+        )
+        .await;
+        ingest(engine, INSURER, PERSON, None, "insured.care_plan_office_registered", 23, json!({"office": OFFICE, "office_kind": "home_care_support_office", "filed_on": "2026-05-24"})).await;
+        ingest(
+            engine,
+            INSURER,
+            PERSON,
+            None,
+            "insured.copayment_certificate_issued",
+            22,
+            json!({"ratio": 2, "valid_from": "2026-08-01"}),
+        )
+        .await;
+        ingest(engine, INSURER, PERSON, None, "insured.equipment_purchase_recorded", 25, json!({"category": "bathing_aid", "purchased_on": "2026-05-25", "cost": 30000, "seller_designated": true, "replacement_reason": null})).await;
+        ingest(
+            engine,
+            INSURER,
+            WAITING_PERSON,
+            Some(1),
+            "certification.filed",
+            1,
+            json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-02"}),
+        )
+        .await;
+        let person = insured_stream(&insurer(), &InsuredNumber::parse(PERSON).unwrap());
+        run::<InsuredPerson>(
+            engine,
+            &person,
+            InsuredCommand::RecordView {
+                office: office(),
+                terminal: TerminalId::parse(TERMINAL).unwrap(),
+                insurer_sharing_enabled: true,
+            },
+            Actor::system("api").unwrap(),
+            day(26),
+        )
+        .await
+    }
+
+    /// A fingerprint for suites that do not check terminals.
+    pub const ANY_CREDENTIAL: &str =
+        "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+}
+
+async fn start(db: &TestDb, store: &Store) -> Projections {
+    let read_db = Db::open(db.url()).await.expect("read-model database");
+    Projections::start(read_db, store.clone(), models::all())
+        .await
+        .expect("projections start")
+}
+
+async fn caught_up(projections: &Projections, position: u64) {
+    bounded("projections catching up", projections.wait_for(position))
+        .await
+        .expect("caught up");
+}
+
+fn person_key() -> String {
+    format!("{INSURER}-{PERSON}")
+}
+
+async fn read_models_show_a_scripted_history(db: &TestDb) {
+    let store = db.open().await;
+    let engine = Arc::new(Engine::new(store.clone()));
+    let projections = start(db, &store).await;
+    let last = history(&engine, ANY_CREDENTIAL).await;
+    caught_up(&projections, last).await;
+    let read = ReadModels::new(projections.db().clone());
+    let now = day(30);
+
+    let eligibility = read
+        .eligibility(&person_key(), now)
+        .await
+        .unwrap()
+        .expect("person");
+    let certification = eligibility.certification.expect("certified");
+    assert_eq!(certification.level.code(), "care_2");
+    assert_eq!(certification.valid_from.to_string(), "2026-05-01");
+    assert_eq!(certification.valid_until.to_string(), "2026-10-31");
+    assert_eq!(eligibility.copayment_certificates.len(), 2);
+    assert!(eligibility.copayment_certificates[0].current);
+    assert_eq!(eligibility.copayment_certificates[0].ratio.tenths(), 1);
+    assert!(!eligibility.copayment_certificates[1].current);
+    assert_eq!(
+        eligibility.care_plan_office.expect("registered").office,
+        OFFICE
+    );
+
+    let applications = read.applications(&person_key(), now).await.unwrap();
+    assert_eq!(applications.len(), 1);
+    let application = &applications[0];
+    assert_eq!(application.status, "decided");
+    assert_eq!(application.steps.len(), 8);
+    assert_eq!(
+        application.current_step.as_deref(),
+        Some("certification.decided")
+    );
+    assert_eq!(application.decided_level.map(|l| l.code()), Some("care_2"));
+    assert!(!application.overdue);
+    assert_eq!(application.steps[2].occurred_at, day(8));
+
+    let documents = read.documents_of(&person_key()).await.unwrap();
+    let kinds: Vec<&str> = documents.iter().map(|d| d.kind).collect();
+    assert_eq!(kinds, ["investigation_sheet", "opinion"]);
+    assert_eq!(documents[1].sha256, "b".repeat(64));
+    assert_eq!(documents[1].size_bytes, 48213);
+
+    let ledgers = read
+        .ledgers(&person_key(), now)
+        .await
+        .unwrap()
+        .expect("person");
+    assert_eq!(ledgers.equipment_remaining, 70_000);
+    assert_eq!(ledgers.home_modification_remaining, 200_000);
+    assert_eq!(ledgers.fiscal_year, 2026);
+
+    // The waiting person's application is past its 30 days at day 40, not at day 20.
+    let overdue = read.overdue_applications(INSURER, day(40)).await.unwrap();
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].insured, WAITING_PERSON);
+    assert_eq!(
+        overdue[0].due_date.map(|d| d.to_string()).as_deref(),
+        Some("2026-06-01")
+    );
+    assert!(
+        read.overdue_applications(INSURER, day(20))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let caseload = read.caseload(&office(), "", 10, now).await.unwrap();
+    assert_eq!(caseload.items.len(), 1);
+    assert_eq!(caseload.items[0].insured, PERSON);
+    assert_eq!(caseload.next, None);
+
+    let terminals = read.terminals(Some(OFFICE)).await.unwrap();
+    assert_eq!(terminals.len(), 1);
+    assert!(!terminals[0].suspended);
+    assert!(
+        read.insurer(INSURER)
+            .await
+            .unwrap()
+            .expect("insurer")
+            .sharing_enabled
+    );
+    assert!(
+        !read
+            .insurer(QUIET_INSURER)
+            .await
+            .unwrap()
+            .expect("insurer")
+            .sharing_enabled
+    );
+    assert_eq!(
+        read.opinion_requests(INSTITUTION, now).await.unwrap().len(),
+        1
+    );
+
+    let log = read.access_log(Some(&person_key()), None).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].office, OFFICE);
+    assert_eq!(log[0].terminal, TERMINAL);
+    let lag = projections.lag().await.unwrap();
+    assert!(lag.iter().all(|l| l.events() == 0), "{lag:?}");
+    projections.stop().await;
+    store.close().await;
+}
+
+async fn projections_catch_up_then_follow_live(db: &TestDb) {
+    let store = db.open().await;
+    let engine = Arc::new(Engine::new(store.clone()));
+    let last = history(&engine, ANY_CREDENTIAL).await;
+    // Started after the history: catches up.
+    let projections = start(db, &store).await;
+    caught_up(&projections, last).await;
+    let read = ReadModels::new(projections.db().clone());
+    assert_eq!(read.access_log(None, None).await.unwrap().len(), 1);
+    // Then follows: a second read and a consent for another office appear.
+    let person = kiban_events::domain::insured::insured_stream(
+        &insurer(),
+        &kiban_events::ids::InsuredNumber::parse(PERSON).unwrap(),
+    );
+    let other = kiban_events::ids::OfficeNumber::parse("1319999999").unwrap();
+    let live = run::<kiban_events::domain::insured::InsuredPerson>(
+        &engine,
+        &person,
+        kiban_events::domain::insured::InsuredCommand::GiveConsent {
+            office: other.clone(),
+            terminal: kiban_events::domain::TerminalId::parse("X-1").unwrap(),
+            expires_at: day(60),
+        },
+        kiban_events::Actor::system("consent").unwrap(),
+        day(27),
+    )
+    .await;
+    caught_up(&projections, live).await;
+    let caseload = read.caseload(&other, "", 10, day(28)).await.unwrap();
+    assert_eq!(caseload.items.len(), 1);
+    // After the consent expires the office no longer sees the person.
+    assert!(
+        read.caseload(&other, "", 10, day(61))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    projections.stop().await;
+    store.close().await;
+}
+
+async fn a_restart_resumes_from_the_checkpoint_without_applying_twice(db: &TestDb) {
+    let store = db.open().await;
+    let engine = Arc::new(Engine::new(store.clone()));
+    let last = history(&engine, ANY_CREDENTIAL).await;
+    let first = start(db, &store).await;
+    caught_up(&first, last).await;
+    first.stop().await;
+    let before = ReadModels::new(first.db().clone())
+        .person(&person_key())
+        .await
+        .unwrap()
+        .unwrap();
+    // One more event while nothing runs, then a restart.
+    let person = kiban_events::domain::insured::insured_stream(
+        &insurer(),
+        &kiban_events::ids::InsuredNumber::parse(PERSON).unwrap(),
+    );
+    let more = ingest(&engine, INSURER, PERSON, None, "insured.equipment_purchase_recorded", 28, serde_json::json!({"category": "walker", "purchased_on": "2026-05-29", "cost": 10000, "seller_designated": true, "replacement_reason": null})).await;
+    let second = start(db, &store).await;
+    caught_up(&second, more).await;
+    let read = ReadModels::new(second.db().clone());
+    let after = read.person(&person_key()).await.unwrap().unwrap();
+    assert_eq!(
+        after.events.len(),
+        before.events.len() + 1,
+        "each event applied exactly once"
+    );
+    let mut positions: Vec<u64> = after.events.iter().map(|e| e.position).collect();
+    positions.dedup();
+    assert_eq!(positions.len(), after.events.len());
+    assert_eq!(
+        read.ledgers(&person_key(), day(30))
+            .await
+            .unwrap()
+            .unwrap()
+            .equipment_remaining,
+        60_000
+    );
+    assert_eq!(read.access_log(None, None).await.unwrap().len(), 1);
+    let stored = store.read_stream(&person, 1, 100).await.unwrap().len();
+    // Every insured event but the read is in the person's document.
+    assert_eq!(after.events.len(), stored - 1);
+    second.stop().await;
+    store.close().await;
+}
+
+async fn a_rebuild_gives_identical_read_models_and_swaps_them_in(db: &TestDb) {
+    let store = db.open().await;
+    let engine = Arc::new(Engine::new(store.clone()));
+    let projections = start(db, &store).await;
+    let last = history(&engine, ANY_CREDENTIAL).await;
+    caught_up(&projections, last).await;
+    let names = projections.names();
+    let mut before = Vec::new();
+    for name in &names {
+        before.push(projections.db().dump(name).await.unwrap());
+    }
+    for name in &names {
+        let position = bounded("rebuild", projections.rebuild(name)).await.unwrap();
+        assert_eq!(position, last);
+    }
+    for (name, before) in names.iter().zip(&before) {
+        let after = projections.db().dump(name).await.unwrap();
+        assert!(!after.is_empty(), "{name} has documents");
+        assert_eq!(&after, before, "{name} rebuilt identically");
+    }
+    // The runners follow the new generation.
+    let more = ingest(&engine, INSURER, PERSON, None, "insured.equipment_purchase_recorded", 28, serde_json::json!({"category": "walker", "purchased_on": "2026-05-29", "cost": 10000, "seller_designated": true, "replacement_reason": null})).await;
+    caught_up(&projections, more).await;
+    let read = ReadModels::new(projections.db().clone());
+    assert_eq!(
+        read.ledgers(&person_key(), day(30))
+            .await
+            .unwrap()
+            .unwrap()
+            .equipment_remaining,
+        60_000
+    );
+    projections.stop().await;
+    store.close().await;
+}
