@@ -129,4 +129,40 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Municipal messages through NATS JetStream into the store: sustained
+    /// ingest rate, publish→receipt and commit→office-subscriber latency,
+    /// with the raw JetStream and store append ceilings measured in the
+    /// same run.
+    Ingest {
+        /// Which backend the store uses.
+        #[arg(long, value_enum, default_value = "postgres")]
+        backend: Backend,
+        /// postgres: a server URL on which the benchmark may create (and
+        /// drops afterwards) databases; sqlite: ignored.
+        #[arg(long, env = "KIBAN_BENCH_DATABASE_URL")]
+        database_url: Option<String>,
+        /// sqlite: the directory for the benchmark's fresh database files.
+        #[arg(long, default_value = "./kiban-data/bench")]
+        directory: PathBuf,
+        /// A NATS server with JetStream; without it, the benchmark starts
+        /// its own nats-server on a free loopback port.
+        #[arg(long)]
+        nats_url: Option<String>,
+        /// Persons in the sustained phase (8 messages, 9 events each).
+        #[arg(long, default_value_t = 5_000)]
+        persons: u64,
+        /// Length of each paced phase, in seconds.
+        #[arg(long, default_value_t = 10)]
+        paced_seconds: u64,
+        /// The publish→receipt phase's rate as a percentage of the
+        /// sustained rate.
+        #[arg(long, default_value_t = 100)]
+        receipt_load_percent: u64,
+        /// The commit→subscriber phase's rate, events per second.
+        #[arg(long, default_value_t = 1_000)]
+        subscriber_events_per_s: u64,
+        /// Print one JSON object as the last line.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -328,7 +328,7 @@ async fn verify(url: &str, from: u64, to: Option<u64>, json: bool) -> anyhow::Re
 }
 
 async fn run_bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
-    use kiban_store::bench::{AppendBenchOptions, BenchBackend, bench_append};
+    use kiban_store::bench::{AppendBenchOptions, bench_append};
     match bench {
         BenchCommand::Append {
             backend,
@@ -339,18 +339,7 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
             events,
             json,
         } => {
-            let backend = match backend {
-                Backend::Postgres => BenchBackend::Postgres {
-                    server_url: database_url.context(
-                        "--backend postgres needs --database-url (or KIBAN_BENCH_DATABASE_URL)",
-                    )?,
-                },
-                Backend::Sqlite => {
-                    std::fs::create_dir_all(&directory)
-                        .with_context(|| format!("cannot create {}", directory.display()))?;
-                    BenchBackend::Sqlite { directory }
-                }
-            };
+            let backend = bench_backend(backend, database_url, directory)?;
             let report = bench_append(AppendBenchOptions {
                 backend,
                 writers,
@@ -364,5 +353,53 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::Ingest {
+            backend,
+            database_url,
+            directory,
+            nats_url,
+            persons,
+            paced_seconds,
+            receipt_load_percent,
+            subscriber_events_per_s,
+            json,
+        } => {
+            let report =
+                crate::bench_ingest::bench_ingest(crate::bench_ingest::IngestBenchOptions {
+                    backend: bench_backend(backend, database_url, directory)?,
+                    nats_url,
+                    persons,
+                    paced_seconds,
+                    receipt_load_percent,
+                    subscriber_events_per_s,
+                })
+                .await?;
+            println!("{report}");
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Where a benchmark runs, from its `--backend`, `--database-url` and
+/// `--directory`.
+fn bench_backend(
+    backend: Backend,
+    database_url: Option<String>,
+    directory: PathBuf,
+) -> anyhow::Result<kiban_store::bench::BenchBackend> {
+    use kiban_store::bench::BenchBackend;
+    Ok(match backend {
+        Backend::Postgres => BenchBackend::Postgres {
+            server_url: database_url
+                .context("--backend postgres needs --database-url (or KIBAN_BENCH_DATABASE_URL)")?,
+        },
+        Backend::Sqlite => {
+            std::fs::create_dir_all(&directory)
+                .with_context(|| format!("cannot create {}", directory.display()))?;
+            BenchBackend::Sqlite { directory }
+        }
+    })
 }

@@ -211,8 +211,9 @@ async fn run_store(
     Ok((started.elapsed(), latencies))
 }
 
-/// The fresh database of one run, removed afterwards.
-struct Scratch {
+/// The fresh database of one benchmark run, removed afterwards (also used
+/// by the other benchmarks of the `kiban` binary).
+pub struct Scratch {
     url: String,
     kind: ScratchKind,
 }
@@ -223,7 +224,9 @@ enum ScratchKind {
 }
 
 impl Scratch {
-    async fn create(backend: &BenchBackend) -> Result<Scratch> {
+    /// Creates `kiban_bench_<random>` on the server, or names a fresh file
+    /// in the directory.
+    pub async fn create(backend: &BenchBackend) -> Result<Scratch> {
         let name = format!("kiban_bench_{}", Uuid::new_v4().simple());
         match backend {
             BenchBackend::Postgres { server_url } => {
@@ -253,7 +256,13 @@ impl Scratch {
         }
     }
 
-    fn backend_name(&self) -> &'static str {
+    /// The store URL of the scratch database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn backend_name(&self) -> &'static str {
         match self.kind {
             ScratchKind::Postgres { .. } => "postgres",
             ScratchKind::Sqlite { .. } => "sqlite",
@@ -261,7 +270,7 @@ impl Scratch {
     }
 
     /// Best effort: a leftover scratch database is harmless.
-    async fn remove(&self) {
+    pub async fn remove(&self) {
         match &self.kind {
             ScratchKind::Postgres { server_url, name } => {
                 if let Ok(mut admin) = sqlx::PgConnection::connect(server_url).await {

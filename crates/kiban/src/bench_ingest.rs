@@ -1,0 +1,660 @@
+//! `kiban bench ingest` (a program, not a test): municipal status messages
+//! through NATS JetStream into the store, measured end to end.
+//!
+//! One run, on one machine, in this order:
+//!
+//! 1. **ceilings** — the raw JetStream publish rate (the same messages,
+//!    pipelined, into a file-storage stream with nobody consuming) and the
+//!    store's own append rate (`kiban bench append`'s figure, 64 writers ×
+//!    1-event appends, on a fresh database of the same backend);
+//! 2. **sustained ingest** — `persons` × 8 messages (a whole certification
+//!    each, filed → decided: 9 events) published as fast as JetStream takes
+//!    them; the ingest consumer hands them to the engine, which records them
+//!    in the store; the rate is events committed ÷ (first publish → last
+//!    receipt);
+//! 3. **receipt latency** — messages paced at the sustained rate just
+//!    measured (× `receipt_load_percent`), publish → receipt p50/p99;
+//! 4. **subscriber latency** — messages paced at `subscriber_events_per_s`,
+//!    commit (the event's `recorded_at`) → arrival of the office update on
+//!    `kiban.offices.<office>.updates`, p50/p99. Office routing runs
+//!    throughout (with the outbox relay, as `kiban serve --nats-url` runs);
+//!    the benchmark's entitlements send every event to one office, the
+//!    heaviest single subscription.
+//!
+//! Without `--nats-url` the benchmark starts its own `nats-server` (JetStream,
+//! file storage, in a temporary directory) on a free loopback port.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use chrono::{DateTime, TimeZone, Utc};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use kiban_bus::engine::EngineHandler;
+use kiban_bus::ingest::{MSG_ID_HEADER, Receipt, ReceiptStatus};
+use kiban_bus::relay::FileCheckpoints;
+use kiban_bus::routing::{Entitlements, NatsOfficeSink};
+use kiban_bus::streams::{StreamOptions, ensure_streams};
+use kiban_engine::Engine;
+use kiban_events::RecordedEvent;
+use kiban_events::ids::OfficeNumber;
+use kiban_store::bench::{AppendBenchOptions, BenchBackend, Scratch, bench_append};
+use kiban_store::{Store, StoreOptions};
+use serde::Serialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The insurer every benchmark message reports for.
+const BENCH_INSURER: &str = "131016";
+
+/// The office the benchmark's subscriber listens as.
+const BENCH_OFFICE: &str = "1312345678";
+
+/// Messages per person: one certification from filing to decision.
+const MESSAGES_PER_PERSON: u64 = 8;
+
+/// Events those messages record (the decision is also recorded on the
+/// person's own stream).
+const EVENTS_PER_PERSON: u64 = 9;
+
+/// Persons whose messages are interleaved step by step, so that one
+/// person's messages are far apart in the publish order.
+const INTERLEAVE_PERSONS: u64 = 256;
+
+/// Publishes awaiting their JetStream ack at once.
+const PUBLISH_WINDOW: usize = 2_048;
+
+/// Writers of the store ceiling (as `kiban bench append` defaults).
+const CEILING_WRITERS: usize = 64;
+
+/// How often the paced publisher wakes up.
+const PACE_TICK_MS: u64 = 5;
+
+/// Longest wait for receipts or updates after the last publish: only there
+/// to end a broken run.
+const DRAIN_TIMEOUT_S: u64 = 300;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct IngestBenchOptions {
+    pub backend: BenchBackend,
+    /// An existing NATS server with JetStream; a private one when `None`.
+    pub nats_url: Option<String>,
+    /// Persons of the sustained phase (8 messages, 9 events each).
+    pub persons: u64,
+    /// Length of each paced phase.
+    pub paced_seconds: u64,
+    /// The receipt phase's rate, as a share of the sustained rate.
+    pub receipt_load_percent: u64,
+    /// The subscriber phase's rate.
+    pub subscriber_events_per_s: u64,
+}
+
+/// The figures; serialises to the keys `kiban bench ingest --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestBenchReport {
+    pub bench: &'static str,
+    pub backend: &'static str,
+    pub messages: u64,
+    pub events: u64,
+    pub raw_jetstream_msgs_per_s: f64,
+    pub store_append_events_per_s: f64,
+    pub ingest_msgs_per_s: f64,
+    pub ingest_events_per_s: f64,
+    /// The lower of ingest msgs/s ÷ raw JetStream msgs/s and ingest
+    /// events/s ÷ store append events/s (target ≥ 0.5).
+    pub share_of_ceiling: f64,
+    pub receipt_load_events_per_s: f64,
+    pub receipt_p50_ms: f64,
+    pub receipt_p99_ms: f64,
+    pub subscriber_load_events_per_s: f64,
+    pub subscriber_p50_ms: f64,
+    pub subscriber_p99_ms: f64,
+}
+
+impl fmt::Display for IngestBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "ingest benchmark on {} ({} messages, {} events in the sustained phase)",
+            self.backend, self.messages, self.events
+        )?;
+        writeln!(
+            f,
+            "  raw JetStream publish: {:>9.0} msgs/s     store append: {:>9.0} events/s",
+            self.raw_jetstream_msgs_per_s, self.store_append_events_per_s
+        )?;
+        writeln!(
+            f,
+            "  sustained ingest:      {:>9.0} msgs/s = {:.0} events/s ({:.0}% of the lower ceiling)",
+            self.ingest_msgs_per_s,
+            self.ingest_events_per_s,
+            100.0 * self.share_of_ceiling
+        )?;
+        writeln!(
+            f,
+            "  publish → receipt at {:.0} events/s: p50 {:.1} ms, p99 {:.1} ms",
+            self.receipt_load_events_per_s, self.receipt_p50_ms, self.receipt_p99_ms
+        )?;
+        write!(
+            f,
+            "  commit → office subscriber at {:.0} events/s: p50 {:.1} ms, p99 {:.1} ms",
+            self.subscriber_load_events_per_s, self.subscriber_p50_ms, self.subscriber_p99_ms
+        )
+    }
+}
+
+/// Runs the benchmark; see the module documentation.
+pub async fn bench_ingest(options: IngestBenchOptions) -> anyhow::Result<IngestBenchReport> {
+    if options.persons == 0 || options.paced_seconds == 0 || options.receipt_load_percent == 0 {
+        bail!("--persons, --paced-seconds and --receipt-load-percent must be at least 1");
+    }
+    let _private_server;
+    let (nats_url, stream_options) = match &options.nats_url {
+        Some(url) => (url.clone(), StreamOptions::default()),
+        None => {
+            let server = kiban_bus::testing::NatsServer::start()
+                .await
+                .context("cannot start a private nats-server (is it installed?)")?;
+            let url = server.url();
+            _private_server = server;
+            // The private server's JetStream storage is limited: a smaller
+            // KIBAN_EVENTS byte limit (the benchmark writes far less).
+            (url, kiban_bus::testing::stream_options(1))
+        }
+    };
+    let client = async_nats::connect(&nats_url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
+    let messages = options.persons * MESSAGES_PER_PERSON;
+    eprintln!("ceiling 1/2: raw JetStream publish of {messages} messages");
+    let raw = raw_jetstream_rate(&client, options.persons).await?;
+    eprintln!(
+        "ceiling 2/2: store append ({} events)",
+        options.persons * EVENTS_PER_PERSON
+    );
+    let append = bench_append(AppendBenchOptions {
+        backend: options.backend.clone(),
+        writers: CEILING_WRITERS,
+        batch: 1,
+        events: options.persons * EVENTS_PER_PERSON,
+    })
+    .await?;
+    let scratch = Scratch::create(&options.backend).await?;
+    let outcome = run_ingest_phases(
+        &client,
+        &stream_options,
+        &scratch,
+        &options,
+        raw,
+        append.events_per_s,
+    )
+    .await;
+    scratch.remove().await;
+    outcome
+}
+
+async fn run_ingest_phases(
+    client: &async_nats::Client,
+    stream_options: &StreamOptions,
+    scratch: &Scratch,
+    options: &IngestBenchOptions,
+    raw_msgs_per_s: f64,
+    append_events_per_s: f64,
+) -> anyhow::Result<IngestBenchReport> {
+    let checkpoints = tempfile::tempdir()?;
+    let store = Store::open(scratch.url(), StoreOptions::default()).await?;
+    let system = System::start(client, stream_options, &store, checkpoints.path()).await?;
+    let outcome = async {
+        let mut next_person = 0;
+        eprintln!("phase 1/3: sustained ingest of {} persons", options.persons);
+        let sustained = system
+            .phase(client, &store, &mut next_person, options.persons, None)
+            .await?;
+        let msgs_per_s = sustained.messages as f64 / sustained.elapsed.as_secs_f64();
+        let events_per_s = sustained.events as f64 / sustained.elapsed.as_secs_f64();
+
+        let receipt_rate = msgs_per_s * options.receipt_load_percent as f64 / 100.0;
+        let persons = persons_for(receipt_rate, options.paced_seconds);
+        eprintln!(
+            "phase 2/3: paced at {receipt_rate:.0} msgs/s for {} s",
+            options.paced_seconds
+        );
+        let receipts = system
+            .phase(
+                client,
+                &store,
+                &mut next_person,
+                persons,
+                Some(receipt_rate),
+            )
+            .await?;
+
+        let subscriber_rate = options.subscriber_events_per_s as f64 * MESSAGES_PER_PERSON as f64
+            / EVENTS_PER_PERSON as f64;
+        let persons = persons_for(subscriber_rate, options.paced_seconds);
+        eprintln!(
+            "phase 3/3: paced at {} events/s for {} s",
+            options.subscriber_events_per_s, options.paced_seconds
+        );
+        let updates = system
+            .phase(
+                client,
+                &store,
+                &mut next_person,
+                persons,
+                Some(subscriber_rate),
+            )
+            .await?;
+        Ok(IngestBenchReport {
+            bench: "ingest",
+            backend: scratch.backend_name(),
+            messages: sustained.messages,
+            events: sustained.events,
+            raw_jetstream_msgs_per_s: raw_msgs_per_s,
+            store_append_events_per_s: append_events_per_s,
+            ingest_msgs_per_s: msgs_per_s,
+            ingest_events_per_s: events_per_s,
+            share_of_ceiling: (msgs_per_s / raw_msgs_per_s).min(events_per_s / append_events_per_s),
+            receipt_load_events_per_s: receipts.events as f64 / receipts.elapsed.as_secs_f64(),
+            receipt_p50_ms: percentile_ms(&receipts.receipt_latencies, 0.50),
+            receipt_p99_ms: percentile_ms(&receipts.receipt_latencies, 0.99),
+            subscriber_load_events_per_s: updates.events as f64 / updates.elapsed.as_secs_f64(),
+            subscriber_p50_ms: percentile_ms(&updates.update_latencies, 0.50),
+            subscriber_p99_ms: percentile_ms(&updates.update_latencies, 0.99),
+        })
+    }
+    .await;
+    system.stop().await;
+    store.close().await;
+    outcome
+}
+
+/// Persons whose messages fill `seconds` at `msgs_per_s`.
+fn persons_for(msgs_per_s: f64, seconds: u64) -> u64 {
+    ((msgs_per_s * seconds as f64) / MESSAGES_PER_PERSON as f64)
+        .ceil()
+        .max(1.0) as u64
+}
+
+/// The whole-certification messages of one person, step `step` (0..8).
+fn message(person: u64, step: u64) -> (String, Uuid, Vec<u8>) {
+    let day = |days: i64| -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0)
+            .single()
+            .expect("a valid time")
+            + chrono::Duration::days(days)
+    };
+    let document = |fill: char| json!({"sha256": fill.to_string().repeat(64), "media_type": "application/pdf", "size_bytes": 48213});
+    let (kind, days, body) = match step {
+        0 => (
+            "certification.filed",
+            0,
+            json!({"kind": "new", "applicant": {"by": "office", "office": BENCH_OFFICE}, "applied_on": "2026-05-01"}),
+        ),
+        1 => (
+            "certification.investigation_scheduled",
+            2,
+            json!({"scheduled_on": "2026-05-08"}),
+        ),
+        2 => (
+            "certification.opinion_requested",
+            3,
+            json!({"institution": "1310000001"}),
+        ),
+        3 => (
+            "certification.investigation_completed",
+            8,
+            json!({"investigation_sheet": document('a')}),
+        ),
+        4 => (
+            "certification.opinion_received",
+            12,
+            json!({"institution": "1310000001", "opinion": document('b')}),
+        ),
+        5 => (
+            "certification.primary_judgment_recorded",
+            15,
+            json!({"level": "care_2"}),
+        ),
+        6 => (
+            "certification.secondary_judgment_recorded",
+            20,
+            json!({"level": "care_2"}),
+        ),
+        _ => (
+            "certification.decided",
+            21,
+            json!({"level": "care_2", "validity": null}),
+        ),
+    };
+    let id = Uuid::now_v7();
+    let body = json!({
+        "event_id": id,
+        "kind": kind,
+        "insurer": BENCH_INSURER,
+        "insured": format!("{:010}", 1_000_000 + person),
+        "application": 1,
+        "occurred_at": day(days),
+        "body": body,
+    });
+    (
+        format!("kiban.ingest.{BENCH_INSURER}.{kind}"),
+        id,
+        serde_json::to_vec(&body).expect("JSON serialises"),
+    )
+}
+
+/// The messages of persons `first..first + count` in publish order: groups
+/// of [`INTERLEAVE_PERSONS`], step by step within a group.
+fn publish_order(first: u64, count: u64) -> impl Iterator<Item = (u64, u64)> {
+    let end = first + count;
+    (first..end)
+        .step_by(INTERLEAVE_PERSONS as usize)
+        .flat_map(move |group| {
+            let group_end = (group + INTERLEAVE_PERSONS).min(end);
+            (0..MESSAGES_PER_PERSON)
+                .flat_map(move |step| (group..group_end).map(move |p| (p, step)))
+        })
+}
+
+/// Publishes `persons` × 8 messages into a fresh stream nobody consumes.
+async fn raw_jetstream_rate(client: &async_nats::Client, persons: u64) -> anyhow::Result<f64> {
+    let context = jetstream::new(client.clone());
+    let name = "KIBAN_BENCH_RAW";
+    let _ = context.delete_stream(name).await;
+    context
+        .create_stream(jetstream::stream::Config {
+            name: name.to_owned(),
+            subjects: vec!["kiban-bench-raw.>".to_owned()],
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .context("cannot create the raw benchmark stream")?;
+    let mut window = FuturesUnordered::new();
+    let started = Instant::now();
+    let mut count = 0u64;
+    for (person, step) in publish_order(0, persons) {
+        let (subject, id, body) = message(person, step);
+        let subject = subject.replacen("kiban.ingest", "kiban-bench-raw", 1);
+        window.push(publish(&context, subject, id, body).await?.into_future());
+        count += 1;
+        if window.len() >= PUBLISH_WINDOW {
+            window.next().await.expect("not empty")?;
+        }
+    }
+    while let Some(ack) = window.next().await {
+        ack?;
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let _ = context.delete_stream(name).await;
+    Ok(rate)
+}
+
+async fn publish(
+    context: &jetstream::Context,
+    subject: String,
+    id: Uuid,
+    body: Vec<u8>,
+) -> anyhow::Result<PublishAckFuture> {
+    let mut headers = HeaderMap::new();
+    headers.insert(MSG_ID_HEADER, id.to_string().as_str());
+    context
+        .publish_with_headers(subject, headers, body.into())
+        .await
+        .context("JetStream publish")
+}
+
+/// Every event goes to the benchmark's office.
+struct EveryEventToOneOffice(OfficeNumber);
+
+impl Entitlements for EveryEventToOneOffice {
+    fn offices_for(&self, _event: &RecordedEvent) -> Vec<OfficeNumber> {
+        vec![self.0.clone()]
+    }
+}
+
+/// Ingest, relay and routing running, with collectors of receipts and
+/// office updates.
+struct System {
+    cancel: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+    sent: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    receipt_latencies: Arc<Mutex<Vec<Duration>>>,
+    update_latencies: Arc<Mutex<Vec<Duration>>>,
+    receipts: Arc<AtomicU64>,
+    rejections: Arc<AtomicU64>,
+    updates: Arc<AtomicU64>,
+}
+
+/// What one phase measured.
+struct Phase {
+    messages: u64,
+    events: u64,
+    elapsed: Duration,
+    receipt_latencies: Vec<Duration>,
+    update_latencies: Vec<Duration>,
+}
+
+impl System {
+    async fn start(
+        client: &async_nats::Client,
+        stream_options: &StreamOptions,
+        store: &Store,
+        checkpoints: &std::path::Path,
+    ) -> anyhow::Result<System> {
+        let context = jetstream::new(client.clone());
+        ensure_streams(&context, stream_options).await?;
+        let cancel = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let engine = Arc::new(Engine::new(store.clone()));
+        let handler = Arc::new(EngineHandler::new(engine));
+        let (ingest_client, stop) = (client.clone(), cancel.clone());
+        tasks.spawn(async move {
+            if let Err(error) = kiban_bus::ingest::run_ingest(ingest_client, handler, stop).await {
+                eprintln!("ingest stopped: {error}");
+            }
+        });
+        let (relay_client, relay_store, stop) = (client.clone(), store.clone(), cancel.clone());
+        tasks.spawn(async move {
+            if let Err(error) = kiban_bus::relay::run_relay(relay_client, relay_store, stop).await {
+                eprintln!("relay stopped: {error}");
+            }
+        });
+        let office = OfficeNumber::parse(BENCH_OFFICE).expect("valid");
+        let (routing_store, sink, stop) = (
+            store.clone(),
+            NatsOfficeSink::new(client.clone()),
+            cancel.clone(),
+        );
+        let checkpoints = FileCheckpoints::new(checkpoints);
+        let entitlements = EveryEventToOneOffice(office.clone());
+        tasks.spawn(async move {
+            let routed = kiban_bus::routing::run_routing(
+                &routing_store,
+                &entitlements,
+                &checkpoints,
+                &sink,
+                stop,
+            );
+            if let Err(error) = routed.await {
+                eprintln!("routing stopped: {error}");
+            }
+        });
+        let system = System {
+            cancel,
+            tasks,
+            sent: Arc::default(),
+            receipt_latencies: Arc::default(),
+            update_latencies: Arc::default(),
+            receipts: Arc::default(),
+            rejections: Arc::default(),
+            updates: Arc::default(),
+        };
+        system.collect(client, office).await?;
+        Ok(system)
+    }
+
+    /// Subscribes to the receipts and the office's updates (before anything
+    /// is published) and counts and times what arrives.
+    async fn collect(
+        &self,
+        client: &async_nats::Client,
+        office: OfficeNumber,
+    ) -> anyhow::Result<()> {
+        let mut receipts = client
+            .subscribe(kiban_bus::subjects::receipt_subject(
+                &BENCH_INSURER.parse().expect("valid"),
+            ))
+            .await?;
+        let mut updates = client
+            .subscribe(kiban_bus::subjects::office_updates_subject(&office))
+            .await?;
+        client.flush().await?;
+        let (sent, latencies, count, rejections) = (
+            self.sent.clone(),
+            self.receipt_latencies.clone(),
+            self.receipts.clone(),
+            self.rejections.clone(),
+        );
+        tokio::spawn(async move {
+            while let Some(message) = receipts.next().await {
+                let arrived = Instant::now();
+                let Ok(receipt) = serde_json::from_slice::<Receipt>(&message.payload) else {
+                    continue;
+                };
+                if receipt.status == ReceiptStatus::Rejected {
+                    eprintln!("rejected: {:?} {:?}", receipt.code, receipt.message);
+                    rejections.fetch_add(1, Ordering::Relaxed);
+                }
+                let published = receipt
+                    .event_id
+                    .and_then(|id| sent.lock().expect("not poisoned").remove(id.as_uuid()));
+                if let Some(published) = published {
+                    latencies
+                        .lock()
+                        .expect("not poisoned")
+                        .push(arrived - published);
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let (latencies, count) = (self.update_latencies.clone(), self.updates.clone());
+        tokio::spawn(async move {
+            while let Some(message) = updates.next().await {
+                let arrived = Utc::now();
+                if let Ok(event) = serde_json::from_slice::<RecordedEvent>(&message.payload) {
+                    let latency = (arrived - event.recorded_at).to_std().unwrap_or_default();
+                    latencies.lock().expect("not poisoned").push(latency);
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Publishes the messages of `persons` new persons (paced at `rate`
+    /// msgs/s, or as fast as JetStream takes them), waits for every receipt
+    /// and every office update, and returns what was measured.
+    async fn phase(
+        &self,
+        client: &async_nats::Client,
+        store: &Store,
+        next_person: &mut u64,
+        persons: u64,
+        rate: Option<f64>,
+    ) -> anyhow::Result<Phase> {
+        let context = jetstream::new(client.clone());
+        let head_before = store.head().await?.position;
+        let receipts_before = self.receipts.load(Ordering::Relaxed);
+        self.receipt_latencies.lock().expect("not poisoned").clear();
+        self.update_latencies.lock().expect("not poisoned").clear();
+        let mut window = FuturesUnordered::new();
+        let started = Instant::now();
+        let mut published = 0u64;
+        for (person, step) in publish_order(*next_person, persons) {
+            if let Some(rate) = rate {
+                let due = started + Duration::from_secs_f64(published as f64 / rate);
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+            }
+            let (subject, id, body) = message(person, step);
+            self.sent
+                .lock()
+                .expect("not poisoned")
+                .insert(id, Instant::now());
+            window.push(publish(&context, subject, id, body).await?.into_future());
+            published += 1;
+            while window.len() >= PUBLISH_WINDOW {
+                window.next().await.expect("not empty")?;
+            }
+        }
+        while let Some(ack) = window.next().await {
+            ack?;
+        }
+        *next_person += persons;
+        let expected_events = persons * EVENTS_PER_PERSON;
+        let deadline = Instant::now() + Duration::from_secs(DRAIN_TIMEOUT_S);
+        while self.receipts.load(Ordering::Relaxed) - receipts_before < published {
+            if Instant::now() > deadline {
+                bail!("receipts missing after {DRAIN_TIMEOUT_S} s");
+            }
+            tokio::time::sleep(Duration::from_millis(PACE_TICK_MS)).await;
+        }
+        let elapsed = started.elapsed();
+        let rejections = self.rejections.load(Ordering::Relaxed);
+        if rejections > 0 {
+            bail!("{rejections} benchmark messages were rejected");
+        }
+        let head = store.head().await?.position;
+        if head - head_before != expected_events {
+            bail!(
+                "expected {expected_events} events recorded, found {}",
+                head - head_before
+            );
+        }
+        while self.updates.load(Ordering::Relaxed) < head {
+            if Instant::now() > deadline {
+                bail!("office updates missing after {DRAIN_TIMEOUT_S} s");
+            }
+            tokio::time::sleep(Duration::from_millis(PACE_TICK_MS)).await;
+        }
+        Ok(Phase {
+            messages: published,
+            events: expected_events,
+            elapsed,
+            receipt_latencies: std::mem::take(
+                &mut self.receipt_latencies.lock().expect("not poisoned"),
+            ),
+            update_latencies: std::mem::take(
+                &mut self.update_latencies.lock().expect("not poisoned"),
+            ),
+        })
+    }
+
+    async fn stop(mut self) {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The `p` quantile of `latencies`, in milliseconds (0 when empty).
+fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}

@@ -1,0 +1,51 @@
+//! `kiban bench ingest` runs end to end (a private nats-server, a scratch
+//! SQLite store) and its JSON line carries the promised figures. Nothing here
+//! asserts a speed: benchmarks are programs, not tests.
+
+use std::process::Command;
+
+#[test]
+fn bench_ingest_runs_end_to_end_and_reports_the_promised_keys() {
+    let directory = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kiban"))
+        .args(["bench", "ingest", "--backend", "sqlite", "--directory"])
+        .arg(directory.path())
+        .args(["--persons", "20", "--paced-seconds", "1", "--json"])
+        .output()
+        .expect("the kiban binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
+    assert_eq!(report["bench"], "ingest");
+    assert_eq!(report["backend"], "sqlite");
+    // 20 persons × 8 messages recorded as 20 × 9 events (the decision is
+    // also recorded on the person): the benchmark checks the store itself.
+    assert_eq!(report["messages"], 160);
+    assert_eq!(report["events"], 180);
+    for key in [
+        "raw_jetstream_msgs_per_s",
+        "store_append_events_per_s",
+        "ingest_msgs_per_s",
+        "ingest_events_per_s",
+        "share_of_ceiling",
+        "receipt_load_events_per_s",
+        "receipt_p50_ms",
+        "receipt_p99_ms",
+        "subscriber_load_events_per_s",
+        "subscriber_p50_ms",
+        "subscriber_p99_ms",
+    ] {
+        let value = report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing"));
+        assert!(value.is_finite() && value > 0.0, "{key} = {value}");
+    }
+    assert!(report["receipt_p50_ms"].as_f64() <= report["receipt_p99_ms"].as_f64());
+    assert!(stdout.contains("commit → office subscriber"));
+}
