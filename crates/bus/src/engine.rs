@@ -11,9 +11,14 @@ use kiban_store::EventStore;
 
 use crate::ingest::{IngestHandler, IngestMessage, Unavailable, Verdict};
 
-/// [`IngestHandler`] over the engine, with the platform's clock.
+/// The clock a handler checks messages with ("not in the future").
+pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
+/// [`IngestHandler`] over the engine, with the platform's clock (or
+/// another, for a simulation that runs in simulated time).
 pub struct EngineHandler<S> {
     engine: Arc<Engine<S>>,
+    clock: Clock,
 }
 
 impl<S> std::fmt::Debug for EngineHandler<S> {
@@ -25,7 +30,12 @@ impl<S> std::fmt::Debug for EngineHandler<S> {
 impl<S> EngineHandler<S> {
     /// A handler executing messages through `engine`.
     pub fn new(engine: Arc<Engine<S>>) -> Self {
-        Self { engine }
+        Self::with_clock(engine, Arc::new(chrono::Utc::now))
+    }
+
+    /// The same with another clock.
+    pub fn with_clock(engine: Arc<Engine<S>>, clock: Clock) -> Self {
+        Self { engine, clock }
     }
 }
 
@@ -47,7 +57,7 @@ impl<S: EventStore + 'static> IngestHandler for EngineHandler<S> {
         let sender = message.insurer.clone();
         let outcome = self
             .engine
-            .ingest(to_municipal(message), &sender, chrono::Utc::now())
+            .ingest(to_municipal(message), &sender, (self.clock)())
             .await
             .map_err(|error| Unavailable(error.to_string()))?;
         Ok(match outcome {

@@ -125,6 +125,19 @@ impl LocalBus {
         }
     }
 
+    /// Every insurer's receipts from now on (the simulation's view of all
+    /// municipalities at once).
+    pub fn subscribe_all_receipts(&self) -> broadcast::Receiver<(InsurerNumber, Receipt)> {
+        self.receipts.subscribe()
+    }
+
+    /// Every office's updates from now on.
+    pub fn subscribe_all_updates(
+        &self,
+    ) -> broadcast::Receiver<(OfficeNumber, Arc<RecordedEvent>)> {
+        self.updates.subscribe()
+    }
+
     /// The office sink routing sends to.
     pub fn sink(&self) -> LocalOfficeSink {
         LocalOfficeSink {

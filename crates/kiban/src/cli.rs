@@ -88,6 +88,44 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A country-scale workload through the real ingest path (全国規模の
+    /// シミュレーション): deterministic for a seed, bounded memory, resumable.
+    Simulate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// NATS JetStream for the municipal messages; without it, the
+        /// in-process bus.
+        #[arg(long, env = "KIBAN_NATS_URL")]
+        nats_url: Option<String>,
+        /// Insurers (保険者).
+        #[arg(long, default_value_t = 1_571)]
+        insurers: u64,
+        /// Insured persons with care needs.
+        #[arg(long, default_value_t = 7_000_000)]
+        persons: u64,
+        /// Care offices (介護事業所).
+        #[arg(long, default_value_t = 250_000)]
+        offices: u64,
+        /// Years simulated.
+        #[arg(long, default_value_t = 1)]
+        years: u32,
+        /// The seed: the same seed gives the same history.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The first day (YYYY-MM-DD); by default the April 1st that lets
+        /// the horizon end before today.
+        #[arg(long)]
+        start: Option<chrono::NaiveDate>,
+        /// Persons planned and sent together.
+        #[arg(long, default_value_t = 2_000)]
+        chunk: u64,
+        /// The checkpoint of a resumable run.
+        #[arg(long, default_value = "./kiban-data/simulate.checkpoint.json")]
+        checkpoint: PathBuf,
+        /// Print one JSON object as the last line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks (not tests): measured figures go to docs/benchmarks.md.
     Bench {
         #[command(subcommand)]

@@ -45,6 +45,50 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
         } => verify(&store.database_url, from, to, json).await,
         Command::Bench { bench } => run_bench(bench).await,
+        Command::Simulate {
+            store,
+            nats_url,
+            insurers,
+            persons,
+            offices,
+            years,
+            seed,
+            start,
+            chunk,
+            checkpoint,
+            json,
+        } => {
+            let stop = CancellationToken::new();
+            let interrupt = stop.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("Ctrl-C: stopping after the current chunk");
+                    interrupt.cancel();
+                }
+            });
+            let options = crate::simulate::SimulateOptions {
+                database_url: store.database_url,
+                nats_url,
+                insurers,
+                persons,
+                offices,
+                years,
+                seed,
+                start,
+                chunk: chunk.max(1),
+                checkpoint,
+            };
+            match crate::simulate::simulate(options, stop).await? {
+                Some(report) => {
+                    println!("{report}");
+                    if json {
+                        println!("{}", serde_json::to_string(&report)?);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => Ok(ExitCode::from(crate::EXIT_INTERRUPTED)),
+            }
+        }
     }
 }
 

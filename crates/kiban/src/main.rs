@@ -6,11 +6,13 @@
 //! - `1` an error (the message says what);
 //! - `2` a usage error (clap);
 //! - `3` an append refused: conflict, duplicate id, invalid input — nothing written;
-//! - `4` the hash chain does not verify.
+//! - `4` the hash chain does not verify;
+//! - `5` a simulation interrupted (Ctrl-C); the same command resumes it.
 
 mod bench_ingest;
 mod cli;
 mod commands;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -20,6 +22,8 @@ use clap::Parser;
 const EXIT_REFUSED: u8 = 3;
 /// Exit code for a hash chain that does not verify.
 const EXIT_CHAIN_BROKEN: u8 = 4;
+/// Exit code for a simulation stopped by Ctrl-C (run it again to resume).
+const EXIT_INTERRUPTED: u8 = 5;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
