@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::ingest::{
-    INGEST_RETRY_DELAY_MS, IngestHandler, Receipt, Unavailable, check_message, decide,
+    INGEST_BATCH_MESSAGES_MAX, INGEST_RETRY_DELAY_MS, IngestHandler, Receipt, Unavailable,
+    check_message, decide,
 };
 use crate::routing::OfficeSink;
 use crate::streams::INGEST_MAX_DELIVER;
@@ -132,9 +133,7 @@ impl LocalBus {
     }
 
     /// Every office's updates from now on.
-    pub fn subscribe_all_updates(
-        &self,
-    ) -> broadcast::Receiver<(OfficeNumber, Arc<RecordedEvent>)> {
+    pub fn subscribe_all_updates(&self) -> broadcast::Receiver<(OfficeNumber, Arc<RecordedEvent>)> {
         self.updates.subscribe()
     }
 
@@ -168,7 +167,23 @@ impl LocalBus {
             let Some(message) = message else {
                 return Ok(());
             };
-            self.handle(handler.as_ref(), message, &cancel).await;
+            // Like the JetStream consumer: what is queued is handled as one
+            // batch, one ordering key after the other within a group and
+            // the groups concurrently, so that their appends share commits.
+            let mut batch = vec![message];
+            while batch.len() < INGEST_BATCH_MESSAGES_MAX {
+                match receiver.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            let groups = group_by_ordering_key(batch);
+            futures::future::join_all(groups.into_iter().map(|group| async {
+                for message in group {
+                    self.handle(handler.as_ref(), message, &cancel).await;
+                }
+            }))
+            .await;
         }
     }
 
@@ -206,6 +221,30 @@ impl LocalBus {
             "local ingest message dropped after {INGEST_MAX_DELIVER} attempts; its producer re-sends it"
         );
     }
+}
+
+/// Splits a batch into groups of one ordering key each, in arrival order;
+/// an invalid message is a group of its own.
+fn group_by_ordering_key(batch: Vec<RawIngest>) -> Vec<Vec<RawIngest>> {
+    let mut groups: Vec<Vec<RawIngest>> = Vec::new();
+    let mut group_of_key: std::collections::HashMap<String, usize> = Default::default();
+    for message in batch {
+        let key = check_message(&message.subject, message.msg_id.as_deref(), &message.body)
+            .ok()
+            .map(|valid| valid.ordering_key());
+        let index = match key {
+            Some(key) => *group_of_key.entry(key).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            }),
+            None => {
+                groups.push(Vec::new());
+                groups.len() - 1
+            }
+        };
+        groups[index].push(message);
+    }
+    groups
 }
 
 /// A subscription to one insurer's receipts or one office's updates.

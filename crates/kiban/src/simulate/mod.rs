@@ -52,6 +52,9 @@ use plan::{Action, Outcomes, Planned, Population, plan_person};
 /// (below the in-process bus's broadcast capacity, so no receipt is lost).
 pub const IN_FLIGHT_MAX: u64 = 2_048;
 
+/// Office commands executing at once (different persons).
+const OFFICE_COMMANDS_IN_FLIGHT: usize = 64;
+
 /// The terminal at each office's card reader.
 const TERMINAL: &str = "T-01";
 
@@ -128,7 +131,13 @@ impl std::fmt::Display for SimulationReport {
         writeln!(
             f,
             "simulated {} persons, {} insurers, {} offices, {} → {} (seed {}, {})",
-            self.persons, self.insurers, self.offices, self.start, self.end, self.seed, self.transport
+            self.persons,
+            self.insurers,
+            self.offices,
+            self.start,
+            self.end,
+            self.seed,
+            self.transport
         )?;
         writeln!(
             f,
@@ -155,7 +164,8 @@ impl std::fmt::Display for SimulationReport {
             "  commit → office subscriber: p50 {:.1} ms, p99 {:.1} ms; projection lag at most {} events",
             self.subscriber_p50_ms, self.subscriber_p99_ms, self.projection_lag_max
         )?;
-        if let (Some(bytes), Some(per_million)) = (self.store_bytes, self.bytes_per_million_events) {
+        if let (Some(bytes), Some(per_million)) = (self.store_bytes, self.bytes_per_million_events)
+        {
             writeln!(
                 f,
                 "  store on disk: {:.1} MiB ({:.0} MiB per million events)",
@@ -179,17 +189,20 @@ pub async fn simulate(
     options: SimulateOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<SimulationReport>> {
-    if options.insurers == 0 || options.persons == 0 || options.offices == 0 || options.years == 0
-    {
+    if options.insurers == 0 || options.persons == 0 || options.offices == 0 || options.years == 0 {
         bail!("--insurers, --persons, --offices and --years must be at least 1");
     }
     let start = options.start.unwrap_or(PLATFORM_START);
     if start < PLATFORM_START {
         bail!("--start must be on or after the platform's start, {PLATFORM_START}");
     }
-    let end = NaiveDate::from_ymd_opt(start.year() + options.years as i32, start.month(), start.day())
-        .and_then(|d| d.pred_opt())
-        .context("the horizon ends on a valid day")?;
+    let end = NaiveDate::from_ymd_opt(
+        start.year() + options.years as i32,
+        start.month(),
+        start.day(),
+    )
+    .and_then(|d| d.pred_opt())
+    .context("the horizon ends on a valid day")?;
     let population = Population {
         seed: options.seed,
         insurers: options.insurers,
@@ -225,9 +238,12 @@ pub async fn simulate(
     let store = crate::commands::open_store(&options.database_url).await?;
     let engine = Arc::new(Engine::new(store.clone()));
     let db = kiban_projections::Db::open(&options.database_url).await?;
-    let projections =
-        kiban_projections::Projections::start(db.clone(), store.clone(), kiban_projections::models::all())
-            .await?;
+    let projections = kiban_projections::Projections::start(
+        db.clone(),
+        store.clone(),
+        kiban_projections::models::all(),
+    )
+    .await?;
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     // Simulated time: the municipalities' facts are checked as of the
@@ -423,7 +439,15 @@ async fn setup_insurers(
                     body: serde_json::json!({"completed_on": day}),
                 },
             };
-            send(transport, collector, population, &planned, insurer.as_str(), None).await?;
+            send(
+                transport,
+                collector,
+                population,
+                &planned,
+                insurer.as_str(),
+                None,
+            )
+            .await?;
         }
     }
     let rejected = collector.drain(0).await?;
@@ -496,7 +520,15 @@ async fn run_chunk(
         let insured = population.insured_of(action.person);
         match action.action {
             Action::Ingest { .. } => {
-                send(transport, collector, population, &action, &insurer, Some(&insured)).await?;
+                send(
+                    transport,
+                    collector,
+                    population,
+                    &action,
+                    &insurer,
+                    Some(&insured),
+                )
+                .await?;
                 messages += 1;
             }
             Action::Consent { .. } | Action::View { .. } => office_actions.push(action),
@@ -506,45 +538,73 @@ async fn run_chunk(
         *checkpoint.rejections.entry(code).or_default() += 1;
     }
     checkpoint.messages += messages;
-    // The office's actions, once the municipality's facts are in.
+    // The office's actions, once the municipality's facts are in: one
+    // person's in order, different persons' concurrently.
+    let mut by_person: BTreeMap<u64, Vec<Planned>> = BTreeMap::new();
     for action in office_actions {
-        let insurer = population.insurer_of(action.person);
-        let insured = population.insured_of(action.person);
-        let stream = StreamName::new("insured", &format!("{insurer}-{insured}"))?;
-        let id = action_id(population.seed, action.person, action.index);
-        let (command, actor) = match &action.action {
-            Action::Consent { office } => (
-                InsuredCommand::GiveConsent {
-                    office: OfficeNumber::parse(office)?,
-                    terminal: kiban_events::domain::values::TerminalId::parse(TERMINAL)?,
-                    expires_at: action.at + chrono::Duration::days(CONSENT_DAYS),
-                },
-                Actor::parse(&format!("office:{office}/{TERMINAL}"))?,
-            ),
-            Action::View { office } => (
-                InsuredCommand::RecordView {
-                    office: OfficeNumber::parse(office)?,
-                    terminal: kiban_events::domain::values::TerminalId::parse(TERMINAL)?,
-                    insurer_sharing_enabled: true,
-                },
-                Actor::parse("system:api")?,
-            ),
-            Action::Ingest { .. } => unreachable!("sent above"),
-        };
-        let context = CommandContext::new(id, actor, action.at);
-        match engine.execute::<InsuredPerson>(&stream, &command, &context).await {
-            Ok(_) => {}
-            Err(EngineError::Rejected(rejection)) => {
-                *checkpoint
-                    .rejections
-                    .entry(rejection.code().as_str().to_owned())
-                    .or_default() += 1;
+        by_person.entry(action.person).or_default().push(action);
+    }
+    let results: Vec<anyhow::Result<Vec<Option<String>>>> = futures::stream::iter(by_person)
+        .map(|(_, actions)| async move {
+            let mut codes = Vec::new();
+            for action in actions {
+                codes.push(office_action(engine, population, &action).await?);
             }
-            Err(error) => return Err(error.into()),
+            Ok(codes)
+        })
+        .buffer_unordered(OFFICE_COMMANDS_IN_FLIGHT)
+        .collect()
+        .await;
+    for result in results {
+        for code in result? {
+            checkpoint.office_commands += 1;
+            if let Some(code) = code {
+                *checkpoint.rejections.entry(code).or_default() += 1;
+            }
         }
-        checkpoint.office_commands += 1;
     }
     Ok(())
+}
+
+/// Executes one office action; returns the rejection code if refused.
+async fn office_action(
+    engine: &Engine<Store>,
+    population: &Population,
+    action: &Planned,
+) -> anyhow::Result<Option<String>> {
+    let insurer = population.insurer_of(action.person);
+    let insured = population.insured_of(action.person);
+    let stream = StreamName::new("insured", &format!("{insurer}-{insured}"))?;
+    let id = action_id(population.seed, action.person, action.index);
+    let terminal = kiban_events::domain::values::TerminalId::parse(TERMINAL)?;
+    let (command, actor) = match &action.action {
+        Action::Consent { office } => (
+            InsuredCommand::GiveConsent {
+                office: OfficeNumber::parse(office)?,
+                terminal,
+                expires_at: action.at + chrono::Duration::days(CONSENT_DAYS),
+            },
+            Actor::parse(&format!("office:{office}/{TERMINAL}"))?,
+        ),
+        Action::View { office } => (
+            InsuredCommand::RecordView {
+                office: OfficeNumber::parse(office)?,
+                terminal,
+                insurer_sharing_enabled: true,
+            },
+            Actor::parse("system:api")?,
+        ),
+        Action::Ingest { .. } => unreachable!("municipal messages are sent, not executed"),
+    };
+    let context = CommandContext::new(id, actor, action.at);
+    match engine
+        .execute::<InsuredPerson>(&stream, &command, &context)
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(EngineError::Rejected(rejection)) => Ok(Some(rejection.code().as_str().to_owned())),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Counts the events of `event_type` in the whole store.
@@ -617,7 +677,9 @@ impl Entitlements for PlannedCarePlanOffice {
         self.progress
             .events
             .fetch_add(offices.len() as u64, Ordering::Relaxed);
-        self.progress.through.store(event.position, Ordering::Relaxed);
+        self.progress
+            .through
+            .store(event.position, Ordering::Relaxed);
         offices
     }
 }
@@ -788,7 +850,12 @@ impl Collector {
         );
         let on_receipt = move |receipt: Receipt| {
             let Some(id) = receipt.event_id else { return };
-            if in_flight.lock().expect("not poisoned").remove(id.as_uuid()).is_some() {
+            if in_flight
+                .lock()
+                .expect("not poisoned")
+                .remove(id.as_uuid())
+                .is_some()
+            {
                 if receipt.status == ReceiptStatus::Rejected {
                     rejected
                         .lock()
@@ -800,7 +867,9 @@ impl Collector {
         };
         let (updates, latencies) = (collector.updates.clone(), collector.latencies.clone());
         let on_update = move |event: &RecordedEvent| {
-            let latency = (Utc::now() - event.recorded_at).to_std().unwrap_or_default();
+            let latency = (Utc::now() - event.recorded_at)
+                .to_std()
+                .unwrap_or_default();
             latencies.lock().expect("not poisoned").push(latency);
             updates.fetch_add(1, Ordering::Relaxed);
         };
@@ -839,7 +908,8 @@ impl Collector {
                 });
                 tokio::spawn(async move {
                     while let Some(message) = updates.next().await {
-                        if let Ok(event) = serde_json::from_slice::<RecordedEvent>(&message.payload) {
+                        if let Ok(event) = serde_json::from_slice::<RecordedEvent>(&message.payload)
+                        {
                             on_update(&event);
                         }
                     }
@@ -874,7 +944,10 @@ impl Collector {
         let deadline = Instant::now() + Duration::from_secs(RECEIPTS_TIMEOUT_S);
         while self.in_flight() > left {
             if Instant::now() > deadline {
-                bail!("{} receipts missing after {RECEIPTS_TIMEOUT_S} s", self.in_flight());
+                bail!(
+                    "{} receipts missing after {RECEIPTS_TIMEOUT_S} s",
+                    self.in_flight()
+                );
             }
             let answered = self.answered.notified();
             if self.in_flight() <= left {
@@ -882,7 +955,9 @@ impl Collector {
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), answered).await;
         }
-        Ok(std::mem::take(&mut *self.rejected.lock().expect("not poisoned")))
+        Ok(std::mem::take(
+            &mut *self.rejected.lock().expect("not poisoned"),
+        ))
     }
 
     /// Waits (bounded) until routing has looked at the store's head and

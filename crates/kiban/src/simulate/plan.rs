@@ -446,7 +446,10 @@ impl Plan<'_> {
             }
         }
         let paid = |day: NaiveDate| {
-            covered(day) && copayment.iter().any(|(from, until)| *from <= day && day <= *until)
+            covered(day)
+                && copayment
+                    .iter()
+                    .any(|(from, until)| *from <= day && day <= *until)
         };
         // Benefit uses: at most one of each kind per certification.
         let mut prior_applications = 0;
