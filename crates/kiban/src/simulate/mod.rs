@@ -258,6 +258,7 @@ pub async fn simulate(
         &store,
         handler,
         &population,
+        options.checkpoint.with_extension("routing"),
         &cancel,
         &mut tasks,
     )
@@ -714,6 +715,7 @@ impl Transport {
         store: &Store,
         handler: Arc<EngineHandler<Store>>,
         population: &Population,
+        routing_checkpoints: PathBuf,
         cancel: &CancellationToken,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> anyhow::Result<Transport> {
@@ -725,9 +727,9 @@ impl Transport {
                 .map(|index| (population.insurer(index), index))
                 .collect(),
         };
-        let checkpoints = kiban_bus::relay::FileCheckpoints::new(
-            std::env::temp_dir().join(format!("kiban-simulate-routing-{}", std::process::id())),
-        );
+        // Beside the run's checkpoint: a resumed run routes on from where
+        // it stopped instead of sending every update again.
+        let checkpoints = kiban_bus::relay::FileCheckpoints::new(routing_checkpoints);
         let (store, stop) = (store.clone(), cancel.clone());
         match nats_url {
             Some(url) => {
