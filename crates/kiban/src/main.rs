@@ -6,10 +6,12 @@
 //! - `1` an error (the message says what);
 //! - `2` a usage error (clap);
 //! - `3` an append refused: conflict, duplicate id, invalid input — nothing written;
-//! - `4` the hash chain does not verify.
+//! - `4` the hash chain does not verify;
+//! - `5` `kiban emit`: a message was rejected or got no receipt in time.
 
 mod cli;
 mod commands;
+mod serving;
 
 use std::process::ExitCode;
 
