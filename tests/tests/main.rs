@@ -7,5 +7,6 @@ mod crash_safety;
 mod engine;
 mod ingest;
 mod projections;
+mod routing;
 mod store_contract;
 mod timers;

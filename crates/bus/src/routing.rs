@@ -35,11 +35,17 @@ pub const ROUTING_CHECKPOINT: &str = "office-routing";
 /// checkpoint's fsyncs off the hot path.
 pub const ROUTING_BATCH_EVENTS_MAX: usize = 256;
 
-/// Which offices may see an event. Implemented by the domain's
-/// entitlement projection; must be cheap (it runs for every event).
+/// Which offices may see an event. Implemented over the read models
+/// (`kiban::entitlements::ReadModelEntitlements`); it runs for every event,
+/// so it should be a lookup or two.
 pub trait Entitlements: Send + Sync {
-    /// The offices entitled to `event`, without repeats.
-    fn offices_for(&self, event: &RecordedEvent) -> Vec<OfficeNumber>;
+    /// The offices entitled to `event`, without repeats. `Err` (the read
+    /// side is unavailable) stops the routing, which its owner restarts
+    /// from the checkpoint.
+    fn offices_for(
+        &self,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<Vec<OfficeNumber>>> + Send;
 }
 
 /// Where office updates go.
@@ -119,7 +125,7 @@ where
         let mut last: Option<Position> = None;
         for event in batch {
             let event = Arc::new(event.map_err(|error| Error::Source(error.to_string()))?);
-            for office in entitlements.offices_for(&event) {
+            for office in entitlements.offices_for(&event).await? {
                 sink.send(&office, &event).await?;
             }
             last = Some(event.position);

@@ -21,12 +21,12 @@ const OFFICE: &str = "1312345678";
 struct OneOffice;
 
 impl Entitlements for OneOffice {
-    fn offices_for(&self, event: &RecordedEvent) -> Vec<OfficeNumber> {
-        if event.stream.kind() == "certification" {
+    async fn offices_for(&self, event: &RecordedEvent) -> kiban_bus::Result<Vec<OfficeNumber>> {
+        Ok(if event.stream.kind() == "certification" {
             vec![OfficeNumber::parse(OFFICE).unwrap()]
         } else {
             Vec::new()
-        }
+        })
     }
 }
 

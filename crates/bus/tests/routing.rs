@@ -201,12 +201,12 @@ async fn an_office_cannot_subscribe_to_another_office_and_a_municipality_cannot_
 struct ByPayload;
 
 impl Entitlements for ByPayload {
-    fn offices_for(&self, event: &RecordedEvent) -> Vec<OfficeNumber> {
+    async fn offices_for(&self, event: &RecordedEvent) -> kiban_bus::Result<Vec<OfficeNumber>> {
         let mut offices = vec![OfficeNumber::parse(OFFICE_B).unwrap()];
         if event.payload.as_str().contains(OFFICE_A) {
             offices.push(OfficeNumber::parse(OFFICE_A).unwrap());
         }
-        offices
+        Ok(offices)
     }
 }
 

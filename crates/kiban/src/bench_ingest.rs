@@ -418,8 +418,8 @@ async fn publish(
 struct EveryEventToOneOffice(OfficeNumber);
 
 impl Entitlements for EveryEventToOneOffice {
-    fn offices_for(&self, _event: &RecordedEvent) -> Vec<OfficeNumber> {
-        vec![self.0.clone()]
+    async fn offices_for(&self, _event: &RecordedEvent) -> kiban_bus::Result<Vec<OfficeNumber>> {
+        Ok(vec![self.0.clone()])
     }
 }
 

@@ -38,6 +38,8 @@ pub enum Command {
         /// e.g. `nats://127.0.0.1:4222`. Without it, the in-process bus.
         #[arg(long, env = "KIBAN_NATS_URL")]
         nats_url: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Append events given as JSON to one stream (イベント追記).
     ///
@@ -112,8 +114,8 @@ pub enum Command {
         /// The seed: the same seed gives the same history.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// The first day (YYYY-MM-DD); by default the April 1st that lets
-        /// the horizon end before today.
+        /// The first day (YYYY-MM-DD, on or after the platform's start);
+        /// by default the platform's start, 2026-04-01.
         #[arg(long)]
         start: Option<chrono::NaiveDate>,
         /// Persons planned and sent together.
@@ -125,6 +127,65 @@ pub enum Command {
         /// Print one JSON object as the last line.
         #[arg(long)]
         json: bool,
+    },
+    /// Publish status messages as a municipality and wait for their
+    /// receipts (保険者として送信).
+    ///
+    /// The input is one message, a JSON array of them, or JSON lines, in the
+    /// schema of docs/integration.md (`event_id` is filled in when absent).
+    /// Prints each receipt as a JSON line; exits 5 when any message was
+    /// rejected or got no receipt in time.
+    Emit {
+        /// The municipality's insurer number (保険者番号, 6 digits).
+        #[arg(long)]
+        insurer: String,
+        /// The NATS server kiban ingests from.
+        #[arg(long, env = "KIBAN_NATS_URL", default_value = crate::serving::DEFAULT_NATS_URL)]
+        nats_url: String,
+        /// Seconds to wait for the receipts after the last publish.
+        #[arg(long, default_value_t = kiban::clients::RECEIPT_TIMEOUT_SECS)]
+        timeout: u64,
+        /// A JSON file, or `-` for standard input.
+        input: PathBuf,
+    },
+    /// Print an office's live updates (事業所の更新通知) as JSON lines.
+    Subscribe {
+        /// The office number (介護保険事業所番号, 10 digits).
+        #[arg(long)]
+        office: String,
+        /// The NATS server kiban routes office updates to.
+        #[arg(long, env = "KIBAN_NATS_URL", default_value = crate::serving::DEFAULT_NATS_URL)]
+        nats_url: String,
+        /// One readable line per update instead of JSON.
+        #[arg(long)]
+        pretty: bool,
+        /// Stop after this many updates (default: until Ctrl-C).
+        #[arg(long)]
+        max: Option<u64>,
+    },
+    /// Play a small town through a compressed month on the embedded system
+    /// (デモ), then keep serving the API until Ctrl-C.
+    Demo {
+        /// Plain output without colours or pacing, and exit after the story
+        /// instead of serving on.
+        #[arg(long)]
+        script: bool,
+        /// No pauses between the steps of the story.
+        #[arg(long)]
+        fast: bool,
+        /// Use NATS JetStream instead of the in-process bus.
+        #[arg(long, env = "KIBAN_NATS_URL")]
+        nats_url: Option<String>,
+        /// The event store (default: a fresh SQLite file in the data directory).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Where the API listens.
+        #[arg(long, default_value = kiban::system::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Certificates and the default database (default: a fresh
+        /// temporary directory, removed at exit).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Benchmarks (not tests): measured figures go to docs/benchmarks.md.
     Bench {
@@ -203,4 +264,25 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The HTTPS API of `kiban serve`.
+#[derive(Debug, Args, Clone)]
+pub struct ApiArgs {
+    /// Where the HTTPS API listens.
+    #[arg(long, env = "KIBAN_LISTEN", default_value = kiban::system::DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// The server certificate chain (PEM). With --tls-key and --client-ca;
+    /// without all three, development certificates under <data dir>/certs.
+    #[arg(long, requires_all = ["tls_key", "client_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "client_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The platform CA that issues client certificates (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub client_ca: Option<PathBuf>,
+    /// Development certificates and checkpoints live here.
+    #[arg(long, env = "KIBAN_DATA_DIR", default_value = kiban::system::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
 }

@@ -1,22 +1,16 @@
 //! What each subcommand does: parse its input, call the libraries, print.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use kiban_bus::engine::EngineHandler;
-use kiban_bus::local::LocalBus;
-use kiban_bus::streams::{StreamOptions, ensure_streams};
-use kiban_engine::{Engine, TICK_INTERVAL_MS, Timers};
 use kiban_events::StreamName;
 use kiban_events::envelope::{Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload};
-use kiban_store::{Store, StoreOptions, VerifyReport};
+use kiban_store::VerifyReport;
 use serde::Deserialize;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::EXIT_CHAIN_BROKEN;
@@ -24,7 +18,11 @@ use crate::cli::{Backend, BenchCommand, Command};
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { store, nats_url } => serve(&store.database_url, nats_url.as_deref()).await,
+        Command::Serve {
+            store,
+            nats_url,
+            api,
+        } => crate::serving::serve(&store.database_url, nats_url, api).await,
         Command::Append {
             store,
             stream,
@@ -58,7 +56,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             checkpoint,
             json,
         } => {
-            let stop = CancellationToken::new();
+            let stop = tokio_util::sync::CancellationToken::new();
             let interrupt = stop.clone();
             tokio::spawn(async move {
                 if tokio::signal::ctrl_c().await.is_ok() {
@@ -89,106 +87,13 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 None => Ok(ExitCode::from(crate::EXIT_INTERRUPTED)),
             }
         }
+        command @ (Command::Emit { .. } | Command::Subscribe { .. } | Command::Demo { .. }) => {
+            crate::serving::run(command).await
+        }
     }
 }
 
-/// Opens the store, creating the directory of an SQLite file when needed.
-pub async fn open_store(url: &str) -> anyhow::Result<Store> {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        let path = path.split('?').next().unwrap_or(path);
-        if let Some(parent) = Path::new(path)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent).with_context(|| {
-                format!("cannot create the data directory {}", parent.display())
-            })?;
-        }
-    }
-    Store::open(url, StoreOptions::default())
-        .await
-        .with_context(|| format!("cannot open the store at {}", redact_url(url)))
-}
-
-/// A URL without its password, fit for a log line or an error message.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            let user = credentials.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-async fn serve(url: &str, nats_url: Option<&str>) -> anyhow::Result<ExitCode> {
-    let store = open_store(url).await?;
-    let head = store.head().await?;
-    let engine = Arc::new(Engine::new(store.clone()));
-    let handler = Arc::new(EngineHandler::new(Arc::clone(&engine)));
-    let cancel = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let transport = match nats_url {
-        Some(nats_url) => {
-            let client = async_nats::connect(nats_url)
-                .await
-                .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
-            let jetstream = async_nats::jetstream::new(client.clone());
-            ensure_streams(&jetstream, &StreamOptions::default()).await?;
-            tasks.spawn(kiban_bus::ingest::run_ingest(
-                client.clone(),
-                handler,
-                cancel.clone(),
-            ));
-            tasks.spawn(kiban_bus::relay::run_relay(
-                client,
-                store.clone(),
-                cancel.clone(),
-            ));
-            format!("NATS JetStream at {nats_url} (ingest and outbox relay)")
-        }
-        None => {
-            let bus = LocalBus::new();
-            let stop = cancel.clone();
-            tasks.spawn(async move { bus.run_ingest(handler, stop).await });
-            "the in-process bus".to_owned()
-        }
-    };
-    let timers = Timers::new(Arc::clone(&engine));
-    let stop = cancel.clone();
-    tasks.spawn(async move {
-        let interval = std::time::Duration::from_millis(TICK_INTERVAL_MS);
-        timers
-            .run(Utc::now, interval, stop)
-            .await
-            .map_err(|error| kiban_bus::Error::Unavailable(format!("timers: {error}")))
-    });
-    println!(
-        "kiban serving — store {} (head position {})",
-        redact_url(url),
-        head.position
-    );
-    println!(
-        "transport: {transport}; timers tick every {} s",
-        TICK_INTERVAL_MS / 1000
-    );
-    println!("Ctrl-C to stop.");
-    tokio::select! {
-        signal = tokio::signal::ctrl_c() => signal.context("cannot listen for Ctrl-C")?,
-        Some(ended) = tasks.join_next() => {
-            tracing::error!(?ended, "a serving task stopped on its own; shutting down");
-        }
-    }
-    println!("stopping: finishing the work in flight");
-    cancel.cancel();
-    while tasks.join_next().await.is_some() {}
-    store.close().await;
-    Ok(ExitCode::SUCCESS)
-}
+pub use kiban::system::open_store;
 
 /// An event as an operator writes it: everything but the type and the
 /// payload has a sensible default.
@@ -239,7 +144,7 @@ fn parse_expected_version(text: &str) -> anyhow::Result<ExpectedVersion> {
     })
 }
 
-fn read_input(path: &PathBuf) -> anyhow::Result<String> {
+pub fn read_input(path: &PathBuf) -> anyhow::Result<String> {
     let mut text = String::new();
     if path.as_os_str() == "-" {
         std::io::stdin()

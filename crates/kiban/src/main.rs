@@ -7,11 +7,13 @@
 //! - `2` a usage error (clap);
 //! - `3` an append refused: conflict, duplicate id, invalid input — nothing written;
 //! - `4` the hash chain does not verify;
-//! - `5` a simulation interrupted (Ctrl-C); the same command resumes it.
+//! - `5` `kiban emit`: a message was rejected or got no receipt in time;
+//! - `6` a simulation interrupted (Ctrl-C); the same command resumes it.
 
 mod bench_ingest;
 mod cli;
 mod commands;
+mod serving;
 mod simulate;
 
 use std::process::ExitCode;
@@ -23,7 +25,7 @@ const EXIT_REFUSED: u8 = 3;
 /// Exit code for a hash chain that does not verify.
 const EXIT_CHAIN_BROKEN: u8 = 4;
 /// Exit code for a simulation stopped by Ctrl-C (run it again to resume).
-const EXIT_INTERRUPTED: u8 = 5;
+const EXIT_INTERRUPTED: u8 = 6;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -52,7 +52,7 @@ fn a_small_simulation_interrupted_and_resumed_keeps_every_invariant() {
     let status = child.wait().unwrap();
     assert_eq!(
         status.code(),
-        Some(5),
+        Some(6),
         "interrupted exit code; stderr: {progress:#?}"
     );
 

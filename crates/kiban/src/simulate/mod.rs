@@ -257,7 +257,7 @@ pub async fn simulate(
         options.nats_url.as_deref(),
         &store,
         handler,
-        &population,
+        &projections,
         options.checkpoint.with_extension("routing"),
         &cancel,
         &mut tasks,
@@ -656,12 +656,9 @@ fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
 }
 
-/// Routing's entitlements in the simulation: the person's care-plan office
-/// as planned (every planned person files one after the first decision).
-struct PlannedCarePlanOffice {
-    population: Population,
-    insurer_index: HashMap<String, u64>,
-    /// Events routed to an office, and the last position looked at.
+/// The read models' entitlements, counting what routing has done so far.
+struct CountingEntitlements {
+    inner: kiban::entitlements::ReadModelEntitlements,
     progress: Arc<Routed>,
 }
 
@@ -672,34 +669,16 @@ struct Routed {
     through: AtomicU64,
 }
 
-impl Entitlements for PlannedCarePlanOffice {
-    fn offices_for(&self, event: &RecordedEvent) -> Vec<OfficeNumber> {
-        let offices = self.office_of(event);
+impl Entitlements for CountingEntitlements {
+    async fn offices_for(&self, event: &RecordedEvent) -> kiban_bus::Result<Vec<OfficeNumber>> {
+        let offices = self.inner.offices_for(event).await?;
         self.progress
             .events
             .fetch_add(offices.len() as u64, Ordering::Relaxed);
         self.progress
             .through
             .store(event.position, Ordering::Relaxed);
-        offices
-    }
-}
-
-impl PlannedCarePlanOffice {
-    fn office_of(&self, event: &RecordedEvent) -> Vec<OfficeNumber> {
-        let id = event.stream.id();
-        let mut parts = id.split('-');
-        let (Some(insurer), Some(insured)) = (parts.next(), parts.next()) else {
-            return Vec::new();
-        };
-        let (Some(index), Ok(local)) = (self.insurer_index.get(insurer), insured.parse::<u64>())
-        else {
-            return Vec::new();
-        };
-        let person = (local.saturating_sub(1)) * self.population.insurers + index;
-        OfficeNumber::parse(&self.population.office_of(person))
-            .map(|office| vec![office])
-            .unwrap_or_default()
+        Ok(offices)
     }
 }
 
@@ -714,18 +693,15 @@ impl Transport {
         nats_url: Option<&str>,
         store: &Store,
         handler: Arc<EngineHandler<Store>>,
-        population: &Population,
+        projections: &kiban_projections::Projections,
         routing_checkpoints: PathBuf,
         cancel: &CancellationToken,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> anyhow::Result<Transport> {
         let routed = Arc::new(Routed::default());
-        let entitlements = PlannedCarePlanOffice {
+        let entitlements = CountingEntitlements {
+            inner: kiban::entitlements::ReadModelEntitlements::new(projections.clone()),
             progress: routed.clone(),
-            population: *population,
-            insurer_index: (0..population.insurers)
-                .map(|index| (population.insurer(index), index))
-                .collect(),
         };
         // Beside the run's checkpoint: a resumed run routes on from where
         // it stopped instead of sending every update again.

@@ -1,0 +1,1117 @@
+//! `kiban demo`: a small town through a compressed month, on the real
+//! system (docs/demo.md).
+//!
+//! It starts the system as `kiban serve` does (store, projections, HTTPS
+//! API with development certificates, ingest, office routing, timers) and
+//! plays one insurer (131016), two care offices, a clinic and 50 insured
+//! persons through one month, on a demo clock that starts 40 days ago and
+//! moves a day at a time:
+//!
+//! - the municipality's messages go through the bus (in-process or NATS)
+//!   and each waits for its receipt;
+//! - the offices', the clinic's and the federation's actions go through the
+//!   HTTPS API with the development client certificates;
+//! - the offices' feeds are their routed updates (what each may see);
+//! - the 30-day deadline of an undecided application is fired by the
+//!   timers when the clock passes it.
+//!
+//! Driven through the engine directly, because no API route or ingest kind
+//! exists for them yet: the insurer's onboarding (a federation act), and the
+//! subsidy application, review, decision and payment (the subsidy routes are
+//! being added to the API). The My Number card check before a consent is
+//! SIMULATED (no card is read) and says so in the feed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use kiban_api::Clock;
+use kiban_bus::ingest::{Receipt, ReceiptStatus};
+use kiban_engine::{CommandContext, Engine};
+use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+use kiban_events::domain::subsidy::{
+    DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant, SubsidyApplication,
+    SubsidyCommand, SubsidyPolicy, SubsidyState, SubsidyStatus, subsidy_stream_for_office,
+};
+use kiban_events::domain::{Decider, DocumentRef, ServiceTypeCode, Yen};
+use kiban_events::envelope::{Actor, EventId};
+use kiban_events::ids::{InsurerNumber, OfficeNumber};
+use kiban_events::{RecordedEvent, StreamName};
+use kiban_store::Store;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::clients::{Municipality, OfficeFeed, Outgoing, japanese_name};
+use crate::system::{System, SystemOptions};
+
+/// The demo town's insurer (保険者番号).
+pub const DEMO_INSURER: &str = "131016";
+/// The care-plan office that files by proxy and applies for the subsidy.
+pub const OFFICE_A: &str = "1312345678";
+/// A second office, chosen by a person after a card check.
+pub const OFFICE_B: &str = "1319876543";
+/// The clinic asked for the doctors' opinions.
+pub const CLINIC: &str = "1398765432";
+/// Persons in the town.
+pub const PERSONS: u32 = 50;
+/// The subsidy the office is paid, in yen: two card readers (15,400) and
+/// connection support (22,000), within the 64,000 limit of its category.
+pub const SUBSIDY_EXPECTED_YEN: u64 = 37_400;
+/// How long the demo waits for a receipt or an update before it gives up.
+const WAIT_SECS: u64 = 30;
+
+/// What `kiban demo` was asked.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Plain output and exit after the story.
+    pub script: bool,
+    /// No pauses.
+    pub fast: bool,
+    /// NATS instead of the in-process bus.
+    pub nats_url: Option<String>,
+    /// Another store than the fresh SQLite file.
+    pub database_url: Option<String>,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Where certificates (and the default database) go.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Runs the demo.
+pub async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
+    let (data_dir, _temporary) = match &options.data_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("kiban-demo-")
+                .tempdir()
+                .context("cannot create a temporary directory")?;
+            (dir.path().to_owned(), Some(dir))
+        }
+    };
+    let database_url = options
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("kiban.db").display()));
+    let start = demo_start(Utc::now());
+    let clock = DemoClock::new(start);
+    let mut system_options = SystemOptions::new(database_url, options.listen, data_dir);
+    system_options.nats_url = options.nats_url.clone();
+    system_options.clock = clock.as_clock();
+    system_options.timer_interval = Duration::from_millis(250);
+    let mut system = System::start(system_options).await?;
+    let out = Out::new(options.script, options.fast);
+    out.title("kiban demo — 介護情報基盤 in a small town (一つの保険者、二つの事業所、一つの診療所、50人)");
+    out.note(&format!(
+        "API {} · {} · store {}",
+        system.base_url(),
+        system.bus.describe(),
+        crate::system::redact_url(
+            &options
+                .database_url
+                .clone()
+                .unwrap_or_else(|| "SQLite (fresh)".into())
+        )
+    ));
+    let story = Story::new(&system, clock.clone(), out.clone()).await?;
+    let outcome = tokio::select! {
+        outcome = story.play() => outcome,
+        (task, error) = system.failed() => Err(anyhow::anyhow!("{task} stopped: {error}")),
+    };
+    if let Err(error) = outcome {
+        system.stop().await;
+        return Err(error);
+    }
+    clock.real_time();
+    out.title("Explore the API (the demo keeps serving)");
+    for line in system.curl_examples() {
+        out.line(&format!("  {line}"));
+    }
+    if options.script {
+        out.line("demo finished (script mode exits here)");
+        system.stop().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    out.line("Ctrl-C to stop.");
+    let waited = tokio::select! {
+        signal = tokio::signal::ctrl_c() => signal.context("cannot listen for Ctrl-C"),
+        (task, error) = system.failed() => Err(anyhow::anyhow!("{task} stopped: {error}")),
+    };
+    system.stop().await;
+    waited.map(|()| ExitCode::SUCCESS)
+}
+
+/// 09:00 JST forty days before `now`: the story's month lies in the past,
+/// so that every status message's time is before the real now.
+fn demo_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    let day = (now - chrono::Duration::days(40)).date_naive();
+    Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight"))
+}
+
+/// The demo's clock: a moving date during the story, the real time after.
+#[derive(Clone)]
+struct DemoClock {
+    micros: Arc<AtomicI64>,
+    start: DateTime<Utc>,
+}
+
+impl DemoClock {
+    fn new(start: DateTime<Utc>) -> Self {
+        Self {
+            micros: Arc::new(AtomicI64::new(start.timestamp_micros())),
+            start,
+        }
+    }
+
+    fn as_clock(&self) -> Clock {
+        let micros = self.micros.clone();
+        Arc::new(move || match micros.load(Ordering::SeqCst) {
+            0 => Utc::now(),
+            at => Utc.timestamp_micros(at).single().unwrap_or_else(Utc::now),
+        })
+    }
+
+    /// Day `n` of the story, 09:00 JST.
+    fn day(&self, n: i64) -> DateTime<Utc> {
+        self.start + chrono::Duration::days(n)
+    }
+
+    fn date(&self, n: i64) -> NaiveDate {
+        (self.day(n) + chrono::Duration::hours(9)).date_naive()
+    }
+
+    fn set_day(&self, n: i64) {
+        self.micros
+            .store(self.day(n).timestamp_micros(), Ordering::SeqCst);
+    }
+
+    fn real_time(&self) {
+        self.micros.store(0, Ordering::SeqCst);
+    }
+}
+
+/// The feed's printer.
+#[derive(Clone)]
+struct Out {
+    script: bool,
+    fast: bool,
+}
+
+impl Out {
+    fn new(script: bool, fast: bool) -> Self {
+        Self { script, fast }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.script {
+            text.to_owned()
+        } else {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        }
+    }
+
+    fn line(&self, text: &str) {
+        println!("{text}");
+    }
+
+    fn title(&self, text: &str) {
+        println!();
+        println!("{}", self.paint("1", &format!("== {text}")));
+    }
+
+    fn note(&self, text: &str) {
+        println!("   {}", self.paint("2", text));
+    }
+
+    fn day(&self, n: i64, date: NaiveDate, what: &str) {
+        println!();
+        println!(
+            "{}",
+            self.paint("1;36", &format!("-- day {n:>2} ({date}) {what}"))
+        );
+    }
+
+    fn emitted(&self, kind: &str, who: &str, receipt: &Receipt) {
+        let verdict = match receipt.status {
+            ReceiptStatus::Accepted => format!(
+                "accepted at {:?}",
+                receipt.positions.clone().unwrap_or_default()
+            ),
+            ReceiptStatus::Rejected => format!(
+                "REJECTED {} {}",
+                receipt.code.clone().unwrap_or_default(),
+                receipt.message.clone().unwrap_or_default()
+            ),
+        };
+        println!(
+            "   {} {kind} ({}) {who} → receipt {verdict}",
+            self.paint("33", "municipality emitted"),
+            japanese_name(kind)
+        );
+    }
+
+    fn received(&self, office: &str, event: &RecordedEvent) {
+        println!(
+            "   {} {office} received #{} {} ({}) {}",
+            self.paint("32", "office"),
+            event.position,
+            event.event_type.as_str(),
+            japanese_name(event.event_type.as_str()),
+            event.stream.as_str()
+        );
+    }
+
+    fn api(&self, who: &str, method: &Method, path: &str, status: StatusCode, detail: &str) {
+        println!(
+            "   {} {who}: {method} {path} → {} {detail}",
+            self.paint("35", "API"),
+            status.as_u16()
+        );
+    }
+
+    fn engine(&self, what: &str) {
+        println!("   {} {what}", self.paint("34", "engine (direct)"));
+    }
+
+    async fn pause(&self) {
+        if !self.fast {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    }
+}
+
+/// What the offices received, for the story to wait on.
+#[derive(Default)]
+struct Received {
+    events: Mutex<Vec<(String, RecordedEvent)>>,
+    changed: Notify,
+}
+
+impl Received {
+    /// Waits until `office` received an event of `kind` on `stream`.
+    async fn wait(&self, office: &str, kind: &str, stream: &str) -> anyhow::Result<RecordedEvent> {
+        let search = async {
+            loop {
+                let notified = self.changed.notified();
+                if let Some(found) = self
+                    .events
+                    .lock()
+                    .expect("not poisoned")
+                    .iter()
+                    .find(|(o, e)| {
+                        o == office && e.event_type.as_str() == kind && e.stream.as_str() == stream
+                    })
+                    .map(|(_, e)| e.clone())
+                {
+                    return found;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(WAIT_SECS), search)
+            .await
+            .with_context(|| format!("office {office} did not receive {kind} on {stream}"))
+    }
+}
+
+struct Story {
+    clock: DemoClock,
+    out: Out,
+    engine: Arc<Engine<Store>>,
+    projections: kiban_projections::Projections,
+    municipality: tokio::sync::Mutex<Municipality>,
+    received: Arc<Received>,
+    http: BTreeMap<String, reqwest::Client>,
+    base: String,
+}
+
+impl Story {
+    async fn new(system: &System, clock: DemoClock, out: Out) -> anyhow::Result<Story> {
+        let dev = system
+            .dev
+            .as_ref()
+            .context("the demo runs with development certificates")?;
+        let ca = std::fs::read(&dev.tls.client_ca)?;
+        let mut http = BTreeMap::new();
+        for client in &dev.clients {
+            let pem = std::fs::read(&client.pem)?;
+            let built = reqwest::Client::builder()
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+                .identity(reqwest::Identity::from_pem(&pem)?)
+                .timeout(Duration::from_secs(WAIT_SECS))
+                .build()?;
+            http.insert(client.principal.to_uri(), built);
+        }
+        let received = Arc::new(Received::default());
+        for office in [OFFICE_A, OFFICE_B] {
+            let mut feed = OfficeFeed::connect(&system.bus, OfficeNumber::parse(office)?).await?;
+            let (received, out) = (received.clone(), out.clone());
+            tokio::spawn(async move {
+                while let Ok(event) = feed.next().await {
+                    out.received(office, &event);
+                    received
+                        .events
+                        .lock()
+                        .expect("not poisoned")
+                        .push((office.to_owned(), event));
+                    received.changed.notify_waiters();
+                }
+            });
+        }
+        let municipality =
+            Municipality::connect(&system.bus, InsurerNumber::parse(DEMO_INSURER)?).await?;
+        Ok(Story {
+            clock,
+            out,
+            engine: system.engine.clone(),
+            projections: system.projections.clone(),
+            municipality: tokio::sync::Mutex::new(municipality),
+            received,
+            http,
+            base: system.base_url(),
+        })
+    }
+
+    /// The insured number of the town's `n`-th person (1-based): a number
+    /// made fresh for each run, so that the demo can run again on the same
+    /// store.
+    fn person(&self, n: u32) -> String {
+        let run = (self.clock.start.timestamp() / 86_400) % 10_000;
+        format!("9{run:05}{n:04}")
+    }
+
+    async fn emit(
+        &self,
+        kind: &str,
+        insured: Option<&str>,
+        application: Option<u32>,
+        day: i64,
+        body: Value,
+        quiet: bool,
+    ) -> anyhow::Result<Receipt> {
+        let message = Outgoing::from_json(json!({
+            "event_id": Uuid::now_v7(),
+            "kind": kind,
+            "insurer": DEMO_INSURER,
+            "insured": insured,
+            "application": application,
+            "occurred_at": self.clock.day(day) + chrono::Duration::hours(1),
+            "body": body,
+        }))?;
+        let receipt = self
+            .municipality
+            .lock()
+            .await
+            .send(&message, Duration::from_secs(WAIT_SECS))
+            .await?;
+        if !quiet || receipt.status != ReceiptStatus::Accepted {
+            let who = match (insured, application) {
+                (Some(p), Some(a)) => format!("for {p} application {a}"),
+                (Some(p), None) => format!("for {p}"),
+                _ => String::new(),
+            };
+            self.out.emitted(kind, &who, &receipt);
+        }
+        if receipt.status != ReceiptStatus::Accepted {
+            bail!("the municipality's {kind} was rejected: {receipt:?}");
+        }
+        Ok(receipt)
+    }
+
+    async fn call(
+        &self,
+        who: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let client = self
+            .http
+            .get(who)
+            .with_context(|| format!("no development certificate for {who}"))?;
+        let mut request = client.request(method.clone(), format!("{}{path}", self.base));
+        if method != Method::GET {
+            request = request.header(kiban_api::IDEMPOTENCY_KEY, Uuid::now_v7().to_string());
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    }
+
+    /// Calls the API, prints the call, and fails the demo unless `expect`.
+    async fn api(
+        &self,
+        who: &str,
+        label: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        expect: StatusCode,
+    ) -> anyhow::Result<Value> {
+        let (status, value) = self.call(who, method.clone(), path, body).await?;
+        let detail = match value.get("type").and_then(Value::as_str) {
+            Some(problem) => problem.to_owned(),
+            None => String::new(),
+        };
+        self.out.api(label, &method, path, status, &detail);
+        if status != expect {
+            bail!("{method} {path} answered {status}, expected {expect}: {value}");
+        }
+        Ok(value)
+    }
+
+    async fn at_day(&self, n: i64, what: &str) {
+        self.clock.set_day(n);
+        self.out.day(n, self.clock.date(n), what);
+        self.out.pause().await;
+    }
+
+    async fn play(&self) -> anyhow::Result<()> {
+        let office_t01 = format!("kiban:office:{OFFICE_A}:terminal:T-01");
+        let office_t02 = format!("kiban:office:{OFFICE_A}:terminal:T-02");
+        let office_b = format!("kiban:office:{OFFICE_B}:terminal:T-01");
+        let federation = "kiban:federation";
+        let clinic = format!("kiban:medical:{CLINIC}");
+        let persons: Vec<String> = (1..=PERSONS).map(|n| self.person(n)).collect();
+        let (p1, p2, p3, p4) = (&persons[0], &persons[1], &persons[2], &persons[3]);
+
+        self.at_day(0, "the town joins the platform (保険者の参加)")
+            .await;
+        self.onboard_insurer().await?;
+        self.emit(
+            "insurer.standardisation_completed",
+            None,
+            None,
+            0,
+            json!({"completed_on": self.clock.date(0)}),
+            false,
+        )
+        .await?;
+        self.emit(
+            "insurer.data_transmission_completed",
+            None,
+            None,
+            0,
+            json!({"completed_on": self.clock.date(0)}),
+            false,
+        )
+        .await?;
+        self.out.note(&format!(
+            "{PERSONS} insured persons live in the town (被保険者)"
+        ));
+        self.at_day(1, "consents and proxy applications (同意・代行申請)")
+            .await;
+        for person in [p1, p2, p3] {
+            self.out.note(&format!(
+                "[SIMULATED CARD] マイナンバーカード本人確認 at office {OFFICE_A} terminal T-01 for {person} — simulated, no card is read"
+            ));
+            self.api(
+                federation,
+                "federation (consent platform)",
+                Method::POST,
+                &format!("/v1/persons/{DEMO_INSURER}/{person}/consents"),
+                Some(json!({"office": OFFICE_A, "terminal": "T-01",
+                    "expires_at": self.clock.day(365)})),
+                StatusCode::CREATED,
+            )
+            .await?;
+        }
+        let town = &persons[3..];
+        self.town(
+            "certification.filed",
+            town,
+            1,
+            |_, date| json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": date}),
+        )
+        .await?;
+        for person in [p1, p2, p3] {
+            self.api(
+                &office_t01,
+                &format!("office {OFFICE_A} T-01 (代行申請)"),
+                Method::POST,
+                &format!("/v1/persons/{DEMO_INSURER}/{person}/certifications"),
+                Some(json!({"kind": "new", "applied_on": self.clock.date(1)})),
+                StatusCode::CREATED,
+            )
+            .await?;
+            self.received
+                .wait(
+                    OFFICE_A,
+                    "certification.filed",
+                    &format!("certification/{DEMO_INSURER}-{person}-1"),
+                )
+                .await?;
+        }
+
+        self.at_day(3, "investigations and the clinic (認定調査・主治医意見書)")
+            .await;
+        for person in [p1, p2, p3] {
+            self.emit(
+                "certification.investigation_scheduled",
+                Some(person),
+                Some(1),
+                3,
+                json!({"scheduled_on": self.clock.date(8)}),
+                false,
+            )
+            .await?;
+            self.emit(
+                "certification.opinion_requested",
+                Some(person),
+                Some(1),
+                3,
+                json!({"institution": CLINIC}),
+                false,
+            )
+            .await?;
+        }
+        self.town(
+            "certification.investigation_scheduled",
+            town,
+            3,
+            |_, _| json!({"scheduled_on": self.clock.date(8)}),
+        )
+        .await?;
+        self.town(
+            "certification.opinion_requested",
+            town,
+            3,
+            |_, _| json!({"institution": CLINIC}),
+        )
+        .await?;
+        let requests = self
+            .api(
+                &clinic,
+                &format!("clinic {CLINIC}"),
+                Method::GET,
+                &format!("/v1/medical/{CLINIC}/opinion-requests"),
+                None,
+                StatusCode::OK,
+            )
+            .await?;
+        self.out.note(&format!(
+            "the clinic sees {} opinion requests addressed to it",
+            requests.as_array().map_or(0, Vec::len)
+        ));
+
+        self.at_day(8, "investigation visits (訪問調査)").await;
+        for person in [p1, p2, p3] {
+            self.emit(
+                "certification.investigation_completed",
+                Some(person),
+                Some(1),
+                8,
+                json!({"investigation_sheet": document('a')}),
+                false,
+            )
+            .await?;
+        }
+        self.town(
+            "certification.investigation_completed",
+            town,
+            8,
+            |_, _| json!({"investigation_sheet": document('a')}),
+        )
+        .await?;
+        self.at_day(12, "the clinic's opinions arrive").await;
+        self.out.note("(the clinic's document upload route is not in the API yet: the municipality reports the opinion)");
+        for person in [p1, p2] {
+            self.emit(
+                "certification.opinion_received",
+                Some(person),
+                Some(1),
+                12,
+                json!({"institution": CLINIC, "opinion": document('b')}),
+                false,
+            )
+            .await?;
+        }
+        self.town(
+            "certification.opinion_received",
+            town,
+            12,
+            |_, _| json!({"institution": CLINIC, "opinion": document('b')}),
+        )
+        .await?;
+        self.at_day(15, "primary judgment (一次判定)").await;
+        for person in [p1, p2] {
+            self.emit(
+                "certification.primary_judgment_recorded",
+                Some(person),
+                Some(1),
+                15,
+                json!({"level": "care_2"}),
+                false,
+            )
+            .await?;
+        }
+        self.town(
+            "certification.primary_judgment_recorded",
+            town,
+            15,
+            |n, _| json!({"level": town_level(n)}),
+        )
+        .await?;
+        self.at_day(20, "certification committee (介護認定審査会)")
+            .await;
+        for person in [p1, p2] {
+            self.emit(
+                "certification.secondary_judgment_recorded",
+                Some(person),
+                Some(1),
+                20,
+                json!({"level": "care_2"}),
+                false,
+            )
+            .await?;
+        }
+        self.town(
+            "certification.secondary_judgment_recorded",
+            town,
+            20,
+            |n, _| json!({"level": town_level(n)}),
+        )
+        .await?;
+        self.at_day(21, "decisions (認定 決定)").await;
+        for person in [p1, p2] {
+            self.emit(
+                "certification.decided",
+                Some(person),
+                Some(1),
+                21,
+                json!({"level": "care_2", "validity": null}),
+                false,
+            )
+            .await?;
+            let decided = self
+                .received
+                .wait(
+                    OFFICE_A,
+                    "certification.decided",
+                    &format!("certification/{DEMO_INSURER}-{person}-1"),
+                )
+                .await?;
+            self.out.line(&format!(
+                "   ✔ office {OFFICE_A} received the decision for {person} (要介護2) at position {}",
+                decided.position));
+        }
+        self.town(
+            "certification.decided",
+            town,
+            21,
+            |n, _| json!({"level": town_level(n), "validity": null}),
+        )
+        .await?;
+        for person in [p1, p2] {
+            self.emit(
+                "insured.copayment_certificate_issued",
+                Some(person),
+                None,
+                21,
+                json!({"ratio": 1, "valid_from": self.clock.date(1)}),
+                false,
+            )
+            .await?;
+        }
+        // A first certificate starts on the first day of the certification.
+        self.town(
+            "insured.copayment_certificate_issued",
+            town,
+            21,
+            |_, _| json!({"ratio": 1, "valid_from": self.clock.date(1)}),
+        )
+        .await?;
+        let eligibility = self
+            .api(
+                &office_t01,
+                &format!("office {OFFICE_A} T-01 reads (logged)"),
+                Method::GET,
+                &format!("/v1/persons/{DEMO_INSURER}/{p1}/eligibility"),
+                None,
+                StatusCode::OK,
+            )
+            .await?;
+        self.out.note(&format!(
+            "eligibility of {p1}: care level {}",
+            eligibility
+                .pointer("/certification/level")
+                .map(Value::to_string)
+                .unwrap_or_default()
+        ));
+
+        self.at_day(
+            22,
+            "certificate renewal (負担割合証の更新: 1割 → 2割 after an income review)",
+        )
+        .await;
+        self.emit(
+            "insured.copayment_certificate_issued",
+            Some(p1),
+            None,
+            22,
+            json!({"ratio": 2, "valid_from": self.clock.date(22)}),
+            false,
+        )
+        .await?;
+        self.received
+            .wait(
+                OFFICE_A,
+                "insured.copayment_certificate_issued",
+                &format!("insured/{DEMO_INSURER}-{p1}"),
+            )
+            .await?;
+
+        self.at_day(23, "home modification (住宅改修)").await;
+        self.emit("insured.home_modification_applied", Some(p2), None, 23,
+            json!({"prior_application": 1, "applied_on": self.clock.date(23), "planned_cost": 150000}), false).await?;
+        self.emit(
+            "insured.home_modification_work_recorded",
+            Some(p2),
+            None,
+            26,
+            json!({"prior_application": 1, "work_started_on": self.clock.date(24),
+                "receipt_on": self.clock.date(26), "cost": 150000}),
+            false,
+        )
+        .await?;
+        let ledgers = self
+            .api(
+                &office_t01,
+                &format!("office {OFFICE_A} T-01 reads (logged)"),
+                Method::GET,
+                &format!("/v1/persons/{DEMO_INSURER}/{p2}/ledgers"),
+                None,
+                StatusCode::OK,
+            )
+            .await?;
+        self.out.note(&format!(
+            "home modification remaining for {p2}: ¥{}",
+            ledgers
+                .get("home_modification_remaining")
+                .map(Value::to_string)
+                .unwrap_or_default()
+        ));
+
+        self.at_day(
+            24,
+            "a care-plan office chosen after a card check (居宅サービス計画作成依頼届出)",
+        )
+        .await;
+        self.out.note(&format!(
+            "[SIMULATED CARD] マイナンバーカード本人確認 at office {OFFICE_B} terminal T-01 for {p4} — simulated, no card is read"));
+        self.api(
+            federation,
+            "federation (consent platform)",
+            Method::POST,
+            &format!("/v1/persons/{DEMO_INSURER}/{p4}/consents"),
+            Some(
+                json!({"office": OFFICE_B, "terminal": "T-01", "expires_at": self.clock.day(365)}),
+            ),
+            StatusCode::CREATED,
+        )
+        .await?;
+        self.emit("insured.care_plan_office_registered", Some(p4), None, 24,
+            json!({"office": OFFICE_B, "office_kind": "home_care_support_office", "filed_on": self.clock.date(24)}), false).await?;
+        self.received
+            .wait(
+                OFFICE_B,
+                "insured.care_plan_office_registered",
+                &format!("insured/{DEMO_INSURER}-{p4}"),
+            )
+            .await?;
+        self.api(
+            &office_b,
+            &format!("office {OFFICE_B} T-01"),
+            Method::GET,
+            &format!("/v1/offices/{OFFICE_B}/caseload"),
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+
+        self.at_day(25, "card-reader subsidy (補助金申請・審査・支払)")
+            .await;
+        let paid = self.subsidy().await?;
+        self.out.line(&format!(
+            "   ✔ subsidy paid: {} (expected {})",
+            yen(paid),
+            yen(SUBSIDY_EXPECTED_YEN)
+        ));
+        // The read models follow the store; the API answers from them.
+        let head = self.engine.store().head().await?.position;
+        self.projections.wait_for(head).await?;
+        let subsidies = self
+            .api(
+                federation,
+                "federation",
+                Method::GET,
+                "/v1/subsidies",
+                None,
+                StatusCode::OK,
+            )
+            .await?;
+        for subsidy in subsidies.as_array().into_iter().flatten() {
+            self.out
+                .note(&format!("the federation's list: {}", subsidy));
+        }
+
+        self.at_day(28, "a lost terminal (端末紛失)").await;
+        self.api(
+            &office_t01,
+            &format!("office {OFFICE_A} T-01 reports T-02 lost"),
+            Method::POST,
+            &format!("/v1/offices/{OFFICE_A}/terminals/T-02/lost"),
+            Some(json!({"loss": "lost"})),
+            StatusCode::CREATED,
+        )
+        .await?;
+        let refused = self
+            .api(
+                &office_t02,
+                &format!("office {OFFICE_A} T-02 (the lost terminal)"),
+                Method::GET,
+                &format!("/v1/offices/{OFFICE_A}/caseload"),
+                None,
+                StatusCode::FORBIDDEN,
+            )
+            .await?;
+        self.out.line(&format!(
+            "   ✔ the lost terminal is refused: {}",
+            refused.get("type").and_then(Value::as_str).unwrap_or("?")
+        ));
+
+        self.at_day(32, "30 days without a decision (処理期限)")
+            .await;
+        self.out.note(&format!(
+            "the timers see {p3}'s application, filed on day 1, still undecided"
+        ));
+        self.received
+            .wait(
+                OFFICE_A,
+                "certification.deadline_reached",
+                &format!("certification/{DEMO_INSURER}-{p3}-1"),
+            )
+            .await?;
+        self.out.line(&format!(
+            "   ✔ office {OFFICE_A} was told {p3}'s application passed its 30-day deadline"
+        ));
+        self.out.title("the month is over");
+        Ok(())
+    }
+
+    /// The same message for every person of `town` (the persons the story
+    /// does not follow one by one), printed as one summary line.
+    async fn town(
+        &self,
+        kind: &str,
+        town: &[String],
+        day: i64,
+        body: impl Fn(usize, NaiveDate) -> Value,
+    ) -> anyhow::Result<()> {
+        let application = kind.starts_with("certification.").then_some(1);
+        for (n, person) in town.iter().enumerate() {
+            self.emit(
+                kind,
+                Some(person),
+                application,
+                day,
+                body(n, self.clock.date(day)),
+                true,
+            )
+            .await?;
+        }
+        self.out.line(&format!(
+            "   {} {kind} ({}) for {} more persons of the town → {} receipts, all accepted",
+            self.out.paint("33", "municipality emitted"),
+            japanese_name(kind),
+            town.len(),
+            town.len()
+        ));
+        Ok(())
+    }
+
+    async fn run_engine<D: Decider>(
+        &self,
+        stream: &StreamName,
+        command: &D::Command,
+        actor: Actor,
+        day: i64,
+    ) -> anyhow::Result<()>
+    where
+        D::State: Send + Sync + 'static,
+    {
+        let context = CommandContext::new(
+            EventId::from_uuid(Uuid::now_v7())?,
+            actor,
+            self.clock.day(day),
+        );
+        self.engine.execute::<D>(stream, command, &context).await?;
+        Ok(())
+    }
+
+    /// Onboards the insurer as the federation, unless an earlier run did.
+    async fn onboard_insurer(&self) -> anyhow::Result<()> {
+        let insurer = InsurerNumber::parse(DEMO_INSURER)?;
+        let stream = insurer_stream(&insurer);
+        let (state, version) = self.engine.load::<Insurer>(&stream).await?;
+        if version > 0 {
+            self.out.engine(&format!(
+                "insurer {DEMO_INSURER} is already on the platform (sharing: {})",
+                state.sharing_enabled()
+            ));
+            return Ok(());
+        }
+        self.run_engine::<Insurer>(
+            &stream,
+            &InsurerCommand::Onboard { insurer },
+            Actor::Federation,
+            0,
+        )
+        .await?;
+        self.out.engine(&format!(
+            "the federation onboards insurer {DEMO_INSURER} (no API route for onboarding yet)"
+        ));
+        Ok(())
+    }
+
+    /// The office's card-reader subsidy from application to payment;
+    /// returns the amount paid.
+    async fn subsidy(&self) -> anyhow::Result<u64> {
+        let office = OfficeNumber::parse(OFFICE_A)?;
+        let mut seq = 1;
+        let stream = loop {
+            let stream = subsidy_stream_for_office(&office, seq);
+            let (_, version) = self.engine.load::<SubsidyApplication>(&stream).await?;
+            if version == 0 {
+                break stream;
+            }
+            seq += 1;
+        };
+        let service = ServiceTypeCode::parse(crate::system::DEV_OFFICE_SERVICE_TYPE)?;
+        let policy = SubsidyPolicy {
+            window_from: self.clock.date(-30),
+            window_until: self.clock.date(200),
+            closing_month_from: self.clock.date(400),
+            medical_institution_limit: None,
+        };
+        let apply = SubsidyCommand::Apply {
+            applicant: SubsidyApplicant::CareOffice {
+                office: office.clone(),
+                service_types: vec![service.clone()],
+                designation_notices: vec![DesignationNotice {
+                    service_type: service,
+                    document: document_ref('c'),
+                }],
+            },
+            reader_count: 2,
+            receipt_lines: vec![
+                ReceiptLine {
+                    purpose: Some(ReceiptPurpose::CardReaders { count: 2 }),
+                    amount: Yen::new(15_400),
+                    receipt: document_ref('d'),
+                },
+                ReceiptLine {
+                    purpose: Some(ReceiptPurpose::ConnectionSupport),
+                    amount: Yen::new(22_000),
+                    receipt: document_ref('e'),
+                },
+            ],
+            passbook: document_ref('f'),
+            policy,
+        };
+        let office_actor = Actor::parse(&format!("office:{OFFICE_A}"))?;
+        self.run_engine::<SubsidyApplication>(&stream, &apply, office_actor, 25)
+            .await?;
+        self.out.engine(&format!(
+            "office {OFFICE_A} applies: 2 card readers ¥15,400 + connection support ¥22,000 (subsidy routes are not in the API yet)"
+        ));
+        self.run_engine::<SubsidyApplication>(
+            &stream,
+            &SubsidyCommand::StartReview,
+            Actor::Federation,
+            26,
+        )
+        .await?;
+        self.out
+            .engine("the federation (国保中央会) starts the review");
+        self.run_engine::<SubsidyApplication>(
+            &stream,
+            &SubsidyCommand::Decide,
+            Actor::Federation,
+            27,
+        )
+        .await?;
+        let decided = self.subsidy_state(&stream).await?;
+        let amount = decided
+            .decision
+            .map(|decision| decision.payable)
+            .context("the subsidy has no decision")?;
+        self.out.engine(&format!(
+            "the federation decides {} (交付決定)",
+            yen(amount.get())
+        ));
+        self.run_engine::<SubsidyApplication>(
+            &stream,
+            &SubsidyCommand::Pay { amount },
+            Actor::Federation,
+            28,
+        )
+        .await?;
+        let paid = self.subsidy_state(&stream).await?;
+        if paid.status != SubsidyStatus::Paid {
+            bail!("the subsidy is {:?}, not paid", paid.status);
+        }
+        self.out.engine(&format!(
+            "the federation pays {} — {stream} is paid",
+            yen(amount.get())
+        ));
+        Ok(amount.get())
+    }
+
+    async fn subsidy_state(&self, stream: &StreamName) -> anyhow::Result<SubsidyState> {
+        Ok(self.engine.load::<SubsidyApplication>(stream).await?.0)
+    }
+}
+
+/// `¥37,400`.
+fn yen(amount: u64) -> String {
+    let digits = amount.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    format!("¥{out}")
+}
+
+/// The care level of the town's `n`-th person.
+fn town_level(n: usize) -> &'static str {
+    ["care_1", "care_2", "care_3", "support_2", "care_4"][n % 5]
+}
+
+/// A document reference as a message body carries it (a digest, not the
+/// document).
+fn document(fill: char) -> Value {
+    json!({"sha256": fill.to_string().repeat(64), "media_type": "application/pdf", "size_bytes": 48213})
+}
+
+fn document_ref(fill: char) -> DocumentRef {
+    serde_json::from_value(document(fill)).expect("a valid document reference")
+}

@@ -1,0 +1,190 @@
+//! Office routing with the real entitlements (read models): an office
+//! receives the updates of the persons it has consent for (or is the
+//! care-plan office of), nothing about others, and nothing from an insurer
+//! that does not share yet — on PostgreSQL and SQLite, through the
+//! in-process bus that `kiban serve` wires.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use kiban::entitlements::ReadModelEntitlements;
+use kiban_bus::local::LocalBus;
+use kiban_bus::relay::FileCheckpoints;
+use kiban_bus::routing::run_routing;
+use kiban_engine::Engine;
+use kiban_events::domain::TerminalId;
+use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
+use kiban_events::ids::{InsuredNumber, InsurerNumber, OfficeNumber};
+use kiban_events::{Actor, RecordedEvent};
+use kiban_projections::{Db, Projections, models};
+use kiban_store::Store;
+use kiban_tests::{TestDb, bounded};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::projections::script::*;
+
+kiban_tests::on_both_backends!(offices_receive_exactly_what_they_are_entitled_to);
+
+/// An office with no relation to anyone until the end.
+const STRANGER_OFFICE: &str = "1319999999";
+/// A person of the insurer that does not share.
+const QUIET_PERSON: &str = "0000055555";
+/// A person only the stranger office is given consent for, at the end.
+const LAST_PERSON: &str = "0000077777";
+
+async fn consent(engine: &Engine<Store>, insurer: &str, insured: &str, office: &str, days: i64) {
+    let stream = insured_stream(
+        &InsurerNumber::parse(insurer).unwrap(),
+        &InsuredNumber::parse(insured).unwrap(),
+    );
+    run::<InsuredPerson>(
+        engine,
+        &stream,
+        InsuredCommand::GiveConsent {
+            office: OfficeNumber::parse(office).unwrap(),
+            terminal: TerminalId::parse(TERMINAL).unwrap(),
+            expires_at: day(days) + Duration::days(365),
+        },
+        Actor::system("consent").unwrap(),
+        day(days),
+    )
+    .await;
+}
+
+fn summary(event: &RecordedEvent) -> (String, String) {
+    (
+        event.stream.as_str().to_owned(),
+        event.event_type.as_str().to_owned(),
+    )
+}
+
+async fn offices_receive_exactly_what_they_are_entitled_to(db: &TestDb) {
+    let store = db.open().await;
+    let engine = Arc::new(Engine::new(store.clone()));
+    let projections = Projections::start(
+        Db::open(db.url()).await.unwrap(),
+        store.clone(),
+        models::all(),
+    )
+    .await
+    .unwrap();
+    let bus = LocalBus::new();
+    let mut office = bus.subscribe_office(OfficeNumber::parse(OFFICE).unwrap());
+    let mut stranger = bus.subscribe_office(OfficeNumber::parse(STRANGER_OFFICE).unwrap());
+    let cancel = CancellationToken::new();
+    let checkpoints_dir = tempfile::tempdir().unwrap();
+    let routing = {
+        let (store, sink, cancel) = (store.clone(), bus.sink(), cancel.clone());
+        let entitlements = ReadModelEntitlements::new(projections.clone());
+        let checkpoints = FileCheckpoints::new(checkpoints_dir.path());
+        tokio::spawn(async move {
+            run_routing(&store, &entitlements, &checkpoints, &sink, cancel).await
+        })
+    };
+
+    onboard_insurer(&engine, INSURER, true).await;
+    onboard_insurer(&engine, QUIET_INSURER, false).await;
+    register_office(&engine, OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
+    register_office(&engine, STRANGER_OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
+    // The office has consent for PERSON (of the sharing insurer) and for
+    // QUIET_PERSON (of the insurer that does not share); WAITING_PERSON has
+    // no relation to it.
+    consent(&engine, INSURER, PERSON, OFFICE, 0).await;
+    consent(&engine, QUIET_INSURER, QUIET_PERSON, OFFICE, 0).await;
+    ingest(
+        &engine,
+        QUIET_INSURER,
+        QUIET_PERSON,
+        Some(1),
+        "certification.filed",
+        1,
+        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-02"}),
+    )
+    .await;
+    ingest(
+        &engine,
+        INSURER,
+        WAITING_PERSON,
+        Some(1),
+        "certification.filed",
+        1,
+        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-02"}),
+    )
+    .await;
+    whole_certification(&engine, INSURER, PERSON).await;
+    ingest(
+        &engine,
+        INSURER,
+        PERSON,
+        None,
+        "insured.copayment_certificate_issued",
+        22,
+        json!({"ratio": 1, "valid_from": "2026-05-01"}),
+    )
+    .await;
+    // The end marker: the stranger office's first relation.
+    consent(&engine, INSURER, LAST_PERSON, STRANGER_OFFICE, 23).await;
+    ingest(
+        &engine,
+        INSURER,
+        LAST_PERSON,
+        Some(1),
+        "certification.filed",
+        23,
+        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-24"}),
+    )
+    .await;
+
+    // The office: the whole certification of PERSON, then the certificate —
+    // nothing of QUIET_PERSON (insurer not sharing) or WAITING_PERSON.
+    let person_application = format!("certification/{INSURER}-{PERSON}-1");
+    let mut expected: Vec<(String, String)> = [
+        "certification.filed",
+        "certification.investigation_scheduled",
+        "certification.investigation_completed",
+        "certification.opinion_requested",
+        "certification.opinion_received",
+        "certification.primary_judgment_recorded",
+        "certification.secondary_judgment_recorded",
+        "certification.decided",
+    ]
+    .iter()
+    .map(|kind| (person_application.clone(), (*kind).to_owned()))
+    .collect();
+    let decided_also = format!("insured/{INSURER}-{PERSON}");
+    let mut received = Vec::new();
+    loop {
+        let event = bounded("an office update", office.next()).await.unwrap();
+        let last = event.event_type.as_str() == "insured.copayment_certificate_issued";
+        received.push(summary(&event));
+        if last {
+            break;
+        }
+    }
+    // The decision also records the certification on the person's stream.
+    received.retain(|(stream, kind)| {
+        !(stream == &decided_also && kind == "insured.certification_recorded")
+    });
+    expected.push((
+        decided_also.clone(),
+        "insured.copayment_certificate_issued".to_owned(),
+    ));
+    assert_eq!(received, expected);
+
+    // The stranger office: nothing until its own client's application.
+    let first = bounded("the stranger's update", stranger.next())
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&first),
+        (
+            format!("certification/{INSURER}-{LAST_PERSON}-1"),
+            "certification.filed".to_owned()
+        )
+    );
+    cancel.cancel();
+    bounded("routing stops", routing).await.unwrap().unwrap();
+    projections.stop().await;
+    store.close().await;
+}
