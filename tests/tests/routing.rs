@@ -52,6 +52,21 @@ async fn consent(engine: &Engine<Store>, insurer: &str, insured: &str, office: &
     .await;
 }
 
+/// The person files a new application on `days`.
+async fn file_by_person(engine: &Engine<Store>, insurer: &str, insured: &str, days: i64) {
+    let applied_on = (day(days) + Duration::hours(9)).date_naive().to_string();
+    ingest(
+        engine,
+        insurer,
+        insured,
+        Some(1),
+        "certification.filed",
+        days,
+        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": applied_on}),
+    )
+    .await;
+}
+
 fn summary(event: &RecordedEvent) -> (String, String) {
     (
         event.stream.as_str().to_owned(),
@@ -92,26 +107,8 @@ async fn offices_receive_exactly_what_they_are_entitled_to(db: &TestDb) {
     // no relation to it.
     consent(&engine, INSURER, PERSON, OFFICE, 0).await;
     consent(&engine, QUIET_INSURER, QUIET_PERSON, OFFICE, 0).await;
-    ingest(
-        &engine,
-        QUIET_INSURER,
-        QUIET_PERSON,
-        Some(1),
-        "certification.filed",
-        1,
-        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-02"}),
-    )
-    .await;
-    ingest(
-        &engine,
-        INSURER,
-        WAITING_PERSON,
-        Some(1),
-        "certification.filed",
-        1,
-        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-02"}),
-    )
-    .await;
+    file_by_person(&engine, QUIET_INSURER, QUIET_PERSON, 1).await;
+    file_by_person(&engine, INSURER, WAITING_PERSON, 1).await;
     whole_certification(&engine, INSURER, PERSON).await;
     ingest(
         &engine,
@@ -125,16 +122,7 @@ async fn offices_receive_exactly_what_they_are_entitled_to(db: &TestDb) {
     .await;
     // The end marker: the stranger office's first relation.
     consent(&engine, INSURER, LAST_PERSON, STRANGER_OFFICE, 23).await;
-    ingest(
-        &engine,
-        INSURER,
-        LAST_PERSON,
-        Some(1),
-        "certification.filed",
-        23,
-        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-24"}),
-    )
-    .await;
+    file_by_person(&engine, INSURER, LAST_PERSON, 23).await;
 
     // The office: the whole certification of PERSON, then the certificate —
     // nothing of QUIET_PERSON (insurer not sharing) or WAITING_PERSON.

@@ -40,6 +40,13 @@ pub enum Command {
         nats_url: Option<String>,
         #[command(flatten)]
         api: ApiArgs,
+        /// Size limit of the KIBAN_EVENTS stream in bytes (must fit the NATS
+        /// server's max_file_store).
+        #[arg(long, env = "KIBAN_EVENTS_MAX_BYTES", default_value_t = kiban_bus::streams::EVENTS_MAX_BYTES)]
+        events_max_bytes: i64,
+        /// Replicas of the JetStream streams (3 on a three-node cluster).
+        #[arg(long, env = "KIBAN_STREAM_REPLICAS", default_value_t = 1)]
+        stream_replicas: usize,
     },
     /// Append events given as JSON to one stream (イベント追記).
     ///

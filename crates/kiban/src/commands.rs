@@ -22,7 +22,16 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             store,
             nats_url,
             api,
-        } => crate::serving::serve(&store.database_url, nats_url, api).await,
+            events_max_bytes,
+            stream_replicas,
+        } => {
+            let streams = kiban_bus::streams::StreamOptions {
+                replicas: stream_replicas,
+                events_max_bytes,
+                ..Default::default()
+            };
+            crate::serving::serve(&store.database_url, nats_url, streams, api).await
+        }
         Command::Append {
             store,
             stream,

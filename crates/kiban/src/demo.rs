@@ -866,8 +866,12 @@ impl Story {
             )
             .await?;
         for subsidy in subsidies.as_array().into_iter().flatten() {
-            self.out
-                .note(&format!("the federation's list: {}", subsidy));
+            self.out.note(&format!(
+                "the federation's list (read model): {} status {}, payable {}",
+                subsidy["application"].as_str().unwrap_or("?"),
+                subsidy["status"].as_str().unwrap_or("?"),
+                yen(subsidy["payable"].as_u64().unwrap_or(0))
+            ));
         }
 
         self.at_day(28, "a lost terminal (端末紛失)").await;

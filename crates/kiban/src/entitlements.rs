@@ -19,12 +19,17 @@
 //! not about a person (offices, insurers, subsidies).
 //!
 //! The decision is made on the read models once they have applied the
-//! event (so a consent or registration recorded just before counts); when
-//! routing lags behind the projections (catching up after a restart) it
-//! uses the relation as it is now, which is never older than the event.
+//! event: the person's relation to offices is folded from the person's
+//! events up to the routed one (so a consent recorded just before counts,
+//! and one recorded just after does not, however far the routing lags);
+//! the insurer's sharing is read as it is now (it only ever turns on).
+
+use std::collections::BTreeSet;
 
 use kiban_bus::routing::Entitlements;
 use kiban_events::RecordedEvent;
+use kiban_events::domain::Decider;
+use kiban_events::domain::insured::InsuredPerson;
 use kiban_events::ids::OfficeNumber;
 use kiban_projections::{Projections, ReadModels};
 
@@ -96,10 +101,22 @@ impl Entitlements for ReadModelEntitlements {
         else {
             return Ok(Vec::new());
         };
-        Ok(person
-            .offices
-            .iter()
-            .filter_map(|office| OfficeNumber::parse(office).ok())
-            .collect())
+        // The relation as of this event, not as the read model stands now
+        // (which may already include later consents or registrations when
+        // the routing is behind): the person's own events up to it.
+        let state = InsuredPerson::replay(
+            person
+                .events
+                .iter()
+                .filter(|stamped| stamped.position <= event.position)
+                .map(|stamped| &stamped.event),
+        );
+        let mut offices: BTreeSet<OfficeNumber> = state.consents.into_keys().collect();
+        offices.extend(
+            state
+                .care_plan_office
+                .map(|registration| registration.office),
+        );
+        Ok(offices.into_iter().collect())
     }
 }

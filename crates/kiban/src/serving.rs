@@ -24,10 +24,12 @@ pub const EXIT_NOT_RECORDED: u8 = 5;
 pub async fn serve(
     database_url: &str,
     nats_url: Option<String>,
+    streams: kiban_bus::streams::StreamOptions,
     api: ApiArgs,
 ) -> anyhow::Result<ExitCode> {
     let mut options = SystemOptions::new(database_url.to_owned(), api.listen, api.data_dir);
     options.nats_url = nats_url;
+    options.streams = streams;
     if let (Some(server_cert), Some(server_key), Some(client_ca)) =
         (api.tls_cert, api.tls_key, api.client_ca)
     {

@@ -88,6 +88,8 @@ pub struct SystemOptions {
     pub clock: Clock,
     /// How often the timers tick.
     pub timer_interval: Duration,
+    /// The JetStream streams' replicas and limits (NATS only).
+    pub streams: StreamOptions,
 }
 
 impl SystemOptions {
@@ -101,6 +103,7 @@ impl SystemOptions {
             data_dir,
             clock: Arc::new(chrono::Utc::now),
             timer_interval: Duration::from_millis(kiban_engine::TICK_INTERVAL_MS),
+            streams: StreamOptions::default(),
         }
     }
 }
@@ -195,7 +198,7 @@ impl System {
                     .await
                     .with_context(|| format!("cannot connect to NATS at {url}"))?;
                 let jetstream = async_nats::jetstream::new(client.clone());
-                ensure_streams(&jetstream, &StreamOptions::default()).await?;
+                ensure_streams(&jetstream, &options.streams).await?;
                 let (c, h, stop) = (client.clone(), handler, cancel.clone());
                 tasks.spawn(async move {
                     let result = kiban_bus::ingest::run_ingest(c, h, stop).await;

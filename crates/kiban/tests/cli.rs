@@ -1,0 +1,399 @@
+//! The `kiban` binary end to end: `serve` (HTTPS with a development client
+//! certificate, SIGINT → exit 0, certificates reused on restart), `emit` and
+//! `subscribe` against a real nats-server with `serve` ingesting, and
+//! `demo --script --fast`.
+//!
+//! Waits are bounded only to turn a hang into a failure; nothing asserts
+//! on timing.
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiban_bus::testing::NatsServer;
+use kiban_engine::{CommandContext, Engine};
+use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+use kiban_events::envelope::{Actor, EventId};
+use kiban_events::ids::InsurerNumber;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use uuid::Uuid;
+
+const KIBAN: &str = env!("CARGO_BIN_EXE_kiban");
+/// The longest any one wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(120);
+const INSURER: &str = "131016";
+const OFFICE: &str = "1312345678";
+const PERSON: &str = "0000012345";
+
+async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("kiban.db").display())
+}
+
+/// A running `kiban serve` and its stdout.
+struct Serve {
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    base: String,
+}
+
+impl Serve {
+    async fn start(dir: &Path, nats_url: Option<&str>) -> Serve {
+        let mut command = Command::new(KIBAN);
+        command
+            .args(["serve", "--database-url", &sqlite_url(dir), "--data-dir"])
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(url) = nats_url {
+            // The harness's nats-server has 1 GB of file storage.
+            command.args(["--nats-url", url, "--events-max-bytes", "268435456"]);
+        }
+        let mut child = command.spawn().expect("kiban serve starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut base = None;
+        loop {
+            let line = bounded("serve's banner", stdout.next_line())
+                .await
+                .unwrap()
+                .expect("kiban serve printed its banner before exiting");
+            if let Some(rest) = line.strip_prefix("API: ") {
+                base = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if line.starts_with("Ctrl-C to stop") {
+                break;
+            }
+        }
+        Serve {
+            child,
+            stdout,
+            base: base.expect("the banner names the API address"),
+        }
+    }
+
+    /// SIGINT (Ctrl-C), then the exit status.
+    async fn interrupt(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        // Drain stdout so that the child never blocks on a full pipe.
+        while let Ok(Some(_)) = self.stdout.next_line().await {}
+        bounded("serve to exit", self.child.wait()).await.unwrap()
+    }
+}
+
+fn client(certs: &Path, identity: Option<&str>) -> reqwest::Client {
+    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    if let Some(file) = identity {
+        let pem = std::fs::read(certs.join(file)).unwrap();
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_over_mtls_stops_on_sigint_and_reuses_its_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let office_pem = format!("office-{OFFICE}-T-01.pem");
+    for round in 0..2 {
+        let serve = Serve::start(dir.path(), None).await;
+        let health = client(&certs, None)
+            .get(format!("{}/healthz", serve.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200, "round {round}");
+        let anonymous = client(&certs, None)
+            .get(format!("{}/v1/offices/{OFFICE}/caseload", serve.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status(), 401, "round {round}");
+        // The sample office terminal was registered at start (round 0) and
+        // its certificate, reused, is still the registered one (round 1).
+        let caseload = client(&certs, Some(&office_pem))
+            .get(format!("{}/v1/offices/{OFFICE}/caseload", serve.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(caseload.status(), 200, "round {round}");
+        let body: Value = caseload.json().await.unwrap();
+        assert!(body["items"].is_array(), "{body}");
+        let status = serve.interrupt().await;
+        assert_eq!(status.code(), Some(0), "round {round}");
+    }
+}
+
+/// Onboards the insurer as the federation, straight into the store, before
+/// kiban serve opens it (no route or message kind onboards an insurer).
+async fn onboard(dir: &Path) {
+    let store = kiban::system::open_store(&sqlite_url(dir)).await.unwrap();
+    let engine = Arc::new(Engine::new(store.clone()));
+    let insurer = InsurerNumber::parse(INSURER).unwrap();
+    engine
+        .execute::<Insurer>(
+            &insurer_stream(&insurer),
+            &InsurerCommand::Onboard { insurer },
+            &CommandContext::new(
+                EventId::from_uuid(Uuid::now_v7()).unwrap(),
+                Actor::Federation,
+                chrono::Utc::now(),
+            ),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+fn message(kind: &str, application: Option<u32>, at: &str, body: Value) -> Value {
+    json!({
+        "event_id": Uuid::now_v7(),
+        "kind": kind,
+        "insurer": INSURER,
+        "insured": PERSON,
+        "application": application,
+        "occurred_at": at,
+        "body": body,
+    })
+}
+
+fn document(fill: char) -> Value {
+    json!({"sha256": fill.to_string().repeat(64), "media_type": "application/pdf", "size_bytes": 1000})
+}
+
+/// Runs `kiban emit` with `input` on stdin: its exit code and receipts.
+async fn emit(nats_url: &str, input: String) -> (Option<i32>, Vec<Value>) {
+    let mut child = Command::new(KIBAN)
+        .args(["emit", "--insurer", INSURER, "--nats-url", nats_url, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = bounded("kiban emit", child.wait_with_output())
+        .await
+        .unwrap();
+    let receipts = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON receipt"))
+        .collect();
+    (output.status.code(), receipts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emit_gets_receipts_and_subscribe_prints_the_offices_updates_over_nats() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let dir = tempfile::tempdir().unwrap();
+    onboard(dir.path()).await;
+    let serve = Serve::start(dir.path(), Some(&nats.url())).await;
+
+    let mut subscriber = Command::new(KIBAN)
+        .args(["subscribe", "--office", OFFICE, "--nats-url", &nats.url()])
+        .args(["--max", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut ready = BufReader::new(subscriber.stderr.take().unwrap()).lines();
+    loop {
+        let line = bounded("subscribe to be ready", ready.next_line())
+            .await
+            .unwrap()
+            .expect("kiban subscribe said it subscribed");
+        if line.starts_with("subscribed") {
+            break;
+        }
+    }
+
+    // A JSON array: sharing turns on, then a whole certification.
+    let day = |d: u32| format!("2026-05-{d:02}T01:00:00Z");
+    let on = json!({"completed_on": "2026-05-01"});
+    let mut sharing = Vec::new();
+    for kind in [
+        "insurer.standardisation_completed",
+        "insurer.data_transmission_completed",
+    ] {
+        let mut m = message(kind, None, &day(1), on.clone());
+        m.as_object_mut().unwrap().remove("insured");
+        sharing.push(m);
+    }
+    let (code, receipts) = emit(&nats.url(), Value::Array(sharing).to_string()).await;
+    assert_eq!(code, Some(0), "{receipts:?}");
+    assert_eq!(receipts.len(), 2);
+    // JSON lines: the certification, filed to decided, one after the other
+    // (each message waits for its predecessor's effect on the stream).
+    let steps = [
+        (
+            "certification.filed",
+            1,
+            json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-01"}),
+        ),
+        (
+            "certification.investigation_scheduled",
+            3,
+            json!({"scheduled_on": "2026-05-08"}),
+        ),
+        (
+            "certification.investigation_completed",
+            8,
+            json!({"investigation_sheet": document('a')}),
+        ),
+        (
+            "certification.opinion_requested",
+            9,
+            json!({"institution": "1398765432"}),
+        ),
+        (
+            "certification.opinion_received",
+            12,
+            json!({"institution": "1398765432", "opinion": document('b')}),
+        ),
+        (
+            "certification.primary_judgment_recorded",
+            15,
+            json!({"level": "care_2"}),
+        ),
+        (
+            "certification.secondary_judgment_recorded",
+            20,
+            json!({"level": "care_2"}),
+        ),
+        (
+            "certification.decided",
+            21,
+            json!({"level": "care_2", "validity": null}),
+        ),
+    ];
+    for (kind, d, body) in steps {
+        let (code, receipts) = emit(
+            &nats.url(),
+            format!("{}\n", message(kind, Some(1), &day(d), body)),
+        )
+        .await;
+        assert_eq!(code, Some(0), "{kind}: {receipts:?}");
+        assert_eq!(receipts[0]["status"], "accepted", "{kind}");
+    }
+    // Nothing so far concerns the office. Now it becomes the care-plan
+    // office, then the person's certificate is issued: its two updates.
+    let lines = [
+        message(
+            "insured.care_plan_office_registered",
+            None,
+            &day(23),
+            json!({"office": OFFICE, "office_kind": "home_care_support_office", "filed_on": "2026-05-23"}),
+        ),
+        message(
+            "insured.copayment_certificate_issued",
+            None,
+            &day(24),
+            json!({"ratio": 1, "valid_from": "2026-05-01"}),
+        ),
+    ];
+    let (code, receipts) = emit(
+        &nats.url(),
+        lines.iter().map(|m| format!("{m}\n")).collect::<String>(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{receipts:?}");
+    assert!(receipts.iter().all(|r| r["status"] == "accepted"));
+
+    let output = bounded("subscribe's two updates", subscriber.wait_with_output())
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let updates: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let kinds: Vec<&str> = updates
+        .iter()
+        .map(|u| u["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "insured.care_plan_office_registered",
+            "insured.copayment_certificate_issued"
+        ]
+    );
+    assert_eq!(updates[0]["stream"], format!("insured/{INSURER}-{PERSON}"));
+
+    // A decision for an application never filed: rejected, exit code 5.
+    let bad = message(
+        "certification.decided",
+        Some(7),
+        &day(25),
+        json!({"level": "care_2", "validity": null}),
+    );
+    let (code, receipts) = emit(&nats.url(), bad.to_string()).await;
+    assert_eq!(code, Some(5));
+    assert_eq!(receipts[0]["status"], "rejected");
+    assert_eq!(receipts[0]["code"], "application_not_filed");
+    assert_eq!(serve.interrupt().await.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_plays_its_month_in_script_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(KIBAN)
+        .args(["demo", "--script", "--fast", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = bounded("the demo", child.wait_with_output()).await.unwrap();
+    let feed = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{feed}");
+    assert!(!feed.contains('\x1b'), "script mode prints no ANSI codes");
+    let has = |text: &str| feed.lines().any(|line| line.contains(text));
+    // The office received the decision through its routed updates.
+    assert!(
+        has(&format!("office {OFFICE} received #"))
+            && feed
+                .lines()
+                .any(|l| l.contains(&format!("office {OFFICE} received"))
+                    && l.contains("certification.decided")),
+        "{feed}"
+    );
+    assert!(
+        has("✔ office 1312345678 received the decision for"),
+        "{feed}"
+    );
+    // The subsidy ends paid with the expected amount.
+    assert!(has("✔ subsidy paid: ¥37,400 (expected ¥37,400)"), "{feed}");
+    assert!(has("status paid, payable ¥37,400"), "{feed}");
+    // The lost terminal is refused with the stable problem type.
+    assert!(
+        has("✔ the lost terminal is refused: urn:kiban:problem:terminal-suspended"),
+        "{feed}"
+    );
+    // The timers fired the deadline of the undecided application.
+    assert!(has("certification.deadline_reached"), "{feed}");
+    assert!(has("[SIMULATED CARD]"), "{feed}");
+    assert!(has("curl --cacert"), "{feed}");
+}
