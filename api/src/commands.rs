@@ -19,7 +19,7 @@ use kiban_events::domain::certification::{
 };
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
 use kiban_events::domain::office::{Loss, Office, OfficeCommand, office_stream};
-use kiban_events::envelope::{Actor, EventId};
+use kiban_events::envelope::{Actor, EventId, StreamName};
 use kiban_events::ids::OfficeNumber;
 
 use crate::auth::{Caller, PersonId, check_terminal, fold, office_number};
@@ -30,9 +30,10 @@ use crate::state::AppState;
 /// The header carrying the caller's idempotency key (a UUID).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// Most certification applications probed for one person when choosing
-/// the next sequence number: far above a lifetime of renewals and changes,
-/// and it bounds the probing.
+/// Most applications probed for one person (certifications) or one
+/// applicant (subsidies) when choosing the next sequence number: far above
+/// a lifetime of renewals, changes and re-applications, and it bounds the
+/// probing.
 pub const APPLICATIONS_PER_PERSON_MAX: u32 = 1000;
 
 /// What a command answers.
@@ -48,7 +49,7 @@ pub struct CommandAccepted {
     pub stream: String,
 }
 
-fn accepted(stream: String, executed: Executed) -> (StatusCode, Json<CommandAccepted>) {
+pub(crate) fn accepted(stream: String, executed: Executed) -> (StatusCode, Json<CommandAccepted>) {
     let status = if executed.replayed {
         StatusCode::OK
     } else {
@@ -98,7 +99,7 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
         .map_err(|e| ApiError::validation(format!("The JSON body does not match the schema: {e}")))
 }
 
-fn office_actor(office: &OfficeNumber, terminal: &TerminalId) -> Actor {
+pub(crate) fn office_actor(office: &OfficeNumber, terminal: &TerminalId) -> Actor {
     Actor::Office {
         office: office.clone(),
         terminal: Some(terminal.as_str().to_owned()),
@@ -178,8 +179,22 @@ async fn next_application_seq(
     person: &PersonId,
     command_id: &EventId,
 ) -> Result<u32, ApiError> {
+    next_stream_seq(state, command_id, |seq| {
+        certification_stream(&person.insurer, &person.insured, seq)
+    })
+    .await
+}
+
+/// The first sequence number whose stream (`stream_of(seq)`) is empty, or
+/// whose first event is `command_id` (so a retry lands on the same stream),
+/// probing at most [`APPLICATIONS_PER_PERSON_MAX`] streams.
+pub(crate) async fn next_stream_seq(
+    state: &AppState,
+    command_id: &EventId,
+    stream_of: impl Fn(u32) -> StreamName,
+) -> Result<u32, ApiError> {
     for seq in 1..=APPLICATIONS_PER_PERSON_MAX {
-        let stream = certification_stream(&person.insurer, &person.insured, seq);
+        let stream = stream_of(seq);
         let first = state.inner.store.read_stream(&stream, 1, 1).await?;
         match first.first() {
             None => return Ok(seq),
@@ -189,7 +204,7 @@ async fn next_application_seq(
     }
     Err(ApiError::new(
         ProblemKind::Rejected,
-        "The person has too many applications.",
+        "Too many applications on record.",
     ))
 }
 
@@ -223,11 +238,9 @@ pub async fn report_terminal_lost(
             terminal,
         } if own == &office => {
             check_terminal(&state, own, terminal, &caller.fingerprint).await?;
-            // The decision also suspends the terminal, which only the
-            // federation (or the system) may record: the platform records the
-            // office's report on the federation's behalf. The reporting
-            // terminal was authenticated just above.
-            Actor::Federation
+            // The reporting terminal is the actor: the office may suspend its
+            // own terminal at once (office.terminal_suspended admits it).
+            office_actor(own, terminal)
         }
         _ => {
             return Err(ApiError::forbidden(

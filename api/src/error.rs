@@ -38,6 +38,8 @@ pub enum ProblemKind {
     Conflict,
     /// 413: the body is over the limit.
     PayloadTooLarge,
+    /// 415: a document upload of a media type not accepted.
+    UnsupportedMediaType,
     /// 422: a business rule refused the command (the rejection code says
     /// which).
     Rejected,
@@ -63,6 +65,7 @@ impl ProblemKind {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -81,6 +84,7 @@ impl ProblemKind {
             Self::NotFound => "not-found",
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::UnsupportedMediaType => "unsupported-media-type",
             Self::Rejected => "rejected",
             Self::RateLimited => "rate-limited",
             Self::Unavailable => "unavailable",
@@ -100,6 +104,7 @@ impl ProblemKind {
             Self::NotFound => "Not found",
             Self::Conflict => "Conflicts with what is recorded",
             Self::PayloadTooLarge => "The request body is too large",
+            Self::UnsupportedMediaType => "The media type is not accepted",
             Self::Rejected => "Refused by a business rule",
             Self::RateLimited => "Too many requests in flight",
             Self::Unavailable => "Temporarily unavailable",
@@ -114,7 +119,7 @@ impl ProblemKind {
     }
 
     /// Every kind, for the documentation and its test.
-    pub const ALL: [ProblemKind; 13] = [
+    pub const ALL: [ProblemKind; 14] = [
         Self::Validation,
         Self::Unauthenticated,
         Self::Forbidden,
@@ -123,6 +128,7 @@ impl ProblemKind {
         Self::NotFound,
         Self::Conflict,
         Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
         Self::Rejected,
         Self::RateLimited,
         Self::Unavailable,

@@ -22,6 +22,9 @@
 //!   the rustls configuration; `server.rs`: the accept loop.
 //! - `auth.rs`: the caller extractor and the authorisation rules that need
 //!   the store; `queries.rs`, `commands.rs`: the `/v1` handlers;
+//!   `documents.rs`: uploads and downloads of documents; `subsidies.rs`:
+//!   subsidy applications and decisions; `care_plan.rs`: the care-plan
+//!   office notification;
 //!   `ops.rs`: health, readiness, metrics, OpenAPI; `routes.rs`: the route
 //!   table ([`ROUTES`]) and the router with its limits.
 //! - `error.rs`: [`ApiError`] and the problem kinds.
@@ -40,7 +43,9 @@
 //!   [`Server`] and stops when the shutdown token is cancelled.
 
 mod auth;
+mod care_plan;
 mod commands;
+mod documents;
 mod error;
 mod ops;
 pub mod pki;
@@ -49,10 +54,12 @@ mod queries;
 mod routes;
 mod server;
 mod state;
+mod subsidies;
 mod updates;
 
 pub use auth::Caller;
 pub use commands::{APPLICATIONS_PER_PERSON_MAX, IDEMPOTENCY_KEY};
+pub use documents::{DOCUMENT_MEDIA_TYPES, DOCUMENT_UPLOAD_BYTES_MAX};
 pub use error::{ApiError, PROBLEM_JSON, PROBLEM_TYPE_PREFIX, ProblemKind};
 pub use ops::openapi_document;
 pub use pki::{DevPki, TlsFiles, dev_pki, dev_principals};
@@ -62,5 +69,5 @@ pub use routes::{
     REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS, REQUESTS_IN_FLIGHT_MAX, ROUTES, RouteDoc, router,
 };
 pub use server::{CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_MS, ServeConfig, ServeError, Server, serve};
-pub use state::{AppState, Clock};
+pub use state::{AppState, Clock, SUBSIDY_POLICY_DEFAULT};
 pub use updates::LAST_EVENT_ID;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::auth::Caller;
 use crate::error::{ApiError, ProblemKind};
 use crate::routes::ROUTES;
-use crate::state::AppState;
+use crate::state::{AppState, LATENCY_BUCKETS_SECONDS};
 
 /// `GET /healthz`: the process serves requests. No certificate needed.
 pub async fn healthz() -> &'static str {
@@ -39,6 +39,40 @@ pub async fn metrics(State(state): State<AppState>, _caller: Caller) -> Result<R
             out,
             "kiban_api_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
         );
+    }
+    out.push_str("# HELP kiban_api_request_duration_seconds Time to answer a request (to the response head), by route template and method.\n");
+    out.push_str("# TYPE kiban_api_request_duration_seconds histogram\n");
+    for ((route, method), histogram) in state.inner.metrics.latencies() {
+        let mut cumulative = 0;
+        for (le, n) in LATENCY_BUCKETS_SECONDS.iter().zip(histogram.buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "kiban_api_request_duration_seconds_bucket{{route=\"{route}\",method=\"{method}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let labels = format!("route=\"{route}\",method=\"{method}\"");
+        let _ = writeln!(
+            out,
+            "kiban_api_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\n\
+             kiban_api_request_duration_seconds_sum{{{labels}}} {}\n\
+             kiban_api_request_duration_seconds_count{{{labels}}} {}",
+            histogram.count, histogram.sum_seconds, histogram.count
+        );
+    }
+    let head = state.inner.store.head().await?;
+    out.push_str("# HELP kiban_store_events_total Events appended to the store (its head position); rate() is the append rate.\n");
+    out.push_str("# TYPE kiban_store_events_total counter\n");
+    let _ = writeln!(out, "kiban_store_events_total {}", head.position);
+    out.push_str("# HELP kiban_api_created_total Requests answered 201 Created (commands that appended events, attachments stored), by route template.\n");
+    out.push_str("# TYPE kiban_api_created_total counter\n");
+    for ((route, method, status), count) in state.inner.metrics.snapshot() {
+        if status == 201 {
+            let _ = writeln!(
+                out,
+                "kiban_api_created_total{{route=\"{route}\",method=\"{method}\"}} {count}"
+            );
+        }
     }
     out.push_str("# HELP kiban_projection_lag_events Events between the store's head and a projection's checkpoint.\n");
     out.push_str("# TYPE kiban_projection_lag_events gauge\n");
@@ -133,11 +167,16 @@ pub async fn count_requests(
         "DELETE" => "DELETE",
         _ => "OTHER",
     };
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
-    state
-        .inner
-        .metrics
-        .count(route, method, response.status().as_u16());
+    // Until the head of the response is ready (an SSE stream counts its
+    // opening, not its life).
+    state.inner.metrics.count(
+        route,
+        method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

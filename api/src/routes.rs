@@ -10,11 +10,12 @@ use axum::routing::{MethodRouter, delete, get, post};
 use tower::ServiceBuilder;
 
 use crate::state::AppState;
-use crate::{commands, ops, queries, updates};
+use crate::{care_plan, commands, documents, ops, queries, subsidies, updates};
 
 /// Largest request body, in bytes. Commands are small JSON objects (a
 /// consent, an application); 64 KiB is far above any and bounds memory per
-/// request. (Document uploads will get their own, larger limit.)
+/// request. Document uploads have their own, larger limit
+/// (`DOCUMENT_UPLOAD_BYTES_MAX`).
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
 
 /// Longest a request may take, in milliseconds, before it is answered
@@ -216,10 +217,66 @@ pub const ROUTES: &[RouteDoc] = &[
         "auditors",
         false,
     ),
+    route(
+        "POST",
+        "/v1/persons/{insurer}/{insured}/certifications/{seq}/investigation-sheet",
+        "Upload the investigation sheet (認定調査票; body = the document, Content-Type = its media type)",
+        "the person's insurer",
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/persons/{insurer}/{insured}/certifications/{seq}/opinion",
+        "Upload the doctor's opinion (主治医意見書; body = the document, Content-Type = its media type)",
+        "the medical institution asked for it",
+        true,
+    ),
+    route(
+        "GET",
+        "/v1/persons/{insurer}/{insured}/documents/{sha256}",
+        "Download a document of the person's certifications by digest",
+        PERSON_READERS,
+        false,
+    ),
+    route(
+        "POST",
+        "/v1/attachments",
+        "Upload a subsidy attachment (body = the document); answers its reference",
+        "an office, a medical institution",
+        false,
+    ),
+    route(
+        "POST",
+        "/v1/subsidies",
+        "Apply for the subsidy (助成金申請) with uploaded attachments",
+        "an office, a medical institution",
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/subsidies/{application}/decisions",
+        "Review, deficiency, decision or payment of a subsidy application",
+        "the federation",
+        true,
+    ),
+    route(
+        "GET",
+        "/v1/subsidies/{application}/attachments/{sha256}",
+        "Download an attachment of a subsidy application",
+        "the federation, auditors, the applicant",
+        false,
+    ),
+    route(
+        "POST",
+        "/v1/persons/{insurer}/{insured}/care-plan-office",
+        "Care-plan office notification (居宅サービス計画作成依頼届出) by the office itself",
+        "an office with the person's live consent",
+        true,
+    ),
 ];
 
 /// Adds `handler` at `path`, refusing (a bug) a route missing from [`ROUTES`].
-fn add(
+pub(crate) fn add(
     router: Router<AppState>,
     method: &'static str,
     path: &'static str,
@@ -328,6 +385,26 @@ pub fn router(state: AppState) -> Router {
     );
     r = add(r, "GET", "/v1/subsidies", get(queries::subsidies));
     r = add(r, "GET", "/v1/access-log", get(queries::access_log));
+    r = documents::routes(r);
+    r = add(r, "POST", "/v1/subsidies", post(subsidies::apply));
+    r = add(
+        r,
+        "POST",
+        "/v1/subsidies/{application}/decisions",
+        post(subsidies::decide),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/subsidies/{application}/attachments/{sha256}",
+        get(subsidies::download_attachment),
+    );
+    r = add(
+        r,
+        "POST",
+        "/v1/persons/{insurer}/{insured}/care-plan-office",
+        post(care_plan::notify_care_plan_office),
+    );
     r.fallback(ops::fallback)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(

@@ -525,6 +525,13 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
             },
         ),
         (d(2029, 2, 1), InsuredCommand::OpenRenewalWindow),
+        (
+            d(2029, 2, 2),
+            InsuredCommand::LinkCard {
+                issuer: "CN=kiban test JPKI user authentication CA".to_owned(),
+                serial: "1001".to_owned(),
+            },
+        ),
     ]);
     let insured_events = run::<InsuredPerson>(insured_history(), insured_commands, no_check);
     assert_eq!(types(&insured_events), catalog::<InsuredEvent>());

@@ -33,6 +33,9 @@ on_both_backends!(
     the_openapi_document_covers_every_route,
     a_proxy_application_is_idempotent_on_its_key,
     office_updates_resume_after_a_disconnect_without_loss,
+    documents_are_uploaded_as_blobs_and_downloaded_by_permitted_readers,
+    a_subsidy_goes_from_application_to_payment_through_the_api,
+    a_care_plan_notification_by_an_office_needs_live_consent,
 );
 
 /// A second office with its own terminal, for the consent lifecycle.
@@ -43,6 +46,7 @@ const SECOND_TERMINAL: &str = "T-02";
 
 struct Harness {
     store: Store,
+    engine: Arc<Engine<Store>>,
     projections: Projections,
     server: Option<Server>,
     shutdown: CancellationToken,
@@ -125,13 +129,14 @@ impl Harness {
         let reading = clock.clone();
         let state = AppState::with_clock(
             store.clone(),
-            engine,
+            engine.clone(),
             projections.clone(),
             Arc::new(move || {
                 Utc.timestamp_micros(reading.load(Ordering::SeqCst))
                     .unwrap()
             }),
-        );
+        )
+        .with_subsidy_policy(SUBSIDY_POLICY);
         let shutdown = CancellationToken::new();
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -143,6 +148,7 @@ impl Harness {
         let base = format!("https://127.0.0.1:{}", server.local_addr.port());
         Harness {
             store,
+            engine,
             projections,
             server: Some(server),
             shutdown,
@@ -519,6 +525,29 @@ async fn a_terminal_reported_lost_is_refused_at_once(db: &TestDb) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Recorded with the reporting terminal as actor, not the federation.
+    let office_events = h
+        .store
+        .read_stream(&office_stream(&office()), 1, 100)
+        .await
+        .unwrap();
+    let actors: Vec<String> = office_events
+        .iter()
+        .filter(|e| {
+            e.event_type
+                .as_str()
+                .starts_with("office.terminal_suspended")
+                || e.event_type.as_str() == "office.terminal_reported_lost"
+        })
+        .map(|e| e.actor.to_string())
+        .collect();
+    assert_eq!(
+        actors,
+        [
+            format!("office:{OFFICE}/{SECOND_TERMINAL}"),
+            format!("office:{OFFICE}/{SECOND_TERMINAL}")
+        ]
+    );
     // The very next request, without waiting for any projection.
     for route in ["eligibility", "ledgers"] {
         let (status, body) = h.get(&office_t01(), &person_path(route)).await;
@@ -841,5 +870,506 @@ async fn office_updates_resume_after_a_disconnect_without_loss(db: &TestDb) {
     let mut buffer = String::new();
     assert_eq!(sse_ids(&mut resumed, &mut buffer, 2).await, vec![b, c]);
     drop(resumed);
+    h.stop().await;
+}
+
+/// The subsidy rules of the suites: a window around the scripted days
+/// (2026-05), so that applications are in time.
+const SUBSIDY_POLICY: kiban_events::domain::subsidy::SubsidyPolicy =
+    kiban_events::domain::subsidy::SubsidyPolicy {
+        window_from: chrono::NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
+        window_until: chrono::NaiveDate::from_ymd_opt(2027, 3, 12).unwrap(),
+        closing_month_from: chrono::NaiveDate::from_ymd_opt(2027, 3, 1).unwrap(),
+        medical_institution_limit: None,
+    };
+
+impl Harness {
+    /// A command whose body is a document of `media_type`, under `key`.
+    async fn upload(
+        &self,
+        who: &Principal,
+        path: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+        key: Uuid,
+    ) -> (StatusCode, Value) {
+        let response = bounded(
+            "upload",
+            self.client(Some(who))
+                .post(format!("{}{path}", self.base))
+                .header("Idempotency-Key", key.to_string())
+                .header("content-type", media_type)
+                .body(bytes)
+                .send(),
+        )
+        .await
+        .expect("response");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// A download: status, content type, bytes.
+    async fn download(&self, who: &Principal, path: &str) -> (StatusCode, String, Vec<u8>) {
+        let response = bounded(
+            "download",
+            self.client(Some(who))
+                .get(format!("{}{path}", self.base))
+                .send(),
+        )
+        .await
+        .expect("response");
+        let status = response.status();
+        let media_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, media_type, response.bytes().await.unwrap().to_vec())
+    }
+
+    async fn caught_up(&self) {
+        let head = self.store.head().await.unwrap().position;
+        bounded("projection", self.projections.wait_for(head))
+            .await
+            .unwrap();
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn documents_are_uploaded_as_blobs_and_downloaded_by_permitted_readers(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let sheet_path =
+        format!("/v1/persons/{INSURER}/{WAITING_PERSON}/certifications/1/investigation-sheet");
+    let opinion_path = format!("/v1/persons/{INSURER}/{WAITING_PERSON}/certifications/1/opinion");
+    let sheet = b"%PDF-1.7 investigation sheet of the waiting person".to_vec();
+
+    // Limits and authorisation first: nothing is recorded.
+    let (status, body) = h
+        .upload(
+            &own_insurer(),
+            &sheet_path,
+            "text/plain",
+            sheet.clone(),
+            Uuid::now_v7(),
+        )
+        .await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "urn:kiban:problem:unsupported-media-type"
+        )
+    );
+    let too_big = vec![b'x'; kiban_api::DOCUMENT_UPLOAD_BYTES_MAX + 1];
+    let (status, body) = h
+        .upload(
+            &own_insurer(),
+            &sheet_path,
+            "application/pdf",
+            too_big,
+            Uuid::now_v7(),
+        )
+        .await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "urn:kiban:problem:payload-too-large"
+        )
+    );
+    let (status, _) = h
+        .upload(
+            &own_insurer(),
+            &sheet_path,
+            "application/pdf",
+            vec![],
+            Uuid::now_v7(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for who in [other_insurer(), office_t01(), medical(), federation()] {
+        let (status, body) = h
+            .upload(
+                &who,
+                &sheet_path,
+                "application/pdf",
+                sheet.clone(),
+                Uuid::now_v7(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{}: {body}", who.to_uri());
+    }
+    // Not asked for an opinion yet.
+    let opinion = b"<?xml version=\"1.0\"?><opinion>doctor's opinion</opinion>".to_vec();
+    let (status, _) = h
+        .upload(
+            &medical(),
+            &opinion_path,
+            "application/xml",
+            opinion.clone(),
+            Uuid::now_v7(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // The insurer records the sheet; the same key again is a replay.
+    let key = Uuid::now_v7();
+    let (status, body) = h
+        .upload(
+            &own_insurer(),
+            &sheet_path,
+            "application/pdf",
+            sheet.clone(),
+            key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, again) = h
+        .upload(
+            &own_insurer(),
+            &sheet_path,
+            "application/pdf",
+            sheet.clone(),
+            key,
+        )
+        .await;
+    assert_eq!((status, &again["replayed"]), (StatusCode::OK, &json!(true)));
+    // The event carries the digest, type and size, never the bytes.
+    let stream =
+        kiban_events::StreamName::new("certification", &format!("{INSURER}-{WAITING_PERSON}-1"))
+            .unwrap();
+    let events = h.store.read_stream(&stream, 1, 100).await.unwrap();
+    let recorded = events.last().unwrap();
+    assert_eq!(
+        recorded.event_type.as_str(),
+        "certification.investigation_completed"
+    );
+    assert_eq!(recorded.actor.to_string(), format!("insurer:{INSURER}"));
+    let payload = serde_json::to_string(&recorded.payload).unwrap();
+    assert!(payload.contains(&sha256_hex(&sheet)), "{payload}");
+    assert!(
+        payload.contains(&format!("\"size_bytes\":{}", sheet.len())),
+        "{payload}"
+    );
+    assert!(
+        !payload.contains("investigation sheet of"),
+        "no bytes in events: {payload}"
+    );
+
+    // Asked, the institution records its opinion.
+    run::<kiban_events::domain::certification::CertificationApplication>(
+        &h.engine,
+        &stream,
+        kiban_events::domain::certification::CertificationCommand::RequestOpinion {
+            institution: kiban_events::ids::MedicalInstitutionCode::parse(INSTITUTION).unwrap(),
+        },
+        Actor::Insurer(insurer()),
+        day(30),
+    )
+    .await;
+    let (status, body) = h
+        .upload(
+            &medical(),
+            &opinion_path,
+            "application/xml",
+            opinion.clone(),
+            Uuid::now_v7(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Listed and downloadable by the insurer, byte for byte.
+    h.caught_up().await;
+    let listed = format!("/v1/persons/{INSURER}/{WAITING_PERSON}/documents");
+    let (status, list) = h.get(&own_insurer(), &listed).await;
+    assert_eq!(status, StatusCode::OK);
+    let kinds: BTreeSet<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["investigation_sheet", "opinion"]),
+        "{list}"
+    );
+    let sheet_url = format!("{listed}/{}", sha256_hex(&sheet));
+    let (status, media_type, bytes) = h.download(&own_insurer(), &sheet_url).await;
+    assert_eq!(
+        (status, media_type.as_str()),
+        (StatusCode::OK, "application/pdf")
+    );
+    assert_eq!(bytes, sheet);
+    let (status, media_type, bytes) = h
+        .download(&auditor(), &format!("{listed}/{}", sha256_hex(&opinion)))
+        .await;
+    assert_eq!(
+        (status, media_type.as_str(), bytes),
+        (StatusCode::OK, "application/xml", opinion.clone())
+    );
+    // A digest the person does not have is 404, even if stored elsewhere.
+    let (status, _, _) = h
+        .download(
+            &own_insurer(),
+            &format!(
+                "/v1/persons/{INSURER}/{PERSON}/documents/{}",
+                sha256_hex(&sheet)
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for who in [federation(), medical(), other_insurer()] {
+        let (status, _, _) = h.download(&who, &sheet_url).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{}", who.to_uri());
+    }
+    // An office reads only with consent, and the read is logged.
+    let (status, _, _) = h.download(&other_office(), &sheet_url).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let consent =
+        json!({"office": OTHER_OFFICE, "terminal": OTHER_TERMINAL, "expires_at": day(40)});
+    let (status, body) = h
+        .call(
+            Some(&federation()),
+            Method::POST,
+            &format!("/v1/persons/{INSURER}/{WAITING_PERSON}/consents"),
+            Some(consent),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let logged = access_log_len(&h).await;
+    let (status, _, bytes) = h.download(&other_office(), &sheet_url).await;
+    assert_eq!((status, bytes), (StatusCode::OK, sheet.clone()));
+    assert_eq!(
+        access_log_len(&h).await,
+        logged + 1,
+        "the download is in the access log"
+    );
+    h.stop().await;
+}
+
+async fn a_subsidy_goes_from_application_to_payment_through_the_api(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let mut refs = Vec::new();
+    for (name, media_type) in [
+        ("receipt-readers", "application/pdf"),
+        ("receipt-support", "image/png"),
+        ("passbook", "image/jpeg"),
+        ("designation-43", "application/pdf"),
+    ] {
+        let (status, body) = h
+            .upload(
+                &office_t01(),
+                "/v1/attachments",
+                media_type,
+                format!("scan of {name}").into_bytes(),
+                Uuid::now_v7(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(
+            body["sha256"],
+            sha256_hex(format!("scan of {name}").as_bytes())
+        );
+        refs.push(body);
+    }
+    let (status, _) = h
+        .upload(
+            &own_insurer(),
+            "/v1/attachments",
+            "application/pdf",
+            b"x".to_vec(),
+            Uuid::now_v7(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "insurers do not apply");
+    let application = |passbook: &Value| {
+        json!({
+            "reader_count": 2,
+            "receipt_lines": [
+                {"purpose": {"kind": "card_readers", "count": 2}, "amount": 40000, "receipt": refs[0]},
+                {"purpose": {"kind": "connection_support"}, "amount": 10000, "receipt": refs[1]},
+            ],
+            "passbook": passbook,
+            "designation_notices": [{"service_type": "43", "document": refs[3]}],
+        })
+    };
+    let missing = json!({"sha256": "d".repeat(64), "media_type": "image/jpeg", "size_bytes": 10});
+    let (status, body) = h
+        .call(
+            Some(&office_t01()),
+            Method::POST,
+            "/v1/subsidies",
+            Some(application(&missing)),
+        )
+        .await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (StatusCode::BAD_REQUEST, "urn:kiban:problem:validation"),
+        "{body}"
+    );
+    let (status, body) = h
+        .call(
+            Some(&office_t01()),
+            Method::POST,
+            "/v1/subsidies",
+            Some(application(&refs[2])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["stream"], format!("subsidy/{OFFICE}-1"));
+    let decisions = format!("/v1/subsidies/{OFFICE}-1/decisions");
+    let (status, _) = h
+        .call(
+            Some(&office_t01()),
+            Method::POST,
+            &decisions,
+            Some(json!({"decision": "decide"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only the federation decides");
+    for (decision, expected) in [
+        (json!({"decision": "start_review"}), StatusCode::CREATED),
+        (json!({"decision": "decide"}), StatusCode::CREATED),
+        (
+            json!({"decision": "pay", "amount": 49999}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"decision": "pay", "amount": 50000}),
+            StatusCode::CREATED,
+        ),
+    ] {
+        let (status, body) = h
+            .call(
+                Some(&federation()),
+                Method::POST,
+                &decisions,
+                Some(decision.clone()),
+            )
+            .await;
+        assert_eq!(status, expected, "{decision}: {body}");
+    }
+    h.caught_up().await;
+    let (_, subsidies) = h.get(&federation(), "/v1/subsidies").await;
+    let ours = subsidies
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["application"] == format!("{OFFICE}-1"))
+        .expect("listed")
+        .clone();
+    assert_eq!(
+        (ours["status"].as_str(), ours["payable"].as_u64()),
+        (Some("paid"), Some(50000)),
+        "{ours}"
+    );
+    // Attachments: the federation and the applicant, not another office.
+    let attachment = format!(
+        "/v1/subsidies/{OFFICE}-1/attachments/{}",
+        refs[2]["sha256"].as_str().unwrap()
+    );
+    for (who, expected) in [
+        (federation(), StatusCode::OK),
+        (office_t01(), StatusCode::OK),
+        (other_office(), StatusCode::FORBIDDEN),
+    ] {
+        let (status, media_type, bytes) = h.download(&who, &attachment).await;
+        assert_eq!(status, expected, "{}", who.to_uri());
+        if status == StatusCode::OK {
+            assert_eq!(
+                (media_type.as_str(), bytes.as_slice()),
+                ("image/jpeg", b"scan of passbook".as_slice())
+            );
+        }
+    }
+    h.stop().await;
+}
+
+async fn a_care_plan_notification_by_an_office_needs_live_consent(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let path = person_path("care-plan-office");
+    let body = json!({"office_kind": "home_care_support_office", "filed_on": "2026-05-31"});
+    let (status, problem) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            &path,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, problem_type(&problem)),
+        (StatusCode::FORBIDDEN, "urn:kiban:problem:consent-required")
+    );
+    let (status, _) = h
+        .call(
+            Some(&own_insurer()),
+            Method::POST,
+            &path,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the insurer files through its own system"
+    );
+    let consent =
+        json!({"office": OTHER_OFFICE, "terminal": OTHER_TERMINAL, "expires_at": day(40)});
+    let (status, _) = h
+        .call(
+            Some(&federation()),
+            Method::POST,
+            &person_path("consents"),
+            Some(consent),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, answer) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            &path,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let stream = kiban_events::domain::insured::insured_stream(
+        &insurer(),
+        &kiban_events::ids::InsuredNumber::parse(PERSON).unwrap(),
+    );
+    let events = h.store.read_stream(&stream, 1, 100).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.event_type.as_str(), "insured.care_plan_office_changed");
+    assert_eq!(
+        last.actor.to_string(),
+        format!("office:{OTHER_OFFICE}/{OTHER_TERMINAL}")
+    );
+    // Revoked: refused again.
+    let (status, _) = h
+        .call(
+            Some(&other_office()),
+            Method::DELETE,
+            &format!("/v1/persons/{INSURER}/{PERSON}/consents/{OTHER_OFFICE}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, problem) = h
+        .call(Some(&other_office()), Method::POST, &path, Some(body))
+        .await;
+    assert_eq!(
+        (status, problem_type(&problem)),
+        (StatusCode::FORBIDDEN, "urn:kiban:problem:consent-required")
+    );
     h.stop().await;
 }

@@ -26,6 +26,8 @@
 //! - `cache.rs`: the writer's bounded stream-version cache.
 //! - `chain.rs`: the hash chain and its verification.
 //! - `backend/`: the SQL of each backend, behind a small internal surface.
+//! - `blobs.rs`: content-addressed document bodies ([`Store::put_blob`],
+//!   [`Store::get_blob`], [`Store::blob_size`]) in the `blobs` table.
 //! - `bench.rs`: the append benchmark and its naive and raw baselines.
 //! - `examples/bench_append.rs`: runs the benchmark from the command line.
 //! - `migrations/postgres`, `migrations/sqlite`: the schema, embedded.
@@ -50,6 +52,7 @@
 
 mod backend;
 pub mod bench;
+mod blobs;
 mod cache;
 mod chain;
 mod error;
@@ -58,6 +61,7 @@ mod writer;
 
 use std::future::Future;
 
+pub use blobs::{BLOB_BYTES_MAX, BlobRef};
 pub use cache::STREAM_VERSION_CACHE_CAPACITY;
 pub use chain::{BreakReason, VERIFY_PAGE_EVENTS, VerifyReport, chain_hash};
 pub use error::{Error, Result};

@@ -286,6 +286,11 @@ impl Store {
         })
     }
 
+    /// The read pool, for the blob store (`blobs.rs`).
+    pub(crate) fn readers(&self) -> &Readers {
+        &self.inner.readers
+    }
+
     /// Stops the writer (after the batch in flight, if any) and the other
     /// tasks, waits for them, and closes every connection. Appends still
     /// queued fail with [`Error::Closed`]; so does every later call.

@@ -210,6 +210,19 @@ domain_events! {
             /// When.
             viewed_at: DateTime<Utc>,
         }
+        /// The person's My Number card user-authentication certificate
+        /// (利用者証明用電子証明書) was linked to the record, so that a
+        /// consent signed with the card names this person. The link is the
+        /// certificate's issuer and serial number — never the Individual
+        /// Number, which the certificate does not carry.
+        CardLinked = "insured.card_linked", v 1, by [Insurer, Federation] {
+            /// The certificate issuer's distinguished name (RFC 4514).
+            issuer: String,
+            /// The certificate's serial number, upper-case hexadecimal.
+            serial: String,
+            /// The day of linking.
+            linked_on: NaiveDate,
+        }
         /// The person moved house.
         MovedHouse = "insured.moved_house", v 1, by [Insurer] {
             /// The day of the move.
@@ -325,6 +338,13 @@ pub enum InsuredCommand {
         terminal: TerminalId,
         /// When it expires.
         expires_at: DateTime<Utc>,
+    },
+    /// Link a My Number card certificate (issuer, serial) to the person.
+    LinkCard {
+        /// The issuer's distinguished name.
+        issuer: String,
+        /// The serial number, upper-case hexadecimal.
+        serial: String,
     },
     /// Revoke an office's consent.
     RevokeConsent {
@@ -487,6 +507,8 @@ pub struct InsuredState {
     /// The certifications (by application sequence number) whose renewal
     /// window opening is recorded.
     pub renewal_windows_opened: BTreeSet<u32>,
+    /// Linked card certificates: (issuer, serial in upper-case hex).
+    pub card_links: BTreeSet<(String, String)>,
 }
 
 impl InsuredState {
@@ -630,6 +652,7 @@ impl Decider for InsuredPerson {
                 consent(state, command, now)
             }
             C::OpenRenewalWindow => open_renewal_window(state, today),
+            C::LinkCard { issuer, serial } => link_card(state, issuer, serial, today),
             C::RecordView {
                 office,
                 terminal,
@@ -691,6 +714,11 @@ impl Decider for InsuredPerson {
                 state.renewal_windows_opened.insert(e.application_seq);
             }
             E::CopaymentCertificateIssued(e) => state.copayment_certificates.push(e.clone()),
+            E::CardLinked(e) => {
+                state
+                    .card_links
+                    .insert((e.issuer.clone(), e.serial.clone()));
+            }
             E::CostLimitCertificateIssued(e) => state.cost_limit_certificates.push(e.clone()),
             E::CarePlanOfficeRegistered(e) => {
                 state.care_plan_office = Some(CarePlanRegistration {
@@ -793,6 +821,48 @@ fn issue_cost_limit(
 
 /// Consent given (with an expiry within [`CONSENT_DAYS_MAX`]), revoked
 /// while live, or expired by a timer at its expiry.
+/// Longest issuer name accepted in a card link, in bytes.
+const CARD_ISSUER_BYTES_MAX: usize = 512;
+/// Longest serial number accepted in a card link, in hex digits (RFC 5280
+/// allows 20 bytes).
+const CARD_SERIAL_HEX_MAX: usize = 40;
+
+fn link_card(
+    state: &InsuredState,
+    issuer: &str,
+    serial: &str,
+    today: NaiveDate,
+) -> Result<Vec<InsuredEvent>, Rejection> {
+    reject_if!(
+        issuer.trim().is_empty()
+            || issuer.len() > CARD_ISSUER_BYTES_MAX
+            || serial.is_empty()
+            || serial.len() > CARD_SERIAL_HEX_MAX
+            || !serial
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)),
+        CardLinkInvalid,
+        "A card link needs the issuer's name and the serial number in upper-case hexadecimal.",
+        "カードの紐付けには発行者名と16進数（大文字）のシリアル番号が必要です。"
+    );
+    reject_if!(
+        state
+            .card_links
+            .contains(&(issuer.to_owned(), serial.to_owned())),
+        CardAlreadyLinked,
+        "This card certificate is already linked to the person.",
+        "このカードの証明書は既に紐付けられています。"
+    );
+    Ok(vec![
+        CardLinked {
+            issuer: issuer.to_owned(),
+            serial: serial.to_owned(),
+            linked_on: today,
+        }
+        .into(),
+    ])
+}
+
 fn consent(
     state: &InsuredState,
     command: &InsuredCommand,

@@ -66,8 +66,9 @@ domain_events! {
             /// The day of the report.
             reported_on: NaiveDate,
         }
-        /// The terminal's credentials were suspended: it can no longer sign in.
-        TerminalSuspended = "office.terminal_suspended", v 1, by [Federation, System] {
+        /// The terminal's credentials were suspended: it can no longer sign in
+        /// (at once when the office itself reports the terminal lost).
+        TerminalSuspended = "office.terminal_suspended", v 1, by [Office, Federation, System] {
             /// The terminal.
             terminal: TerminalId,
             /// The day of suspension.

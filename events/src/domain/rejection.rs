@@ -81,9 +81,12 @@ rejection_codes! {
     ExtensionAfterDeadline = "extension_after_deadline",
     /// The expected decision date of an extension is not after the current deadline.
     ExpectedDateTooEarly = "expected_date_too_early",
-    /// The decision deadline has not passed yet.
+    /// A timer fired before its date: the decision deadline, the renewal
+    /// window's opening or a subsidy's notice or payment due date has not
+    /// come yet.
     DeadlineNotReached = "deadline_not_reached",
-    /// The passing of this deadline is already recorded.
+    /// This date is already recorded as passed: the decision deadline, the
+    /// renewal window's opening, or a subsidy's overdue notice or payment.
     DeadlineAlreadyRecorded = "deadline_already_recorded",
 
     // Insured person.
@@ -107,6 +110,10 @@ rejection_codes! {
     ConsentNotExpired = "consent_not_expired",
     /// The office may not read this person's record: no live consent and not the registered care-plan office.
     NoViewingBasis = "no_viewing_basis",
+    /// A card link lacks the issuer or has a serial number that is not upper-case hexadecimal.
+    CardLinkInvalid = "card_link_invalid",
+    /// The card certificate is already linked to the person.
+    CardAlreadyLinked = "card_already_linked",
     /// The insurer has not enabled sharing yet, so its people are not visible to offices.
     InsurerNotSharing = "insurer_not_sharing",
     /// Home-modification work recorded without a prior application (事前申請).

@@ -1,0 +1,276 @@
+//! Subsidy (助成金) commands: the application with its attachments by an
+//! office or a medical institution, the federation's decisions (review,
+//! deficiency, decision, payment), and the download of an application's
+//! attachments.
+//!
+//! Attachments are uploaded first (`POST /v1/attachments`, which stores the
+//! bytes and answers the reference); the application names them by
+//! reference, and each must be stored with the size given.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+
+use kiban_engine::CommandContext;
+use kiban_events::domain::subsidy::{
+    DesignationNotice, ReceiptLine, SubsidyApplicant, SubsidyApplication, SubsidyCommand,
+    subsidy_stream_for_institution, subsidy_stream_for_office,
+};
+use kiban_events::domain::{DocumentRef, Yen};
+use kiban_events::envelope::{Actor, StreamName};
+
+use crate::auth::{Caller, check_terminal, fold};
+use crate::commands::{
+    CommandAccepted, accepted, idempotency_key, json_body, next_stream_seq, office_actor,
+};
+use crate::documents::document_response;
+use crate::error::{ApiError, ProblemKind};
+use crate::principal::Principal;
+use crate::state::AppState;
+
+/// Body of a subsidy application.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubsidyApplicationBody {
+    /// The card readers bought (0 for a medical institution).
+    pub reader_count: u32,
+    /// The receipt lines, each with its uploaded receipt.
+    pub receipt_lines: Vec<ReceiptLine>,
+    /// The uploaded passbook or cash-card copy.
+    pub passbook: DocumentRef,
+    /// An office: one designation notice (指定通知書) per service type.
+    #[serde(default)]
+    pub designation_notices: Vec<DesignationNotice>,
+    /// A medical institution: the document showing bed counts.
+    #[serde(default)]
+    pub bed_count_document: Option<DocumentRef>,
+}
+
+impl SubsidyApplicationBody {
+    fn documents(&self) -> impl Iterator<Item = &DocumentRef> {
+        self.receipt_lines
+            .iter()
+            .map(|line| &line.receipt)
+            .chain(std::iter::once(&self.passbook))
+            .chain(self.designation_notices.iter().map(|n| &n.document))
+            .chain(self.bed_count_document.iter())
+    }
+}
+
+/// `POST /v1/subsidies`: an office (active terminal) or a medical
+/// institution applies; the stream is the applicant's next
+/// `subsidy/<office>-<seq>` or `subsidy/m<code>-<seq>`.
+pub async fn apply(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let command_id = idempotency_key(&headers)?;
+    let request: SubsidyApplicationBody = json_body(body)?;
+    for document in request.documents() {
+        let stored = state
+            .inner
+            .store
+            .blob_size(document.sha256().as_str())
+            .await?;
+        if stored != Some(document.size_bytes()) {
+            return Err(ApiError::validation(format!(
+                "The attachment {} is not uploaded with that size; upload it to /v1/attachments first.",
+                document.sha256()
+            )));
+        }
+    }
+    let (applicant, actor, stream) = match &caller.principal {
+        Principal::Office { office, terminal } => {
+            check_terminal(&state, office, terminal, &caller.fingerprint).await?;
+            let seq = next_stream_seq(&state, &command_id, |seq| {
+                subsidy_stream_for_office(office, seq)
+            })
+            .await?;
+            (
+                SubsidyApplicant::CareOffice {
+                    office: office.clone(),
+                    service_types: request
+                        .designation_notices
+                        .iter()
+                        .map(|n| n.service_type.clone())
+                        .collect(),
+                    designation_notices: request.designation_notices.clone(),
+                },
+                office_actor(office, terminal),
+                subsidy_stream_for_office(office, seq),
+            )
+        }
+        Principal::MedicalInstitution(institution) => {
+            let seq = next_stream_seq(&state, &command_id, |seq| {
+                subsidy_stream_for_institution(institution, seq)
+            })
+            .await?;
+            (
+                SubsidyApplicant::MedicalInstitution {
+                    institution: institution.clone(),
+                    bed_count_document: request.bed_count_document.clone(),
+                },
+                Actor::MedicalInstitution(institution.clone()),
+                subsidy_stream_for_institution(institution, seq),
+            )
+        }
+        _ => {
+            return Err(ApiError::forbidden(
+                "Only offices and medical institutions apply for the subsidy.",
+            ));
+        }
+    };
+    let command = SubsidyCommand::Apply {
+        applicant,
+        reader_count: request.reader_count,
+        receipt_lines: request.receipt_lines,
+        passbook: request.passbook,
+        policy: state.inner.subsidy_policy,
+    };
+    let context = CommandContext::new(command_id, actor, state.now());
+    let executed = state
+        .inner
+        .engine
+        .execute::<SubsidyApplication>(&stream, &command, &context)
+        .await?;
+    Ok(accepted(stream.to_string(), executed))
+}
+
+/// A federation decision on an application.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SubsidyDecision {
+    /// Start the review (審査開始).
+    StartReview,
+    /// Record a deficiency (不備); closes the application.
+    Deficiency {
+        /// What is deficient.
+        reason: String,
+    },
+    /// Decide the amount by the rules (交付決定).
+    Decide,
+    /// Record the payment (支払); must be the decided amount.
+    Pay {
+        /// The amount paid, in yen.
+        amount: u64,
+    },
+}
+
+/// The stream named by an application id of a path
+/// (`<office>-<seq>` or `m<code>-<seq>`).
+fn application_stream(application: &str) -> Result<StreamName, ApiError> {
+    let well_formed = application.split_once('-').is_some_and(|(who, seq)| {
+        let who = who.strip_prefix('m').unwrap_or(who);
+        who.len() == 10
+            && who.bytes().all(|b| b.is_ascii_digit())
+            && !seq.is_empty()
+            && seq.len() <= 10
+            && seq.bytes().all(|b| b.is_ascii_digit())
+    });
+    if !well_formed {
+        return Err(ApiError::validation(
+            "The application id is `<office>-<seq>` or `m<institution>-<seq>`.",
+        ));
+    }
+    StreamName::new("subsidy", application)
+        .map_err(|_| ApiError::validation("The application id is malformed."))
+}
+
+/// `POST /v1/subsidies/{application}/decisions`: the federation reviews,
+/// finds a deficiency, decides or records the payment.
+pub async fn decide(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(application): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let stream = application_stream(&application)?;
+    let command_id = idempotency_key(&headers)?;
+    let request: SubsidyDecision = json_body(body)?;
+    if caller.principal != Principal::Federation {
+        return Err(ApiError::forbidden(
+            "Only the federation decides on subsidy applications.",
+        ));
+    }
+    let command = match request {
+        SubsidyDecision::StartReview => SubsidyCommand::StartReview,
+        SubsidyDecision::Deficiency { reason } => SubsidyCommand::FindDeficiency { reason },
+        SubsidyDecision::Decide => SubsidyCommand::Decide,
+        SubsidyDecision::Pay { amount } => SubsidyCommand::Pay {
+            amount: Yen::new(amount),
+        },
+    };
+    let context = CommandContext::new(command_id, Actor::Federation, state.now());
+    let executed = state
+        .inner
+        .engine
+        .execute::<SubsidyApplication>(&stream, &command, &context)
+        .await?;
+    Ok(accepted(stream.to_string(), executed))
+}
+
+/// `GET /v1/subsidies/{application}/attachments/{sha256}`: an attachment of
+/// an application, for the federation, auditors and the applicant.
+pub async fn download_attachment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((application, sha256)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let stream = application_stream(&application)?;
+    let folded = fold::<SubsidyApplication>(&state, &stream).await?;
+    let Some(applied) = folded.application else {
+        return Err(ApiError::not_found("No such application."));
+    };
+    let allowed = match (&caller.principal, &applied.applicant) {
+        (Principal::Federation | Principal::Auditor(_), _) => true,
+        (
+            Principal::Office { office, terminal },
+            SubsidyApplicant::CareOffice { office: own, .. },
+        ) if office == own => {
+            check_terminal(&state, office, terminal, &caller.fingerprint).await?;
+            true
+        }
+        (
+            Principal::MedicalInstitution(code),
+            SubsidyApplicant::MedicalInstitution {
+                institution: own, ..
+            },
+        ) => code == own,
+        _ => false,
+    };
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "Only the federation, auditors and the applicant read the attachments.",
+        ));
+    }
+    let designation = match &applied.applicant {
+        SubsidyApplicant::CareOffice {
+            designation_notices,
+            ..
+        } => designation_notices.iter().map(|n| &n.document).collect(),
+        SubsidyApplicant::MedicalInstitution {
+            bed_count_document, ..
+        } => bed_count_document.iter().collect::<Vec<_>>(),
+    };
+    let document = applied
+        .receipt_lines
+        .iter()
+        .map(|line| &line.receipt)
+        .chain(std::iter::once(&applied.passbook))
+        .chain(designation)
+        .find(|d| d.sha256().as_str() == sha256)
+        .ok_or_else(|| {
+            ApiError::new(
+                ProblemKind::NotFound,
+                "The application has no such attachment.",
+            )
+        })?;
+    document_response(&state, &sha256, document.media_type()).await
+}

@@ -1,0 +1,156 @@
+//! Content-addressed blobs beside the events (DESIGN.md decision 12).
+//!
+//! Document bodies (認定調査票, 主治医意見書, subsidy attachments) are stored
+//! once under their SHA-256 in the `blobs` table of the store's database;
+//! events carry only a `DocumentRef` (digest, media type, size). A blob is
+//! written before the event referring to it is appended, and is durable
+//! when [`Store::put_blob`] returns (the same commit guarantees as events),
+//! so no event can refer to bytes that are not there.
+//!
+//! Blobs are immutable: putting the same bytes again is a no-op that
+//! returns the same digest. They are written through the read pool, not the
+//! event writer: they have no position and no order, and a slow upload must
+//! not hold up appends.
+
+use sha2::{Digest, Sha256};
+
+use crate::backend::Readers;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Largest blob accepted, in bytes: the documents' own limit
+/// (`kiban_events::domain::DOCUMENT_BYTES_MAX`, 64 MiB).
+pub const BLOB_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A stored blob: its digest (64 lower-case hex digits) and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    /// SHA-256 of the content, lower-case hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+}
+
+impl Store {
+    /// Stores `content` under its SHA-256 and returns the reference; durable
+    /// on return. Storing bytes already present changes nothing. Empty
+    /// content and content over [`BLOB_BYTES_MAX`] are [`Error::Invalid`].
+    pub async fn put_blob(&self, content: &[u8]) -> Result<BlobRef> {
+        if content.is_empty() || content.len() > BLOB_BYTES_MAX {
+            return Err(Error::Invalid(format!(
+                "a blob must be 1 byte to {BLOB_BYTES_MAX} bytes (got {})",
+                content.len()
+            )));
+        }
+        let digest = Sha256::digest(content);
+        let size = i64::try_from(content.len()).expect("bounded above");
+        match self.readers() {
+            Readers::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO blobs (sha256, size_bytes, content) VALUES ($1, $2, $3) \
+                     ON CONFLICT (sha256) DO NOTHING",
+                )
+                .bind(digest.as_slice())
+                .bind(size)
+                .bind(content)
+                .execute(pool)
+                .await?;
+            }
+            Readers::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO blobs (sha256, size_bytes, content, stored_at) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (sha256) DO NOTHING",
+                )
+                .bind(digest.as_slice())
+                .bind(size)
+                .bind(content)
+                .bind(chrono::Utc::now().timestamp_micros())
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(BlobRef {
+            sha256: hex::encode(digest),
+            size_bytes: content.len() as u64,
+        })
+    }
+
+    /// The content stored under `sha256` (64 lower-case hex digits), if any.
+    /// The bytes read back are checked against the digest: a mismatch means
+    /// the database was changed outside kiban ([`Error::Corrupted`] at position 0).
+    pub async fn get_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        let Some(key) = digest_bytes(sha256) else {
+            return Ok(None);
+        };
+        let row: Option<Vec<u8>> = match self.readers() {
+            Readers::Postgres(pool) => {
+                sqlx::query_scalar("SELECT content FROM blobs WHERE sha256 = $1")
+                    .bind(key.as_slice())
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Readers::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT content FROM blobs WHERE sha256 = ?1")
+                    .bind(key.as_slice())
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        match row {
+            // Position 0: no event is involved (no real event has it).
+            Some(content) if Sha256::digest(&content).as_slice() != key.as_slice() => {
+                Err(Error::Corrupted {
+                    position: 0,
+                    reason: format!("blob {sha256} does not hash to its key"),
+                })
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The size of the blob stored under `sha256`, if any (without reading
+    /// its content).
+    pub async fn blob_size(&self, sha256: &str) -> Result<Option<u64>> {
+        let Some(key) = digest_bytes(sha256) else {
+            return Ok(None);
+        };
+        let size: Option<i64> = match self.readers() {
+            Readers::Postgres(pool) => {
+                sqlx::query_scalar("SELECT size_bytes FROM blobs WHERE sha256 = $1")
+                    .bind(key.as_slice())
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Readers::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT size_bytes FROM blobs WHERE sha256 = ?1")
+                    .bind(key.as_slice())
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        Ok(size.map(|s| u64::try_from(s).unwrap_or(0)))
+    }
+}
+
+/// The 32 bytes of a digest given as 64 lower-case hex digits.
+fn digest_bytes(sha256: &str) -> Option<[u8; 32]> {
+    if sha256.len() != 64 || sha256.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(sha256, &mut key).ok()?;
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lower_case_hex_digests_are_keys() {
+        assert!(digest_bytes(&"ab".repeat(32)).is_some());
+        assert!(digest_bytes(&"AB".repeat(32)).is_none());
+        assert!(digest_bytes("abc").is_none());
+        assert!(digest_bytes(&"zz".repeat(32)).is_none());
+    }
+}
