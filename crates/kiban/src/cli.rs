@@ -74,7 +74,8 @@ pub enum Command {
         #[arg(long, conflicts_with = "stream")]
         follow: bool,
     },
-    /// Verify the hash chain (改ざん検証) and name the first broken position.
+    /// Verify the hash chain (改ざん検証) and name the first broken position
+    /// (an alias of `kiban audit verify`).
     Verify {
         #[command(flatten)]
         store: StoreArgs,
@@ -88,6 +89,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit (監査): verify the chain, signed checkpoints (docs/audit.md).
+    Audit(crate::audit::AuditArgs),
     /// Benchmarks (not tests): measured figures go to docs/benchmarks.md.
     Bench {
         #[command(subcommand)]

@@ -8,6 +8,7 @@
 //! - `3` an append refused: conflict, duplicate id, invalid input — nothing written;
 //! - `4` the hash chain does not verify.
 
+mod audit;
 mod cli;
 mod commands;
 

@@ -25,6 +25,7 @@
 //! - `writer.rs`: the single writer task with group commit.
 //! - `cache.rs`: the writer's bounded stream-version cache.
 //! - `chain.rs`: the hash chain and its verification.
+//! - `checkpoint.rs`: signed checkpoints (Ed25519) and their export.
 //! - `backend/`: the SQL of each backend, behind a small internal surface.
 //! - `bench.rs`: the append benchmark and its naive and raw baselines.
 //! - `examples/bench_append.rs`: runs the benchmark from the command line.
@@ -52,6 +53,7 @@ mod backend;
 pub mod bench;
 mod cache;
 mod chain;
+mod checkpoint;
 mod error;
 mod store;
 mod writer;
@@ -59,7 +61,12 @@ mod writer;
 use std::future::Future;
 
 pub use cache::STREAM_VERSION_CACHE_CAPACITY;
-pub use chain::{BreakReason, VERIFY_PAGE_EVENTS, VerifyReport, chain_hash};
+pub use chain::{BreakReason, VERIFY_PAGE_EVENTS, VerifyRange, VerifyReport, chain_hash};
+pub use checkpoint::{
+    CHECKPOINT_EVERY_DEFAULT, CHECKPOINT_EXPORT_FORMAT, CHECKPOINT_SIGNING_TAG, Checkpoint,
+    CheckpointCheck, CheckpointExport, PlatformKey, parse_public_key, signed_message,
+};
+pub use ed25519_dalek::VerifyingKey;
 pub use error::{Error, Result};
 pub use kiban_events::{
     EventId, ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamName, Version,
