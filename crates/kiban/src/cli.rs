@@ -83,7 +83,8 @@ pub enum Command {
         #[arg(long, conflicts_with = "stream")]
         follow: bool,
     },
-    /// Verify the hash chain (改ざん検証) and name the first broken position.
+    /// Verify the hash chain (改ざん検証) and name the first broken position
+    /// (an alias of `kiban audit verify`).
     Verify {
         #[command(flatten)]
         store: StoreArgs,
@@ -194,6 +195,8 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Audit (監査): verify the chain, signed checkpoints (docs/audit.md).
+    Audit(crate::audit::AuditArgs),
     /// Benchmarks (not tests): measured figures go to docs/benchmarks.md.
     Bench {
         #[command(subcommand)]

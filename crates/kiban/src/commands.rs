@@ -9,11 +9,9 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use kiban_events::StreamName;
 use kiban_events::envelope::{Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload};
-use kiban_store::VerifyReport;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::EXIT_CHAIN_BROKEN;
 use crate::cli::{Backend, BenchCommand, Command};
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -50,7 +48,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             from,
             to,
             json,
-        } => verify(&store.database_url, from, to, json).await,
+        } => crate::audit::verify_command(&store.database_url, from, to, json).await,
+        Command::Audit(args) => crate::audit::run(args).await,
         Command::Bench { bench } => run_bench(bench).await,
         Command::Simulate {
             store,
@@ -252,37 +251,6 @@ async fn read(
     out.flush()?;
     store.close().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn verify(url: &str, from: u64, to: Option<u64>, json: bool) -> anyhow::Result<ExitCode> {
-    let store = open_store(url).await?;
-    let report = store.verify(from, to).await;
-    store.close().await;
-    let report = report?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    }
-    match report {
-        VerifyReport::Verified { events, head_hash } => {
-            if !json {
-                println!("verified {events} events, head hash {head_hash}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        VerifyReport::Broken {
-            position,
-            reason,
-            events_verified,
-        } => {
-            if !json {
-                println!(
-                    "BROKEN at position {position}: {} ({events_verified} events before it verified)",
-                    serde_json::to_string(&reason)?
-                );
-            }
-            Ok(ExitCode::from(EXIT_CHAIN_BROKEN))
-        }
-    }
 }
 
 async fn run_bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {

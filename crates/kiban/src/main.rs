@@ -10,6 +10,7 @@
 //! - `5` `kiban emit`: a message was rejected or got no receipt in time;
 //! - `6` a simulation interrupted (Ctrl-C); the same command resumes it.
 
+mod audit;
 mod bench_ingest;
 mod cli;
 mod commands;

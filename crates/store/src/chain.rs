@@ -61,6 +61,27 @@ pub enum BreakReason {
         stored_prev_hash: Option<Hash>,
         expected_prev_hash: Hash,
     },
+    /// The chain is internally consistent but the stored hash at a signed
+    /// checkpoint's position is not the signed one: the history up to here
+    /// was rewritten (hashes recomputed) after the checkpoint was signed.
+    CheckpointMismatch { signed: Hash, stored: Hash },
+}
+
+/// What [`crate::Store::verify_with`] walks and what it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyRange {
+    /// First position to check (from 1).
+    pub from: Position,
+    /// Last position to check; the head when `None`.
+    pub to: Option<Position>,
+    /// The hash of the event at `from - 1` taken as trusted (from a signed
+    /// checkpoint) instead of the stored one. `None`: genesis when `from` is
+    /// 1, otherwise the stored hash of `from - 1`.
+    pub anchor: Option<Hash>,
+    /// Signed hashes the chain must pass through: `(position, hash)` sorted
+    /// by position. The stored hash at each position must equal it, which is
+    /// what catches a history rewritten with recomputed hashes.
+    pub checkpoints: Vec<(Position, Hash)>,
 }
 
 /// Walks positions `from..=to` (`to` = the head when `None`).
@@ -69,19 +90,36 @@ pub(crate) async fn verify(
     from: Position,
     to: Option<Position>,
 ) -> Result<VerifyReport> {
-    let from = from.max(1);
-    let to = match to {
+    let range = VerifyRange {
+        from,
+        to,
+        ..VerifyRange::default()
+    };
+    verify_with(readers, &range, &mut |_| {}).await
+}
+
+/// Walks `range`, calling `progress` with the number of events checked so
+/// far after each page (a page is [`VERIFY_PAGE_EVENTS`]).
+pub(crate) async fn verify_with(
+    readers: &Readers,
+    range: &VerifyRange,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<VerifyReport> {
+    let from = range.from.max(1);
+    let to = match range.to {
         Some(to) => to,
         None => readers.head().await?.map_or(0, |(p, _)| p.max(0) as u64),
     };
-    let mut prev = if from == 1 {
-        Hash::GENESIS
-    } else {
-        match readers.hashes_at(from - 1).await? {
+    let mut prev = match range.anchor {
+        Some(anchor) => anchor,
+        None if from == 1 => Hash::GENESIS,
+        None => match readers.hashes_at(from - 1).await? {
             Some((_, hash)) => Hash::from_slice(&hash).unwrap_or_default(),
             None => return Ok(broken(from - 1, BreakReason::Missing, 0)),
-        }
+        },
     };
+    // Index of the next signed hash to pass through.
+    let mut checkpoint = range.checkpoints.partition_point(|(p, _)| *p < from);
     let mut next = from;
     let mut buffer = Vec::with_capacity(4096);
     while next <= to {
@@ -99,8 +137,21 @@ pub(crate) async fn verify(
                 return Ok(broken(next, reason, next - from));
             }
             prev = Hash::from_slice(&row.hash).expect("checked by check_row");
+            while let Some(&(position, signed)) = range.checkpoints.get(checkpoint)
+                && position <= next
+            {
+                if position == next && signed != prev {
+                    let reason = BreakReason::CheckpointMismatch {
+                        signed,
+                        stored: prev,
+                    };
+                    return Ok(broken(next, reason, next - from));
+                }
+                checkpoint += 1;
+            }
             next += 1;
         }
+        progress(next - from);
     }
     Ok(VerifyReport::Verified {
         events: next - from,

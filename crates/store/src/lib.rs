@@ -25,6 +25,7 @@
 //! - `writer.rs`: the single writer task with group commit.
 //! - `cache.rs`: the writer's bounded stream-version cache.
 //! - `chain.rs`: the hash chain and its verification.
+//! - `checkpoint.rs`: signed checkpoints (Ed25519) and their export.
 //! - `backend/`: the SQL of each backend, behind a small internal surface.
 //! - `blobs.rs`: content-addressed document bodies ([`Store::put_blob`],
 //!   [`Store::get_blob`], [`Store::blob_size`]) in the `blobs` table.
@@ -55,6 +56,7 @@ pub mod bench;
 mod blobs;
 mod cache;
 mod chain;
+mod checkpoint;
 mod error;
 mod store;
 mod writer;
@@ -63,7 +65,12 @@ use std::future::Future;
 
 pub use blobs::{BLOB_BYTES_MAX, BlobRef};
 pub use cache::STREAM_VERSION_CACHE_CAPACITY;
-pub use chain::{BreakReason, VERIFY_PAGE_EVENTS, VerifyReport, chain_hash};
+pub use chain::{BreakReason, VERIFY_PAGE_EVENTS, VerifyRange, VerifyReport, chain_hash};
+pub use checkpoint::{
+    CHECKPOINT_EVERY_DEFAULT, CHECKPOINT_EXPORT_FORMAT, CHECKPOINT_SIGNING_TAG, Checkpoint,
+    CheckpointCheck, CheckpointExport, PlatformKey, parse_public_key, signed_message,
+};
+pub use ed25519_dalek::VerifyingKey;
 pub use error::{Error, Result};
 pub use kiban_events::{
     EventId, ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamName, Version,

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{RawEvent, Readers, WriterConnection, postgres, sqlite};
-use crate::chain::{self, VerifyReport};
+use crate::chain::{self, VerifyRange, VerifyReport};
 use crate::error::{Error, Result};
 use crate::writer::{self, AppendRequest, BATCH_EVENTS_MAX, Writer};
 
@@ -286,11 +286,6 @@ impl Store {
         })
     }
 
-    /// The read pool, for the blob store (`blobs.rs`).
-    pub(crate) fn readers(&self) -> &Readers {
-        &self.inner.readers
-    }
-
     /// Stops the writer (after the batch in flight, if any) and the other
     /// tasks, waits for them, and closes every connection. Appends still
     /// queued fail with [`Error::Closed`]; so does every later call.
@@ -424,6 +419,45 @@ impl Store {
     /// when `None`) in constant memory and names the first break.
     pub async fn verify(&self, from: Position, to: Option<Position>) -> Result<VerifyReport> {
         chain::verify(&self.inner.readers, from, to).await
+    }
+
+    /// [`Store::verify`] with a trusted anchor and signed hashes to pass
+    /// through ([`VerifyRange`]), calling `progress` with the number of
+    /// events checked so far after each page.
+    pub async fn verify_with(
+        &self,
+        range: &VerifyRange,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<VerifyReport> {
+        chain::verify_with(&self.inner.readers, range, progress).await
+    }
+
+    pub(crate) fn readers(&self) -> &Readers {
+        &self.inner.readers
+    }
+
+    pub(crate) fn cancel_token(&self) -> CancellationToken {
+        self.inner.cancel.clone()
+    }
+
+    /// Hands a task to the store: stopped and awaited by [`Store::close`].
+    pub(crate) fn own_task(&self, task: JoinHandle<()>) {
+        self.inner.tasks.lock().expect("not poisoned").push(task);
+    }
+
+    /// A reference that does not keep the store open.
+    pub(crate) fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
+    }
+}
+
+/// A [`Store`] held weakly by a task it owns, so that dropping the last
+/// clone still stops the task.
+pub(crate) struct WeakStore(Weak<Inner>);
+
+impl WeakStore {
+    pub(crate) fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
     }
 }
 

@@ -6,6 +6,7 @@
 //! rows as stored, not yet parsed, so that `verify` can hash exactly what is
 //! in the database even when a field no longer parses.
 
+pub(crate) mod audit;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 

@@ -1,0 +1,109 @@
+//! The SQL of the audit tables (`audit_checkpoints`, `person_keys`), one
+//! dialect for both backends: times are microseconds since the epoch in a
+//! BIGINT/INTEGER column and `$n` parameters work on both.
+
+use kiban_events::{Hash, Position};
+
+use super::{Readers, to_i64};
+use crate::checkpoint::{Checkpoint, from_micros};
+use crate::error::{Error, Result};
+
+/// Runs the same body on whichever pool `readers` holds; each arm is
+/// type-checked against its own backend.
+macro_rules! on_pool {
+    ($readers:expr, $pool:ident => $body:expr) => {
+        match $readers {
+            Readers::Postgres($pool) => $body,
+            Readers::Sqlite($pool) => $body,
+        }
+    };
+}
+
+type CheckpointRow = (i64, Vec<u8>, i64, Vec<u8>, Vec<u8>);
+
+fn checkpoint_from_row(row: CheckpointRow) -> Result<Checkpoint> {
+    let (position, hash, created_at, public_key, signature) = row;
+    let position = u64::try_from(position).unwrap_or(0);
+    let hash = Hash::from_slice(&hash).ok_or_else(|| Error::Corrupted {
+        position,
+        reason: "the checkpoint's hash is not 32 bytes".to_owned(),
+    })?;
+    Ok(Checkpoint {
+        position,
+        hash,
+        created_at: from_micros(created_at),
+        public_key: hex::encode(public_key),
+        signature: hex::encode(signature),
+    })
+}
+
+pub(crate) async fn insert_checkpoint(readers: &Readers, checkpoint: &Checkpoint) -> Result<()> {
+    let public_key = hex::decode(&checkpoint.public_key)
+        .map_err(|_| Error::Invalid("public key is not hex".to_owned()))?;
+    let signature = hex::decode(&checkpoint.signature)
+        .map_err(|_| Error::Invalid("signature is not hex".to_owned()))?;
+    let sql = "INSERT INTO audit_checkpoints (position, hash, created_at, public_key, signature) \
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (position) DO NOTHING";
+    on_pool!(readers, pool => sqlx::query(sql)
+        .bind(to_i64(checkpoint.position))
+        .bind(&checkpoint.hash.0[..])
+        .bind(checkpoint.created_at.timestamp_micros())
+        .bind(public_key)
+        .bind(signature)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// Checkpoints with a position in `range` (all when `None`), by position.
+pub(crate) async fn checkpoints(
+    readers: &Readers,
+    range: Option<(Position, Position)>,
+) -> Result<Vec<Checkpoint>> {
+    let (low, high) = range.unwrap_or((0, u64::MAX >> 1));
+    let sql = "SELECT position, hash, created_at, public_key, signature FROM audit_checkpoints \
+               WHERE position BETWEEN $1 AND $2 ORDER BY position";
+    let rows: Vec<CheckpointRow> = on_pool!(readers, pool => sqlx::query_as(sql)
+        .bind(to_i64(low))
+        .bind(to_i64(high))
+        .fetch_all(pool)
+        .await)?;
+    rows.into_iter().map(checkpoint_from_row).collect()
+}
+
+pub(crate) async fn latest_checkpoint(
+    readers: &Readers,
+    at_or_before: Position,
+) -> Result<Option<Checkpoint>> {
+    let sql = "SELECT position, hash, created_at, public_key, signature FROM audit_checkpoints \
+               WHERE position <= $1 ORDER BY position DESC LIMIT 1";
+    let row: Option<CheckpointRow> = on_pool!(readers, pool => sqlx::query_as(sql)
+        .bind(to_i64(at_or_before))
+        .fetch_optional(pool)
+        .await)?;
+    row.map(checkpoint_from_row).transpose()
+}
+
+/// The last position recorded at or before `time` (0 when none). A scan of
+/// `recorded_at`, exact even if the clock ever stepped back between batches.
+pub(crate) async fn position_at(
+    readers: &Readers,
+    time: chrono::DateTime<chrono::Utc>,
+) -> Result<Position> {
+    let position: Option<i64> = match readers {
+        Readers::Postgres(pool) => {
+            sqlx::query_scalar("SELECT MAX(position) FROM events WHERE recorded_at <= $1")
+                .bind(time)
+                .fetch_one(pool)
+                .await?
+        }
+        Readers::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT MAX(position) FROM events WHERE recorded_at <= $1")
+                .bind(time.timestamp_micros())
+                .fetch_one(pool)
+                .await?
+        }
+    };
+    Ok(position.map_or(0, |p| u64::try_from(p).unwrap_or(0)))
+}
