@@ -49,6 +49,7 @@ mod queries;
 mod routes;
 mod server;
 mod state;
+pub mod ui;
 mod updates;
 
 pub use auth::Caller;

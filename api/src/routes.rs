@@ -328,6 +328,7 @@ pub fn router(state: AppState) -> Router {
     );
     r = add(r, "GET", "/v1/subsidies", get(queries::subsidies));
     r = add(r, "GET", "/v1/access-log", get(queries::access_log));
+    r = r.nest("/ui", crate::ui::router());
     r.fallback(ops::fallback)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(

@@ -9,3 +9,4 @@ mod ingest;
 mod projections;
 mod store_contract;
 mod timers;
+mod ui;
