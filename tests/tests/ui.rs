@@ -552,7 +552,7 @@ async fn browser_scenario(db: &TestDb) {
     )
     .await;
     wait_text(&client, &format!("{waiting_row} .level"), "要介護1").await;
-    wait_text(&client, "#live-status", "certification.decided").await;
+    wait_text(&client, "#live-status", "更新しました").await;
     screen(&client, "02-caseload").await;
     client
         .goto(&format!("{base}/ui/caseload?lang=en"))

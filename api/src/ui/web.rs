@@ -220,7 +220,8 @@ impl FromRequestParts<AppState> for Terminal {
             office: office.clone(),
             terminal: terminal.clone(),
             lang: Lang::of(parts),
-            path: parts.uri.path().to_owned(),
+            // Nested under /ui, the router strips the prefix.
+            path: format!("/ui{}", parts.uri.path()),
             caller,
         })
     }
