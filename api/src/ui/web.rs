@@ -266,11 +266,11 @@ impl FromRequestParts<AppState> for Staff {
             return Err(StaffRejection::Login(at.lang));
         };
         let db = state.inner.projections.db();
-        let found = match staff::session(db, &token, state.now()).await {
-            Ok(found) => found,
-            // No table yet: nobody has logged in.
-            Err(_) => None,
-        };
+        // An error here is a missing table (nobody has logged in yet) or
+        // an unavailable database: either way, no session.
+        let found = staff::session(db, &token, state.now())
+            .await
+            .unwrap_or_default();
         match found {
             Some(session)
                 if session.office == at.office.as_str()
@@ -598,7 +598,7 @@ pub fn yen(lang: Lang, amount: u64) -> String {
     let digits = amount.to_string();
     let mut grouped = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(c);

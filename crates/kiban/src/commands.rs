@@ -45,6 +45,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
         } => verify(&store.database_url, from, to, json).await,
         Command::Bench { bench } => run_bench(bench).await,
+        Command::Admin { admin } => crate::staff::run(admin).await,
     }
 }
 

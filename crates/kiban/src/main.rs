@@ -10,6 +10,7 @@
 
 mod cli;
 mod commands;
+mod staff;
 
 use std::process::ExitCode;
 
