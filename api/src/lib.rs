@@ -55,6 +55,7 @@ mod routes;
 mod server;
 mod state;
 mod subsidies;
+pub mod ui;
 mod updates;
 
 pub use auth::Caller;

@@ -405,6 +405,7 @@ pub fn router(state: AppState) -> Router {
         "/v1/persons/{insurer}/{insured}/care-plan-office",
         post(care_plan::notify_care_plan_office),
     );
+    r = r.nest("/ui", crate::ui::router());
     r.fallback(ops::fallback)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(

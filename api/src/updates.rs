@@ -84,7 +84,11 @@ pub async fn updates(
 /// Whether `office` may see the person `event` is about, once the read
 /// models have applied the event (so a consent given by this very event
 /// counts).
-async fn relevant(state: &AppState, office: &OfficeNumber, event: &RecordedEvent) -> bool {
+pub(crate) async fn relevant(
+    state: &AppState,
+    office: &OfficeNumber,
+    event: &RecordedEvent,
+) -> bool {
     let parts: Vec<&str> = event.stream.id().split('-').collect();
     let person = match (event.stream.kind(), parts.as_slice()) {
         ("insured", [insurer, insured]) | ("certification", [insurer, insured, _]) => {

@@ -10,3 +10,4 @@ mod projections;
 mod routing;
 mod store_contract;
 mod timers;
+mod ui;

@@ -202,6 +202,11 @@ pub enum Command {
         #[command(subcommand)]
         bench: BenchCommand,
     },
+    /// Administration (管理): staff accounts of the office web screen.
+    Admin {
+        #[command(subcommand)]
+        admin: crate::staff::AdminCommand,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

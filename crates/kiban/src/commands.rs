@@ -98,6 +98,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         command @ (Command::Emit { .. } | Command::Subscribe { .. } | Command::Demo { .. }) => {
             crate::serving::run(command).await
         }
+        Command::Admin { admin } => crate::staff::run(admin).await,
     }
 }
 

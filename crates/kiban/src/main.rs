@@ -16,6 +16,7 @@ mod cli;
 mod commands;
 mod serving;
 mod simulate;
+mod staff;
 
 use std::process::ExitCode;
 

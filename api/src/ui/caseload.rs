@@ -1,0 +1,249 @@
+//! 利用者一覧 (caseload): the persons the office may see, with the
+//! certification in force, its validity end (highlighted in the renewal
+//! window), a certification in progress with its step and deadline
+//! (highlighted when overdue), the last update; search by insured number;
+//! live updates over Server-Sent Events.
+
+use std::convert::Infallible;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::json;
+
+use kiban_events::domain::insured::ViewingBasis;
+use kiban_events::domain::jst_date;
+use kiban_projections::{CaseloadEntry, PAGE_ITEMS_MAX};
+
+use super::web::{Lang, Staff, UiError, care_level, date, in_renewal_window, step, time};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::updates::{LAST_EVENT_ID, relevant};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CaseloadQuery {
+    /// Part of an insured or insurer number.
+    #[serde(default)]
+    q: String,
+    /// The cursor of the next page.
+    #[serde(default)]
+    after: String,
+}
+
+/// One row's data.
+struct Row {
+    entry: CaseloadEntry,
+    level: Option<(String, chrono::NaiveDate)>,
+    renewal: bool,
+    open: Option<OpenApplication>,
+}
+
+struct OpenApplication {
+    step: String,
+    due: Option<chrono::NaiveDate>,
+    overdue: bool,
+}
+
+async fn load(
+    state: &AppState,
+    staff: &Staff,
+    query: &CaseloadQuery,
+) -> Result<(Vec<Row>, Option<String>), UiError> {
+    let now = state.now();
+    let today = jst_date(now);
+    let lang = staff.lang();
+    let read = &state.inner.read;
+    let page = read
+        .caseload(&staff.at.office, &query.after, PAGE_ITEMS_MAX, now)
+        .await
+        .map_err(ApiError::from)?;
+    let needle: String = query.q.chars().filter(|c| c.is_ascii_digit()).collect();
+    let mut rows = Vec::new();
+    for entry in page.items {
+        if !needle.is_empty()
+            && !entry.insured.contains(&needle)
+            && !entry.insurer.contains(&needle)
+        {
+            continue;
+        }
+        let key = format!("{}-{}", entry.insurer, entry.insured);
+        let eligibility = read.eligibility(&key, now).await.map_err(ApiError::from)?;
+        let level = eligibility
+            .and_then(|e| e.certification)
+            .map(|c| (care_level(lang, c.level).to_owned(), c.valid_until));
+        let renewal = level
+            .as_ref()
+            .is_some_and(|(_, until)| in_renewal_window(today, *until));
+        let open = read
+            .applications(&key, now)
+            .await
+            .map_err(ApiError::from)?
+            .into_iter()
+            .rev()
+            .find(|a| a.status == "open")
+            .map(|a| OpenApplication {
+                step: a
+                    .current_step
+                    .as_deref()
+                    .map(|s| step(lang, s))
+                    .unwrap_or_default(),
+                due: a.due_date,
+                overdue: a.overdue,
+            });
+        rows.push(Row {
+            entry,
+            level,
+            renewal,
+            open,
+        });
+    }
+    Ok((rows, page.next))
+}
+
+fn table_rows(lang: Lang, rows: &[Row]) -> Markup {
+    html! {
+        @if rows.is_empty() {
+            tr { td colspan="7" { (lang.t("該当する利用者はいません。", "No persons.")) } }
+        }
+        @for row in rows {
+            tr id={ "person-" (row.entry.insurer) "-" (row.entry.insured) } {
+                td {
+                    a href={ "/ui/persons/" (row.entry.insurer) "/" (row.entry.insured) } { (row.entry.insured) }
+                }
+                td { (row.entry.insurer) }
+                td class="level" {
+                    @match &row.level {
+                        Some((level, _)) => { (level) }
+                        None => { "—" }
+                    }
+                }
+                td.validity.renewal[row.renewal] {
+                    @if let Some((_, until)) = &row.level {
+                        (date(*until))
+                        @if row.renewal { " " span class="badge" { (lang.t("更新時期", "Renewal due")) } }
+                    } @else { "—" }
+                }
+                td.progress.overdue[row.open.as_ref().is_some_and(|o| o.overdue)] {
+                    @if let Some(open) = &row.open {
+                        (open.step)
+                        @if let Some(due) = open.due {
+                            br; small { (lang.t("期限", "Due")) " " (date(due)) }
+                        }
+                        @if open.overdue { " " span class="badge" { (lang.t("期限超過", "Overdue")) } }
+                    } @else { "—" }
+                }
+                td {
+                    @match row.entry.basis {
+                        ViewingBasis::Consent => { (lang.t("同意", "Consent")) }
+                        ViewingBasis::CarePlanOffice => { (lang.t("居宅介護支援", "Care-plan office")) }
+                    }
+                }
+                td { (time(row.entry.last_updated_at)) }
+            }
+        }
+    }
+}
+
+/// `GET /ui/caseload?q=`
+pub async fn page(
+    State(state): State<AppState>,
+    staff: Staff,
+    Query(query): Query<CaseloadQuery>,
+) -> Result<Markup, UiError> {
+    let lang = staff.lang();
+    let (rows, next) = load(&state, &staff, &query).await?;
+    let live = format!("/ui/caseload/rows?q={}&after={}", query.q, query.after);
+    let body = html! {
+        form method="get" action="/ui/caseload" class="search" role="search" {
+            label for="q" { (lang.t("被保険者番号で検索", "Search by insured number")) }
+            input id="q" name="q" type="search" inputmode="numeric" value=(query.q);
+            button type="submit" { (lang.t("検索", "Search")) }
+        }
+        p id="live-status" class="live-status" aria-live="polite" {}
+        table class="caseload" {
+            caption { (lang.t("閲覧できる利用者", "Persons this office may see")) }
+            thead {
+                tr {
+                    th scope="col" { (lang.t("被保険者番号", "Insured number")) }
+                    th scope="col" { (lang.t("保険者番号", "Insurer")) }
+                    th scope="col" { (lang.t("要介護度", "Care level")) }
+                    th scope="col" { (lang.t("有効期間満了日", "Valid until")) }
+                    th scope="col" { (lang.t("認定申請の状況", "Certification in progress")) }
+                    th scope="col" { (lang.t("閲覧根拠", "Basis")) }
+                    th scope="col" { (lang.t("最終更新", "Last update")) }
+                }
+            }
+            tbody id="caseload-rows" data-live=(live) { (table_rows(lang, &rows)) }
+        }
+        @if let Some(next) = next {
+            p { a href={ "/ui/caseload?after=" (next) } { (lang.t("次のページ", "Next page")) } }
+        }
+    };
+    Ok(staff.page(lang.t("利用者一覧", "Caseload"), body))
+}
+
+/// `GET /ui/caseload/rows?q=`: the table body alone, fetched by the page
+/// when an update arrives.
+pub async fn rows(
+    State(state): State<AppState>,
+    staff: Staff,
+    Query(query): Query<CaseloadQuery>,
+) -> Result<Markup, UiError> {
+    let (rows, _) = load(&state, &staff, &query).await?;
+    Ok(table_rows(staff.lang(), &rows))
+}
+
+/// `GET /ui/events`: Server-Sent Events of what happens to the persons the
+/// office may see (the API's relevance rule), unnamed so that the page's
+/// `onmessage` gets them all; `Last-Event-ID` resumes.
+pub async fn events(
+    State(state): State<AppState>,
+    staff: Staff,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
+    let office = staff.at.office.clone();
+    let after = match headers
+        .get(LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        Some(after) => after,
+        None => {
+            state
+                .inner
+                .store
+                .head()
+                .await
+                .map_err(ApiError::from)?
+                .position
+        }
+    };
+    let stop = state.inner.streams.clone().cancelled_owned();
+    let relevant_state = state.clone();
+    let events = state
+        .inner
+        .store
+        .subscribe(after + 1)
+        .take_while(|item| futures::future::ready(item.is_ok()))
+        .filter_map(move |item| {
+            let state = relevant_state.clone();
+            let office = office.clone();
+            async move {
+                let event = item.ok()?;
+                relevant(&state, &office, &event).await.then(|| {
+                    Ok(Event::default().id(event.position.to_string()).data(
+                        json!({
+                            "position": event.position,
+                            "event_type": event.event_type.as_str(),
+                        })
+                        .to_string(),
+                    ))
+                })
+            }
+        })
+        .take_until(stop);
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

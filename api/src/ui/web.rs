@@ -1,0 +1,671 @@
+//! Request plumbing of the web screen: language, the certificate and
+//! session extractors, CSRF, error pages, the page layout, login and
+//! logout, static assets.
+
+use axum::Form;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use kiban_events::domain::{CareLevel, TerminalId, jst};
+use kiban_events::ids::OfficeNumber;
+
+use super::staff::{self, LoginOutcome};
+use crate::auth::{Caller, check_terminal};
+use crate::error::{ApiError, ProblemKind};
+use crate::principal::Principal;
+use crate::state::AppState;
+
+/// The session cookie (a random token; the database keeps its SHA-256).
+pub const SESSION_COOKIE: &str = "kiban_ui_session";
+/// The login form's double-submit CSRF cookie.
+pub const LOGIN_COOKIE: &str = "kiban_ui_login";
+/// The language cookie (`ja` or `en`).
+pub const LANG_COOKIE: &str = "kiban_ui_lang";
+/// The hidden field carrying the CSRF token in every form.
+pub const CSRF_FIELD: &str = "csrf";
+
+/// The screen's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Ja,
+    En,
+}
+
+impl Lang {
+    /// The text in this language.
+    pub fn t<'a>(self, ja: &'a str, en: &'a str) -> &'a str {
+        match self {
+            Lang::Ja => ja,
+            Lang::En => en,
+        }
+    }
+
+    fn code(self) -> &'static str {
+        self.t("ja", "en")
+    }
+
+    fn of(parts: &Parts) -> Lang {
+        let query = parts.uri.query().unwrap_or("");
+        if query.split('&').any(|pair| pair == "lang=en") {
+            return Lang::En;
+        }
+        if query.split('&').any(|pair| pair == "lang=ja") {
+            return Lang::Ja;
+        }
+        match cookie(&parts.headers, LANG_COOKIE).as_deref() {
+            Some("en") => Lang::En,
+            _ => Lang::Ja,
+        }
+    }
+}
+
+/// The value of cookie `name`.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn set_cookie(name: &str, value: &str, max_age_seconds: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/ui; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}"
+    ))
+    .expect("cookie values are hex or fixed words")
+}
+
+/// A refusal shown as a page: Japanese and English, never internals.
+#[derive(Debug)]
+pub struct UiError {
+    status: StatusCode,
+    kind: ProblemKind,
+    detail: String,
+}
+
+impl From<ApiError> for UiError {
+    fn from(error: ApiError) -> Self {
+        Self {
+            status: error.kind.status(),
+            kind: error.kind,
+            detail: error.detail,
+        }
+    }
+}
+
+impl From<sqlx::Error> for UiError {
+    fn from(error: sqlx::Error) -> Self {
+        tracing::warn!(%error, "staff tables unavailable");
+        ApiError::new(
+            ProblemKind::Unavailable,
+            "The database is unavailable; retry later.",
+        )
+        .into()
+    }
+}
+
+impl From<staff::StaffError> for UiError {
+    fn from(error: staff::StaffError) -> Self {
+        match error {
+            staff::StaffError::Database(error) => error.into(),
+            other => ApiError::internal(&other).into(),
+        }
+    }
+}
+
+impl UiError {
+    /// A form field refused before any command: 400 with `detail`.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        ApiError::validation(detail).into()
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let (ja, en) = match self.kind {
+            ProblemKind::TerminalSuspended => (
+                "この端末は紛失・盗難の届出により利用停止されています",
+                "This terminal was reported lost or stolen and is suspended",
+            ),
+            ProblemKind::Unauthenticated => (
+                "端末のクライアント証明書が確認できません",
+                "No valid terminal client certificate",
+            ),
+            ProblemKind::Forbidden | ProblemKind::ConsentRequired => {
+                ("この操作は許可されていません", "This is not permitted")
+            }
+            ProblemKind::NotFound => ("見つかりません", "Not found"),
+            ProblemKind::Validation
+            | ProblemKind::PayloadTooLarge
+            | ProblemKind::UnsupportedMediaType => {
+                ("入力内容を確認してください", "Please check the input")
+            }
+            ProblemKind::Rejected | ProblemKind::Conflict => (
+                "申請は受け付けられませんでした",
+                "The request was not accepted",
+            ),
+            ProblemKind::RateLimited
+            | ProblemKind::Unavailable
+            | ProblemKind::Timeout
+            | ProblemKind::Internal => (
+                "一時的に利用できません。しばらくしてから再度お試しください",
+                "Temporarily unavailable; please try again later",
+            ),
+        };
+        let advice = match self.kind {
+            ProblemKind::TerminalSuspended => Some((
+                "別の登録済み端末から利用するか、国保中央会に端末の再登録を依頼してください。",
+                "Use another registered terminal, or ask the federation to register this one again.",
+            )),
+            _ => None,
+        };
+        let body = html! {
+            (DOCTYPE)
+            html lang="ja" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { (ja) " / " (en) }
+                    link rel="stylesheet" href="/ui/static/ui.css";
+                }
+                body {
+                    main id="main" class="error-page" data-problem=(self.kind.slug()) {
+                        h1 { (ja) }
+                        p lang="en" class="en" { (en) }
+                        @if let Some((advice_ja, advice_en)) = advice {
+                            p { (advice_ja) }
+                            p lang="en" class="en" { (advice_en) }
+                        }
+                        p class="detail" lang="en" { (self.detail) }
+                        p { a href="/ui/caseload" { "利用者一覧へ / Back to the caseload" } }
+                    }
+                }
+            }
+        };
+        (self.status, body).into_response()
+    }
+}
+
+/// The office terminal behind a request (certificate checked with the
+/// API's rules: registered, not suspended, the registered credential).
+#[derive(Debug, Clone)]
+pub struct Terminal {
+    pub caller: Caller,
+    pub office: OfficeNumber,
+    pub terminal: TerminalId,
+    pub lang: Lang,
+    /// The request path, for the language toggle.
+    pub path: String,
+}
+
+impl FromRequestParts<AppState> for Terminal {
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, UiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let Principal::Office { office, terminal } = &caller.principal else {
+            return Err(ApiError::forbidden(
+                "The web screen is for care-office terminals; other principals use the API.",
+            )
+            .into());
+        };
+        check_terminal(state, office, terminal, &caller.fingerprint).await?;
+        Ok(Terminal {
+            office: office.clone(),
+            terminal: terminal.clone(),
+            lang: Lang::of(parts),
+            // Nested under /ui, the router strips the prefix.
+            path: format!("/ui{}", parts.uri.path()),
+            caller,
+        })
+    }
+}
+
+/// A logged-in member of staff at an active terminal.
+#[derive(Debug, Clone)]
+pub struct Staff {
+    pub at: Terminal,
+    pub user: String,
+    pub csrf: String,
+}
+
+/// What a page needs when the staff member is not logged in.
+pub enum StaffRejection {
+    Refused(UiError),
+    Login(Lang),
+}
+
+impl IntoResponse for StaffRejection {
+    fn into_response(self) -> Response {
+        match self {
+            StaffRejection::Refused(error) => error.into_response(),
+            StaffRejection::Login(lang) => {
+                Redirect::to(&format!("/ui/login?lang={}", lang.code())).into_response()
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = StaffRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, StaffRejection> {
+        let at = Terminal::from_request_parts(parts, state)
+            .await
+            .map_err(StaffRejection::Refused)?;
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(StaffRejection::Login(at.lang));
+        };
+        let db = state.inner.projections.db();
+        // An error here is a missing table (nobody has logged in yet) or
+        // an unavailable database: either way, no session.
+        let found = staff::session(db, &token, state.now())
+            .await
+            .unwrap_or_default();
+        match found {
+            Some(session)
+                if session.office == at.office.as_str()
+                    && session.terminal == at.terminal.as_str() =>
+            {
+                Ok(Staff {
+                    at,
+                    user: session.user,
+                    csrf: session.csrf,
+                })
+            }
+            _ => Err(StaffRejection::Login(at.lang)),
+        }
+    }
+}
+
+impl Staff {
+    /// The language.
+    pub fn lang(&self) -> Lang {
+        self.at.lang
+    }
+
+    /// Refuses a form whose CSRF token is not the session's.
+    pub fn check_csrf(&self, submitted: &str) -> Result<(), UiError> {
+        if staff::same_secret(submitted, &self.csrf) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "The form is stale or was not sent by this screen (CSRF token mismatch); reload and try again.",
+            )
+            .into())
+        }
+    }
+
+    /// A page of the screen for this staff member.
+    pub fn page(&self, title: &str, body: Markup) -> Markup {
+        layout(self.lang(), title, Some(self), &self.at.path, body)
+    }
+
+    /// The hidden CSRF field of a form.
+    pub fn csrf_field(&self) -> Markup {
+        html! { input type="hidden" name=(CSRF_FIELD) value=(self.csrf); }
+    }
+}
+
+/// The page frame: navigation, who is logged in, the language toggle.
+pub fn layout(lang: Lang, title: &str, staff: Option<&Staff>, path: &str, body: Markup) -> Markup {
+    let other = match lang {
+        Lang::Ja => ("en", "English"),
+        Lang::En => ("ja", "日本語"),
+    };
+    html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — kiban" }
+                link rel="stylesheet" href="/ui/static/ui.css";
+                script src="/ui/static/ui.js" defer {}
+            }
+            body {
+                a class="skip" href="#main" { (lang.t("本文へ移動", "Skip to content")) }
+                header {
+                    span class="brand" { (lang.t("介護情報基盤", "Care information platform")) }
+                    @if let Some(staff) = staff {
+                        nav aria-label=(lang.t("メニュー", "Menu")) {
+                            a href="/ui/caseload" { (lang.t("利用者一覧", "Caseload")) }
+                            a href="/ui/care-plan" { (lang.t("計画作成依頼届出", "Care-plan notification")) }
+                            a href="/ui/subsidy" { (lang.t("助成金申請", "Subsidy")) }
+                            a href="/ui/terminals" { (lang.t("端末管理", "Terminals")) }
+                        }
+                        span class="who" {
+                            (staff.user) " · " (staff.at.office) " · " (staff.at.terminal.as_str())
+                        }
+                        form method="post" action="/ui/logout" class="inline" {
+                            (staff.csrf_field())
+                            button type="submit" { (lang.t("ログアウト", "Log out")) }
+                        }
+                    }
+                    a class="lang" hreflang=(other.0) href={ "/ui/lang?to=" (other.0) "&back=" (path) } { (other.1) }
+                }
+                main id="main" {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// `GET /ui/`
+pub async fn home() -> Redirect {
+    Redirect::to("/ui/caseload")
+}
+
+const CSS: &str = include_str!("../../static/ui.css");
+const JS: &str = include_str!("../../static/ui.js");
+
+/// `GET /ui/static/ui.css`
+pub async fn css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        CSS,
+    )
+}
+
+/// `GET /ui/static/ui.js`
+pub async fn js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        JS,
+    )
+}
+
+/// Strict headers on every screen: scripts and styles from this origin
+/// only, no framing, no referrer, no caching of personal pages.
+pub async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Unknown `/ui` paths.
+pub async fn not_found() -> UiError {
+    ApiError::not_found("No such screen.").into()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SwitchQuery {
+    to: String,
+    #[serde(default)]
+    back: String,
+}
+
+/// `GET /ui/lang?to=en&back=/ui/…`: sets the language cookie and goes back.
+pub async fn switch_language(Query(query): Query<SwitchQuery>) -> Response {
+    let lang = if query.to == "en" { "en" } else { "ja" };
+    let safe_back = query.back.starts_with("/ui/")
+        && query
+            .back
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+    let back = if safe_back {
+        query.back.as_str()
+    } else {
+        "/ui/caseload"
+    };
+    let mut response = Redirect::to(back).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(LANG_COOKIE, lang, 365 * 24 * 3600),
+    );
+    response
+}
+
+fn login_form(at: &Terminal, token: &str, message: Option<&str>) -> Markup {
+    let lang = at.lang;
+    let body = html! {
+        p { (lang.t("事業所番号", "Office number")) ": " strong { (at.office) } " · "
+            (lang.t("端末", "Terminal")) ": " strong { (at.terminal.as_str()) } }
+        @if let Some(message) = message {
+            p class="error" role="alert" id="login-error" { (message) }
+        }
+        form method="post" action="/ui/login" class="card narrow" {
+            input type="hidden" name=(CSRF_FIELD) value=(token);
+            label for="user" { (lang.t("ユーザーID", "User ID")) }
+            input id="user" name="user" type="text" autocomplete="username" required autofocus;
+            label for="password" { (lang.t("パスワード", "Password")) }
+            input id="password" name="password" type="password" autocomplete="current-password" required;
+            button type="submit" id="login" { (lang.t("ログイン", "Log in")) }
+        }
+    };
+    layout(
+        lang,
+        lang.t("職員ログイン", "Staff login"),
+        None,
+        &at.path,
+        body,
+    )
+}
+
+/// `GET /ui/login`
+pub async fn login_page(at: Terminal) -> Response {
+    let token = staff::random_token();
+    let mut response = login_form(&at, &token, None).into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &token, 3600));
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    csrf: String,
+    user: String,
+    password: String,
+}
+
+/// `POST /ui/login`
+pub async fn login_submit(
+    State(state): State<AppState>,
+    at: Terminal,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, UiError> {
+    let lang = at.lang;
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !staff::same_secret(&form.csrf, &expected) {
+        return Err(ApiError::forbidden(
+            "The login form is stale (CSRF token mismatch); reload the login page.",
+        )
+        .into());
+    }
+    let now = state.now();
+    let outcome = staff::login(
+        state.inner.projections.db(),
+        &at.office,
+        at.terminal.as_str(),
+        form.user.trim(),
+        &form.password,
+        now,
+    )
+    .await?;
+    let message = match outcome {
+        LoginOutcome::Opened(session) => {
+            let mut response = Redirect::to("/ui/caseload").into_response();
+            let seconds = staff::SESSION_LIFETIME.as_secs();
+            let cookies = response.headers_mut();
+            cookies.append(
+                header::SET_COOKIE,
+                set_cookie(SESSION_COOKIE, &session.token, seconds),
+            );
+            cookies.append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", 0));
+            return Ok(response);
+        }
+        LoginOutcome::Refused => lang
+            .t(
+                "ユーザーIDまたはパスワードが正しくありません。",
+                "The user ID or password is wrong.",
+            )
+            .to_owned(),
+        LoginOutcome::Locked(until) => format!(
+            "{} {}",
+            lang.t(
+                "ログインの失敗が続いたため、このアカウントは次の時刻までロックされています:",
+                "Too many failed logins; this account is locked until",
+            ),
+            time(until)
+        ),
+    };
+    let token = staff::random_token();
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        login_form(&at, &token, Some(&message)),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &token, 3600));
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfOnly {
+    csrf: String,
+}
+
+/// `POST /ui/logout`
+pub async fn logout(
+    State(state): State<AppState>,
+    staff_member: Staff,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, UiError> {
+    staff_member.check_csrf(&form.csrf)?;
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        staff::logout(state.inner.projections.db(), &token, state.now()).await?;
+    }
+    let mut response = Redirect::to("/ui/login").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
+    Ok(response)
+}
+
+// --- Formatting -------------------------------------------------------------
+
+/// A time in JST, to the minute.
+pub fn time(at: DateTime<Utc>) -> String {
+    at.with_timezone(&jst())
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+/// A date.
+pub fn date(on: NaiveDate) -> String {
+    on.format("%Y-%m-%d").to_string()
+}
+
+/// Yen with thousands separators: `64,000円` / `¥64,000`.
+pub fn yen(lang: Lang, amount: u64) -> String {
+    let digits = amount.to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    match lang {
+        Lang::Ja => format!("{grouped}円"),
+        Lang::En => format!("¥{grouped}"),
+    }
+}
+
+/// 要介護2 / Care level 2.
+pub fn care_level(lang: Lang, level: CareLevel) -> &'static str {
+    match level {
+        CareLevel::NotEligible => lang.t("非該当", "Not eligible"),
+        CareLevel::Support1 => lang.t("要支援1", "Support level 1"),
+        CareLevel::Support2 => lang.t("要支援2", "Support level 2"),
+        CareLevel::Care1 => lang.t("要介護1", "Care level 1"),
+        CareLevel::Care2 => lang.t("要介護2", "Care level 2"),
+        CareLevel::Care3 => lang.t("要介護3", "Care level 3"),
+        CareLevel::Care4 => lang.t("要介護4", "Care level 4"),
+        CareLevel::Care5 => lang.t("要介護5", "Care level 5"),
+    }
+}
+
+/// The certification step an event type stands for, in the timeline's
+/// terms (申請 → 認定調査 → 主治医意見書 → 一次判定 → 二次判定 → 認定).
+pub fn step(lang: Lang, event_type: &str) -> String {
+    let name = event_type
+        .strip_prefix("certification.")
+        .unwrap_or(event_type);
+    let label = match name {
+        "filed" => lang.t("申請", "Application filed"),
+        "investigation_scheduled" => lang.t("認定調査（予定）", "Investigation scheduled"),
+        "investigation_completed" => lang.t("認定調査", "Investigation done"),
+        "opinion_requested" => lang.t("主治医意見書（依頼）", "Doctor's opinion requested"),
+        "opinion_received" => lang.t("主治医意見書", "Doctor's opinion received"),
+        "primary_judgment_recorded" => lang.t("一次判定", "Primary judgment"),
+        "secondary_judgment_recorded" => lang.t("二次判定", "Secondary judgment"),
+        "decided" => lang.t("認定", "Decided"),
+        "withdrawn" => lang.t("取下げ", "Withdrawn"),
+        "rejected" => lang.t("却下", "Rejected"),
+        _ => return name.replace('_', " "),
+    };
+    label.to_owned()
+}
+
+/// Whether `until` is within the renewal window (60 days) of `today`.
+pub fn in_renewal_window(today: NaiveDate, until: NaiveDate) -> bool {
+    until >= today && (until - today).num_days() <= RENEWAL_WINDOW_DAYS
+}
+
+/// Days before the end of a certification's validity in which it is
+/// highlighted: the renewal application window (更新申請は有効期間満了の
+/// 60日前から).
+pub const RENEWAL_WINDOW_DAYS: i64 = 60;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yen_is_grouped() {
+        assert_eq!(yen(Lang::Ja, 64_000), "64,000円");
+        assert_eq!(yen(Lang::En, 1_234_567), "¥1,234,567");
+        assert_eq!(yen(Lang::Ja, 0), "0円");
+        assert_eq!(yen(Lang::Ja, 999), "999円");
+    }
+}

@@ -1,0 +1,80 @@
+//! `kiban admin staff add`: staff accounts of the office web screen
+//! (職員アカウント), kept beside the event chain in the store's database
+//! (see docs/ui.md). The password is read from `KIBAN_STAFF_PASSWORD` or
+//! one line of standard input, never from the command line (which other
+//! users of the machine can see).
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use kiban_events::ids::OfficeNumber;
+
+use crate::cli::StoreArgs;
+
+/// `kiban admin …`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Staff accounts of the office web screen (職員アカウント).
+    Staff {
+        #[command(subcommand)]
+        staff: StaffCommand,
+    },
+}
+
+/// `kiban admin staff …`
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// Add a staff account to an office, or set a new password (and lift a
+    /// lockout) for an existing one. The password (12 characters or more)
+    /// comes from KIBAN_STAFF_PASSWORD or one line of standard input.
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The office (事業所番号, 10 digits).
+        #[arg(long)]
+        office: String,
+        /// The user ID (letters, digits, '.', '_', '-'; up to 32).
+        #[arg(long)]
+        user: String,
+    },
+}
+
+/// Runs an admin command.
+pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
+    let AdminCommand::Staff {
+        staff:
+            StaffCommand::Add {
+                store,
+                office,
+                user,
+            },
+    } = command;
+    let office = OfficeNumber::parse(&office)
+        .map_err(|_| anyhow::anyhow!("the office number must be 10 digits"))?;
+    let password = match std::env::var("KIBAN_STAFF_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            eprintln!("password for {user} (one line on standard input):");
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    // Opening the store first creates an SQLite file's directory and schema.
+    let events = crate::commands::open_store(&store.database_url).await?;
+    let db = kiban_projections::Db::open(&store.database_url)
+        .await
+        .context("opening the database")?;
+    let added = kiban_api::ui::staff::add_staff(&db, &office, &user, &password).await;
+    db.close().await;
+    events.close().await;
+    added?;
+    println!("staff account {user} of office {office} is ready");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,659 @@
+//! The office web screen in a real headless Chromium over WebDriver
+//! (chromedriver), against a real kiban-api server on a loopback port. The
+//! browser presents the dev office-terminal certificate from an NSS
+//! database in a temporary HOME (Chromium's `AutoSelectCertificateForUrls`
+//! policy picks it without a prompt) and trusts the dev CA from the same
+//! database. With `KIBAN_SCREENSHOTS=1` every screen is saved under
+//! `docs/screens/`.
+//!
+//! The staff accounts themselves (lockout, sessions, the staff access log)
+//! are tested on both backends without a browser.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use fantoccini::{Client, ClientBuilder, Locator};
+use kiban_api::ui::staff::{self, LoginOutcome};
+use kiban_api::{AppState, DevPki, Principal, ServeConfig, Server};
+use kiban_engine::Engine;
+use kiban_events::Actor;
+use kiban_events::domain::TerminalId;
+use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
+use kiban_events::ids::InsuredNumber;
+use kiban_projections::{Db, Projections, models};
+use kiban_store::Store;
+use kiban_tests::{TestDb, bounded};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::projections::on_both_backends;
+use crate::projections::script::*;
+
+on_both_backends!(staff_logins_lock_out_and_sessions_bind_to_the_office,);
+
+/// The browser scenario runs once, on PostgreSQL (the production backend);
+/// the staff tables are covered on both by the test above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn office_staff_work_through_every_screen_in_chromium() {
+    let db = TestDb::new(kiban_tests::Backend::Postgres).await;
+    browser_scenario(&db).await;
+}
+
+const STAFF_USER: &str = "sato.care";
+const STAFF_PASSWORD: &str = "correct horse battery staple";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The managed policy that lets Chromium present the client certificate
+/// to the loopback test server without asking.
+const POLICY_FILE: &str = "/etc/chromium/policies/managed/kiban-test.json";
+const POLICY: &str =
+    r#"{"AutoSelectCertificateForUrls": ["{\"pattern\":\"https://127.0.0.1:*\",\"filter\":{}}"]}"#;
+/// Longest wait for anything the browser shows.
+const BROWSER_WAIT: Duration = Duration::from_secs(20);
+
+fn office_terminal() -> Principal {
+    Principal::from_uri(&format!("kiban:office:{OFFICE}:terminal:{TERMINAL}")).unwrap()
+}
+
+struct UiServer {
+    store: Store,
+    projections: Projections,
+    engine: Arc<Engine<Store>>,
+    server: Option<Server>,
+    shutdown: CancellationToken,
+    pki: DevPki,
+    base: String,
+    clock: Arc<AtomicI64>,
+    dir: tempfile::TempDir,
+}
+
+impl UiServer {
+    async fn start(db: &TestDb) -> UiServer {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = kiban_api::dev_pki(dir.path(), &[office_terminal()]).expect("dev pki");
+        let store = db.open().await;
+        let engine = Arc::new(Engine::new(store.clone()));
+        let last = history(
+            &engine,
+            &pki.client(&office_terminal()).unwrap().fingerprint,
+        )
+        .await;
+        let read_db = Db::open(db.url()).await.unwrap();
+        let projections = Projections::start(read_db, store.clone(), models::all())
+            .await
+            .unwrap();
+        bounded("catch-up", projections.wait_for(last))
+            .await
+            .unwrap();
+        let clock = Arc::new(AtomicI64::new(day(30).timestamp_micros()));
+        let reading = clock.clone();
+        let state = AppState::with_clock(
+            store.clone(),
+            engine.clone(),
+            projections.clone(),
+            Arc::new(move || {
+                Utc.timestamp_micros(reading.load(Ordering::SeqCst))
+                    .unwrap()
+            }),
+        );
+        let shutdown = CancellationToken::new();
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: pki.tls.clone(),
+        };
+        let server = kiban_api::serve(&config, state, shutdown.clone())
+            .await
+            .expect("serves");
+        let base = format!("https://127.0.0.1:{}", server.local_addr.port());
+        UiServer {
+            store,
+            projections,
+            engine,
+            server: Some(server),
+            shutdown,
+            pki,
+            base,
+            clock,
+            dir,
+        }
+    }
+
+    fn set_clock(&self, now: DateTime<Utc>) {
+        self.clock.store(now.timestamp_micros(), Ordering::SeqCst);
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            bounded("server stop", server.wait()).await;
+        }
+        self.projections.stop().await;
+        self.store.close().await;
+    }
+}
+
+async fn staff_logins_lock_out_and_sessions_bind_to_the_office(db: &TestDb) {
+    let db = Db::open(db.url()).await.unwrap();
+    let office = office();
+    let now = day(30);
+    staff::add_staff(&db, &office, STAFF_USER, STAFF_PASSWORD)
+        .await
+        .unwrap();
+    assert!(matches!(
+        staff::add_staff(&db, &office, "short", "too short").await,
+        Err(staff::StaffError::WeakPassword)
+    ));
+    assert!(matches!(
+        staff::add_staff(&db, &office, "bad id", STAFF_PASSWORD).await,
+        Err(staff::StaffError::BadUserId)
+    ));
+    // The right password opens a session bound to the office and terminal.
+    let opened = staff::login(&db, &office, TERMINAL, STAFF_USER, STAFF_PASSWORD, now)
+        .await
+        .unwrap();
+    let LoginOutcome::Opened(session) = opened else {
+        panic!("login refused: {opened:?}");
+    };
+    let found = staff::session(&db, &session.token, now).await.unwrap();
+    let found = found.expect("the session is live");
+    assert_eq!(
+        (
+            found.office.as_str(),
+            found.user.as_str(),
+            found.terminal.as_str()
+        ),
+        (OFFICE, STAFF_USER, TERMINAL)
+    );
+    assert_eq!(found.csrf, session.csrf);
+    // Sessions end at the end of their lifetime and on logout.
+    let later = now + chrono::Duration::from_std(staff::SESSION_LIFETIME).unwrap();
+    assert_eq!(
+        staff::session(&db, &session.token, later).await.unwrap(),
+        None
+    );
+    staff::logout(&db, &session.token, now).await.unwrap();
+    assert_eq!(
+        staff::session(&db, &session.token, now).await.unwrap(),
+        None
+    );
+    // The same user ID at another office is another account.
+    let other = kiban_events::ids::OfficeNumber::parse("1319999999").unwrap();
+    assert_eq!(
+        staff::login(&db, &other, TERMINAL, STAFF_USER, STAFF_PASSWORD, now)
+            .await
+            .unwrap(),
+        LoginOutcome::Refused
+    );
+    // Wrong passwords lock the account after LOGIN_FAILURES_MAX, and then
+    // even the right one is refused until the lockout ends.
+    for attempt in 1..staff::LOGIN_FAILURES_MAX {
+        let outcome = staff::login(&db, &office, TERMINAL, STAFF_USER, "wrong password!", now)
+            .await
+            .unwrap();
+        assert_eq!(outcome, LoginOutcome::Refused, "attempt {attempt}");
+    }
+    let locked = staff::login(&db, &office, TERMINAL, STAFF_USER, "wrong password!", now)
+        .await
+        .unwrap();
+    let until = now + chrono::Duration::from_std(staff::LOCKOUT).unwrap();
+    assert_eq!(locked, LoginOutcome::Locked(until));
+    assert_eq!(
+        staff::login(&db, &office, TERMINAL, STAFF_USER, STAFF_PASSWORD, now)
+            .await
+            .unwrap(),
+        LoginOutcome::Locked(until)
+    );
+    assert!(matches!(
+        staff::login(&db, &office, TERMINAL, STAFF_USER, STAFF_PASSWORD, until)
+            .await
+            .unwrap(),
+        LoginOutcome::Opened(_)
+    ));
+    // The staff access log names who made a logged read.
+    staff::record_staff_view(&db, 42, OFFICE, TERMINAL, STAFF_USER, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        staff::staff_of_view(&db, 42).await.unwrap().as_deref(),
+        Some(STAFF_USER)
+    );
+    assert_eq!(staff::staff_of_view(&db, 43).await.unwrap(), None);
+    db.close().await;
+}
+
+// --- The browser ------------------------------------------------------------
+
+/// chromedriver (and the Chromium it starts), killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sh(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A HOME whose NSS database trusts the dev CA and holds the terminal's
+/// certificate and key.
+fn nss_home(server: &UiServer) -> PathBuf {
+    let home = server.dir.path().join("home");
+    let nssdb = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&nssdb).unwrap();
+    let db = format!("sql:{}", nssdb.display());
+    sh(Command::new("certutil").args(["-N", "-d", &db, "--empty-password"]));
+    let ca = server.pki.tls.client_ca.to_str().unwrap().to_owned();
+    sh(Command::new("certutil").args([
+        "-A",
+        "-d",
+        &db,
+        "-n",
+        "kiban-dev-ca",
+        "-t",
+        "CT,C,C",
+        "-i",
+        &ca,
+    ]));
+    let pem = server.pki.client(&office_terminal()).unwrap().pem.clone();
+    let p12 = server.dir.path().join("terminal.p12");
+    sh(Command::new("openssl").args([
+        "pkcs12",
+        "-export",
+        "-in",
+        pem.to_str().unwrap(),
+        "-out",
+        p12.to_str().unwrap(),
+        "-passout",
+        "pass:",
+        "-name",
+        "kiban-terminal",
+    ]));
+    sh(Command::new("pk12util").args(["-i", p12.to_str().unwrap(), "-d", &db, "-W", ""]));
+    home
+}
+
+fn install_policy() {
+    let current = std::fs::read_to_string(POLICY_FILE).unwrap_or_default();
+    if current != POLICY {
+        std::fs::create_dir_all(Path::new(POLICY_FILE).parent().unwrap())
+            .expect("the Chromium policy directory (run as root, or let scripts/test install it)");
+        std::fs::write(POLICY_FILE, POLICY).expect("the Chromium policy file");
+    }
+}
+
+async fn start_browser(home: &Path, profile: &Path) -> (Driver, Client) {
+    install_policy();
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .env("HOME", home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (scripts/test installs chromium-driver)");
+    let driver = Driver { child, port };
+    // chromedriver listens once it is ready.
+    bounded("chromedriver start", async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", driver.port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1280,1000", "--lang=ja",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = bounded(
+        "WebDriver session",
+        ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", driver.port)),
+    )
+    .await
+    .expect("a WebDriver session");
+    (driver, client)
+}
+
+/// Saves a screenshot of the page under docs/screens/ when asked.
+async fn screen(client: &Client, name: &str) {
+    if std::env::var("KIBAN_SCREENSHOTS").as_deref() != Ok("1") {
+        return;
+    }
+    let png = client.screenshot().await.expect("a screenshot");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screens");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text_of(client: &Client, css: &str) -> String {
+    let element = client
+        .wait()
+        .at_most(BROWSER_WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} did not appear: {e}"));
+    element.text().await.unwrap()
+}
+
+/// Waits until the element at `css` shows `expected`.
+async fn wait_text(client: &Client, css: &str, expected: &str) {
+    let deadline = tokio::time::Instant::now() + BROWSER_WAIT;
+    loop {
+        let text = match client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains(expected) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{css} never showed {expected:?}; last: {text:?}; page: {}",
+            client.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn fill(client: &Client, css: &str, value: &str) {
+    let element = client.find(Locator::Css(css)).await.unwrap();
+    element.clear().await.unwrap();
+    element.send_keys(value).await.unwrap();
+}
+
+/// Gives a file input a file (chromedriver uploads it).
+async fn attach(client: &Client, css: &str, path: &str) {
+    let element = client.find(Locator::Css(css)).await.unwrap();
+    element.send_keys(path).await.unwrap();
+}
+
+/// Waits until the page's Server-Sent Events connection is open.
+async fn wait_live(client: &Client) {
+    bounded("the live connection", async {
+        while client
+            .find(Locator::Css("body[data-live=open]"))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn select(client: &Client, css: &str, value: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .select_by_value(value)
+        .await
+        .unwrap();
+}
+
+async fn give_consent(server: &UiServer, insured: &str, at: DateTime<Utc>) {
+    let stream = insured_stream(&insurer(), &InsuredNumber::parse(insured).unwrap());
+    let last = run_command::<InsuredPerson>(
+        &server.engine,
+        &stream,
+        InsuredCommand::GiveConsent {
+            office: office(),
+            terminal: TerminalId::parse(TERMINAL).unwrap(),
+            expires_at: day(90),
+        },
+        Actor::system("consent").unwrap(),
+        at,
+    )
+    .await;
+    bounded("consent projected", server.projections.wait_for(last))
+        .await
+        .unwrap();
+}
+
+use crate::projections::script::run as run_command;
+
+/// Everything but the decision of the waiting person's application.
+async fn bring_waiting_person_to_the_decision(engine: &Engine<Store>) {
+    let document = |fill: char| json!({"sha256": fill.to_string().repeat(64), "media_type": "application/pdf", "size_bytes": 1024});
+    let steps = [
+        (
+            "certification.investigation_scheduled",
+            2,
+            json!({"scheduled_on": "2026-05-08"}),
+        ),
+        (
+            "certification.investigation_completed",
+            8,
+            json!({"investigation_sheet": document('d')}),
+        ),
+        (
+            "certification.opinion_requested",
+            9,
+            json!({"institution": INSTITUTION}),
+        ),
+        (
+            "certification.opinion_received",
+            12,
+            json!({"institution": INSTITUTION, "opinion": document('e')}),
+        ),
+        (
+            "certification.primary_judgment_recorded",
+            15,
+            json!({"level": "care_1"}),
+        ),
+        (
+            "certification.secondary_judgment_recorded",
+            20,
+            json!({"level": "care_1"}),
+        ),
+    ];
+    for (kind, days, body) in steps {
+        ingest(engine, INSURER, WAITING_PERSON, Some(1), kind, days, body).await;
+    }
+}
+
+async fn browser_scenario(db: &TestDb) {
+    let server = UiServer::start(db).await;
+    let db_handle = server.projections.db().clone();
+    staff::add_staff(&db_handle, &office(), STAFF_USER, STAFF_PASSWORD)
+        .await
+        .unwrap();
+    bring_waiting_person_to_the_decision(&server.engine).await;
+    give_consent(&server, WAITING_PERSON, day(29)).await;
+    let home = nss_home(&server);
+    let profile = server.dir.path().join("profile");
+    let (driver, client) = start_browser(&home, &profile).await;
+    let base = server.base.clone();
+
+    // 1. Log in: the screen asks for a staff login first.
+    client.goto(&format!("{base}/ui/caseload")).await.unwrap();
+    text_of(&client, "#login").await;
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/ui/login")
+    );
+    fill(&client, "#user", STAFF_USER).await;
+    fill(&client, "#password", "not the password").await;
+    screen(&client, "01-login").await;
+    click(&client, "#login").await;
+    wait_text(&client, "#login-error", "正しくありません").await;
+    fill(&client, "#user", STAFF_USER).await;
+    fill(&client, "#password", STAFF_PASSWORD).await;
+    click(&client, "#login").await;
+
+    // 2. The caseload shows the persons the office may see.
+    let person_row = format!("#person-{INSURER}-{PERSON}");
+    let waiting_row = format!("#person-{INSURER}-{WAITING_PERSON}");
+    wait_text(&client, &format!("{person_row} .level"), "要介護2").await;
+    wait_text(&client, &format!("{waiting_row} .progress"), "二次判定").await;
+    // 3. A decision arrives while the page is open.
+    wait_live(&client).await;
+    ingest(
+        &server.engine,
+        INSURER,
+        WAITING_PERSON,
+        Some(1),
+        "certification.decided",
+        30,
+        json!({"level": "care_1", "validity": null}),
+    )
+    .await;
+    wait_text(&client, &format!("{waiting_row} .level"), "要介護1").await;
+    wait_text(&client, "#live-status", "更新しました").await;
+    screen(&client, "02-caseload").await;
+    client
+        .goto(&format!("{base}/ui/caseload?lang=en"))
+        .await
+        .unwrap();
+    wait_text(&client, &format!("{waiting_row} .level"), "Care level 1").await;
+    screen(&client, "02-caseload-en").await;
+
+    // 4. The person, and a document opened.
+    client
+        .goto(&format!("{base}/ui/persons/{INSURER}/{PERSON}?lang=ja"))
+        .await
+        .unwrap();
+    wait_text(&client, "#care-level", "要介護2").await;
+    wait_text(&client, "#care-plan-office", OFFICE).await;
+    screen(&client, "03-person").await;
+    click(&client, "table.documents tbody tr:first-child a").await;
+    wait_text(&client, "#document-sha256", &"a".repeat(64)).await;
+    assert_eq!(text_of(&client, "#document-kind").await, "認定調査票");
+    screen(&client, "04-document").await;
+
+    // 5. A proxy application: an invalid field, then fixed.
+    client
+        .goto(&format!("{base}/ui/persons/{INSURER}/{PERSON}/apply"))
+        .await
+        .unwrap();
+    fill(&client, "#applied_on", "2099-01-01").await;
+    click(&client, "#submit").await;
+    wait_text(&client, "#kind-error", "申請区分").await;
+    wait_text(&client, "#applied_on-error", "未来の日付").await;
+    screen(&client, "05-proxy-application-invalid").await;
+    select(&client, "#kind", "change").await;
+    fill(&client, "#applied_on", "2026-05-30").await;
+    click(&client, "#submit").await;
+    wait_text(&client, "#accepted", "受け付けました").await;
+    screen(&client, "06-proxy-application-filed").await;
+
+    // 6. The care-plan notification's card step: the consent appears live.
+    client
+        .goto(&format!("{base}/ui/care-plan/{INSURER}/{PERSON}"))
+        .await
+        .unwrap();
+    wait_text(&client, "#consent-command", "kiban card consent").await;
+    text_of(&client, "#consent-pending").await;
+    wait_live(&client).await;
+    give_consent(&server, PERSON, day(30)).await;
+    wait_text(&client, "#consent-given", "同意を確認しました").await;
+    screen(&client, "07-care-plan-consent").await;
+
+    // 7. A subsidy application with the amount computed before submitting
+    //    (inside FY2025's application window).
+    server.set_clock(Utc.with_ymd_and_hms(2026, 3, 2, 1, 0, 0).unwrap());
+    let files = server.dir.path().join("scans");
+    std::fs::create_dir_all(&files).unwrap();
+    let scan = |name: &str| {
+        let path = files.join(name);
+        std::fs::write(&path, format!("%PDF-1.4 scan of {name}")).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    client.goto(&format!("{base}/ui/subsidy")).await.unwrap();
+    click(&client, "#st-43").await;
+    attach(&client, "#notice_43", &scan("designation-notice.pdf")).await;
+    fill(&client, "#reader_count", "2").await;
+    select(&client, "#line_purpose_1", "card_readers").await;
+    fill(&client, "#line_count_1", "2").await;
+    fill(&client, "#line_amount_1", "50000").await;
+    attach(&client, "#line_receipt_1", &scan("receipt-readers.pdf")).await;
+    select(&client, "#line_purpose_2", "connection_support").await;
+    fill(&client, "#line_amount_2", "30000").await;
+    attach(&client, "#line_receipt_2", &scan("receipt-support.pdf")).await;
+    attach(&client, "#passbook", &scan("passbook.pdf")).await;
+    // 居宅介護支援 (43): limit 64,000 yen; 80,000 yen of eligible cost.
+    wait_text(&client, "#payable", "64,000円").await;
+    screen(&client, "08-subsidy-form").await;
+    click(&client, "#submit").await;
+    wait_text(&client, "#applied", "受け付けました").await;
+    wait_text(&client, "#subsidy-applications .status", "受付済").await;
+    screen(&client, "09-subsidy-applied").await;
+    server.set_clock(day(30));
+
+    // 8. Terminals: report this terminal lost, confirm, and be refused.
+    client.goto(&format!("{base}/ui/terminals")).await.unwrap();
+    wait_text(&client, &format!("#terminal-{TERMINAL} .status"), "利用中").await;
+    screen(&client, "10-terminals").await;
+    click(&client, &format!("#terminal-{TERMINAL} a.button")).await;
+    text_of(&client, "#own-terminal").await;
+    screen(&client, "11-terminal-lost-confirm").await;
+    click(&client, "#confirm-lost").await;
+    wait_text(
+        &client,
+        "main[data-problem=terminal-suspended] h1",
+        "利用停止",
+    )
+    .await;
+    wait_text(&client, "main .en", "suspended").await;
+    screen(&client, "12-terminal-suspended").await;
+    // Any other screen is refused the same way.
+    client.goto(&format!("{base}/ui/caseload")).await.unwrap();
+    text_of(&client, "main[data-problem=terminal-suspended]").await;
+
+    client.close().await.unwrap();
+    drop(driver);
+    server.stop().await;
+}
