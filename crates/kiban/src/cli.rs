@@ -93,6 +93,12 @@ pub enum Command {
         #[command(subcommand)]
         bench: BenchCommand,
     },
+    /// The My Number card at the office terminal (マイナンバーカード).
+    #[cfg(feature = "pcsc")]
+    Card {
+        #[command(subcommand)]
+        card: crate::card::CardCommand,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

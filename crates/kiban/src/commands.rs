@@ -45,6 +45,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
         } => verify(&store.database_url, from, to, json).await,
         Command::Bench { bench } => run_bench(bench).await,
+        #[cfg(feature = "pcsc")]
+        Command::Card { card } => crate::card::run(card).await,
     }
 }
 

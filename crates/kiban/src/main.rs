@@ -8,6 +8,8 @@
 //! - `3` an append refused: conflict, duplicate id, invalid input — nothing written;
 //! - `4` the hash chain does not verify.
 
+#[cfg(feature = "pcsc")]
+mod card;
 mod cli;
 mod commands;
 
