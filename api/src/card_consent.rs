@@ -48,7 +48,7 @@ use kiban_events::envelope::Actor;
 use kiban_events::ids::OfficeNumber;
 
 use crate::auth::{Caller, PersonId, check_terminal, fold, insurer_sharing};
-use crate::commands::{CommandAccepted, accepted, idempotency_key, json_body, office_actor};
+use crate::commands::{CommandAccepted, execute, idempotency_key, json_body, office_actor};
 use crate::error::{ApiError, ProblemKind};
 use crate::principal::Principal;
 use crate::state::AppState;
@@ -296,13 +296,13 @@ pub async fn card_consent(
         terminal: terminal.clone(),
         expires_at: challenge.consent_expires_at.min(not_after),
     };
-    let context = CommandContext::new(command_id, office_actor(office, terminal), now);
-    let executed = state
-        .inner
-        .engine
-        .execute::<InsuredPerson>(&stream, &command, &context)
-        .await?;
-    Ok(accepted(stream.to_string(), executed))
+    execute::<InsuredPerson>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(command_id, office_actor(office, terminal), now),
+    )
+    .await
 }
 
 /// A refused card signature as a problem; the code names the reason.
@@ -378,11 +378,11 @@ pub async fn link_card(
         serial,
     };
     let stream = insured_stream(&person.insurer, &person.insured);
-    let context = CommandContext::new(command_id, actor, state.now());
-    let executed = state
-        .inner
-        .engine
-        .execute::<InsuredPerson>(&stream, &command, &context)
-        .await?;
-    Ok(accepted(stream.to_string(), executed))
+    execute::<InsuredPerson>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(command_id, actor, state.now()),
+    )
+    .await
 }
