@@ -17,7 +17,7 @@ use kiban_events::domain::insured::{
 };
 
 use crate::auth::{Caller, PersonId, check_terminal, fold, insurer_sharing};
-use crate::commands::{CommandAccepted, accepted, idempotency_key, json_body, office_actor};
+use crate::commands::{CommandAccepted, execute, idempotency_key, json_body, office_actor};
 use crate::error::{ApiError, ProblemKind};
 use crate::principal::Principal;
 use crate::state::AppState;
@@ -70,11 +70,11 @@ pub async fn notify_care_plan_office(
         office_kind: request.office_kind,
         filed_on: request.filed_on,
     };
-    let context = CommandContext::new(command_id, office_actor(office, terminal), now);
-    let executed = state
-        .inner
-        .engine
-        .execute::<InsuredPerson>(&stream, &command, &context)
-        .await?;
-    Ok(accepted(stream.to_string(), executed))
+    execute::<InsuredPerson>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(command_id, office_actor(office, terminal), now),
+    )
+    .await
 }

@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use kiban_engine::{CommandContext, Executed};
-use kiban_events::domain::TerminalId;
 use kiban_events::domain::certification::{
     Applicant, ApplicationKind, CertificationApplication, CertificationCommand,
     CurrentCertification, certification_stream,
 };
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
 use kiban_events::domain::office::{Loss, Office, OfficeCommand, office_stream};
+use kiban_events::domain::{Decider, TerminalId};
 use kiban_events::envelope::{Actor, EventId, StreamName};
 use kiban_events::ids::OfficeNumber;
 
@@ -68,6 +68,26 @@ pub(crate) fn accepted(stream: String, executed: Executed) -> (StatusCode, Json<
             stream,
         }),
     )
+}
+
+/// Executes `command` on `stream` through the engine and answers it (201,
+/// or 200 when the idempotency key was executed before).
+pub(crate) async fn execute<D>(
+    state: &AppState,
+    stream: &StreamName,
+    command: &D::Command,
+    context: CommandContext,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError>
+where
+    D: Decider,
+    D::State: Send + Sync + 'static,
+{
+    let executed = state
+        .inner
+        .engine
+        .execute::<D>(stream, command, &context)
+        .await?;
+    Ok(accepted(stream.to_string(), executed))
 }
 
 /// The `Idempotency-Key` header as an event id.
@@ -163,13 +183,13 @@ pub async fn file_application(
         }),
     };
     let stream = certification_stream(&person.insurer, &person.insured, seq);
-    let context = CommandContext::new(command_id, office_actor(office, terminal), now);
-    let executed = state
-        .inner
-        .engine
-        .execute::<CertificationApplication>(&stream, &command, &context)
-        .await?;
-    Ok(accepted(stream.to_string(), executed))
+    execute::<CertificationApplication>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(command_id, office_actor(office, terminal), now),
+    )
+    .await
 }
 
 /// The sequence number of the person's next application, or of the one
@@ -253,13 +273,13 @@ pub async fn report_terminal_lost(
         terminal: lost_terminal,
         loss: request.loss,
     };
-    let context = CommandContext::new(command_id, actor, state.now());
-    let executed = state
-        .inner
-        .engine
-        .execute::<Office>(&stream, &command, &context)
-        .await?;
-    Ok(accepted(stream.to_string(), executed))
+    execute::<Office>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(command_id, actor, state.now()),
+    )
+    .await
 }
 
 /// Body of a consent record.
@@ -300,17 +320,17 @@ pub async fn give_consent(
         expires_at: request.expires_at,
     };
     let stream = insured_stream(&person.insurer, &person.insured);
-    let context = CommandContext::new(
-        command_id,
-        Actor::system("consent").expect("valid"),
-        state.now(),
-    );
-    let executed = state
-        .inner
-        .engine
-        .execute::<InsuredPerson>(&stream, &command, &context)
-        .await?;
-    Ok(accepted(stream.to_string(), executed))
+    execute::<InsuredPerson>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(
+            command_id,
+            Actor::system("consent").expect("valid"),
+            state.now(),
+        ),
+    )
+    .await
 }
 
 /// `DELETE /v1/persons/{insurer}/{insured}/consents/{office}`: the office
@@ -341,11 +361,11 @@ pub async fn revoke_consent(
     };
     let stream = insured_stream(&person.insurer, &person.insured);
     let command = InsuredCommand::RevokeConsent { office };
-    let context = CommandContext::new(command_id, actor, state.now());
-    let executed = state
-        .inner
-        .engine
-        .execute::<InsuredPerson>(&stream, &command, &context)
-        .await?;
-    Ok(accepted(stream.to_string(), executed))
+    execute::<InsuredPerson>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(command_id, actor, state.now()),
+    )
+    .await
 }

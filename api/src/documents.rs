@@ -28,7 +28,7 @@ use kiban_events::domain::{DocumentRef, Sha256Digest};
 use kiban_events::envelope::Actor;
 
 use crate::auth::{Caller, PersonId, authorise_person_read, fold};
-use crate::commands::{CommandAccepted, accepted, idempotency_key};
+use crate::commands::{CommandAccepted, execute, idempotency_key};
 use crate::error::{ApiError, ProblemKind};
 use crate::principal::Principal;
 use crate::routes::add;
@@ -134,17 +134,17 @@ pub async fn upload_investigation_sheet(
     let command = CertificationCommand::CompleteInvestigation {
         investigation_sheet: document,
     };
-    let context = CommandContext::new(
-        command_id,
-        Actor::Insurer(person.insurer.clone()),
-        state.now(),
-    );
-    let executed = state
-        .inner
-        .engine
-        .execute::<CertificationApplication>(&stream, &command, &context)
-        .await?;
-    Ok(accepted(stream.to_string(), executed))
+    execute::<CertificationApplication>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(
+            command_id,
+            Actor::Insurer(person.insurer.clone()),
+            state.now(),
+        ),
+    )
+    .await
 }
 
 /// `POST /v1/persons/{insurer}/{insured}/certifications/{seq}/opinion`: the
@@ -178,17 +178,17 @@ pub async fn upload_opinion(
         institution: institution.clone(),
         opinion: document,
     };
-    let context = CommandContext::new(
-        command_id,
-        Actor::MedicalInstitution(institution.clone()),
-        state.now(),
-    );
-    let executed = state
-        .inner
-        .engine
-        .execute::<CertificationApplication>(&stream, &command, &context)
-        .await?;
-    Ok(accepted(stream.to_string(), executed))
+    execute::<CertificationApplication>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(
+            command_id,
+            Actor::MedicalInstitution(institution.clone()),
+            state.now(),
+        ),
+    )
+    .await
 }
 
 /// `POST /v1/attachments`: an office (active terminal) or a medical

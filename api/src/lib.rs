@@ -24,7 +24,8 @@
 //!   the store; `queries.rs`, `commands.rs`: the `/v1` handlers;
 //!   `documents.rs`: uploads and downloads of documents; `subsidies.rs`:
 //!   subsidy applications and decisions; `care_plan.rs`: the care-plan
-//!   office notification;
+//!   office notification; `card_consent.rs`: consent with the My Number
+//!   card (challenge, signature, card links);
 //!   `ops.rs`: health, readiness, metrics, OpenAPI; `routes.rs`: the route
 //!   table ([`ROUTES`]) and the router with its limits.
 //! - `error.rs`: [`ApiError`] and the problem kinds.
@@ -43,6 +44,7 @@
 //!   [`Server`] and stops when the shutdown token is cancelled.
 
 mod auth;
+mod card_consent;
 mod care_plan;
 mod commands;
 mod documents;
@@ -59,6 +61,9 @@ pub mod ui;
 mod updates;
 
 pub use auth::Caller;
+pub use card_consent::{
+    CONSENT_CHALLENGE_TTL_SECONDS, CONSENT_CHALLENGES_MAX, CardTrust, ChallengeIssued,
+};
 pub use commands::{APPLICATIONS_PER_PERSON_MAX, IDEMPOTENCY_KEY};
 pub use documents::{DOCUMENT_MEDIA_TYPES, DOCUMENT_UPLOAD_BYTES_MAX};
 pub use error::{ApiError, PROBLEM_JSON, PROBLEM_TYPE_PREFIX, ProblemKind};

@@ -10,7 +10,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 use tower::ServiceBuilder;
 
 use crate::state::AppState;
-use crate::{care_plan, commands, documents, ops, queries, subsidies, updates};
+use crate::{card_consent, care_plan, commands, documents, ops, queries, subsidies, updates};
 
 /// Largest request body, in bytes. Commands are small JSON objects (a
 /// consent, an application); 64 KiB is far above any and bounds memory per
@@ -273,6 +273,27 @@ pub const ROUTES: &[RouteDoc] = &[
         "an office with the person's live consent",
         true,
     ),
+    route(
+        "POST",
+        "/v1/consents/challenge",
+        "A challenge for the My Number card to sign ({insurer, insured, consent_expires_at})",
+        "an office terminal",
+        false,
+    ),
+    route(
+        "POST",
+        "/v1/consents/card",
+        "Record a consent signed with the My Number card ({nonce, certificate_hex, signature_hex})",
+        "the office terminal the challenge was issued to",
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/persons/{insurer}/{insured}/card-links",
+        "Link a card's user-authentication certificate to the person ({certificate_hex})",
+        "the person's insurer, the federation",
+        true,
+    ),
 ];
 
 /// Adds `handler` at `path`, refusing (a bug) a route missing from [`ROUTES`].
@@ -406,6 +427,24 @@ pub fn router(state: AppState) -> Router {
         post(care_plan::notify_care_plan_office),
     );
     r = r.nest("/ui", crate::ui::router());
+    r = add(
+        r,
+        "POST",
+        "/v1/consents/challenge",
+        post(card_consent::challenge),
+    );
+    r = add(
+        r,
+        "POST",
+        "/v1/consents/card",
+        post(card_consent::card_consent),
+    );
+    r = add(
+        r,
+        "POST",
+        "/v1/persons/{insurer}/{insured}/card-links",
+        post(card_consent::link_card),
+    );
     r.fallback(ops::fallback)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(

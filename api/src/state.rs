@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use kiban_engine::Engine;
+
+use crate::card_consent::{CardTrust, Challenges};
 use kiban_events::domain::subsidy::SubsidyPolicy;
 use kiban_projections::{Projections, ReadModels};
 use kiban_store::Store;
@@ -34,6 +36,10 @@ pub(crate) struct Inner {
     pub metrics: Metrics,
     /// The fiscal year's subsidy rules applications are decided under.
     pub subsidy_policy: SubsidyPolicy,
+    /// What card signatures are checked against; `None`: card consent off.
+    pub card_trust: Option<CardTrust>,
+    /// Outstanding card-consent challenges.
+    pub challenges: Challenges,
     /// Cancelled when the server shuts down: ends long-lived responses
     /// (SSE) so that connections can close gracefully.
     pub streams: CancellationToken,
@@ -63,6 +69,8 @@ impl AppState {
                 clock,
                 metrics: Metrics::default(),
                 subsidy_policy: SUBSIDY_POLICY_DEFAULT,
+                card_trust: None,
+                challenges: Challenges::default(),
                 streams: CancellationToken::new(),
             }),
         }
@@ -74,6 +82,16 @@ impl AppState {
         Arc::get_mut(&mut self.inner)
             .expect("with_subsidy_policy is called before the state is shared")
             .subsidy_policy = policy;
+        self
+    }
+
+    /// The same with the JPKI CA certificates and CRL file that card
+    /// consents are verified against (without it, `POST /v1/consents/card`
+    /// answers 503). Call before the state is cloned.
+    pub fn with_card_trust(mut self, trust: CardTrust) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_card_trust is called before the state is shared")
+            .card_trust = Some(trust);
         self
     }
 

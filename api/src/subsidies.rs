@@ -25,7 +25,7 @@ use kiban_events::envelope::{Actor, StreamName};
 
 use crate::auth::{Caller, check_terminal, fold};
 use crate::commands::{
-    CommandAccepted, accepted, idempotency_key, json_body, next_stream_seq, office_actor,
+    CommandAccepted, execute, idempotency_key, json_body, next_stream_seq, office_actor,
 };
 use crate::documents::document_response;
 use crate::error::{ApiError, ProblemKind};
@@ -133,13 +133,13 @@ pub async fn apply(
         passbook: request.passbook,
         policy: state.inner.subsidy_policy,
     };
-    let context = CommandContext::new(command_id, actor, state.now());
-    let executed = state
-        .inner
-        .engine
-        .execute::<SubsidyApplication>(&stream, &command, &context)
-        .await?;
-    Ok(accepted(stream.to_string(), executed))
+    execute::<SubsidyApplication>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(command_id, actor, state.now()),
+    )
+    .await
 }
 
 /// A federation decision on an application.
@@ -207,13 +207,13 @@ pub async fn decide(
             amount: Yen::new(amount),
         },
     };
-    let context = CommandContext::new(command_id, Actor::Federation, state.now());
-    let executed = state
-        .inner
-        .engine
-        .execute::<SubsidyApplication>(&stream, &command, &context)
-        .await?;
-    Ok(accepted(stream.to_string(), executed))
+    execute::<SubsidyApplication>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(command_id, Actor::Federation, state.now()),
+    )
+    .await
 }
 
 /// `GET /v1/subsidies/{application}/attachments/{sha256}`: an attachment of

@@ -36,6 +36,8 @@ on_both_backends!(
     documents_are_uploaded_as_blobs_and_downloaded_by_permitted_readers,
     a_subsidy_goes_from_application_to_payment_through_the_api,
     a_care_plan_notification_by_an_office_needs_live_consent,
+    a_consent_signed_with_the_card_is_checked_then_recorded,
+    metrics_show_latencies_appends_and_projection_lag,
 );
 
 /// A second office with its own terminal, for the consent lifecycle.
@@ -136,7 +138,8 @@ impl Harness {
                     .unwrap()
             }),
         )
-        .with_subsidy_policy(SUBSIDY_POLICY);
+        .with_subsidy_policy(SUBSIDY_POLICY)
+        .with_card_trust(card_trust(dir.path()));
         let shutdown = CancellationToken::new();
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -1371,5 +1374,229 @@ async fn a_care_plan_notification_by_an_office_needs_live_consent(db: &TestDb) {
         (status, problem_type(&problem)),
         (StatusCode::FORBIDDEN, "urn:kiban:problem:consent-required")
     );
+    h.stop().await;
+}
+
+/// The test JPKI PKI (a trusted CA, an untrusted one, a card key with a
+/// certificate from each), generated once per test binary.
+fn test_cards() -> &'static kiban_card::test_pki::TestCards {
+    static CARDS: std::sync::OnceLock<kiban_card::test_pki::TestCards> = std::sync::OnceLock::new();
+    CARDS.get_or_init(kiban_card::test_pki::TestCards::generate)
+}
+
+/// Trust in the test CA, with an empty CRL current over the scripted days.
+fn card_trust(dir: &std::path::Path) -> kiban_api::CardTrust {
+    let cards = test_cards();
+    let crl = cards.trusted_ca.issue_crl(
+        &[],
+        kiban_card::test_pki::test_not_before(),
+        std::time::Duration::from_secs(3 * 365 * 24 * 3600),
+    );
+    let crl_path = dir.join("jpki.crl");
+    std::fs::write(&crl_path, crl).unwrap();
+    kiban_api::CardTrust {
+        ca_certificates_der: vec![cards.trusted_ca.certificate_der().to_vec()],
+        crl_path,
+    }
+}
+
+/// The card (trusted or not) signs `challenge` after the PIN.
+fn card_signs(trusted: bool, challenge: &str) -> (String, String) {
+    let cards = test_cards();
+    let card = if trusted {
+        cards.card("1234")
+    } else {
+        cards.untrusted_card("1234")
+    };
+    let mut card = kiban_card::JpkiCard::open(card).unwrap();
+    let certificate = card.read_auth_certificate().unwrap();
+    card.verify_pin(&kiban_card::Pin::new("1234").unwrap())
+        .unwrap();
+    let signature = card.sign_challenge(challenge.as_bytes()).unwrap();
+    (hex::encode(certificate), hex::encode(signature))
+}
+
+async fn a_consent_signed_with_the_card_is_checked_then_recorded(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let (certificate, _) = card_signs(true, &"x".repeat(32));
+    // The insurer links the card to the person; an office may not.
+    let links = person_path("card-links");
+    let (status, _) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            &links,
+            Some(json!({"certificate_hex": certificate})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = h
+        .call(
+            Some(&own_insurer()),
+            Method::POST,
+            &links,
+            Some(json!({"certificate_hex": certificate})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let ask = |person: &str| json!({"insurer": INSURER, "insured": person, "consent_expires_at": day(40)});
+    let post_signed = |who: Principal, nonce: &Value, signed: &(String, String)| {
+        let body = json!({"nonce": nonce, "certificate_hex": signed.0, "signature_hex": signed.1});
+        let h = &h;
+        async move {
+            h.call(Some(&who), Method::POST, "/v1/consents/card", Some(body))
+                .await
+        }
+    };
+    let eligibility = person_path("eligibility");
+    let (status, _) = h.get(&other_office(), &eligibility).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no consent yet");
+
+    // A card from another CA is refused, and the challenge is spent.
+    let (status, first) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            "/v1/consents/challenge",
+            Some(ask(PERSON)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let challenge = first["challenge"].as_str().unwrap();
+    let (status, body) = post_signed(
+        other_office(),
+        &first["nonce"],
+        &card_signs(false, challenge),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("card_not_trusted")),
+        "{body}"
+    );
+    let (status, body) = post_signed(
+        other_office(),
+        &first["nonce"],
+        &card_signs(true, challenge),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("challenge_unknown_or_used")),
+        "{body}"
+    );
+
+    // Another office cannot use the challenge; the right terminal can.
+    let (_, second) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            "/v1/consents/challenge",
+            Some(ask(PERSON)),
+        )
+        .await;
+    let signed = card_signs(true, second["challenge"].as_str().unwrap());
+    let (status, body) = post_signed(office_t01(), &second["nonce"], &signed).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("challenge_wrong_office")),
+        "{body}"
+    );
+    let (status, body) = post_signed(other_office(), &second["nonce"], &signed).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let events = h
+        .store
+        .read_stream(
+            &kiban_events::domain::insured::insured_stream(
+                &insurer(),
+                &kiban_events::ids::InsuredNumber::parse(PERSON).unwrap(),
+            ),
+            1,
+            100,
+        )
+        .await
+        .unwrap();
+    let given = events.last().unwrap();
+    assert_eq!(given.event_type.as_str(), "insured.consent_given");
+    assert_eq!(
+        given.actor.to_string(),
+        format!("office:{OTHER_OFFICE}/{OTHER_TERMINAL}")
+    );
+    // Replayed: refused.
+    let (status, _) = post_signed(other_office(), &second["nonce"], &signed).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // The office now reads the person, and the access log shows it.
+    let logged = access_log_len(&h).await;
+    let (status, body) = h.get(&other_office(), &eligibility).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(access_log_len(&h).await, logged + 1);
+
+    // A card not linked to the person named in the challenge.
+    let (_, third) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            "/v1/consents/challenge",
+            Some(ask(WAITING_PERSON)),
+        )
+        .await;
+    let (status, body) = post_signed(
+        other_office(),
+        &third["nonce"],
+        &card_signs(true, third["challenge"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("card_not_linked")),
+        "{body}"
+    );
+
+    // Expired before it was posted.
+    let (_, fourth) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            "/v1/consents/challenge",
+            Some(ask(PERSON)),
+        )
+        .await;
+    h.set_clock(day(30) + chrono::Duration::seconds(kiban_api::CONSENT_CHALLENGE_TTL_SECONDS + 1));
+    let (status, body) = post_signed(
+        other_office(),
+        &fourth["nonce"],
+        &card_signs(true, fourth["challenge"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("challenge_expired")),
+        "{body}"
+    );
+    h.stop().await;
+}
+
+async fn metrics_show_latencies_appends_and_projection_lag(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let (status, _) = h.get(&office_t01(), &person_path("eligibility")).await;
+    assert_eq!(status, StatusCode::OK);
+    let head = h.store.head().await.unwrap().position;
+    let (status, text) = h.get(&auditor(), "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().expect("plain text").to_owned();
+    let route = "route=\"/v1/persons/{insurer}/{insured}/eligibility\",method=\"GET\"";
+    for line in [
+        format!("kiban_api_request_duration_seconds_count{{{route}}} 1"),
+        format!("kiban_api_request_duration_seconds_bucket{{{route},le=\"+Inf\"}} 1"),
+        format!("kiban_store_events_total {head}"),
+        "# TYPE kiban_projection_lag_events gauge".to_owned(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(!text.contains(PERSON), "no personal numbers in metrics");
     h.stop().await;
 }

@@ -207,6 +207,12 @@ pub enum Command {
         #[command(subcommand)]
         admin: crate::staff::AdminCommand,
     },
+    /// The My Number card at the office terminal (マイナンバーカード).
+    #[cfg(feature = "pcsc")]
+    Card {
+        #[command(subcommand)]
+        card: crate::card::CardCommand,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

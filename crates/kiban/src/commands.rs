@@ -99,6 +99,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             crate::serving::run(command).await
         }
         Command::Admin { admin } => crate::staff::run(admin).await,
+        #[cfg(feature = "pcsc")]
+        Command::Card { card } => crate::card::run(card).await,
     }
 }
 

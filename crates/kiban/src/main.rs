@@ -12,6 +12,8 @@
 
 mod audit;
 mod bench_ingest;
+#[cfg(feature = "pcsc")]
+mod card;
 mod cli;
 mod commands;
 mod serving;

@@ -1,0 +1,388 @@
+//! Consent with the My Number card (issue 8 item 2; DOMAIN.md "Care-plan
+//! notification and consent").
+//!
+//! 1. The office terminal asks `POST /v1/consents/challenge` for a
+//!    challenge naming the insured person and the consent's expiry; the
+//!    server keeps it, bound to the office, the terminal, the person and an
+//!    expiry of [`CONSENT_CHALLENGE_TTL_SECONDS`].
+//! 2. The person enters the PIN of the user-authentication certificate
+//!    (利用者証明用電子証明書) and the card signs the challenge (RSA-2048,
+//!    PKCS#1 v1.5, SHA-256).
+//! 3. The terminal posts the certificate and the signature to
+//!    `POST /v1/consents/card`. The server verifies the signature with the
+//!    certificate's key, the certificate's chain to the configured JPKI CA
+//!    certificates, its validity and the CRL file
+//!    (`kiban_card::verify_challenge_signature`), finds the certificate's
+//!    (issuer, serial) linked to that person (`insured.card_linked`,
+//!    registered by the insurer or the federation with
+//!    `POST /v1/persons/{insurer}/{insured}/card-links`), and records
+//!    `insured.consent_given` with the terminal as actor. The Individual
+//!    Number is never read: the user-authentication certificate does not
+//!    carry it.
+//!
+//! A challenge is used once: a replay, an expired challenge and a challenge
+//! of another office or terminal are refused with problem+json (stable
+//! `code`s below). Challenges live in memory (a restart forgets them; they
+//! expire within minutes anyway).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use der::Decode;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use kiban_card::{Revocation, VerifyError, verify_challenge_signature};
+use kiban_engine::CommandContext;
+use kiban_events::domain::TerminalId;
+use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
+use kiban_events::envelope::Actor;
+use kiban_events::ids::OfficeNumber;
+
+use crate::auth::{Caller, PersonId, check_terminal, fold, insurer_sharing};
+use crate::commands::{CommandAccepted, execute, idempotency_key, json_body, office_actor};
+use crate::error::{ApiError, ProblemKind};
+use crate::principal::Principal;
+use crate::state::AppState;
+
+/// How long a challenge may be signed and posted, in seconds: time for the
+/// person to put the card on the reader and enter the PIN.
+pub const CONSENT_CHALLENGE_TTL_SECONDS: i64 = 300;
+
+/// Most challenges outstanding at once; beyond it new ones are refused
+/// (503 rate-limited) until some are used or expire. Bounds memory.
+pub const CONSENT_CHALLENGES_MAX: usize = 10_000;
+
+/// Where the server finds what it trusts for card signatures: the JPKI
+/// user-authentication CA certificates (DER) and the CA's CRL file (DER),
+/// read at every verification so that a refreshed CRL takes effect at once.
+#[derive(Debug, Clone)]
+pub struct CardTrust {
+    /// Trusted CA certificates, DER.
+    pub ca_certificates_der: Vec<Vec<u8>>,
+    /// The CRL file (DER), issued by the trusted CA.
+    pub crl_path: PathBuf,
+}
+
+/// One outstanding challenge.
+#[derive(Debug, Clone)]
+struct Challenge {
+    office: OfficeNumber,
+    terminal: TerminalId,
+    person: (String, String),
+    consent_expires_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    text: String,
+}
+
+/// The outstanding challenges, by nonce. A std mutex: held for one map
+/// operation, never across an await.
+#[derive(Debug, Default)]
+pub(crate) struct Challenges {
+    by_nonce: Mutex<HashMap<String, Challenge>>,
+}
+
+/// Body of a challenge request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    /// 保険者番号.
+    pub insurer: String,
+    /// 被保険者番号.
+    pub insured: String,
+    /// When the consent is to expire.
+    pub consent_expires_at: DateTime<Utc>,
+}
+
+/// A challenge for the card to sign.
+#[derive(Debug, Serialize)]
+pub struct ChallengeIssued {
+    /// Names the challenge when posting the signature.
+    pub nonce: String,
+    /// The exact text the card signs (its UTF-8 bytes).
+    pub challenge: String,
+    /// Until when it may be used.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Body of a signed challenge.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedChallenge {
+    /// The nonce of [`ChallengeIssued`].
+    pub nonce: String,
+    /// The card's user-authentication certificate, DER as hex.
+    pub certificate_hex: String,
+    /// The card's signature over the challenge text, hex.
+    pub signature_hex: String,
+}
+
+fn refused(kind: ProblemKind, code: &'static str, detail: &str) -> ApiError {
+    ApiError {
+        kind,
+        detail: detail.to_owned(),
+        code: Some(code),
+    }
+}
+
+/// `POST /v1/consents/challenge`: an office terminal asks for a challenge
+/// for one person.
+pub async fn challenge(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<ChallengeIssued>), ApiError> {
+    let request: ChallengeRequest = json_body(body)?;
+    let person = PersonId::parse(&request.insurer, &request.insured)?;
+    let Principal::Office { office, terminal } = &caller.principal else {
+        return Err(ApiError::forbidden(
+            "Only an office terminal with a card reader asks for a consent challenge.",
+        ));
+    };
+    check_terminal(&state, office, terminal, &caller.fingerprint).await?;
+    if !insurer_sharing(&state, &person.insurer).await? {
+        return Err(ApiError::not_found("No such person."));
+    }
+    let now = state.now();
+    let nonce = Uuid::new_v4().simple().to_string();
+    let expires_at = now + chrono::Duration::seconds(CONSENT_CHALLENGE_TTL_SECONDS);
+    let text = format!(
+        "kiban consent v1\nnonce {nonce}\noffice {office}\nterminal {}\nperson {}-{}\nconsent until {}\n",
+        terminal.as_str(),
+        person.insurer,
+        person.insured,
+        request.consent_expires_at.to_rfc3339(),
+    );
+    {
+        let mut challenges = state
+            .inner
+            .challenges
+            .by_nonce
+            .lock()
+            .expect("not poisoned");
+        challenges.retain(|_, c| c.expires_at > now);
+        if challenges.len() >= CONSENT_CHALLENGES_MAX {
+            return Err(ApiError::new(
+                ProblemKind::RateLimited,
+                "Too many consent challenges outstanding; retry shortly.",
+            ));
+        }
+        challenges.insert(
+            nonce.clone(),
+            Challenge {
+                office: office.clone(),
+                terminal: terminal.clone(),
+                person: (person.insurer.to_string(), person.insured.to_string()),
+                consent_expires_at: request.consent_expires_at,
+                expires_at,
+                text: text.clone(),
+            },
+        );
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(ChallengeIssued {
+            nonce,
+            challenge: text,
+            expires_at,
+        }),
+    ))
+}
+
+/// `POST /v1/consents/card`: the terminal that asked posts the card's
+/// certificate and signature; on success the consent is recorded.
+pub async fn card_consent(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let command_id = idempotency_key(&headers)?;
+    let request: SignedChallenge = json_body(body)?;
+    let Principal::Office { office, terminal } = &caller.principal else {
+        return Err(ApiError::forbidden(
+            "Only an office terminal posts a signed consent challenge.",
+        ));
+    };
+    check_terminal(&state, office, terminal, &caller.fingerprint).await?;
+    let certificate = hex::decode(request.certificate_hex.trim())
+        .map_err(|_| ApiError::validation("certificate_hex must be hexadecimal DER."))?;
+    let signature = hex::decode(request.signature_hex.trim())
+        .map_err(|_| ApiError::validation("signature_hex must be hexadecimal."))?;
+    let now = state.now();
+    // Take the challenge out: whatever happens next, it is used.
+    let challenge = {
+        let mut challenges = state
+            .inner
+            .challenges
+            .by_nonce
+            .lock()
+            .expect("not poisoned");
+        let Some(found) = challenges.get(&request.nonce) else {
+            return Err(refused(
+                ProblemKind::Conflict,
+                "challenge_unknown_or_used",
+                "The challenge is unknown or was already used; ask for a new one.",
+            ));
+        };
+        if &found.office != office || &found.terminal != terminal {
+            // Left in place: the right terminal may still use it.
+            return Err(refused(
+                ProblemKind::Forbidden,
+                "challenge_wrong_office",
+                "The challenge was issued to another office terminal.",
+            ));
+        }
+        challenges.remove(&request.nonce).expect("found above")
+    };
+    if challenge.expires_at <= now {
+        return Err(refused(
+            ProblemKind::Rejected,
+            "challenge_expired",
+            "The challenge expired; ask for a new one.",
+        ));
+    }
+    let Some(trust) = state.inner.card_trust.as_ref() else {
+        return Err(ApiError::new(
+            ProblemKind::Unavailable,
+            "Card consent is not configured on this server (no JPKI CA certificates).",
+        ));
+    };
+    let crl = tokio::fs::read(&trust.crl_path).await.map_err(|e| {
+        tracing::error!(error = %e, "the JPKI CRL file cannot be read");
+        ApiError::new(
+            ProblemKind::Unavailable,
+            "The certificate revocation list is unavailable; retry later.",
+        )
+    })?;
+    let cas: Vec<&[u8]> = trust
+        .ca_certificates_der
+        .iter()
+        .map(Vec::as_slice)
+        .collect();
+    let at = SystemTime::UNIX_EPOCH + Duration::from_micros(now.timestamp_micros().max(0) as u64);
+    let holder = verify_challenge_signature(
+        &certificate,
+        &cas,
+        Revocation::Crl(&crl),
+        challenge.text.as_bytes(),
+        &signature,
+        at,
+    )
+    .map_err(card_refusal)?;
+    let (insurer, insured) = &challenge.person;
+    let person = PersonId::parse(insurer, insured)?;
+    let stream = insured_stream(&person.insurer, &person.insured);
+    let folded = fold::<InsuredPerson>(&state, &stream).await?;
+    let link = (holder.issuer().to_owned(), holder.serial_number_hex());
+    if !folded.card_links.contains(&link) {
+        return Err(refused(
+            ProblemKind::Forbidden,
+            "card_not_linked",
+            "This card is not linked to the person; the insurer registers the link first.",
+        ));
+    }
+    let not_after: DateTime<Utc> = holder.not_after().into();
+    let command = InsuredCommand::GiveConsent {
+        office: office.clone(),
+        terminal: terminal.clone(),
+        expires_at: challenge.consent_expires_at.min(not_after),
+    };
+    execute::<InsuredPerson>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(command_id, office_actor(office, terminal), now),
+    )
+    .await
+}
+
+/// A refused card signature as a problem; the code names the reason.
+fn card_refusal(error: VerifyError) -> ApiError {
+    let code = match &error {
+        VerifyError::UntrustedIssuer | VerifyError::BadCertificateSignature => "card_not_trusted",
+        VerifyError::Expired | VerifyError::NotYetValid => "card_certificate_not_valid",
+        VerifyError::Revoked => "card_revoked",
+        VerifyError::BadChallengeSignature => "card_signature_invalid",
+        VerifyError::MalformedTrustedCa
+        | VerifyError::MalformedCrl
+        | VerifyError::CrlNotFromIssuer
+        | VerifyError::CrlOutOfDate => {
+            tracing::error!(%error, "card trust configuration problem");
+            return ApiError::new(
+                ProblemKind::Unavailable,
+                "The card trust configuration (CA certificates, CRL) is unusable; retry later.",
+            );
+        }
+        _ => "card_certificate_invalid",
+    };
+    refused(
+        ProblemKind::Forbidden,
+        code,
+        &format!("The card was refused: {error}."),
+    )
+}
+
+/// Body of a card link.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardLinkRequest {
+    /// The person's user-authentication certificate, DER as hex (read from
+    /// the card at the insurer's counter; no PIN needed to read it).
+    pub certificate_hex: String,
+}
+
+/// `POST /v1/persons/{insurer}/{insured}/card-links`: the person's insurer
+/// or the federation links a card certificate (issuer, serial) to the
+/// person.
+pub async fn link_card(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((insurer, insured)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let person = PersonId::parse(&insurer, &insured)?;
+    let command_id = idempotency_key(&headers)?;
+    let request: CardLinkRequest = json_body(body)?;
+    let actor = match &caller.principal {
+        Principal::Federation => Actor::Federation,
+        Principal::Insurer(own) if own == &person.insurer => Actor::Insurer(own.clone()),
+        _ => {
+            return Err(ApiError::forbidden(
+                "Only the person's insurer or the federation links a card.",
+            ));
+        }
+    };
+    let der = hex::decode(request.certificate_hex.trim())
+        .map_err(|_| ApiError::validation("certificate_hex must be hexadecimal DER."))?;
+    let certificate = x509_cert::Certificate::from_der(&der)
+        .map_err(|_| ApiError::validation("The certificate is not DER X.509."))?;
+    let tbs = &certificate.tbs_certificate;
+    let serial: String = tbs
+        .serial_number
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    let command = InsuredCommand::LinkCard {
+        issuer: tbs.issuer.to_string(),
+        serial,
+    };
+    let stream = insured_stream(&person.insurer, &person.insured);
+    execute::<InsuredPerson>(
+        &state,
+        &stream,
+        &command,
+        CommandContext::new(command_id, actor, state.now()),
+    )
+    .await
+}

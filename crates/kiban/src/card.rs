@@ -1,0 +1,205 @@
+//! `kiban card status` and `kiban card consent` (feature `pcsc`): the office
+//! terminal's side of the My Number card consent (docs/card.md).
+//!
+//! `consent` asks the server for a challenge over mTLS (the terminal's
+//! client certificate), reads the PIN without echo (or one line from stdin
+//! with `--pin-stdin`, for tests), has the card sign the challenge, and
+//! posts the certificate and signature. The PIN never leaves this process;
+//! the Individual Number is never read.
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use kiban_card::{CardError, JpkiCard, PcscTransport, Pin};
+use serde_json::{Value, json};
+
+/// How long to wait for a card on the reader.
+pub const CARD_WAIT: Duration = Duration::from_secs(30);
+
+/// How long one request to the server may take.
+pub const SERVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Subcommand)]
+pub enum CardCommand {
+    /// Readers, card present, JPKI application, PIN tries left
+    /// (カードリーダーとカードの状態). Never verifies a PIN.
+    Status,
+    /// Record the person's consent for this office with the card
+    /// (マイナンバーカードによる同意).
+    Consent {
+        /// The API, e.g. `https://127.0.0.1:8443`.
+        #[arg(long, env = "KIBAN_SERVER")]
+        server: String,
+        /// The office number (事業所番号) of this terminal's certificate.
+        #[arg(long)]
+        office: String,
+        /// 保険者番号 (6 digits).
+        #[arg(long)]
+        insurer: String,
+        /// 被保険者番号 (10 digits).
+        #[arg(long)]
+        insured: String,
+        /// Days the consent lasts (at most what the server allows).
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// The terminal's client certificate and key (PEM, one file or two).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The key, when not in the `--cert` file.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The platform CA certificate (PEM) the server's certificate chains to.
+        #[arg(long)]
+        cacert: PathBuf,
+        /// A reader name (default: the first with a card).
+        #[arg(long)]
+        reader: Option<String>,
+        /// Read the PIN from one line of standard input (for tests and scripts).
+        #[arg(long)]
+        pin_stdin: bool,
+    },
+}
+
+/// Runs a card command.
+pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CardCommand::Status => {
+            let report = tokio::task::spawn_blocking(kiban_card::status_report).await?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        CardCommand::Consent {
+            server,
+            office,
+            insurer,
+            insured,
+            days,
+            cert,
+            key,
+            cacert,
+            reader,
+            pin_stdin,
+        } => {
+            let client = client(&cert, key.as_deref(), &cacert)?;
+            let base = server.trim_end_matches('/');
+            let expires = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
+            let issued = post(
+                &client,
+                &format!("{base}/v1/consents/challenge"),
+                json!({"insurer": insurer, "insured": insured, "consent_expires_at": expires}),
+                None,
+            )
+            .await?;
+            let challenge = issued["challenge"]
+                .as_str()
+                .context("the server sent no challenge")?
+                .to_owned();
+            if !challenge.contains(&format!("\noffice {office}\n")) {
+                bail!(
+                    "the terminal certificate is not for office {office} / 端末の証明書が事業所 {office} のものではありません"
+                );
+            }
+            let pin = read_pin(pin_stdin)?;
+            let signed =
+                tokio::task::spawn_blocking(move || sign(reader.as_deref(), &pin, &challenge))
+                    .await?;
+            let (certificate, signature) = match signed {
+                Ok(signed) => signed,
+                Err(error) => {
+                    eprintln!("kiban card: {error}\n{}", error.message_ja());
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let recorded = post(
+                &client,
+                &format!("{base}/v1/consents/card"),
+                json!({
+                    "nonce": issued["nonce"],
+                    "certificate_hex": hex::encode(certificate),
+                    "signature_hex": hex::encode(signature),
+                }),
+                Some(uuid::Uuid::now_v7()),
+            )
+            .await?;
+            println!(
+                "consent recorded / 同意を記録しました: {}",
+                serde_json::to_string(&recorded)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn client(
+    cert: &std::path::Path,
+    key: Option<&std::path::Path>,
+    cacert: &std::path::Path,
+) -> anyhow::Result<reqwest::Client> {
+    let mut pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+    if let Some(key) = key {
+        pem.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
+    }
+    let ca = std::fs::read(cacert).with_context(|| format!("reading {}", cacert.display()))?;
+    Ok(reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+        .identity(reqwest::Identity::from_pem(&pem)?)
+        .timeout(SERVER_TIMEOUT)
+        .build()?)
+}
+
+/// POSTs `body`; a problem answer becomes an error with its detail.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: Value,
+    idempotency_key: Option<uuid::Uuid>,
+) -> anyhow::Result<Value> {
+    let mut request = client.post(url).json(&body);
+    if let Some(key) = idempotency_key {
+        request = request.header("Idempotency-Key", key.to_string());
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "the server refused ({status}): {} {}",
+            answer["detail"].as_str().unwrap_or(""),
+            answer["code"]
+                .as_str()
+                .map(|c| format!("[{c}]"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(answer)
+}
+
+fn read_pin(from_stdin: bool) -> anyhow::Result<Pin> {
+    let text = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim().to_owned()
+    } else {
+        rpassword::prompt_password("暗証番号（4桁）/ PIN (4 digits): ")?
+    };
+    Pin::new(&text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Reads the certificate and signs the challenge on the card.
+fn sign(reader: Option<&str>, pin: &Pin, challenge: &str) -> Result<(Vec<u8>, Vec<u8>), CardError> {
+    let transport = PcscTransport::connect(reader, CARD_WAIT)?;
+    let mut card = JpkiCard::open(transport)?;
+    let certificate = card.read_auth_certificate()?;
+    card.verify_pin(pin)?;
+    let signature = card.sign_challenge(challenge.as_bytes())?;
+    Ok((certificate, signature))
+}
