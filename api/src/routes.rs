@@ -10,7 +10,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 use tower::ServiceBuilder;
 
 use crate::state::AppState;
-use crate::{commands, ops, queries, updates};
+use crate::{audit, commands, ops, queries, updates};
 
 /// Largest request body, in bytes. Commands are small JSON objects (a
 /// consent, an application); 64 KiB is far above any and bounds memory per
@@ -216,6 +216,27 @@ pub const ROUTES: &[RouteDoc] = &[
         "auditors",
         false,
     ),
+    route(
+        "GET",
+        "/v1/audit/verify",
+        "Verify the hash chain (?from=&to=)",
+        "auditors",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/audit/persons/{insurer}/{insured}",
+        "A person's read models as of a moment (?as_of=|at_position=), replayed",
+        "auditors",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/audit/offices/{office}/access-log",
+        "Every read of a person's record by the office",
+        "auditors",
+        false,
+    ),
 ];
 
 /// Adds `handler` at `path`, refusing (a bug) a route missing from [`ROUTES`].
@@ -328,6 +349,19 @@ pub fn router(state: AppState) -> Router {
     );
     r = add(r, "GET", "/v1/subsidies", get(queries::subsidies));
     r = add(r, "GET", "/v1/access-log", get(queries::access_log));
+    r = add(r, "GET", "/v1/audit/verify", get(audit::verify));
+    r = add(
+        r,
+        "GET",
+        "/v1/audit/persons/{insurer}/{insured}",
+        get(audit::person_as_of),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/audit/offices/{office}/access-log",
+        get(audit::office_access_log),
+    );
     r.fallback(ops::fallback)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(

@@ -11,6 +11,7 @@
 mod audit;
 mod cli;
 mod commands;
+mod replay;
 
 use std::process::ExitCode;
 

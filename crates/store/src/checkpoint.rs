@@ -57,7 +57,10 @@ impl PlatformKey {
     /// Reads a key file: the 32-byte secret as 64 hex digits (one line).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Invalid(format!("cannot read the signing key {}: {e}", path.display()))
+            Error::Invalid(format!(
+                "cannot read the signing key {}: {e}",
+                path.display()
+            ))
         })?;
         let bytes = Hash::from_hex(text.trim()).ok_or_else(|| {
             Error::Invalid(format!(
@@ -83,11 +86,14 @@ impl PlatformKey {
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let written = options
-            .open(path)
-            .and_then(|mut file| std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes()));
+        let written = options.open(path).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())
+        });
         written.map_err(|e| {
-            Error::Invalid(format!("cannot create the signing key {}: {e}", path.display()))
+            Error::Invalid(format!(
+                "cannot create the signing key {}: {e}",
+                path.display()
+            ))
         })?;
         Ok(key)
     }
@@ -240,7 +246,10 @@ impl Store {
         let checkpoint = key.sign(head.position, head.hash, Utc::now());
         sql::insert_checkpoint(self.readers(), &checkpoint).await?;
         // Another process may have checkpointed the same position first.
-        Ok(self.checkpoint_at(head.position).await?.or(Some(checkpoint)))
+        Ok(self
+            .checkpoint_at(head.position)
+            .await?
+            .or(Some(checkpoint)))
     }
 
     /// The last position recorded at or before `time` (0 when none): what
@@ -262,7 +271,10 @@ impl Store {
     }
 
     /// The last checkpoint at or before `position` (any when `None`).
-    pub async fn latest_checkpoint(&self, position: Option<Position>) -> Result<Option<Checkpoint>> {
+    pub async fn latest_checkpoint(
+        &self,
+        position: Option<Position>,
+    ) -> Result<Option<Checkpoint>> {
         sql::latest_checkpoint(self.readers(), position.unwrap_or(u64::MAX >> 1)).await
     }
 
@@ -379,7 +391,10 @@ impl Store {
                 let Some(store) = weak.upgrade() else { break };
                 let due = async {
                     let head = store.head().await?.position;
-                    let last = store.latest_checkpoint(None).await?.map_or(0, |c| c.position);
+                    let last = store
+                        .latest_checkpoint(None)
+                        .await?
+                        .map_or(0, |c| c.position);
                     Ok::<_, Error>(head >= last + every)
                 };
                 match due.await {
