@@ -23,6 +23,7 @@ on_both_backends!(
     a_rewrite_with_recomputed_hashes_is_found_by_the_signed_checkpoint,
     verify_starts_from_a_signed_checkpoint_and_trusts_its_hash,
     read_models_as_of_a_position_equal_the_live_ones_then,
+    auditors_verify_and_see_a_person_as_of_a_moment_over_https,
 );
 
 async fn twelve_events(db: &TestDb) -> (Store, Vec<RecordedEvent>) {
@@ -284,4 +285,52 @@ async fn read_models_as_of_a_position_equal_the_live_ones_then(db: &TestDb) {
     );
     projections.stop().await;
     store.close().await;
+}
+
+async fn auditors_verify_and_see_a_person_as_of_a_moment_over_https(db: &TestDb) {
+    use crate::api::{Harness, auditor, office_t01, problem_type};
+    use reqwest::StatusCode;
+
+    let h = Harness::start(db).await;
+    let (status, body) = h.get(&office_t01(), "/v1/audit/verify").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(problem_type(&body), "urn:kiban:problem:forbidden");
+    let head = h.store.head().await.unwrap();
+    let (status, body) = h.get(&auditor(), "/v1/audit/verify").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], "verified");
+    assert_eq!(body["events"], head.position);
+    assert_eq!(body["head_hash"], head.hash.to_string());
+    let (status, body) = h.get(&auditor(), "/v1/audit/verify?from=3&to=2").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // Before the person's first event the person does not exist; at the
+    // head the certification is there.
+    let path = format!("/v1/audit/persons/{INSURER}/{PERSON}");
+    let (status, body) = h.get(&auditor(), &format!("{path}?at_position=1")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = h
+        .get(&auditor(), &format!("{path}?at_position={}", head.position))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["position"], head.position);
+    assert!(
+        !body["certifications"].as_array().unwrap().is_empty(),
+        "{body}"
+    );
+    let (status, body) = h.get(&auditor(), &path).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let (status, body) = h
+        .get(
+            &auditor(),
+            &format!(
+                "/v1/audit/offices/{}/access-log",
+                crate::projections::script::OFFICE
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.is_array());
+    h.stop().await;
 }
