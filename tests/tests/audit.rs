@@ -24,6 +24,7 @@ on_both_backends!(
     verify_starts_from_a_signed_checkpoint_and_trusts_its_hash,
     read_models_as_of_a_position_equal_the_live_ones_then,
     auditors_verify_and_see_a_person_as_of_a_moment_over_https,
+    the_checkpointer_signs_every_k_events,
 );
 
 async fn twelve_events(db: &TestDb) -> (Store, Vec<RecordedEvent>) {
@@ -333,4 +334,46 @@ async fn auditors_verify_and_see_a_person_as_of_a_moment_over_https(db: &TestDb)
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.is_array());
     h.stop().await;
+}
+
+async fn the_checkpointer_signs_every_k_events(db: &TestDb) {
+    let store = db.open().await;
+    let key = PlatformKey::generate();
+    store.spawn_checkpointer(key.clone(), 5, std::time::Duration::from_millis(10));
+    store
+        .append(&stream("audit", "k"), ExpectedVersion::Any, events(12))
+        .await
+        .unwrap();
+    // Waits for the condition (bounded only to turn a hang into a failure).
+    let checkpoint = bounded("a checkpoint at the head", async {
+        loop {
+            if let Some(c) = store.latest_checkpoint(None).await.unwrap()
+                && c.position == 12
+            {
+                return c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(checkpoint.signature_valid(&key.public_key()));
+    assert_eq!(checkpoint.hash, store.head().await.unwrap().hash);
+    // Not due again until 5 more events.
+    store
+        .append(&stream("audit", "k"), ExpectedVersion::Any, events(5))
+        .await
+        .unwrap();
+    let next = bounded("the next checkpoint", async {
+        loop {
+            if let Some(c) = store.latest_checkpoint(None).await.unwrap()
+                && c.position > 12
+            {
+                return c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(next.position, 17);
+    store.close().await;
 }

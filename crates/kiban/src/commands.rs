@@ -84,6 +84,7 @@ fn redact_url(url: &str) -> String {
 
 async fn serve(url: &str, nats_url: Option<&str>) -> anyhow::Result<ExitCode> {
     let store = open_store(url).await?;
+    crate::audit::start_checkpointer(&store, url)?;
     let head = store.head().await?;
     let engine = Arc::new(Engine::new(store.clone()));
     let handler = Arc::new(EngineHandler::new(Arc::clone(&engine)));
