@@ -336,44 +336,39 @@ async fn auditors_verify_and_see_a_person_as_of_a_moment_over_https(db: &TestDb)
     h.stop().await;
 }
 
+/// Waits (bounded only to turn a hang into a failure) for a checkpoint
+/// beyond `after`.
+async fn checkpoint_after(store: &Store, after: u64) -> kiban_store::Checkpoint {
+    bounded("a checkpoint", async {
+        loop {
+            if let Some(c) = store.latest_checkpoint(None).await.unwrap()
+                && c.position > after
+            {
+                return c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 async fn the_checkpointer_signs_every_k_events(db: &TestDb) {
     let store = db.open().await;
     let key = PlatformKey::generate();
     store.spawn_checkpointer(key.clone(), 5, std::time::Duration::from_millis(10));
+    // One append of 12 events: the head jumps from 0 to 12.
     store
         .append(&stream("audit", "k"), ExpectedVersion::Any, events(12))
         .await
         .unwrap();
-    // Waits for the condition (bounded only to turn a hang into a failure).
-    let checkpoint = bounded("a checkpoint at the head", async {
-        loop {
-            if let Some(c) = store.latest_checkpoint(None).await.unwrap()
-                && c.position == 12
-            {
-                return c;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let checkpoint = checkpoint_after(&store, 0).await;
+    assert_eq!(checkpoint.position, 12);
     assert!(checkpoint.signature_valid(&key.public_key()));
     assert_eq!(checkpoint.hash, store.head().await.unwrap().hash);
-    // Not due again until 5 more events.
     store
         .append(&stream("audit", "k"), ExpectedVersion::Any, events(5))
         .await
         .unwrap();
-    let next = bounded("the next checkpoint", async {
-        loop {
-            if let Some(c) = store.latest_checkpoint(None).await.unwrap()
-                && c.position > 12
-            {
-                return c;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert_eq!(next.position, 17);
+    assert_eq!(checkpoint_after(&store, 12).await.position, 17);
     store.close().await;
 }
