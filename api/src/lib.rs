@@ -43,6 +43,7 @@
 //! - Every task (the accept loop, each connection) is owned by the
 //!   [`Server`] and stops when the shutdown token is cancelled.
 
+mod audit;
 mod auth;
 mod card_consent;
 mod care_plan;

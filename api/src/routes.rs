@@ -10,7 +10,9 @@ use axum::routing::{MethodRouter, delete, get, post};
 use tower::ServiceBuilder;
 
 use crate::state::AppState;
-use crate::{card_consent, care_plan, commands, documents, ops, queries, subsidies, updates};
+use crate::{
+    audit, card_consent, care_plan, commands, documents, ops, queries, subsidies, updates,
+};
 
 /// Largest request body, in bytes. Commands are small JSON objects (a
 /// consent, an application); 64 KiB is far above any and bounds memory per
@@ -294,6 +296,27 @@ pub const ROUTES: &[RouteDoc] = &[
         "the person's insurer, the federation",
         true,
     ),
+    route(
+        "GET",
+        "/v1/audit/verify",
+        "Verify the hash chain (?from=&to=)",
+        "auditors",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/audit/persons/{insurer}/{insured}",
+        "A person's read models as of a moment (?as_of=|at_position=), replayed",
+        "auditors",
+        false,
+    ),
+    route(
+        "GET",
+        "/v1/audit/offices/{office}/access-log",
+        "Every read of a person's record by the office",
+        "auditors",
+        false,
+    ),
 ];
 
 /// Adds `handler` at `path`, refusing (a bug) a route missing from [`ROUTES`].
@@ -444,6 +467,19 @@ pub fn router(state: AppState) -> Router {
         "POST",
         "/v1/persons/{insurer}/{insured}/card-links",
         post(card_consent::link_card),
+    );
+    r = add(r, "GET", "/v1/audit/verify", get(audit::verify));
+    r = add(
+        r,
+        "GET",
+        "/v1/audit/persons/{insurer}/{insured}",
+        get(audit::person_as_of),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/audit/offices/{office}/access-log",
+        get(audit::office_access_log),
     );
     r.fallback(ops::fallback)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))

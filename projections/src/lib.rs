@@ -20,6 +20,8 @@
 //!   applications, caseloads), `organisations` (offices and terminals,
 //!   insurers, subsidies), `access_log`.
 //! - `read.rs`: [`ReadModels`] and the views it returns.
+//! - `as_of.rs`: [`ReadModelsAsOf`]: the read models at an earlier position,
+//!   replayed into a temporary database (audit time travel).
 //!
 //! # Invariants
 //!
@@ -34,6 +36,7 @@
 //!   from the same URL; the tables are created with `CREATE … IF NOT EXISTS`
 //!   because the store's migrator owns `_sqlx_migrations`.
 
+mod as_of;
 mod db;
 mod error;
 pub mod models;
@@ -41,6 +44,7 @@ mod projection;
 mod read;
 mod runner;
 
+pub use as_of::ReadModelsAsOf;
 pub use db::{Db, POOL_ACQUIRE_TIMEOUT_MS, READ_MODEL_CONNECTIONS, SQLITE_BUSY_TIMEOUT_MS, Tx};
 pub use error::{Error, Result};
 pub use models::access_log::AccessEntry;

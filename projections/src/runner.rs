@@ -186,14 +186,17 @@ async fn prepare(db: &Db, store: &Store, projection: &dyn Projection) -> Result<
     match db.live(projection.name()).await? {
         Some((_, version)) if version == i64::from(projection.schema_version()) => Ok(()),
         Some(_) => rebuild(db, store, projection).await.map(|_| ()),
-        None => {
-            let generation = db.last_generation(projection.name()).await? + 1;
-            let mut tx = db.begin(projection.name(), generation).await?;
-            tx.set_checkpoint(0).await?;
-            tx.make_live(projection.schema_version()).await?;
-            tx.commit().await
-        }
+        None => make_first_generation(db, projection).await,
     }
+}
+
+/// Creates the next generation, empty at checkpoint 0, and serves it.
+pub(crate) async fn make_first_generation(db: &Db, projection: &dyn Projection) -> Result<()> {
+    let generation = db.last_generation(projection.name()).await? + 1;
+    let mut tx = db.begin(projection.name(), generation).await?;
+    tx.set_checkpoint(0).await?;
+    tx.make_live(projection.schema_version()).await?;
+    tx.commit().await
 }
 
 async fn rebuild(db: &Db, store: &Store, projection: &dyn Projection) -> Result<Position> {
@@ -226,7 +229,7 @@ async fn rebuild(db: &Db, store: &Store, projection: &dyn Projection) -> Result<
     Ok(position)
 }
 
-enum Batch {
+pub(crate) enum Batch {
     Applied,
     NotLive,
 }
@@ -234,7 +237,7 @@ enum Batch {
 /// Applies `events` to `generation` and moves its checkpoint, in one
 /// transaction. With `require_live`, does nothing (and says so) when
 /// `generation` is no longer the served one.
-async fn apply_batch(
+pub(crate) async fn apply_batch(
     db: &Db,
     projection: &dyn Projection,
     generation: i64,

@@ -46,8 +46,8 @@ const OTHER_TERMINAL: &str = "T-09";
 /// A second terminal of the main office.
 const SECOND_TERMINAL: &str = "T-02";
 
-struct Harness {
-    store: Store,
+pub(crate) struct Harness {
+    pub(crate) store: Store,
     engine: Arc<Engine<Store>>,
     projections: Projections,
     server: Option<Server>,
@@ -62,7 +62,7 @@ fn principal(uri: &str) -> Principal {
     Principal::from_uri(uri).expect("a principal")
 }
 
-fn office_t01() -> Principal {
+pub(crate) fn office_t01() -> Principal {
     principal(&format!("kiban:office:{OFFICE}:terminal:{TERMINAL}"))
 }
 fn office_t02() -> Principal {
@@ -82,7 +82,7 @@ fn other_insurer() -> Principal {
 fn medical() -> Principal {
     principal(&format!("kiban:medical:{INSTITUTION}"))
 }
-fn auditor() -> Principal {
+pub(crate) fn auditor() -> Principal {
     principal("kiban:auditor:audit-1")
 }
 fn federation() -> Principal {
@@ -90,7 +90,7 @@ fn federation() -> Principal {
 }
 
 impl Harness {
-    async fn start(db: &TestDb) -> Harness {
+    pub(crate) async fn start(db: &TestDb) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let principals = [
             office_t01(),
@@ -204,11 +204,11 @@ impl Harness {
         )
     }
 
-    async fn get(&self, who: &Principal, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, who: &Principal, path: &str) -> (StatusCode, Value) {
         self.call(Some(who), Method::GET, path, None).await
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             bounded("server stop", server.wait()).await;
@@ -242,7 +242,7 @@ fn person_path(what: &str) -> String {
     format!("/v1/persons/{INSURER}/{PERSON}/{what}")
 }
 
-fn problem_type(body: &Value) -> &str {
+pub(crate) fn problem_type(body: &Value) -> &str {
     body["type"].as_str().unwrap_or("")
 }
 

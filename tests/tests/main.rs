@@ -2,6 +2,7 @@
 //! process per test under nextest). Each suite is a module.
 
 mod api;
+mod audit;
 mod bench_smoke;
 mod crash_safety;
 mod engine;

@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use kiban_store::{
-    CheckpointCheck, CheckpointExport, PlatformKey, Store, VerifyRange, VerifyReport,
-    parse_public_key,
+    CHECKPOINT_EVERY_DEFAULT, CheckpointCheck, CheckpointExport, PlatformKey, Store, VerifyRange,
+    VerifyReport, parse_public_key,
 };
 
 use crate::EXIT_CHAIN_BROKEN;
@@ -263,6 +263,38 @@ pub fn dev_key_path(url: &str) -> Option<PathBuf> {
         dir
     };
     Some(dir.join(DEV_SIGNING_KEY_FILE))
+}
+
+/// The environment variable setting how many events `kiban serve` lets
+/// pass between automatic checkpoints (0 turns them off).
+pub const CHECKPOINT_EVERY_VAR: &str = "KIBAN_CHECKPOINT_EVERY";
+
+/// How often `kiban serve` looks whether a checkpoint is due.
+pub const CHECKPOINT_POLL_MS: u64 = 5_000;
+
+/// Starts the automatic checkpoints of `kiban serve`: every
+/// `KIBAN_CHECKPOINT_EVERY` events (default [`CHECKPOINT_EVERY_DEFAULT`]),
+/// signed with the key of `KIBAN_SIGNING_KEY` (or the development key).
+pub fn start_checkpointer(store: &Store, url: &str) -> anyhow::Result<()> {
+    let every = match std::env::var(CHECKPOINT_EVERY_VAR) {
+        Ok(value) => value
+            .parse::<u64>()
+            .with_context(|| format!("{CHECKPOINT_EVERY_VAR} must be a number of events"))?,
+        Err(_) => CHECKPOINT_EVERY_DEFAULT,
+    };
+    if every == 0 {
+        tracing::info!("automatic checkpoints are off");
+        return Ok(());
+    }
+    let key = signing_key(
+        url,
+        &KeyArgs {
+            signing_key: std::env::var_os("KIBAN_SIGNING_KEY").map(PathBuf::from),
+        },
+    )?;
+    tracing::info!(every, public_key = %key.public_key_hex(), "signing a checkpoint every {every} events");
+    store.spawn_checkpointer(key, every, Duration::from_millis(CHECKPOINT_POLL_MS));
+    Ok(())
 }
 
 async fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {

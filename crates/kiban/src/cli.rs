@@ -197,6 +197,8 @@ pub enum Command {
     },
     /// Audit (監査): verify the chain, signed checkpoints (docs/audit.md).
     Audit(crate::audit::AuditArgs),
+    /// Replay one aggregate up to a moment (再生): timeline and derived state.
+    Replay(crate::replay::ReplayArgs),
     /// Benchmarks (not tests): measured figures go to docs/benchmarks.md.
     Bench {
         #[command(subcommand)]

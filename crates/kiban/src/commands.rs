@@ -50,6 +50,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
         } => crate::audit::verify_command(&store.database_url, from, to, json).await,
         Command::Audit(args) => crate::audit::run(args).await,
+        Command::Replay(args) => crate::replay::run(args).await,
         Command::Bench { bench } => run_bench(bench).await,
         Command::Simulate {
             store,

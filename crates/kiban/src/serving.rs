@@ -40,6 +40,8 @@ pub async fn serve(
         });
     }
     let mut system = System::start(options).await?;
+    // Signed checkpoints every KIBAN_CHECKPOINT_EVERY events (docs/audit.md).
+    crate::audit::start_checkpointer(&system.store, database_url)?;
     let head = system.store.head().await?;
     println!(
         "kiban serving — store {} (head position {})",

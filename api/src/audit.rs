@@ -1,0 +1,151 @@
+//! The audit routes (監査, docs/audit.md): chain verification, a person's
+//! read models as they stood at an earlier moment, and the access log per
+//! office. Auditors only.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use kiban_events::Position;
+use kiban_projections::{
+    AccessEntry, ApplicationView, DocumentView, EligibilityView, LedgersView, ReadModelsAsOf,
+    models,
+};
+use kiban_store::VerifyReport;
+
+use crate::auth::{Caller, PersonId, office_number};
+use crate::error::ApiError;
+use crate::principal::Principal;
+use crate::state::AppState;
+
+fn auditors_only(caller: &Caller) -> Result<(), ApiError> {
+    match caller.principal {
+        Principal::Auditor(_) => Ok(()),
+        _ => Err(ApiError::forbidden(
+            "Only auditors use the audit routes (監査専用).",
+        )),
+    }
+}
+
+/// Query of `GET /v1/audit/verify`.
+#[derive(Debug, Deserialize)]
+pub struct VerifyQuery {
+    /// First position (default 1).
+    #[serde(default)]
+    pub from: Option<Position>,
+    /// Last position (default the head).
+    #[serde(default)]
+    pub to: Option<Position>,
+}
+
+/// `GET /v1/audit/verify?from=&to=`: the chain report (200 whether it
+/// verifies or not: the body's `outcome` says which).
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<VerifyQuery>,
+) -> Result<Json<VerifyReport>, ApiError> {
+    auditors_only(&caller)?;
+    let from = query.from.unwrap_or(1);
+    if from == 0 || query.to.is_some_and(|to| to < from) {
+        return Err(ApiError::validation(
+            "`from` starts at 1 and `to` may not be before it.",
+        ));
+    }
+    Ok(Json(state.inner.store.verify(from, query.to).await?))
+}
+
+/// Query of `GET /v1/audit/persons/{insurer}/{insured}`.
+#[derive(Debug, Deserialize)]
+pub struct AsOfQuery {
+    /// RFC 3339 time: the state after every event recorded at or before it.
+    #[serde(default)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Or a position: the state after that event.
+    #[serde(default)]
+    pub at_position: Option<Position>,
+}
+
+/// A person's read models as they stood at a position.
+#[derive(Debug, Serialize)]
+pub struct PersonAsOf {
+    /// The last event replayed.
+    pub position: Position,
+    /// The moment the views are evaluated at (validity, overdue): `as_of`,
+    /// or the recording time of the event at `at_position`.
+    pub as_of: DateTime<Utc>,
+    pub eligibility: Option<EligibilityView>,
+    pub certifications: Vec<ApplicationView>,
+    pub documents: Vec<DocumentView>,
+    pub ledgers: Option<LedgersView>,
+    pub access_log: Vec<AccessEntry>,
+}
+
+/// `GET /v1/audit/persons/{insurer}/{insured}?as_of=|at_position=`: built
+/// by replaying the store up to that moment into a temporary database.
+pub async fn person_as_of(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((insurer, insured)): Path<(String, String)>,
+    Query(query): Query<AsOfQuery>,
+) -> Result<Json<PersonAsOf>, ApiError> {
+    auditors_only(&caller)?;
+    let person = PersonId::parse(&insurer, &insured)?;
+    let store = &state.inner.store;
+    let (position, as_of) = match (query.as_of, query.at_position) {
+        (Some(time), None) => (store.position_at(time).await?, time),
+        (None, Some(position)) => {
+            let event = store.read_all(position, 1).await?;
+            let event = event
+                .first()
+                .filter(|e| e.position == position)
+                .ok_or_else(|| ApiError::not_found("No event at that position."))?;
+            (position, event.recorded_at)
+        }
+        _ => {
+            return Err(ApiError::validation(
+                "Give exactly one of `as_of` (RFC 3339) and `at_position`.",
+            ));
+        }
+    };
+    let replayed = ReadModelsAsOf::build(store, &models::all(), position).await?;
+    let read = replayed.read();
+    let key = person.key();
+    let view = async {
+        Ok::<_, kiban_projections::Error>(PersonAsOf {
+            position: replayed.position,
+            as_of,
+            eligibility: read.eligibility(&key, as_of).await?,
+            certifications: read.applications(&key, as_of).await?,
+            documents: read.documents_of(&key).await?,
+            ledgers: read.ledgers(&key, as_of).await?,
+            access_log: read.access_log(Some(&key), None).await?,
+        })
+    }
+    .await;
+    replayed.close().await;
+    let view = view?;
+    if view.eligibility.is_none() && view.certifications.is_empty() {
+        return Err(ApiError::not_found("No such person at that moment."));
+    }
+    Ok(Json(view))
+}
+
+/// `GET /v1/audit/offices/{office}/access-log`: every read of a person's
+/// record by the office (who, when, terminal, basis).
+pub async fn office_access_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(office): Path<String>,
+) -> Result<Json<Vec<AccessEntry>>, ApiError> {
+    auditors_only(&caller)?;
+    let office = office_number(&office)?;
+    Ok(Json(
+        state
+            .inner
+            .read
+            .access_log(None, Some(&office.to_string()))
+            .await?,
+    ))
+}
