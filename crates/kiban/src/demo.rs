@@ -34,7 +34,9 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use kiban_api::Clock;
 use kiban_bus::ingest::{Receipt, ReceiptStatus};
 use kiban_engine::{CommandContext, Engine};
+use kiban_events::domain::TerminalId;
 use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+use kiban_events::domain::office::{Office, office_stream};
 use kiban_events::domain::subsidy::{
     DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant, SubsidyApplication,
     SubsidyCommand, SubsidyPolicy, SubsidyState, SubsidyStatus, subsidy_stream_for_office,
@@ -65,6 +67,8 @@ pub const PERSONS: u32 = 50;
 /// The subsidy the office is paid, in yen: two card readers (15,400) and
 /// connection support (22,000), within the 64,000 limit of its category.
 pub const SUBSIDY_EXPECTED_YEN: u64 = 37_400;
+/// The demo's `KIBAN_EVENTS` size limit, in bytes (256 MiB).
+pub const DEMO_EVENTS_MAX_BYTES: i64 = 256 * 1024 * 1024;
 /// How long the demo waits for a receipt or an update before it gives up.
 const WAIT_SECS: u64 = 30;
 
@@ -107,6 +111,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
     system_options.nats_url = options.nats_url.clone();
     system_options.clock = clock.as_clock();
     system_options.timer_interval = Duration::from_millis(250);
+    // A town's month is a few hundred events: a small KIBAN_EVENTS fits any
+    // nats-server's storage.
+    system_options.streams.events_max_bytes = DEMO_EVENTS_MAX_BYTES;
     let mut system = System::start(system_options).await?;
     let out = Out::new(options.script, options.fast);
     out.title("kiban demo — 介護情報基盤 in a small town (一つの保険者、二つの事業所、一つの診療所、50人)");
@@ -331,6 +338,9 @@ struct Story {
     received: Arc<Received>,
     http: BTreeMap<String, reqwest::Client>,
     base: String,
+    /// This run's number (from the wall clock's seconds), part of every
+    /// insured number.
+    run: u32,
 }
 
 impl Story {
@@ -379,6 +389,7 @@ impl Story {
             received,
             http,
             base: system.base_url(),
+            run: (Utc::now().timestamp() % 100_000) as u32,
         })
     }
 
@@ -386,8 +397,7 @@ impl Story {
     /// made fresh for each run, so that the demo can run again on the same
     /// store.
     fn person(&self, n: u32) -> String {
-        let run = (self.clock.start.timestamp() / 86_400) % 10_000;
-        format!("9{run:05}{n:04}")
+        format!("9{:05}{n:04}", self.run)
     }
 
     async fn emit(
@@ -492,25 +502,7 @@ impl Story {
 
         self.at_day(0, "the town joins the platform (保険者の参加)")
             .await;
-        self.onboard_insurer().await?;
-        self.emit(
-            "insurer.standardisation_completed",
-            None,
-            None,
-            0,
-            json!({"completed_on": self.clock.date(0)}),
-            false,
-        )
-        .await?;
-        self.emit(
-            "insurer.data_transmission_completed",
-            None,
-            None,
-            0,
-            json!({"completed_on": self.clock.date(0)}),
-            false,
-        )
-        .await?;
+        self.join_platform().await?;
         self.out.note(&format!(
             "{PERSONS} insured persons live in the town (被保険者)"
         ));
@@ -875,15 +867,20 @@ impl Story {
         }
 
         self.at_day(28, "a lost terminal (端末紛失)").await;
-        self.api(
-            &office_t01,
-            &format!("office {OFFICE_A} T-01 reports T-02 lost"),
-            Method::POST,
-            &format!("/v1/offices/{OFFICE_A}/terminals/T-02/lost"),
-            Some(json!({"loss": "lost"})),
-            StatusCode::CREATED,
-        )
-        .await?;
+        if self.terminal_suspended(OFFICE_A, "T-02").await? {
+            self.out
+                .note("T-02 was reported lost by an earlier run on this store");
+        } else {
+            self.api(
+                &office_t01,
+                &format!("office {OFFICE_A} T-01 reports T-02 lost"),
+                Method::POST,
+                &format!("/v1/offices/{OFFICE_A}/terminals/T-02/lost"),
+                Some(json!({"loss": "lost"})),
+                StatusCode::CREATED,
+            )
+            .await?;
+        }
         let refused = self
             .api(
                 &office_t02,
@@ -968,29 +965,49 @@ impl Story {
         Ok(())
     }
 
-    /// Onboards the insurer as the federation, unless an earlier run did.
-    async fn onboard_insurer(&self) -> anyhow::Result<()> {
+    /// The insurer joins: onboarded by the federation, then the
+    /// municipality reports standardisation and data transmission done
+    /// (sharing turns on) — unless an earlier run on this store did.
+    async fn join_platform(&self) -> anyhow::Result<()> {
         let insurer = InsurerNumber::parse(DEMO_INSURER)?;
         let stream = insurer_stream(&insurer);
         let (state, version) = self.engine.load::<Insurer>(&stream).await?;
         if version > 0 {
             self.out.engine(&format!(
-                "insurer {DEMO_INSURER} is already on the platform (sharing: {})",
-                state.sharing_enabled()
+                "insurer {DEMO_INSURER} is already on the platform (an earlier run on this store)"
             ));
-            return Ok(());
+            if state.sharing_enabled() {
+                return Ok(());
+            }
+        } else {
+            self.run_engine::<Insurer>(
+                &stream,
+                &InsurerCommand::Onboard { insurer },
+                Actor::Federation,
+                0,
+            )
+            .await?;
+            self.out.engine(&format!(
+                "the federation onboards insurer {DEMO_INSURER} (no API route for onboarding yet)"
+            ));
         }
-        self.run_engine::<Insurer>(
-            &stream,
-            &InsurerCommand::Onboard { insurer },
-            Actor::Federation,
-            0,
-        )
-        .await?;
-        self.out.engine(&format!(
-            "the federation onboards insurer {DEMO_INSURER} (no API route for onboarding yet)"
-        ));
+        for kind in [
+            "insurer.standardisation_completed",
+            "insurer.data_transmission_completed",
+        ] {
+            let body = json!({"completed_on": self.clock.date(0)});
+            self.emit(kind, None, None, 0, body, false).await?;
+        }
         Ok(())
+    }
+
+    async fn terminal_suspended(&self, office: &str, terminal: &str) -> anyhow::Result<bool> {
+        let stream = office_stream(&OfficeNumber::parse(office)?);
+        let (state, _) = self.engine.load::<Office>(&stream).await?;
+        Ok(state
+            .terminals
+            .get(&TerminalId::parse(terminal)?)
+            .is_some_and(|t| t.suspended))
     }
 
     /// The office's card-reader subsidy from application to payment;

@@ -198,7 +198,15 @@ impl System {
                     .await
                     .with_context(|| format!("cannot connect to NATS at {url}"))?;
                 let jetstream = async_nats::jetstream::new(client.clone());
-                ensure_streams(&jetstream, &options.streams).await?;
+                ensure_streams(&jetstream, &options.streams)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot create the JetStream streams (KIBAN_EVENTS may be larger than \
+                             the server's storage: {} bytes; see --events-max-bytes)",
+                            options.streams.events_max_bytes
+                        )
+                    })?;
                 let (c, h, stop) = (client.clone(), handler, cancel.clone());
                 tasks.spawn(async move {
                     let result = kiban_bus::ingest::run_ingest(c, h, stop).await;
