@@ -631,6 +631,17 @@ async fn browser_scenario(db: &TestDb) {
     wait_text(&client, "#applied", "受け付けました").await;
     wait_text(&client, "#subsidy-applications .status", "受付済").await;
     screen(&client, "09-subsidy-applied").await;
+    // The attachments are stored as blobs beside the events, by digest.
+    for name in [
+        "designation-notice.pdf",
+        "receipt-readers.pdf",
+        "passbook.pdf",
+    ] {
+        let bytes = std::fs::read(files.join(name)).unwrap();
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let stored = server.store.get_blob(&digest).await.unwrap();
+        assert_eq!(stored.as_deref(), Some(bytes.as_slice()), "{name} stored");
+    }
     server.set_clock(day(30));
 
     // 8. Terminals: report this terminal lost, confirm, and be refused.

@@ -41,21 +41,44 @@ pub const RECEIPT_LINES_ON_FORM: usize = 3;
 /// configures).
 pub const POLICY: SubsidyPolicy = SubsidyPolicy::FY2025;
 
-/// An uploaded file, as the application records it.
+/// An uploaded file, as the application records it, with its bytes until
+/// they are stored as a blob.
 #[derive(Debug, Clone)]
 struct Upload {
     reference: Result<DocumentRef, String>,
+    bytes: axum::body::Bytes,
 }
 
 impl Upload {
-    fn of(media_type: &str, bytes: &[u8]) -> Upload {
-        let digest = hex::encode(Sha256::digest(bytes));
+    fn of(media_type: &str, bytes: axum::body::Bytes) -> Upload {
+        let digest = hex::encode(Sha256::digest(&bytes));
         let reference = Sha256Digest::parse(&digest)
             .map_err(|e| e.to_string())
             .and_then(|sha| {
                 DocumentRef::new(sha, media_type, bytes.len() as u64).map_err(|e| e.to_string())
             });
-        Upload { reference }
+        Upload { reference, bytes }
+    }
+}
+
+impl SubsidyInput {
+    /// Stores every well-formed upload as a content-addressed blob (before
+    /// the application that references it is recorded).
+    async fn store_uploads(&self, state: &AppState) -> Result<(), UiError> {
+        let uploads = self
+            .passbook
+            .iter()
+            .chain(self.receipts.values())
+            .chain(self.notices.values());
+        for upload in uploads.filter(|upload| upload.reference.is_ok()) {
+            state
+                .inner
+                .store
+                .put_blob(&upload.bytes)
+                .await
+                .map_err(ApiError::from)?;
+        }
+        Ok(())
     }
 }
 
@@ -533,7 +556,7 @@ async fn read_multipart(mut multipart: Multipart) -> Result<SubsidyInput, UiErro
                 .await
                 .map_err(|_| UiError::invalid("An attachment could not be read."))?;
             if !bytes.is_empty() {
-                files.push((name, Upload::of(&media_type, &bytes)));
+                files.push((name, Upload::of(&media_type, bytes)));
             }
         } else {
             let text = field
@@ -624,6 +647,7 @@ pub async fn submit(
 ) -> Result<Response, UiError> {
     let input = read_multipart(multipart).await?;
     staff.check_csrf(&input.csrf)?;
+    input.store_uploads(&state).await?;
     let lang = staff.lang();
     let key = Uuid::parse_str(input.key.trim())
         .ok()
