@@ -649,7 +649,7 @@ impl System {
 }
 
 /// The `p` quantile of `latencies`, in milliseconds (0 when empty).
-fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
     if latencies.is_empty() {
         return 0.0;
     }

@@ -358,8 +358,8 @@ pub async fn simulate(
             overdue_in_projection: overdue,
             elapsed_s: checkpoint.elapsed_s,
             events_per_s: events as f64 / checkpoint.elapsed_s.max(1e-9),
-            subscriber_p50_ms: percentile_ms(&latencies, 0.50),
-            subscriber_p99_ms: percentile_ms(&latencies, 0.99),
+            subscriber_p50_ms: crate::bench_ingest::percentile_ms(&latencies, 0.50),
+            subscriber_p99_ms: crate::bench_ingest::percentile_ms(&latencies, 0.99),
             projection_lag_max: lag_max,
             store_bytes,
             bytes_per_million_events: store_bytes
@@ -647,15 +647,6 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
-    if latencies.is_empty() {
-        return 0.0;
-    }
-    let mut sorted = latencies.to_vec();
-    sorted.sort_unstable();
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
-}
-
 /// The read models' entitlements, counting what routing has done so far.
 struct CountingEntitlements {
     inner: kiban::entitlements::ReadModelEntitlements,
@@ -732,18 +723,7 @@ impl Transport {
                     }
                 });
                 let sink = kiban_bus::routing::NatsOfficeSink::new(client.clone());
-                tasks.spawn(async move {
-                    let routed = kiban_bus::routing::run_routing(
-                        &store,
-                        &entitlements,
-                        &checkpoints,
-                        &sink,
-                        stop,
-                    );
-                    if let Err(error) = routed.await {
-                        eprintln!("routing stopped: {error}");
-                    }
-                });
+                spawn_routing(tasks, store, entitlements, checkpoints, sink, stop);
                 Ok(Transport::Nats(client, routed))
             }
             None => {
@@ -754,19 +734,7 @@ impl Transport {
                         eprintln!("ingest stopped: {error}");
                     }
                 });
-                let sink = bus.sink();
-                tasks.spawn(async move {
-                    let routed = kiban_bus::routing::run_routing(
-                        &store,
-                        &entitlements,
-                        &checkpoints,
-                        &sink,
-                        stop,
-                    );
-                    if let Err(error) = routed.await {
-                        eprintln!("routing stopped: {error}");
-                    }
-                });
+                spawn_routing(tasks, store, entitlements, checkpoints, bus.sink(), stop);
                 Ok(Transport::Local(bus, routed))
             }
         }
@@ -799,6 +767,24 @@ impl Transport {
             }
         }
     }
+}
+
+/// Runs the office routing as one of the simulation's tasks.
+fn spawn_routing<K: kiban_bus::routing::OfficeSink + 'static>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    store: Store,
+    entitlements: CountingEntitlements,
+    checkpoints: kiban_bus::relay::FileCheckpoints,
+    sink: K,
+    stop: CancellationToken,
+) {
+    tasks.spawn(async move {
+        let routed =
+            kiban_bus::routing::run_routing(&store, &entitlements, &checkpoints, &sink, stop);
+        if let Err(error) = routed.await {
+            eprintln!("routing stopped: {error}");
+        }
+    });
 }
 
 /// Receipts and office updates, counted and timed.
