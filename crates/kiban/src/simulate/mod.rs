@@ -22,7 +22,7 @@
 
 pub mod plan;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -451,7 +451,7 @@ async fn setup_insurers(
             .await?;
         }
     }
-    let rejected = collector.drain(0).await?;
+    let rejected = collector.drain().await?;
     for code in rejected {
         *checkpoint.rejections.entry(code).or_default() += 1;
     }
@@ -476,7 +476,7 @@ async fn send(
         unreachable!("only municipal messages are sent")
     };
     let id = action_id(population.seed, planned.person, planned.index);
-    let message = serde_json::json!({
+    let mut message = serde_json::json!({
         "event_id": id,
         "kind": kind,
         "insurer": insurer,
@@ -485,10 +485,11 @@ async fn send(
         "occurred_at": planned.at,
         "body": body,
     });
-    let mut message = message;
     let object = message.as_object_mut().expect("an object");
     object.retain(|_, value| !value.is_null());
-    collector.wait_below(IN_FLIGHT_MAX).await;
+    collector
+        .wait_until_in_flight_at_most(IN_FLIGHT_MAX - 1)
+        .await?;
     collector.sent(*id.as_uuid());
     transport
         .publish(
@@ -535,7 +536,7 @@ async fn run_chunk(
             Action::Consent { .. } | Action::View { .. } => office_actions.push(action),
         }
     }
-    for code in collector.drain(0).await? {
+    for code in collector.drain().await? {
         *checkpoint.rejections.entry(code).or_default() += 1;
     }
     checkpoint.messages += messages;
@@ -789,7 +790,7 @@ fn spawn_routing<K: kiban_bus::routing::OfficeSink + 'static>(
 
 /// Receipts and office updates, counted and timed.
 struct Collector {
-    in_flight: Arc<Mutex<HashMap<Uuid, ()>>>,
+    in_flight: Arc<Mutex<HashSet<Uuid>>>,
     answered: Arc<tokio::sync::Notify>,
     rejected: Arc<Mutex<Vec<String>>>,
     updates: Arc<AtomicU64>,
@@ -814,12 +815,7 @@ impl Collector {
         );
         let on_receipt = move |receipt: Receipt| {
             let Some(id) = receipt.event_id else { return };
-            if in_flight
-                .lock()
-                .expect("not poisoned")
-                .remove(id.as_uuid())
-                .is_some()
-            {
+            if in_flight.lock().expect("not poisoned").remove(id.as_uuid()) {
                 if receipt.status == ReceiptStatus::Rejected {
                     rejected
                         .lock()
@@ -884,29 +880,18 @@ impl Collector {
     }
 
     fn sent(&self, id: Uuid) {
-        self.in_flight.lock().expect("not poisoned").insert(id, ());
+        self.in_flight.lock().expect("not poisoned").insert(id);
     }
 
     fn in_flight(&self) -> u64 {
         self.in_flight.lock().expect("not poisoned").len() as u64
     }
 
-    /// Waits until fewer than `limit` messages await their receipt.
-    async fn wait_below(&self, limit: u64) {
-        while self.in_flight() >= limit.max(1) {
-            let answered = self.answered.notified();
-            if self.in_flight() < limit.max(1) {
-                break;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(50), answered).await;
-        }
-    }
-
-    /// Waits until at most `left` messages await their receipt; returns the
-    /// rejection codes seen since the last drain.
-    async fn drain(&self, left: u64) -> anyhow::Result<Vec<String>> {
+    /// Waits until at most `most` messages await their receipt (bounded:
+    /// [`RECEIPTS_TIMEOUT_S`] only ends a broken run).
+    async fn wait_until_in_flight_at_most(&self, most: u64) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(RECEIPTS_TIMEOUT_S);
-        while self.in_flight() > left {
+        while self.in_flight() > most {
             if Instant::now() > deadline {
                 bail!(
                     "{} receipts missing after {RECEIPTS_TIMEOUT_S} s",
@@ -914,11 +899,18 @@ impl Collector {
                 );
             }
             let answered = self.answered.notified();
-            if self.in_flight() <= left {
+            if self.in_flight() <= most {
                 break;
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), answered).await;
         }
+        Ok(())
+    }
+
+    /// Waits until every message has its receipt; returns the rejection
+    /// codes seen since the last drain.
+    async fn drain(&self) -> anyhow::Result<Vec<String>> {
+        self.wait_until_in_flight_at_most(0).await?;
         Ok(std::mem::take(
             &mut *self.rejected.lock().expect("not poisoned"),
         ))
