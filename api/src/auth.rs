@@ -39,6 +39,24 @@ pub struct Caller {
     pub fingerprint: String,
 }
 
+impl Caller {
+    /// The caller as an active office terminal: its office and terminal;
+    /// 403 with `refusal` for any other principal, and the terminal's own
+    /// refusal (unknown, suspended, another certificate) from
+    /// [`check_terminal`].
+    pub async fn office_terminal(
+        &self,
+        state: &AppState,
+        refusal: &str,
+    ) -> Result<(&OfficeNumber, &TerminalId), ApiError> {
+        let Principal::Office { office, terminal } = &self.principal else {
+            return Err(ApiError::forbidden(refusal));
+        };
+        check_terminal(state, office, terminal, &self.fingerprint).await?;
+        Ok((office, terminal))
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 

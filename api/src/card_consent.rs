@@ -47,7 +47,7 @@ use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_strea
 use kiban_events::envelope::Actor;
 use kiban_events::ids::OfficeNumber;
 
-use crate::auth::{Caller, PersonId, check_terminal, fold, insurer_sharing};
+use crate::auth::{Caller, PersonId, fold, insurer_sharing};
 use crate::commands::{CommandAccepted, execute, idempotency_key, json_body, office_actor};
 use crate::error::{ApiError, ProblemKind};
 use crate::principal::Principal;
@@ -142,12 +142,12 @@ pub async fn challenge(
 ) -> Result<(StatusCode, Json<ChallengeIssued>), ApiError> {
     let request: ChallengeRequest = json_body(body)?;
     let person = PersonId::parse(&request.insurer, &request.insured)?;
-    let Principal::Office { office, terminal } = &caller.principal else {
-        return Err(ApiError::forbidden(
+    let (office, terminal) = caller
+        .office_terminal(
+            &state,
             "Only an office terminal with a card reader asks for a consent challenge.",
-        ));
-    };
-    check_terminal(&state, office, terminal, &caller.fingerprint).await?;
+        )
+        .await?;
     if !insurer_sharing(&state, &person.insurer).await? {
         return Err(ApiError::not_found("No such person."));
     }
@@ -207,12 +207,12 @@ pub async fn card_consent(
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
     let command_id = idempotency_key(&headers)?;
     let request: SignedChallenge = json_body(body)?;
-    let Principal::Office { office, terminal } = &caller.principal else {
-        return Err(ApiError::forbidden(
+    let (office, terminal) = caller
+        .office_terminal(
+            &state,
             "Only an office terminal posts a signed consent challenge.",
-        ));
-    };
-    check_terminal(&state, office, terminal, &caller.fingerprint).await?;
+        )
+        .await?;
     let certificate = hex::decode(request.certificate_hex.trim())
         .map_err(|_| ApiError::validation("certificate_hex must be hexadecimal DER."))?;
     let signature = hex::decode(request.signature_hex.trim())

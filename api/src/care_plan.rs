@@ -16,10 +16,9 @@ use kiban_events::domain::insured::{
     CarePlanOfficeKind, InsuredCommand, InsuredPerson, insured_stream,
 };
 
-use crate::auth::{Caller, PersonId, check_terminal, fold, insurer_sharing};
+use crate::auth::{Caller, PersonId, fold, insurer_sharing};
 use crate::commands::{CommandAccepted, execute, idempotency_key, json_body, office_actor};
 use crate::error::{ApiError, ProblemKind};
-use crate::principal::Principal;
 use crate::state::AppState;
 
 /// Body of a care-plan office notification.
@@ -47,12 +46,12 @@ pub async fn notify_care_plan_office(
     let person = PersonId::parse(&insurer, &insured)?;
     let command_id = idempotency_key(&headers)?;
     let request: CarePlanNotification = json_body(body)?;
-    let Principal::Office { office, terminal } = &caller.principal else {
-        return Err(ApiError::forbidden(
+    let (office, terminal) = caller
+        .office_terminal(
+            &state,
             "Only an office files its own care-plan notification here.",
-        ));
-    };
-    check_terminal(&state, office, terminal, &caller.fingerprint).await?;
+        )
+        .await?;
     if !insurer_sharing(&state, &person.insurer).await? {
         return Err(ApiError::not_found("No such person."));
     }

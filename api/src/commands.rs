@@ -149,12 +149,9 @@ pub async fn file_application(
     let person = PersonId::parse(&insurer, &insured)?;
     let command_id = idempotency_key(&headers)?;
     let request: ProxyApplication = json_body(body)?;
-    let Principal::Office { office, terminal } = &caller.principal else {
-        return Err(ApiError::forbidden(
-            "Only an office files an application by proxy here.",
-        ));
-    };
-    check_terminal(&state, office, terminal, &caller.fingerprint).await?;
+    let (office, terminal) = caller
+        .office_terminal(&state, "Only an office files an application by proxy here.")
+        .await?;
     let now = state.now();
     let stream = insured_stream(&person.insurer, &person.insured);
     let person_state = fold::<InsuredPerson>(&state, &stream).await?;

@@ -15,9 +15,8 @@ use kiban_events::domain::{CareLevel, TerminalId, jst};
 use kiban_events::ids::OfficeNumber;
 
 use super::staff::{self, LoginOutcome};
-use crate::auth::{Caller, check_terminal};
+use crate::auth::Caller;
 use crate::error::{ApiError, ProblemKind};
-use crate::principal::Principal;
 use crate::state::AppState;
 
 /// The session cookie (a random token; the database keeps its SHA-256).
@@ -211,13 +210,12 @@ impl FromRequestParts<AppState> for Terminal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, UiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let Principal::Office { office, terminal } = &caller.principal else {
-            return Err(ApiError::forbidden(
+        let (office, terminal) = caller
+            .office_terminal(
+                state,
                 "The web screen is for care-office terminals; other principals use the API.",
             )
-            .into());
-        };
-        check_terminal(state, office, terminal, &caller.fingerprint).await?;
+            .await?;
         Ok(Terminal {
             office: office.clone(),
             terminal: terminal.clone(),
