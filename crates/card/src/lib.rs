@@ -37,6 +37,8 @@ pub mod verify;
 
 #[cfg(feature = "pcsc")]
 pub mod pcsc;
+#[cfg(all(feature = "pcsc", feature = "virtual-card"))]
+pub mod test_pcscd;
 #[cfg(any(test, feature = "virtual-card"))]
 pub mod test_pki;
 #[cfg(any(test, feature = "virtual-card"))]

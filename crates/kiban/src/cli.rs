@@ -308,4 +308,13 @@ pub struct ApiArgs {
     /// Development certificates and checkpoints live here.
     #[arg(long, env = "KIBAN_DATA_DIR", default_value = kiban::system::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// A JPKI user-authentication CA certificate (利用者証明用CA, PEM or
+    /// DER) trusted for My Number card consent; repeat for several. With
+    /// --card-crl; without both, `POST /v1/consents/card` answers 503.
+    #[arg(long, requires = "card_crl", value_name = "FILE")]
+    pub card_ca: Vec<PathBuf>,
+    /// The CA's certificate revocation list (DER), read at every check so
+    /// that a refreshed file takes effect at once.
+    #[arg(long, requires = "card_ca", value_name = "FILE")]
+    pub card_crl: Option<PathBuf>,
 }

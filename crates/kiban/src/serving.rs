@@ -39,6 +39,17 @@ pub async fn serve(
             server_key,
         });
     }
+    if let Some(crl) = &api.card_crl {
+        options.card_trust = Some(kiban::system::load_card_trust(&api.card_ca, crl)?);
+    }
+    let card_consent = match &options.card_trust {
+        Some(trust) => format!(
+            "card consent: on ({} JPKI CA certificate(s), CRL {})",
+            trust.ca_certificates_der.len(),
+            trust.crl_path.display()
+        ),
+        None => "card consent: off (start with --card-ca and --card-crl)".to_owned(),
+    };
     let mut system = System::start(options).await?;
     // Signed checkpoints every KIBAN_CHECKPOINT_EVERY events (docs/audit.md).
     crate::audit::start_checkpointer(&system.store, database_url)?;
@@ -59,6 +70,7 @@ pub async fn serve(
         system.bus.describe(),
         kiban_engine::TICK_INTERVAL_MS / 1000
     );
+    println!("{card_consent}");
     print_curl(&system);
     println!("Ctrl-C to stop.");
     let outcome = wait_for_ctrl_c(&mut system).await;

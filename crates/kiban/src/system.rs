@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kiban_api::pki::ClientFiles;
 use kiban_api::principal::fingerprint;
-use kiban_api::{AppState, Clock, DevPki, Principal, ServeConfig, TlsFiles};
+use kiban_api::{AppState, CardTrust, Clock, DevPki, Principal, ServeConfig, TlsFiles};
 use kiban_bus::engine::EngineHandler;
 use kiban_bus::local::LocalBus;
 use kiban_bus::relay::{Checkpoints, FileCheckpoints};
@@ -90,6 +90,9 @@ pub struct SystemOptions {
     pub timer_interval: Duration,
     /// The JetStream streams' replicas and limits (NATS only).
     pub streams: StreamOptions,
+    /// The JPKI CA certificates and CRL for card consent; `None` leaves
+    /// `POST /v1/consents/card` unavailable (503).
+    pub card_trust: Option<CardTrust>,
 }
 
 impl SystemOptions {
@@ -104,6 +107,7 @@ impl SystemOptions {
             clock: Arc::new(chrono::Utc::now),
             timer_interval: Duration::from_millis(kiban_engine::TICK_INTERVAL_MS),
             streams: StreamOptions::default(),
+            card_trust: None,
         }
     }
 }
@@ -181,6 +185,10 @@ impl System {
             projections.clone(),
             options.clock.clone(),
         );
+        let state = match &options.card_trust {
+            Some(trust) => state.with_card_trust(trust.clone()),
+            None => state,
+        };
         let server = kiban_api::serve(
             &ServeConfig {
                 listen: options.listen,
@@ -569,4 +577,42 @@ pub async fn bootstrap_dev_terminals(
         }
     }
     Ok(())
+}
+
+/// The card-consent trust from files: each CA file holds one or more
+/// certificates in PEM, or one in DER; the CRL file must exist now (it is
+/// read again at every verification, so a refreshed file takes effect at
+/// once). JPKI publishes its CA certificates in DER.
+pub fn load_card_trust(ca_files: &[PathBuf], crl: &Path) -> anyhow::Result<CardTrust> {
+    let mut ca_certificates_der = Vec::new();
+    for file in ca_files {
+        let bytes = std::fs::read(file)
+            .with_context(|| format!("cannot read the card CA file {}", file.display()))?;
+        if bytes.windows(10).any(|window| window == b"-----BEGIN") {
+            let before = ca_certificates_der.len();
+            for certificate in CertificateDer::pem_slice_iter(&bytes) {
+                let certificate = certificate.with_context(|| {
+                    format!("invalid PEM in the card CA file {}", file.display())
+                })?;
+                ca_certificates_der.push(certificate.as_ref().to_vec());
+            }
+            anyhow::ensure!(
+                ca_certificates_der.len() > before,
+                "no certificate in the card CA file {}",
+                file.display()
+            );
+        } else {
+            ca_certificates_der.push(bytes);
+        }
+    }
+    anyhow::ensure!(
+        !ca_certificates_der.is_empty(),
+        "card consent needs at least one --card-ca"
+    );
+    std::fs::metadata(crl)
+        .with_context(|| format!("cannot read the card CRL file {}", crl.display()))?;
+    Ok(CardTrust {
+        ca_certificates_der,
+        crl_path: crl.to_owned(),
+    })
 }

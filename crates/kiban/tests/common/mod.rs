@@ -1,0 +1,131 @@
+//! What the binary's end-to-end tests share: a running `kiban serve`, HTTPS
+//! clients with the development certificates, seeding the store before
+//! serve opens it. Each test binary uses a part of it.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiban_engine::{CommandContext, Engine};
+use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+use kiban_events::envelope::{Actor, EventId};
+use kiban_events::ids::InsurerNumber;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use uuid::Uuid;
+
+pub const KIBAN: &str = env!("CARGO_BIN_EXE_kiban");
+/// The longest any one wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(120);
+pub const INSURER: &str = "131016";
+pub const OFFICE: &str = "1312345678";
+pub const PERSON: &str = "0000012345";
+
+pub async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("kiban.db").display())
+}
+
+/// A running `kiban serve` and its stdout.
+pub struct Serve {
+    pub child: Child,
+    pub stdout: Lines<BufReader<ChildStdout>>,
+    pub base: String,
+}
+
+impl Serve {
+    pub async fn start(dir: &Path, nats_url: Option<&str>) -> Serve {
+        Serve::start_with(dir, nats_url, &[]).await
+    }
+
+    /// The same with more arguments to `kiban serve`.
+    pub async fn start_with(dir: &Path, nats_url: Option<&str>, extra: &[&OsStr]) -> Serve {
+        let mut command = Command::new(KIBAN);
+        command
+            .args(["serve", "--database-url", &sqlite_url(dir), "--data-dir"])
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(url) = nats_url {
+            // The harness's nats-server has 1 GB of file storage.
+            command.args(["--nats-url", url, "--events-max-bytes", "268435456"]);
+        }
+        let mut child = command.spawn().expect("kiban serve starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut base = None;
+        loop {
+            let line = bounded("serve's banner", stdout.next_line())
+                .await
+                .unwrap()
+                .expect("kiban serve printed its banner before exiting");
+            if let Some(rest) = line.strip_prefix("API: ") {
+                base = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if line.starts_with("Ctrl-C to stop") {
+                break;
+            }
+        }
+        Serve {
+            child,
+            stdout,
+            base: base.expect("the banner names the API address"),
+        }
+    }
+
+    /// SIGINT (Ctrl-C), then the exit status.
+    pub async fn interrupt(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        // Drain stdout so that the child never blocks on a full pipe.
+        while let Ok(Some(_)) = self.stdout.next_line().await {}
+        bounded("serve to exit", self.child.wait()).await.unwrap()
+    }
+}
+
+pub fn client(certs: &Path, identity: Option<&str>) -> reqwest::Client {
+    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    if let Some(file) = identity {
+        let pem = std::fs::read(certs.join(file)).unwrap();
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// Onboards the insurer as the federation, straight into the store, before
+/// kiban serve opens it (no route or message kind onboards an insurer).
+pub async fn onboard(dir: &Path) {
+    let store = kiban::system::open_store(&sqlite_url(dir)).await.unwrap();
+    let engine = Arc::new(Engine::new(store.clone()));
+    let insurer = InsurerNumber::parse(INSURER).unwrap();
+    engine
+        .execute::<Insurer>(
+            &insurer_stream(&insurer),
+            &InsurerCommand::Onboard { insurer },
+            &CommandContext::new(
+                EventId::from_uuid(Uuid::now_v7()).unwrap(),
+                Actor::Federation,
+                chrono::Utc::now(),
+            ),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+}
