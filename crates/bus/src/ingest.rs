@@ -16,7 +16,9 @@
 //!   delivers it again, at most `INGEST_MAX_DELIVER` times.
 //! - Messages about the same insured person (else the same insurer) are
 //!   handled one after the other in stream order; different people in one
-//!   batch concurrently.
+//!   batch concurrently, and up to
+//!   [`INGEST_BATCHES_IN_FLIGHT_MAX`](crate::pipeline::INGEST_BATCHES_IN_FLIGHT_MAX)
+//!   batches at once when they share no ordering key ([`crate::pipeline`]).
 //! - Redelivered and re-sent messages are harmless: the handler is
 //!   idempotent by event id and answers with the same receipt again.
 
@@ -37,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::pipeline::KeyedPipeline;
 use crate::streams::ingest_consumer;
 use crate::subjects::{parse_ingest_subject, receipt_subject};
 
@@ -441,45 +444,58 @@ async fn pull_until_failure<H: IngestHandler>(
     let statistics = client.statistics();
     let connects = statistics.connects.load(Ordering::Relaxed);
     let mut reconnect_check = tokio::time::interval(Duration::from_millis(INGEST_HEARTBEAT_MS));
-    loop {
-        let batch = tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
+    let mut pipeline = KeyedPipeline::new();
+    let mut failed = None;
+    while failed.is_none() {
+        tokio::select! {
+            () = cancel.cancelled() => break,
             _ = reconnect_check.tick() => {
                 if statistics.connects.load(Ordering::Relaxed) != connects {
-                    return Err(Error::Unavailable("reconnected to NATS".to_owned()));
+                    failed = Some(Error::Unavailable("reconnected to NATS".to_owned()));
                 }
-                continue;
             }
-            batch = batches.next() => batch,
-        };
-        let Some(batch) = batch else {
-            return Err(Error::Unavailable(
-                "the ingest subscription ended".to_owned(),
-            ));
-        };
-        tracing::debug!(messages = batch.len(), "ingest batch pulled");
-        let mut failure = None;
-        let mut messages = Vec::with_capacity(batch.len());
-        for item in batch {
-            match item {
-                Ok(message) => messages.push(message),
-                Err(error) => failure = Some(Error::from_nats("pulling ingest messages", error)),
+            done = pipeline.next_done(), if !pipeline.is_idle() => {
+                if let Some(Err(error)) = done {
+                    failed = Some(error);
+                }
             }
-        }
-        process_batch(client, handler.as_ref(), messages).await?;
-        if let Some(error) = failure {
-            return Err(error);
+            batch = batches.next(), if pipeline.can_accept() => {
+                let Some(batch) = batch else {
+                    failed = Some(Error::Unavailable(
+                        "the ingest subscription ended".to_owned(),
+                    ));
+                    continue;
+                };
+                tracing::debug!(messages = batch.len(), "ingest batch pulled");
+                let mut messages = Vec::with_capacity(batch.len());
+                for item in batch {
+                    match item {
+                        Ok(message) => messages.push(message),
+                        Err(error) => {
+                            failed = Some(Error::from_nats("pulling ingest messages", error));
+                        }
+                    }
+                }
+                let (keys, groups) = group_batch(messages);
+                pipeline.submit(keys, settle_batch(client, handler.as_ref(), groups));
+            }
         }
     }
+    // Stopping (cancelled or failed): no new batch; a parked one never
+    // started and is delivered again; the running ones finish, so that
+    // nothing decided goes without its receipt.
+    pipeline.drop_waiting();
+    while let Some(done) = pipeline.next_done().await {
+        if let Err(error) = done {
+            failed.get_or_insert(error);
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
-/// Handles one batch: groups by ordering key, handles groups concurrently,
-/// publishes receipts, flushes them, then settles every message.
-async fn process_batch<H: IngestHandler>(
-    client: &async_nats::Client,
-    handler: &H,
-    messages: Vec<jetstream::Message>,
-) -> Result<()> {
+/// Groups a batch by ordering key (an invalid message is a group of its
+/// own); returns the keys too, each once.
+fn group_batch(messages: Vec<jetstream::Message>) -> (Vec<String>, Vec<Vec<Pulled>>) {
     let mut groups: Vec<Vec<Pulled>> = Vec::new();
     let mut group_of_key: HashMap<String, usize> = HashMap::new();
     for message in messages {
@@ -500,6 +516,16 @@ async fn process_batch<H: IngestHandler>(
         };
         groups[index].push((message, checked));
     }
+    (group_of_key.into_keys().collect(), groups)
+}
+
+/// Handles one batch's groups concurrently, publishes receipts, flushes
+/// them, then settles every message.
+async fn settle_batch<H: IngestHandler>(
+    client: &async_nats::Client,
+    handler: &H,
+    groups: Vec<Vec<Pulled>>,
+) -> Result<()> {
     let settled = futures::future::join_all(
         groups
             .into_iter()
@@ -533,7 +559,8 @@ async fn process_batch<H: IngestHandler>(
         // same person; handling them before the failed ones come back would
         // reorder that person's facts. Dropping the subscription returns
         // them to JetStream (redelivered after the ack wait, so after the
-        // failed ones), and the store gets a pause to recover.
+        // failed ones), and the store gets a pause to recover. (A batch
+        // sharing a key with this one was parked, never started.)
         return Err(Error::Unavailable(
             "the ingest handler is unavailable".to_owned(),
         ));

@@ -43,6 +43,7 @@ pub mod engine;
 pub mod error;
 pub mod ingest;
 pub mod local;
+pub mod pipeline;
 pub mod relay;
 pub mod routing;
 pub mod streams;

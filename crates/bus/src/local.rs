@@ -30,6 +30,7 @@ use crate::ingest::{
     INGEST_BATCH_MESSAGES_MAX, INGEST_RETRY_DELAY_MS, IngestHandler, Receipt, Unavailable,
     check_message, decide,
 };
+use crate::pipeline::KeyedPipeline;
 use crate::routing::OfficeSink;
 use crate::streams::INGEST_MAX_DELIVER;
 use crate::subjects::ingest_subject;
@@ -159,32 +160,44 @@ impl LocalBus {
         let Some(mut receiver) = receiver else {
             return Err(Error::Closed);
         };
+        // Like the JetStream consumer: what is queued is handled as one
+        // batch, one ordering key after the other within a group and the
+        // groups concurrently, so that their appends share commits; and a
+        // few batches at once when they share no ordering key.
+        let handler = handler.as_ref();
+        let cancel = &cancel;
+        let mut pipeline = KeyedPipeline::new();
         loop {
-            let message = tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                message = receiver.recv() => message,
-            };
-            let Some(message) = message else {
-                return Ok(());
-            };
-            // Like the JetStream consumer: what is queued is handled as one
-            // batch, one ordering key after the other within a group and
-            // the groups concurrently, so that their appends share commits.
-            let mut batch = vec![message];
-            while batch.len() < INGEST_BATCH_MESSAGES_MAX {
-                match receiver.try_recv() {
-                    Ok(message) => batch.push(message),
-                    Err(_) => break,
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = pipeline.next_done(), if !pipeline.is_idle() => {}
+                message = receiver.recv(), if pipeline.can_accept() => {
+                    let Some(message) = message else {
+                        break;
+                    };
+                    let mut batch = vec![message];
+                    while batch.len() < INGEST_BATCH_MESSAGES_MAX {
+                        match receiver.try_recv() {
+                            Ok(message) => batch.push(message),
+                            Err(_) => break,
+                        }
+                    }
+                    let (keys, groups) = group_by_ordering_key(batch);
+                    pipeline.submit(keys, async move {
+                        futures::future::join_all(groups.into_iter().map(|group| async move {
+                            for message in group {
+                                self.handle(handler, message, cancel).await;
+                            }
+                        }))
+                        .await;
+                    });
                 }
             }
-            let groups = group_by_ordering_key(batch);
-            futures::future::join_all(groups.into_iter().map(|group| async {
-                for message in group {
-                    self.handle(handler.as_ref(), message, &cancel).await;
-                }
-            }))
-            .await;
         }
+        // What was taken is finished (a parked batch too: the in-process
+        // queue has no redelivery).
+        while pipeline.next_done().await.is_some() {}
+        Ok(())
     }
 
     async fn handle<H: IngestHandler>(
@@ -224,8 +237,8 @@ impl LocalBus {
 }
 
 /// Splits a batch into groups of one ordering key each, in arrival order;
-/// an invalid message is a group of its own.
-fn group_by_ordering_key(batch: Vec<RawIngest>) -> Vec<Vec<RawIngest>> {
+/// an invalid message is a group of its own. Returns the keys too, each once.
+fn group_by_ordering_key(batch: Vec<RawIngest>) -> (Vec<String>, Vec<Vec<RawIngest>>) {
     let mut groups: Vec<Vec<RawIngest>> = Vec::new();
     let mut group_of_key: std::collections::HashMap<String, usize> = Default::default();
     for message in batch {
@@ -244,7 +257,7 @@ fn group_by_ordering_key(batch: Vec<RawIngest>) -> Vec<Vec<RawIngest>> {
         };
         groups[index].push(message);
     }
-    groups
+    (group_of_key.into_keys().collect(), groups)
 }
 
 /// A subscription to one insurer's receipts or one office's updates.
