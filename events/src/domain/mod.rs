@@ -43,7 +43,7 @@ pub use event::{DecodeError, DomainEvent, Emitter, EventSpec, FieldSpec};
 pub use rejection::{Rejection, RejectionCode};
 pub use values::{
     CareLevel, CopaymentRatio, CostLimitStage, DocumentRef, EquipmentCategory, LevelGroup,
-    SealedValue, ServiceTypeCode, Sha256Digest, TerminalId, ValueError, Yen,
+    PERSONAL_FIELDS, SealedValue, ServiceTypeCode, Sha256Digest, TerminalId, ValueError, Yen,
 };
 
 /// One aggregate's workflow: what it decides and how its state follows its
