@@ -31,6 +31,7 @@ use crate::projections::script::{ANY_CREDENTIAL, INSURER, day, history};
 on_both_backends!(
     forgetting_a_person_leaves_a_verifying_chain_and_no_plaintext,
     v1_rows_of_the_fixture_read_back_as_v2_through_the_store,
+    readers_see_personal_fields_opened_and_forgotten_over_https,
 );
 
 /// The person whose personal fields are sealed, then forgotten.
@@ -479,4 +480,58 @@ async fn v1_rows_of_the_fixture_read_back_as_v2_through_the_store(db: &TestDb) {
     ));
     projections.stop().await;
     store.close().await;
+}
+
+async fn readers_see_personal_fields_opened_and_forgotten_over_https(db: &TestDb) {
+    use crate::api::{Harness, office_t01, other_insurer, own_insurer};
+    use crate::projections::script::PERSON;
+    use reqwest::{Method, StatusCode};
+
+    let harness = Harness::start(db).await;
+    let moved = crate::projections::script::ingest(
+        &harness.engine,
+        INSURER,
+        PERSON,
+        None,
+        "insured.moved_house",
+        27,
+        serde_json::json!({"moved_on": "2026-05-28", "address": {"plain": ADDRESS}}),
+    )
+    .await;
+    bounded("caught up", harness.projections.wait_for(moved))
+        .await
+        .unwrap();
+    let path = format!("/v1/persons/{INSURER}/{PERSON}/personal");
+    // The insurer and the care-plan office (logged) read the address opened.
+    for reader in [own_insurer(), office_t01()] {
+        let (status, body) = harness.get(&reader, &path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["address_display"], ADDRESS, "{body}");
+        assert_eq!(body["address"]["state"], "plain");
+        assert_eq!(body["forgotten"], false);
+    }
+    let (status, _) = harness.get(&other_insurer(), &path).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Only the person's insurer forgets.
+    let forget = format!("/v1/persons/{INSURER}/{PERSON}/forget");
+    let (status, _) = harness
+        .call(Some(&office_t01()), Method::POST, &forget, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = harness
+        .call(Some(&own_insurer()), Method::POST, &forget, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["key_id"].is_string(), "{body}");
+    let position = body["positions"][0].as_u64().expect("a position");
+    bounded("caught up", harness.projections.wait_for(position))
+        .await
+        .unwrap();
+    let (status, body) = harness.get(&own_insurer(), &path).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["forgotten"], true);
+    assert_eq!(body["address"]["state"], "forgotten");
+    assert_eq!(body["address_display"], kiban_store::FORGOTTEN_MARKER);
+    harness.stop().await;
 }
