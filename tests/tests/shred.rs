@@ -297,6 +297,7 @@ async fn forgetting_a_person_leaves_a_verifying_chain_and_no_plaintext(db: &Test
         .await
         .unwrap();
     assert!(done.key.key_id.is_some());
+    assert!(done.key.destroyed_now);
     assert_eq!(done.executed.events.len(), 1);
     assert_eq!(
         done.executed.events[0].event_type.as_str(),
@@ -308,6 +309,7 @@ async fn forgetting_a_person_leaves_a_verifying_chain_and_no_plaintext(db: &Test
         .await
         .unwrap();
     assert_eq!(again.key.key_id, done.key.key_id);
+    assert!(!again.key.destroyed_now);
     let forgotten_events = store
         .read_stream(&stream, 1, 100)
         .await

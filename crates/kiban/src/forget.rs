@@ -45,10 +45,11 @@ pub async fn run(args: ForgetArgs) -> anyhow::Result<ExitCode> {
          failed (another kiban holds the writer? then use POST \
          /v1/audit/persons/{insurer}/{insured}/forget, or run this again once it stops)"
     })?;
-    let key = forgetting.key.key_id.map_or_else(
-        || "no key existed".to_owned(),
-        |id| format!("key {id} destroyed"),
-    );
+    let key = match (&forgetting.key.key_id, forgetting.key.destroyed_now) {
+        (Some(id), true) => format!("key {id} destroyed"),
+        (Some(id), false) => format!("key {id} was destroyed before"),
+        (None, _) => "no key existed".to_owned(),
+    };
     let event = match forgetting.executed.events.first() {
         Some(event) if !forgetting.executed.replayed => {
             format!(

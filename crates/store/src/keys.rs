@@ -155,6 +155,8 @@ pub struct Forgotten {
     /// The destroyed key's id; `None` when the person never had one (a
     /// tombstone row is written so none is created later).
     pub key_id: Option<String>,
+    /// Whether this call destroyed it (false: it was destroyed before).
+    pub destroyed_now: bool,
 }
 
 #[derive(Clone)]
@@ -350,9 +352,16 @@ impl PersonKeys {
         self.cache.lock().expect("not poisoned").pop(&person);
         let micros = now.timestamp_micros();
         let readers = self.store.readers();
+        if let Some((key_id, None)) = sql::person_key(readers, &person).await? {
+            return Ok(Forgotten {
+                key_id: Some(key_id),
+                destroyed_now: false,
+            });
+        }
         if let Some(key_id) = sql::destroy_person_key(readers, &person, micros).await? {
             return Ok(Forgotten {
                 key_id: Some(key_id),
+                destroyed_now: true,
             });
         }
         let mut id = [0u8; KEY_ID_BYTES];
@@ -369,8 +378,10 @@ impl PersonKeys {
         // A key created in between is destroyed now.
         let key_id = sql::destroy_person_key(readers, &person, micros).await?;
         let tombstone = hex::encode(id);
+        let key_id = key_id.filter(|id| *id != tombstone);
         Ok(Forgotten {
-            key_id: key_id.filter(|id| *id != tombstone),
+            destroyed_now: key_id.is_some(),
+            key_id,
         })
     }
 
