@@ -81,35 +81,23 @@ fn rejected(outcome: IngestOutcome) -> String {
     }
 }
 
-/// The person's data key as lower-case hex, read with raw SQL.
-async fn data_key_hex(db: &TestDb) -> Option<String> {
+/// The person's data key, read with raw SQL (`None` once destroyed).
+async fn data_key(db: &TestDb) -> Option<Vec<u8>> {
+    let sql = "SELECT data_key FROM person_keys WHERE person = $1";
     let person = format!("{INSURER}-{FORGOTTEN_PERSON}");
-    match db.backend() {
+    let key: Option<Option<Vec<u8>>> = match db.backend() {
         Backend::Postgres => {
             let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
-            let key: Option<String> = sqlx::query_scalar(
-                "SELECT encode(data_key, 'hex') FROM person_keys WHERE person = $1",
-            )
-            .bind(&person)
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-            let _ = conn.close().await;
-            key
+            let query = sqlx::query_scalar(sql).bind(&person);
+            query.fetch_optional(&mut conn).await.unwrap()
         }
         Backend::Sqlite => {
             let mut conn = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
-            let key: Option<String> = sqlx::query_scalar(
-                "SELECT lower(hex(data_key)) FROM person_keys WHERE person = $1 AND data_key IS NOT NULL",
-            )
-            .bind(&person)
-            .fetch_optional(&mut conn)
-            .await
-            .unwrap();
-            let _ = conn.close().await;
-            key
+            let query = sqlx::query_scalar(sql).bind(&person);
+            query.fetch_optional(&mut conn).await.unwrap()
         }
-    }
+    };
+    key.flatten()
 }
 
 /// Everything the database holds, as bytes to search.
@@ -279,10 +267,11 @@ async fn forgetting_a_person_leaves_a_verifying_chain_and_no_plaintext(db: &Test
     assert_eq!(doc.personal().address.as_ref(), Some(&sealed));
     let before = raw_database(db).await;
     assert_no_plaintext(&before, "before forgetting");
-    let key_hex = data_key_hex(db).await.expect("the person has a key");
+    let key = data_key(db).await.expect("the person has a key");
+    // SQLite's file holds the bytes; PostgreSQL's text dump shows bytea as hex.
     let key_needle = match db.backend() {
-        Backend::Sqlite => hex::decode(&key_hex).unwrap(),
-        Backend::Postgres => key_hex.clone().into_bytes(),
+        Backend::Sqlite => key.clone(),
+        Backend::Postgres => hex::encode(&key).into_bytes(),
     };
     // The scan sees what is there: the ciphertext and the live key.
     assert!(contains(&before, sealed.as_str().as_bytes()));
@@ -387,7 +376,7 @@ async fn forgetting_a_person_leaves_a_verifying_chain_and_no_plaintext(db: &Test
         !contains(&raw, &key_needle),
         "the destroyed data key is still in the database"
     );
-    assert_eq!(data_key_hex(db).await, None);
+    assert_eq!(data_key(db).await, None);
 }
 
 async fn projections_person(
