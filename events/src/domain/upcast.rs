@@ -19,6 +19,9 @@ use crate::envelope::Payload;
 
 use super::DecodeError;
 
+/// A payload as a JSON object, the form upcasters work on.
+pub type JsonObject = Map<String, Value>;
+
 /// One step of an upcaster chain: `event_type` from `from` to `from + 1`.
 #[derive(Debug, Clone, Copy)]
 pub struct Upcaster {
@@ -29,7 +32,7 @@ pub struct Upcaster {
     /// What changed, for the catalog (`docs/events.md`).
     pub doc: &'static str,
     /// The conversion of the payload object.
-    pub apply: fn(Map<String, Value>) -> Result<Map<String, Value>, String>,
+    pub apply: fn(JsonObject) -> Result<JsonObject, String>,
 }
 
 /// Every upcaster step, by event type and version.
@@ -43,7 +46,7 @@ pub const UPCASTERS: &[Upcaster] = &[Upcaster {
 }];
 
 /// `insured.moved_house` v1 → v2: `new_address` becomes `address`.
-fn moved_house_v1_to_v2(mut payload: Map<String, Value>) -> Result<Map<String, Value>, String> {
+fn moved_house_v1_to_v2(mut payload: JsonObject) -> Result<JsonObject, String> {
     let address = payload
         .remove("new_address")
         .ok_or("v1 payload has no `new_address`")?;
@@ -79,7 +82,7 @@ pub fn to_current(
     if found == 0 || found > current {
         return Err(unsupported());
     }
-    let mut object: Map<String, Value> = payload.parse().map_err(|e| bad(e.to_string()))?;
+    let mut object: JsonObject = payload.parse().map_err(|e| bad(e.to_string()))?;
     for version in found..current {
         let step = steps_of(event_type)
             .find(|step| step.from == version)
