@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use kiban_events::envelope::Actor;
+use kiban_projections::PersonalFields;
 use kiban_store::{FORGOTTEN_MARKER, Opened};
 
 use crate::auth::{Caller, PersonId, authorise_person_read};
@@ -33,6 +34,24 @@ pub struct PersonalView {
     pub moved_on: Option<NaiveDate>,
 }
 
+/// The person's latest address, opened with their key: `None` when none
+/// was given, `Forgotten` once forgotten. Shared by the route and the
+/// office screen.
+pub(crate) async fn open_address(
+    state: &AppState,
+    person: &PersonId,
+    fields: &PersonalFields,
+) -> Result<Option<Opened>, ApiError> {
+    Ok(match (&fields.address, state.inner.engine.person_keys()) {
+        _ if fields.forgotten_at.is_some() => Some(Opened::Forgotten),
+        (None, _) => None,
+        (Some(sealed), Some(keys)) => {
+            Some(keys.open(&person.insurer, &person.insured, sealed).await?)
+        }
+        (Some(_), None) => Some(Opened::Unreadable),
+    })
+}
+
 /// `GET /v1/persons/{insurer}/{insured}/personal`: the readers of a
 /// person's record (an office's read is logged as for every person read).
 pub async fn personal(
@@ -50,14 +69,7 @@ pub async fn personal(
         .ok_or_else(|| ApiError::not_found("No such person."))?;
     let fields = doc.personal();
     let forgotten = fields.forgotten_at.is_some();
-    let address = match (&fields.address, state.inner.engine.person_keys()) {
-        _ if forgotten => Some(Opened::Forgotten),
-        (None, _) => None,
-        (Some(sealed), Some(keys)) => {
-            Some(keys.open(&person.insurer, &person.insured, sealed).await?)
-        }
-        (Some(_), None) => Some(Opened::Unreadable),
-    };
+    let address = open_address(&state, &person, &fields).await?;
     Ok(Json(PersonalView {
         insurer: doc.insurer,
         insured: doc.insured,
