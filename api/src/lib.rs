@@ -51,6 +51,7 @@ mod commands;
 mod documents;
 mod error;
 mod ops;
+mod personal;
 pub mod pki;
 pub mod principal;
 mod queries;

@@ -11,7 +11,7 @@ use tower::ServiceBuilder;
 
 use crate::state::AppState;
 use crate::{
-    audit, card_consent, care_plan, commands, documents, ops, queries, subsidies, updates,
+    audit, card_consent, care_plan, commands, documents, ops, personal, queries, subsidies, updates,
 };
 
 /// Largest request body, in bytes. Commands are small JSON objects (a
@@ -317,6 +317,20 @@ pub const ROUTES: &[RouteDoc] = &[
         "auditors",
         false,
     ),
+    route(
+        "GET",
+        "/v1/persons/{insurer}/{insured}/personal",
+        "Personal fields opened with the person's key (忘却済み once forgotten)",
+        PERSON_READERS,
+        false,
+    ),
+    route(
+        "POST",
+        "/v1/persons/{insurer}/{insured}/forget",
+        "Forget the person (本人情報の消去): destroy their key, record insured.person_forgotten",
+        "the person's insurer (no Idempotency-Key: idempotent per person)",
+        false,
+    ),
 ];
 
 /// Adds `handler` at `path`, refusing (a bug) a route missing from [`ROUTES`].
@@ -480,6 +494,18 @@ pub fn router(state: AppState) -> Router {
         "GET",
         "/v1/audit/offices/{office}/access-log",
         get(audit::office_access_log),
+    );
+    r = add(
+        r,
+        "GET",
+        "/v1/persons/{insurer}/{insured}/personal",
+        get(personal::personal),
+    );
+    r = add(
+        r,
+        "POST",
+        "/v1/persons/{insurer}/{insured}/forget",
+        post(personal::forget),
     );
     r.fallback(ops::fallback)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))

@@ -728,14 +728,14 @@ fn moving_house_resets_the_cap_to_a_fresh_200000_without_carrying_the_balance() 
         .when(
             InsuredCommand::RecordMove {
                 moved_on: d(2026, 6, 1),
-                new_address: None,
+                address: None,
             },
             at(2026, 6, 2),
         )
         .then(vec![
             MovedHouse {
                 moved_on: d(2026, 6, 1),
-                new_address: None,
+                address: None,
             }
             .into(),
             HomeModificationCapReset {
@@ -749,7 +749,7 @@ fn moving_house_resets_the_cap_to_a_fresh_200000_without_carrying_the_balance() 
         .when(
             InsuredCommand::RecordMove {
                 moved_on: d(2026, 6, 3),
-                new_address: None,
+                address: None,
             },
             at(2026, 6, 2),
         )

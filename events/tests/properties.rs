@@ -235,7 +235,7 @@ fn insured_command(op: &Op, day: NaiveDate, seq: &mut u32) -> InsuredCommand {
         },
         Op::Move => InsuredCommand::RecordMove {
             moved_on: day,
-            new_address: None,
+            address: None,
         },
         Op::Certify { level } => {
             *seq += 1;
@@ -532,6 +532,13 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
                 serial: "1001".to_owned(),
             },
         ),
+        (
+            d(2029, 2, 3),
+            InsuredCommand::RecordForgotten {
+                forgotten_at: common::at(2029, 2, 3),
+                key_id: Some("9c2f4e61a0b87d35e4c1f0a2".to_owned()),
+            },
+        ),
     ]);
     let insured_events = run::<InsuredPerson>(insured_history(), insured_commands, no_check);
     assert_eq!(types(&insured_events), catalog::<InsuredEvent>());
@@ -801,7 +808,7 @@ proptest! {
             InsuredCommand::IssueCostLimitCertificate { stage: kiban_events::domain::CostLimitStage::Stage1, applied_on: dates[1] },
             InsuredCommand::RegisterCarePlanOffice { office: office(), office_kind: CarePlanOfficeKind::HomeCareSupportOffice, filed_on: dates[2] },
             InsuredCommand::ApplyForHomeModification { prior_application: 1, applied_on: dates[3], planned_cost: Yen::new(cost) },
-            InsuredCommand::RecordMove { moved_on: dates[4], new_address: None },
+            InsuredCommand::RecordMove { moved_on: dates[4], address: None },
             InsuredCommand::RecordEquipmentPurchase { category: EquipmentCategory::Walker, purchased_on: dates[5], cost: Yen::new(cost), seller_designated: true, replacement_reason: None },
         ];
         for command in &insured_commands {

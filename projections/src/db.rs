@@ -277,6 +277,23 @@ impl Tx {
         json.map(|json| parse(doc_key, &json)).transpose()
     }
 
+    /// The document keys filed under `index_key` of `index_name`, in order.
+    pub async fn index_keys(&mut self, index_name: &str, index_key: &str) -> Result<Vec<String>> {
+        let sql = "SELECT doc_key FROM projection_index
+            WHERE projection = $1 AND generation = $2 AND index_name = $3 AND index_key = $4
+            ORDER BY doc_key";
+        let (projection, generation) = (self.projection, self.generation);
+        Ok(
+            both_tx!(&mut self.inner, tx => sqlx::query_scalar::<_, String>(sql)
+            .bind(projection)
+            .bind(generation)
+            .bind(index_name)
+            .bind(index_key)
+            .fetch_all(&mut **tx)
+            .await)?,
+        )
+    }
+
     /// Writes (inserts or replaces) the document under `doc_key`.
     pub async fn put<T: Serialize>(&mut self, doc_key: &str, document: &T) -> Result<()> {
         let json = serde_json::to_string(document).map_err(|e| Error::Corrupted {

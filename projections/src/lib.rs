@@ -48,7 +48,7 @@ pub use as_of::ReadModelsAsOf;
 pub use db::{Db, POOL_ACQUIRE_TIMEOUT_MS, READ_MODEL_CONNECTIONS, SQLITE_BUSY_TIMEOUT_MS, Tx};
 pub use error::{Error, Result};
 pub use models::access_log::AccessEntry;
-pub use models::care::{ApplicationDoc, PersonDoc};
+pub use models::care::{ApplicationDoc, PersonDoc, PersonalFields};
 pub use projection::{Projection, Stamped, decode};
 pub use read::*;
 pub use runner::{BATCH_EVENTS_MAX, Lag, Projections, RETRY_DELAY_MS};

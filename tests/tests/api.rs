@@ -48,8 +48,8 @@ const SECOND_TERMINAL: &str = "T-02";
 
 pub(crate) struct Harness {
     pub(crate) store: Store,
-    engine: Arc<Engine<Store>>,
-    projections: Projections,
+    pub(crate) engine: Arc<Engine<Store>>,
+    pub(crate) projections: Projections,
     server: Option<Server>,
     shutdown: CancellationToken,
     pki: DevPki,
@@ -73,10 +73,10 @@ fn other_office() -> Principal {
         "kiban:office:{OTHER_OFFICE}:terminal:{OTHER_TERMINAL}"
     ))
 }
-fn own_insurer() -> Principal {
+pub(crate) fn own_insurer() -> Principal {
     principal(&format!("kiban:insurer:{INSURER}"))
 }
-fn other_insurer() -> Principal {
+pub(crate) fn other_insurer() -> Principal {
     principal(&format!("kiban:insurer:{QUIET_INSURER}"))
 }
 fn medical() -> Principal {
@@ -104,7 +104,10 @@ impl Harness {
         ];
         let pki = kiban_api::dev_pki(dir.path(), &principals).expect("dev pki");
         let store = db.open().await;
-        let engine = Arc::new(Engine::new(store.clone()));
+        let engine = Arc::new(
+            Engine::new(store.clone())
+                .with_person_keys(kiban_store::PersonKeys::new(store.clone())),
+        );
         let fingerprint = |p: &Principal| pki.client(p).unwrap().fingerprint.clone();
         history(&engine, &fingerprint(&office_t01())).await;
         register_terminal(
@@ -179,7 +182,7 @@ impl Harness {
         builder.build().unwrap()
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         who: Option<&Principal>,
         method: Method,

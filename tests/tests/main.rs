@@ -9,6 +9,7 @@ mod engine;
 mod ingest;
 mod projections;
 mod routing;
+mod shred;
 mod store_contract;
 mod timers;
 mod ui;

@@ -187,6 +187,20 @@ pub async fn page(
     let applications = read.applications(&key, now).await.map_err(ApiError::from)?;
     let documents = read.documents_of(&key).await.map_err(ApiError::from)?;
     let ledgers = read.ledgers(&key, now).await.map_err(ApiError::from)?;
+    // Personal fields, opened with the person's key (忘却済み once forgotten).
+    let personal = read
+        .person(&key)
+        .await
+        .map_err(ApiError::from)?
+        .map(|doc| doc.personal())
+        .unwrap_or_default();
+    let address = crate::personal::open_address(&state, &person, &personal).await?;
+    let address = match &address {
+        None => lang.t("届出なし", "None given"),
+        Some(opened) => opened
+            .display()
+            .unwrap_or_else(|| lang.t("読み取れません", "Unreadable")),
+    };
     let base = format!("/ui/persons/{}/{}", person.insurer, person.insured);
     let body = html! {
         p class="person-id" {
@@ -217,6 +231,8 @@ pub async fn page(
                         None => { (lang.t("届出なし", "None filed")) }
                     }
                 }
+                dt { (lang.t("住所", "Address")) }
+                dd id="address" { (address) }
                 @if eligibility.reimbursement_only {
                     dt { (lang.t("給付制限", "Restriction")) }
                     dd class="warn" { (lang.t("償還払い", "Reimbursement only")) }

@@ -112,6 +112,9 @@ pub enum EngineError {
 pub struct Engine<S> {
     store: S,
     cache: StateCache,
+    /// The per-person keys that seal personal fields on ingest; without
+    /// them a message carrying plaintext personal data is refused.
+    keys: Option<kiban_store::PersonKeys>,
 }
 
 impl<S: EventStore> Engine<S> {
@@ -125,7 +128,19 @@ impl<S: EventStore> Engine<S> {
         Self {
             store,
             cache: StateCache::new(capacity),
+            keys: None,
         }
+    }
+
+    /// Seals personal fields with `keys` (crypto-shredding, docs/audit.md).
+    pub fn with_person_keys(mut self, keys: kiban_store::PersonKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The per-person keys, when sealing is enabled.
+    pub fn person_keys(&self) -> Option<&kiban_store::PersonKeys> {
+        self.keys.as_ref()
     }
 
     /// The store this engine appends to.

@@ -9,6 +9,9 @@
 //! (the person's current certification for a renewal), decides, and records —
 //! or rejects with a stable code.
 //!
+//! Personal fields arrive as plaintext (`{"plain": ...}`) and are sealed
+//! with the person's key before the command is decided (`personal.rs`).
+//!
 //! Process manager: a recorded `certification.decided` with a validity is
 //! also recorded on the person (`insured.certification_recorded`), under an
 //! event id derived from the message's, so a retry never records it twice.
@@ -238,6 +241,19 @@ impl<S: EventStore> Engine<S> {
                 ),
             ));
         };
+        let mut message = message;
+        crate::personal::seal_body(
+            self.person_keys(),
+            &mut message.body,
+            &message.insurer,
+            message.insured.as_ref(),
+            &message.event_id.to_string(),
+        )
+        .await
+        .map_err(|failure| match failure {
+            crate::personal::SealFailure::Refused(code, text) => reject(code, text),
+            crate::personal::SealFailure::Store(error) => Failure::Engine(error.into()),
+        })?;
         match target {
             Target::Certification(variant) => {
                 self.ingest_certification(variant, message, &context).await

@@ -13,6 +13,8 @@
 //! - `cache.rs`: the bounded cache of recent aggregate states.
 //! - `ingest.rs`: [`ingest::MunicipalMessage`], a municipality's status
 //!   message, and its translation into decider commands.
+//! - `personal.rs`: sealing the plaintext personal fields of a message
+//!   with the person's key before it is decided (crypto-shredding).
 //! - `timers.rs`: [`Timers`], the due list that follows the store and the
 //!   ticker that records deadlines, renewal windows, consent expiries and
 //!   overdue subsidies under deterministic ids (DESIGN.md decision 9).
@@ -28,6 +30,7 @@
 mod cache;
 mod engine;
 pub mod ingest;
+pub mod personal;
 pub mod timers;
 
 pub use cache::STATE_CACHE_CAPACITY_DEFAULT;

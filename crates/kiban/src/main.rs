@@ -16,6 +16,7 @@ mod bench_ingest;
 mod card;
 mod cli;
 mod commands;
+mod forget;
 mod replay;
 mod serving;
 mod simulate;

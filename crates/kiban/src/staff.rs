@@ -22,6 +22,10 @@ pub enum AdminCommand {
         #[command(subcommand)]
         staff: StaffCommand,
     },
+    /// Forget a person (本人情報の消去): destroy their data key so every
+    /// personal field of theirs is unreadable, and record
+    /// `insured.person_forgotten`. The chain still verifies. Irreversible.
+    Forget(crate::forget::ForgetArgs),
 }
 
 /// `kiban admin staff …`
@@ -44,14 +48,17 @@ pub enum StaffCommand {
 
 /// Runs an admin command.
 pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
-    let AdminCommand::Staff {
-        staff:
-            StaffCommand::Add {
-                store,
-                office,
-                user,
-            },
-    } = command;
+    let (store, office, user) = match command {
+        AdminCommand::Staff {
+            staff:
+                StaffCommand::Add {
+                    store,
+                    office,
+                    user,
+                },
+        } => (store, office, user),
+        AdminCommand::Forget(args) => return crate::forget::run(args).await,
+    };
     let office = OfficeNumber::parse(&office)
         .map_err(|_| anyhow::anyhow!("the office number must be 10 digits"))?;
     let password = match std::env::var("KIBAN_STAFF_PASSWORD") {

@@ -162,7 +162,10 @@ impl System {
     /// consumed.
     pub async fn start(options: SystemOptions) -> anyhow::Result<System> {
         let store = open_store(&options.database_url).await?;
-        let engine = Arc::new(Engine::new(store.clone()));
+        let engine = Arc::new(
+            Engine::new(store.clone())
+                .with_person_keys(kiban_store::PersonKeys::new(store.clone())),
+        );
         let read_db = Db::open(&options.database_url)
             .await
             .context("cannot open the read-model database")?;

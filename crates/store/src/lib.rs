@@ -26,6 +26,7 @@
 //! - `cache.rs`: the writer's bounded stream-version cache.
 //! - `chain.rs`: the hash chain and its verification.
 //! - `checkpoint.rs`: signed checkpoints (Ed25519) and their export.
+//! - `keys.rs`: per-person data keys and sealed values (crypto-shredding).
 //! - `backend/`: the SQL of each backend, behind a small internal surface.
 //! - `blobs.rs`: content-addressed document bodies ([`Store::put_blob`],
 //!   [`Store::get_blob`], [`Store::blob_size`]) in the `blobs` table.
@@ -58,6 +59,7 @@ mod cache;
 mod chain;
 mod checkpoint;
 mod error;
+pub mod keys;
 mod store;
 mod writer;
 
@@ -72,6 +74,7 @@ pub use checkpoint::{
 };
 pub use ed25519_dalek::VerifyingKey;
 pub use error::{Error, Result};
+pub use keys::{FORGOTTEN_MARKER, Opened, PersonKeys, SealError};
 pub use kiban_events::{
     EventId, ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamName, Version,
 };

@@ -230,6 +230,10 @@ impl Store {
             // FULL: the WAL is fsynced at every commit, so nothing is
             // acknowledged before it survives a power cut.
             .synchronous(SqliteSynchronous::Full)
+            // Deleted content inside b-tree pages is zeroed when that costs
+            // no extra I/O (FAST); forgetting a person's key runs with ON
+            // (docs/audit.md, crypto-shredding).
+            .pragma("secure_delete", "FAST")
             .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS));
         // The migration runs on its own connection before any pool exists, so
         // the file and its WAL are set up before readers open it.

@@ -19,6 +19,11 @@ use crate::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNum
 
 /// Every event type of every aggregate, in catalog order.
 pub fn all_event_types() -> Vec<&'static str> {
+    all_specs().iter().map(|spec| spec.event_type).collect()
+}
+
+/// The catalog entry of every event type of every aggregate, in order.
+pub fn all_specs() -> Vec<&'static event::EventSpec> {
     [
         <certification::CertificationEvent as DomainEvent>::CATALOG,
         <insured::InsuredEvent as DomainEvent>::CATALOG,
@@ -28,7 +33,6 @@ pub fn all_event_types() -> Vec<&'static str> {
     ]
     .into_iter()
     .flatten()
-    .map(|spec| spec.event_type)
     .collect()
 }
 
@@ -44,7 +48,8 @@ pub fn catalog_markdown() -> String {
          Dates are Japanese calendar dates (`YYYY-MM-DD`), times are UTC (RFC 3339), amounts \
          are whole yen. \"Emitted by\" is the envelope actor kind allowed to cause the event. \
          No payload carries the Individual Number (My Number); personal fields appear only as \
-         `SealedValue` (already encrypted with the person's key).\n\n",
+         `SealedValue` (encrypted with the person's key by kiban before the event is \
+         recorded; producers send them as `{\"plain\": \"...\"}`, docs/integration.md).\n\n",
     );
     out.push_str(&event::render_catalog(
         "Certification application (`certification/<insurer>-<insured>-<seq>`)",
@@ -193,8 +198,13 @@ fn value_shapes() -> String {
         ),
         (
             "`SealedValue`",
-            json(&SealedValue::parse("v1.k7.AbCdEf0123").expect("valid")),
-            "ciphertext of personal data; opaque to kiban",
+            json(
+                &SealedValue::parse("v1.9c2f4e61a0b87d35e4c1f0a2.w8Z1qk0X3vY5t7Rb2mJ9cL4nP6sH1dF0gA8eK3uW5yQ7iO2xV9zT4rB6nM1pC3")
+                    .expect("valid"),
+            ),
+            "personal data sealed by kiban: `v1.<key id>.<base64url(nonce ‖ ciphertext)>` \
+             (XChaCha20-Poly1305, the person's key; see docs/audit.md). Producers send \
+             `{\"plain\": \"...\"}` instead",
         ),
         (
             "`ApplicationKind`",

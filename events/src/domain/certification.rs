@@ -84,7 +84,8 @@ pub enum Applicant {
     Person,
     /// A family member; the name, when given, only sealed.
     Family {
-        /// The family member's name, encrypted with the person's key.
+        /// The family member's name (氏名), sealed with the insured
+        /// person's key (a producer sends `{"plain": ...}`).
         name: Option<SealedValue>,
     },
     /// A care office by proxy (代行申請).

@@ -23,9 +23,9 @@
 //! assert_eq!(back, event);
 //! ```
 //!
-//! [`DomainEvent::from_recorded`] is where upcasters hook in: when a payload
-//! schema changes, the old version is read, converted and returned as the
-//! current one, with a test that reads old bytes (STYLE.md).
+//! [`DomainEvent::from_recorded`] runs older payload versions through the
+//! upcaster chain of [`crate::domain::upcast`] before decoding them, so a
+//! caller only ever sees the current version.
 
 use std::fmt::Debug;
 
@@ -193,7 +193,11 @@ macro_rules! domain_events {
     ) => {
         $(
             $(#[doc = $doc])*
+            ///
+            /// Unknown fields are refused: a payload of another schema
+            /// version read as this one fails instead of losing a field.
             #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
             pub struct $variant {
                 $( $(#[doc = $field_doc])* pub $field: $field_type, )*
             }
@@ -271,14 +275,19 @@ macro_rules! domain_events {
                 match event_type {
                     $(
                         $event_type => {
-                            // Upcasters for older schema versions go here.
-                            if schema_version != $version {
-                                return Err($crate::domain::DecodeError::UnsupportedSchemaVersion {
-                                    event_type: event_type.to_owned(),
-                                    found: schema_version,
-                                    current: $version,
-                                });
-                            }
+                            // Older schema versions go through the upcaster chain.
+                            let upcast;
+                            let payload = if schema_version == $version {
+                                payload
+                            } else {
+                                upcast = $crate::domain::upcast::to_current(
+                                    event_type,
+                                    schema_version,
+                                    $version,
+                                    payload,
+                                )?;
+                                &upcast
+                            };
                             payload
                                 .parse::<$variant>()
                                 .map($enum::$variant)
@@ -309,6 +318,15 @@ pub fn render_catalog(title: &str, specs: &[EventSpec]) -> String {
             collapse(spec.doc),
             emitters.join(", ")
         ));
+        for step in super::upcast::steps_of(spec.event_type) {
+            out.push_str(&format!(
+                "Reads v{} through an upcaster (v{} → v{}): {}\n\n",
+                step.from,
+                step.from,
+                step.from + 1,
+                collapse(step.doc)
+            ));
+        }
         if spec.fields.is_empty() {
             out.push_str("No payload fields.\n\n");
             continue;

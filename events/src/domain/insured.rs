@@ -224,11 +224,11 @@ domain_events! {
             linked_on: NaiveDate,
         }
         /// The person moved house.
-        MovedHouse = "insured.moved_house", v 1, by [Insurer] {
+        MovedHouse = "insured.moved_house", v 2, by [Insurer] {
             /// The day of the move.
             moved_on: NaiveDate,
-            /// The new address, sealed with the person's key.
-            new_address: Option<SealedValue>,
+            /// The new address (住所), sealed with the person's key.
+            address: Option<SealedValue>,
         }
         /// The home-modification cap was reset to a fresh 200,000 yen; unused balance does not carry over.
         HomeModificationCapReset = "insured.home_modification_cap_reset", v 1, by [Insurer] {
@@ -287,6 +287,17 @@ domain_events! {
             capped: bool,
             /// Why a second item of the category this year (破損, 状態の変化), when it is one.
             replacement_reason: Option<String>,
+        }
+        /// The person was forgotten (本人情報の消去): the data key of their
+        /// personal fields was destroyed, so every sealed value of the person
+        /// is unreadable from now on (crypto-shredding); the chain still
+        /// verifies, as its hashes cover the ciphertext.
+        PersonForgotten = "insured.person_forgotten", v 1, by [Insurer, System] {
+            /// When the key was destroyed.
+            forgotten_at: DateTime<Utc>,
+            /// The id of the destroyed key (random, names nothing); none when
+            /// the person never had personal data sealed.
+            key_id: Option<String>,
         }
     }
 }
@@ -372,8 +383,17 @@ pub enum InsuredCommand {
     RecordMove {
         /// The day of the move.
         moved_on: NaiveDate,
-        /// The new address, sealed.
-        new_address: Option<SealedValue>,
+        /// The new address, sealed (a producer sends it as plaintext,
+        /// `{"plain": ...}`, and the engine seals it before deciding).
+        address: Option<SealedValue>,
+    },
+    /// Record that the person's data key was destroyed (sent by
+    /// `kiban admin forget` after destroying it; not a municipal kind).
+    RecordForgotten {
+        /// When the key was destroyed.
+        forgotten_at: DateTime<Utc>,
+        /// The destroyed key's id.
+        key_id: Option<String>,
     },
     /// Accept a prior application for home modification.
     ApplyForHomeModification {
@@ -509,6 +529,8 @@ pub struct InsuredState {
     pub renewal_windows_opened: BTreeSet<u32>,
     /// Linked card certificates: (issuer, serial in upper-case hex).
     pub card_links: BTreeSet<(String, String)>,
+    /// When the person was forgotten (their data key destroyed), if ever.
+    pub forgotten_at: Option<DateTime<Utc>>,
 }
 
 impl InsuredState {
@@ -658,10 +680,21 @@ impl Decider for InsuredPerson {
                 terminal,
                 insurer_sharing_enabled,
             } => record_view(state, office, terminal, *insurer_sharing_enabled, now),
-            C::RecordMove {
-                moved_on,
-                new_address,
-            } => record_move(*moved_on, new_address, today),
+            C::RecordMove { moved_on, address } => record_move(*moved_on, address, today),
+            C::RecordForgotten {
+                forgotten_at,
+                key_id,
+            } => Ok(if state.forgotten_at.is_some() {
+                Vec::new()
+            } else {
+                vec![
+                    PersonForgotten {
+                        forgotten_at: *forgotten_at,
+                        key_id: key_id.clone(),
+                    }
+                    .into(),
+                ]
+            }),
             C::ApplyForHomeModification {
                 prior_application,
                 applied_on,
@@ -756,6 +789,7 @@ impl Decider for InsuredPerson {
             }
             E::RecordViewed(_) => state.views_recorded += 1,
             E::MovedHouse(_) => {}
+            E::PersonForgotten(e) => state.forgotten_at = Some(e.forgotten_at),
             E::HomeModificationCapReset(e) => {
                 let ledger = &mut state.home_modification;
                 ledger.used = Yen::ZERO;
@@ -1051,14 +1085,14 @@ fn apply_for_home_modification(
 /// A move resets the home-modification cap to a fresh 200,000 yen.
 fn record_move(
     moved_on: NaiveDate,
-    new_address: &Option<SealedValue>,
+    address: &Option<SealedValue>,
     today: NaiveDate,
 ) -> Result<Vec<InsuredEvent>, Rejection> {
     not_in_future(moved_on, today)?;
     Ok(vec![
         MovedHouse {
             moved_on,
-            new_address: new_address.clone(),
+            address: address.clone(),
         }
         .into(),
         HomeModificationCapReset {

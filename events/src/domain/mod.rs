@@ -19,6 +19,7 @@
 //!   (`to_payload` / `from_recorded`) and the event catalog.
 //! - one module per aggregate: [`certification`], [`insured`], [`office`],
 //!   [`insurer`], [`subsidy`].
+//! - [`upcast`]: the upcaster chain that reads older payload versions.
 //! - [`catalog`]: renders `docs/events.md` from the code.
 //! - [`testing`]: the given / when / then helper every decider test uses.
 
@@ -34,6 +35,7 @@ pub mod office;
 pub mod rejection;
 pub mod subsidy;
 pub mod testing;
+pub mod upcast;
 pub mod values;
 
 pub use catalog::catalog_markdown;
@@ -41,7 +43,7 @@ pub use event::{DecodeError, DomainEvent, Emitter, EventSpec, FieldSpec};
 pub use rejection::{Rejection, RejectionCode};
 pub use values::{
     CareLevel, CopaymentRatio, CostLimitStage, DocumentRef, EquipmentCategory, LevelGroup,
-    SealedValue, ServiceTypeCode, Sha256Digest, TerminalId, ValueError, Yen,
+    PERSONAL_FIELDS, SealedValue, ServiceTypeCode, Sha256Digest, TerminalId, ValueError, Yen,
 };
 
 /// One aggregate's workflow: what it decides and how its state follows its

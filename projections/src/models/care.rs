@@ -12,15 +12,15 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use kiban_events::RecordedEvent;
-use kiban_events::domain::Decider;
-use kiban_events::domain::certification::CertificationEvent;
+use kiban_events::domain::certification::{Applicant, CertificationEvent};
 use kiban_events::domain::certification::{CertificationApplication, CertificationStatus};
 use kiban_events::domain::insured::{InsuredEvent, InsuredPerson, InsuredState};
+use kiban_events::domain::{Decider, SealedValue};
 
 use crate::db::Tx;
 use crate::error::Result;
@@ -72,6 +72,40 @@ impl PersonDoc {
     pub fn state(&self) -> InsuredState {
         InsuredPerson::replay(self.events.iter().map(|stamped| &stamped.event))
     }
+
+    /// The person's personal fields as the read side keeps them: sealed
+    /// (the API opens them with the person's key), and none once forgotten.
+    pub fn personal(&self) -> PersonalFields {
+        let mut fields = PersonalFields::default();
+        for stamped in &self.events {
+            match &stamped.event {
+                InsuredEvent::MovedHouse(moved) => {
+                    fields.moved_on = Some(moved.moved_on);
+                    fields.address = moved.address.clone();
+                }
+                InsuredEvent::PersonForgotten(forgotten) => {
+                    fields.forgotten_at = Some(forgotten.forgotten_at);
+                }
+                _ => {}
+            }
+        }
+        if fields.forgotten_at.is_some() {
+            fields.address = None;
+        }
+        fields
+    }
+}
+
+/// A person's personal fields, sealed (see [`PersonDoc::personal`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PersonalFields {
+    /// The address of the latest move (住所), sealed; none when never
+    /// given or forgotten.
+    pub address: Option<SealedValue>,
+    /// The day of the latest move.
+    pub moved_on: Option<NaiveDate>,
+    /// When the person was forgotten (本人情報の消去), if they were.
+    pub forgotten_at: Option<DateTime<Utc>>,
 }
 
 /// A certification application as the read side keeps it.
@@ -109,7 +143,9 @@ impl Projection for CareProjection {
     }
 
     fn schema_version(&self) -> u32 {
-        1
+        // 2: `insured.moved_house` v2 (`address`) in the stored events, and
+        // personal fields removed when a person is forgotten.
+        2
     }
 
     fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> BoxFuture<'a, Result<()>> {
@@ -152,7 +188,11 @@ async fn apply_insured(tx: &mut Tx, event: &RecordedEvent) -> Result<()> {
         return Ok(());
     }
     let mut person = load_person(tx, parts[0], parts[1], event).await?;
+    let forgotten = matches!(stamped.event, InsuredEvent::PersonForgotten(_));
     person.events.push(stamped);
+    if forgotten {
+        forget_personal_fields(tx, &mut person).await?;
+    }
     person.last_updated_at = event.occurred_at;
     person.last_position = event.position;
     let state = person.state();
@@ -169,6 +209,38 @@ async fn apply_insured(tx: &mut Tx, event: &RecordedEvent) -> Result<()> {
     }
     person.offices = offices;
     tx.put(&key, &person).await
+}
+
+/// Crypto-shredding on the read side: the person's sealed values can no
+/// longer be opened, so they are removed from the read models altogether
+/// (the moves' addresses, family applicants' names); the events stay in the
+/// store with their ciphertext.
+async fn forget_personal_fields(tx: &mut Tx, person: &mut PersonDoc) -> Result<()> {
+    for stamped in &mut person.events {
+        if let InsuredEvent::MovedHouse(moved) = &mut stamped.event {
+            moved.address = None;
+        }
+    }
+    let id = format!("{}-{}", person.insurer, person.insured);
+    for key in tx.index_keys(APPLICATIONS_INDEX, &id).await? {
+        let Some(mut application) = tx.get::<ApplicationDoc>(&key).await? else {
+            continue;
+        };
+        let mut changed = false;
+        for stamped in &mut application.events {
+            if let CertificationEvent::ApplicationFiled(filed) = &mut stamped.event
+                && let Applicant::Family { name } = &mut filed.applicant
+                && name.is_some()
+            {
+                *name = None;
+                changed = true;
+            }
+        }
+        if changed {
+            tx.put(&key, &application).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn apply_certification(tx: &mut Tx, event: &RecordedEvent) -> Result<()> {

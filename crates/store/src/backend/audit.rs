@@ -107,3 +107,81 @@ pub(crate) async fn position_at(
     };
     Ok(position.map_or(0, |p| u64::try_from(p).unwrap_or(0)))
 }
+
+/// A row of `person_keys`: the key id and the data key (`None` once forgotten).
+pub(crate) type PersonKeyRow = (String, Option<Vec<u8>>);
+
+/// The key row of `person` (`<insurer>-<insured>`), if any.
+pub(crate) async fn person_key(readers: &Readers, person: &str) -> Result<Option<PersonKeyRow>> {
+    let sql = "SELECT key_id, data_key FROM person_keys WHERE person = $1";
+    let row: Option<PersonKeyRow> = on_pool!(readers, pool => sqlx::query_as(sql)
+        .bind(person)
+        .fetch_optional(pool)
+        .await)?;
+    Ok(row)
+}
+
+/// Inserts a key for `person` unless one exists (another caller may have
+/// created it first; the caller reads the row back).
+pub(crate) async fn insert_person_key(
+    readers: &Readers,
+    person: &str,
+    key_id: &str,
+    data_key: Option<&[u8]>,
+    created_at_micros: i64,
+    forgotten_at_micros: Option<i64>,
+) -> Result<()> {
+    let sql = "INSERT INTO person_keys (person, key_id, data_key, created_at, forgotten_at) \
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (person) DO NOTHING";
+    on_pool!(readers, pool => sqlx::query(sql)
+        .bind(person)
+        .bind(key_id)
+        .bind(data_key)
+        .bind(created_at_micros)
+        .bind(forgotten_at_micros)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// Destroys the data key of `person` (NULL, `forgotten_at` set once) and
+/// returns the key id, or `None` when the person has no key row. Then makes
+/// the old key bytes unreachable in the database files: SQLite overwrites
+/// the freed cell with zeros (`secure_delete` on the updating connection)
+/// and checkpoints the WAL into the main file, truncating it; PostgreSQL
+/// vacuums the table so the dead row version holding the key is pruned.
+pub(crate) async fn destroy_person_key(
+    readers: &Readers,
+    person: &str,
+    forgotten_at_micros: i64,
+) -> Result<Option<String>> {
+    let sql = "UPDATE person_keys SET data_key = NULL, \
+               forgotten_at = COALESCE(forgotten_at, $2) WHERE person = $1 RETURNING key_id";
+    match readers {
+        Readers::Postgres(pool) => {
+            let key_id: Option<String> = sqlx::query_scalar(sql)
+                .bind(person)
+                .bind(forgotten_at_micros)
+                .fetch_optional(pool)
+                .await?;
+            sqlx::query("VACUUM person_keys").execute(pool).await?;
+            Ok(key_id)
+        }
+        Readers::Sqlite(pool) => {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("PRAGMA secure_delete = ON")
+                .execute(&mut *conn)
+                .await?;
+            let key_id: Option<String> = sqlx::query_scalar(sql)
+                .bind(person)
+                .bind(forgotten_at_micros)
+                .fetch_optional(&mut *conn)
+                .await?;
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await?;
+            Ok(key_id)
+        }
+    }
+}
