@@ -135,20 +135,34 @@ async fn scenario(pcscd: &TestPcscd) {
     assert_eq!(read.status(), 200);
     let view: Value = read.json().await.unwrap();
     assert_eq!(view["copayment_certificates"][0]["ratio"], 2, "{view}");
-    let log: Value = client(&certs, Some("auditor-dev-auditor.pem"))
-        .get(format!("{base}/v1/audit/offices/{OFFICE}/access-log"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let reads: Vec<&Value> = log
-        .as_array()
-        .expect("a list")
-        .iter()
-        .filter(|entry| entry["insured"] == PERSON)
-        .collect();
+    // The access log is a read model: it shows the read once the
+    // projection has caught up with the `record viewed` event.
+    let auditor = client(&certs, Some("auditor-dev-auditor.pem"));
+    let access_log = format!("{base}/v1/audit/offices/{OFFICE}/access-log");
+    let (log, reads) = bounded("the read in the access log", async {
+        loop {
+            let log: Value = auditor
+                .get(&access_log)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let reads: Vec<Value> = log
+                .as_array()
+                .expect("a list")
+                .iter()
+                .filter(|entry| entry["insured"] == PERSON)
+                .cloned()
+                .collect();
+            if !reads.is_empty() {
+                return (log, reads);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     assert_eq!(reads.len(), 1, "{log}");
     assert_eq!(reads[0]["basis"], "consent", "{log}");
     assert_eq!(reads[0]["terminal"], "T-01", "{log}");
