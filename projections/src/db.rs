@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
 use kiban_events::Position;
@@ -105,7 +105,11 @@ impl Db {
         let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| Error::Invalid(format!("bad PostgreSQL url: {e}")))?
-                .application_name("kiban-projections");
+                .application_name("kiban-projections")
+                // Read models are derived and checkpointed in the same
+                // transaction: a commit lost in a crash is applied again from
+                // the checkpoint, so they need not wait for the WAL flush.
+                .options([("synchronous_commit", "off")]);
             Db::Postgres(
                 PgPoolOptions::new()
                     .max_connections(READ_MODEL_CONNECTIONS)
@@ -117,6 +121,10 @@ impl Db {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| Error::Invalid(format!("bad SQLite url: {e}")))?
                 .create_if_missing(true)
+                // As `synchronous_commit = off` above: NORMAL does not fsync
+                // the WAL at each commit (the store's own commits, FULL, do,
+                // and with them every frame before theirs).
+                .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS));
             Db::Sqlite(
                 SqlitePoolOptions::new()
