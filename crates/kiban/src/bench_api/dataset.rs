@@ -156,10 +156,7 @@ impl<D: Decider> Script<D> {
             .map_err(|rejection| anyhow!("the data set was refused: {rejection:?}"))?;
         for event in events {
             if !event.admits_actor(actor) {
-                return Err(anyhow!(
-                    "{actor} may not record {}",
-                    event.event_type()
-                ));
+                return Err(anyhow!("{actor} may not record {}", event.event_type()));
             }
             let id = EventId::from_uuid(Uuid::now_v7()).expect("v7 ids are not nil");
             self.events
@@ -236,7 +233,11 @@ pub async fn load(
         )?;
         setup.push((office_stream(&office), script.events));
     }
-    append_all(store, futures::stream::iter(setup.into_iter().map(|stream| Ok(vec![stream])))).await?;
+    append_all(
+        store,
+        futures::stream::iter(setup.into_iter().map(|stream| Ok(vec![stream]))),
+    )
+    .await?;
     let persons = futures::stream::iter(0..population.persons)
         .map(move |person| person_streams(population, person, now));
     append_all(store, persons).await?;
@@ -250,8 +251,7 @@ pub async fn load(
 /// Appends each stream's events as one append to a new stream, many at once.
 async fn append_all(
     store: &Store,
-    streams: impl futures::Stream<Item = anyhow::Result<Vec<(StreamName, Vec<NewEvent>)>>>
-    + Unpin,
+    streams: impl futures::Stream<Item = anyhow::Result<Vec<(StreamName, Vec<NewEvent>)>>> + Unpin,
 ) -> anyhow::Result<()> {
     let store = Arc::new(store.clone());
     let mut appends = streams
@@ -350,7 +350,11 @@ fn person_streams(
             as_insurer.clone(),
             day(12),
         ),
-        (C::RecordPrimaryJudgment { level }, as_insurer.clone(), day(15)),
+        (
+            C::RecordPrimaryJudgment { level },
+            as_insurer.clone(),
+            day(15),
+        ),
         (
             C::RecordSecondaryJudgment { level },
             as_insurer.clone(),
@@ -394,7 +398,7 @@ fn person_streams(
         &as_insurer,
         day(22),
     )?;
-    if person % 5 == 0 {
+    if person.is_multiple_of(5) {
         let stage = [
             CostLimitStage::Stage1,
             CostLimitStage::Stage2,

@@ -98,7 +98,7 @@ impl Connection {
             (Some(_), 0) => Kind::OfficeCaseload,
             (Some(_), 1 | 3) => Kind::OfficeEligibility,
             (Some(_), _) => Kind::OfficeCertifications,
-            (None, n) if n % 2 == 0 => Kind::InsurerEligibility,
+            (None, n) if n.is_multiple_of(2) => Kind::InsurerEligibility,
             (None, _) => Kind::InsurerCertifications,
         };
         let path = match kind {
@@ -248,7 +248,9 @@ impl Generator {
         let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
         let (idle_tx, mut idle_rx) = tokio::sync::mpsc::unbounded_channel();
         for connection in &self.connections {
-            idle_tx.send(connection.clone()).expect("the receiver is here");
+            idle_tx
+                .send(connection.clone())
+                .expect("the receiver is here");
         }
         let started = Instant::now();
         let mut tasks = JoinSet::new();

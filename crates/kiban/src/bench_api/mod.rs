@@ -189,7 +189,10 @@ pub async fn bench_api(options: ApiBenchOptions) -> anyhow::Result<ApiBenchRepor
     outcome
 }
 
-async fn run_phases(scratch: &Scratch, options: &ApiBenchOptions) -> anyhow::Result<ApiBenchReport> {
+async fn run_phases(
+    scratch: &Scratch,
+    options: &ApiBenchOptions,
+) -> anyhow::Result<ApiBenchReport> {
     let population = Population::new(options.persons, options.offices);
     let certificates = tempfile::tempdir()?;
     let pki = kiban_api::dev_pki(certificates.path(), &population.principals())?;
@@ -228,8 +231,8 @@ async fn run_phases(scratch: &Scratch, options: &ApiBenchOptions) -> anyhow::Res
         tls: pki.tls.clone(),
     };
     let api = kiban_api::serve(&config, state, cancel.clone()).await?;
-    let ceiling = kiban_api::serve_router(&config, generator::trivial_router(), cancel.clone())
-        .await?;
+    let ceiling =
+        kiban_api::serve_router(&config, generator::trivial_router(), cancel.clone()).await?;
     let outcome = async {
         let generator = Generator::new(&pki, population, options.connections)?;
         let duration = Duration::from_secs(options.duration_s);
@@ -242,11 +245,15 @@ async fn run_phases(scratch: &Scratch, options: &ApiBenchOptions) -> anyhow::Res
         let head_before = store.head().await?.position;
         let reads_before = generator.office_person_reads();
         eprintln!("phase 2/3: API, closed loop");
-        let closed = generator.closed_loop(api.local_addr, warmup, duration).await?;
+        let closed = generator
+            .closed_loop(api.local_addr, warmup, duration)
+            .await?;
         let api_rps = closed.len() as f64 / duration.as_secs_f64();
         let target = api_rps * options.open_loop_percent as f64 / 100.0;
         eprintln!("phase 3/3: API, open loop at {target:.0} req/s");
-        let open = generator.open_loop(api.local_addr, target, duration).await?;
+        let open = generator
+            .open_loop(api.local_addr, target, duration)
+            .await?;
         let head_after = store.head().await?.position;
 
         let errors = generator.errors();
@@ -313,7 +320,11 @@ fn by_kind(samples: &[Sample]) -> BTreeMap<&'static str, KindFigures> {
     Kind::ALL
         .iter()
         .filter_map(|kind| {
-            let of_kind: Vec<Sample> = samples.iter().filter(|s| s.kind == *kind).cloned().collect();
+            let of_kind: Vec<Sample> = samples
+                .iter()
+                .filter(|s| s.kind == *kind)
+                .cloned()
+                .collect();
             (!of_kind.is_empty()).then(|| {
                 (
                     kind.name(),
