@@ -225,24 +225,16 @@ impl Db {
         let select = "SELECT d.doc_key, d.json FROM projection_documents d
             JOIN projection_live l ON l.projection = d.projection AND l.generation = d.generation
             WHERE d.projection = $1 AND d.doc_key IN ";
-        let rows: Vec<(String, String)> = match self {
-            Db::Postgres(pool) => {
-                let sql = format!("{select}(SELECT jsonb_array_elements_text($2::jsonb))");
-                sqlx::query_as(&sql)
-                    .bind(projection)
-                    .bind(&keys)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Db::Sqlite(pool) => {
-                let sql = format!("{select}(SELECT value FROM json_each($2))");
-                sqlx::query_as(&sql)
-                    .bind(projection)
-                    .bind(&keys)
-                    .fetch_all(pool)
-                    .await?
-            }
+        let keys_of = match self {
+            Db::Postgres(_) => "(SELECT jsonb_array_elements_text($2::jsonb))",
+            Db::Sqlite(_) => "(SELECT value FROM json_each($2))",
         };
+        let sql = format!("{select}{keys_of}");
+        let rows: Vec<(String, String)> = both!(self, pool => sqlx::query_as(&sql)
+            .bind(projection)
+            .bind(&keys)
+            .fetch_all(pool)
+            .await)?;
         let mut found: std::collections::HashMap<String, String> = rows.into_iter().collect();
         doc_keys
             .iter()
