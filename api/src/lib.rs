@@ -76,6 +76,8 @@ pub use queries::CASELOAD_PAGE_DEFAULT;
 pub use routes::{
     REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS, REQUESTS_IN_FLIGHT_MAX, ROUTES, RouteDoc, router,
 };
-pub use server::{CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_MS, ServeConfig, ServeError, Server, serve};
+pub use server::{
+    CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_MS, ServeConfig, ServeError, Server, serve, serve_router,
+};
 pub use state::{AppState, Clock, SUBSIDY_POLICY_DEFAULT};
 pub use updates::LAST_EVENT_ID;

@@ -77,6 +77,28 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<Server, ServeError> {
+    let streams = state.inner.streams.clone();
+    serve_app(config, router(state), Some(streams), shutdown).await
+}
+
+/// Serves `app` behind the same listener, TLS and client-certificate stack
+/// as [`serve`] (the connection's [`ClientIdentity`] is inserted into every
+/// request). `kiban bench api` measures a trivial handler this way: the
+/// ceiling of the stack itself.
+pub async fn serve_router(
+    config: &ServeConfig,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> Result<Server, ServeError> {
+    serve_app(config, app, None, shutdown).await
+}
+
+async fn serve_app(
+    config: &ServeConfig,
+    app: axum::Router,
+    streams: Option<CancellationToken>,
+    shutdown: CancellationToken,
+) -> Result<Server, ServeError> {
     let tls = server_config(&config.tls)?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -91,7 +113,8 @@ pub async fn serve(
     let task = tokio::spawn(accept_loop(
         listener,
         TlsAcceptor::from(tls),
-        state,
+        app,
+        streams,
         shutdown,
     ));
     Ok(Server { local_addr, task })
@@ -100,11 +123,10 @@ pub async fn serve(
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    state: AppState,
+    app: axum::Router,
+    streams: Option<CancellationToken>,
     shutdown: CancellationToken,
 ) {
-    let streams = state.inner.streams.clone();
-    let app = router(state);
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
@@ -128,7 +150,9 @@ async fn accept_loop(
             drop(slot);
         });
     }
-    streams.cancel();
+    if let Some(streams) = streams {
+        streams.cancel();
+    }
     connections.close();
     connections.wait().await;
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
 use kiban_events::Position;
@@ -105,7 +105,11 @@ impl Db {
         let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| Error::Invalid(format!("bad PostgreSQL url: {e}")))?
-                .application_name("kiban-projections");
+                .application_name("kiban-projections")
+                // Read models are derived and checkpointed in the same
+                // transaction: a commit lost in a crash is applied again from
+                // the checkpoint, so they need not wait for the WAL flush.
+                .options([("synchronous_commit", "off")]);
             Db::Postgres(
                 PgPoolOptions::new()
                     .max_connections(READ_MODEL_CONNECTIONS)
@@ -117,6 +121,10 @@ impl Db {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| Error::Invalid(format!("bad SQLite url: {e}")))?
                 .create_if_missing(true)
+                // As `synchronous_commit = off` above: NORMAL does not fsync
+                // the WAL at each commit (the store's own commits, FULL, do,
+                // and with them every frame before theirs).
+                .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS));
             Db::Sqlite(
                 SqlitePoolOptions::new()
@@ -200,6 +208,38 @@ impl Db {
             .fetch_optional(pool)
             .await)?;
         json.map(|json| parse(doc_key, &json)).transpose()
+    }
+
+    /// The documents of the served generation under `doc_keys`, in the
+    /// order of `doc_keys` (missing ones left out), in one query: a caseload
+    /// page is one round trip, not one per person.
+    pub async fn documents<T: DeserializeOwned>(
+        &self,
+        projection: &str,
+        doc_keys: &[String],
+    ) -> Result<Vec<T>> {
+        if doc_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = serde_json::to_string(doc_keys).expect("strings serialise");
+        let select = "SELECT d.doc_key, d.json FROM projection_documents d
+            JOIN projection_live l ON l.projection = d.projection AND l.generation = d.generation
+            WHERE d.projection = $1 AND d.doc_key IN ";
+        let keys_of = match self {
+            Db::Postgres(_) => "(SELECT jsonb_array_elements_text($2::jsonb))",
+            Db::Sqlite(_) => "(SELECT value FROM json_each($2))",
+        };
+        let sql = format!("{select}{keys_of}");
+        let rows: Vec<(String, String)> = both!(self, pool => sqlx::query_as(&sql)
+            .bind(projection)
+            .bind(&keys)
+            .fetch_all(pool)
+            .await)?;
+        let mut found: std::collections::HashMap<String, String> = rows.into_iter().collect();
+        doc_keys
+            .iter()
+            .filter_map(|key| found.remove(key).map(|json| parse(key, &json)))
+            .collect()
     }
 
     /// Document keys under `index_key` of `index_name` in the served

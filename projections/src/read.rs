@@ -446,13 +446,7 @@ impl ReadModels {
         projection: &str,
         keys: &[String],
     ) -> Result<Vec<T>> {
-        let mut docs = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(doc) = self.db.document(projection, key).await? {
-                docs.push(doc);
-            }
-        }
-        Ok(docs)
+        self.db.documents(projection, keys).await
     }
 }
 

@@ -287,6 +287,39 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The query API over HTTPS with client certificates under a built-in
+    /// load generator (loopback only): requests/s and p50/p99/p99.9, against
+    /// a trivial handler behind the same TLS stack (the ceiling), then an
+    /// open-loop run at a share of the measured rate.
+    Api {
+        /// postgres: a server URL on which the benchmark may create (and
+        /// drops afterwards) a database; without it, a fresh SQLite file
+        /// in --directory.
+        #[arg(long, env = "KIBAN_BENCH_DATABASE_URL")]
+        database_url: Option<String>,
+        /// sqlite: the directory for the benchmark's fresh database file.
+        #[arg(long, default_value = "./kiban-data/bench")]
+        directory: PathBuf,
+        /// Insured persons loaded (each with a decided certification).
+        #[arg(long, default_value_t = 100_000)]
+        persons: u64,
+        /// Care offices (事業所), each with one terminal and a caseload.
+        #[arg(long, default_value_t = 1_000)]
+        offices: u64,
+        /// Keep-alive HTTPS connections of the load generator.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds measured in each phase.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// The open-loop phase's rate as a percentage of the closed-loop
+        /// API rate.
+        #[arg(long, default_value_t = 50)]
+        open_loop_percent: u64,
+        /// Print one JSON object as the last line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The HTTPS API of `kiban serve`.

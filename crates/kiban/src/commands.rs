@@ -310,6 +310,32 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::Api {
+            database_url,
+            directory,
+            persons,
+            offices,
+            connections,
+            duration,
+            open_loop_percent,
+            json,
+        } => {
+            crate::bench_api::run(
+                crate::bench_api::ApiBenchOptions {
+                    backend: match database_url {
+                        Some(url) => bench_backend(Backend::Postgres, Some(url), directory)?,
+                        None => bench_backend(Backend::Sqlite, None, directory)?,
+                    },
+                    persons,
+                    offices,
+                    connections,
+                    duration_s: duration,
+                    open_loop_percent,
+                },
+                json,
+            )
+            .await
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! - `6` a simulation interrupted (Ctrl-C); the same command resumes it.
 
 mod audit;
+mod bench_api;
 mod bench_ingest;
 #[cfg(feature = "pcsc")]
 mod card;

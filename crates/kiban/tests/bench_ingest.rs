@@ -2,26 +2,24 @@
 //! SQLite store) and its JSON line carries the promised figures. Nothing here
 //! asserts a speed: benchmarks are programs, not tests.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn bench_ingest_runs_end_to_end_and_reports_the_promised_keys() {
     let directory = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_kiban"))
-        .args(["bench", "ingest", "--backend", "sqlite", "--directory"])
-        .arg(directory.path())
-        .args(["--persons", "20", "--paced-seconds", "1", "--json"])
-        .output()
-        .expect("the kiban binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
+    let (report, stdout) = common::run_for_json(&[
+        "bench",
+        "ingest",
+        "--backend",
+        "sqlite",
+        "--directory",
+        directory.path().to_str().expect("a UTF-8 path"),
+        "--persons",
+        "20",
+        "--paced-seconds",
+        "1",
+        "--json",
+    ]);
     assert_eq!(report["bench"], "ingest");
     assert_eq!(report["backend"], "sqlite");
     // 20 persons × 8 messages recorded as 20 × 9 events (the decision is

@@ -1,6 +1,7 @@
 //! What the binary's end-to-end tests share: a running `kiban serve`, HTTPS
 //! clients with the development certificates, seeding the store before
-//! serve opens it. Each test binary uses a part of it.
+//! serve opens it, and running a benchmark for its JSON report. Each test
+//! binary uses a part of it.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
@@ -128,4 +129,24 @@ pub async fn onboard(dir: &Path) {
         .await
         .unwrap();
     store.close().await;
+}
+
+/// Runs `kiban` with `args` (without `KIBAN_BENCH_DATABASE_URL`, so that a
+/// benchmark uses its SQLite scratch directory), asserts that it succeeded,
+/// and returns the last line of its output as JSON, and the whole output.
+pub fn run_for_json(args: &[&str]) -> (serde_json::Value, String) {
+    let output = std::process::Command::new(KIBAN)
+        .args(args)
+        .env_remove("KIBAN_BENCH_DATABASE_URL")
+        .output()
+        .expect("the kiban binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
+    (report, stdout)
 }
