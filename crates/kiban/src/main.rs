@@ -12,6 +12,7 @@
 
 mod audit;
 mod bench_ingest;
+mod bench_replay;
 #[cfg(feature = "pcsc")]
 mod card;
 mod cli;
