@@ -7,7 +7,8 @@
 //!    certification (要介護認定) from filing to decision on
 //!    `certification/<insurer>-<insured>-1` (8 events) and, on their own
 //!    `insured/<insurer>-<insured>` stream, the recorded certification, the
-//!    care-plan office (居宅介護支援事業所) and a consent (3 events); appended
+//!    care-plan office (居宅介護支援事業所), a consent and two reads of the
+//!    record by the office (5 events: reads are events, 閲覧記録); appended
 //!    through [`Store::append`] by [`WRITERS`] concurrent tasks, so the
 //!    chain is the real one and the streams interleave as in production;
 //! 2. **read** — every row streamed out of the database as stored (the scan
@@ -50,8 +51,8 @@ use crate::commands::bench_backend;
 /// Concurrent appending tasks while writing the scratch log.
 const WRITERS: usize = 64;
 
-/// Events per person: 8 on the certification, 3 on the person.
-pub const EVENTS_PER_PERSON: u64 = 11;
+/// Events per person: 8 on the certification, 5 on the person.
+pub const EVENTS_PER_PERSON: u64 = 13;
 
 /// Insurers (保険者) the persons are spread over.
 const INSURERS: u64 = 40;
@@ -151,7 +152,7 @@ pub struct ReplayArgs {
     /// sqlite: the directory for the benchmark's fresh database file.
     #[arg(long, default_value = "./kiban-data/bench")]
     pub directory: PathBuf,
-    /// Events to write and replay (rounded up to whole persons of 11).
+    /// Events to write and replay (rounded up to whole persons of 13).
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
     /// Print one JSON object per backend as the last lines.
@@ -471,6 +472,24 @@ pub fn person_events(n: u64) -> [(StreamName, Vec<NewEvent>); 2] {
                 n % 8,
                 at(29).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 at(29 + 365).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ),
+        (
+            "insured.record_viewed",
+            33,
+            format!(
+                r#"{{"office":"{office}","terminal":"terminal-{:02}","basis":"consent","viewed_at":"{}"}}"#,
+                n % 8,
+                at(33).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ),
+        (
+            "insured.record_viewed",
+            61,
+            format!(
+                r#"{{"office":"{office}","terminal":"terminal-{:02}","basis":"care_plan_office","viewed_at":"{}"}}"#,
+                (n + 3) % 8,
+                at(61).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
         ),
     ];
