@@ -265,6 +265,23 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Every secondary index entry of the served generation as
+    /// `(index_name, index_key, doc_key)`, in that order: with
+    /// [`Db::dump`], what a rebuild is compared by.
+    pub async fn dump_index(&self, projection: &str) -> Result<Vec<(String, String, String)>> {
+        let sql = "SELECT i.index_name, i.index_key, i.doc_key FROM projection_index i
+            JOIN projection_live l ON l.projection = i.projection AND l.generation = i.generation
+            WHERE i.projection = $1 ORDER BY i.index_name, i.index_key, i.doc_key";
+        Ok(
+            both!(self, pool => sqlx::query_as::<_, (String, String, String)>(sql)
+            .bind(projection)
+            .fetch_all(pool)
+            .await)?,
+        )
+    }
+}
+
 fn parse<T: DeserializeOwned>(doc_key: &str, json: &str) -> Result<T> {
     serde_json::from_str(json).map_err(|e| Error::Corrupted {
         position: 0,
