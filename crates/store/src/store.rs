@@ -380,8 +380,9 @@ impl Store {
         Ok(events)
     }
 
-    /// Every event of positions `from..=to` (`to` is clamped to the head),
-    /// in batches of a few thousand, in position order: the bulk read for
+    /// Every event of positions `from..=to` (`to` at most the head, e.g.
+    /// from [`Store::head`]), in batches of a few thousand, in position
+    /// order: the bulk read for
     /// replays and exports. It stands on the verification scan (keyset pages
     /// read on their own thread, recycled buffers; see `scan.rs`), so it is
     /// many times faster than paging with [`Store::read_all`], in constant
@@ -392,8 +393,7 @@ impl Store {
         to: Position,
     ) -> BoxStream<'static, Result<Vec<RecordedEvent>>> {
         let readers = self.inner.readers.clone();
-        let head = *self.inner.head.borrow();
-        let (from, to) = (from.max(1), to.min(head));
+        let from = from.max(1);
         let scan = (from <= to).then(|| Scan::start(&readers, from, to));
         let state = (scan, from, to);
         Box::pin(futures::stream::unfold(state, |(scan, next, to)| async move {
