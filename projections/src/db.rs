@@ -505,7 +505,10 @@ impl Tx {
                 placeholders(chunk.len(), 4, numbered)
             );
             both_tx!(&mut self.inner, tx => {
-                let mut query = sqlx::query(&sql);
+                // Only full chunks keep a prepared statement: the last one's
+                // size differs every batch, and hundreds of cached
+                // thousand-parameter statements would hold ~100 MiB.
+                let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
                 for (key, json) in chunk {
                     query = query.bind(projection).bind(generation).bind(key).bind(json);
                 }
@@ -521,7 +524,10 @@ impl Tx {
                 placeholders(chunk.len(), 5, numbered)
             );
             both_tx!(&mut self.inner, tx => {
-                let mut query = sqlx::query(&sql);
+                // Only full chunks keep a prepared statement: the last one's
+                // size differs every batch, and hundreds of cached
+                // thousand-parameter statements would hold ~100 MiB.
+                let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
                 for ((name, key, doc), _) in chunk {
                     query = query.bind(projection).bind(generation).bind(name).bind(key).bind(doc);
                 }

@@ -178,6 +178,20 @@ impl Projections {
         rebuild(&self.inner.db, &self.inner.store, entry.projection.as_ref()).await
     }
 
+    /// [`Projections::rebuild`] of every projection in one pass over the
+    /// store: each batch read is applied to each projection's fresh
+    /// generation in turn, and each new generation is swapped in when the
+    /// pass reaches the head. Returns that position.
+    pub async fn rebuild_all(&self) -> Result<Position> {
+        let projections: Vec<&dyn Projection> = self
+            .inner
+            .entries
+            .iter()
+            .map(|entry| entry.projection.as_ref())
+            .collect();
+        rebuild_many(&self.inner.db, &self.inner.store, &projections).await
+    }
+
     /// Stops the runners at their next safe point (between batches) and
     /// waits for them.
     pub async fn stop(&self) {
@@ -208,10 +222,25 @@ pub(crate) async fn make_first_generation(db: &Db, projection: &dyn Projection) 
 }
 
 async fn rebuild(db: &Db, store: &Store, projection: &dyn Projection) -> Result<Position> {
-    let name = projection.name();
-    let live = db.live(name).await?.map_or(0, |(generation, _)| generation);
-    let generation = db.last_generation(name).await?.max(live) + 1;
-    let written = Arc::new(Mutex::new(KeyFilter::default()));
+    rebuild_many(db, store, &[projection]).await
+}
+
+/// Rebuilds `projections` into fresh generations in one pass over the store
+/// and swaps each in at the end.
+async fn rebuild_many(db: &Db, store: &Store, projections: &[&dyn Projection]) -> Result<Position> {
+    let mut fresh = Vec::with_capacity(projections.len());
+    for projection in projections {
+        let name = projection.name();
+        let live = db.live(name).await?.map_or(0, |(generation, _)| generation);
+        let generation = db.last_generation(name).await?.max(live) + 1;
+        fresh.push((*projection, generation, Arc::new(Mutex::new(KeyFilter::default()))));
+    }
+    let apply = async |batch: &[RecordedEvent]| -> Result<Position> {
+        for (projection, generation, written) in &fresh {
+            apply_rebuild_batch(db, *projection, *generation, batch, written).await?;
+        }
+        Ok(batch.last().map_or(0, |event| event.position))
+    };
     let mut position: Position = 0;
     let mut batch = Vec::with_capacity(REBUILD_BATCH_EVENTS);
     // Up to the head as it is when each pass starts; events appended during
@@ -225,43 +254,46 @@ async fn rebuild(db: &Db, store: &Store, projection: &dyn Projection) -> Result<
         while let Some(events) = events.next().await {
             batch.extend(events?);
             if batch.len() >= REBUILD_BATCH_EVENTS {
-                position = apply_rebuild_batch(db, projection, generation, &batch, &written).await?;
+                position = apply(&batch).await?;
                 batch.clear();
             }
         }
         if !batch.is_empty() {
-            position = apply_rebuild_batch(db, projection, generation, &batch, &written).await?;
+            position = apply(&batch).await?;
             batch.clear();
         }
     }
-    let mut tx = db.begin(name, generation).await?;
-    tx.lock_live().await?;
-    tx.set_checkpoint(position).await?;
-    tx.make_live(projection.schema_version()).await?;
-    tx.commit().await?;
-    tracing::info!(
-        projection = name,
-        generation,
-        position,
-        "rebuilt projection is live"
-    );
+    for (projection, generation, _) in &fresh {
+        let name = projection.name();
+        let mut tx = db.begin(name, *generation).await?;
+        tx.lock_live().await?;
+        tx.set_checkpoint(position).await?;
+        tx.make_live(projection.schema_version()).await?;
+        tx.commit().await?;
+        tracing::info!(
+            projection = name,
+            generation,
+            position,
+            "rebuilt projection is live"
+        );
+    }
     Ok(position)
 }
 
 /// Applies one rebuild batch in one transaction that keeps its writes in
-/// memory until it commits; returns the batch's last position.
+/// memory until it commits.
 async fn apply_rebuild_batch(
     db: &Db,
     projection: &dyn Projection,
     generation: i64,
     events: &[RecordedEvent],
     written: &Arc<Mutex<KeyFilter>>,
-) -> Result<Position> {
+) -> Result<()> {
     let tx = db
         .begin_rebuild(projection.name(), generation, written.clone())
         .await?;
     match apply_in(tx, projection, generation, events, false).await? {
-        Batch::Applied => Ok(events.last().map_or(0, |event| event.position)),
+        Batch::Applied => Ok(()),
         Batch::NotLive => unreachable!("a rebuild batch does not check the live generation"),
     }
 }

@@ -17,9 +17,10 @@
 //!    `RecordedEvent`s;
 //! 4. **verify** — [`Store::verify`] over the whole chain;
 //! 5. **rebuild** — every projection of `kiban serve` (`models::all()`:
-//!    care, organisations, access log) rebuilt from position 1 through
-//!    [`Projections::rebuild`], one after another, as a schema change does at
-//!    start-up; the rate is store events ÷ the time to rebuild all of them.
+//!    care, organisations, access log) rebuilt from position 1 into fresh
+//!    generations and swapped in, through [`Projections::rebuild_all`] (one
+//!    pass over the store, each batch applied to each projection in turn);
+//!    the rate is store events ÷ the time to rebuild all of them.
 //!
 //! Each phase reports events/s and the process's resident memory before and
 //! after it and at its peak (the peak is reset before each phase through
@@ -259,11 +260,9 @@ async fn run_phases(scratch: &Scratch, options: &ReplayBenchOptions) -> anyhow::
 
         eprintln!("phase 5/5: rebuild every projection");
         let rebuild = measure(events, async {
-            for name in projections.names() {
-                let reached = projections.rebuild(name).await?;
-                if reached != head {
-                    bail!("projection {name} rebuilt to {reached}, not {head}");
-                }
+            let reached = projections.rebuild_all().await?;
+            if reached != head {
+                bail!("the projections rebuilt to {reached}, not {head}");
             }
             Ok(())
         })
