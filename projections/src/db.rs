@@ -315,7 +315,12 @@ impl Tx {
             if let Some(cached) = buffer.docs.get(doc_key) {
                 return cached.value::<T>(doc_key).map(Some);
             }
-            if !buffer.written.lock().expect("not poisoned").may_contain(doc_key) {
+            if !buffer
+                .written
+                .lock()
+                .expect("not poisoned")
+                .may_contain(doc_key)
+            {
                 return Ok(None);
             }
         }
@@ -347,11 +352,7 @@ impl Tx {
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
         if let Some(buffer) = &mut self.buffer {
-            buffer
-                .written
-                .lock()
-                .expect("not poisoned")
-                .insert(doc_key);
+            buffer.written.lock().expect("not poisoned").insert(doc_key);
             buffer
                 .docs
                 .insert(doc_key.to_owned(), Cached::new(document.clone(), true));
@@ -600,7 +601,11 @@ struct WriteBehind {
 impl WriteBehind {
     fn index_entry(&mut self, index_name: &str, index_key: &str, doc_key: &str, present: bool) {
         self.index.insert(
-            (index_name.to_owned(), index_key.to_owned(), doc_key.to_owned()),
+            (
+                index_name.to_owned(),
+                index_key.to_owned(),
+                doc_key.to_owned(),
+            ),
             present,
         );
     }

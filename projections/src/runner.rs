@@ -233,7 +233,11 @@ async fn rebuild_many(db: &Db, store: &Store, projections: &[&dyn Projection]) -
         let name = projection.name();
         let live = db.live(name).await?.map_or(0, |(generation, _)| generation);
         let generation = db.last_generation(name).await?.max(live) + 1;
-        fresh.push((*projection, generation, Arc::new(Mutex::new(KeyFilter::default()))));
+        fresh.push((
+            *projection,
+            generation,
+            Arc::new(Mutex::new(KeyFilter::default())),
+        ));
     }
     let apply = async |batch: &[RecordedEvent]| -> Result<Position> {
         for (projection, generation, written) in &fresh {

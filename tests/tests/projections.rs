@@ -571,7 +571,10 @@ async fn a_rebuild_gives_identical_read_models_and_swaps_them_in(db: &TestDb) {
     assert_eq!(position, last);
     for ((name, before), index_before) in names.iter().zip(&before).zip(&index_before) {
         assert_eq!(&projections.db().dump(name).await.unwrap(), before);
-        assert_eq!(&projections.db().dump_index(name).await.unwrap(), index_before);
+        assert_eq!(
+            &projections.db().dump_index(name).await.unwrap(),
+            index_before
+        );
     }
     // The runners follow the new generation.
     let more = ingest(&engine, INSURER, PERSON, None, "insured.equipment_purchase_recorded", 28, serde_json::json!({"category": "walker", "purchased_on": "2026-05-29", "cost": 10000, "seller_designated": true, "replacement_reason": null})).await;

@@ -753,7 +753,10 @@ async fn read_range_streams_the_log_exactly_across_batches_and_names_a_gap(db: &
     assert_eq!(all.len(), 5010);
     assert_eq!(collect(&store, 1, 5010).await.unwrap(), all);
     assert_eq!(collect(&store, 4, 7).await.unwrap(), all[3..7].to_vec());
-    assert_eq!(collect(&store, 4000, 5010).await.unwrap(), all[3999..].to_vec());
+    assert_eq!(
+        collect(&store, 4000, 5010).await.unwrap(),
+        all[3999..].to_vec()
+    );
     assert!(collect(&store, 8, 7).await.unwrap().is_empty());
     // Verification walks the same batches: a change past the first one is
     // named at its position.

@@ -35,11 +35,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use clap::{Args, ValueEnum};
 use futures::StreamExt;
-use kiban_events::envelope::{Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload};
 use kiban_events::StreamName;
+use kiban_events::envelope::{Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload};
 use kiban_projections::{Db, Projections, models};
 use kiban_store::bench::{BenchBackend, Scratch, read_raw};
 use kiban_store::{Store, StoreOptions, VerifyReport};
@@ -205,7 +205,10 @@ pub async fn bench_replay(options: ReplayBenchOptions) -> anyhow::Result<ReplayB
     outcome
 }
 
-async fn run_phases(scratch: &Scratch, options: &ReplayBenchOptions) -> anyhow::Result<ReplayBenchReport> {
+async fn run_phases(
+    scratch: &Scratch,
+    options: &ReplayBenchOptions,
+) -> anyhow::Result<ReplayBenchReport> {
     let persons = options.events.div_ceil(EVENTS_PER_PERSON);
     let events = persons * EVENTS_PER_PERSON;
     let store = Store::open(scratch.url(), StoreOptions::default()).await?;
@@ -252,7 +255,9 @@ async fn run_phases(scratch: &Scratch, options: &ReplayBenchOptions) -> anyhow::
         eprintln!("phase 4/5: verify");
         let verify = measure(events, async {
             match store.verify(1, None).await? {
-                VerifyReport::Verified { events: checked, .. } if checked == events => Ok(()),
+                VerifyReport::Verified {
+                    events: checked, ..
+                } if checked == events => Ok(()),
                 other => bail!("the scratch chain does not verify: {other:?}"),
             }
         })

@@ -336,9 +336,13 @@ fn scan_sqlite(path: &Path, from: i64, to: i64, feed: &mut Feed) -> Result<()> {
                 _ => Err(i),
             };
             let uuid = |i: usize| bytes(i).and_then(|b| Uuid::from_slice(b).map_err(|_| i));
-            let position = int(0).map_err(|_| corrupted(0, "a position is not an integer".into()))?;
+            let position =
+                int(0).map_err(|_| corrupted(0, "a position is not an integer".into()))?;
             let column = |i: usize| {
-                corrupted(position, format!("the stored column {i} has the wrong type"))
+                corrupted(
+                    position,
+                    format!("the stored column {i} has the wrong type"),
+                )
             };
             let causation_id = match row.get_ref(10) {
                 Ok(ValueRef::Null) => None,
@@ -492,7 +496,9 @@ impl CopyParser {
     /// more input is needed (or the trailer was reached).
     fn next_row(&mut self, batch: &mut RowBatch) -> Result<Option<ScannedRow>> {
         let protocol = |reason: &str| {
-            Error::Unavailable(format!("unexpected binary COPY output from PostgreSQL: {reason}"))
+            Error::Unavailable(format!(
+                "unexpected binary COPY output from PostgreSQL: {reason}"
+            ))
         };
         let input = &self.pending[self.offset..];
         let mut at = 0;

@@ -396,40 +396,46 @@ impl Store {
         let from = from.max(1);
         let scan = (from <= to).then(|| Scan::start(&readers, from, to));
         let state = (scan, from, to);
-        Box::pin(futures::stream::unfold(state, |(scan, next, to)| async move {
-            let mut scan = scan?;
-            let batch = match scan.next().await {
-                None if next <= to => Err(Error::Corrupted {
-                    position: next,
-                    reason: format!("position {next} is missing"),
-                }),
-                None => return None,
-                Some(batch) => batch,
-            };
-            let parsed = batch.and_then(|batch| {
-                let mut events = Vec::with_capacity(batch.rows().len());
-                for row in batch.rows() {
-                    let expected = next + events.len() as u64;
-                    if row.position() != expected {
-                        return Err(Error::Corrupted {
-                            position: expected,
-                            reason: format!("position {expected} is missing (found {})", row.position()),
-                        });
+        Box::pin(futures::stream::unfold(
+            state,
+            |(scan, next, to)| async move {
+                let mut scan = scan?;
+                let batch = match scan.next().await {
+                    None if next <= to => Err(Error::Corrupted {
+                        position: next,
+                        reason: format!("position {next} is missing"),
+                    }),
+                    None => return None,
+                    Some(batch) => batch,
+                };
+                let parsed = batch.and_then(|batch| {
+                    let mut events = Vec::with_capacity(batch.rows().len());
+                    for row in batch.rows() {
+                        let expected = next + events.len() as u64;
+                        if row.position() != expected {
+                            return Err(Error::Corrupted {
+                                position: expected,
+                                reason: format!(
+                                    "position {expected} is missing (found {})",
+                                    row.position()
+                                ),
+                            });
+                        }
+                        events.push(batch.to_raw(row)?.into_recorded()?);
                     }
-                    events.push(batch.to_raw(row)?.into_recorded()?);
+                    scan.recycle(batch);
+                    Ok(events)
+                });
+                match parsed {
+                    Ok(events) => {
+                        let next = next + events.len() as u64;
+                        Some((Ok(events), (Some(scan), next, to)))
+                    }
+                    // The stream ends after its first error.
+                    Err(error) => Some((Err(error), (None, next, to))),
                 }
-                scan.recycle(batch);
-                Ok(events)
-            });
-            match parsed {
-                Ok(events) => {
-                    let next = next + events.len() as u64;
-                    Some((Ok(events), (Some(scan), next, to)))
-                }
-                // The stream ends after its first error.
-                Err(error) => Some((Err(error), (None, next, to))),
-            }
-        }))
+            },
+        ))
     }
 
     /// The last committed event's position and hash.
