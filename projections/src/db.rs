@@ -13,7 +13,10 @@
 //!   doc_key)`: secondary lookups (an office's caseload, an insurer's open
 //!   applications).
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -159,7 +162,28 @@ impl Db {
             inner,
             projection,
             generation,
+            buffer: None,
         })
+    }
+
+    /// [`Db::begin`] for a rebuild into a fresh generation: documents and
+    /// index entries are kept in memory until [`Tx::commit`] writes them in
+    /// a few multi-row statements (a document put many times in the batch is
+    /// written once), and `written` spares the lookup of a key never written
+    /// to this generation.
+    pub(crate) async fn begin_rebuild(
+        &self,
+        projection: &'static str,
+        generation: i64,
+        written: Arc<Mutex<KeyFilter>>,
+    ) -> Result<Tx> {
+        let mut tx = self.begin(projection, generation).await?;
+        tx.buffer = Some(WriteBehind {
+            docs: HashMap::new(),
+            index: HashMap::new(),
+            written,
+        });
+        Ok(tx)
     }
 
     /// The served generation and its schema version, if any.
@@ -281,6 +305,23 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Every secondary index entry of the served generation as
+    /// `(index_name, index_key, doc_key)`, in that order: with
+    /// [`Db::dump`], what a rebuild is compared by.
+    pub async fn dump_index(&self, projection: &str) -> Result<Vec<(String, String, String)>> {
+        let sql = "SELECT i.index_name, i.index_key, i.doc_key FROM projection_index i
+            JOIN projection_live l ON l.projection = i.projection AND l.generation = i.generation
+            WHERE i.projection = $1 ORDER BY i.index_name, i.index_key, i.doc_key";
+        Ok(
+            both!(self, pool => sqlx::query_as::<_, (String, String, String)>(sql)
+            .bind(projection)
+            .fetch_all(pool)
+            .await)?,
+        )
+    }
+}
+
 fn parse<T: DeserializeOwned>(doc_key: &str, json: &str) -> Result<T> {
     serde_json::from_str(json).map_err(|e| Error::Corrupted {
         position: 0,
@@ -300,11 +341,39 @@ pub struct Tx {
     inner: TxInner,
     projection: &'static str,
     generation: i64,
+    /// Set during a rebuild: writes are kept here and written at commit.
+    buffer: Option<WriteBehind>,
 }
 
 impl Tx {
     /// The document under `doc_key`, if any.
-    pub async fn get<T: DeserializeOwned>(&mut self, doc_key: &str) -> Result<Option<T>> {
+    pub async fn get<T>(&mut self, doc_key: &str) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if let Some(buffer) = &self.buffer {
+            if let Some(cached) = buffer.docs.get(doc_key) {
+                return cached.value::<T>(doc_key).map(Some);
+            }
+            if !buffer
+                .written
+                .lock()
+                .expect("not poisoned")
+                .may_contain(doc_key)
+            {
+                return Ok(None);
+            }
+        }
+        let document = self.select::<T>(doc_key).await?;
+        if let (Some(buffer), Some(document)) = (&mut self.buffer, &document) {
+            buffer
+                .docs
+                .insert(doc_key.to_owned(), Cached::new(document.clone(), false));
+        }
+        Ok(document)
+    }
+
+    async fn select<T: DeserializeOwned>(&mut self, doc_key: &str) -> Result<Option<T>> {
         let sql = "SELECT json FROM projection_documents
             WHERE projection = $1 AND generation = $2 AND doc_key = $3";
         let (projection, generation) = (self.projection, self.generation);
@@ -335,11 +404,18 @@ impl Tx {
     }
 
     /// Writes (inserts or replaces) the document under `doc_key`.
-    pub async fn put<T: Serialize>(&mut self, doc_key: &str, document: &T) -> Result<()> {
-        let json = serde_json::to_string(document).map_err(|e| Error::Corrupted {
-            position: 0,
-            reason: format!("document {doc_key} does not serialise: {e}"),
-        })?;
+    pub async fn put<T>(&mut self, doc_key: &str, document: &T) -> Result<()>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if let Some(buffer) = &mut self.buffer {
+            buffer.written.lock().expect("not poisoned").insert(doc_key);
+            buffer
+                .docs
+                .insert(doc_key.to_owned(), Cached::new(document.clone(), true));
+            return Ok(());
+        }
+        let json = to_json(doc_key, document)?;
         let sql = "INSERT INTO projection_documents (projection, generation, doc_key, json)
             VALUES ($1, $2, $3, $4)
             ON CONFLICT (projection, generation, doc_key) DO UPDATE SET json = excluded.json";
@@ -356,6 +432,10 @@ impl Tx {
 
     /// Files `doc_key` under `index_key` of `index_name` (idempotent).
     pub async fn index(&mut self, index_name: &str, index_key: &str, doc_key: &str) -> Result<()> {
+        if let Some(buffer) = &mut self.buffer {
+            buffer.index_entry(index_name, index_key, doc_key, true);
+            return Ok(());
+        }
         let sql =
             "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
@@ -378,6 +458,10 @@ impl Tx {
         index_key: &str,
         doc_key: &str,
     ) -> Result<()> {
+        if let Some(buffer) = &mut self.buffer {
+            buffer.index_entry(index_name, index_key, doc_key, false);
+            return Ok(());
+        }
         let sql = "DELETE FROM projection_index WHERE projection = $1 AND generation = $2
             AND index_name = $3 AND index_key = $4 AND doc_key = $5";
         let (projection, generation) = (self.projection, self.generation);
@@ -451,9 +535,212 @@ impl Tx {
         Ok(())
     }
 
-    /// Commits.
-    pub(crate) async fn commit(self) -> Result<()> {
+    /// Commits (writing what a rebuild's transaction kept in memory first).
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        if let Some(buffer) = self.buffer.take() {
+            self.flush(buffer).await?;
+        }
         both_tx!(self.inner, tx => tx.commit().await)?;
         Ok(())
+    }
+
+    /// Writes the buffered documents and index changes: multi-row upserts
+    /// of at most [`FLUSH_ROWS`] rows per statement.
+    async fn flush(&mut self, buffer: WriteBehind) -> Result<()> {
+        let (projection, generation) = (self.projection, self.generation);
+        let numbered = matches!(self.inner, TxInner::Postgres(_));
+        let mut documents = Vec::new();
+        for (key, cached) in buffer.docs {
+            if cached.dirty {
+                let json = (cached.to_json)(cached.value.as_ref(), &key)?;
+                documents.push((key, json));
+            }
+        }
+        for chunk in documents.chunks(FLUSH_ROWS) {
+            let sql = format!(
+                "INSERT INTO projection_documents (projection, generation, doc_key, json) VALUES {}
+                ON CONFLICT (projection, generation, doc_key) DO UPDATE SET json = excluded.json",
+                placeholders(chunk.len(), 4, numbered)
+            );
+            both_tx!(&mut self.inner, tx => {
+                // Only full chunks keep a prepared statement: the last one's
+                // size differs every batch, and hundreds of cached
+                // thousand-parameter statements would hold ~100 MiB.
+                let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
+                for (key, json) in chunk {
+                    query = query.bind(projection).bind(generation).bind(key).bind(json);
+                }
+                query.execute(&mut **tx).await.map(|_| ())
+            })?;
+        }
+        let (added, removed): (Vec<_>, Vec<_>) =
+            buffer.index.into_iter().partition(|(_, present)| *present);
+        for chunk in added.chunks(FLUSH_ROWS) {
+            let sql = format!(
+                "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
+                VALUES {} ON CONFLICT DO NOTHING",
+                placeholders(chunk.len(), 5, numbered)
+            );
+            both_tx!(&mut self.inner, tx => {
+                // Only full chunks keep a prepared statement: the last one's
+                // size differs every batch, and hundreds of cached
+                // thousand-parameter statements would hold ~100 MiB.
+                let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
+                for ((name, key, doc), _) in chunk {
+                    query = query.bind(projection).bind(generation).bind(name).bind(key).bind(doc);
+                }
+                query.execute(&mut **tx).await.map(|_| ())
+            })?;
+        }
+        for ((name, key, doc), _) in removed {
+            let sql = "DELETE FROM projection_index WHERE projection = $1 AND generation = $2
+                AND index_name = $3 AND index_key = $4 AND doc_key = $5";
+            both_tx!(&mut self.inner, tx => sqlx::query(sql)
+                .bind(projection)
+                .bind(generation)
+                .bind(&name)
+                .bind(&key)
+                .bind(&doc)
+                .execute(&mut **tx)
+                .await.map(|_| ()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows per statement when a rebuild's batch is written: 5 parameters a
+/// row stays far below both databases' limits (SQLite 32,766, PostgreSQL
+/// 65,535).
+const FLUSH_ROWS: usize = 1_000;
+
+/// `($1, $2, …), (…), …` (PostgreSQL) or `(?, ?, …), (…), …` (SQLite,
+/// where thousands of named `$n` parameters make a statement slow to
+/// prepare): `rows` tuples of `columns` parameters.
+fn placeholders(rows: usize, columns: usize, numbered: bool) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            if numbered {
+                sql.push_str(&format!("${}", row * columns + column + 1));
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+fn to_json<T: Serialize>(doc_key: &str, document: &T) -> Result<String> {
+    serde_json::to_string(document).map_err(|e| Error::Corrupted {
+        position: 0,
+        reason: format!("document {doc_key} does not serialise: {e}"),
+    })
+}
+
+/// What a rebuild's transaction keeps until it commits.
+struct WriteBehind {
+    /// Documents read or written in this transaction, as values.
+    docs: HashMap<String, Cached>,
+    /// Index entries changed in this transaction: present or removed (the
+    /// last change wins).
+    index: HashMap<(String, String, String), bool>,
+    written: Arc<Mutex<KeyFilter>>,
+}
+
+impl WriteBehind {
+    fn index_entry(&mut self, index_name: &str, index_key: &str, doc_key: &str, present: bool) {
+        self.index.insert(
+            (
+                index_name.to_owned(),
+                index_key.to_owned(),
+                doc_key.to_owned(),
+            ),
+            present,
+        );
+    }
+}
+
+/// A document held as its value (cloned out on `get`, serialised once at
+/// commit), with the serialiser of its type.
+struct Cached {
+    value: Box<dyn Any + Send + Sync>,
+    to_json: fn(&(dyn Any + Send + Sync), &str) -> Result<String>,
+    dirty: bool,
+}
+
+impl Cached {
+    fn new<T: Serialize + Clone + Send + Sync + 'static>(value: T, dirty: bool) -> Cached {
+        fn to_json_of<T: Serialize + 'static>(
+            value: &(dyn Any + Send + Sync),
+            doc_key: &str,
+        ) -> Result<String> {
+            let value = value.downcast_ref::<T>().expect("stored with its own type");
+            to_json(doc_key, value)
+        }
+        Cached {
+            value: Box::new(value),
+            to_json: to_json_of::<T>,
+            dirty,
+        }
+    }
+
+    /// The value as `T`: a clone, or (read as another type than it was
+    /// written as) a round trip through JSON.
+    fn value<T: DeserializeOwned + Clone + 'static>(&self, doc_key: &str) -> Result<T> {
+        match self.value.downcast_ref::<T>() {
+            Some(value) => Ok(value.clone()),
+            None => parse(doc_key, &(self.to_json)(self.value.as_ref(), doc_key)?),
+        }
+    }
+}
+
+/// The keys written to a generation being rebuilt, as a Bloom filter of
+/// fixed size: "no" is certain (the document does not exist, no query
+/// needed), "maybe" costs one lookup. Its memory does not grow with the
+/// log; past a few million keys "maybe" just becomes more frequent.
+pub(crate) struct KeyFilter {
+    bits: Vec<u64>,
+    hasher: std::hash::RandomState,
+}
+
+/// Bits of a [`KeyFilter`]: 2²⁴ (2 MiB), under 1 % false positives with
+/// four probes up to ~1.7 million keys.
+const KEY_FILTER_BITS: usize = 1 << 24;
+
+impl Default for KeyFilter {
+    fn default() -> Self {
+        KeyFilter {
+            bits: vec![0; KEY_FILTER_BITS / 64],
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+}
+
+impl KeyFilter {
+    fn probes(&self, key: &str) -> [usize; 4] {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(key);
+        let (low, high) = (hash as u32 as usize, (hash >> 32) as usize | 1);
+        std::array::from_fn(|i| low.wrapping_add(i * high) % KEY_FILTER_BITS)
+    }
+
+    fn insert(&mut self, key: &str) {
+        for bit in self.probes(key) {
+            self.bits[bit / 64] |= 1 << (bit % 64);
+        }
+    }
+
+    fn may_contain(&self, key: &str) -> bool {
+        self.probes(key)
+            .iter()
+            .all(|bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0)
     }
 }

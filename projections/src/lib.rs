@@ -51,4 +51,4 @@ pub use models::access_log::AccessEntry;
 pub use models::care::{ApplicationDoc, PersonDoc, PersonalFields};
 pub use projection::{Projection, Stamped, decode};
 pub use read::*;
-pub use runner::{BATCH_EVENTS_MAX, Lag, Projections, RETRY_DELAY_MS};
+pub use runner::{BATCH_EVENTS_MAX, Lag, Projections, REBUILD_BATCH_EVENTS, RETRY_DELAY_MS};

@@ -10,9 +10,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use kiban_events::{Position, RecordedEvent};
-use kiban_store::{READ_EVENTS_MAX, Store};
+use kiban_store::Store;
 
-use crate::db::Db;
+use crate::db::{Db, KeyFilter, Tx};
 use crate::error::{Error, Result};
 use crate::projection::Projection;
 
@@ -21,6 +21,14 @@ use crate::projection::Projection;
 /// that a batch holds SQLite's write lock (shared with the store's writer)
 /// for milliseconds.
 pub const BATCH_EVENTS_MAX: usize = 256;
+
+/// Events applied per transaction by a rebuild. A rebuild writes a fresh
+/// generation nobody reads, and its transaction keeps documents in memory
+/// and writes each one once at commit (see `Db::begin_rebuild`), so larger
+/// batches mean fewer writes. On SQLite a batch holds the database's write
+/// lock (shared with the store's writer) for its duration: at ~100,000
+/// events/s, a few tens of milliseconds.
+pub const REBUILD_BATCH_EVENTS: usize = 4_096;
 
 /// How long a runner waits before resubscribing after a failure, in
 /// milliseconds: a database restart takes seconds, and a tight loop would
@@ -170,6 +178,20 @@ impl Projections {
         rebuild(&self.inner.db, &self.inner.store, entry.projection.as_ref()).await
     }
 
+    /// [`Projections::rebuild`] of every projection in one pass over the
+    /// store: each batch read is applied to each projection's fresh
+    /// generation in turn, and each new generation is swapped in when the
+    /// pass reaches the head. Returns that position.
+    pub async fn rebuild_all(&self) -> Result<Position> {
+        let projections: Vec<&dyn Projection> = self
+            .inner
+            .entries
+            .iter()
+            .map(|entry| entry.projection.as_ref())
+            .collect();
+        rebuild_many(&self.inner.db, &self.inner.store, &projections).await
+    }
+
     /// Stops the runners at their next safe point (between batches) and
     /// waits for them.
     pub async fn stop(&self) {
@@ -200,33 +222,84 @@ pub(crate) async fn make_first_generation(db: &Db, projection: &dyn Projection) 
 }
 
 async fn rebuild(db: &Db, store: &Store, projection: &dyn Projection) -> Result<Position> {
-    let name = projection.name();
-    let live = db.live(name).await?.map_or(0, |(generation, _)| generation);
-    let generation = db.last_generation(name).await?.max(live) + 1;
+    rebuild_many(db, store, &[projection]).await
+}
+
+/// Rebuilds `projections` into fresh generations in one pass over the store
+/// and swaps each in at the end.
+async fn rebuild_many(db: &Db, store: &Store, projections: &[&dyn Projection]) -> Result<Position> {
+    let mut fresh = Vec::with_capacity(projections.len());
+    for projection in projections {
+        let name = projection.name();
+        let live = db.live(name).await?.map_or(0, |(generation, _)| generation);
+        let generation = db.last_generation(name).await?.max(live) + 1;
+        fresh.push((
+            *projection,
+            generation,
+            Arc::new(Mutex::new(KeyFilter::default())),
+        ));
+    }
+    let apply = async |batch: &[RecordedEvent]| -> Result<Position> {
+        for (projection, generation, written) in &fresh {
+            apply_rebuild_batch(db, *projection, *generation, batch, written).await?;
+        }
+        Ok(batch.last().map_or(0, |event| event.position))
+    };
     let mut position: Position = 0;
+    let mut batch = Vec::with_capacity(REBUILD_BATCH_EVENTS);
+    // Up to the head as it is when each pass starts; events appended during
+    // a pass are picked up by the next one, until a pass finds none.
     loop {
-        let page = store
-            .read_all(position + 1, BATCH_EVENTS_MAX.min(READ_EVENTS_MAX))
-            .await?;
-        let Some(last) = page.last() else { break };
-        let last = last.position;
-        match apply_batch(db, projection, generation, &page, false).await? {
-            Batch::Applied => position = last,
-            Batch::NotLive => unreachable!("a rebuild batch does not check the live generation"),
+        let head = store.head().await?.position;
+        if head <= position {
+            break;
+        }
+        let mut events = store.read_range(position + 1, head);
+        while let Some(events) = events.next().await {
+            batch.extend(events?);
+            if batch.len() >= REBUILD_BATCH_EVENTS {
+                position = apply(&batch).await?;
+                batch.clear();
+            }
+        }
+        if !batch.is_empty() {
+            position = apply(&batch).await?;
+            batch.clear();
         }
     }
-    let mut tx = db.begin(name, generation).await?;
-    tx.lock_live().await?;
-    tx.set_checkpoint(position).await?;
-    tx.make_live(projection.schema_version()).await?;
-    tx.commit().await?;
-    tracing::info!(
-        projection = name,
-        generation,
-        position,
-        "rebuilt projection is live"
-    );
+    for (projection, generation, _) in &fresh {
+        let name = projection.name();
+        let mut tx = db.begin(name, *generation).await?;
+        tx.lock_live().await?;
+        tx.set_checkpoint(position).await?;
+        tx.make_live(projection.schema_version()).await?;
+        tx.commit().await?;
+        tracing::info!(
+            projection = name,
+            generation,
+            position,
+            "rebuilt projection is live"
+        );
+    }
     Ok(position)
+}
+
+/// Applies one rebuild batch in one transaction that keeps its writes in
+/// memory until it commits.
+async fn apply_rebuild_batch(
+    db: &Db,
+    projection: &dyn Projection,
+    generation: i64,
+    events: &[RecordedEvent],
+    written: &Arc<Mutex<KeyFilter>>,
+) -> Result<()> {
+    let tx = db
+        .begin_rebuild(projection.name(), generation, written.clone())
+        .await?;
+    match apply_in(tx, projection, generation, events, false).await? {
+        Batch::Applied => Ok(()),
+        Batch::NotLive => unreachable!("a rebuild batch does not check the live generation"),
+    }
 }
 
 pub(crate) enum Batch {
@@ -244,10 +317,24 @@ pub(crate) async fn apply_batch(
     events: &[RecordedEvent],
     require_live: bool,
 ) -> Result<Batch> {
+    if events.is_empty() {
+        return Ok(Batch::Applied);
+    }
+    let tx = db.begin(projection.name(), generation).await?;
+    apply_in(tx, projection, generation, events, require_live).await
+}
+
+/// [`apply_batch`] in a transaction already begun.
+async fn apply_in(
+    mut tx: Tx,
+    projection: &dyn Projection,
+    generation: i64,
+    events: &[RecordedEvent],
+    require_live: bool,
+) -> Result<Batch> {
     let Some(last) = events.last() else {
         return Ok(Batch::Applied);
     };
-    let mut tx = db.begin(projection.name(), generation).await?;
     // The first statement writes, so that SQLite takes its write lock (with
     // its busy wait) at once instead of failing to upgrade a read later.
     if require_live {

@@ -542,8 +542,10 @@ async fn a_rebuild_gives_identical_read_models_and_swaps_them_in(db: &TestDb) {
     caught_up(&projections, last).await;
     let names = projections.names();
     let mut before = Vec::new();
+    let mut index_before = Vec::new();
     for name in &names {
         before.push(projections.db().dump(name).await.unwrap());
+        index_before.push(projections.db().dump_index(name).await.unwrap());
     }
     for name in &names {
         let position = bounded("rebuild", projections.rebuild(name)).await.unwrap();
@@ -553,6 +555,26 @@ async fn a_rebuild_gives_identical_read_models_and_swaps_them_in(db: &TestDb) {
         let after = projections.db().dump(name).await.unwrap();
         assert!(!after.is_empty(), "{name} has documents");
         assert_eq!(&after, before, "{name} rebuilt identically");
+    }
+    for (name, before) in names.iter().zip(&index_before) {
+        let after = projections.db().dump_index(name).await.unwrap();
+        assert_eq!(&after, before, "{name}'s indexes rebuilt identically");
+    }
+    assert!(
+        index_before.iter().any(|entries| !entries.is_empty()),
+        "the history fills some index"
+    );
+    // All of them in one pass: the same again.
+    let position = bounded("rebuild all", projections.rebuild_all())
+        .await
+        .unwrap();
+    assert_eq!(position, last);
+    for ((name, before), index_before) in names.iter().zip(&before).zip(&index_before) {
+        assert_eq!(&projections.db().dump(name).await.unwrap(), before);
+        assert_eq!(
+            &projections.db().dump_index(name).await.unwrap(),
+            index_before
+        );
     }
     // The runners follow the new generation.
     let more = ingest(&engine, INSURER, PERSON, None, "insured.equipment_purchase_recorded", 28, serde_json::json!({"category": "walker", "purchased_on": "2026-05-29", "cost": 10000, "seller_designated": true, "replacement_reason": null})).await;

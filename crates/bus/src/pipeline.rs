@@ -100,7 +100,8 @@ impl<'a, T: Send + 'a> KeyedPipeline<'a, T> {
         for key in &keys {
             *self.busy.entry(key.clone()).or_default() += 1;
         }
-        self.running.push(Box::pin(async move { (keys, work.await) }));
+        self.running
+            .push(Box::pin(async move { (keys, work.await) }));
     }
 }
 
@@ -116,7 +117,10 @@ mod tests {
     fn batch(
         log: &Arc<Mutex<Vec<String>>>,
         name: &'static str,
-    ) -> (oneshot::Sender<()>, impl Future<Output = &'static str> + Send + 'static) {
+    ) -> (
+        oneshot::Sender<()>,
+        impl Future<Output = &'static str> + Send + 'static,
+    ) {
         let (release, released) = oneshot::channel::<()>();
         let log = Arc::clone(log);
         (release, async move {

@@ -320,6 +320,9 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Read, verify and rebuild every projection from a log of synthetic
+    /// workflow events (再生): events/s per phase and memory.
+    Replay(crate::bench_replay::ReplayArgs),
 }
 
 /// The HTTPS API of `kiban serve`.

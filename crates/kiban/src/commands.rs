@@ -336,12 +336,13 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
             )
             .await
         }
+        BenchCommand::Replay(args) => crate::bench_replay::run(args).await,
     }
 }
 
 /// Where a benchmark runs, from its `--backend`, `--database-url` and
 /// `--directory`.
-fn bench_backend(
+pub(crate) fn bench_backend(
     backend: Backend,
     database_url: Option<String>,
     directory: PathBuf,

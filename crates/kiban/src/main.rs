@@ -13,6 +13,7 @@
 mod audit;
 mod bench_api;
 mod bench_ingest;
+mod bench_replay;
 #[cfg(feature = "pcsc")]
 mod card;
 mod cli;

@@ -211,6 +211,47 @@ async fn run_store(
     Ok((started.elapsed(), latencies))
 }
 
+/// What [`read_raw`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RawRead {
+    /// Rows read.
+    pub events: u64,
+    /// Bytes of their stored fields (ids, times and numbers not counted).
+    pub bytes: u64,
+    /// Bytes of their payloads.
+    pub payload_bytes: u64,
+}
+
+/// Streams every row of `from..=to` out of the database as stored, without
+/// parsing or hashing: the scan under [`Store::verify`] and
+/// [`Store::read_range`] on its own, for `kiban bench replay`.
+pub async fn read_raw(store: &Store, from: u64, to: u64) -> Result<RawRead> {
+    let mut scan = crate::scan::Scan::start(store.readers(), from, to);
+    let mut read = RawRead {
+        events: 0,
+        bytes: 0,
+        payload_bytes: 0,
+    };
+    let mut next = from.max(1);
+    while let Some(batch) = scan.next().await {
+        let batch = batch?;
+        for row in batch.rows() {
+            if row.position() != next {
+                return Err(Error::Corrupted {
+                    position: next,
+                    reason: format!("position {next} is missing (found {})", row.position()),
+                });
+            }
+            read.payload_bytes += batch.payload(row).len() as u64;
+            next += 1;
+        }
+        read.events += batch.rows().len() as u64;
+        read.bytes += batch.byte_len() as u64;
+        scan.recycle(batch);
+    }
+    Ok(read)
+}
+
 /// The fresh database of one benchmark run, removed afterwards (also used
 /// by the other benchmarks of the `kiban` binary).
 pub struct Scratch {

@@ -5,13 +5,17 @@ use kiban_events::{Hash, Position};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::backend::{RawEvent, Readers};
-use crate::error::Result;
+use kiban_events::envelope::CanonicalFields;
 
-/// Events read per page while verifying. Verification is a sequential scan;
-/// a thousand events (~1 MB at typical sizes) per round trip amortises the
-/// query cost while keeping memory constant however long the chain.
-pub const VERIFY_PAGE_EVENTS: usize = 1000;
+use crate::backend::Readers;
+use crate::error::{Error, Result};
+use crate::scan::{RowBatch, SCAN_PAGE_EVENTS, Scan, ScannedRow};
+
+/// Events read per keyset page while verifying (one statement, one
+/// snapshot, each): see [`crate::scan`]. The rows are handed to the hashing
+/// thread in batches of a few thousand; memory is constant however long the
+/// chain.
+pub const VERIFY_PAGE_EVENTS: usize = SCAN_PAGE_EVENTS as usize;
 
 /// The chain step: `SHA-256(prev ‖ canonical)`.
 pub fn chain_hash(prev: &Hash, canonical: &[u8]) -> Hash {
@@ -99,7 +103,13 @@ pub(crate) async fn verify(
 }
 
 /// Walks `range`, calling `progress` with the number of events checked so
-/// far after each page (a page is [`VERIFY_PAGE_EVENTS`]).
+/// far after each batch of the scan (a few thousand events).
+///
+/// The rows come from a [`Scan`] (read on its own thread or task, in keyset
+/// pages, into recycled batches) and are hashed on a blocking thread of
+/// their own, so reading and hashing overlap. The verdicts are the same as a
+/// row-by-row walk's: the first break wins, and telling a changed hash field
+/// from changed content still looks at the next event's link.
 pub(crate) async fn verify_with(
     readers: &Readers,
     range: &VerifyRange,
@@ -110,7 +120,7 @@ pub(crate) async fn verify_with(
         Some(to) => to,
         None => readers.head().await?.map_or(0, |(p, _)| p.max(0) as u64),
     };
-    let mut prev = match range.anchor {
+    let prev = match range.anchor {
         Some(anchor) => anchor,
         None if from == 1 => Hash::GENESIS,
         None => match readers.hashes_at(from - 1).await? {
@@ -118,45 +128,163 @@ pub(crate) async fn verify_with(
             None => return Ok(broken(from - 1, BreakReason::Missing, 0)),
         },
     };
-    // Index of the next signed hash to pass through.
-    let mut checkpoint = range.checkpoints.partition_point(|(p, _)| *p < from);
-    let mut next = from;
-    let mut buffer = Vec::with_capacity(4096);
-    while next <= to {
-        let want = usize::try_from(to - next + 1)
-            .map_or(VERIFY_PAGE_EVENTS, |n| n.min(VERIFY_PAGE_EVENTS));
-        let page = readers.read_all(next, want).await?;
-        if page.is_empty() {
-            return Ok(broken(next, BreakReason::Missing, next - from));
-        }
-        for row in &page {
-            if row.position() != next {
-                return Ok(broken(next, BreakReason::Missing, next - from));
-            }
-            if let Err(reason) = check_row(readers, row, &prev, &mut buffer).await? {
-                return Ok(broken(next, reason, next - from));
-            }
-            prev = Hash::from_slice(&row.hash).expect("checked by check_row");
-            while let Some(&(position, signed)) = range.checkpoints.get(checkpoint)
-                && position <= next
-            {
-                if position == next && signed != prev {
-                    let reason = BreakReason::CheckpointMismatch {
-                        signed,
-                        stored: prev,
-                    };
-                    return Ok(broken(next, reason, next - from));
-                }
-                checkpoint += 1;
-            }
-            next += 1;
-        }
-        progress(next - from);
+    if from > to {
+        return Ok(VerifyReport::Verified {
+            events: 0,
+            head_hash: prev,
+        });
     }
-    Ok(VerifyReport::Verified {
-        events: next - from,
-        head_hash: prev,
+    // The signed hashes still ahead of the walk.
+    let first = range.checkpoints.partition_point(|(p, _)| *p < from);
+    let checkpoints = range.checkpoints[first..].to_vec();
+    let scan = Scan::start(readers, from, to);
+    let (checked, mut counts) = tokio::sync::mpsc::unbounded_channel();
+    let walker = tokio::task::spawn_blocking(move || {
+        let mut walk = Walk {
+            prev,
+            next: from,
+            from,
+            checkpoints,
+            checkpoint: 0,
+            buffer: Vec::with_capacity(4096),
+        };
+        walk.run(scan, to, &checked)
+    });
+    while let Some(count) = counts.recv().await {
+        progress(count);
+    }
+    let verdict = walker
+        .await
+        .map_err(|e| Error::Unavailable(format!("the verification thread failed: {e}")))??;
+    Ok(match verdict {
+        Verdict::Report(report) => report,
+        Verdict::Unlinked {
+            position,
+            stored,
+            recomputed,
+            events_verified,
+        } => {
+            // Either the content or the hash field changed. If the next event
+            // links to the hash the content gives, the content is intact: the
+            // hash field itself was altered.
+            let next_links_to_content = match readers.hashes_at(position + 1).await? {
+                Some((next_prev, _)) => Hash::from_slice(&next_prev) == Some(recomputed),
+                None => false,
+            };
+            let reason = if next_links_to_content {
+                BreakReason::HashAltered { stored, recomputed }
+            } else {
+                BreakReason::ContentChanged { stored, recomputed }
+            };
+            broken(position, reason, events_verified)
+        }
     })
+}
+
+/// What the hashing thread found.
+enum Verdict {
+    Report(VerifyReport),
+    /// The row at `position` does not hash to its stored hash; which of
+    /// [`BreakReason::ContentChanged`] and [`BreakReason::HashAltered`] it is
+    /// takes a look at the next event (a database read, done by the caller).
+    Unlinked {
+        position: Position,
+        stored: Hash,
+        recomputed: Hash,
+        events_verified: u64,
+    },
+}
+
+/// The state of a walk along the chain.
+struct Walk {
+    /// The hash the next event must link to.
+    prev: Hash,
+    /// The position expected next.
+    next: Position,
+    from: Position,
+    checkpoints: Vec<(Position, Hash)>,
+    /// Index of the next signed hash to pass through.
+    checkpoint: usize,
+    /// The canonical bytes of the row being hashed (reused).
+    buffer: Vec<u8>,
+}
+
+impl Walk {
+    fn run(
+        &mut self,
+        mut scan: Scan,
+        to: Position,
+        checked: &tokio::sync::mpsc::UnboundedSender<u64>,
+    ) -> Result<Verdict> {
+        while let Some(batch) = scan.blocking_next() {
+            let batch = batch?;
+            for row in batch.rows() {
+                if let Some(verdict) = self.step(&batch, row)? {
+                    return Ok(verdict);
+                }
+            }
+            let _ = checked.send(self.next - self.from);
+            scan.recycle(batch);
+        }
+        if self.next <= to {
+            return Ok(self.broken(BreakReason::Missing));
+        }
+        Ok(Verdict::Report(VerifyReport::Verified {
+            events: self.next - self.from,
+            head_hash: self.prev,
+        }))
+    }
+
+    fn broken(&self, reason: BreakReason) -> Verdict {
+        Verdict::Report(broken(self.next, reason, self.next - self.from))
+    }
+
+    /// Checks one row; `Some` is the verdict when the chain breaks here.
+    fn step(&mut self, batch: &RowBatch, row: &ScannedRow) -> Result<Option<Verdict>> {
+        if row.position() != self.next {
+            return Ok(Some(self.broken(BreakReason::Missing)));
+        }
+        let stored_prev = batch.prev_hash(row);
+        if stored_prev != Some(self.prev) {
+            return Ok(Some(self.broken(BreakReason::LinkBroken {
+                stored_prev_hash: stored_prev,
+                expected_prev_hash: self.prev,
+            })));
+        }
+        let canonical = batch.canonical(row)?;
+        let recomputed = if canonical_fits(&canonical) {
+            self.buffer.clear();
+            canonical.write(&mut self.buffer);
+            chain_hash(&self.prev, &self.buffer)
+        } else {
+            // Lengths beyond the encoding's fields cannot have been appended.
+            Hash::default()
+        };
+        let stored = batch.hash(row);
+        if stored != Some(recomputed) {
+            return Ok(Some(Verdict::Unlinked {
+                position: self.next,
+                stored: stored.unwrap_or_default(),
+                recomputed,
+                events_verified: self.next - self.from,
+            }));
+        }
+        self.prev = recomputed;
+        while let Some(&(position, signed)) = self.checkpoints.get(self.checkpoint)
+            && position <= self.next
+        {
+            if position == self.next && signed != self.prev {
+                let reason = BreakReason::CheckpointMismatch {
+                    signed,
+                    stored: self.prev,
+                };
+                return Ok(Some(self.broken(reason)));
+            }
+            self.checkpoint += 1;
+        }
+        self.next += 1;
+        Ok(None)
+    }
 }
 
 fn broken(position: Position, reason: BreakReason, events_verified: u64) -> VerifyReport {
@@ -167,57 +295,13 @@ fn broken(position: Position, reason: BreakReason, events_verified: u64) -> Veri
     }
 }
 
-/// Checks one row against the hash of its predecessor. The outer `Result` is
-/// a database error; the inner one is the verdict.
-async fn check_row(
-    readers: &Readers,
-    row: &RawEvent,
-    prev: &Hash,
-    buffer: &mut Vec<u8>,
-) -> Result<Result<(), BreakReason>> {
-    let stored_prev = Hash::from_slice(&row.prev_hash);
-    if stored_prev != Some(*prev) {
-        return Ok(Err(BreakReason::LinkBroken {
-            stored_prev_hash: stored_prev,
-            expected_prev_hash: *prev,
-        }));
-    }
-    let stored = Hash::from_slice(&row.hash).unwrap_or_default();
-    let recomputed = match canonical_bytes(row, buffer) {
-        Some(bytes) => chain_hash(prev, bytes),
-        // Lengths beyond the encoding's fields cannot have been appended.
-        None => Hash::default(),
-    };
-    if row.hash.len() == 32 && stored == recomputed {
-        return Ok(Ok(()));
-    }
-    // Either the content or the hash field changed. If the next event links
-    // to the hash the content gives, the content is intact: the hash field
-    // itself was altered.
-    let next_links_to_content = match readers.hashes_at(row.position() + 1).await? {
-        Some((next_prev, _)) => Hash::from_slice(&next_prev) == Some(recomputed),
-        None => false,
-    };
-    Ok(Err(if next_links_to_content {
-        BreakReason::HashAltered { stored, recomputed }
-    } else {
-        BreakReason::ContentChanged { stored, recomputed }
-    }))
-}
-
-/// The canonical bytes of a stored row, or `None` when a field is longer
-/// than the encoding allows (only possible after a change outside kiban).
-fn canonical_bytes<'b>(row: &RawEvent, buffer: &'b mut Vec<u8>) -> Option<&'b [u8]> {
-    let fits = row.stream.len() <= usize::from(u16::MAX)
-        && row.event_type.len() <= usize::from(u8::MAX)
-        && row.actor.len() <= usize::from(u16::MAX)
-        && u32::try_from(row.payload.len()).is_ok();
-    if !fits {
-        return None;
-    }
-    buffer.clear();
-    row.canonical().write(buffer);
-    Some(buffer)
+/// Whether the fields fit the canonical encoding (only a change outside
+/// kiban can make one longer than its length prefix allows).
+fn canonical_fits(fields: &CanonicalFields<'_>) -> bool {
+    fields.stream.len() <= usize::from(u16::MAX)
+        && fields.event_type.len() <= usize::from(u8::MAX)
+        && fields.actor.len() <= usize::from(u16::MAX)
+        && u32::try_from(fields.payload.len()).is_ok()
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@
 //! - `writer.rs`: the single writer task with group commit.
 //! - `cache.rs`: the writer's bounded stream-version cache.
 //! - `chain.rs`: the hash chain and its verification.
+//! - `scan.rs`: the sequential scan under verification and bulk reads
+//!   (keyset pages, a reader thread, recycled batches, binary COPY).
 //! - `checkpoint.rs`: signed checkpoints (Ed25519) and their export.
 //! - `keys.rs`: per-person data keys and sealed values (crypto-shredding).
 //! - `backend/`: the SQL of each backend, behind a small internal surface.
@@ -60,6 +62,7 @@ mod chain;
 mod checkpoint;
 mod error;
 pub mod keys;
+mod scan;
 mod store;
 mod writer;
 

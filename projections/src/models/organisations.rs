@@ -105,7 +105,7 @@ impl Projection for OrganisationsProjection {
 /// Appends the decoded event to the aggregate's document.
 async fn append<E>(tx: &mut Tx, key: &str, event: &RecordedEvent) -> Result<Stamped<E>>
 where
-    E: DomainEvent + Serialize + DeserializeOwned,
+    E: DomainEvent + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let stamped = decode::<E>(event)?;
     let mut doc: AggregateDoc<E> = tx.get(key).await?.unwrap_or_else(|| AggregateDoc {

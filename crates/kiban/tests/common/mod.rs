@@ -132,9 +132,9 @@ pub async fn onboard(dir: &Path) {
 }
 
 /// Runs `kiban` with `args` (without `KIBAN_BENCH_DATABASE_URL`, so that a
-/// benchmark uses its SQLite scratch directory), asserts that it succeeded,
-/// and returns the last line of its output as JSON, and the whole output.
-pub fn run_for_json(args: &[&str]) -> (serde_json::Value, String) {
+/// benchmark uses its SQLite scratch directory unless told otherwise),
+/// asserts that it succeeded, and returns its standard output.
+pub fn run_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
     let output = std::process::Command::new(KIBAN)
         .args(args)
         .env_remove("KIBAN_BENCH_DATABASE_URL")
@@ -147,6 +147,12 @@ pub fn run_for_json(args: &[&str]) -> (serde_json::Value, String) {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+/// [`run_ok`], and the last line of its output as JSON.
+pub fn run_for_json(args: &[&str]) -> (serde_json::Value, String) {
+    let stdout = run_ok(args);
     let report = serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
     (report, stdout)
 }

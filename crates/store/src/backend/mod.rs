@@ -11,7 +11,6 @@ pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 use chrono::{TimeZone, Utc};
-use kiban_events::envelope::CanonicalFields;
 use kiban_events::{
     Actor, EventId, EventType, Hash, Payload, Position, RecordedEvent, StreamName, Version,
 };
@@ -49,24 +48,6 @@ impl RawEvent {
     /// change outside kiban; it maps to 0, which no real event has.
     pub fn position(&self) -> Position {
         u64::try_from(self.position).unwrap_or(0)
-    }
-
-    /// The fields the hash covers, borrowed from the row.
-    pub fn canonical(&self) -> CanonicalFields<'_> {
-        CanonicalFields {
-            position: self.position(),
-            stream: &self.stream,
-            version: u64::try_from(self.version).unwrap_or(0),
-            event_id: &self.event_id,
-            event_type: &self.event_type,
-            schema_version: u16::try_from(self.schema_version).unwrap_or(0),
-            occurred_at_micros: self.occurred_at_micros,
-            recorded_at_micros: self.recorded_at_micros,
-            actor: &self.actor,
-            correlation_id: &self.correlation_id,
-            causation_id: self.causation_id.as_ref(),
-            payload: &self.payload,
-        }
     }
 
     /// Parses the row into the envelope. A field that does not parse was

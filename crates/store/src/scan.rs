@@ -1,0 +1,676 @@
+//! The sequential scan of the log that chain verification and bulk reads
+//! stand on: every row of a position range, in order, in constant memory, as
+//! fast as the database hands them out.
+//!
+//! The row-by-row read path ([`Readers::read_all`]) decodes each row into an
+//! owned [`RawEvent`] — a dozen allocations per row, in pages of a thousand
+//! with a query each — which is right for subscriptions but caps a scan of the
+//! whole log at ~100,000 events/s. The scan instead:
+//!
+//! - reads on its own thread or task, **in parallel with the consumer** (the
+//!   verifier hashes batch n while batch n+1 is read), through a channel of
+//!   [`SCAN_QUEUE_BATCHES`] batches, so memory stays flat however long the log;
+//! - packs rows into a [`RowBatch`]: one byte arena plus fixed-size row
+//!   records, buffers **recycled** between reader and consumer, so a batch
+//!   costs no allocation once the scan is warm;
+//! - on SQLite, steps one statement per keyset page of [`SCAN_PAGE_EVENTS`]
+//!   on a separate read-only connection (`rusqlite`, borrowed column
+//!   values; sqlx copies every value of every row into its own allocation
+//!   and sends rows one by one over a channel);
+//! - on PostgreSQL, runs `COPY (SELECT …) TO STDOUT (FORMAT binary)` per
+//!   keyset page and parses the binary tuples itself: no per-row protocol
+//!   round of `DataRow` decoding, no text conversion of timestamps and ids;
+//! - falls back to [`Readers::read_all`] pages for an in-memory SQLite
+//!   database, which a second connection cannot open.
+//!
+//! The bytes are exactly the stored ones: nothing is re-serialised, so the
+//! hash recomputed over a scanned row is the hash of what is in the database.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use kiban_events::envelope::CanonicalFields;
+use kiban_events::{Hash, Position};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::backend::{EVENT_COLUMNS, RawEvent, Readers, to_i64};
+use crate::error::{Error, Result};
+
+/// Rows per keyset page: one statement (one SQLite read transaction, one
+/// PostgreSQL snapshot) covers at most this many, so a scan of a huge log
+/// never pins the WAL or an old snapshot for long.
+pub const SCAN_PAGE_EVENTS: i64 = 100_000;
+
+/// A batch is handed over when its arena reaches this many bytes...
+const BATCH_BYTES: usize = 1 << 20;
+/// ...or this many rows.
+const BATCH_ROWS: usize = 4096;
+/// Batches in flight between reader and consumer: enough to keep both busy,
+/// few enough that memory does not depend on the log's length.
+pub const SCAN_QUEUE_BATCHES: usize = 4;
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// One stored row, its variable-length fields as ranges of the batch arena.
+#[derive(Debug, Clone)]
+pub(crate) struct ScannedRow {
+    pub position: i64,
+    pub version: i64,
+    pub schema_version: i64,
+    pub occurred_at_micros: i64,
+    pub recorded_at_micros: i64,
+    pub event_id: Uuid,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    stream: Range<u32>,
+    event_type: Range<u32>,
+    actor: Range<u32>,
+    payload: Range<u32>,
+    prev_hash: Range<u32>,
+    hash: Range<u32>,
+}
+
+impl ScannedRow {
+    /// The position as the envelope's unsigned type (0 for a negative one,
+    /// which only a change outside kiban can store).
+    pub fn position(&self) -> Position {
+        u64::try_from(self.position).unwrap_or(0)
+    }
+}
+
+/// Rows in position order and the bytes they point into.
+#[derive(Debug, Default)]
+pub(crate) struct RowBatch {
+    bytes: Vec<u8>,
+    rows: Vec<ScannedRow>,
+}
+
+impl RowBatch {
+    pub fn rows(&self) -> &[ScannedRow] {
+        &self.rows
+    }
+
+    /// Bytes of the stored fields in this batch.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.rows.clear();
+    }
+
+    fn full(&self) -> bool {
+        self.bytes.len() >= BATCH_BYTES || self.rows.len() >= BATCH_ROWS
+    }
+
+    fn push_bytes(&mut self, value: &[u8]) -> Range<u32> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        // A batch is flushed at 1 MiB; one row's fields are bounded by the
+        // payload limit, far below 4 GiB.
+        start as u32..self.bytes.len() as u32
+    }
+
+    fn field(&self, range: &Range<u32>) -> &[u8] {
+        &self.bytes[range.start as usize..range.end as usize]
+    }
+
+    /// The stored `prev_hash` when it is 32 bytes.
+    pub fn prev_hash(&self, row: &ScannedRow) -> Option<Hash> {
+        Hash::from_slice(self.field(&row.prev_hash))
+    }
+
+    /// The stored `hash` when it is 32 bytes.
+    pub fn hash(&self, row: &ScannedRow) -> Option<Hash> {
+        Hash::from_slice(self.field(&row.hash))
+    }
+
+    /// The payload text as stored.
+    pub fn payload(&self, row: &ScannedRow) -> &[u8] {
+        self.field(&row.payload)
+    }
+
+    /// The fields the hash covers, borrowed from the batch. A text field that
+    /// is not UTF-8 was changed outside kiban: `Corrupted`.
+    pub fn canonical<'a>(&'a self, row: &'a ScannedRow) -> Result<CanonicalFields<'a>> {
+        let text = |range: &Range<u32>, what: &str| {
+            std::str::from_utf8(self.field(range)).map_err(|_| Error::Corrupted {
+                position: row.position(),
+                reason: format!("the stored {what} is not UTF-8"),
+            })
+        };
+        Ok(CanonicalFields {
+            position: row.position(),
+            stream: text(&row.stream, "stream")?,
+            version: u64::try_from(row.version).unwrap_or(0),
+            event_id: &row.event_id,
+            event_type: text(&row.event_type, "event type")?,
+            schema_version: u16::try_from(row.schema_version).unwrap_or(0),
+            occurred_at_micros: row.occurred_at_micros,
+            recorded_at_micros: row.recorded_at_micros,
+            actor: text(&row.actor, "actor")?,
+            correlation_id: &row.correlation_id,
+            causation_id: row.causation_id.as_ref(),
+            payload: text(&row.payload, "payload")?,
+        })
+    }
+
+    /// The row as the owned form the rest of the store parses.
+    pub fn to_raw(&self, row: &ScannedRow) -> Result<RawEvent> {
+        let canonical = self.canonical(row)?;
+        Ok(RawEvent {
+            position: row.position,
+            stream: canonical.stream.to_owned(),
+            version: row.version,
+            event_id: row.event_id,
+            event_type: canonical.event_type.to_owned(),
+            schema_version: row.schema_version,
+            occurred_at_micros: row.occurred_at_micros,
+            recorded_at_micros: row.recorded_at_micros,
+            actor: canonical.actor.to_owned(),
+            correlation_id: row.correlation_id,
+            causation_id: row.causation_id,
+            payload: canonical.payload.to_owned(),
+            prev_hash: self.field(&row.prev_hash).to_vec(),
+            hash: self.field(&row.hash).to_vec(),
+        })
+    }
+
+    fn push_raw(&mut self, raw: &RawEvent) {
+        let row = ScannedRow {
+            position: raw.position,
+            version: raw.version,
+            schema_version: raw.schema_version,
+            occurred_at_micros: raw.occurred_at_micros,
+            recorded_at_micros: raw.recorded_at_micros,
+            event_id: raw.event_id,
+            correlation_id: raw.correlation_id,
+            causation_id: raw.causation_id,
+            stream: self.push_bytes(raw.stream.as_bytes()),
+            event_type: self.push_bytes(raw.event_type.as_bytes()),
+            actor: self.push_bytes(raw.actor.as_bytes()),
+            payload: self.push_bytes(raw.payload.as_bytes()),
+            prev_hash: self.push_bytes(&raw.prev_hash),
+            hash: self.push_bytes(&raw.hash),
+        };
+        self.rows.push(row);
+    }
+}
+
+/// A running scan of positions `from..=to`: batches in position order. Rows
+/// may be missing (a gap is the consumer's to notice); the scan ends after
+/// the last stored row at or below `to`, or at a page with no row at all.
+/// Dropping it stops the reader.
+pub(crate) struct Scan {
+    batches: mpsc::Receiver<Result<RowBatch>>,
+    recycle: mpsc::UnboundedSender<RowBatch>,
+}
+
+/// The reader's end of a [`Scan`].
+struct Feed {
+    batches: mpsc::Sender<Result<RowBatch>>,
+    recycle: mpsc::UnboundedReceiver<RowBatch>,
+}
+
+impl Feed {
+    /// An empty batch, recycled when one came back.
+    fn empty(&mut self) -> RowBatch {
+        match self.recycle.try_recv() {
+            Ok(mut batch) => {
+                batch.clear();
+                batch
+            }
+            Err(_) => RowBatch {
+                bytes: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
+                rows: Vec::with_capacity(BATCH_ROWS),
+            },
+        }
+    }
+}
+
+impl Scan {
+    /// Starts reading `from..=to` from `readers`.
+    pub fn start(readers: &Readers, from: Position, to: Position) -> Scan {
+        let (batch_sender, batches) = mpsc::channel(SCAN_QUEUE_BATCHES);
+        let (recycle, recycled) = mpsc::unbounded_channel();
+        let mut feed = Feed {
+            batches: batch_sender,
+            recycle: recycled,
+        };
+        let (from, to) = (to_i64(from.max(1)), to_i64(to));
+        match readers {
+            Readers::Sqlite(pool) => match sqlite_file(pool) {
+                Some(path) => {
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(error) = scan_sqlite(&path, from, to, &mut feed) {
+                            let _ = feed.batches.blocking_send(Err(error));
+                        }
+                    });
+                }
+                None => spawn_paged(readers.clone(), from, to, feed),
+            },
+            Readers::Postgres(pool) => {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = scan_postgres(&pool, from, to, &mut feed).await {
+                        let _ = feed.batches.send(Err(error)).await;
+                    }
+                });
+            }
+        }
+        Scan { batches, recycle }
+    }
+
+    /// The next batch (waiting for it), `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<RowBatch>> {
+        self.batches.recv().await
+    }
+
+    /// [`Scan::next`] from a thread outside the runtime.
+    pub fn blocking_next(&mut self) -> Option<Result<RowBatch>> {
+        self.batches.blocking_recv()
+    }
+
+    /// Hands a consumed batch back to the reader for reuse.
+    pub fn recycle(&self, batch: RowBatch) {
+        let _ = self.recycle.send(batch);
+    }
+}
+
+/// The file of a file-backed SQLite pool; `None` in memory.
+fn sqlite_file(pool: &sqlx::SqlitePool) -> Option<PathBuf> {
+    let options = pool.connect_options();
+    let file = options.get_filename();
+    let name = file.to_string_lossy();
+    if name.is_empty() || name.contains(":memory:") || name.starts_with("file:") {
+        return None;
+    }
+    Some(file.to_path_buf())
+}
+
+/// Sends `batch` unless the consumer is gone (then `false`).
+fn send_blocking(feed: &Feed, batch: RowBatch) -> bool {
+    feed.batches.blocking_send(Ok(batch)).is_ok()
+}
+
+fn scan_sqlite(path: &Path, from: i64, to: i64, feed: &mut Feed) -> Result<()> {
+    use rusqlite::OpenFlags;
+    use rusqlite::types::ValueRef;
+    let corrupted = |position: i64, reason: String| Error::Corrupted {
+        position: u64::try_from(position).unwrap_or(0),
+        reason,
+    };
+    let unavailable = |e: rusqlite::Error| Error::Unavailable(format!("SQLite scan: {e}"));
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(unavailable)?;
+    conn.busy_timeout(std::time::Duration::from_millis(
+        crate::store::SQLITE_BUSY_TIMEOUT_MS,
+    ))
+    .map_err(unavailable)?;
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE position >= ?1 AND position <= ?2 \
+         ORDER BY position LIMIT ?3"
+    );
+    let mut statement = conn.prepare(&sql).map_err(unavailable)?;
+    let mut batch = feed.empty();
+    let mut next = from;
+    while next <= to {
+        let mut rows = statement
+            .query((next, to, SCAN_PAGE_EVENTS))
+            .map_err(unavailable)?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(unavailable)? {
+            count += 1;
+            let int = |i: usize| match row.get_ref(i) {
+                Ok(ValueRef::Integer(value)) => Ok(value),
+                _ => Err(i),
+            };
+            let bytes = |i: usize| match row.get_ref(i) {
+                Ok(ValueRef::Text(value) | ValueRef::Blob(value)) => Ok(value),
+                _ => Err(i),
+            };
+            let uuid = |i: usize| bytes(i).and_then(|b| Uuid::from_slice(b).map_err(|_| i));
+            let position =
+                int(0).map_err(|_| corrupted(0, "a position is not an integer".into()))?;
+            let column = |i: usize| {
+                corrupted(
+                    position,
+                    format!("the stored column {i} has the wrong type"),
+                )
+            };
+            let causation_id = match row.get_ref(10) {
+                Ok(ValueRef::Null) => None,
+                _ => Some(uuid(10).map_err(column)?),
+            };
+            let scanned = ScannedRow {
+                position,
+                version: int(2).map_err(column)?,
+                schema_version: int(5).map_err(column)?,
+                occurred_at_micros: int(6).map_err(column)?,
+                recorded_at_micros: int(7).map_err(column)?,
+                event_id: uuid(3).map_err(column)?,
+                correlation_id: uuid(9).map_err(column)?,
+                causation_id,
+                stream: batch.push_bytes(bytes(1).map_err(column)?),
+                event_type: batch.push_bytes(bytes(4).map_err(column)?),
+                actor: batch.push_bytes(bytes(8).map_err(column)?),
+                payload: batch.push_bytes(bytes(11).map_err(column)?),
+                prev_hash: batch.push_bytes(bytes(12).map_err(column)?),
+                hash: batch.push_bytes(bytes(13).map_err(column)?),
+            };
+            next = position.saturating_add(1);
+            batch.rows.push(scanned);
+            if batch.full() {
+                let full = std::mem::replace(&mut batch, feed.empty());
+                if !send_blocking(feed, full) {
+                    return Ok(());
+                }
+            }
+        }
+        if count < SCAN_PAGE_EVENTS {
+            break;
+        }
+    }
+    if !batch.rows.is_empty() {
+        send_blocking(feed, batch);
+    }
+    Ok(())
+}
+
+/// The fallback: [`Readers::read_all`] pages, repacked.
+fn spawn_paged(readers: Readers, from: i64, to: i64, mut feed: Feed) {
+    tokio::spawn(async move {
+        let mut next = from;
+        while next <= to {
+            let want = usize::try_from(to - next + 1).map_or(1000, |n| n.min(1000));
+            let page = match readers.read_all(next as u64, want).await {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = feed.batches.send(Err(error)).await;
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { return };
+            next = last.position.saturating_add(1);
+            let mut batch = feed.empty();
+            for raw in &page {
+                batch.push_raw(raw);
+            }
+            if feed.batches.send(Ok(batch)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+async fn scan_postgres(pool: &sqlx::PgPool, from: i64, to: i64, feed: &mut Feed) -> Result<()> {
+    use futures::StreamExt;
+    let mut conn = pool.acquire().await?;
+    let mut parser = CopyParser::default();
+    let mut batch = feed.empty();
+    let mut low = from;
+    while low <= to {
+        let high = low.saturating_add(SCAN_PAGE_EVENTS - 1).min(to);
+        // COPY takes no parameters; both bounds are integers formatted here.
+        let sql = format!(
+            "COPY (SELECT {EVENT_COLUMNS} FROM events WHERE position BETWEEN {low} AND {high} \
+             ORDER BY position) TO STDOUT (FORMAT binary)"
+        );
+        parser.reset();
+        let mut rows = 0;
+        let mut stopped = false;
+        {
+            let mut chunks = conn.copy_out_raw(&sql).await?;
+            while let Some(chunk) = chunks.next().await {
+                parser.feed(&chunk?);
+                while let Some(row) = parser.next_row(&mut batch)? {
+                    rows += 1;
+                    batch.rows.push(row);
+                    if batch.full() {
+                        let full = std::mem::replace(&mut batch, feed.empty());
+                        if feed.batches.send(Ok(full)).await.is_err() {
+                            stopped = true;
+                            break;
+                        }
+                    }
+                }
+                if stopped {
+                    break;
+                }
+            }
+        }
+        if stopped {
+            // The COPY was not read to its end: do not hand the connection
+            // back with the rest of it still queued.
+            conn.close_on_drop();
+            return Ok(());
+        }
+        if rows == 0 {
+            break;
+        }
+        low = high + 1;
+    }
+    if !batch.rows.is_empty() {
+        let _ = feed.batches.send(Ok(batch)).await;
+    }
+    Ok(())
+}
+
+/// A parser of `COPY … TO STDOUT (FORMAT binary)` output for the columns of
+/// [`EVENT_COLUMNS`], fed chunk by chunk (a tuple may span chunks).
+#[derive(Default)]
+struct CopyParser {
+    pending: Vec<u8>,
+    offset: usize,
+    header_done: bool,
+}
+
+/// The signature that opens binary COPY output.
+const PG_COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+impl CopyParser {
+    fn reset(&mut self) {
+        self.pending.clear();
+        self.offset = 0;
+        self.header_done = false;
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.offset > 0 && self.offset == self.pending.len() {
+            self.pending.clear();
+            self.offset = 0;
+        } else if self.offset > (1 << 20) {
+            self.pending.drain(..self.offset);
+            self.offset = 0;
+        }
+        self.pending.extend_from_slice(chunk);
+    }
+
+    /// The next complete tuple, its fields copied into `batch`; `None` when
+    /// more input is needed (or the trailer was reached).
+    fn next_row(&mut self, batch: &mut RowBatch) -> Result<Option<ScannedRow>> {
+        let protocol = |reason: &str| {
+            Error::Unavailable(format!(
+                "unexpected binary COPY output from PostgreSQL: {reason}"
+            ))
+        };
+        let input = &self.pending[self.offset..];
+        let mut at = 0;
+        if !self.header_done {
+            if input.len() < PG_COPY_SIGNATURE.len() + 8 {
+                return Ok(None);
+            }
+            if &input[..PG_COPY_SIGNATURE.len()] != PG_COPY_SIGNATURE {
+                return Err(protocol("no signature"));
+            }
+            at = PG_COPY_SIGNATURE.len() + 4;
+            let extension = read_i32(input, at) as usize;
+            at += 4;
+            if input.len() < at + extension {
+                return Ok(None);
+            }
+            at += extension;
+            self.header_done = true;
+            self.offset += at;
+            return self.next_row(batch);
+        }
+        if input.len() < 2 {
+            return Ok(None);
+        }
+        let fields = i16::from_be_bytes([input[0], input[1]]);
+        if fields == -1 {
+            self.offset = self.pending.len();
+            return Ok(None);
+        }
+        if fields != 14 {
+            return Err(protocol("a tuple without the 14 columns of events"));
+        }
+        at += 2;
+        // Find the 14 fields first, so that a tuple split across chunks is
+        // only copied once complete.
+        let mut spans: [Option<Range<usize>>; 14] = Default::default();
+        for span in &mut spans {
+            if input.len() < at + 4 {
+                return Ok(None);
+            }
+            let length = read_i32(input, at);
+            at += 4;
+            if length < 0 {
+                continue;
+            }
+            let end = at + length as usize;
+            if input.len() < end {
+                return Ok(None);
+            }
+            *span = Some(at..end);
+            at = end;
+        }
+        let field = |i: usize| spans[i].clone().map(|r| &input[r]);
+        let int8 = |i: usize| {
+            field(i)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(i64::from_be_bytes)
+                .ok_or_else(|| protocol("a bigint or timestamp column"))
+        };
+        let uuid = |i: usize| {
+            field(i)
+                .and_then(|b| Uuid::from_slice(b).ok())
+                .ok_or_else(|| protocol("a uuid column"))
+        };
+        let bytes = |i: usize| field(i).ok_or_else(|| protocol("a NULL in a NOT NULL column"));
+        let schema_version = field(5)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| i64::from(i32::from_be_bytes(b)))
+            .ok_or_else(|| protocol("an integer column"))?;
+        let causation_id = match field(10) {
+            None => None,
+            Some(_) => Some(uuid(10)?),
+        };
+        let row = ScannedRow {
+            position: int8(0)?,
+            version: int8(2)?,
+            schema_version,
+            occurred_at_micros: int8(6)?.saturating_add(PG_EPOCH_MICROS),
+            recorded_at_micros: int8(7)?.saturating_add(PG_EPOCH_MICROS),
+            event_id: uuid(3)?,
+            correlation_id: uuid(9)?,
+            causation_id,
+            stream: batch.push_bytes(bytes(1)?),
+            event_type: batch.push_bytes(bytes(4)?),
+            actor: batch.push_bytes(bytes(8)?),
+            payload: batch.push_bytes(bytes(11)?),
+            prev_hash: batch.push_bytes(bytes(12)?),
+            hash: batch.push_bytes(bytes(13)?),
+        };
+        self.offset += at;
+        Ok(Some(row))
+    }
+}
+
+fn read_i32(input: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(input[at..at + 4].try_into().expect("four bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push_field(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+        match bytes {
+            Some(bytes) => {
+                out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+                out.extend_from_slice(bytes);
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+
+    /// One binary COPY tuple of the 14 columns, as PostgreSQL writes it.
+    fn tuple(position: i64, causation: Option<Uuid>) -> Vec<u8> {
+        let mut out = 14i16.to_be_bytes().to_vec();
+        let (position, version, schema_version) = (
+            position.to_be_bytes(),
+            3i64.to_be_bytes(),
+            1i32.to_be_bytes(),
+        );
+        let (occurred, recorded) = (0i64.to_be_bytes(), 1i64.to_be_bytes());
+        let (event_id, correlation_id) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let fields: [Option<&[u8]>; 14] = [
+            Some(&position),
+            Some(b"certification/a-1"),
+            Some(&version),
+            Some(event_id.as_bytes()),
+            Some(b"certification.filed"),
+            Some(&schema_version),
+            Some(&occurred),
+            Some(&recorded),
+            Some(b"insurer:131016"),
+            Some(correlation_id.as_bytes()),
+            causation.as_ref().map(|id| &id.as_bytes()[..]),
+            Some(br#"{"n":1}"#),
+            Some(&[1; 32]),
+            Some(&[2; 32]),
+        ];
+        for field in fields {
+            push_field(&mut out, field);
+        }
+        out
+    }
+
+    #[test]
+    fn binary_copy_output_parses_across_any_chunking() {
+        let mut stream = PG_COPY_SIGNATURE.to_vec();
+        stream.extend_from_slice(&0i32.to_be_bytes());
+        stream.extend_from_slice(&0i32.to_be_bytes());
+        stream.extend(tuple(1, None));
+        stream.extend(tuple(2, Some(Uuid::from_u128(9))));
+        stream.extend_from_slice(&(-1i16).to_be_bytes());
+        for chunk_size in [1, 3, 7, 64, stream.len()] {
+            let mut parser = CopyParser::default();
+            let mut batch = RowBatch::default();
+            for chunk in stream.chunks(chunk_size) {
+                parser.feed(chunk);
+                while let Some(row) = parser.next_row(&mut batch).unwrap() {
+                    batch.rows.push(row);
+                }
+            }
+            let rows = batch.rows();
+            assert_eq!(rows.len(), 2, "chunks of {chunk_size}");
+            assert_eq!((rows[0].position, rows[1].position), (1, 2));
+            assert_eq!(rows[0].causation_id, None);
+            assert_eq!(rows[1].causation_id, Some(Uuid::from_u128(9)));
+            assert_eq!(rows[1].recorded_at_micros, 1 + PG_EPOCH_MICROS);
+            let canonical = batch.canonical(&rows[1]).unwrap();
+            assert_eq!(canonical.stream, "certification/a-1");
+            assert_eq!(canonical.payload, r#"{"n":1}"#);
+            assert_eq!(batch.hash(&rows[1]), Some(Hash([2; 32])));
+            assert_eq!(batch.prev_hash(&rows[0]), Some(Hash([1; 32])));
+        }
+    }
+}
