@@ -28,6 +28,13 @@ fn auditors_only(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
+/// Most events one `GET /v1/audit/verify` checks: about a second of work
+/// at the measured verification speed (docs/benchmarks.md "Replay"), well
+/// inside the request timeout. A longer range is verified page by page:
+/// the answer names `next_from`, the hash chain continues across pages
+/// (each page starts from the stored hash of the event before it).
+pub const AUDIT_VERIFY_EVENTS_PER_REQUEST_MAX: u64 = 1_000_000;
+
 /// Query of `GET /v1/audit/verify`.
 #[derive(Debug, Deserialize)]
 pub struct VerifyQuery {
@@ -37,15 +44,34 @@ pub struct VerifyQuery {
     /// Last position (default the head).
     #[serde(default)]
     pub to: Option<Position>,
+    /// Most events checked by this request (default and most
+    /// [`AUDIT_VERIFY_EVENTS_PER_REQUEST_MAX`]).
+    #[serde(default)]
+    pub limit: Option<u64>,
 }
 
-/// `GET /v1/audit/verify?from=&to=`: the chain report (200 whether it
-/// verifies or not: the body's `outcome` says which).
+/// The answer of `GET /v1/audit/verify`: the report of the page checked.
+#[derive(Debug, Serialize)]
+pub struct VerifyPage {
+    /// First position checked.
+    pub from: Position,
+    /// Last position checked.
+    pub to: Position,
+    /// Where the next page starts, when the range asked for goes beyond
+    /// this page and the page verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_from: Option<Position>,
+    #[serde(flatten)]
+    pub report: VerifyReport,
+}
+
+/// `GET /v1/audit/verify?from=&to=&limit=`: the chain report of one page
+/// (200 whether it verifies or not: the body's `outcome` says which).
 pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<VerifyQuery>,
-) -> Result<Json<VerifyReport>, ApiError> {
+) -> Result<Json<VerifyPage>, ApiError> {
     auditors_only(&caller)?;
     let from = query.from.unwrap_or(1);
     if from == 0 || query.to.is_some_and(|to| to < from) {
@@ -53,7 +79,28 @@ pub async fn verify(
             "`from` starts at 1 and `to` may not be before it.",
         ));
     }
-    Ok(Json(state.inner.store.verify(from, query.to).await?))
+    let limit = query.limit.unwrap_or(AUDIT_VERIFY_EVENTS_PER_REQUEST_MAX);
+    if limit == 0 || limit > AUDIT_VERIFY_EVENTS_PER_REQUEST_MAX {
+        return Err(ApiError::validation(&format!(
+            "`limit` is 1 to {AUDIT_VERIFY_EVENTS_PER_REQUEST_MAX} events."
+        )));
+    }
+    let wanted = match query.to {
+        Some(to) => to,
+        None => state.inner.store.head().await?.position,
+    };
+    let to = wanted.min(from.saturating_add(limit - 1));
+    let report = state.inner.store.verify(from, Some(to)).await?;
+    let next_from = match report {
+        VerifyReport::Verified { .. } if to < wanted => Some(to + 1),
+        _ => None,
+    };
+    Ok(Json(VerifyPage {
+        from,
+        to,
+        next_from,
+        report,
+    }))
 }
 
 /// Query of `GET /v1/audit/persons/{insurer}/{insured}`.

@@ -299,7 +299,7 @@ pub const ROUTES: &[RouteDoc] = &[
     route(
         "GET",
         "/v1/audit/verify",
-        "Verify the hash chain (?from=&to=)",
+        "Verify the hash chain, one page of at most a million events (?from=&to=&limit=; next_from names the next page)",
         "auditors",
         false,
     ),

@@ -302,8 +302,31 @@ async fn auditors_verify_and_see_a_person_as_of_a_moment_over_https(db: &TestDb)
     assert_eq!(body["outcome"], "verified");
     assert_eq!(body["events"], head.position);
     assert_eq!(body["head_hash"], head.hash.to_string());
+    assert!(body.get("next_from").is_none(), "{body}");
     let (status, body) = h.get(&auditor(), "/v1/audit/verify?from=3&to=2").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = h.get(&auditor(), "/v1/audit/verify?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Page by page: two events per request, each page names the next,
+    // the last page none; together they cover the chain.
+    let (mut next, mut pages, mut checked) = (Some(1_u64), 0, 0_u64);
+    while let Some(from) = next {
+        let (status, body) = h
+            .get(&auditor(), &format!("/v1/audit/verify?from={from}&limit=2"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["outcome"], "verified", "{body}");
+        assert_eq!(body["from"], from, "{body}");
+        checked += body["events"].as_u64().unwrap();
+        next = body["next_from"].as_u64();
+        if next.is_none() {
+            assert_eq!(body["to"], head.position, "{body}");
+            assert_eq!(body["head_hash"], head.hash.to_string());
+        }
+        pages += 1;
+    }
+    assert_eq!(checked, head.position);
+    assert_eq!(pages, head.position.div_ceil(2));
 
     // Before the person's first event the person does not exist; at the
     // head the certification is there.
