@@ -81,7 +81,7 @@ pub async fn verify(
     }
     let limit = query.limit.unwrap_or(AUDIT_VERIFY_EVENTS_PER_REQUEST_MAX);
     if limit == 0 || limit > AUDIT_VERIFY_EVENTS_PER_REQUEST_MAX {
-        return Err(ApiError::validation(&format!(
+        return Err(ApiError::validation(format!(
             "`limit` is 1 to {AUDIT_VERIFY_EVENTS_PER_REQUEST_MAX} events."
         )));
     }
