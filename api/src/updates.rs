@@ -60,6 +60,19 @@ pub async fn updates(
             })?,
         None => state.inner.store.head().await?.position,
     };
+    Ok(office_sse(state, office, after, to_sse))
+}
+
+/// The Server-Sent Events of what happens after position `after` to the
+/// persons `office` may see ([`relevant`]), each made by `to_event`; ends
+/// when the server stops streams or the store's subscription fails. The
+/// office API and the office screen (`/ui/events`) both serve it.
+pub(crate) fn office_sse(
+    state: AppState,
+    office: OfficeNumber,
+    after: u64,
+    to_event: fn(&RecordedEvent) -> Event,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stop = state.inner.streams.clone().cancelled_owned();
     let relevant_state = state.clone();
     let events = state
@@ -74,11 +87,11 @@ pub async fn updates(
                 let event = item.ok()?;
                 relevant(&state, &office, &event)
                     .await
-                    .then(|| Ok(to_sse(&event)))
+                    .then(|| Ok(to_event(&event)))
             }
         })
         .take_until(stop);
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Sse::new(events).keep_alive(KeepAlive::default())
 }
 
 /// Whether `office` may see the person `event` is about, once the read

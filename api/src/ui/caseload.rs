@@ -8,12 +8,13 @@ use std::convert::Infallible;
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::{Stream, StreamExt};
+use axum::response::sse::{Event, Sse};
+use futures::Stream;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
+use kiban_events::RecordedEvent;
 use kiban_events::domain::insured::ViewingBasis;
 use kiban_events::domain::jst_date;
 use kiban_projections::{CaseloadEntry, PAGE_ITEMS_MAX};
@@ -21,7 +22,7 @@ use kiban_projections::{CaseloadEntry, PAGE_ITEMS_MAX};
 use super::web::{Lang, Staff, UiError, care_level, date, in_renewal_window, step, time};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::updates::{LAST_EVENT_ID, relevant};
+use crate::updates::{LAST_EVENT_ID, office_sse};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct CaseloadQuery {
@@ -221,29 +222,17 @@ pub async fn events(
                 .position
         }
     };
-    let stop = state.inner.streams.clone().cancelled_owned();
-    let relevant_state = state.clone();
-    let events = state
-        .inner
-        .store
-        .subscribe(after + 1)
-        .take_while(|item| futures::future::ready(item.is_ok()))
-        .filter_map(move |item| {
-            let state = relevant_state.clone();
-            let office = office.clone();
-            async move {
-                let event = item.ok()?;
-                relevant(&state, &office, &event).await.then(|| {
-                    Ok(Event::default().id(event.position.to_string()).data(
-                        json!({
-                            "position": event.position,
-                            "event_type": event.event_type.as_str(),
-                        })
-                        .to_string(),
-                    ))
-                })
-            }
+    Ok(office_sse(state, office, after, screen_event))
+}
+
+/// An unnamed event (the page's `onmessage` gets them all) naming the
+/// position and the event type.
+fn screen_event(event: &RecordedEvent) -> Event {
+    Event::default().id(event.position.to_string()).data(
+        json!({
+            "position": event.position,
+            "event_type": event.event_type.as_str(),
         })
-        .take_until(stop);
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+        .to_string(),
+    )
 }
