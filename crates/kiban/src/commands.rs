@@ -277,11 +277,7 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
                 events,
             })
             .await?;
-            println!("{report}");
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(&report, json)
         }
         BenchCommand::Ingest {
             backend,
@@ -304,11 +300,7 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
                     subscriber_events_per_s,
                 })
                 .await?;
-            println!("{report}");
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(&report, json)
         }
         BenchCommand::Api {
             database_url,
@@ -338,6 +330,19 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
         }
         BenchCommand::Replay(args) => crate::bench_replay::run(args).await,
     }
+}
+
+/// Prints a benchmark's report, then (with `--json`) the same as one JSON
+/// line, the last line of the output.
+pub(crate) fn print_report(
+    report: &(impl std::fmt::Display + serde::Serialize),
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    println!("{report}");
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Where a benchmark runs, from its `--backend`, `--database-url` and

@@ -341,10 +341,5 @@ fn by_kind(samples: &[Sample]) -> BTreeMap<&'static str, KindFigures> {
 
 /// `kiban bench api`: runs and prints the report (and the JSON line).
 pub async fn run(options: ApiBenchOptions, json: bool) -> anyhow::Result<std::process::ExitCode> {
-    let report = bench_api(options).await?;
-    println!("{report}");
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+    crate::commands::print_report(&bench_api(options).await?, json)
 }
