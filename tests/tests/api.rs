@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, TimeZone, Utc};
-use kiban_api::{AppState, DevPki, Principal, ROUTES, ServeConfig, Server};
+use kiban_api::{AppState, DevPki, Principal, ROUTES, ServeConfig, Server, TlsFiles};
 use kiban_engine::Engine;
 use kiban_events::Actor;
 use kiban_events::domain::office::{Office, OfficeCommand, office_stream};
@@ -46,16 +46,95 @@ const OTHER_TERMINAL: &str = "T-09";
 /// A second terminal of the main office.
 const SECOND_TERMINAL: &str = "T-02";
 
-pub(crate) struct Harness {
+/// The API of a test on a loopback port: the store, the engine, the
+/// projections caught up with the seeded history, and "now" from a clock
+/// the test sets (day 30 to begin with). The API and UI harnesses both run
+/// on it.
+pub(crate) struct Served {
     pub(crate) store: Store,
     pub(crate) engine: Arc<Engine<Store>>,
     pub(crate) projections: Projections,
     server: Option<Server>,
     shutdown: CancellationToken,
-    pki: DevPki,
-    base: String,
+    pub(crate) base: String,
     clock: Arc<AtomicI64>,
+}
+
+impl Served {
+    /// Starts the projections, waits until they have applied `last`, and
+    /// serves the state `configure` makes with `tls`.
+    pub(crate) async fn start(
+        db: &TestDb,
+        store: Store,
+        engine: Arc<Engine<Store>>,
+        tls: &TlsFiles,
+        last: u64,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> Served {
+        let read_db = Db::open(db.url()).await.unwrap();
+        let projections = Projections::start(read_db, store.clone(), models::all())
+            .await
+            .unwrap();
+        bounded("catch-up", projections.wait_for(last))
+            .await
+            .unwrap();
+        let clock = Arc::new(AtomicI64::new(day(30).timestamp_micros()));
+        let reading = clock.clone();
+        let state = configure(AppState::with_clock(
+            store.clone(),
+            engine.clone(),
+            projections.clone(),
+            Arc::new(move || {
+                Utc.timestamp_micros(reading.load(Ordering::SeqCst))
+                    .unwrap()
+            }),
+        ));
+        let shutdown = CancellationToken::new();
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: tls.clone(),
+        };
+        let server = kiban_api::serve(&config, state, shutdown.clone())
+            .await
+            .expect("serves");
+        let base = format!("https://127.0.0.1:{}", server.local_addr.port());
+        Served {
+            store,
+            engine,
+            projections,
+            server: Some(server),
+            shutdown,
+            base,
+            clock,
+        }
+    }
+
+    pub(crate) fn set_clock(&self, now: DateTime<Utc>) {
+        self.clock.store(now.timestamp_micros(), Ordering::SeqCst);
+    }
+
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            bounded("server stop", server.wait()).await;
+        }
+        self.projections.stop().await;
+        self.store.close().await;
+    }
+}
+
+pub(crate) struct Harness {
+    served: Served,
+    pki: DevPki,
     _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.served
+    }
 }
 
 fn principal(uri: &str) -> Principal {
@@ -123,50 +202,17 @@ impl Harness {
             &[(OTHER_TERMINAL, &fingerprint(&other_office()))],
         )
         .await;
-        let read_db = Db::open(db.url()).await.unwrap();
-        let projections = Projections::start(read_db, store.clone(), models::all())
-            .await
-            .unwrap();
-        bounded("catch-up", projections.wait_for(last))
-            .await
-            .unwrap();
-        let clock = Arc::new(AtomicI64::new(day(30).timestamp_micros()));
-        let reading = clock.clone();
-        let state = AppState::with_clock(
-            store.clone(),
-            engine.clone(),
-            projections.clone(),
-            Arc::new(move || {
-                Utc.timestamp_micros(reading.load(Ordering::SeqCst))
-                    .unwrap()
-            }),
-        )
-        .with_subsidy_policy(SUBSIDY_POLICY)
-        .with_card_trust(card_trust(dir.path()));
-        let shutdown = CancellationToken::new();
-        let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tls: pki.tls.clone(),
-        };
-        let server = kiban_api::serve(&config, state, shutdown.clone())
-            .await
-            .expect("serves");
-        let base = format!("https://127.0.0.1:{}", server.local_addr.port());
+        let served = Served::start(db, store, engine, &pki.tls, last, |state| {
+            state
+                .with_subsidy_policy(SUBSIDY_POLICY)
+                .with_card_trust(card_trust(dir.path()))
+        })
+        .await;
         Harness {
-            store,
-            engine,
-            projections,
-            server: Some(server),
-            shutdown,
+            served,
             pki,
-            base,
-            clock,
             _dir: dir,
         }
-    }
-
-    fn set_clock(&self, now: DateTime<Utc>) {
-        self.clock.store(now.timestamp_micros(), Ordering::SeqCst);
     }
 
     fn client(&self, principal: Option<&Principal>) -> Client {
@@ -211,13 +257,8 @@ impl Harness {
         self.call(Some(who), Method::GET, path, None).await
     }
 
-    pub(crate) async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(server) = self.server.take() {
-            bounded("server stop", server.wait()).await;
-        }
-        self.projections.stop().await;
-        self.store.close().await;
+    pub(crate) async fn stop(self) {
+        self.served.stop().await;
     }
 }
 

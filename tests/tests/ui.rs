@@ -12,24 +12,23 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use fantoccini::{Client, ClientBuilder, Locator};
 use kiban_api::ui::staff::{self, LoginOutcome};
-use kiban_api::{AppState, DevPki, Principal, ServeConfig, Server};
+use kiban_api::{DevPki, Principal};
 use kiban_engine::Engine;
 use kiban_events::Actor;
 use kiban_events::domain::TerminalId;
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
 use kiban_events::ids::InsuredNumber;
-use kiban_projections::{Db, Projections, models};
+use kiban_projections::Db;
 use kiban_store::Store;
 use kiban_tests::{TestDb, bounded};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
+use crate::api::Served;
 use crate::projections::on_both_backends;
 use crate::projections::script::*;
 
@@ -60,15 +59,17 @@ fn office_terminal() -> Principal {
 }
 
 struct UiServer {
-    store: Store,
-    projections: Projections,
-    engine: Arc<Engine<Store>>,
-    server: Option<Server>,
-    shutdown: CancellationToken,
+    served: Served,
     pki: DevPki,
-    base: String,
-    clock: Arc<AtomicI64>,
     dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for UiServer {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.served
+    }
 }
 
 impl UiServer {
@@ -82,57 +83,12 @@ impl UiServer {
             &pki.client(&office_terminal()).unwrap().fingerprint,
         )
         .await;
-        let read_db = Db::open(db.url()).await.unwrap();
-        let projections = Projections::start(read_db, store.clone(), models::all())
-            .await
-            .unwrap();
-        bounded("catch-up", projections.wait_for(last))
-            .await
-            .unwrap();
-        let clock = Arc::new(AtomicI64::new(day(30).timestamp_micros()));
-        let reading = clock.clone();
-        let state = AppState::with_clock(
-            store.clone(),
-            engine.clone(),
-            projections.clone(),
-            Arc::new(move || {
-                Utc.timestamp_micros(reading.load(Ordering::SeqCst))
-                    .unwrap()
-            }),
-        );
-        let shutdown = CancellationToken::new();
-        let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tls: pki.tls.clone(),
-        };
-        let server = kiban_api::serve(&config, state, shutdown.clone())
-            .await
-            .expect("serves");
-        let base = format!("https://127.0.0.1:{}", server.local_addr.port());
-        UiServer {
-            store,
-            projections,
-            engine,
-            server: Some(server),
-            shutdown,
-            pki,
-            base,
-            clock,
-            dir,
-        }
+        let served = Served::start(db, store, engine, &pki.tls, last, |state| state).await;
+        UiServer { served, pki, dir }
     }
 
-    fn set_clock(&self, now: DateTime<Utc>) {
-        self.clock.store(now.timestamp_micros(), Ordering::SeqCst);
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(server) = self.server.take() {
-            bounded("server stop", server.wait()).await;
-        }
-        self.projections.stop().await;
-        self.store.close().await;
+    async fn stop(self) {
+        self.served.stop().await;
     }
 }
 
