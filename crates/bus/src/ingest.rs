@@ -22,7 +22,6 @@
 //! - Redelivered and re-sent messages are harmless: the handler is
 //!   idempotent by event id and answers with the same receipt again.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::pipeline::KeyedPipeline;
+use crate::pipeline::{KeyedPipeline, group_by_key};
 use crate::streams::ingest_consumer;
 use crate::subjects::{parse_ingest_subject, receipt_subject};
 
@@ -351,10 +350,10 @@ pub fn check_message(
 }
 
 /// A pulled message and what [`check_message`] made of it.
-type Pulled = (
-    jetstream::Message,
-    std::result::Result<IngestMessage, Box<Refusal>>,
-);
+/// A message after [`check_message`].
+pub(crate) type Checked = std::result::Result<IngestMessage, Box<Refusal>>;
+
+type Pulled = (jetstream::Message, Checked);
 
 /// How one message ends, after its receipt went out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,7 +371,7 @@ enum Settle {
 /// [`Unavailable`]. Shared by the NATS consumer and the in-process bus.
 pub(crate) async fn decide<H: IngestHandler>(
     handler: &H,
-    checked: std::result::Result<IngestMessage, Box<Refusal>>,
+    checked: Checked,
 ) -> std::result::Result<(Option<InsurerNumber>, Receipt, bool), Unavailable> {
     match checked {
         Err(refusal) => Ok((refusal.insurer, refusal.receipt, refusal.poison)),
@@ -493,30 +492,20 @@ async fn pull_until_failure<H: IngestHandler>(
     failed.map_or(Ok(()), Err)
 }
 
-/// Groups a batch by ordering key (an invalid message is a group of its
-/// own); returns the keys too, each once.
+/// Checks each message of a batch and groups them by ordering key
+/// ([`group_by_key`]).
 fn group_batch(messages: Vec<jetstream::Message>) -> (Vec<String>, Vec<Vec<Pulled>>) {
-    let mut groups: Vec<Vec<Pulled>> = Vec::new();
-    let mut group_of_key: HashMap<String, usize> = HashMap::new();
-    for message in messages {
+    let checked = messages.into_iter().map(|message| {
         let checked = check_message(
             message.subject.as_str(),
             msg_id(message.headers.as_ref()),
             &message.payload,
         );
-        let index = match &checked {
-            Ok(valid) => *group_of_key.entry(valid.ordering_key()).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            }),
-            Err(_) => {
-                groups.push(Vec::new());
-                groups.len() - 1
-            }
-        };
-        groups[index].push((message, checked));
-    }
-    (group_of_key.into_keys().collect(), groups)
+        (message, checked)
+    });
+    group_by_key(checked, |(_, checked)| {
+        checked.as_ref().ok().map(IngestMessage::ordering_key)
+    })
 }
 
 /// Handles one batch's groups concurrently, publishes receipts, flushes

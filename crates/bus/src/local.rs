@@ -27,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::ingest::{
-    INGEST_BATCH_MESSAGES_MAX, INGEST_RETRY_DELAY_MS, IngestHandler, Receipt, Unavailable,
-    check_message, decide,
+    Checked, INGEST_BATCH_MESSAGES_MAX, INGEST_RETRY_DELAY_MS, IngestHandler, IngestMessage,
+    Receipt, Unavailable, check_message, decide,
 };
-use crate::pipeline::KeyedPipeline;
+use crate::pipeline::{KeyedPipeline, group_by_key};
 use crate::routing::OfficeSink;
 use crate::streams::INGEST_MAX_DELIVER;
 use crate::subjects::ingest_subject;
@@ -203,12 +203,11 @@ impl LocalBus {
     async fn handle<H: IngestHandler>(
         &self,
         handler: &H,
-        message: RawIngest,
+        checked: Checked,
         cancel: &CancellationToken,
     ) {
         for attempt in 1..=INGEST_MAX_DELIVER {
-            let checked = check_message(&message.subject, message.msg_id.as_deref(), &message.body);
-            match decide(handler, checked).await {
+            match decide(handler, checked.clone()).await {
                 Ok((Some(insurer), receipt, _poison)) => {
                     // No subscriber is not an error: nobody listens yet.
                     let _ = self.receipts.send((insurer, receipt));
@@ -236,28 +235,15 @@ impl LocalBus {
     }
 }
 
-/// Splits a batch into groups of one ordering key each, in arrival order;
-/// an invalid message is a group of its own. Returns the keys too, each once.
-fn group_by_ordering_key(batch: Vec<RawIngest>) -> (Vec<String>, Vec<Vec<RawIngest>>) {
-    let mut groups: Vec<Vec<RawIngest>> = Vec::new();
-    let mut group_of_key: std::collections::HashMap<String, usize> = Default::default();
-    for message in batch {
-        let key = check_message(&message.subject, message.msg_id.as_deref(), &message.body)
-            .ok()
-            .map(|valid| valid.ordering_key());
-        let index = match key {
-            Some(key) => *group_of_key.entry(key).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            }),
-            None => {
-                groups.push(Vec::new());
-                groups.len() - 1
-            }
-        };
-        groups[index].push(message);
-    }
-    (group_of_key.into_keys().collect(), groups)
+/// Checks each message of a batch once and groups them by ordering key
+/// ([`group_by_key`]).
+fn group_by_ordering_key(batch: Vec<RawIngest>) -> (Vec<String>, Vec<Vec<Checked>>) {
+    let checked = batch
+        .iter()
+        .map(|message| check_message(&message.subject, message.msg_id.as_deref(), &message.body));
+    group_by_key(checked, |checked| {
+        checked.as_ref().ok().map(IngestMessage::ordering_key)
+    })
 }
 
 /// A subscription to one insurer's receipts or one office's updates.

@@ -24,6 +24,31 @@ pub const INGEST_BATCHES_IN_FLIGHT_MAX: usize = 4;
 
 type Work<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Splits a batch into groups of one ordering key each, in arrival order;
+/// an item without a key (an invalid message) is a group of its own.
+/// Returns the keys too, each once.
+pub(crate) fn group_by_key<T>(
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> Option<String>,
+) -> (Vec<String>, Vec<Vec<T>>) {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut group_of_key: HashMap<String, usize> = HashMap::new();
+    for item in items {
+        let index = match key(&item) {
+            Some(key) => *group_of_key.entry(key).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            }),
+            None => {
+                groups.push(Vec::new());
+                groups.len() - 1
+            }
+        };
+        groups[index].push(item);
+    }
+    (group_of_key.into_keys().collect(), groups)
+}
+
 /// Batches in flight, keyed by the ordering keys they hold.
 pub(crate) struct KeyedPipeline<'a, T> {
     running: FuturesUnordered<Work<'a, (Vec<String>, T)>>,
