@@ -18,8 +18,9 @@
 //!   values; sqlx copies every value of every row into its own allocation
 //!   and sends rows one by one over a channel);
 //! - on PostgreSQL, runs `COPY (SELECT …) TO STDOUT (FORMAT binary)` per
-//!   keyset page and parses the binary tuples itself: no per-row protocol
-//!   round of `DataRow` decoding, no text conversion of timestamps and ids;
+//!   keyset page and parses the binary tuples itself ([`pg_copy`]): no
+//!   per-row protocol round of `DataRow` decoding, no text conversion of
+//!   timestamps and ids;
 //! - falls back to [`Readers::read_all`] pages for an in-memory SQLite
 //!   database, which a second connection cannot open.
 //!
@@ -37,6 +38,10 @@ use uuid::Uuid;
 use crate::backend::{EVENT_COLUMNS, RawEvent, Readers, to_i64};
 use crate::error::{Error, Result};
 
+mod pg_copy;
+
+use pg_copy::CopyParser;
+
 /// Rows per keyset page: one statement (one SQLite read transaction, one
 /// PostgreSQL snapshot) covers at most this many, so a scan of a huge log
 /// never pins the WAL or an old snapshot for long.
@@ -49,9 +54,6 @@ const BATCH_ROWS: usize = 4096;
 /// Batches in flight between reader and consumer: enough to keep both busy,
 /// few enough that memory does not depend on the log's length.
 pub const SCAN_QUEUE_BATCHES: usize = 4;
-
-/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// One stored row, its variable-length fields as ranges of the batch arena.
 #[derive(Debug, Clone)]
@@ -298,11 +300,6 @@ fn send_blocking(feed: &Feed, batch: RowBatch) -> bool {
 
 fn scan_sqlite(path: &Path, from: i64, to: i64, feed: &mut Feed) -> Result<()> {
     use rusqlite::OpenFlags;
-    use rusqlite::types::ValueRef;
-    let corrupted = |position: i64, reason: String| Error::Corrupted {
-        position: u64::try_from(position).unwrap_or(0),
-        reason,
-    };
     let unavailable = |e: rusqlite::Error| Error::Unavailable(format!("SQLite scan: {e}"));
     let conn = rusqlite::Connection::open_with_flags(
         path,
@@ -327,44 +324,8 @@ fn scan_sqlite(path: &Path, from: i64, to: i64, feed: &mut Feed) -> Result<()> {
         let mut count = 0;
         while let Some(row) = rows.next().map_err(unavailable)? {
             count += 1;
-            let int = |i: usize| match row.get_ref(i) {
-                Ok(ValueRef::Integer(value)) => Ok(value),
-                _ => Err(i),
-            };
-            let bytes = |i: usize| match row.get_ref(i) {
-                Ok(ValueRef::Text(value) | ValueRef::Blob(value)) => Ok(value),
-                _ => Err(i),
-            };
-            let uuid = |i: usize| bytes(i).and_then(|b| Uuid::from_slice(b).map_err(|_| i));
-            let position =
-                int(0).map_err(|_| corrupted(0, "a position is not an integer".into()))?;
-            let column = |i: usize| {
-                corrupted(
-                    position,
-                    format!("the stored column {i} has the wrong type"),
-                )
-            };
-            let causation_id = match row.get_ref(10) {
-                Ok(ValueRef::Null) => None,
-                _ => Some(uuid(10).map_err(column)?),
-            };
-            let scanned = ScannedRow {
-                position,
-                version: int(2).map_err(column)?,
-                schema_version: int(5).map_err(column)?,
-                occurred_at_micros: int(6).map_err(column)?,
-                recorded_at_micros: int(7).map_err(column)?,
-                event_id: uuid(3).map_err(column)?,
-                correlation_id: uuid(9).map_err(column)?,
-                causation_id,
-                stream: batch.push_bytes(bytes(1).map_err(column)?),
-                event_type: batch.push_bytes(bytes(4).map_err(column)?),
-                actor: batch.push_bytes(bytes(8).map_err(column)?),
-                payload: batch.push_bytes(bytes(11).map_err(column)?),
-                prev_hash: batch.push_bytes(bytes(12).map_err(column)?),
-                hash: batch.push_bytes(bytes(13).map_err(column)?),
-            };
-            next = position.saturating_add(1);
+            let scanned = sqlite_row(row, &mut batch)?;
+            next = scanned.position.saturating_add(1);
             batch.rows.push(scanned);
             if batch.full() {
                 let full = std::mem::replace(&mut batch, feed.empty());
@@ -381,6 +342,52 @@ fn scan_sqlite(path: &Path, from: i64, to: i64, feed: &mut Feed) -> Result<()> {
         send_blocking(feed, batch);
     }
     Ok(())
+}
+
+/// One SQLite row of [`EVENT_COLUMNS`], its variable-length fields copied
+/// into `batch` from the borrowed column values.
+fn sqlite_row(row: &rusqlite::Row<'_>, batch: &mut RowBatch) -> Result<ScannedRow> {
+    use rusqlite::types::ValueRef;
+    let corrupted = |position: i64, reason: String| Error::Corrupted {
+        position: u64::try_from(position).unwrap_or(0),
+        reason,
+    };
+    let int = |i: usize| match row.get_ref(i) {
+        Ok(ValueRef::Integer(value)) => Ok(value),
+        _ => Err(i),
+    };
+    let bytes = |i: usize| match row.get_ref(i) {
+        Ok(ValueRef::Text(value) | ValueRef::Blob(value)) => Ok(value),
+        _ => Err(i),
+    };
+    let uuid = |i: usize| bytes(i).and_then(|b| Uuid::from_slice(b).map_err(|_| i));
+    let position = int(0).map_err(|_| corrupted(0, "a position is not an integer".into()))?;
+    let column = |i: usize| {
+        corrupted(
+            position,
+            format!("the stored column {i} has the wrong type"),
+        )
+    };
+    let causation_id = match row.get_ref(10) {
+        Ok(ValueRef::Null) => None,
+        _ => Some(uuid(10).map_err(column)?),
+    };
+    Ok(ScannedRow {
+        position,
+        version: int(2).map_err(column)?,
+        schema_version: int(5).map_err(column)?,
+        occurred_at_micros: int(6).map_err(column)?,
+        recorded_at_micros: int(7).map_err(column)?,
+        event_id: uuid(3).map_err(column)?,
+        correlation_id: uuid(9).map_err(column)?,
+        causation_id,
+        stream: batch.push_bytes(bytes(1).map_err(column)?),
+        event_type: batch.push_bytes(bytes(4).map_err(column)?),
+        actor: batch.push_bytes(bytes(8).map_err(column)?),
+        payload: batch.push_bytes(bytes(11).map_err(column)?),
+        prev_hash: batch.push_bytes(bytes(12).map_err(column)?),
+        hash: batch.push_bytes(bytes(13).map_err(column)?),
+    })
 }
 
 /// The fallback: [`Readers::read_all`] pages, repacked.
@@ -445,6 +452,9 @@ async fn scan_postgres(pool: &sqlx::PgPool, from: i64, to: i64, feed: &mut Feed)
                 }
             }
         }
+        if !stopped {
+            parser.finish()?;
+        }
         if stopped {
             // The COPY was not read to its end: do not hand the connection
             // back with the rest of it still queued.
@@ -460,217 +470,4 @@ async fn scan_postgres(pool: &sqlx::PgPool, from: i64, to: i64, feed: &mut Feed)
         let _ = feed.batches.send(Ok(batch)).await;
     }
     Ok(())
-}
-
-/// A parser of `COPY … TO STDOUT (FORMAT binary)` output for the columns of
-/// [`EVENT_COLUMNS`], fed chunk by chunk (a tuple may span chunks).
-#[derive(Default)]
-struct CopyParser {
-    pending: Vec<u8>,
-    offset: usize,
-    header_done: bool,
-}
-
-/// The signature that opens binary COPY output.
-const PG_COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
-
-impl CopyParser {
-    fn reset(&mut self) {
-        self.pending.clear();
-        self.offset = 0;
-        self.header_done = false;
-    }
-
-    fn feed(&mut self, chunk: &[u8]) {
-        if self.offset > 0 && self.offset == self.pending.len() {
-            self.pending.clear();
-            self.offset = 0;
-        } else if self.offset > (1 << 20) {
-            self.pending.drain(..self.offset);
-            self.offset = 0;
-        }
-        self.pending.extend_from_slice(chunk);
-    }
-
-    /// The next complete tuple, its fields copied into `batch`; `None` when
-    /// more input is needed (or the trailer was reached).
-    fn next_row(&mut self, batch: &mut RowBatch) -> Result<Option<ScannedRow>> {
-        let protocol = |reason: &str| {
-            Error::Unavailable(format!(
-                "unexpected binary COPY output from PostgreSQL: {reason}"
-            ))
-        };
-        let input = &self.pending[self.offset..];
-        let mut at = 0;
-        if !self.header_done {
-            if input.len() < PG_COPY_SIGNATURE.len() + 8 {
-                return Ok(None);
-            }
-            if &input[..PG_COPY_SIGNATURE.len()] != PG_COPY_SIGNATURE {
-                return Err(protocol("no signature"));
-            }
-            at = PG_COPY_SIGNATURE.len() + 4;
-            let extension = read_i32(input, at) as usize;
-            at += 4;
-            if input.len() < at + extension {
-                return Ok(None);
-            }
-            at += extension;
-            self.header_done = true;
-            self.offset += at;
-            return self.next_row(batch);
-        }
-        if input.len() < 2 {
-            return Ok(None);
-        }
-        let fields = i16::from_be_bytes([input[0], input[1]]);
-        if fields == -1 {
-            self.offset = self.pending.len();
-            return Ok(None);
-        }
-        if fields != 14 {
-            return Err(protocol("a tuple without the 14 columns of events"));
-        }
-        at += 2;
-        // Find the 14 fields first, so that a tuple split across chunks is
-        // only copied once complete.
-        let mut spans: [Option<Range<usize>>; 14] = Default::default();
-        for span in &mut spans {
-            if input.len() < at + 4 {
-                return Ok(None);
-            }
-            let length = read_i32(input, at);
-            at += 4;
-            if length < 0 {
-                continue;
-            }
-            let end = at + length as usize;
-            if input.len() < end {
-                return Ok(None);
-            }
-            *span = Some(at..end);
-            at = end;
-        }
-        let field = |i: usize| spans[i].clone().map(|r| &input[r]);
-        let int8 = |i: usize| {
-            field(i)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(i64::from_be_bytes)
-                .ok_or_else(|| protocol("a bigint or timestamp column"))
-        };
-        let uuid = |i: usize| {
-            field(i)
-                .and_then(|b| Uuid::from_slice(b).ok())
-                .ok_or_else(|| protocol("a uuid column"))
-        };
-        let bytes = |i: usize| field(i).ok_or_else(|| protocol("a NULL in a NOT NULL column"));
-        let schema_version = field(5)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(|b| i64::from(i32::from_be_bytes(b)))
-            .ok_or_else(|| protocol("an integer column"))?;
-        let causation_id = match field(10) {
-            None => None,
-            Some(_) => Some(uuid(10)?),
-        };
-        let row = ScannedRow {
-            position: int8(0)?,
-            version: int8(2)?,
-            schema_version,
-            occurred_at_micros: int8(6)?.saturating_add(PG_EPOCH_MICROS),
-            recorded_at_micros: int8(7)?.saturating_add(PG_EPOCH_MICROS),
-            event_id: uuid(3)?,
-            correlation_id: uuid(9)?,
-            causation_id,
-            stream: batch.push_bytes(bytes(1)?),
-            event_type: batch.push_bytes(bytes(4)?),
-            actor: batch.push_bytes(bytes(8)?),
-            payload: batch.push_bytes(bytes(11)?),
-            prev_hash: batch.push_bytes(bytes(12)?),
-            hash: batch.push_bytes(bytes(13)?),
-        };
-        self.offset += at;
-        Ok(Some(row))
-    }
-}
-
-fn read_i32(input: &[u8], at: usize) -> i32 {
-    i32::from_be_bytes(input[at..at + 4].try_into().expect("four bytes"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn push_field(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
-        match bytes {
-            Some(bytes) => {
-                out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-                out.extend_from_slice(bytes);
-            }
-            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-        }
-    }
-
-    /// One binary COPY tuple of the 14 columns, as PostgreSQL writes it.
-    fn tuple(position: i64, causation: Option<Uuid>) -> Vec<u8> {
-        let mut out = 14i16.to_be_bytes().to_vec();
-        let (position, version, schema_version) = (
-            position.to_be_bytes(),
-            3i64.to_be_bytes(),
-            1i32.to_be_bytes(),
-        );
-        let (occurred, recorded) = (0i64.to_be_bytes(), 1i64.to_be_bytes());
-        let (event_id, correlation_id) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let fields: [Option<&[u8]>; 14] = [
-            Some(&position),
-            Some(b"certification/a-1"),
-            Some(&version),
-            Some(event_id.as_bytes()),
-            Some(b"certification.filed"),
-            Some(&schema_version),
-            Some(&occurred),
-            Some(&recorded),
-            Some(b"insurer:131016"),
-            Some(correlation_id.as_bytes()),
-            causation.as_ref().map(|id| &id.as_bytes()[..]),
-            Some(br#"{"n":1}"#),
-            Some(&[1; 32]),
-            Some(&[2; 32]),
-        ];
-        for field in fields {
-            push_field(&mut out, field);
-        }
-        out
-    }
-
-    #[test]
-    fn binary_copy_output_parses_across_any_chunking() {
-        let mut stream = PG_COPY_SIGNATURE.to_vec();
-        stream.extend_from_slice(&0i32.to_be_bytes());
-        stream.extend_from_slice(&0i32.to_be_bytes());
-        stream.extend(tuple(1, None));
-        stream.extend(tuple(2, Some(Uuid::from_u128(9))));
-        stream.extend_from_slice(&(-1i16).to_be_bytes());
-        for chunk_size in [1, 3, 7, 64, stream.len()] {
-            let mut parser = CopyParser::default();
-            let mut batch = RowBatch::default();
-            for chunk in stream.chunks(chunk_size) {
-                parser.feed(chunk);
-                while let Some(row) = parser.next_row(&mut batch).unwrap() {
-                    batch.rows.push(row);
-                }
-            }
-            let rows = batch.rows();
-            assert_eq!(rows.len(), 2, "chunks of {chunk_size}");
-            assert_eq!((rows[0].position, rows[1].position), (1, 2));
-            assert_eq!(rows[0].causation_id, None);
-            assert_eq!(rows[1].causation_id, Some(Uuid::from_u128(9)));
-            assert_eq!(rows[1].recorded_at_micros, 1 + PG_EPOCH_MICROS);
-            let canonical = batch.canonical(&rows[1]).unwrap();
-            assert_eq!(canonical.stream, "certification/a-1");
-            assert_eq!(canonical.payload, r#"{"n":1}"#);
-            assert_eq!(batch.hash(&rows[1]), Some(Hash([2; 32])));
-            assert_eq!(batch.prev_hash(&rows[0]), Some(Hash([1; 32])));
-        }
-    }
 }
