@@ -23,7 +23,10 @@
 //! - [`local`]: [`local::LocalBus`], the same ingest, receipt and update
 //!   semantics over tokio channels.
 //! - [`engine`]: [`engine::EngineHandler`], the engine as the ingest handler.
-//! - [`error`]: [`Error`], one variant per thing a caller branches on.
+//! - [`retry`]: backoff with jitter for restarting the bus's tasks and for
+//!   delivering an ingest message again.
+//! - [`error`]: [`Error`], one variant per thing a caller branches on, and
+//!   the classification of the NATS client's typed errors.
 //! - `testing` (feature `testing`): a real `nats-server` (restartable, or a
 //!   three-node cluster) on loopback ports, and a store-backed ingest handler.
 //!
@@ -45,6 +48,7 @@ pub mod ingest;
 pub mod local;
 pub mod pipeline;
 pub mod relay;
+pub mod retry;
 pub mod routing;
 pub mod streams;
 pub mod subjects;

@@ -6,8 +6,9 @@
 //!   goes through the same checks ([`check_message`]) and the same
 //!   [`IngestHandler`], and its [`Receipt`] is sent to the receipt
 //!   subscribers of its insurer ([`LocalBus::subscribe_receipts`]).
-//! - A transient handler failure is retried after [`INGEST_RETRY_DELAY_MS`],
-//!   at most [`INGEST_MAX_DELIVER`] attempts, as JetStream would.
+//! - A transient handler failure is retried after [`ingest_retry_delay`]
+//!   (growing, with jitter), at most [`INGEST_MAX_DELIVER`] attempts, as
+//!   JetStream would.
 //! - [`LocalBus::sink`] is an [`OfficeSink`] for [`crate::routing::run_routing`];
 //!   offices follow their updates with [`LocalBus::subscribe_office`].
 //!
@@ -18,7 +19,6 @@
 //! told so by the channel.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use kiban_events::RecordedEvent;
 use kiban_events::ids::{InsurerNumber, OfficeNumber};
@@ -27,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::ingest::{
-    Checked, INGEST_BATCH_MESSAGES_MAX, INGEST_RETRY_DELAY_MS, IngestHandler, IngestMessage,
-    Receipt, Unavailable, check_message, decide,
+    Checked, INGEST_BATCH_MESSAGES_MAX, IngestHandler, IngestMessage, Receipt, Unavailable,
+    check_message, decide,
 };
 use crate::pipeline::{KeyedPipeline, group_by_key};
+use crate::retry::ingest_retry_delay;
 use crate::routing::OfficeSink;
 use crate::streams::INGEST_MAX_DELIVER;
 use crate::subjects::ingest_subject;
@@ -224,7 +225,7 @@ impl LocalBus {
                     tracing::warn!(%reason, attempt, "local ingest handler unavailable; retrying");
                     tokio::select! {
                         () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_millis(INGEST_RETRY_DELAY_MS)) => {}
+                        () = tokio::time::sleep(ingest_retry_delay(u32::try_from(attempt).unwrap_or(u32::MAX))) => {}
                     }
                 }
             }

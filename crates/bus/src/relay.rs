@@ -21,10 +21,9 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishError};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use kiban_events::ids::InsurerNumber;
@@ -35,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::ingest::MSG_ID_HEADER;
+use crate::retry::restart_until_cancelled;
 use crate::subjects::{EVENTS_STREAM, event_subject};
 
 /// The header carrying an event's store position on `KIBAN_EVENTS`.
@@ -51,9 +51,6 @@ pub const RELAY_CHECKPOINT: &str = "outbox-relay";
 /// at the server's pace instead of one round trip per event; the bound
 /// limits what is re-published after a failure and the memory held.
 pub const RELAY_PUBLISHES_IN_FLIGHT_MAX: usize = 256;
-
-/// Pause before the relay starts again after NATS or the store failed.
-pub const RELAY_RESTART_DELAY_MS: u64 = 250;
 
 /// Where a follower of the store keeps the position it has handled.
 pub trait Checkpoints: Send + Sync {
@@ -206,7 +203,8 @@ pub fn insurer_of(event: &RecordedEvent) -> Option<InsurerNumber> {
 }
 
 /// Runs the relay until `cancel` fires, restarting from the stream's tail
-/// after any failure of NATS or the store. Returns `Err` only when the
+/// after any failure of NATS or the store (after a pause that grows while
+/// the failure lasts, [`crate::retry`]). Returns `Err` only when the
 /// stream holds something the relay did not publish ([`Error::Foreign`]).
 pub async fn run_relay<S: EventStore>(
     client: async_nats::Client,
@@ -215,20 +213,13 @@ pub async fn run_relay<S: EventStore>(
 ) -> Result<()> {
     let context = jetstream::new(client);
     let checkpoint = StreamCheckpoint::new(context.clone());
-    while !cancel.is_cancelled() {
-        match relay_from_tail(&context, &checkpoint, &store, &cancel).await {
-            Ok(()) => break,
-            Err(error @ Error::Foreign(_)) => return Err(error),
-            Err(error) => {
-                tracing::warn!(%error, "outbox relay failed; restarting from the stream's tail");
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(RELAY_RESTART_DELAY_MS)) => {}
-                }
-            }
-        }
-    }
-    Ok(())
+    restart_until_cancelled(
+        "outbox relay",
+        &cancel,
+        |error| matches!(error, Error::Foreign(_)),
+        || relay_from_tail(&context, &checkpoint, &store, &cancel),
+    )
+    .await
 }
 
 /// One run: from the tail until cancelled (`Ok`) or a failure (`Err`).
@@ -268,10 +259,10 @@ async fn relay_from_tail<S: EventStore>(
     }
 }
 
-fn settle<E: std::fmt::Display>(
+fn settle(
     (position, ack): (
         Position,
-        std::result::Result<jetstream::publish::PublishAck, E>,
+        std::result::Result<jetstream::publish::PublishAck, PublishError>,
     ),
 ) -> Result<()> {
     let ack = ack.map_err(|error| {
