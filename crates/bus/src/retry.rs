@@ -72,9 +72,14 @@ pub fn ingest_retry_delay(attempt: u32) -> Duration {
         .with_jitter()
         .without_max_times()
         .build()
-        .nth(attempt.saturating_sub(1) as usize)
+        .nth(attempt.saturating_sub(1).min(RETRY_DOUBLINGS_MAX) as usize)
         .unwrap_or(max)
 }
+
+/// Attempts after which a delay has doubled past any maximum here (2 s
+/// doubled 16 times is 36 hours), so later attempts need not step the
+/// backoff further.
+const RETRY_DOUBLINGS_MAX: u32 = 16;
 
 /// Runs `run` again and again until `cancel` fires, with a backoff pause
 /// after each failure: returns `Ok` when a run returns `Ok` (it was

@@ -556,8 +556,7 @@ mod tests {
     #[test]
     fn tuples_that_break_the_schema_are_errors() {
         let good = valid_row().fields();
-        let mut cases: Vec<(&str, Vec<Option<Vec<u8>>>)> = Vec::new();
-        cases.push(("13 fields", good[..13].to_vec()));
+        let mut cases = vec![("13 fields", good[..13].to_vec())];
         for (column, what) in [(1, "stream"), (3, "event id"), (5, "schema version"), (11, "payload")] {
             let mut null = good.to_vec();
             null[column] = None;
