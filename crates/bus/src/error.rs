@@ -3,11 +3,11 @@
 
 use std::fmt::{Debug, Display};
 
+use async_nats::client::FlushErrorKind;
 use async_nats::jetstream::context::{
     CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind as JetStreamPublishErrorKind,
     RequestErrorKind as JetStreamRequestErrorKind,
 };
-use async_nats::client::FlushErrorKind;
 use async_nats::jetstream::stream::{ConsumerErrorKind, RawMessageErrorKind};
 use async_nats::jetstream::{Error as ApiError, ErrorCode};
 use async_nats::jetstream::{consumer, consumer::pull::MessagesErrorKind};
@@ -256,10 +256,22 @@ mod tests {
 
     #[test]
     fn a_lost_connection_or_a_timeout_is_unavailable() {
-        assert!(matches!(classify(PublishErrorKind::Send), Error::Unavailable(_)));
-        assert!(matches!(classify(FlushErrorKind::FlushError), Error::Unavailable(_)));
-        assert!(matches!(classify(ConnectErrorKind::Io), Error::Unavailable(_)));
-        assert!(matches!(classify(RequestErrorKind::NoResponders), Error::Unavailable(_)));
+        assert!(matches!(
+            classify(PublishErrorKind::Send),
+            Error::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(FlushErrorKind::FlushError),
+            Error::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(ConnectErrorKind::Io),
+            Error::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(RequestErrorKind::NoResponders),
+            Error::Unavailable(_)
+        ));
         assert!(matches!(
             classify(JetStreamPublishErrorKind::TimedOut),
             Error::Unavailable(_)
@@ -280,7 +292,10 @@ mod tests {
             classify(ConnectErrorKind::AuthorizationViolation),
             Error::Refused(_)
         ));
-        assert!(matches!(classify(PublishErrorKind::InvalidSubject), Error::Refused(_)));
+        assert!(matches!(
+            classify(PublishErrorKind::InvalidSubject),
+            Error::Refused(_)
+        ));
         assert!(matches!(
             classify(JetStreamPublishErrorKind::StreamNotFound),
             Error::Refused(_)

@@ -150,7 +150,10 @@ mod tests {
         assert!(third >= 4 * min && third <= 8 * min, "{third:?}");
         for attempt in [10, 20, u32::MAX] {
             let late = ingest_retry_delay(attempt);
-            assert!(late >= max && late <= 2 * max, "attempt {attempt}: {late:?}");
+            assert!(
+                late >= max && late <= 2 * max,
+                "attempt {attempt}: {late:?}"
+            );
         }
     }
 
@@ -174,15 +177,21 @@ mod tests {
     async fn a_failed_run_restarts_until_one_succeeds_and_a_fatal_one_stops() {
         let cancel = CancellationToken::new();
         let mut runs = 0;
-        let result = restart_with(no_delays, "test", &cancel, |_| false, || {
-            runs += 1;
-            let outcome = if runs < 4 {
-                Err(Error::Unavailable("down".to_owned()))
-            } else {
-                Ok(())
-            };
-            async move { outcome }
-        })
+        let result = restart_with(
+            no_delays,
+            "test",
+            &cancel,
+            |_| false,
+            || {
+                runs += 1;
+                let outcome = if runs < 4 {
+                    Err(Error::Unavailable("down".to_owned()))
+                } else {
+                    Ok(())
+                };
+                async move { outcome }
+            },
+        )
         .await;
         assert!(result.is_ok());
         assert_eq!(runs, 4);
@@ -204,11 +213,16 @@ mod tests {
     async fn a_cancelled_task_stops_during_its_pause() {
         let cancel = CancellationToken::new();
         let mut runs = 0;
-        let result = restart_until_cancelled("test", &cancel, |_| false, || {
-            runs += 1;
-            cancel.cancel();
-            async { Err(Error::Unavailable("down".to_owned())) }
-        })
+        let result = restart_until_cancelled(
+            "test",
+            &cancel,
+            |_| false,
+            || {
+                runs += 1;
+                cancel.cancel();
+                async { Err(Error::Unavailable("down".to_owned())) }
+            },
+        )
         .await;
         assert!(result.is_ok());
         assert_eq!(runs, 1);

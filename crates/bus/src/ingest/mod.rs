@@ -34,13 +34,13 @@ mod consumer;
 mod handler;
 mod message;
 
+pub use crate::retry::INGEST_RETRY_DELAY_MS;
 pub use consumer::{
     INGEST_BATCH_MESSAGES_MAX, INGEST_HEARTBEAT_MS, INGEST_PULL_EXPIRES_MS, run_ingest,
 };
 pub(crate) use handler::decide;
 pub use handler::{IngestHandler, Unavailable, Verdict};
 pub(crate) use message::Checked;
-pub use crate::retry::INGEST_RETRY_DELAY_MS;
 pub use message::{
     INGEST_MESSAGE_BYTES_MAX, IngestMessage, MSG_ID_HEADER, RECEIPT_MESSAGE_BYTES_MAX, Receipt,
     ReceiptStatus, Refusal, check_message, codes,

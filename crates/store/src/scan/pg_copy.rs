@@ -148,10 +148,9 @@ fn protocol(reason: &str) -> Error {
 /// The header's length when `input` holds all of it.
 fn header_len(input: &[u8]) -> Result<Option<usize>> {
     let signature = PG_COPY_SIGNATURE.len();
-    let (Some(flags), Some(extension)) = (
-        read_i32(input, signature),
-        read_i32(input, signature + 4),
-    ) else {
+    let (Some(flags), Some(extension)) =
+        (read_i32(input, signature), read_i32(input, signature + 4))
+    else {
         return Ok(None);
     };
     if &input[..signature] != PG_COPY_SIGNATURE {
@@ -368,7 +367,11 @@ mod tests {
             }
         }
         parser.finish()?;
-        Ok(batch.rows().iter().map(|row| Row::scanned(&batch, row)).collect())
+        Ok(batch
+            .rows()
+            .iter()
+            .map(|row| Row::scanned(&batch, row))
+            .collect())
     }
 
     /// `bytes` cut at the given lengths (each taken modulo what is left).
@@ -414,9 +417,25 @@ mod tests {
             any::<u128>(),
             any::<Option<u128>>(),
         );
-        let texts = (bytes(40), bytes(40), bytes(40), payload, bytes(32), bytes(32));
+        let texts = (
+            bytes(40),
+            bytes(40),
+            bytes(40),
+            payload,
+            bytes(32),
+            bytes(32),
+        );
         (numbers, texts).prop_map(|(numbers, texts)| {
-            let (position, version, event_id, schema_version, occurred_at, recorded_at, correlation_id, causation_id) = numbers;
+            let (
+                position,
+                version,
+                event_id,
+                schema_version,
+                occurred_at,
+                recorded_at,
+                correlation_id,
+                causation_id,
+            ) = numbers;
             let (stream, event_type, actor, payload, prev_hash, hash) = texts;
             Row {
                 position,
@@ -528,7 +547,10 @@ mod tests {
         let mut batch = RowBatch::default();
         parser.feed(&output);
         let row = parser.next_row(&mut batch).unwrap().unwrap();
-        assert_eq!(parser.next_row(&mut batch).unwrap().map(|r| r.position), None);
+        assert_eq!(
+            parser.next_row(&mut batch).unwrap().map(|r| r.position),
+            None
+        );
         parser.finish().unwrap();
         assert_eq!(row.recorded_at_micros, 1 + PG_EPOCH_MICROS);
         let canonical = batch.canonical(&row).unwrap();
@@ -557,7 +579,12 @@ mod tests {
     fn tuples_that_break_the_schema_are_errors() {
         let good = valid_row().fields();
         let mut cases = vec![("13 fields", good[..13].to_vec())];
-        for (column, what) in [(1, "stream"), (3, "event id"), (5, "schema version"), (11, "payload")] {
+        for (column, what) in [
+            (1, "stream"),
+            (3, "event id"),
+            (5, "schema version"),
+            (11, "payload"),
+        ] {
             let mut null = good.to_vec();
             null[column] = None;
             cases.push((what, null));
