@@ -1,7 +1,10 @@
 //! The document store every projection writes to, in the store's database.
 //!
 //! One SQL dialect for PostgreSQL and SQLite: four small tables, upserts with
-//! `INSERT … ON CONFLICT … DO UPDATE`, JSON kept as TEXT.
+//! `INSERT … ON CONFLICT … DO UPDATE`, JSON kept as TEXT. The tables are
+//! made by the store's migrations (`0004_projections.sql`), which
+//! [`Db::open`] runs; a generation is rows, not tables, so a rebuild needs
+//! no DDL.
 //!
 //! - `projection_live(projection, generation, schema_version)`: which
 //!   generation of a projection is served.
@@ -23,9 +26,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
 
 use kiban_events::Position;
+use kiban_store::{DbPool, PerBackend, both};
 
 use crate::error::{Error, Result};
 
@@ -43,69 +46,20 @@ pub const POOL_ACQUIRE_TIMEOUT_MS: u64 = 10_000;
 /// store's writer holds it only for one group commit.
 pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 
-/// The schema, one statement each, valid on both backends.
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS projection_live (
-        projection TEXT PRIMARY KEY,
-        generation BIGINT NOT NULL,
-        schema_version BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS projection_checkpoints (
-        projection TEXT NOT NULL,
-        generation BIGINT NOT NULL,
-        position BIGINT NOT NULL,
-        PRIMARY KEY (projection, generation))",
-    "CREATE TABLE IF NOT EXISTS projection_documents (
-        projection TEXT NOT NULL,
-        generation BIGINT NOT NULL,
-        doc_key TEXT NOT NULL,
-        json TEXT NOT NULL,
-        PRIMARY KEY (projection, generation, doc_key))",
-    "CREATE TABLE IF NOT EXISTS projection_index (
-        projection TEXT NOT NULL,
-        generation BIGINT NOT NULL,
-        index_name TEXT NOT NULL,
-        index_key TEXT NOT NULL,
-        doc_key TEXT NOT NULL,
-        PRIMARY KEY (projection, generation, index_name, index_key, doc_key))",
-    "CREATE INDEX IF NOT EXISTS projection_index_by_doc
-        ON projection_index (projection, generation, index_name, doc_key)",
-];
-
 /// A pool on the store's database. `kiban-store` does not share its pool,
 /// so the read models open their own from the same URL.
 #[derive(Debug, Clone)]
-pub enum Db {
-    /// PostgreSQL.
-    Postgres(PgPool),
-    /// SQLite (the same file as the store).
-    Sqlite(SqlitePool),
-}
-
-/// Runs the same body on whichever pool or transaction a value holds; each
-/// arm is type-checked against its own backend.
-macro_rules! both {
-    ($value:expr, $inner:ident => $body:expr) => {
-        match $value {
-            Db::Postgres($inner) => $body,
-            Db::Sqlite($inner) => $body,
-        }
-    };
-}
-
-macro_rules! both_tx {
-    ($value:expr, $inner:ident => $body:expr) => {
-        match $value {
-            TxInner::Postgres($inner) => $body,
-            TxInner::Sqlite($inner) => $body,
-        }
-    };
+pub struct Db {
+    pool: DbPool,
 }
 
 impl Db {
     /// Opens a pool on `url` (`postgres://…` or `sqlite://…`, as given to
-    /// the store) and creates the tables if missing.
+    /// the store) and runs the store's migrations on it, which own the read
+    /// models' tables: opening before or after the store gives the same
+    /// schema.
     pub async fn open(url: &str) -> Result<Db> {
-        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| Error::Invalid(format!("bad PostgreSQL url: {e}")))?
                 .application_name("kiban-projections")
@@ -113,7 +67,7 @@ impl Db {
                 // transaction: a commit lost in a crash is applied again from
                 // the checkpoint, so they need not wait for the WAL flush.
                 .options([("synchronous_commit", "off")]);
-            Db::Postgres(
+            PerBackend::Postgres(
                 PgPoolOptions::new()
                     .max_connections(READ_MODEL_CONNECTIONS)
                     .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
@@ -129,7 +83,7 @@ impl Db {
                 // and with them every frame before theirs).
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS));
-            Db::Sqlite(
+            PerBackend::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(READ_MODEL_CONNECTIONS)
                     .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
@@ -141,22 +95,31 @@ impl Db {
                 "read-model url must start with sqlite:// or postgres://".to_owned(),
             ));
         };
-        for statement in SCHEMA {
-            both!(&db, pool => sqlx::query(statement).execute(pool).await.map(|_| ()))?;
-        }
-        Ok(db)
+        kiban_store::migrate(&pool)
+            .await
+            .map_err(|error| match error {
+                kiban_store::Error::Database(error) => Error::Database(error),
+                other => Error::Store(other),
+            })?;
+        Ok(Db { pool })
+    }
+
+    /// The pool, for the other tables of the store's database that are
+    /// queried beside the read models (the web screen's staff accounts).
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
     }
 
     /// Closes the pool.
     pub async fn close(&self) {
-        both!(self, pool => pool.close().await)
+        self.pool.close().await
     }
 
     /// Begins a transaction writing to `generation` of `projection`.
     pub(crate) async fn begin(&self, projection: &'static str, generation: i64) -> Result<Tx> {
-        let inner = match self {
-            Db::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
-            Db::Sqlite(pool) => TxInner::Sqlite(pool.begin().await?),
+        let inner = match &self.pool {
+            PerBackend::Postgres(pool) => PerBackend::Postgres(pool.begin().await?),
+            PerBackend::Sqlite(pool) => PerBackend::Sqlite(pool.begin().await?),
         };
         Ok(Tx {
             inner,
@@ -189,17 +152,19 @@ impl Db {
     /// The served generation and its schema version, if any.
     pub(crate) async fn live(&self, projection: &str) -> Result<Option<(i64, i64)>> {
         let sql = "SELECT generation, schema_version FROM projection_live WHERE projection = $1";
-        Ok(both!(self, pool => sqlx::query_as::<_, (i64, i64)>(sql)
+        Ok(
+            both!(&self.pool, pool => sqlx::query_as::<_, (i64, i64)>(sql)
             .bind(projection)
             .fetch_optional(pool)
-            .await)?)
+            .await)?,
+        )
     }
 
     /// The checkpoint of one generation (0 when it has none).
     pub(crate) async fn checkpoint(&self, projection: &str, generation: i64) -> Result<Position> {
         let sql =
             "SELECT position FROM projection_checkpoints WHERE projection = $1 AND generation = $2";
-        let position = both!(self, pool => sqlx::query_scalar::<_, i64>(sql)
+        let position = both!(&self.pool, pool => sqlx::query_scalar::<_, i64>(sql)
             .bind(projection)
             .bind(generation)
             .fetch_optional(pool)
@@ -211,7 +176,7 @@ impl Db {
     pub(crate) async fn last_generation(&self, projection: &str) -> Result<i64> {
         let sql =
             "SELECT COALESCE(MAX(generation), 0) FROM projection_checkpoints WHERE projection = $1";
-        Ok(both!(self, pool => sqlx::query_scalar::<_, i64>(sql)
+        Ok(both!(&self.pool, pool => sqlx::query_scalar::<_, i64>(sql)
             .bind(projection)
             .fetch_one(pool)
             .await)?)
@@ -226,7 +191,7 @@ impl Db {
         let sql = "SELECT d.json FROM projection_documents d
             JOIN projection_live l ON l.projection = d.projection AND l.generation = d.generation
             WHERE d.projection = $1 AND d.doc_key = $2";
-        let json = both!(self, pool => sqlx::query_scalar::<_, String>(sql)
+        let json = both!(&self.pool, pool => sqlx::query_scalar::<_, String>(sql)
             .bind(projection)
             .bind(doc_key)
             .fetch_optional(pool)
@@ -249,12 +214,12 @@ impl Db {
         let select = "SELECT d.doc_key, d.json FROM projection_documents d
             JOIN projection_live l ON l.projection = d.projection AND l.generation = d.generation
             WHERE d.projection = $1 AND d.doc_key IN ";
-        let keys_of = match self {
-            Db::Postgres(_) => "(SELECT jsonb_array_elements_text($2::jsonb))",
-            Db::Sqlite(_) => "(SELECT value FROM json_each($2))",
+        let keys_of = match self.pool {
+            PerBackend::Postgres(_) => "(SELECT jsonb_array_elements_text($2::jsonb))",
+            PerBackend::Sqlite(_) => "(SELECT value FROM json_each($2))",
         };
         let sql = format!("{select}{keys_of}");
-        let rows: Vec<(String, String)> = both!(self, pool => sqlx::query_as(&sql)
+        let rows: Vec<(String, String)> = both!(&self.pool, pool => sqlx::query_as(&sql)
             .bind(projection)
             .bind(&keys)
             .fetch_all(pool)
@@ -280,14 +245,16 @@ impl Db {
             JOIN projection_live l ON l.projection = i.projection AND l.generation = i.generation
             WHERE i.projection = $1 AND i.index_name = $2 AND i.index_key = $3 AND i.doc_key > $4
             ORDER BY i.doc_key LIMIT $5";
-        Ok(both!(self, pool => sqlx::query_scalar::<_, String>(sql)
+        Ok(
+            both!(&self.pool, pool => sqlx::query_scalar::<_, String>(sql)
             .bind(projection)
             .bind(index_name)
             .bind(index_key)
             .bind(after)
             .bind(limit as i64)
             .fetch_all(pool)
-            .await)?)
+            .await)?,
+        )
     }
 
     /// Every document of the served generation as `(key, json)`, in key
@@ -297,7 +264,7 @@ impl Db {
             JOIN projection_live l ON l.projection = d.projection AND l.generation = d.generation
             WHERE d.projection = $1 ORDER BY d.doc_key";
         Ok(
-            both!(self, pool => sqlx::query_as::<_, (String, String)>(sql)
+            both!(&self.pool, pool => sqlx::query_as::<_, (String, String)>(sql)
             .bind(projection)
             .fetch_all(pool)
             .await)?,
@@ -314,7 +281,7 @@ impl Db {
             JOIN projection_live l ON l.projection = i.projection AND l.generation = i.generation
             WHERE i.projection = $1 ORDER BY i.index_name, i.index_key, i.doc_key";
         Ok(
-            both!(self, pool => sqlx::query_as::<_, (String, String, String)>(sql)
+            both!(&self.pool, pool => sqlx::query_as::<_, (String, String, String)>(sql)
             .bind(projection)
             .fetch_all(pool)
             .await)?,
@@ -329,10 +296,10 @@ fn parse<T: DeserializeOwned>(doc_key: &str, json: &str) -> Result<T> {
     })
 }
 
-pub(crate) enum TxInner {
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
-}
+type TxInner = PerBackend<
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    sqlx::Transaction<'static, sqlx::Sqlite>,
+>;
 
 /// A transaction on one generation of one projection: what
 /// [`Projection::apply`](crate::Projection::apply) writes through. The
@@ -377,7 +344,7 @@ impl Tx {
         let sql = "SELECT json FROM projection_documents
             WHERE projection = $1 AND generation = $2 AND doc_key = $3";
         let (projection, generation) = (self.projection, self.generation);
-        let json = both_tx!(&mut self.inner, tx => sqlx::query_scalar::<_, String>(sql)
+        let json = both!(&mut self.inner, tx => sqlx::query_scalar::<_, String>(sql)
             .bind(projection)
             .bind(generation)
             .bind(doc_key)
@@ -393,7 +360,7 @@ impl Tx {
             ORDER BY doc_key";
         let (projection, generation) = (self.projection, self.generation);
         Ok(
-            both_tx!(&mut self.inner, tx => sqlx::query_scalar::<_, String>(sql)
+            both!(&mut self.inner, tx => sqlx::query_scalar::<_, String>(sql)
             .bind(projection)
             .bind(generation)
             .bind(index_name)
@@ -420,7 +387,7 @@ impl Tx {
             VALUES ($1, $2, $3, $4)
             ON CONFLICT (projection, generation, doc_key) DO UPDATE SET json = excluded.json";
         let (projection, generation) = (self.projection, self.generation);
-        both_tx!(&mut self.inner, tx => sqlx::query(sql)
+        both!(&mut self.inner, tx => sqlx::query(sql)
             .bind(projection)
             .bind(generation)
             .bind(doc_key)
@@ -440,7 +407,7 @@ impl Tx {
             "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
         let (projection, generation) = (self.projection, self.generation);
-        both_tx!(&mut self.inner, tx => sqlx::query(sql)
+        both!(&mut self.inner, tx => sqlx::query(sql)
             .bind(projection)
             .bind(generation)
             .bind(index_name)
@@ -465,7 +432,7 @@ impl Tx {
         let sql = "DELETE FROM projection_index WHERE projection = $1 AND generation = $2
             AND index_name = $3 AND index_key = $4 AND doc_key = $5";
         let (projection, generation) = (self.projection, self.generation);
-        both_tx!(&mut self.inner, tx => sqlx::query(sql)
+        both!(&mut self.inner, tx => sqlx::query(sql)
             .bind(projection)
             .bind(generation)
             .bind(index_name)
@@ -484,7 +451,7 @@ impl Tx {
             RETURNING generation";
         let projection = self.projection;
         Ok(
-            both_tx!(&mut self.inner, tx => sqlx::query_scalar::<_, i64>(sql)
+            both!(&mut self.inner, tx => sqlx::query_scalar::<_, i64>(sql)
             .bind(projection)
             .fetch_optional(&mut **tx)
             .await)?,
@@ -497,7 +464,7 @@ impl Tx {
             VALUES ($1, $2, $3)
             ON CONFLICT (projection, generation) DO UPDATE SET position = excluded.position";
         let (projection, generation) = (self.projection, self.generation);
-        both_tx!(&mut self.inner, tx => sqlx::query(sql)
+        both!(&mut self.inner, tx => sqlx::query(sql)
             .bind(projection)
             .bind(generation)
             .bind(position as i64)
@@ -514,7 +481,7 @@ impl Tx {
             VALUES ($1, $2, $3)
             ON CONFLICT (projection) DO UPDATE
             SET generation = excluded.generation, schema_version = excluded.schema_version";
-        both_tx!(&mut self.inner, tx => sqlx::query(upsert)
+        both!(&mut self.inner, tx => sqlx::query(upsert)
             .bind(projection)
             .bind(generation)
             .bind(i64::from(schema_version))
@@ -526,7 +493,7 @@ impl Tx {
             "projection_checkpoints",
         ] {
             let sql = format!("DELETE FROM {table} WHERE projection = $1 AND generation <> $2");
-            both_tx!(&mut self.inner, tx => sqlx::query(&sql)
+            both!(&mut self.inner, tx => sqlx::query(&sql)
                 .bind(projection)
                 .bind(generation)
                 .execute(&mut **tx)
@@ -540,7 +507,7 @@ impl Tx {
         if let Some(buffer) = self.buffer.take() {
             self.flush(buffer).await?;
         }
-        both_tx!(self.inner, tx => tx.commit().await)?;
+        both!(self.inner, tx => tx.commit().await)?;
         Ok(())
     }
 
@@ -548,7 +515,7 @@ impl Tx {
     /// of at most [`FLUSH_ROWS`] rows per statement.
     async fn flush(&mut self, buffer: WriteBehind) -> Result<()> {
         let (projection, generation) = (self.projection, self.generation);
-        let numbered = matches!(self.inner, TxInner::Postgres(_));
+        let numbered = matches!(self.inner, PerBackend::Postgres(_));
         let mut documents = Vec::new();
         for (key, cached) in buffer.docs {
             if cached.dirty {
@@ -562,7 +529,7 @@ impl Tx {
                 ON CONFLICT (projection, generation, doc_key) DO UPDATE SET json = excluded.json",
                 placeholders(chunk.len(), 4, numbered)
             );
-            both_tx!(&mut self.inner, tx => {
+            both!(&mut self.inner, tx => {
                 // Only full chunks keep a prepared statement: the last one's
                 // size differs every batch, and hundreds of cached
                 // thousand-parameter statements would hold ~100 MiB.
@@ -581,7 +548,7 @@ impl Tx {
                 VALUES {} ON CONFLICT DO NOTHING",
                 placeholders(chunk.len(), 5, numbered)
             );
-            both_tx!(&mut self.inner, tx => {
+            both!(&mut self.inner, tx => {
                 // Only full chunks keep a prepared statement: the last one's
                 // size differs every batch, and hundreds of cached
                 // thousand-parameter statements would hold ~100 MiB.
@@ -595,7 +562,7 @@ impl Tx {
         for ((name, key, doc), _) in removed {
             let sql = "DELETE FROM projection_index WHERE projection = $1 AND generation = $2
                 AND index_name = $3 AND index_key = $4 AND doc_key = $5";
-            both_tx!(&mut self.inner, tx => sqlx::query(sql)
+            both!(&mut self.inner, tx => sqlx::query(sql)
                 .bind(projection)
                 .bind(generation)
                 .bind(&name)

@@ -33,8 +33,10 @@
 //! - Only the generation named in `projection_live` is served; a batch
 //!   first locks that row, so a rebuild's swap and a batch never interleave.
 //! - `kiban-store` does not share its pool, so [`Db::open`] opens its own
-//!   from the same URL; the tables are created with `CREATE … IF NOT EXISTS`
-//!   because the store's migrator owns `_sqlx_migrations`.
+//!   from the same URL. The tables belong to the store's migrations
+//!   (`0004_projections.sql`); [`Db::open`] runs them through
+//!   [`kiban_store::migrate`], so it works before or after the store opens
+//!   the database, and nothing here creates a table.
 
 mod as_of;
 mod db;

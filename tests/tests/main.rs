@@ -9,6 +9,7 @@ mod engine;
 mod ingest;
 mod projections;
 mod routing;
+mod schema;
 mod shred;
 mod store_contract;
 mod timers;

@@ -10,8 +10,8 @@
 //! - `ui_staff_views`: which staff member made each logged read: the
 //!   position of the `insured.record_viewed` event beside the user ID.
 //!
-//! The tables are created with `CREATE TABLE IF NOT EXISTS` by
-//! [`ensure_schema`], called by [`add_staff`] and by the login page.
+//! The tables belong to the store's migrations (`0005_ui_staff.sql`), run
+//! when the store or the read models' [`Db`] opens the database.
 
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use kiban_events::ids::OfficeNumber;
 use kiban_projections::Db;
+use kiban_store::both;
 
 /// Consecutive failed logins after which an account is locked.
 pub const LOGIN_FAILURES_MAX: i64 = 5;
@@ -43,29 +44,6 @@ pub const PASSWORD_CHARS_MIN: usize = 12;
 /// Longest user ID.
 pub const USER_ID_CHARS_MAX: usize = 32;
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS ui_staff (
-        office TEXT NOT NULL,
-        user_id TEXT NOT NULL,
-        password_hash TEXT NOT NULL,
-        failed_logins BIGINT NOT NULL DEFAULT 0,
-        locked_until_us BIGINT,
-        PRIMARY KEY (office, user_id))",
-    "CREATE TABLE IF NOT EXISTS ui_sessions (
-        token_sha256 TEXT PRIMARY KEY,
-        office TEXT NOT NULL,
-        user_id TEXT NOT NULL,
-        terminal TEXT NOT NULL,
-        csrf TEXT NOT NULL,
-        expires_at_us BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS ui_staff_views (
-        position BIGINT PRIMARY KEY,
-        office TEXT NOT NULL,
-        terminal TEXT NOT NULL,
-        user_id TEXT NOT NULL,
-        viewed_at_us BIGINT NOT NULL)",
-];
-
 /// Why a staff operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StaffError {
@@ -81,24 +59,6 @@ pub enum StaffError {
     /// Hashing failed (a bug).
     #[error("password hashing: {0}")]
     Hash(String),
-}
-
-/// Runs the same body on either pool.
-macro_rules! both {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            Db::Postgres($pool) => $body,
-            Db::Sqlite($pool) => $body,
-        }
-    };
-}
-
-/// Creates the tables when missing.
-pub async fn ensure_schema(db: &Db) -> Result<(), sqlx::Error> {
-    for statement in SCHEMA {
-        both!(db, pool => sqlx::query(statement).execute(pool).await.map(|_| ()))?;
-    }
-    Ok(())
 }
 
 /// Whether `user` is a well-formed user ID.
@@ -124,14 +84,13 @@ pub async fn add_staff(
     if password.chars().count() < PASSWORD_CHARS_MIN {
         return Err(StaffError::WeakPassword);
     }
-    ensure_schema(db).await?;
     let hash = hash_password(password)?;
     let sql =
         "INSERT INTO ui_staff (office, user_id, password_hash, failed_logins, locked_until_us)
         VALUES ($1, $2, $3, 0, NULL)
         ON CONFLICT (office, user_id) DO UPDATE
         SET password_hash = excluded.password_hash, failed_logins = 0, locked_until_us = NULL";
-    both!(db, pool => sqlx::query(sql)
+    both!(db.pool(), pool => sqlx::query(sql)
         .bind(office.as_str())
         .bind(user)
         .bind(&hash)
@@ -187,11 +146,10 @@ pub async fn login(
     password: &str,
     now: DateTime<Utc>,
 ) -> Result<LoginOutcome, StaffError> {
-    ensure_schema(db).await?;
     let sql = "SELECT password_hash, failed_logins, locked_until_us FROM ui_staff
         WHERE office = $1 AND user_id = $2";
     let row: Option<(String, i64, Option<i64>)> = if valid_user_id(user) {
-        both!(db, pool => sqlx::query_as(sql)
+        both!(db.pool(), pool => sqlx::query_as(sql)
             .bind(office.as_str())
             .bind(user)
             .fetch_optional(pool)
@@ -217,7 +175,7 @@ pub async fn login(
         let stored_failures = if locked_until.is_some() { 0 } else { failed };
         let sql = "UPDATE ui_staff SET failed_logins = $3, locked_until_us = $4
             WHERE office = $1 AND user_id = $2";
-        both!(db, pool => sqlx::query(sql)
+        both!(db.pool(), pool => sqlx::query(sql)
             .bind(office.as_str())
             .bind(user)
             .bind(stored_failures)
@@ -233,7 +191,7 @@ pub async fn login(
     }
     let reset = "UPDATE ui_staff SET failed_logins = 0, locked_until_us = NULL
         WHERE office = $1 AND user_id = $2";
-    both!(db, pool => sqlx::query(reset)
+    both!(db.pool(), pool => sqlx::query(reset)
         .bind(office.as_str())
         .bind(user)
         .execute(pool)
@@ -246,7 +204,7 @@ pub async fn login(
     let insert =
         "INSERT INTO ui_sessions (token_sha256, office, user_id, terminal, csrf, expires_at_us)
         VALUES ($1, $2, $3, $4, $5, $6)";
-    both!(db, pool => sqlx::query(insert)
+    both!(db.pool(), pool => sqlx::query(insert)
         .bind(token_digest(&session.token))
         .bind(office.as_str())
         .bind(user)
@@ -285,7 +243,7 @@ pub async fn session(
 ) -> Result<Option<Session>, sqlx::Error> {
     let sql = "SELECT office, user_id, terminal, csrf FROM ui_sessions
         WHERE token_sha256 = $1 AND expires_at_us > $2";
-    let row: Option<(String, String, String, String)> = both!(db, pool => sqlx::query_as(sql)
+    let row: Option<(String, String, String, String)> = both!(db.pool(), pool => sqlx::query_as(sql)
         .bind(token_digest(token))
         .bind(now.timestamp_micros())
         .fetch_optional(pool)
@@ -301,7 +259,7 @@ pub async fn session(
 /// Ends the session of `token` (and drops expired ones on the way).
 pub async fn logout(db: &Db, token: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
     let sql = "DELETE FROM ui_sessions WHERE token_sha256 = $1 OR expires_at_us <= $2";
-    both!(db, pool => sqlx::query(sql)
+    both!(db.pool(), pool => sqlx::query(sql)
         .bind(token_digest(token))
         .bind(now.timestamp_micros())
         .execute(pool)
@@ -320,7 +278,7 @@ pub async fn record_staff_view(
 ) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO ui_staff_views (position, office, terminal, user_id, viewed_at_us)
         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (position) DO NOTHING";
-    both!(db, pool => sqlx::query(sql)
+    both!(db.pool(), pool => sqlx::query(sql)
         .bind(i64::try_from(position).unwrap_or(i64::MAX))
         .bind(office)
         .bind(terminal)
@@ -335,7 +293,7 @@ pub async fn record_staff_view(
 /// through the web screen.
 pub async fn staff_of_view(db: &Db, position: u64) -> Result<Option<String>, sqlx::Error> {
     let sql = "SELECT user_id FROM ui_staff_views WHERE position = $1";
-    both!(db, pool => sqlx::query_scalar(sql)
+    both!(db.pool(), pool => sqlx::query_scalar(sql)
         .bind(i64::try_from(position).unwrap_or(i64::MAX))
         .fetch_optional(pool)
         .await)

@@ -5,8 +5,9 @@
 use axum::Form;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use chrono::{DateTime, NaiveDate, Utc};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
@@ -56,30 +57,34 @@ impl Lang {
         if query.split('&').any(|pair| pair == "lang=ja") {
             return Lang::Ja;
         }
-        match cookie(&parts.headers, LANG_COOKIE).as_deref() {
+        match CookieJar::from_headers(&parts.headers)
+            .get(LANG_COOKIE)
+            .map(Cookie::value)
+        {
             Some("en") => Lang::En,
             _ => Lang::Ja,
         }
     }
 }
 
-/// The value of cookie `name`.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_owned())
+/// The value of cookie `name` in `jar`.
+fn cookie_value(jar: &CookieJar, name: &str) -> Option<String> {
+    jar.get(name).map(|cookie| cookie.value().to_owned())
 }
 
-fn set_cookie(name: &str, value: &str, max_age_seconds: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/ui; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}"
-    ))
-    .expect("cookie values are hex or fixed words")
+/// A cookie of the screen: sent only under `/ui`, only over TLS, never to
+/// scripts, never on a request from another site; gone after
+/// `max_age_seconds` (0 removes it).
+fn ui_cookie(name: &'static str, value: String, max_age_seconds: u64) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path("/ui")
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .max_age(cookie::time::Duration::seconds(
+            i64::try_from(max_age_seconds).unwrap_or(i64::MAX),
+        ))
+        .build()
 }
 
 /// A refusal shown as a page: Japanese and English, never internals.
@@ -262,12 +267,12 @@ impl FromRequestParts<AppState> for Staff {
         let at = Terminal::from_request_parts(parts, state)
             .await
             .map_err(StaffRejection::Refused)?;
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+        let Some(token) = cookie_value(&CookieJar::from_headers(&parts.headers), SESSION_COOKIE)
+        else {
             return Err(StaffRejection::Login(at.lang));
         };
         let db = state.inner.projections.db();
-        // An error here is a missing table (nobody has logged in yet) or
-        // an unavailable database: either way, no session.
+        // An error here is an unavailable database: no session.
         let found = staff::session(db, &token, state.now())
             .await
             .unwrap_or_default();
@@ -429,7 +434,7 @@ pub struct SwitchQuery {
 }
 
 /// `GET /ui/lang?to=en&back=/ui/…`: sets the language cookie and goes back.
-pub async fn switch_language(Query(query): Query<SwitchQuery>) -> Response {
+pub async fn switch_language(jar: CookieJar, Query(query): Query<SwitchQuery>) -> Response {
     let lang = if query.to == "en" { "en" } else { "ja" };
     let safe_back = query.back.starts_with("/ui/")
         && query
@@ -441,12 +446,8 @@ pub async fn switch_language(Query(query): Query<SwitchQuery>) -> Response {
     } else {
         "/ui/caseload"
     };
-    let mut response = Redirect::to(back).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        set_cookie(LANG_COOKIE, lang, 365 * 24 * 3600),
-    );
-    response
+    let jar = jar.add(ui_cookie(LANG_COOKIE, lang.to_owned(), 365 * 24 * 3600));
+    (jar, Redirect::to(back)).into_response()
 }
 
 fn login_form(at: &Terminal, token: &str, message: Option<&str>) -> Markup {
@@ -476,14 +477,19 @@ fn login_form(at: &Terminal, token: &str, message: Option<&str>) -> Markup {
 }
 
 /// `GET /ui/login`
-pub async fn login_page(at: Terminal) -> Response {
+pub async fn login_page(at: Terminal, jar: CookieJar) -> Response {
     let token = staff::random_token();
-    let mut response = login_form(&at, &token, None).into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &token, 3600));
-    response
+    let page = login_form(&at, &token, None);
+    (jar.add(login_cookie(token)), page).into_response()
 }
+
+/// The login form's CSRF cookie: valid for an hour of typing.
+fn login_cookie(token: String) -> Cookie<'static> {
+    ui_cookie(LOGIN_COOKIE, token, LOGIN_FORM_SECONDS)
+}
+
+/// How long a login form may be left open before it is stale, in seconds.
+const LOGIN_FORM_SECONDS: u64 = 3600;
 
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
@@ -496,11 +502,11 @@ pub struct LoginForm {
 pub async fn login_submit(
     State(state): State<AppState>,
     at: Terminal,
-    headers: HeaderMap,
+    jar: CookieJar,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, UiError> {
     let lang = at.lang;
-    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    let expected = cookie_value(&jar, LOGIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || !staff::same_secret(&form.csrf, &expected) {
         return Err(ApiError::forbidden(
             "The login form is stale (CSRF token mismatch); reload the login page.",
@@ -519,15 +525,11 @@ pub async fn login_submit(
     .await?;
     let message = match outcome {
         LoginOutcome::Opened(session) => {
-            let mut response = Redirect::to("/ui/caseload").into_response();
             let seconds = staff::SESSION_LIFETIME.as_secs();
-            let cookies = response.headers_mut();
-            cookies.append(
-                header::SET_COOKIE,
-                set_cookie(SESSION_COOKIE, &session.token, seconds),
-            );
-            cookies.append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", 0));
-            return Ok(response);
+            let jar = jar
+                .add(ui_cookie(SESSION_COOKIE, session.token, seconds))
+                .add(ui_cookie(LOGIN_COOKIE, String::new(), 0));
+            return Ok((jar, Redirect::to("/ui/caseload")).into_response());
         }
         LoginOutcome::Refused => lang
             .t(
@@ -545,15 +547,8 @@ pub async fn login_submit(
         ),
     };
     let token = staff::random_token();
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        login_form(&at, &token, Some(&message)),
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &token, 3600));
-    Ok(response)
+    let page = login_form(&at, &token, Some(&message));
+    Ok((StatusCode::UNAUTHORIZED, jar.add(login_cookie(token)), page).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -565,18 +560,15 @@ pub struct CsrfOnly {
 pub async fn logout(
     State(state): State<AppState>,
     staff_member: Staff,
-    headers: HeaderMap,
+    jar: CookieJar,
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, UiError> {
     staff_member.check_csrf(&form.csrf)?;
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+    if let Some(token) = cookie_value(&jar, SESSION_COOKIE) {
         staff::logout(state.inner.projections.db(), &token, state.now()).await?;
     }
-    let mut response = Redirect::to("/ui/login").into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
-    Ok(response)
+    let jar = jar.add(ui_cookie(SESSION_COOKIE, String::new(), 0));
+    Ok((jar, Redirect::to("/ui/login")).into_response())
 }
 
 // --- Formatting -------------------------------------------------------------

@@ -34,12 +34,20 @@
 //!   [`Store::get_blob`], [`Store::blob_size`]) in the `blobs` table.
 //! - `bench.rs`: the append benchmark and its naive and raw baselines.
 //! - `examples/bench_append.rs`: runs the benchmark from the command line.
-//! - `migrations/postgres`, `migrations/sqlite`: the schema, embedded.
+//! - `schema.rs`: the migrations of every table of the database (the log's
+//!   and those of the read models and the staff screen), [`migrate`] for
+//!   parts that open the database with their own pool, and [`PerBackend`] /
+//!   [`both!`]: the one dual-backend dispatch.
+//! - `migrations/postgres`, `migrations/sqlite`: the schema, embedded;
+//!   `migrations/common` holds the files both backends share (linked).
 //!
 //! # Architecture invariants
 //!
-//! - Only this crate knows SQL and the schema; everything else sees
+//! - Only this crate knows the event log's SQL; everything else sees
 //!   [`Store`] / [`EventStore`] and the envelope of `kiban-events`.
+//! - Every table of the database has one owner: this crate's migrations.
+//!   Nothing creates a table at run time; the read models and the staff
+//!   screen query their own tables but run [`migrate`] to get them.
 //! - Exactly one task per database writes: the writer of the store holding
 //!   the writer lock (on PostgreSQL a session advisory lock on the writer's
 //!   own connection; on SQLite an exclusive `flock` on `<file>.writer-lock`). It assigns positions itself, so
@@ -63,6 +71,7 @@ mod checkpoint;
 mod error;
 pub mod keys;
 mod scan;
+mod schema;
 mod store;
 mod writer;
 
@@ -81,6 +90,7 @@ pub use keys::{FORGOTTEN_MARKER, Opened, PersonKeys, SealError};
 pub use kiban_events::{
     EventId, ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamName, Version,
 };
+pub use schema::{DbPool, PerBackend, migrate};
 pub use store::{
     APPEND_PAYLOAD_BYTES_MAX, APPEND_QUEUE_CAPACITY, AppendResult, HEAD_POLL_INTERVAL_MS, Head,
     POOL_ACQUIRE_TIMEOUT_MS, READ_CONNECTIONS_DEFAULT, READ_EVENTS_MAX, SQLITE_BUSY_TIMEOUT_MS,

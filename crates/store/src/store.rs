@@ -20,6 +20,7 @@ use crate::backend::{RawEvent, Readers, WriterConnection, postgres, sqlite};
 use crate::chain::{self, VerifyRange, VerifyReport};
 use crate::error::{Error, Result};
 use crate::scan::Scan;
+use crate::schema;
 use crate::writer::{self, AppendRequest, BATCH_EVENTS_MAX, Writer};
 
 /// Appends that may wait for the writer. Enough for thousands of concurrent
@@ -214,7 +215,7 @@ impl Store {
             .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
             .connect_with(connect.clone())
             .await?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        schema::POSTGRES.run(&pool).await?;
         let readers = Readers::Postgres(pool.clone());
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(postgres::HEAD_CHANNEL).await?;
@@ -239,7 +240,7 @@ impl Store {
         // The migration runs on its own connection before any pool exists, so
         // the file and its WAL are set up before readers open it.
         let mut setup = connect.connect().await?;
-        sqlx::migrate!("migrations/sqlite").run(&mut setup).await?;
+        schema::SQLITE.run(&mut setup).await?;
         sqlx::Connection::close(setup).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))

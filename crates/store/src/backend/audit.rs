@@ -8,17 +8,6 @@ use super::{Readers, to_i64};
 use crate::checkpoint::{Checkpoint, from_micros};
 use crate::error::{Error, Result};
 
-/// Runs the same body on whichever pool `readers` holds; each arm is
-/// type-checked against its own backend.
-macro_rules! on_pool {
-    ($readers:expr, $pool:ident => $body:expr) => {
-        match $readers {
-            Readers::Postgres($pool) => $body,
-            Readers::Sqlite($pool) => $body,
-        }
-    };
-}
-
 type CheckpointRow = (i64, Vec<u8>, i64, Vec<u8>, Vec<u8>);
 
 fn checkpoint_from_row(row: CheckpointRow) -> Result<Checkpoint> {
@@ -44,7 +33,7 @@ pub(crate) async fn insert_checkpoint(readers: &Readers, checkpoint: &Checkpoint
         .map_err(|_| Error::Invalid("signature is not hex".to_owned()))?;
     let sql = "INSERT INTO audit_checkpoints (position, hash, created_at, public_key, signature) \
                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (position) DO NOTHING";
-    on_pool!(readers, pool => sqlx::query(sql)
+    crate::both!(readers, pool => sqlx::query(sql)
         .bind(to_i64(checkpoint.position))
         .bind(&checkpoint.hash.0[..])
         .bind(checkpoint.created_at.timestamp_micros())
@@ -64,7 +53,7 @@ pub(crate) async fn checkpoints(
     let (low, high) = range.unwrap_or((0, u64::MAX >> 1));
     let sql = "SELECT position, hash, created_at, public_key, signature FROM audit_checkpoints \
                WHERE position BETWEEN $1 AND $2 ORDER BY position";
-    let rows: Vec<CheckpointRow> = on_pool!(readers, pool => sqlx::query_as(sql)
+    let rows: Vec<CheckpointRow> = crate::both!(readers, pool => sqlx::query_as(sql)
         .bind(to_i64(low))
         .bind(to_i64(high))
         .fetch_all(pool)
@@ -78,7 +67,7 @@ pub(crate) async fn latest_checkpoint(
 ) -> Result<Option<Checkpoint>> {
     let sql = "SELECT position, hash, created_at, public_key, signature FROM audit_checkpoints \
                WHERE position <= $1 ORDER BY position DESC LIMIT 1";
-    let row: Option<CheckpointRow> = on_pool!(readers, pool => sqlx::query_as(sql)
+    let row: Option<CheckpointRow> = crate::both!(readers, pool => sqlx::query_as(sql)
         .bind(to_i64(at_or_before))
         .fetch_optional(pool)
         .await)?;
@@ -114,7 +103,7 @@ pub(crate) type PersonKeyRow = (String, Option<Vec<u8>>);
 /// The key row of `person` (`<insurer>-<insured>`), if any.
 pub(crate) async fn person_key(readers: &Readers, person: &str) -> Result<Option<PersonKeyRow>> {
     let sql = "SELECT key_id, data_key FROM person_keys WHERE person = $1";
-    let row: Option<PersonKeyRow> = on_pool!(readers, pool => sqlx::query_as(sql)
+    let row: Option<PersonKeyRow> = crate::both!(readers, pool => sqlx::query_as(sql)
         .bind(person)
         .fetch_optional(pool)
         .await)?;
@@ -133,7 +122,7 @@ pub(crate) async fn insert_person_key(
 ) -> Result<()> {
     let sql = "INSERT INTO person_keys (person, key_id, data_key, created_at, forgotten_at) \
                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (person) DO NOTHING";
-    on_pool!(readers, pool => sqlx::query(sql)
+    crate::both!(readers, pool => sqlx::query(sql)
         .bind(person)
         .bind(key_id)
         .bind(data_key)

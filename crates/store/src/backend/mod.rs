@@ -84,15 +84,11 @@ impl RawEvent {
 }
 
 /// The read side: a connection pool of either backend.
-#[derive(Debug, Clone)]
-pub(crate) enum Readers {
-    Postgres(sqlx::PgPool),
-    Sqlite(sqlx::SqlitePool),
-}
+pub(crate) type Readers = crate::DbPool;
 
 impl Readers {
     /// Events with `position >= from`, in position order, at most `limit`.
-    pub async fn read_all(&self, from: Position, limit: usize) -> Result<Vec<RawEvent>> {
+    pub(crate) async fn read_all(&self, from: Position, limit: usize) -> Result<Vec<RawEvent>> {
         let (from, limit) = (to_i64(from), to_i64(limit as u64));
         Ok(match self {
             Readers::Postgres(pool) => postgres::read_all(pool, from, limit).await?,
@@ -101,7 +97,7 @@ impl Readers {
     }
 
     /// Events of `stream` with `version >= from`, in version order, at most `limit`.
-    pub async fn read_stream(
+    pub(crate) async fn read_stream(
         &self,
         stream: &StreamName,
         from: Version,
@@ -119,7 +115,7 @@ impl Readers {
     }
 
     /// The last event's position and stored hash bytes, if any.
-    pub async fn head(&self) -> Result<Option<(i64, Vec<u8>)>> {
+    pub(crate) async fn head(&self) -> Result<Option<(i64, Vec<u8>)>> {
         Ok(match self {
             Readers::Postgres(pool) => postgres::head(pool).await?,
             Readers::Sqlite(pool) => sqlite::head(pool).await?,
@@ -127,7 +123,7 @@ impl Readers {
     }
 
     /// The stored `(prev_hash, hash)` of the event at `position`, if present.
-    pub async fn hashes_at(&self, position: Position) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    pub(crate) async fn hashes_at(&self, position: Position) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         let position = to_i64(position);
         Ok(match self {
             Readers::Postgres(pool) => postgres::hashes_at(pool, position).await?,
@@ -137,10 +133,7 @@ impl Readers {
 
     /// Closes every pooled connection.
     pub async fn close(&self) {
-        match self {
-            Readers::Postgres(pool) => pool.close().await,
-            Readers::Sqlite(pool) => pool.close().await,
-        }
+        crate::both!(self, pool => pool.close().await)
     }
 }
 

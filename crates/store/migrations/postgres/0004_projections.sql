@@ -1,0 +1,1 @@
+../common/0004_projections.sql
