@@ -995,6 +995,16 @@ fn a_copayment_certificate_far_in_the_future_is_rejected() {
 }
 
 #[test]
+fn the_renewal_window_runs_from_60_days_before_the_end_to_the_last_day() {
+    // The rule the decider, the timers and the caseload screen share.
+    let valid_until = d(2027, 3, 31);
+    assert!(!in_renewal_window(d(2027, 1, 29), valid_until));
+    assert!(in_renewal_window(d(2027, 1, 30), valid_until));
+    assert!(in_renewal_window(valid_until, valid_until));
+    assert!(!in_renewal_window(d(2027, 4, 1), valid_until));
+}
+
+#[test]
 fn the_renewal_window_opens_60_days_before_the_validity_ends_once() {
     // Valid until 2027-03-31: 60 days before is 2027-01-30.
     let opened = RenewalWindowOpened {

@@ -15,11 +15,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use kiban_events::RecordedEvent;
+use kiban_events::domain::certification::in_renewal_window;
 use kiban_events::domain::insured::ViewingBasis;
 use kiban_events::domain::jst_date;
 use kiban_projections::{CaseloadEntry, PAGE_ITEMS_MAX};
 
-use super::web::{Lang, Staff, UiError, care_level, date, in_renewal_window, step, time};
+use super::web::{Lang, Staff, UiError, care_level, date, step, time};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::updates::{LAST_EVENT_ID, office_sse};

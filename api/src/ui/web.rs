@@ -12,6 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
+use kiban_events::domain::catalog::spec_of;
 use kiban_events::domain::{CareLevel, TerminalId, jst};
 use kiban_events::ids::OfficeNumber;
 
@@ -615,37 +616,19 @@ pub fn care_level(lang: Lang, level: CareLevel) -> &'static str {
     }
 }
 
-/// The certification step an event type stands for, in the timeline's
-/// terms (申請 → 認定調査 → 主治医意見書 → 一次判定 → 二次判定 → 認定).
+/// The certification step an event type stands for, in the screen's
+/// language: the event's label from the one table in `kiban-events`
+/// ([`kiban_events::domain::catalog::spec_of`]); a type that is not in the
+/// catalog shows as its own name.
 pub fn step(lang: Lang, event_type: &str) -> String {
-    let name = event_type
-        .strip_prefix("certification.")
-        .unwrap_or(event_type);
-    let label = match name {
-        "filed" => lang.t("申請", "Application filed"),
-        "investigation_scheduled" => lang.t("認定調査（予定）", "Investigation scheduled"),
-        "investigation_completed" => lang.t("認定調査", "Investigation done"),
-        "opinion_requested" => lang.t("主治医意見書（依頼）", "Doctor's opinion requested"),
-        "opinion_received" => lang.t("主治医意見書", "Doctor's opinion received"),
-        "primary_judgment_recorded" => lang.t("一次判定", "Primary judgment"),
-        "secondary_judgment_recorded" => lang.t("二次判定", "Secondary judgment"),
-        "decided" => lang.t("認定", "Decided"),
-        "withdrawn" => lang.t("取下げ", "Withdrawn"),
-        "rejected" => lang.t("却下", "Rejected"),
-        _ => return name.replace('_', " "),
-    };
-    label.to_owned()
+    match spec_of(event_type) {
+        Some(spec) => lang.t(spec.label_ja, spec.label_en).to_owned(),
+        None => event_type
+            .strip_prefix("certification.")
+            .unwrap_or(event_type)
+            .replace('_', " "),
+    }
 }
-
-/// Whether `until` is within the renewal window (60 days) of `today`.
-pub fn in_renewal_window(today: NaiveDate, until: NaiveDate) -> bool {
-    until >= today && (until - today).num_days() <= RENEWAL_WINDOW_DAYS
-}
-
-/// Days before the end of a certification's validity in which it is
-/// highlighted: the renewal application window (更新申請は有効期間満了の
-/// 60日前から).
-pub const RENEWAL_WINDOW_DAYS: i64 = 60;
 
 #[cfg(test)]
 mod tests {

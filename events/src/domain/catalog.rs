@@ -17,6 +17,15 @@ use super::{
 };
 use crate::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
 
+/// The catalog of each aggregate, in catalog order.
+const CATALOGS: [&[event::EventSpec]; 5] = [
+    <certification::CertificationEvent as DomainEvent>::CATALOG,
+    <insured::InsuredEvent as DomainEvent>::CATALOG,
+    <office::OfficeEvent as DomainEvent>::CATALOG,
+    <insurer::InsurerEvent as DomainEvent>::CATALOG,
+    <subsidy::SubsidyEvent as DomainEvent>::CATALOG,
+];
+
 /// Every event type of every aggregate, in catalog order.
 pub fn all_event_types() -> Vec<&'static str> {
     all_specs().iter().map(|spec| spec.event_type).collect()
@@ -24,16 +33,28 @@ pub fn all_event_types() -> Vec<&'static str> {
 
 /// The catalog entry of every event type of every aggregate, in order.
 pub fn all_specs() -> Vec<&'static event::EventSpec> {
-    [
-        <certification::CertificationEvent as DomainEvent>::CATALOG,
-        <insured::InsuredEvent as DomainEvent>::CATALOG,
-        <office::OfficeEvent as DomainEvent>::CATALOG,
-        <insurer::InsurerEvent as DomainEvent>::CATALOG,
-        <subsidy::SubsidyEvent as DomainEvent>::CATALOG,
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    CATALOGS.into_iter().flatten().collect()
+}
+
+/// The catalog entry of `event_type`; `None` for a type that is not ours.
+pub fn spec_of(event_type: &str) -> Option<&'static event::EventSpec> {
+    CATALOGS
+        .into_iter()
+        .flatten()
+        .find(|spec| spec.event_type == event_type)
+}
+
+/// The Japanese label of `event_type` (`certification.decided` → `認定 決定`),
+/// the one table every screen and log reads; `None` for a type that is not
+/// ours.
+pub fn label_ja(event_type: &str) -> Option<&'static str> {
+    spec_of(event_type).map(|spec| spec.label_ja)
+}
+
+/// The English label of `event_type` (`certification.decided` → `Decided`);
+/// `None` for a type that is not ours.
+pub fn label_en(event_type: &str) -> Option<&'static str> {
+    spec_of(event_type).map(|spec| spec.label_en)
 }
 
 /// The event catalog of every aggregate and the rejection codes, as the
@@ -87,39 +108,57 @@ pub fn catalog_markdown() -> String {
     out
 }
 
+/// One row of the value-type table: the type, an example, what it means.
+type ValueShape = (&'static str, String, &'static str);
+
+/// A value as its payload JSON.
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("value types serialise")
+}
+
+/// The date every example uses.
+fn example_date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 4, 15).expect("valid date")
+}
+
+/// The office every example uses.
+fn example_office() -> OfficeNumber {
+    OfficeNumber::parse("1312345678").expect("valid")
+}
+
+/// The document every example uses.
+fn example_document() -> DocumentRef {
+    DocumentRef::new(example_digest(), "application/pdf", 48_213).expect("valid")
+}
+
+/// The digest of [`example_document`].
+fn example_digest() -> Sha256Digest {
+    Sha256Digest::parse(&"3f".repeat(32)).expect("valid digest")
+}
+
 /// One example JSON per value type used in payloads.
 fn value_shapes() -> String {
-    fn json<T: Serialize>(value: &T) -> String {
-        serde_json::to_string(value).expect("value types serialise")
-    }
-    let date = NaiveDate::from_ymd_opt(2026, 4, 15).expect("valid date");
-    let digest = Sha256Digest::parse(&"3f".repeat(32)).expect("valid digest");
-    let document = DocumentRef::new(digest.clone(), "application/pdf", 48_213).expect("valid");
-    let office = OfficeNumber::parse("1312345678").expect("valid");
-    let code = ServiceTypeCode::parse("43").expect("valid");
-    let receipt_lines = vec![
-        ReceiptLine {
-            purpose: Some(ReceiptPurpose::CardReaders { count: 2 }),
-            amount: Yen::new(15_400),
-            receipt: document.clone(),
-        },
-        ReceiptLine {
-            purpose: Some(ReceiptPurpose::ConnectionSupport),
-            amount: Yen::new(22_000),
-            receipt: document.clone(),
-        },
+    let rows = [
+        identifier_and_amount_shapes(),
+        document_and_code_shapes(),
+        certification_shapes(),
+        insured_and_office_shapes(),
+        subsidy_shapes(),
     ];
-    let care_office = SubsidyApplicant::CareOffice {
-        office: office.clone(),
-        service_types: vec![code.clone()],
-        designation_notices: vec![DesignationNotice {
-            service_type: code.clone(),
-            document: document.clone(),
-        }],
-    };
-    let calculation: SubsidyCalculation =
-        calculate(&care_office, &receipt_lines, &SubsidyPolicy::FY2025);
-    let rows: Vec<(&str, String, &str)> = vec![
+    let mut out = String::from(
+        "\n## Value types\n\nHow the field types above look in a payload (examples rendered from the code).\n\n| type | example | meaning |\n| --- | --- | --- |\n",
+    );
+    for (name, example, meaning) in rows.into_iter().flatten() {
+        out.push_str(&format!("| {name} | `{example}` | {meaning} |\n"));
+    }
+    out
+}
+
+/// Dates, identifiers, levels and amounts.
+fn identifier_and_amount_shapes() -> Vec<ValueShape> {
+    let date = example_date();
+    let office = example_office();
+    vec![
         ("`NaiveDate`", json(&date), "a Japanese calendar date"),
         (
             "`DateTime<Utc>`",
@@ -180,6 +219,15 @@ fn value_shapes() -> String {
             ]),
             "負担限度額の段階",
         ),
+    ]
+}
+
+/// Documents, codes, terminals and sealed values.
+fn document_and_code_shapes() -> Vec<ValueShape> {
+    let digest = example_digest();
+    let document = example_document();
+    let code = ServiceTypeCode::parse("43").expect("valid");
+    vec![
         (
             "`DocumentRef`",
             json(&document),
@@ -206,6 +254,14 @@ fn value_shapes() -> String {
              (XChaCha20-Poly1305, the person's key; see docs/audit.md). Producers send \
              `{\"plain\": \"...\"}` instead",
         ),
+    ]
+}
+
+/// The value types of the certification workflow.
+fn certification_shapes() -> Vec<ValueShape> {
+    let date = example_date();
+    let office = example_office();
+    vec![
         (
             "`ApplicationKind`",
             json(&[
@@ -243,6 +299,12 @@ fn value_shapes() -> String {
             }),
             "both ends included; `until` is a month end",
         ),
+    ]
+}
+
+/// The value types of the insured-person and office workflows.
+fn insured_and_office_shapes() -> Vec<ValueShape> {
+    vec![
         (
             "`EquipmentCategory`",
             json(&[
@@ -276,6 +338,37 @@ fn value_shapes() -> String {
             "why the home-modification cap was reset",
         ),
         ("`Loss`", json(&[Loss::Lost, Loss::Stolen]), "紛失, 盗難"),
+    ]
+}
+
+/// The value types of the subsidy workflow.
+fn subsidy_shapes() -> Vec<ValueShape> {
+    let document = example_document();
+    let office = example_office();
+    let code = ServiceTypeCode::parse("43").expect("valid");
+    let receipt_lines = vec![
+        ReceiptLine {
+            purpose: Some(ReceiptPurpose::CardReaders { count: 2 }),
+            amount: Yen::new(15_400),
+            receipt: document.clone(),
+        },
+        ReceiptLine {
+            purpose: Some(ReceiptPurpose::ConnectionSupport),
+            amount: Yen::new(22_000),
+            receipt: document.clone(),
+        },
+    ];
+    let care_office = SubsidyApplicant::CareOffice {
+        office: office.clone(),
+        service_types: vec![code.clone()],
+        designation_notices: vec![DesignationNotice {
+            service_type: code.clone(),
+            document: document.clone(),
+        }],
+    };
+    let calculation: SubsidyCalculation =
+        calculate(&care_office, &receipt_lines, &SubsidyPolicy::FY2025);
+    vec![
         (
             "`SubsidyApplicant`",
             json(&vec![
@@ -316,12 +409,43 @@ fn value_shapes() -> String {
             json(&[ClosedBecause::Deficiency]),
             "why a subsidy application closed",
         ),
-    ];
-    let mut out = String::from(
-        "\n## Value types\n\nHow the field types above look in a payload (examples rendered from the code).\n\n| type | example | meaning |\n| --- | --- | --- |\n",
-    );
-    for (name, example, meaning) in rows {
-        out.push_str(&format!("| {name} | `{example}` | {meaning} |\n"));
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_event_type_has_a_label_of_its_own_in_both_languages() {
+        let specs = all_specs();
+        for spec in &specs {
+            assert!(!spec.label_ja.trim().is_empty(), "{}", spec.event_type);
+            assert!(!spec.label_en.trim().is_empty(), "{}", spec.event_type);
+            assert_eq!(label_ja(spec.event_type), Some(spec.label_ja));
+            assert_eq!(label_en(spec.event_type), Some(spec.label_en));
+        }
+        // A timeline tells its events apart by their labels.
+        let ja: BTreeSet<_> = specs.iter().map(|spec| spec.label_ja).collect();
+        let en: BTreeSet<_> = specs.iter().map(|spec| spec.label_en).collect();
+        assert_eq!(
+            ja.len(),
+            specs.len(),
+            "two event types share a Japanese label"
+        );
+        assert_eq!(
+            en.len(),
+            specs.len(),
+            "two event types share an English label"
+        );
     }
-    out
+
+    #[test]
+    fn an_unknown_event_type_has_no_label() {
+        assert_eq!(label_ja("certification.decided"), Some("認定 決定"));
+        assert_eq!(label_ja("certification.unknown"), None);
+        assert_eq!(label_en(""), None);
+    }
 }

@@ -41,6 +41,20 @@ pub const DECISION_DEADLINE_DAYS: u64 = 30;
 /// Days before the validity ends from which a renewal may be filed **[law]**.
 pub const RENEWAL_WINDOW_DAYS: u64 = 60;
 
+/// The first day a renewal (更新申請) of a validity ending on `valid_until`
+/// can be filed **[law]**: [`RENEWAL_WINDOW_DAYS`] before the end.
+pub fn renewal_window_opens_on(valid_until: NaiveDate) -> NaiveDate {
+    valid_until - Days::new(RENEWAL_WINDOW_DAYS)
+}
+
+/// Whether `today` lies in the renewal window of a validity ending on
+/// `valid_until`: from [`renewal_window_opens_on`] to the last day, both
+/// included. The decider refuses a renewal filed outside it; timers and
+/// screens use it to say that a renewal is due.
+pub fn in_renewal_window(today: NaiveDate, valid_until: NaiveDate) -> bool {
+    renewal_window_opens_on(valid_until) <= today && today <= valid_until
+}
+
 /// The stream of one certification application:
 /// `certification/<insurer>-<insured>-<seq>`.
 pub fn certification_stream(
@@ -126,7 +140,8 @@ domain_events! {
     /// What happens to a certification application.
     pub enum CertificationEvent {
         /// An application for certification was filed (申請).
-        ApplicationFiled = "certification.filed", v 1, by [Insurer, Office] {
+        ApplicationFiled = "certification.filed", v 1, by [Insurer, Office],
+            label "要介護認定 申請" / "Application filed" {
             /// The insurer.
             insurer: InsurerNumber,
             /// The insured person.
@@ -143,26 +158,30 @@ domain_events! {
             current_certification: Option<CurrentCertification>,
         }
         /// The certification investigation (認定調査) was scheduled.
-        InvestigationScheduled = "certification.investigation_scheduled", v 1, by [Insurer, Office] {
+        InvestigationScheduled = "certification.investigation_scheduled", v 1, by [Insurer, Office],
+            label "認定調査 日程決定" / "Investigation scheduled" {
             /// The appointment day.
             scheduled_on: NaiveDate,
         }
         /// The investigation was done; the investigation sheet (認定調査票) is available.
-        InvestigationCompleted = "certification.investigation_completed", v 1, by [Insurer, Office] {
+        InvestigationCompleted = "certification.investigation_completed", v 1, by [Insurer, Office],
+            label "認定調査 完了（調査票）" / "Investigation done" {
             /// The day it was recorded.
             completed_on: NaiveDate,
             /// The investigation sheet.
             investigation_sheet: DocumentRef,
         }
         /// The doctor's opinion (主治医意見書) was requested from a medical institution.
-        OpinionRequested = "certification.opinion_requested", v 1, by [Insurer] {
+        OpinionRequested = "certification.opinion_requested", v 1, by [Insurer],
+            label "主治医意見書 依頼" / "Doctor's opinion requested" {
             /// The medical institution asked.
             institution: MedicalInstitutionCode,
             /// The day of the request.
             requested_on: NaiveDate,
         }
         /// The doctor's opinion arrived; it is available.
-        OpinionReceived = "certification.opinion_received", v 1, by [Insurer, MedicalInstitution] {
+        OpinionReceived = "certification.opinion_received", v 1, by [Insurer, MedicalInstitution],
+            label "主治医意見書 受領" / "Doctor's opinion received" {
             /// The medical institution that wrote it.
             institution: MedicalInstitutionCode,
             /// The opinion.
@@ -171,21 +190,24 @@ domain_events! {
             received_on: NaiveDate,
         }
         /// The computer's primary judgment (一次判定).
-        PrimaryJudgmentRecorded = "certification.primary_judgment_recorded", v 1, by [Insurer] {
+        PrimaryJudgmentRecorded = "certification.primary_judgment_recorded", v 1, by [Insurer],
+            label "一次判定" / "Primary judgment" {
             /// The level judged.
             level: CareLevel,
             /// The day of the judgment.
             judged_on: NaiveDate,
         }
         /// The certification board's secondary judgment (二次判定, 介護認定審査会).
-        SecondaryJudgmentRecorded = "certification.secondary_judgment_recorded", v 1, by [Insurer] {
+        SecondaryJudgmentRecorded = "certification.secondary_judgment_recorded", v 1, by [Insurer],
+            label "二次判定（認定審査会）" / "Secondary judgment" {
             /// The level judged.
             level: CareLevel,
             /// The day of the judgment.
             judged_on: NaiveDate,
         }
         /// The insurer decided the certification (認定).
-        CertificationDecided = "certification.decided", v 1, by [Insurer] {
+        CertificationDecided = "certification.decided", v 1, by [Insurer],
+            label "認定 決定" / "Decided" {
             /// The level decided.
             level: CareLevel,
             /// The day of the decision.
@@ -196,7 +218,8 @@ domain_events! {
             validity_months: Option<u32>,
         }
         /// The insurer notified an extension of the decision period (処理見込期間).
-        ExtensionNotified = "certification.extension_notified", v 1, by [Insurer] {
+        ExtensionNotified = "certification.extension_notified", v 1, by [Insurer],
+            label "処理延期通知" / "Extension notified" {
             /// Why the decision takes longer.
             reason: String,
             /// The day by which the decision is expected.
@@ -205,21 +228,24 @@ domain_events! {
             notified_on: NaiveDate,
         }
         /// The applicant withdrew the application (取下げ).
-        ApplicationWithdrawn = "certification.withdrawn", v 1, by [Insurer, Office] {
+        ApplicationWithdrawn = "certification.withdrawn", v 1, by [Insurer, Office],
+            label "申請 取下げ" / "Withdrawn" {
             /// The day of the withdrawal.
             withdrawn_on: NaiveDate,
             /// Why, when given.
             reason: Option<String>,
         }
         /// The insurer rejected the application (却下), e.g. not insured.
-        ApplicationRejected = "certification.rejected", v 1, by [Insurer] {
+        ApplicationRejected = "certification.rejected", v 1, by [Insurer],
+            label "申請 却下" / "Rejected" {
             /// The day of the rejection.
             rejected_on: NaiveDate,
             /// Why.
             reason: String,
         }
         /// The decision deadline passed without a decision (a timer's record).
-        DeadlineReached = "certification.deadline_reached", v 1, by [System] {
+        DeadlineReached = "certification.deadline_reached", v 1, by [System],
+            label "処理期限（30日）到来" / "Decision deadline reached" {
             /// The deadline that passed (30 days after the application, or the extension's expected date).
             due_date: NaiveDate,
             /// The day the timer recorded it.
@@ -718,7 +744,7 @@ fn check_current_certification(
                     current.valid_until
                 )
             );
-            let window_opens = current.valid_until - Days::new(RENEWAL_WINDOW_DAYS);
+            let window_opens = renewal_window_opens_on(current.valid_until);
             reject_if!(
                 kind == ApplicationKind::Renewal && applied_on < window_opens,
                 RenewalWindowNotOpen,

@@ -3,8 +3,9 @@
 //! Each aggregate's events are one enum whose variants wrap one payload
 //! struct each, declared with [`domain_events!`]. The macro gives every event
 //! a stable `event_type` (`certification.decided`), a `schema_version`, the
-//! emitters allowed to cause it, and a catalog entry ([`EventSpec`]) from
-//! which `docs/events.md` is generated.
+//! emitters allowed to cause it, its label in Japanese and English (the one
+//! table screens and logs read, [`crate::domain::catalog::label_ja`]), and a
+//! catalog entry ([`EventSpec`]) from which `docs/events.md` is generated.
 //!
 //! Turning an event into what the store records and back:
 //!
@@ -94,6 +95,11 @@ pub struct EventSpec {
     pub schema_version: u16,
     /// The payload struct's name.
     pub name: &'static str,
+    /// How people read the event type (a screen's timeline, the demo's
+    /// log): Japanese, the label every user-facing surface shows first.
+    pub label_ja: &'static str,
+    /// The same label in English, for the English screens.
+    pub label_en: &'static str,
     /// What the event records.
     pub doc: &'static str,
     /// Who may cause it.
@@ -185,7 +191,8 @@ macro_rules! domain_events {
         pub enum $enum:ident {
             $(
                 $(#[doc = $doc:literal])*
-                $variant:ident = $event_type:literal, v $version:literal, by [$($emitter:ident),+] {
+                $variant:ident = $event_type:literal, v $version:literal, by [$($emitter:ident),+],
+                    label $label_ja:literal / $label_en:literal {
                     $( $(#[doc = $field_doc:literal])* $field:ident : $field_type:ty ),* $(,)?
                 }
             )*
@@ -227,6 +234,8 @@ macro_rules! domain_events {
                         event_type: $event_type,
                         schema_version: $version,
                         name: stringify!($variant),
+                        label_ja: $label_ja,
+                        label_en: $label_en,
                         doc: concat!($($doc),*),
                         emitters: &[$($crate::domain::Emitter::$emitter),+],
                         fields: &[
@@ -307,7 +316,16 @@ pub(crate) use domain_events;
 
 /// Renders the catalog of `specs` as Markdown (one section per event).
 pub fn render_catalog(title: &str, specs: &[EventSpec]) -> String {
-    let mut out = format!("## {title}\n\n");
+    let mut out = format!(
+        "## {title}\n\n| event type | label (日本語) | label (English) |\n| --- | --- | --- |\n"
+    );
+    for spec in specs {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            spec.event_type, spec.label_ja, spec.label_en
+        ));
+    }
+    out.push('\n');
     for spec in specs {
         let emitters: Vec<&str> = spec.emitters.iter().map(|e| e.as_str()).collect();
         out.push_str(&format!(

@@ -33,26 +33,30 @@ domain_events! {
     /// What happens to an insurer's rollout.
     pub enum InsurerEvent {
         /// The insurer (保険者) joined the platform.
-        InsurerOnboarded = "insurer.onboarded", v 1, by [Federation] {
+        InsurerOnboarded = "insurer.onboarded", v 1, by [Federation],
+            label "保険者 参加" / "Insurer onboarded" {
             /// The insurer number.
             insurer: InsurerNumber,
             /// The day it joined.
             onboarded_on: NaiveDate,
         }
         /// The municipal care-insurance system was standardised (標準化対応).
-        StandardisationCompleted = "insurer.standardisation_completed", v 1, by [Insurer, Federation] {
+        StandardisationCompleted = "insurer.standardisation_completed", v 1, by [Insurer, Federation],
+            label "標準化 完了" / "Standardisation completed" {
             /// The day it completed.
             completed_on: NaiveDate,
             /// Whether it completed after the deadline of 2027-01-01.
             after_deadline: bool,
         }
         /// The insurer's data transmission to the platform completed.
-        DataTransmissionCompleted = "insurer.data_transmission_completed", v 1, by [Insurer, Federation] {
+        DataTransmissionCompleted = "insurer.data_transmission_completed", v 1, by [Insurer, Federation],
+            label "データ送信 完了" / "Data transmission completed" {
             /// The day it completed.
             completed_on: NaiveDate,
         }
         /// Sharing of the insurer's people with offices is on.
-        SharingEnabled = "insurer.sharing_enabled", v 1, by [Insurer, Federation] {
+        SharingEnabled = "insurer.sharing_enabled", v 1, by [Insurer, Federation],
+            label "情報共有 開始" / "Sharing enabled" {
             /// The day sharing started.
             enabled_on: NaiveDate,
         }

@@ -40,7 +40,8 @@ domain_events! {
     /// What happens to a care office and its terminals.
     pub enum OfficeEvent {
         /// The office was registered on the platform with its service types.
-        OfficeRegistered = "office.registered", v 1, by [Federation] {
+        OfficeRegistered = "office.registered", v 1, by [Federation],
+            label "事業所 登録" / "Office registered" {
             /// The office number (介護保険事業所番号).
             office: OfficeNumber,
             /// The service types (サービス種類コード) it is designated for.
@@ -49,7 +50,8 @@ domain_events! {
             registered_on: NaiveDate,
         }
         /// A terminal of the office was registered.
-        TerminalRegistered = "office.terminal_registered", v 1, by [Office, Federation] {
+        TerminalRegistered = "office.terminal_registered", v 1, by [Office, Federation],
+            label "端末 登録" / "Terminal registered" {
             /// The terminal id (アクセスコード／端末固有ID).
             terminal: TerminalId,
             /// SHA-256 fingerprint of the terminal's client certificate.
@@ -58,7 +60,8 @@ domain_events! {
             registered_on: NaiveDate,
         }
         /// The office reported a terminal lost or stolen.
-        TerminalReportedLost = "office.terminal_reported_lost", v 1, by [Office, Federation] {
+        TerminalReportedLost = "office.terminal_reported_lost", v 1, by [Office, Federation],
+            label "端末 紛失届" / "Terminal reported lost" {
             /// The terminal.
             terminal: TerminalId,
             /// Lost or stolen.
@@ -68,14 +71,16 @@ domain_events! {
         }
         /// The terminal's credentials were suspended: it can no longer sign in
         /// (at once when the office itself reports the terminal lost).
-        TerminalSuspended = "office.terminal_suspended", v 1, by [Office, Federation, System] {
+        TerminalSuspended = "office.terminal_suspended", v 1, by [Office, Federation, System],
+            label "端末 利用停止" / "Terminal suspended" {
             /// The terminal.
             terminal: TerminalId,
             /// The day of suspension.
             suspended_on: NaiveDate,
         }
         /// A suspended terminal was reinstated with a new credential.
-        TerminalReinstated = "office.terminal_reinstated", v 1, by [Federation] {
+        TerminalReinstated = "office.terminal_reinstated", v 1, by [Federation],
+            label "端末 再開" / "Terminal reinstated" {
             /// The terminal.
             terminal: TerminalId,
             /// SHA-256 fingerprint of the new client certificate.

@@ -364,7 +364,8 @@ domain_events! {
     /// What happens to a subsidy application.
     pub enum SubsidyEvent {
         /// The subsidy was applied for (助成金申請).
-        SubsidyApplied = "subsidy.applied", v 1, by [Office, MedicalInstitution] {
+        SubsidyApplied = "subsidy.applied", v 1, by [Office, MedicalInstitution],
+            label "補助金 申請" / "Subsidy applied for" {
             /// Who applies, with service types and designation notices, or bed-count document.
             applicant: SubsidyApplicant,
             /// The application date.
@@ -383,26 +384,30 @@ domain_events! {
             payment_due_by: NaiveDate,
         }
         /// The federation started the review (審査).
-        ReviewStarted = "subsidy.review_started", v 1, by [Federation] {
+        ReviewStarted = "subsidy.review_started", v 1, by [Federation],
+            label "補助金 審査開始" / "Subsidy review started" {
             /// The day it started.
             started_on: NaiveDate,
         }
         /// The review found a deficiency (不備).
-        DeficiencyFound = "subsidy.deficiency_found", v 1, by [Federation] {
+        DeficiencyFound = "subsidy.deficiency_found", v 1, by [Federation],
+            label "補助金 不備" / "Subsidy deficiency found" {
             /// What is deficient.
             reason: String,
             /// The day it was found.
             found_on: NaiveDate,
         }
         /// The application was closed without payment; a re-application is a new application.
-        SubsidyClosed = "subsidy.closed", v 1, by [Federation] {
+        SubsidyClosed = "subsidy.closed", v 1, by [Federation],
+            label "補助金 終了" / "Subsidy closed" {
             /// Why.
             because: ClosedBecause,
             /// The day it closed.
             closed_on: NaiveDate,
         }
         /// The subsidy was decided and notified (決定通知).
-        SubsidyDecided = "subsidy.decided", v 1, by [Federation] {
+        SubsidyDecided = "subsidy.decided", v 1, by [Federation],
+            label "補助金 交付決定" / "Subsidy decided" {
             /// How the amount was reached.
             calculation: SubsidyCalculation,
             /// The amount to pay.
@@ -413,7 +418,8 @@ domain_events! {
             after_notice_due: bool,
         }
         /// The subsidy was paid (振込).
-        SubsidyPaid = "subsidy.paid", v 1, by [Federation] {
+        SubsidyPaid = "subsidy.paid", v 1, by [Federation],
+            label "補助金 支払" / "Subsidy paid" {
             /// The amount paid.
             amount: Yen,
             /// The day of payment.
@@ -422,14 +428,16 @@ domain_events! {
             after_payment_due: bool,
         }
         /// The notice was due and neither a decision nor a closing came by then (a timer's record, once).
-        NoticeOverdue = "subsidy.notice_overdue", v 1, by [System] {
+        NoticeOverdue = "subsidy.notice_overdue", v 1, by [System],
+            label "補助金 通知遅延" / "Subsidy notice overdue" {
             /// The due date that passed.
             notice_due_by: NaiveDate,
             /// The day the timer recorded it.
             recorded_on: NaiveDate,
         }
         /// The payment was due and did not come by then (a timer's record, once).
-        PaymentOverdue = "subsidy.payment_overdue", v 1, by [System] {
+        PaymentOverdue = "subsidy.payment_overdue", v 1, by [System],
+            label "補助金 支払遅延" / "Subsidy payment overdue" {
             /// The due date that passed.
             payment_due_by: NaiveDate,
             /// The day the timer recorded it.

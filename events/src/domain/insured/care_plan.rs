@@ -1,0 +1,178 @@
+//! The care-plan office (居宅サービス計画作成依頼届出): the office that
+//! plans the person's care, filed first, changed, or re-filed when the
+//! person moves between 要支援 and 要介護; until it takes effect, services
+//! are paid in full first and reimbursed later (償還払い).
+//!
+//! State part: `care_plan_office` of [`InsuredState`].
+
+use chrono::{Days, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CarePlanOfficeChanged, CarePlanOfficeRegistered, Decision, InsuredCommand, InsuredEvent,
+    InsuredState,
+};
+use crate::domain::dates::month_end;
+use crate::domain::rejection::reject_if;
+use crate::domain::values::LevelGroup;
+use crate::domain::{CareLevel, Rejection, not_in_future};
+use crate::ids::OfficeNumber;
+
+/// The kind of care-plan office.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CarePlanOfficeKind {
+    /// 居宅介護支援事業所: plans care for 要介護.
+    HomeCareSupportOffice,
+    /// 地域包括支援センター: plans preventive care for 要支援.
+    CommunityGeneralSupportCenter,
+}
+
+impl CarePlanOfficeKind {
+    /// The level group this kind of office plans for.
+    pub fn plans_for(self) -> LevelGroup {
+        match self {
+            Self::HomeCareSupportOffice => LevelGroup::Care,
+            Self::CommunityGeneralSupportCenter => LevelGroup::Support,
+        }
+    }
+}
+
+/// The registered care-plan office.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarePlanRegistration {
+    /// The office.
+    pub office: OfficeNumber,
+    /// Its kind.
+    pub office_kind: CarePlanOfficeKind,
+    /// The level group it was filed for.
+    pub level_group: LevelGroup,
+    /// The filing date.
+    pub filed_on: NaiveDate,
+    /// The first day the office may bill.
+    pub billable_from: NaiveDate,
+}
+
+/// Decides the care-plan filing.
+pub(super) fn decide(state: &InsuredState, command: &InsuredCommand, today: NaiveDate) -> Decision {
+    let InsuredCommand::RegisterCarePlanOffice {
+        office,
+        office_kind,
+        filed_on,
+    } = command
+    else {
+        unreachable!("called for the care-plan filing only")
+    };
+    register_care_plan_office(state, office, *office_kind, *filed_on, today)
+}
+
+/// Applies a care-plan filing: a change is a registration that replaces
+/// the one before.
+pub(super) fn evolve(registration: &mut Option<CarePlanRegistration>, event: &InsuredEvent) {
+    *registration = Some(match event {
+        InsuredEvent::CarePlanOfficeRegistered(e) => CarePlanRegistration {
+            office: e.office.clone(),
+            office_kind: e.office_kind,
+            level_group: e.level_group,
+            filed_on: e.filed_on,
+            billable_from: e.billable_from,
+        },
+        InsuredEvent::CarePlanOfficeChanged(e) => CarePlanRegistration {
+            office: e.office.clone(),
+            office_kind: e.office_kind,
+            level_group: e.level_group,
+            filed_on: e.filed_on,
+            billable_from: e.billable_from,
+        },
+        _ => unreachable!("called for care-plan events only"),
+    });
+}
+
+impl InsuredState {
+    /// Whether the care-plan notification must be filed again because the
+    /// person moved between 要支援 and 要介護 since it was filed.
+    pub fn care_plan_refiling_required(&self, today: NaiveDate) -> bool {
+        match (
+            &self.care_plan_office,
+            self.level_on(today).and_then(CareLevel::group),
+        ) {
+            (Some(registration), Some(group)) => registration.level_group != group,
+            _ => false,
+        }
+    }
+
+    /// Whether services on `date` are paid in full first and reimbursed
+    /// later (償還払い): no care-plan office is registered, its filing takes
+    /// effect only from the next month, or the person moved between 要支援
+    /// and 要介護 since it was filed.
+    pub fn reimbursement_only(&self, date: NaiveDate) -> bool {
+        match &self.care_plan_office {
+            None => true,
+            Some(registration) => {
+                date < registration.billable_from || self.care_plan_refiling_required(date)
+            }
+        }
+    }
+}
+
+fn register_care_plan_office(
+    state: &InsuredState,
+    office: &OfficeNumber,
+    office_kind: CarePlanOfficeKind,
+    filed_on: NaiveDate,
+    today: NaiveDate,
+) -> Result<Vec<InsuredEvent>, Rejection> {
+    not_in_future(filed_on, today)?;
+    let level = state.certified_level(filed_on)?;
+    let group = level.group().expect("a certified level has a group");
+    reject_if!(
+        office_kind.plans_for() != group,
+        CarePlanOfficeKindMismatch,
+        format!(
+            "A person certified {} needs a {}.",
+            level.japanese_name(),
+            match group {
+                LevelGroup::Care => "home care support office (居宅介護支援事業所)",
+                LevelGroup::Support => "community general support center (地域包括支援センター)",
+            }
+        ),
+        format!(
+            "{} の方の届出先は{}です。",
+            level.japanese_name(),
+            match group {
+                LevelGroup::Care => "居宅介護支援事業所",
+                LevelGroup::Support => "地域包括支援センター",
+            }
+        )
+    );
+    let billable_from = month_end(filed_on) + Days::new(1);
+    let Some(current) = &state.care_plan_office else {
+        return Ok(vec![
+            CarePlanOfficeRegistered {
+                office: office.clone(),
+                office_kind,
+                level_group: group,
+                filed_on,
+                billable_from,
+            }
+            .into(),
+        ]);
+    };
+    reject_if!(
+        &current.office == office && current.level_group == group,
+        CarePlanOfficeAlreadyRegistered,
+        format!("Office {office} is already the registered care-plan office."),
+        format!("事業所 {office} は既に届出済みです。")
+    );
+    Ok(vec![
+        CarePlanOfficeChanged {
+            office: office.clone(),
+            office_kind,
+            level_group: group,
+            previous_office: current.office.clone(),
+            filed_on,
+            billable_from,
+        }
+        .into(),
+    ])
+}
