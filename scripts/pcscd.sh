@@ -41,10 +41,18 @@ usage() {
     exit 2
 }
 
+# Whether process $1 exists and is not a zombie (a pcscd whose parent was
+# killed may stay one until a reaper collects it).
+alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+    [ "$state" != Z ]
+}
+
 is_running() {
     [ -f "$1/pcscd.script-pid" ] || return 1
     pid=$(cat "$1/pcscd.script-pid")
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+    [ -n "$pid" ] && alive "$pid"
 }
 
 print_env() {
@@ -163,7 +171,7 @@ stop() {
         pid=$(cat "$dir/pcscd.script-pid")
         kill -TERM "$pid" 2>/dev/null || true
         tenths=0
-        while kill -0 "$pid" 2>/dev/null; do
+        while alive "$pid"; do
             tenths=$((tenths + 1))
             if [ "$tenths" -gt "$stop_wait_tenths_max" ]; then
                 kill -KILL "$pid" 2>/dev/null || true
