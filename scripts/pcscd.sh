@@ -31,6 +31,9 @@
 #   KIBAN_TEST_VPCD_PORT=<port>
 set -eu
 
+# pcscd is in /usr/sbin, which a non-root user's PATH may lack.
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
 # How long to wait for the daemon to answer a client, in tenths of a second.
 ready_wait_tenths_max=100
 # How long to wait for the daemon to exit after SIGTERM, in tenths of a second.
