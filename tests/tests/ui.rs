@@ -44,11 +44,17 @@ async fn office_staff_work_through_every_screen_in_chromium() {
 
 const STAFF_USER: &str = "sato.care";
 const STAFF_PASSWORD: &str = "correct horse battery staple";
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-/// The managed policy that lets Chromium present the client certificate
-/// to the loopback test server without asking.
-const POLICY_FILE: &str = "/etc/chromium/policies/managed/kiban-test.json";
+/// The browser, its WebDriver and the managed policy file that lets it
+/// present the client certificate to the loopback test server without
+/// asking: `scripts/test` finds the browser by name and sets these
+/// variables; without them, the paths of Debian's `chromium` and
+/// `chromium-driver` packages.
+const CHROMIUM: (&str, &str) = ("KIBAN_TEST_CHROMIUM", "/usr/bin/chromium");
+const CHROMEDRIVER: (&str, &str) = ("KIBAN_TEST_CHROMEDRIVER", "/usr/bin/chromedriver");
+const POLICY_FILE: (&str, &str) = (
+    "KIBAN_TEST_CHROMIUM_POLICY",
+    "/etc/chromium/policies/managed/kiban-test.json",
+);
 const POLICY: &str =
     r#"{"AutoSelectCertificateForUrls": ["{\"pattern\":\"https://127.0.0.1:*\",\"filter\":{}}"]}"#;
 /// Longest wait for anything the browser shows.
@@ -253,19 +259,25 @@ fn nss_home(server: &UiServer) -> PathBuf {
     home
 }
 
+/// The path named by `(variable, fallback)`.
+fn path_from_env((variable, fallback): (&str, &str)) -> PathBuf {
+    std::env::var_os(variable).map_or_else(|| fallback.into(), PathBuf::from)
+}
+
 fn install_policy() {
-    let current = std::fs::read_to_string(POLICY_FILE).unwrap_or_default();
+    let policy_file = path_from_env(POLICY_FILE);
+    let current = std::fs::read_to_string(&policy_file).unwrap_or_default();
     if current != POLICY {
-        std::fs::create_dir_all(Path::new(POLICY_FILE).parent().unwrap())
+        std::fs::create_dir_all(policy_file.parent().unwrap())
             .expect("the Chromium policy directory (run as root, or let scripts/test install it)");
-        std::fs::write(POLICY_FILE, POLICY).expect("the Chromium policy file");
+        std::fs::write(&policy_file, POLICY).expect("the Chromium policy file");
     }
 }
 
 async fn start_browser(home: &Path, profile: &Path) -> (Driver, Client) {
     install_policy();
     let port = free_port();
-    let child = Command::new(CHROMEDRIVER)
+    let child = Command::new(path_from_env(CHROMEDRIVER))
         .arg(format!("--port={port}"))
         .env("HOME", home)
         .stdout(Stdio::null())
@@ -287,7 +299,7 @@ async fn start_browser(home: &Path, profile: &Path) -> (Driver, Client) {
     capabilities.insert(
         "goog:chromeOptions".into(),
         json!({
-            "binary": CHROMIUM,
+            "binary": path_from_env(CHROMIUM),
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking",

@@ -91,9 +91,14 @@ impl Serve {
             .status()
             .unwrap();
         assert!(killed.success());
-        // Drain stdout so that the child never blocks on a full pipe.
-        while let Ok(Some(_)) = self.stdout.next_line().await {}
-        bounded("serve to exit", self.child.wait()).await.unwrap()
+        // Drain stdout so that the child never blocks on a full pipe; the
+        // drain is bounded too, since a child that hangs keeps its stdout open.
+        bounded("serve to exit", async {
+            while let Ok(Some(_)) = self.stdout.next_line().await {}
+            self.child.wait().await
+        })
+        .await
+        .unwrap()
     }
 }
 
