@@ -403,19 +403,8 @@ impl Tx {
             buffer.index_entry(index_name, index_key, doc_key, true);
             return Ok(());
         }
-        let sql =
-            "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
-            VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
-        let (projection, generation) = (self.projection, self.generation);
-        both!(&mut self.inner, tx => sqlx::query(sql)
-            .bind(projection)
-            .bind(generation)
-            .bind(index_name)
-            .bind(index_key)
-            .bind(doc_key)
-            .execute(&mut **tx)
-            .await.map(|_| ()))?;
-        Ok(())
+        self.index_row(INDEX_INSERT, index_name, index_key, doc_key)
+            .await
     }
 
     /// Removes `doc_key` from `index_key` of `index_name` (idempotent).
@@ -429,8 +418,19 @@ impl Tx {
             buffer.index_entry(index_name, index_key, doc_key, false);
             return Ok(());
         }
-        let sql = "DELETE FROM projection_index WHERE projection = $1 AND generation = $2
-            AND index_name = $3 AND index_key = $4 AND doc_key = $5";
+        self.index_row(INDEX_DELETE, index_name, index_key, doc_key)
+            .await
+    }
+
+    /// Runs `sql` ([`INDEX_INSERT`] or [`INDEX_DELETE`]) on one index entry
+    /// of this generation.
+    async fn index_row(
+        &mut self,
+        sql: &str,
+        index_name: &str,
+        index_key: &str,
+        doc_key: &str,
+    ) -> Result<()> {
         let (projection, generation) = (self.projection, self.generation);
         both!(&mut self.inner, tx => sqlx::query(sql)
             .bind(projection)
@@ -560,20 +560,20 @@ impl Tx {
             })?;
         }
         for ((name, key, doc), _) in removed {
-            let sql = "DELETE FROM projection_index WHERE projection = $1 AND generation = $2
-                AND index_name = $3 AND index_key = $4 AND doc_key = $5";
-            both!(&mut self.inner, tx => sqlx::query(sql)
-                .bind(projection)
-                .bind(generation)
-                .bind(&name)
-                .bind(&key)
-                .bind(&doc)
-                .execute(&mut **tx)
-                .await.map(|_| ()))?;
+            self.index_row(INDEX_DELETE, &name, &key, &doc).await?;
         }
         Ok(())
     }
 }
+
+/// Files one document under one index key (idempotent).
+const INDEX_INSERT: &str =
+    "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
+    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+
+/// Removes one document from one index key (idempotent).
+const INDEX_DELETE: &str = "DELETE FROM projection_index WHERE projection = $1
+    AND generation = $2 AND index_name = $3 AND index_key = $4 AND doc_key = $5";
 
 /// Rows per statement when a rebuild's batch is written: 5 parameters a
 /// row stays far below both databases' limits (SQLite 32,766, PostgreSQL
