@@ -23,6 +23,9 @@
 //! - [`local`]: [`local::LocalBus`], the same ingest, receipt and update
 //!   semantics over tokio channels.
 //! - [`engine`]: [`engine::EngineHandler`], the engine as the ingest handler.
+//! - [`client`]: [`client::Bus`] (in-process or a NATS connection) and the
+//!   two other sides of a bus: a municipality's sender
+//!   ([`client::Municipality`]) and an office's feed ([`client::OfficeFeed`]).
 //! - [`error`]: [`Error`], one variant per thing a caller branches on.
 //! - `testing` (feature `testing`): a real `nats-server` (restartable, or a
 //!   three-node cluster) on loopback ports, and a store-backed ingest handler.
@@ -39,6 +42,7 @@
 //! - Every loop here runs in a task its caller owns and stops on a
 //!   `CancellationToken`; no lock is held across an `.await`.
 
+pub mod client;
 pub mod engine;
 pub mod error;
 pub mod ingest;

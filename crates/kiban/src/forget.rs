@@ -12,7 +12,7 @@ use kiban_events::envelope::Actor;
 use kiban_events::ids::{InsuredNumber, InsurerNumber};
 use kiban_store::PersonKeys;
 
-use crate::cli::StoreArgs;
+use crate::args::StoreArgs;
 
 /// `kiban admin forget …`
 #[derive(Debug, Args)]
@@ -33,7 +33,7 @@ pub async fn run(args: ForgetArgs) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("the insurer number (保険者番号) must be 6 digits"))?;
     let insured = InsuredNumber::parse(&args.insured)
         .map_err(|_| anyhow::anyhow!("the insured number (被保険者番号) must be 10 digits"))?;
-    let store = crate::commands::open_store(&args.store.database_url).await?;
+    let store = kiban_system::open_store(&args.store.database_url).await?;
     let engine = Engine::new(store.clone()).with_person_keys(PersonKeys::new(store.clone()));
     let actor = Actor::system("forget").expect("valid actor");
     let outcome = engine

@@ -17,8 +17,8 @@ use kiban_events::{Position, RecordedEvent, StreamName};
 use kiban_store::{READ_EVENTS_MAX, Store};
 use serde_json::json;
 
-use crate::cli::StoreArgs;
-use crate::commands::open_store;
+use crate::args::StoreArgs;
+use kiban_system::open_store;
 
 /// `kiban replay`.
 #[derive(Debug, Args)]

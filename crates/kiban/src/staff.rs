@@ -12,7 +12,7 @@ use clap::Subcommand;
 
 use kiban_events::ids::OfficeNumber;
 
-use crate::cli::StoreArgs;
+use crate::args::StoreArgs;
 
 /// `kiban admin …`
 #[derive(Debug, Subcommand)]
@@ -74,7 +74,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
         }
     };
     // Opening the store first creates an SQLite file's directory and schema.
-    let events = crate::commands::open_store(&store.database_url).await?;
+    let events = kiban_system::open_store(&store.database_url).await?;
     let db = kiban_projections::Db::open(&store.database_url)
         .await
         .context("opening the database")?;

@@ -1,0 +1,193 @@
+//! `kiban append` and `kiban read`: events in and out of the store as JSON.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use futures::StreamExt;
+use kiban_events::StreamName;
+use kiban_events::envelope::{Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload};
+use kiban_system::open_store;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::args::{StoreArgs, read_input};
+
+/// `kiban append`.
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The stream, `kind/id`.
+    #[arg(long)]
+    pub stream: String,
+    /// `any`, `no-stream`, or the stream's current version.
+    #[arg(long, default_value = "any")]
+    pub expected_version: String,
+    /// A JSON file, or `-` for standard input.
+    pub input: PathBuf,
+}
+
+/// `kiban read`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only this stream (`kind/id`); all streams when absent.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// First position (or version, with --stream) to print, from 1.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Most events to print.
+    #[arg(long, default_value_t = 1000)]
+    pub max: u64,
+    /// Keep printing new events as they are committed (all streams only).
+    #[arg(long, conflicts_with = "stream")]
+    pub follow: bool,
+}
+
+/// An event as an operator writes it: everything but the type and the
+/// payload has a sensible default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputEvent {
+    event_id: Option<Uuid>,
+    event_type: EventType,
+    #[serde(default = "default_schema_version")]
+    schema_version: u16,
+    occurred_at: Option<DateTime<Utc>>,
+    actor: Option<Actor>,
+    correlation_id: Option<Uuid>,
+    causation_id: Option<Uuid>,
+    payload: Payload,
+}
+
+fn default_schema_version() -> u16 {
+    1
+}
+
+impl InputEvent {
+    fn into_new_event(self, now: DateTime<Utc>) -> anyhow::Result<NewEvent> {
+        let event_id = EventId::from_uuid(self.event_id.unwrap_or_else(Uuid::now_v7))?;
+        Ok(NewEvent {
+            event_id,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            occurred_at: self.occurred_at.unwrap_or(now),
+            actor: match self.actor {
+                Some(actor) => actor,
+                None => Actor::system("cli")?,
+            },
+            correlation_id: self.correlation_id.unwrap_or(*event_id.as_uuid()),
+            causation_id: self.causation_id,
+            payload: self.payload,
+        })
+    }
+}
+
+fn parse_expected_version(text: &str) -> anyhow::Result<ExpectedVersion> {
+    Ok(match text {
+        "any" => ExpectedVersion::Any,
+        "no-stream" | "no_stream" => ExpectedVersion::NoStream,
+        number => ExpectedVersion::Exact(number.parse().with_context(|| {
+            format!("--expected-version must be any, no-stream or a number (got {number:?})")
+        })?),
+    })
+}
+
+/// `kiban append`: appends the input's events to one stream.
+pub async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
+    let (url, stream, expected, input) = (
+        &args.store.database_url,
+        &args.stream,
+        &args.expected_version,
+        &args.input,
+    );
+    let stream = StreamName::parse(stream)?;
+    let expected = parse_expected_version(expected)?;
+    let text = read_input(input)?;
+    // One object or an array of them. Decided by the first character, not
+    // by an untagged enum: payloads are kept as raw JSON, which serde can
+    // only take from the original text.
+    let events = if text.trim_start().starts_with('[') {
+        serde_json::from_str::<Vec<InputEvent>>(&text)
+    } else {
+        serde_json::from_str::<InputEvent>(&text).map(|event| vec![event])
+    }
+    .context("the input is not an event or an array of events")?;
+    let now = Utc::now();
+    let events = events
+        .into_iter()
+        .map(|event| event.into_new_event(now))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let store = open_store(url).await?;
+    let result = store.append(&stream, expected, events).await;
+    store.close().await;
+    let result = result?;
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiban read`: prints recorded events as JSON lines.
+pub async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
+    let (url, stream, from, max, follow) = (
+        &args.store.database_url,
+        args.stream.as_deref(),
+        args.from,
+        args.max,
+        args.follow,
+    );
+    let store = open_store(url).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    let mut next = from.max(1);
+    if let Some(stream) = stream {
+        let stream = StreamName::parse(stream)?;
+        while printed < max {
+            let page = store
+                .read_stream(&stream, next, (max - printed) as usize)
+                .await?;
+            let Some(last) = page.last() else { break };
+            next = last.version + 1;
+            for event in &page {
+                serde_json::to_writer(&mut out, event)?;
+                writeln!(out)?;
+                printed += 1;
+            }
+        }
+    } else if follow {
+        drop(out);
+        let mut events = store.subscribe(next);
+        loop {
+            tokio::select! {
+                event = events.next() => {
+                    let Some(event) = event else { break };
+                    println!("{}", serde_json::to_string(&event?)?);
+                }
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        store.close().await;
+        return Ok(ExitCode::SUCCESS);
+    } else {
+        while printed < max {
+            let page = store.read_all(next, (max - printed) as usize).await?;
+            let Some(last) = page.last() else { break };
+            next = last.position + 1;
+            for event in &page {
+                serde_json::to_writer(&mut out, event)?;
+                writeln!(out)?;
+                printed += 1;
+            }
+        }
+    }
+    out.flush()?;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
