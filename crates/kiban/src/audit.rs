@@ -9,11 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use kiban_store::{
-    CheckpointCheck, CheckpointExport, PlatformKey, Store, VerifyRange, VerifyReport,
-    parse_public_key,
-};
-use kiban_system::open_store;
+use kiban_store::{CheckpointCheck, PlatformKey, Store, VerifyRange, VerifyReport};
+use kiban_system::{audit, open_store};
 
 use crate::args::{EXIT_CHAIN_BROKEN, StoreArgs};
 
@@ -251,11 +248,8 @@ fn signing_key(url: &str, key: &KeyArgs) -> anyhow::Result<PlatformKey> {
 async fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
     match command {
         CheckpointCommand::Create { store, key, json } => {
-            let platform = signing_key(&store.database_url, &key)?;
-            let store = open_store(&store.database_url).await?;
-            let created = store.create_checkpoint(&platform).await;
-            store.close().await;
-            match created? {
+            let key = key.signing_key.as_deref();
+            match audit::create_checkpoint(&store.database_url, key).await? {
                 Some(checkpoint) if json => println!("{}", serde_json::to_string(&checkpoint)?),
                 Some(checkpoint) => println!(
                     "checkpoint at position {}, hash {}, signed by {}",
@@ -266,11 +260,9 @@ async fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CheckpointCommand::Export { store, key, out } => {
-            let platform = signing_key(&store.database_url, &key)?;
-            let store = open_store(&store.database_url).await?;
-            let export = store.export_checkpoints(&platform.public_key()).await;
-            store.close().await;
-            let text = serde_json::to_string_pretty(&export?)?;
+            let key = key.signing_key.as_deref();
+            let export = audit::export_checkpoints(&store.database_url, key).await?;
+            let text = serde_json::to_string_pretty(&export)?;
             match out {
                 Some(path) => std::fs::write(&path, format!("{text}\n"))
                     .with_context(|| format!("cannot write {}", path.display()))?,
@@ -284,19 +276,7 @@ async fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
             public_key,
             json,
         } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let export: CheckpointExport =
-                serde_json::from_str(&text).context("not a checkpoint export")?;
-            if let Some(pinned) = public_key {
-                let pinned = parse_public_key(&pinned)?;
-                if parse_public_key(&export.public_key)? != pinned {
-                    anyhow::bail!(
-                        "the export is signed by {}, not by the public key you trust",
-                        export.public_key
-                    );
-                }
-            }
+            let export = audit::read_export(&file, public_key.as_deref())?;
             let store = open_store(&store.database_url).await?;
             let head = store.head().await?.position;
             let bar = progress_bar(head);

@@ -23,7 +23,11 @@
 //!   trust, signing key);
 //! - [`dev_pki`]: development certificates and their terminals;
 //! - [`redact`]: URLs fit for logs;
-//! - [`entitlements`]: which offices may see an event, from the read models.
+//! - [`entitlements`]: which offices may see an event, from the read models;
+//! - [`replay`], [`audit`], [`admin`] and [`operator`]: the work behind
+//!   `kiban replay`, `kiban audit checkpoint`, `kiban admin` (forgetting a
+//!   person, staff accounts) and `kiban append` (events as an operator
+//!   writes them).
 //!
 //! # Architecture invariants
 //!
@@ -35,10 +39,14 @@
 //!   It knows neither NATS nor HTTP itself (those stay in `kiban-bus` and
 //!   `kiban-api`).
 
+pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod dev_pki;
 pub mod entitlements;
+pub mod operator;
 pub mod redact;
+pub mod replay;
 pub mod supervise;
 
 use std::net::SocketAddr;
