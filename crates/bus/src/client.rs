@@ -236,7 +236,11 @@ impl Outgoing {
             Some(Value::String(text)) => text
                 .parse()
                 .map_err(|e| invalid(format!("event_id {text:?} is not a UUID: {e}")))?,
-            Some(other) => return Err(invalid(format!("event_id must be a UUID string, not {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "event_id must be a UUID string, not {other}"
+                )));
+            }
         };
         let kind = object.get("kind").and_then(Value::as_str).ok_or_else(|| {
             invalid("every status message needs a \"kind\" (e.g. certification.filed)")
@@ -306,7 +310,10 @@ impl Municipality {
     }
 
     /// Connects as `insurer` through a NATS client.
-    async fn nats(client: async_nats::Client, insurer: InsurerNumber) -> ClientResult<Municipality> {
+    async fn nats(
+        client: async_nats::Client,
+        insurer: InsurerNumber,
+    ) -> ClientResult<Municipality> {
         let receipts = client
             .subscribe(receipt_subject(&insurer))
             .await
@@ -431,7 +438,11 @@ pub struct WindowedPublisher {
 impl WindowedPublisher {
     /// Publishes `message` as `insurer` on its ingest subject, waiting first
     /// while the window is full.
-    pub async fn publish(&mut self, insurer: &InsurerNumber, message: &Outgoing) -> crate::Result<()> {
+    pub async fn publish(
+        &mut self,
+        insurer: &InsurerNumber,
+        message: &Outgoing,
+    ) -> crate::Result<()> {
         self.publish_to(ingest_subject(insurer, &message.kind), message)
             .await
     }

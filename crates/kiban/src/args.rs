@@ -6,10 +6,10 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 /// The default store: an SQLite file under `./kiban-data`, created on first use.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://./kiban-data/kiban.db";
+pub const DEFAULT_DATABASE_URL: &str = kiban_lab::cli::DEFAULT_DATABASE_URL;
 
 /// Where `kiban emit` and `kiban subscribe` find NATS by default.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -21,22 +21,6 @@ pub struct StoreArgs {
     /// missing) or `postgres://user@host:port/database`.
     #[arg(long, env = "KIBAN_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
-}
-
-/// Which database a benchmark measures.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-impl From<Backend> for kiban_lab::report::Backend {
-    fn from(backend: Backend) -> Self {
-        match backend {
-            Backend::Postgres => Self::Postgres,
-            Backend::Sqlite => Self::Sqlite,
-        }
-    }
 }
 
 /// A file's text, or standard input's for `-`.
@@ -59,5 +43,3 @@ pub const EXIT_REFUSED: u8 = 3;
 pub const EXIT_CHAIN_BROKEN: u8 = 4;
 /// Exit code of `kiban emit` when a message was rejected or got no receipt.
 pub const EXIT_NOT_RECORDED: u8 = 5;
-/// Exit code for a simulation stopped by Ctrl-C (run it again to resume).
-pub const EXIT_INTERRUPTED: u8 = 6;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{audit, bus, lab, log, replay, serve, staff};
+use kiban_lab::cli as lab;
+
+use crate::{audit, bus, log, replay, serve, staff};
 
 /// kiban — the event-sourced workflow engine of the long-term-care
 /// information platform (介護情報基盤).

@@ -123,4 +123,3 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }
-

@@ -6,7 +6,8 @@
 //! Layout: `cli.rs` is the surface (the subcommands and where each goes);
 //! each subcommand module owns its clap arguments and its `run`; `args.rs`
 //! holds what several share (a leaf: it imports nothing of this crate, so
-//! the modules form no cycle).
+//! the modules form no cycle). The lab's subcommands (`demo`, `simulate`,
+//! `bench`) bring their arguments from `kiban_lab::cli`.
 //!
 //! Exit codes (also in README.md):
 //! - `0` success;
@@ -24,7 +25,6 @@ mod bus;
 mod card;
 mod cli;
 mod forget;
-mod lab;
 mod log;
 mod replay;
 mod serve;

@@ -62,4 +62,3 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-

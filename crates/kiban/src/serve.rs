@@ -121,7 +121,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
-async fn print_banner(system: &System, database_url: &str, card_consent: &str) -> anyhow::Result<()> {
+async fn print_banner(
+    system: &System,
+    database_url: &str,
+    card_consent: &str,
+) -> anyhow::Result<()> {
     let head = system.store.head().await?;
     println!(
         "kiban serving — store {} (head position {})",

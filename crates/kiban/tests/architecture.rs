@@ -138,7 +138,13 @@ fn the_domain_crate_does_no_io() {
 fn normal_dependencies(package: &str) -> Vec<(String, Vec<String>)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .output()
         .expect("cargo metadata runs");
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -156,7 +162,11 @@ fn normal_dependencies(package: &str) -> Vec<(String, Vec<String>)> {
         .map(|d| {
             let features = d["features"]
                 .as_array()
-                .map(|f| f.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .map(|f| {
+                    f.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
             (d["name"].as_str().unwrap().to_owned(), features)
         })
@@ -170,13 +180,16 @@ fn only_the_bus_crate_speaks_nats() {
         .iter()
         .filter(|(name, _)| name.as_str() != "kiban-bus")
         .filter(|(_, dependencies)| {
-            dependencies
-                .iter()
-                .any(|(dependency, kind)| dependency == "async-nats" && kind.as_deref() != Some("dev"))
+            dependencies.iter().any(|(dependency, kind)| {
+                dependency == "async-nats" && kind.as_deref() != Some("dev")
+            })
         })
         .map(|(name, _)| name)
         .collect();
-    assert!(offending.is_empty(), "async-nats outside kiban-bus: {offending:?}");
+    assert!(
+        offending.is_empty(),
+        "async-nats outside kiban-bus: {offending:?}"
+    );
 }
 
 #[test]

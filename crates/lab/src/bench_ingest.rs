@@ -199,14 +199,7 @@ pub async fn bench_ingest(options: IngestBenchOptions) -> anyhow::Result<IngestB
         streams,
     };
     let scratch = Scratch::create(&options.backend).await?;
-    let outcome = run_ingest_phases(
-        bus,
-        &scratch,
-        &options,
-        raw,
-        append.events_per_s,
-    )
-    .await;
+    let outcome = run_ingest_phases(bus, &scratch, &options, raw, append.events_per_s).await;
     scratch.remove().await;
     outcome
 }
@@ -465,7 +458,9 @@ impl Collector {
         let (latencies, count) = (self.update_latencies.clone(), self.updates.clone());
         tokio::spawn(async move {
             while let Ok(event) = updates.next().await {
-                let latency = (Utc::now() - event.recorded_at).to_std().unwrap_or_default();
+                let latency = (Utc::now() - event.recorded_at)
+                    .to_std()
+                    .unwrap_or_default();
                 latencies.lock().expect("not poisoned").record(latency);
                 count.fetch_add(1, Ordering::Relaxed);
             }

@@ -28,9 +28,8 @@ impl Default for Latencies {
 impl Latencies {
     /// No latency yet.
     pub fn new() -> Self {
-        let histogram =
-            Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_SIGNIFICANT_DIGITS)
-                .expect("the bounds are valid constants");
+        let histogram = Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_SIGNIFICANT_DIGITS)
+            .expect("the bounds are valid constants");
         Self { histogram }
     }
 

@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: the arguments of `kiban demo`, `kiban simulate` and `kiban
+//!   bench …` (clap) and how each runs; the binary dispatches here.
 //! - [`demo`]: a small town through a compressed month, scene by scene
 //!   (docs/demo.md).
 //! - [`simulate`]: `plan.rs` derives one person's year from `(seed,
@@ -31,6 +33,7 @@
 pub mod bench_api;
 pub mod bench_ingest;
 pub mod bench_replay;
+pub mod cli;
 pub mod demo;
 pub mod latency;
 pub mod nats_server;

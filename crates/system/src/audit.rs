@@ -40,8 +40,8 @@ pub async fn export_checkpoints(
 /// Reads an export; when `pinned` (a public key given out of band) is
 /// there, the export's own key must equal it.
 pub fn read_export(file: &Path, pinned: Option<&str>) -> anyhow::Result<CheckpointExport> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let export: CheckpointExport =
         serde_json::from_str(&text).context("not a checkpoint export")?;
     if let Some(pinned) = pinned {

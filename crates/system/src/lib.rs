@@ -227,7 +227,11 @@ impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
             health: Health::default(),
         };
         let api = match &self.api {
-            Some(api) => Some(parts.start_api(api, &self.data_dir, &projections, &self.clock).await?),
+            Some(api) => Some(
+                parts
+                    .start_api(api, &self.data_dir, &projections, &self.clock)
+                    .await?,
+            ),
             None => None,
         };
         let routing = Routing {
@@ -235,7 +239,9 @@ impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
             checkpoints: self.routing_checkpoints,
             data_dir: self.data_dir,
         };
-        let bus = parts.start_bus(&self.bus, self.ingest_clock, routing).await?;
+        let bus = parts
+            .start_bus(&self.bus, self.ingest_clock, routing)
+            .await?;
         if let Some(interval) = self.timers {
             parts.start_timers(self.clock.clone(), interval);
         }
@@ -511,7 +517,13 @@ impl System {
 /// A development principal's client certificate, when the API runs with
 /// development certificates.
 pub fn dev_client(system: &System, principal: &Principal) -> Option<kiban_api::pki::ClientFiles> {
-    system.api.as_ref()?.dev.as_ref()?.client(principal).cloned()
+    system
+        .api
+        .as_ref()?
+        .dev
+        .as_ref()?
+        .client(principal)
+        .cloned()
 }
 
 /// A checkpoint that starts at a given position and lives in memory: the

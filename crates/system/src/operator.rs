@@ -74,4 +74,3 @@ pub fn parse_expected_version(text: &str) -> anyhow::Result<ExpectedVersion> {
         })?),
     })
 }
-

@@ -158,7 +158,10 @@ mod tests {
 
     use super::*;
 
-    async fn failing_then_ok(failures: usize, policy: ExponentialBuilder) -> (anyhow::Result<()>, usize, Health) {
+    async fn failing_then_ok(
+        failures: usize,
+        policy: ExponentialBuilder,
+    ) -> (anyhow::Result<()>, usize, Health) {
         let calls = Arc::new(AtomicUsize::new(0));
         let health = Health::default();
         let cancel = CancellationToken::new();

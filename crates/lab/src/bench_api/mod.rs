@@ -255,15 +255,11 @@ async fn run_phases(
         let head_before = store.head().await?.position;
         let reads_before = generator.office_person_reads();
         eprintln!("phase 2/3: API, closed loop");
-        let closed = generator
-            .closed_loop(api, warmup, duration)
-            .await?;
+        let closed = generator.closed_loop(api, warmup, duration).await?;
         let api_rps = closed.len() as f64 / duration.as_secs_f64();
         let target = api_rps * options.open_loop_percent as f64 / 100.0;
         eprintln!("phase 3/3: API, open loop at {target:.0} req/s");
-        let open = generator
-            .open_loop(api, target, duration)
-            .await?;
+        let open = generator.open_loop(api, target, duration).await?;
         let head_after = store.head().await?.position;
 
         let errors = generator.errors();

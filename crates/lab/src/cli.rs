@@ -1,14 +1,38 @@
-//! The lab's subcommands — `kiban demo`, `kiban simulate`, `kiban bench
-//! append|ingest|api|replay` — parsed here and run by [`kiban_lab`] (the
-//! append benchmark by `kiban_store::bench`).
+//! The lab's subcommands as the `kiban` binary offers them — `kiban demo`,
+//! `kiban simulate`, `kiban bench append|ingest|api|replay`: their arguments
+//! (clap) and how each runs. They live in the lab, beside the programs they
+//! configure, so that a flag added to a benchmark is one change in one crate;
+//! the binary only dispatches to them. Progress goes to stderr, reports to
+//! stdout.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::report::{bench_backend, print_report};
 use clap::{Args, Subcommand, ValueEnum};
-use kiban_lab::report::{bench_backend, print_report};
 
-use crate::args::{Backend, EXIT_INTERRUPTED, StoreArgs};
+/// Exit code for a simulation stopped by Ctrl-C (run it again to resume).
+pub const EXIT_INTERRUPTED: u8 = 6;
+
+/// The default store of `kiban simulate`: an SQLite file under
+/// `./kiban-data`, created on first use (the binary's default too).
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./kiban-data/kiban.db";
+
+/// Which database a benchmark measures.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BackendArg {
+    Postgres,
+    Sqlite,
+}
+
+impl From<BackendArg> for crate::report::Backend {
+    fn from(backend: BackendArg) -> Self {
+        match backend {
+            BackendArg::Postgres => Self::Postgres,
+            BackendArg::Sqlite => Self::Sqlite,
+        }
+    }
+}
 
 /// `kiban demo`.
 #[derive(Debug, Args)]
@@ -38,8 +62,10 @@ pub struct DemoArgs {
 /// `kiban simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    #[command(flatten)]
-    pub store: StoreArgs,
+    /// The event store: `sqlite://path/to/kiban.db` (default, created if
+    /// missing) or `postgres://user@host:port/database`.
+    #[arg(long, env = "KIBAN_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
     /// NATS JetStream for the municipal messages; without it, the
     /// in-process bus.
     #[arg(long, env = "KIBAN_NATS_URL")]
@@ -81,7 +107,7 @@ pub enum BenchCommand {
     Append {
         /// Which backend to measure.
         #[arg(long, value_enum)]
-        backend: Backend,
+        backend: BackendArg,
         /// postgres: a server URL on which the benchmark may create (and
         /// drops afterwards) a database; sqlite: ignored.
         #[arg(long, env = "KIBAN_BENCH_DATABASE_URL")]
@@ -109,7 +135,7 @@ pub enum BenchCommand {
     Ingest {
         /// Which backend the store uses.
         #[arg(long, value_enum, default_value = "postgres")]
-        backend: Backend,
+        backend: BackendArg,
         /// postgres: a server URL on which the benchmark may create (and
         /// drops afterwards) databases; sqlite: ignored.
         #[arg(long, env = "KIBAN_BENCH_DATABASE_URL")]
@@ -207,7 +233,7 @@ pub enum ReplayBackend {
 
 /// `kiban demo`.
 pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    kiban_lab::demo::run(kiban_lab::demo::DemoOptions {
+    crate::demo::run(crate::demo::DemoOptions {
         script: args.script,
         fast: args.fast,
         nats_url: args.nats_url,
@@ -229,8 +255,8 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             interrupt.cancel();
         }
     });
-    let options = kiban_lab::simulate::SimulateOptions {
-        database_url: args.store.database_url,
+    let options = crate::simulate::SimulateOptions {
+        database_url: args.database_url,
         nats_url: args.nats_url,
         insurers: args.insurers,
         persons: args.persons,
@@ -241,7 +267,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         chunk: args.chunk.max(1),
         checkpoint: args.checkpoint,
     };
-    match kiban_lab::simulate::simulate(options, stop).await? {
+    match crate::simulate::simulate(options, stop).await? {
         Some(report) => print_report(&report, args.json),
         None => Ok(ExitCode::from(EXIT_INTERRUPTED)),
     }
@@ -281,7 +307,7 @@ pub async fn bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
             subscriber_events_per_s,
             json,
         } => {
-            let options = kiban_lab::bench_ingest::IngestBenchOptions {
+            let options = crate::bench_ingest::IngestBenchOptions {
                 backend: bench_backend(backend.into(), database_url, directory)?,
                 nats_url,
                 persons,
@@ -289,7 +315,7 @@ pub async fn bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
                 receipt_load_percent,
                 subscriber_events_per_s,
             };
-            print_report(&kiban_lab::bench_ingest::bench_ingest(options).await?, json)
+            print_report(&crate::bench_ingest::bench_ingest(options).await?, json)
         }
         BenchCommand::Api {
             database_url,
@@ -302,10 +328,10 @@ pub async fn bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let backend = match database_url {
-                Some(url) => bench_backend(Backend::Postgres.into(), Some(url), directory)?,
-                None => bench_backend(Backend::Sqlite.into(), None, directory)?,
+                Some(url) => bench_backend(BackendArg::Postgres.into(), Some(url), directory)?,
+                None => bench_backend(BackendArg::Sqlite.into(), None, directory)?,
             };
-            let options = kiban_lab::bench_api::ApiBenchOptions {
+            let options = crate::bench_api::ApiBenchOptions {
                 backend,
                 persons,
                 offices,
@@ -313,16 +339,16 @@ pub async fn bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
                 duration_s: duration,
                 open_loop_percent,
             };
-            kiban_lab::bench_api::run(options, json).await
+            crate::bench_api::run(options, json).await
         }
         BenchCommand::Replay(args) => {
-            use kiban_lab::report::Backend as Measured;
+            use crate::report::Backend as Measured;
             let backends = match args.backend {
                 ReplayBackend::Sqlite => vec![Measured::Sqlite],
                 ReplayBackend::Postgres => vec![Measured::Postgres],
                 ReplayBackend::Both => vec![Measured::Sqlite, Measured::Postgres],
             };
-            kiban_lab::bench_replay::run(kiban_lab::bench_replay::ReplayRun {
+            crate::bench_replay::run(crate::bench_replay::ReplayRun {
                 backends,
                 database_url: args.database_url,
                 directory: args.directory,
