@@ -582,7 +582,6 @@ impl Story {
             )
             .await?;
         }
-        let town = &persons[3..];
         self.town(
             "certification.filed",
             town,
@@ -673,7 +672,6 @@ impl Story {
 
     /// Days 8 and 12: investigation visits, the clinic's opinions.
     async fn visits_and_opinions(&self, cast: &Cast) -> anyhow::Result<()> {
-        let clinic = &cast.clinic;
         let town = &cast.persons[3..];
         let p1 = &cast.persons[0];
         let p2 = &cast.persons[1];
@@ -947,7 +945,7 @@ impl Story {
     }
 
     /// Day 25: the card-reader subsidy, applied for and paid.
-    async fn card_reader_subsidy(&self, cast: &Cast) -> anyhow::Result<()> {
+    async fn card_reader_subsidy(&self, _cast: &Cast) -> anyhow::Result<()> {
         let federation = FEDERATION;
         self.at_day(25, "card-reader subsidy (補助金申請・審査・支払)")
             .await;
