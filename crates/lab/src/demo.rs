@@ -591,7 +591,7 @@ impl Story {
         .await?;
         for person in [p1, p2, p3] {
             self.api(
-                &office_t01,
+                office_t01,
                 &format!("office {OFFICE_A} T-01 (代行申請)"),
                 Method::POST,
                 &format!("/v1/persons/{DEMO_INSURER}/{person}/certifications"),
@@ -655,7 +655,7 @@ impl Story {
         .await?;
         let requests = self
             .api(
-                &clinic,
+                clinic,
                 &format!("clinic {CLINIC}"),
                 Method::GET,
                 &format!("/v1/medical/{CLINIC}/opinion-requests"),
@@ -822,7 +822,7 @@ impl Story {
         .await?;
         let eligibility = self
             .api(
-                &office_t01,
+                office_t01,
                 &format!("office {OFFICE_A} T-01 reads (logged)"),
                 Method::GET,
                 &format!("/v1/persons/{DEMO_INSURER}/{p1}/eligibility"),
@@ -882,7 +882,7 @@ impl Story {
         .await?;
         let ledgers = self
             .api(
-                &office_t01,
+                office_t01,
                 &format!("office {OFFICE_A} T-01 reads (logged)"),
                 Method::GET,
                 &format!("/v1/persons/{DEMO_INSURER}/{p2}/ledgers"),
@@ -933,7 +933,7 @@ impl Story {
             )
             .await?;
         self.api(
-            &office_b,
+            office_b,
             &format!("office {OFFICE_B} T-01"),
             Method::GET,
             &format!("/v1/offices/{OFFICE_B}/caseload"),
@@ -989,7 +989,7 @@ impl Story {
                 .note("T-02 was reported lost by an earlier run on this store");
         } else {
             self.api(
-                &office_t01,
+                office_t01,
                 &format!("office {OFFICE_A} T-01 reports T-02 lost"),
                 Method::POST,
                 &format!("/v1/offices/{OFFICE_A}/terminals/T-02/lost"),
@@ -1000,7 +1000,7 @@ impl Story {
         }
         let refused = self
             .api(
-                &office_t02,
+                office_t02,
                 &format!("office {OFFICE_A} T-02 (the lost terminal)"),
                 Method::GET,
                 &format!("/v1/offices/{OFFICE_A}/caseload"),
