@@ -314,16 +314,7 @@ impl Municipality {
         client: async_nats::Client,
         insurer: InsurerNumber,
     ) -> ClientResult<Municipality> {
-        let receipts = client
-            .subscribe(receipt_subject(&insurer))
-            .await
-            .map_err(|e| crate::Error::from_nats("cannot subscribe to the receipts", e))?;
-        // The subscription must be known to the server before the first
-        // publish, or an early receipt is missed.
-        client
-            .flush()
-            .await
-            .map_err(|e| crate::Error::from_nats("cannot reach NATS", e))?;
+        let receipts = subscribe_known(&client, receipt_subject(&insurer), "the receipts").await?;
         Ok(Municipality {
             side: MunicipalitySide::Nats {
                 jetstream: async_nats::jetstream::new(client),
@@ -504,14 +495,7 @@ pub enum Tap<T> {
 
 impl<T> Tap<T> {
     async fn nats(client: &async_nats::Client, filter: String) -> crate::Result<Tap<T>> {
-        let subscriber = client
-            .subscribe(filter)
-            .await
-            .map_err(|e| crate::Error::from_nats("cannot subscribe", e))?;
-        client
-            .flush()
-            .await
-            .map_err(|e| crate::Error::from_nats("cannot reach NATS", e))?;
+        let subscriber = subscribe_known(client, filter, "the tap").await?;
         Ok(Tap::Nats(subscriber, std::marker::PhantomData))
     }
 }
@@ -564,6 +548,25 @@ async fn next_json<T: serde::de::DeserializeOwned>(
     Tapped::Ended
 }
 
+/// Subscribes to `subject` and returns once the server knows the
+/// subscription: anything published after that (an early receipt, say)
+/// reaches it.
+async fn subscribe_known(
+    client: &async_nats::Client,
+    subject: String,
+    what: &str,
+) -> crate::Result<async_nats::Subscriber> {
+    let subscriber = client
+        .subscribe(subject)
+        .await
+        .map_err(|e| crate::Error::from_nats(&format!("cannot subscribe to {what}"), e))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| crate::Error::from_nats("cannot reach NATS", e))?;
+    Ok(subscriber)
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> ClientResult<T> {
     serde_json::from_slice(bytes).map_err(|e| ClientError::Unreadable {
         what,
@@ -598,14 +601,12 @@ impl OfficeFeed {
 
     /// Follows `office`'s updates through a NATS client.
     async fn nats(client: &async_nats::Client, office: &OfficeNumber) -> ClientResult<Self> {
-        let subscriber = client
-            .subscribe(office_updates_subject(office))
-            .await
-            .map_err(|e| crate::Error::from_nats("cannot subscribe to the office's updates", e))?;
-        client
-            .flush()
-            .await
-            .map_err(|e| crate::Error::from_nats("cannot reach NATS", e))?;
+        let subscriber = subscribe_known(
+            client,
+            office_updates_subject(office),
+            "the office's updates",
+        )
+        .await?;
         Ok(OfficeFeed::Nats(subscriber))
     }
 

@@ -87,11 +87,7 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
                 .await?;
             let Some(last) = page.last() else { break };
             next = last.version + 1;
-            for event in &page {
-                serde_json::to_writer(&mut out, event)?;
-                writeln!(out)?;
-                printed += 1;
-            }
+            printed += write_lines(&mut out, &page)?;
         }
     } else if follow {
         drop(out);
@@ -112,14 +108,22 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
             let page = store.read_all(next, (max - printed) as usize).await?;
             let Some(last) = page.last() else { break };
             next = last.position + 1;
-            for event in &page {
-                serde_json::to_writer(&mut out, event)?;
-                writeln!(out)?;
-                printed += 1;
-            }
+            printed += write_lines(&mut out, &page)?;
         }
     }
     out.flush()?;
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes each event as a JSON line; returns how many.
+fn write_lines(
+    out: &mut impl Write,
+    events: &[kiban_events::RecordedEvent],
+) -> anyhow::Result<u64> {
+    for event in events {
+        serde_json::to_writer(&mut *out, event)?;
+        writeln!(out)?;
+    }
+    Ok(events.len() as u64)
 }

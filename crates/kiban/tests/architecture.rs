@@ -57,7 +57,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
 /// Crates the pure domain crate must never depend on: it does no IO.
 const FORBIDDEN_IN_EVENTS: &[&str] = &["tokio", "sqlx", "async-nats", "axum", "reqwest", "pcsc"];
 
-fn workspace_dependencies() -> BTreeMap<String, Vec<(String, Option<String>)>> {
+/// The workspace's `cargo metadata` (no dependencies' own packages).
+fn metadata() -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
         .args([
@@ -74,8 +75,11 @@ fn workspace_dependencies() -> BTreeMap<String, Vec<(String, Option<String>)>> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    metadata["packages"]
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn workspace_dependencies() -> BTreeMap<String, Vec<(String, Option<String>)>> {
+    metadata()["packages"]
         .as_array()
         .unwrap()
         .iter()
@@ -136,18 +140,7 @@ fn the_domain_crate_does_no_io() {
 
 /// Normal (not dev) dependencies of `package`, with their enabled features.
 fn normal_dependencies(package: &str) -> Vec<(String, Vec<String>)> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--offline",
-        ])
-        .output()
-        .expect("cargo metadata runs");
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let metadata = metadata();
     let package = metadata["packages"]
         .as_array()
         .unwrap()
