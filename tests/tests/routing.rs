@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use kiban::entitlements::ReadModelEntitlements;
+use kiban_system::ReadModelEntitlements;
 use kiban_bus::local::LocalBus;
 use kiban_bus::relay::FileCheckpoints;
 use kiban_bus::routing::run_routing;

@@ -27,6 +27,9 @@
 //!   delivering an ingest message again.
 //! - [`error`]: [`Error`], one variant per thing a caller branches on, and
 //!   the classification of the NATS client's typed errors.
+//! - [`client`]: [`client::Bus`] (in-process or a NATS connection) and the
+//!   two other sides of a bus: a municipality's sender
+//!   ([`client::Municipality`]) and an office's feed ([`client::OfficeFeed`]).
 //! - `testing` (feature `testing`): a real `nats-server` (restartable, or a
 //!   three-node cluster) on loopback ports, and a store-backed ingest handler.
 //!
@@ -42,6 +45,7 @@
 //! - Every loop here runs in a task its caller owns and stops on a
 //!   `CancellationToken`; no lock is held across an `.await`.
 
+pub mod client;
 pub mod engine;
 pub mod error;
 pub mod ingest;

@@ -53,6 +53,33 @@ pub fn receipt_subject(insurer: &InsurerNumber) -> String {
     format!("kiban.receipts.{insurer}")
 }
 
+/// The throw-away stream of `kiban bench ingest`'s raw JetStream ceiling:
+/// the same messages as ingest, into a stream nobody consumes.
+pub const BENCH_RAW_STREAM: &str = "KIBAN_BENCH_RAW";
+
+/// The subjects [`BENCH_RAW_STREAM`] captures (outside `kiban.`, so that no
+/// kiban stream or consumer sees them).
+pub const BENCH_RAW_SUBJECTS: &str = "kiban-bench-raw.>";
+
+/// `kiban-bench-raw.<insurer>.<event type>`: an ingest subject's twin in
+/// [`BENCH_RAW_STREAM`].
+pub fn bench_raw_subject(insurer: &InsurerNumber, kind: &EventType) -> String {
+    format!("kiban-bench-raw.{insurer}.{kind}")
+}
+
+/// `kiban.receipts.>`: every municipality's receipts (load generators and
+/// monitoring; a municipality subscribes to its own [`receipt_subject`]).
+pub fn all_receipts_filter() -> String {
+    "kiban.receipts.>".to_owned()
+}
+
+/// `kiban.offices.*.updates`: every office's updates (load generators and
+/// monitoring; an office subscribes to its own
+/// [`office_updates_subject`]).
+pub fn all_office_updates_filter() -> String {
+    "kiban.offices.*.updates".to_owned()
+}
+
 /// `kiban.offices.<office>.updates`: the updates one office may see.
 pub fn office_updates_subject(office: &OfficeNumber) -> String {
     format!("kiban.offices.{office}.updates")

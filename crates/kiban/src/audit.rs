@@ -2,24 +2,17 @@
 //! checkpoints and their export. The work is in `kiban_store`; this is the
 //! command line around it (docs/audit.md).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use kiban_store::{
-    CHECKPOINT_EVERY_DEFAULT, CheckpointCheck, CheckpointExport, PlatformKey, Store, VerifyRange,
-    VerifyReport, parse_public_key,
-};
+use kiban_store::{CheckpointCheck, PlatformKey, Store, VerifyRange, VerifyReport};
+use kiban_system::{audit, open_store};
 
-use crate::EXIT_CHAIN_BROKEN;
-use crate::cli::StoreArgs;
-use crate::commands::open_store;
-
-/// The key file created next to an SQLite database in development.
-pub const DEV_SIGNING_KEY_FILE: &str = "platform-signing.key";
+use crate::args::{EXIT_CHAIN_BROKEN, StoreArgs};
 
 /// `kiban audit`.
 #[derive(Debug, Args)]
@@ -136,15 +129,26 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `kiban verify` and `kiban audit verify`.
-pub async fn verify_command(
-    url: &str,
-    from: u64,
-    to: Option<u64>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let store = open_store(url).await?;
-    let result = verify(&store, from, to, json).await;
+/// `kiban verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// First position to verify.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Last position to verify (the head when absent).
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kiban verify` (an alias of `kiban audit verify`).
+pub async fn verify_command(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(&args.store.database_url).await?;
+    let result = verify(&store, args.from, args.to, args.json).await;
     store.close().await;
     result
 }
@@ -235,76 +239,17 @@ fn print_report(report: &VerifyReport, json: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The platform key: the given file, or the development file beside an
+/// The platform key: `--signing-key`, or the development file beside an
 /// SQLite database (created if missing).
-pub fn signing_key(url: &str, key: &KeyArgs) -> anyhow::Result<PlatformKey> {
-    if let Some(path) = &key.signing_key {
-        return PlatformKey::load(path).context("cannot load the signing key");
-    }
-    let path = dev_key_path(url).context(
-        "with PostgreSQL, pass --signing-key (or KIBAN_SIGNING_KEY): the production key is provisioned by operations",
-    )?;
-    PlatformKey::load_or_create(&path).context("cannot load or create the development signing key")
-}
-
-/// `platform-signing.key` beside an SQLite database file.
-pub fn dev_key_path(url: &str) -> Option<PathBuf> {
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = path.split('?').next().unwrap_or(path);
-    if path.contains(":memory:") {
-        return None;
-    }
-    let dir = Path::new(path).parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    Some(dir.join(DEV_SIGNING_KEY_FILE))
-}
-
-/// The environment variable setting how many events `kiban serve` lets
-/// pass between automatic checkpoints (0 turns them off).
-pub const CHECKPOINT_EVERY_VAR: &str = "KIBAN_CHECKPOINT_EVERY";
-
-/// How often `kiban serve` looks whether a checkpoint is due.
-pub const CHECKPOINT_POLL_MS: u64 = 5_000;
-
-/// Starts the automatic checkpoints of `kiban serve`: every
-/// `KIBAN_CHECKPOINT_EVERY` events (default [`CHECKPOINT_EVERY_DEFAULT`]),
-/// signed with the key of `KIBAN_SIGNING_KEY` (or the development key).
-pub fn start_checkpointer(store: &Store, url: &str) -> anyhow::Result<()> {
-    let every = match std::env::var(CHECKPOINT_EVERY_VAR) {
-        Ok(value) => value
-            .parse::<u64>()
-            .with_context(|| format!("{CHECKPOINT_EVERY_VAR} must be a number of events"))?,
-        Err(_) => CHECKPOINT_EVERY_DEFAULT,
-    };
-    if every == 0 {
-        tracing::info!("automatic checkpoints are off");
-        return Ok(());
-    }
-    let key = signing_key(
-        url,
-        &KeyArgs {
-            signing_key: std::env::var_os("KIBAN_SIGNING_KEY").map(PathBuf::from),
-        },
-    )?;
-    tracing::info!(every, public_key = %key.public_key_hex(), "signing a checkpoint every {every} events");
-    store.spawn_checkpointer(key, every, Duration::from_millis(CHECKPOINT_POLL_MS));
-    Ok(())
+fn signing_key(url: &str, key: &KeyArgs) -> anyhow::Result<PlatformKey> {
+    kiban_system::config::signing_key(url, key.signing_key.as_deref())
 }
 
 async fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
     match command {
         CheckpointCommand::Create { store, key, json } => {
-            let platform = signing_key(&store.database_url, &key)?;
-            let store = open_store(&store.database_url).await?;
-            let created = store.create_checkpoint(&platform).await;
-            store.close().await;
-            match created? {
+            let key = key.signing_key.as_deref();
+            match audit::create_checkpoint(&store.database_url, key).await? {
                 Some(checkpoint) if json => println!("{}", serde_json::to_string(&checkpoint)?),
                 Some(checkpoint) => println!(
                     "checkpoint at position {}, hash {}, signed by {}",
@@ -315,11 +260,9 @@ async fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CheckpointCommand::Export { store, key, out } => {
-            let platform = signing_key(&store.database_url, &key)?;
-            let store = open_store(&store.database_url).await?;
-            let export = store.export_checkpoints(&platform.public_key()).await;
-            store.close().await;
-            let text = serde_json::to_string_pretty(&export?)?;
+            let key = key.signing_key.as_deref();
+            let export = audit::export_checkpoints(&store.database_url, key).await?;
+            let text = serde_json::to_string_pretty(&export)?;
             match out {
                 Some(path) => std::fs::write(&path, format!("{text}\n"))
                     .with_context(|| format!("cannot write {}", path.display()))?,
@@ -333,19 +276,7 @@ async fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
             public_key,
             json,
         } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let export: CheckpointExport =
-                serde_json::from_str(&text).context("not a checkpoint export")?;
-            if let Some(pinned) = public_key {
-                let pinned = parse_public_key(&pinned)?;
-                if parse_public_key(&export.public_key)? != pinned {
-                    anyhow::bail!(
-                        "the export is signed by {}, not by the public key you trust",
-                        export.public_key
-                    );
-                }
-            }
+            let export = audit::read_export(&file, public_key.as_deref())?;
             let store = open_store(&store.database_url).await?;
             let head = store.head().await?.position;
             let bar = progress_bar(head);

@@ -1,5 +1,13 @@
-//! `kiban`: the command line. It parses arguments and wires the library
-//! crates together; everything worth testing lives in those crates.
+//! `kiban`: the command line. It parses arguments and dispatches: the
+//! system starts through `kiban-system`, the demo, the simulation and the
+//! benchmarks run in `kiban-lab`; everything worth testing lives in those
+//! crates.
+//!
+//! Layout: `cli.rs` is the surface (the subcommands and where each goes);
+//! each subcommand module owns its clap arguments and its `run`; `args.rs`
+//! holds what several share (a leaf: it imports nothing of this crate, so
+//! the modules form no cycle). The lab's subcommands (`demo`, `simulate`,
+//! `bench`) bring their arguments from `kiban_lab::cli`.
 //!
 //! Exit codes (also in README.md):
 //! - `0` success;
@@ -10,30 +18,21 @@
 //! - `5` `kiban emit`: a message was rejected or got no receipt in time;
 //! - `6` a simulation interrupted (Ctrl-C); the same command resumes it.
 
+mod args;
 mod audit;
-mod bench_api;
-mod bench_ingest;
-mod bench_replay;
+mod bus;
 #[cfg(feature = "pcsc")]
 mod card;
 mod cli;
-mod commands;
 mod forget;
+mod log;
 mod replay;
-mod serving;
-mod simulate;
+mod serve;
 mod staff;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-
-/// Exit code for an append the store refused (nothing was written).
-const EXIT_REFUSED: u8 = 3;
-/// Exit code for a hash chain that does not verify.
-const EXIT_CHAIN_BROKEN: u8 = 4;
-/// Exit code for a simulation stopped by Ctrl-C (run it again to resume).
-const EXIT_INTERRUPTED: u8 = 6;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -48,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli.command)) {
+    match runtime.block_on(cli::run(cli.command)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("kiban: {error:#}");
@@ -67,7 +66,7 @@ fn exit_code_for(error: &anyhow::Error) -> ExitCode {
             | Error::MixedBatch { .. }
             | Error::Invalid(_)
             | Error::NotWriter(_),
-        ) => ExitCode::from(EXIT_REFUSED),
+        ) => ExitCode::from(args::EXIT_REFUSED),
         _ => ExitCode::FAILURE,
     }
 }

@@ -12,7 +12,7 @@ use clap::Subcommand;
 
 use kiban_events::ids::OfficeNumber;
 
-use crate::cli::StoreArgs;
+use crate::args::StoreArgs;
 
 /// `kiban admin …`
 #[derive(Debug, Subcommand)]
@@ -73,15 +73,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    // Opening the store first creates an SQLite file's directory and schema.
-    let events = crate::commands::open_store(&store.database_url).await?;
-    let db = kiban_projections::Db::open(&store.database_url)
-        .await
-        .context("opening the database")?;
-    let added = kiban_api::ui::staff::add_staff(&db, &office, &user, &password).await;
-    db.close().await;
-    events.close().await;
-    added?;
+    kiban_system::admin::add_staff(&store.database_url, &office, &user, &password).await?;
     println!("staff account {user} of office {office} is ready");
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,8 @@ use std::process::Command;
 
 /// For each kiban crate, the kiban crates it may depend on (normal and build
 /// dependencies; dev-dependencies are free). `events ← store ← engine ←
-/// projections / bus / api ← binary`; the card crate stands alone.
+/// projections / bus / api ← system ← lab ← binary`; the card crate stands
+/// alone.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("kiban-events", &[]),
     ("kiban-store", &["kiban-events"]),
@@ -28,12 +29,36 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("kiban-card", &[]),
+    (
+        "kiban-system",
+        &[
+            "kiban-events",
+            "kiban-store",
+            "kiban-engine",
+            "kiban-projections",
+            "kiban-bus",
+            "kiban-api",
+        ],
+    ),
+    (
+        "kiban-lab",
+        &[
+            "kiban-events",
+            "kiban-store",
+            "kiban-engine",
+            "kiban-projections",
+            "kiban-bus",
+            "kiban-api",
+            "kiban-system",
+        ],
+    ),
 ];
 
 /// Crates the pure domain crate must never depend on: it does no IO.
 const FORBIDDEN_IN_EVENTS: &[&str] = &["tokio", "sqlx", "async-nats", "axum", "reqwest", "pcsc"];
 
-fn workspace_dependencies() -> BTreeMap<String, Vec<(String, Option<String>)>> {
+/// The workspace's `cargo metadata` (no dependencies' own packages).
+fn metadata() -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
         .args([
@@ -50,8 +75,11 @@ fn workspace_dependencies() -> BTreeMap<String, Vec<(String, Option<String>)>> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    metadata["packages"]
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn workspace_dependencies() -> BTreeMap<String, Vec<(String, Option<String>)>> {
+    metadata()["packages"]
         .as_array()
         .unwrap()
         .iter()
@@ -108,4 +136,62 @@ fn the_domain_crate_does_no_io() {
         offending.is_empty(),
         "kiban-events depends on {offending:?}"
     );
+}
+
+/// Normal (not dev) dependencies of `package`, with their enabled features.
+fn normal_dependencies(package: &str) -> Vec<(String, Vec<String>)> {
+    let metadata = metadata();
+    let package = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == package)
+        .expect("the package is in the workspace");
+    package["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"].is_null())
+        .map(|d| {
+            let features = d["features"]
+                .as_array()
+                .map(|f| {
+                    f.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (d["name"].as_str().unwrap().to_owned(), features)
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_bus_crate_speaks_nats() {
+    let packages = workspace_dependencies();
+    let offending: Vec<&String> = packages
+        .iter()
+        .filter(|(name, _)| name.as_str() != "kiban-bus")
+        .filter(|(_, dependencies)| {
+            dependencies.iter().any(|(dependency, kind)| {
+                dependency == "async-nats" && kind.as_deref() != Some("dev")
+            })
+        })
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "async-nats outside kiban-bus: {offending:?}"
+    );
+}
+
+#[test]
+fn the_binary_does_not_depend_on_test_harnesses() {
+    for (dependency, features) in normal_dependencies("kiban") {
+        assert_ne!(dependency, "tempfile", "kiban depends on tempfile");
+        assert!(
+            !(dependency == "kiban-bus" && features.iter().any(|f| f == "testing")),
+            "kiban depends on kiban-bus's testing harness"
+        );
+    }
 }

@@ -210,7 +210,7 @@ async fn card_consent(base: &str, certs: &Path, pin: &str) -> Output {
 /// kiban serve opens it.
 async fn seed_person(dir: &Path) {
     onboard(dir).await;
-    let store = kiban::system::open_store(&sqlite_url(dir)).await.unwrap();
+    let store = kiban_system::open_store(&sqlite_url(dir)).await.unwrap();
     let engine = Arc::new(Engine::new(store.clone()));
     let insurer = InsurerNumber::parse(INSURER).unwrap();
     let context = |actor: Actor| {

@@ -36,19 +36,17 @@ mod generator;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use kiban_api::{AppState, ServeConfig};
-use kiban_engine::Engine;
-use kiban_projections::{Db, Projections, models};
+use anyhow::bail;
+use kiban_api::ServeConfig;
 use kiban_store::bench::{BenchBackend, Scratch};
 use kiban_store::{Store, StoreOptions};
+use kiban_system::{ApiOptions, SystemBuilder, Tls};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench_ingest::percentile_ms;
+use crate::latency::Latencies;
 use dataset::Population;
 use generator::{Generator, Kind, Sample};
 
@@ -208,29 +206,40 @@ async fn run_phases(
         "load: {} persons, {} offices, {} insurers",
         population.persons, population.offices, population.insurers
     );
-    let loaded = dataset::load(&store, population, &fingerprints, chrono::Utc::now()).await?;
+    let loaded = dataset::load(&store, population, &fingerprints, chrono::Utc::now()).await;
+    // The system opens the store itself; the loader's handle closes first.
+    store.close().await;
+    let loaded = loaded?;
     eprintln!(
         "load: {} events appended in {:.1} s; projections catching up",
         loaded.events, loaded.append_seconds
     );
     let caught_up = Instant::now();
-    let db = Db::open(scratch.url())
-        .await
-        .context("cannot open the read-model database")?;
-    let projections = Projections::start(db, store.clone(), models::all()).await?;
-    projections.wait_for(store.head().await?.position).await?;
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("valid");
+    // The API alone: queries need neither timers nor sealing keys.
+    let system = SystemBuilder::new(scratch.url(), certificates.path())
+        .api(Some(ApiOptions {
+            listen: loopback,
+            tls: Tls::Files(pki.tls.clone()),
+            card_trust: None,
+        }))
+        .timers(None)
+        .person_keys(false)
+        .start()
+        .await?;
+    let store = system.store.clone();
+    system
+        .projections
+        .wait_for(store.head().await?.position)
+        .await?;
     let projection_seconds = caught_up.elapsed().as_secs_f64();
     eprintln!("load: projections caught up in {projection_seconds:.1} s");
-
-    let engine = Arc::new(Engine::new(store.clone()));
-    let state = AppState::new(store.clone(), engine, projections.clone());
+    let api = system.api()?.addr;
     let cancel = CancellationToken::new();
-    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("valid");
     let config = ServeConfig {
         listen: loopback,
         tls: pki.tls.clone(),
     };
-    let api = kiban_api::serve(&config, state, cancel.clone()).await?;
     let ceiling =
         kiban_api::serve_router(&config, generator::trivial_router(), cancel.clone()).await?;
     let outcome = async {
@@ -245,15 +254,11 @@ async fn run_phases(
         let head_before = store.head().await?.position;
         let reads_before = generator.office_person_reads();
         eprintln!("phase 2/3: API, closed loop");
-        let closed = generator
-            .closed_loop(api.local_addr, warmup, duration)
-            .await?;
+        let closed = generator.closed_loop(api, warmup, duration).await?;
         let api_rps = closed.len() as f64 / duration.as_secs_f64();
         let target = api_rps * options.open_loop_percent as f64 / 100.0;
         eprintln!("phase 3/3: API, open loop at {target:.0} req/s");
-        let open = generator
-            .open_loop(api.local_addr, target, duration)
-            .await?;
+        let open = generator.open_loop(api, target, duration).await?;
         let head_after = store.head().await?.position;
 
         let errors = generator.errors();
@@ -304,16 +309,17 @@ async fn run_phases(
     }
     .await;
     cancel.cancel();
-    api.wait().await;
     ceiling.wait().await;
-    projections.stop().await;
-    store.close().await;
+    system.shutdown().await;
     outcome
 }
 
 fn quantile(samples: &[Sample], p: f64) -> f64 {
-    let latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
-    percentile_ms(&latencies, p)
+    let mut latencies = Latencies::new();
+    for sample in samples {
+        latencies.record(sample.latency);
+    }
+    latencies.percentile_ms(p)
 }
 
 fn by_kind(samples: &[Sample]) -> BTreeMap<&'static str, KindFigures> {
@@ -341,5 +347,5 @@ fn by_kind(samples: &[Sample]) -> BTreeMap<&'static str, KindFigures> {
 
 /// `kiban bench api`: runs and prints the report (and the JSON line).
 pub async fn run(options: ApiBenchOptions, json: bool) -> anyhow::Result<std::process::ExitCode> {
-    crate::commands::print_report(&bench_api(options).await?, json)
+    crate::report::print_report(&bench_api(options).await?, json)
 }

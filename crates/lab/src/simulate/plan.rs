@@ -34,11 +34,11 @@ pub struct Random(u64);
 impl Random {
     pub fn new(seed: u64, stream: u64) -> Self {
         let mut random = Random(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        random.next();
+        random.next_u64();
         random
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -48,12 +48,12 @@ impl Random {
 
     /// Uniform in `low..=high`.
     pub fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
+        low + self.next_u64() % (high - low + 1)
     }
 
     /// True with probability `percent` / 100.
     pub fn percent(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+        self.next_u64() % 100 < percent
     }
 }
 
@@ -83,12 +83,12 @@ impl Population {
 
     /// The office that plans the person's care (and files by proxy).
     pub fn office_of(&self, person: u64) -> String {
-        let index = Random::new(self.seed ^ 0x0FF1CE, person).next() % self.offices;
+        let index = Random::new(self.seed ^ 0x0FF1CE, person).next_u64() % self.offices;
         format!("{:02}{:08}", 1 + index % 47, index)
     }
 
     fn institution_of(&self, person: u64) -> String {
-        let index = Random::new(self.seed ^ 0xD0C7, person).next() % 50_000;
+        let index = Random::new(self.seed ^ 0xD0C7, person).next_u64() % 50_000;
         format!("{:02}{:08}", 1 + index % 47, index)
     }
 }
@@ -162,7 +162,7 @@ fn at(date: NaiveDate, hour: u32) -> DateTime<Utc> {
 
 fn document(random: &mut Random) -> Value {
     json!({
-        "sha256": format!("{:016x}{:016x}{:016x}{:016x}", random.next(), random.next(), random.next(), random.next()),
+        "sha256": format!("{:016x}{:016x}{:016x}{:016x}", random.next_u64(), random.next_u64(), random.next_u64(), random.next_u64()),
         "media_type": "application/pdf",
         "size_bytes": random.between(20_000, 400_000),
     })
@@ -260,7 +260,7 @@ impl Plan<'_> {
                 Some(seq),
                 json!({"scheduled_on": day(5)}),
             );
-            let outcome = self.random.next() % 100;
+            let outcome = self.random.next_u64() % 100;
             if outcome < 3 {
                 self.outcomes.withdrawn += 1;
                 self.ingest(
@@ -302,7 +302,7 @@ impl Plan<'_> {
             let level = if not_eligible {
                 "not_eligible"
             } else {
-                LEVELS[(self.random.next() % LEVELS.len() as u64) as usize]
+                LEVELS[(self.random.next_u64() % LEVELS.len() as u64) as usize]
             };
             self.ingest(
                 day(17),
@@ -436,7 +436,7 @@ impl Plan<'_> {
             }
             if self.random.percent(15) {
                 let stage = ["stage_1", "stage_2", "stage_3_1", "stage_3_2"]
-                    [(self.random.next() % 4) as usize];
+                    [(self.random.next_u64() % 4) as usize];
                 self.ingest(
                     august,
                     "insured.cost_limit_certificate_issued",
@@ -492,7 +492,7 @@ impl Plan<'_> {
     }
 
     fn copayment_certificate(&mut self, issued_on: NaiveDate, valid_from: NaiveDate) {
-        let ratio = match self.random.next() % 10 {
+        let ratio = match self.random.next_u64() % 10 {
             0 => 2,
             1 => 3,
             _ => 1,

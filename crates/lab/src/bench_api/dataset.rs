@@ -211,7 +211,7 @@ pub async fn load(
         )?;
         setup.push((insurer_stream(&insurer), script.events));
     }
-    let service_type = ServiceTypeCode::parse(kiban::system::DEV_OFFICE_SERVICE_TYPE)?;
+    let service_type = ServiceTypeCode::parse(kiban_system::dev_pki::DEV_OFFICE_SERVICE_TYPE)?;
     for (index, fingerprint) in fingerprints.iter().enumerate() {
         let office = population.office(index as u64);
         let mut script = Script::<Office>::new();

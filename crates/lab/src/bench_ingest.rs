@@ -26,31 +26,27 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishAckFuture};
 use chrono::{DateTime, TimeZone, Utc};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use kiban_bus::engine::EngineHandler;
-use kiban_bus::ingest::{MSG_ID_HEADER, Receipt, ReceiptStatus};
-use kiban_bus::relay::FileCheckpoints;
-use kiban_bus::routing::{Entitlements, NatsOfficeSink};
-use kiban_bus::streams::{StreamOptions, ensure_streams};
-use kiban_engine::Engine;
-use kiban_events::RecordedEvent;
-use kiban_events::ids::OfficeNumber;
+use kiban_bus::client::{Bus, OfficeFeed, Outgoing, Tapped};
+use kiban_bus::ingest::ReceiptStatus;
+use kiban_bus::routing::Entitlements;
+use kiban_bus::streams::StreamOptions;
+use kiban_events::ids::{InsurerNumber, OfficeNumber};
+use kiban_events::{EventType, RecordedEvent};
+use kiban_store::Store;
 use kiban_store::bench::{AppendBenchOptions, BenchBackend, Scratch, bench_append};
-use kiban_store::{Store, StoreOptions};
+use kiban_system::{BusOptions, SystemBuilder};
 use serde::Serialize;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::latency::Latencies;
+use crate::nats_server::{PRIVATE_EVENTS_MAX_BYTES, PrivateNatsServer};
 
 /// The insurer every benchmark message reports for.
 const BENCH_INSURER: &str = "131016";
@@ -158,25 +154,34 @@ pub async fn bench_ingest(options: IngestBenchOptions) -> anyhow::Result<IngestB
         bail!("--persons, --paced-seconds and --receipt-load-percent must be at least 1");
     }
     let _private_server;
-    let (nats_url, stream_options) = match &options.nats_url {
+    let (nats_url, streams) = match &options.nats_url {
         Some(url) => (url.clone(), StreamOptions::default()),
         None => {
-            let server = kiban_bus::testing::NatsServer::start()
+            let server = PrivateNatsServer::start()
                 .await
                 .context("cannot start a private nats-server (is it installed?)")?;
             let url = server.url();
             _private_server = server;
             // The private server's JetStream storage is limited: a smaller
             // KIBAN_EVENTS byte limit (the benchmark writes far less).
-            (url, kiban_bus::testing::stream_options(1))
+            let streams = StreamOptions {
+                events_max_bytes: PRIVATE_EVENTS_MAX_BYTES,
+                ..StreamOptions::default()
+            };
+            (url, streams)
         }
     };
-    let client = async_nats::connect(&nats_url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
     let messages = options.persons * MESSAGES_PER_PERSON;
     eprintln!("ceiling 1/2: raw JetStream publish of {messages} messages");
-    let raw = raw_jetstream_rate(&client, options.persons).await?;
+    let insurer = InsurerNumber::parse(BENCH_INSURER).expect("valid");
+    let raw = Bus::connect_nats(&nats_url)
+        .await?
+        .raw_jetstream_rate(
+            publish_order(0, options.persons).map(|(p, step)| (insurer.clone(), message(p, step))),
+            PUBLISH_WINDOW,
+        )
+        .await?
+        .context("the raw ceiling needs NATS")?;
     eprintln!(
         "ceiling 2/2: store append ({} events)",
         options.persons * EVENTS_PER_PERSON
@@ -188,36 +193,43 @@ pub async fn bench_ingest(options: IngestBenchOptions) -> anyhow::Result<IngestB
         events: options.persons * EVENTS_PER_PERSON,
     })
     .await?;
+    let bus = BusOptions::Nats {
+        url: nats_url,
+        streams,
+    };
     let scratch = Scratch::create(&options.backend).await?;
-    let outcome = run_ingest_phases(
-        &client,
-        &stream_options,
-        &scratch,
-        &options,
-        raw,
-        append.events_per_s,
-    )
-    .await;
+    let outcome = run_ingest_phases(bus, &scratch, &options, raw, append.events_per_s).await;
     scratch.remove().await;
     outcome
 }
 
 async fn run_ingest_phases(
-    client: &async_nats::Client,
-    stream_options: &StreamOptions,
+    bus: BusOptions,
     scratch: &Scratch,
     options: &IngestBenchOptions,
     raw_msgs_per_s: f64,
     append_events_per_s: f64,
 ) -> anyhow::Result<IngestBenchReport> {
     let checkpoints = tempfile::tempdir()?;
-    let store = Store::open(scratch.url(), StoreOptions::default()).await?;
-    let system = System::start(client, stream_options, &store, checkpoints.path()).await?;
+    let office = OfficeNumber::parse(BENCH_OFFICE).expect("valid");
+    let routed_to = office.clone();
+    // Ingest, relay and routing (every event to the benchmark's office);
+    // no timers, no sealing keys: what is measured is the bus path.
+    let system = SystemBuilder::new(scratch.url(), checkpoints.path())
+        .bus(bus)
+        .timers(None)
+        .person_keys(false)
+        .entitlements(move |_| EveryEventToOneOffice(routed_to))
+        .start()
+        .await?;
+    let store = system.store.clone();
+    let collector = Collector::start(&system.bus, office).await;
     let outcome = async {
+        let collector = collector?;
         let mut next_person = 0;
         eprintln!("phase 1/3: sustained ingest of {} persons", options.persons);
-        let sustained = system
-            .phase(client, &store, &mut next_person, options.persons, None)
+        let sustained = collector
+            .phase(&system.bus, &store, &mut next_person, options.persons, None)
             .await?;
         let msgs_per_s = sustained.messages as f64 / sustained.elapsed.as_secs_f64();
         let events_per_s = sustained.events as f64 / sustained.elapsed.as_secs_f64();
@@ -228,9 +240,9 @@ async fn run_ingest_phases(
             "phase 2/3: paced at {receipt_rate:.0} msgs/s for {} s",
             options.paced_seconds
         );
-        let receipts = system
+        let receipts = collector
             .phase(
-                client,
+                &system.bus,
                 &store,
                 &mut next_person,
                 persons,
@@ -245,9 +257,9 @@ async fn run_ingest_phases(
             "phase 3/3: paced at {} events/s for {} s",
             options.subscriber_events_per_s, options.paced_seconds
         );
-        let updates = system
+        let updates = collector
             .phase(
-                client,
+                &system.bus,
                 &store,
                 &mut next_person,
                 persons,
@@ -265,16 +277,15 @@ async fn run_ingest_phases(
             ingest_events_per_s: events_per_s,
             share_of_ceiling: events_per_s / raw_msgs_per_s.min(append_events_per_s),
             receipt_load_events_per_s: receipts.events as f64 / receipts.elapsed.as_secs_f64(),
-            receipt_p50_ms: percentile_ms(&receipts.receipt_latencies, 0.50),
-            receipt_p99_ms: percentile_ms(&receipts.receipt_latencies, 0.99),
+            receipt_p50_ms: receipts.receipt_latencies.percentile_ms(0.50),
+            receipt_p99_ms: receipts.receipt_latencies.percentile_ms(0.99),
             subscriber_load_events_per_s: updates.events as f64 / updates.elapsed.as_secs_f64(),
-            subscriber_p50_ms: percentile_ms(&updates.update_latencies, 0.50),
-            subscriber_p99_ms: percentile_ms(&updates.update_latencies, 0.99),
+            subscriber_p50_ms: updates.update_latencies.percentile_ms(0.50),
+            subscriber_p99_ms: updates.update_latencies.percentile_ms(0.99),
         })
     }
     .await;
-    system.stop().await;
-    store.close().await;
+    system.shutdown().await;
     outcome
 }
 
@@ -286,7 +297,7 @@ fn persons_for(msgs_per_s: f64, seconds: u64) -> u64 {
 }
 
 /// The whole-certification messages of one person, step `step` (0..8).
-fn message(person: u64, step: u64) -> (String, Uuid, Vec<u8>) {
+fn message(person: u64, step: u64) -> Outgoing {
     let day = |days: i64| -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0)
             .single()
@@ -346,11 +357,11 @@ fn message(person: u64, step: u64) -> (String, Uuid, Vec<u8>) {
         "occurred_at": day(days),
         "body": body,
     });
-    (
-        format!("kiban.ingest.{BENCH_INSURER}.{kind}"),
-        id,
-        serde_json::to_vec(&body).expect("JSON serialises"),
-    )
+    Outgoing {
+        event_id: id,
+        kind: EventType::parse(kind).expect("a valid event type"),
+        body: serde_json::to_vec(&body).expect("JSON serialises"),
+    }
 }
 
 /// The messages of persons `first..first + count` in publish order: groups
@@ -366,54 +377,6 @@ fn publish_order(first: u64, count: u64) -> impl Iterator<Item = (u64, u64)> {
         })
 }
 
-/// Publishes `persons` × 8 messages into a fresh stream nobody consumes.
-async fn raw_jetstream_rate(client: &async_nats::Client, persons: u64) -> anyhow::Result<f64> {
-    let context = jetstream::new(client.clone());
-    let name = "KIBAN_BENCH_RAW";
-    let _ = context.delete_stream(name).await;
-    context
-        .create_stream(jetstream::stream::Config {
-            name: name.to_owned(),
-            subjects: vec!["kiban-bench-raw.>".to_owned()],
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .context("cannot create the raw benchmark stream")?;
-    let mut window = FuturesUnordered::new();
-    let started = Instant::now();
-    let mut count = 0u64;
-    for (person, step) in publish_order(0, persons) {
-        let (subject, id, body) = message(person, step);
-        let subject = subject.replacen("kiban.ingest", "kiban-bench-raw", 1);
-        window.push(publish(&context, subject, id, body).await?.into_future());
-        count += 1;
-        if window.len() >= PUBLISH_WINDOW {
-            window.next().await.expect("not empty")?;
-        }
-    }
-    while let Some(ack) = window.next().await {
-        ack?;
-    }
-    let rate = count as f64 / started.elapsed().as_secs_f64();
-    let _ = context.delete_stream(name).await;
-    Ok(rate)
-}
-
-async fn publish(
-    context: &jetstream::Context,
-    subject: String,
-    id: Uuid,
-    body: Vec<u8>,
-) -> anyhow::Result<PublishAckFuture> {
-    let mut headers = HeaderMap::new();
-    headers.insert(MSG_ID_HEADER, id.to_string().as_str());
-    context
-        .publish_with_headers(subject, headers, body.into())
-        .await
-        .context("JetStream publish")
-}
-
 /// Every event goes to the benchmark's office.
 struct EveryEventToOneOffice(OfficeNumber);
 
@@ -423,14 +386,11 @@ impl Entitlements for EveryEventToOneOffice {
     }
 }
 
-/// Ingest, relay and routing running, with collectors of receipts and
-/// office updates.
-struct System {
-    cancel: CancellationToken,
-    tasks: tokio::task::JoinSet<()>,
+/// Receipts and office updates, counted and timed.
+struct Collector {
     sent: Arc<Mutex<HashMap<Uuid, Instant>>>,
-    receipt_latencies: Arc<Mutex<Vec<Duration>>>,
-    update_latencies: Arc<Mutex<Vec<Duration>>>,
+    receipt_latencies: Arc<Mutex<Latencies>>,
+    update_latencies: Arc<Mutex<Latencies>>,
     receipts: Arc<AtomicU64>,
     rejections: Arc<AtomicU64>,
     updates: Arc<AtomicU64>,
@@ -441,58 +401,13 @@ struct Phase {
     messages: u64,
     events: u64,
     elapsed: Duration,
-    receipt_latencies: Vec<Duration>,
-    update_latencies: Vec<Duration>,
+    receipt_latencies: Latencies,
+    update_latencies: Latencies,
 }
 
-impl System {
-    async fn start(
-        client: &async_nats::Client,
-        stream_options: &StreamOptions,
-        store: &Store,
-        checkpoints: &std::path::Path,
-    ) -> anyhow::Result<System> {
-        let context = jetstream::new(client.clone());
-        ensure_streams(&context, stream_options).await?;
-        let cancel = CancellationToken::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        let engine = Arc::new(Engine::new(store.clone()));
-        let handler = Arc::new(EngineHandler::new(engine));
-        let (ingest_client, stop) = (client.clone(), cancel.clone());
-        tasks.spawn(async move {
-            if let Err(error) = kiban_bus::ingest::run_ingest(ingest_client, handler, stop).await {
-                eprintln!("ingest stopped: {error}");
-            }
-        });
-        let (relay_client, relay_store, stop) = (client.clone(), store.clone(), cancel.clone());
-        tasks.spawn(async move {
-            if let Err(error) = kiban_bus::relay::run_relay(relay_client, relay_store, stop).await {
-                eprintln!("relay stopped: {error}");
-            }
-        });
-        let office = OfficeNumber::parse(BENCH_OFFICE).expect("valid");
-        let (routing_store, sink, stop) = (
-            store.clone(),
-            NatsOfficeSink::new(client.clone()),
-            cancel.clone(),
-        );
-        let checkpoints = FileCheckpoints::new(checkpoints);
-        let entitlements = EveryEventToOneOffice(office.clone());
-        tasks.spawn(async move {
-            let routed = kiban_bus::routing::run_routing(
-                &routing_store,
-                &entitlements,
-                &checkpoints,
-                &sink,
-                stop,
-            );
-            if let Err(error) = routed.await {
-                eprintln!("routing stopped: {error}");
-            }
-        });
-        let system = System {
-            cancel,
-            tasks,
+impl Collector {
+    async fn start(bus: &Bus, office: OfficeNumber) -> anyhow::Result<Collector> {
+        let collector = Collector {
             sent: Arc::default(),
             receipt_latencies: Arc::default(),
             update_latencies: Arc::default(),
@@ -500,26 +415,15 @@ impl System {
             rejections: Arc::default(),
             updates: Arc::default(),
         };
-        system.collect(client, office).await?;
-        Ok(system)
+        collector.collect(bus, office).await?;
+        Ok(collector)
     }
 
     /// Subscribes to the receipts and the office's updates (before anything
     /// is published) and counts and times what arrives.
-    async fn collect(
-        &self,
-        client: &async_nats::Client,
-        office: OfficeNumber,
-    ) -> anyhow::Result<()> {
-        let mut receipts = client
-            .subscribe(kiban_bus::subjects::receipt_subject(
-                &BENCH_INSURER.parse().expect("valid"),
-            ))
-            .await?;
-        let mut updates = client
-            .subscribe(kiban_bus::subjects::office_updates_subject(&office))
-            .await?;
-        client.flush().await?;
+    async fn collect(&self, bus: &Bus, office: OfficeNumber) -> anyhow::Result<()> {
+        let mut receipts = bus.tap_receipts().await?;
+        let mut updates = OfficeFeed::connect(bus, office).await?;
         let (sent, latencies, count, rejections) = (
             self.sent.clone(),
             self.receipt_latencies.clone(),
@@ -527,11 +431,13 @@ impl System {
             self.rejections.clone(),
         );
         tokio::spawn(async move {
-            while let Some(message) = receipts.next().await {
-                let arrived = Instant::now();
-                let Ok(receipt) = serde_json::from_slice::<Receipt>(&message.payload) else {
-                    continue;
+            loop {
+                let receipt = match receipts.next().await {
+                    Tapped::Item(receipt) => receipt,
+                    Tapped::Missed => continue,
+                    Tapped::Ended => break,
                 };
+                let arrived = Instant::now();
                 if receipt.status == ReceiptStatus::Rejected {
                     eprintln!("rejected: {:?} {:?}", receipt.code, receipt.message);
                     rejections.fetch_add(1, Ordering::Relaxed);
@@ -543,20 +449,19 @@ impl System {
                     latencies
                         .lock()
                         .expect("not poisoned")
-                        .push(arrived - published);
+                        .record(arrived - published);
                     count.fetch_add(1, Ordering::Relaxed);
                 }
             }
         });
         let (latencies, count) = (self.update_latencies.clone(), self.updates.clone());
         tokio::spawn(async move {
-            while let Some(message) = updates.next().await {
-                let arrived = Utc::now();
-                if let Ok(event) = serde_json::from_slice::<RecordedEvent>(&message.payload) {
-                    let latency = (arrived - event.recorded_at).to_std().unwrap_or_default();
-                    latencies.lock().expect("not poisoned").push(latency);
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
+            while let Ok(event) = updates.next().await {
+                let latency = (Utc::now() - event.recorded_at)
+                    .to_std()
+                    .unwrap_or_default();
+                latencies.lock().expect("not poisoned").record(latency);
+                count.fetch_add(1, Ordering::Relaxed);
             }
         });
         Ok(())
@@ -567,18 +472,20 @@ impl System {
     /// and every office update, and returns what was measured.
     async fn phase(
         &self,
-        client: &async_nats::Client,
+        bus: &Bus,
         store: &Store,
         next_person: &mut u64,
         persons: u64,
         rate: Option<f64>,
     ) -> anyhow::Result<Phase> {
-        let context = jetstream::new(client.clone());
+        let mut publisher = bus
+            .windowed_publisher(PUBLISH_WINDOW)
+            .context("the ingest benchmark runs on NATS")?;
+        let insurer = InsurerNumber::parse(BENCH_INSURER).expect("valid");
         let head_before = store.head().await?.position;
         let receipts_before = self.receipts.load(Ordering::Relaxed);
         self.receipt_latencies.lock().expect("not poisoned").clear();
         self.update_latencies.lock().expect("not poisoned").clear();
-        let mut window = FuturesUnordered::new();
         let started = Instant::now();
         let mut published = 0u64;
         for (person, step) in publish_order(*next_person, persons) {
@@ -588,20 +495,15 @@ impl System {
                     tokio::time::sleep_until(due.into()).await;
                 }
             }
-            let (subject, id, body) = message(person, step);
+            let message = message(person, step);
             self.sent
                 .lock()
                 .expect("not poisoned")
-                .insert(id, Instant::now());
-            window.push(publish(&context, subject, id, body).await?.into_future());
+                .insert(message.event_id, Instant::now());
+            publisher.publish(&insurer, &message).await?;
             published += 1;
-            while window.len() >= PUBLISH_WINDOW {
-                window.next().await.expect("not empty")?;
-            }
         }
-        while let Some(ack) = window.next().await {
-            ack?;
-        }
+        publisher.finish().await?;
         *next_person += persons;
         let expected_events = persons * EVENTS_PER_PERSON;
         let deadline = Instant::now() + Duration::from_secs(DRAIN_TIMEOUT_S);
@@ -641,20 +543,4 @@ impl System {
             ),
         })
     }
-
-    async fn stop(mut self) {
-        self.cancel.cancel();
-        while self.tasks.join_next().await.is_some() {}
-    }
-}
-
-/// The `p` quantile of `latencies`, in milliseconds (0 when empty).
-pub(crate) fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
-    if latencies.is_empty() {
-        return 0.0;
-    }
-    let mut sorted = latencies.to_vec();
-    sorted.sort_unstable();
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
 }

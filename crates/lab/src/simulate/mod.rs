@@ -31,9 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::{Datelike, NaiveDate, Utc};
 use futures::StreamExt;
-use kiban_bus::engine::EngineHandler;
-use kiban_bus::ingest::{MSG_ID_HEADER, Receipt, ReceiptStatus};
-use kiban_bus::local::LocalBus;
+use kiban_bus::client::{Bus, Outgoing, Tapped};
+use kiban_bus::ingest::{Receipt, ReceiptStatus};
 use kiban_bus::routing::Entitlements;
 use kiban_engine::{CommandContext, Engine, EngineError, Timers};
 use kiban_events::RecordedEvent;
@@ -42,10 +41,12 @@ use kiban_events::domain::insurer::{Insurer, InsurerCommand, PLATFORM_START};
 use kiban_events::envelope::{Actor, EventId, StreamName};
 use kiban_events::ids::{InsurerNumber, OfficeNumber};
 use kiban_store::Store;
+use kiban_system::{BusOptions, ReadModelEntitlements, SystemBuilder};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::latency::Latencies;
 use plan::{Action, Outcomes, Planned, Population, plan_person};
 
 /// Municipal messages published and not yet answered by a receipt, at most
@@ -235,34 +236,48 @@ pub async fn simulate(
     };
     let resumed_from_chunk = checkpoint.next_chunk;
 
-    let store = crate::commands::open_store(&options.database_url).await?;
-    let engine = Arc::new(Engine::new(store.clone()));
-    let db = kiban_projections::Db::open(&options.database_url).await?;
-    let projections = kiban_projections::Projections::start(
-        db.clone(),
-        store.clone(),
-        kiban_projections::models::all(),
-    )
-    .await?;
-    let cancel = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
     // Simulated time: the municipalities' facts are checked as of the
     // horizon's end, so a horizon after today is allowed.
     let horizon_end = plan::at_noon(end);
-    let handler = Arc::new(EngineHandler::with_clock(
-        Arc::clone(&engine),
-        Arc::new(move || horizon_end),
-    ));
-    let transport = Transport::start(
-        options.nats_url.as_deref(),
-        &store,
-        handler,
-        &projections,
-        options.checkpoint.with_extension("routing"),
-        &cancel,
-        &mut tasks,
-    )
-    .await?;
+    let routed = Arc::new(Routed::default());
+    let counted = Arc::clone(&routed);
+    let bus = match &options.nats_url {
+        Some(url) => BusOptions::Nats {
+            url: url.clone(),
+            streams: Default::default(),
+        },
+        None => BusOptions::InProcess,
+    };
+    let data_dir = options
+        .checkpoint
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let system = SystemBuilder::new(options.database_url.clone(), data_dir)
+        .bus(bus)
+        // The timers run once, at the end of the horizon (below).
+        .timers(None)
+        .person_keys(false)
+        .ingest_clock(Arc::new(move || horizon_end))
+        // Beside the run's checkpoint: a resumed run routes on from where
+        // it stopped instead of sending every update again.
+        .routing_checkpoints(options.checkpoint.with_extension("routing"))
+        .entitlements(move |projections| CountingEntitlements {
+            inner: ReadModelEntitlements::new(projections.clone()),
+            progress: counted,
+        })
+        .start()
+        .await?;
+    let (store, engine, projections) = (
+        system.store.clone(),
+        Arc::clone(&system.engine),
+        system.projections.clone(),
+    );
+    let db = projections.db().clone();
+    let transport = Transport {
+        bus: system.bus.clone(),
+        routed,
+    };
     let collector = Collector::start(&transport).await?;
 
     let outcome = async {
@@ -358,8 +373,8 @@ pub async fn simulate(
             overdue_in_projection: overdue,
             elapsed_s: checkpoint.elapsed_s,
             events_per_s: events as f64 / checkpoint.elapsed_s.max(1e-9),
-            subscriber_p50_ms: crate::bench_ingest::percentile_ms(&latencies, 0.50),
-            subscriber_p99_ms: crate::bench_ingest::percentile_ms(&latencies, 0.99),
+            subscriber_p50_ms: latencies.percentile_ms(0.50),
+            subscriber_p99_ms: latencies.percentile_ms(0.99),
             projection_lag_max: lag_max,
             store_bytes,
             bytes_per_million_events: store_bytes
@@ -371,10 +386,7 @@ pub async fn simulate(
         }))
     }
     .await;
-    cancel.cancel();
-    while tasks.join_next().await.is_some() {}
-    projections.stop().await;
-    store.close().await;
+    system.shutdown().await;
     outcome
 }
 
@@ -491,13 +503,7 @@ async fn send(
         .wait_until_in_flight_at_most(IN_FLIGHT_MAX - 1)
         .await?;
     collector.sent(*id.as_uuid());
-    transport
-        .publish(
-            format!("kiban.ingest.{insurer}.{kind}"),
-            id.to_string(),
-            serde_json::to_vec(&message)?,
-        )
-        .await
+    transport.publish(insurer, message).await
 }
 
 async fn run_chunk(
@@ -650,7 +656,7 @@ fn peak_rss_bytes() -> Option<u64> {
 
 /// The read models' entitlements, counting what routing has done so far.
 struct CountingEntitlements {
-    inner: kiban::entitlements::ReadModelEntitlements,
+    inner: ReadModelEntitlements,
     progress: Arc<Routed>,
 }
 
@@ -674,118 +680,29 @@ impl Entitlements for CountingEntitlements {
     }
 }
 
-/// The bus the municipal messages travel on.
-enum Transport {
-    Local(LocalBus, Arc<Routed>),
-    Nats(async_nats::Client, Arc<Routed>),
+/// The bus the municipal messages travel on, and what routing has done.
+struct Transport {
+    bus: Bus,
+    routed: Arc<Routed>,
 }
 
 impl Transport {
-    async fn start(
-        nats_url: Option<&str>,
-        store: &Store,
-        handler: Arc<EngineHandler<Store>>,
-        projections: &kiban_projections::Projections,
-        routing_checkpoints: PathBuf,
-        cancel: &CancellationToken,
-        tasks: &mut tokio::task::JoinSet<()>,
-    ) -> anyhow::Result<Transport> {
-        let routed = Arc::new(Routed::default());
-        let entitlements = CountingEntitlements {
-            inner: kiban::entitlements::ReadModelEntitlements::new(projections.clone()),
-            progress: routed.clone(),
-        };
-        // Beside the run's checkpoint: a resumed run routes on from where
-        // it stopped instead of sending every update again.
-        let checkpoints = kiban_bus::relay::FileCheckpoints::new(routing_checkpoints);
-        let (store, stop) = (store.clone(), cancel.clone());
-        match nats_url {
-            Some(url) => {
-                let client = async_nats::connect(url)
-                    .await
-                    .with_context(|| format!("cannot connect to NATS at {url}"))?;
-                let context = async_nats::jetstream::new(client.clone());
-                kiban_bus::streams::ensure_streams(&context, &Default::default()).await?;
-                let (ingest_client, ingest_stop) = (client.clone(), stop.clone());
-                tasks.spawn(async move {
-                    if let Err(error) =
-                        kiban_bus::ingest::run_ingest(ingest_client, handler, ingest_stop).await
-                    {
-                        eprintln!("ingest stopped: {error}");
-                    }
-                });
-                let (relay_client, relay_store, relay_stop) =
-                    (client.clone(), store.clone(), stop.clone());
-                tasks.spawn(async move {
-                    if let Err(error) =
-                        kiban_bus::relay::run_relay(relay_client, relay_store, relay_stop).await
-                    {
-                        eprintln!("relay stopped: {error}");
-                    }
-                });
-                let sink = kiban_bus::routing::NatsOfficeSink::new(client.clone());
-                spawn_routing(tasks, store, entitlements, checkpoints, sink, stop);
-                Ok(Transport::Nats(client, routed))
-            }
-            None => {
-                let bus = LocalBus::new();
-                let (consumer, ingest_stop) = (bus.clone(), stop.clone());
-                tasks.spawn(async move {
-                    if let Err(error) = consumer.run_ingest(handler, ingest_stop).await {
-                        eprintln!("ingest stopped: {error}");
-                    }
-                });
-                spawn_routing(tasks, store, entitlements, checkpoints, bus.sink(), stop);
-                Ok(Transport::Local(bus, routed))
-            }
-        }
-    }
-
     fn routed(&self) -> &Routed {
-        match self {
-            Transport::Local(_, routed) | Transport::Nats(_, routed) => routed,
-        }
+        &self.routed
     }
 
     fn name(&self) -> &'static str {
-        match self {
-            Transport::Local(..) => "in-process bus",
-            Transport::Nats(..) => "NATS JetStream",
+        match self.bus {
+            Bus::Local(..) => "in-process bus",
+            Bus::Nats { .. } => "NATS JetStream",
         }
     }
 
-    async fn publish(&self, subject: String, id: String, body: Vec<u8>) -> anyhow::Result<()> {
-        match self {
-            Transport::Local(bus, _) => Ok(bus.publish_ingest(&subject, Some(&id), body).await?),
-            Transport::Nats(client, _) => {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(MSG_ID_HEADER, id.as_str());
-                async_nats::jetstream::new(client.clone())
-                    .publish_with_headers(subject, headers, body.into())
-                    .await
-                    .context("publishing to JetStream")?;
-                Ok(())
-            }
-        }
+    async fn publish(&self, insurer: &str, message: serde_json::Value) -> anyhow::Result<()> {
+        let insurer = InsurerNumber::parse(insurer)?;
+        let message = Outgoing::from_json(message)?;
+        Ok(self.bus.publish_ingest(&insurer, &message).await?)
     }
-}
-
-/// Runs the office routing as one of the simulation's tasks.
-fn spawn_routing<K: kiban_bus::routing::OfficeSink + 'static>(
-    tasks: &mut tokio::task::JoinSet<()>,
-    store: Store,
-    entitlements: CountingEntitlements,
-    checkpoints: kiban_bus::relay::FileCheckpoints,
-    sink: K,
-    stop: CancellationToken,
-) {
-    tasks.spawn(async move {
-        let routed =
-            kiban_bus::routing::run_routing(&store, &entitlements, &checkpoints, &sink, stop);
-        if let Err(error) = routed.await {
-            eprintln!("routing stopped: {error}");
-        }
-    });
 }
 
 /// Receipts and office updates, counted and timed.
@@ -794,7 +711,7 @@ struct Collector {
     answered: Arc<tokio::sync::Notify>,
     rejected: Arc<Mutex<Vec<String>>>,
     updates: Arc<AtomicU64>,
-    latencies: Arc<Mutex<Vec<Duration>>>,
+    latencies: Arc<Mutex<Latencies>>,
     lagged: Arc<AtomicBool>,
 }
 
@@ -830,52 +747,30 @@ impl Collector {
             let latency = (Utc::now() - event.recorded_at)
                 .to_std()
                 .unwrap_or_default();
-            latencies.lock().expect("not poisoned").push(latency);
+            latencies.lock().expect("not poisoned").record(latency);
             updates.fetch_add(1, Ordering::Relaxed);
         };
-        match transport {
-            Transport::Local(bus, _) => {
-                let mut receipts = bus.subscribe_all_receipts();
-                tokio::spawn(async move {
-                    while let Ok((_, receipt)) = receipts.recv().await {
-                        on_receipt(receipt);
-                    }
-                });
-                let mut updates = bus.subscribe_all_updates();
-                let lagged = collector.lagged.clone();
-                tokio::spawn(async move {
-                    loop {
-                        match updates.recv().await {
-                            Ok((_, event)) => on_update(&event),
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                                lagged.store(true, Ordering::Relaxed);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                });
+        let mut receipts = transport.bus.tap_receipts().await?;
+        tokio::spawn(async move {
+            loop {
+                match receipts.next().await {
+                    Tapped::Item(receipt) => on_receipt(receipt),
+                    Tapped::Missed => {}
+                    Tapped::Ended => break,
+                }
             }
-            Transport::Nats(client, _) => {
-                let mut receipts = client.subscribe("kiban.receipts.>").await?;
-                let mut updates = client.subscribe("kiban.offices.*.updates").await?;
-                client.flush().await?;
-                tokio::spawn(async move {
-                    while let Some(message) = receipts.next().await {
-                        if let Ok(receipt) = serde_json::from_slice(&message.payload) {
-                            on_receipt(receipt);
-                        }
-                    }
-                });
-                tokio::spawn(async move {
-                    while let Some(message) = updates.next().await {
-                        if let Ok(event) = serde_json::from_slice::<RecordedEvent>(&message.payload)
-                        {
-                            on_update(&event);
-                        }
-                    }
-                });
+        });
+        let mut updates = transport.bus.tap_office_updates().await?;
+        let lagged = collector.lagged.clone();
+        tokio::spawn(async move {
+            loop {
+                match updates.next().await {
+                    Tapped::Item(event) => on_update(&event),
+                    Tapped::Missed => lagged.store(true, Ordering::Relaxed),
+                    Tapped::Ended => break,
+                }
             }
-        }
+        });
         Ok(collector)
     }
 
@@ -931,7 +826,7 @@ impl Collector {
         }
     }
 
-    fn update_latencies(&self) -> Vec<Duration> {
+    fn update_latencies(&self) -> Latencies {
         std::mem::take(&mut *self.latencies.lock().expect("not poisoned"))
     }
 }

@@ -36,7 +36,6 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
-use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use kiban_events::StreamName;
 use kiban_events::envelope::{Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload};
@@ -46,8 +45,7 @@ use kiban_store::{Store, StoreOptions, VerifyReport};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::cli::Backend;
-use crate::commands::bench_backend;
+use crate::report::{Backend, bench_backend};
 
 /// Concurrent appending tasks while writing the scratch log.
 const WRITERS: usize = 64;
@@ -140,43 +138,27 @@ impl fmt::Display for ReplayBenchReport {
     }
 }
 
-/// `kiban bench replay`.
-#[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// Which backend(s) to measure, one after the other.
-    #[arg(long, value_enum, default_value = "both")]
-    pub backend: ReplayBackend,
+/// What `kiban bench replay` was asked.
+#[derive(Debug, Clone)]
+pub struct ReplayRun {
+    /// The backends to measure, one after the other.
+    pub backends: Vec<Backend>,
     /// postgres: a server URL on which the benchmark may create (and drops
-    /// afterwards) a database; sqlite: ignored.
-    #[arg(long, env = "KIBAN_BENCH_DATABASE_URL")]
+    /// afterwards) a database.
     pub database_url: Option<String>,
     /// sqlite: the directory for the benchmark's fresh database file.
-    #[arg(long, default_value = "./kiban-data/bench")]
     pub directory: PathBuf,
-    /// Events to write and replay (rounded up to whole persons of 13).
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Events to write and replay.
     pub events: u64,
     /// Print one JSON object per backend as the last lines.
-    #[arg(long)]
     pub json: bool,
 }
 
-/// `--backend` of `kiban bench replay`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReplayBackend {
-    Sqlite,
-    Postgres,
-    Both,
-}
-
-pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let backends: &[Backend] = match args.backend {
-        ReplayBackend::Sqlite => &[Backend::Sqlite],
-        ReplayBackend::Postgres => &[Backend::Postgres],
-        ReplayBackend::Both => &[Backend::Sqlite, Backend::Postgres],
-    };
+/// `kiban bench replay`: runs on each backend, prints each report, then
+/// (with `--json`) one JSON line per backend.
+pub async fn run(args: ReplayRun) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
-    for &backend in backends {
+    for &backend in &args.backends {
         let backend = bench_backend(backend, args.database_url.clone(), args.directory.clone())?;
         let report = bench_replay(ReplayBenchOptions {
             backend,

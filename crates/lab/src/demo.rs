@@ -51,8 +51,8 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::clients::{Municipality, OfficeFeed, Outgoing, japanese_name};
-use crate::system::{System, SystemOptions};
+use kiban_bus::client::{Municipality, OfficeFeed, Outgoing, japanese_name};
+use kiban_system::{ApiOptions, BusOptions, System, SystemBuilder, Tls};
 
 /// The demo town's insurer (保険者番号).
 pub const DEMO_INSURER: &str = "131016";
@@ -69,6 +69,9 @@ pub const PERSONS: u32 = 50;
 pub const SUBSIDY_EXPECTED_YEN: u64 = 37_400;
 /// The demo's `KIBAN_EVENTS` size limit, in bytes (256 MiB).
 pub const DEMO_EVENTS_MAX_BYTES: i64 = 256 * 1024 * 1024;
+/// How often the demo's timers tick, in milliseconds: a demo day passes in
+/// about a second, so the timers look several times a day.
+pub const DEMO_TIMER_INTERVAL_MS: u64 = 250;
 /// How long the demo waits for a receipt or an update before it gives up.
 const WAIT_SECS: u64 = 30;
 
@@ -107,21 +110,36 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("kiban.db").display()));
     let start = demo_start(Utc::now());
     let clock = DemoClock::new(start);
-    let mut system_options = SystemOptions::new(database_url, options.listen, data_dir);
-    system_options.nats_url = options.nats_url.clone();
-    system_options.clock = clock.as_clock();
-    system_options.timer_interval = Duration::from_millis(250);
-    // A town's month is a few hundred events: a small KIBAN_EVENTS fits any
-    // nats-server's storage.
-    system_options.streams.events_max_bytes = DEMO_EVENTS_MAX_BYTES;
-    let mut system = System::start(system_options).await?;
+    let bus = match &options.nats_url {
+        Some(url) => BusOptions::Nats {
+            url: url.clone(),
+            // A town's month is a few hundred events: a small KIBAN_EVENTS
+            // fits any nats-server's storage.
+            streams: kiban_bus::streams::StreamOptions {
+                events_max_bytes: DEMO_EVENTS_MAX_BYTES,
+                ..Default::default()
+            },
+        },
+        None => BusOptions::InProcess,
+    };
+    let mut system = SystemBuilder::new(database_url, data_dir)
+        .bus(bus)
+        .api(Some(ApiOptions {
+            listen: options.listen,
+            tls: Tls::Development,
+            card_trust: None,
+        }))
+        .clock(clock.as_clock())
+        .timers(Some(Duration::from_millis(DEMO_TIMER_INTERVAL_MS)))
+        .start()
+        .await?;
     let out = Out::new(options.script, options.fast);
     out.title("kiban demo — 介護情報基盤 in a small town (一つの保険者、二つの事業所、一つの診療所、50人)");
     out.note(&format!(
         "API {} · {} · store {}",
-        system.base_url(),
+        system.base_url().unwrap_or_default(),
         system.bus.describe(),
-        crate::system::redact_url(
+        kiban_system::redact_url(
             &options
                 .database_url
                 .clone()
@@ -134,7 +152,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
         (task, error) = system.failed() => Err(anyhow::anyhow!("{task} stopped: {error}")),
     };
     if let Err(error) = outcome {
-        system.stop().await;
+        system.shutdown().await;
         return Err(error);
     }
     clock.real_time();
@@ -144,7 +162,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
     }
     if options.script {
         out.line("demo finished (script mode exits here)");
-        system.stop().await;
+        system.shutdown().await;
         return Ok(ExitCode::SUCCESS);
     }
     out.line("Ctrl-C to stop.");
@@ -152,7 +170,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
         signal = tokio::signal::ctrl_c() => signal.context("cannot listen for Ctrl-C"),
         (task, error) = system.failed() => Err(anyhow::anyhow!("{task} stopped: {error}")),
     };
-    system.stop().await;
+    system.shutdown().await;
     waited.map(|()| ExitCode::SUCCESS)
 }
 
@@ -329,6 +347,19 @@ impl Received {
     }
 }
 
+/// The federation's principal (the consent platform).
+const FEDERATION: &str = "kiban:federation";
+
+/// Who acts in the story: the principals that call the API, and the town's
+/// persons (the first four have parts; the rest are "the town").
+struct Cast {
+    office_t01: String,
+    office_t02: String,
+    office_b: String,
+    clinic: String,
+    persons: Vec<String>,
+}
+
 struct Story {
     clock: DemoClock,
     out: Out,
@@ -346,6 +377,7 @@ struct Story {
 impl Story {
     async fn new(system: &System, clock: DemoClock, out: Out) -> anyhow::Result<Story> {
         let dev = system
+            .api()?
             .dev
             .as_ref()
             .context("the demo runs with development certificates")?;
@@ -388,7 +420,7 @@ impl Story {
             municipality: tokio::sync::Mutex::new(municipality),
             received,
             http,
-            base: system.base_url(),
+            base: system.base_url().context("the demo runs with the API")?,
             run: (Utc::now().timestamp() % 100_000) as u32,
         })
     }
@@ -492,20 +524,47 @@ impl Story {
     }
 
     async fn play(&self) -> anyhow::Result<()> {
-        let office_t01 = format!("kiban:office:{OFFICE_A}:terminal:T-01");
-        let office_t02 = format!("kiban:office:{OFFICE_A}:terminal:T-02");
-        let office_b = format!("kiban:office:{OFFICE_B}:terminal:T-01");
-        let federation = "kiban:federation";
-        let clinic = format!("kiban:medical:{CLINIC}");
-        let persons: Vec<String> = (1..=PERSONS).map(|n| self.person(n)).collect();
-        let (p1, p2, p3, p4) = (&persons[0], &persons[1], &persons[2], &persons[3]);
+        let cast = Cast {
+            office_t01: format!("kiban:office:{OFFICE_A}:terminal:T-01"),
+            office_t02: format!("kiban:office:{OFFICE_A}:terminal:T-02"),
+            office_b: format!("kiban:office:{OFFICE_B}:terminal:T-01"),
+            clinic: format!("kiban:medical:{CLINIC}"),
+            persons: (1..=PERSONS).map(|n| self.person(n)).collect(),
+        };
+        self.join(&cast).await?;
+        self.consents_and_filing(&cast).await?;
+        self.investigations(&cast).await?;
+        self.visits_and_opinions(&cast).await?;
+        self.judgments(&cast).await?;
+        self.decisions(&cast).await?;
+        self.renewal_and_home_modification(&cast).await?;
+        self.care_plan_office(&cast).await?;
+        self.card_reader_subsidy(&cast).await?;
+        self.lost_terminal(&cast).await?;
+        self.deadline(&cast).await?;
+        self.out.title("the month is over");
+        Ok(())
+    }
 
+    /// Day 0: the town joins the platform.
+    async fn join(&self, _cast: &Cast) -> anyhow::Result<()> {
         self.at_day(0, "the town joins the platform (保険者の参加)")
             .await;
         self.join_platform().await?;
         self.out.note(&format!(
             "{PERSONS} insured persons live in the town (被保険者)"
         ));
+        Ok(())
+    }
+
+    /// Day 1: consents (after a simulated card check) and applications, by proxy and by the town.
+    async fn consents_and_filing(&self, cast: &Cast) -> anyhow::Result<()> {
+        let office_t01 = &cast.office_t01;
+        let federation = FEDERATION;
+        let town = &cast.persons[3..];
+        let p1 = &cast.persons[0];
+        let p2 = &cast.persons[1];
+        let p3 = &cast.persons[2];
         self.at_day(1, "consents and proxy applications (同意・代行申請)")
             .await;
         for person in [p1, p2, p3] {
@@ -523,7 +582,6 @@ impl Story {
             )
             .await?;
         }
-        let town = &persons[3..];
         self.town(
             "certification.filed",
             town,
@@ -533,7 +591,7 @@ impl Story {
         .await?;
         for person in [p1, p2, p3] {
             self.api(
-                &office_t01,
+                office_t01,
                 &format!("office {OFFICE_A} T-01 (代行申請)"),
                 Method::POST,
                 &format!("/v1/persons/{DEMO_INSURER}/{person}/certifications"),
@@ -549,7 +607,16 @@ impl Story {
                 )
                 .await?;
         }
+        Ok(())
+    }
 
+    /// Day 3: investigations scheduled, opinions requested; the clinic sees its requests.
+    async fn investigations(&self, cast: &Cast) -> anyhow::Result<()> {
+        let clinic = &cast.clinic;
+        let town = &cast.persons[3..];
+        let p1 = &cast.persons[0];
+        let p2 = &cast.persons[1];
+        let p3 = &cast.persons[2];
         self.at_day(3, "investigations and the clinic (認定調査・主治医意見書)")
             .await;
         for person in [p1, p2, p3] {
@@ -588,7 +655,7 @@ impl Story {
         .await?;
         let requests = self
             .api(
-                &clinic,
+                clinic,
                 &format!("clinic {CLINIC}"),
                 Method::GET,
                 &format!("/v1/medical/{CLINIC}/opinion-requests"),
@@ -600,7 +667,15 @@ impl Story {
             "the clinic sees {} opinion requests addressed to it",
             requests.as_array().map_or(0, Vec::len)
         ));
+        Ok(())
+    }
 
+    /// Days 8 and 12: investigation visits, the clinic's opinions.
+    async fn visits_and_opinions(&self, cast: &Cast) -> anyhow::Result<()> {
+        let town = &cast.persons[3..];
+        let p1 = &cast.persons[0];
+        let p2 = &cast.persons[1];
+        let p3 = &cast.persons[2];
         self.at_day(8, "investigation visits (訪問調査)").await;
         for person in [p1, p2, p3] {
             self.emit(
@@ -640,6 +715,14 @@ impl Story {
             |_, _| json!({"institution": CLINIC, "opinion": document('b')}),
         )
         .await?;
+        Ok(())
+    }
+
+    /// Days 15 and 20: primary judgment and the certification committee.
+    async fn judgments(&self, cast: &Cast) -> anyhow::Result<()> {
+        let town = &cast.persons[3..];
+        let p1 = &cast.persons[0];
+        let p2 = &cast.persons[1];
         self.at_day(15, "primary judgment (一次判定)").await;
         for person in [p1, p2] {
             self.emit(
@@ -679,6 +762,15 @@ impl Story {
             |n, _| json!({"level": town_level(n)}),
         )
         .await?;
+        Ok(())
+    }
+
+    /// Day 21: decisions reach the office; first copayment certificates.
+    async fn decisions(&self, cast: &Cast) -> anyhow::Result<()> {
+        let office_t01 = &cast.office_t01;
+        let town = &cast.persons[3..];
+        let p1 = &cast.persons[0];
+        let p2 = &cast.persons[1];
         self.at_day(21, "decisions (認定 決定)").await;
         for person in [p1, p2] {
             self.emit(
@@ -730,7 +822,7 @@ impl Story {
         .await?;
         let eligibility = self
             .api(
-                &office_t01,
+                office_t01,
                 &format!("office {OFFICE_A} T-01 reads (logged)"),
                 Method::GET,
                 &format!("/v1/persons/{DEMO_INSURER}/{p1}/eligibility"),
@@ -745,7 +837,14 @@ impl Story {
                 .map(Value::to_string)
                 .unwrap_or_default()
         ));
+        Ok(())
+    }
 
+    /// Days 22 and 23: a certificate renewed; a home modification.
+    async fn renewal_and_home_modification(&self, cast: &Cast) -> anyhow::Result<()> {
+        let office_t01 = &cast.office_t01;
+        let p1 = &cast.persons[0];
+        let p2 = &cast.persons[1];
         self.at_day(
             22,
             "certificate renewal (負担割合証の更新: 1割 → 2割 after an income review)",
@@ -783,7 +882,7 @@ impl Story {
         .await?;
         let ledgers = self
             .api(
-                &office_t01,
+                office_t01,
                 &format!("office {OFFICE_A} T-01 reads (logged)"),
                 Method::GET,
                 &format!("/v1/persons/{DEMO_INSURER}/{p2}/ledgers"),
@@ -798,7 +897,14 @@ impl Story {
                 .map(Value::to_string)
                 .unwrap_or_default()
         ));
+        Ok(())
+    }
 
+    /// Day 24: a care-plan office chosen after a card check.
+    async fn care_plan_office(&self, cast: &Cast) -> anyhow::Result<()> {
+        let office_b = &cast.office_b;
+        let federation = FEDERATION;
+        let p4 = &cast.persons[3];
         self.at_day(
             24,
             "a care-plan office chosen after a card check (居宅サービス計画作成依頼届出)",
@@ -827,7 +933,7 @@ impl Story {
             )
             .await?;
         self.api(
-            &office_b,
+            office_b,
             &format!("office {OFFICE_B} T-01"),
             Method::GET,
             &format!("/v1/offices/{OFFICE_B}/caseload"),
@@ -835,7 +941,12 @@ impl Story {
             StatusCode::OK,
         )
         .await?;
+        Ok(())
+    }
 
+    /// Day 25: the card-reader subsidy, applied for and paid.
+    async fn card_reader_subsidy(&self, _cast: &Cast) -> anyhow::Result<()> {
+        let federation = FEDERATION;
         self.at_day(25, "card-reader subsidy (補助金申請・審査・支払)")
             .await;
         let paid = self.subsidy().await?;
@@ -865,14 +976,20 @@ impl Story {
                 yen(subsidy["payable"].as_u64().unwrap_or(0))
             ));
         }
+        Ok(())
+    }
 
+    /// Day 28: a lost terminal is refused.
+    async fn lost_terminal(&self, cast: &Cast) -> anyhow::Result<()> {
+        let office_t01 = &cast.office_t01;
+        let office_t02 = &cast.office_t02;
         self.at_day(28, "a lost terminal (端末紛失)").await;
         if self.terminal_suspended(OFFICE_A, "T-02").await? {
             self.out
                 .note("T-02 was reported lost by an earlier run on this store");
         } else {
             self.api(
-                &office_t01,
+                office_t01,
                 &format!("office {OFFICE_A} T-01 reports T-02 lost"),
                 Method::POST,
                 &format!("/v1/offices/{OFFICE_A}/terminals/T-02/lost"),
@@ -883,7 +1000,7 @@ impl Story {
         }
         let refused = self
             .api(
-                &office_t02,
+                office_t02,
                 &format!("office {OFFICE_A} T-02 (the lost terminal)"),
                 Method::GET,
                 &format!("/v1/offices/{OFFICE_A}/caseload"),
@@ -895,7 +1012,12 @@ impl Story {
             "   ✔ the lost terminal is refused: {}",
             refused.get("type").and_then(Value::as_str).unwrap_or("?")
         ));
+        Ok(())
+    }
 
+    /// Day 32: the timers fire the 30-day deadline.
+    async fn deadline(&self, cast: &Cast) -> anyhow::Result<()> {
+        let p3 = &cast.persons[2];
         self.at_day(32, "30 days without a decision (処理期限)")
             .await;
         self.out.note(&format!(
@@ -911,7 +1033,6 @@ impl Story {
         self.out.line(&format!(
             "   ✔ office {OFFICE_A} was told {p3}'s application passed its 30-day deadline"
         ));
-        self.out.title("the month is over");
         Ok(())
     }
 
@@ -1023,7 +1144,7 @@ impl Story {
             }
             seq += 1;
         };
-        let service = ServiceTypeCode::parse(crate::system::DEV_OFFICE_SERVICE_TYPE)?;
+        let service = ServiceTypeCode::parse(kiban_system::dev_pki::DEV_OFFICE_SERVICE_TYPE)?;
         let policy = SubsidyPolicy {
             window_from: self.clock.date(-30),
             window_until: self.clock.date(200),

@@ -1,0 +1,68 @@
+//! Administration (管理): crypto-shredding one person (本人情報の消去,
+//! docs/audit.md) and adding a staff account of the office web screen
+//! (職員アカウント, docs/ui.md). `kiban admin` parses the arguments and
+//! prints what these return.
+
+use anyhow::Context;
+use kiban_engine::Engine;
+use kiban_events::envelope::Actor;
+use kiban_events::ids::{InsuredNumber, InsurerNumber, OfficeNumber};
+use kiban_store::PersonKeys;
+
+use crate::open_store;
+
+/// Destroys the person's data key, then records `insured.person_forgotten`
+/// on their stream; returns a line saying what happened.
+pub async fn forget_person(
+    database_url: &str,
+    insurer: &InsurerNumber,
+    insured: &InsuredNumber,
+) -> anyhow::Result<String> {
+    let store = open_store(database_url).await?;
+    let engine = Engine::new(store.clone()).with_person_keys(PersonKeys::new(store.clone()));
+    let actor = Actor::system("forget").expect("valid actor");
+    let outcome = engine
+        .forget_person(insurer, insured, actor, chrono::Utc::now())
+        .await;
+    store.close().await;
+    let forgetting = outcome.with_context(|| {
+        "the key is destroyed if a key store answered; recording insured.person_forgotten \
+         failed (another kiban holds the writer? then use POST \
+         /v1/audit/persons/{insurer}/{insured}/forget, or run this again once it stops)"
+    })?;
+    let key = match (&forgetting.key.key_id, forgetting.key.destroyed_now) {
+        (Some(id), true) => format!("key {id} destroyed"),
+        (Some(id), false) => format!("key {id} was destroyed before"),
+        (None, _) => "no key existed".to_owned(),
+    };
+    let event = match forgetting.executed.events.first() {
+        Some(event) if !forgetting.executed.replayed => {
+            format!(
+                "insured.person_forgotten recorded at position {}",
+                event.position
+            )
+        }
+        _ => "already recorded as forgotten".to_owned(),
+    };
+    Ok(format!(
+        "forgot {insurer}-{insured} (本人情報の消去): {key}; {event}"
+    ))
+}
+
+/// Adds (or replaces the password of) a staff account of `office`.
+pub async fn add_staff(
+    database_url: &str,
+    office: &OfficeNumber,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    // Opening the store first creates an SQLite file's directory and schema.
+    let events = open_store(database_url).await?;
+    let db = kiban_projections::Db::open(database_url)
+        .await
+        .context("opening the database")?;
+    let added = kiban_api::ui::staff::add_staff(&db, office, user, password).await;
+    db.close().await;
+    events.close().await;
+    Ok(added?)
+}

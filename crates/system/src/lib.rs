@@ -1,0 +1,554 @@
+//! `kiban-system`: the whole kiban system as a library, so that `kiban
+//! serve`, the lab (`kiban demo`, `kiban simulate`, the benchmarks) and the
+//! test suites start it one way.
+//!
+//! [`SystemBuilder`] takes what varies — the store URL, the bus (in-process
+//! or NATS JetStream with its stream options), the HTTPS API on or off and
+//! its certificates (files or development PKI), the timers on or off and
+//! their interval, the clock (real or simulated), the office routing's
+//! entitlements (by default [`ReadModelEntitlements`]), checkpoint signing
+//! and the card-consent trust — and [`SystemBuilder::start`] opens the
+//! store, starts the projections, the API, ingest (and with NATS the outbox
+//! relay), the office routing and the timers. The [`System`] it returns
+//! reports each part's [`PartHealth`] and stops everything with
+//! [`System::shutdown`].
+//!
+//! # Layout
+//!
+//! - this file: the builder, the running [`System`], and the supervision of
+//!   background parts;
+//! - [`supervise`]: restarts a failed part with jittered exponential
+//!   backoff (`backon`), bounded, and records its health;
+//! - [`config`]: the options and the files they come from (store URL, card
+//!   trust, signing key);
+//! - [`dev_pki`]: development certificates and their terminals;
+//! - [`redact`]: URLs fit for logs;
+//! - [`entitlements`]: which offices may see an event, from the read models;
+//! - [`replay`], [`audit`], [`admin`] and [`operator`]: the work behind
+//!   `kiban replay`, `kiban audit checkpoint`, `kiban admin` (forgetting a
+//!   person, staff accounts) and `kiban append` (events as an operator
+//!   writes them).
+//!
+//! # Architecture invariants
+//!
+//! - Nothing else in kiban wires the parts together: the binary and the lab
+//!   start the system here.
+//! - Every background part runs in a task the [`System`] owns, logs with
+//!   `tracing`, and stops at a safe point on [`System::shutdown`].
+//! - This crate acts as an application: it reports errors with `anyhow`.
+//!   It knows neither NATS nor HTTP itself (those stay in `kiban-bus` and
+//!   `kiban-api`).
+
+pub mod admin;
+pub mod audit;
+pub mod config;
+pub mod dev_pki;
+pub mod entitlements;
+pub mod operator;
+pub mod redact;
+pub mod replay;
+pub mod supervise;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use kiban_api::{AppState, Clock, DevPki, Principal, ServeConfig, TlsFiles};
+use kiban_bus::client::Bus;
+use kiban_bus::engine::EngineHandler;
+use kiban_bus::local::LocalBus;
+use kiban_bus::relay::{Checkpoints, FileCheckpoints};
+use kiban_bus::routing::{Entitlements, OfficeSink, run_routing};
+use kiban_engine::{Engine, Timers};
+use kiban_events::Position;
+use kiban_projections::{Db, Projections, models};
+use kiban_store::Store;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ApiOptions, BusOptions, CheckpointSigning, Tls, open_store};
+pub use entitlements::ReadModelEntitlements;
+pub use redact::redact_url;
+pub use supervise::{Health, PartHealth};
+
+/// The system clock as a [`Clock`].
+pub fn real_clock() -> Clock {
+    Arc::new(chrono::Utc::now)
+}
+
+/// How the office routing's entitlements are made once the projections run.
+type EntitlementsFactory<E> = Box<dyn FnOnce(&Projections) -> E + Send>;
+
+/// What to start; see the crate documentation.
+pub struct SystemBuilder<E = ReadModelEntitlements> {
+    database_url: String,
+    data_dir: std::path::PathBuf,
+    bus: BusOptions,
+    api: Option<ApiOptions>,
+    timers: Option<Duration>,
+    clock: Clock,
+    entitlements: EntitlementsFactory<E>,
+    checkpoints: Option<CheckpointSigning>,
+    ingest_clock: Option<Clock>,
+    routing_checkpoints: Option<std::path::PathBuf>,
+    person_keys: bool,
+}
+
+impl SystemBuilder {
+    /// The store at `database_url`, the in-process bus, no API, timers at
+    /// the engine's tick interval, the system clock, read-model
+    /// entitlements; development certificates and routing checkpoints live
+    /// under `data_dir`.
+    pub fn new(database_url: impl Into<String>, data_dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            data_dir: data_dir.into(),
+            bus: BusOptions::InProcess,
+            api: None,
+            timers: Some(Duration::from_millis(kiban_engine::TICK_INTERVAL_MS)),
+            clock: real_clock(),
+            entitlements: Box::new(|projections| ReadModelEntitlements::new(projections.clone())),
+            checkpoints: None,
+            ingest_clock: None,
+            routing_checkpoints: None,
+            person_keys: true,
+        }
+    }
+}
+
+impl<E> SystemBuilder<E> {
+    /// The bus to ingest from and route office updates to.
+    pub fn bus(mut self, bus: BusOptions) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    /// Serves the HTTPS API (`None`: no API).
+    pub fn api(mut self, api: Option<ApiOptions>) -> Self {
+        self.api = api;
+        self
+    }
+
+    /// Runs the timers every `interval` (`None`: no timers).
+    pub fn timers(mut self, interval: Option<Duration>) -> Self {
+        self.timers = interval;
+        self
+    }
+
+    /// "Now" for the API and the timers.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// "Now" for the ingest handler (the system clock unless given): a
+    /// simulation checks its municipalities' facts as of its own horizon.
+    pub fn ingest_clock(mut self, clock: Clock) -> Self {
+        self.ingest_clock = Some(clock);
+        self
+    }
+
+    /// Where the office routing keeps its checkpoints, on either bus, so
+    /// that a resumed run routes on from where it stopped. Without it: under
+    /// `<data dir>/checkpoints` with NATS, in memory from the head with the
+    /// in-process bus (nothing is kept for its offline subscribers).
+    pub fn routing_checkpoints(mut self, directory: impl Into<std::path::PathBuf>) -> Self {
+        self.routing_checkpoints = Some(directory.into());
+        self
+    }
+
+    /// Whether the engine seals personal fields with per-person keys
+    /// (crypto-shredding; on by default).
+    pub fn person_keys(mut self, on: bool) -> Self {
+        self.person_keys = on;
+        self
+    }
+
+    /// Signs checkpoints while the system runs.
+    pub fn checkpoint_signing(mut self, signing: Option<CheckpointSigning>) -> Self {
+        self.checkpoints = signing;
+        self
+    }
+
+    /// Other entitlements for the office routing, made from the running
+    /// projections (the simulation counts what is routed, for example).
+    pub fn entitlements<F, E2>(self, make: F) -> SystemBuilder<E2>
+    where
+        F: FnOnce(&Projections) -> E2 + Send + 'static,
+    {
+        SystemBuilder {
+            database_url: self.database_url,
+            data_dir: self.data_dir,
+            bus: self.bus,
+            api: self.api,
+            timers: self.timers,
+            clock: self.clock,
+            entitlements: Box::new(make),
+            checkpoints: self.checkpoints,
+            ingest_clock: self.ingest_clock,
+            routing_checkpoints: self.routing_checkpoints,
+            person_keys: self.person_keys,
+        }
+    }
+}
+
+impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
+    /// Starts everything; returns once the API listens and the bus is
+    /// consumed.
+    pub async fn start(self) -> anyhow::Result<System> {
+        let store = open_store(&self.database_url).await?;
+        let engine = Engine::new(store.clone());
+        let engine = Arc::new(if self.person_keys {
+            engine.with_person_keys(kiban_store::PersonKeys::new(store.clone()))
+        } else {
+            engine
+        });
+        let read_db = Db::open(&self.database_url)
+            .await
+            .context("cannot open the read-model database")?;
+        let projections = Projections::start(read_db, store.clone(), models::all())
+            .await
+            .context("cannot start the projections")?;
+        if let Some(signing) = self.checkpoints {
+            tracing::info!(
+                every = signing.every,
+                public_key = %signing.key.public_key_hex(),
+                "signing a checkpoint every {} events",
+                signing.every
+            );
+            store.spawn_checkpointer(signing.key, signing.every, signing.poll);
+        }
+        let mut parts = Parts {
+            store: store.clone(),
+            engine,
+            cancel: CancellationToken::new(),
+            tasks: JoinSet::new(),
+            health: Health::default(),
+        };
+        let api = match &self.api {
+            Some(api) => Some(
+                parts
+                    .start_api(api, &self.data_dir, &projections, &self.clock)
+                    .await?,
+            ),
+            None => None,
+        };
+        let routing = Routing {
+            entitlements: (self.entitlements)(&projections),
+            checkpoints: self.routing_checkpoints,
+            data_dir: self.data_dir,
+        };
+        let bus = parts
+            .start_bus(&self.bus, self.ingest_clock, routing)
+            .await?;
+        if let Some(interval) = self.timers {
+            parts.start_timers(self.clock.clone(), interval);
+        }
+        Ok(System {
+            store,
+            engine: parts.engine,
+            projections,
+            bus,
+            api,
+            cancel: parts.cancel,
+            tasks: parts.tasks,
+            health: parts.health,
+        })
+    }
+}
+
+/// The running API.
+pub struct Api {
+    /// Its bound address.
+    pub addr: SocketAddr,
+    /// The certificates it serves with.
+    pub tls: TlsFiles,
+    /// The development certificates (development mode only).
+    pub dev: Option<DevPki>,
+    server: kiban_api::Server,
+}
+
+/// The office routing's parts, until the bus is known.
+struct Routing<E> {
+    entitlements: E,
+    checkpoints: Option<std::path::PathBuf>,
+    data_dir: std::path::PathBuf,
+}
+
+/// What is being started, before it becomes a [`System`].
+struct Parts {
+    store: Store,
+    engine: Arc<Engine<Store>>,
+    cancel: CancellationToken,
+    tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
+    health: Health,
+}
+
+impl Parts {
+    async fn start_api(
+        &mut self,
+        options: &ApiOptions,
+        data_dir: &std::path::Path,
+        projections: &Projections,
+        clock: &Clock,
+    ) -> anyhow::Result<Api> {
+        let (tls, dev) = match &options.tls {
+            Tls::Files(tls) => (tls.clone(), None),
+            Tls::Development => {
+                let pki = dev_pki::dev_certificates(&data_dir.join("certs"))?;
+                dev_pki::bootstrap_dev_terminals(&self.engine, &pki, clock()).await?;
+                (pki.tls.clone(), Some(pki))
+            }
+        };
+        let state = AppState::with_clock(
+            self.store.clone(),
+            Arc::clone(&self.engine),
+            projections.clone(),
+            clock.clone(),
+        );
+        let state = match &options.card_trust {
+            Some(trust) => state.with_card_trust(trust.clone()),
+            None => state,
+        };
+        let config = ServeConfig {
+            listen: options.listen,
+            tls: tls.clone(),
+        };
+        let server = kiban_api::serve(&config, state, self.cancel.clone()).await?;
+        self.health.set("api", PartHealth::Running);
+        Ok(Api {
+            addr: server.local_addr,
+            tls,
+            dev,
+            server,
+        })
+    }
+
+    async fn start_bus<E>(
+        &mut self,
+        options: &BusOptions,
+        ingest_clock: Option<Clock>,
+        routing: Routing<E>,
+    ) -> anyhow::Result<Bus>
+    where
+        E: Entitlements + Send + Sync + 'static,
+    {
+        let engine = Arc::clone(&self.engine);
+        let handler = Arc::new(match ingest_clock {
+            Some(clock) => EngineHandler::with_clock(engine, clock),
+            None => EngineHandler::new(engine),
+        });
+        match options {
+            BusOptions::Nats { url, streams } => {
+                let bus = Bus::connect_nats(url).await?;
+                bus.ensure_streams(streams).await.with_context(|| {
+                    format!(
+                        "cannot create the JetStream streams (KIBAN_EVENTS at {} bytes)",
+                        streams.events_max_bytes
+                    )
+                })?;
+                let client = bus.nats_client().expect("a NATS bus").clone();
+                let c = client.clone();
+                self.spawn("ingest", true, move |stop| {
+                    kiban_bus::ingest::run_ingest(c.clone(), Arc::clone(&handler), stop)
+                });
+                let (c, s) = (client.clone(), self.store.clone());
+                self.spawn("outbox relay", true, move |stop| {
+                    kiban_bus::relay::run_relay(c.clone(), s.clone(), stop)
+                });
+                let directory = routing
+                    .checkpoints
+                    .unwrap_or_else(|| routing.data_dir.join("checkpoints"));
+                let sink = kiban_bus::routing::NatsOfficeSink::new(client);
+                self.spawn_routing(routing.entitlements, FileCheckpoints::new(directory), sink);
+                Ok(bus)
+            }
+            BusOptions::InProcess => {
+                let local = LocalBus::new();
+                let b = local.clone();
+                // The in-process bus hands its queue to one consumer only; a
+                // second start would find it taken, so ingest is not
+                // restarted here.
+                self.spawn("ingest", false, move |stop| {
+                    let (b, h) = (b.clone(), Arc::clone(&handler));
+                    async move { b.run_ingest(h, stop).await }
+                });
+                match routing.checkpoints {
+                    Some(directory) => self.spawn_routing(
+                        routing.entitlements,
+                        FileCheckpoints::new(directory),
+                        local.sink(),
+                    ),
+                    None => {
+                        // Nothing is kept for offline subscribers of the
+                        // in-process bus, so routing starts at the head on
+                        // each start.
+                        let checkpoints = FromHead::new(self.store.head().await?.position);
+                        self.spawn_routing(routing.entitlements, checkpoints, local.sink());
+                    }
+                }
+                Ok(Bus::Local(local))
+            }
+        }
+    }
+
+    fn spawn_routing<E, C, K>(&mut self, entitlements: E, checkpoints: C, sink: K)
+    where
+        E: Entitlements + Send + Sync + 'static,
+        C: Checkpoints + Send + Sync + 'static,
+        K: OfficeSink + Send + Sync + 'static,
+    {
+        let shared = Arc::new((self.store.clone(), entitlements, checkpoints, sink));
+        self.spawn("office routing", true, move |stop| {
+            let shared = Arc::clone(&shared);
+            async move {
+                let (store, entitlements, checkpoints, sink) = &*shared;
+                run_routing(store, entitlements, checkpoints, sink, stop).await
+            }
+        });
+    }
+
+    fn start_timers(&mut self, clock: Clock, interval: Duration) {
+        let engine = Arc::clone(&self.engine);
+        self.spawn("timers", true, move |stop| {
+            let timers = Timers::new(Arc::clone(&engine));
+            let clock = clock.clone();
+            async move { timers.run(move || clock(), interval, stop).await }
+        });
+    }
+
+    /// Runs a part in a task the system owns, restarted after a failure
+    /// when `restart` says that is safe.
+    fn spawn<F, Fut, Er>(&mut self, name: &'static str, restart: bool, make: F)
+    where
+        F: FnMut(CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), Er>> + Send,
+        Er: Into<anyhow::Error> + 'static,
+    {
+        let (cancel, health) = (self.cancel.clone(), self.health.clone());
+        let policy = if restart {
+            supervise::restart_policy()
+        } else {
+            supervise::no_restart()
+        };
+        self.tasks.spawn(async move {
+            let result = supervise::supervise(name, policy, &health, &cancel, make).await;
+            (name, result)
+        });
+    }
+}
+
+/// A running system.
+pub struct System {
+    /// The event store.
+    pub store: Store,
+    /// The engine every command goes through.
+    pub engine: Arc<Engine<Store>>,
+    /// The running projections.
+    pub projections: Projections,
+    /// The bus.
+    pub bus: Bus,
+    /// The HTTPS API, when it was asked for.
+    pub api: Option<Api>,
+    cancel: CancellationToken,
+    tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
+    health: Health,
+}
+
+impl System {
+    /// Returns when a background part stops for good on its own (an error
+    /// the system cannot continue with, after its restarts): its name and
+    /// what it said.
+    pub async fn failed(&mut self) -> (String, String) {
+        match self.tasks.join_next().await {
+            Some(Ok((name, Ok(())))) => (name.to_owned(), "stopped".to_owned()),
+            Some(Ok((name, Err(error)))) => (name.to_owned(), format!("{error:#}")),
+            Some(Err(error)) => ("a task".to_owned(), error.to_string()),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Each part that was started, and how it is: running, restarting after
+    /// a failure (how often, why), stopped, or failed for good.
+    pub fn health(&self) -> Vec<(&'static str, PartHealth)> {
+        self.health.snapshot()
+    }
+
+    /// Stops everything gracefully: the API finishes the requests in
+    /// flight, ingest finishes the message in hand, then the projections
+    /// and the store close.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(api) = self.api.take() {
+            api.server.wait().await;
+        }
+        while self.tasks.join_next().await.is_some() {}
+        self.projections.stop().await;
+        self.store.close().await;
+    }
+
+    /// The running API; an error when the system was started without one.
+    pub fn api(&self) -> anyhow::Result<&Api> {
+        self.api
+            .as_ref()
+            .context("the system was started without the API")
+    }
+
+    /// `https://127.0.0.1:<port>` (the address the API is bound to).
+    pub fn base_url(&self) -> Option<String> {
+        self.api.as_ref().map(|api| format!("https://{}", api.addr))
+    }
+
+    /// Ready-to-paste curl commands for the development certificates.
+    pub fn curl_examples(&self) -> Vec<String> {
+        match &self.api {
+            Some(Api {
+                addr,
+                tls,
+                dev: Some(dev),
+                ..
+            }) => dev_pki::curl_examples(dev, &tls.client_ca, &format!("https://{addr}")),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A development principal's client certificate, when the API runs with
+/// development certificates.
+pub fn dev_client(system: &System, principal: &Principal) -> Option<kiban_api::pki::ClientFiles> {
+    system
+        .api
+        .as_ref()?
+        .dev
+        .as_ref()?
+        .client(principal)
+        .cloned()
+}
+
+/// A checkpoint that starts at a given position and lives in memory: the
+/// in-process bus's routing, which has nobody to replay to after a restart.
+struct FromHead {
+    position: Mutex<Position>,
+}
+
+impl FromHead {
+    fn new(position: Position) -> Self {
+        Self {
+            position: Mutex::new(position),
+        }
+    }
+}
+
+impl Checkpoints for FromHead {
+    async fn load(&self, _: &str) -> kiban_bus::Result<Option<Position>> {
+        // A std lock: held for a copy, never across an await.
+        let position = *self.position.lock().expect("not poisoned");
+        Ok((position > 0).then_some(position))
+    }
+
+    async fn save(&self, _: &str, position: Position) -> kiban_bus::Result<()> {
+        *self.position.lock().expect("not poisoned") = position;
+        Ok(())
+    }
+}
