@@ -55,6 +55,7 @@ pub fn certification_stream(
 /// 申請区分: what is applied for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ApplicationKind {
     /// 新規: a first certification.
     New,
@@ -79,6 +80,7 @@ impl ApplicationKind {
 /// Who filed the application.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Applicant {
     /// The insured person.
     Person,
@@ -115,6 +117,7 @@ impl CurrentCertification {
 
 /// A validity period (有効期間), both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ValidityPeriod {
     /// First day.
     pub from: NaiveDate,

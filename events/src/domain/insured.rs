@@ -61,6 +61,7 @@ pub fn insured_stream(insurer: &InsurerNumber, insured: &InsuredNumber) -> Strea
 /// The kind of care-plan office.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum CarePlanOfficeKind {
     /// 居宅介護支援事業所: plans care for 要介護.
     HomeCareSupportOffice,
@@ -81,6 +82,7 @@ impl CarePlanOfficeKind {
 /// What lets an office read a person's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ViewingBasis {
     /// A live consent given with the person's My Number card.
     Consent,
