@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use kiban_events::Position;
@@ -14,18 +15,18 @@ use kiban_projections::{
 };
 use kiban_store::VerifyReport;
 
-use crate::auth::{Caller, PersonId, office_number};
+use crate::auth::{Allow, Caller, PersonPath, office_number};
 use crate::error::ApiError;
-use crate::principal::Principal;
 use crate::state::AppState;
 
-fn auditors_only(caller: &Caller) -> Result<(), ApiError> {
-    match caller.principal {
-        Principal::Auditor(_) => Ok(()),
-        _ => Err(ApiError::forbidden(
+async fn auditors_only(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    caller
+        .allow(
+            state,
+            &[Allow::Auditors],
             "Only auditors use the audit routes (監査専用).",
-        )),
-    }
+        )
+        .await
 }
 
 /// Most events one `GET /v1/audit/verify` checks: about a second of work
@@ -36,7 +37,7 @@ fn auditors_only(caller: &Caller) -> Result<(), ApiError> {
 pub const AUDIT_VERIFY_EVENTS_PER_REQUEST_MAX: u64 = 1_000_000;
 
 /// Query of `GET /v1/audit/verify`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct VerifyQuery {
     /// First position (default 1).
     #[serde(default)]
@@ -51,7 +52,7 @@ pub struct VerifyQuery {
 }
 
 /// The answer of `GET /v1/audit/verify`: the report of the page checked.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct VerifyPage {
     /// First position checked.
     pub from: Position,
@@ -72,7 +73,7 @@ pub async fn verify(
     caller: Caller,
     Query(query): Query<VerifyQuery>,
 ) -> Result<Json<VerifyPage>, ApiError> {
-    auditors_only(&caller)?;
+    auditors_only(&state, &caller).await?;
     let from = query.from.unwrap_or(1);
     if from == 0 || query.to.is_some_and(|to| to < from) {
         return Err(ApiError::validation(
@@ -104,7 +105,7 @@ pub async fn verify(
 }
 
 /// Query of `GET /v1/audit/persons/{insurer}/{insured}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct AsOfQuery {
     /// RFC 3339 time: the state after every event recorded at or before it.
     #[serde(default)]
@@ -115,7 +116,7 @@ pub struct AsOfQuery {
 }
 
 /// A person's read models as they stood at a position.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct PersonAsOf {
     /// The last event replayed.
     pub position: Position,
@@ -134,11 +135,10 @@ pub struct PersonAsOf {
 pub async fn person_as_of(
     State(state): State<AppState>,
     caller: Caller,
-    Path((insurer, insured)): Path<(String, String)>,
+    PersonPath(person): PersonPath,
     Query(query): Query<AsOfQuery>,
 ) -> Result<Json<PersonAsOf>, ApiError> {
-    auditors_only(&caller)?;
-    let person = PersonId::parse(&insurer, &insured)?;
+    auditors_only(&state, &caller).await?;
     let store = &state.inner.store;
     let (position, as_of) = match (query.as_of, query.at_position) {
         (Some(time), None) => (store.position_at(time).await?, time),
@@ -186,7 +186,7 @@ pub async fn office_access_log(
     caller: Caller,
     Path(office): Path<String>,
 ) -> Result<Json<Vec<AccessEntry>>, ApiError> {
-    auditors_only(&caller)?;
+    auditors_only(&state, &caller).await?;
     let office = office_number(&office)?;
     Ok(Json(
         state

@@ -13,17 +13,17 @@
 //! Terminals and insurers are folded from the store on each request (their
 //! streams are short), so a suspension takes effect on the next request.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use uuid::Uuid;
 
-use kiban_engine::CommandContext;
+use kiban_engine::{CommandContext, EngineError, Executed};
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
 use kiban_events::domain::insurer::{Insurer, insurer_stream};
 use kiban_events::domain::office::{Office, OfficeState, office_stream};
 use kiban_events::domain::{Decider, DomainEvent, TerminalId};
 use kiban_events::envelope::{Actor, EventId, StreamName};
-use kiban_events::ids::{InsuredNumber, InsurerNumber, OfficeNumber};
+use kiban_events::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
 use kiban_store::READ_EVENTS_MAX;
 
 use crate::error::{ApiError, ProblemKind};
@@ -39,7 +39,80 @@ pub struct Caller {
     pub fingerprint: String,
 }
 
+/// One kind of principal a route admits, and for which resource: the
+/// building block of [`Caller::allow`], the one authorisation check of the
+/// routes (the rules that need more, a person's record, are
+/// [`authorise_person_read`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Allow<'a> {
+    /// Any auditor.
+    Auditors,
+    /// The federation.
+    Federation,
+    /// This insurer.
+    Insurer(&'a InsurerNumber),
+    /// This office, through an active terminal whose credential is the
+    /// certificate presented.
+    Office(&'a OfficeNumber),
+    /// Any office, through an active terminal.
+    AnyOffice,
+    /// This medical institution.
+    Institution(&'a MedicalInstitutionCode),
+    /// Any medical institution.
+    AnyInstitution,
+}
+
+impl Allow<'_> {
+    /// Whether `principal` is of this kind (an office's terminal is checked
+    /// separately, against the store).
+    fn admits(&self, principal: &Principal) -> bool {
+        match (self, principal) {
+            (Allow::Auditors, Principal::Auditor(_))
+            | (Allow::Federation, Principal::Federation)
+            | (Allow::AnyOffice, Principal::Office { .. })
+            | (Allow::AnyInstitution, Principal::MedicalInstitution(_)) => true,
+            (Allow::Insurer(allowed), Principal::Insurer(own)) => allowed == &own,
+            (Allow::Office(allowed), Principal::Office { office, .. }) => allowed == &office,
+            (Allow::Institution(allowed), Principal::MedicalInstitution(own)) => allowed == &own,
+            _ => false,
+        }
+    }
+}
+
 impl Caller {
+    /// Admits the caller if it is one of `allowed` (an office only through
+    /// an active terminal: [`check_terminal`]'s refusals), and refuses
+    /// anyone else with 403 and `refusal`.
+    pub async fn allow(
+        &self,
+        state: &AppState,
+        allowed: &[Allow<'_>],
+        refusal: &str,
+    ) -> Result<(), ApiError> {
+        if !allowed.iter().any(|allow| allow.admits(&self.principal)) {
+            return Err(ApiError::forbidden(refusal));
+        }
+        if let Principal::Office { office, terminal } = &self.principal {
+            check_terminal(state, office, terminal, &self.fingerprint).await?;
+        }
+        Ok(())
+    }
+
+    /// The actor of the events the caller causes: an office terminal, the
+    /// insurer, the institution, the federation or the auditor.
+    pub fn actor(&self) -> Actor {
+        match &self.principal {
+            Principal::Office { office, terminal } => Actor::Office {
+                office: office.clone(),
+                terminal: Some(terminal.as_str().to_owned()),
+            },
+            Principal::Insurer(insurer) => Actor::Insurer(insurer.clone()),
+            Principal::MedicalInstitution(code) => Actor::MedicalInstitution(code.clone()),
+            Principal::Auditor(id) => Actor::Auditor(id.clone()),
+            Principal::Federation => Actor::Federation,
+        }
+    }
+
     /// The caller as an active office terminal: its office and terminal;
     /// 403 with `refusal` for any other principal, and the terminal's own
     /// refusal (unknown, suspended, another certificate) from
@@ -102,6 +175,22 @@ impl PersonId {
     /// `<insurer>-<insured>`: the read models' person id.
     pub fn key(&self) -> String {
         format!("{}-{}", self.insurer, self.insured)
+    }
+}
+
+/// The insured person a route's `{insurer}/{insured}` segments name,
+/// parsed (400 `validation` when malformed).
+#[derive(Debug, Clone)]
+pub struct PersonPath(pub PersonId);
+
+impl<S: Send + Sync> FromRequestParts<S> for PersonPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((insurer, insured)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::validation("The path names no insured person."))?;
+        PersonId::parse(&insurer, &insured).map(PersonPath)
     }
 }
 
@@ -201,21 +290,28 @@ pub async fn authorise_person_read(
                 Actor::system("api").expect("valid"),
                 state.now(),
             );
-            state
-                .inner
-                .engine
-                .execute::<InsuredPerson>(
-                    &insured_stream(&person.insurer, &person.insured),
-                    &command,
-                    &context,
-                )
-                .await?;
+            execute_on_person(state, person, &command, &context).await?;
             Ok(())
         }
         _ => Err(ApiError::forbidden(
             "This principal may not read a person's record.",
         )),
     }
+}
+
+/// Executes `command` on `person`'s stream through the engine.
+pub(crate) async fn execute_on_person(
+    state: &AppState,
+    person: &PersonId,
+    command: &InsuredCommand,
+    context: &CommandContext,
+) -> Result<Executed, EngineError> {
+    let stream = insured_stream(&person.insurer, &person.insured);
+    state
+        .inner
+        .engine
+        .execute::<InsuredPerson>(&stream, command, context)
+        .await
 }
 
 /// A fresh event id (UUID v7) for a command the API itself issues.

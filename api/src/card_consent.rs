@@ -27,16 +27,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use der::Decode;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -44,13 +41,12 @@ use kiban_card::{Revocation, VerifyError, verify_challenge_signature};
 use kiban_engine::CommandContext;
 use kiban_events::domain::TerminalId;
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
-use kiban_events::envelope::Actor;
 use kiban_events::ids::OfficeNumber;
 
-use crate::auth::{Caller, PersonId, fold, insurer_sharing};
-use crate::commands::{CommandAccepted, execute, idempotency_key, json_body, office_actor};
+use crate::auth::{Allow, Caller, PersonId, PersonPath, fold, insurer_sharing};
+use crate::commands::{CommandAccepted, Created, execute};
 use crate::error::{ApiError, ProblemKind};
-use crate::principal::Principal;
+use crate::extract::{Command, JsonBody};
 use crate::state::AppState;
 
 /// How long a challenge may be signed and posted, in seconds: time for the
@@ -90,8 +86,15 @@ pub(crate) struct Challenges {
     by_nonce: Mutex<HashMap<String, Challenge>>,
 }
 
+impl Challenges {
+    /// The map, for one operation (never held across an await).
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Challenge>> {
+        self.by_nonce.lock().expect("not poisoned")
+    }
+}
+
 /// Body of a challenge request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {
     /// 保険者番号.
@@ -103,7 +106,7 @@ pub struct ChallengeRequest {
 }
 
 /// A challenge for the card to sign.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ChallengeIssued {
     /// Names the challenge when posting the signature.
     pub nonce: String,
@@ -114,7 +117,7 @@ pub struct ChallengeIssued {
 }
 
 /// Body of a signed challenge.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignedChallenge {
     /// The nonce of [`ChallengeIssued`].
@@ -138,9 +141,8 @@ fn refused(kind: ProblemKind, code: &'static str, detail: &str) -> ApiError {
 pub async fn challenge(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<ChallengeIssued>), ApiError> {
-    let request: ChallengeRequest = json_body(body)?;
+    JsonBody(request): JsonBody<ChallengeRequest>,
+) -> Result<Created<ChallengeIssued>, ApiError> {
     let person = PersonId::parse(&request.insurer, &request.insured)?;
     let (office, terminal) = caller
         .office_terminal(
@@ -162,12 +164,7 @@ pub async fn challenge(
         request.consent_expires_at.to_rfc3339(),
     );
     {
-        let mut challenges = state
-            .inner
-            .challenges
-            .by_nonce
-            .lock()
-            .expect("not poisoned");
+        let mut challenges = state.inner.challenges.lock();
         challenges.retain(|_, c| c.expires_at > now);
         if challenges.len() >= CONSENT_CHALLENGES_MAX {
             return Err(ApiError::new(
@@ -187,26 +184,20 @@ pub async fn challenge(
             },
         );
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(ChallengeIssued {
-            nonce,
-            challenge: text,
-            expires_at,
-        }),
-    ))
+    Ok(Created(ChallengeIssued {
+        nonce,
+        challenge: text,
+        expires_at,
+    }))
 }
 
 /// `POST /v1/consents/card`: the terminal that asked posts the card's
 /// certificate and signature; on success the consent is recorded.
 pub async fn card_consent(
     State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    let command_id = idempotency_key(&headers)?;
-    let request: SignedChallenge = json_body(body)?;
+    sent: Command<SignedChallenge>,
+) -> Result<CommandAccepted, ApiError> {
+    let (command_id, caller, request) = sent.into_parts();
     let (office, terminal) = caller
         .office_terminal(
             &state,
@@ -220,12 +211,7 @@ pub async fn card_consent(
     let now = state.now();
     // Take the challenge out: whatever happens next, it is used.
     let challenge = {
-        let mut challenges = state
-            .inner
-            .challenges
-            .by_nonce
-            .lock()
-            .expect("not poisoned");
+        let mut challenges = state.inner.challenges.lock();
         let Some(found) = challenges.get(&request.nonce) else {
             return Err(refused(
                 ProblemKind::Conflict,
@@ -296,13 +282,8 @@ pub async fn card_consent(
         terminal: terminal.clone(),
         expires_at: challenge.consent_expires_at.min(not_after),
     };
-    execute::<InsuredPerson>(
-        &state,
-        &stream,
-        &command,
-        CommandContext::new(command_id, office_actor(office, terminal), now),
-    )
-    .await
+    let context = CommandContext::new(command_id, caller.actor(), now);
+    execute::<InsuredPerson>(&state, &stream, &command, context).await
 }
 
 /// A refused card signature as a problem; the code names the reason.
@@ -332,7 +313,7 @@ fn card_refusal(error: VerifyError) -> ApiError {
 }
 
 /// Body of a card link.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardLinkRequest {
     /// The person's user-authentication certificate, DER as hex (read from
@@ -345,23 +326,17 @@ pub struct CardLinkRequest {
 /// person.
 pub async fn link_card(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((insurer, insured)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    let person = PersonId::parse(&insurer, &insured)?;
-    let command_id = idempotency_key(&headers)?;
-    let request: CardLinkRequest = json_body(body)?;
-    let actor = match &caller.principal {
-        Principal::Federation => Actor::Federation,
-        Principal::Insurer(own) if own == &person.insurer => Actor::Insurer(own.clone()),
-        _ => {
-            return Err(ApiError::forbidden(
-                "Only the person's insurer or the federation links a card.",
-            ));
-        }
-    };
+    PersonPath(person): PersonPath,
+    sent: Command<CardLinkRequest>,
+) -> Result<CommandAccepted, ApiError> {
+    let (command_id, caller, request) = sent.into_parts();
+    caller
+        .allow(
+            &state,
+            &[Allow::Federation, Allow::Insurer(&person.insurer)],
+            "Only the person's insurer or the federation links a card.",
+        )
+        .await?;
     let der = hex::decode(request.certificate_hex.trim())
         .map_err(|_| ApiError::validation("certificate_hex must be hexadecimal DER."))?;
     let certificate = x509_cert::Certificate::from_der(&der)
@@ -378,11 +353,6 @@ pub async fn link_card(
         serial,
     };
     let stream = insured_stream(&person.insurer, &person.insured);
-    execute::<InsuredPerson>(
-        &state,
-        &stream,
-        &command,
-        CommandContext::new(command_id, actor, state.now()),
-    )
-    .await
+    let context = CommandContext::new(command_id, caller.actor(), state.now());
+    execute::<InsuredPerson>(&state, &stream, &command, context).await
 }

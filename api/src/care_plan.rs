@@ -3,26 +3,24 @@
 //! office (given with the My Number card), since the office acts on the
 //! person's behalf.
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
 use chrono::NaiveDate;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use kiban_engine::CommandContext;
 use kiban_events::domain::insured::{
     CarePlanOfficeKind, InsuredCommand, InsuredPerson, insured_stream,
 };
 
-use crate::auth::{Caller, PersonId, fold, insurer_sharing};
-use crate::commands::{CommandAccepted, execute, idempotency_key, json_body, office_actor};
+use crate::auth::{PersonPath, fold, insurer_sharing};
+use crate::commands::{CommandAccepted, execute};
 use crate::error::{ApiError, ProblemKind};
+use crate::extract::Command;
 use crate::state::AppState;
 
 /// Body of a care-plan office notification.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CarePlanNotification {
     /// `home_care_support_office` (居宅介護支援事業所) or
@@ -38,15 +36,11 @@ pub struct CarePlanNotification {
 /// while the insurer does not share data.
 pub async fn notify_care_plan_office(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((insurer, insured)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    let person = PersonId::parse(&insurer, &insured)?;
-    let command_id = idempotency_key(&headers)?;
-    let request: CarePlanNotification = json_body(body)?;
-    let (office, terminal) = caller
+    PersonPath(person): PersonPath,
+    sent: Command<CarePlanNotification>,
+) -> Result<CommandAccepted, ApiError> {
+    let (command_id, caller, request) = sent.into_parts();
+    let (office, _) = caller
         .office_terminal(
             &state,
             "Only an office files its own care-plan notification here.",
@@ -69,11 +63,6 @@ pub async fn notify_care_plan_office(
         office_kind: request.office_kind,
         filed_on: request.filed_on,
     };
-    execute::<InsuredPerson>(
-        &state,
-        &stream,
-        &command,
-        CommandContext::new(command_id, office_actor(office, terminal), now),
-    )
-    .await
+    let context = CommandContext::new(command_id, caller.actor(), now);
+    execute::<InsuredPerson>(&state, &stream, &command, context).await
 }

@@ -2,12 +2,11 @@
 //! engine, under the caller's `Idempotency-Key` (the first event's id).
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::de::DeserializeOwned;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -20,15 +19,12 @@ use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_strea
 use kiban_events::domain::office::{Loss, Office, OfficeCommand, office_stream};
 use kiban_events::domain::{Decider, TerminalId};
 use kiban_events::envelope::{Actor, EventId, StreamName};
-use kiban_events::ids::OfficeNumber;
 
-use crate::auth::{Caller, PersonId, check_terminal, fold, office_number};
+use crate::auth::{Allow, PersonId, PersonPath, fold, office_number};
 use crate::error::{ApiError, ProblemKind};
+use crate::extract::{Command, CommandKey};
 use crate::principal::Principal;
 use crate::state::AppState;
-
-/// The header carrying the caller's idempotency key (a UUID).
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Most applications probed for one person (certifications) or one
 /// applicant (subsidies) when choosing the next sequence number: far above
@@ -36,8 +32,9 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// probing.
 pub const APPLICATIONS_PER_PERSON_MAX: u32 = 1000;
 
-/// What a command answers.
-#[derive(Debug, Serialize)]
+/// What a command answers: 201 Created, or 200 OK when the idempotency key
+/// had been executed before (`replayed`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CommandAccepted {
     /// The event ids recorded (the first is the idempotency key).
     pub event_ids: Vec<Uuid>,
@@ -49,15 +46,9 @@ pub struct CommandAccepted {
     pub stream: String,
 }
 
-pub(crate) fn accepted(stream: String, executed: Executed) -> (StatusCode, Json<CommandAccepted>) {
-    let status = if executed.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    (
-        status,
-        Json(CommandAccepted {
+impl CommandAccepted {
+    fn new(stream: String, executed: Executed) -> Self {
+        Self {
             event_ids: executed
                 .events
                 .iter()
@@ -66,8 +57,30 @@ pub(crate) fn accepted(stream: String, executed: Executed) -> (StatusCode, Json<
             positions: executed.positions(),
             replayed: executed.replayed,
             stream,
-        }),
-    )
+        }
+    }
+}
+
+impl IntoResponse for CommandAccepted {
+    fn into_response(self) -> Response {
+        let status = if self.replayed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        (status, Json(self)).into_response()
+    }
+}
+
+/// A 201 Created answer with a JSON body that is not a command's events (a
+/// stored attachment, a consent challenge).
+#[derive(Debug, Clone)]
+pub struct Created<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Created<T> {
+    fn into_response(self) -> Response {
+        (StatusCode::CREATED, Json(self.0)).into_response()
+    }
 }
 
 /// Executes `command` on `stream` through the engine and answers it (201,
@@ -77,7 +90,7 @@ pub(crate) async fn execute<D>(
     stream: &StreamName,
     command: &D::Command,
     context: CommandContext,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError>
+) -> Result<CommandAccepted, ApiError>
 where
     D: Decider,
     D::State: Send + Sync + 'static,
@@ -87,47 +100,11 @@ where
         .engine
         .execute::<D>(stream, command, &context)
         .await?;
-    Ok(accepted(stream.to_string(), executed))
-}
-
-/// The `Idempotency-Key` header as an event id.
-pub fn idempotency_key(headers: &HeaderMap) -> Result<EventId, ApiError> {
-    let value = headers
-        .get(IDEMPOTENCY_KEY)
-        .ok_or_else(|| ApiError::validation("Commands need an Idempotency-Key header (a UUID)."))?;
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| Uuid::parse_str(v.trim()).ok())
-        .and_then(|uuid| EventId::from_uuid(uuid).ok())
-        .ok_or_else(|| ApiError::validation("The Idempotency-Key must be a non-nil UUID."))
-}
-
-/// Parses a JSON body, mapping an over-limit body to 413.
-pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ProblemKind::PayloadTooLarge,
-                "The request body is over the limit.",
-            )
-        } else {
-            ApiError::validation("The request body could not be read.")
-        }
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::validation(format!("The JSON body does not match the schema: {e}")))
-}
-
-pub(crate) fn office_actor(office: &OfficeNumber, terminal: &TerminalId) -> Actor {
-    Actor::Office {
-        office: office.clone(),
-        terminal: Some(terminal.as_str().to_owned()),
-    }
+    Ok(CommandAccepted::new(stream.to_string(), executed))
 }
 
 /// Body of a proxy certification application.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyApplication {
     /// `new`, `renewal` or `change`.
@@ -141,15 +118,11 @@ pub struct ProxyApplication {
 /// terminal and the person's live consent or care-plan registration.
 pub async fn file_application(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((insurer, insured)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    let person = PersonId::parse(&insurer, &insured)?;
-    let command_id = idempotency_key(&headers)?;
-    let request: ProxyApplication = json_body(body)?;
-    let (office, terminal) = caller
+    PersonPath(person): PersonPath,
+    sent: Command<ProxyApplication>,
+) -> Result<CommandAccepted, ApiError> {
+    let (command_id, caller, request) = sent.into_parts();
+    let (office, _) = caller
         .office_terminal(&state, "Only an office files an application by proxy here.")
         .await?;
     let now = state.now();
@@ -180,13 +153,8 @@ pub async fn file_application(
         }),
     };
     let stream = certification_stream(&person.insurer, &person.insured, seq);
-    execute::<CertificationApplication>(
-        &state,
-        &stream,
-        &command,
-        CommandContext::new(command_id, office_actor(office, terminal), now),
-    )
-    .await
+    let context = CommandContext::new(command_id, caller.actor(), now);
+    execute::<CertificationApplication>(&state, &stream, &command, context).await
 }
 
 /// The sequence number of the person's next application, or of the one
@@ -226,7 +194,7 @@ pub(crate) async fn next_stream_seq(
 }
 
 /// Body of a lost-terminal report.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LostReport {
     /// `lost` or `stolen`.
@@ -238,49 +206,34 @@ pub struct LostReport {
 /// or stolen; it is refused from the next request on.
 pub async fn report_terminal_lost(
     State(state): State<AppState>,
-    caller: Caller,
     Path((office, lost_terminal)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    sent: Command<LostReport>,
+) -> Result<CommandAccepted, ApiError> {
+    let (command_id, caller, request) = sent.into_parts();
     let office = office_number(&office)?;
     let lost_terminal = TerminalId::parse(&lost_terminal)
         .map_err(|_| ApiError::validation("The terminal id is malformed."))?;
-    let command_id = idempotency_key(&headers)?;
-    let request: LostReport = json_body(body)?;
-    let actor = match &caller.principal {
-        Principal::Federation => Actor::Federation,
-        Principal::Office {
-            office: own,
-            terminal,
-        } if own == &office => {
-            check_terminal(&state, own, terminal, &caller.fingerprint).await?;
-            // The reporting terminal is the actor: the office may suspend its
-            // own terminal at once (office.terminal_suspended admits it).
-            office_actor(own, terminal)
-        }
-        _ => {
-            return Err(ApiError::forbidden(
-                "Only the office itself or the federation reports its terminals.",
-            ));
-        }
-    };
+    caller
+        .allow(
+            &state,
+            &[Allow::Federation, Allow::Office(&office)],
+            "Only the office itself or the federation reports its terminals.",
+        )
+        .await?;
+    // The reporting terminal is the actor: the office may suspend its own
+    // terminal at once (office.terminal_suspended admits it).
+    let actor = caller.actor();
     let stream = office_stream(&office);
     let command = OfficeCommand::ReportTerminalLost {
         terminal: lost_terminal,
         loss: request.loss,
     };
-    execute::<Office>(
-        &state,
-        &stream,
-        &command,
-        CommandContext::new(command_id, actor, state.now()),
-    )
-    .await
+    let context = CommandContext::new(command_id, actor, state.now());
+    execute::<Office>(&state, &stream, &command, context).await
 }
 
 /// Body of a consent record.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentRecord {
     /// The office consented to.
@@ -297,19 +250,17 @@ pub struct ConsentRecord {
 /// (system integration and tests); the event's actor is `system:consent`.
 pub async fn give_consent(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((insurer, insured)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    let person = PersonId::parse(&insurer, &insured)?;
-    let command_id = idempotency_key(&headers)?;
-    let request: ConsentRecord = json_body(body)?;
-    if caller.principal != Principal::Federation {
-        return Err(ApiError::forbidden(
+    PersonPath(person): PersonPath,
+    sent: Command<ConsentRecord>,
+) -> Result<CommandAccepted, ApiError> {
+    let (command_id, caller, request) = sent.into_parts();
+    caller
+        .allow(
+            &state,
+            &[Allow::Federation],
             "Consents are recorded through the card flow; this route is the federation's.",
-        ));
-    }
+        )
+        .await?;
     let command = InsuredCommand::GiveConsent {
         office: office_number(&request.office)?,
         terminal: TerminalId::parse(&request.terminal)
@@ -334,35 +285,27 @@ pub async fn give_consent(
 /// itself (through an active terminal) or the federation revokes a consent.
 pub async fn revoke_consent(
     State(state): State<AppState>,
-    caller: Caller,
     Path((insurer, insured, office)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    CommandKey {
+        key: command_id,
+        caller,
+    }: CommandKey,
+) -> Result<CommandAccepted, ApiError> {
     let person = PersonId::parse(&insurer, &insured)?;
     let office = office_number(&office)?;
-    let command_id = idempotency_key(&headers)?;
-    let actor = match &caller.principal {
+    caller
+        .allow(
+            &state,
+            &[Allow::Federation, Allow::Office(&office)],
+            "Only the office itself or the federation revokes its consent.",
+        )
+        .await?;
+    let actor = match caller.principal {
         Principal::Federation => Actor::system("consent").expect("valid"),
-        Principal::Office {
-            office: own,
-            terminal,
-        } if own == &office => {
-            check_terminal(&state, own, terminal, &caller.fingerprint).await?;
-            office_actor(own, terminal)
-        }
-        _ => {
-            return Err(ApiError::forbidden(
-                "Only the office itself or the federation revokes its consent.",
-            ));
-        }
+        _ => caller.actor(),
     };
     let stream = insured_stream(&person.insurer, &person.insured);
     let command = InsuredCommand::RevokeConsent { office };
-    execute::<InsuredPerson>(
-        &state,
-        &stream,
-        &command,
-        CommandContext::new(command_id, actor, state.now()),
-    )
-    .await
+    let context = CommandContext::new(command_id, actor, state.now());
+    execute::<InsuredPerson>(&state, &stream, &command, context).await
 }

@@ -7,7 +7,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use kiban_engine::EngineError;
 use kiban_events::domain::RejectionCode;
@@ -182,15 +183,22 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// A problem document (RFC 9457), as every refusal answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Problem {
+    /// `urn:kiban:problem:<kind>`: stable, what a client branches on.
     #[serde(rename = "type")]
-    type_uri: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'a str>,
+    pub type_uri: String,
+    /// Fixed per kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What to fix; never internals.
+    pub detail: String,
+    /// The business rule's code when one refused
+    /// (`rejected`, `consent-required`, card consent refusals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -198,10 +206,10 @@ impl IntoResponse for ApiError {
         let status = self.kind.status();
         let body = Problem {
             type_uri: self.kind.type_uri(),
-            title: self.kind.title(),
+            title: self.kind.title().to_owned(),
             status: status.as_u16(),
-            detail: &self.detail,
-            code: self.code,
+            detail: self.detail,
+            code: self.code.map(str::to_owned),
         };
         let mut response = (status, Json(body)).into_response();
         response

@@ -20,14 +20,18 @@
 //!
 //! - `principal.rs`: certificate → principal; `pki.rs`: certificates and
 //!   the rustls configuration; `server.rs`: the accept loop.
-//! - `auth.rs`: the caller extractor and the authorisation rules that need
-//!   the store; `queries.rs`, `commands.rs`: the `/v1` handlers;
+//! - `auth.rs`: the caller extractor, the one authorisation check
+//!   (`Caller::allow`) and the rules that need the store; `extract.rs`: the
+//!   JSON body, [`Command`] (body, `Idempotency-Key`, caller) and document
+//!   upload extractors; `queries.rs`, `commands.rs`: the `/v1` handlers;
 //!   `documents.rs`: uploads and downloads of documents; `subsidies.rs`:
 //!   subsidy applications and decisions; `care_plan.rs`: the care-plan
 //!   office notification; `card_consent.rs`: consent with the My Number
 //!   card (challenge, signature, card links);
-//!   `ops.rs`: health, readiness, metrics, OpenAPI; `routes.rs`: the route
-//!   table ([`ROUTES`]) and the router with its limits.
+//!   `ops.rs`: health, readiness, metrics, OpenAPI; `routes.rs`: every
+//!   route declared once, with the router and the OpenAPI 3.1 document
+//!   derived from it ([`router`], [`openapi_document`]); `openapi.rs`: how
+//!   the extractors and answers describe themselves in that document.
 //! - `error.rs`: [`ApiError`] and the problem kinds.
 //!
 //! # Invariants
@@ -47,9 +51,13 @@ mod audit;
 mod auth;
 mod card_consent;
 mod care_plan;
+#[cfg(feature = "client")]
+pub mod client;
 mod commands;
 mod documents;
 mod error;
+mod extract;
+mod openapi;
 mod ops;
 mod personal;
 pub mod pki;
@@ -64,20 +72,27 @@ mod updates;
 
 pub use auth::Caller;
 pub use card_consent::{
-    CONSENT_CHALLENGE_TTL_SECONDS, CONSENT_CHALLENGES_MAX, CardTrust, ChallengeIssued,
+    CONSENT_CHALLENGE_TTL_SECONDS, CONSENT_CHALLENGES_MAX, CardLinkRequest, CardTrust,
+    ChallengeIssued, ChallengeRequest, SignedChallenge,
 };
-pub use commands::{APPLICATIONS_PER_PERSON_MAX, IDEMPOTENCY_KEY};
-pub use documents::{DOCUMENT_MEDIA_TYPES, DOCUMENT_UPLOAD_BYTES_MAX};
-pub use error::{ApiError, PROBLEM_JSON, PROBLEM_TYPE_PREFIX, ProblemKind};
-pub use ops::openapi_document;
+pub use care_plan::CarePlanNotification;
+pub use commands::{
+    APPLICATIONS_PER_PERSON_MAX, CommandAccepted, ConsentRecord, LostReport, ProxyApplication,
+};
+pub use documents::StoredDocument;
+pub use error::{ApiError, PROBLEM_JSON, PROBLEM_TYPE_PREFIX, Problem, ProblemKind};
+pub use extract::{
+    Command, CommandKey, DOCUMENT_MEDIA_TYPES, DOCUMENT_UPLOAD_BYTES_MAX, IDEMPOTENCY_KEY,
+};
 pub use pki::{DevPki, TlsFiles, dev_pki, dev_principals};
 pub use principal::{ClientIdentity, Principal};
 pub use queries::CASELOAD_PAGE_DEFAULT;
 pub use routes::{
-    REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS, REQUESTS_IN_FLIGHT_MAX, ROUTES, RouteDoc, router,
+    REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS, REQUESTS_IN_FLIGHT_MAX, openapi_document, router,
 };
 pub use server::{
     CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_MS, ServeConfig, ServeError, Server, serve, serve_router,
 };
 pub use state::{AppState, Clock, SUBSIDY_POLICY_DEFAULT};
+pub use subsidies::{SubsidyApplicationBody, SubsidyDecision};
 pub use updates::LAST_EVENT_ID;

@@ -1,19 +1,43 @@
 //! Operations routes: health, readiness, metrics, the OpenAPI document, and
 //! the middleware that counts requests and maps overload to problems.
 
-use std::fmt::Write as _;
+use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use axum::{Extension, Json};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ProblemKind};
-use crate::routes::ROUTES;
-use crate::state::{AppState, LATENCY_BUCKETS_SECONDS};
+use crate::state::AppState;
+
+/// The media type of the OpenMetrics text exposition (which Prometheus
+/// scrapes natively).
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Metrics in the OpenMetrics text exposition format.
+#[derive(Debug)]
+pub struct PrometheusText(pub String);
+
+impl IntoResponse for PrometheusText {
+    fn into_response(self) -> Response {
+        let mut response = self.0.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(OPENMETRICS_TEXT),
+        );
+        response
+    }
+}
 
 /// `GET /healthz`: the process serves requests. No certificate needed.
 pub async fn healthz() -> &'static str {
@@ -26,128 +50,58 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
     Ok("ready\n")
 }
 
-/// `GET /metrics`: Prometheus text (request counts, projection lag). Any
-/// authenticated principal.
-pub async fn metrics(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
-    let mut out = String::new();
-    out.push_str(
-        "# HELP kiban_api_requests_total Requests answered, by route, method and status.\n",
-    );
-    out.push_str("# TYPE kiban_api_requests_total counter\n");
-    for ((route, method, status), count) in state.inner.metrics.snapshot() {
-        let _ = writeln!(
-            out,
-            "kiban_api_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
-        );
-    }
-    out.push_str("# HELP kiban_api_request_duration_seconds Time to answer a request (to the response head), by route template and method.\n");
-    out.push_str("# TYPE kiban_api_request_duration_seconds histogram\n");
-    for ((route, method), histogram) in state.inner.metrics.latencies() {
-        let mut cumulative = 0;
-        for (le, n) in LATENCY_BUCKETS_SECONDS.iter().zip(histogram.buckets) {
-            cumulative += n;
-            let _ = writeln!(
-                out,
-                "kiban_api_request_duration_seconds_bucket{{route=\"{route}\",method=\"{method}\",le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let labels = format!("route=\"{route}\",method=\"{method}\"");
-        let _ = writeln!(
-            out,
-            "kiban_api_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\n\
-             kiban_api_request_duration_seconds_sum{{{labels}}} {}\n\
-             kiban_api_request_duration_seconds_count{{{labels}}} {}",
-            histogram.count, histogram.sum_seconds, histogram.count
-        );
-    }
-    let head = state.inner.store.head().await?;
-    out.push_str("# HELP kiban_store_events_total Events appended to the store (its head position); rate() is the append rate.\n");
-    out.push_str("# TYPE kiban_store_events_total counter\n");
-    let _ = writeln!(out, "kiban_store_events_total {}", head.position);
-    out.push_str("# HELP kiban_api_created_total Requests answered 201 Created (commands that appended events, attachments stored), by route template.\n");
-    out.push_str("# TYPE kiban_api_created_total counter\n");
-    for ((route, method, status), count) in state.inner.metrics.snapshot() {
-        if status == 201 {
-            let _ = writeln!(
-                out,
-                "kiban_api_created_total{{route=\"{route}\",method=\"{method}\"}} {count}"
-            );
-        }
-    }
-    out.push_str("# HELP kiban_projection_lag_events Events between the store's head and a projection's checkpoint.\n");
-    out.push_str("# TYPE kiban_projection_lag_events gauge\n");
-    for lag in state.inner.projections.lag().await? {
-        let _ = writeln!(
-            out,
-            "kiban_projection_lag_events{{projection=\"{}\"}} {}",
-            lag.projection,
-            lag.events()
-        );
-    }
-    let mut response = out.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    Ok(response)
+/// The label of a projection's lag.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabels {
+    projection: &'static str,
 }
+
+/// `GET /metrics`: request counts and latencies, the store's head and the
+/// projections' lag, in the OpenMetrics text format. Any authenticated
+/// principal.
+pub async fn metrics(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<PrometheusText, ApiError> {
+    let head = state.inner.store.head().await?;
+    let lags = state.inner.projections.lag().await?;
+    let mut registry = Registry::default();
+    state.inner.metrics.register(&mut registry);
+    registry.register(
+        "kiban_store_events",
+        "Events appended to the store (its head position); rate() is the append rate",
+        ConstCounter::new(head.position),
+    );
+    let lag = Family::<ProjectionLabels, Gauge>::default();
+    for projection in lags {
+        let events = i64::try_from(projection.events()).unwrap_or(i64::MAX);
+        lag.get_or_create(&ProjectionLabels {
+            projection: projection.projection,
+        })
+        .set(events);
+    }
+    registry.register(
+        "kiban_projection_lag_events",
+        "Events between the store's head and a projection's checkpoint",
+        lag,
+    );
+    let mut text = String::new();
+    encode(&mut text, &registry).map_err(|e| ApiError::internal(&e))?;
+    Ok(PrometheusText(text))
+}
+
+/// The OpenAPI document the router was built with (`routes.rs`), shared
+/// by every request of `GET /v1/openapi.json`.
+#[derive(Debug, Clone)]
+pub struct OpenApiDocument(pub Arc<Value>);
 
 /// `GET /v1/openapi.json`: the OpenAPI 3.1 document of every route. Any
 /// authenticated principal.
-pub async fn openapi(_caller: Caller) -> Json<Value> {
-    Json(openapi_document())
-}
-
-/// The OpenAPI document, built from [`ROUTES`] (the router refuses to
-/// start with a route missing from it).
-pub fn openapi_document() -> Value {
-    let mut paths = serde_json::Map::new();
-    for route in ROUTES {
-        let parameters: Vec<Value> = route
-            .path
-            .split('/')
-            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let mut operation = json!({
-            "summary": route.summary,
-            "description": format!("Allowed: {}.", route.allowed),
-            "parameters": parameters,
-            "responses": {
-                "200": {"description": "OK"},
-                "default": {"description": "RFC 9457 problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-            }
-        });
-        if route.command {
-            operation["parameters"]
-                .as_array_mut()
-                .expect("array")
-                .push(json!({
-                    "name": "Idempotency-Key", "in": "header", "required": true,
-                    "schema": {"type": "string", "format": "uuid"}
-                }));
-        }
-        let entry = paths
-            .entry(route.path.to_owned())
-            .or_insert_with(|| json!({}));
-        entry[route.method.to_ascii_lowercase()] = operation;
-    }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "kiban API", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {"schemas": {"Problem": {
-            "type": "object",
-            "required": ["type", "title", "status", "detail"],
-            "properties": {
-                "type": {"type": "string", "format": "uri"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "code": {"type": "string"}
-            }
-        }}}
-    })
+pub async fn openapi(
+    Extension(OpenApiDocument(document)): Extension<OpenApiDocument>,
+    _caller: Caller,
+) -> Json<Value> {
+    Json(document.as_ref().clone())
 }
 
 /// Counts every answered request by route template (never the concrete

@@ -2,21 +2,21 @@
 //! with the person's key, and forgetting a person.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chrono::{DateTime, NaiveDate, Utc};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use kiban_events::envelope::Actor;
 use kiban_projections::PersonalFields;
 use kiban_store::{FORGOTTEN_MARKER, Opened};
 
-use crate::auth::{Caller, PersonId, authorise_person_read};
+use crate::auth::{Allow, Caller, PersonId, PersonPath, authorise_person_read};
 use crate::error::{ApiError, ProblemKind};
-use crate::principal::Principal;
 use crate::state::AppState;
 
 /// A person's personal fields, opened for a permitted reader.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct PersonalView {
     pub insurer: String,
     pub insured: String,
@@ -57,9 +57,8 @@ pub(crate) async fn open_address(
 pub async fn personal(
     State(state): State<AppState>,
     caller: Caller,
-    Path((insurer, insured)): Path<(String, String)>,
+    PersonPath(person): PersonPath,
 ) -> Result<Json<PersonalView>, ApiError> {
-    let person = PersonId::parse(&insurer, &insured)?;
     authorise_person_read(&state, &caller, &person).await?;
     let doc = state
         .inner
@@ -85,7 +84,7 @@ pub async fn personal(
 }
 
 /// What forgetting answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ForgetAnswer {
     /// Always true: the person is forgotten now.
     pub forgotten: bool,
@@ -105,17 +104,15 @@ pub struct ForgetAnswer {
 pub async fn forget(
     State(state): State<AppState>,
     caller: Caller,
-    Path((insurer, insured)): Path<(String, String)>,
+    PersonPath(person): PersonPath,
 ) -> Result<Json<ForgetAnswer>, ApiError> {
-    let person = PersonId::parse(&insurer, &insured)?;
-    match &caller.principal {
-        Principal::Insurer(own) if own == &person.insurer => {}
-        _ => {
-            return Err(ApiError::forbidden(
-                "Only the person's insurer forgets a person.",
-            ));
-        }
-    }
+    caller
+        .allow(
+            &state,
+            &[Allow::Insurer(&person.insurer)],
+            "Only the person's insurer forgets a person.",
+        )
+        .await?;
     if state.inner.engine.person_keys().is_none() {
         return Err(ApiError::new(
             ProblemKind::Unavailable,

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use kiban_projections::{
@@ -9,7 +10,9 @@ use kiban_projections::{
     LedgersView, Page, SubsidyView, TerminalView,
 };
 
-use crate::auth::{Caller, PersonId, authorise_person_read, check_terminal, office_number};
+use crate::auth::{
+    Allow, Caller, PersonPath, authorise_person_read, check_terminal, office_number,
+};
 use crate::error::ApiError;
 use crate::principal::Principal;
 use crate::state::AppState;
@@ -17,15 +20,12 @@ use crate::state::AppState;
 /// Caseload page size when none is asked for.
 pub const CASELOAD_PAGE_DEFAULT: usize = 100;
 
-type Person = Path<(String, String)>;
-
 /// `GET /v1/persons/{insurer}/{insured}/eligibility`
 pub async fn eligibility(
     State(state): State<AppState>,
     caller: Caller,
-    Path((insurer, insured)): Person,
+    PersonPath(person): PersonPath,
 ) -> Result<Json<EligibilityView>, ApiError> {
-    let person = PersonId::parse(&insurer, &insured)?;
     authorise_person_read(&state, &caller, &person).await?;
     let view = state
         .inner
@@ -40,9 +40,8 @@ pub async fn eligibility(
 pub async fn certifications(
     State(state): State<AppState>,
     caller: Caller,
-    Path((insurer, insured)): Person,
+    PersonPath(person): PersonPath,
 ) -> Result<Json<Vec<ApplicationView>>, ApiError> {
-    let person = PersonId::parse(&insurer, &insured)?;
     authorise_person_read(&state, &caller, &person).await?;
     Ok(Json(
         state
@@ -57,9 +56,8 @@ pub async fn certifications(
 pub async fn documents(
     State(state): State<AppState>,
     caller: Caller,
-    Path((insurer, insured)): Person,
+    PersonPath(person): PersonPath,
 ) -> Result<Json<Vec<DocumentView>>, ApiError> {
-    let person = PersonId::parse(&insurer, &insured)?;
     authorise_person_read(&state, &caller, &person).await?;
     Ok(Json(state.inner.read.documents_of(&person.key()).await?))
 }
@@ -68,9 +66,8 @@ pub async fn documents(
 pub async fn ledgers(
     State(state): State<AppState>,
     caller: Caller,
-    Path((insurer, insured)): Person,
+    PersonPath(person): PersonPath,
 ) -> Result<Json<LedgersView>, ApiError> {
-    let person = PersonId::parse(&insurer, &insured)?;
     authorise_person_read(&state, &caller, &person).await?;
     let view = state.inner.read.ledgers(&person.key(), state.now()).await?;
     view.map(Json)
@@ -82,18 +79,15 @@ pub async fn ledgers(
 pub async fn person_access_log(
     State(state): State<AppState>,
     caller: Caller,
-    Path((insurer, insured)): Person,
+    PersonPath(person): PersonPath,
 ) -> Result<Json<Vec<AccessEntry>>, ApiError> {
-    let person = PersonId::parse(&insurer, &insured)?;
-    match &caller.principal {
-        Principal::Auditor(_) => {}
-        Principal::Insurer(own) if own == &person.insurer => {}
-        _ => {
-            return Err(ApiError::forbidden(
-                "Only the person's insurer and auditors read the access log.",
-            ));
-        }
-    }
+    caller
+        .allow(
+            &state,
+            &[Allow::Auditors, Allow::Insurer(&person.insurer)],
+            "Only the person's insurer and auditors read the access log.",
+        )
+        .await?;
     Ok(Json(
         state
             .inner
@@ -104,7 +98,7 @@ pub async fn person_access_log(
 }
 
 /// Query of the caseload.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct CaseloadQuery {
     /// The `next` of the previous page.
     #[serde(default)]
@@ -125,20 +119,13 @@ pub async fn caseload(
     let office = office_number(&office)?;
     let Query(query) =
         query.map_err(|_| ApiError::validation("Use ?after=<cursor>&limit=<1-500>."))?;
-    match &caller.principal {
-        Principal::Auditor(_) => {}
-        Principal::Office {
-            office: own,
-            terminal,
-        } if own == &office => {
-            check_terminal(&state, own, terminal, &caller.fingerprint).await?;
-        }
-        _ => {
-            return Err(ApiError::forbidden(
-                "Only the office itself and auditors read its caseload.",
-            ));
-        }
-    }
+    caller
+        .allow(
+            &state,
+            &[Allow::Auditors, Allow::Office(&office)],
+            "Only the office itself and auditors read its caseload.",
+        )
+        .await?;
     let after = query.after.unwrap_or_default();
     let limit = query.limit.unwrap_or(CASELOAD_PAGE_DEFAULT);
     Ok(Json(
@@ -158,20 +145,13 @@ pub async fn terminals(
     Path(office): Path<String>,
 ) -> Result<Json<Vec<TerminalView>>, ApiError> {
     let office = office_number(&office)?;
-    match &caller.principal {
-        Principal::Auditor(_) | Principal::Federation => {}
-        Principal::Office {
-            office: own,
-            terminal,
-        } if own == &office => {
-            check_terminal(&state, own, terminal, &caller.fingerprint).await?;
-        }
-        _ => {
-            return Err(ApiError::forbidden(
-                "Only the office, the federation and auditors see its terminals.",
-            ));
-        }
-    }
+    caller
+        .allow(
+            &state,
+            &[Allow::Auditors, Allow::Federation, Allow::Office(&office)],
+            "Only the office, the federation and auditors see its terminals.",
+        )
+        .await?;
     Ok(Json(
         state.inner.read.terminals(Some(office.as_str())).await?,
     ))
@@ -182,14 +162,13 @@ pub async fn all_terminals(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<TerminalView>>, ApiError> {
-    if !matches!(
-        caller.principal,
-        Principal::Auditor(_) | Principal::Federation
-    ) {
-        return Err(ApiError::forbidden(
+    caller
+        .allow(
+            &state,
+            &[Allow::Auditors, Allow::Federation],
             "Only the federation and auditors list all terminals.",
-        ));
-    }
+        )
+        .await?;
     Ok(Json(state.inner.read.terminals(None).await?))
 }
 
@@ -202,15 +181,13 @@ pub async fn insurer(
 ) -> Result<Json<InsurerView>, ApiError> {
     let number = kiban_events::ids::InsurerNumber::parse(&insurer)
         .map_err(|_| ApiError::validation("The insurer number must be 6 digits."))?;
-    match &caller.principal {
-        Principal::Auditor(_) | Principal::Federation => {}
-        Principal::Insurer(own) if own == &number => {}
-        _ => {
-            return Err(ApiError::forbidden(
-                "Only the insurer, the federation and auditors see its rollout.",
-            ));
-        }
-    }
+    caller
+        .allow(
+            &state,
+            &[Allow::Auditors, Allow::Federation, Allow::Insurer(&number)],
+            "Only the insurer, the federation and auditors see its rollout.",
+        )
+        .await?;
     let view = state.inner.read.insurer(number.as_str()).await?;
     view.map(Json)
         .ok_or_else(|| ApiError::not_found("No such insurer."))
@@ -225,15 +202,13 @@ pub async fn overdue_applications(
 ) -> Result<Json<Vec<ApplicationView>>, ApiError> {
     let number = kiban_events::ids::InsurerNumber::parse(&insurer)
         .map_err(|_| ApiError::validation("The insurer number must be 6 digits."))?;
-    match &caller.principal {
-        Principal::Auditor(_) => {}
-        Principal::Insurer(own) if own == &number => {}
-        _ => {
-            return Err(ApiError::forbidden(
-                "Only the insurer and auditors list its overdue applications.",
-            ));
-        }
-    }
+    caller
+        .allow(
+            &state,
+            &[Allow::Auditors, Allow::Insurer(&number)],
+            "Only the insurer and auditors list its overdue applications.",
+        )
+        .await?;
     Ok(Json(
         state
             .inner
@@ -252,15 +227,13 @@ pub async fn opinion_requests(
 ) -> Result<Json<Vec<ApplicationView>>, ApiError> {
     let code = kiban_events::ids::MedicalInstitutionCode::parse(&institution)
         .map_err(|_| ApiError::validation("The medical-institution code must be 10 digits."))?;
-    match &caller.principal {
-        Principal::Auditor(_) => {}
-        Principal::MedicalInstitution(own) if own == &code => {}
-        _ => {
-            return Err(ApiError::forbidden(
-                "Only the institution asked and auditors see opinion requests.",
-            ));
-        }
-    }
+    caller
+        .allow(
+            &state,
+            &[Allow::Auditors, Allow::Institution(&code)],
+            "Only the institution asked and auditors see opinion requests.",
+        )
+        .await?;
     Ok(Json(
         state
             .inner
@@ -306,10 +279,12 @@ pub async fn access_log(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<AccessEntry>>, ApiError> {
-    if !matches!(caller.principal, Principal::Auditor(_)) {
-        return Err(ApiError::forbidden(
+    caller
+        .allow(
+            &state,
+            &[Allow::Auditors],
             "Only auditors read the whole access log.",
-        ));
-    }
+        )
+        .await?;
     Ok(Json(state.inner.read.access_log(None, None).await?))
 }

@@ -1,17 +1,28 @@
-//! The route table: every route, its method, who may call it, and the
-//! router built from it.
+//! Every route of the API, declared once: its path, its handler, what it
+//! does and who may call it. The axum router and the OpenAPI document
+//! (`GET /v1/openapi.json`) are both derived from [`api_routes`]: the
+//! handler's own types give the parameters, the body, the answers and the
+//! problems (`openapi.rs`), so a route cannot be served undocumented or
+//! documented unserved.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use aide::axum::ApiRouter;
+use aide::axum::routing::{delete_with, get_with, post_with};
+use aide::openapi::OpenApi;
+use aide::transform::TransformOperation;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::{Extension, Router};
+use serde_json::Value;
 use tower::ServiceBuilder;
 
+use crate::extract::DOCUMENT_UPLOAD_BYTES_MAX;
 use crate::state::AppState;
 use crate::{
-    audit, card_consent, care_plan, commands, documents, ops, personal, queries, subsidies, updates,
+    audit, card_consent, care_plan, commands, documents, openapi, ops, personal, queries,
+    subsidies, updates,
 };
 
 /// Largest request body, in bytes. Commands are small JSON objects (a
@@ -30,484 +41,410 @@ pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// store pools (a request holds at most one connection of each).
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 256;
 
-/// One documented route.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteDoc {
-    /// `GET`, `POST` or `DELETE`.
-    pub method: &'static str,
-    /// The axum path template.
-    pub path: &'static str,
-    /// What it does.
-    pub summary: &'static str,
-    /// Who may call it.
-    pub allowed: &'static str,
-    /// Whether it is a command (takes an `Idempotency-Key`).
-    pub command: bool,
-}
+/// Who may read a person's record (`auth::authorise_person_read`).
+const PERSON_READERS: &str = "an office with live consent or as care-plan office (insurer sharing, active terminal; logged), the person's insurer, auditors";
 
-const fn route(
-    method: &'static str,
-    path: &'static str,
+/// Who may call the operations routes without a certificate.
+const ANYONE: &str = "anyone, no certificate";
+
+/// Any authenticated principal.
+const ANY_PRINCIPAL: &str = "any principal";
+
+/// The documentation of one operation: what it does and who may call it
+/// (the handler enforces it with `Caller::allow` or the person-read rule).
+fn op(
     summary: &'static str,
     allowed: &'static str,
-    command: bool,
-) -> RouteDoc {
-    RouteDoc {
-        method,
-        path,
-        summary,
-        allowed,
-        command,
+) -> impl FnOnce(TransformOperation<'_>) -> TransformOperation<'_> {
+    move |operation| {
+        operation
+            .summary(summary)
+            .description(&format!("Allowed: {allowed}."))
     }
 }
 
-const PERSON_READERS: &str = "an office with live consent or as care-plan office (insurer sharing, active terminal; logged), the person's insurer, auditors";
+/// The body limit of the document upload routes.
+fn upload_limit() -> DefaultBodyLimit {
+    DefaultBodyLimit::max(DOCUMENT_UPLOAD_BYTES_MAX)
+}
 
-/// Every route of the API.
-pub const ROUTES: &[RouteDoc] = &[
-    route(
-        "GET",
-        "/healthz",
-        "Liveness",
-        "anyone, no certificate",
-        false,
-    ),
-    route(
-        "GET",
-        "/readyz",
-        "Readiness (the store answers)",
-        "anyone, no certificate",
-        false,
-    ),
-    route(
-        "GET",
-        "/metrics",
-        "Prometheus metrics",
-        "any principal",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/openapi.json",
-        "This document",
-        "any principal",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/persons/{insurer}/{insured}/eligibility",
-        "Eligibility certificates",
-        PERSON_READERS,
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/persons/{insurer}/{insured}/certifications",
-        "Certification status and history",
-        PERSON_READERS,
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/persons/{insurer}/{insured}/documents",
-        "Documents of the certifications",
-        PERSON_READERS,
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/persons/{insurer}/{insured}/ledgers",
-        "Benefit ledgers",
-        PERSON_READERS,
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/persons/{insurer}/{insured}/access-log",
-        "Who read the record",
-        "the person's insurer, auditors",
-        false,
-    ),
-    route(
-        "POST",
-        "/v1/persons/{insurer}/{insured}/certifications",
-        "Proxy certification application",
-        "an office with consent or as care-plan office",
-        true,
-    ),
-    route(
-        "POST",
-        "/v1/persons/{insurer}/{insured}/consents",
-        "Record a consent (system integration)",
-        "the federation",
-        true,
-    ),
-    route(
-        "DELETE",
-        "/v1/persons/{insurer}/{insured}/consents/{office}",
-        "Revoke a consent",
-        "the office itself, the federation",
-        true,
-    ),
-    route(
-        "GET",
-        "/v1/offices/{office}/caseload",
-        "Persons the office may see (?after=&limit=)",
-        "the office itself, auditors",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/offices/{office}/updates",
-        "Server-Sent Events of the caseload (Last-Event-ID = position)",
-        "the office itself, auditors",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/offices/{office}/terminals",
-        "The office's terminals",
-        "the office itself, the federation, auditors",
-        false,
-    ),
-    route(
-        "POST",
-        "/v1/offices/{office}/terminals/{terminal}/lost",
-        "Report a terminal lost or stolen",
-        "the office itself, the federation",
-        true,
-    ),
-    route(
-        "GET",
-        "/v1/terminals",
-        "Every terminal",
-        "the federation, auditors",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/insurers/{insurer}",
-        "Insurer rollout status",
-        "the insurer, the federation, auditors",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/insurers/{insurer}/overdue-applications",
-        "Open applications past their deadline",
-        "the insurer, auditors",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/medical/{institution}/opinion-requests",
-        "Opinion requests addressed to the institution",
-        "the institution, auditors",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/subsidies",
-        "Subsidy applications",
-        "the federation and auditors (all), an office or institution (its own)",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/access-log",
-        "The whole access log",
-        "auditors",
-        false,
-    ),
-    route(
-        "POST",
-        "/v1/persons/{insurer}/{insured}/certifications/{seq}/investigation-sheet",
-        "Upload the investigation sheet (認定調査票; body = the document, Content-Type = its media type)",
-        "the person's insurer",
-        true,
-    ),
-    route(
-        "POST",
-        "/v1/persons/{insurer}/{insured}/certifications/{seq}/opinion",
-        "Upload the doctor's opinion (主治医意見書; body = the document, Content-Type = its media type)",
-        "the medical institution asked for it",
-        true,
-    ),
-    route(
-        "GET",
-        "/v1/persons/{insurer}/{insured}/documents/{sha256}",
-        "Download a document of the person's certifications by digest",
-        PERSON_READERS,
-        false,
-    ),
-    route(
-        "POST",
-        "/v1/attachments",
-        "Upload a subsidy attachment (body = the document); answers its reference",
-        "an office, a medical institution",
-        false,
-    ),
-    route(
-        "POST",
-        "/v1/subsidies",
-        "Apply for the subsidy (助成金申請) with uploaded attachments",
-        "an office, a medical institution",
-        true,
-    ),
-    route(
-        "POST",
-        "/v1/subsidies/{application}/decisions",
-        "Review, deficiency, decision or payment of a subsidy application",
-        "the federation",
-        true,
-    ),
-    route(
-        "GET",
-        "/v1/subsidies/{application}/attachments/{sha256}",
-        "Download an attachment of a subsidy application",
-        "the federation, auditors, the applicant",
-        false,
-    ),
-    route(
-        "POST",
-        "/v1/persons/{insurer}/{insured}/care-plan-office",
-        "Care-plan office notification (居宅サービス計画作成依頼届出) by the office itself",
-        "an office with the person's live consent",
-        true,
-    ),
-    route(
-        "POST",
-        "/v1/consents/challenge",
-        "A challenge for the My Number card to sign ({insurer, insured, consent_expires_at})",
-        "an office terminal",
-        false,
-    ),
-    route(
-        "POST",
-        "/v1/consents/card",
-        "Record a consent signed with the My Number card ({nonce, certificate_hex, signature_hex})",
-        "the office terminal the challenge was issued to",
-        true,
-    ),
-    route(
-        "POST",
-        "/v1/persons/{insurer}/{insured}/card-links",
-        "Link a card's user-authentication certificate to the person ({certificate_hex})",
-        "the person's insurer, the federation",
-        true,
-    ),
-    route(
-        "GET",
-        "/v1/audit/verify",
-        "Verify the hash chain, one page of at most a million events (?from=&to=&limit=; next_from names the next page)",
-        "auditors",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/audit/persons/{insurer}/{insured}",
-        "A person's read models as of a moment (?as_of=|at_position=), replayed",
-        "auditors",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/audit/offices/{office}/access-log",
-        "Every read of a person's record by the office",
-        "auditors",
-        false,
-    ),
-    route(
-        "GET",
-        "/v1/persons/{insurer}/{insured}/personal",
-        "Personal fields opened with the person's key (忘却済み once forgotten)",
-        PERSON_READERS,
-        false,
-    ),
-    route(
-        "POST",
-        "/v1/persons/{insurer}/{insured}/forget",
-        "Forget the person (本人情報の消去): destroy their key, record insured.person_forgotten",
-        "the person's insurer (no Idempotency-Key: idempotent per person)",
-        false,
-    ),
-];
+/// Every route of the API (the office screens under `/ui` are HTML, not
+/// part of the API, and are nested by [`router`]).
+pub(crate) fn api_routes() -> ApiRouter<AppState> {
+    let routes = ApiRouter::new()
+        .api_route("/healthz", get_with(ops::healthz, op("Liveness", ANYONE)))
+        .api_route(
+            "/readyz",
+            get_with(ops::readyz, op("Readiness (the store answers)", ANYONE)),
+        )
+        .api_route(
+            "/metrics",
+            get_with(ops::metrics, op("Prometheus metrics", ANY_PRINCIPAL)),
+        )
+        .api_route(
+            "/v1/openapi.json",
+            get_with(ops::openapi, op("This document", ANY_PRINCIPAL)),
+        );
+    let routes = person_routes(routes);
+    let routes = organisation_routes(routes);
+    let routes = document_and_subsidy_routes(routes);
+    consent_and_audit_routes(routes)
+}
 
-/// Adds `handler` at `path`, refusing (a bug) a route missing from [`ROUTES`].
-pub(crate) fn add(
-    router: Router<AppState>,
-    method: &'static str,
-    path: &'static str,
-    handler: MethodRouter<AppState>,
-) -> Router<AppState> {
-    assert!(
-        ROUTES.iter().any(|r| r.method == method && r.path == path),
-        "route {method} {path} is missing from ROUTES (and so from the OpenAPI document)"
-    );
-    router.route(path, handler)
+/// The routes about one insured person.
+fn person_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/eligibility",
+            get_with(
+                queries::eligibility,
+                op("Eligibility certificates", PERSON_READERS),
+            ),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/certifications",
+            get_with(
+                queries::certifications,
+                op("Certification status and history", PERSON_READERS),
+            )
+            .post_with(
+                commands::file_application,
+                op(
+                    "Proxy certification application",
+                    "an office with consent or as care-plan office",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/documents",
+            get_with(
+                queries::documents,
+                op("Documents of the certifications", PERSON_READERS),
+            ),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/ledgers",
+            get_with(queries::ledgers, op("Benefit ledgers", PERSON_READERS)),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/access-log",
+            get_with(
+                queries::person_access_log,
+                op("Who read the record", "the person's insurer, auditors"),
+            ),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/consents",
+            post_with(
+                commands::give_consent,
+                op("Record a consent (system integration)", "the federation"),
+            ),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/consents/{office}",
+            delete_with(
+                commands::revoke_consent,
+                op("Revoke a consent", "the office itself, the federation"),
+            ),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/care-plan-office",
+            post_with(
+                care_plan::notify_care_plan_office,
+                op(
+                    "Care-plan office notification (居宅サービス計画作成依頼届出) by the office itself",
+                    "an office with the person's live consent",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/personal",
+            get_with(
+                personal::personal,
+                op(
+                    "Personal fields opened with the person's key (忘却済み once forgotten)",
+                    PERSON_READERS,
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/forget",
+            post_with(
+                personal::forget,
+                op(
+                    "Forget the person (本人情報の消去): destroy their key, record insured.person_forgotten",
+                    "the person's insurer (no Idempotency-Key: idempotent per person)",
+                ),
+            ),
+        )
+}
+
+/// The routes about offices, insurers and institutions.
+fn organisation_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
+        .api_route(
+            "/v1/offices/{office}/caseload",
+            get_with(
+                queries::caseload,
+                op(
+                    "Persons the office may see (?after=&limit=)",
+                    "the office itself, auditors",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/offices/{office}/updates",
+            get_with(
+                updates::updates,
+                op(
+                    "Server-Sent Events of the caseload (Last-Event-ID = position)",
+                    "the office itself, auditors",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/offices/{office}/terminals",
+            get_with(
+                queries::terminals,
+                op(
+                    "The office's terminals",
+                    "the office itself, the federation, auditors",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/offices/{office}/terminals/{terminal}/lost",
+            post_with(
+                commands::report_terminal_lost,
+                op(
+                    "Report a terminal lost or stolen",
+                    "the office itself, the federation",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/terminals",
+            get_with(
+                queries::all_terminals,
+                op("Every terminal", "the federation, auditors"),
+            ),
+        )
+        .api_route(
+            "/v1/insurers/{insurer}",
+            get_with(
+                queries::insurer,
+                op(
+                    "Insurer rollout status",
+                    "the insurer, the federation, auditors",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/insurers/{insurer}/overdue-applications",
+            get_with(
+                queries::overdue_applications,
+                op(
+                    "Open applications past their deadline",
+                    "the insurer, auditors",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/medical/{institution}/opinion-requests",
+            get_with(
+                queries::opinion_requests,
+                op(
+                    "Opinion requests addressed to the institution",
+                    "the institution, auditors",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/access-log",
+            get_with(queries::access_log, op("The whole access log", "auditors")),
+        )
+}
+
+/// Document uploads and downloads, and subsidies.
+fn document_and_subsidy_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/certifications/{seq}/investigation-sheet",
+            post_with(
+                documents::upload_investigation_sheet,
+                op(
+                    "Upload the investigation sheet (認定調査票; body = the document, Content-Type = its media type)",
+                    "the person's insurer",
+                ),
+            )
+            .layer(upload_limit()),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/certifications/{seq}/opinion",
+            post_with(
+                documents::upload_opinion,
+                op(
+                    "Upload the doctor's opinion (主治医意見書; body = the document, Content-Type = its media type)",
+                    "the medical institution asked for it",
+                ),
+            )
+            .layer(upload_limit()),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/documents/{sha256}",
+            get_with(
+                documents::download_person_document,
+                op(
+                    "Download a document of the person's certifications by digest",
+                    PERSON_READERS,
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/attachments",
+            post_with(
+                documents::upload_attachment,
+                op(
+                    "Upload a subsidy attachment (body = the document); answers its reference",
+                    "an office, a medical institution",
+                ),
+            )
+            .layer(upload_limit()),
+        )
+        .api_route(
+            "/v1/subsidies",
+            get_with(
+                queries::subsidies,
+                op(
+                    "Subsidy applications",
+                    "the federation and auditors (all), an office or institution (its own)",
+                ),
+            )
+            .post_with(
+                subsidies::apply,
+                op(
+                    "Apply for the subsidy (助成金申請) with uploaded attachments",
+                    "an office, a medical institution",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/subsidies/{application}/decisions",
+            post_with(
+                subsidies::decide,
+                op(
+                    "Review, deficiency, decision or payment of a subsidy application",
+                    "the federation",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/subsidies/{application}/attachments/{sha256}",
+            get_with(
+                subsidies::download_attachment,
+                op(
+                    "Download an attachment of a subsidy application",
+                    "the federation, auditors, the applicant",
+                ),
+            ),
+        )
+}
+
+/// Consent with the My Number card, card links, and the audit routes.
+fn consent_and_audit_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
+        .api_route(
+            "/v1/consents/challenge",
+            post_with(
+                card_consent::challenge,
+                op(
+                    "A challenge for the My Number card to sign",
+                    "an office terminal",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/consents/card",
+            post_with(
+                card_consent::card_consent,
+                op(
+                    "Record a consent signed with the My Number card",
+                    "the office terminal the challenge was issued to",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/persons/{insurer}/{insured}/card-links",
+            post_with(
+                card_consent::link_card,
+                op(
+                    "Link a card's user-authentication certificate to the person",
+                    "the person's insurer, the federation",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/audit/verify",
+            get_with(
+                audit::verify,
+                op(
+                    "Verify the hash chain, one page of at most a million events (?from=&to=&limit=; next_from names the next page)",
+                    "auditors",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/audit/persons/{insurer}/{insured}",
+            get_with(
+                audit::person_as_of,
+                op(
+                    "A person's read models as of a moment (?as_of=|at_position=), replayed",
+                    "auditors",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/audit/offices/{office}/access-log",
+            get_with(
+                audit::office_access_log,
+                op("Every read of a person's record by the office", "auditors"),
+            ),
+        )
+}
+
+/// The router of [`api_routes`] and the OpenAPI document it declares.
+fn finish() -> (Router<AppState>, OpenApi) {
+    // aide generates into a thread-local context: start from a clean one,
+    // with responses inferred from the handlers' types and schemas shared
+    // through `components`.
+    aide::generate::reset_context();
+    aide::generate::infer_responses(true);
+    aide::generate::extract_schemas(true);
+    let mut api = OpenApi::default();
+    let router = api_routes().finish_api_with(&mut api, |api| {
+        api.title("kiban API")
+            .version(env!("CARGO_PKG_VERSION"))
+            .description("kiban's HTTPS API (docs/api.md). Every refusal is RFC 9457 problem+json.")
+    });
+    openapi::complete(&mut api);
+    (router, api)
+}
+
+/// The OpenAPI 3.1 document of every route, as served at
+/// `GET /v1/openapi.json`.
+pub fn openapi_document() -> Value {
+    serde_json::to_value(finish().1).expect("an OpenAPI document serialises")
 }
 
 /// The API as an axum router, for [`crate::serve`] and for `oneshot` tests
 /// (which insert a [`crate::ClientIdentity`] extension themselves).
 pub fn router(state: AppState) -> Router {
-    let mut r = Router::new();
-    r = add(r, "GET", "/healthz", get(ops::healthz));
-    r = add(r, "GET", "/readyz", get(ops::readyz));
-    r = add(r, "GET", "/metrics", get(ops::metrics));
-    r = add(r, "GET", "/v1/openapi.json", get(ops::openapi));
-    r = add(
-        r,
-        "GET",
-        "/v1/persons/{insurer}/{insured}/eligibility",
-        get(queries::eligibility),
-    );
-    r = add(
-        r,
-        "GET",
-        "/v1/persons/{insurer}/{insured}/certifications",
-        get(queries::certifications).post(commands::file_application),
-    );
-    assert!(
-        ROUTES
-            .iter()
-            .any(|r| r.method == "POST"
-                && r.path == "/v1/persons/{insurer}/{insured}/certifications")
-    );
-    r = add(
-        r,
-        "GET",
-        "/v1/persons/{insurer}/{insured}/documents",
-        get(queries::documents),
-    );
-    r = add(
-        r,
-        "GET",
-        "/v1/persons/{insurer}/{insured}/ledgers",
-        get(queries::ledgers),
-    );
-    r = add(
-        r,
-        "GET",
-        "/v1/persons/{insurer}/{insured}/access-log",
-        get(queries::person_access_log),
-    );
-    r = add(
-        r,
-        "POST",
-        "/v1/persons/{insurer}/{insured}/consents",
-        post(commands::give_consent),
-    );
-    r = add(
-        r,
-        "DELETE",
-        "/v1/persons/{insurer}/{insured}/consents/{office}",
-        delete(commands::revoke_consent),
-    );
-    r = add(
-        r,
-        "GET",
-        "/v1/offices/{office}/caseload",
-        get(queries::caseload),
-    );
-    r = add(
-        r,
-        "GET",
-        "/v1/offices/{office}/terminals",
-        get(queries::terminals),
-    );
-    r = add(
-        r,
-        "POST",
-        "/v1/offices/{office}/terminals/{terminal}/lost",
-        post(commands::report_terminal_lost),
-    );
-    r = add(
-        r,
-        "GET",
-        "/v1/offices/{office}/updates",
-        get(updates::updates),
-    );
-    r = add(r, "GET", "/v1/terminals", get(queries::all_terminals));
-    r = add(r, "GET", "/v1/insurers/{insurer}", get(queries::insurer));
-    r = add(
-        r,
-        "GET",
-        "/v1/insurers/{insurer}/overdue-applications",
-        get(queries::overdue_applications),
-    );
-    r = add(
-        r,
-        "GET",
-        "/v1/medical/{institution}/opinion-requests",
-        get(queries::opinion_requests),
-    );
-    r = add(r, "GET", "/v1/subsidies", get(queries::subsidies));
-    r = add(r, "GET", "/v1/access-log", get(queries::access_log));
-    r = documents::routes(r);
-    r = add(r, "POST", "/v1/subsidies", post(subsidies::apply));
-    r = add(
-        r,
-        "POST",
-        "/v1/subsidies/{application}/decisions",
-        post(subsidies::decide),
-    );
-    r = add(
-        r,
-        "GET",
-        "/v1/subsidies/{application}/attachments/{sha256}",
-        get(subsidies::download_attachment),
-    );
-    r = add(
-        r,
-        "POST",
-        "/v1/persons/{insurer}/{insured}/care-plan-office",
-        post(care_plan::notify_care_plan_office),
-    );
-    r = r.nest("/ui", crate::ui::router());
-    r = add(
-        r,
-        "POST",
-        "/v1/consents/challenge",
-        post(card_consent::challenge),
-    );
-    r = add(
-        r,
-        "POST",
-        "/v1/consents/card",
-        post(card_consent::card_consent),
-    );
-    r = add(
-        r,
-        "POST",
-        "/v1/persons/{insurer}/{insured}/card-links",
-        post(card_consent::link_card),
-    );
-    r = add(r, "GET", "/v1/audit/verify", get(audit::verify));
-    r = add(
-        r,
-        "GET",
-        "/v1/audit/persons/{insurer}/{insured}",
-        get(audit::person_as_of),
-    );
-    r = add(
-        r,
-        "GET",
-        "/v1/audit/offices/{office}/access-log",
-        get(audit::office_access_log),
-    );
-    r = add(
-        r,
-        "GET",
-        "/v1/persons/{insurer}/{insured}/personal",
-        get(personal::personal),
-    );
-    r = add(
-        r,
-        "POST",
-        "/v1/persons/{insurer}/{insured}/forget",
-        post(personal::forget),
-    );
-    r.fallback(ops::fallback)
+    let (routes, api) = finish();
+    let document = Arc::new(serde_json::to_value(api).expect("an OpenAPI document serialises"));
+    routes
+        .nest("/ui", crate::ui::router())
+        .layer(Extension(ops::OpenApiDocument(document)))
+        .fallback(ops::fallback)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

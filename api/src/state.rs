@@ -1,9 +1,13 @@
 //! [`AppState`]: what every handler shares.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use kiban_engine::Engine;
@@ -107,56 +111,158 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// One route's latency histogram.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Histogram {
-    /// Observations at or below each bound of [`LATENCY_BUCKETS_SECONDS`]
-    /// (not cumulative; made cumulative when rendered).
-    pub buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
-    pub count: u64,
-    pub sum_seconds: f64,
+/// The labels of a request count: route template (never the concrete
+/// path, which holds personal numbers), method and status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: u16,
 }
 
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        if let Some(i) = LATENCY_BUCKETS_SECONDS.iter().position(|le| seconds <= *le) {
-            self.buckets[i] += 1;
-        }
-        self.count += 1;
-        self.sum_seconds += seconds;
-    }
+/// The labels of a route's latency and creations.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    route: String,
+    method: &'static str,
 }
 
-/// Request counts by route and status, and latency histograms by route.
-/// Std mutexes: each taken for one map update, never across an await.
-#[derive(Debug, Default)]
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS_SECONDS)
+}
+
+/// Request counts by route and status, latency histograms and 201 counts
+/// by route ([prometheus_client] metrics: atomics behind a lock-free read
+/// path, rendered by `GET /metrics`).
+#[derive(Debug)]
 pub(crate) struct Metrics {
-    requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
-    latencies: Mutex<BTreeMap<(String, &'static str), Histogram>>,
+    requests: Family<RequestLabels, Counter>,
+    created: Family<RouteLabels, Counter>,
+    latencies: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            created: Family::default(),
+            latencies: Family::new_with_constructor(latency_histogram),
+        }
+    }
 }
 
 impl Metrics {
+    /// Counts one answered request.
     pub fn count(&self, route: String, method: &'static str, status: u16, seconds: f64) {
-        let mut latencies = self.latencies.lock().expect("not poisoned");
-        latencies
-            .entry((route.clone(), method))
-            .or_default()
-            .observe(seconds);
-        drop(latencies);
-        let mut requests = self.requests.lock().expect("not poisoned");
-        *requests.entry((route, method, status)).or_default() += 1;
+        let labels = RouteLabels { route, method };
+        self.latencies.get_or_create(&labels).observe(seconds);
+        if status == 201 {
+            self.created.get_or_create(&labels).inc();
+        }
+        let labels = RequestLabels {
+            route: labels.route,
+            method,
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
     }
 
-    pub fn snapshot(&self) -> Vec<((String, &'static str, u16), u64)> {
-        let requests = self.requests.lock().expect("not poisoned");
-        requests.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    /// Adds the request metrics to `registry` (the families are shared, not
+    /// copied: a registry per scrape sees the live counts).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kiban_api_requests",
+            "Requests answered, by route, method and status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "kiban_api_request_duration_seconds",
+            "Time to answer a request (to the response head), by route template and method",
+            self.latencies.clone(),
+        );
+        registry.register(
+            "kiban_api_created",
+            "Requests answered 201 Created (commands that appended events, attachments stored), by route template",
+            self.created.clone(),
+        );
     }
+}
 
-    pub fn latencies(&self) -> Vec<((String, &'static str), Histogram)> {
-        let latencies = self.latencies.lock().expect("not poisoned");
-        latencies
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    /// The exposition's samples, `name{labels}` → value, read line by line
+    /// as a scraper does (comments and `# EOF` aside).
+    fn samples(text: &str) -> BTreeMap<String, f64> {
+        assert_eq!(text.lines().last(), Some("# EOF"), "{text}");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').expect("name and value");
+                let value = value.parse().unwrap_or_else(|_| panic!("{line}"));
+                (series.to_owned(), value)
+            })
             .collect()
+    }
+
+    #[test]
+    fn requests_are_exposed_under_the_metric_names_of_before() {
+        let metrics = Metrics::default();
+        metrics.count("/v1/terminals".into(), "GET", 200, 0.003);
+        metrics.count("/v1/terminals".into(), "GET", 200, 20.0);
+        metrics.count("/v1/subsidies".into(), "POST", 201, 0.02);
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for kind in [
+            "# TYPE kiban_api_requests counter",
+            "# TYPE kiban_api_created counter",
+            "# TYPE kiban_api_request_duration_seconds histogram",
+        ] {
+            assert!(text.lines().any(|l| l == kind), "{kind} in {text}");
+        }
+        let samples = samples(&text);
+        let get = r#"route="/v1/terminals",method="GET""#;
+        let post = r#"route="/v1/subsidies",method="POST""#;
+        for (series, value) in [
+            (
+                format!(r#"kiban_api_requests_total{{{get},status="200"}}"#),
+                2.0,
+            ),
+            (
+                format!(r#"kiban_api_requests_total{{{post},status="201"}}"#),
+                1.0,
+            ),
+            (format!("kiban_api_created_total{{{post}}}"), 1.0),
+            (
+                format!("kiban_api_request_duration_seconds_count{{{get}}}"),
+                2.0,
+            ),
+            (
+                format!(r#"kiban_api_request_duration_seconds_bucket{{{get},le="0.005"}}"#),
+                1.0,
+            ),
+            (
+                format!(r#"kiban_api_request_duration_seconds_bucket{{{get},le="10.0"}}"#),
+                1.0,
+            ),
+            (
+                format!(r#"kiban_api_request_duration_seconds_bucket{{{get},le="+Inf"}}"#),
+                2.0,
+            ),
+        ] {
+            assert_eq!(samples.get(&series), Some(&value), "{series} in {text}");
+        }
+        assert!(
+            !samples
+                .keys()
+                .any(|s| s.starts_with("kiban_api_created_total{route=\"/v1/terminals\""))
+        );
     }
 }

@@ -7,13 +7,9 @@
 //! bytes and answers the reference); the application names them by
 //! reference, and each must be stored with the size given.
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use kiban_engine::CommandContext;
 use kiban_events::domain::subsidy::{
@@ -23,17 +19,16 @@ use kiban_events::domain::subsidy::{
 use kiban_events::domain::{DocumentRef, Yen};
 use kiban_events::envelope::{Actor, StreamName};
 
-use crate::auth::{Caller, check_terminal, fold};
-use crate::commands::{
-    CommandAccepted, execute, idempotency_key, json_body, next_stream_seq, office_actor,
-};
-use crate::documents::document_response;
-use crate::error::{ApiError, ProblemKind};
+use crate::auth::{Allow, Caller, check_terminal, fold};
+use crate::commands::{CommandAccepted, execute, next_stream_seq};
+use crate::documents::{DocumentBytes, document_response};
+use crate::error::ApiError;
+use crate::extract::Command;
 use crate::principal::Principal;
 use crate::state::AppState;
 
 /// Body of a subsidy application.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubsidyApplicationBody {
     /// The card readers bought (0 for a medical institution).
@@ -66,12 +61,9 @@ impl SubsidyApplicationBody {
 /// `subsidy/<office>-<seq>` or `subsidy/m<code>-<seq>`.
 pub async fn apply(
     State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    let command_id = idempotency_key(&headers)?;
-    let request: SubsidyApplicationBody = json_body(body)?;
+    sent: Command<SubsidyApplicationBody>,
+) -> Result<CommandAccepted, ApiError> {
+    let (command_id, caller, request) = sent.into_parts();
     for document in request.documents() {
         let stored = state
             .inner
@@ -102,7 +94,7 @@ pub async fn apply(
                         .collect(),
                     designation_notices: request.designation_notices.clone(),
                 },
-                office_actor(office, terminal),
+                caller.actor(),
                 subsidy_stream_for_office(office, seq),
             )
         }
@@ -133,17 +125,12 @@ pub async fn apply(
         passbook: request.passbook,
         policy: state.inner.subsidy_policy,
     };
-    execute::<SubsidyApplication>(
-        &state,
-        &stream,
-        &command,
-        CommandContext::new(command_id, actor, state.now()),
-    )
-    .await
+    let context = CommandContext::new(command_id, actor, state.now());
+    execute::<SubsidyApplication>(&state, &stream, &command, context).await
 }
 
 /// A federation decision on an application.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "decision", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SubsidyDecision {
     /// Start the review (審査開始).
@@ -186,19 +173,18 @@ fn application_stream(application: &str) -> Result<StreamName, ApiError> {
 /// finds a deficiency, decides or records the payment.
 pub async fn decide(
     State(state): State<AppState>,
-    caller: Caller,
     Path(application): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    sent: Command<SubsidyDecision>,
+) -> Result<CommandAccepted, ApiError> {
+    let (command_id, caller, request) = sent.into_parts();
     let stream = application_stream(&application)?;
-    let command_id = idempotency_key(&headers)?;
-    let request: SubsidyDecision = json_body(body)?;
-    if caller.principal != Principal::Federation {
-        return Err(ApiError::forbidden(
+    caller
+        .allow(
+            &state,
+            &[Allow::Federation],
             "Only the federation decides on subsidy applications.",
-        ));
-    }
+        )
+        .await?;
     let command = match request {
         SubsidyDecision::StartReview => SubsidyCommand::StartReview,
         SubsidyDecision::Deficiency { reason } => SubsidyCommand::FindDeficiency { reason },
@@ -207,13 +193,8 @@ pub async fn decide(
             amount: Yen::new(amount),
         },
     };
-    execute::<SubsidyApplication>(
-        &state,
-        &stream,
-        &command,
-        CommandContext::new(command_id, Actor::Federation, state.now()),
-    )
-    .await
+    let context = CommandContext::new(command_id, Actor::Federation, state.now());
+    execute::<SubsidyApplication>(&state, &stream, &command, context).await
 }
 
 /// `GET /v1/subsidies/{application}/attachments/{sha256}`: an attachment of
@@ -222,34 +203,23 @@ pub async fn download_attachment(
     State(state): State<AppState>,
     caller: Caller,
     Path((application, sha256)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<DocumentBytes, ApiError> {
     let stream = application_stream(&application)?;
     let folded = fold::<SubsidyApplication>(&state, &stream).await?;
     let Some(applied) = folded.application else {
         return Err(ApiError::not_found("No such application."));
     };
-    let allowed = match (&caller.principal, &applied.applicant) {
-        (Principal::Federation | Principal::Auditor(_), _) => true,
-        (
-            Principal::Office { office, terminal },
-            SubsidyApplicant::CareOffice { office: own, .. },
-        ) if office == own => {
-            check_terminal(&state, office, terminal, &caller.fingerprint).await?;
-            true
-        }
-        (
-            Principal::MedicalInstitution(code),
-            SubsidyApplicant::MedicalInstitution {
-                institution: own, ..
-            },
-        ) => code == own,
-        _ => false,
+    let applicant = match &applied.applicant {
+        SubsidyApplicant::CareOffice { office, .. } => Allow::Office(office),
+        SubsidyApplicant::MedicalInstitution { institution, .. } => Allow::Institution(institution),
     };
-    if !allowed {
-        return Err(ApiError::forbidden(
+    caller
+        .allow(
+            &state,
+            &[Allow::Federation, Allow::Auditors, applicant],
             "Only the federation, auditors and the applicant read the attachments.",
-        ));
-    }
+        )
+        .await?;
     let designation = match &applied.applicant {
         SubsidyApplicant::CareOffice {
             designation_notices,
@@ -266,11 +236,6 @@ pub async fn download_attachment(
         .chain(std::iter::once(&applied.passbook))
         .chain(designation)
         .find(|d| d.sha256().as_str() == sha256)
-        .ok_or_else(|| {
-            ApiError::new(
-                ProblemKind::NotFound,
-                "The application has no such attachment.",
-            )
-        })?;
+        .ok_or_else(|| ApiError::not_found("The application has no such attachment."))?;
     document_response(&state, &sha256, document.media_type()).await
 }

@@ -13,15 +13,15 @@ use std::convert::Infallible;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde_json::json;
 
 use kiban_events::RecordedEvent;
 use kiban_events::ids::OfficeNumber;
 
-use crate::auth::{Caller, check_terminal, office_number};
+use crate::auth::{Allow, Caller, office_number};
 use crate::error::ApiError;
-use crate::principal::Principal;
 use crate::state::AppState;
 
 /// The header a reconnecting SSE client sends.
@@ -34,22 +34,15 @@ pub async fn updates(
     caller: Caller,
     Path(office): Path<String>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<EventStream, ApiError> {
     let office = office_number(&office)?;
-    match &caller.principal {
-        Principal::Auditor(_) => {}
-        Principal::Office {
-            office: own,
-            terminal,
-        } if own == &office => {
-            check_terminal(&state, own, terminal, &caller.fingerprint).await?;
-        }
-        _ => {
-            return Err(ApiError::forbidden(
-                "Only the office itself and auditors follow its updates.",
-            ));
-        }
-    }
+    caller
+        .allow(
+            &state,
+            &[Allow::Auditors, Allow::Office(&office)],
+            "Only the office itself and auditors follow its updates.",
+        )
+        .await?;
     let after = match headers.get(LAST_EVENT_ID) {
         Some(value) => value
             .to_str()
@@ -60,7 +53,19 @@ pub async fn updates(
             })?,
         None => state.inner.store.head().await?.position,
     };
-    Ok(office_sse(state, office, after, to_sse))
+    Ok(EventStream(
+        office_sse(state, office, after, to_sse).into_response(),
+    ))
+}
+
+/// An open stream of Server-Sent Events (the response of [`office_sse`]).
+#[derive(Debug)]
+pub struct EventStream(Response);
+
+impl IntoResponse for EventStream {
+    fn into_response(self) -> Response {
+        self.0
+    }
 }
 
 /// The Server-Sent Events of what happens after position `after` to the

@@ -19,6 +19,8 @@
 pub mod domain;
 pub mod envelope;
 pub mod ids;
+#[cfg(feature = "schema")]
+mod schema;
 
 pub use envelope::{
     Actor, EventId, EventType, ExpectedVersion, Hash, NewEvent, Payload, Position, RecordedEvent,

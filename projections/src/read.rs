@@ -49,6 +49,7 @@ pub struct ReadModels {
 
 /// A page of a list, with the cursor of the next page when there may be one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
@@ -58,6 +59,7 @@ pub struct Page<T> {
 
 /// A person's eligibility certificates (資格情報) as of a date.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EligibilityView {
     pub insurer: String,
     pub insured: String,
@@ -78,6 +80,7 @@ pub struct EligibilityView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CertificationInForce {
     pub application_seq: u32,
     pub level: CareLevel,
@@ -86,6 +89,7 @@ pub struct CertificationInForce {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CopaymentView {
     pub ratio: CopaymentRatio,
     pub valid_from: NaiveDate,
@@ -95,6 +99,7 @@ pub struct CopaymentView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CostLimitView {
     pub stage: CostLimitStage,
     pub valid_from: NaiveDate,
@@ -103,6 +108,7 @@ pub struct CostLimitView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CarePlanOfficeView {
     pub office: String,
     pub office_kind: CarePlanOfficeKind,
@@ -111,6 +117,7 @@ pub struct CarePlanOfficeView {
 
 /// The benefit ledgers (住宅改修費・福祉用具購入費) as of a date.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LedgersView {
     pub insurer: String,
     pub insured: String,
@@ -125,6 +132,7 @@ pub struct LedgersView {
 
 /// A certification application's status and history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApplicationView {
     /// `<insurer>-<insured>-<seq>`.
     pub application: String,
@@ -153,6 +161,7 @@ pub struct ApplicationView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StepView {
     pub event_type: String,
     pub occurred_at: DateTime<Utc>,
@@ -161,6 +170,7 @@ pub struct StepView {
 
 /// A document available for an application (investigation sheet, opinion).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DocumentView {
     pub application: String,
     /// `investigation_sheet` or `opinion`.
@@ -173,6 +183,7 @@ pub struct DocumentView {
 
 /// One person in an office's caseload.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CaseloadEntry {
     pub insurer: String,
     pub insured: String,
@@ -183,6 +194,7 @@ pub struct CaseloadEntry {
 
 /// A terminal of an office.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TerminalView {
     pub office: String,
     pub terminal: String,
@@ -193,6 +205,7 @@ pub struct TerminalView {
 
 /// An insurer's rollout.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct InsurerView {
     pub insurer: String,
     pub standardised_on: Option<NaiveDate>,
@@ -203,6 +216,7 @@ pub struct InsurerView {
 
 /// A subsidy application.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SubsidyView {
     /// The stream id.
     pub application: String,

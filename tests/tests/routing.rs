@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use kiban_system::ReadModelEntitlements;
 use kiban_bus::local::LocalBus;
 use kiban_bus::relay::FileCheckpoints;
 use kiban_bus::routing::run_routing;
@@ -18,6 +17,7 @@ use kiban_events::ids::{InsuredNumber, InsurerNumber, OfficeNumber};
 use kiban_events::{Actor, RecordedEvent};
 use kiban_projections::{Db, Projections, models};
 use kiban_store::Store;
+use kiban_system::ReadModelEntitlements;
 use kiban_tests::{TestDb, bounded};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;

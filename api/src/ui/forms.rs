@@ -7,9 +7,8 @@
 use std::collections::BTreeMap;
 
 use axum::Form;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::NaiveDate;
 use maud::{Markup, html};
@@ -26,9 +25,10 @@ use kiban_events::envelope::{Actor, EventId};
 
 use super::person::office_kind;
 use super::web::{Lang, Staff, UiError, date, time};
-use crate::auth::{PersonId, fold};
-use crate::commands::{IDEMPOTENCY_KEY, file_application};
+use crate::auth::{PersonId, PersonPath, execute_on_person, fold};
+use crate::commands::{ProxyApplication, file_application};
 use crate::error::{ApiError, ProblemKind};
+use crate::extract::Command;
 use crate::state::AppState;
 
 /// Field name → what to fix.
@@ -104,7 +104,7 @@ fn new_key() -> String {
     Uuid::now_v7().to_string()
 }
 
-fn form_key(value: &str) -> Result<EventId, UiError> {
+pub(super) fn form_key(value: &str) -> Result<EventId, UiError> {
     Uuid::parse_str(value.trim())
         .ok()
         .and_then(|uuid| EventId::from_uuid(uuid).ok())
@@ -263,22 +263,18 @@ pub async fn proxy_submit(
         )
             .into_response());
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        IDEMPOTENCY_KEY,
-        HeaderValue::from_str(&key.as_uuid().to_string()).expect("a UUID is a header value"),
-    );
-    let body = json!({"kind": form.kind, "applied_on": applied_on}).to_string();
-    let outcome = file_application(
-        State(state.clone()),
-        staff.at.caller.clone(),
-        Path((insurer, insured)),
-        headers,
-        Ok(Bytes::from(body)),
-    )
-    .await;
+    // The kind was checked above: the API's own body type reads it.
+    let body: ProxyApplication =
+        serde_json::from_value(json!({"kind": form.kind, "applied_on": applied_on}))
+            .map_err(|e| ApiError::internal(&e))?;
+    let command = Command {
+        key,
+        caller: staff.at.caller.clone(),
+        body,
+    };
+    let outcome = file_application(State(state.clone()), PersonPath(person.clone()), command).await;
     match outcome {
-        Ok((_, accepted)) => {
+        Ok(accepted) => {
             let message = lang.t("代行申請を受け付けました。", "The application was filed.");
             let title = lang.t("代行申請", "Proxy application");
             Ok(
@@ -548,14 +544,8 @@ pub async fn care_plan_submit(
             office: staff.at.office.clone(),
             terminal: Some(staff.at.terminal.as_str().to_owned()),
         };
-        state
-            .inner
-            .engine
-            .execute::<InsuredPerson>(
-                &insured_stream(&person.insurer, &person.insured),
-                &command,
-                &CommandContext::new(key, actor, now),
-            )
+        let context = CommandContext::new(key, actor, now);
+        execute_on_person(&state, &person, &command, &context)
             .await
             .map_err(ApiError::from)
     } else {

@@ -9,7 +9,6 @@ use maud::{Markup, html};
 use kiban_engine::CommandContext;
 use kiban_events::domain::insured::{
     CarePlanOfficeKind, EQUIPMENT_CAP_PER_FISCAL_YEAR, HOME_MODIFICATION_CAP, InsuredCommand,
-    InsuredPerson, insured_stream,
 };
 use kiban_events::domain::{CostLimitStage, jst_date};
 use kiban_events::envelope::Actor;
@@ -17,7 +16,7 @@ use kiban_projections::{ApplicationView, DocumentView};
 
 use super::staff::record_staff_view;
 use super::web::{Lang, Staff, UiError, care_level, date, step, time, yen};
-use crate::auth::{PersonId, insurer_sharing, new_event_id};
+use crate::auth::{PersonId, execute_on_person, insurer_sharing, new_event_id};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -72,14 +71,7 @@ pub async fn logged_read(
         Actor::system("ui").expect("a valid component"),
         now,
     );
-    let executed = state
-        .inner
-        .engine
-        .execute::<InsuredPerson>(
-            &insured_stream(&person.insurer, &person.insured),
-            &command,
-            &context,
-        )
+    let executed = execute_on_person(state, &person, &command, &context)
         .await
         .map_err(ApiError::from)?;
     if let Some(position) = executed.positions().last() {

@@ -18,19 +18,19 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use kiban_engine::CommandContext;
+use kiban_engine::{CommandContext, EngineError};
 use kiban_events::domain::office::{Office, office_stream};
 use kiban_events::domain::subsidy::{
     DesignationNotice, ReceiptLine, ReceiptPurpose, SERVICE_TYPE_CATEGORIES, SubsidyApplicant,
-    SubsidyApplication, SubsidyCalculation, SubsidyCommand, SubsidyPolicy, calculate, category_of,
+    SubsidyApplication, SubsidyCalculation, SubsidyCommand, SubsidyPolicy, calculate,
     subsidy_stream_for_office,
 };
-use kiban_events::domain::{DocumentRef, ServiceTypeCode, Sha256Digest, Yen};
+use kiban_events::domain::{DocumentRef, RejectionCode, ServiceTypeCode, Sha256Digest, Yen};
 use kiban_events::envelope::{Actor, EventId};
 
 use super::web::{Lang, Staff, UiError, date, yen};
 use crate::auth::fold;
-use crate::commands::APPLICATIONS_PER_PERSON_MAX;
+use crate::commands::next_stream_seq;
 use crate::error::{ApiError, ProblemKind};
 use crate::state::AppState;
 
@@ -159,11 +159,13 @@ fn placeholder_document() -> DocumentRef {
 }
 
 fn check(lang: Lang, input: &SubsidyInput, errors: &mut FieldErrors) -> Checked {
+    // The rules about service types and the reader count are the
+    // decider's: its rejection is shown at the field (`rejected_field`).
     let mut service_types = Vec::new();
     for code in &input.service_types {
         match ServiceTypeCode::parse(code) {
-            Ok(code) if category_of(&code).is_some() => service_types.push(code),
-            _ => {
+            Ok(code) => service_types.push(code),
+            Err(_) => {
                 errors.insert(
                     "service_type".into(),
                     lang.t(
@@ -174,16 +176,6 @@ fn check(lang: Lang, input: &SubsidyInput, errors: &mut FieldErrors) -> Checked 
                 );
             }
         }
-    }
-    if service_types.is_empty() {
-        errors.insert(
-            "service_type".into(),
-            lang.t(
-                "サービス種類を一つ以上選択してください。",
-                "Choose at least one service type.",
-            )
-            .into(),
-        );
     }
     let reader_count = match input.reader_count.trim().parse::<u32>() {
         Ok(n) if n <= 100 => n,
@@ -245,25 +237,6 @@ fn check(lang: Lang, input: &SubsidyInput, errors: &mut FieldErrors) -> Checked 
                 "Enter at least one receipt line.",
             )
             .into(),
-        );
-    }
-    let on_receipts: u32 = lines
-        .iter()
-        .filter_map(|(_, purpose, _)| match purpose {
-            Some(ReceiptPurpose::CardReaders { count }) => Some(*count),
-            _ => None,
-        })
-        .sum();
-    if !errors.contains_key("reader_count") && on_receipts != reader_count {
-        errors.insert(
-            "reader_count".into(),
-            format!(
-                "{} ({on_receipts})",
-                lang.t(
-                    "申請台数が領収書の台数と一致しません",
-                    "The reader count differs from the receipts",
-                )
-            ),
         );
     }
     Checked {
@@ -618,25 +591,23 @@ async fn next_stream(
     staff: &Staff,
     key: &EventId,
 ) -> Result<kiban_events::StreamName, UiError> {
-    for seq in 1..=APPLICATIONS_PER_PERSON_MAX {
-        let stream = subsidy_stream_for_office(&staff.at.office, seq);
-        let first = state
-            .inner
-            .store
-            .read_stream(&stream, 1, 1)
-            .await
-            .map_err(ApiError::from)?;
-        match first.first() {
-            None => return Ok(stream),
-            Some(event) if &event.event_id == key => return Ok(stream),
-            Some(_) => {}
-        }
+    let office = &staff.at.office;
+    let seq = next_stream_seq(state, key, |seq| subsidy_stream_for_office(office, seq)).await?;
+    Ok(subsidy_stream_for_office(office, seq))
+}
+
+/// The form field a rejection of the subsidy decider is about, if any:
+/// the screen shows the decider's own words there rather than restating
+/// its rules.
+fn rejected_field(code: RejectionCode) -> Option<&'static str> {
+    match code {
+        RejectionCode::ServiceTypesMissing
+        | RejectionCode::ServiceTypeDuplicated
+        | RejectionCode::ServiceTypeUnknown
+        | RejectionCode::DesignationNoticeMissing => Some("service_type"),
+        RejectionCode::ReaderCountMismatch => Some("reader_count"),
+        _ => None,
     }
-    Err(ApiError::new(
-        ProblemKind::Rejected,
-        "The office has too many subsidy applications.",
-    )
-    .into())
 }
 
 /// `POST /ui/subsidy` (multipart)
@@ -714,9 +685,16 @@ pub async fn submit(
             &command,
             &CommandContext::new(key, actor, state.now()),
         )
-        .await
-        .map_err(ApiError::from);
-    match outcome {
+        .await;
+    if let Err(EngineError::Rejected(rejection)) = &outcome
+        && let Some(field) = rejected_field(rejection.code())
+    {
+        let message = lang.t(rejection.message_ja(), rejection.message());
+        errors.insert(field.into(), message.to_owned());
+        let page = render(&state, &staff, &input, &errors, None, None).await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
+    match outcome.map_err(ApiError::from) {
         Ok(executed) => {
             if let Some(position) = executed.positions().last() {
                 let _ = state.inner.projections.wait_for(*position).await;

@@ -4,9 +4,7 @@
 //! next request on — this one included, if it reported itself).
 
 use axum::Form;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -16,10 +14,12 @@ use uuid::Uuid;
 use kiban_events::domain::TerminalId;
 use kiban_events::domain::office::{Office, office_stream};
 
+use super::forms::form_key;
 use super::web::{Staff, UiError};
 use crate::auth::fold;
-use crate::commands::{IDEMPOTENCY_KEY, report_terminal_lost};
+use crate::commands::{LostReport, report_terminal_lost};
 use crate::error::ApiError;
+use crate::extract::Command;
 use crate::state::AppState;
 
 /// `GET /ui/terminals`
@@ -118,19 +118,19 @@ pub async fn report(
     if !["lost", "stolen"].contains(&form.loss.as_str()) {
         return Err(UiError::invalid("Choose lost or stolen."));
     }
-    let key = Uuid::parse_str(form.key.trim())
-        .map_err(|_| UiError::invalid("The form's key is malformed; reload the form."))?;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        IDEMPOTENCY_KEY,
-        HeaderValue::from_str(&key.to_string()).expect("a UUID is a header value"),
-    );
+    let key = form_key(&form.key)?;
+    // The loss was checked above: the API's own body type reads it.
+    let body: LostReport =
+        serde_json::from_value(json!({"loss": form.loss})).map_err(|e| ApiError::internal(&e))?;
+    let command = Command {
+        key,
+        caller: staff.at.caller.clone(),
+        body,
+    };
     let _accepted = report_terminal_lost(
         State(state),
-        staff.at.caller.clone(),
         Path((staff.at.office.as_str().to_owned(), terminal)),
-        headers,
-        Ok(Bytes::from(json!({"loss": form.loss}).to_string())),
+        command,
     )
     .await?;
     Ok(Redirect::to("/ui/terminals").into_response())

@@ -28,6 +28,7 @@ pub fn chain_hash(prev: &Hash, canonical: &[u8]) -> Hash {
 /// The outcome of [`crate::Store::verify`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum VerifyReport {
     /// Every event in the range is present and chained.
     Verified {
@@ -49,6 +50,7 @@ pub enum VerifyReport {
 /// Why the chain breaks at a position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum BreakReason {
     /// The event's content (payload or another field) was changed: its stored
     /// hash is not the hash of its stored content.

@@ -111,6 +111,7 @@ fn derive_nonce(key: &[u8; KEY_BYTES], context: &str, plaintext: &str) -> [u8; N
 /// A sealed value, read back.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Opened {
     /// The plaintext.
     Plain { value: String },

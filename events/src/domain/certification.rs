@@ -69,6 +69,7 @@ pub fn certification_stream(
 /// 申請区分: what is applied for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ApplicationKind {
     /// 新規: a first certification.
     New,
@@ -93,6 +94,7 @@ impl ApplicationKind {
 /// Who filed the application.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Applicant {
     /// The insured person.
     Person,
@@ -129,6 +131,7 @@ impl CurrentCertification {
 
 /// A validity period (有効期間), both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ValidityPeriod {
     /// First day.
     pub from: NaiveDate,

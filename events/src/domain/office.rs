@@ -29,6 +29,7 @@ pub fn office_stream(office: &OfficeNumber) -> StreamName {
 /// How a terminal went missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Loss {
     /// 紛失.
     Lost,

@@ -200,6 +200,7 @@ impl SubsidyPolicy {
 
 /// A designation notice (指定通知書) for one service type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DesignationNotice {
     /// The service type it shows.
     pub service_type: ServiceTypeCode,
@@ -232,6 +233,7 @@ pub enum SubsidyApplicant {
 /// What a receipt line pays for, as stated on the receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ReceiptPurpose {
     /// カードリーダー × count.
     CardReaders {
@@ -246,6 +248,7 @@ pub enum ReceiptPurpose {
 
 /// One line of a receipt, tax included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReceiptLine {
     /// The stated purpose; `None` when missing or unclear (not paid).
     pub purpose: Option<ReceiptPurpose>,

@@ -31,6 +31,7 @@ fn invalid(what: &'static str, expected: &'static str, got: impl fmt::Display) -
 /// 要介護状態区分: the care-need level decided by a certification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum CareLevel {
     /// 非該当: not eligible (自立).
     NotEligible,
@@ -212,6 +213,7 @@ impl From<CopaymentRatio> for u8 {
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
 #[serde(transparent)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Yen(u64);
 
 impl Yen {
@@ -263,6 +265,7 @@ impl fmt::Display for Yen {
 /// 負担限度額認定の段階: the stage of a cost-limit certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum CostLimitStage {
     /// 第1段階.
     #[serde(rename = "stage_1")]

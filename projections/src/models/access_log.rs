@@ -28,6 +28,7 @@ pub const VIEWS_INDEX: &str = "views";
 
 /// One read of a person's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AccessEntry {
     /// The position of the `insured.record_viewed` event.
     pub position: u64,

@@ -15,6 +15,7 @@ use crate::ids::OfficeNumber;
 /// What lets an office read a person's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ViewingBasis {
     /// A live consent given with the person's My Number card.
     Consent,

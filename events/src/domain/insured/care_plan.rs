@@ -21,6 +21,7 @@ use crate::ids::OfficeNumber;
 /// The kind of care-plan office.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum CarePlanOfficeKind {
     /// 居宅介護支援事業所: plans care for 要介護.
     HomeCareSupportOffice,
