@@ -74,6 +74,15 @@ impl OperationInput for Caller {
             operation.security.push(requirement);
         }
     }
+
+    /// A caller without a certificate, or whose terminal is suspended, is
+    /// answered with a problem before the handler runs.
+    fn inferred_early_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<StatusCode>, Response)> {
+        <ApiError as OperationOutput>::inferred_responses(ctx, operation)
+    }
 }
 
 /// The path parameters of a person: `{insurer}` and `{insured}`.
@@ -269,6 +278,13 @@ fixed_output!(
     PrometheusText,
     "OpenMetrics text exposition (docs/api.md \"Metrics\").",
     crate::ops::OPENMETRICS_TEXT,
+    json_schema!({"type": "string"})
+);
+
+fixed_output!(
+    crate::ops::StatusLine,
+    "A one-line status: `ok` (/healthz), `ready` (/readyz).",
+    crate::ops::PLAIN_TEXT,
     json_schema!({"type": "string"})
 );
 

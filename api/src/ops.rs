@@ -39,15 +39,29 @@ impl IntoResponse for PrometheusText {
     }
 }
 
+/// A one-line plain-text status (`ok`, `ready`), for load balancers and
+/// probes; its own type so that the OpenAPI document gives it a schema.
+#[derive(Debug)]
+pub struct StatusLine(pub &'static str);
+
+/// The media type of a [`StatusLine`].
+pub const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+
+impl IntoResponse for StatusLine {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
 /// `GET /healthz`: the process serves requests. No certificate needed.
-pub async fn healthz() -> &'static str {
-    "ok\n"
+pub async fn healthz() -> StatusLine {
+    StatusLine("ok\n")
 }
 
 /// `GET /readyz`: the store answers. No certificate needed.
-pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+pub async fn readyz(State(state): State<AppState>) -> Result<StatusLine, ApiError> {
     state.inner.store.head().await?;
-    Ok("ready\n")
+    Ok(StatusLine("ready\n"))
 }
 
 /// The label of a projection's lag.

@@ -245,15 +245,15 @@ mod tests {
                 2.0,
             ),
             (
-                format!(r#"kiban_api_request_duration_seconds_bucket{{{get},le="0.005"}}"#),
+                format!(r#"kiban_api_request_duration_seconds_bucket{{le="0.005",{get}}}"#),
                 1.0,
             ),
             (
-                format!(r#"kiban_api_request_duration_seconds_bucket{{{get},le="10.0"}}"#),
+                format!(r#"kiban_api_request_duration_seconds_bucket{{le="10.0",{get}}}"#),
                 1.0,
             ),
             (
-                format!(r#"kiban_api_request_duration_seconds_bucket{{{get},le="+Inf"}}"#),
+                format!(r#"kiban_api_request_duration_seconds_bucket{{le="+Inf",{get}}}"#),
                 2.0,
             ),
         ] {

@@ -1640,7 +1640,7 @@ async fn metrics_show_latencies_appends_and_projection_lag(db: &TestDb) {
     let route = "route=\"/v1/persons/{insurer}/{insured}/eligibility\",method=\"GET\"";
     for line in [
         format!("kiban_api_request_duration_seconds_count{{{route}}} 1"),
-        format!("kiban_api_request_duration_seconds_bucket{{{route},le=\"+Inf\"}} 1"),
+        format!("kiban_api_request_duration_seconds_bucket{{le=\"+Inf\",{route}}} 1"),
         format!("kiban_store_events_total {head}"),
         "# TYPE kiban_projection_lag_events gauge".to_owned(),
     ] {
