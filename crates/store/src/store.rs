@@ -445,20 +445,8 @@ impl Store {
 
     /// The last committed event's position and hash.
     pub async fn head(&self) -> Result<Head> {
-        match self.inner.readers.head().await? {
-            None => Ok(Head {
-                position: 0,
-                hash: Hash::GENESIS,
-            }),
-            Some((position, hash)) => {
-                let position = u64::try_from(position).unwrap_or(0);
-                let hash = Hash::from_slice(&hash).ok_or_else(|| Error::Corrupted {
-                    position,
-                    reason: "the stored hash is not 32 bytes".to_owned(),
-                })?;
-                Ok(Head { position, hash })
-            }
-        }
+        let (position, hash) = crate::backend::head_from_row(self.inner.readers.head().await?)?;
+        Ok(Head { position, hash })
     }
 
     /// Every event from position `from` on: first those already stored, read

@@ -170,17 +170,7 @@ impl WriterConnection {
             WriterConnection::Postgres(conn) => postgres::head(&mut *conn).await?,
             WriterConnection::Sqlite { conn, .. } => sqlite::head(&mut *conn).await?,
         };
-        match head {
-            None => Ok((0, Hash::GENESIS)),
-            Some((position, hash)) => {
-                let position = u64::try_from(position).unwrap_or(0);
-                let hash = Hash::from_slice(&hash).ok_or_else(|| Error::Corrupted {
-                    position,
-                    reason: "the stored hash is not 32 bytes".to_owned(),
-                })?;
-                Ok((position, hash))
-            }
-        }
+        head_from_row(head)
     }
 
     /// The current version of each of `streams` that has events.
@@ -225,4 +215,21 @@ impl WriterConnection {
 /// events), so saturating is only a guard against nonsense arguments.
 pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The head from the last row's `(position, hash)` as stored: position 0 and
+/// the genesis hash for an empty store; a hash that is not 32 bytes is a
+/// corrupted store.
+pub(crate) fn head_from_row(row: Option<(i64, Vec<u8>)>) -> Result<(Position, Hash)> {
+    match row {
+        None => Ok((0, Hash::GENESIS)),
+        Some((position, hash)) => {
+            let position = u64::try_from(position).unwrap_or(0);
+            let hash = Hash::from_slice(&hash).ok_or_else(|| Error::Corrupted {
+                position,
+                reason: "the stored hash is not 32 bytes".to_owned(),
+            })?;
+            Ok((position, hash))
+        }
+    }
 }
