@@ -482,7 +482,7 @@ impl Story {
 
     /// Awaits a call of the typed client, prints it (`method path →
     /// status`), and fails the demo unless it answered `expect`: a
-    /// success status (201 for a command, 200 for a query) or a problem's.
+    /// success status or a problem's.
     async fn api<T: serde::Serialize>(
         &self,
         label: &str,
@@ -492,8 +492,12 @@ impl Story {
     ) -> anyhow::Result<Value> {
         let (status, value) = match call.await {
             Ok(answer) => {
-                let status = if method == "GET" { 200 } else { 201 };
-                (status, serde_json::to_value(answer)?)
+                let value = serde_json::to_value(answer)?;
+                // The server's statuses: 201 for a command recorded now,
+                // 200 for a query or a command replayed under its key.
+                let replayed = value.get("replayed") == Some(&Value::Bool(true));
+                let status = if method == "GET" || replayed { 200 } else { 201 };
+                (status, value)
             }
             Err(ClientError::Problem(problem)) => (problem.status, serde_json::to_value(problem)?),
             Err(error) => return Err(error).with_context(|| format!("{method} {path}")),
