@@ -23,6 +23,7 @@ use crate::commands::{CommandAccepted, ConsentRecord, LostReport, ProxyApplicati
 use crate::documents::StoredDocument;
 use crate::error::{PROBLEM_JSON, Problem};
 use crate::extract::IDEMPOTENCY_KEY;
+use crate::paths::{self, person};
 use crate::subsidies::{SubsidyApplicationBody, SubsidyDecision};
 
 /// How many times a command is sent before its failure is returned: a
@@ -277,10 +278,6 @@ async fn refuse_problems(response: reqwest::Response) -> Result<reqwest::Respons
     }
 }
 
-fn person(insurer: &InsurerNumber, insured: &InsuredNumber, rest: &str) -> String {
-    format!("/v1/persons/{insurer}/{insured}{rest}")
-}
-
 /// A query about one person: `GET /v1/persons/{insurer}/{insured}<rest>`.
 macro_rules! person_query {
     ($(#[$doc:meta])* $name:ident, $rest:literal, $answer:ty) => {
@@ -331,7 +328,7 @@ impl Client {
 
     /// `GET /v1/openapi.json`.
     pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
-        self.get("/v1/openapi.json").await
+        self.get(paths::OPENAPI).await
     }
 
     person_query!(
@@ -378,7 +375,7 @@ impl Client {
         limit: Option<usize>,
     ) -> Result<View, ClientError> {
         let request = self
-            .request(Method::GET, &format!("/v1/offices/{office}/caseload"))
+            .request(Method::GET, &paths::caseload(office))
             .query(&[("after", after.map(str::to_owned))])
             .query(&[("limit", limit)]);
         Self::json(request).await
@@ -386,17 +383,17 @@ impl Client {
 
     /// `GET /v1/offices/{office}/terminals`.
     pub async fn terminals(&self, office: &OfficeNumber) -> Result<Vec<View>, ClientError> {
-        self.get(&format!("/v1/offices/{office}/terminals")).await
+        self.get(&paths::office(office, "/terminals")).await
     }
 
     /// `GET /v1/terminals`.
     pub async fn all_terminals(&self) -> Result<Vec<View>, ClientError> {
-        self.get("/v1/terminals").await
+        self.get(paths::TERMINALS).await
     }
 
     /// `GET /v1/insurers/{insurer}`.
     pub async fn insurer(&self, insurer: &InsurerNumber) -> Result<View, ClientError> {
-        self.get(&format!("/v1/insurers/{insurer}")).await
+        self.get(&paths::insurer(insurer, "")).await
     }
 
     /// `GET /v1/insurers/{insurer}/overdue-applications`.
@@ -404,7 +401,7 @@ impl Client {
         &self,
         insurer: &InsurerNumber,
     ) -> Result<Vec<View>, ClientError> {
-        self.get(&format!("/v1/insurers/{insurer}/overdue-applications"))
+        self.get(&paths::insurer(insurer, "/overdue-applications"))
             .await
     }
 
@@ -413,13 +410,13 @@ impl Client {
         &self,
         institution: &MedicalInstitutionCode,
     ) -> Result<Vec<View>, ClientError> {
-        self.get(&format!("/v1/medical/{institution}/opinion-requests"))
+        self.get(&paths::opinion_requests(institution))
             .await
     }
 
     /// `GET /v1/subsidies`.
     pub async fn subsidies(&self) -> Result<Vec<View>, ClientError> {
-        self.get("/v1/subsidies").await
+        self.get(paths::SUBSIDIES).await
     }
 
     /// `GET /v1/subsidies/{application}/attachments/{sha256}`.
@@ -428,13 +425,13 @@ impl Client {
         application: &str,
         sha256: &str,
     ) -> Result<DocumentDownload, ClientError> {
-        self.download(&format!("/v1/subsidies/{application}/attachments/{sha256}"))
+        self.download(&paths::subsidy(application, &format!("/attachments/{sha256}")))
             .await
     }
 
     /// `GET /v1/access-log`.
     pub async fn access_log(&self) -> Result<Vec<View>, ClientError> {
-        self.get("/v1/access-log").await
+        self.get(paths::ACCESS_LOG).await
     }
 
     /// `GET /v1/audit/verify?from=&to=&limit=`.
@@ -444,7 +441,7 @@ impl Client {
         to: Option<u64>,
         limit: Option<u64>,
     ) -> Result<View, ClientError> {
-        let request = self.request(Method::GET, "/v1/audit/verify").query(&[
+        let request = self.request(Method::GET, paths::AUDIT_VERIFY).query(&[
             ("from", from),
             ("to", to),
             ("limit", limit),
@@ -460,10 +457,7 @@ impl Client {
         position: u64,
     ) -> Result<View, ClientError> {
         let request = self
-            .request(
-                Method::GET,
-                &format!("/v1/audit/persons/{insurer}/{insured}"),
-            )
+            .request(Method::GET, &paths::audit_person(insurer, insured))
             .query(&[("at_position", position)]);
         Self::json(request).await
     }
@@ -473,7 +467,7 @@ impl Client {
         &self,
         office: &OfficeNumber,
     ) -> Result<Vec<View>, ClientError> {
-        self.get(&format!("/v1/audit/offices/{office}/access-log"))
+        self.get(&paths::audit_office_access_log(office))
             .await
     }
 }
@@ -528,7 +522,7 @@ impl Client {
         terminal: &str,
         body: &LostReport,
     ) -> Result<CommandAccepted, ClientError> {
-        let path = format!("/v1/offices/{office}/terminals/{terminal}/lost");
+        let path = paths::terminal_lost(office, terminal);
         self.command(Method::POST, &path, json_body(body)).await
     }
 
@@ -558,7 +552,7 @@ impl Client {
         media_type: &str,
         document: Vec<u8>,
     ) -> Result<StoredDocument, ClientError> {
-        self.upload("/v1/attachments", None, media_type, document)
+        self.upload(paths::ATTACHMENTS, None, media_type, document)
             .await
     }
 
@@ -567,7 +561,7 @@ impl Client {
         &self,
         body: &SubsidyApplicationBody,
     ) -> Result<CommandAccepted, ClientError> {
-        self.command(Method::POST, "/v1/subsidies", json_body(body))
+        self.command(Method::POST, paths::SUBSIDIES, json_body(body))
             .await
     }
 
@@ -577,7 +571,7 @@ impl Client {
         application: &str,
         body: &SubsidyDecision,
     ) -> Result<CommandAccepted, ClientError> {
-        let path = format!("/v1/subsidies/{application}/decisions");
+        let path = paths::subsidy(application, "/decisions");
         self.command(Method::POST, &path, json_body(body)).await
     }
 
@@ -587,7 +581,7 @@ impl Client {
         body: &ChallengeRequest,
     ) -> Result<ChallengeIssued, ClientError> {
         let request = self
-            .request(Method::POST, "/v1/consents/challenge")
+            .request(Method::POST, paths::CONSENT_CHALLENGE)
             .json(body);
         Self::json(request).await
     }
@@ -597,7 +591,7 @@ impl Client {
         &self,
         body: &SignedChallenge,
     ) -> Result<CommandAccepted, ClientError> {
-        self.command(Method::POST, "/v1/consents/card", json_body(body))
+        self.command(Method::POST, paths::CARD_CONSENT, json_body(body))
             .await
     }
 }

@@ -59,6 +59,7 @@ mod error;
 mod extract;
 mod openapi;
 mod ops;
+pub mod paths;
 mod personal;
 pub mod pki;
 pub mod principal;

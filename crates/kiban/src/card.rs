@@ -15,13 +15,11 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use kiban_card::{CardError, JpkiCard, PcscTransport, Pin};
-use serde_json::{Value, json};
+use kiban_api::client::{Client, ClientError};
+use kiban_api::{ChallengeRequest, SignedChallenge};
 
 /// How long to wait for a card on the reader.
 pub const CARD_WAIT: Duration = Duration::from_secs(30);
-
-/// How long one request to the server may take.
-pub const SERVER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Subcommand)]
 pub enum CardCommand {
@@ -84,20 +82,17 @@ pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
             reader,
             pin_stdin,
         } => {
-            let client = client(&cert, key.as_deref(), &cacert)?;
-            let base = server.trim_end_matches('/');
+            let client = client(&server, &cert, key.as_deref(), &cacert)?;
             let expires = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
-            let issued = post(
-                &client,
-                &format!("{base}/v1/consents/challenge"),
-                json!({"insurer": insurer, "insured": insured, "consent_expires_at": expires}),
-                None,
-            )
-            .await?;
-            let challenge = issued["challenge"]
-                .as_str()
-                .context("the server sent no challenge")?
-                .to_owned();
+            let issued = client
+                .consent_challenge(&ChallengeRequest {
+                    insurer,
+                    insured,
+                    consent_expires_at: expires,
+                })
+                .await
+                .map_err(refused)?;
+            let challenge = issued.challenge;
             if !challenge.contains(&format!("\noffice {office}\n")) {
                 bail!(
                     "the terminal certificate is not for office {office} / 端末の証明書が事業所 {office} のものではありません"
@@ -114,17 +109,14 @@ pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let recorded = post(
-                &client,
-                &format!("{base}/v1/consents/card"),
-                json!({
-                    "nonce": issued["nonce"],
-                    "certificate_hex": hex::encode(certificate),
-                    "signature_hex": hex::encode(signature),
-                }),
-                Some(uuid::Uuid::now_v7()),
-            )
-            .await?;
+            let recorded = client
+                .card_consent(&SignedChallenge {
+                    nonce: issued.nonce,
+                    certificate_hex: hex::encode(certificate),
+                    signature_hex: hex::encode(signature),
+                })
+                .await
+                .map_err(refused)?;
             println!(
                 "consent recorded / 同意を記録しました: {}",
                 serde_json::to_string(&recorded)?
@@ -134,53 +126,36 @@ pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The typed API client of `server`, presenting the terminal's
+/// certificate (and its key, when in a file of its own).
 fn client(
+    server: &str,
     cert: &std::path::Path,
     key: Option<&std::path::Path>,
     cacert: &std::path::Path,
-) -> anyhow::Result<reqwest::Client> {
+) -> anyhow::Result<Client> {
     let mut pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
     if let Some(key) = key {
         pem.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
     }
     let ca = std::fs::read(cacert).with_context(|| format!("reading {}", cacert.display()))?;
-    Ok(reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
-        .identity(reqwest::Identity::from_pem(&pem)?)
-        .timeout(SERVER_TIMEOUT)
-        .build()?)
+    Ok(Client::new(server, &ca, Some(&pem))?)
 }
 
-/// POSTs `body`; a problem answer becomes an error with its detail.
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    body: Value,
-    idempotency_key: Option<uuid::Uuid>,
-) -> anyhow::Result<Value> {
-    let mut request = client.post(url).json(&body);
-    if let Some(key) = idempotency_key {
-        request = request.header("Idempotency-Key", key.to_string());
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
-    let status = response.status();
-    let answer: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!(
-            "the server refused ({status}): {} {}",
-            answer["detail"].as_str().unwrap_or(""),
-            answer["code"]
-                .as_str()
+/// A refusal as the error shown: the problem's detail and its code.
+fn refused(error: ClientError) -> anyhow::Error {
+    match error {
+        ClientError::Problem(problem) => anyhow::anyhow!(
+            "the server refused ({}): {} {}",
+            problem.status,
+            problem.detail,
+            problem
+                .code
                 .map(|c| format!("[{c}]"))
                 .unwrap_or_default()
-        );
+        ),
+        other => other.into(),
     }
-    Ok(answer)
 }
 
 fn read_pin(from_stdin: bool) -> anyhow::Result<Pin> {

@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use kiban_api::Clock;
+use kiban_api::client::{Client, ClientError};
+use kiban_api::{Clock, ConsentRecord, LostReport, ProxyApplication, paths};
 use kiban_bus::ingest::{Receipt, ReceiptStatus};
 use kiban_engine::{CommandContext, Engine};
 use kiban_events::domain::TerminalId;
@@ -43,10 +44,11 @@ use kiban_events::domain::subsidy::{
 };
 use kiban_events::domain::{Decider, DocumentRef, ServiceTypeCode, Yen};
 use kiban_events::envelope::{Actor, EventId};
-use kiban_events::ids::{InsurerNumber, OfficeNumber};
+use kiban_events::domain::certification::ApplicationKind;
+use kiban_events::domain::office::Loss;
+use kiban_events::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
 use kiban_events::{RecordedEvent, StreamName};
 use kiban_store::Store;
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -294,11 +296,10 @@ impl Out {
         );
     }
 
-    fn api(&self, who: &str, method: &Method, path: &str, status: StatusCode, detail: &str) {
+    fn api(&self, who: &str, method: &str, path: &str, status: u16, detail: &str) {
         println!(
-            "   {} {who}: {method} {path} → {} {detail}",
+            "   {} {who}: {method} {path} → {status} {detail}",
             self.paint("35", "API"),
-            status.as_u16()
         );
     }
 
@@ -367,8 +368,8 @@ struct Story {
     projections: kiban_projections::Projections,
     municipality: tokio::sync::Mutex<Municipality>,
     received: Arc<Received>,
-    http: BTreeMap<String, reqwest::Client>,
-    base: String,
+    /// A typed API client per development principal (its URI).
+    clients: BTreeMap<String, Client>,
     /// This run's number (from the wall clock's seconds), part of every
     /// insured number.
     run: u32,
@@ -382,17 +383,12 @@ impl Story {
             .as_ref()
             .context("the demo runs with development certificates")?;
         let ca = std::fs::read(&dev.tls.client_ca)?;
-        let mut http = BTreeMap::new();
+        let base = system.base_url().context("the demo runs with the API")?;
+        let mut clients = BTreeMap::new();
         for client in &dev.clients {
             let pem = std::fs::read(&client.pem)?;
-            let built = reqwest::Client::builder()
-                .use_rustls_tls()
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
-                .identity(reqwest::Identity::from_pem(&pem)?)
-                .timeout(Duration::from_secs(WAIT_SECS))
-                .build()?;
-            http.insert(client.principal.to_uri(), built);
+            let built = Client::new(&base, &ca, Some(&pem))?;
+            clients.insert(client.principal.to_uri(), built);
         }
         let received = Arc::new(Received::default());
         for office in [OFFICE_A, OFFICE_B] {
@@ -419,8 +415,7 @@ impl Story {
             projections: system.projections.clone(),
             municipality: tokio::sync::Mutex::new(municipality),
             received,
-            http,
-            base: system.base_url().context("the demo runs with the API")?,
+            clients,
             run: (Utc::now().timestamp() % 100_000) as u32,
         })
     }
@@ -470,51 +465,64 @@ impl Story {
         Ok(receipt)
     }
 
-    async fn call(
-        &self,
-        who: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(StatusCode, Value)> {
-        let client = self
-            .http
+    /// The typed client of the development principal `who`.
+    fn client(&self, who: &str) -> anyhow::Result<&Client> {
+        self.clients
             .get(who)
-            .with_context(|| format!("no development certificate for {who}"))?;
-        let mut request = client.request(method.clone(), format!("{}{path}", self.base));
-        if method != Method::GET {
-            request = request.header(kiban_api::IDEMPOTENCY_KEY, Uuid::now_v7().to_string());
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok((status, value))
+            .with_context(|| format!("no development certificate for {who}"))
     }
 
-    /// Calls the API, prints the call, and fails the demo unless `expect`.
-    async fn api(
+    /// The insurer's and the town's `person`'s numbers, typed.
+    fn ids(person: &str) -> anyhow::Result<(InsurerNumber, InsuredNumber)> {
+        Ok((
+            InsurerNumber::parse(DEMO_INSURER)?,
+            InsuredNumber::parse(person)?,
+        ))
+    }
+
+    /// Awaits a call of the typed client, prints it (`method path →
+    /// status`), and fails the demo unless it answered `expect`: a
+    /// success status or a problem's.
+    async fn api<T: serde::Serialize>(
         &self,
-        who: &str,
         label: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        expect: StatusCode,
+        (method, path): (&str, &str),
+        call: impl Future<Output = Result<T, ClientError>>,
+        expect: u16,
     ) -> anyhow::Result<Value> {
-        let (status, value) = self.call(who, method.clone(), path, body).await?;
+        let (status, value) = match call.await {
+            Ok(answer) => {
+                let value = serde_json::to_value(answer)?;
+                // The server's statuses: 201 for a command recorded now,
+                // 200 for a query or a command replayed under its key.
+                let replayed = value.get("replayed") == Some(&Value::Bool(true));
+                let status = if method == "GET" || replayed { 200 } else { 201 };
+                (status, value)
+            }
+            Err(ClientError::Problem(problem)) => (problem.status, serde_json::to_value(problem)?),
+            Err(error) => return Err(error).with_context(|| format!("{method} {path}")),
+        };
         let detail = match value.get("type").and_then(Value::as_str) {
             Some(problem) => problem.to_owned(),
             None => String::new(),
         };
-        self.out.api(label, &method, path, status, &detail);
+        self.out.api(label, method, path, status, &detail);
         if status != expect {
             bail!("{method} {path} answered {status}, expected {expect}: {value}");
         }
         Ok(value)
+    }
+
+    /// Office A's terminal T-01 reads a person's view at
+    /// `/v1/persons/{insurer}/{insured}<rest>` (a read the access log records).
+    async fn office_a_reads(
+        &self,
+        (insurer, insured, rest): (&InsurerNumber, &InsuredNumber, &str),
+        call: impl Future<Output = Result<Value, ClientError>>,
+    ) -> anyhow::Result<Value> {
+        let path = paths::person(insurer, insured, rest);
+        let label = format!("office {OFFICE_A} T-01 reads (logged)");
+        self.api(&label, ("GET", &path), call, 200).await
     }
 
     async fn at_day(&self, n: i64, what: &str) {
@@ -571,14 +579,18 @@ impl Story {
             self.out.note(&format!(
                 "[SIMULATED CARD] マイナンバーカード本人確認 at office {OFFICE_A} terminal T-01 for {person} — simulated, no card is read"
             ));
+            let (insurer, insured) = Self::ids(person)?;
+            let consent = ConsentRecord {
+                office: OFFICE_A.to_owned(),
+                terminal: "T-01".to_owned(),
+                expires_at: self.clock.day(365),
+            };
             self.api(
-                federation,
                 "federation (consent platform)",
-                Method::POST,
-                &format!("/v1/persons/{DEMO_INSURER}/{person}/consents"),
-                Some(json!({"office": OFFICE_A, "terminal": "T-01",
-                    "expires_at": self.clock.day(365)})),
-                StatusCode::CREATED,
+                ("POST", &paths::person(&insurer, &insured, "/consents")),
+                self.client(federation)?
+                    .give_consent(&insurer, &insured, &consent),
+                201,
             )
             .await?;
         }
@@ -590,13 +602,17 @@ impl Story {
         )
         .await?;
         for person in [p1, p2, p3] {
+            let (insurer, insured) = Self::ids(person)?;
+            let application = ProxyApplication {
+                kind: ApplicationKind::New,
+                applied_on: self.clock.date(1),
+            };
             self.api(
-                office_t01,
                 &format!("office {OFFICE_A} T-01 (代行申請)"),
-                Method::POST,
-                &format!("/v1/persons/{DEMO_INSURER}/{person}/certifications"),
-                Some(json!({"kind": "new", "applied_on": self.clock.date(1)})),
-                StatusCode::CREATED,
+                ("POST", &paths::person(&insurer, &insured, "/certifications")),
+                self.client(office_t01)?
+                    .file_application(&insurer, &insured, &application),
+                201,
             )
             .await?;
             self.received
@@ -655,12 +671,11 @@ impl Story {
         .await?;
         let requests = self
             .api(
-                clinic,
                 &format!("clinic {CLINIC}"),
-                Method::GET,
-                &format!("/v1/medical/{CLINIC}/opinion-requests"),
-                None,
-                StatusCode::OK,
+                ("GET", &paths::opinion_requests(CLINIC)),
+                self.client(clinic)?
+                    .opinion_requests(&MedicalInstitutionCode::parse(CLINIC)?),
+                200,
             )
             .await?;
         self.out.note(&format!(
@@ -820,23 +835,16 @@ impl Story {
             |_, _| json!({"ratio": 1, "valid_from": self.clock.date(1)}),
         )
         .await?;
+        let (insurer, insured) = Self::ids(p1)?;
         let eligibility = self
-            .api(
-                office_t01,
-                &format!("office {OFFICE_A} T-01 reads (logged)"),
-                Method::GET,
-                &format!("/v1/persons/{DEMO_INSURER}/{p1}/eligibility"),
-                None,
-                StatusCode::OK,
+            .office_a_reads(
+                (&insurer, &insured, "/eligibility"),
+                self.client(office_t01)?.eligibility(&insurer, &insured),
             )
             .await?;
-        self.out.note(&format!(
-            "eligibility of {p1}: care level {}",
-            eligibility
-                .pointer("/certification/level")
-                .map(Value::to_string)
-                .unwrap_or_default()
-        ));
+        let level = shown(&eligibility, "/certification/level");
+        self.out
+            .note(&format!("eligibility of {p1}: care level {level}"));
         Ok(())
     }
 
@@ -880,23 +888,16 @@ impl Story {
             false,
         )
         .await?;
+        let (insurer, insured) = Self::ids(p2)?;
         let ledgers = self
-            .api(
-                office_t01,
-                &format!("office {OFFICE_A} T-01 reads (logged)"),
-                Method::GET,
-                &format!("/v1/persons/{DEMO_INSURER}/{p2}/ledgers"),
-                None,
-                StatusCode::OK,
+            .office_a_reads(
+                (&insurer, &insured, "/ledgers"),
+                self.client(office_t01)?.ledgers(&insurer, &insured),
             )
             .await?;
-        self.out.note(&format!(
-            "home modification remaining for {p2}: ¥{}",
-            ledgers
-                .get("home_modification_remaining")
-                .map(Value::to_string)
-                .unwrap_or_default()
-        ));
+        let remaining = shown(&ledgers, "/home_modification_remaining");
+        self.out
+            .note(&format!("home modification remaining for {p2}: ¥{remaining}"));
         Ok(())
     }
 
@@ -912,15 +913,18 @@ impl Story {
         .await;
         self.out.note(&format!(
             "[SIMULATED CARD] マイナンバーカード本人確認 at office {OFFICE_B} terminal T-01 for {p4} — simulated, no card is read"));
+        let (insurer, insured) = Self::ids(p4)?;
+        let consent = ConsentRecord {
+            office: OFFICE_B.to_owned(),
+            terminal: "T-01".to_owned(),
+            expires_at: self.clock.day(365),
+        };
         self.api(
-            federation,
             "federation (consent platform)",
-            Method::POST,
-            &format!("/v1/persons/{DEMO_INSURER}/{p4}/consents"),
-            Some(
-                json!({"office": OFFICE_B, "terminal": "T-01", "expires_at": self.clock.day(365)}),
-            ),
-            StatusCode::CREATED,
+            ("POST", &paths::person(&insurer, &insured, "/consents")),
+            self.client(federation)?
+                .give_consent(&insurer, &insured, &consent),
+            201,
         )
         .await?;
         self.emit("insured.care_plan_office_registered", Some(p4), None, 24,
@@ -933,12 +937,11 @@ impl Story {
             )
             .await?;
         self.api(
-            office_b,
             &format!("office {OFFICE_B} T-01"),
-            Method::GET,
-            &format!("/v1/offices/{OFFICE_B}/caseload"),
-            None,
-            StatusCode::OK,
+            ("GET", &paths::caseload(OFFICE_B)),
+            self.client(office_b)?
+                .caseload(&OfficeNumber::parse(OFFICE_B)?, None, None),
+            200,
         )
         .await?;
         Ok(())
@@ -960,12 +963,10 @@ impl Story {
         self.projections.wait_for(head).await?;
         let subsidies = self
             .api(
-                federation,
                 "federation",
-                Method::GET,
-                "/v1/subsidies",
-                None,
-                StatusCode::OK,
+                ("GET", paths::SUBSIDIES),
+                self.client(federation)?.subsidies(),
+                200,
             )
             .await?;
         for subsidy in subsidies.as_array().into_iter().flatten() {
@@ -989,23 +990,24 @@ impl Story {
                 .note("T-02 was reported lost by an earlier run on this store");
         } else {
             self.api(
-                office_t01,
                 &format!("office {OFFICE_A} T-01 reports T-02 lost"),
-                Method::POST,
-                &format!("/v1/offices/{OFFICE_A}/terminals/T-02/lost"),
-                Some(json!({"loss": "lost"})),
-                StatusCode::CREATED,
+                ("POST", &paths::terminal_lost(OFFICE_A, "T-02")),
+                self.client(office_t01)?.report_terminal_lost(
+                    &OfficeNumber::parse(OFFICE_A)?,
+                    "T-02",
+                    &LostReport { loss: Loss::Lost },
+                ),
+                201,
             )
             .await?;
         }
         let refused = self
             .api(
-                office_t02,
                 &format!("office {OFFICE_A} T-02 (the lost terminal)"),
-                Method::GET,
-                &format!("/v1/offices/{OFFICE_A}/caseload"),
-                None,
-                StatusCode::FORBIDDEN,
+                ("GET", &paths::caseload(OFFICE_A)),
+                self.client(office_t02)?
+                    .caseload(&OfficeNumber::parse(OFFICE_A)?, None, None),
+                403,
             )
             .await?;
         self.out.line(&format!(
@@ -1231,6 +1233,13 @@ impl Story {
 }
 
 /// `¥37,400`.
+/// The JSON value at `pointer` in `view` as printed, or nothing.
+fn shown(view: &Value, pointer: &str) -> String {
+    view.pointer(pointer)
+        .map(Value::to_string)
+        .unwrap_or_default()
+}
+
 fn yen(amount: u64) -> String {
     let digits = amount.to_string();
     let mut out = String::new();

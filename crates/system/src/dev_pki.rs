@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::Context;
+use kiban_api::paths;
 use kiban_api::pki::ClientFiles;
 use kiban_api::principal::fingerprint;
 use kiban_api::{DevPki, Principal, TlsFiles};
@@ -195,21 +196,21 @@ pub async fn bootstrap_dev_terminals(
 pub fn curl_examples(dev: &DevPki, ca: &Path, base: &str) -> Vec<String> {
     let ca = ca.display();
     let mut lines = vec![format!("curl --cacert {ca} {base}/healthz")];
-    let paths = [
+    let examples = [
         (
             "kiban:office:1312345678:terminal:T-01",
-            "/v1/offices/1312345678/caseload",
+            paths::caseload("1312345678"),
         ),
-        ("kiban:insurer:131016", "/v1/insurers/131016"),
+        ("kiban:insurer:131016", paths::insurer("131016", "")),
         (
             "kiban:medical:1398765432",
-            "/v1/medical/1398765432/opinion-requests",
+            paths::opinion_requests("1398765432"),
         ),
-        ("kiban:federation", "/v1/terminals"),
-        ("kiban:auditor:dev-auditor", "/v1/access-log"),
-        ("kiban:auditor:dev-auditor", "/v1/openapi.json"),
+        ("kiban:federation", paths::TERMINALS.to_owned()),
+        ("kiban:auditor:dev-auditor", paths::ACCESS_LOG.to_owned()),
+        ("kiban:auditor:dev-auditor", paths::OPENAPI.to_owned()),
     ];
-    for (uri, path) in paths {
+    for (uri, path) in examples {
         let Some(files) = Principal::from_uri(uri).and_then(|p| dev.client(&p).cloned()) else {
             continue;
         };

@@ -1,13 +1,20 @@
 //! The load generator of `kiban bench api`: keep-alive HTTPS connections
 //! with client certificates (reqwest over rustls), one request at a time
 //! each, in a closed loop or on an open-loop schedule.
+//!
+//! It builds its requests from `kiban_api::paths` rather than calling the
+//! typed client (`kiban_api::client`): the client reads every answer into a
+//! JSON value and owns its connection pool, while the generator measures
+//! one keep-alive HTTP/1.1 connection per principal and only reads the
+//! answer's bytes — what is measured stays the server's cost.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiban_api::{DevPki, Principal};
+use kiban_api::{DevPki, Principal, paths};
 use tokio::task::JoinSet;
 
 use super::dataset::Population;
@@ -102,16 +109,21 @@ impl Connection {
             (None, _) => Kind::InsurerCertifications,
         };
         let path = match kind {
-            Kind::OfficeCaseload => format!(
-                "/v1/offices/{}/caseload?after=person:{insurer}-{insured}&limit={CASELOAD_PAGE}",
-                self.population
-                    .office(self.office.expect("an office connection"))
-            ),
+            Kind::OfficeCaseload => {
+                let office = self.office.expect("an office connection");
+                let mut path = paths::caseload(self.population.office(office));
+                write!(
+                    path,
+                    "?after=person:{insurer}-{insured}&limit={CASELOAD_PAGE}"
+                )
+                .expect("writing to a String cannot fail");
+                path
+            }
             Kind::OfficeEligibility | Kind::InsurerEligibility => {
-                format!("/v1/persons/{insurer}/{insured}/eligibility")
+                paths::person(insurer, insured, "/eligibility")
             }
             Kind::OfficeCertifications | Kind::InsurerCertifications => {
-                format!("/v1/persons/{insurer}/{insured}/certifications")
+                paths::person(insurer, insured, "/certifications")
             }
         };
         (kind, path)
