@@ -410,8 +410,7 @@ impl Client {
         &self,
         institution: &MedicalInstitutionCode,
     ) -> Result<Vec<View>, ClientError> {
-        self.get(&paths::opinion_requests(institution))
-            .await
+        self.get(&paths::opinion_requests(institution)).await
     }
 
     /// `GET /v1/subsidies`.
@@ -425,8 +424,11 @@ impl Client {
         application: &str,
         sha256: &str,
     ) -> Result<DocumentDownload, ClientError> {
-        self.download(&paths::subsidy(application, &format!("/attachments/{sha256}")))
-            .await
+        self.download(&paths::subsidy(
+            application,
+            &format!("/attachments/{sha256}"),
+        ))
+        .await
     }
 
     /// `GET /v1/access-log`.
@@ -467,8 +469,7 @@ impl Client {
         &self,
         office: &OfficeNumber,
     ) -> Result<Vec<View>, ClientError> {
-        self.get(&paths::audit_office_access_log(office))
-            .await
+        self.get(&paths::audit_office_access_log(office)).await
     }
 }
 

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use kiban_card::{CardError, JpkiCard, PcscTransport, Pin};
 use kiban_api::client::{Client, ClientError};
 use kiban_api::{ChallengeRequest, SignedChallenge};
+use kiban_card::{CardError, JpkiCard, PcscTransport, Pin};
 
 /// How long to wait for a card on the reader.
 pub const CARD_WAIT: Duration = Duration::from_secs(30);
@@ -149,10 +149,7 @@ fn refused(error: ClientError) -> anyhow::Error {
             "the server refused ({}): {} {}",
             problem.status,
             problem.detail,
-            problem
-                .code
-                .map(|c| format!("[{c}]"))
-                .unwrap_or_default()
+            problem.code.map(|c| format!("[{c}]")).unwrap_or_default()
         ),
         other => other.into(),
     }

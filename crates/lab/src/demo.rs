@@ -36,7 +36,9 @@ use kiban_api::{Clock, ConsentRecord, LostReport, ProxyApplication, paths};
 use kiban_bus::ingest::{Receipt, ReceiptStatus};
 use kiban_engine::{CommandContext, Engine};
 use kiban_events::domain::TerminalId;
+use kiban_events::domain::certification::ApplicationKind;
 use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+use kiban_events::domain::office::Loss;
 use kiban_events::domain::office::{Office, office_stream};
 use kiban_events::domain::subsidy::{
     DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant, SubsidyApplication,
@@ -44,8 +46,6 @@ use kiban_events::domain::subsidy::{
 };
 use kiban_events::domain::{Decider, DocumentRef, ServiceTypeCode, Yen};
 use kiban_events::envelope::{Actor, EventId};
-use kiban_events::domain::certification::ApplicationKind;
-use kiban_events::domain::office::Loss;
 use kiban_events::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
 use kiban_events::{RecordedEvent, StreamName};
 use kiban_store::Store;
@@ -496,7 +496,11 @@ impl Story {
                 // The server's statuses: 201 for a command recorded now,
                 // 200 for a query or a command replayed under its key.
                 let replayed = value.get("replayed") == Some(&Value::Bool(true));
-                let status = if method == "GET" || replayed { 200 } else { 201 };
+                let status = if method == "GET" || replayed {
+                    200
+                } else {
+                    201
+                };
                 (status, value)
             }
             Err(ClientError::Problem(problem)) => (problem.status, serde_json::to_value(problem)?),
@@ -609,7 +613,10 @@ impl Story {
             };
             self.api(
                 &format!("office {OFFICE_A} T-01 (代行申請)"),
-                ("POST", &paths::person(&insurer, &insured, "/certifications")),
+                (
+                    "POST",
+                    &paths::person(&insurer, &insured, "/certifications"),
+                ),
                 self.client(office_t01)?
                     .file_application(&insurer, &insured, &application),
                 201,
@@ -896,8 +903,9 @@ impl Story {
             )
             .await?;
         let remaining = shown(&ledgers, "/home_modification_remaining");
-        self.out
-            .note(&format!("home modification remaining for {p2}: ¥{remaining}"));
+        self.out.note(&format!(
+            "home modification remaining for {p2}: ¥{remaining}"
+        ));
         Ok(())
     }
 
