@@ -742,49 +742,32 @@ impl Story {
 
     /// Days 15 and 20: primary judgment and the certification committee.
     async fn judgments(&self, cast: &Cast) -> anyhow::Result<()> {
-        let town = &cast.persons[3..];
-        let p1 = &cast.persons[0];
-        let p2 = &cast.persons[1];
         self.at_day(15, "primary judgment (一次判定)").await;
-        for person in [p1, p2] {
-            self.emit(
-                "certification.primary_judgment_recorded",
-                Some(person),
-                Some(1),
-                15,
-                json!({"level": "care_2"}),
-                false,
-            )
+        self.judgment(cast, "certification.primary_judgment_recorded", 15)
             .await?;
-        }
-        self.town(
-            "certification.primary_judgment_recorded",
-            town,
-            15,
-            |n, _| json!({"level": town_level(n)}),
-        )
-        .await?;
         self.at_day(20, "certification committee (介護認定審査会)")
             .await;
-        for person in [p1, p2] {
+        self.judgment(cast, "certification.secondary_judgment_recorded", 20)
+            .await
+    }
+
+    /// One judgment of `kind` on `day`: 要介護2 for the first two persons,
+    /// the town's own level for everyone else.
+    async fn judgment(&self, cast: &Cast, kind: &str, day: i64) -> anyhow::Result<()> {
+        for person in &cast.persons[..2] {
             self.emit(
-                "certification.secondary_judgment_recorded",
+                kind,
                 Some(person),
                 Some(1),
-                20,
+                day,
                 json!({"level": "care_2"}),
                 false,
             )
             .await?;
         }
-        self.town(
-            "certification.secondary_judgment_recorded",
-            town,
-            20,
-            |n, _| json!({"level": town_level(n)}),
-        )
-        .await?;
-        Ok(())
+        let town = &cast.persons[3..];
+        self.town(kind, town, day, |n, _| json!({"level": town_level(n)}))
+            .await
     }
 
     /// Day 21: decisions reach the office; first copayment certificates.
