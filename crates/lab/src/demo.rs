@@ -466,6 +466,29 @@ impl Story {
     }
 
     /// The typed client of the development principal `who`.
+    /// A consent for a year at `office`'s terminal T-01, recorded by the
+    /// consent platform after a (simulated) card check of `person`.
+    async fn card_consent(&self, office: &str, person: &str) -> anyhow::Result<()> {
+        self.out.note(&format!(
+            "[SIMULATED CARD] マイナンバーカード本人確認 at office {office} terminal T-01 for {person} — simulated, no card is read"
+        ));
+        let (insurer, insured) = Self::ids(person)?;
+        let consent = ConsentRecord {
+            office: office.to_owned(),
+            terminal: "T-01".to_owned(),
+            expires_at: self.clock.day(365),
+        };
+        self.api(
+            "federation (consent platform)",
+            ("POST", &paths::person(&insurer, &insured, "/consents")),
+            self.client(FEDERATION)?
+                .give_consent(&insurer, &insured, &consent),
+            201,
+        )
+        .await?;
+        Ok(())
+    }
+
     fn client(&self, who: &str) -> anyhow::Result<&Client> {
         self.clients
             .get(who)
@@ -572,7 +595,6 @@ impl Story {
     /// Day 1: consents (after a simulated card check) and applications, by proxy and by the town.
     async fn consents_and_filing(&self, cast: &Cast) -> anyhow::Result<()> {
         let office_t01 = &cast.office_t01;
-        let federation = FEDERATION;
         let town = &cast.persons[3..];
         let p1 = &cast.persons[0];
         let p2 = &cast.persons[1];
@@ -580,23 +602,7 @@ impl Story {
         self.at_day(1, "consents and proxy applications (同意・代行申請)")
             .await;
         for person in [p1, p2, p3] {
-            self.out.note(&format!(
-                "[SIMULATED CARD] マイナンバーカード本人確認 at office {OFFICE_A} terminal T-01 for {person} — simulated, no card is read"
-            ));
-            let (insurer, insured) = Self::ids(person)?;
-            let consent = ConsentRecord {
-                office: OFFICE_A.to_owned(),
-                terminal: "T-01".to_owned(),
-                expires_at: self.clock.day(365),
-            };
-            self.api(
-                "federation (consent platform)",
-                ("POST", &paths::person(&insurer, &insured, "/consents")),
-                self.client(federation)?
-                    .give_consent(&insurer, &insured, &consent),
-                201,
-            )
-            .await?;
+            self.card_consent(OFFICE_A, person).await?;
         }
         self.town(
             "certification.filed",
@@ -895,29 +901,13 @@ impl Story {
     /// Day 24: a care-plan office chosen after a card check.
     async fn care_plan_office(&self, cast: &Cast) -> anyhow::Result<()> {
         let office_b = &cast.office_b;
-        let federation = FEDERATION;
         let p4 = &cast.persons[3];
         self.at_day(
             24,
             "a care-plan office chosen after a card check (居宅サービス計画作成依頼届出)",
         )
         .await;
-        self.out.note(&format!(
-            "[SIMULATED CARD] マイナンバーカード本人確認 at office {OFFICE_B} terminal T-01 for {p4} — simulated, no card is read"));
-        let (insurer, insured) = Self::ids(p4)?;
-        let consent = ConsentRecord {
-            office: OFFICE_B.to_owned(),
-            terminal: "T-01".to_owned(),
-            expires_at: self.clock.day(365),
-        };
-        self.api(
-            "federation (consent platform)",
-            ("POST", &paths::person(&insurer, &insured, "/consents")),
-            self.client(federation)?
-                .give_consent(&insurer, &insured, &consent),
-            201,
-        )
-        .await?;
+        self.card_consent(OFFICE_B, p4).await?;
         self.emit("insured.care_plan_office_registered", Some(p4), None, 24,
             json!({"office": OFFICE_B, "office_kind": "home_care_support_office", "filed_on": self.clock.date(24)}), false).await?;
         self.received
