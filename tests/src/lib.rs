@@ -2,7 +2,8 @@
 //!
 //! - `src/lib.rs` (this file): the harness. [`TestDb`] gives each test a fresh
 //!   real database — a new PostgreSQL database `kiban_test_<random>` on the
-//!   server named by [`DATABASE_URL_VAR`] (dropped afterwards), or a new SQLite
+//!   server named by [`DATABASE_URL_VAR`] (a `kiban_store::scratch`
+//!   database, dropped afterwards), or a new SQLite
 //!   file in a temporary directory — plus small builders of events.
 //! - `src/bin/kiban-crash-appender.rs`: a child process for the crash-safety
 //!   suite; it appends until it is killed.
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kiban_events::{Actor, EventId, EventType, NewEvent, Payload, StreamName};
+use kiban_store::scratch::{Scratch, ScratchBackend};
 use kiban_store::{Store, StoreOptions};
 use sqlx::Connection;
 use uuid::Uuid;
@@ -47,8 +49,8 @@ pub enum Backend {
 pub struct TestDb {
     backend: Backend,
     url: String,
-    /// The server URL and database name to drop (PostgreSQL only).
-    postgres: Option<(String, String)>,
+    /// The database to drop (PostgreSQL only).
+    postgres: Option<Scratch>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -69,22 +71,18 @@ impl TestDb {
                  postgres://postgres@127.0.0.1:55432/postgres"
             )
         });
-        let name = format!("kiban_test_{}", Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&server)
+        let backend = ScratchBackend::Postgres {
+            server_url: server.clone(),
+        };
+        let scratch = Scratch::create(&backend, "kiban_test")
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to {DATABASE_URL_VAR}={server}: {e}"));
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        let _ = admin.close().await;
-        let (base, _) = server
-            .rsplit_once('/')
-            .expect("the server URL ends with /database");
+            .unwrap_or_else(|e| {
+                panic!("cannot create a database on {DATABASE_URL_VAR}={server}: {e}")
+            });
         TestDb {
             backend: Backend::Postgres,
-            url: format!("{base}/{name}"),
-            postgres: Some((server, name)),
+            url: scratch.url().to_owned(),
+            postgres: Some(scratch),
             _dir: None,
         }
     }
@@ -146,26 +144,10 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((server, name)) = self.postgres.take() else {
-            return;
-        };
-        // Drop may run inside a runtime, which cannot block on itself; a
-        // thread with its own small runtime can. Failing to drop only leaves
-        // an empty database behind, so errors are ignored.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                if let Ok(mut admin) = sqlx::PgConnection::connect(&server).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::raw_sql(&sql).execute(&mut admin).await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
+        // Failing to drop only leaves an empty database behind.
+        if let Some(scratch) = self.postgres.take() {
+            scratch.remove_blocking();
+        }
     }
 }
 

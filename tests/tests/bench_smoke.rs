@@ -1,10 +1,11 @@
 //! The append benchmark runs end to end and reports exactly the promised
 //! keys. Nothing here asserts a speed: benchmarks are programs, not tests.
 
-use kiban_store::bench::{AppendBenchOptions, BenchBackend, bench_append};
+use kiban_lab::bench_append::{AppendBenchOptions, bench_append};
+use kiban_store::scratch::ScratchBackend;
 use kiban_tests::{DATABASE_URL_VAR, bounded};
 
-async fn runs_and_reports(backend: BenchBackend, name: &str) {
+async fn runs_and_reports(backend: ScratchBackend, name: &str) {
     let options = AppendBenchOptions {
         backend,
         writers: 4,
@@ -54,13 +55,13 @@ async fn runs_and_reports(backend: BenchBackend, name: &str) {
 async fn postgres_bench_append_runs_and_reports_the_promised_keys() {
     let server_url = std::env::var(DATABASE_URL_VAR)
         .unwrap_or_else(|_| panic!("{DATABASE_URL_VAR} is not set: run scripts/test or set it"));
-    runs_and_reports(BenchBackend::Postgres { server_url }, "postgres").await;
+    runs_and_reports(ScratchBackend::Postgres { server_url }, "postgres").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_bench_append_runs_and_reports_the_promised_keys() {
     let directory = tempfile::tempdir().unwrap();
-    let backend = BenchBackend::Sqlite {
+    let backend = ScratchBackend::Sqlite {
         directory: directory.path().to_owned(),
     };
     runs_and_reports(backend, "sqlite").await;

@@ -39,7 +39,9 @@ use kiban_bus::streams::StreamOptions;
 use kiban_events::ids::{InsurerNumber, OfficeNumber};
 use kiban_events::{EventType, RecordedEvent};
 use kiban_store::Store;
-use kiban_store::bench::{AppendBenchOptions, BenchBackend, Scratch, bench_append};
+use kiban_store::scratch::{Scratch, ScratchBackend};
+
+use crate::bench_append::{AppendBenchOptions, bench_append};
 use kiban_system::{BusOptions, SystemBuilder};
 use serde::Serialize;
 use serde_json::json;
@@ -81,7 +83,7 @@ const DRAIN_TIMEOUT_S: u64 = 300;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct IngestBenchOptions {
-    pub backend: BenchBackend,
+    pub backend: ScratchBackend,
     /// An existing NATS server with JetStream; a private one when `None`.
     pub nats_url: Option<String>,
     /// Persons of the sustained phase (8 messages, 9 events each).
@@ -197,7 +199,7 @@ pub async fn bench_ingest(options: IngestBenchOptions) -> anyhow::Result<IngestB
         url: nats_url,
         streams,
     };
-    let scratch = Scratch::create(&options.backend).await?;
+    let scratch = Scratch::create(&options.backend, "kiban_bench").await?;
     let outcome = run_ingest_phases(bus, &scratch, &options, raw, append.events_per_s).await;
     scratch.remove().await;
     outcome

@@ -40,7 +40,7 @@ use futures::StreamExt;
 use kiban_events::StreamName;
 use kiban_events::envelope::{Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload};
 use kiban_projections::{Db, Projections, models};
-use kiban_store::bench::{BenchBackend, Scratch, read_raw};
+use kiban_store::scratch::{Scratch, ScratchBackend};
 use kiban_store::{Store, StoreOptions, VerifyReport};
 use serde::Serialize;
 use uuid::Uuid;
@@ -62,7 +62,7 @@ const OFFICES: u64 = 2_000;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ReplayBenchOptions {
-    pub backend: BenchBackend,
+    pub backend: ScratchBackend,
     /// Events to write and replay (rounded up to whole persons).
     pub events: u64,
 }
@@ -181,7 +181,7 @@ pub async fn bench_replay(options: ReplayBenchOptions) -> anyhow::Result<ReplayB
     if options.events == 0 {
         bail!("--events must be at least 1");
     }
-    let scratch = Scratch::create(&options.backend).await?;
+    let scratch = Scratch::create(&options.backend, "kiban_bench").await?;
     let outcome = run_phases(&scratch, &options).await;
     scratch.remove().await;
     outcome
@@ -211,7 +211,7 @@ async fn run_phases(
         eprintln!("phase 2/5: read (raw rows)");
         let mut raw = None;
         let read = measure(events, async {
-            raw = Some(read_raw(&store, 1, head).await?);
+            raw = Some(store.read_raw(1, head).await?);
             Ok(())
         })
         .await?;

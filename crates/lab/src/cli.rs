@@ -275,7 +275,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 
 /// `kiban bench ...`.
 pub async fn bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
-    use kiban_store::bench::{AppendBenchOptions, bench_append};
+    use crate::bench_append::{AppendBenchOptions, bench_append};
     match bench {
         BenchCommand::Append {
             backend,

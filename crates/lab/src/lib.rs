@@ -1,7 +1,6 @@
 //! `kiban-lab`: the programs that exercise kiban rather than run it — the
 //! demo (`kiban demo`), the country-scale simulation (`kiban simulate`) and
-//! the benchmarks (`kiban bench ingest|api|replay`; `bench append` is the
-//! store's own, `kiban_store::bench`). Each starts the real system through
+//! the benchmarks (`kiban bench append|ingest|api|replay`). Each starts the real system through
 //! [`kiban_system::SystemBuilder`]; none wires parts by hand.
 //!
 //! # Layout
@@ -13,7 +12,8 @@
 //! - [`simulate`]: `plan.rs` derives one person's year from `(seed,
 //!   person)`, `mod.rs` runs chunks through the real ingest path
 //!   (docs/simulate.md).
-//! - [`bench_ingest`], [`bench_api`] (`dataset.rs` decides the data set with
+//! - [`bench_append`] (against the store's [`kiban_store::baseline`]s),
+//!   [`bench_ingest`], [`bench_api`] (`dataset.rs` decides the data set with
 //!   the real deciders, `generator.rs` is the HTTPS load generator),
 //!   [`bench_replay`]: docs/benchmarks.md.
 //! - [`nats_server`]: a private nats-server on a free loopback port for
@@ -31,6 +31,7 @@
 //!   stderr, reports to stdout.
 
 pub mod bench_api;
+pub mod bench_append;
 pub mod bench_ingest;
 pub mod bench_replay;
 pub mod cli;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use kiban_store::bench::BenchBackend;
+use kiban_store::scratch::ScratchBackend;
 
 /// Which database a benchmark measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,16 +20,16 @@ pub fn bench_backend(
     backend: Backend,
     database_url: Option<String>,
     directory: PathBuf,
-) -> anyhow::Result<BenchBackend> {
+) -> anyhow::Result<ScratchBackend> {
     Ok(match backend {
-        Backend::Postgres => BenchBackend::Postgres {
+        Backend::Postgres => ScratchBackend::Postgres {
             server_url: database_url
                 .context("--backend postgres needs --database-url (or KIBAN_BENCH_DATABASE_URL)")?,
         },
         Backend::Sqlite => {
             std::fs::create_dir_all(&directory)
                 .with_context(|| format!("cannot create {}", directory.display()))?;
-            BenchBackend::Sqlite { directory }
+            ScratchBackend::Sqlite { directory }
         }
     })
 }

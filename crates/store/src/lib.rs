@@ -17,7 +17,10 @@
 //!   pages), [`Store::head`], [`Store::subscribe`] (catch-up, then live),
 //!   [`Store::verify`] ([`VerifyReport`], [`BreakReason`]), [`chain_hash`].
 //! - [`Error`]: one variant per thing a caller branches on.
-//! - [`mod@bench`]: the append benchmark behind `kiban bench append`.
+//! - [`Store::read_raw`]: the bare scan, the ceiling of reads.
+//! - [`scratch`]: fresh databases for benchmark runs and tests;
+//!   [`baseline`]: the naive and raw writes `kiban bench append` compares
+//!   the store with.
 //!
 //! # Layout
 //!
@@ -32,8 +35,10 @@
 //! - `backend/`: the SQL of each backend, behind a small internal surface.
 //! - `blobs.rs`: content-addressed document bodies ([`Store::put_blob`],
 //!   [`Store::get_blob`], [`Store::blob_size`]) in the `blobs` table.
-//! - `bench.rs`: the append benchmark and its naive and raw baselines.
-//! - `examples/bench_append.rs`: runs the benchmark from the command line.
+//! - `scratch.rs`: scratch databases (create, remove) for benchmarks and
+//!   the suites' harness: the one place that creates and drops databases.
+//! - `baseline.rs`: the naive and raw baselines of the append benchmark
+//!   (the benchmark itself is `kiban-lab`'s).
 //! - `schema.rs`: the migrations of every table of the database (the log's
 //!   and those of the read models and the staff screen), [`migrate`] for
 //!   parts that open the database with their own pool, and [`PerBackend`] /
@@ -63,7 +68,7 @@
 //!   [`Store::close`] or when the last clone is dropped.
 
 mod backend;
-pub mod bench;
+pub mod baseline;
 mod blobs;
 mod cache;
 mod chain;
@@ -72,6 +77,7 @@ mod error;
 pub mod keys;
 mod scan;
 mod schema;
+pub mod scratch;
 mod store;
 mod writer;
 
@@ -90,6 +96,7 @@ pub use keys::{FORGOTTEN_MARKER, Opened, PersonKeys, SealError};
 pub use kiban_events::{
     EventId, ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamName, Version,
 };
+pub use scan::RawRead;
 pub use schema::{DbPool, PerBackend, migrate};
 pub use store::{
     APPEND_PAYLOAD_BYTES_MAX, APPEND_QUEUE_CAPACITY, AppendResult, HEAD_POLL_INTERVAL_MS, Head,

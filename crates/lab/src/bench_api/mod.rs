@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use kiban_api::ServeConfig;
-use kiban_store::bench::{BenchBackend, Scratch};
+use kiban_store::scratch::{Scratch, ScratchBackend};
 use kiban_store::{Store, StoreOptions};
 use kiban_system::{ApiOptions, SystemBuilder, Tls};
 use serde::Serialize;
@@ -53,7 +53,7 @@ use generator::{Generator, Kind, Sample};
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ApiBenchOptions {
-    pub backend: BenchBackend,
+    pub backend: ScratchBackend,
     pub persons: u64,
     pub offices: u64,
     /// Keep-alive connections of the load generator.
@@ -181,7 +181,7 @@ pub async fn bench_api(options: ApiBenchOptions) -> anyhow::Result<ApiBenchRepor
     if !(1..=100).contains(&options.open_loop_percent) {
         bail!("--open-loop-percent must be 1 to 100");
     }
-    let scratch = Scratch::create(&options.backend).await?;
+    let scratch = Scratch::create(&options.backend, "kiban_bench").await?;
     let outcome = run_phases(&scratch, &options).await;
     scratch.remove().await;
     outcome
