@@ -41,6 +41,18 @@ const VPCD_GET_ATR: u8 = 4;
 /// Largest RSA input the card pads: k - 11 bytes for a 256-byte modulus (PKCS#1 v1.5).
 const SIGNATURE_INPUT_BYTES_MAX: usize = 256 - 11;
 
+/// The signature PIN's file (署名用パスワード). kiban never uses the
+/// signature application, but independent clients do look at it: OpenSC's
+/// JPKI driver asks this PIN's retry counter when it binds the card, and
+/// gives up on a card where the file cannot be selected. The virtual card
+/// has no signature key or certificate: it only reports the counter, and
+/// refuses to verify the PIN.
+const EF_SIGN_PIN: u16 = 0x001B;
+
+/// Tries of the signature PIN on a real card (OpenSC's
+/// `JPKI_SIGN_PIN_MAX_TRIES`), which the virtual card reports as untouched.
+const SIGN_PIN_TRIES_MAX: u8 = 5;
+
 /// A JPKI card in memory.
 pub struct VirtualJpkiCard {
     key: RsaPrivateKey,
@@ -118,31 +130,45 @@ impl VirtualJpkiCard {
         }
     }
 
+    /// SELECT by DF name (P1 04) or by file id (P1 02). P2 0C asks for no
+    /// response data; P2 00 for the file control information, answered
+    /// with the DF name (`6F`/`84`) or the file's size (`62`/`80`).
     fn select(&mut self, command: &Command<'_>) -> Vec<u8> {
-        match (command.p1, command.p2) {
-            (0x04, 0x0C) if self.has_jpki && command.data == JPKI_AID => {
+        let with_fci = match command.p2 {
+            0x0C => false,
+            0x00 => true,
+            _ => return status(StatusWord::INCORRECT_P1_P2),
+        };
+        match command.p1 {
+            0x04 if self.has_jpki && command.data == JPKI_AID => {
                 self.jpki_selected = true;
                 self.selected_file = None;
                 self.pin_verified = false;
-                status(StatusWord::SUCCESS)
-            }
-            (0x02, 0x0C) if self.jpki_selected && command.data.len() == 2 => {
-                let file = u16::from_be_bytes([command.data[0], command.data[1]]);
-                if [
-                    EF_AUTH_CERTIFICATE,
-                    EF_AUTH_CA_CERTIFICATE,
-                    EF_AUTH_KEY,
-                    EF_AUTH_PIN,
-                ]
-                .contains(&file)
-                {
-                    self.selected_file = Some(file);
-                    status(StatusWord::SUCCESS)
+                if with_fci {
+                    let name = tlv(0x84, &JPKI_AID);
+                    [tlv(0x6F, &name).as_slice(), &[0x90, 0x00]].concat()
                 } else {
-                    status(StatusWord::FILE_NOT_FOUND)
+                    status(StatusWord::SUCCESS)
                 }
             }
-            (0x04 | 0x02, 0x0C) => status(StatusWord::FILE_NOT_FOUND),
+            0x02 if self.jpki_selected && command.data.len() == 2 => {
+                let file = u16::from_be_bytes([command.data[0], command.data[1]]);
+                let size = match file {
+                    EF_AUTH_CERTIFICATE => self.auth_certificate.len(),
+                    EF_AUTH_CA_CERTIFICATE => self.auth_ca_certificate.len(),
+                    EF_AUTH_KEY | EF_AUTH_PIN | EF_SIGN_PIN => 0,
+                    _ => return status(StatusWord::FILE_NOT_FOUND),
+                };
+                self.selected_file = Some(file);
+                if with_fci {
+                    let size = u16::try_from(size).unwrap_or(u16::MAX).to_be_bytes();
+                    let fcp = tlv(0x62, &tlv(0x80, &size));
+                    [fcp.as_slice(), &[0x90, 0x00]].concat()
+                } else {
+                    status(StatusWord::SUCCESS)
+                }
+            }
+            0x04 | 0x02 => status(StatusWord::FILE_NOT_FOUND),
             _ => status(StatusWord::INCORRECT_P1_P2),
         }
     }
@@ -165,12 +191,26 @@ impl VirtualJpkiCard {
         [&contents[offset..end], &[0x90, 0x00][..]].concat()
     }
 
+    /// VERIFY. Without data it asks the retry counter (`63 Cx`, also for a
+    /// blocked PIN: `63 C0`, as ISO 7816-4 and OpenSC expect) or says the
+    /// PIN is verified (`90 00`); with data it tries the PIN.
     fn verify(&mut self, command: &Command<'_>) -> Vec<u8> {
+        if self.selected_file == Some(EF_SIGN_PIN) {
+            return if command.data.is_empty() {
+                status(StatusWord::new(0x63, 0xC0 | SIGN_PIN_TRIES_MAX))
+            } else {
+                status(StatusWord::REFERENCE_DATA_NOT_USABLE)
+            };
+        }
         if self.selected_file != Some(EF_AUTH_PIN) {
             return status(StatusWord(0x6986));
         }
         if self.pin_tries_left == 0 {
-            return status(StatusWord::AUTHENTICATION_METHOD_BLOCKED);
+            return if command.data.is_empty() {
+                status(StatusWord::new(0x63, 0xC0))
+            } else {
+                status(StatusWord::AUTHENTICATION_METHOD_BLOCKED)
+            };
         }
         if command.data.is_empty() {
             return if self.pin_verified {
@@ -223,6 +263,14 @@ impl Transport for VirtualJpkiCard {
 
 fn status(status: StatusWord) -> Vec<u8> {
     vec![status.sw1(), status.sw2()]
+}
+
+/// A BER-TLV with a one-byte tag and a short length (values under 128
+/// bytes: file control information).
+fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+    let length = u8::try_from(value.len()).expect("short TLV");
+    assert!(length < 0x80, "short TLV");
+    [&[tag, length][..], value].concat()
 }
 
 /// A short command APDU split into its fields.
@@ -459,6 +507,79 @@ mod tests {
         vpcd.send(&crate::apdu::compute_digital_signature(&[0x30; 51]));
         assert_eq!(vpcd.receive(), None);
         assert!(inserted.remove().is_ok());
+    }
+
+    /// What OpenSC's JPKI driver sends when it binds the card (issue 21
+    /// item 5): the signature PIN's file must be selectable and answer its
+    /// retry counter, without anything being read from it.
+    #[test]
+    fn the_signature_pin_reports_its_counter_and_is_never_verified() {
+        let mut card = shared_test_cards().card("1234");
+        assert_eq!(
+            card.process(&crate::apdu::select_df_name(&JPKI_AID)),
+            [0x90, 0x00]
+        );
+        assert_eq!(
+            card.process(&crate::apdu::select_ef(EF_SIGN_PIN)),
+            [0x90, 0x00]
+        );
+        assert_eq!(card.process(&[0x00, 0x20, 0x00, 0x80]), [0x63, 0xC5]);
+        assert_eq!(
+            card.process(&crate::apdu::verify(Some(b"123456"))),
+            [0x69, 0x84]
+        );
+        assert_eq!(card.process(&[0x00, 0x20, 0x00, 0x80]), [0x63, 0xC5]);
+        assert_eq!(card.process(&[0x00, 0xB0, 0x00, 0x00, 0x04]), [0x69, 0x86]);
+    }
+
+    /// ISO 7816-4: VERIFY without data on a blocked PIN answers `63 C0`
+    /// (OpenSC reads the counter from any `63 Cx`); a PIN sent to it still
+    /// answers `69 83`.
+    #[test]
+    fn a_blocked_pin_reports_zero_tries_left() {
+        let mut card = shared_test_cards().card("1234");
+        card.process(&crate::apdu::select_df_name(&JPKI_AID));
+        card.process(&crate::apdu::select_ef(EF_AUTH_PIN));
+        for _ in 0..AUTH_PIN_TRIES_MAX {
+            card.process(&crate::apdu::verify(Some(b"0000")));
+        }
+        assert_eq!(card.process(&[0x00, 0x20, 0x00, 0x80]), [0x63, 0xC0]);
+        assert_eq!(
+            card.process(&crate::apdu::verify(Some(b"1234"))),
+            [0x69, 0x83]
+        );
+    }
+
+    /// SELECT with P2 `00` asks for the file control information: the DF
+    /// name for the application, the size for a certificate file.
+    #[test]
+    fn select_with_fci_answers_the_name_or_the_size() {
+        let mut card = shared_test_cards().card("1234");
+        let select_aid = [
+            &[0x00, 0xA4, 0x04, 0x00, JPKI_AID.len() as u8][..],
+            &JPKI_AID,
+        ]
+        .concat();
+        let answer = card.process(&select_aid);
+        assert_eq!(answer[..2], [0x6F, JPKI_AID.len() as u8 + 2]);
+        assert_eq!(answer[2..4], [0x84, JPKI_AID.len() as u8]);
+        assert_eq!(answer[4..4 + JPKI_AID.len()], JPKI_AID);
+        assert_eq!(answer[answer.len() - 2..], [0x90, 0x00]);
+        let size = shared_test_cards().certificate.len() as u16;
+        let answer = card.process(&[0x00, 0xA4, 0x02, 0x00, 0x02, 0x00, 0x0A]);
+        assert_eq!(
+            answer,
+            [
+                &[0x62, 0x04, 0x80, 0x02][..],
+                &size.to_be_bytes(),
+                &[0x90, 0x00]
+            ]
+            .concat()
+        );
+        assert_eq!(
+            card.process(&[0x00, 0xA4, 0x02, 0x04, 0x02, 0x00, 0x0A]),
+            [0x6A, 0x86]
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ type Scenario = fn(&TestCards, &TestPcscd);
 fn card_over_pcscd() {
     let pcscd = TestPcscd::from_environment();
     let cards = TestCards::generate();
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         (
             "read, verify PIN, sign, verify signature",
             read_verify_sign_and_verify,
@@ -56,6 +56,10 @@ fn card_over_pcscd() {
             card_without_jpki_is_refused,
         ),
         ("empty reader reports no card", empty_reader_reports_no_card),
+        (
+            "OpenSC lists the card and signs with it",
+            opensc_lists_and_signs,
+        ),
     ];
     for (name, scenario) in scenarios {
         println!("card over pcscd: {name} ...");
@@ -156,6 +160,113 @@ fn empty_reader_reports_no_card(_cards: &TestCards, _pcscd: &TestPcscd) {
     let report = status_report();
     assert!(!report.ready(), "{report}");
     assert!(report.to_string().contains("card: none"), "{report}");
+}
+
+/// An independent client: OpenSC's own JPKI driver (Debian's `opensc`)
+/// binds the virtual card through the same pcscd, lists its certificates
+/// and PINs, and signs with the user-authentication key through its PKCS#11
+/// module; kiban's verifier accepts that signature. `pcscd` is reached
+/// through `PCSCLITE_CSOCK_NAME`, which the child processes inherit.
+fn opensc_lists_and_signs(cards: &TestCards, pcscd: &TestPcscd) {
+    let inserted = pcscd.insert(cards.card(PIN));
+    let certificates = opensc("pkcs15-tool", &["--reader", "0", "--list-certificates"]);
+    assert!(
+        certificates.contains("User Authentication Certificate"),
+        "{certificates}"
+    );
+    let pins = opensc("pkcs15-tool", &["--reader", "0", "--list-pins"]);
+    assert!(pins.contains("User Authentication PIN"), "{pins}");
+    assert!(pins.contains("Digital Signature PIN"), "{pins}");
+    assert!(
+        pins.contains("Tries left") || pins.contains("tries left"),
+        "{pins}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("kiban-opensc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, output) = (dir.join("challenge"), dir.join("signature"));
+    std::fs::write(&input, CHALLENGE).unwrap();
+    let module = opensc_pkcs11_module();
+    let signed = opensc(
+        "pkcs11-tool",
+        &[
+            "--module",
+            &module,
+            "--slot-index",
+            "0",
+            "--login",
+            "--pin",
+            PIN,
+            "--sign",
+            "--id",
+            "01",
+            "--mechanism",
+            "SHA256-RSA-PKCS",
+            "--input-file",
+            input.to_str().unwrap(),
+            "--output-file",
+            output.to_str().unwrap(),
+        ],
+    );
+    let signature = std::fs::read(&output).unwrap_or_else(|e| panic!("{e}: {signed}"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let holder = verify_with_test_ca(cards, &cards.certificate, &signature)
+        .expect("kiban verifies the signature OpenSC made");
+    assert_eq!(holder.serial_number(), &TEST_CARD_SERIAL.to_be_bytes()[2..]);
+    assert_eq!(
+        inserted.pin_tries_left(),
+        3,
+        "the right PIN leaves every try"
+    );
+    pcscd.remove(inserted);
+}
+
+/// Runs an OpenSC tool, bounded in time; panics with its output unless it
+/// succeeds. Returns stdout and stderr.
+fn opensc(tool: &str, args: &[&str]) -> String {
+    let mut child = std::process::Command::new(tool)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {tool} ({e}): install Debian's opensc (scripts/test does)")
+        });
+    let deadline = std::time::Instant::now() + READER_CHANGE_WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{tool} {args:?} did not finish within {READER_CHANGE_WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{tool} {args:?}: {}\n{text}",
+        output.status
+    );
+    text
+}
+
+/// OpenSC's PKCS#11 module, where Debian (any architecture) puts it.
+fn opensc_pkcs11_module() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("opensc-pkcs11.so"))
+        .chain([std::path::PathBuf::from("/usr/lib/opensc-pkcs11.so")])
+        .find(|path| path.exists());
+    found
+        .unwrap_or_else(|| panic!("no opensc-pkcs11.so under /usr/lib: install Debian's opensc"))
+        .display()
+        .to_string()
 }
 
 /// What the office terminal does: read the certificate, verify the PIN, sign.
