@@ -703,7 +703,7 @@ async fn postgres_killed_during_appends_loses_nothing_and_applies_nothing_twice(
 // --- `kiban serve` killed during NATS ingest ---------------------------------------
 
 /// Rounds of `kiban serve` kills per backend.
-const SERVE_ROUNDS: u64 = 2;
+const SERVE_ROUNDS: u64 = 3;
 
 /// People per serve round (each with its 8 messages).
 const SERVE_PERSONS_PER_ROUND: usize = 16;
@@ -900,14 +900,18 @@ async fn check_relayed(context: &async_nats::jetstream::Context, newest: u64) {
 }
 
 /// One backend's serve rounds: a municipality publishes every person's
-/// whole certification, `kiban serve` is killed with SIGKILL after a
-/// seeded number of receipts and started again; the municipality re-sends
-/// what has no receipt. Every receipt must say accepted.
-async fn serve_killed_during_ingest(backend: kiban_tests::Backend) {
+/// whole certification to a running `kiban serve` through NATS; after a
+/// seeded number of receipts either `kiban serve` or the nats-server is
+/// killed with SIGKILL and started again (alternating, so both every run);
+/// the municipality re-sends what has no receipt. Every receipt must say
+/// accepted, and the round's checks hold.
+async fn serve_killed_or_nats_restarted_during_ingest(backend: kiban_tests::Backend) {
     use futures::StreamExt;
-    let seed = seed(&format!("serve_killed_during_ingest ({backend:?})"));
+    let seed = seed(&format!(
+        "serve_killed_or_nats_restarted_during_ingest ({backend:?})"
+    ));
     let mut rng = StdRng::seed_from_u64(seed);
-    let nats = kiban_bus::testing::NatsServer::start().await.unwrap();
+    let mut nats = kiban_bus::testing::NatsServer::start().await.unwrap();
     let db = kiban_tests::TestDb::new(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
@@ -929,6 +933,13 @@ async fn serve_killed_during_ingest(backend: kiban_tests::Backend) {
         let round_ids: std::collections::HashSet<Uuid> =
             messages.iter().flatten().map(|m| m.event_id).collect();
         let fault_after = rng.gen_range(total / 10..total / 2);
+        // Both faults every run (which comes first is the seed's).
+        let restart_nats = (seed + round) % 2 == 1;
+        let fault = if restart_nats {
+            "nats-server killed (SIGKILL) and restarted"
+        } else {
+            "kiban serve killed (SIGKILL) and restarted"
+        };
         let mut receipts = client
             .subscribe(format!("kiban.receipts.{INSURER}"))
             .await
@@ -974,13 +985,18 @@ async fn serve_killed_during_ingest(backend: kiban_tests::Backend) {
                         assert_eq!(earlier, positions, "a receipt sent again says the same");
                     }
                     if killed_at.is_none() && accepted.len() >= fault_after {
-                        serve.take().unwrap().kill_9().await;
                         killed_at = Some(accepted.len());
-                        serve = Some(
-                            ServeProcess::start(db.url(), dir.path(), Some(&nats.url()), runs)
-                                .await,
-                        );
-                        runs += 1;
+                        if restart_nats {
+                            // SIGKILL and a start on the same port and storage.
+                            nats.restart().await.unwrap();
+                        } else {
+                            serve.take().unwrap().kill_9().await;
+                            serve = Some(
+                                ServeProcess::start(db.url(), dir.path(), Some(&nats.url()), runs)
+                                    .await,
+                            );
+                            runs += 1;
+                        }
                     }
                 }
                 Ok(None) => panic!("the receipt subscription ended"),
@@ -1003,11 +1019,9 @@ async fn serve_killed_during_ingest(backend: kiban_tests::Backend) {
         let killed_at = killed_at.expect("the kill happened");
         assert!(
             killed_at < total,
-            "round {round}: serve was killed with work in flight ({killed_at} of {total} receipts)"
+            "round {round}: the fault came with work in flight ({killed_at} of {total} receipts)"
         );
-        eprintln!(
-            "{backend:?} round {round}: kiban serve killed (SIGKILL) after {killed_at} of {total} receipts"
-        );
+        eprintln!("{backend:?} round {round}: {fault} after {killed_at} of {total} receipts");
         for person_messages in &messages {
             for message in person_messages {
                 acks.push(Ack {
@@ -1028,13 +1042,13 @@ async fn serve_killed_during_ingest(backend: kiban_tests::Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_killed_during_ingest_on_postgres_loses_and_reorders_nothing() {
-    serve_killed_during_ingest(kiban_tests::Backend::Postgres).await;
+async fn serve_killed_or_nats_restarted_during_ingest_on_postgres_loses_and_reorders_nothing() {
+    serve_killed_or_nats_restarted_during_ingest(kiban_tests::Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_killed_during_ingest_on_sqlite_loses_and_reorders_nothing() {
-    serve_killed_during_ingest(kiban_tests::Backend::Sqlite).await;
+async fn serve_killed_or_nats_restarted_during_ingest_on_sqlite_loses_and_reorders_nothing() {
+    serve_killed_or_nats_restarted_during_ingest(kiban_tests::Backend::Sqlite).await;
 }
 
 // --- The API's answers while PostgreSQL is stopped or gone ---------------------------
