@@ -16,16 +16,35 @@
 //! The seed is printed; `KIBAN_FAULT_SEED=<seed>` replays a run's schedule
 //! (what is killed, and after how many acknowledgements).
 //!
-//! Faults:
-//! - PostgreSQL killed under the engine and the projections: `kill -9` of
-//!   the postmaster and every server process, or `pg_ctl stop -m
-//!   immediate`, then a restart with crash recovery. The server is a private
-//!   one this suite starts (in a temporary directory, on a free port), so
-//!   that killing it disturbs no other test; its binaries come from
-//!   `KIBAN_TEST_PG_BIN` (set by `scripts/test`) or the newest
-//!   `/usr/lib/postgresql/*/bin`.
+//! Faults (rounds per run):
+//! - PostgreSQL killed under the engine and the projections (3 rounds, both
+//!   ways each run): `kill -9` of the postmaster and every server process,
+//!   or `pg_ctl stop -m immediate`, then a restart with crash recovery
+//!   (asserted from the server log). The server is a private one this suite
+//!   starts (in a temporary directory, on a free port), so that killing it
+//!   disturbs no other test; its binaries come from `KIBAN_TEST_PG_BIN` (set
+//!   by `scripts/test`) or the newest `/usr/lib/postgresql/*/bin`.
+//! - A real `kiban serve` process (the built binary, ingesting from NATS with
+//!   the real engine, relaying, projecting, running its timers) killed with
+//!   SIGKILL and started again, or the nats-server killed and restarted, on
+//!   PostgreSQL and on SQLite (3 rounds each, both faults each run); after
+//!   each round also: `KIBAN_EVENTS` holds every event once in position order
+//!   (the relay continued exactly after the kill).
+//! - On a three-node NATS cluster (SQLite, 2 rounds): the node leading the
+//!   ingest stream killed with SIGKILL (then restarted, and it must rejoin
+//!   as a current replica), or `kiban serve` killed.
+//! - The API over a stalled database (every PostgreSQL process stopped):
+//!   503 `rate-limited` for the surplus, 504 `timeout` / 503 `unavailable`
+//!   for the admitted; 503 when the database is gone; served again after.
 //!
-//! Every wait is bounded; nothing asserts on timing.
+//! The fault lands while work is in flight: fewer acknowledgements (or
+//! receipts) than messages had arrived when it struck, and the rest came
+//! after it.
+//!
+//! Every wait is bounded; nothing asserts on timing. `kiban serve` is the
+//! binary beside this test binary's directory (`target/debug/kiban`, which
+//! `cargo nextest run --workspace` and scripts/test build) or
+//! `KIBAN_TEST_KIBAN_BIN`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
@@ -702,8 +721,11 @@ async fn postgres_killed_during_appends_loses_nothing_and_applies_nothing_twice(
 
 // --- `kiban serve` killed during NATS ingest ---------------------------------------
 
-/// Rounds of `kiban serve` kills per backend.
+/// Rounds of `kiban serve` kills and nats-server restarts per backend.
 const SERVE_ROUNDS: u64 = 3;
+
+/// Rounds on a three-node NATS cluster (SQLite).
+const CLUSTER_ROUNDS: u64 = 2;
 
 /// People per serve round (each with its 8 messages).
 const SERVE_PERSONS_PER_ROUND: usize = 16;
@@ -742,14 +764,9 @@ struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Starts `kiban serve` on `database_url` with NATS at `nats_url` (the
-    /// in-process bus without) and waits for its banner.
-    async fn start(
-        database_url: &str,
-        dir: &Path,
-        nats_url: Option<&str>,
-        run: u64,
-    ) -> ServeProcess {
+    /// Starts `kiban serve` on `database_url` with `nats` (the in-process
+    /// bus without) and waits for its banner.
+    async fn start(database_url: &str, dir: &Path, nats: Option<&Nats>, run: u64) -> ServeProcess {
         use tokio::io::AsyncBufReadExt;
         let log = std::fs::File::create(dir.join(format!("serve-{run}.log"))).unwrap();
         let mut command = Command::new(kiban_binary());
@@ -757,9 +774,11 @@ impl ServeProcess {
             .args(["serve", "--database-url", database_url, "--data-dir"])
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"]);
-        if let Some(url) = nats_url {
+        if let Some(nats) = nats {
             // The harness's nats-server has 1 GB of file storage.
-            command.args(["--nats-url", url, "--events-max-bytes", "268435456"]);
+            command
+                .args(["--nats-url", &nats.url(), "--events-max-bytes", "268435456"])
+                .args(["--stream-replicas", &nats.replicas().to_string()]);
         }
         // The platform's checkpoint signing key (required with PostgreSQL).
         let key = dir.join("platform-signing.key");
@@ -899,29 +918,73 @@ async fn check_relayed(context: &async_nats::jetstream::Context, newest: u64) {
     }
 }
 
+/// The NATS of a serve round: one server, or a three-node cluster.
+enum Nats {
+    Single(kiban_bus::testing::NatsServer),
+    Cluster(kiban_bus::testing::NatsCluster),
+}
+
+impl Nats {
+    /// The URL `kiban serve` is given (with a cluster, the client learns
+    /// the other nodes from the first and fails over to them).
+    fn url(&self) -> String {
+        match self {
+            Nats::Single(server) => server.url(),
+            Nats::Cluster(cluster) => cluster.urls()[0].clone(),
+        }
+    }
+
+    fn replicas(&self) -> usize {
+        match self {
+            Nats::Single(_) => 1,
+            Nats::Cluster(_) => kiban_bus::testing::NatsCluster::SIZE,
+        }
+    }
+}
+
+/// The faults of the serve rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IngestFault {
+    /// `kiban serve` killed with SIGKILL and started again.
+    KillServe,
+    /// The nats-server killed with SIGKILL and started again on the same
+    /// port and storage.
+    RestartNats,
+    /// The cluster node leading the ingest stream killed with SIGKILL;
+    /// started again after the round, it must rejoin.
+    KillStreamLeader,
+}
+
 /// One backend's serve rounds: a municipality publishes every person's
 /// whole certification to a running `kiban serve` through NATS; after a
-/// seeded number of receipts either `kiban serve` or the nats-server is
-/// killed with SIGKILL and started again (alternating, so both every run);
-/// the municipality re-sends what has no receipt. Every receipt must say
-/// accepted, and the round's checks hold.
-async fn serve_killed_or_nats_restarted_during_ingest(backend: kiban_tests::Backend) {
+/// seeded number of receipts a fault of `faults` (in turn, starting at a
+/// seeded one) lands; the municipality re-sends what has no receipt. Every
+/// receipt must say accepted, and the round's checks hold.
+async fn ingest_rounds(
+    backend: kiban_tests::Backend,
+    mut nats: Nats,
+    faults: &[IngestFault],
+    rounds: u64,
+) {
     use futures::StreamExt;
-    let seed = seed(&format!(
-        "serve_killed_or_nats_restarted_during_ingest ({backend:?})"
-    ));
+    let seed = seed(&format!("ingest faults {faults:?} ({backend:?})"));
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut nats = kiban_bus::testing::NatsServer::start().await.unwrap();
     let db = kiban_tests::TestDb::new(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = match &nats {
+        Nats::Single(server) => async_nats::connect(server.url()).await.unwrap(),
+        Nats::Cluster(cluster) => {
+            let client = async_nats::connect(cluster.urls()).await.unwrap();
+            cluster.wait_for_jetstream(&client).await.unwrap();
+            client
+        }
+    };
     let context = async_nats::jetstream::new(client.clone());
     let mut persons = Vec::new();
     let mut acks: Vec<Ack> = Vec::new();
     let mut runs = 0;
-    for round in 0..SERVE_ROUNDS {
-        let mut serve =
-            Some(ServeProcess::start(db.url(), dir.path(), Some(&nats.url()), runs).await);
+    for round in 0..rounds {
+        let mut serve = Some(ServeProcess::start(db.url(), dir.path(), Some(&nats), runs).await);
         runs += 1;
         let round_persons: Vec<_> = (0..SERVE_PERSONS_PER_ROUND)
             .map(|i| person(100 + round, i))
@@ -933,13 +996,9 @@ async fn serve_killed_or_nats_restarted_during_ingest(backend: kiban_tests::Back
         let round_ids: std::collections::HashSet<Uuid> =
             messages.iter().flatten().map(|m| m.event_id).collect();
         let fault_after = rng.gen_range(total / 10..total / 2);
-        // Both faults every run (which comes first is the seed's).
-        let restart_nats = !seed.wrapping_add(round).is_multiple_of(2);
-        let fault = if restart_nats {
-            "nats-server killed (SIGKILL) and restarted"
-        } else {
-            "kiban serve killed (SIGKILL) and restarted"
-        };
+        // Every fault each run (which comes first is the seed's).
+        let fault = faults[(seed.wrapping_add(round) % faults.len() as u64) as usize];
+        let mut victim = None;
         let mut receipts = client
             .subscribe(format!("kiban.receipts.{INSURER}"))
             .await
@@ -986,16 +1045,34 @@ async fn serve_killed_or_nats_restarted_during_ingest(backend: kiban_tests::Back
                     }
                     if killed_at.is_none() && accepted.len() >= fault_after {
                         killed_at = Some(accepted.len());
-                        if restart_nats {
-                            // SIGKILL and a start on the same port and storage.
-                            nats.restart().await.unwrap();
-                        } else {
-                            serve.take().unwrap().kill_9().await;
-                            serve = Some(
-                                ServeProcess::start(db.url(), dir.path(), Some(&nats.url()), runs)
-                                    .await,
-                            );
-                            runs += 1;
+                        match fault {
+                            IngestFault::KillServe => {
+                                serve.take().unwrap().kill_9().await;
+                                serve = Some(
+                                    ServeProcess::start(db.url(), dir.path(), Some(&nats), runs)
+                                        .await,
+                                );
+                                runs += 1;
+                            }
+                            IngestFault::RestartNats => {
+                                let Nats::Single(server) = &mut nats else {
+                                    panic!("a single server restarts");
+                                };
+                                server.restart().await.unwrap();
+                            }
+                            IngestFault::KillStreamLeader => {
+                                let Nats::Cluster(cluster) = &mut nats else {
+                                    panic!("a cluster has a stream leader");
+                                };
+                                let leader =
+                                    stream_leader(&context, kiban_bus::subjects::INGEST_STREAM)
+                                        .await;
+                                let index = (0..kiban_bus::testing::NatsCluster::SIZE)
+                                    .find(|&i| cluster.server(i).name() == leader)
+                                    .expect("the leader is a node of the cluster");
+                                cluster.server(index).kill();
+                                victim = Some(index);
+                            }
                         }
                     }
                 }
@@ -1021,7 +1098,7 @@ async fn serve_killed_or_nats_restarted_during_ingest(backend: kiban_tests::Back
             killed_at < total,
             "round {round}: the fault came with work in flight ({killed_at} of {total} receipts)"
         );
-        eprintln!("{backend:?} round {round}: {fault} after {killed_at} of {total} receipts");
+        eprintln!("{backend:?} round {round}: {fault:?} after {killed_at} of {total} receipts");
         for person_messages in &messages {
             for message in person_messages {
                 acks.push(Ack {
@@ -1035,6 +1112,11 @@ async fn serve_killed_or_nats_restarted_during_ingest(backend: kiban_tests::Back
         let newest = accepted.values().flatten().copied().max().unwrap();
         check_relayed(&context, newest).await;
         serve.take().unwrap().interrupt().await;
+        if let (Some(index), Nats::Cluster(cluster)) = (victim, &mut nats) {
+            cluster.server(index).start_again().await.unwrap();
+            let name = cluster.server(index).name().to_owned();
+            rejoined(&context, &name).await;
+        }
         let store = db.open().await;
         check_round(&store, &acks, &persons, round).await;
         // The read models the killed and restarted processes kept, caught
@@ -1052,14 +1134,70 @@ async fn serve_killed_or_nats_restarted_during_ingest(backend: kiban_tests::Back
     }
 }
 
+/// The name of the server leading `stream`'s replicas.
+async fn stream_leader(context: &async_nats::jetstream::Context, stream: &str) -> String {
+    let mut stream = context.get_stream(stream).await.unwrap();
+    let info = stream.info().await.unwrap();
+    info.cluster
+        .as_ref()
+        .and_then(|cluster| cluster.leader.clone())
+        .expect("a replicated stream has a leader")
+}
+
+/// Waits until the restarted node `name` is again the leader or a current
+/// replica of both streams.
+async fn rejoined(context: &async_nats::jetstream::Context, name: &str) {
+    bounded("the restarted node to rejoin", async {
+        loop {
+            let mut current = 0;
+            for stream in [
+                kiban_bus::subjects::INGEST_STREAM,
+                kiban_bus::subjects::EVENTS_STREAM,
+            ] {
+                let Ok(mut stream) = context.get_stream(stream).await else {
+                    continue;
+                };
+                let Ok(info) = stream.info().await else {
+                    continue;
+                };
+                if let Some(cluster) = info.cluster.as_ref()
+                    && (cluster.leader.as_deref() == Some(name)
+                        || cluster
+                            .replicas
+                            .iter()
+                            .any(|peer| peer.name == name && peer.current && !peer.offline))
+                {
+                    current += 1;
+                }
+            }
+            if current == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_killed_or_nats_restarted_during_ingest_on_postgres_loses_and_reorders_nothing() {
-    serve_killed_or_nats_restarted_during_ingest(kiban_tests::Backend::Postgres).await;
+    let nats = Nats::Single(kiban_bus::testing::NatsServer::start().await.unwrap());
+    let faults = [IngestFault::KillServe, IngestFault::RestartNats];
+    ingest_rounds(kiban_tests::Backend::Postgres, nats, &faults, SERVE_ROUNDS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_killed_or_nats_restarted_during_ingest_on_sqlite_loses_and_reorders_nothing() {
-    serve_killed_or_nats_restarted_during_ingest(kiban_tests::Backend::Sqlite).await;
+    let nats = Nats::Single(kiban_bus::testing::NatsServer::start().await.unwrap());
+    let faults = [IngestFault::KillServe, IngestFault::RestartNats];
+    ingest_rounds(kiban_tests::Backend::Sqlite, nats, &faults, SERVE_ROUNDS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_stream_leader_killed_during_ingest_loses_and_reorders_nothing_and_rejoins() {
+    let nats = Nats::Cluster(kiban_bus::testing::NatsCluster::start().await.unwrap());
+    let faults = [IngestFault::KillStreamLeader, IngestFault::KillServe];
+    ingest_rounds(kiban_tests::Backend::Sqlite, nats, &faults, CLUSTER_ROUNDS).await;
 }
 
 // --- The API's answers while PostgreSQL is stopped or gone ---------------------------
