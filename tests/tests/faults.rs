@@ -420,6 +420,9 @@ impl PrivatePostgres {
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         if self.data().join("postmaster.pid").exists() {
+            // A test that failed while the server was stopped (SIGSTOP)
+            // must not leave it frozen: it could not even quit.
+            signal_all(self, "-CONT");
             let path = self.bin.join("pg_ctl");
             let mut command = if self.as_postgres {
                 let mut command = std::process::Command::new("runuser");
@@ -879,6 +882,31 @@ async fn publish_in_order(context: &async_nats::jetstream::Context, message: &Mu
     .await;
 }
 
+/// Runs `attempt` until it succeeds (bounded): a JetStream request may
+/// time out while a cluster elects a new leader.
+async fn retried<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    bounded(what, async {
+        loop {
+            match attempt().await {
+                Ok(value) => return value,
+                Err(error) => {
+                    note_retry(what, &error);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Says on stderr (shown for a failing test) why an attempt is repeated.
+fn note_retry(what: &str, error: &impl std::fmt::Debug) {
+    eprintln!("{what}: {error:?}; trying again");
+}
+
 /// Waits until `KIBAN_EVENTS` holds position `newest`, then checks that
 /// message `n` of the stream is the event at position `n`: no gap, no
 /// repeat, in order, across every kill of the relay's process.
@@ -894,12 +922,35 @@ async fn check_relayed(context: &async_nats::jetstream::Context, newest: u64) {
             .parse()
             .unwrap()
     };
-    let mut stream = context.get_stream(EVENTS_STREAM).await.unwrap();
+    let raw = |sequence: u64| {
+        let context = context.clone();
+        async move {
+            let stream = context
+                .get_stream(EVENTS_STREAM)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .get_raw_message(sequence)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
     let length = bounded("the relay to publish the newest event", async {
         loop {
-            let length = stream.info().await.unwrap().state.messages;
+            let length = retried("the events stream's length", || {
+                let context = context.clone();
+                async move {
+                    let mut stream = context
+                        .get_stream(EVENTS_STREAM)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let info = stream.info().await.map_err(|e| e.to_string())?;
+                    Ok::<u64, String>(info.state.messages)
+                }
+            })
+            .await;
             if length > 0 {
-                let last = stream.get_raw_message(length).await.unwrap();
+                let last = retried("the last event message", || raw(length)).await;
                 if position_of(&last) >= newest {
                     return length;
                 }
@@ -909,7 +960,7 @@ async fn check_relayed(context: &async_nats::jetstream::Context, newest: u64) {
     })
     .await;
     for sequence in 1..=length {
-        let message = stream.get_raw_message(sequence).await.unwrap();
+        let message = retried("an event message", || raw(sequence)).await;
         assert_eq!(
             position_of(&message),
             sequence,
@@ -1136,12 +1187,21 @@ async fn ingest_rounds(
 
 /// The name of the server leading `stream`'s replicas.
 async fn stream_leader(context: &async_nats::jetstream::Context, stream: &str) -> String {
-    let mut stream = context.get_stream(stream).await.unwrap();
-    let info = stream.info().await.unwrap();
-    info.cluster
-        .as_ref()
-        .and_then(|cluster| cluster.leader.clone())
-        .expect("a replicated stream has a leader")
+    retried("the stream's leader", || {
+        let context = context.clone();
+        async move {
+            let mut stream = context
+                .get_stream(stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            let info = stream.info().await.map_err(|e| e.to_string())?;
+            info.cluster
+                .as_ref()
+                .and_then(|cluster| cluster.leader.clone())
+                .ok_or_else(|| "no leader yet".to_owned())
+        }
+    })
+    .await
 }
 
 /// Waits until the restarted node `name` is again the leader or a current
@@ -1241,7 +1301,12 @@ async fn get_problem(client: &reqwest::Client, url: &str) -> (u16, String) {
 
 /// Sends `signal` to every process of the server.
 fn signal_all(server: &PrivatePostgres, signal: &str) {
-    let postmaster = server.postmaster();
+    let Some(postmaster) = std::fs::read_to_string(server.data().join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
     let mut pids = vec![postmaster];
     pids.extend(children_of(postmaster));
     for pid in pids {
