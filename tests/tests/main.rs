@@ -6,6 +6,7 @@ mod audit;
 mod bench_smoke;
 mod crash_safety;
 mod engine;
+mod faults;
 mod ingest;
 mod projections;
 mod routing;

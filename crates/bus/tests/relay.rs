@@ -49,12 +49,33 @@ async fn wait_for_len(context: &jetstream::Context, at_least: u64) {
     .await;
 }
 
+/// Sets `KIBAN_EVENTS`'s message limit: `Some(n)` refuses the (n+1)th
+/// publish (discard new), `None` lifts the limit.
+async fn limit_events(context: &jetstream::Context, max_messages: Option<i64>) {
+    let mut stream = context.get_stream(EVENTS_STREAM).await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    config.max_messages = max_messages.unwrap_or(-1);
+    config.discard = if max_messages.is_some() {
+        jetstream::stream::DiscardPolicy::New
+    } else {
+        jetstream::stream::DiscardPolicy::Old
+    };
+    context.update_stream(config).await.unwrap();
+}
+
+/// Publishes the relay can never finish before it is killed: the stream
+/// refuses every message after the 300th, so the relay is stuck mid-run
+/// (with publishes in flight and failing, restarting from the tail again and
+/// again) when the task is aborted, deterministically and not by timing.
+const STUCK_AT: u64 = 300;
+
 #[tokio::test]
 async fn the_relay_killed_mid_run_and_restarted_publishes_every_event_once_in_order() {
     let server = NatsServer::start().await.unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
     let context = jetstream::new(client.clone());
     ensure_streams(&context, &stream_options(1)).await.unwrap();
+    limit_events(&context, Some(STUCK_AT as i64)).await;
     let (store, _dir) = sqlite_store().await;
     append(&store, 600, 0).await;
 
@@ -65,11 +86,15 @@ async fn the_relay_killed_mid_run_and_restarted_publishes_every_event_once_in_or
         store.clone(),
         CancellationToken::new(),
     ));
-    wait_for_len(&context, 100).await;
+    wait_for_len(&context, STUCK_AT).await;
+    // The stream is full at STUCK_AT: the relay cannot get further, and it
+    // keeps trying (a refused publish is a failure it restarts after).
+    assert!(!task.is_finished(), "the relay runs, stuck at the limit");
     task.abort();
     let _ = task.await;
     drop(relay_client);
     let published_before_restart = stream_len(&context).await;
+    limit_events(&context, None).await;
     append(&store, 400, 600).await;
 
     let cancel = CancellationToken::new();
@@ -79,9 +104,10 @@ async fn the_relay_killed_mid_run_and_restarted_publishes_every_event_once_in_or
     cancel.cancel();
     bounded("the relay to stop", task).await.unwrap().unwrap();
 
-    assert!(
-        published_before_restart < 1000,
-        "the relay was stopped mid-run"
+    // The kill landed mid-run: 600 events were waiting and 300 were out.
+    assert_eq!(
+        published_before_restart, STUCK_AT,
+        "the relay was killed with 300 of 600 events published"
     );
     let stream = context.get_stream(EVENTS_STREAM).await.unwrap();
     let recorded = store.read_all(1, 1000).await.unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use common::{bounded, message, new_id, sqlite_store};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kiban_bus::ingest::MSG_ID_HEADER;
 use kiban_bus::relay::FileCheckpoints;
 use kiban_bus::routing::{Entitlements, NatsOfficeSink, ROUTING_CHECKPOINT, run_routing};
@@ -151,6 +151,12 @@ async fn an_office_cannot_subscribe_to_another_office_and_a_municipality_cannot_
 
     // Municipality 131016 may publish under its own number only.
     let (municipality, mut municipality_errors) = connect_as(&server, "insurer-131016").await;
+    // Its own receipts, subscribed first: in our runs a subscription made
+    // after a refused one received nothing.
+    let mut receipts_own = municipality
+        .subscribe("kiban.receipts.131016")
+        .await
+        .unwrap();
     let context = jetstream::new(municipality.clone());
     let id = new_id();
     let mut headers = async_nats::HeaderMap::new();
@@ -179,12 +185,27 @@ async fn an_office_cannot_subscribe_to_another_office_and_a_municipality_cannot_
         .await
         .unwrap();
     violation(&mut municipality_errors, "kiban.receipts.131017").await;
+    // kiban answers both municipalities: first 131017, then 131016 on the
+    // same connection. NATS delivers one connection's messages in order, so
+    // once 131016's own receipt has arrived, 131017's would have arrived
+    // before it had the denied subscription been let through.
+    municipality.flush().await.unwrap();
+    kiban
+        .publish("kiban.receipts.131017", "for 131017".into())
+        .await
+        .unwrap();
+    kiban
+        .publish("kiban.receipts.131016", "for 131016".into())
+        .await
+        .unwrap();
+    kiban.flush().await.unwrap();
+    let own_receipt = bounded("the municipality's own receipt", receipts_own.next())
+        .await
+        .expect("the own subscription is open");
+    assert_eq!(&own_receipt.payload[..], b"for 131016");
     assert!(
-        tokio::time::timeout(Duration::from_millis(100), receipts_other.next())
-            .await
-            .ok()
-            .flatten()
-            .is_none()
+        !matches!(receipts_other.next().now_or_never(), Some(Some(_))),
+        "municipality 131016 must not receive 131017's receipts"
     );
     let mut ingest = jetstream::new(kiban)
         .get_stream("KIBAN_INGEST")

@@ -39,6 +39,21 @@ pub fn read_input(path: &Path) -> anyhow::Result<String> {
 
 /// Exit code for an append the store refused (nothing was written).
 pub const EXIT_REFUSED: u8 = 3;
+
+/// An append refused, by the store or because the input makes no append:
+/// the error behind [`EXIT_REFUSED`]. Only `kiban append` raises it, so that
+/// another command meeting the same store error (a `read` with a database
+/// URL of no known kind) exits 1, as README "Exit codes" says.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; nothing was written", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 /// Exit code for a hash chain that does not verify.
 pub const EXIT_CHAIN_BROKEN: u8 = 4;
 /// Exit code of `kiban emit` when a message was rejected or got no receipt.

@@ -10,7 +10,7 @@ use kiban_events::StreamName;
 use kiban_system::open_store;
 use kiban_system::operator::{parse_events, parse_expected_version};
 
-use crate::args::{StoreArgs, read_input};
+use crate::args::{Refused, StoreArgs, read_input};
 
 /// `kiban append`.
 #[derive(Debug, Args)]
@@ -54,13 +54,24 @@ pub async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         &args.expected_version,
         &args.input,
     );
-    let stream = StreamName::parse(stream)?;
-    let expected = parse_expected_version(expected)?;
-    let events = parse_events(&read_input(input)?, chrono::Utc::now())?;
+    let text = read_input(input)?;
+    // Input that makes no append is refused like an append the store
+    // refuses: exit code 3, nothing written (README "Exit codes").
+    let invalid = |error: anyhow::Error| Refused(format!("{error:#}"));
+    let stream = StreamName::parse(stream).map_err(|error| invalid(error.into()))?;
+    let expected = parse_expected_version(expected).map_err(invalid)?;
+    let events = parse_events(&text, chrono::Utc::now()).map_err(invalid)?;
     let store = open_store(url).await?;
     let result = store.append(&stream, expected, events).await;
     store.close().await;
-    let result = result?;
+    let result = result.map_err(|error| match error {
+        kiban_store::Error::Conflict { .. }
+        | kiban_store::Error::DuplicateEventId { .. }
+        | kiban_store::Error::MixedBatch { .. }
+        | kiban_store::Error::Invalid(_)
+        | kiban_store::Error::NotWriter(_) => anyhow::Error::new(Refused(error.to_string())),
+        other => anyhow::Error::new(other),
+    })?;
     println!("{}", serde_json::to_string(&result)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@
 //! - `0` success;
 //! - `1` an error (the message says what);
 //! - `2` a usage error (clap);
-//! - `3` an append refused: conflict, duplicate id, invalid input — nothing written;
+//! - `3` `kiban append` refused: conflict, duplicate id, invalid input — nothing written;
 //! - `4` the hash chain does not verify;
 //! - `5` `kiban emit`: a message was rejected or got no receipt in time;
 //! - `6` a simulation interrupted (Ctrl-C); the same command resumes it.
@@ -58,16 +58,10 @@ fn main() -> ExitCode {
 
 /// Maps an error to its documented exit code.
 fn exit_code_for(error: &anyhow::Error) -> ExitCode {
-    use kiban_store::Error;
-    match error.downcast_ref::<Error>() {
-        Some(
-            Error::Conflict { .. }
-            | Error::DuplicateEventId { .. }
-            | Error::MixedBatch { .. }
-            | Error::Invalid(_)
-            | Error::NotWriter(_),
-        ) => ExitCode::from(args::EXIT_REFUSED),
-        _ => ExitCode::FAILURE,
+    if error.downcast_ref::<args::Refused>().is_some() {
+        ExitCode::from(args::EXIT_REFUSED)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
