@@ -266,7 +266,7 @@ impl ReadModels {
                 insurer: doc.insurer.clone(),
                 insured: doc.insured.clone(),
                 as_of,
-                home_modification_remaining: state.home_modification.remaining().get(),
+                home_modification_remaining: state.home_modification_remaining_on(as_of).get(),
                 fiscal_year: year,
                 equipment_remaining: state.equipment_remaining(year).get(),
             }
