@@ -17,9 +17,9 @@ use kiban_events::domain::subsidy::{
     ApplicantRecord, DesignationNotice, EarlierApplication, ReceiptLine, SubsidyApplicant,
     SubsidyApplication, SubsidyCommand, subsidy_stream_for_institution, subsidy_stream_for_office,
 };
-use kiban_events::ids::OfficeNumber;
 use kiban_events::domain::{DocumentRef, Yen};
 use kiban_events::envelope::{Actor, StreamName};
+use kiban_events::ids::OfficeNumber;
 
 use crate::auth::{Allow, Caller, check_terminal, fold};
 use crate::commands::{CommandAccepted, execute, next_stream_seq};
@@ -173,10 +173,7 @@ pub(crate) async fn earlier_applications(
     for before in 1..seq {
         let name = StreamName::new("subsidy", &format!("{who}-{before}"))
             .map_err(|_| ApiError::validation("The application id is malformed."))?;
-        if let Some(application) = fold::<SubsidyApplication>(state, &name)
-            .await?
-            .as_earlier()
-        {
+        if let Some(application) = fold::<SubsidyApplication>(state, &name).await?.as_earlier() {
             earlier.push(application);
         }
     }

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use kiban_events::domain::catalog_markdown;
 use kiban_events::domain::ServiceTypeCode;
+use kiban_events::domain::catalog_markdown;
 use kiban_events::domain::subsidy::{SERVICE_TYPE_CATEGORIES, service_of};
 
 #[test]

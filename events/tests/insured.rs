@@ -1232,15 +1232,27 @@ fn the_rise_reset_stays_used_across_a_move() {
         }
         .into(),
     );
-    history.push(certified(3, CareLevel::Care1, d(2026, 8, 1), d(2026, 8, 31)));
+    history.push(certified(
+        3,
+        CareLevel::Care1,
+        d(2026, 8, 1),
+        d(2026, 8, 31),
+    ));
     history.push(applied(3, d(2026, 8, 2)));
     history.push(worked(3, d(2026, 8, 10), 50_000, 50_000, 40_000, 2, 2));
-    history.push(certified(4, CareLevel::Care4, d(2026, 9, 1), d(2027, 3, 31)));
+    history.push(certified(
+        4,
+        CareLevel::Care4,
+        d(2026, 9, 1),
+        d(2027, 3, 31),
+    ));
     history.push(applied(4, d(2026, 9, 2)));
     let before = given::<P>(history.clone());
     assert!(before.state().home_modification.rise_reset_used);
     assert_eq!(
-        before.state().home_modification_remaining_on(d(2026, 9, 10)),
+        before
+            .state()
+            .home_modification_remaining_on(d(2026, 9, 10)),
         Yen::new(150_000)
     );
     before

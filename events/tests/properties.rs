@@ -645,7 +645,9 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
         passbook: doc(4),
         policy: SubsidyPolicy::FY2025,
         record: ApplicantRecord {
-            registered_service_types: vec![kiban_events::domain::ServiceTypeCode::parse("11").unwrap()],
+            registered_service_types: vec![
+                kiban_events::domain::ServiceTypeCode::parse("11").unwrap(),
+            ],
             earlier: Vec::new(),
         },
     };

@@ -1036,8 +1036,16 @@ fn every_service_group_stays_within_one_category() {
     for (variant, service) in SERVICE_GROUPS {
         let variant_category = category_of(&code(variant));
         assert!(variant_category.is_some(), "{variant} not in the table");
-        assert_eq!(variant_category, category_of(&code(service)), "{variant} → {service}");
-        assert_eq!(service_of(&code(service)), *service, "{service} is itself grouped");
+        assert_eq!(
+            variant_category,
+            category_of(&code(service)),
+            "{variant} → {service}"
+        );
+        assert_eq!(
+            service_of(&code(service)),
+            *service,
+            "{service} is itself grouped"
+        );
     }
 }
 
@@ -1079,7 +1087,10 @@ fn a_reader_line_without_a_count_is_refused_and_never_paid() {
         line(Some(ReceiptPurpose::ConnectionSupport), 22_000),
     ];
     given::<S>([])
-        .when(apply(care_office(&["11"]), 0, lines.clone()), at(2025, 11, 20))
+        .when(
+            apply(care_office(&["11"]), 0, lines.clone()),
+            at(2025, 11, 20),
+        )
         .then_rejected(R::ReaderLineCountZero);
     let calculation = calculate(&care_office(&["11"]), &lines, &SubsidyPolicy::FY2025);
     assert_eq!(calculation.eligible_readers, Yen::ZERO);
@@ -1111,7 +1122,10 @@ fn the_comprehensive_programme_codes_are_known() {
 fn the_window_opens_and_closes_at_midnight_japan_time() {
     use chrono::{TimeZone, Utc};
     for (now, accepted) in [
-        (Utc.with_ymd_and_hms(2025, 10, 16, 14, 59, 59).unwrap(), false),
+        (
+            Utc.with_ymd_and_hms(2025, 10, 16, 14, 59, 59).unwrap(),
+            false,
+        ),
         (Utc.with_ymd_and_hms(2025, 10, 16, 15, 0, 0).unwrap(), true),
         (Utc.with_ymd_and_hms(2026, 3, 13, 14, 59, 59).unwrap(), true),
         (Utc.with_ymd_and_hms(2026, 3, 13, 15, 0, 0).unwrap(), false),

@@ -17,8 +17,8 @@ use kiban_events::domain::certification::{
 };
 use kiban_events::domain::insured::{InsuredCommand, InsuredEvent, InsuredPerson, insured_stream};
 use kiban_events::domain::subsidy::{
-    ApplicantRecord, DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant, SubsidyApplication,
-    SubsidyCommand, SubsidyEvent, SubsidyPolicy, subsidy_stream_for_office,
+    ApplicantRecord, DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant,
+    SubsidyApplication, SubsidyCommand, SubsidyEvent, SubsidyPolicy, subsidy_stream_for_office,
 };
 use kiban_events::domain::{
     CareLevel, DocumentRef, DomainEvent, RejectionCode, ServiceTypeCode, Sha256Digest, TerminalId,

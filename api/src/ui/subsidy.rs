@@ -604,6 +604,7 @@ fn rejected_field(code: RejectionCode) -> Option<&'static str> {
         RejectionCode::ServiceTypesMissing
         | RejectionCode::ServiceTypeDuplicated
         | RejectionCode::ServiceTypeUnknown
+        | RejectionCode::ServiceTypeNotRegistered
         | RejectionCode::DesignationNoticeMissing => Some("service_type"),
         RejectionCode::ReaderCountMismatch => Some("reader_count"),
         _ => None,

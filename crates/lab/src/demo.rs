@@ -41,8 +41,8 @@ use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
 use kiban_events::domain::office::Loss;
 use kiban_events::domain::office::{Office, office_stream};
 use kiban_events::domain::subsidy::{
-    DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant, SubsidyApplication,
-    ApplicantRecord, SubsidyCommand, SubsidyPolicy, SubsidyState, SubsidyStatus,
+    ApplicantRecord, DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant,
+    SubsidyApplication, SubsidyCommand, SubsidyPolicy, SubsidyState, SubsidyStatus,
     subsidy_stream_for_office,
 };
 use kiban_events::domain::{Decider, DocumentRef, ServiceTypeCode, Yen};
@@ -1164,9 +1164,9 @@ impl Story {
             // per-office judgement across applications is the API's, see
             // `api/src/subsidies.rs`).
             record: ApplicantRecord {
-                registered_service_types: vec![
-                    ServiceTypeCode::parse(kiban_system::dev_pki::DEV_OFFICE_SERVICE_TYPE)?,
-                ],
+                registered_service_types: vec![ServiceTypeCode::parse(
+                    kiban_system::dev_pki::DEV_OFFICE_SERVICE_TYPE,
+                )?],
                 earlier: Vec::new(),
             },
         };

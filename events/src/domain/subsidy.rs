@@ -651,6 +651,9 @@ domain_events! {
 }
 
 /// What may be asked of a subsidy application.
+// `Apply` carries the whole application and is built once per request; a
+// box would only move the allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubsidyCommand {
     /// Apply; the application date is today.
@@ -750,13 +753,15 @@ impl SubsidyState {
     /// payment due (also one recorded before zero decisions closed the
     /// application).
     pub fn payment_overdue(&self, today: NaiveDate) -> bool {
-        !matches!(
+        let open = !matches!(
             self.status,
             SubsidyStatus::NotApplied | SubsidyStatus::Closed | SubsidyStatus::Paid
-        ) && !self
+        );
+        let nothing_due = self
             .decision
             .as_ref()
-            .is_some_and(|d| d.payable == Yen::ZERO)
+            .is_some_and(|d| d.payable == Yen::ZERO);
+        open && !nothing_due
             && self
                 .application
                 .as_ref()
@@ -1029,8 +1034,10 @@ fn decide(
     );
     list_within_limit(earlier.len(), "earlier applications")?;
     reject_if!(
-        earlier.iter().any(|e| e.standing == EarlierStanding::Pending
-            && e.window_from == application.policy.window_from),
+        earlier
+            .iter()
+            .any(|e| e.standing == EarlierStanding::Pending
+                && e.window_from == application.policy.window_from),
         EarlierApplicationUndecided,
         "An earlier application of this applicant is not decided yet; decide it (or close it) first.",
         "この申請者の先の申請が未決定です。先の申請を先に決定（または終了）してください。"
@@ -1122,10 +1129,9 @@ fn apply(
         "領収書が必要です。"
     );
     reject_if!(
-        receipt_lines.iter().any(|line| matches!(
-            line.purpose,
-            Some(ReceiptPurpose::CardReaders { count: 0 })
-        )),
+        receipt_lines
+            .iter()
+            .any(|line| matches!(line.purpose, Some(ReceiptPurpose::CardReaders { count: 0 }))),
         ReaderLineCountZero,
         "A card-reader receipt line must state how many readers it is for.",
         "カードリーダーの領収書の明細には台数の記載が必要です。"
@@ -1150,8 +1156,7 @@ fn apply(
     }
     let used = calculate_after(applicant, &[], policy, &record.earlier);
     reject_if!(
-        used.earlier_payable > Yen::ZERO
-            && used.earlier_payable >= used.limit,
+        used.earlier_payable > Yen::ZERO && used.earlier_payable >= used.limit,
         SubsidyLimitUsedUp,
         format!(
             "The applicant's earlier applications in this window already used the whole limit of {}.",

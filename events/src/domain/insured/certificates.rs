@@ -13,9 +13,7 @@ use super::{
     CertificationRecorded, CopaymentCertificateIssued, CostLimitCertificateIssued, Decision,
     InsuredCommand, InsuredEvent, InsuredState, RenewalWindowOpened,
 };
-use crate::domain::certification::{
-    CurrentCertification, ValidityPeriod, renewal_window_opens_on,
-};
+use crate::domain::certification::{CurrentCertification, ValidityPeriod, renewal_window_opens_on};
 use crate::domain::dates::{is_august_first, month_start, next_july_31};
 use crate::domain::rejection::{reject_if, rejection};
 use crate::domain::{
