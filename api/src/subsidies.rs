@@ -22,7 +22,7 @@ use kiban_events::envelope::{Actor, StreamName};
 use kiban_events::ids::OfficeNumber;
 
 use crate::auth::{Allow, Caller, check_terminal, fold};
-use crate::commands::{CommandAccepted, execute, next_stream_seq};
+use crate::commands::{APPLICATIONS_PER_PERSON_MAX, CommandAccepted, execute, next_stream_seq};
 use crate::documents::{DocumentBytes, document_response};
 use crate::error::ApiError;
 use crate::extract::Command;
@@ -169,6 +169,10 @@ pub(crate) async fn earlier_applications(
         .rsplit_once('-')
         .and_then(|(who, seq)| Some((who, seq.parse::<u32>().ok()?)))
         .ok_or_else(|| ApiError::validation("The application id is malformed."))?;
+    if seq > APPLICATIONS_PER_PERSON_MAX {
+        // No such stream is ever made (`next_stream_seq` stops there).
+        return Err(ApiError::not_found("No such application."));
+    }
     let mut earlier = Vec::new();
     for before in 1..seq {
         let name = StreamName::new("subsidy", &format!("{who}-{before}"))
