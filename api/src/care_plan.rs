@@ -62,6 +62,7 @@ pub async fn notify_care_plan_office(
         office: office.clone(),
         office_kind: request.office_kind,
         filed_on: request.filed_on,
+        pending_application_on: None,
     };
     let context = CommandContext::new(command_id, caller.actor(), now);
     execute::<InsuredPerson>(&state, &stream, &command, context).await

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use kiban_engine::{CommandContext, Executed};
 use kiban_events::domain::certification::{
     Applicant, ApplicationKind, CertificationApplication, CertificationCommand,
-    CurrentCertification, certification_stream,
+    certification_stream,
 };
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
 use kiban_events::domain::office::{Loss, Office, OfficeCommand, office_stream};
@@ -144,13 +144,7 @@ pub async fn file_application(
             office: office.clone(),
         },
         applied_on: request.applied_on,
-        current_certification: person_state.certification_on(request.applied_on).map(|c| {
-            CurrentCertification {
-                level: c.level,
-                valid_from: c.validity.from,
-                valid_until: c.validity.until,
-            }
-        }),
+        current_certification: person_state.current_certification(request.applied_on),
     };
     let stream = certification_stream(&person.insurer, &person.insured, seq);
     let context = CommandContext::new(command_id, caller.actor(), now);

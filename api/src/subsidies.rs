@@ -12,15 +12,17 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use kiban_engine::CommandContext;
+use kiban_events::domain::office::{Office, office_stream};
 use kiban_events::domain::subsidy::{
-    DesignationNotice, ReceiptLine, SubsidyApplicant, SubsidyApplication, SubsidyCommand,
-    subsidy_stream_for_institution, subsidy_stream_for_office,
+    ApplicantRecord, DesignationNotice, EarlierApplication, ReceiptLine, SubsidyApplicant,
+    SubsidyApplication, SubsidyCommand, subsidy_stream_for_institution, subsidy_stream_for_office,
 };
 use kiban_events::domain::{DocumentRef, Yen};
 use kiban_events::envelope::{Actor, StreamName};
+use kiban_events::ids::OfficeNumber;
 
 use crate::auth::{Allow, Caller, check_terminal, fold};
-use crate::commands::{CommandAccepted, execute, next_stream_seq};
+use crate::commands::{APPLICATIONS_PER_PERSON_MAX, CommandAccepted, execute, next_stream_seq};
 use crate::documents::{DocumentBytes, document_response};
 use crate::error::ApiError;
 use crate::extract::Command;
@@ -77,13 +79,15 @@ pub async fn apply(
             )));
         }
     }
-    let (applicant, actor, stream) = match &caller.principal {
+    let (applicant, actor, stream, record) = match &caller.principal {
         Principal::Office { office, terminal } => {
             check_terminal(&state, office, terminal, &caller.fingerprint).await?;
             let seq = next_stream_seq(&state, &command_id, |seq| {
                 subsidy_stream_for_office(office, seq)
             })
             .await?;
+            let stream = subsidy_stream_for_office(office, seq);
+            let record = office_record(&state, office, &stream).await?;
             (
                 SubsidyApplicant::CareOffice {
                     office: office.clone(),
@@ -95,7 +99,8 @@ pub async fn apply(
                     designation_notices: request.designation_notices.clone(),
                 },
                 caller.actor(),
-                subsidy_stream_for_office(office, seq),
+                stream,
+                record,
             )
         }
         Principal::MedicalInstitution(institution) => {
@@ -103,13 +108,19 @@ pub async fn apply(
                 subsidy_stream_for_institution(institution, seq)
             })
             .await?;
+            let stream = subsidy_stream_for_institution(institution, seq);
+            let record = ApplicantRecord {
+                registered_service_types: Vec::new(),
+                earlier: earlier_applications(&state, &stream).await?,
+            };
             (
                 SubsidyApplicant::MedicalInstitution {
                     institution: institution.clone(),
                     bed_count_document: request.bed_count_document.clone(),
                 },
                 Actor::MedicalInstitution(institution.clone()),
-                subsidy_stream_for_institution(institution, seq),
+                stream,
+                record,
             )
         }
         _ => {
@@ -124,9 +135,53 @@ pub async fn apply(
         receipt_lines: request.receipt_lines,
         passbook: request.passbook,
         policy: state.inner.subsidy_policy,
+        record,
     };
     let context = CommandContext::new(command_id, actor, state.now());
     execute::<SubsidyApplication>(&state, &stream, &command, context).await
+}
+
+/// What the subsidy decider needs about an office applying on `stream`:
+/// the service types the office is registered with (its office stream) and
+/// its earlier applications (the per-office limit, reader cap and receipts
+/// are judged across them; DOMAIN.md "Subsidy").
+pub(crate) async fn office_record(
+    state: &AppState,
+    office: &OfficeNumber,
+    stream: &StreamName,
+) -> Result<ApplicantRecord, ApiError> {
+    let registered = fold::<Office>(state, &office_stream(office)).await?;
+    Ok(ApplicantRecord {
+        registered_service_types: registered.service_types,
+        earlier: earlier_applications(state, stream).await?,
+    })
+}
+
+/// The applicant's applications before `stream` (`subsidy/<who>-<seq>`):
+/// `<who>-1` to `<who>-(seq − 1)`, each folded to what a later application
+/// needs to know of it.
+pub(crate) async fn earlier_applications(
+    state: &AppState,
+    stream: &StreamName,
+) -> Result<Vec<EarlierApplication>, ApiError> {
+    let (who, seq) = stream
+        .id()
+        .rsplit_once('-')
+        .and_then(|(who, seq)| Some((who, seq.parse::<u32>().ok()?)))
+        .ok_or_else(|| ApiError::validation("The application id is malformed."))?;
+    if seq > APPLICATIONS_PER_PERSON_MAX {
+        // No such stream is ever made (`next_stream_seq` stops there).
+        return Err(ApiError::not_found("No such application."));
+    }
+    let mut earlier = Vec::new();
+    for before in 1..seq {
+        let name = StreamName::new("subsidy", &format!("{who}-{before}"))
+            .map_err(|_| ApiError::validation("The application id is malformed."))?;
+        if let Some(application) = fold::<SubsidyApplication>(state, &name).await?.as_earlier() {
+            earlier.push(application);
+        }
+    }
+    Ok(earlier)
 }
 
 /// A federation decision on an application.
@@ -188,7 +243,10 @@ pub async fn decide(
     let command = match request {
         SubsidyDecision::StartReview => SubsidyCommand::StartReview,
         SubsidyDecision::Deficiency { reason } => SubsidyCommand::FindDeficiency { reason },
-        SubsidyDecision::Decide => SubsidyCommand::Decide,
+        SubsidyDecision::Decide => SubsidyCommand::Decide {
+            earlier: earlier_applications(&state, &stream).await?,
+            medical_institution_limit: state.inner.subsidy_policy.medical_institution_limit,
+        },
         SubsidyDecision::Pay { amount } => SubsidyCommand::Pay {
             amount: Yen::new(amount),
         },

@@ -761,3 +761,44 @@ fn dates_far_outside_any_real_certification_are_rejected() {
         )
         .then_rejected(R::DateOutOfRange);
 }
+
+/// Defect 8: the 30-day deadline across a month end (and February). Given
+/// a new application on 2027-01-31, when is it due? On 2027-03-02 (30 days
+/// later), overdue from 2027-03-03; one on 2028-01-31 (leap year) is due on
+/// 2028-03-01.
+#[test]
+fn the_decision_deadline_crosses_month_ends_by_counting_days() {
+    for (applied_on, due, first_overdue) in [
+        (d(2027, 1, 31), d(2027, 3, 2), d(2027, 3, 3)),
+        (d(2028, 1, 31), d(2028, 3, 1), d(2028, 3, 2)),
+        (d(2026, 12, 15), d(2027, 1, 14), d(2027, 1, 15)),
+    ] {
+        let state = given::<C>([filed(ApplicationKind::New, applied_on, None)])
+            .state()
+            .clone();
+        assert_eq!(state.due_date(), Some(due), "{applied_on}");
+        assert_eq!(overdue(&state, due), None, "{applied_on}");
+        assert_eq!(
+            overdue(&state, first_overdue),
+            Some(Overdue {
+                due_date: due,
+                days_overdue: 1
+            }),
+            "{applied_on}"
+        );
+    }
+    // The timer's record comes on the day after the due date, not before.
+    let filed_jan_31 = filed(ApplicationKind::New, d(2027, 1, 31), None);
+    given::<C>([filed_jan_31.clone()])
+        .when(CertificationCommand::RecordDeadlineReached, at(2027, 3, 2))
+        .then_rejected(R::DeadlineNotReached);
+    given::<C>([filed_jan_31])
+        .when(CertificationCommand::RecordDeadlineReached, at(2027, 3, 3))
+        .then(vec![
+            DeadlineReached {
+                due_date: d(2027, 3, 2),
+                reached_on: d(2027, 3, 3),
+            }
+            .into(),
+        ]);
+}

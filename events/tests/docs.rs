@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
+use kiban_events::domain::ServiceTypeCode;
 use kiban_events::domain::catalog_markdown;
-use kiban_events::domain::subsidy::SERVICE_TYPE_CATEGORIES;
+use kiban_events::domain::subsidy::{SERVICE_TYPE_CATEGORIES, service_of};
 
 #[test]
 fn docs_events_md_matches_the_catalog() {
@@ -25,11 +26,18 @@ const TABLE_END: &str = "<!-- service-type-table:end -->";
 
 fn service_type_table() -> String {
     let mut out = String::from(
-        "| code | service (サービス種類) | category | readers | limit (yen) |\n| --- | --- | --- | --- | --- |\n",
+        "| code | service (サービス種類) | counts as | category | readers | limit (yen) |\n| --- | --- | --- | --- | --- | --- |\n",
     );
     for (code, name, category) in SERVICE_TYPE_CATEGORIES {
+        let parsed = ServiceTypeCode::parse(code).expect("valid code");
+        let service = service_of(&parsed);
+        let counts_as = if service == *code {
+            "—".to_owned()
+        } else {
+            format!("`{service}`")
+        };
         out.push_str(&format!(
-            "| `{code}` | {name} | {} | {} | {} |\n",
+            "| `{code}` | {name} | {counts_as} | {} | {} | {} |\n",
             category.japanese_name(),
             category.reader_cap(),
             category.limit().get()

@@ -199,6 +199,7 @@ fn the_cost_limit_certificate_runs_from_the_first_of_the_application_month_to_th
             InsuredCommand::IssueCostLimitCertificate {
                 stage: CostLimitStage::Stage2,
                 applied_on: d(2026, 9, 17),
+                for_coming_period: false,
             },
             at(2026, 9, 20),
         )
@@ -216,6 +217,7 @@ fn the_cost_limit_certificate_runs_from_the_first_of_the_application_month_to_th
             InsuredCommand::IssueCostLimitCertificate {
                 stage: CostLimitStage::Stage2,
                 applied_on: d(2026, 9, 21),
+                for_coming_period: false,
             },
             at(2026, 9, 20),
         )
@@ -225,10 +227,79 @@ fn the_cost_limit_certificate_runs_from_the_first_of_the_application_month_to_th
             InsuredCommand::IssueCostLimitCertificate {
                 stage: CostLimitStage::Stage1,
                 applied_on: d(2026, 9, 17),
+                for_coming_period: false,
             },
             at(2026, 9, 20),
         )
         .then_rejected(R::NotCertified);
+}
+
+fn cost_limit(applied_on: NaiveDate, for_coming_period: bool) -> InsuredCommand {
+    InsuredCommand::IssueCostLimitCertificate {
+        stage: CostLimitStage::Stage2,
+        applied_on,
+        for_coming_period,
+    }
+}
+
+fn cost_limit_issued(applied_on: NaiveDate, from: NaiveDate, until: NaiveDate) -> InsuredEvent {
+    CostLimitCertificateIssued {
+        stage: CostLimitStage::Stage2,
+        applied_on,
+        valid_from: from,
+        valid_until: until,
+    }
+    .into()
+}
+
+/// Defects 4 and 8: the 負担限度額認定証 applied for in July vs August.
+/// Given a certified person, when a first application is made in July, it
+/// runs July only; in August, 8/1 to the next 7/31. When the yearly renewal
+/// (for the coming period) is applied for in July, it is issued in advance
+/// for 8/1–7/31 (today: a July-only certificate); in August, from 8/1.
+#[test]
+fn a_cost_limit_renewal_applied_for_before_august_runs_from_august_1() {
+    let certified_long = vec![certified(
+        1,
+        CareLevel::Care1,
+        d(2026, 4, 1),
+        d(2028, 3, 31),
+    )];
+    given::<P>(certified_long.clone())
+        .when(cost_limit(d(2026, 7, 10), false), at(2026, 7, 10))
+        .then(vec![cost_limit_issued(
+            d(2026, 7, 10),
+            d(2026, 7, 1),
+            d(2026, 7, 31),
+        )]);
+    given::<P>(certified_long.clone())
+        .when(cost_limit(d(2026, 8, 3), false), at(2026, 8, 3))
+        .then(vec![cost_limit_issued(
+            d(2026, 8, 3),
+            d(2026, 8, 1),
+            d(2027, 7, 31),
+        )]);
+    given::<P>(certified_long.clone())
+        .when(cost_limit(d(2026, 7, 10), true), at(2026, 7, 10))
+        .then(vec![cost_limit_issued(
+            d(2026, 7, 10),
+            d(2026, 8, 1),
+            d(2027, 7, 31),
+        )]);
+    given::<P>(certified_long.clone())
+        .when(cost_limit(d(2026, 6, 1), true), at(2026, 6, 1))
+        .then(vec![cost_limit_issued(
+            d(2026, 6, 1),
+            d(2026, 8, 1),
+            d(2027, 7, 31),
+        )]);
+    given::<P>(certified_long)
+        .when(cost_limit(d(2026, 8, 3), true), at(2026, 8, 3))
+        .then(vec![cost_limit_issued(
+            d(2026, 8, 3),
+            d(2026, 8, 1),
+            d(2027, 7, 31),
+        )]);
 }
 
 fn register(
@@ -240,6 +311,7 @@ fn register(
         office,
         office_kind: kind,
         filed_on: on,
+        pending_application_on: None,
     }
 }
 
@@ -249,13 +321,15 @@ fn registered_care_office() -> InsuredEvent {
         office_kind: CarePlanOfficeKind::HomeCareSupportOffice,
         level_group: LevelGroup::Care,
         filed_on: d(2026, 4, 30),
-        billable_from: d(2026, 5, 1),
+        billable_from: d(2026, 4, 1),
     }
     .into()
 }
 
+/// Defect 5: a filing by the month end covers that month's services
+/// (billed to the 国保連 the next month), not only the next month's.
 #[test]
-fn a_care_plan_office_filed_by_month_end_bills_from_the_next_month() {
+fn a_care_plan_office_filed_by_month_end_bills_that_month() {
     given::<P>(person())
         .when(
             register(
@@ -322,14 +396,14 @@ fn a_change_of_care_plan_office_is_filed_as_a_change() {
                 level_group: LevelGroup::Care,
                 previous_office: office(),
                 filed_on: d(2026, 6, 1),
-                billable_from: d(2026, 7, 1),
+                billable_from: d(2026, 6, 1),
             }
             .into(),
         ]);
 }
 
 #[test]
-fn without_a_care_plan_office_services_are_reimbursed_and_a_filing_bills_from_the_next_month() {
+fn without_a_care_plan_office_services_are_reimbursed_and_a_filing_bills_from_its_month() {
     let before = given::<P>(person());
     assert!(before.state().reimbursement_only(d(2026, 4, 30)));
     let state = before
@@ -342,8 +416,65 @@ fn without_a_care_plan_office_services_are_reimbursed_and_a_filing_bills_from_th
             at(2026, 4, 30),
         )
         .then(vec![registered_care_office()]);
-    assert!(state.reimbursement_only(d(2026, 4, 30)));
-    assert!(!state.reimbursement_only(d(2026, 5, 1)));
+    assert!(state.reimbursement_only(d(2026, 3, 31)));
+    assert!(!state.reimbursement_only(d(2026, 4, 1)));
+    assert!(!state.reimbursement_only(d(2026, 4, 30)));
+}
+
+/// Defect 5: a provisional plan (暫定ケアプラン) while a new application
+/// is pending. Given a person not yet certified, when an office files with
+/// the pending application's date, then it is registered for the group the
+/// office plans for; without a pending application (or with one made after
+/// the filing) it is refused as before; a decision in the other group then
+/// requires re-filing.
+#[test]
+fn a_provisional_care_plan_is_filed_while_a_new_application_is_pending() {
+    let provisional = |pending: Option<NaiveDate>| InsuredCommand::RegisterCarePlanOffice {
+        office: office(),
+        office_kind: CarePlanOfficeKind::HomeCareSupportOffice,
+        filed_on: d(2026, 4, 20),
+        pending_application_on: pending,
+    };
+    let state = given::<P>([])
+        .when(provisional(Some(d(2026, 4, 15))), at(2026, 4, 20))
+        .then(vec![
+            CarePlanOfficeRegistered {
+                office: office(),
+                office_kind: CarePlanOfficeKind::HomeCareSupportOffice,
+                level_group: LevelGroup::Care,
+                filed_on: d(2026, 4, 20),
+                billable_from: d(2026, 4, 1),
+            }
+            .into(),
+        ]);
+    assert!(!state.care_plan_refiling_required(d(2026, 4, 20)));
+    given::<P>([])
+        .when(provisional(None), at(2026, 4, 20))
+        .then_rejected(R::NotCertified);
+    given::<P>([])
+        .when(provisional(Some(d(2026, 4, 21))), at(2026, 4, 21))
+        .then_rejected(R::NotCertified);
+    // Decided 要支援1 from the application date: the provisional 居宅介護支援
+    // filing must be re-filed with a 地域包括支援センター.
+    let mut history = vec![
+        CarePlanOfficeRegistered {
+            office: office(),
+            office_kind: CarePlanOfficeKind::HomeCareSupportOffice,
+            level_group: LevelGroup::Care,
+            filed_on: d(2026, 4, 20),
+            billable_from: d(2026, 4, 1),
+        }
+        .into(),
+    ];
+    history.push(certified(
+        1,
+        CareLevel::Support1,
+        d(2026, 4, 15),
+        d(2026, 10, 31),
+    ));
+    let decided = given::<P>(history).state().clone();
+    assert!(decided.care_plan_refiling_required(d(2026, 5, 20)));
+    assert!(decided.reimbursement_only(d(2026, 5, 20)));
 }
 
 #[test]
@@ -404,8 +535,10 @@ fn moving_between_support_and_care_requires_refiling() {
         .then_accepted()
         .1;
     assert!(!state.care_plan_refiling_required(d(2026, 9, 12)));
-    // Until the re-filing takes effect next month, services are reimbursed.
+    // Before the re-filing, services are reimbursed; the re-filing covers
+    // its month.
     assert!(before_refiling_reimbursed(&history));
+    assert!(!state.reimbursement_only(d(2026, 9, 11)));
 }
 
 fn before_refiling_reimbursed(history: &[InsuredEvent]) -> bool {
@@ -1065,4 +1198,173 @@ fn the_renewal_window_follows_the_latest_certification_and_not_an_ended_one() {
             .into()
         ]
     );
+}
+
+/// Defect 8: the three-step rise reset stays used across a move. Given a
+/// rise reset (要介護1 → 要介護4), a move (fresh cap), a first paid work at
+/// 要介護1 again and a new rise to 要介護4, when work starts, then the cap
+/// is not reset a second time.
+#[test]
+fn the_rise_reset_stays_used_across_a_move() {
+    let mut history = rising(CareLevel::Care4);
+    history.push(
+        HomeModificationCapReset {
+            reason: CapResetReason::CareNeedRose {
+                from_step: 2,
+                to_step: 5,
+            },
+            reset_on: d(2026, 6, 10),
+        }
+        .into(),
+    );
+    history.push(worked(2, d(2026, 6, 10), 50_000, 50_000, 45_000, 1, 5));
+    history.push(
+        MovedHouse {
+            moved_on: d(2026, 7, 1),
+            address: None,
+        }
+        .into(),
+    );
+    history.push(
+        HomeModificationCapReset {
+            reason: CapResetReason::MovedHouse,
+            reset_on: d(2026, 7, 1),
+        }
+        .into(),
+    );
+    history.push(certified(
+        3,
+        CareLevel::Care1,
+        d(2026, 8, 1),
+        d(2026, 8, 31),
+    ));
+    history.push(applied(3, d(2026, 8, 2)));
+    history.push(worked(3, d(2026, 8, 10), 50_000, 50_000, 40_000, 2, 2));
+    history.push(certified(
+        4,
+        CareLevel::Care4,
+        d(2026, 9, 1),
+        d(2027, 3, 31),
+    ));
+    history.push(applied(4, d(2026, 9, 2)));
+    let before = given::<P>(history.clone());
+    assert!(before.state().home_modification.rise_reset_used);
+    assert_eq!(
+        before
+            .state()
+            .home_modification_remaining_on(d(2026, 9, 10)),
+        Yen::new(150_000)
+    );
+    before
+        .when(work(4, d(2026, 9, 10), 10_000), at(2026, 9, 20))
+        .then(vec![worked(4, d(2026, 9, 10), 10_000, 10_000, 8_000, 2, 5)]);
+}
+
+/// Defect 7: the remaining home-modification amount shown to offices
+/// counts a due three-step reset. Given 180,000 yen used at 要介護1 and
+/// 要介護4 from 6/1, the amount left for work starting 6/10 is a fresh
+/// 200,000 (the next work resets), though the current cap has 20,000 left.
+#[test]
+fn the_remaining_home_modification_amount_counts_a_due_rise_reset() {
+    let state = given::<P>(rising(CareLevel::Care4)).state().clone();
+    assert_eq!(state.home_modification.remaining(), Yen::new(20_000));
+    assert_eq!(
+        state.home_modification_remaining_on(d(2026, 6, 10)),
+        Yen::new(200_000)
+    );
+    // Before the rise (still 要介護1) and for a two-step rise: 20,000.
+    assert_eq!(
+        state.home_modification_remaining_on(d(2026, 5, 31)),
+        Yen::new(20_000)
+    );
+    let two_steps = given::<P>(rising(CareLevel::Care3)).state().clone();
+    assert_eq!(
+        two_steps.home_modification_remaining_on(d(2026, 6, 10)),
+        Yen::new(20_000)
+    );
+}
+
+/// Defect 8: the fiscal year of equipment purchases turns on 4/1 at the
+/// decider. Given 90,000 yen and a bath aid bought in FY2026, a 50,000 yen
+/// purchase on 2027-03-31 is capped at 10,000 and a second bath aid is
+/// refused, while on 2027-04-01 (FY2027) both are paid in full.
+#[test]
+fn equipment_on_march_31_counts_in_the_old_fiscal_year_and_on_april_1_in_the_new() {
+    let history = vec![
+        certified(1, CareLevel::Care1, d(2026, 4, 1), d(2028, 3, 31)),
+        ratio(1, d(2026, 4, 1)),
+        ratio(1, d(2026, 8, 1)),
+        ratio(1, d(2027, 8, 1)),
+        purchased(
+            EquipmentCategory::BathingAid,
+            d(2026, 10, 1),
+            90_000,
+            90_000,
+            81_000,
+            1,
+            None,
+        ),
+    ];
+    given::<P>(history.clone())
+        .when(
+            purchase(EquipmentCategory::CommodeSeat, d(2027, 3, 31), 50_000, None),
+            at(2027, 3, 31),
+        )
+        .then(vec![purchased(
+            EquipmentCategory::CommodeSeat,
+            d(2027, 3, 31),
+            50_000,
+            10_000,
+            9_000,
+            1,
+            None,
+        )]);
+    given::<P>(history.clone())
+        .when(
+            purchase(EquipmentCategory::CommodeSeat, d(2027, 4, 1), 50_000, None),
+            at(2027, 4, 1),
+        )
+        .then(vec![purchased(
+            EquipmentCategory::CommodeSeat,
+            d(2027, 4, 1),
+            50_000,
+            50_000,
+            45_000,
+            1,
+            None,
+        )]);
+    given::<P>(history.clone())
+        .when(
+            purchase(EquipmentCategory::BathingAid, d(2027, 3, 31), 5_000, None),
+            at(2027, 3, 31),
+        )
+        .then_rejected(R::EquipmentCategoryAlreadyPurchased);
+    given::<P>(history)
+        .when(
+            purchase(EquipmentCategory::BathingAid, d(2027, 4, 1), 5_000, None),
+            at(2027, 4, 1),
+        )
+        .then_accepted();
+}
+
+/// Defect 7: one lookup of the current certification for the API and the
+/// ingest. Given a certification to 2026-09-30 and its renewal already
+/// decided from 2026-10-01, an application on 2026-09-15 sees the one in
+/// force (not the later one, which `certifications.last()` returned); on
+/// 2027-10-05, after both ended, the latest ended one (so a late renewal is
+/// told it expired); before any, none.
+#[test]
+fn the_current_certification_is_the_one_in_force_on_the_application_date() {
+    let state = given::<P>([
+        certified(1, CareLevel::Care1, d(2026, 4, 1), d(2026, 9, 30)),
+        certified(2, CareLevel::Care2, d(2026, 10, 1), d(2027, 9, 30)),
+    ])
+    .state()
+    .clone();
+    let current = state.current_certification(d(2026, 9, 15)).unwrap();
+    assert_eq!(current.level, CareLevel::Care1);
+    assert_eq!(current.valid_until, d(2026, 9, 30));
+    let later = state.current_certification(d(2027, 10, 5)).unwrap();
+    assert_eq!(later.valid_until, d(2027, 9, 30));
+    assert_eq!(state.current_certification(d(2026, 3, 31)), None);
 }

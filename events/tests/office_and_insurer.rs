@@ -274,7 +274,71 @@ fn standardisation_is_recorded_once_and_flags_a_late_one() {
         .then_rejected(R::StandardisationAlreadyCompleted);
     let state = given::<Insurer>([onboarded()]).state().clone();
     assert!(!state.standardisation_overdue(d(2026, 12, 31)));
-    assert!(state.standardisation_overdue(d(2027, 1, 1)));
+    assert!(state.standardisation_overdue(d(2027, 1, 2)));
+}
+
+/// Defect 6: 「令和9年1月1日までに完了」 includes the day itself.
+#[test]
+fn a_standardisation_on_the_deadline_day_is_on_time() {
+    // Given an onboarded insurer, when it completes on 2027-01-01, then it is on time.
+    given::<Insurer>([onboarded()])
+        .when(
+            InsurerCommand::CompleteStandardisation {
+                completed_on: d(2027, 1, 1),
+            },
+            at(2027, 1, 1),
+        )
+        .then(vec![
+            StandardisationCompleted {
+                completed_on: d(2027, 1, 1),
+                after_deadline: false,
+            }
+            .into(),
+        ]);
+    // On 2027-01-02 it is late.
+    given::<Insurer>([onboarded()])
+        .when(
+            InsurerCommand::CompleteStandardisation {
+                completed_on: d(2027, 1, 2),
+            },
+            at(2027, 1, 2),
+        )
+        .then(vec![
+            StandardisationCompleted {
+                completed_on: d(2027, 1, 2),
+                after_deadline: true,
+            }
+            .into(),
+        ]);
+    let state = given::<Insurer>([onboarded()]).state().clone();
+    assert!(!state.standardisation_overdue(d(2027, 1, 1)));
+    assert!(state.standardisation_overdue(d(2027, 1, 2)));
+}
+
+/// Defect 8: full operation (本格運用開始日) starts on 2028-04-01.
+#[test]
+fn an_insurer_without_data_transmission_is_flagged_from_full_operation() {
+    let state = given::<Insurer>([onboarded(), standardised()])
+        .state()
+        .clone();
+    assert!(!state.transmission_missing_at_full_operation(d(2028, 3, 31)));
+    assert!(state.transmission_missing_at_full_operation(d(2028, 4, 1)));
+    let transmitted = given::<Insurer>([
+        onboarded(),
+        standardised(),
+        DataTransmissionCompleted {
+            completed_on: d(2026, 11, 1),
+        }
+        .into(),
+        SharingEnabled {
+            enabled_on: d(2026, 11, 1),
+        }
+        .into(),
+    ])
+    .state()
+    .clone();
+    assert!(!transmitted.transmission_missing_at_full_operation(d(2028, 4, 1)));
+    assert_eq!(FULL_OPERATION, d(2028, 4, 1));
 }
 
 #[test]

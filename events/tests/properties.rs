@@ -481,6 +481,7 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
             InsuredCommand::IssueCostLimitCertificate {
                 stage: kiban_events::domain::CostLimitStage::Stage1,
                 applied_on: d(2026, 4, 10),
+                for_coming_period: false,
             },
         ),
         (
@@ -489,6 +490,7 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
                 office: office(),
                 office_kind: CarePlanOfficeKind::HomeCareSupportOffice,
                 filed_on: d(2026, 4, 10),
+                pending_application_on: None,
             },
         ),
         (
@@ -497,6 +499,7 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
                 office: other_office(),
                 office_kind: CarePlanOfficeKind::HomeCareSupportOffice,
                 filed_on: d(2026, 4, 11),
+                pending_application_on: None,
             },
         ),
         (
@@ -641,13 +644,25 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
         ],
         passbook: doc(4),
         policy: SubsidyPolicy::FY2025,
+        record: ApplicantRecord {
+            registered_service_types: vec![
+                kiban_events::domain::ServiceTypeCode::parse("11").unwrap(),
+            ],
+            earlier: Vec::new(),
+        },
     };
     let mut subsidy = run::<SubsidyApplication>(
         vec![],
         vec![
             (d(2025, 11, 1), apply.clone()),
             (d(2025, 12, 1), SubsidyCommand::StartReview),
-            (d(2025, 12, 2), SubsidyCommand::Decide),
+            (
+                d(2025, 12, 2),
+                SubsidyCommand::Decide {
+                    earlier: Vec::new(),
+                    medical_institution_limit: None,
+                },
+            ),
             (
                 d(2026, 1, 5),
                 SubsidyCommand::Pay {
@@ -805,8 +820,8 @@ proptest! {
         let insured_commands = [
             InsuredCommand::RecordCertification { application_seq: 9, level, validity: ValidityPeriod { from: dates[0], until: dates[1] } },
             InsuredCommand::IssueCopaymentCertificate { ratio: CopaymentRatio::new(1).unwrap(), valid_from: dates[0] },
-            InsuredCommand::IssueCostLimitCertificate { stage: kiban_events::domain::CostLimitStage::Stage1, applied_on: dates[1] },
-            InsuredCommand::RegisterCarePlanOffice { office: office(), office_kind: CarePlanOfficeKind::HomeCareSupportOffice, filed_on: dates[2] },
+            InsuredCommand::IssueCostLimitCertificate { stage: kiban_events::domain::CostLimitStage::Stage1, applied_on: dates[1], for_coming_period: false },
+            InsuredCommand::RegisterCarePlanOffice { office: office(), office_kind: CarePlanOfficeKind::HomeCareSupportOffice, filed_on: dates[2], pending_application_on: None },
             InsuredCommand::ApplyForHomeModification { prior_application: 1, applied_on: dates[3], planned_cost: Yen::new(cost) },
             InsuredCommand::RecordMove { moved_on: dates[4], address: None },
             InsuredCommand::RecordEquipmentPurchase { category: EquipmentCategory::Walker, purchased_on: dates[5], cost: Yen::new(cost), seller_designated: true, replacement_reason: None },
@@ -841,12 +856,16 @@ proptest! {
             receipt_lines: lines,
             passbook: doc(4),
             policy: SubsidyPolicy { window_from: dates[0], window_until: dates[1], closing_month_from: dates[2], medical_institution_limit: None },
+            record: ApplicantRecord {
+                registered_service_types: vec![kiban_events::domain::ServiceTypeCode::parse("11").unwrap()],
+                earlier: Vec::new(),
+            },
         };
         if let Ok(events) = SubsidyApplication::decide(&SubsidyState::default(), &apply, now) {
             events.iter().for_each(assert_round_trips);
             let state = SubsidyApplication::replay(&events);
             let reviewed = SubsidyApplication::evolve(state, &ReviewStarted { started_on: dates[3] }.into());
-            let decided = SubsidyApplication::decide(&reviewed, &SubsidyCommand::Decide, now).unwrap();
+            let decided = SubsidyApplication::decide(&reviewed, &SubsidyCommand::Decide { earlier: Vec::new(), medical_institution_limit: None }, now).unwrap();
             decided.iter().for_each(assert_round_trips);
         }
     }

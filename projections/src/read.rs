@@ -16,7 +16,7 @@ use kiban_events::domain::insured::{CarePlanOfficeKind, ViewingBasis};
 use kiban_events::domain::insurer::{Insurer, InsurerEvent};
 use kiban_events::domain::office::{Office, OfficeEvent};
 use kiban_events::domain::subsidy::{
-    SubsidyApplicant, SubsidyApplication, SubsidyEvent, SubsidyStatus,
+    ClosedBecause, SubsidyApplicant, SubsidyApplication, SubsidyEvent, SubsidyStatus,
 };
 use kiban_events::domain::{
     CareLevel, CopaymentRatio, CostLimitStage, Decider, DocumentRef, DomainEvent, jst_date,
@@ -222,7 +222,8 @@ pub struct SubsidyView {
     pub application: String,
     /// The office number or medical-institution code.
     pub applicant: String,
-    /// `applied`, `under_review`, `closed`, `decided`, `paid`.
+    /// `applied`, `under_review`, `closed` (deficiency), `decided` (a zero
+    /// decision included: it closes with nothing due), `paid`.
     pub status: &'static str,
     pub applied_on: Option<NaiveDate>,
     pub notice_due_by: Option<NaiveDate>,
@@ -266,7 +267,7 @@ impl ReadModels {
                 insurer: doc.insurer.clone(),
                 insured: doc.insured.clone(),
                 as_of,
-                home_modification_remaining: state.home_modification.remaining().get(),
+                home_modification_remaining: state.home_modification_remaining_on(as_of).get(),
                 fiscal_year: year,
                 equipment_remaining: state.equipment_remaining(year).get(),
             }
@@ -594,6 +595,13 @@ fn subsidy_view(doc: &AggregateDoc<SubsidyEvent>, now: DateTime<Utc>) -> Subsidy
             SubsidyStatus::NotApplied => "not_applied",
             SubsidyStatus::Applied => "applied",
             SubsidyStatus::UnderReview => "under_review",
+            // A zero decision closes the application (nothing is due); it
+            // reads as decided at 0 yen, not as a deficiency.
+            SubsidyStatus::Closed
+                if state.closed_because == Some(ClosedBecause::NothingPayable) =>
+            {
+                "decided"
+            }
             SubsidyStatus::Closed => "closed",
             SubsidyStatus::Decided => "decided",
             SubsidyStatus::Paid => "paid",

@@ -1327,6 +1327,104 @@ async fn a_subsidy_goes_from_application_to_payment_through_the_api(db: &TestDb)
         (Some("paid"), Some(50000)),
         "{ours}"
     );
+    // The limit is the office's (issue 21, defect 1): the same receipts
+    // again are refused, new receipts get what the 64,000-yen limit left
+    // (14,000) once the first application is decided, and a service type
+    // the office is not registered with is refused (defect 2).
+    let (status, body) = h
+        .call(
+            Some(&office_t01()),
+            Method::POST,
+            "/v1/subsidies",
+            Some(application(&refs[2])),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("receipt_already_claimed")
+        ),
+        "{body}"
+    );
+    let mut second = Vec::new();
+    for name in ["receipt-readers-2", "receipt-support-2", "designation-15"] {
+        let (status, body) = h
+            .upload(
+                &office_t01(),
+                "/v1/attachments",
+                "application/pdf",
+                format!("scan of {name}").into_bytes(),
+                Uuid::now_v7(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        second.push(body);
+    }
+    let again = |notices: Value| {
+        json!({
+            "reader_count": 1,
+            "receipt_lines": [
+                {"purpose": {"kind": "card_readers", "count": 1}, "amount": 8000, "receipt": second[0]},
+                {"purpose": {"kind": "connection_support"}, "amount": 20000, "receipt": second[1]},
+            ],
+            "passbook": refs[2],
+            "designation_notices": notices,
+        })
+    };
+    let (status, body) = h
+        .call(
+            Some(&office_t01()),
+            Method::POST,
+            "/v1/subsidies",
+            Some(again(json!([
+                {"service_type": "43", "document": refs[3]},
+                {"service_type": "15", "document": second[2]},
+            ]))),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("service_type_not_registered")
+        ),
+        "{body}"
+    );
+    let (status, body) = h
+        .call(
+            Some(&office_t01()),
+            Method::POST,
+            "/v1/subsidies",
+            Some(again(json!([{"service_type": "43", "document": refs[3]}]))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["stream"], format!("subsidy/{OFFICE}-2"));
+    let second_decisions = format!("/v1/subsidies/{OFFICE}-2/decisions");
+    for decision in [
+        json!({"decision": "start_review"}),
+        json!({"decision": "decide"}),
+    ] {
+        let (status, body) = h
+            .call(
+                Some(&federation()),
+                Method::POST,
+                &second_decisions,
+                Some(decision.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{decision}: {body}");
+    }
+    let (status, body) = h
+        .call(
+            Some(&federation()),
+            Method::POST,
+            &second_decisions,
+            Some(json!({"decision": "pay", "amount": 14000})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "the rest of the limit: {body}");
     // Attachments: the federation and the applicant, not another office.
     let attachment = format!(
         "/v1/subsidies/{OFFICE}-1/attachments/{}",

@@ -20,6 +20,7 @@ kiban_tests::on_both_backends!(
     impossible_transitions_and_bad_messages_are_rejected_with_codes,
     concurrent_commands_on_one_stream_all_land_in_order,
     an_office_may_not_record_a_decision,
+    a_filing_carries_the_certification_in_force_not_the_latest,
 );
 
 pub(crate) fn insurer() -> InsurerNumber {
@@ -298,5 +299,59 @@ async fn an_office_may_not_record_a_decision(db: &TestDb) {
         "{result:?}"
     );
     assert_eq!(store.head().await.unwrap().position, 0);
+    store.close().await;
+}
+
+/// Issue 21, defect 7: the ingest looked the current certification up as
+/// the latest recorded one, the API as the one in force on the application
+/// date. Given a certification to 2026-10-31 and its renewal already
+/// decided from 2026-11-01, a change application on 2026-05-01 through the
+/// ingest carries the one in force (to 2026-10-31), as the API's would.
+async fn a_filing_carries_the_certification_in_force_not_the_latest(db: &TestDb) {
+    use kiban_events::domain::CareLevel;
+    use kiban_events::domain::certification::ValidityPeriod;
+    use kiban_events::domain::insured::InsuredCommand;
+    let store = db.open().await;
+    let engine = Engine::new(store.clone());
+    let person = insured_stream(&insurer(), &insured());
+    let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    for (seq, level, from, until) in [
+        (1, CareLevel::Care1, date(2025, 11, 1), date(2026, 10, 31)),
+        (2, CareLevel::Care2, date(2026, 11, 1), date(2027, 10, 31)),
+    ] {
+        let command = InsuredCommand::RecordCertification {
+            application_seq: seq,
+            level,
+            validity: ValidityPeriod { from, until },
+        };
+        let context = CommandContext::new(
+            EventId::from_uuid(Uuid::now_v7()).unwrap(),
+            Actor::Insurer(insurer()),
+            day(0),
+        );
+        engine
+            .execute::<InsuredPerson>(&person, &command, &context)
+            .await
+            .unwrap();
+    }
+    let mut filed = message(
+        "certification.filed",
+        0,
+        json!({"kind": "change", "applicant": {"by": "person"}, "applied_on": "2026-05-01"}),
+    );
+    filed.application = Some(3);
+    ingest_ok(&engine, filed).await;
+    let (state, _) = engine
+        .load::<CertificationApplication>(&certification_stream(&insurer(), &insured(), 3))
+        .await
+        .unwrap();
+    let current = state
+        .application
+        .and_then(|filed| filed.current_certification)
+        .expect("a change application carries the current certification");
+    assert_eq!(
+        (current.level, current.valid_until),
+        (CareLevel::Care1, date(2026, 10, 31))
+    );
     store.close().await;
 }

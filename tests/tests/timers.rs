@@ -17,8 +17,8 @@ use kiban_events::domain::certification::{
 };
 use kiban_events::domain::insured::{InsuredCommand, InsuredEvent, InsuredPerson, insured_stream};
 use kiban_events::domain::subsidy::{
-    DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant, SubsidyApplication,
-    SubsidyCommand, SubsidyEvent, SubsidyPolicy, subsidy_stream_for_office,
+    ApplicantRecord, DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant,
+    SubsidyApplication, SubsidyCommand, SubsidyEvent, SubsidyPolicy, subsidy_stream_for_office,
 };
 use kiban_events::domain::{
     CareLevel, DocumentRef, DomainEvent, RejectionCode, ServiceTypeCode, Sha256Digest, TerminalId,
@@ -472,6 +472,10 @@ async fn apply_for_subsidy(engine: &Engine<Store>, stream: &StreamName) {
         ],
         passbook: document(6),
         policy: SubsidyPolicy::FY2025,
+        record: ApplicantRecord {
+            registered_service_types: vec![ServiceTypeCode::parse("11").unwrap()],
+            earlier: Vec::new(),
+        },
     };
     engine
         .execute::<SubsidyApplication>(
@@ -541,7 +545,13 @@ async fn a_decided_subsidy_is_never_notice_overdue_but_may_be_payment_overdue(db
     apply_for_subsidy(&engine, &stream).await;
     for (command, day) in [
         (SubsidyCommand::StartReview, 1),
-        (SubsidyCommand::Decide, 10),
+        (
+            SubsidyCommand::Decide {
+                earlier: Vec::new(),
+                medical_institution_limit: None,
+            },
+            10,
+        ),
     ] {
         engine
             .execute::<SubsidyApplication>(

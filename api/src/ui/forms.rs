@@ -539,6 +539,7 @@ pub async fn care_plan_submit(
             office: staff.at.office.clone(),
             office_kind: kind,
             filed_on,
+            pending_application_on: None,
         };
         let actor = Actor::Office {
             office: staff.at.office.clone(),

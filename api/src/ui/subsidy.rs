@@ -604,6 +604,7 @@ fn rejected_field(code: RejectionCode) -> Option<&'static str> {
         RejectionCode::ServiceTypesMissing
         | RejectionCode::ServiceTypeDuplicated
         | RejectionCode::ServiceTypeUnknown
+        | RejectionCode::ServiceTypeNotRegistered
         | RejectionCode::DesignationNoticeMissing => Some("service_type"),
         RejectionCode::ReaderCountMismatch => Some("reader_count"),
         _ => None,
@@ -665,14 +666,16 @@ pub async fn submit(
         let page = render(&state, &staff, &input, &errors, None, None).await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     };
+    let stream = next_stream(&state, &staff, &key).await?;
+    let record = crate::subsidies::office_record(&state, &staff.at.office, &stream).await?;
     let command = SubsidyCommand::Apply {
         applicant: applicant(&staff, &checked, notices),
         reader_count: checked.reader_count,
         receipt_lines: lines,
         passbook,
         policy: POLICY,
+        record,
     };
-    let stream = next_stream(&state, &staff, &key).await?;
     let actor = Actor::Office {
         office: staff.at.office.clone(),
         terminal: Some(staff.at.terminal.as_str().to_owned()),

@@ -16,7 +16,7 @@
 //! also recorded on the person (`insured.certification_recorded`), under an
 //! event id derived from the message's, so a retry never records it twice.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use kiban_events::domain::DomainEvent;
 use kiban_events::domain::certification::{
     CertificationApplication, CertificationCommand, CertificationEvent, CurrentCertification,
@@ -286,7 +286,16 @@ impl<S: EventStore> Engine<S> {
         let person = insured_stream(&message.insurer, &insured);
         let mut injected = Vec::new();
         if variant == "file_application" {
-            let current = self.current_certification(&person).await?;
+            // A missing or malformed date is refused by the command's own
+            // deserialisation below; the lookup then has nothing to go on.
+            let applied_on = message
+                .body
+                .get("applied_on")
+                .and_then(|value| serde_json::from_value::<NaiveDate>(value.clone()).ok());
+            let current = match applied_on {
+                Some(applied_on) => self.current_certification(&person, applied_on).await?,
+                None => None,
+            };
             injected = vec![
                 (
                     "insurer",
@@ -333,20 +342,16 @@ impl<S: EventStore> Engine<S> {
         Ok(executed)
     }
 
-    /// The person's latest recorded certification, for a renewal or change.
+    /// The person's current certification for an application made on
+    /// `applied_on` (`InsuredState::current_certification`, the lookup the
+    /// API uses too).
     async fn current_certification(
         &self,
         person: &StreamName,
+        applied_on: NaiveDate,
     ) -> Result<Option<CurrentCertification>, EngineError> {
         let (state, _) = self.load::<InsuredPerson>(person).await?;
-        Ok(state
-            .certifications
-            .last()
-            .map(|recorded| CurrentCertification {
-                level: recorded.level,
-                valid_from: recorded.validity.from,
-                valid_until: recorded.validity.until,
-            }))
+        Ok(state.current_certification(applied_on))
     }
 }
 

@@ -41,8 +41,9 @@ use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
 use kiban_events::domain::office::Loss;
 use kiban_events::domain::office::{Office, office_stream};
 use kiban_events::domain::subsidy::{
-    DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant, SubsidyApplication,
-    SubsidyCommand, SubsidyPolicy, SubsidyState, SubsidyStatus, subsidy_stream_for_office,
+    ApplicantRecord, DesignationNotice, ReceiptLine, ReceiptPurpose, SubsidyApplicant,
+    SubsidyApplication, SubsidyCommand, SubsidyPolicy, SubsidyState, SubsidyStatus,
+    subsidy_stream_for_office,
 };
 use kiban_events::domain::{Decider, DocumentRef, ServiceTypeCode, Yen};
 use kiban_events::envelope::{Actor, EventId};
@@ -1158,6 +1159,16 @@ impl Story {
             ],
             passbook: document_ref('f'),
             policy,
+            // The demo runs again on the same store with the same receipts;
+            // each run is judged as the office's first application (the
+            // per-office judgement across applications is the API's, see
+            // `api/src/subsidies.rs`).
+            record: ApplicantRecord {
+                registered_service_types: vec![ServiceTypeCode::parse(
+                    kiban_system::dev_pki::DEV_OFFICE_SERVICE_TYPE,
+                )?],
+                earlier: Vec::new(),
+            },
         };
         let office_actor = Actor::parse(&format!("office:{OFFICE_A}"))?;
         self.run_engine::<SubsidyApplication>(&stream, &apply, office_actor, 25)
@@ -1176,7 +1187,10 @@ impl Story {
             .engine("the federation (国保中央会) starts the review");
         self.run_engine::<SubsidyApplication>(
             &stream,
-            &SubsidyCommand::Decide,
+            &SubsidyCommand::Decide {
+                earlier: Vec::new(),
+                medical_institution_limit: None,
+            },
             Actor::Federation,
             27,
         )

@@ -18,7 +18,9 @@ use crate::ids::InsurerNumber;
 /// transmission completes before it.
 pub const PLATFORM_START: NaiveDate = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
 
-/// The standardisation deadline (標準化対応の適合基準日, 2027-01-01) **[seed]**.
+/// The standardisation deadline (標準化対応の適合基準日, 2027-01-01) **[seed]**:
+/// 「令和9年1月1日までに完了」 — the date itself is on time; late is from
+/// 2027-01-02.
 pub const STANDARDISATION_DEADLINE: NaiveDate = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
 
 /// Full operation of the platform (本格運用開始日, 2028-04-01) **[seed]**.
@@ -107,11 +109,18 @@ impl InsurerState {
         self.sharing_enabled_on.is_some()
     }
 
-    /// Whether the standardisation deadline has passed without it.
+    /// Whether the standardisation deadline has passed without it (the
+    /// deadline day itself is still on time).
     pub fn standardisation_overdue(&self, today: NaiveDate) -> bool {
-        self.insurer.is_some()
-            && self.standardised_on.is_none()
-            && today >= STANDARDISATION_DEADLINE
+        self.insurer.is_some() && self.standardised_on.is_none() && today > STANDARDISATION_DEADLINE
+    }
+
+    /// Whether the platform's full operation (本格運用開始日, 2028-04-01)
+    /// has begun without this insurer's data transmission: from that day
+    /// every onboarded insurer is expected to share **[ours, from the seed's
+    /// schedule]**.
+    pub fn transmission_missing_at_full_operation(&self, today: NaiveDate) -> bool {
+        self.insurer.is_some() && self.transmitted_on.is_none() && today >= FULL_OPERATION
     }
 }
 
@@ -164,7 +173,7 @@ impl Decider for Insurer {
                 Ok(vec![
                     StandardisationCompleted {
                         completed_on: *completed_on,
-                        after_deadline: *completed_on >= STANDARDISATION_DEADLINE,
+                        after_deadline: *completed_on > STANDARDISATION_DEADLINE,
                     }
                     .into(),
                 ])

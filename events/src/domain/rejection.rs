@@ -196,6 +196,16 @@ rejection_codes! {
     AmountDiffersFromDecision = "amount_differs_from_decision",
     /// The decided amount is zero: nothing to pay.
     NothingToPay = "nothing_to_pay",
+    /// A declared service type is not among the office's registered service types.
+    ServiceTypeNotRegistered = "service_type_not_registered",
+    /// A card-reader receipt line states no reader count.
+    ReaderLineCountZero = "reader_line_count_zero",
+    /// A receipt was already claimed by an earlier application of the same applicant.
+    ReceiptAlreadyClaimed = "receipt_already_claimed",
+    /// The applicant's earlier applications in the window already used the whole limit.
+    SubsidyLimitUsedUp = "subsidy_limit_used_up",
+    /// An earlier application of the same applicant in the window is not decided yet.
+    EarlierApplicationUndecided = "earlier_application_undecided",
 }
 
 impl fmt::Display for RejectionCode {

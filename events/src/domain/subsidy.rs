@@ -22,8 +22,8 @@ use super::dates::{month_end, month_end_after};
 use super::event::domain_events;
 use super::rejection::{reject_if, rejection};
 use super::{
-    Decider, DocumentRef, Rejection, ServiceTypeCode, Yen, jst_date, list_within_limit,
-    reason_given,
+    Decider, DocumentRef, Rejection, ServiceTypeCode, Sha256Digest, Yen, jst_date,
+    list_within_limit, reason_given,
 };
 use crate::envelope::StreamName;
 use crate::ids::{MedicalInstitutionCode, OfficeNumber};
@@ -125,8 +125,13 @@ pub const SERVICE_TYPE_CATEGORIES: &[(&str, &str, SubsidyCategory)] = &[
     ("79", "看護小規模多機能型居宅介護（短期利用）", V),
     ("A1", "訪問型サービス（みなし）", V),
     ("A2", "訪問型サービス（独自）", V),
+    ("A3", "訪問型サービス（独自／定率）", V),
+    ("A4", "訪問型サービス（独自／定額）", V),
     ("A5", "通所型サービス（みなし）", V),
     ("A6", "通所型サービス（独自）", V),
+    ("A7", "通所型サービス（独自／定率）", V),
+    ("A8", "通所型サービス（独自／定額）", V),
+    ("AF", "介護予防ケアマネジメント", V),
     ("27", "特定施設入居者生活介護（短期利用）", R),
     ("28", "地域密着型特定施設入居者生活介護（短期利用）", R),
     ("32", "認知症対応型共同生活介護", R),
@@ -155,6 +160,138 @@ pub fn category_of(code: &ServiceTypeCode) -> Option<SubsidyCategory> {
         .iter()
         .find(|(table_code, _, _)| *table_code == code.as_str())
         .map(|(_, _, category)| *category)
+}
+
+/// Service types that are billing variants or 要支援 counterparts of one
+/// service, and the service they count as **[ours]**, documented in
+/// `docs/domain.md`: a limit is added once per service, not once per code.
+/// 短期利用 codes are the same designation billed for a short stay
+/// (認知症対応型共同生活介護's 38/39 with 32, 小規模多機能's 68/69 with 73,
+/// 看護小規模多機能's 79 with 77, 特定施設's 27 with 33 and 28 with 36);
+/// 介護予防 codes and the 総合事業 (第1号事業) codes are the same kind of
+/// service for 要支援 persons, run with the same staff and terminals.
+/// 地域密着型通所介護 (78) is 通所介護 for 18 users or fewer.
+/// A code not listed here is a service of its own.
+pub const SERVICE_GROUPS: &[(&str, &str)] = &[
+    // 短期利用 (short-term use) of the same designation.
+    ("27", "33"),
+    ("28", "36"),
+    ("38", "32"),
+    ("39", "32"),
+    ("68", "73"),
+    ("69", "73"),
+    ("79", "77"),
+    // 介護予防 counterparts.
+    ("24", "21"),
+    ("25", "22"),
+    ("26", "23"),
+    ("2B", "2A"),
+    ("34", "31"),
+    ("35", "33"),
+    ("37", "32"),
+    ("44", "41"),
+    ("46", "43"),
+    ("62", "12"),
+    ("63", "13"),
+    ("64", "14"),
+    ("66", "16"),
+    ("67", "17"),
+    ("74", "72"),
+    ("75", "73"),
+    // 総合事業: 訪問型 (the former 介護予防訪問介護) and 通所型 (the former
+    // 介護予防通所介護) services, 介護予防ケアマネジメント.
+    ("A1", "11"),
+    ("A2", "11"),
+    ("A3", "11"),
+    ("A4", "11"),
+    ("A5", "15"),
+    ("A6", "15"),
+    ("A7", "15"),
+    ("A8", "15"),
+    ("AF", "43"),
+    ("78", "15"),
+];
+
+/// The service a service type counts as for the limit: the code itself
+/// unless [`SERVICE_GROUPS`] names another.
+pub fn service_of(code: &ServiceTypeCode) -> &str {
+    SERVICE_GROUPS
+        .iter()
+        .find(|(variant, _)| *variant == code.as_str())
+        .map_or(code.as_str(), |(_, service)| service)
+}
+
+/// The limit and the reader cap of a set of service types: each distinct
+/// service ([`service_of`]) adds its category's limit and readers once.
+pub fn limit_of_services(service_types: &[ServiceTypeCode]) -> (Yen, u32) {
+    let mut services: Vec<&str> = Vec::new();
+    let mut limit = Yen::ZERO;
+    let mut cap = 0u32;
+    for code in service_types {
+        let Some(category) = category_of(code) else {
+            continue;
+        };
+        let service = service_of(code);
+        if services.contains(&service) {
+            continue;
+        }
+        services.push(service);
+        limit = limit.checked_add(category.limit()).expect("a few limits");
+        cap = cap.saturating_add(category.reader_cap());
+    }
+    (limit, cap)
+}
+
+/// Where an earlier application of the same applicant stands, as far as a
+/// later one is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "standing", rename_all = "snake_case")]
+pub enum EarlierStanding {
+    /// Applied or under review: its amount is not known yet.
+    Pending,
+    /// Closed for a deficiency: it uses nothing and its receipts may be
+    /// claimed again (the re-application).
+    ClosedForDeficiency,
+    /// Decided (paid or not, a zero decision included): it uses its amount
+    /// and its readers.
+    Decided {
+        /// The amount decided.
+        payable: Yen,
+        /// The readers it pays for.
+        readers: u32,
+    },
+}
+
+/// An earlier application of the same office (or medical institution),
+/// looked up by the caller from its stream ([`SubsidyState::as_earlier`]):
+/// the per-office limit, reader cap and receipts are judged against these
+/// **[ours, from the seed's 助成限度額 per 同一事業所]**.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlierApplication {
+    /// Where it stands.
+    pub standing: EarlierStanding,
+    /// The first day of its policy's window (the limit is per window).
+    pub window_from: NaiveDate,
+    /// Its receipts (each document once).
+    pub receipts: Vec<Sha256Digest>,
+}
+
+impl EarlierApplication {
+    /// Whether its receipts are taken: anything but a deficiency closing.
+    fn claims_receipts(&self) -> bool {
+        self.standing != EarlierStanding::ClosedForDeficiency
+    }
+}
+
+/// What the caller looks up about the applicant for an application: the
+/// office's registered service types (the office aggregate; empty for a
+/// medical institution) and its earlier applications.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplicantRecord {
+    /// The service types the office is registered with.
+    pub registered_service_types: Vec<ServiceTypeCode>,
+    /// The applicant's earlier applications (lower sequence numbers).
+    pub earlier: Vec<EarlierApplication>,
 }
 
 /// The rules of one fiscal year's subsidy, passed in by the engine so that
@@ -272,34 +409,73 @@ pub struct SubsidyCalculation {
     /// Other eligible cost (connection support, opinion sending).
     pub eligible_other: Yen,
     /// Cost not counted: lines without a purpose, purposes not covered for
-    /// this applicant, readers beyond the cap.
+    /// this applicant, readers beyond the cap, receipts already claimed.
     pub excluded: Yen,
-    /// min(limit, eligible readers + other).
+    /// min(limit − earlier, eligible readers + other).
     pub payable: Yen,
+    /// The part of the limit the applicant's earlier decided applications
+    /// in the same window used (absent in decisions recorded before it was
+    /// judged: zero).
+    #[serde(default)]
+    pub earlier_payable: Yen,
+    /// The readers the earlier decided applications paid for.
+    #[serde(default)]
+    pub earlier_readers: u32,
+    /// Cost on receipts an earlier application already claimed (part of
+    /// `excluded`).
+    #[serde(default)]
+    pub already_claimed: Yen,
+    /// The readers this decision pays for (absent in decisions recorded
+    /// before it was recorded).
+    #[serde(default)]
+    pub readers_paid: Option<u32>,
 }
 
-/// The calculator **[ours]**: the limit is summed over the applicant's
-/// service types; reader lines count at most the reader cap, pro-rated by
-/// cap / count (cheapest-first is not assumed); lines without a purpose and
-/// purposes the applicant is not subsidised for are excluded.
+/// The calculator **[ours]** for a first application: see [`calculate_after`].
 pub fn calculate(
     applicant: &SubsidyApplicant,
     lines: &[ReceiptLine],
     policy: &SubsidyPolicy,
 ) -> SubsidyCalculation {
+    calculate_after(applicant, lines, policy, &[])
+}
+
+/// The calculator **[ours]**: the limit is summed over the applicant's
+/// services ([`limit_of_services`]), less what its earlier decided
+/// applications in the same window used; reader lines count at most the
+/// reader cap left, pro-rated by cap / count (cheapest-first is not
+/// assumed); lines without a purpose, reader lines with no count, purposes
+/// the applicant is not subsidised for and receipts an earlier application
+/// claimed are excluded.
+pub fn calculate_after(
+    applicant: &SubsidyApplicant,
+    lines: &[ReceiptLine],
+    policy: &SubsidyPolicy,
+    earlier: &[EarlierApplication],
+) -> SubsidyCalculation {
     let (limit, reader_cap) = match applicant {
-        SubsidyApplicant::CareOffice { service_types, .. } => service_types
-            .iter()
-            .filter_map(category_of)
-            .fold((Yen::ZERO, 0), |(limit, cap), category| {
-                (
-                    limit.checked_add(category.limit()).expect("a few limits"),
-                    cap + category.reader_cap(),
-                )
-            }),
+        SubsidyApplicant::CareOffice { service_types, .. } => limit_of_services(service_types),
         SubsidyApplicant::MedicalInstitution { .. } => {
             (policy.medical_institution_limit.unwrap_or(Yen::ZERO), 0)
         }
+    };
+    let (earlier_payable, earlier_readers) = earlier
+        .iter()
+        .filter(|e| e.window_from == policy.window_from)
+        .filter_map(|e| match e.standing {
+            EarlierStanding::Decided { payable, readers } => Some((payable, readers)),
+            _ => None,
+        })
+        .fold((Yen::ZERO, 0u32), |(paid, readers), (payable, more)| {
+            (
+                paid.checked_add(payable).unwrap_or(Yen::new(u64::MAX)),
+                readers.saturating_add(more),
+            )
+        });
+    let claimed = |line: &ReceiptLine| {
+        earlier
+            .iter()
+            .any(|e| e.claims_receipts() && e.receipts.contains(line.receipt.sha256()))
     };
     let medical = matches!(applicant, SubsidyApplicant::MedicalInstitution { .. });
     let sum = |keep: &dyn Fn(&ReceiptLine) -> bool| {
@@ -310,28 +486,42 @@ pub fn calculate(
                 total.checked_add(line.amount).unwrap_or(Yen::new(u64::MAX))
             })
     };
-    let readers_on_receipts = readers_on(lines);
-    let reader_cost = if medical {
-        Yen::ZERO
-    } else {
-        sum(&|line| matches!(line.purpose, Some(ReceiptPurpose::CardReaders { .. })))
+    let counted_reader_line = |line: &ReceiptLine| {
+        !medical
+            && !claimed(line)
+            && matches!(line.purpose, Some(ReceiptPurpose::CardReaders { count }) if count > 0)
     };
-    let eligible_readers = if readers_on_receipts <= reader_cap {
+    let readers_on_receipts = readers_on(lines);
+    let readers_counted = lines
+        .iter()
+        .filter(|line| counted_reader_line(line))
+        .filter_map(|line| match line.purpose {
+            Some(ReceiptPurpose::CardReaders { count }) => Some(count),
+            _ => None,
+        })
+        .fold(0, u32::saturating_add);
+    let reader_cost = sum(&counted_reader_line);
+    let cap_left = reader_cap.saturating_sub(earlier_readers);
+    let eligible_readers = if readers_counted <= cap_left {
         reader_cost
     } else {
         reader_cost
-            .pro_rata(u64::from(reader_cap), u64::from(readers_on_receipts))
+            .pro_rata(u64::from(cap_left), u64::from(readers_counted))
             .expect("the count is not zero when above the cap")
     };
-    let eligible_other = sum(&|line| match line.purpose {
-        Some(ReceiptPurpose::ConnectionSupport) => true,
-        Some(ReceiptPurpose::OpinionSending) => medical,
-        _ => false,
+    let eligible_other = sum(&|line| {
+        !claimed(line)
+            && match line.purpose {
+                Some(ReceiptPurpose::ConnectionSupport) => true,
+                Some(ReceiptPurpose::OpinionSending) => medical,
+                _ => false,
+            }
     });
     let eligible = eligible_readers
         .checked_add(eligible_other)
         .unwrap_or(Yen::new(u64::MAX));
     let total = sum(&|_| true);
+    let payable = eligible.min(limit.saturating_sub(earlier_payable));
     SubsidyCalculation {
         limit,
         reader_cap,
@@ -339,7 +529,15 @@ pub fn calculate(
         eligible_readers,
         eligible_other,
         excluded: total.saturating_sub(eligible),
-        payable: eligible.min(limit),
+        payable,
+        earlier_payable,
+        earlier_readers,
+        already_claimed: sum(&claimed),
+        readers_paid: Some(if payable == Yen::ZERO {
+            0
+        } else {
+            readers_counted.min(cap_left)
+        }),
     }
 }
 
@@ -361,6 +559,9 @@ fn readers_on(lines: &[ReceiptLine]) -> u32 {
 pub enum ClosedBecause {
     /// A deficiency was found; the office must apply again.
     Deficiency,
+    /// The decided amount is zero: nothing is due, so the decision closes
+    /// the application (no payment, no payment deadline).
+    NothingPayable,
 }
 
 domain_events! {
@@ -450,6 +651,9 @@ domain_events! {
 }
 
 /// What may be asked of a subsidy application.
+// `Apply` carries the whole application and is built once per request; a
+// box would only move the allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubsidyCommand {
     /// Apply; the application date is today.
@@ -464,6 +668,9 @@ pub enum SubsidyCommand {
         passbook: DocumentRef,
         /// The fiscal year's rules.
         policy: SubsidyPolicy,
+        /// The office's registered service types and the applicant's
+        /// earlier applications, looked up.
+        record: ApplicantRecord,
     },
     /// Start the review.
     StartReview,
@@ -473,7 +680,16 @@ pub enum SubsidyCommand {
         reason: String,
     },
     /// Decide the amount by the rules.
-    Decide,
+    Decide {
+        /// The applicant's earlier applications (lower sequence numbers),
+        /// looked up: the limit, the reader cap and the receipts are the
+        /// office's across them.
+        earlier: Vec<EarlierApplication>,
+        /// The medical institutions' amount as configured now, for an
+        /// application made while none was configured (its recorded policy
+        /// has none).
+        medical_institution_limit: Option<Yen>,
+    },
     /// Record the payment.
     Pay {
         /// The amount paid; must be the decided one.
@@ -495,7 +711,7 @@ pub enum SubsidyStatus {
     Applied,
     /// In review.
     UnderReview,
-    /// Closed for a deficiency.
+    /// Closed: for a deficiency, or decided at zero yen.
     Closed,
     /// Decided, not yet paid.
     Decided,
@@ -513,6 +729,8 @@ pub struct SubsidyState {
     pub application: Option<SubsidyApplied>,
     /// The decision.
     pub decision: Option<SubsidyDecided>,
+    /// Why it was closed, when it was.
+    pub closed_because: Option<ClosedBecause>,
     /// Whether the notice's passing its due date is recorded.
     pub notice_overdue_recorded: bool,
     /// Whether the payment's passing its due date is recorded.
@@ -531,15 +749,57 @@ impl SubsidyState {
             .is_some_and(|a| today > a.notice_due_by)
     }
 
-    /// Whether the payment is overdue on `today`.
+    /// Whether the payment is overdue on `today`. A zero decision has no
+    /// payment due (also one recorded before zero decisions closed the
+    /// application).
     pub fn payment_overdue(&self, today: NaiveDate) -> bool {
-        !matches!(
+        let open = !matches!(
             self.status,
             SubsidyStatus::NotApplied | SubsidyStatus::Closed | SubsidyStatus::Paid
-        ) && self
-            .application
+        );
+        let nothing_due = self
+            .decision
             .as_ref()
-            .is_some_and(|a| today > a.payment_due_by)
+            .is_some_and(|d| d.payable == Yen::ZERO);
+        open && !nothing_due
+            && self
+                .application
+                .as_ref()
+                .is_some_and(|a| today > a.payment_due_by)
+    }
+
+    /// What a later application of the same applicant needs to know of
+    /// this one; `None` when nothing was applied on the stream.
+    pub fn as_earlier(&self) -> Option<EarlierApplication> {
+        let application = self.application.as_ref()?;
+        let standing = match (&self.decision, self.closed_because) {
+            (Some(decision), _) => EarlierStanding::Decided {
+                payable: decision.payable,
+                readers: decision.calculation.readers_paid.unwrap_or_else(|| {
+                    if decision.payable == Yen::ZERO {
+                        0
+                    } else {
+                        decision
+                            .calculation
+                            .readers_on_receipts
+                            .min(decision.calculation.reader_cap)
+                    }
+                }),
+            },
+            (None, Some(_)) => EarlierStanding::ClosedForDeficiency,
+            (None, None) => EarlierStanding::Pending,
+        };
+        let mut receipts: Vec<Sha256Digest> = Vec::new();
+        for line in &application.receipt_lines {
+            if !receipts.contains(line.receipt.sha256()) {
+                receipts.push(line.receipt.sha256().clone());
+            }
+        }
+        Some(EarlierApplication {
+            standing,
+            window_from: application.policy.window_from,
+            receipts,
+        })
     }
 }
 
@@ -602,23 +862,16 @@ impl Decider for SubsidyApplication {
                     .into(),
                 ])
             }
-            SubsidyCommand::Decide => {
-                in_review(state)?;
-                let calculation = calculate(
-                    &application.applicant,
-                    &application.receipt_lines,
-                    &application.policy,
-                );
-                Ok(vec![
-                    SubsidyDecided {
-                        calculation,
-                        payable: calculation.payable,
-                        decided_on: today,
-                        after_notice_due: today > application.notice_due_by,
-                    }
-                    .into(),
-                ])
-            }
+            SubsidyCommand::Decide {
+                earlier,
+                medical_institution_limit,
+            } => decide(
+                state,
+                application,
+                earlier,
+                *medical_institution_limit,
+                today,
+            ),
             SubsidyCommand::Pay { amount } => pay(state, application, *amount, today),
             SubsidyCommand::RecordNoticeOverdue | SubsidyCommand::RecordPaymentOverdue => {
                 overdue(state, application, command, today)
@@ -634,7 +887,10 @@ impl Decider for SubsidyApplication {
             }
             SubsidyEvent::ReviewStarted(_) => state.status = SubsidyStatus::UnderReview,
             SubsidyEvent::DeficiencyFound(_) => {}
-            SubsidyEvent::SubsidyClosed(_) => state.status = SubsidyStatus::Closed,
+            SubsidyEvent::SubsidyClosed(e) => {
+                state.status = SubsidyStatus::Closed;
+                state.closed_because = Some(e.because);
+            }
             SubsidyEvent::SubsidyDecided(e) => {
                 state.status = SubsidyStatus::Decided;
                 state.decision = Some(e.clone());
@@ -749,6 +1005,70 @@ fn pay(
     ])
 }
 
+/// The decision, judged against the applicant's earlier applications: they
+/// are decided in order (an earlier one still pending in the same window
+/// is refused), and a zero decision closes the application.
+fn decide(
+    state: &SubsidyState,
+    application: &SubsidyApplied,
+    earlier: &[EarlierApplication],
+    medical_institution_limit: Option<Yen>,
+    today: NaiveDate,
+) -> Result<Vec<SubsidyEvent>, Rejection> {
+    in_review(state)?;
+    let policy = SubsidyPolicy {
+        medical_institution_limit: application
+            .policy
+            .medical_institution_limit
+            .or(medical_institution_limit),
+        ..application.policy
+    };
+    reject_if!(
+        matches!(
+            application.applicant,
+            SubsidyApplicant::MedicalInstitution { .. }
+        ) && policy.medical_institution_limit.is_none(),
+        MedicalSubsidyNotConfigured,
+        "The medical institutions' subsidy amount is not configured yet; the application waits for it.",
+        "医療機関向けの助成額がまだ設定されていません。設定後に決定してください。"
+    );
+    list_within_limit(earlier.len(), "earlier applications")?;
+    reject_if!(
+        earlier
+            .iter()
+            .any(|e| e.standing == EarlierStanding::Pending
+                && e.window_from == application.policy.window_from),
+        EarlierApplicationUndecided,
+        "An earlier application of this applicant is not decided yet; decide it (or close it) first.",
+        "この申請者の先の申請が未決定です。先の申請を先に決定（または終了）してください。"
+    );
+    let calculation = calculate_after(
+        &application.applicant,
+        &application.receipt_lines,
+        &policy,
+        earlier,
+    );
+    let mut events = vec![
+        SubsidyDecided {
+            calculation,
+            payable: calculation.payable,
+            decided_on: today,
+            after_notice_due: today > application.notice_due_by,
+        }
+        .into(),
+    ];
+    if calculation.payable == Yen::ZERO {
+        events.push(
+            SubsidyClosed {
+                because: ClosedBecause::NothingPayable,
+                closed_on: today,
+            }
+            .into(),
+        );
+    }
+    Ok(events)
+}
+
 fn in_review(state: &SubsidyState) -> Result<(), Rejection> {
     reject_if!(
         state.status == SubsidyStatus::Decided,
@@ -776,6 +1096,7 @@ fn apply(
         receipt_lines,
         passbook,
         policy,
+        record,
     } = command
     else {
         unreachable!("called for Apply only")
@@ -799,12 +1120,52 @@ fn apply(
         )
     );
     list_within_limit(receipt_lines.len(), "receipt lines")?;
-    check_applicant(applicant, policy)?;
+    list_within_limit(record.earlier.len(), "earlier applications")?;
+    check_applicant(applicant, &record.registered_service_types)?;
     reject_if!(
         receipt_lines.is_empty(),
         ReceiptsMissing,
         "At least one receipt is needed.",
         "領収書が必要です。"
+    );
+    reject_if!(
+        receipt_lines
+            .iter()
+            .any(|line| matches!(line.purpose, Some(ReceiptPurpose::CardReaders { count: 0 }))),
+        ReaderLineCountZero,
+        "A card-reader receipt line must state how many readers it is for.",
+        "カードリーダーの領収書の明細には台数の記載が必要です。"
+    );
+    if let Some(line) = receipt_lines.iter().find(|line| {
+        record
+            .earlier
+            .iter()
+            .any(|e| e.claims_receipts() && e.receipts.contains(line.receipt.sha256()))
+    }) {
+        return Err(rejection!(
+            ReceiptAlreadyClaimed,
+            format!(
+                "The receipt {} is already claimed by an earlier application; a receipt is paid once.",
+                line.receipt.sha256()
+            ),
+            format!(
+                "領収書 {} は先の申請で申請済みです。同じ領収書は一度しか助成されません。",
+                line.receipt.sha256()
+            )
+        ));
+    }
+    let used = calculate_after(applicant, &[], policy, &record.earlier);
+    reject_if!(
+        used.earlier_payable > Yen::ZERO && used.earlier_payable >= used.limit,
+        SubsidyLimitUsedUp,
+        format!(
+            "The applicant's earlier applications in this window already used the whole limit of {}.",
+            used.limit
+        ),
+        format!(
+            "今年度の先の申請で助成限度額 {} を使い切っています。",
+            used.limit
+        )
     );
     let readers = readers_on(receipt_lines);
     reject_if!(
@@ -829,7 +1190,10 @@ fn apply(
     ])
 }
 
-fn check_applicant(applicant: &SubsidyApplicant, policy: &SubsidyPolicy) -> Result<(), Rejection> {
+fn check_applicant(
+    applicant: &SubsidyApplicant,
+    registered: &[ServiceTypeCode],
+) -> Result<(), Rejection> {
     match applicant {
         SubsidyApplicant::CareOffice {
             service_types,
@@ -858,6 +1222,12 @@ fn check_applicant(applicant: &SubsidyApplicant, policy: &SubsidyPolicy) -> Resu
                     format!("サービス種類 {code} は助成対象の種別に該当しません。")
                 );
                 reject_if!(
+                    !registered.contains(code),
+                    ServiceTypeNotRegistered,
+                    format!("The office is not registered with service type {code}."),
+                    format!("サービス種類 {code} は事業所の登録にありません。")
+                );
+                reject_if!(
                     !designation_notices.iter().any(|n| &n.service_type == code),
                     DesignationNoticeMissing,
                     format!("A designation notice showing service type {code} is needed."),
@@ -868,12 +1238,6 @@ fn check_applicant(applicant: &SubsidyApplicant, policy: &SubsidyPolicy) -> Resu
         SubsidyApplicant::MedicalInstitution {
             bed_count_document, ..
         } => {
-            reject_if!(
-                policy.medical_institution_limit.is_none(),
-                MedicalSubsidyNotConfigured,
-                "The medical institutions' subsidy amount is not configured for this fiscal year.",
-                "今年度の医療機関向け助成額が設定されていません。"
-            );
             reject_if!(
                 bed_count_document.is_none(),
                 BedCountDocumentMissing,

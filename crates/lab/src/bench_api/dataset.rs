@@ -409,6 +409,7 @@ fn person_streams(
             I::IssueCostLimitCertificate {
                 stage,
                 applied_on: jst_date(day(25)),
+                for_coming_period: false,
             },
             &as_insurer,
             day(25),
@@ -423,6 +424,7 @@ fn person_streams(
             office: care_plan_office.clone(),
             office_kind,
             filed_on: jst_date(day(26)),
+            pending_application_on: None,
         },
         &as_office(&care_plan_office),
         day(26),

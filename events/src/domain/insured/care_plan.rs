@@ -5,14 +5,14 @@
 //!
 //! State part: `care_plan_office` of [`InsuredState`].
 
-use chrono::{Days, NaiveDate};
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use super::{
     CarePlanOfficeChanged, CarePlanOfficeRegistered, Decision, InsuredCommand, InsuredEvent,
     InsuredState,
 };
-use crate::domain::dates::month_end;
+use crate::domain::dates::month_start;
 use crate::domain::rejection::reject_if;
 use crate::domain::values::LevelGroup;
 use crate::domain::{CareLevel, Rejection, not_in_future};
@@ -60,11 +60,19 @@ pub(super) fn decide(state: &InsuredState, command: &InsuredCommand, today: Naiv
         office,
         office_kind,
         filed_on,
+        pending_application_on,
     } = command
     else {
         unreachable!("called for the care-plan filing only")
     };
-    register_care_plan_office(state, office, *office_kind, *filed_on, today)
+    register_care_plan_office(
+        state,
+        office,
+        *office_kind,
+        *filed_on,
+        *pending_application_on,
+        today,
+    )
 }
 
 /// Applies a care-plan filing: a change is a registration that replaces
@@ -116,15 +124,37 @@ impl InsuredState {
     }
 }
 
+/// The care-plan filing. A person certified on the filing date is filed for
+/// by the kind of office of their level group; a person not yet certified
+/// whose new application is pending (applied on or before the filing) is
+/// filed for with a provisional plan (暫定ケアプラン) by the kind of office
+/// the filer expects, and must re-file if the decision falls in the other
+/// group ([`InsuredState::care_plan_refiling_required`]) **[law, ours]**.
+/// Services are billable from the 1st of the filing month: a filing by the
+/// month end covers that month, billed to the 国保連 the month after
+/// ([`billable_from`]).
 fn register_care_plan_office(
     state: &InsuredState,
     office: &OfficeNumber,
     office_kind: CarePlanOfficeKind,
     filed_on: NaiveDate,
+    pending_application_on: Option<NaiveDate>,
     today: NaiveDate,
 ) -> Result<Vec<InsuredEvent>, Rejection> {
     not_in_future(filed_on, today)?;
-    let level = state.certified_level(filed_on)?;
+    let certified = state.certified_level(filed_on);
+    let provisional = certified.is_err()
+        && pending_application_on.is_some_and(|applied_on| applied_on <= filed_on);
+    if provisional {
+        return Ok(vec![filing(
+            state,
+            office,
+            office_kind,
+            office_kind.plans_for(),
+            filed_on,
+        )?]);
+    }
+    let level = certified?;
     let group = level.group().expect("a certified level has a group");
     reject_if!(
         office_kind.plans_for() != group,
@@ -146,18 +176,38 @@ fn register_care_plan_office(
             }
         )
     );
-    let billable_from = month_end(filed_on) + Days::new(1);
+    Ok(vec![filing(state, office, office_kind, group, filed_on)?])
+}
+
+/// The first day whose services a filing on `filed_on` makes billable in
+/// kind: the 1st of the filing month **[ours, from municipal practice]**.
+/// The seed does not state it. The law (介護保険法施行規則 第64条) pays in
+/// kind when the care-plan office was notified in advance (あらかじめ);
+/// municipalities bill a month's services in kind when the notification
+/// reaches them by that month's end (claimed to the 国保連 the next month;
+/// a later filing is claimed a month late), e.g. 品川区 and 我孫子市.
+pub fn billable_from(filed_on: NaiveDate) -> NaiveDate {
+    month_start(filed_on)
+}
+
+/// The registration or change event of a filing for `group`.
+fn filing(
+    state: &InsuredState,
+    office: &OfficeNumber,
+    office_kind: CarePlanOfficeKind,
+    group: LevelGroup,
+    filed_on: NaiveDate,
+) -> Result<InsuredEvent, Rejection> {
+    let billable_from = billable_from(filed_on);
     let Some(current) = &state.care_plan_office else {
-        return Ok(vec![
-            CarePlanOfficeRegistered {
-                office: office.clone(),
-                office_kind,
-                level_group: group,
-                filed_on,
-                billable_from,
-            }
-            .into(),
-        ]);
+        return Ok(CarePlanOfficeRegistered {
+            office: office.clone(),
+            office_kind,
+            level_group: group,
+            filed_on,
+            billable_from,
+        }
+        .into());
     };
     reject_if!(
         &current.office == office && current.level_group == group,
@@ -165,15 +215,13 @@ fn register_care_plan_office(
         format!("Office {office} is already the registered care-plan office."),
         format!("事業所 {office} は既に届出済みです。")
     );
-    Ok(vec![
-        CarePlanOfficeChanged {
-            office: office.clone(),
-            office_kind,
-            level_group: group,
-            previous_office: current.office.clone(),
-            filed_on,
-            billable_from,
-        }
-        .into(),
-    ])
+    Ok(CarePlanOfficeChanged {
+        office: office.clone(),
+        office_kind,
+        level_group: group,
+        previous_office: current.office.clone(),
+        filed_on,
+        billable_from,
+    }
+    .into())
 }

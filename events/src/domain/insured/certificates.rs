@@ -7,13 +7,13 @@
 //! `copayment_certificates` and `cost_limit_certificates` of
 //! [`InsuredState`].
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 
 use super::{
     CertificationRecorded, CopaymentCertificateIssued, CostLimitCertificateIssued, Decision,
     InsuredCommand, InsuredEvent, InsuredState, RenewalWindowOpened,
 };
-use crate::domain::certification::{ValidityPeriod, renewal_window_opens_on};
+use crate::domain::certification::{CurrentCertification, ValidityPeriod, renewal_window_opens_on};
 use crate::domain::dates::{is_august_first, month_start, next_july_31};
 use crate::domain::rejection::{reject_if, rejection};
 use crate::domain::{
@@ -32,9 +32,11 @@ pub(super) fn decide(state: &InsuredState, command: &InsuredCommand, today: Naiv
         InsuredCommand::IssueCopaymentCertificate { ratio, valid_from } => {
             issue_copayment(state, *ratio, *valid_from)
         }
-        InsuredCommand::IssueCostLimitCertificate { stage, applied_on } => {
-            issue_cost_limit(state, *stage, *applied_on, today)
-        }
+        InsuredCommand::IssueCostLimitCertificate {
+            stage,
+            applied_on,
+            for_coming_period,
+        } => issue_cost_limit(state, *stage, *applied_on, *for_coming_period, today),
         _ => unreachable!("called for certificate commands only"),
     }
 }
@@ -68,6 +70,26 @@ impl InsuredState {
             .iter()
             .rev()
             .find(|c| c.validity.from <= date && date <= c.validity.until)
+    }
+
+    /// The current certification for an application made on `applied_on`,
+    /// as the renewal and change rules need it: the one in force on that
+    /// day, else the latest one that ended before it (so a late renewal is
+    /// told it expired); never one that starts later (an already decided
+    /// renewal). The one lookup the API and the municipal ingest share.
+    pub fn current_certification(&self, applied_on: NaiveDate) -> Option<CurrentCertification> {
+        self.certification_on(applied_on)
+            .or_else(|| {
+                self.certifications
+                    .iter()
+                    .filter(|c| c.validity.until < applied_on)
+                    .max_by_key(|c| c.validity.until)
+            })
+            .map(|c| CurrentCertification {
+                level: c.level,
+                valid_from: c.validity.from,
+                valid_until: c.validity.until,
+            })
     }
 
     /// The copayment ratio on `date`: the latest certificate covering it.
@@ -222,15 +244,27 @@ fn issue_copayment(
     ])
 }
 
+/// The cost-limit certificate runs from the 1st of the application month
+/// to the next 7/31 **[law]**; an application for the coming period (the
+/// yearly renewal) made before 8/1 runs from that 8/1 to the 7/31 after,
+/// so a renewal applied for in June or July is issued in advance **[ours,
+/// from the law's yearly 8/1–7/31 period]**.
 fn issue_cost_limit(
     state: &InsuredState,
     stage: CostLimitStage,
     applied_on: NaiveDate,
+    for_coming_period: bool,
     today: NaiveDate,
 ) -> Result<Vec<InsuredEvent>, Rejection> {
     not_in_future(applied_on, today)?;
     state.certified_level(applied_on)?;
-    let valid_from = month_start(applied_on);
+    let valid_from = if for_coming_period && applied_on.month() < 8 {
+        next_july_31(applied_on)
+            .succ_opt()
+            .expect("plausible dates have a next day")
+    } else {
+        month_start(applied_on)
+    };
     Ok(vec![
         CostLimitCertificateIssued {
             stage,

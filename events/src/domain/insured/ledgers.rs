@@ -179,6 +179,21 @@ pub(super) fn evolve_equipment(
 }
 
 impl InsuredState {
+    /// What is left of the home-modification cap for work starting on
+    /// `date`: a fresh cap when the three-step rise reset would be due for
+    /// it (the reset itself is recorded with the work), else what is left
+    /// of the current one. This is what offices are shown.
+    pub fn home_modification_remaining_on(&self, date: NaiveDate) -> Yen {
+        let due = self
+            .level_on(date)
+            .and_then(|level| level.step())
+            .and_then(|step| rise_reset(&self.home_modification, step, date));
+        match due {
+            Some(_) => HOME_MODIFICATION_CAP,
+            None => self.home_modification.remaining(),
+        }
+    }
+
     /// What is left of the equipment cap in `fiscal_year`.
     pub fn equipment_remaining(&self, fiscal_year: i32) -> Yen {
         let used = self

@@ -114,7 +114,7 @@ domain_events! {
             stage: CostLimitStage,
             /// The application date.
             applied_on: NaiveDate,
-            /// First day: the 1st of the application month.
+            /// First day: the 1st of the application month, or the coming 8/1 for a renewal made before it.
             valid_from: NaiveDate,
             /// Last day: the next 7/31.
             valid_until: NaiveDate,
@@ -130,7 +130,7 @@ domain_events! {
             level_group: LevelGroup,
             /// The filing date.
             filed_on: NaiveDate,
-            /// The first day the office may bill (the month after the filing).
+            /// The first day whose services the office may bill (the 1st of the filing month; events recorded before this rule say the month after).
             billable_from: NaiveDate,
         }
         /// The care-plan office changed, or was re-filed on a move between 要支援 and 要介護 (変更届出).
@@ -317,6 +317,11 @@ pub enum InsuredCommand {
         stage: CostLimitStage,
         /// The application date.
         applied_on: NaiveDate,
+        /// Whether the application is for the coming period from 8/1 (the
+        /// yearly renewal, 更新申請): made before 8/1, the certificate runs
+        /// from that 8/1. Absent means no.
+        #[serde(default)]
+        for_coming_period: bool,
     },
     /// File the care-plan request notification (first, change or re-filing).
     RegisterCarePlanOffice {
@@ -326,6 +331,12 @@ pub enum InsuredCommand {
         office_kind: CarePlanOfficeKind,
         /// The filing date.
         filed_on: NaiveDate,
+        /// The application date of the person's pending new certification
+        /// application, looked up, when there is one: a person not yet
+        /// certified may then be filed for with a provisional plan
+        /// (暫定ケアプラン). Absent means none.
+        #[serde(default)]
+        pending_application_on: Option<NaiveDate>,
     },
     /// Record a consent verified with the My Number card.
     GiveConsent {
