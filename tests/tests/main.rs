@@ -8,6 +8,7 @@ mod crash_safety;
 mod engine;
 mod ingest;
 mod projections;
+mod read_your_writes;
 mod routing;
 mod schema;
 mod shred;
