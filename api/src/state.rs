@@ -34,7 +34,7 @@ pub type WriterProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<u64, String>> +
 /// in milliseconds (read your writes). Below the request timeout; a command
 /// is answered anyway when it runs out (it is committed), a read is
 /// answered 503.
-pub const READ_YOUR_WRITES_WAIT_MS: u64 = 5_000;
+pub const READ_YOUR_WRITES_WAIT_MS: u64 = 3_000;
 
 /// Response header of every command's answer: the store position of its
 /// last event. A client that sends it back as [`MIN_POSITION_HEADER`] on

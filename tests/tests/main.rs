@@ -15,3 +15,4 @@ mod shred;
 mod store_contract;
 mod timers;
 mod ui;
+mod writer_failover;

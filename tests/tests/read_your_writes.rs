@@ -85,6 +85,7 @@ async fn the_remaining_home_modification_amount_reflects_work_just_recorded() {
             "kind": kind,
             "insurer": INSURER,
             "insured": PERSON,
+            "application": null,
             "occurred_at": Utc::now(),
             "body": body,
         }))

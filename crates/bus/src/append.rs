@@ -44,11 +44,12 @@ use crate::subjects;
 pub const FORWARD_ATTEMPT_TIMEOUT_MS: u64 = 3_000;
 
 /// Longest time an append is sent again while no writer answers, in
-/// milliseconds. Above the measured fail-over (kill -9 of the writer → the
-/// standby answers: about a second, `docs/deploy.md`), below the API's
-/// request timeout (10 s), so a command during a fail-over is usually
-/// committed, and otherwise answered 503 rather than timed out.
-pub const FORWARD_BUDGET_MS: u64 = 8_000;
+/// milliseconds, its last attempt included. Above the measured fail-over
+/// (kill -9 of the writer → the standby answers, `docs/deploy.md`), and
+/// with the read-your-writes wait (3 s) below the API's request timeout
+/// (10 s), so a command during a fail-over is usually committed, and
+/// otherwise answered 503 rather than timed out.
+pub const FORWARD_BUDGET_MS: u64 = 6_000;
 
 /// First pause before sending an append again; doubled (with jitter) up to
 /// [`FORWARD_RETRY_DELAY_MAX_MS`].
@@ -352,8 +353,9 @@ impl NatsForwarder {
             .build();
         let mut attempt = 1u32;
         loop {
-            let error = match request_once(&self.client, body.clone(), self.attempt_timeout).await
-            {
+            let left = self.budget.saturating_sub(started.elapsed());
+            let timeout = self.attempt_timeout.min(left).max(Duration::from_millis(1));
+            let error = match request_once(&self.client, body.clone(), timeout).await {
                 Ok(WriterReply::Appended { result }) => return Ok(result),
                 Ok(WriterReply::Failed { error }) => kiban_store::Error::from(error),
                 Ok(WriterReply::Pong { .. }) => kiban_store::Error::Unavailable(
