@@ -172,7 +172,9 @@ impl Client {
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let seen = self.seen_position();
-        let reads = method == Method::GET;
+        // Reads of the read models; not the probes and metrics.
+        let reads =
+            method == Method::GET && !matches!(path, "/healthz" | "/readyz" | "/metrics");
         let request = self.http.request(method, format!("{}{path}", self.base));
         if reads && seen > 0 {
             request.header(crate::state::MIN_POSITION_HEADER, seen)
