@@ -287,9 +287,9 @@ async fn run_worker(balancer: Arc<Balancer>, load: Arc<Load>, persons: Vec<Insur
             }
         }
         let api = balancer.pick();
-        let office = balancer.client(api, &office());
+        let reader = balancer.client(api, &office());
         let started = Instant::now();
-        let read = office.eligibility(&insurer, person).await;
+        let read = reader.eligibility(&insurer, person).await;
         load.record(
             Kind::Read,
             api,
@@ -325,7 +325,7 @@ async fn run_worker(balancer: Arc<Balancer>, load: Arc<Load>, persons: Vec<Insur
             }
             Some(seq) => {
                 let client = balancer.client(api, &insurer_principal());
-                let sheet = format!("investigation sheet {round}").into_bytes();
+                let sheet = format!("%PDF-1.4\n% investigation sheet {round}\n%%EOF\n").into_bytes();
                 load.run(Kind::Sheet, api, &balancer, async {
                     client
                         .upload_certification_document(
