@@ -162,6 +162,13 @@ async fn seed(db: &TestDb) {
             Utc::now(),
         )
     };
+    let insurer_context = || {
+        CommandContext::new(
+            EventId::from_uuid(Uuid::now_v7()).unwrap(),
+            Actor::Insurer(insurer.clone()),
+            Utc::now(),
+        )
+    };
     let today = Utc::now().date_naive();
     let first = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap().min(today);
     for command in [
@@ -196,7 +203,7 @@ async fn seed(db: &TestDb) {
         },
     ] {
         engine
-            .execute::<InsuredPerson>(&person, &command, &context())
+            .execute::<InsuredPerson>(&person, &command, &insurer_context())
             .await
             .unwrap();
     }

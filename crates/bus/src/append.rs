@@ -17,9 +17,10 @@
 //!   first result, whichever process committed it.
 //! - [`ping_writer`]: whether a writer answers now, and its head (`/readyz`).
 //!
-//! The wire format is JSON ([`WriterRequest`], [`WriterReply`]); payloads
-//! travel as their verbatim JSON text, so the writer hashes the bytes the
-//! deciding process produced.
+//! The wire format is JSON ([`WriterRequest`], [`WriterReply`]), externally
+//! tagged (`{"append": {...}}`): payloads travel as their verbatim JSON text
+//! (`RawValue`, which an internally tagged enum cannot carry), so the writer
+//! hashes the bytes the deciding process produced.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,7 +65,7 @@ pub const SERVICE_IN_FLIGHT_MAX: usize = kiban_store::APPEND_QUEUE_CAPACITY;
 
 /// What an API process asks the writer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum WriterRequest {
     /// Append `events` to `stream` if its version is `expected`.
     Append {
@@ -78,7 +79,7 @@ pub enum WriterRequest {
 
 /// What the writer answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum WriterReply {
     /// Committed (or a re-send of an append committed before).
     Appended { result: AppendResult },

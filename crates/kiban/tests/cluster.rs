@@ -731,6 +731,13 @@ async fn seed(url: &str) -> Vec<InsuredNumber> {
             Utc::now(),
         )
     };
+    let insurer_context = || {
+        CommandContext::new(
+            EventId::from_uuid(Uuid::now_v7()).unwrap(),
+            Actor::Insurer(insurer.clone()),
+            Utc::now(),
+        )
+    };
     let day = |y: i32, m: u32, d: u32| NaiveDate::from_ymd_opt(y, m, d).unwrap();
     let today = Utc::now().date_naive();
     for command in [
@@ -768,7 +775,7 @@ async fn seed(url: &str) -> Vec<InsuredNumber> {
             },
         ] {
             engine
-                .execute::<InsuredPerson>(&stream, &command, &context())
+                .execute::<InsuredPerson>(&stream, &command, &insurer_context())
                 .await
                 .unwrap();
         }
