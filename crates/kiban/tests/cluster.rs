@@ -59,7 +59,7 @@ const WORKERS: u64 = 4;
 /// Most operations per worker: bounds the load whatever happens.
 const OPS_PER_WORKER_MAX: usize = 1500;
 /// Commands committed between two phases of the test.
-const COMMANDS_PER_PHASE: u64 = 15;
+const COMMANDS_PER_PHASE: u64 = 40;
 /// A generous bound on the writer's fail-over, only to turn a hang into a
 /// failure.
 const FAILOVER_MAX: Duration = Duration::from_secs(60);
@@ -162,6 +162,14 @@ async fn cluster_survives_kill_9_of_the_writer_and_of_an_api_process() {
         outcomes.iter().filter(|o| o.kind == Kind::Read && o.result.is_ok()).count(),
         outcomes.iter().filter(|o| o.result.is_err()).count(),
     );
+    for outcome in outcomes.iter().filter(|o| o.result.is_err()) {
+        eprintln!(
+            "  error inside a window: {:?} on api {}: {}",
+            outcome.kind,
+            outcome.api,
+            outcome.result.as_ref().unwrap_err()
+        );
+    }
     drop((engine_2, api_1));
     database.drop_it().await;
 }
