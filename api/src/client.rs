@@ -173,8 +173,7 @@ impl Client {
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let seen = self.seen_position();
         // Reads of the read models; not the probes and metrics.
-        let reads =
-            method == Method::GET && !matches!(path, "/healthz" | "/readyz" | "/metrics");
+        let reads = method == Method::GET && !matches!(path, "/healthz" | "/readyz" | "/metrics");
         let request = self.http.request(method, format!("{}{path}", self.base));
         if reads && seen > 0 {
             request.header(crate::state::MIN_POSITION_HEADER, seen)
@@ -554,7 +553,8 @@ impl Client {
         insurer: &InsurerNumber,
         insured: &InsuredNumber,
     ) -> Result<View, ClientError> {
-        self.json(self.request(Method::POST, &person(insurer, insured, "/forget"))).await
+        self.json(self.request(Method::POST, &person(insurer, insured, "/forget")))
+            .await
     }
 
     /// `POST /v1/offices/{office}/terminals/{terminal}/lost`.

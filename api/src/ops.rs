@@ -113,13 +113,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<StatusLine, ApiErro
 /// header that is not a number, 503 when the read models do not get there
 /// in time.
 pub async fn min_position(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(value) = request
-        .headers()
-        .get(crate::state::MIN_POSITION_HEADER)
-    else {
+    let Some(value) = request.headers().get(crate::state::MIN_POSITION_HEADER) else {
         return next.run(request).await;
     };
-    let Some(position) = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) else {
+    let Some(position) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
         return ApiError::new(
             ProblemKind::Validation,
             "The Kiban-Min-Position header must be a store position (a number).",
@@ -129,9 +130,7 @@ pub async fn min_position(State(state): State<AppState>, request: Request, next:
     if !state.await_read_models(position).await {
         return ApiError::new(
             ProblemKind::Unavailable,
-            format!(
-                "The read models have not reached position {position} yet; retry shortly."
-            ),
+            format!("The read models have not reached position {position} yet; retry shortly."),
         )
         .into_response();
     }

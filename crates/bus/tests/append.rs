@@ -117,7 +117,11 @@ async fn a_forwarded_append_is_committed_by_the_writer_once_even_when_the_writer
         .await
         .unwrap();
     assert_eq!(again, first, "a re-send is answered with the first result");
-    assert_eq!(second_writer.head().await.unwrap().position, 2, "stored once");
+    assert_eq!(
+        second_writer.head().await.unwrap().position,
+        2,
+        "stored once"
+    );
     assert!(matches!(
         second_writer.verify(1, None).await.unwrap(),
         kiban_store::VerifyReport::Verified { events: 2, .. }
@@ -263,7 +267,10 @@ async fn only_kiban_api_and_engine_users_may_send_appends_to_the_writer() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(first.event_id, EventId::from_uuid(Uuid::from_u128(1)).unwrap());
+    assert_eq!(
+        first.event_id,
+        EventId::from_uuid(Uuid::from_u128(1)).unwrap()
+    );
     assert_eq!(writer_store.head().await.unwrap().position, 1);
     stop.cancel();
     task.await.unwrap();

@@ -73,9 +73,11 @@ async fn cluster_survives_kill_9_of_the_writer_and_of_an_api_process() {
 
     // Engine 1 first, so that it is the writer; engine 2 stands by.
     let engine_dir = dir.path().join("engine");
-    let mut engine_1 = Proc::engine(&dir, "engine-1", &database.url, &nats.url(), &engine_dir).await;
+    let mut engine_1 =
+        Proc::engine(&dir, "engine-1", &database.url, &nats.url(), &engine_dir).await;
     engine_1.wait_for_line("Ctrl-C to stop").await;
-    let mut engine_2 = Proc::engine(&dir, "engine-2", &database.url, &nats.url(), &engine_dir).await;
+    let mut engine_2 =
+        Proc::engine(&dir, "engine-2", &database.url, &nats.url(), &engine_dir).await;
     engine_2.wait_for_line("waiting for the writer lock").await;
     // API processes share one data directory, hence one development PKI
     // (the first creates it); started one after the other.
@@ -147,19 +149,35 @@ async fn cluster_survives_kill_9_of_the_writer_and_of_an_api_process() {
     }
 
     // The standby is the writer, and the API process left reaches it.
-    assert!(engine_2.child.try_wait().unwrap().is_none(), "engine 2 runs");
+    assert!(
+        engine_2.child.try_wait().unwrap().is_none(),
+        "engine 2 runs"
+    );
     let ready = balancer.client(0, &federation()).readyz().await.unwrap();
     assert!(ready.contains("writer reachable"), "{ready}");
 
     let outcomes = std::mem::take(&mut *load.outcomes.lock().unwrap());
     let store = kiban_system::open_store(&database.url).await.unwrap();
-    check(&store, &outcomes, &load, recovered_at, &[&engine_1, &engine_2, &api_1, &api_2]).await;
+    check(
+        &store,
+        &outcomes,
+        &load,
+        recovered_at,
+        &[&engine_1, &engine_2, &api_1, &api_2],
+    )
+    .await;
     store.close().await;
     eprintln!(
         "{} operations: {} commands committed, {} logged reads answered, {} errors inside the fail-over windows",
         outcomes.len(),
-        outcomes.iter().filter(|o| o.is_command() && o.result.is_ok()).count(),
-        outcomes.iter().filter(|o| o.kind == Kind::Read && o.result.is_ok()).count(),
+        outcomes
+            .iter()
+            .filter(|o| o.is_command() && o.result.is_ok())
+            .count(),
+        outcomes
+            .iter()
+            .filter(|o| o.kind == Kind::Read && o.result.is_ok())
+            .count(),
         outcomes.iter().filter(|o| o.result.is_err()).count(),
     );
     for outcome in outcomes.iter().filter(|o| o.result.is_err()) {
@@ -217,11 +235,13 @@ async fn check(
             }
             Ok(Answer::Read { stream }) => *reads.entry(stream.clone()).or_default() += 1,
             Err(error) => {
-                let writer_outage =
-                    outcome.ended > engine_killed && outcome.started < recovered_at;
+                let writer_outage = outcome.ended > engine_killed && outcome.started < recovered_at;
                 let dead_api = outcome.api == 1 && outcome.ended > api_killed;
                 if !writer_outage && !dead_api {
-                    stray.push(format!("{:?} on api {}: {error}", outcome.kind, outcome.api));
+                    stray.push(format!(
+                        "{:?} on api {}: {error}",
+                        outcome.kind, outcome.api
+                    ));
                 }
             }
         }
@@ -333,7 +353,8 @@ async fn run_worker(balancer: Arc<Balancer>, load: Arc<Load>, persons: Vec<Insur
             }
             Some(seq) => {
                 let client = balancer.client(api, &insurer_principal());
-                let sheet = format!("%PDF-1.4\n% investigation sheet {round}\n%%EOF\n").into_bytes();
+                let sheet =
+                    format!("%PDF-1.4\n% investigation sheet {round}\n%%EOF\n").into_bytes();
                 load.run(Kind::Sheet, api, &balancer, async {
                     client
                         .upload_certification_document(
@@ -363,8 +384,13 @@ enum Kind {
 
 #[derive(Debug)]
 enum Answer {
-    Command { stream: String, event_ids: Vec<Uuid> },
-    Read { stream: String },
+    Command {
+        stream: String,
+        event_ids: Vec<Uuid>,
+    },
+    Read {
+        stream: String,
+    },
 }
 
 #[derive(Debug)]
@@ -698,9 +724,8 @@ struct TestDatabase {
 
 impl TestDatabase {
     async fn create() -> TestDatabase {
-        let server = std::env::var("KIBAN_TEST_DATABASE_URL").expect(
-            "KIBAN_TEST_DATABASE_URL names a PostgreSQL server (scripts/test starts one)",
-        );
+        let server = std::env::var("KIBAN_TEST_DATABASE_URL")
+            .expect("KIBAN_TEST_DATABASE_URL names a PostgreSQL server (scripts/test starts one)");
         let name = format!("kiban_cluster_{}", Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
         sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
@@ -708,7 +733,9 @@ impl TestDatabase {
             .await
             .unwrap();
         let _ = admin.close().await;
-        let (base, _) = server.rsplit_once('/').expect("the URL ends with /database");
+        let (base, _) = server
+            .rsplit_once('/')
+            .expect("the URL ends with /database");
         TestDatabase {
             url: format!("{base}/{name}"),
             server,
@@ -718,9 +745,12 @@ impl TestDatabase {
 
     async fn drop_it(self) {
         if let Ok(mut admin) = sqlx::PgConnection::connect(&self.server).await {
-            let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-                .execute(&mut admin)
-                .await;
+            let _ = sqlx::raw_sql(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
             let _ = admin.close().await;
         }
     }

@@ -193,10 +193,7 @@ impl Writer {
     async fn poll_role(&mut self) {
         if !self.ready {
             match self.ensure_ready().await {
-                Ok(()) => tracing::info!(
-                    position = self.head.0,
-                    "this store took the writer lock"
-                ),
+                Ok(()) => tracing::info!(position = self.head.0, "this store took the writer lock"),
                 Err(Error::NotWriter(_)) => {}
                 Err(error) => tracing::warn!(%error, "cannot try the writer lock"),
             }

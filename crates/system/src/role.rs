@@ -40,8 +40,7 @@ use crate::supervise::{Health, PartHealth};
 use crate::{Parts, Routing, System, SystemBuilder, connect_nats};
 
 /// What the writer probe of an API process returns.
-type PingFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;
+type PingFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;
 
 /// How long `/readyz` of an API process waits for the writer's answer.
 pub const WRITER_PING_TIMEOUT_MS: u64 = 1_000;
@@ -237,12 +236,9 @@ pub(crate) async fn start_api<E>(builder: SystemBuilder<E>) -> anyhow::Result<Sy
     let probe: kiban_api::WriterProbe = Arc::new(move || -> PingFuture {
         let client = client.clone();
         Box::pin(async move {
-            kiban_bus::append::ping_writer(
-                &client,
-                Duration::from_millis(WRITER_PING_TIMEOUT_MS),
-            )
-            .await
-            .map_err(|error| error.to_string())
+            kiban_bus::append::ping_writer(&client, Duration::from_millis(WRITER_PING_TIMEOUT_MS))
+                .await
+                .map_err(|error| error.to_string())
         })
     });
     let api = match &builder.api {
