@@ -17,7 +17,8 @@
 //!   to the killed API process after its kill;
 //! - the hash chain verifies;
 //! - the standby engine became the writer (it finished starting only after
-//!   the kill, and the remaining API process reaches it).
+//!   the kill, and the remaining API process reaches it);
+//! - with no engine left, `/readyz` of the API process answers 503.
 //!
 //! The fail-over time (kill -9 → first command committed) is printed; it is
 //! bounded only generously (a minute), never asserted tightly.
@@ -180,6 +181,18 @@ async fn cluster_survives_kill_9_of_the_writer_and_of_an_api_process() {
             .count(),
         outcomes.iter().filter(|o| o.result.is_err()).count(),
     );
+    // With no engine left, the API process says it is not ready (and
+    // why) instead of accepting writes it cannot commit.
+    engine_2.kill_9().await;
+    let refused = balancer.client(0, &federation()).readyz().await;
+    match refused {
+        Err(ClientError::Problem(problem)) => {
+            assert_eq!(problem.status, 503, "{problem:?}");
+            assert_eq!(problem.type_uri, "urn:kiban:problem:unavailable");
+            assert!(problem.detail.contains("writer"), "{problem:?}");
+        }
+        other => panic!("expected 503 from /readyz without a writer, got {other:?}"),
+    }
     for outcome in outcomes.iter().filter(|o| o.result.is_err()) {
         eprintln!(
             "  error inside a window: {:?} on api {}: {}",
@@ -188,7 +201,7 @@ async fn cluster_survives_kill_9_of_the_writer_and_of_an_api_process() {
             outcome.result.as_ref().unwrap_err()
         );
     }
-    drop((engine_2, api_1));
+    drop(api_1);
     database.drop_it().await;
 }
 
