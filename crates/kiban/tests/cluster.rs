@@ -15,6 +15,8 @@
 //!   requests that overlapped the writer's outage (ended after its kill,
 //!   began before the first command committed by the new writer), or went
 //!   to the killed API process after its kill;
+//! - a proxy application answered before the kill, sent again with its
+//!   Idempotency-Key after the fail-over, is answered with its first result;
 //! - the hash chain verifies;
 //! - the standby engine became the writer (it finished starting only after
 //!   the kill, and the remaining API process reaches it);
@@ -157,6 +159,34 @@ async fn cluster_survives_kill_9_of_the_writer_and_of_an_api_process() {
     let ready = balancer.client(0, &federation()).readyz().await.unwrap();
     assert!(ready.contains("writer reachable"), "{ready}");
 
+    // A command answered by the first writer, sent again under its
+    // Idempotency-Key (its first event id) after the writer changed, is
+    // answered with the first result.
+    let before_kill: Vec<Filed> = std::mem::take(&mut *load.applications.lock().unwrap())
+        .into_iter()
+        .filter(|filed| filed.answered < killed_engine_at)
+        .collect();
+    assert!(
+        !before_kill.is_empty(),
+        "applications were filed before the kill"
+    );
+    let insurer = InsurerNumber::parse(INSURER).unwrap();
+    for filed in &before_kill {
+        let path = kiban_api::paths::person(&insurer, &filed.person, "/certifications");
+        let again: kiban_api::CommandAccepted = balancer
+            .client(0, &office())
+            .command_with_key(
+                filed.accepted.event_ids[0],
+                reqwest::Method::POST,
+                &path,
+                Some(filed.body.clone()),
+            )
+            .await
+            .unwrap();
+        assert!(again.replayed, "{again:?}");
+        assert_eq!(again.positions, filed.accepted.positions);
+        assert_eq!(again.event_ids, filed.accepted.event_ids);
+    }
     let outcomes = std::mem::take(&mut *load.outcomes.lock().unwrap());
     let store = kiban_system::open_store(&database.url).await.unwrap();
     check(
@@ -354,9 +384,17 @@ async fn run_worker(balancer: Arc<Balancer>, load: Arc<Load>, persons: Vec<Insur
                         client.file_application(&insurer, person, &body).await
                     })
                     .await;
-                if let Some((position, answer_stream)) = outcome {
+                if let Some(accepted) = outcome {
+                    let position = accepted.positions.iter().max().copied().unwrap_or(0);
                     balancer.observe(position);
-                    let seq = answer_stream
+                    load.applications.lock().unwrap().push(Filed {
+                        person: person.clone(),
+                        body: serde_json::to_vec(&body).unwrap(),
+                        accepted: accepted.clone(),
+                        answered: Instant::now(),
+                    });
+                    let seq = accepted
+                        .stream
                         .rsplit('-')
                         .next()
                         .and_then(|s| s.parse().ok())
@@ -422,9 +460,18 @@ impl Outcome {
 }
 
 /// What the workers did, and the test's phases.
+/// A proxy application answered 2xx, to be sent again later.
+struct Filed {
+    person: InsuredNumber,
+    body: Vec<u8>,
+    accepted: kiban_api::CommandAccepted,
+    answered: Instant,
+}
+
 #[derive(Default)]
 struct Load {
     outcomes: Mutex<Vec<Outcome>>,
+    applications: Mutex<Vec<Filed>>,
     commands: AtomicU64,
     stop: AtomicBool,
     engine_killed_at: Mutex<Option<Instant>>,
@@ -442,32 +489,25 @@ impl Load {
     ) -> Option<u64> {
         self.run_answer(kind, api, balancer, command)
             .await
-            .map(|(position, _)| position)
+            .map(|accepted| accepted.positions.iter().max().copied().unwrap_or(0))
     }
 
-    /// [`Load::run`], with the stream answered.
+    /// [`Load::run`], with the whole answer.
     async fn run_answer(
         &self,
         kind: Kind,
         api: usize,
         balancer: &Balancer,
         command: impl std::future::Future<Output = Result<kiban_api::CommandAccepted, ClientError>>,
-    ) -> Option<(u64, String)> {
+    ) -> Option<kiban_api::CommandAccepted> {
         let started = Instant::now();
-        let answer = command.await;
-        let result = answer.map(|accepted| {
-            let position = accepted.positions.iter().max().copied().unwrap_or(0);
-            (position, accepted)
-        });
-        let kept = result
-            .as_ref()
-            .ok()
-            .map(|(position, accepted)| (*position, accepted.stream.clone()));
+        let result = command.await;
+        let kept = result.as_ref().ok().cloned();
         self.record(
             kind,
             api,
             started,
-            result.map(|(_, accepted)| Answer::Command {
+            result.map(|accepted| Answer::Command {
                 stream: accepted.stream,
                 event_ids: accepted.event_ids,
             }),
