@@ -1,10 +1,11 @@
 //! Many kiban processes, one history (issue 20): real `kiban serve`
-//! processes on loopback — PostgreSQL, one nats-server with JetStream, two
-//! `--role engine` and two `--role api` — under a bounded mixed load over
+//! processes on loopback — PostgreSQL, one nats-server with JetStream (or a
+//! three-node cluster, second test), two `--role engine` and two `--role
+//! api` — under a bounded mixed load over
 //! HTTPS with client certificates (offices' logged reads and proxy
 //! applications, the federation's consents, the insurer's investigation
 //! sheets) sent to the API processes, while the test kills -9 the writing
-//! engine and later one API process.
+//! engine, later one API process, and (on the cluster) one NATS node.
 //!
 //! Asserted, after the load:
 //! - every command answered 2xx is in the store, each of its events once,
@@ -69,18 +70,63 @@ const FAILOVER_MAX: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_survives_kill_9_of_the_writer_and_of_an_api_process() {
+    let nats = Nats::One(kiban_bus::testing::NatsServer::start().await.unwrap());
+    scenario(nats).await;
+}
+
+/// The same on a three-node NATS cluster (streams with three replicas),
+/// and then one NATS node is killed as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_on_three_nats_nodes_survives_kill_9_of_the_writer_an_api_process_and_a_nats_node()
+{
+    let cluster = kiban_bus::testing::NatsCluster::start().await.unwrap();
+    let bus = kiban_bus::client::Bus::connect_nats(&cluster.urls().join(","))
+        .await
+        .unwrap();
+    let client = bus.nats_client().expect("a NATS bus");
+    bounded(
+        "a JetStream meta leader",
+        cluster.wait_for_jetstream(client),
+    )
+    .await
+    .unwrap();
+    drop(bus);
+    scenario(Nats::Cluster(cluster)).await;
+}
+
+/// The NATS of a scenario.
+enum Nats {
+    One(kiban_bus::testing::NatsServer),
+    Cluster(kiban_bus::testing::NatsCluster),
+}
+
+impl Nats {
+    /// What `--nats-url` gets: one URL, or all of the cluster's.
+    fn url(&self) -> String {
+        match self {
+            Nats::One(server) => server.url(),
+            Nats::Cluster(cluster) => cluster.urls().join(","),
+        }
+    }
+
+    fn replicas(&self) -> &'static str {
+        match self {
+            Nats::One(_) => "1",
+            Nats::Cluster(_) => "3",
+        }
+    }
+}
+
+async fn scenario(mut nats: Nats) {
     let database = TestDatabase::create().await;
-    let nats = kiban_bus::testing::NatsServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let persons = seed(&database.url).await;
 
     // Engine 1 first, so that it is the writer; engine 2 stands by.
     let engine_dir = dir.path().join("engine");
-    let mut engine_1 =
-        Proc::engine(&dir, "engine-1", &database.url, &nats.url(), &engine_dir).await;
+    let mut engine_1 = Proc::engine(&dir, "engine-1", &database.url, &nats, &engine_dir).await;
     engine_1.wait_for_line("Ctrl-C to stop").await;
-    let mut engine_2 =
-        Proc::engine(&dir, "engine-2", &database.url, &nats.url(), &engine_dir).await;
+    let mut engine_2 = Proc::engine(&dir, "engine-2", &database.url, &nats, &engine_dir).await;
     engine_2.wait_for_line("waiting for the writer lock").await;
     // API processes share one data directory, hence one development PKI
     // (the first creates it); started one after the other.
@@ -146,6 +192,25 @@ async fn cluster_survives_kill_9_of_the_writer_and_of_an_api_process() {
     api_2.kill_9().await;
     let committed = load.commands.load(Ordering::SeqCst);
     load.wait_for_commands(committed + COMMANDS_PER_PHASE).await;
+    // Phase 4 (three NATS nodes): kill -9 one; its clients reconnect to
+    // the others and JetStream keeps a quorum.
+    if let Nats::Cluster(cluster) = &mut nats {
+        let killed_at = Instant::now();
+        *load.nats_killed_at.lock().unwrap() = Some(killed_at);
+        cluster.server(0).kill();
+        let recovered = bounded(
+            "a command after the NATS node died",
+            load.first_success_started_after(killed_at, Outcome::is_command),
+        )
+        .await;
+        *load.nats_recovered_at.lock().unwrap() = Some(recovered);
+        eprintln!(
+            "NATS node kill -9 → first command committed (answered): {:?}",
+            recovered - killed_at
+        );
+        let committed = load.commands.load(Ordering::SeqCst);
+        load.wait_for_commands(committed + COMMANDS_PER_PHASE).await;
+    }
     load.stop.store(true, Ordering::SeqCst);
     for worker in workers {
         bounded("a worker to stop", worker).await.unwrap();
@@ -260,6 +325,11 @@ async fn check(
     }
     let engine_killed = load.engine_killed_at.lock().unwrap().expect("killed");
     let api_killed = load.api_killed_at.lock().unwrap().expect("killed");
+    let nats_window = load
+        .nats_killed_at
+        .lock()
+        .unwrap()
+        .zip(*load.nats_recovered_at.lock().unwrap());
     let mut reads: HashMap<String, u64> = HashMap::new();
     let mut stray = Vec::new();
     for outcome in outcomes {
@@ -280,7 +350,13 @@ async fn check(
             Err(error) => {
                 let writer_outage = outcome.ended > engine_killed && outcome.started < recovered_at;
                 let dead_api = outcome.api == 1 && outcome.ended > api_killed;
-                if !writer_outage && !dead_api {
+                let nats_outage = match nats_window {
+                    Some((killed, recovered)) => {
+                        outcome.ended > killed && outcome.started < recovered
+                    }
+                    None => false,
+                };
+                if !writer_outage && !dead_api && !nats_outage {
                     stray.push(format!(
                         "{:?} on api {}: {error}",
                         outcome.kind, outcome.api
@@ -476,6 +552,8 @@ struct Load {
     stop: AtomicBool,
     engine_killed_at: Mutex<Option<Instant>>,
     api_killed_at: Mutex<Option<Instant>>,
+    nats_killed_at: Mutex<Option<Instant>>,
+    nats_recovered_at: Mutex<Option<Instant>>,
 }
 
 impl Load {
@@ -686,16 +764,19 @@ impl Proc {
         dir: &tempfile::TempDir,
         name: &str,
         database_url: &str,
-        nats_url: &str,
+        nats: &Nats,
         data_dir: &Path,
     ) -> Proc {
+        let nats_url = nats.url();
         let args = [
             "--role",
             "engine",
             "--database-url",
             database_url,
             "--nats-url",
-            nats_url,
+            &nats_url,
+            "--stream-replicas",
+            nats.replicas(),
             // The harness's nats-server has 1 GB of file storage.
             "--events-max-bytes",
             "268435456",
