@@ -23,6 +23,9 @@
 //!   the kill, and the remaining API process reaches it);
 //! - with no engine left, `/readyz` of the API process answers 503.
 //!
+//! A third test ends the writing engine's database session from outside:
+//! the engine must exit non-zero (fencing) and the standby take over.
+//!
 //! The fail-over time (kill -9 → first command committed) is printed; it is
 //! bounded only generously (a minute), never asserted tightly.
 //!
@@ -92,6 +95,47 @@ async fn cluster_on_three_nats_nodes_survives_kill_9_of_the_writer_an_api_proces
     .unwrap();
     drop(bus);
     scenario(Nats::Cluster(cluster)).await;
+}
+
+/// Fencing: when the writing engine's lock connection is ended from
+/// outside (a database fail-over, an operator), `kiban serve --role engine`
+/// stops its parts and exits non-zero, so that its supervisor starts it
+/// again as a standby; the standby takes over meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_engine_that_loses_its_lock_connection_exits_non_zero() {
+    let nats = Nats::One(kiban_bus::testing::NatsServer::start().await.unwrap());
+    let database = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine_dir = dir.path().join("engine");
+    let mut engine_1 = Proc::engine(&dir, "engine-1", &database.url, &nats, &engine_dir).await;
+    engine_1.wait_for_line("Ctrl-C to stop").await;
+    let mut engine_2 = Proc::engine(&dir, "engine-2", &database.url, &nats, &engine_dir).await;
+    engine_2.wait_for_line("waiting for the writer lock").await;
+
+    let mut admin = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let ended: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted AND database = \
+         (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, [(true,)], "one session held the writer lock");
+    let _ = admin.close().await;
+
+    let status = bounded("engine 1 to stop", engine_1.child.wait())
+        .await
+        .unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        engine_1.log_tail().contains("lost the writer lock"),
+        "{}",
+        engine_1.log_tail()
+    );
+    engine_2.wait_for_line("Ctrl-C to stop").await;
+    drop(engine_2);
+    database.drop_it().await;
 }
 
 /// The NATS of a scenario.
