@@ -4,10 +4,18 @@
 //! sent under an `Idempotency-Key` (UUID v7) that is reused when a command
 //! is sent again after a failed attempt, so it is recorded at most once.
 //!
+//! Read your writes: the client remembers the highest store position it
+//! was answered (`Kiban-Position` of each command's answer, or one it was
+//! told with [`Client::observe`], e.g. a municipality's receipt) and sends
+//! it as `Kiban-Min-Position` on every read, so no read shows state older
+//! than what this client wrote or saw, whichever API process answers.
+//!
 //! The read models' views are answered as JSON values ([`View`]): they are
 //! the projections' serialised documents, described in the OpenAPI
 //! document (`GET /v1/openapi.json`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, StatusCode, header};
@@ -95,6 +103,9 @@ impl ClientError {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// The highest store position this client (and its clones) was
+    /// answered; sent as `Kiban-Min-Position` on reads.
+    seen: Arc<AtomicU64>,
 }
 
 /// Which document of a certification application is uploaded.
@@ -143,24 +154,53 @@ impl Client {
         Ok(Self {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
+            seen: Arc::new(AtomicU64::new(0)),
         })
     }
 
+    /// Makes later reads wait until the server's read models have applied
+    /// `position` (a position this client learnt elsewhere, such as a
+    /// municipality's receipt).
+    pub fn observe(&self, position: u64) {
+        self.seen.fetch_max(position, Ordering::Relaxed);
+    }
+
+    /// The highest store position this client was answered or told.
+    pub fn seen_position(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed)
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base))
+        let seen = self.seen_position();
+        // Reads of the read models; not the probes and metrics.
+        let reads = method == Method::GET && !matches!(path, "/healthz" | "/readyz" | "/metrics");
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        if reads && seen > 0 {
+            request.header(crate::state::MIN_POSITION_HEADER, seen)
+        } else {
+            request
+        }
     }
 
     /// Sends `request` and reads a JSON answer or a problem.
-    async fn json<T: DeserializeOwned>(request: RequestBuilder) -> Result<T, ClientError> {
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
         let response = request.send().await?;
         let response = refuse_problems(response).await?;
+        if let Some(position) = response
+            .headers()
+            .get(crate::state::POSITION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            self.observe(position);
+        }
         let status = response.status();
         let bytes = response.bytes().await?;
         serde_json::from_slice(&bytes).map_err(|_| unexpected(status, &bytes))
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        Self::json(self.request(Method::GET, path)).await
+        self.json(self.request(Method::GET, path)).await
     }
 
     /// Sends a command under a fresh key, retrying with the same key.
@@ -194,7 +234,7 @@ impl Client {
                     .header(header::CONTENT_TYPE, "application/json")
                     .body(body.clone());
             }
-            match Self::json(request).await {
+            match self.json(request).await {
                 Err(error) if error.retryable() && attempt < COMMAND_ATTEMPTS_MAX => {
                     tracing::debug!(%error, attempt, "command failed; sending it again");
                     tokio::time::sleep(delay).await;
@@ -220,7 +260,7 @@ impl Client {
         if let Some(key) = key {
             request = request.header(IDEMPOTENCY_KEY, key.to_string());
         }
-        Self::json(request).await
+        self.json(request).await
     }
 
     async fn download(&self, path: &str) -> Result<DocumentDownload, ClientError> {
@@ -378,7 +418,7 @@ impl Client {
             .request(Method::GET, &paths::caseload(office))
             .query(&[("after", after.map(str::to_owned))])
             .query(&[("limit", limit)]);
-        Self::json(request).await
+        self.json(request).await
     }
 
     /// `GET /v1/offices/{office}/terminals`.
@@ -448,7 +488,7 @@ impl Client {
             ("to", to),
             ("limit", limit),
         ]);
-        Self::json(request).await
+        self.json(request).await
     }
 
     /// `GET /v1/audit/persons/{insurer}/{insured}?at_position=`.
@@ -461,7 +501,7 @@ impl Client {
         let request = self
             .request(Method::GET, &paths::audit_person(insurer, insured))
             .query(&[("at_position", position)]);
-        Self::json(request).await
+        self.json(request).await
     }
 
     /// `GET /v1/audit/offices/{office}/access-log`.
@@ -513,7 +553,8 @@ impl Client {
         insurer: &InsurerNumber,
         insured: &InsuredNumber,
     ) -> Result<View, ClientError> {
-        Self::json(self.request(Method::POST, &person(insurer, insured, "/forget"))).await
+        self.json(self.request(Method::POST, &person(insurer, insured, "/forget")))
+            .await
     }
 
     /// `POST /v1/offices/{office}/terminals/{terminal}/lost`.
@@ -584,7 +625,7 @@ impl Client {
         let request = self
             .request(Method::POST, paths::CONSENT_CHALLENGE)
             .json(body);
-        Self::json(request).await
+        self.json(request).await
     }
 
     /// `POST /v1/consents/card`.

@@ -68,7 +68,13 @@ impl IntoResponse for CommandAccepted {
         } else {
             StatusCode::CREATED
         };
-        (status, Json(self)).into_response()
+        let position = self.positions.iter().max().copied().unwrap_or(0);
+        let mut response = (status, Json(self)).into_response();
+        response.headers_mut().insert(
+            crate::state::POSITION_HEADER,
+            axum::http::HeaderValue::from(position),
+        );
+        response
     }
 }
 
@@ -100,6 +106,10 @@ where
         .engine
         .execute::<D>(stream, command, &context)
         .await?;
+    // Read your writes: answer once this process's read models show the
+    // command (bounded; it is committed either way).
+    let position = executed.positions().into_iter().max().unwrap_or(0);
+    state.await_read_models(position).await;
     Ok(CommandAccepted::new(stream.to_string(), executed))
 }
 

@@ -94,6 +94,9 @@ pub use routes::{
 pub use server::{
     CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_MS, ServeConfig, ServeError, Server, serve, serve_router,
 };
-pub use state::{AppState, Clock, SUBSIDY_POLICY_DEFAULT};
+pub use state::{
+    AppState, Clock, MIN_POSITION_HEADER, POSITION_HEADER, READ_YOUR_WRITES_WAIT_MS,
+    SUBSIDY_POLICY_DEFAULT, WriterProbe,
+};
 pub use subsidies::{SubsidyApplicationBody, SubsidyDecision};
 pub use updates::LAST_EVENT_ID;

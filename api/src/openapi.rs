@@ -283,7 +283,7 @@ fixed_output!(
 
 fixed_output!(
     crate::ops::StatusLine,
-    "A one-line status: `ok` (/healthz), `ready` (/readyz).",
+    "A plain-text status: `ok` (/healthz); `ready` then `head`, `writer` and `lag_events` lines (/readyz).",
     crate::ops::PLAIN_TEXT,
     json_schema!({"type": "string"})
 );

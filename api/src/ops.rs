@@ -39,10 +39,11 @@ impl IntoResponse for PrometheusText {
     }
 }
 
-/// A one-line plain-text status (`ok`, `ready`), for load balancers and
-/// probes; its own type so that the OpenAPI document gives it a schema.
+/// A plain-text status (`ok`; `ready` and a few `name value` lines), for
+/// load balancers and probes; its own type so that the OpenAPI document
+/// gives it a schema.
 #[derive(Debug)]
-pub struct StatusLine(pub &'static str);
+pub struct StatusLine(pub std::borrow::Cow<'static, str>);
 
 /// The media type of a [`StatusLine`].
 pub const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
@@ -55,13 +56,85 @@ impl IntoResponse for StatusLine {
 
 /// `GET /healthz`: the process serves requests. No certificate needed.
 pub async fn healthz() -> StatusLine {
-    StatusLine("ok\n")
+    StatusLine("ok\n".into())
 }
 
-/// `GET /readyz`: the store answers. No certificate needed.
+/// How long `/readyz` waits for the writer's answer, in milliseconds.
+pub const READY_WRITER_TIMEOUT_MS: u64 = 1_000;
+
+/// `GET /readyz`: whether this process can serve: the store's database
+/// answers, and, in a process whose appends go to another process's writer
+/// (`--role api`), a writer answers over NATS. The body says how far the
+/// read models lag (`lag_events`: the store's head minus the slowest
+/// projection's checkpoint); a lag alone does not make a process unready
+/// (every API process reads the same read models, so a load balancer
+/// could only take them all out). 503 problem+json when not ready. No
+/// certificate needed.
 pub async fn readyz(State(state): State<AppState>) -> Result<StatusLine, ApiError> {
-    state.inner.store.head().await?;
-    Ok(StatusLine("ready\n"))
+    let head = state.inner.store.head().await?.position;
+    let writer = match &state.inner.writer_probe {
+        None => "local".to_owned(),
+        Some(probe) => {
+            let timeout = std::time::Duration::from_millis(READY_WRITER_TIMEOUT_MS);
+            match tokio::time::timeout(timeout, (**probe)()).await {
+                Ok(Ok(head)) => format!("reachable (head {head})"),
+                Ok(Err(error)) => {
+                    return Err(ApiError::new(
+                        ProblemKind::Unavailable,
+                        format!("not ready: the writer cannot be reached: {error}"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(ApiError::new(
+                        ProblemKind::Unavailable,
+                        "not ready: the writer did not answer in time",
+                    ));
+                }
+            }
+        }
+    };
+    let lag = state
+        .inner
+        .projections
+        .lag()
+        .await?
+        .iter()
+        .map(|lag| lag.events())
+        .max()
+        .unwrap_or(0);
+    Ok(StatusLine(
+        format!("ready\nhead {head}\nwriter {writer}\nlag_events {lag}\n").into(),
+    ))
+}
+
+/// Holds a read that names a [`crate::state::MIN_POSITION_HEADER`] until
+/// the read models have applied that position (bounded), so that a client
+/// never reads state older than what it wrote or was told about: 400 for a
+/// header that is not a number, 503 when the read models do not get there
+/// in time.
+pub async fn min_position(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(value) = request.headers().get(crate::state::MIN_POSITION_HEADER) else {
+        return next.run(request).await;
+    };
+    let Some(position) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        return ApiError::new(
+            ProblemKind::Validation,
+            "The Kiban-Min-Position header must be a store position (a number).",
+        )
+        .into_response();
+    };
+    if !state.await_read_models(position).await {
+        return ApiError::new(
+            ProblemKind::Unavailable,
+            format!("The read models have not reached position {position} yet; retry shortly."),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// The label of a projection's lag.

@@ -75,7 +75,10 @@ pub(crate) fn api_routes() -> ApiRouter<AppState> {
         .api_route("/healthz", get_with(ops::healthz, op("Liveness", ANYONE)))
         .api_route(
             "/readyz",
-            get_with(ops::readyz, op("Readiness (the store answers)", ANYONE)),
+            get_with(
+                ops::readyz,
+                op("Readiness (the store and the writer answer)", ANYONE),
+            ),
         )
         .api_route(
             "/metrics",
@@ -446,6 +449,10 @@ pub fn router(state: AppState) -> Router {
         .layer(Extension(ops::OpenApiDocument(document)))
         .fallback(ops::fallback)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::min_position,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ops::count_requests,

@@ -1,8 +1,10 @@
 //! [`AppState`]: what every handler shares.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,6 +22,30 @@ use kiban_store::Store;
 /// The clock the API decides and reads with: "now" for consents, overdue
 /// flags, validity. Injected so that tests can move time.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Asks whether this process can reach the process that commits its
+/// appends (the writer), answering the writer's head or why not. Given by
+/// the system in a process whose store forwards appends (`--role api`);
+/// `/readyz` asks it.
+pub type WriterProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<u64, String>> + Send + Sync>;
+
+/// Longest a command's answer, or a read that names a
+/// [`MIN_POSITION_HEADER`], waits for the read models to apply a position,
+/// in milliseconds (read your writes). Below the request timeout; a command
+/// is answered anyway when it runs out (it is committed), a read is
+/// answered 503.
+pub const READ_YOUR_WRITES_WAIT_MS: u64 = 3_000;
+
+/// Response header of every command's answer: the store position of its
+/// last event. A client that sends it back as [`MIN_POSITION_HEADER`] on
+/// a later read never reads state older than its command (the typed
+/// client does so by itself).
+pub const POSITION_HEADER: &str = "kiban-position";
+
+/// Request header of a read: answer only from read models that have applied
+/// at least this store position (waiting for them, bounded by
+/// [`READ_YOUR_WRITES_WAIT_MS`]); 503 `unavailable` when they have not.
+pub const MIN_POSITION_HEADER: &str = "kiban-min-position";
 
 /// The subsidy rules used unless [`AppState::with_subsidy_policy`] says
 /// otherwise: FY2025's (DOMAIN.md).
@@ -47,6 +73,8 @@ pub(crate) struct Inner {
     /// Cancelled when the server shuts down: ends long-lived responses
     /// (SSE) so that connections can close gracefully.
     pub streams: CancellationToken,
+    /// Whether the writer answers, in a process that forwards its appends.
+    pub writer_probe: Option<WriterProbe>,
 }
 
 impl AppState {
@@ -76,6 +104,7 @@ impl AppState {
                 card_trust: None,
                 challenges: Challenges::default(),
                 streams: CancellationToken::new(),
+                writer_probe: None,
             }),
         }
     }
@@ -97,6 +126,29 @@ impl AppState {
             .expect("with_card_trust is called before the state is shared")
             .card_trust = Some(trust);
         self
+    }
+
+    /// The same with a probe of the writer, asked by `/readyz` (a process
+    /// whose appends go to another process). Call before the state is
+    /// cloned.
+    pub fn with_writer_probe(mut self, probe: WriterProbe) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_writer_probe is called before the state is shared")
+            .writer_probe = Some(probe);
+        self
+    }
+
+    /// Waits until every read model has applied `position`, at most
+    /// [`READ_YOUR_WRITES_WAIT_MS`]; tells whether they have.
+    pub(crate) async fn await_read_models(&self, position: u64) -> bool {
+        if position == 0 {
+            return true;
+        }
+        let wait = self.inner.projections.wait_for(position);
+        matches!(
+            tokio::time::timeout(Duration::from_millis(READ_YOUR_WRITES_WAIT_MS), wait).await,
+            Ok(Ok(()))
+        )
     }
 
     /// The current time by the state's clock.

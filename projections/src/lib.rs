@@ -16,6 +16,8 @@
 //!   checkpoints, the live-generation pointer) in one SQL dialect.
 //! - `projection.rs`: the [`Projection`] trait, [`Stamped`] events, decoding.
 //! - `runner.rs`: [`Projections`]: runners, lag, rebuild.
+//! - `follower.rs`: [`Projections::follow`]: the checkpoints of projections
+//!   another process runs (an API process of a scaled-out deployment).
 //! - `models/`: the read models — `care` (persons, certification
 //!   applications, caseloads), `organisations` (offices and terminals,
 //!   insurers, subsidies), `access_log`.
@@ -41,6 +43,7 @@
 mod as_of;
 mod db;
 mod error;
+mod follower;
 pub mod models;
 mod projection;
 mod read;
@@ -49,6 +52,7 @@ mod runner;
 pub use as_of::ReadModelsAsOf;
 pub use db::{Db, POOL_ACQUIRE_TIMEOUT_MS, READ_MODEL_CONNECTIONS, SQLITE_BUSY_TIMEOUT_MS, Tx};
 pub use error::{Error, Result};
+pub use follower::FOLLOW_POLL_MS;
 pub use models::access_log::AccessEntry;
 pub use models::care::{ApplicationDoc, PersonDoc, PersonalFields};
 pub use projection::{Projection, Stamped, decode};

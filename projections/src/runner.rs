@@ -53,25 +53,25 @@ impl Lag {
     }
 }
 
-struct Entry {
-    projection: Arc<dyn Projection>,
-    checkpoint: watch::Sender<Position>,
+pub(crate) struct Entry {
+    pub(crate) projection: Arc<dyn Projection>,
+    pub(crate) checkpoint: watch::Sender<Position>,
 }
 
 /// The running projections of one process. Cheap to clone.
 #[derive(Clone)]
 pub struct Projections {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    db: Db,
-    store: Store,
-    entries: Vec<Entry>,
-    cancel: CancellationToken,
-    /// The runner tasks. A std mutex: taken only to move the handles out on
-    /// stop, never across an await.
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+pub(crate) struct Inner {
+    pub(crate) db: Db,
+    pub(crate) store: Store,
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) cancel: CancellationToken,
+    /// The runner tasks (or the follower's, `follower.rs`). A std mutex:
+    /// taken only to move the handles out on stop, never across an await.
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {

@@ -61,9 +61,17 @@ pub enum Bus {
 }
 
 impl Bus {
-    /// Connects to the NATS server(s) at `url`.
+    /// Connects to the NATS server(s) at `url`: one URL, or several
+    /// separated by commas (`nats://a:4222,nats://b:4222`).
     pub async fn connect_nats(url: &str) -> crate::Result<Bus> {
-        let client = async_nats::connect(url)
+        // A comma-separated list names several servers of one cluster: the
+        // client connects to one of them and fails over to the others.
+        let servers: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|server| !server.is_empty())
+            .collect();
+        let client = async_nats::connect(servers)
             .await
             .map_err(|e| crate::Error::from_nats(&format!("cannot connect to NATS at {url}"), e))?;
         Ok(Bus::Nats {

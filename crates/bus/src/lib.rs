@@ -11,6 +11,9 @@
 //! # Layout
 //!
 //! - [`subjects`]: every NATS subject, stream and consumer name.
+//! - [`append`]: appends from any kiban process to the one writer (NATS
+//!   request/reply): the writer's service and the [`append::NatsForwarder`]
+//!   of a store that is not the writer.
 //! - [`streams`]: idempotent creation of `KIBAN_INGEST`, `KIBAN_EVENTS` and
 //!   the durable ingest consumer, with their limits.
 //! - [`ingest`]: [`ingest::IngestMessage`], [`ingest::check_message`], the
@@ -45,6 +48,7 @@
 //! - Every loop here runs in a task its caller owns and stops on a
 //!   `CancellationToken`; no lock is held across an `.await`.
 
+pub mod append;
 pub mod client;
 pub mod engine;
 pub mod error;

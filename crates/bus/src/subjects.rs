@@ -6,6 +6,7 @@
 //! | `kiban.receipts.<insurer>` | the ingest consumer | that municipality | — (core NATS) |
 //! | `kiban.events.<insurer>.<event type>.<stream id>` | the outbox relay | kiban services, auditors | [`EVENTS_STREAM`] |
 //! | `kiban.offices.<office>.updates` | office routing | that office | — (core NATS) |
+//! | `kiban.writer.append` | API and engine processes (request) | the writer, queue group [`WRITER_QUEUE_GROUP`] | — (core NATS request/reply) |
 //!
 //! An event type is dotted words (`certification.decided`), so it spans
 //! several subject tokens; an insurer number, an office number and an encoded
@@ -36,6 +37,16 @@ pub const EVENTS_SUBJECTS: &str = "kiban.events.>";
 pub const NO_INSURER_TOKEN: &str = "none";
 
 const INGEST_PREFIX: &str = "kiban.ingest.";
+
+/// Where kiban processes that are not the writer send appends (and pings)
+/// to the process holding the store's writer lock, as NATS requests
+/// (`crate::append`). Only kiban's API and engine principals may publish
+/// here (docs/nats.md): a message here is appended to the event store.
+pub const WRITER_SUBJECT: &str = "kiban.writer.append";
+
+/// The queue group of [`WRITER_SUBJECT`]: only the writing engine
+/// subscribes, so each request reaches exactly one writer.
+pub const WRITER_QUEUE_GROUP: &str = "kiban-writer";
 
 /// `kiban.ingest.<insurer>.<event type>`: where a municipality publishes a
 /// status message of `kind`.

@@ -7,13 +7,20 @@ use anyhow::Context;
 use clap::Args;
 use kiban_api::TlsFiles;
 use kiban_system::config::{self, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
-use kiban_system::{ApiOptions, BusOptions, System, SystemBuilder, Tls, redact_url};
+use kiban_system::{ApiOptions, BusOptions, Role, System, SystemBuilder, Tls, redact_url};
 
 use crate::args::StoreArgs;
 
 /// `kiban serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Which parts this process runs: `all` (everything in one process, the
+    /// default), `engine` (the writer: ingest, projections, relay, routing,
+    /// timers; start two or more, one writes and the others stand by) or
+    /// `api` (HTTPS only, any number; appends go to the writer over NATS).
+    /// `engine` and `api` need PostgreSQL and NATS (docs/deploy.md).
+    #[arg(long, env = "KIBAN_ROLE", default_value = "all")]
+    pub role: Role,
     #[command(flatten)]
     pub store: StoreArgs,
     /// NATS server(s) with JetStream for ingest and the outbox relay,
@@ -107,10 +114,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => BusOptions::InProcess,
     };
     // Signed checkpoints every KIBAN_CHECKPOINT_EVERY events (docs/audit.md).
-    let signing = config::checkpoint_signing_from_env(&database_url)?;
+    // Checkpoints are signed by the writer only.
+    let signing = match args.role {
+        Role::Api => None,
+        Role::All | Role::Engine => config::checkpoint_signing_from_env(&database_url)?,
+    };
+    let api = match args.role {
+        Role::Engine => None,
+        Role::All | Role::Api => Some(api),
+    };
+    if args.role == Role::Engine {
+        println!(
+            "kiban engine — store {}: waiting for the writer lock",
+            redact_url(&database_url)
+        );
+    }
     let mut system = SystemBuilder::new(database_url.clone(), args.api.data_dir)
+        .role(args.role)
         .bus(bus)
-        .api(Some(api))
+        .api(api)
         .checkpoint_signing(signing)
         .start()
         .await?;
@@ -132,7 +154,14 @@ async fn print_banner(
         redact_url(database_url),
         head.position
     );
-    let api = system.api()?;
+    let Some(api) = system.api.as_ref() else {
+        println!(
+            "engine: the writer (transport: {}); no HTTPS API in this role",
+            system.bus.describe()
+        );
+        println!("Ctrl-C to stop.");
+        return Ok(());
+    };
     println!(
         "API: https://{} ({}); transport: {}; timers tick every {} s",
         api.addr,

@@ -463,6 +463,12 @@ impl Story {
         if receipt.status != ReceiptStatus::Accepted {
             bail!("the municipality's {kind} was rejected: {receipt:?}");
         }
+        // Read your writes across parties: whoever reads next sees at
+        // least what the municipality was told is recorded.
+        let position = receipt.positions.iter().flatten().max().copied();
+        for client in self.clients.values() {
+            client.observe(position.unwrap_or(0));
+        }
         Ok(receipt)
     }
 

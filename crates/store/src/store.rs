@@ -5,10 +5,11 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use kiban_events::envelope::{EVENTS_PER_APPEND_MAX, PAYLOAD_BYTES_MAX};
 use kiban_events::{ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamName, Version};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -69,8 +70,62 @@ pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 /// lock; the read pool and the head listener are `kiban-store`.
 pub const WRITER_APPLICATION_NAME: &str = "kiban-store-writer";
 
+/// How often a standby store ([`WriterMode::Standby`]) tries to take the
+/// writer lock while it is free, and how often the writer checks that its
+/// own connection (which holds the lock) is still alive while idle.
+pub const WRITER_POLL_INTERVAL_MS: u64 = 500;
+
 /// A live or catching-up feed of events, in position order.
 pub type Subscription = BoxStream<'static, Result<RecordedEvent>>;
+
+/// Where a store that is not the writer sends its appends: to the process
+/// that holds the writer lock (over NATS in kiban, see
+/// `kiban_bus::append`; the store knows no transport). The answer must be
+/// the writer's own [`AppendResult`], given only after the commit, or the
+/// writer's refusal ([`Error::Conflict`], ...). When the writer cannot be
+/// reached the forwarder answers [`Error::Unavailable`] (the outcome is
+/// unknown: the append may be sent again with the same event ids, which is
+/// harmless because the store dedupes by event id).
+pub trait AppendForwarder: Send + Sync + 'static {
+    /// Appends `events` to `stream` on the writer.
+    fn forward(
+        &self,
+        stream: StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'_, Result<AppendResult>>;
+}
+
+/// Whether and how a store writes.
+#[derive(Clone, Default)]
+pub enum WriterMode {
+    /// Try to take the writer lock at open and before each append (the
+    /// embedded default: the one process writes; a second store on the same
+    /// database answers [`Error::NotWriter`] until the lock is free).
+    #[default]
+    Contend,
+    /// Contend, and also poll the lock every `poll` while idle, so that a
+    /// standby takes over without waiting for an append; once the writer,
+    /// check every `poll` that the lock's connection is still alive
+    /// (`kiban serve --role engine`). [`Store::writer_status`] tells when.
+    Standby {
+        /// How often.
+        poll: Duration,
+    },
+    /// Never take the writer lock: every append goes to the forwarder
+    /// (`kiban serve --role api`).
+    Forward(Arc<dyn AppendForwarder>),
+}
+
+impl std::fmt::Debug for WriterMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriterMode::Contend => f.write_str("Contend"),
+            WriterMode::Standby { poll } => f.debug_struct("Standby").field("poll", poll).finish(),
+            WriterMode::Forward(_) => f.write_str("Forward"),
+        }
+    }
+}
 
 /// How to open a store. `Default` suits production.
 #[derive(Debug, Clone)]
@@ -80,6 +135,8 @@ pub struct StoreOptions {
     /// Most events per writer transaction (see [`BATCH_EVENTS_MAX`]); lower
     /// only to measure the effect of group commit.
     pub batch_events_max: usize,
+    /// Whether this store may become the writer.
+    pub writer: WriterMode,
 }
 
 impl Default for StoreOptions {
@@ -87,13 +144,14 @@ impl Default for StoreOptions {
         Self {
             read_connections: READ_CONNECTIONS_DEFAULT,
             batch_events_max: BATCH_EVENTS_MAX,
+            writer: WriterMode::Contend,
         }
     }
 }
 
 /// What a successful append returns. Re-sending the same events returns the
 /// same result again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendResult {
     /// Position of the first event of the append.
     pub first_position: Position,
@@ -158,9 +216,19 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// Where this store's appends go.
+enum AppendPath {
+    /// To this store's writer task.
+    Writer(mpsc::Sender<AppendRequest>),
+    /// To the writer of another process.
+    Forward(Arc<dyn AppendForwarder>),
+}
+
 struct Inner {
     readers: Readers,
-    appends: mpsc::Sender<AppendRequest>,
+    appends: AppendPath,
+    /// Whether this store's writer task holds the writer lock.
+    writer_status: watch::Receiver<bool>,
     head: watch::Receiver<Position>,
     /// Shared by the writer and the head follower, which both advance it.
     head_sender: Arc<watch::Sender<Position>>,
@@ -272,24 +340,64 @@ impl Store {
         let initial = readers.head().await?.map_or(0, |(p, _)| p.max(0) as u64);
         let (head_sender, head) = watch::channel(initial);
         let head_sender = Arc::new(head_sender);
-        let mut writer = Writer::new(connector, head_sender.clone(), options.batch_events_max);
+        let (status_sender, writer_status) = watch::channel(false);
+        let cancel = CancellationToken::new();
+        let poll = match &options.writer {
+            WriterMode::Forward(forwarder) => {
+                // No writer task, no writer connection: this store never
+                // takes the lock.
+                return Ok(Store {
+                    inner: Arc::new(Inner {
+                        readers,
+                        appends: AppendPath::Forward(Arc::clone(forwarder)),
+                        writer_status,
+                        head,
+                        head_sender,
+                        cancel,
+                        tasks: Mutex::new(Vec::new()),
+                    }),
+                });
+            }
+            WriterMode::Contend => None,
+            WriterMode::Standby { poll } => Some(*poll),
+        };
+        let mut writer = Writer::new(
+            connector,
+            head_sender.clone(),
+            status_sender,
+            options.batch_events_max,
+            poll,
+        );
         match writer.ensure_ready().await {
             Ok(()) | Err(Error::NotWriter(_)) => {}
             Err(error) => return Err(error),
         }
         let (appends, requests) = mpsc::channel(APPEND_QUEUE_CAPACITY);
-        let cancel = CancellationToken::new();
         let writer_task = tokio::spawn(writer.run(requests, cancel.clone()));
         Ok(Store {
             inner: Arc::new(Inner {
                 readers,
-                appends,
+                appends: AppendPath::Writer(appends),
+                writer_status,
                 head,
                 head_sender,
                 cancel,
                 tasks: Mutex::new(vec![writer_task]),
             }),
         })
+    }
+
+    /// Whether this store holds the writer lock now, as a watch that
+    /// changes when it takes or loses it (always `false` for a store opened
+    /// with [`WriterMode::Forward`]). A process that must stop writing the
+    /// moment it is no longer the writer (fencing) watches for `false`.
+    pub fn writer_status(&self) -> watch::Receiver<bool> {
+        self.inner.writer_status.clone()
+    }
+
+    /// Whether this store sends its appends to another process's writer.
+    pub fn forwards_appends(&self) -> bool {
+        matches!(self.inner.appends, AppendPath::Forward(_))
     }
 
     /// Stops the writer (after the batch in flight, if any) and the other
@@ -317,6 +425,22 @@ impl Store {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
         validate_append(&events)?;
+        let appends = match &self.inner.appends {
+            AppendPath::Writer(appends) => appends,
+            AppendPath::Forward(forwarder) => {
+                if self.inner.cancel.is_cancelled() {
+                    return Err(Error::Closed);
+                }
+                let result = forwarder.forward(stream.clone(), expected, events).await?;
+                // What the writer committed is readable here now: move the
+                // head so that subscriptions need not wait for the poll.
+                let last = result.last_position;
+                self.inner
+                    .head_sender
+                    .send_if_modified(|h| writer::advance(h, last));
+                return Ok(result);
+            }
+        };
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
             stream: stream.clone(),
@@ -324,11 +448,7 @@ impl Store {
             events,
             reply,
         };
-        self.inner
-            .appends
-            .send(request)
-            .await
-            .map_err(|_| Error::Closed)?;
+        appends.send(request).await.map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
 

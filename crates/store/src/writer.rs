@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use kiban_events::envelope::to_store_precision;
@@ -83,14 +84,22 @@ pub(crate) struct Writer {
     head: (Position, Hash),
     versions: VersionCache,
     head_watch: Arc<watch::Sender<Position>>,
+    /// `ready`, for whoever must know when this store becomes or stops
+    /// being the writer.
+    status: watch::Sender<bool>,
     batch_events_max: usize,
+    /// With `Some`, the idle writer polls: for the lock while it is not the
+    /// writer, for its connection's life while it is.
+    poll: Option<Duration>,
 }
 
 impl Writer {
     pub fn new(
         connector: Connector,
         head_watch: Arc<watch::Sender<Position>>,
+        status: watch::Sender<bool>,
         batch_events_max: usize,
+        poll: Option<Duration>,
     ) -> Self {
         Self {
             connector,
@@ -99,7 +108,9 @@ impl Writer {
             head: (0, Hash::GENESIS),
             versions: VersionCache::new(STREAM_VERSION_CACHE_CAPACITY),
             head_watch,
+            status,
             batch_events_max: batch_events_max.max(1),
+            poll,
         }
     }
 
@@ -113,6 +124,13 @@ impl Writer {
         cancel: CancellationToken,
     ) {
         loop {
+            let poll = self.poll;
+            let idle = async move {
+                match poll {
+                    Some(poll) => tokio::time::sleep(poll).await,
+                    None => std::future::pending().await,
+                }
+            };
             let first = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
@@ -120,6 +138,10 @@ impl Writer {
                     Some(request) => request,
                     None => break,
                 },
+                () = idle => {
+                    self.poll_role().await;
+                    continue;
+                }
             };
             let mut batch = vec![first];
             self.gather(&mut batch, &mut requests).await;
@@ -163,6 +185,38 @@ impl Writer {
         }
     }
 
+    /// While idle in standby mode: takes the lock if it is free; as the
+    /// writer, checks that the connection holding the lock is alive and that
+    /// nobody else wrote (the database's head is the writer's own), and
+    /// gives up the role otherwise, so that [`crate::Store::writer_status`]
+    /// says so at once rather than at the next append.
+    async fn poll_role(&mut self) {
+        if !self.ready {
+            match self.ensure_ready().await {
+                Ok(()) => tracing::info!(position = self.head.0, "this store took the writer lock"),
+                Err(Error::NotWriter(_)) => {}
+                Err(error) => tracing::warn!(%error, "cannot try the writer lock"),
+            }
+            return;
+        }
+        let connection = self.connection.as_mut().expect("ready implies connected");
+        match connection.head().await {
+            Ok(head) if head == self.head => {}
+            Ok(head) => {
+                tracing::error!(
+                    ours = self.head.0,
+                    database = head.0,
+                    "the database's head is not the writer's own: another writer wrote; giving up the writer role"
+                );
+                self.reset();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the writer's connection failed; giving up the writer role");
+                self.reset();
+            }
+        }
+    }
+
     /// (Re)connects and takes the writer role if needed.
     pub async fn ensure_ready(&mut self) -> Result<()> {
         if self.connection.is_none() {
@@ -183,6 +237,7 @@ impl Writer {
                 self.head = head;
                 self.versions.clear();
                 self.ready = true;
+                self.status.send_replace(true);
                 self.head_watch.send_if_modified(|h| advance(h, head.0));
                 Ok(())
             }
@@ -201,6 +256,7 @@ impl Writer {
         // releases the advisory lock on PostgreSQL.
         self.connection = None;
         self.ready = false;
+        self.status.send_replace(false);
         self.versions.clear();
     }
 

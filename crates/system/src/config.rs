@@ -79,6 +79,11 @@ pub struct CheckpointSigning {
 
 /// Opens the store, creating the directory of an SQLite file when needed.
 pub async fn open_store(url: &str) -> anyhow::Result<Store> {
+    open_store_with(url, StoreOptions::default()).await
+}
+
+/// [`open_store`] with other options (a scaled-out role's writer mode).
+pub async fn open_store_with(url: &str, options: StoreOptions) -> anyhow::Result<Store> {
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -93,7 +98,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<Store> {
             })?;
         }
     }
-    Store::open(url, StoreOptions::default())
+    Store::open(url, options)
         .await
         .with_context(|| format!("cannot open the store at {}", redact_url(url)))
 }

@@ -23,6 +23,9 @@
 //!   trust, signing key);
 //! - [`dev_pki`]: development certificates and their terminals;
 //! - [`redact`]: URLs fit for logs;
+//! - [`role`]: [`Role`]: one process of everything (`all`, the default), or
+//!   a scaled-out deployment's `engine` (the writer and its standbys) and
+//!   `api` processes (docs/deploy.md);
 //! - [`entitlements`]: which offices may see an event, from the read models;
 //! - [`replay`], [`audit`], [`admin`] and [`operator`]: the work behind
 //!   `kiban replay`, `kiban audit checkpoint`, `kiban admin` (forgetting a
@@ -47,6 +50,7 @@ pub mod entitlements;
 pub mod operator;
 pub mod redact;
 pub mod replay;
+pub mod role;
 pub mod supervise;
 
 use std::net::SocketAddr;
@@ -70,6 +74,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{ApiOptions, BusOptions, CheckpointSigning, Tls, open_store};
 pub use entitlements::ReadModelEntitlements;
 pub use redact::redact_url;
+pub use role::Role;
 pub use supervise::{Health, PartHealth};
 
 /// The system clock as a [`Clock`].
@@ -93,6 +98,7 @@ pub struct SystemBuilder<E = ReadModelEntitlements> {
     ingest_clock: Option<Clock>,
     routing_checkpoints: Option<std::path::PathBuf>,
     person_keys: bool,
+    role: Role,
 }
 
 impl SystemBuilder {
@@ -113,6 +119,7 @@ impl SystemBuilder {
             ingest_clock: None,
             routing_checkpoints: None,
             person_keys: true,
+            role: Role::All,
         }
     }
 }
@@ -158,6 +165,12 @@ impl<E> SystemBuilder<E> {
         self
     }
 
+    /// Which parts this process runs ([`Role`]; `All` by default).
+    pub fn role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
     /// Whether the engine seals personal fields with per-person keys
     /// (crypto-shredding; on by default).
     pub fn person_keys(mut self, on: bool) -> Self {
@@ -189,6 +202,7 @@ impl<E> SystemBuilder<E> {
             ingest_clock: self.ingest_clock,
             routing_checkpoints: self.routing_checkpoints,
             person_keys: self.person_keys,
+            role: self.role,
         }
     }
 }
@@ -197,6 +211,15 @@ impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
     /// Starts everything; returns once the API listens and the bus is
     /// consumed.
     pub async fn start(self) -> anyhow::Result<System> {
+        match self.role {
+            Role::All => self.start_all().await,
+            Role::Engine => role::start_engine(self).await,
+            Role::Api => role::start_api(self).await,
+        }
+    }
+
+    /// Everything in this process (`--role all`).
+    async fn start_all(self) -> anyhow::Result<System> {
         let store = open_store(&self.database_url).await?;
         let engine = Engine::new(store.clone());
         let engine = Arc::new(if self.person_keys {
@@ -229,7 +252,7 @@ impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
         let api = match &self.api {
             Some(api) => Some(
                 parts
-                    .start_api(api, &self.data_dir, &projections, &self.clock)
+                    .start_api(api, &self.data_dir, &projections, &self.clock, None)
                     .await?,
             ),
             None => None,
@@ -292,6 +315,7 @@ impl Parts {
         data_dir: &std::path::Path,
         projections: &Projections,
         clock: &Clock,
+        writer_probe: Option<kiban_api::WriterProbe>,
     ) -> anyhow::Result<Api> {
         let (tls, dev) = match &options.tls {
             Tls::Files(tls) => (tls.clone(), None),
@@ -309,6 +333,10 @@ impl Parts {
         );
         let state = match &options.card_trust {
             Some(trust) => state.with_card_trust(trust.clone()),
+            None => state,
+        };
+        let state = match writer_probe {
+            Some(probe) => state.with_writer_probe(probe),
             None => state,
         };
         let config = ServeConfig {
@@ -341,27 +369,8 @@ impl Parts {
         });
         match options {
             BusOptions::Nats { url, streams } => {
-                let bus = Bus::connect_nats(url).await?;
-                bus.ensure_streams(streams).await.with_context(|| {
-                    format!(
-                        "cannot create the JetStream streams (KIBAN_EVENTS at {} bytes)",
-                        streams.events_max_bytes
-                    )
-                })?;
-                let client = bus.nats_client().expect("a NATS bus").clone();
-                let c = client.clone();
-                self.spawn("ingest", true, move |stop| {
-                    kiban_bus::ingest::run_ingest(c.clone(), Arc::clone(&handler), stop)
-                });
-                let (c, s) = (client.clone(), self.store.clone());
-                self.spawn("outbox relay", true, move |stop| {
-                    kiban_bus::relay::run_relay(c.clone(), s.clone(), stop)
-                });
-                let directory = routing
-                    .checkpoints
-                    .unwrap_or_else(|| routing.data_dir.join("checkpoints"));
-                let sink = kiban_bus::routing::NatsOfficeSink::new(client);
-                self.spawn_routing(routing.entitlements, FileCheckpoints::new(directory), sink);
+                let bus = connect_nats(url, streams).await?;
+                self.start_nats_parts(&bus, handler, routing);
                 Ok(bus)
             }
             BusOptions::InProcess => {
@@ -391,6 +400,31 @@ impl Parts {
                 Ok(Bus::Local(local))
             }
         }
+    }
+
+    /// Ingest, the outbox relay and the office routing on a NATS bus.
+    fn start_nats_parts<E>(
+        &mut self,
+        bus: &Bus,
+        handler: Arc<EngineHandler<Store>>,
+        routing: Routing<E>,
+    ) where
+        E: Entitlements + Send + Sync + 'static,
+    {
+        let client = bus.nats_client().expect("a NATS bus").clone();
+        let c = client.clone();
+        self.spawn("ingest", true, move |stop| {
+            kiban_bus::ingest::run_ingest(c.clone(), Arc::clone(&handler), stop)
+        });
+        let (c, s) = (client.clone(), self.store.clone());
+        self.spawn("outbox relay", true, move |stop| {
+            kiban_bus::relay::run_relay(c.clone(), s.clone(), stop)
+        });
+        let directory = routing
+            .checkpoints
+            .unwrap_or_else(|| routing.data_dir.join("checkpoints"));
+        let sink = kiban_bus::routing::NatsOfficeSink::new(client);
+        self.spawn_routing(routing.entitlements, FileCheckpoints::new(directory), sink);
     }
 
     fn spawn_routing<E, C, K>(&mut self, entitlements: E, checkpoints: C, sink: K)
@@ -437,6 +471,21 @@ impl Parts {
             (name, result)
         });
     }
+}
+
+/// Connects to NATS and creates (idempotently) the JetStream streams.
+async fn connect_nats(
+    url: &str,
+    streams: &kiban_bus::streams::StreamOptions,
+) -> anyhow::Result<Bus> {
+    let bus = Bus::connect_nats(url).await?;
+    bus.ensure_streams(streams).await.with_context(|| {
+        format!(
+            "cannot create the JetStream streams (KIBAN_EVENTS at {} bytes)",
+            streams.events_max_bytes
+        )
+    })?;
+    Ok(bus)
 }
 
 /// A running system.

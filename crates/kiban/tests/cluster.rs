@@ -1,0 +1,1002 @@
+//! Many kiban processes, one history (issue 20): real `kiban serve`
+//! processes on loopback — PostgreSQL, one nats-server with JetStream (or a
+//! three-node cluster, second test), two `--role engine` and two `--role
+//! api` — under a bounded mixed load over
+//! HTTPS with client certificates (offices' logged reads and proxy
+//! applications, the federation's consents, the insurer's investigation
+//! sheets) sent to the API processes, while the test kills -9 the writing
+//! engine, later one API process, and (on the cluster) one NATS node.
+//!
+//! Asserted, after the load:
+//! - every command answered 2xx is in the store, each of its events once,
+//!   on the stream the answer named;
+//! - every logged read that returned data has its `insured.record_viewed`
+//!   (per person: reads answered ≤ views recorded);
+//! - errors occur only inside the fail-over windows the test measures:
+//!   requests that overlapped the writer's outage (ended after its kill,
+//!   began before the first command committed by the new writer), or went
+//!   to the killed API process after its kill;
+//! - a proxy application answered before the kill, sent again with its
+//!   Idempotency-Key after the fail-over, is answered with its first result;
+//! - the hash chain verifies;
+//! - the standby engine became the writer (it finished starting only after
+//!   the kill, and the remaining API process reaches it);
+//! - with no engine left, `/readyz` of the API process answers 503.
+//!
+//! A third test ends the writing engine's database session from outside:
+//! the engine must exit non-zero (fencing) and the standby take over.
+//!
+//! The fail-over time (kill -9 → first command committed) is printed; it is
+//! bounded only generously (a minute), never asserted tightly.
+//!
+//! Needs `KIBAN_TEST_DATABASE_URL` (a PostgreSQL server; `scripts/test` sets
+//! it) and nats-server (`KIBAN_TEST_NATS_SERVER` or on the PATH).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, Utc};
+use common::{INSURER, KIBAN, OFFICE, bounded};
+use kiban_api::client::{CertificationDocument, Client, ClientError};
+use kiban_api::{ConsentRecord, Principal, ProxyApplication};
+use kiban_engine::{CommandContext, Engine};
+use kiban_events::domain::certification::{ApplicationKind, ValidityPeriod};
+use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
+use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+use kiban_events::domain::{CareLevel, CopaymentRatio};
+use kiban_events::envelope::{Actor, EventId};
+use kiban_events::ids::{InsuredNumber, InsurerNumber};
+use kiban_store::Store;
+use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use uuid::Uuid;
+
+/// Persons of the load; each worker owns a few, so that its consent comes
+/// before its reads and its one application before its uploads.
+const PERSONS: u64 = 12;
+/// Concurrent workers.
+const WORKERS: u64 = 4;
+/// Most operations per worker: bounds the load whatever happens.
+const OPS_PER_WORKER_MAX: usize = 1500;
+/// Commands committed between two phases of the test.
+const COMMANDS_PER_PHASE: u64 = 40;
+/// A generous bound on the writer's fail-over, only to turn a hang into a
+/// failure.
+const FAILOVER_MAX: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_survives_kill_9_of_the_writer_and_of_an_api_process() {
+    let nats = Nats::One(kiban_bus::testing::NatsServer::start().await.unwrap());
+    scenario(nats).await;
+}
+
+/// The same on a three-node NATS cluster (streams with three replicas),
+/// and then one NATS node is killed as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_on_three_nats_nodes_survives_kill_9_of_the_writer_an_api_process_and_a_nats_node()
+{
+    let cluster = kiban_bus::testing::NatsCluster::start().await.unwrap();
+    let bus = kiban_bus::client::Bus::connect_nats(&cluster.urls().join(","))
+        .await
+        .unwrap();
+    let client = bus.nats_client().expect("a NATS bus");
+    bounded(
+        "a JetStream meta leader",
+        cluster.wait_for_jetstream(client),
+    )
+    .await
+    .unwrap();
+    drop(bus);
+    scenario(Nats::Cluster(cluster)).await;
+}
+
+/// Fencing: when the writing engine's lock connection is ended from
+/// outside (a database fail-over, an operator), `kiban serve --role engine`
+/// stops its parts and exits non-zero, so that its supervisor starts it
+/// again as a standby; the standby takes over meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_engine_that_loses_its_lock_connection_exits_non_zero() {
+    let nats = Nats::One(kiban_bus::testing::NatsServer::start().await.unwrap());
+    let database = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine_dir = dir.path().join("engine");
+    let mut engine_1 = Proc::engine(&dir, "engine-1", &database.url, &nats, &engine_dir).await;
+    engine_1.wait_for_line("Ctrl-C to stop").await;
+    let mut engine_2 = Proc::engine(&dir, "engine-2", &database.url, &nats, &engine_dir).await;
+    engine_2.wait_for_line("waiting for the writer lock").await;
+
+    let mut admin = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let ended: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted AND database = \
+         (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, [(true,)], "one session held the writer lock");
+    let _ = admin.close().await;
+
+    let status = bounded("engine 1 to stop", engine_1.child.wait())
+        .await
+        .unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        engine_1.log_tail().contains("lost the writer lock"),
+        "{}",
+        engine_1.log_tail()
+    );
+    engine_2.wait_for_line("Ctrl-C to stop").await;
+    drop(engine_2);
+    database.drop_it().await;
+}
+
+/// The NATS of a scenario.
+enum Nats {
+    One(kiban_bus::testing::NatsServer),
+    Cluster(kiban_bus::testing::NatsCluster),
+}
+
+impl Nats {
+    /// What `--nats-url` gets: one URL, or all of the cluster's.
+    fn url(&self) -> String {
+        match self {
+            Nats::One(server) => server.url(),
+            Nats::Cluster(cluster) => cluster.urls().join(","),
+        }
+    }
+
+    fn replicas(&self) -> &'static str {
+        match self {
+            Nats::One(_) => "1",
+            Nats::Cluster(_) => "3",
+        }
+    }
+}
+
+async fn scenario(mut nats: Nats) {
+    let database = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let persons = seed(&database.url).await;
+
+    // Engine 1 first, so that it is the writer; engine 2 stands by.
+    let engine_dir = dir.path().join("engine");
+    let mut engine_1 = Proc::engine(&dir, "engine-1", &database.url, &nats, &engine_dir).await;
+    engine_1.wait_for_line("Ctrl-C to stop").await;
+    let mut engine_2 = Proc::engine(&dir, "engine-2", &database.url, &nats, &engine_dir).await;
+    engine_2.wait_for_line("waiting for the writer lock").await;
+    // API processes share one data directory, hence one development PKI
+    // (the first creates it); started one after the other.
+    let api_dir = dir.path().join("api");
+    let mut api_1 = Proc::api(&dir, "api-1", &database.url, &nats.url(), &api_dir).await;
+    let base_1 = api_1.wait_for_api().await;
+    let mut api_2 = Proc::api(&dir, "api-2", &database.url, &nats.url(), &api_dir).await;
+    let base_2 = api_2.wait_for_api().await;
+
+    let pki = kiban_system::dev_pki::dev_certificates(&api_dir.join("certs")).unwrap();
+    let balancer = Arc::new(Balancer::new(&pki, &[base_1.clone(), base_2.clone()]));
+    let ready = balancer.client(0, &federation()).readyz().await.unwrap();
+    assert!(ready.contains("writer reachable"), "{ready}");
+
+    let load = Arc::new(Load::default());
+    let mut workers = Vec::new();
+    for worker in 0..WORKERS {
+        let mine: Vec<InsuredNumber> = persons
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u64 % WORKERS == worker)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let (balancer, load) = (Arc::clone(&balancer), Arc::clone(&load));
+        workers.push(tokio::spawn(run_worker(balancer, load, mine)));
+    }
+
+    // Phase 1: the load runs on a healthy cluster.
+    load.wait_for_commands(COMMANDS_PER_PHASE).await;
+    // Phase 2: kill -9 the writer.
+    let killed_engine_at = Instant::now();
+    *load.engine_killed_at.lock().unwrap() = Some(killed_engine_at);
+    engine_1.kill_9().await;
+    engine_2.wait_for_line("Ctrl-C to stop").await;
+    let took_over_at = Instant::now();
+    let committed_at = bounded(
+        "a command committed by the new writer",
+        load.first_success_started_after(killed_engine_at, Outcome::is_command),
+    )
+    .await;
+    // Reads wait for the read models to show what was written: the window
+    // ends when both work again (the new writer's projections run).
+    let read_at = bounded(
+        "a read after the fail-over",
+        load.first_success_started_after(killed_engine_at, |o| !o.is_command()),
+    )
+    .await;
+    let recovered_at = committed_at.max(read_at);
+    let failover = committed_at - killed_engine_at;
+    eprintln!(
+        "writer fail-over: kill -9 → standby started as the writer: {:?}; → first command committed (answered): {:?}; → first read answered: {:?}",
+        took_over_at - killed_engine_at,
+        failover,
+        read_at - killed_engine_at,
+    );
+    assert!(failover < FAILOVER_MAX, "fail-over took {failover:?}");
+    let committed = load.commands.load(Ordering::SeqCst);
+    load.wait_for_commands(committed + COMMANDS_PER_PHASE).await;
+    // Phase 3: kill -9 one API process; the balancer takes it out at its
+    // first refused connection.
+    *load.api_killed_at.lock().unwrap() = Some(Instant::now());
+    balancer.killed[1].store(true, Ordering::SeqCst);
+    api_2.kill_9().await;
+    let committed = load.commands.load(Ordering::SeqCst);
+    load.wait_for_commands(committed + COMMANDS_PER_PHASE).await;
+    // Phase 4 (three NATS nodes): kill -9 one; its clients reconnect to
+    // the others and JetStream keeps a quorum.
+    if let Nats::Cluster(cluster) = &mut nats {
+        let killed_at = Instant::now();
+        *load.nats_killed_at.lock().unwrap() = Some(killed_at);
+        cluster.server(0).kill();
+        let recovered = bounded(
+            "a command after the NATS node died",
+            load.first_success_started_after(killed_at, Outcome::is_command),
+        )
+        .await;
+        *load.nats_recovered_at.lock().unwrap() = Some(recovered);
+        eprintln!(
+            "NATS node kill -9 → first command committed (answered): {:?}",
+            recovered - killed_at
+        );
+        let committed = load.commands.load(Ordering::SeqCst);
+        load.wait_for_commands(committed + COMMANDS_PER_PHASE).await;
+    }
+    load.stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        bounded("a worker to stop", worker).await.unwrap();
+    }
+
+    // The standby is the writer, and the API process left reaches it.
+    assert!(
+        engine_2.child.try_wait().unwrap().is_none(),
+        "engine 2 runs"
+    );
+    let ready = balancer.client(0, &federation()).readyz().await.unwrap();
+    assert!(ready.contains("writer reachable"), "{ready}");
+
+    // A command answered by the first writer, sent again under its
+    // Idempotency-Key (its first event id) after the writer changed, is
+    // answered with the first result.
+    let before_kill: Vec<Filed> = std::mem::take(&mut *load.applications.lock().unwrap())
+        .into_iter()
+        .filter(|filed| filed.answered < killed_engine_at)
+        .collect();
+    assert!(
+        !before_kill.is_empty(),
+        "applications were filed before the kill"
+    );
+    let insurer = InsurerNumber::parse(INSURER).unwrap();
+    for filed in &before_kill {
+        let path = kiban_api::paths::person(&insurer, &filed.person, "/certifications");
+        let again: kiban_api::CommandAccepted = balancer
+            .client(0, &office())
+            .command_with_key(
+                filed.accepted.event_ids[0],
+                reqwest::Method::POST,
+                &path,
+                Some(filed.body.clone()),
+            )
+            .await
+            .unwrap();
+        assert!(again.replayed, "{again:?}");
+        assert_eq!(again.positions, filed.accepted.positions);
+        assert_eq!(again.event_ids, filed.accepted.event_ids);
+    }
+    let outcomes = std::mem::take(&mut *load.outcomes.lock().unwrap());
+    let store = kiban_system::open_store(&database.url).await.unwrap();
+    check(
+        &store,
+        &outcomes,
+        &load,
+        recovered_at,
+        &[&engine_1, &engine_2, &api_1, &api_2],
+    )
+    .await;
+    store.close().await;
+    eprintln!(
+        "{} operations: {} commands committed, {} logged reads answered, {} errors inside the fail-over windows",
+        outcomes.len(),
+        outcomes
+            .iter()
+            .filter(|o| o.is_command() && o.result.is_ok())
+            .count(),
+        outcomes
+            .iter()
+            .filter(|o| o.kind == Kind::Read && o.result.is_ok())
+            .count(),
+        outcomes.iter().filter(|o| o.result.is_err()).count(),
+    );
+    // With no engine left, the API process says it is not ready (and
+    // why) instead of accepting writes it cannot commit.
+    engine_2.kill_9().await;
+    let refused = balancer.client(0, &federation()).readyz().await;
+    match refused {
+        Err(ClientError::Problem(problem)) => {
+            assert_eq!(problem.status, 503, "{problem:?}");
+            assert_eq!(problem.type_uri, "urn:kiban:problem:unavailable");
+            assert!(problem.detail.contains("writer"), "{problem:?}");
+        }
+        other => panic!("expected 503 from /readyz without a writer, got {other:?}"),
+    }
+    for outcome in outcomes.iter().filter(|o| o.result.is_err()) {
+        eprintln!(
+            "  error inside a window: {:?} on api {}: {}",
+            outcome.kind,
+            outcome.api,
+            outcome.result.as_ref().unwrap_err()
+        );
+    }
+    drop(api_1);
+    database.drop_it().await;
+}
+
+/// What the store must show for the outcomes of the load.
+async fn check(
+    store: &Store,
+    outcomes: &[Outcome],
+    load: &Load,
+    recovered_at: Instant,
+    processes: &[&Proc],
+) {
+    let head = store.head().await.unwrap().position;
+    let mut by_id: HashMap<Uuid, (u32, String)> = HashMap::new();
+    let mut views: HashMap<String, u64> = HashMap::new();
+    let mut events = store.read_range(1, head);
+    while let Some(batch) = futures::StreamExt::next(&mut events).await {
+        for event in batch.unwrap() {
+            let entry = by_id
+                .entry(*event.event_id.as_uuid())
+                .or_insert((0, event.stream.to_string()));
+            entry.0 += 1;
+            if event.event_type.as_str() == "insured.record_viewed" {
+                *views.entry(event.stream.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let engine_killed = load.engine_killed_at.lock().unwrap().expect("killed");
+    let api_killed = load.api_killed_at.lock().unwrap().expect("killed");
+    let nats_window = load
+        .nats_killed_at
+        .lock()
+        .unwrap()
+        .zip(*load.nats_recovered_at.lock().unwrap());
+    let mut reads: HashMap<String, u64> = HashMap::new();
+    let mut stray = Vec::new();
+    for outcome in outcomes {
+        match &outcome.result {
+            Ok(Answer::Command { stream, event_ids }) => {
+                for id in event_ids {
+                    let found = by_id.get(id);
+                    assert_eq!(
+                        found.map(|(count, _)| *count),
+                        Some(1),
+                        "event {id} of a 2xx {:?} is in the store exactly once",
+                        outcome.kind
+                    );
+                    assert_eq!(&found.unwrap().1, stream, "on the stream answered");
+                }
+            }
+            Ok(Answer::Read { stream }) => *reads.entry(stream.clone()).or_default() += 1,
+            Err(error) => {
+                let writer_outage = outcome.ended > engine_killed && outcome.started < recovered_at;
+                let dead_api = outcome.api == 1 && outcome.ended > api_killed;
+                let nats_outage = match nats_window {
+                    Some((killed, recovered)) => {
+                        outcome.ended > killed && outcome.started < recovered
+                    }
+                    None => false,
+                };
+                if !writer_outage && !dead_api && !nats_outage {
+                    stray.push(format!(
+                        "{:?} on api {}: {error}",
+                        outcome.kind, outcome.api
+                    ));
+                }
+            }
+        }
+    }
+    if !stray.is_empty() {
+        for process in processes {
+            eprintln!("---- {} ----\n{}", process.name, process.log_tail());
+        }
+    }
+    assert!(
+        stray.is_empty(),
+        "errors outside the fail-over windows: {stray:#?}"
+    );
+    for (stream, answered) in &reads {
+        let recorded = views.get(stream).copied().unwrap_or(0);
+        assert!(
+            recorded >= *answered,
+            "{stream}: {answered} logged reads returned data but {recorded} views are recorded"
+        );
+    }
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.is_command() && o.result.is_ok() && o.started > api_killed),
+        "commands were committed after the API process died"
+    );
+    let report = store.verify(1, None).await.unwrap();
+    assert!(
+        matches!(report, kiban_store::VerifyReport::Verified { events, .. } if events == head),
+        "{report:?}"
+    );
+}
+
+/// One worker: for each of its persons in turn, the federation's consent
+/// (once), the office's logged read, the office's proxy application (once),
+/// and the insurer's investigation sheet (every round after the
+/// application).
+async fn run_worker(balancer: Arc<Balancer>, load: Arc<Load>, persons: Vec<InsuredNumber>) {
+    let insurer = InsurerNumber::parse(INSURER).unwrap();
+    let mut consented = vec![false; persons.len()];
+    let mut applications: Vec<Option<u32>> = vec![None; persons.len()];
+    let mut ops = 0;
+    let mut round = 0usize;
+    while !load.stop.load(Ordering::SeqCst) && ops < OPS_PER_WORKER_MAX {
+        let i = round % persons.len();
+        let person = &persons[i];
+        round += 1;
+        let stream = insured_stream(&insurer, person).to_string();
+        if !consented[i] {
+            let api = balancer.pick();
+            let client = balancer.client(api, &federation());
+            let consent = ConsentRecord {
+                office: OFFICE.to_owned(),
+                terminal: "T-01".to_owned(),
+                expires_at: Utc::now() + chrono::Duration::days(365),
+            };
+            let outcome = load
+                .run(Kind::Consent, api, &balancer, async {
+                    client.give_consent(&insurer, person, &consent).await
+                })
+                .await;
+            ops += 1;
+            match outcome {
+                Some(position) => {
+                    // The office reads only after the read models show the
+                    // consent (whichever API process answers).
+                    balancer.observe(position);
+                    consented[i] = true;
+                }
+                None => continue,
+            }
+        }
+        let api = balancer.pick();
+        let reader = balancer.client(api, &office());
+        let started = Instant::now();
+        let read = reader.eligibility(&insurer, person).await;
+        load.record(
+            Kind::Read,
+            api,
+            started,
+            read.map(|_| Answer::Read {
+                stream: stream.clone(),
+            }),
+            &balancer,
+        );
+        ops += 1;
+        let api = balancer.pick();
+        match applications[i] {
+            None => {
+                let client = balancer.client(api, &office());
+                let body = ProxyApplication {
+                    kind: ApplicationKind::Change,
+                    applied_on: Utc::now().date_naive(),
+                };
+                let outcome = load
+                    .run_answer(Kind::Application, api, &balancer, async {
+                        client.file_application(&insurer, person, &body).await
+                    })
+                    .await;
+                if let Some(accepted) = outcome {
+                    let position = accepted.positions.iter().max().copied().unwrap_or(0);
+                    balancer.observe(position);
+                    load.applications.lock().unwrap().push(Filed {
+                        person: person.clone(),
+                        body: serde_json::to_vec(&body).unwrap(),
+                        accepted: accepted.clone(),
+                        answered: Instant::now(),
+                    });
+                    let seq = accepted
+                        .stream
+                        .rsplit('-')
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .expect("a certification stream ends in its sequence number");
+                    applications[i] = Some(seq);
+                }
+            }
+            Some(seq) => {
+                let client = balancer.client(api, &insurer_principal());
+                let sheet =
+                    format!("%PDF-1.4\n% investigation sheet {round}\n%%EOF\n").into_bytes();
+                load.run(Kind::Sheet, api, &balancer, async {
+                    client
+                        .upload_certification_document(
+                            &insurer,
+                            person,
+                            seq,
+                            CertificationDocument::InvestigationSheet,
+                            "application/pdf",
+                            sheet,
+                        )
+                        .await
+                })
+                .await;
+            }
+        }
+        ops += 1;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Consent,
+    Read,
+    Application,
+    Sheet,
+}
+
+#[derive(Debug)]
+enum Answer {
+    Command {
+        stream: String,
+        event_ids: Vec<Uuid>,
+    },
+    Read {
+        stream: String,
+    },
+}
+
+#[derive(Debug)]
+struct Outcome {
+    kind: Kind,
+    api: usize,
+    started: Instant,
+    ended: Instant,
+    result: Result<Answer, String>,
+}
+
+impl Outcome {
+    fn is_command(&self) -> bool {
+        self.kind != Kind::Read
+    }
+}
+
+/// What the workers did, and the test's phases.
+/// A proxy application answered 2xx, to be sent again later.
+struct Filed {
+    person: InsuredNumber,
+    body: Vec<u8>,
+    accepted: kiban_api::CommandAccepted,
+    answered: Instant,
+}
+
+#[derive(Default)]
+struct Load {
+    outcomes: Mutex<Vec<Outcome>>,
+    applications: Mutex<Vec<Filed>>,
+    commands: AtomicU64,
+    stop: AtomicBool,
+    engine_killed_at: Mutex<Option<Instant>>,
+    api_killed_at: Mutex<Option<Instant>>,
+    nats_killed_at: Mutex<Option<Instant>>,
+    nats_recovered_at: Mutex<Option<Instant>>,
+}
+
+impl Load {
+    /// Runs a command; records it; the highest position it answered.
+    async fn run(
+        &self,
+        kind: Kind,
+        api: usize,
+        balancer: &Balancer,
+        command: impl std::future::Future<Output = Result<kiban_api::CommandAccepted, ClientError>>,
+    ) -> Option<u64> {
+        self.run_answer(kind, api, balancer, command)
+            .await
+            .map(|accepted| accepted.positions.iter().max().copied().unwrap_or(0))
+    }
+
+    /// [`Load::run`], with the whole answer.
+    async fn run_answer(
+        &self,
+        kind: Kind,
+        api: usize,
+        balancer: &Balancer,
+        command: impl std::future::Future<Output = Result<kiban_api::CommandAccepted, ClientError>>,
+    ) -> Option<kiban_api::CommandAccepted> {
+        let started = Instant::now();
+        let result = command.await;
+        let kept = result.as_ref().ok().cloned();
+        self.record(
+            kind,
+            api,
+            started,
+            result.map(|accepted| Answer::Command {
+                stream: accepted.stream,
+                event_ids: accepted.event_ids,
+            }),
+            balancer,
+        );
+        kept
+    }
+
+    fn record(
+        &self,
+        kind: Kind,
+        api: usize,
+        started: Instant,
+        result: Result<Answer, ClientError>,
+        balancer: &Balancer,
+    ) {
+        if let Err(ClientError::Transport(_)) = &result {
+            balancer.refused(api);
+        }
+        if matches!(result, Ok(Answer::Command { .. })) {
+            self.commands.fetch_add(1, Ordering::SeqCst);
+        }
+        self.outcomes.lock().unwrap().push(Outcome {
+            kind,
+            api,
+            started,
+            ended: Instant::now(),
+            result: result.map_err(|e| e.to_string()),
+        });
+    }
+
+    async fn wait_for_commands(&self, count: u64) {
+        bounded("commands to be committed", async {
+            while self.commands.load(Ordering::SeqCst) < count {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+
+    /// When the first operation of `which` that began after `instant` was
+    /// answered 2xx.
+    async fn first_success_started_after(
+        &self,
+        instant: Instant,
+        which: impl Fn(&Outcome) -> bool,
+    ) -> Instant {
+        loop {
+            let found = self
+                .outcomes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|o| which(o) && o.result.is_ok() && o.started > instant)
+                .map(|o| o.ended)
+                .min();
+            if let Some(ended) = found {
+                return ended;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The test's load balancer: round robin over the API processes, taking
+/// one out at its first refused connection after the test killed it (as a
+/// health check would, a little later).
+struct Balancer {
+    /// Per API process, per principal: a typed client.
+    clients: Vec<HashMap<String, Client>>,
+    killed: Vec<AtomicBool>,
+    out: Vec<AtomicBool>,
+    next: AtomicUsize,
+}
+
+impl Balancer {
+    fn new(pki: &kiban_api::DevPki, bases: &[String]) -> Self {
+        let ca = std::fs::read(&pki.tls.client_ca).unwrap();
+        let clients = bases
+            .iter()
+            .map(|base| {
+                [office(), insurer_principal(), federation()]
+                    .iter()
+                    .map(|principal| {
+                        let identity =
+                            std::fs::read(&pki.client(principal).expect("dev principal").pem)
+                                .unwrap();
+                        let client = Client::new(base, &ca, Some(&identity)).unwrap();
+                        (principal.to_uri(), client)
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            clients,
+            killed: bases.iter().map(|_| AtomicBool::new(false)).collect(),
+            out: bases.iter().map(|_| AtomicBool::new(false)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn pick(&self) -> usize {
+        loop {
+            let api = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+            if !self.out[api].load(Ordering::SeqCst) {
+                return api;
+            }
+        }
+    }
+
+    fn client(&self, api: usize, principal: &Principal) -> &Client {
+        &self.clients[api][&principal.to_uri()]
+    }
+
+    fn refused(&self, api: usize) {
+        if self.killed[api].load(Ordering::SeqCst) {
+            self.out[api].store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Every client, on every API process, reads at or after `position`.
+    fn observe(&self, position: u64) {
+        for clients in &self.clients {
+            for client in clients.values() {
+                client.observe(position);
+            }
+        }
+    }
+}
+
+fn office() -> Principal {
+    Principal::from_uri(&format!("kiban:office:{OFFICE}:terminal:T-01")).unwrap()
+}
+
+fn insurer_principal() -> Principal {
+    Principal::from_uri(&format!("kiban:insurer:{INSURER}")).unwrap()
+}
+
+fn federation() -> Principal {
+    Principal::from_uri("kiban:federation").unwrap()
+}
+
+/// A `kiban serve` child process, its stdout lines and its log file.
+struct Proc {
+    name: String,
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    log: PathBuf,
+}
+
+impl Proc {
+    async fn start(dir: &tempfile::TempDir, name: &str, args: &[&str], data_dir: &Path) -> Proc {
+        let log = dir.path().join(format!("{name}.log"));
+        let mut child = Command::new(KIBAN)
+            .arg("serve")
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .env("KIBAN_CHECKPOINT_EVERY", "0")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kiban serve starts");
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Proc {
+            name: name.to_owned(),
+            child,
+            stdout,
+            log,
+        }
+    }
+
+    async fn engine(
+        dir: &tempfile::TempDir,
+        name: &str,
+        database_url: &str,
+        nats: &Nats,
+        data_dir: &Path,
+    ) -> Proc {
+        let nats_url = nats.url();
+        let args = [
+            "--role",
+            "engine",
+            "--database-url",
+            database_url,
+            "--nats-url",
+            &nats_url,
+            "--stream-replicas",
+            nats.replicas(),
+            // The harness's nats-server has 1 GB of file storage.
+            "--events-max-bytes",
+            "268435456",
+        ];
+        Proc::start(dir, name, &args, data_dir).await
+    }
+
+    async fn api(
+        dir: &tempfile::TempDir,
+        name: &str,
+        database_url: &str,
+        nats_url: &str,
+        data_dir: &Path,
+    ) -> Proc {
+        let args = [
+            "--role",
+            "api",
+            "--database-url",
+            database_url,
+            "--nats-url",
+            nats_url,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        Proc::start(dir, name, &args, data_dir).await
+    }
+
+    async fn wait_for_line(&mut self, wanted: &str) -> String {
+        let what = format!("{} to print {wanted:?}", self.name);
+        let found = bounded(&what, async {
+            while let Ok(Some(line)) = self.stdout.next_line().await {
+                if line.contains(wanted) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Some(line) => line,
+            None => panic!(
+                "{} exited before printing {wanted:?}:\n{}",
+                self.name,
+                self.log_tail()
+            ),
+        }
+    }
+
+    /// The API's base URL from the banner, once it is up.
+    async fn wait_for_api(&mut self) -> String {
+        let line = self.wait_for_line("API: ").await;
+        self.wait_for_line("Ctrl-C to stop").await;
+        line.strip_prefix("API: ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the banner names the API address")
+            .to_owned()
+    }
+
+    async fn kill_9(&mut self) {
+        self.child.start_kill().unwrap();
+        bounded("the process to die", self.child.wait())
+            .await
+            .unwrap();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// A fresh PostgreSQL database on the server of `KIBAN_TEST_DATABASE_URL`.
+struct TestDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    async fn create() -> TestDatabase {
+        let server = std::env::var("KIBAN_TEST_DATABASE_URL")
+            .expect("KIBAN_TEST_DATABASE_URL names a PostgreSQL server (scripts/test starts one)");
+        let name = format!("kiban_cluster_{}", Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+        let (base, _) = server
+            .rsplit_once('/')
+            .expect("the URL ends with /database");
+        TestDatabase {
+            url: format!("{base}/{name}"),
+            server,
+            name,
+        }
+    }
+
+    async fn drop_it(self) {
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.server).await {
+            let _ = sqlx::raw_sql(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
+            let _ = admin.close().await;
+        }
+    }
+}
+
+/// The insurer shares data, and each person holds a certification and a
+/// copayment-ratio certificate: recorded before any kiban process starts.
+async fn seed(url: &str) -> Vec<InsuredNumber> {
+    let store = kiban_system::open_store(url).await.unwrap();
+    let engine = Engine::new(store.clone());
+    let insurer = InsurerNumber::parse(INSURER).unwrap();
+    let context = || {
+        CommandContext::new(
+            EventId::from_uuid(Uuid::now_v7()).unwrap(),
+            Actor::Federation,
+            Utc::now(),
+        )
+    };
+    let insurer_context = || {
+        CommandContext::new(
+            EventId::from_uuid(Uuid::now_v7()).unwrap(),
+            Actor::Insurer(insurer.clone()),
+            Utc::now(),
+        )
+    };
+    let day = |y: i32, m: u32, d: u32| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    let today = Utc::now().date_naive();
+    for command in [
+        InsurerCommand::Onboard {
+            insurer: insurer.clone(),
+        },
+        InsurerCommand::CompleteStandardisation {
+            completed_on: day(2026, 9, 1).min(today),
+        },
+        InsurerCommand::CompleteDataTransmission {
+            completed_on: day(2026, 10, 1).min(today),
+        },
+    ] {
+        engine
+            .execute::<Insurer>(&insurer_stream(&insurer), &command, &context())
+            .await
+            .unwrap();
+    }
+    let mut persons = Vec::new();
+    for n in 0..PERSONS {
+        let person = InsuredNumber::parse(&format!("{:010}", 1000 + n)).unwrap();
+        let stream = insured_stream(&insurer, &person);
+        for command in [
+            InsuredCommand::RecordCertification {
+                application_seq: 1,
+                level: CareLevel::Care2,
+                validity: ValidityPeriod {
+                    from: today - chrono::Duration::days(60),
+                    until: today + chrono::Duration::days(300),
+                },
+            },
+            InsuredCommand::IssueCopaymentCertificate {
+                ratio: CopaymentRatio::new(1).unwrap(),
+                valid_from: today - chrono::Duration::days(60),
+            },
+        ] {
+            engine
+                .execute::<InsuredPerson>(&stream, &command, &insurer_context())
+                .await
+                .unwrap();
+        }
+        persons.push(person);
+    }
+    store.close().await;
+    persons
+}
