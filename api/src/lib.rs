@@ -57,6 +57,7 @@ mod commands;
 mod documents;
 mod error;
 mod extract;
+mod hardening;
 mod openapi;
 mod ops;
 pub mod paths;
@@ -92,7 +93,8 @@ pub use routes::{
     REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS, REQUESTS_IN_FLIGHT_MAX, openapi_document, router,
 };
 pub use server::{
-    CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_MS, ServeConfig, ServeError, Server, serve, serve_router,
+    CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_MAX, ConnectionLimits, HANDSHAKE_TIMEOUT_MS,
+    HEADER_READ_TIMEOUT_MS, ServeConfig, ServeError, Server, serve, serve_limited, serve_router,
 };
 pub use state::{AppState, Clock, SUBSIDY_POLICY_DEFAULT};
 pub use subsidies::{SubsidyApplicationBody, SubsidyDecision};

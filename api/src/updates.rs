@@ -4,7 +4,8 @@
 //! Each event's `id` is its store position; a client that reconnects with
 //! `Last-Event-ID: n` gets every relevant event after `n`, none twice
 //! (the store's subscription is gapless). Without the header the stream
-//! starts after the current head. The data carries the event's type, stream
+//! starts after the current head; a `Last-Event-ID` ahead of the head is
+//! 400 `validation` (it names no event this stream could have sent). The data carries the event's type, stream
 //! and time, never its payload: the client reads details through the
 //! logged query routes.
 
@@ -43,15 +44,27 @@ pub async fn updates(
             "Only the office itself and auditors follow its updates.",
         )
         .await?;
+    let head = state.inner.store.head().await?.position;
     let after = match headers.get(LAST_EVENT_ID) {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                ApiError::validation("Last-Event-ID must be a position (a whole number).")
-            })?,
-        None => state.inner.store.head().await?.position,
+        Some(value) => {
+            let after = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::validation("Last-Event-ID must be a position (a whole number).")
+                })?;
+            // Ahead of the head, the stream would silently drop every event
+            // until the head passed it: a client's mistake to be told.
+            if after > head {
+                return Err(ApiError::validation(format!(
+                    "Last-Event-ID {after} is ahead of the store's head ({head}); resume from \
+                     an id this stream sent, or without the header to start at the head."
+                )));
+            }
+            after
+        }
+        None => head,
     };
     Ok(EventStream(
         office_sse(state, office, after, to_sse).into_response(),

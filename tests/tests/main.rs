@@ -10,6 +10,7 @@ mod ingest;
 mod projections;
 mod routing;
 mod schema;
+mod security;
 mod shred;
 mod store_contract;
 mod timers;

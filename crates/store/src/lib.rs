@@ -32,6 +32,8 @@
 //! - `backend/`: the SQL of each backend, behind a small internal surface.
 //! - `blobs.rs`: content-addressed document bodies ([`Store::put_blob`],
 //!   [`Store::get_blob`], [`Store::blob_size`]) in the `blobs` table.
+//! - `command_keys.rs`: the API's idempotency keys and their command
+//!   digests ([`Store::claim_command_key`]).
 //! - `bench.rs`: the append benchmark and its naive and raw baselines.
 //! - `examples/bench_append.rs`: runs the benchmark from the command line.
 //! - `schema.rs`: the migrations of every table of the database (the log's
@@ -68,6 +70,7 @@ mod blobs;
 mod cache;
 mod chain;
 mod checkpoint;
+mod command_keys;
 mod error;
 pub mod keys;
 mod scan;
@@ -77,7 +80,8 @@ mod writer;
 
 use std::future::Future;
 
-pub use blobs::{BLOB_BYTES_MAX, BlobRef};
+pub use blobs::{BLOB_BYTES_MAX, BlobRef, BlobUpload, UPLOADER_BYTES_MAX};
+pub use command_keys::KeyClaim;
 pub use cache::STREAM_VERSION_CACHE_CAPACITY;
 pub use chain::{BreakReason, VERIFY_PAGE_EVENTS, VerifyRange, VerifyReport, chain_hash};
 pub use checkpoint::{
