@@ -18,8 +18,8 @@ use kiban_store::VerifyReport;
 use axum::http::Uri;
 
 use crate::auth::{Allow, Caller, PersonPath, office_number};
-use crate::queries::{AccessLog, AccessLogQuery, access_log_page};
 use crate::error::ApiError;
+use crate::queries::{AccessLog, AccessLogQuery, access_log_page};
 use crate::state::AppState;
 
 async fn auditors_only(state: &AppState, caller: &Caller) -> Result<(), ApiError> {

@@ -309,7 +309,11 @@ impl Document {
     /// Stores the bytes (durable, content-addressed), records that
     /// `uploader` uploaded them with this media type, and returns the
     /// reference events record.
-    pub async fn store(&self, state: &AppState, uploader: &Principal) -> Result<DocumentRef, ApiError> {
+    pub async fn store(
+        &self,
+        state: &AppState,
+        uploader: &Principal,
+    ) -> Result<DocumentRef, ApiError> {
         let stored = state
             .inner
             .store

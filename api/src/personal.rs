@@ -122,7 +122,13 @@ pub async fn forget(
     // Forgetting a number nobody recorded would create the person (a stream
     // holding only `insured.person_forgotten`): 404, as every read says.
     let stream = kiban_events::domain::insured::insured_stream(&person.insurer, &person.insured);
-    if state.inner.store.read_stream(&stream, 1, 1).await?.is_empty() {
+    if state
+        .inner
+        .store
+        .read_stream(&stream, 1, 1)
+        .await?
+        .is_empty()
+    {
         return Err(ApiError::not_found("No such person."));
     }
     let done = state

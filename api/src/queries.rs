@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use kiban_projections::{
-    AccessEntry, AccessLogOrder, AccessLogPage, ApplicationView, CaseloadEntry, DocumentView, EligibilityView, InsurerView,
-    LedgersView, Page, SubsidyView, TerminalView,
+    AccessEntry, AccessLogOrder, AccessLogPage, ApplicationView, CaseloadEntry, DocumentView,
+    EligibilityView, InsurerView, LedgersView, Page, SubsidyView, TerminalView,
 };
 
 use crate::auth::{
@@ -276,8 +276,11 @@ pub async fn insurer(
     caller: Caller,
     Path(insurer): Path<String>,
 ) -> Result<Json<InsurerView>, ApiError> {
-    let number = kiban_events::ids::InsurerNumber::parse(&insurer)
-        .map_err(|_| ApiError::validation("The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47."))?;
+    let number = kiban_events::ids::InsurerNumber::parse(&insurer).map_err(|_| {
+        ApiError::validation(
+            "The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47.",
+        )
+    })?;
     caller
         .allow(
             &state,
@@ -297,8 +300,11 @@ pub async fn overdue_applications(
     caller: Caller,
     Path(insurer): Path<String>,
 ) -> Result<Json<Vec<ApplicationView>>, ApiError> {
-    let number = kiban_events::ids::InsurerNumber::parse(&insurer)
-        .map_err(|_| ApiError::validation("The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47."))?;
+    let number = kiban_events::ids::InsurerNumber::parse(&insurer).map_err(|_| {
+        ApiError::validation(
+            "The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47.",
+        )
+    })?;
     caller
         .allow(
             &state,

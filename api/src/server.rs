@@ -263,7 +263,11 @@ struct AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut open = self.open.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self
+            .open
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = open.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {

@@ -260,14 +260,19 @@ pub async fn download_attachment(
         .ok_or_else(|| ApiError::not_found("The application has no such attachment."))?;
     // An application recorded before uploads were recorded may name bytes
     // the applicant never uploaded: the applicant reads back only its own.
-    if matches!(caller.principal, Principal::Office { .. } | Principal::MedicalInstitution(_)) {
+    if matches!(
+        caller.principal,
+        Principal::Office { .. } | Principal::MedicalInstitution(_)
+    ) {
         let uploads = state
             .inner
             .store
             .uploads_of(&sha256, &uploader_name(&caller.principal))
             .await?;
         if uploads.is_empty() {
-            return Err(ApiError::not_found("The application has no such attachment."));
+            return Err(ApiError::not_found(
+                "The application has no such attachment.",
+            ));
         }
     }
     document_response(&state, &sha256, document.media_type()).await

@@ -501,9 +501,7 @@ impl ReadModels {
             AccessLogOrder::NewestFirst => {
                 // Keys sort by position; "before" the largest possible key
                 // when starting at the newest.
-                let before = page
-                    .after
-                    .map_or_else(|| "view;".to_owned(), view_key);
+                let before = page.after.map_or_else(|| "view;".to_owned(), view_key);
                 let sql = "SELECT i.doc_key FROM projection_index i
                     JOIN projection_live l ON l.projection = i.projection AND l.generation = i.generation
                     WHERE i.projection = $1 AND i.index_name = $2 AND i.index_key = $3 AND i.doc_key < $4

@@ -73,7 +73,6 @@ impl Upload {
     }
 }
 
-
 impl SubsidyInput {
     /// Stores every well-formed upload as a content-addressed blob (before
     /// the application that references it is recorded), recorded as the

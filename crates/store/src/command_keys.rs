@@ -40,10 +40,11 @@ impl Store {
                 .execute(pool)
                 .await?
                 .rows_affected();
-                let stored = sqlx::query_scalar("SELECT digest FROM command_keys WHERE command_id = $1")
-                    .bind(key)
-                    .fetch_optional(pool)
-                    .await?;
+                let stored =
+                    sqlx::query_scalar("SELECT digest FROM command_keys WHERE command_id = $1")
+                        .bind(key)
+                        .fetch_optional(pool)
+                        .await?;
                 (inserted, stored)
             }
             Readers::Sqlite(pool) => {
@@ -57,10 +58,11 @@ impl Store {
                 .execute(pool)
                 .await?
                 .rows_affected();
-                let stored = sqlx::query_scalar("SELECT digest FROM command_keys WHERE command_id = ?1")
-                    .bind(key.as_bytes().as_slice())
-                    .fetch_optional(pool)
-                    .await?;
+                let stored =
+                    sqlx::query_scalar("SELECT digest FROM command_keys WHERE command_id = ?1")
+                        .bind(key.as_bytes().as_slice())
+                        .fetch_optional(pool)
+                        .await?;
                 (inserted, stored)
             }
         };

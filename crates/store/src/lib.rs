@@ -81,13 +81,13 @@ mod writer;
 use std::future::Future;
 
 pub use blobs::{BLOB_BYTES_MAX, BlobRef, BlobUpload, UPLOADER_BYTES_MAX};
-pub use command_keys::KeyClaim;
 pub use cache::STREAM_VERSION_CACHE_CAPACITY;
 pub use chain::{BreakReason, VERIFY_PAGE_EVENTS, VerifyRange, VerifyReport, chain_hash};
 pub use checkpoint::{
     CHECKPOINT_EVERY_DEFAULT, CHECKPOINT_EXPORT_FORMAT, CHECKPOINT_SIGNING_TAG, Checkpoint,
     CheckpointCheck, CheckpointExport, PlatformKey, parse_public_key, signed_message,
 };
+pub use command_keys::KeyClaim;
 pub use ed25519_dalek::VerifyingKey;
 pub use error::{Error, Result};
 pub use keys::{FORGOTTEN_MARKER, Opened, PersonKeys, SealError};

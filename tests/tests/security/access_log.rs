@@ -20,7 +20,9 @@ const READS: usize = kiban_projections::PAGE_ITEMS_MAX + 20;
 async fn page(h: &Harness, path: &str) -> (Vec<Value>, Option<String>) {
     let response = bounded(
         "access log",
-        h.client(Some(&auditor())).get(format!("{}{path}", h.base)).send(),
+        h.client(Some(&auditor()))
+            .get(format!("{}{path}", h.base))
+            .send(),
     )
     .await
     .unwrap();
@@ -37,7 +39,10 @@ async fn page(h: &Harness, path: &str) -> (Vec<Value>, Option<String>) {
 }
 
 fn positions(entries: &[Value]) -> Vec<u64> {
-    entries.iter().map(|e| e["position"].as_u64().unwrap()).collect()
+    entries
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect()
 }
 
 async fn later_reads_are_on_the_access_log_pages_newest_first(db: &TestDb) {
@@ -45,7 +50,12 @@ async fn later_reads_are_on_the_access_log_pages_newest_first(db: &TestDb) {
     let consent = json!({"office": "1319999999", "terminal": "T-09", "expires_at": day(40)});
     let path = format!("/v1/persons/{INSURER}/{PERSON}/consents");
     let (status, body) = h
-        .call(Some(&federation()), reqwest::Method::POST, &path, Some(consent))
+        .call(
+            Some(&federation()),
+            reqwest::Method::POST,
+            &path,
+            Some(consent),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let client = h.client(Some(&other_office()));

@@ -29,7 +29,13 @@ async fn an_investigation_sheet(h: &Harness) -> Vec<u8> {
     let path =
         format!("/v1/persons/{INSURER}/{WAITING_PERSON}/certifications/1/investigation-sheet");
     let (status, body) = h
-        .upload(&own_insurer(), &path, "application/pdf", sheet.clone(), Uuid::now_v7())
+        .upload(
+            &own_insurer(),
+            &path,
+            "application/pdf",
+            sheet.clone(),
+            Uuid::now_v7(),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     sheet
@@ -38,7 +44,13 @@ async fn an_investigation_sheet(h: &Harness) -> Vec<u8> {
 /// The office uploads `bytes` as an attachment and answers the reference.
 async fn attachment(h: &Harness, media_type: &str, bytes: &[u8]) -> Value {
     let (status, body) = h
-        .upload(&office_t01(), "/v1/attachments", media_type, bytes.to_vec(), Uuid::now_v7())
+        .upload(
+            &office_t01(),
+            "/v1/attachments",
+            media_type,
+            bytes.to_vec(),
+            Uuid::now_v7(),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body
@@ -56,8 +68,13 @@ fn application(passbook: &Value, receipt: &Value, notice: &Value) -> Value {
 }
 
 async fn apply(h: &Harness, body: Value) -> (StatusCode, Value) {
-    h.call(Some(&office_t01()), Method::POST, "/v1/subsidies", Some(body))
-        .await
+    h.call(
+        Some(&office_t01()),
+        Method::POST,
+        "/v1/subsidies",
+        Some(body),
+    )
+    .await
 }
 
 async fn an_application_cannot_attach_bytes_the_applicant_did_not_upload(db: &TestDb) {
@@ -95,8 +112,14 @@ async fn an_application_cannot_attach_bytes_the_applicant_did_not_upload(db: &Te
         passbook["sha256"].as_str().unwrap()
     );
     let (status, _, bytes) = download(&h, &office_t01(), &path).await;
-    assert_eq!((status, bytes.as_slice()), (StatusCode::OK, &b"passbook copy"[..]));
-    let path = format!("/v1/subsidies/{OFFICE}-1/attachments/{}", sha256_hex(&sheet));
+    assert_eq!(
+        (status, bytes.as_slice()),
+        (StatusCode::OK, &b"passbook copy"[..])
+    );
+    let path = format!(
+        "/v1/subsidies/{OFFICE}-1/attachments/{}",
+        sha256_hex(&sheet)
+    );
     let (status, _, _) = download(&h, &office_t01(), &path).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     h.stop().await;
@@ -131,7 +154,10 @@ async fn downloads_are_attachments_that_cannot_run_script(db: &TestDb) {
                 .map(|v| v.to_str().unwrap().to_owned())
                 .unwrap_or_default()
         };
-        assert!(header("content-disposition").starts_with("attachment"), "{path}");
+        assert!(
+            header("content-disposition").starts_with("attachment"),
+            "{path}"
+        );
         assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
         assert!(
             header("content-security-policy").starts_with("sandbox"),

@@ -91,11 +91,15 @@ async fn silent_connections_from_one_address_do_not_stall_the_accept_loop() {
     }
     // Every silent connection is either taken or refused: the server never
     // leaves a connection waiting in the accept queue.
-    bounded("every silent connection answered (taken or refused)", async {
-        while open.load(Ordering::SeqCst) + refused.load(Ordering::SeqCst) < SILENT_CONNECTIONS {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    bounded(
+        "every silent connection answered (taken or refused)",
+        async {
+            while open.load(Ordering::SeqCst) + refused.load(Ordering::SeqCst) < SILENT_CONNECTIONS
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
     .await;
     assert!(
         refused.load(Ordering::SeqCst) > 0,
@@ -123,21 +127,24 @@ async fn a_client_trickling_its_headers_is_cut_off_and_offices_are_served() {
         .unwrap();
     // One header byte every 100 ms, for ever: only the server can end this,
     // by closing the connection at its header-read deadline.
-    bounded("the server closes a connection that trickles its headers", async {
-        let mut buffer = [0_u8; 64];
-        loop {
-            if trickler.write_all(b"X").await.is_err() || trickler.flush().await.is_err() {
-                break;
+    bounded(
+        "the server closes a connection that trickles its headers",
+        async {
+            let mut buffer = [0_u8; 64];
+            loop {
+                if trickler.write_all(b"X").await.is_err() || trickler.flush().await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    read = trickler.read(&mut buffer) => match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => panic!("the server answered a request whose head never ended"),
+                    },
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
             }
-            tokio::select! {
-                read = trickler.read(&mut buffer) => match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => panic!("the server answered a request whose head never ended"),
-                },
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-        }
-    })
+        },
+    )
     .await;
     office_request_is_served(&h).await;
     h.stop().await;

@@ -73,14 +73,23 @@ async fn forgetting_a_person_nobody_recorded_is_not_found_and_creates_nothing(db
     let unknown = format!("/v1/persons/{INSURER}/9999999997");
     let head = h.store.head().await.unwrap().position;
     let (status, body) = h
-        .call(Some(&own_insurer()), Method::POST, &format!("{unknown}/forget"), None)
+        .call(
+            Some(&own_insurer()),
+            Method::POST,
+            &format!("{unknown}/forget"),
+            None,
+        )
         .await;
     assert_eq!(
         (status, problem_type(&body)),
         (StatusCode::NOT_FOUND, "urn:kiban:problem:not-found"),
         "{body}"
     );
-    assert_eq!(h.store.head().await.unwrap().position, head, "nothing recorded");
+    assert_eq!(
+        h.store.head().await.unwrap().position,
+        head,
+        "nothing recorded"
+    );
     let (status, _) = h.get(&own_insurer(), &format!("{unknown}/personal")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     h.stop().await;
@@ -97,7 +106,11 @@ async fn query_and_method_errors_are_problem_json_and_limits_are_never_clamped(d
         let (status, headers, body) = get_with(&h, &auditor(), &path, &[]).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
         assert!(is_problem(&headers), "{path}: {headers:?}");
-        assert_eq!(problem_type(&body), "urn:kiban:problem:validation", "{path}");
+        assert_eq!(
+            problem_type(&body),
+            "urn:kiban:problem:validation",
+            "{path}"
+        );
     }
     // A known path with a method it does not take.
     let response = bounded(
@@ -140,7 +153,10 @@ async fn idempotency_keys_of_versions_kiban_derives_are_refused(db: &TestDb) {
     let consent = json!({"office": "1319999999", "terminal": "T-09", "expires_at": day(40)});
     let head = h.store.head().await.unwrap().position;
     let derived = Uuid::new_v5(&Uuid::NAMESPACE_OID, b"a name kiban derives an id from");
-    for key in [derived, Uuid::from_u128(0x0123_4567_89ab_1def_8123_4567_89ab_cdef)] {
+    for key in [
+        derived,
+        Uuid::from_u128(0x0123_4567_89ab_1def_8123_4567_89ab_cdef),
+    ] {
         let response = bounded(
             "request",
             h.client(Some(&federation()))
@@ -165,7 +181,11 @@ async fn idempotency_keys_of_versions_kiban_derives_are_refused(db: &TestDb) {
         )
         .await
         .unwrap();
-        assert!(response.status().is_success(), "key {key}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "key {key}: {}",
+            response.status()
+        );
     }
     h.stop().await;
 }

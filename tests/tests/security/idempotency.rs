@@ -62,7 +62,10 @@ async fn an_exact_retry_of_a_consent_gets_the_first_answer(db: &TestDb) {
     ))
     .unwrap();
     let (status, again) = send(&h, &federation(), Method::POST, &path, key, &reordered).await;
-    assert_eq!((status, &again["positions"]), (StatusCode::OK, &first["positions"]));
+    assert_eq!(
+        (status, &again["positions"]),
+        (StatusCode::OK, &first["positions"])
+    );
     h.stop().await;
 }
 
@@ -96,6 +99,10 @@ async fn a_used_key_with_another_body_is_a_conflict_and_records_nothing(db: &Tes
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(h.store.head().await.unwrap().position, head, "nothing recorded");
+    assert_eq!(
+        h.store.head().await.unwrap().position,
+        head,
+        "nothing recorded"
+    );
     h.stop().await;
 }

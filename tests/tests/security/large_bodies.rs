@@ -37,7 +37,9 @@ async fn connect(h: &Harness) -> tokio_rustls::client::TlsStream<tokio::net::Tcp
         .with_client_auth_cert(chain, key)
         .unwrap();
     let port = h.base.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
@@ -49,7 +51,11 @@ fn head(expect_continue: bool) -> String {
         "POST /v1/persons/{INSURER}/{WAITING_PERSON}/consents HTTP/1.1\r\nHost: 127.0.0.1\r\n\
          Idempotency-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {BODY_BYTES}\r\n{}\r\n",
         uuid::Uuid::now_v7(),
-        if expect_continue { "Expect: 100-continue\r\n" } else { "" }
+        if expect_continue {
+            "Expect: 100-continue\r\n"
+        } else {
+            ""
+        }
     )
 }
 
@@ -90,7 +96,10 @@ async fn a_client_sending_a_large_body_at_once_reads_the_413() {
         stream.write_all(head(false).as_bytes()).await.unwrap();
         let body = vec![b' '; BODY_BYTES];
         let sent = stream.write_all(&body).await;
-        assert!(sent.is_ok(), "the server closed while the body was sent: {sent:?}");
+        assert!(
+            sent.is_ok(),
+            "the server closed while the body was sent: {sent:?}"
+        );
         let answer = bounded("the answer", first_response_head(&mut stream)).await;
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }

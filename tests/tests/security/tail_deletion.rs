@@ -110,14 +110,23 @@ async fn deleted_checkpoint_rows_and_a_cut_tail_are_reported_over_https(db: &Tes
         "expires_at": crate::projections::script::day(40),
     });
     let (status, body) = h
-        .call(Some(&crate::api::federation()), reqwest::Method::POST, &path, Some(consent))
+        .call(
+            Some(&crate::api::federation()),
+            reqwest::Method::POST,
+            &path,
+            Some(consent),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let second = h.store.create_checkpoint(&key).await.unwrap().unwrap();
     assert!(second.position > first.position);
 
     let (status, body) = h.get(&auditor(), "/v1/audit/verify").await;
-    assert_eq!((status, &body["outcome"]), (StatusCode::OK, &serde_json::json!("verified")), "{body}");
+    assert_eq!(
+        (status, &body["outcome"]),
+        (StatusCode::OK, &serde_json::json!("verified")),
+        "{body}"
+    );
 
     db.tamper(&format!(
         "DELETE FROM events WHERE position > {}",

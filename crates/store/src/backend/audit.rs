@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 
 type CheckpointRow = (i64, Vec<u8>, i64, Vec<u8>, Vec<u8>, Option<i64>);
 
-const CHECKPOINT_COLUMNS: &str = "position, hash, created_at, public_key, signature, previous_position";
+const CHECKPOINT_COLUMNS: &str =
+    "position, hash, created_at, public_key, signature, previous_position";
 
 fn checkpoint_from_row(row: CheckpointRow) -> Result<Checkpoint> {
     let (position, hash, created_at, public_key, signature, previous) = row;
