@@ -5,12 +5,15 @@
 //!   with 413 **before** it is read: hyper answers `100 Continue` only when
 //!   a handler starts reading, so a client that waits for it gets the 413
 //!   instead, and a client that sends anyway has its body drained (up to
-//!   [`DRAIN_BYTES_MAX`]) so that it reads the answer rather than a reset;
+//!   [`DRAIN_BYTES_MAX`], for at most the request timeout) so that it reads
+//!   the answer rather than a reset;
 //! - a refusal that is not problem+json (axum's own: a query string that does
 //!   not parse, 405 on a known path with another method) is turned into one,
 //!   outside `/ui` (whose errors are pages);
 //! - `Strict-Transport-Security` on every answer; `Cache-Control: no-store`
 //!   and `X-Content-Type-Options: nosniff` on every `/v1` answer.
+
+use std::time::Duration;
 
 use axum::body::to_bytes;
 use axum::extract::Request;
@@ -20,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, PROBLEM_JSON, ProblemKind};
 use crate::extract::DOCUMENT_UPLOAD_BYTES_MAX;
-use crate::routes::REQUEST_BODY_BYTES_MAX;
+use crate::routes::{REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS};
 use crate::ui::SUBSIDY_FORM_BYTES_MAX;
 
 /// The `Strict-Transport-Security` of every answer: one year, the API is
@@ -96,7 +99,10 @@ async fn refuse_large_body(request: Request, path: &str) -> Result<Request, Resp
     if !expects_continue && declared <= DRAIN_BYTES_MAX as u64 {
         // The client is sending the body now: read it to the end (and drop
         // it) so that the answer is read, not lost in a reset.
-        let _ = to_bytes(request.into_body(), DRAIN_BYTES_MAX).await;
+        // Bounded in time as well: this runs outside the request timeout, and
+        // a client trickling its body must not hold the connection.
+        let drain = to_bytes(request.into_body(), DRAIN_BYTES_MAX);
+        let _ = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), drain).await;
     }
     let mut response = ApiError::new(
         ProblemKind::PayloadTooLarge,

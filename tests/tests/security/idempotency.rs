@@ -78,6 +78,9 @@ async fn a_used_key_with_another_body_is_a_conflict_and_records_nothing(db: &Tes
     assert_eq!(status, StatusCode::CREATED, "{first}");
     let head = h.store.head().await.unwrap().position;
     for other in [
+        // One the rules refuse (an expiry already past): before the fix the
+        // refusal made the engine look the key up and answer "replayed".
+        json!({"office": "1319999999", "terminal": "T-09", "expires_at": day(10)}),
         json!({"office": "1319999999", "terminal": "T-09", "expires_at": day(45)}),
         json!({"office": "1312345678", "terminal": "T-01", "expires_at": day(40)}),
     ] {
