@@ -8,4 +8,5 @@ mod connections;
 mod edges;
 mod idempotency;
 mod large_bodies;
+mod streams;
 mod tail_deletion;
