@@ -125,20 +125,17 @@ pub(crate) fn office_sse_checked(
         .store
         .subscribe(after + 1)
         .take_while(|item| futures::future::ready(item.is_ok()))
-        .take_while(move |item| {
-            let still_allowed = match (item, &terminal) {
-                (Ok(event), Some((terminal, fingerprint))) if event.stream == own_stream => {
-                    let (state, office) = (check_state.clone(), check_office.clone());
-                    let (terminal, fingerprint) = (terminal.clone(), fingerprint.clone());
-                    futures::future::Either::Left(async move {
-                        check_terminal(&state, &office, &terminal, &fingerprint)
-                            .await
-                            .is_ok()
-                    })
-                }
-                _ => futures::future::Either::Right(futures::future::ready(true)),
-            };
-            still_allowed
+        .take_while(move |item| match (item, &terminal) {
+            (Ok(event), Some((terminal, fingerprint))) if event.stream == own_stream => {
+                let (state, office) = (check_state.clone(), check_office.clone());
+                let (terminal, fingerprint) = (terminal.clone(), fingerprint.clone());
+                futures::future::Either::Left(async move {
+                    check_terminal(&state, &office, &terminal, &fingerprint)
+                        .await
+                        .is_ok()
+                })
+            }
+            _ => futures::future::Either::Right(futures::future::ready(true)),
         })
         .filter_map(move |item| {
             let state = relevant_state.clone();
