@@ -15,8 +15,11 @@ use kiban_projections::{
 };
 use kiban_store::VerifyReport;
 
+use axum::http::Uri;
+
 use crate::auth::{Allow, Caller, PersonPath, office_number};
 use crate::error::ApiError;
+use crate::queries::{AccessLog, AccessLogQuery, access_log_page};
 use crate::state::AppState;
 
 async fn auditors_only(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
@@ -67,7 +70,10 @@ pub struct VerifyPage {
 }
 
 /// `GET /v1/audit/verify?from=&to=&limit=`: the chain report of one page
-/// (200 whether it verifies or not: the body's `outcome` says which).
+/// (200 whether it verifies or not: the body's `outcome` says which),
+/// with the stored signed checkpoints checked too ([`kiban_store::Store::verify_signed`]):
+/// their signatures and links, the signed hashes inside the page, and a
+/// head below the latest checkpoint.
 pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,
@@ -91,7 +97,11 @@ pub async fn verify(
         None => state.inner.store.head().await?.position,
     };
     let to = wanted.min(from.saturating_add(limit - 1));
-    let report = state.inner.store.verify(from, Some(to)).await?;
+    let report = state
+        .inner
+        .store
+        .verify_signed(from, Some(to), &mut |_| {})
+        .await?;
     let next_from = match report {
         VerifyReport::Verified { .. } if to < wanted => Some(to + 1),
         _ => None,
@@ -179,20 +189,17 @@ pub async fn person_as_of(
     Ok(Json(view))
 }
 
-/// `GET /v1/audit/offices/{office}/access-log`: every read of a person's
-/// record by the office (who, when, terminal, basis).
+/// `GET /v1/audit/offices/{office}/access-log?after=&limit=&order=`: every
+/// read of a person's record by the office (who, when, terminal, basis),
+/// one page ([`crate::queries::AccessLogQuery`]).
 pub async fn office_access_log(
     State(state): State<AppState>,
     caller: Caller,
     Path(office): Path<String>,
-) -> Result<Json<Vec<AccessEntry>>, ApiError> {
+    uri: Uri,
+    Query(query): Query<AccessLogQuery>,
+) -> Result<AccessLog, ApiError> {
     auditors_only(&state, &caller).await?;
     let office = office_number(&office)?;
-    Ok(Json(
-        state
-            .inner
-            .read
-            .access_log(None, Some(&office.to_string()))
-            .await?,
-    ))
+    access_log_page(&state, None, Some(office.as_str()), &uri, &query).await
 }

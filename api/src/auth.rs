@@ -166,7 +166,7 @@ impl PersonId {
     pub fn parse(insurer: &str, insured: &str) -> Result<Self, ApiError> {
         Ok(Self {
             insurer: InsurerNumber::parse(insurer)
-                .map_err(|_| ApiError::validation("The insurer number must be 6 digits."))?,
+                .map_err(|_| ApiError::validation("The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47."))?,
             insured: InsuredNumber::parse(insured)
                 .map_err(|_| ApiError::validation("The insured number must be 10 digits."))?,
         })
@@ -197,7 +197,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PersonPath {
 /// Parses an office number from a path.
 pub fn office_number(value: &str) -> Result<OfficeNumber, ApiError> {
     OfficeNumber::parse(value)
-        .map_err(|_| ApiError::validation("The office number must be 10 digits."))
+        .map_err(|_| ApiError::validation("The office number (介護保険事業所番号) is 10 digits, the first two a prefecture code 01-47."))
 }
 
 /// Folds `stream` from the store (not the engine's cache): the current

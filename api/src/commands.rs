@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use kiban_engine::{CommandContext, Executed};
+use kiban_engine::{CommandContext, EngineError, Executed};
 use kiban_events::domain::certification::{
     Applicant, ApplicationKind, CertificationApplication, CertificationCommand,
     certification_stream,
@@ -91,6 +91,12 @@ impl<T: Serialize> IntoResponse for Created<T> {
 
 /// Executes `command` on `stream` through the engine and answers it (201,
 /// or 200 when the idempotency key was executed before).
+///
+/// The key has been claimed with the request's digest
+/// ([`CommandKey::claim`]), so a key executed before is a retry of the same
+/// command: when deciding it again gives other events (a consent decided at
+/// another "now"), the store refuses their ids as duplicates and the answer
+/// is the events recorded the first time.
 pub(crate) async fn execute<D>(
     state: &AppState,
     stream: &StreamName,
@@ -101,11 +107,15 @@ where
     D: Decider,
     D::State: Send + Sync + 'static,
 {
-    let executed = state
-        .inner
-        .engine
-        .execute::<D>(stream, command, &context)
-        .await?;
+    let engine = &state.inner.engine;
+    let executed = match engine.execute::<D>(stream, command, &context).await {
+        Ok(executed) => executed,
+        Err(EngineError::DuplicateEventId(id)) => engine
+            .find_recorded(stream, &context.command_id)
+            .await?
+            .ok_or(EngineError::DuplicateEventId(id))?,
+        Err(error) => return Err(error.into()),
+    };
     // Read your writes: answer once this process's read models show the
     // command (bounded; it is committed either way).
     let position = executed.positions().into_iter().max().unwrap_or(0);
@@ -290,11 +300,14 @@ pub async fn give_consent(
 pub async fn revoke_consent(
     State(state): State<AppState>,
     Path((insurer, insured, office)): Path<(String, String, String)>,
-    CommandKey {
+    command_key: CommandKey,
+) -> Result<CommandAccepted, ApiError> {
+    command_key.claim(&state, &[]).await?;
+    let CommandKey {
         key: command_id,
         caller,
-    }: CommandKey,
-) -> Result<CommandAccepted, ApiError> {
+        ..
+    } = command_key;
     let person = PersonId::parse(&insurer, &insured)?;
     let office = office_number(&office)?;
     caller

@@ -50,12 +50,31 @@ pub struct DocumentBytes {
     bytes: Vec<u8>,
 }
 
+/// `Content-Security-Policy` of every download: a document opened in a
+/// browser runs no script and has no origin (it cannot act as the staff
+/// member who opened it on the `/ui` origin).
+pub const DOWNLOAD_CONTENT_SECURITY_POLICY: &str = "sandbox; default-src 'none'";
+
 impl IntoResponse for DocumentBytes {
+    /// The bytes with their media type, as a download (`attachment`, never
+    /// rendered inline), `nosniff` (the browser keeps the recorded media
+    /// type) and a sandboxing CSP.
     fn into_response(self) -> Response {
         let mut response = Response::new(Body::from(self.bytes));
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, self.media_type);
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, self.media_type);
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment"),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOWNLOAD_CONTENT_SECURITY_POLICY),
+        );
         response
     }
 }
@@ -87,9 +106,11 @@ impl<S: Send + Sync> FromRequestParts<S> for ApplicationPath {
 pub async fn upload_investigation_sheet(
     State(state): State<AppState>,
     ApplicationPath(person, seq): ApplicationPath,
-    CommandKey { key, caller }: CommandKey,
+    command_key: CommandKey,
     document: Document,
 ) -> Result<CommandAccepted, ApiError> {
+    command_key.claim(&state, &document.claim_bytes()).await?;
+    let CommandKey { key, caller, .. } = command_key;
     caller
         .allow(
             &state,
@@ -99,7 +120,7 @@ pub async fn upload_investigation_sheet(
         .await?;
     let stream = certification_stream(&person.insurer, &person.insured, seq);
     let command = CertificationCommand::CompleteInvestigation {
-        investigation_sheet: document.store(&state).await?,
+        investigation_sheet: document.store(&state, &caller.principal).await?,
     };
     let context = CommandContext::new(key, caller.actor(), state.now());
     execute::<CertificationApplication>(&state, &stream, &command, context).await
@@ -111,9 +132,11 @@ pub async fn upload_investigation_sheet(
 pub async fn upload_opinion(
     State(state): State<AppState>,
     ApplicationPath(person, seq): ApplicationPath,
-    CommandKey { key, caller }: CommandKey,
+    command_key: CommandKey,
     document: Document,
 ) -> Result<CommandAccepted, ApiError> {
+    command_key.claim(&state, &document.claim_bytes()).await?;
+    let CommandKey { key, caller, .. } = command_key;
     let Principal::MedicalInstitution(institution) = &caller.principal else {
         return Err(ApiError::forbidden(
             "Only the medical institution asked for it records the doctor's opinion.",
@@ -129,7 +152,7 @@ pub async fn upload_opinion(
     }
     let command = CertificationCommand::ReceiveOpinion {
         institution: institution.clone(),
-        opinion: document.store(&state).await?,
+        opinion: document.store(&state, &caller.principal).await?,
     };
     let context = CommandContext::new(key, caller.actor(), state.now());
     execute::<CertificationApplication>(&state, &stream, &command, context).await
@@ -151,7 +174,7 @@ pub async fn upload_attachment(
             "Only subsidy applicants (offices, medical institutions) upload attachments.",
         )
         .await?;
-    let document = document.store(&state).await?;
+    let document = document.store(&state, &caller.principal).await?;
     Ok(Created(StoredDocument {
         sha256: document.sha256().to_string(),
         media_type: document.media_type().to_owned(),

@@ -34,6 +34,9 @@ pub enum ProblemKind {
     TerminalSuspended,
     /// 404: nothing there, or nothing the principal may see.
     NotFound,
+    /// 405: the route does not take this method (`Allow` names those it
+    /// takes).
+    MethodNotAllowed,
     /// 409: the command conflicts with what is recorded (an idempotency key
     /// reused for another command, a stream that kept changing).
     Conflict,
@@ -64,6 +67,7 @@ impl ProblemKind {
                 StatusCode::FORBIDDEN
             }
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -83,6 +87,7 @@ impl ProblemKind {
             Self::ConsentRequired => "consent-required",
             Self::TerminalSuspended => "terminal-suspended",
             Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
             Self::UnsupportedMediaType => "unsupported-media-type",
@@ -103,6 +108,7 @@ impl ProblemKind {
             Self::ConsentRequired => "The person's consent is required",
             Self::TerminalSuspended => "The terminal is suspended",
             Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "The route does not take this method",
             Self::Conflict => "Conflicts with what is recorded",
             Self::PayloadTooLarge => "The request body is too large",
             Self::UnsupportedMediaType => "The media type is not accepted",
@@ -120,13 +126,14 @@ impl ProblemKind {
     }
 
     /// Every kind, for the documentation and its test.
-    pub const ALL: [ProblemKind; 14] = [
+    pub const ALL: [ProblemKind; 15] = [
         Self::Validation,
         Self::Unauthenticated,
         Self::Forbidden,
         Self::ConsentRequired,
         Self::TerminalSuspended,
         Self::NotFound,
+        Self::MethodNotAllowed,
         Self::Conflict,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,

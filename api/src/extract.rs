@@ -14,14 +14,17 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use kiban_events::domain::DocumentRef;
 use kiban_events::domain::Sha256Digest;
 use kiban_events::envelope::EventId;
+use kiban_store::KeyClaim;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ProblemKind};
+use crate::principal::Principal;
 use crate::state::AppState;
 
 /// The header carrying the caller's idempotency key (a UUID).
@@ -43,6 +46,30 @@ pub const DOCUMENT_MEDIA_TYPES: &[&str] = &[
     "application/xml",
 ];
 
+/// The name an upload is recorded under (`blob_uploads.uploader`): the
+/// organisation, not the terminal, because an office applies for a subsidy
+/// as an office whichever terminal uploaded the attachment.
+pub fn uploader_name(principal: &Principal) -> String {
+    match principal {
+        Principal::Office { office, .. } => format!("office:{}", office.as_str()),
+        Principal::Insurer(insurer) => format!("insurer:{}", insurer.as_str()),
+        Principal::MedicalInstitution(code) => format!("medical:{}", code.as_str()),
+        Principal::Auditor(id) => format!("auditor:{id}"),
+        Principal::Federation => "federation".to_owned(),
+    }
+}
+
+/// The allowed media type a `Content-Type` names (lower case, parameters
+/// dropped), or `None` when it is not one of [`DOCUMENT_MEDIA_TYPES`]. Every
+/// upload path (the API's and the web screen's) checks its files with it.
+pub fn document_media_type(content_type: &str) -> Option<&'static str> {
+    let bare = content_type.split(';').next().unwrap_or("").trim();
+    DOCUMENT_MEDIA_TYPES
+        .iter()
+        .find(|allowed| allowed.eq_ignore_ascii_case(bare))
+        .copied()
+}
+
 /// The `Idempotency-Key` header as an event id.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<EventId, ApiError> {
     let value = headers
@@ -52,8 +79,22 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<EventId, ApiError> {
         .to_str()
         .ok()
         .and_then(|v| Uuid::parse_str(v.trim()).ok())
-        .and_then(|uuid| EventId::from_uuid(uuid).ok())
-        .ok_or_else(|| ApiError::validation("The Idempotency-Key must be a non-nil UUID."))
+        .and_then(caller_event_id)
+        .ok_or_else(|| {
+            ApiError::validation("The Idempotency-Key must be a UUID of version 7 (or 4).")
+        })
+}
+
+/// A caller's UUID as an event id, when it is of a version callers make:
+/// 7 (time-ordered, what kiban's clients send) or 4 (random). kiban derives
+/// the ids of its own events (later events of a command, timers,
+/// forgetting) as version 5 from public names; a caller who could send a
+/// v5 id could claim one of them first and so stop kiban from recording
+/// its event. Every other version is refused for the same reason.
+pub fn caller_event_id(uuid: Uuid) -> Option<EventId> {
+    matches!(uuid.get_version_num(), 4 | 7)
+        .then(|| EventId::from_uuid(uuid).ok())
+        .flatten()
 }
 
 /// The body's bytes, mapping an over-limit body to 413 with `too_large`.
@@ -92,12 +133,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
 /// What every command carries besides its body: the `Idempotency-Key` (the
 /// first event's id) and the authenticated caller.
+///
+/// A route taking a `CommandKey` must [`CommandKey::claim`] it with its body
+/// before executing anything ([`Command`] does so itself): the commands'
+/// `execute` answers a retry's duplicate ids with the first answer, which is
+/// right only once the claim has shown that the retry is the same command.
 #[derive(Debug, Clone)]
 pub struct CommandKey {
     /// The caller's idempotency key, the first event's id.
     pub key: EventId,
     /// Who sent the command.
     pub caller: Caller,
+    /// The method and path of the request (the route with its parameters).
+    pub route: String,
 }
 
 impl FromRequestParts<AppState> for CommandKey {
@@ -106,8 +154,68 @@ impl FromRequestParts<AppState> for CommandKey {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         let key = idempotency_key(&parts.headers)?;
-        Ok(Self { key, caller })
+        let route = format!("{} {}", parts.method, parts.uri.path());
+        Ok(Self { key, caller, route })
     }
+}
+
+impl CommandKey {
+    /// Claims the key for this command: the digest of the route, the
+    /// principal and `body` (canonical bytes: [`canonical_json`] for a JSON
+    /// body, the media type and bytes of a document) is stored with the key
+    /// the first time; a later request under the key must have the same
+    /// digest, or it is 409 `conflict` before anything is decided.
+    pub async fn claim(&self, state: &AppState, body: &[u8]) -> Result<(), ApiError> {
+        let mut hasher = Sha256::new();
+        for part in [
+            b"kiban command digest v1".as_slice(),
+            self.route.as_bytes(),
+            self.caller.principal.to_uri().as_bytes(),
+        ] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        hasher.update(body);
+        let digest: [u8; 32] = hasher.finalize().into();
+        match state
+            .inner
+            .store
+            .claim_command_key(self.key.as_uuid(), &digest)
+            .await?
+        {
+            KeyClaim::New | KeyClaim::Same => Ok(()),
+            KeyClaim::Different => Err(ApiError::new(
+                ProblemKind::Conflict,
+                "The Idempotency-Key was already used for a different command (another route, \
+                 caller or body); use a new key for a new command.",
+            )),
+        }
+    }
+}
+
+/// A JSON value's canonical bytes: object keys sorted at every level, no
+/// insignificant white space. Two bodies that mean the same JSON (keys in
+/// another order, other spacing) give the same bytes.
+pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
+    fn sorted(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                serde_json::Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(key, value)| (key.clone(), sorted(value)))
+                        .collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(sorted).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    serde_json::to_vec(&sorted(value)).expect("a JSON value serialises")
 }
 
 /// A command route's request: key, caller and the JSON body `T`.
@@ -128,14 +236,20 @@ impl<T> Command<T> {
     }
 }
 
-impl<T: DeserializeOwned> FromRequest<AppState> for Command<T> {
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for Command<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let (mut parts, body) = request.into_parts();
-        let CommandKey { key, caller } = CommandKey::from_request_parts(&mut parts, state).await?;
-        let JsonBody(body) =
-            JsonBody::from_request(Request::from_parts(parts, body), state).await?;
+        let command_key = CommandKey::from_request_parts(&mut parts, state).await?;
+        let JsonBody(value) =
+            JsonBody::<serde_json::Value>::from_request(Request::from_parts(parts, body), state)
+                .await?;
+        let body = T::deserialize(&value).map_err(|e| {
+            ApiError::validation(format!("The JSON body does not match the schema: {e}"))
+        })?;
+        command_key.claim(state, &canonical_json(&value)).await?;
+        let CommandKey { key, caller, .. } = command_key;
         Ok(Self { key, caller, body })
     }
 }
@@ -155,27 +269,21 @@ impl<S: Send + Sync> FromRequest<S> for Document {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let media_type = request
+        let sent = request
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
             .unwrap_or_default();
-        if !DOCUMENT_MEDIA_TYPES.contains(&media_type.as_str()) {
+        let Some(media_type) = document_media_type(sent) else {
             return Err(ApiError::new(
                 ProblemKind::UnsupportedMediaType,
                 format!(
-                    "The Content-Type must be one of {} (got {media_type:?}).",
+                    "The Content-Type must be one of {} (got {sent:?}).",
                     DOCUMENT_MEDIA_TYPES.join(", ")
                 ),
             ));
-        }
+        };
+        let media_type = media_type.to_owned();
         let bytes = body_bytes(
             Bytes::from_request(request, state).await,
             &format!("A document is at most {DOCUMENT_UPLOAD_BYTES_MAX} bytes."),
@@ -188,10 +296,29 @@ impl<S: Send + Sync> FromRequest<S> for Document {
 }
 
 impl Document {
-    /// Stores the bytes (durable, content-addressed) and returns the
+    /// The bytes a command's key is claimed with: the media type, then the
+    /// document.
+    pub fn claim_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.media_type.len() + 1 + self.bytes.len());
+        bytes.extend_from_slice(self.media_type.as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&self.bytes);
+        bytes
+    }
+
+    /// Stores the bytes (durable, content-addressed), records that
+    /// `uploader` uploaded them with this media type, and returns the
     /// reference events record.
-    pub async fn store(&self, state: &AppState) -> Result<DocumentRef, ApiError> {
-        let stored = state.inner.store.put_blob(&self.bytes).await?;
+    pub async fn store(
+        &self,
+        state: &AppState,
+        uploader: &Principal,
+    ) -> Result<DocumentRef, ApiError> {
+        let stored = state
+            .inner
+            .store
+            .put_upload(&self.bytes, &uploader_name(uploader), &self.media_type)
+            .await?;
         let digest = Sha256Digest::parse(&stored.sha256).map_err(|e| ApiError::internal(&e))?;
         DocumentRef::new(digest, &self.media_type, stored.size_bytes)
             .map_err(|e| ApiError::internal(&e))

@@ -19,7 +19,8 @@
 //! # Layout
 //!
 //! - `principal.rs`: certificate → principal; `pki.rs`: certificates and
-//!   the rustls configuration; `server.rs`: the accept loop.
+//!   the rustls configuration; `server.rs`: the accept loop, with its
+//!   connection limits and timeouts ([`ConnectionLimits`]).
 //! - `auth.rs`: the caller extractor, the one authorisation check
 //!   (`Caller::allow`) and the rules that need the store; `extract.rs`: the
 //!   JSON body, [`Command`] (body, `Idempotency-Key`, caller) and document
@@ -32,7 +33,9 @@
 //!   route declared once, with the router and the OpenAPI 3.1 document
 //!   derived from it ([`router`], [`openapi_document`]); `openapi.rs`: how
 //!   the extractors and answers describe themselves in that document.
-//! - `error.rs`: [`ApiError`] and the problem kinds.
+//! - `error.rs`: [`ApiError`] and the problem kinds; `hardening.rs`: the
+//!   outermost middleware (over-limit bodies refused before they are read,
+//!   every refusal problem+json, the security headers; docs/security.md).
 //!
 //! # Invariants
 //!
@@ -57,6 +60,7 @@ mod commands;
 mod documents;
 mod error;
 mod extract;
+mod hardening;
 mod openapi;
 mod ops;
 pub mod paths;
@@ -92,7 +96,8 @@ pub use routes::{
     REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS, REQUESTS_IN_FLIGHT_MAX, openapi_document, router,
 };
 pub use server::{
-    CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_MS, ServeConfig, ServeError, Server, serve, serve_router,
+    CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_MAX, ConnectionLimits, HANDSHAKE_TIMEOUT_MS,
+    HEADER_READ_TIMEOUT_MS, ServeConfig, ServeError, Server, serve, serve_limited, serve_router,
 };
 pub use state::{
     AppState, Clock, MIN_POSITION_HEADER, POSITION_HEADER, READ_YOUR_WRITES_WAIT_MS,

@@ -243,6 +243,27 @@ impl<T: JsonSchema> OperationOutput for Created<T> {
     }
 }
 
+impl OperationOutput for crate::queries::AccessLog {
+    type Inner = Vec<kiban_projections::AccessEntry>;
+
+    fn operation_response(ctx: &mut GenContext, _: &mut Operation) -> Option<Response> {
+        Some(json_response::<Vec<kiban_projections::AccessEntry>>(
+            ctx,
+            "One page of the access log; a full page has `Link: <…>; rel=\"next\"`.",
+        ))
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<StatusCode>, Response)> {
+        Self::operation_response(ctx, operation)
+            .map(|ok| (Some(StatusCode::Code(200)), ok))
+            .into_iter()
+            .collect()
+    }
+}
+
 /// Implements `OperationOutput` for an answer that is always 200 with one
 /// fixed content type and schema.
 macro_rules! fixed_output {

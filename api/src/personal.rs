@@ -100,7 +100,7 @@ pub struct ForgetAnswer {
 /// `POST /v1/persons/{insurer}/{insured}/forget`: the person's insurer
 /// forgets the person at their request (本人情報の消去). Irreversible and
 /// idempotent; no body, no Idempotency-Key (the command id is derived from
-/// the person).
+/// the person). A person with no recorded events is 404 `not-found`.
 pub async fn forget(
     State(state): State<AppState>,
     caller: Caller,
@@ -118,6 +118,18 @@ pub async fn forget(
             ProblemKind::Unavailable,
             "This kiban keeps no person keys.",
         ));
+    }
+    // Forgetting a number nobody recorded would create the person (a stream
+    // holding only `insured.person_forgotten`): 404, as every read says.
+    let stream = kiban_events::domain::insured::insured_stream(&person.insurer, &person.insured);
+    if state
+        .inner
+        .store
+        .read_stream(&stream, 1, 1)
+        .await?
+        .is_empty()
+    {
+        return Err(ApiError::not_found("No such person."));
     }
     let done = state
         .inner

@@ -2,12 +2,14 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, Uri, header};
+use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use kiban_projections::{
-    AccessEntry, ApplicationView, CaseloadEntry, DocumentView, EligibilityView, InsurerView,
-    LedgersView, Page, SubsidyView, TerminalView,
+    AccessEntry, AccessLogOrder, AccessLogPage, ApplicationView, CaseloadEntry, DocumentView,
+    EligibilityView, InsurerView, LedgersView, Page, SubsidyView, TerminalView,
 };
 
 use crate::auth::{
@@ -74,13 +76,15 @@ pub async fn ledgers(
         .ok_or_else(|| ApiError::not_found("No such person."))
 }
 
-/// `GET /v1/persons/{insurer}/{insured}/access-log`: the person's insurer
-/// and auditors.
+/// `GET /v1/persons/{insurer}/{insured}/access-log?after=&limit=&order=`:
+/// the person's insurer and auditors; one page ([`AccessLogQuery`]).
 pub async fn person_access_log(
     State(state): State<AppState>,
     caller: Caller,
     PersonPath(person): PersonPath,
-) -> Result<Json<Vec<AccessEntry>>, ApiError> {
+    uri: Uri,
+    Query(query): Query<AccessLogQuery>,
+) -> Result<AccessLog, ApiError> {
     caller
         .allow(
             &state,
@@ -88,13 +92,98 @@ pub async fn person_access_log(
             "Only the person's insurer and auditors read the access log.",
         )
         .await?;
-    Ok(Json(
-        state
-            .inner
-            .read
-            .access_log(Some(&person.key()), None)
-            .await?,
-    ))
+    access_log_page(&state, Some(&person.key()), None, &uri, &query).await
+}
+
+/// Query of the access-log routes: a page of at most `limit` entries
+/// (1–500, default 500) in `order` (`oldest`, the default, or `newest`
+/// first), after the entry at position `after` (the previous page's last;
+/// the `Link: rel="next"` of a full page names it).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogQuery {
+    /// Start after the entry at this position (in `order`).
+    #[serde(default)]
+    pub after: Option<u64>,
+    /// Most entries (1–500, default 500).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// `oldest` (default) or `newest` first.
+    #[serde(default)]
+    pub order: Option<AccessLogOrderParam>,
+}
+
+/// The order of an access-log page.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogOrderParam {
+    /// Oldest first.
+    Oldest,
+    /// Newest first.
+    Newest,
+}
+
+/// One page of an access log: a JSON array of entries, with a `Link:
+/// <…>; rel="next"` header when the page is full (there may be more).
+#[derive(Debug)]
+pub struct AccessLog {
+    pub(crate) entries: Vec<AccessEntry>,
+    pub(crate) next: Option<String>,
+}
+
+impl IntoResponse for AccessLog {
+    fn into_response(self) -> Response {
+        let mut response = Json(self.entries).into_response();
+        if let Some(next) = self.next
+            && let Ok(link) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\""))
+        {
+            response.headers_mut().insert(header::LINK, link);
+        }
+        response
+    }
+}
+
+/// One page of the access log of `person`, of `office`, or all, as the
+/// route at `uri` answers it.
+pub(crate) async fn access_log_page(
+    state: &AppState,
+    person: Option<&str>,
+    office: Option<&str>,
+    uri: &Uri,
+    query: &AccessLogQuery,
+) -> Result<AccessLog, ApiError> {
+    let limit = query.limit.unwrap_or(kiban_projections::PAGE_ITEMS_MAX);
+    if !(1..=kiban_projections::PAGE_ITEMS_MAX).contains(&limit) {
+        return Err(ApiError::validation(format!(
+            "`limit` is 1 to {} entries.",
+            kiban_projections::PAGE_ITEMS_MAX
+        )));
+    }
+    let (order, order_name) = match query.order {
+        None | Some(AccessLogOrderParam::Oldest) => (AccessLogOrder::OldestFirst, "oldest"),
+        Some(AccessLogOrderParam::Newest) => (AccessLogOrder::NewestFirst, "newest"),
+    };
+    let page = AccessLogPage {
+        after: query.after,
+        limit,
+        order,
+    };
+    let entries = state
+        .inner
+        .read
+        .access_log_page(person, office, &page)
+        .await?;
+    let next = (entries.len() == limit)
+        .then(|| entries.last())
+        .flatten()
+        .map(|last| {
+            format!(
+                "{}?after={}&limit={limit}&order={order_name}",
+                uri.path(),
+                last.position
+            )
+        });
+    Ok(AccessLog { entries, next })
 }
 
 /// Query of the caseload.
@@ -128,6 +217,14 @@ pub async fn caseload(
         .await?;
     let after = query.after.unwrap_or_default();
     let limit = query.limit.unwrap_or(CASELOAD_PAGE_DEFAULT);
+    // Out of range is refused like a malformed number, never clamped: the
+    // client learns its page size was not the one it asked for.
+    if !(1..=kiban_projections::PAGE_ITEMS_MAX).contains(&limit) {
+        return Err(ApiError::validation(format!(
+            "`limit` is 1 to {} items.",
+            kiban_projections::PAGE_ITEMS_MAX
+        )));
+    }
     Ok(Json(
         state
             .inner
@@ -179,8 +276,11 @@ pub async fn insurer(
     caller: Caller,
     Path(insurer): Path<String>,
 ) -> Result<Json<InsurerView>, ApiError> {
-    let number = kiban_events::ids::InsurerNumber::parse(&insurer)
-        .map_err(|_| ApiError::validation("The insurer number must be 6 digits."))?;
+    let number = kiban_events::ids::InsurerNumber::parse(&insurer).map_err(|_| {
+        ApiError::validation(
+            "The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47.",
+        )
+    })?;
     caller
         .allow(
             &state,
@@ -200,8 +300,11 @@ pub async fn overdue_applications(
     caller: Caller,
     Path(insurer): Path<String>,
 ) -> Result<Json<Vec<ApplicationView>>, ApiError> {
-    let number = kiban_events::ids::InsurerNumber::parse(&insurer)
-        .map_err(|_| ApiError::validation("The insurer number must be 6 digits."))?;
+    let number = kiban_events::ids::InsurerNumber::parse(&insurer).map_err(|_| {
+        ApiError::validation(
+            "The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47.",
+        )
+    })?;
     caller
         .allow(
             &state,
@@ -274,11 +377,14 @@ pub async fn subsidies(
     Ok(Json(views))
 }
 
-/// `GET /v1/access-log`: the whole access log; auditors only.
+/// `GET /v1/access-log?after=&limit=&order=`: the whole access log, one
+/// page ([`AccessLogQuery`]); auditors only.
 pub async fn access_log(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Vec<AccessEntry>>, ApiError> {
+    uri: Uri,
+    Query(query): Query<AccessLogQuery>,
+) -> Result<AccessLog, ApiError> {
     caller
         .allow(
             &state,
@@ -286,5 +392,5 @@ pub async fn access_log(
             "Only auditors read the whole access log.",
         )
         .await?;
-    Ok(Json(state.inner.read.access_log(None, None).await?))
+    access_log_page(&state, None, None, &uri, &query).await
 }

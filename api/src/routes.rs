@@ -464,5 +464,8 @@ pub fn router(state: AppState) -> Router {
                 .concurrency_limit(REQUESTS_IN_FLIGHT_MAX)
                 .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS)),
         )
+        // Outermost: refuses over-limit bodies before anything reads them,
+        // and gives every answer its security headers (docs/security.md).
+        .layer(axum::middleware::from_fn(crate::hardening::harden))
         .with_state(state)
 }

@@ -5,7 +5,9 @@
 //!
 //! Attachments are uploaded first (`POST /v1/attachments`, which stores the
 //! bytes and answers the reference); the application names them by
-//! reference, and each must be stored with the size given.
+//! reference, and each must have been uploaded by the applicant itself with
+//! the media type and size given (the blobs are shared by digest; the
+//! record of who uploaded what is not).
 
 use axum::extract::{Path, State};
 use schemars::JsonSchema;
@@ -25,7 +27,7 @@ use crate::auth::{Allow, Caller, check_terminal, fold};
 use crate::commands::{APPLICATIONS_PER_PERSON_MAX, CommandAccepted, execute, next_stream_seq};
 use crate::documents::{DocumentBytes, document_response};
 use crate::error::ApiError;
-use crate::extract::Command;
+use crate::extract::{Command, uploader_name};
 use crate::principal::Principal;
 use crate::state::AppState;
 
@@ -66,19 +68,7 @@ pub async fn apply(
     sent: Command<SubsidyApplicationBody>,
 ) -> Result<CommandAccepted, ApiError> {
     let (command_id, caller, request) = sent.into_parts();
-    for document in request.documents() {
-        let stored = state
-            .inner
-            .store
-            .blob_size(document.sha256().as_str())
-            .await?;
-        if stored != Some(document.size_bytes()) {
-            return Err(ApiError::validation(format!(
-                "The attachment {} is not uploaded with that size; upload it to /v1/attachments first.",
-                document.sha256()
-            )));
-        }
-    }
+    check_own_uploads(&state, &caller.principal, &request).await?;
     let (applicant, actor, stream, record) = match &caller.principal {
         Principal::Office { office, terminal } => {
             check_terminal(&state, office, terminal, &caller.fingerprint).await?;
@@ -182,6 +172,37 @@ pub(crate) async fn earlier_applications(
         }
     }
     Ok(earlier)
+}
+
+/// Every attachment of `request` must have been uploaded by the applicant
+/// itself, with the media type and size the application names: the blobs
+/// are shared by digest, so knowing a document's digest (from a person's
+/// documents, read under a consent long expired) must not let an office
+/// attach it and read it back as its own.
+async fn check_own_uploads(
+    state: &AppState,
+    applicant: &Principal,
+    request: &SubsidyApplicationBody,
+) -> Result<(), ApiError> {
+    let uploader = uploader_name(applicant);
+    for document in request.documents() {
+        let uploads = state
+            .inner
+            .store
+            .uploads_of(document.sha256().as_str(), &uploader)
+            .await?;
+        let matches = uploads.iter().any(|upload| {
+            upload.size_bytes == document.size_bytes() && upload.media_type == document.media_type()
+        });
+        if !matches {
+            return Err(ApiError::validation(format!(
+                "The attachment {} was not uploaded by this applicant with that media type and \
+                 size; upload it to /v1/attachments first.",
+                document.sha256()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A federation decision on an application.
@@ -295,5 +316,22 @@ pub async fn download_attachment(
         .chain(designation)
         .find(|d| d.sha256().as_str() == sha256)
         .ok_or_else(|| ApiError::not_found("The application has no such attachment."))?;
+    // An application recorded before uploads were recorded may name bytes
+    // the applicant never uploaded: the applicant reads back only its own.
+    if matches!(
+        caller.principal,
+        Principal::Office { .. } | Principal::MedicalInstitution(_)
+    ) {
+        let uploads = state
+            .inner
+            .store
+            .uploads_of(&sha256, &uploader_name(&caller.principal))
+            .await?;
+        if uploads.is_empty() {
+            return Err(ApiError::not_found(
+                "The application has no such attachment.",
+            ));
+        }
+    }
     document_response(&state, &sha256, document.media_type()).await
 }

@@ -4,7 +4,8 @@
 //! Each event's `id` is its store position; a client that reconnects with
 //! `Last-Event-ID: n` gets every relevant event after `n`, none twice
 //! (the store's subscription is gapless). Without the header the stream
-//! starts after the current head. The data carries the event's type, stream
+//! starts after the current head; a `Last-Event-ID` ahead of the head is
+//! 400 `validation` (it names no event this stream could have sent). The data carries the event's type, stream
 //! and time, never its payload: the client reads details through the
 //! logged query routes.
 
@@ -18,10 +19,13 @@ use futures::{Stream, StreamExt};
 use serde_json::json;
 
 use kiban_events::RecordedEvent;
+use kiban_events::domain::TerminalId;
+use kiban_events::domain::office::office_stream;
 use kiban_events::ids::OfficeNumber;
 
-use crate::auth::{Allow, Caller, office_number};
+use crate::auth::{Allow, Caller, check_terminal, office_number};
 use crate::error::ApiError;
+use crate::principal::Principal;
 use crate::state::AppState;
 
 /// The header a reconnecting SSE client sends.
@@ -43,18 +47,37 @@ pub async fn updates(
             "Only the office itself and auditors follow its updates.",
         )
         .await?;
+    let head = state.inner.store.head().await?.position;
     let after = match headers.get(LAST_EVENT_ID) {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                ApiError::validation("Last-Event-ID must be a position (a whole number).")
-            })?,
-        None => state.inner.store.head().await?.position,
+        Some(value) => {
+            let after = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::validation("Last-Event-ID must be a position (a whole number).")
+                })?;
+            // Ahead of the head, the stream would silently drop every event
+            // until the head passed it: a client's mistake to be told.
+            if after > head {
+                return Err(ApiError::validation(format!(
+                    "Last-Event-ID {after} is ahead of the store's head ({head}); resume from \
+                     an id this stream sent, or without the header to start at the head."
+                )));
+            }
+            after
+        }
+        None => head,
+    };
+    // An office terminal's stream ends when the terminal is suspended (or
+    // its credential replaced): re-checked at each event of the office's own
+    // stream, which is where such a change is recorded.
+    let terminal = match &caller.principal {
+        Principal::Office { terminal, .. } => Some((terminal.clone(), caller.fingerprint.clone())),
+        _ => None,
     };
     Ok(EventStream(
-        office_sse(state, office, after, to_sse).into_response(),
+        office_sse_checked(state, office, after, to_sse, terminal).into_response(),
     ))
 }
 
@@ -78,13 +101,42 @@ pub(crate) fn office_sse(
     after: u64,
     to_event: fn(&RecordedEvent) -> Event,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    office_sse_checked(state, office, after, to_event, None)
+}
+
+/// [`office_sse`] for the terminal `terminal` (its id and the fingerprint of
+/// the certificate it presented): the stream ends at the first event of the
+/// office's own stream after which the terminal no longer passes
+/// [`check_terminal`] (reported lost, credential replaced).
+pub(crate) fn office_sse_checked(
+    state: AppState,
+    office: OfficeNumber,
+    after: u64,
+    to_event: fn(&RecordedEvent) -> Event,
+    terminal: Option<(TerminalId, String)>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stop = state.inner.streams.clone().cancelled_owned();
     let relevant_state = state.clone();
+    let check_state = state.clone();
+    let own_stream = office_stream(&office);
+    let check_office = office.clone();
     let events = state
         .inner
         .store
         .subscribe(after + 1)
         .take_while(|item| futures::future::ready(item.is_ok()))
+        .take_while(move |item| match (item, &terminal) {
+            (Ok(event), Some((terminal, fingerprint))) if event.stream == own_stream => {
+                let (state, office) = (check_state.clone(), check_office.clone());
+                let (terminal, fingerprint) = (terminal.clone(), fingerprint.clone());
+                futures::future::Either::Left(async move {
+                    check_terminal(&state, &office, &terminal, &fingerprint)
+                        .await
+                        .is_ok()
+                })
+            }
+            _ => futures::future::Either::Right(futures::future::ready(true)),
+        })
         .filter_map(move |item| {
             let state = relevant_state.clone();
             let office = office.clone();

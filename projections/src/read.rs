@@ -26,7 +26,7 @@ use kiban_events::ids::OfficeNumber;
 use crate::db::Db;
 use crate::error::Result;
 use crate::models::access_log::{
-    ACCESS_LOG, AccessEntry, VIEWS_BY_OFFICE_INDEX, VIEWS_BY_PERSON_INDEX, VIEWS_INDEX,
+    ACCESS_LOG, AccessEntry, VIEWS_BY_OFFICE_INDEX, VIEWS_BY_PERSON_INDEX, VIEWS_INDEX, view_key,
 };
 use crate::models::care::{
     APPLICATIONS_INDEX, ApplicationDoc, CARE, CASELOAD_INDEX, OPEN_APPLICATIONS_INDEX,
@@ -36,6 +36,28 @@ use crate::models::organisations::{
     ALL, AggregateDoc, OFFICES_INDEX, ORGANISATIONS, SUBSIDIES_BY_APPLICANT_INDEX, SUBSIDIES_INDEX,
     insurer_key, office_key,
 };
+
+/// The order of an access-log page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogOrder {
+    /// Oldest entry first (by position).
+    #[default]
+    OldestFirst,
+    /// Newest entry first: what an auditor looks at first.
+    NewestFirst,
+}
+
+/// Which page of the access log ([`ReadModels::access_log_page`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessLogPage {
+    /// Start after the entry at this position (in `order`); the first page
+    /// when `None`.
+    pub after: Option<u64>,
+    /// Most entries (1 to [`PAGE_ITEMS_MAX`]).
+    pub limit: usize,
+    /// Oldest or newest first.
+    pub order: AccessLogOrder,
+}
 
 /// Longest page of any list query. A caseload page of 500 persons is a
 /// screenful many times over and keeps one response small.
@@ -438,21 +460,63 @@ impl ReadModels {
         Ok(docs.iter().map(|doc| subsidy_view(doc, now)).collect())
     }
 
-    /// The access log: of a person, of an office, or all; newest last.
+    /// The access log: of a person, of an office, or all; the first
+    /// [`PAGE_ITEMS_MAX`] entries, oldest first (see
+    /// [`ReadModels::access_log_page`] for the rest).
     pub async fn access_log(
         &self,
         person: Option<&str>,
         office: Option<&str>,
+    ) -> Result<Vec<AccessEntry>> {
+        let page = AccessLogPage {
+            after: None,
+            limit: PAGE_ITEMS_MAX,
+            order: AccessLogOrder::OldestFirst,
+        };
+        self.access_log_page(person, office, &page).await
+    }
+
+    /// One page of the access log of a person, of an office, or all: at
+    /// most `page.limit` (1 to [`PAGE_ITEMS_MAX`]) entries in `page.order`,
+    /// starting after the entry at position `page.after` (in that order).
+    /// The next page starts after the last entry's position.
+    pub async fn access_log_page(
+        &self,
+        person: Option<&str>,
+        office: Option<&str>,
+        page: &AccessLogPage,
     ) -> Result<Vec<AccessEntry>> {
         let (index, key) = match (person, office) {
             (Some(person), _) => (VIEWS_BY_PERSON_INDEX, person),
             (None, Some(office)) => (VIEWS_BY_OFFICE_INDEX, office),
             (None, None) => (VIEWS_INDEX, ALL),
         };
-        let keys = self
-            .db
-            .index_page(ACCESS_LOG, index, key, "", PAGE_ITEMS_MAX)
-            .await?;
+        let limit = page.limit.clamp(1, PAGE_ITEMS_MAX);
+        let keys = match page.order {
+            AccessLogOrder::OldestFirst => {
+                let after = page.after.map(view_key).unwrap_or_default();
+                self.db
+                    .index_page(ACCESS_LOG, index, key, &after, limit)
+                    .await?
+            }
+            AccessLogOrder::NewestFirst => {
+                // Keys sort by position; "before" the largest possible key
+                // when starting at the newest.
+                let before = page.after.map_or_else(|| "view;".to_owned(), view_key);
+                let sql = "SELECT i.doc_key FROM projection_index i
+                    JOIN projection_live l ON l.projection = i.projection AND l.generation = i.generation
+                    WHERE i.projection = $1 AND i.index_name = $2 AND i.index_key = $3 AND i.doc_key < $4
+                    ORDER BY i.doc_key DESC LIMIT $5";
+                kiban_store::both!(self.db.pool(), pool => sqlx::query_scalar::<_, String>(sql)
+                    .bind(ACCESS_LOG)
+                    .bind(index)
+                    .bind(key)
+                    .bind(&before)
+                    .bind(limit as i64)
+                    .fetch_all(pool)
+                    .await)?
+            }
+        };
         self.documents(ACCESS_LOG, &keys).await
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, TimeZone, Utc};
-use kiban_api::{AppState, DevPki, Principal, ServeConfig, Server, TlsFiles};
+use kiban_api::{AppState, ConnectionLimits, DevPki, Principal, ServeConfig, Server, TlsFiles};
 use kiban_engine::Engine;
 use kiban_events::Actor;
 use kiban_events::domain::office::{Office, OfficeCommand, office_stream};
@@ -72,6 +72,20 @@ impl Served {
         last: u64,
         configure: impl FnOnce(AppState) -> AppState,
     ) -> Served {
+        let limits = ConnectionLimits::default();
+        Served::start_limited(db, store, engine, tls, last, limits, configure).await
+    }
+
+    /// [`Served::start`] with other connection limits than the defaults.
+    pub(crate) async fn start_limited(
+        db: &TestDb,
+        store: Store,
+        engine: Arc<Engine<Store>>,
+        tls: &TlsFiles,
+        last: u64,
+        limits: ConnectionLimits,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> Served {
         let read_db = Db::open(db.url()).await.unwrap();
         let projections = Projections::start(read_db, store.clone(), models::all())
             .await
@@ -95,7 +109,7 @@ impl Served {
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: tls.clone(),
         };
-        let server = kiban_api::serve(&config, state, shutdown.clone())
+        let server = kiban_api::serve_limited(&config, limits, state, shutdown.clone())
             .await
             .expect("serves");
         let base = format!("https://127.0.0.1:{}", server.local_addr.port());
@@ -126,7 +140,7 @@ impl Served {
 
 pub(crate) struct Harness {
     served: Served,
-    pki: DevPki,
+    pub(crate) pki: DevPki,
     _dir: tempfile::TempDir,
 }
 
@@ -148,7 +162,7 @@ pub(crate) fn office_t01() -> Principal {
 fn office_t02() -> Principal {
     principal(&format!("kiban:office:{OFFICE}:terminal:{SECOND_TERMINAL}"))
 }
-fn other_office() -> Principal {
+pub(crate) fn other_office() -> Principal {
     principal(&format!(
         "kiban:office:{OTHER_OFFICE}:terminal:{OTHER_TERMINAL}"
     ))
@@ -165,12 +179,17 @@ fn medical() -> Principal {
 pub(crate) fn auditor() -> Principal {
     principal("kiban:auditor:audit-1")
 }
-fn federation() -> Principal {
+pub(crate) fn federation() -> Principal {
     principal("kiban:federation")
 }
 
 impl Harness {
     pub(crate) async fn start(db: &TestDb) -> Harness {
+        Harness::start_limited(db, ConnectionLimits::default()).await
+    }
+
+    /// [`Harness::start`] with other connection limits than the defaults.
+    pub(crate) async fn start_limited(db: &TestDb, limits: ConnectionLimits) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let principals = [
             office_t01(),
@@ -203,7 +222,7 @@ impl Harness {
             &[(OTHER_TERMINAL, &fingerprint(&other_office()))],
         )
         .await;
-        let served = Served::start(db, store, engine, &pki.tls, last, |state| {
+        let served = Served::start_limited(db, store, engine, &pki.tls, last, limits, |state| {
             state
                 .with_subsidy_policy(SUBSIDY_POLICY)
                 .with_card_trust(card_trust(dir.path()))
@@ -224,7 +243,7 @@ impl Harness {
         kiban_api::client::Client::new(&self.base, &ca, pem.as_deref()).unwrap()
     }
 
-    fn client(&self, principal: Option<&Principal>) -> Client {
+    pub(crate) fn client(&self, principal: Option<&Principal>) -> Client {
         let ca = std::fs::read(&self.pki.tls.client_ca).unwrap();
         let mut builder = Client::builder()
             .use_rustls_tls()
@@ -940,7 +959,7 @@ const SUBSIDY_POLICY: kiban_events::domain::subsidy::SubsidyPolicy =
 
 impl Harness {
     /// A command whose body is a document of `media_type`, under `key`.
-    async fn upload(
+    pub(crate) async fn upload(
         &self,
         who: &Principal,
         path: &str,
@@ -986,7 +1005,7 @@ impl Harness {
         (status, media_type, response.bytes().await.unwrap().to_vec())
     }
 
-    async fn caught_up(&self) {
+    pub(crate) async fn caught_up(&self) {
         let head = self.store.head().await.unwrap().position;
         bounded("projection", self.projections.wait_for(head))
             .await

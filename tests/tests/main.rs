@@ -12,6 +12,7 @@ mod projections;
 mod read_your_writes;
 mod routing;
 mod schema;
+mod security;
 mod shred;
 mod store_contract;
 mod timers;

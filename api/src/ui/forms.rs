@@ -107,7 +107,7 @@ fn new_key() -> String {
 pub(super) fn form_key(value: &str) -> Result<EventId, UiError> {
     Uuid::parse_str(value.trim())
         .ok()
-        .and_then(|uuid| EventId::from_uuid(uuid).ok())
+        .and_then(crate::extract::caller_event_id)
         .ok_or_else(|| UiError::invalid("The form's key is malformed; reload the form."))
 }
 

@@ -27,6 +27,7 @@ use kiban_events::domain::subsidy::{
 };
 use kiban_events::domain::{DocumentRef, RejectionCode, ServiceTypeCode, Sha256Digest, Yen};
 use kiban_events::envelope::{Actor, EventId};
+use kiban_events::ids::OfficeNumber;
 
 use super::web::{Lang, Staff, UiError, date, yen};
 use crate::auth::fold;
@@ -52,9 +53,20 @@ struct Upload {
 impl Upload {
     fn of(media_type: &str, bytes: axum::body::Bytes) -> Upload {
         let digest = hex::encode(Sha256::digest(&bytes));
-        let reference = Sha256Digest::parse(&digest)
-            .map_err(|e| e.to_string())
-            .and_then(|sha| {
+        let media_type = crate::extract::document_media_type(media_type);
+        let reference = media_type
+            .ok_or_else(|| {
+                format!(
+                    "An attachment must be one of {}.",
+                    crate::DOCUMENT_MEDIA_TYPES.join(", ")
+                )
+            })
+            .and_then(|media_type| {
+                Sha256Digest::parse(&digest)
+                    .map(|sha| (sha, media_type))
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|(sha, media_type)| {
                 DocumentRef::new(sha, media_type, bytes.len() as u64).map_err(|e| e.to_string())
             });
         Upload { reference, bytes }
@@ -63,18 +75,23 @@ impl Upload {
 
 impl SubsidyInput {
     /// Stores every well-formed upload as a content-addressed blob (before
-    /// the application that references it is recorded).
-    async fn store_uploads(&self, state: &AppState) -> Result<(), UiError> {
+    /// the application that references it is recorded), recorded as the
+    /// office's upload like those of `POST /v1/attachments`.
+    async fn store_uploads(&self, state: &AppState, office: &OfficeNumber) -> Result<(), UiError> {
+        let uploader = format!("office:{}", office.as_str());
         let uploads = self
             .passbook
             .iter()
             .chain(self.receipts.values())
             .chain(self.notices.values());
-        for upload in uploads.filter(|upload| upload.reference.is_ok()) {
+        for upload in uploads {
+            let Ok(reference) = &upload.reference else {
+                continue;
+            };
             state
                 .inner
                 .store
-                .put_blob(&upload.bytes)
+                .put_upload(&upload.bytes, &uploader, reference.media_type())
                 .await
                 .map_err(ApiError::from)?;
         }
@@ -619,11 +636,11 @@ pub async fn submit(
 ) -> Result<Response, UiError> {
     let input = read_multipart(multipart).await?;
     staff.check_csrf(&input.csrf)?;
-    input.store_uploads(&state).await?;
+    input.store_uploads(&state, &staff.at.office).await?;
     let lang = staff.lang();
     let key = Uuid::parse_str(input.key.trim())
         .ok()
-        .and_then(|uuid| EventId::from_uuid(uuid).ok())
+        .and_then(crate::extract::caller_event_id)
         .ok_or_else(|| UiError::invalid("The form's key is malformed; reload the form."))?;
     let mut errors = FieldErrors::new();
     let checked = check(lang, &input, &mut errors);

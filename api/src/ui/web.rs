@@ -149,6 +149,7 @@ impl IntoResponse for UiError {
             }
             ProblemKind::NotFound => ("見つかりません", "Not found"),
             ProblemKind::Validation
+            | ProblemKind::MethodNotAllowed
             | ProblemKind::PayloadTooLarge
             | ProblemKind::UnsupportedMediaType => {
                 ("入力内容を確認してください", "Please check the input")

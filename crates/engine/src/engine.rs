@@ -286,9 +286,12 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// The events a command with `command_id` recorded on `stream`, if it
-    /// ran before. Only asked after a rejection, so the scan of the stream
-    /// is off the common path; streams are short (tens of events).
-    async fn find_recorded(
+    /// ran before (as `replayed`). Only asked after a rejection or a
+    /// duplicate id, so the scan of the stream is off the common path;
+    /// streams are short (tens of events). The API asks it when the store
+    /// refuses a retried command's ids as [`EngineError::DuplicateEventId`]
+    /// after checking that the retry is the same command (its digest).
+    pub async fn find_recorded(
         &self,
         stream: &StreamName,
         command_id: &EventId,

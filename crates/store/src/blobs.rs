@@ -7,6 +7,11 @@
 //! when [`Store::put_blob`] returns (the same commit guarantees as events),
 //! so no event can refer to bytes that are not there.
 //!
+//! Each upload also records who uploaded the bytes and the media type they
+//! declared ([`Store::put_upload`], table `blob_uploads`, migration 0006):
+//! the bytes are shared by digest, but what one principal uploaded is not
+//! another's to attach ([`Store::uploads_of`]).
+//!
 //! Blobs are immutable: putting the same bytes again is a no-op that
 //! returns the same digest. They are written through the read pool, not the
 //! event writer: they have no position and no order, and a slow upload must
@@ -129,6 +134,108 @@ impl Store {
             }
         };
         Ok(size.map(|s| u64::try_from(s).unwrap_or(0)))
+    }
+}
+
+/// One recorded upload of a blob: the media type its uploader declared and
+/// the blob's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobUpload {
+    /// The media type declared at upload.
+    pub media_type: String,
+    /// The blob's size in bytes.
+    pub size_bytes: u64,
+}
+
+/// Longest uploader name (`blob_uploads.uploader`), in bytes.
+pub const UPLOADER_BYTES_MAX: usize = 64;
+
+impl Store {
+    /// Stores `content` like [`Store::put_blob`] and records that `uploader`
+    /// (an opaque name of at most [`UPLOADER_BYTES_MAX`] bytes chosen by the
+    /// caller, e.g. `office:1312345678`) uploaded it as `media_type`;
+    /// durable on return. Recording the same upload again changes nothing.
+    pub async fn put_upload(
+        &self,
+        content: &[u8],
+        uploader: &str,
+        media_type: &str,
+    ) -> Result<BlobRef> {
+        if uploader.is_empty() || uploader.len() > UPLOADER_BYTES_MAX {
+            return Err(Error::Invalid(format!(
+                "an uploader is 1 to {UPLOADER_BYTES_MAX} bytes"
+            )));
+        }
+        if media_type.is_empty() || media_type.len() > 127 {
+            return Err(Error::Invalid("a media type is 1 to 127 bytes".to_owned()));
+        }
+        let stored = self.put_blob(content).await?;
+        let key = digest_bytes(&stored.sha256).expect("put_blob answers a digest");
+        match self.readers() {
+            Readers::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO blob_uploads (sha256, uploader, media_type) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(key.as_slice())
+                .bind(uploader)
+                .bind(media_type)
+                .execute(pool)
+                .await?;
+            }
+            Readers::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO blob_uploads (sha256, uploader, media_type, uploaded_at) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                )
+                .bind(key.as_slice())
+                .bind(uploader)
+                .bind(media_type)
+                .bind(chrono::Utc::now().timestamp_micros())
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// What `uploader` uploaded under `sha256`: one entry per media type it
+    /// declared (none when it never uploaded those bytes, whoever else did).
+    pub async fn uploads_of(&self, sha256: &str, uploader: &str) -> Result<Vec<BlobUpload>> {
+        let Some(key) = digest_bytes(sha256) else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(String, i64)> = match self.readers() {
+            Readers::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT u.media_type, b.size_bytes FROM blob_uploads u \
+                     JOIN blobs b ON b.sha256 = u.sha256 \
+                     WHERE u.sha256 = $1 AND u.uploader = $2 ORDER BY u.media_type",
+                )
+                .bind(key.as_slice())
+                .bind(uploader)
+                .fetch_all(pool)
+                .await?
+            }
+            Readers::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT u.media_type, b.size_bytes FROM blob_uploads u \
+                     JOIN blobs b ON b.sha256 = u.sha256 \
+                     WHERE u.sha256 = ?1 AND u.uploader = ?2 ORDER BY u.media_type",
+                )
+                .bind(key.as_slice())
+                .bind(uploader)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(media_type, size)| BlobUpload {
+                media_type,
+                size_bytes: u64::try_from(size).unwrap_or(0),
+            })
+            .collect())
     }
 }
 

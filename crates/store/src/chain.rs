@@ -71,6 +71,21 @@ pub enum BreakReason {
     /// checkpoint's position is not the signed one: the history up to here
     /// was rewritten (hashes recomputed) after the checkpoint was signed.
     CheckpointMismatch { signed: Hash, stored: Hash },
+    /// The store ends at `head`, below a signed checkpoint at
+    /// `signed_position`: the events `head + 1..=signed_position` (and any
+    /// after them) were deleted. The break's position is `head + 1`.
+    Truncated {
+        head: Position,
+        signed_position: Position,
+    },
+    /// No checkpoint is stored at this position, yet the signed checkpoint
+    /// at `named_by` names it as the one before: rows of
+    /// `audit_checkpoints` were deleted.
+    CheckpointDeleted { named_by: Position },
+    /// The stored checkpoint at this position does not verify: its
+    /// signature is not valid for its key, or it names another key than the
+    /// other checkpoints.
+    CheckpointSignatureInvalid,
 }
 
 /// What [`crate::Store::verify_with`] walks and what it trusts.
@@ -118,10 +133,13 @@ pub(crate) async fn verify_with(
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<VerifyReport> {
     let from = range.from.max(1);
-    let to = match range.to {
-        Some(to) => to,
-        None => readers.head().await?.map_or(0, |(p, _)| p.max(0) as u64),
-    };
+    let head = readers.head().await?.map_or(0, |(p, _)| p.max(0) as u64);
+    let to = range.to.unwrap_or(head);
+    if to >= head
+        && let Some(report) = truncation(readers, head).await?
+    {
+        return Ok(report);
+    }
     let prev = match range.anchor {
         Some(anchor) => anchor,
         None if from == 1 => Hash::GENESIS,
@@ -181,6 +199,34 @@ pub(crate) async fn verify_with(
             broken(position, reason, events_verified)
         }
     })
+}
+
+/// A break when the store's head is below its latest signed checkpoint
+/// (events at its tail were deleted, the checkpoint says they existed).
+pub(crate) async fn truncation(readers: &Readers, head: Position) -> Result<Option<VerifyReport>> {
+    let latest = crate::backend::audit::latest_checkpoint(readers, u64::MAX >> 1).await?;
+    Ok(latest
+        .filter(|signed| signed.position > head)
+        .map(|signed| {
+            broken(
+                head + 1,
+                BreakReason::Truncated {
+                    head,
+                    signed_position: signed.position,
+                },
+                0,
+            )
+        }))
+}
+
+/// What [`BreakReason::Truncated`] says, in words: for the writer's refusal.
+pub(crate) fn truncated_message(head: Position, signed_position: Position) -> String {
+    format!(
+        "refusing to write: the store ends at position {head}, below its signed checkpoint at \
+         position {signed_position}, so events {}..={signed_position} were deleted; run \
+         `kiban audit verify` and restore them from a backup before writing again",
+        head + 1
+    )
 }
 
 /// What the hashing thread found.

@@ -24,6 +24,10 @@ use crate::store::Store;
 /// signature can never be mistaken for a signature over anything else.
 pub const CHECKPOINT_SIGNING_TAG: &[u8] = b"kiban checkpoint v1\n";
 
+/// The domain tag of a linked checkpoint's message (one that also signs the
+/// position of the checkpoint before it).
+pub const LINKED_CHECKPOINT_SIGNING_TAG: &[u8] = b"kiban checkpoint v2\n";
+
 /// The `format` of an export file.
 pub const CHECKPOINT_EXPORT_FORMAT: &str = "kiban-checkpoints-v1";
 
@@ -110,14 +114,38 @@ impl PlatformKey {
 
     /// Signs "the event at `position` has hash `hash`" at `created_at`.
     pub fn sign(&self, position: Position, hash: Hash, created_at: DateTime<Utc>) -> Checkpoint {
+        self.sign_message(position, hash, created_at, None)
+    }
+
+    /// Signs "the event at `position` has hash `hash`, and the checkpoint
+    /// before this one is at `previous` (0: none)" at `created_at`: what
+    /// the store records, so that a deleted checkpoint row is found.
+    pub fn sign_linked(
+        &self,
+        position: Position,
+        hash: Hash,
+        created_at: DateTime<Utc>,
+        previous: Position,
+    ) -> Checkpoint {
+        self.sign_message(position, hash, created_at, Some(previous))
+    }
+
+    fn sign_message(
+        &self,
+        position: Position,
+        hash: Hash,
+        created_at: DateTime<Utc>,
+        previous: Option<Position>,
+    ) -> Checkpoint {
         let created_at = kiban_events::envelope::to_store_precision(created_at);
-        let message = signed_message(position, &hash, created_at);
+        let message = message_of(position, &hash, created_at, previous);
         Checkpoint {
             position,
             hash,
             created_at,
             public_key: self.public_key_hex(),
             signature: hex::encode(self.signing.sign(&message).to_bytes()),
+            previous,
         }
     }
 }
@@ -134,6 +162,36 @@ pub fn signed_message(position: Position, hash: &Hash, created_at: DateTime<Utc>
     message
 }
 
+/// The bytes a linked checkpoint's signature covers: [`signed_message`]'s
+/// fields under [`LINKED_CHECKPOINT_SIGNING_TAG`], then the previous
+/// checkpoint's position (8 bytes big-endian, 0 for none).
+pub fn linked_signed_message(
+    position: Position,
+    hash: &Hash,
+    created_at: DateTime<Utc>,
+    previous: Position,
+) -> Vec<u8> {
+    let mut message = Vec::with_capacity(LINKED_CHECKPOINT_SIGNING_TAG.len() + 56);
+    message.extend_from_slice(LINKED_CHECKPOINT_SIGNING_TAG);
+    message.extend_from_slice(&position.to_be_bytes());
+    message.extend_from_slice(&hash.0);
+    message.extend_from_slice(&created_at.timestamp_micros().to_be_bytes());
+    message.extend_from_slice(&previous.to_be_bytes());
+    message
+}
+
+fn message_of(
+    position: Position,
+    hash: &Hash,
+    created_at: DateTime<Utc>,
+    previous: Option<Position>,
+) -> Vec<u8> {
+    match previous {
+        None => signed_message(position, hash, created_at),
+        Some(previous) => linked_signed_message(position, hash, created_at, previous),
+    }
+}
+
 /// One signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -145,8 +203,13 @@ pub struct Checkpoint {
     pub created_at: DateTime<Utc>,
     /// The signer's Ed25519 public key, 64 hex digits.
     pub public_key: String,
-    /// The Ed25519 signature over [`signed_message`], 128 hex digits.
+    /// The Ed25519 signature over [`signed_message`] (or
+    /// [`linked_signed_message`] when `previous` is given), 128 hex digits.
     pub signature: String,
+    /// The position of the checkpoint before this one (0: none), signed
+    /// with it; absent in checkpoints signed before checkpoints were linked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Position>,
 }
 
 impl Checkpoint {
@@ -159,7 +222,7 @@ impl Checkpoint {
         let Ok(bytes) = <[u8; 64]>::try_from(bytes.as_slice()) else {
             return false;
         };
-        let message = signed_message(self.position, &self.hash, self.created_at);
+        let message = message_of(self.position, &self.hash, self.created_at, self.previous);
         public_key
             .verify(&message, &Signature::from_bytes(&bytes))
             .is_ok()
@@ -243,7 +306,8 @@ impl Store {
                 });
             }
         }
-        let checkpoint = key.sign(head.position, head.hash, Utc::now());
+        let previous = last.as_ref().map_or(0, |last| last.position);
+        let checkpoint = key.sign_linked(head.position, head.hash, Utc::now(), previous);
         sql::insert_checkpoint(self.readers(), &checkpoint).await?;
         // Another process may have checkpointed the same position first.
         Ok(self
@@ -331,9 +395,14 @@ impl Store {
         })
     }
 
-    /// Verifies from the last checkpoint at or before `from - 1` signed by
-    /// `key` (genesis when there is none), trusting its signed hash instead
-    /// of the stored one. Returns the checkpoint used and the report.
+    /// Verifies from the last checkpoint at or before `to` (any when
+    /// `None`) signed by `key` (genesis when there is none), trusting its
+    /// signed hash instead of the stored one. Before walking on from it, the
+    /// event at the checkpoint's own position must be there and hash (from
+    /// its content and the stored hash before it) to the signed hash: a
+    /// store cut below the checkpoint, or changed at it, is broken there
+    /// rather than "verified, 0 events". Returns the checkpoint used and the
+    /// report.
     pub async fn verify_from_checkpoint(
         &self,
         key: &VerifyingKey,
@@ -341,36 +410,81 @@ impl Store {
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<(Option<Checkpoint>, VerifyReport)> {
         let checkpoint = self.latest_checkpoint(to).await?;
-        if let Some(checkpoint) = &checkpoint
-            && !checkpoint.signature_valid(key)
-        {
-            return Ok((
-                Some(checkpoint.clone()),
-                VerifyReport::Broken {
-                    position: checkpoint.position,
-                    reason: BreakReason::CheckpointMismatch {
-                        signed: checkpoint.hash,
-                        stored: checkpoint.hash,
-                    },
-                    events_verified: 0,
-                },
-            ));
-        }
-        let range = match &checkpoint {
-            Some(c) => VerifyRange {
-                from: c.position + 1,
-                to,
-                anchor: Some(c.hash),
-                checkpoints: Vec::new(),
-            },
-            None => VerifyRange {
+        let Some(checkpoint) = checkpoint else {
+            let range = VerifyRange {
                 from: 1,
                 to,
                 ..VerifyRange::default()
-            },
+            };
+            return Ok((None, self.verify_with(&range, progress).await?));
+        };
+        if !checkpoint.signature_valid(key) {
+            let report = VerifyReport::Broken {
+                position: checkpoint.position,
+                reason: BreakReason::CheckpointMismatch {
+                    signed: checkpoint.hash,
+                    stored: checkpoint.hash,
+                },
+                events_verified: 0,
+            };
+            return Ok((Some(checkpoint), report));
+        }
+        let at_checkpoint = VerifyRange {
+            from: checkpoint.position,
+            to: Some(checkpoint.position),
+            anchor: None,
+            checkpoints: vec![(checkpoint.position, checkpoint.hash)],
+        };
+        let head = self.head().await?.position;
+        let report = match crate::chain::truncation(self.readers(), head).await? {
+            Some(truncated) => truncated,
+            None => self.verify_with(&at_checkpoint, &mut |_| {}).await?,
+        };
+        if matches!(report, VerifyReport::Broken { .. }) {
+            return Ok((Some(checkpoint), report));
+        }
+        let range = VerifyRange {
+            from: checkpoint.position + 1,
+            to,
+            anchor: Some(checkpoint.hash),
+            checkpoints: Vec::new(),
         };
         let report = self.verify_with(&range, progress).await?;
-        Ok((checkpoint, report))
+        Ok((Some(checkpoint), report))
+    }
+
+    /// Verifies positions `from..=to` (`to` = the head when `None`) like
+    /// [`Store::verify`], and the stored signed checkpoints with them: every
+    /// signature must verify with the key the checkpoints name (one key for
+    /// all), every linked checkpoint's predecessor must be stored (a deleted
+    /// row is [`BreakReason::CheckpointDeleted`]), the chain must pass
+    /// through the signed hash of every checkpoint in the range, and the
+    /// head may not be below the latest checkpoint. What `GET
+    /// /v1/audit/verify` answers. The key itself is trusted as stored: an
+    /// outside party compares it with the one it was given
+    /// ([`Store::check_export`]).
+    pub async fn verify_signed(
+        &self,
+        from: Position,
+        to: Option<Position>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<VerifyReport> {
+        let stored = self.checkpoints().await?;
+        if let Some(report) = checkpoint_table_break(&stored) {
+            return Ok(report);
+        }
+        let last = to.unwrap_or(u64::MAX);
+        let range = VerifyRange {
+            from,
+            to,
+            anchor: None,
+            checkpoints: stored
+                .iter()
+                .filter(|c| c.position >= from && c.position <= last)
+                .map(|c| (c.position, c.hash))
+                .collect(),
+        };
+        self.verify_with(&range, progress).await
     }
 
     /// Starts a task that checkpoints every `every` events (checking once
@@ -410,6 +524,46 @@ impl Store {
         });
         self.own_task(task);
     }
+}
+
+/// The first problem of the stored checkpoints themselves (by position):
+/// a signature that does not verify, a second key, or a linked checkpoint
+/// whose predecessor is not stored.
+fn checkpoint_table_break(stored: &[Checkpoint]) -> Option<VerifyReport> {
+    let broken = |position: Position, reason: BreakReason| VerifyReport::Broken {
+        position,
+        reason,
+        events_verified: 0,
+    };
+    let key = stored.first().map(|c| parse_public_key(&c.public_key));
+    for checkpoint in stored {
+        let valid = match &key {
+            Some(Ok(key)) => {
+                checkpoint.public_key == stored[0].public_key && checkpoint.signature_valid(key)
+            }
+            _ => false,
+        };
+        if !valid {
+            return Some(broken(
+                checkpoint.position,
+                BreakReason::CheckpointSignatureInvalid,
+            ));
+        }
+        if let Some(previous) = checkpoint.previous
+            && previous > 0
+            && stored
+                .binary_search_by_key(&previous, |c| c.position)
+                .is_err()
+        {
+            return Some(broken(
+                previous,
+                BreakReason::CheckpointDeleted {
+                    named_by: checkpoint.position,
+                },
+            ));
+        }
+    }
+    None
 }
 
 /// Microseconds since the epoch back to a time (for rows).

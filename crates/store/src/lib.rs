@@ -39,6 +39,8 @@
 //!   the suites' harness: the one place that creates and drops databases.
 //! - `baseline.rs`: the naive and raw baselines of the append benchmark
 //!   (the benchmark itself is `kiban-lab`'s).
+//! - `command_keys.rs`: the API's idempotency keys and their command
+//!   digests ([`Store::claim_command_key`]).
 //! - `schema.rs`: the migrations of every table of the database (the log's
 //!   and those of the read models and the staff screen), [`migrate`] for
 //!   parts that open the database with their own pool, and [`PerBackend`] /
@@ -73,6 +75,7 @@ mod blobs;
 mod cache;
 mod chain;
 mod checkpoint;
+mod command_keys;
 mod error;
 pub mod keys;
 mod scan;
@@ -83,13 +86,14 @@ mod writer;
 
 use std::future::Future;
 
-pub use blobs::{BLOB_BYTES_MAX, BlobRef};
+pub use blobs::{BLOB_BYTES_MAX, BlobRef, BlobUpload, UPLOADER_BYTES_MAX};
 pub use cache::STREAM_VERSION_CACHE_CAPACITY;
 pub use chain::{BreakReason, VERIFY_PAGE_EVENTS, VerifyRange, VerifyReport, chain_hash};
 pub use checkpoint::{
     CHECKPOINT_EVERY_DEFAULT, CHECKPOINT_EXPORT_FORMAT, CHECKPOINT_SIGNING_TAG, Checkpoint,
     CheckpointCheck, CheckpointExport, PlatformKey, parse_public_key, signed_message,
 };
+pub use command_keys::KeyClaim;
 pub use ed25519_dalek::VerifyingKey;
 pub use error::{Error, Result};
 pub use keys::{FORGOTTEN_MARKER, Opened, PersonKeys, SealError};

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::WriterConnection;
 use crate::cache::{STREAM_VERSION_CACHE_CAPACITY, VersionCache};
-use crate::chain::chain_hash;
+use crate::chain::{chain_hash, truncated_message};
 use crate::error::{Error, Result};
 use crate::store::{AppendResult, Connector};
 
@@ -230,7 +230,14 @@ impl Writer {
             if !connection.try_lock_writer().await? {
                 return Err(Error::NotWriter(NOT_WRITER_MESSAGE.to_owned()));
             }
-            connection.head().await
+            let head = connection.head().await?;
+            // A head below a signed checkpoint: events were deleted; appending
+            // would reuse their positions and bury the evidence.
+            let signed = connection.latest_checkpoint_position().await?;
+            if signed > head.0 {
+                return Err(Error::NotWriter(truncated_message(head.0, signed)));
+            }
+            Ok(head)
         };
         match setup.await {
             Ok(head) => {

@@ -8,10 +8,13 @@ use super::{Readers, to_i64};
 use crate::checkpoint::{Checkpoint, from_micros};
 use crate::error::{Error, Result};
 
-type CheckpointRow = (i64, Vec<u8>, i64, Vec<u8>, Vec<u8>);
+type CheckpointRow = (i64, Vec<u8>, i64, Vec<u8>, Vec<u8>, Option<i64>);
+
+const CHECKPOINT_COLUMNS: &str =
+    "position, hash, created_at, public_key, signature, previous_position";
 
 fn checkpoint_from_row(row: CheckpointRow) -> Result<Checkpoint> {
-    let (position, hash, created_at, public_key, signature) = row;
+    let (position, hash, created_at, public_key, signature, previous) = row;
     let position = u64::try_from(position).unwrap_or(0);
     let hash = Hash::from_slice(&hash).ok_or_else(|| Error::Corrupted {
         position,
@@ -23,6 +26,7 @@ fn checkpoint_from_row(row: CheckpointRow) -> Result<Checkpoint> {
         created_at: from_micros(created_at),
         public_key: hex::encode(public_key),
         signature: hex::encode(signature),
+        previous: previous.map(|p| u64::try_from(p).unwrap_or(0)),
     })
 }
 
@@ -31,14 +35,16 @@ pub(crate) async fn insert_checkpoint(readers: &Readers, checkpoint: &Checkpoint
         .map_err(|_| Error::Invalid("public key is not hex".to_owned()))?;
     let signature = hex::decode(&checkpoint.signature)
         .map_err(|_| Error::Invalid("signature is not hex".to_owned()))?;
-    let sql = "INSERT INTO audit_checkpoints (position, hash, created_at, public_key, signature) \
-               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (position) DO NOTHING";
+    let sql = "INSERT INTO audit_checkpoints \
+               (position, hash, created_at, public_key, signature, previous_position) \
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (position) DO NOTHING";
     crate::both!(readers, pool => sqlx::query(sql)
         .bind(to_i64(checkpoint.position))
         .bind(&checkpoint.hash.0[..])
         .bind(checkpoint.created_at.timestamp_micros())
         .bind(public_key)
         .bind(signature)
+        .bind(checkpoint.previous.map(to_i64))
         .execute(pool)
         .await
         .map(|_| ()))?;
@@ -51,9 +57,11 @@ pub(crate) async fn checkpoints(
     range: Option<(Position, Position)>,
 ) -> Result<Vec<Checkpoint>> {
     let (low, high) = range.unwrap_or((0, u64::MAX >> 1));
-    let sql = "SELECT position, hash, created_at, public_key, signature FROM audit_checkpoints \
-               WHERE position BETWEEN $1 AND $2 ORDER BY position";
-    let rows: Vec<CheckpointRow> = crate::both!(readers, pool => sqlx::query_as(sql)
+    let sql = format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints \
+         WHERE position BETWEEN $1 AND $2 ORDER BY position"
+    );
+    let rows: Vec<CheckpointRow> = crate::both!(readers, pool => sqlx::query_as(&sql)
         .bind(to_i64(low))
         .bind(to_i64(high))
         .fetch_all(pool)
@@ -65,9 +73,11 @@ pub(crate) async fn latest_checkpoint(
     readers: &Readers,
     at_or_before: Position,
 ) -> Result<Option<Checkpoint>> {
-    let sql = "SELECT position, hash, created_at, public_key, signature FROM audit_checkpoints \
-               WHERE position <= $1 ORDER BY position DESC LIMIT 1";
-    let row: Option<CheckpointRow> = crate::both!(readers, pool => sqlx::query_as(sql)
+    let sql = format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints \
+         WHERE position <= $1 ORDER BY position DESC LIMIT 1"
+    );
+    let row: Option<CheckpointRow> = crate::both!(readers, pool => sqlx::query_as(&sql)
         .bind(to_i64(at_or_before))
         .fetch_optional(pool)
         .await)?;

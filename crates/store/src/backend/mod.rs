@@ -173,6 +173,20 @@ impl WriterConnection {
         head_from_row(head)
     }
 
+    /// The position of the latest signed checkpoint (0 when none).
+    pub async fn latest_checkpoint_position(&mut self) -> Result<Position> {
+        let sql = "SELECT MAX(position) FROM audit_checkpoints";
+        let latest: Option<i64> = match self {
+            WriterConnection::Postgres(conn) => {
+                sqlx::query_scalar(sql).fetch_one(&mut *conn).await?
+            }
+            WriterConnection::Sqlite { conn, .. } => {
+                sqlx::query_scalar(sql).fetch_one(&mut *conn).await?
+            }
+        };
+        Ok(latest.map_or(0, |p| u64::try_from(p).unwrap_or(0)))
+    }
+
     /// The current version of each of `streams` that has events.
     pub async fn stream_versions(&mut self, streams: &[&str]) -> Result<Vec<(String, i64)>> {
         Ok(match self {

@@ -1,0 +1,12 @@
+//! Security regressions (issue 16): each test reproduces a defect an outside
+//! review or a tamper trial found, and fails on the code before its fix.
+//! `docs/security.md` lists which test covers which item.
+
+mod access_log;
+mod attachments;
+mod connections;
+mod edges;
+mod idempotency;
+mod large_bodies;
+mod streams;
+mod tail_deletion;
