@@ -650,7 +650,7 @@ mod synthetic {
         let insured = format!("{:010}", 2_000_000 + n);
         let office = office(n);
         let other = format!("13{:08}", 20_000_000 + n % 5);
-        let applicant = if n % 2 == 0 {
+        let applicant = if n.is_multiple_of(2) {
             format!(r#"{{"by":"family","name":"{}"}}"#, family_name(n))
         } else {
             format!(r#"{{"by":"office","office":"{office}"}}"#)
@@ -765,7 +765,7 @@ async fn dump_all(
 /// has to see its own index entries).
 async fn live_batches_give_the_read_models_a_rebuild_gives(db: &TestDb) {
     const PERSONS: u64 = 120;
-    let forgotten = |n: u64| n % 3 == 0;
+    let forgotten = |n: u64| n.is_multiple_of(3);
     let store = db.open().await;
     // Half before the runner starts (it catches up in large batches)...
     synthetic::append_persons(&store, 0..PERSONS / 2, forgotten).await;
@@ -796,7 +796,11 @@ async fn live_batches_give_the_read_models_a_rebuild_gives(db: &TestDb) {
             .find(|(key, _)| *key == format!("application:{}-1", synthetic::person(n)))
             .expect("each person's application");
         let named = json.contains(&synthetic::family_name(n));
-        assert_eq!(named, n % 2 == 0 && !forgotten(n), "person {n}: {json}");
+        assert_eq!(
+            named,
+            n.is_multiple_of(2) && !forgotten(n),
+            "person {n}: {json}"
+        );
         let application: kiban_projections::ApplicationDoc = serde_json::from_str(json).unwrap();
         let positions: Vec<u64> = application.events.iter().map(|e| e.position).collect();
         assert_eq!(positions.len(), 5, "each event applied once: {positions:?}");
@@ -843,7 +847,7 @@ async fn projections_at_different_checkpoints_apply_each_event_once(db: &TestDb)
     caught_up(&first, head).await;
     first.stop().await;
     // More events while only the care projection runs: it gets ahead.
-    synthetic::append_persons(&store, 20..40, |n| n % 2 == 0).await;
+    synthetic::append_persons(&store, 20..40, |n| n.is_multiple_of(2)).await;
     let care_only = Projections::start(
         Db::open(db.url()).await.unwrap(),
         store.clone(),
@@ -868,7 +872,7 @@ async fn projections_at_different_checkpoints_apply_each_event_once(db: &TestDb)
         assert_eq!(positions.len(), count, "person {n}: each event once");
         // 3 events of their own (reads belong to the access log), plus the
         // forgetting of even persons among 20..40.
-        let expected = 3 + usize::from((20..40).contains(&n) && n % 2 == 0);
+        let expected = 3 + usize::from((20..40).contains(&n) && n.is_multiple_of(2));
         assert_eq!(count, expected, "person {n}");
     }
     // Every read logged once (the access log was behind the care

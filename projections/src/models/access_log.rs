@@ -81,7 +81,7 @@ impl Projection for AccessLogProjection {
                 insured: parts[1].to_owned(),
                 office: viewed.office.to_string(),
                 terminal: viewed.terminal.as_str().to_owned(),
-                basis: viewed.basis.clone(),
+                basis: viewed.basis,
                 viewed_at: viewed.viewed_at,
             };
             let key = view_key(recorded.position);
