@@ -10,9 +10,9 @@ use kiban_store::{READ_EVENTS_MAX, Store};
 
 use crate::db::Db;
 use crate::error::Result;
-use crate::projection::Projection;
+use crate::projection::{Event, Projection};
 use crate::read::ReadModels;
-use crate::runner::{BATCH_EVENTS_MAX, apply_batch, make_first_generation};
+use crate::runner::{Target, apply_batch, make_first_generation};
 
 /// Read models built from positions `1..=to` only, in their own temporary
 /// database (dropped with the value).
@@ -33,20 +33,26 @@ impl ReadModelsAsOf {
         to: Position,
     ) -> Result<Self> {
         let db = Db::open("sqlite::memory:").await?;
-        let mut position = 0;
+        let mut targets = Vec::with_capacity(projections.len());
         for projection in projections {
             make_first_generation(&db, projection.as_ref()).await?;
-            position = 0;
-            while position < to {
-                let want = usize::try_from(to - position)
-                    .map_or(BATCH_EVENTS_MAX, |n| n.min(BATCH_EVENTS_MAX))
-                    .min(READ_EVENTS_MAX);
-                let page = store.read_all(position + 1, want).await?;
-                let Some(last) = page.last() else { break };
-                let last = last.position;
-                apply_batch(&db, projection.as_ref(), 1, &page, false).await?;
-                position = last;
-            }
+            targets.push(Target {
+                projection: projection.as_ref(),
+                generation: 1,
+                checkpoint: 0,
+                written: None,
+            });
+        }
+        let mut position = 0;
+        while position < to {
+            let want =
+                usize::try_from(to - position).map_or(READ_EVENTS_MAX, |n| n.min(READ_EVENTS_MAX));
+            let page = store.read_all(position + 1, want).await?;
+            let Some(last) = page.last() else { break };
+            let last = last.position;
+            let events: Vec<Event> = page.into_iter().map(Event::decode).collect();
+            apply_batch(&db, &mut targets, &events, false).await?;
+            position = last;
         }
         Ok(Self {
             position,

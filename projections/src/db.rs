@@ -115,38 +115,73 @@ impl Db {
         self.pool.close().await
     }
 
-    /// Begins a transaction writing to `generation` of `projection`.
-    pub(crate) async fn begin(&self, projection: &'static str, generation: i64) -> Result<Tx> {
+    /// A batch on `generation` of `projection`: what
+    /// [`Projection::apply`](crate::Projection::apply) reads and writes
+    /// through. Documents and index entries are kept in memory and written
+    /// by [`Db::commit`] in a few multi-row statements (a document put many
+    /// times in the batch is written once). With `written` (a rebuild into
+    /// a fresh generation), a key never written to the generation needs no
+    /// lookup.
+    pub(crate) fn batch(
+        &self,
+        projection: &'static str,
+        generation: i64,
+        written: Option<Arc<Mutex<KeyFilter>>>,
+    ) -> Tx {
+        Tx {
+            pool: self.pool.clone(),
+            projection,
+            generation,
+            docs: HashMap::new(),
+            index: HashMap::new(),
+            written,
+        }
+    }
+
+    /// Begins a transaction on `generation` of `projection` for the
+    /// bookkeeping of generations (checkpoints, the live pointer).
+    pub(crate) async fn begin(&self, projection: &'static str, generation: i64) -> Result<WriteTx> {
         let inner = match &self.pool {
             PerBackend::Postgres(pool) => PerBackend::Postgres(pool.begin().await?),
             PerBackend::Sqlite(pool) => PerBackend::Sqlite(pool.begin().await?),
         };
-        Ok(Tx {
+        Ok(WriteTx {
             inner,
             projection,
             generation,
-            buffer: None,
         })
     }
 
-    /// [`Db::begin`] for a rebuild into a fresh generation: documents and
-    /// index entries are kept in memory until [`Tx::commit`] writes them in
-    /// a few multi-row statements (a document put many times in the batch is
-    /// written once), and `written` spares the lookup of a key never written
-    /// to this generation.
-    pub(crate) async fn begin_rebuild(
-        &self,
-        projection: &'static str,
-        generation: i64,
-        written: Arc<Mutex<KeyFilter>>,
-    ) -> Result<Tx> {
-        let mut tx = self.begin(projection, generation).await?;
-        tx.buffer = Some(WriteBehind {
-            docs: HashMap::new(),
-            index: HashMap::new(),
-            written,
-        });
-        Ok(tx)
+    /// Writes the batches of `writes` and moves each one's checkpoint, all
+    /// in one transaction. With `require_live`, first takes each
+    /// projection's live row and writes nothing (returning `false`) when a
+    /// generation written to is no longer the served one.
+    pub(crate) async fn commit(&self, writes: Vec<Writes>, require_live: bool) -> Result<bool> {
+        let Some(first) = writes.first() else {
+            return Ok(true);
+        };
+        let mut tx = self.begin(first.projection, first.generation).await?;
+        // The first statements write, so that SQLite takes its write lock
+        // (with its busy wait) at once, and only for the writes: everything
+        // the batch read was read before.
+        if require_live {
+            for batch in &writes {
+                tx.projection = batch.projection;
+                if tx.lock_live().await? != Some(batch.generation) {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+            }
+        }
+        for batch in writes {
+            tx.projection = batch.projection;
+            tx.generation = batch.generation;
+            let checkpoint = batch.checkpoint;
+            tx.flush(batch).await?;
+            tx.set_checkpoint(checkpoint).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The served generation and its schema version, if any.
@@ -301,73 +336,184 @@ type TxInner = PerBackend<
     sqlx::Transaction<'static, sqlx::Sqlite>,
 >;
 
-/// A transaction on one generation of one projection: what
-/// [`Projection::apply`](crate::Projection::apply) writes through. The
-/// runner commits it together with the checkpoint.
+/// One batch of one projection's generation: what
+/// [`Projection::apply`](crate::Projection::apply) reads and writes
+/// through. Reads see the batch's own writes; writes stay in memory until
+/// the runner commits them (with the checkpoint) through [`Db::commit`].
+/// Only the runner writes a generation, so reading outside the write
+/// transaction sees everything committed to it.
 pub struct Tx {
-    inner: TxInner,
+    pool: DbPool,
     projection: &'static str,
     generation: i64,
-    /// Set during a rebuild: writes are kept here and written at commit.
-    buffer: Option<WriteBehind>,
+    /// Documents read or written in this batch.
+    docs: HashMap<String, Slot>,
+    /// Index entries changed in this batch: present or removed (the last
+    /// change wins).
+    index: HashMap<(String, String, String), bool>,
+    /// Set during a rebuild: the keys ever written to the generation.
+    written: Option<Arc<Mutex<KeyFilter>>>,
+}
+
+/// What a batch knows of one document.
+enum Slot {
+    /// Not in the generation (looked up, or never written).
+    Absent,
+    /// As read from the database, not parsed yet.
+    Json(String),
+    /// As a value.
+    Value(Cached),
 }
 
 impl Tx {
-    /// The document under `doc_key`, if any.
+    /// Reads the documents under `keys` not yet known to the batch, in one
+    /// query: after this, [`Tx::get`] of any of them needs no round trip.
+    pub async fn prefetch(&mut self, keys: impl IntoIterator<Item = String>) -> Result<()> {
+        let mut wanted: Vec<String> = Vec::new();
+        {
+            let filter = self
+                .written
+                .as_ref()
+                .map(|written| written.lock().expect("not poisoned"));
+            for key in keys {
+                if self.docs.contains_key(&key) {
+                    continue;
+                }
+                if filter
+                    .as_ref()
+                    .is_some_and(|filter| !filter.may_contain(&key))
+                {
+                    self.docs.insert(key, Slot::Absent);
+                    continue;
+                }
+                wanted.push(key);
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        for chunk in wanted.chunks(FLUSH_ROWS) {
+            let keys = serde_json::to_string(chunk).expect("strings serialise");
+            let sql = match self.pool {
+                PerBackend::Postgres(_) => {
+                    "SELECT doc_key, json FROM projection_documents
+                    WHERE projection = $1 AND generation = $2
+                    AND doc_key IN (SELECT jsonb_array_elements_text($3::jsonb))"
+                }
+                PerBackend::Sqlite(_) => {
+                    "SELECT doc_key, json FROM projection_documents
+                    WHERE projection = $1 AND generation = $2
+                    AND doc_key IN (SELECT value FROM json_each($3))"
+                }
+            };
+            let (projection, generation) = (self.projection, self.generation);
+            let rows: Vec<(String, String)> = both!(&self.pool, pool => sqlx::query_as(sql)
+                .bind(projection)
+                .bind(generation)
+                .bind(&keys)
+                .fetch_all(pool)
+                .await)?;
+            for key in chunk {
+                self.docs.insert(key.clone(), Slot::Absent);
+            }
+            for (key, json) in rows {
+                self.docs.insert(key, Slot::Json(json));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the batch knows `doc_key` (reading it when it does not).
+    async fn load(&mut self, doc_key: &str) -> Result<()> {
+        if self.docs.contains_key(doc_key) {
+            return Ok(());
+        }
+        self.prefetch([doc_key.to_owned()]).await
+    }
+
+    /// The document under `doc_key`, if any (a copy; see [`Tx::get_mut`]).
     pub async fn get<T>(&mut self, doc_key: &str) -> Result<Option<T>>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        if let Some(buffer) = &self.buffer {
-            if let Some(cached) = buffer.docs.get(doc_key) {
-                return cached.value::<T>(doc_key).map(Some);
-            }
-            if !buffer
-                .written
-                .lock()
-                .expect("not poisoned")
-                .may_contain(doc_key)
-            {
-                return Ok(None);
-            }
-        }
-        let document = self.select::<T>(doc_key).await?;
-        if let (Some(buffer), Some(document)) = (&mut self.buffer, &document) {
-            buffer
-                .docs
-                .insert(doc_key.to_owned(), Cached::new(document.clone(), false));
-        }
-        Ok(document)
+        self.load(doc_key).await?;
+        Ok(self.value_mut::<T>(doc_key)?.map(|value| value.clone()))
     }
 
-    async fn select<T: DeserializeOwned>(&mut self, doc_key: &str) -> Result<Option<T>> {
-        let sql = "SELECT json FROM projection_documents
-            WHERE projection = $1 AND generation = $2 AND doc_key = $3";
-        let (projection, generation) = (self.projection, self.generation);
-        let json = both!(&mut self.inner, tx => sqlx::query_scalar::<_, String>(sql)
-            .bind(projection)
-            .bind(generation)
-            .bind(doc_key)
-            .fetch_optional(&mut **tx)
-            .await)?;
-        json.map(|json| parse(doc_key, &json)).transpose()
+    /// The document under `doc_key` to change in place, `default()` when
+    /// there is none; it is written when the batch commits.
+    pub async fn get_mut<T>(&mut self, doc_key: &str, default: impl FnOnce() -> T) -> Result<&mut T>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        self.load(doc_key).await?;
+        if matches!(self.docs.get(doc_key), Some(Slot::Absent)) {
+            self.put_value(doc_key, default());
+        } else {
+            self.value_mut::<T>(doc_key)?;
+            if let Some(Slot::Value(cached)) = self.docs.get_mut(doc_key) {
+                cached.dirty = true;
+            }
+        }
+        self.mark_written(doc_key);
+        match self.docs.get_mut(doc_key) {
+            Some(Slot::Value(cached)) => Ok(cached
+                .value
+                .downcast_mut::<T>()
+                .expect("converted to T above")),
+            _ => unreachable!("the slot holds a value"),
+        }
     }
 
-    /// The document keys filed under `index_key` of `index_name`, in order.
+    /// The known document under `doc_key` as a `T` in its slot (parsed, or
+    /// converted when it was stored as another type).
+    fn value_mut<T>(&mut self, doc_key: &str) -> Result<Option<&mut T>>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let converted = match self.docs.get(doc_key) {
+            None | Some(Slot::Absent) => return Ok(None),
+            Some(Slot::Value(cached)) if cached.value.is::<T>() => None,
+            Some(Slot::Json(json)) => Some(Cached::new(parse::<T>(doc_key, json)?, false)),
+            Some(Slot::Value(cached)) => {
+                let json = (cached.to_json)(cached.value.as_ref(), doc_key)?;
+                Some(Cached::new(parse::<T>(doc_key, &json)?, cached.dirty))
+            }
+        };
+        let slot = self.docs.get_mut(doc_key).expect("known above");
+        if let Some(converted) = converted {
+            *slot = Slot::Value(converted);
+        }
+        match slot {
+            Slot::Value(cached) => Ok(cached.value.downcast_mut::<T>()),
+            _ => unreachable!("a value above"),
+        }
+    }
+
+    /// The document keys filed under `index_key` of `index_name`, in order,
+    /// with this batch's own changes.
     pub async fn index_keys(&mut self, index_name: &str, index_key: &str) -> Result<Vec<String>> {
         let sql = "SELECT doc_key FROM projection_index
             WHERE projection = $1 AND generation = $2 AND index_name = $3 AND index_key = $4
             ORDER BY doc_key";
         let (projection, generation) = (self.projection, self.generation);
-        Ok(
-            both!(&mut self.inner, tx => sqlx::query_scalar::<_, String>(sql)
+        let stored: Vec<String> = both!(&self.pool, pool => sqlx::query_scalar::<_, String>(sql)
             .bind(projection)
             .bind(generation)
             .bind(index_name)
             .bind(index_key)
-            .fetch_all(&mut **tx)
-            .await)?,
-        )
+            .fetch_all(pool)
+            .await)?;
+        let mut keys: std::collections::BTreeSet<String> = stored.into_iter().collect();
+        for ((name, key, doc), present) in &self.index {
+            if name == index_name && key == index_key {
+                if *present {
+                    keys.insert(doc.clone());
+                } else {
+                    keys.remove(doc);
+                }
+            }
+        }
+        Ok(keys.into_iter().collect())
     }
 
     /// Writes (inserts or replaces) the document under `doc_key`.
@@ -375,36 +521,26 @@ impl Tx {
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        if let Some(buffer) = &mut self.buffer {
-            buffer.written.lock().expect("not poisoned").insert(doc_key);
-            buffer
-                .docs
-                .insert(doc_key.to_owned(), Cached::new(document.clone(), true));
-            return Ok(());
-        }
-        let json = to_json(doc_key, document)?;
-        let sql = "INSERT INTO projection_documents (projection, generation, doc_key, json)
-            VALUES ($1, $2, $3, $4)
-            ON CONFLICT (projection, generation, doc_key) DO UPDATE SET json = excluded.json";
-        let (projection, generation) = (self.projection, self.generation);
-        both!(&mut self.inner, tx => sqlx::query(sql)
-            .bind(projection)
-            .bind(generation)
-            .bind(doc_key)
-            .bind(&json)
-            .execute(&mut **tx)
-            .await.map(|_| ()))?;
+        self.put_value(doc_key, document.clone());
+        self.mark_written(doc_key);
         Ok(())
+    }
+
+    fn put_value<T: Serialize + Clone + Send + Sync + 'static>(&mut self, doc_key: &str, value: T) {
+        self.docs
+            .insert(doc_key.to_owned(), Slot::Value(Cached::new(value, true)));
+    }
+
+    fn mark_written(&self, doc_key: &str) {
+        if let Some(written) = &self.written {
+            written.lock().expect("not poisoned").insert(doc_key);
+        }
     }
 
     /// Files `doc_key` under `index_key` of `index_name` (idempotent).
     pub async fn index(&mut self, index_name: &str, index_key: &str, doc_key: &str) -> Result<()> {
-        if let Some(buffer) = &mut self.buffer {
-            buffer.index_entry(index_name, index_key, doc_key, true);
-            return Ok(());
-        }
-        self.index_row(INDEX_INSERT, index_name, index_key, doc_key)
-            .await
+        self.index_entry(index_name, index_key, doc_key, true);
+        Ok(())
     }
 
     /// Removes `doc_key` from `index_key` of `index_name` (idempotent).
@@ -414,35 +550,77 @@ impl Tx {
         index_key: &str,
         doc_key: &str,
     ) -> Result<()> {
-        if let Some(buffer) = &mut self.buffer {
-            buffer.index_entry(index_name, index_key, doc_key, false);
-            return Ok(());
-        }
-        self.index_row(INDEX_DELETE, index_name, index_key, doc_key)
-            .await
-    }
-
-    /// Runs `sql` ([`INDEX_INSERT`] or [`INDEX_DELETE`]) on one index entry
-    /// of this generation.
-    async fn index_row(
-        &mut self,
-        sql: &str,
-        index_name: &str,
-        index_key: &str,
-        doc_key: &str,
-    ) -> Result<()> {
-        let (projection, generation) = (self.projection, self.generation);
-        both!(&mut self.inner, tx => sqlx::query(sql)
-            .bind(projection)
-            .bind(generation)
-            .bind(index_name)
-            .bind(index_key)
-            .bind(doc_key)
-            .execute(&mut **tx)
-            .await.map(|_| ()))?;
+        self.index_entry(index_name, index_key, doc_key, false);
         Ok(())
     }
 
+    fn index_entry(&mut self, index_name: &str, index_key: &str, doc_key: &str, present: bool) {
+        self.index.insert(
+            (
+                index_name.to_owned(),
+                index_key.to_owned(),
+                doc_key.to_owned(),
+            ),
+            present,
+        );
+    }
+
+    /// What the batch writes, with the checkpoint it reaches: documents
+    /// serialised once each.
+    pub(crate) fn into_writes(self, checkpoint: Position) -> Result<Writes> {
+        let mut documents = Vec::new();
+        for (key, slot) in self.docs {
+            if let Slot::Value(cached) = slot
+                && cached.dirty
+            {
+                let json = (cached.to_json)(cached.value.as_ref(), &key)?;
+                documents.push((key, json));
+            }
+        }
+        // A stable order: concurrent writers of the same rows (none today)
+        // could not deadlock, and statements are reproducible.
+        documents.sort_unstable();
+        let (mut added, mut removed): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+        for (entry, present) in self.index {
+            if present {
+                added.push(entry);
+            } else {
+                removed.push(entry);
+            }
+        }
+        added.sort_unstable();
+        removed.sort_unstable();
+        Ok(Writes {
+            projection: self.projection,
+            generation: self.generation,
+            checkpoint,
+            documents,
+            added,
+            removed,
+        })
+    }
+}
+
+/// One projection's batch, ready to be written by [`Db::commit`].
+pub(crate) struct Writes {
+    pub(crate) projection: &'static str,
+    pub(crate) generation: i64,
+    /// The position the generation's checkpoint moves to.
+    pub(crate) checkpoint: Position,
+    documents: Vec<(String, String)>,
+    added: Vec<(String, String, String)>,
+    removed: Vec<(String, String, String)>,
+}
+
+/// A transaction on one generation of one projection: the bookkeeping of
+/// generations, and the writes of batches ([`Db::commit`]).
+pub(crate) struct WriteTx {
+    inner: TxInner,
+    projection: &'static str,
+    generation: i64,
+}
+
+impl WriteTx {
     /// Takes the projection's live row for the rest of the transaction (a
     /// row lock on PostgreSQL, the write lock on SQLite) and returns the
     /// served generation, so that a swap and a batch never interleave.
@@ -502,28 +680,23 @@ impl Tx {
         Ok(())
     }
 
-    /// Commits (writing what a rebuild's transaction kept in memory first).
-    pub(crate) async fn commit(mut self) -> Result<()> {
-        if let Some(buffer) = self.buffer.take() {
-            self.flush(buffer).await?;
-        }
+    /// Commits.
+    pub(crate) async fn commit(self) -> Result<()> {
         both!(self.inner, tx => tx.commit().await)?;
         Ok(())
     }
 
-    /// Writes the buffered documents and index changes: multi-row upserts
-    /// of at most [`FLUSH_ROWS`] rows per statement.
-    async fn flush(&mut self, buffer: WriteBehind) -> Result<()> {
+    async fn rollback(self) -> Result<()> {
+        both!(self.inner, tx => tx.rollback().await)?;
+        Ok(())
+    }
+
+    /// Writes one batch's documents and index changes: multi-row
+    /// statements of at most [`FLUSH_ROWS`] rows each.
+    async fn flush(&mut self, writes: Writes) -> Result<()> {
         let (projection, generation) = (self.projection, self.generation);
         let numbered = matches!(self.inner, PerBackend::Postgres(_));
-        let mut documents = Vec::new();
-        for (key, cached) in buffer.docs {
-            if cached.dirty {
-                let json = (cached.to_json)(cached.value.as_ref(), &key)?;
-                documents.push((key, json));
-            }
-        }
-        for chunk in documents.chunks(FLUSH_ROWS) {
+        for chunk in writes.documents.chunks(FLUSH_ROWS) {
             let sql = format!(
                 "INSERT INTO projection_documents (projection, generation, doc_key, json) VALUES {}
                 ON CONFLICT (projection, generation, doc_key) DO UPDATE SET json = excluded.json",
@@ -540,42 +713,40 @@ impl Tx {
                 query.execute(&mut **tx).await.map(|_| ())
             })?;
         }
-        let (added, removed): (Vec<_>, Vec<_>) =
-            buffer.index.into_iter().partition(|(_, present)| *present);
-        for chunk in added.chunks(FLUSH_ROWS) {
+        for chunk in writes.added.chunks(FLUSH_ROWS) {
             let sql = format!(
                 "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
                 VALUES {} ON CONFLICT DO NOTHING",
                 placeholders(chunk.len(), 5, numbered)
             );
             both!(&mut self.inner, tx => {
-                // Only full chunks keep a prepared statement: the last one's
-                // size differs every batch, and hundreds of cached
-                // thousand-parameter statements would hold ~100 MiB.
                 let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
-                for ((name, key, doc), _) in chunk {
+                for (name, key, doc) in chunk {
                     query = query.bind(projection).bind(generation).bind(name).bind(key).bind(doc);
                 }
                 query.execute(&mut **tx).await.map(|_| ())
             })?;
         }
-        for ((name, key, doc), _) in removed {
-            self.index_row(INDEX_DELETE, &name, &key, &doc).await?;
+        for chunk in writes.removed.chunks(FLUSH_ROWS) {
+            let sql = format!(
+                "DELETE FROM projection_index
+                WHERE (projection, generation, index_name, index_key, doc_key) IN (VALUES {})",
+                placeholders(chunk.len(), 5, numbered)
+            );
+            both!(&mut self.inner, tx => {
+                let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
+                for (name, key, doc) in chunk {
+                    query = query.bind(projection).bind(generation).bind(name).bind(key).bind(doc);
+                }
+                query.execute(&mut **tx).await.map(|_| ())
+            })?;
         }
         Ok(())
     }
 }
 
-/// Files one document under one index key (idempotent).
-const INDEX_INSERT: &str =
-    "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
-    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
-
-/// Removes one document from one index key (idempotent).
-const INDEX_DELETE: &str = "DELETE FROM projection_index WHERE projection = $1
-    AND generation = $2 AND index_name = $3 AND index_key = $4 AND doc_key = $5";
-
-/// Rows per statement when a rebuild's batch is written: 5 parameters a
+/// Rows per statement when a batch is written (and keys per prefetch
+/// query): 5 parameters a
 /// row stays far below both databases' limits (SQLite 32,766, PostgreSQL
 /// 65,535).
 const FLUSH_ROWS: usize = 1_000;
@@ -612,30 +783,7 @@ fn to_json<T: Serialize>(doc_key: &str, document: &T) -> Result<String> {
     })
 }
 
-/// What a rebuild's transaction keeps until it commits.
-struct WriteBehind {
-    /// Documents read or written in this transaction, as values.
-    docs: HashMap<String, Cached>,
-    /// Index entries changed in this transaction: present or removed (the
-    /// last change wins).
-    index: HashMap<(String, String, String), bool>,
-    written: Arc<Mutex<KeyFilter>>,
-}
-
-impl WriteBehind {
-    fn index_entry(&mut self, index_name: &str, index_key: &str, doc_key: &str, present: bool) {
-        self.index.insert(
-            (
-                index_name.to_owned(),
-                index_key.to_owned(),
-                doc_key.to_owned(),
-            ),
-            present,
-        );
-    }
-}
-
-/// A document held as its value (cloned out on `get`, serialised once at
+/// A document held as its value (changed in place, serialised once at
 /// commit), with the serialiser of its type.
 struct Cached {
     value: Box<dyn Any + Send + Sync>,
@@ -656,15 +804,6 @@ impl Cached {
             value: Box::new(value),
             to_json: to_json_of::<T>,
             dirty,
-        }
-    }
-
-    /// The value as `T`: a clone, or (read as another type than it was
-    /// written as) a round trip through JSON.
-    fn value<T: DeserializeOwned + Clone + 'static>(&self, doc_key: &str) -> Result<T> {
-        match self.value.downcast_ref::<T>() {
-            Some(value) => Ok(value.clone()),
-            None => parse(doc_key, &(self.to_json)(self.value.as_ref(), doc_key)?),
         }
     }
 }

@@ -58,7 +58,7 @@ impl Projections {
         let inner = Arc::new(Inner {
             db,
             store,
-            entries,
+            entries: Arc::new(entries),
             cancel: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         });

@@ -1,10 +1,13 @@
 //! `kiban-projections`: the read models of kiban (DESIGN.md decision 8).
 //!
 //! A [`Projection`] has a name, a schema version, and `apply(&mut Tx,
-//! &RecordedEvent)`. [`Projections::start`] runs one task per projection
-//! that catches up from its checkpoint with `store.subscribe(checkpoint +
-//! 1)` and then follows the store live, applying events in batches; each
-//! batch commits in one transaction together with the new checkpoint.
+//! &Event)`. [`Projections::start`] runs one task that catches every
+//! projection up from its checkpoint with `store.subscribe(lowest
+//! checkpoint + 1)` and then follows the store live, in batches: each batch
+//! is decoded once ([`Event`]), each projection reads the documents the
+//! batch needs in one query, folds the batch in memory, and the batch's
+//! writes (multi-row statements) commit in one transaction together with
+//! every projection's new checkpoint.
 //! [`Projections::lag`] reports head − checkpoint; [`Projections::rebuild`]
 //! replays everything into a fresh generation and swaps it in atomically.
 //! [`ReadModels`] answers the API's queries.
@@ -13,9 +16,11 @@
 //!
 //! - `db.rs`: [`Db`] (a pool on the store's database, PostgreSQL or SQLite)
 //!   and [`Tx`]: a small document store (documents, secondary indexes,
-//!   checkpoints, the live-generation pointer) in one SQL dialect.
-//! - `projection.rs`: the [`Projection`] trait, [`Stamped`] events, decoding.
-//! - `runner.rs`: [`Projections`]: runners, lag, rebuild.
+//!   checkpoints, the live-generation pointer) in one SQL dialect; a `Tx`
+//!   is one batch of one projection, kept in memory until it commits.
+//! - `projection.rs`: the [`Projection`] trait, [`Event`] (decoded once per
+//!   batch), [`Stamped`] events.
+//! - `runner.rs`: [`Projections`]: the runner, batches, lag, rebuild.
 //! - `follower.rs`: [`Projections::follow`]: the checkpoints of projections
 //!   another process runs (an API process of a scaled-out deployment).
 //! - `models/`: the read models — `care` (persons, certification
@@ -55,6 +60,8 @@ pub use error::{Error, Result};
 pub use follower::FOLLOW_POLL_MS;
 pub use models::access_log::AccessEntry;
 pub use models::care::{ApplicationDoc, PersonDoc, PersonalFields};
-pub use projection::{Projection, Stamped, decode};
+pub use projection::{Decoded, Event, Projection, Stamped, decode};
 pub use read::*;
-pub use runner::{BATCH_EVENTS_MAX, Lag, Projections, REBUILD_BATCH_EVENTS, RETRY_DELAY_MS};
+pub use runner::{
+    BATCH_EVENTS_MAX, GATHER_WAIT_MS, Lag, Projections, REBUILD_BATCH_EVENTS, RETRY_DELAY_MS,
+};

@@ -9,26 +9,34 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use kiban_events::{Position, RecordedEvent};
-use kiban_store::Store;
+use kiban_events::Position;
+use kiban_store::{SUBSCRIPTION_PAGE_EVENTS, Store};
 
-use crate::db::{Db, KeyFilter, Tx};
+use crate::db::{Db, KeyFilter, Writes};
 use crate::error::{Error, Result};
-use crate::projection::Projection;
+use crate::projection::{Event, Projection};
 
-/// Most events applied in one transaction. Large enough that catching up
-/// a million events takes thousands of commits, not a million; small enough
-/// that a batch holds SQLite's write lock (shared with the store's writer)
-/// for milliseconds.
-pub const BATCH_EVENTS_MAX: usize = 256;
+/// Most events applied in one transaction while following the store. A
+/// batch reads the documents it needs in one query per projection, changes
+/// them in memory, and writes each changed one once, in multi-row
+/// statements, in one transaction with every projection's checkpoint: the
+/// fixed cost of a batch (a few round trips and one commit) is spread over
+/// up to this many events when the runner is behind, and a batch is only as
+/// large as what is there when it is not. On SQLite the write lock (shared
+/// with the store's writer) is held only for the writes, not while the
+/// batch reads and folds.
+pub const BATCH_EVENTS_MAX: usize = 2_048;
 
 /// Events applied per transaction by a rebuild. A rebuild writes a fresh
-/// generation nobody reads, and its transaction keeps documents in memory
-/// and writes each one once at commit (see `Db::begin_rebuild`), so larger
-/// batches mean fewer writes. On SQLite a batch holds the database's write
-/// lock (shared with the store's writer) for its duration: at ~100,000
-/// events/s, a few tens of milliseconds.
+/// generation nobody reads, so larger batches mean fewer writes. On SQLite
+/// a batch holds the database's write lock (shared with the store's writer)
+/// while it writes: at ~100,000 events/s, a few tens of milliseconds.
 pub const REBUILD_BATCH_EVENTS: usize = 4_096;
+
+/// How long the runner waits for the next page of a catch-up before it
+/// applies what it holds, in milliseconds: while the store is ahead a page
+/// arrives within a read; at the head, a batch is not held back longer.
+pub const GATHER_WAIT_MS: u64 = 20;
 
 /// How long a runner waits before resubscribing after a failure, in
 /// milliseconds: a database restart takes seconds, and a tight loop would
@@ -67,9 +75,9 @@ pub struct Projections {
 pub(crate) struct Inner {
     pub(crate) db: Db,
     pub(crate) store: Store,
-    pub(crate) entries: Vec<Entry>,
+    pub(crate) entries: Arc<Vec<Entry>>,
     pub(crate) cancel: CancellationToken,
-    /// The runner tasks (or the follower's, `follower.rs`). A std mutex:
+    /// The runner task (or the follower's, `follower.rs`). A std mutex:
     /// taken only to move the handles out on stop, never across an await.
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -82,9 +90,11 @@ impl Drop for Inner {
 
 impl Projections {
     /// Prepares each projection (creating its first generation, or
-    /// rebuilding it when its schema version changed) and starts one runner
-    /// task per projection that catches up from its checkpoint and follows
-    /// the store live.
+    /// rebuilding it when its schema version changed) and starts the runner
+    /// that catches every projection up from its checkpoint and follows the
+    /// store live: one task reading the store once and applying each batch
+    /// (decoded once) to every projection, in one transaction with every
+    /// projection's checkpoint.
     pub async fn start(
         db: Db,
         store: Store,
@@ -103,22 +113,17 @@ impl Projections {
         let inner = Arc::new(Inner {
             db,
             store,
-            entries,
+            entries: Arc::new(entries),
             cancel,
             tasks: Mutex::new(Vec::new()),
         });
-        let mut tasks = Vec::new();
-        for index in 0..inner.entries.len() {
-            let runner = Runner {
-                db: inner.db.clone(),
-                store: inner.store.clone(),
-                projection: inner.entries[index].projection.clone(),
-                checkpoint: inner.entries[index].checkpoint.clone(),
-                cancel: inner.cancel.clone(),
-            };
-            tasks.push(tokio::spawn(runner.run()));
-        }
-        *inner.tasks.lock().expect("not poisoned") = tasks;
+        let runner = Runner {
+            db: inner.db.clone(),
+            store: inner.store.clone(),
+            entries: inner.entries.clone(),
+            cancel: inner.cancel.clone(),
+        };
+        *inner.tasks.lock().expect("not poisoned") = vec![tokio::spawn(runner.run())];
         Ok(Projections { inner })
     }
 
@@ -153,7 +158,7 @@ impl Projections {
 
     /// Waits until every projection has applied `position`.
     pub async fn wait_for(&self, position: Position) -> Result<()> {
-        for entry in &self.inner.entries {
+        for entry in self.inner.entries.iter() {
             let mut receiver = entry.checkpoint.subscribe();
             tokio::select! {
                 changed = receiver.wait_for(|checkpoint| *checkpoint >= position) => {
@@ -179,9 +184,9 @@ impl Projections {
     }
 
     /// [`Projections::rebuild`] of every projection in one pass over the
-    /// store: each batch read is applied to each projection's fresh
-    /// generation in turn, and each new generation is swapped in when the
-    /// pass reaches the head. Returns that position.
+    /// store: each batch read is decoded once and applied to each
+    /// projection's fresh generation, and each new generation is swapped in
+    /// when the pass reaches the head. Returns that position.
     pub async fn rebuild_all(&self) -> Result<Position> {
         let projections: Vec<&dyn Projection> = self
             .inner
@@ -192,8 +197,8 @@ impl Projections {
         rebuild_many(&self.inner.db, &self.inner.store, &projections).await
     }
 
-    /// Stops the runners at their next safe point (between batches) and
-    /// waits for them.
+    /// Stops the runner at its next safe point (between batches) and waits
+    /// for it.
     pub async fn stop(&self) {
         self.inner.cancel.cancel();
         let tasks = std::mem::take(&mut *self.inner.tasks.lock().expect("not poisoned"));
@@ -228,23 +233,18 @@ async fn rebuild(db: &Db, store: &Store, projection: &dyn Projection) -> Result<
 /// Rebuilds `projections` into fresh generations in one pass over the store
 /// and swaps each in at the end.
 async fn rebuild_many(db: &Db, store: &Store, projections: &[&dyn Projection]) -> Result<Position> {
-    let mut fresh = Vec::with_capacity(projections.len());
+    let mut targets = Vec::with_capacity(projections.len());
     for projection in projections {
         let name = projection.name();
         let live = db.live(name).await?.map_or(0, |(generation, _)| generation);
         let generation = db.last_generation(name).await?.max(live) + 1;
-        fresh.push((
-            *projection,
+        targets.push(Target {
+            projection: *projection,
             generation,
-            Arc::new(Mutex::new(KeyFilter::default())),
-        ));
+            checkpoint: 0,
+            written: Some(Arc::new(Mutex::new(KeyFilter::default()))),
+        });
     }
-    let apply = async |batch: &[RecordedEvent]| -> Result<Position> {
-        for (projection, generation, written) in &fresh {
-            apply_rebuild_batch(db, *projection, *generation, batch, written).await?;
-        }
-        Ok(batch.last().map_or(0, |event| event.position))
-    };
     let mut position: Position = 0;
     let mut batch = Vec::with_capacity(REBUILD_BATCH_EVENTS);
     // Up to the head as it is when each pass starts; events appended during
@@ -256,27 +256,27 @@ async fn rebuild_many(db: &Db, store: &Store, projections: &[&dyn Projection]) -
         }
         let mut events = store.read_range(position + 1, head);
         while let Some(events) = events.next().await {
-            batch.extend(events?);
+            batch.extend(events?.into_iter().map(Event::decode));
             if batch.len() >= REBUILD_BATCH_EVENTS {
-                position = apply(&batch).await?;
+                position = apply_rebuild_batch(db, &mut targets, &batch).await?;
                 batch.clear();
             }
         }
         if !batch.is_empty() {
-            position = apply(&batch).await?;
+            position = apply_rebuild_batch(db, &mut targets, &batch).await?;
             batch.clear();
         }
     }
-    for (projection, generation, _) in &fresh {
-        let name = projection.name();
-        let mut tx = db.begin(name, *generation).await?;
+    for target in &targets {
+        let name = target.projection.name();
+        let mut tx = db.begin(name, target.generation).await?;
         tx.lock_live().await?;
         tx.set_checkpoint(position).await?;
-        tx.make_live(projection.schema_version()).await?;
+        tx.make_live(target.projection.schema_version()).await?;
         tx.commit().await?;
         tracing::info!(
             projection = name,
-            generation,
+            generation = target.generation,
             position,
             "rebuilt projection is live"
         );
@@ -284,22 +284,25 @@ async fn rebuild_many(db: &Db, store: &Store, projections: &[&dyn Projection]) -
     Ok(position)
 }
 
-/// Applies one rebuild batch in one transaction that keeps its writes in
-/// memory until it commits.
 async fn apply_rebuild_batch(
     db: &Db,
-    projection: &dyn Projection,
-    generation: i64,
-    events: &[RecordedEvent],
-    written: &Arc<Mutex<KeyFilter>>,
-) -> Result<()> {
-    let tx = db
-        .begin_rebuild(projection.name(), generation, written.clone())
-        .await?;
-    match apply_in(tx, projection, generation, events, false).await? {
-        Batch::Applied => Ok(()),
+    targets: &mut [Target<'_>],
+    events: &[Event],
+) -> Result<Position> {
+    match apply_batch(db, targets, events, false).await? {
+        Batch::Applied => Ok(events.last().map_or(0, Event::position)),
         Batch::NotLive => unreachable!("a rebuild batch does not check the live generation"),
     }
+}
+
+/// One generation a batch is applied to.
+pub(crate) struct Target<'a> {
+    pub(crate) projection: &'a dyn Projection,
+    pub(crate) generation: i64,
+    /// The last position applied to it: events at or below are skipped.
+    pub(crate) checkpoint: Position,
+    /// A rebuild's record of the keys written to the fresh generation.
+    pub(crate) written: Option<Arc<Mutex<KeyFilter>>>,
 }
 
 pub(crate) enum Batch {
@@ -307,64 +310,67 @@ pub(crate) enum Batch {
     NotLive,
 }
 
-/// Applies `events` to `generation` and moves its checkpoint, in one
-/// transaction. With `require_live`, does nothing (and says so) when
-/// `generation` is no longer the served one.
+/// Applies `events` (decoded once) to every target — each only the events
+/// past its checkpoint — and moves the targets' checkpoints, in one
+/// transaction. Each projection first reads the documents the batch needs
+/// in one query, then folds the events in memory; the transaction only
+/// writes. With `require_live`, writes nothing (and says so) when a
+/// target's generation is no longer the served one; otherwise (and on
+/// success) each target's `checkpoint` is the batch's last position.
 pub(crate) async fn apply_batch(
     db: &Db,
-    projection: &dyn Projection,
-    generation: i64,
-    events: &[RecordedEvent],
+    targets: &mut [Target<'_>],
+    events: &[Event],
     require_live: bool,
 ) -> Result<Batch> {
-    if events.is_empty() {
-        return Ok(Batch::Applied);
-    }
-    let tx = db.begin(projection.name(), generation).await?;
-    apply_in(tx, projection, generation, events, require_live).await
-}
-
-/// [`apply_batch`] in a transaction already begun.
-async fn apply_in(
-    mut tx: Tx,
-    projection: &dyn Projection,
-    generation: i64,
-    events: &[RecordedEvent],
-    require_live: bool,
-) -> Result<Batch> {
-    let Some(last) = events.last() else {
+    let Some(last) = events.last().map(Event::position) else {
         return Ok(Batch::Applied);
     };
-    // The first statement writes, so that SQLite takes its write lock (with
-    // its busy wait) at once instead of failing to upgrade a read later.
-    if require_live {
-        if tx.lock_live().await? != Some(generation) {
-            return Ok(Batch::NotLive);
-        }
-    } else {
-        tx.set_checkpoint(events[0].position - 1).await?;
-    }
     for pair in events.windows(2) {
         assert_eq!(
-            pair[1].position,
-            pair[0].position + 1,
+            pair[1].position(),
+            pair[0].position() + 1,
             "the store yields gapless positions"
         );
     }
-    for event in events {
-        projection.apply(&mut tx, event).await?;
+    let folds = targets
+        .iter()
+        .filter(|target| target.checkpoint < last)
+        .map(|target| {
+            let skip = events.partition_point(|event| event.position() <= target.checkpoint);
+            fold(db, target, &events[skip..], last)
+        });
+    let writes = futures::future::try_join_all(folds).await?;
+    if !db.commit(writes, require_live).await? {
+        return Ok(Batch::NotLive);
     }
-    tx.set_checkpoint(last.position).await?;
-    tx.commit().await?;
+    for target in targets.iter_mut() {
+        target.checkpoint = target.checkpoint.max(last);
+    }
     Ok(Batch::Applied)
 }
 
-/// One projection's task: catch up from the checkpoint, then follow live.
+/// Applies `events` to one target's generation in memory.
+async fn fold(db: &Db, target: &Target<'_>, events: &[Event], last: Position) -> Result<Writes> {
+    let projection = target.projection;
+    let mut tx = db.batch(projection.name(), target.generation, target.written.clone());
+    let mut keys = Vec::new();
+    for event in events {
+        projection.prefetch(event, &mut keys);
+    }
+    tx.prefetch(keys).await?;
+    for event in events {
+        projection.apply(&mut tx, event).await?;
+    }
+    tx.into_writes(last)
+}
+
+/// The task that keeps every projection up to date: catch up from the
+/// checkpoints, then follow live.
 struct Runner {
     db: Db,
     store: Store,
-    projection: Arc<dyn Projection>,
-    checkpoint: watch::Sender<Position>,
+    entries: Arc<Vec<Entry>>,
     cancel: CancellationToken,
 }
 
@@ -374,7 +380,7 @@ impl Runner {
             match self.follow().await {
                 Ok(()) => {}
                 Err(error) => {
-                    tracing::warn!(projection = self.projection.name(), %error, "projection runner failed; retrying");
+                    tracing::warn!(%error, "projection runner failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_millis(RETRY_DELAY_MS)) => {}
                         () = self.cancel.cancelled() => return,
@@ -384,45 +390,81 @@ impl Runner {
         }
     }
 
-    /// Follows the live generation until it changes (`Ok`), the runner is
+    /// Follows the live generations until one changes (`Ok`), the runner is
     /// cancelled (`Ok`), or something fails.
     async fn follow(&self) -> Result<()> {
-        let name = self.projection.name();
-        let (generation, _) =
-            self.db.live(name).await?.ok_or_else(|| {
+        let mut targets = Vec::with_capacity(self.entries.len());
+        for entry in self.entries.iter() {
+            let name = entry.projection.name();
+            let (generation, _) = self.db.live(name).await?.ok_or_else(|| {
                 Error::Invalid(format!("projection {name} has no live generation"))
             })?;
-        let from = self.db.checkpoint(name, generation).await?;
-        self.checkpoint.send_replace(from);
+            let checkpoint = self.db.checkpoint(name, generation).await?;
+            entry.checkpoint.send_replace(checkpoint);
+            targets.push(Target {
+                projection: entry.projection.as_ref(),
+                generation,
+                checkpoint,
+                written: None,
+            });
+        }
+        let Some(from) = targets.iter().map(|target| target.checkpoint).min() else {
+            // No projections: nothing to follow.
+            self.cancel.cancelled().await;
+            return Ok(());
+        };
         let mut events = self
             .store
             .subscribe(from + 1)
-            .ready_chunks(BATCH_EVENTS_MAX);
+            .ready_chunks(SUBSCRIPTION_PAGE_EVENTS);
         loop {
-            let chunk = tokio::select! {
-                chunk = events.next() => chunk,
-                () = self.cancel.cancelled() => return Ok(()),
-            };
-            let Some(chunk) = chunk else {
-                return Err(Error::Store(kiban_store::Error::Closed));
-            };
-            let mut batch = Vec::with_capacity(chunk.len());
+            let mut batch = Vec::new();
             let mut failure = None;
-            for item in chunk {
-                match item {
-                    Ok(event) => batch.push(event),
-                    Err(error) => {
-                        failure = Some(error);
-                        break;
+            // The first chunk as soon as there is one; more only while the
+            // chunks are whole pages (the store is ahead) and quick to come.
+            let mut gathering = false;
+            loop {
+                let next = if gathering {
+                    let wait = Duration::from_millis(GATHER_WAIT_MS);
+                    tokio::select! {
+                        chunk = tokio::time::timeout(wait, events.next()) => chunk.ok(),
+                        () = self.cancel.cancelled() => return Ok(()),
+                    }
+                } else {
+                    tokio::select! {
+                        chunk = events.next() => Some(chunk),
+                        () = self.cancel.cancelled() => return Ok(()),
+                    }
+                };
+                let Some(chunk) = next else { break };
+                let Some(chunk) = chunk else {
+                    failure = Some(kiban_store::Error::Closed);
+                    break;
+                };
+                let whole = chunk.len() == SUBSCRIPTION_PAGE_EVENTS;
+                for item in chunk {
+                    match item {
+                        Ok(event) => batch.push(Event::decode(event)),
+                        Err(error) => {
+                            failure = Some(error);
+                            break;
+                        }
                     }
                 }
+                if failure.is_some() || !whole || batch.len() >= BATCH_EVENTS_MAX {
+                    break;
+                }
+                gathering = true;
             }
-            let last = batch.last().map(|event| event.position);
-            match apply_batch(&self.db, self.projection.as_ref(), generation, &batch, true).await? {
+            match apply_batch(&self.db, &mut targets, &batch, true).await? {
                 Batch::NotLive => return Ok(()),
                 Batch::Applied => {
-                    if let Some(last) = last {
-                        self.checkpoint.send_replace(last);
+                    for (entry, target) in self.entries.iter().zip(&targets) {
+                        entry.checkpoint.send_if_modified(|checkpoint| {
+                            let moved = *checkpoint != target.checkpoint;
+                            *checkpoint = target.checkpoint;
+                            moved
+                        });
                     }
                 }
             }

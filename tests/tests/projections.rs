@@ -42,6 +42,8 @@ on_both_backends!(
     projections_catch_up_then_follow_live,
     a_restart_resumes_from_the_checkpoint_without_applying_twice,
     a_rebuild_gives_identical_read_models_and_swaps_them_in,
+    live_batches_give_the_read_models_a_rebuild_gives,
+    projections_at_different_checkpoints_apply_each_event_once,
 );
 
 /// A scripted history through the engine, as the suites need it.
@@ -589,5 +591,303 @@ async fn a_rebuild_gives_identical_read_models_and_swaps_them_in(db: &TestDb) {
         60_000
     );
     projections.stop().await;
+    store.close().await;
+}
+
+/// The batched live path. Persons' histories appended straight to the store
+/// (no engine), so that many persons' streams interleave in one batch and
+/// each document is touched many times within it.
+mod synthetic {
+    use chrono::{DateTime, Duration, TimeZone, Utc};
+    use kiban_events::StreamName;
+    use kiban_events::envelope::{Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload};
+    use kiban_store::Store;
+    use uuid::Uuid;
+
+    /// The insurer of every synthetic person.
+    pub const INSURER: &str = "131016";
+
+    /// The family applicant's (sealed) name in even persons' applications.
+    pub fn family_name(n: u64) -> String {
+        format!("sealed-family-name-{n}")
+    }
+
+    /// `<insurer>-<insured>` of person `n`.
+    pub fn person(n: u64) -> String {
+        format!("{INSURER}-{:010}", 2_000_000 + n)
+    }
+
+    /// The office of person `n`.
+    pub fn office(n: u64) -> String {
+        format!("13{:08}", 10_000_000 + n % 7)
+    }
+
+    fn at(days: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, 1, 30, 0).single().unwrap() + Duration::days(days)
+    }
+
+    fn events(list: Vec<(&str, String)>) -> Vec<NewEvent> {
+        list.into_iter()
+            .enumerate()
+            .map(|(i, (event_type, payload))| NewEvent {
+                event_id: EventId::from_uuid(Uuid::now_v7()).unwrap(),
+                event_type: EventType::parse(event_type).unwrap(),
+                schema_version: 1,
+                occurred_at: at(i as i64),
+                actor: Actor::parse(&format!("insurer:{INSURER}")).unwrap(),
+                correlation_id: Uuid::now_v7(),
+                causation_id: None,
+                payload: Payload::from_json(&payload).unwrap(),
+            })
+            .collect()
+    }
+
+    /// Person `n`'s certification (filed → decided, 5 events; a family
+    /// applicant with a sealed name for even `n`) and their own stream
+    /// (the certification, the care-plan office, a consent for a second
+    /// office, two reads of the record).
+    pub async fn append_person(store: &Store, n: u64) {
+        let insured = format!("{:010}", 2_000_000 + n);
+        let office = office(n);
+        let other = format!("13{:08}", 20_000_000 + n % 5);
+        let applicant = if n.is_multiple_of(2) {
+            format!(r#"{{"by":"family","name":"{}"}}"#, family_name(n))
+        } else {
+            format!(r#"{{"by":"office","office":"{office}"}}"#)
+        };
+        let certification = events(vec![
+            ("certification.filed", format!(r#"{{"insurer":"{INSURER}","insured":"{insured}","seq":1,"kind":"new","applicant":{applicant},"applied_on":"2026-05-01","current_certification":null}}"#)),
+            ("certification.investigation_scheduled", r#"{"scheduled_on":"2026-05-08"}"#.to_owned()),
+            ("certification.opinion_requested", r#"{"institution":"1310000001","requested_on":"2026-05-03"}"#.to_owned()),
+            ("certification.primary_judgment_recorded", r#"{"level":"care_2","judged_on":"2026-05-15"}"#.to_owned()),
+            ("certification.decided", r#"{"level":"care_2","decided_on":"2026-05-20","validity":{"from":"2026-06-01","until":"2027-05-31"},"validity_months":12}"#.to_owned()),
+        ]);
+        let person = events(vec![
+            ("insured.certification_recorded", r#"{"application_seq":1,"level":"care_2","validity":{"from":"2026-06-01","until":"2027-05-31"}}"#.to_owned()),
+            ("insured.care_plan_office_registered", format!(r#"{{"office":"{office}","office_kind":"home_care_support_office","level_group":"care","filed_on":"2026-05-25","billable_from":"2026-06-01"}}"#)),
+            ("insured.consent_given", format!(r#"{{"office":"{other}","terminal":"terminal-01","given_at":"2026-05-26T01:30:00Z","expires_at":"2027-05-26T01:30:00Z"}}"#)),
+            ("insured.record_viewed", format!(r#"{{"office":"{office}","terminal":"terminal-02","basis":"care_plan_office","viewed_at":"2026-05-27T01:30:00Z"}}"#)),
+            ("insured.record_viewed", format!(r#"{{"office":"{other}","terminal":"terminal-01","basis":"consent","viewed_at":"2026-05-28T01:30:00Z"}}"#)),
+        ]);
+        let id = self::person(n);
+        store
+            .append(
+                &StreamName::new("certification", &format!("{id}-1")).unwrap(),
+                ExpectedVersion::NoStream,
+                certification,
+            )
+            .await
+            .unwrap();
+        // One event at a time: the person's events interleave with other
+        // persons' in the log.
+        for (version, event) in person.into_iter().enumerate() {
+            let expected = if version == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(version as u64)
+            };
+            store
+                .append(
+                    &StreamName::new("insured", &id).unwrap(),
+                    expected,
+                    vec![event],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Person `n` is forgotten (本人情報の消去): their stream's 6th event.
+    pub async fn forget(store: &Store, n: u64) {
+        let event = events(vec![(
+            "insured.person_forgotten",
+            r#"{"forgotten_at":"2026-06-10T00:00:00Z","key_id":null}"#.to_owned(),
+        )]);
+        store
+            .append(
+                &StreamName::new("insured", &person(n)).unwrap(),
+                ExpectedVersion::Exact(5),
+                event,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Persons `persons` appended by 16 concurrent tasks, each forgotten
+    /// right after its history when `forgotten(n)`.
+    pub async fn append_persons(
+        store: &Store,
+        persons: std::ops::Range<u64>,
+        forgotten: fn(u64) -> bool,
+    ) {
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(persons.start));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (store, next, end) = (store.clone(), next.clone(), persons.end);
+            tasks.spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= end {
+                        return;
+                    }
+                    append_person(&store, n).await;
+                    if forgotten(n) {
+                        forget(&store, n).await;
+                    }
+                }
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.unwrap();
+        }
+    }
+}
+
+/// Every projection's documents and index entries.
+async fn dump_all(
+    projections: &Projections,
+) -> Vec<(Vec<(String, String)>, Vec<(String, String, String)>)> {
+    let mut dumps = Vec::new();
+    for name in projections.names() {
+        dumps.push((
+            projections.db().dump(name).await.unwrap(),
+            projections.db().dump_index(name).await.unwrap(),
+        ));
+    }
+    dumps
+}
+
+/// Live batches (a catch-up of hundreds of events in one batch, then
+/// batches while appends go on) give exactly the documents and index
+/// entries a rebuild of the same store gives — including a person
+/// forgotten in the same batch as their application was filed, whose
+/// family applicant's name must be gone from the application (the batch
+/// has to see its own index entries).
+async fn live_batches_give_the_read_models_a_rebuild_gives(db: &TestDb) {
+    const PERSONS: u64 = 120;
+    let forgotten = |n: u64| n.is_multiple_of(3);
+    let store = db.open().await;
+    // Half before the runner starts (it catches up in large batches)...
+    synthetic::append_persons(&store, 0..PERSONS / 2, forgotten).await;
+    let projections = start(db, &store).await;
+    // ...half while it follows.
+    synthetic::append_persons(&store, PERSONS / 2..PERSONS, forgotten).await;
+    let head = store.head().await.unwrap().position;
+    assert_eq!(head, PERSONS * 10 + PERSONS.div_ceil(3));
+    caught_up(&projections, head).await;
+    let live = dump_all(&projections).await;
+
+    // What the live path built, checked on its own.
+    let names = projections.names();
+    let care = &live[names.iter().position(|n| *n == "care").unwrap()].0;
+    let persons = care
+        .iter()
+        .filter(|(key, _)| key.starts_with("person:"))
+        .count();
+    let applications: Vec<&(String, String)> = care
+        .iter()
+        .filter(|(key, _)| key.starts_with("application:"))
+        .collect();
+    assert_eq!(persons as u64, PERSONS);
+    assert_eq!(applications.len() as u64, PERSONS);
+    for n in 0..PERSONS {
+        let (_, json) = applications
+            .iter()
+            .find(|(key, _)| *key == format!("application:{}-1", synthetic::person(n)))
+            .expect("each person's application");
+        let named = json.contains(&synthetic::family_name(n));
+        assert_eq!(
+            named,
+            n.is_multiple_of(2) && !forgotten(n),
+            "person {n}: {json}"
+        );
+        let application: kiban_projections::ApplicationDoc = serde_json::from_str(json).unwrap();
+        let positions: Vec<u64> = application.events.iter().map(|e| e.position).collect();
+        assert_eq!(positions.len(), 5, "each event applied once: {positions:?}");
+        assert!(positions.windows(2).all(|p| p[0] < p[1]));
+    }
+    let views = &live[names.iter().position(|n| *n == "access_log").unwrap()].0;
+    assert_eq!(
+        views.len() as u64,
+        PERSONS * 2,
+        "every read of a record logged once"
+    );
+    let read = ReadModels::new(projections.db().clone());
+    let office = kiban_events::ids::OfficeNumber::parse(&synthetic::office(3)).unwrap();
+    let caseload = read.caseload(&office, "", 100, day(40)).await.unwrap();
+    let expected = (0..PERSONS).filter(|n| n % 7 == 3).count();
+    assert_eq!(caseload.items.len(), expected);
+    let lag = projections.lag().await.unwrap();
+    assert!(
+        lag.iter().all(|l| l.events() == 0 && l.checkpoint == head),
+        "{lag:?}"
+    );
+
+    // A rebuild of the same store gives the same rows.
+    let position = bounded("rebuild all", projections.rebuild_all())
+        .await
+        .unwrap();
+    assert_eq!(position, head);
+    let rebuilt = dump_all(&projections).await;
+    for ((name, live), rebuilt) in names.iter().zip(&live).zip(&rebuilt) {
+        assert_eq!(live.0, rebuilt.0, "{name}: documents");
+        assert_eq!(live.1, rebuilt.1, "{name}: index entries");
+    }
+    projections.stop().await;
+    store.close().await;
+}
+
+/// One runner follows every projection from the lowest checkpoint; a
+/// projection ahead of the others skips what it has applied already.
+async fn projections_at_different_checkpoints_apply_each_event_once(db: &TestDb) {
+    let store = db.open().await;
+    synthetic::append_persons(&store, 0..20, |_| false).await;
+    let first = start(db, &store).await;
+    let head = store.head().await.unwrap().position;
+    caught_up(&first, head).await;
+    first.stop().await;
+    // More events while only the care projection runs: it gets ahead.
+    synthetic::append_persons(&store, 20..40, |n| n.is_multiple_of(2)).await;
+    let care_only = Projections::start(
+        Db::open(db.url()).await.unwrap(),
+        store.clone(),
+        vec![Arc::new(models::care::CareProjection)],
+    )
+    .await
+    .unwrap();
+    let ahead = store.head().await.unwrap().position;
+    caught_up(&care_only, ahead).await;
+    care_only.stop().await;
+    // Then all of them, with more to come.
+    let all = start(db, &store).await;
+    synthetic::append_persons(&store, 40..50, |_| false).await;
+    let head = store.head().await.unwrap().position;
+    caught_up(&all, head).await;
+    let read = ReadModels::new(all.db().clone());
+    for n in [0, 25, 26, 45] {
+        let person = read.person(&synthetic::person(n)).await.unwrap().unwrap();
+        let mut positions: Vec<u64> = person.events.iter().map(|e| e.position).collect();
+        let count = positions.len();
+        positions.dedup();
+        assert_eq!(positions.len(), count, "person {n}: each event once");
+        // 3 events of their own (reads belong to the access log), plus the
+        // forgetting of even persons among 20..40.
+        let expected = 3 + usize::from((20..40).contains(&n) && n.is_multiple_of(2));
+        assert_eq!(count, expected, "person {n}");
+    }
+    // Every read logged once (the access log was behind the care
+    // projection): one document per read, each under its own position.
+    let views = all.db().dump("access_log").await.unwrap();
+    assert_eq!(views.len(), 100);
+    let applications = all
+        .db()
+        .dump("care")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(key, _)| key.starts_with("application:"))
+        .count();
+    assert_eq!(applications, 50);
+    all.stop().await;
     store.close().await;
 }

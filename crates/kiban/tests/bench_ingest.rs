@@ -38,6 +38,7 @@ fn bench_ingest_runs_end_to_end_and_reports_the_promised_keys() {
         "subscriber_load_events_per_s",
         "subscriber_p50_ms",
         "subscriber_p99_ms",
+        "projection_events_per_s",
     ] {
         let value = report[key]
             .as_f64()
@@ -45,5 +46,15 @@ fn bench_ingest_runs_end_to_end_and_reports_the_promised_keys() {
         assert!(value.is_finite() && value > 0.0, "{key} = {value}");
     }
     assert!(report["receipt_p50_ms"].as_f64() <= report["receipt_p99_ms"].as_f64());
+    // The read models' lag is reported (in events; it may be 0 throughout).
+    let lag = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} missing"))
+    };
+    assert!(lag("projection_lag_p50_events") <= lag("projection_lag_p99_events"));
+    assert!(lag("projection_lag_p99_events") <= lag("projection_lag_max_events"));
+    assert!(report["projection_catch_up_ms"].as_f64().unwrap() >= 0.0);
     assert!(stdout.contains("commit → office subscriber"));
+    assert!(stdout.contains("read models during sustained ingest"));
 }

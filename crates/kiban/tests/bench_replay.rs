@@ -38,7 +38,14 @@ fn bench_replay_runs_on_both_backends_and_reports_every_phase() {
         assert_eq!(report["persons"], 20, "{backend}");
         assert!(report["payload_bytes_mean"].as_f64().unwrap() > 50.0);
         assert!(report["row_bytes_mean"].as_f64() > report["payload_bytes_mean"].as_f64());
-        for phase in ["write", "read", "read_parsed", "verify", "rebuild"] {
+        for phase in [
+            "write",
+            "read",
+            "read_parsed",
+            "verify",
+            "follow",
+            "rebuild",
+        ] {
             for key in [
                 "events_per_s",
                 "seconds",
@@ -58,6 +65,7 @@ fn bench_replay_runs_on_both_backends_and_reports_every_phase() {
         assert!(report["peak_rss_mib"].as_f64().unwrap() > 0.0);
     }
     assert!(stdout.contains("rebuild (all projections)"));
+    assert!(stdout.contains("follow (live, from 0)"));
     // The scratch SQLite database was removed.
     assert_eq!(std::fs::read_dir(directory.path()).unwrap().count(), 0);
 }

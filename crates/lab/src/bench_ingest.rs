@@ -21,6 +21,14 @@
 //!    the benchmark's entitlements send every event to one office, the
 //!    heaviest single subscription.
 //!
+//! The read models (the three projections `kiban serve` runs) follow the
+//! store throughout. During the sustained phase their lag (store head −
+//! the furthest-behind projection's checkpoint) is sampled every
+//! [`LAG_SAMPLE_MS`] ms and reported as p50/p99/max, with how long they
+//! took to reach the head after the phase's last receipt and the rate they
+//! applied the phase's events at (its events ÷ first publish → read models
+//! at the head).
+//!
 //! Without `--nats-url` the benchmark starts its own `nats-server` (JetStream,
 //! file storage, in a temporary directory) on a free loopback port.
 
@@ -76,6 +84,9 @@ const CEILING_WRITERS: usize = 64;
 /// How often the paced publisher wakes up.
 const PACE_TICK_MS: u64 = 5;
 
+/// How often the read models' lag is sampled during the sustained phase.
+pub const LAG_SAMPLE_MS: u64 = 50;
+
 /// Longest wait for receipts or updates after the last publish: only there
 /// to end a broken run.
 const DRAIN_TIMEOUT_S: u64 = 300;
@@ -116,6 +127,17 @@ pub struct IngestBenchReport {
     pub subscriber_load_events_per_s: f64,
     pub subscriber_p50_ms: f64,
     pub subscriber_p99_ms: f64,
+    /// The read models' lag during the sustained phase, in events (head −
+    /// the lowest projection checkpoint), sampled every [`LAG_SAMPLE_MS`].
+    pub projection_lag_p50_events: u64,
+    pub projection_lag_p99_events: u64,
+    pub projection_lag_max_events: u64,
+    /// From the sustained phase's last receipt until every projection had
+    /// applied its last event.
+    pub projection_catch_up_ms: f64,
+    /// The sustained phase's events ÷ (first publish → every projection at
+    /// the head): the rate the read models followed ingest at.
+    pub projection_events_per_s: f64,
 }
 
 impl fmt::Display for IngestBenchReport {
@@ -142,10 +164,19 @@ impl fmt::Display for IngestBenchReport {
             "  publish → receipt at {:.0} events/s: p50 {:.1} ms, p99 {:.1} ms",
             self.receipt_load_events_per_s, self.receipt_p50_ms, self.receipt_p99_ms
         )?;
-        write!(
+        writeln!(
             f,
             "  commit → office subscriber at {:.0} events/s: p50 {:.1} ms, p99 {:.1} ms",
             self.subscriber_load_events_per_s, self.subscriber_p50_ms, self.subscriber_p99_ms
+        )?;
+        write!(
+            f,
+            "  read models during sustained ingest: lag p50 {} / p99 {} / max {} events; at the head {:.0} ms after the last receipt ({:.0} events/s)",
+            self.projection_lag_p50_events,
+            self.projection_lag_p99_events,
+            self.projection_lag_max_events,
+            self.projection_catch_up_ms,
+            self.projection_events_per_s
         )
     }
 }
@@ -230,9 +261,28 @@ async fn run_ingest_phases(
         let collector = collector?;
         let mut next_person = 0;
         eprintln!("phase 1/3: sustained ingest of {} persons", options.persons);
+        let sampler = LagSampler::start(system.projections.clone());
         let sustained = collector
             .phase(&system.bus, &store, &mut next_person, options.persons, None)
-            .await?;
+            .await;
+        let mut lags = sampler.stop().await;
+        let sustained = sustained?;
+        let head = store.head().await?.position;
+        system
+            .projections
+            .wait_for(head)
+            .await
+            .context("the read models did not reach the head")?;
+        let projection_catch_up = sustained.started.elapsed() - sustained.elapsed;
+        let projection_events_per_s =
+            sustained.events as f64 / sustained.started.elapsed().as_secs_f64();
+        lags.sort_unstable();
+        let lag_at = |q: f64| -> u64 {
+            if lags.is_empty() {
+                return 0;
+            }
+            lags[((lags.len() - 1) as f64 * q).round() as usize]
+        };
         let msgs_per_s = sustained.messages as f64 / sustained.elapsed.as_secs_f64();
         let events_per_s = sustained.events as f64 / sustained.elapsed.as_secs_f64();
 
@@ -284,6 +334,11 @@ async fn run_ingest_phases(
             subscriber_load_events_per_s: updates.events as f64 / updates.elapsed.as_secs_f64(),
             subscriber_p50_ms: updates.update_latencies.percentile_ms(0.50),
             subscriber_p99_ms: updates.update_latencies.percentile_ms(0.99),
+            projection_lag_p50_events: lag_at(0.50),
+            projection_lag_p99_events: lag_at(0.99),
+            projection_lag_max_events: lags.last().copied().unwrap_or(0),
+            projection_catch_up_ms: projection_catch_up.as_secs_f64() * 1000.0,
+            projection_events_per_s,
         })
     }
     .await;
@@ -398,10 +453,46 @@ struct Collector {
     updates: Arc<AtomicU64>,
 }
 
+/// Samples the read models' lag until stopped.
+struct LagSampler {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl LagSampler {
+    fn start(projections: kiban_projections::Projections) -> LagSampler {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let cancelled = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(LAG_SAMPLE_MS));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = cancelled.cancelled() => return samples,
+                }
+                if let Ok(lags) = projections.lag().await {
+                    samples.push(lags.iter().map(|lag| lag.events()).max().unwrap_or(0));
+                }
+            }
+        });
+        LagSampler { stop, task }
+    }
+
+    /// Stops and returns the samples (events behind, one per tick).
+    async fn stop(self) -> Vec<u64> {
+        self.stop.cancel();
+        self.task.await.unwrap_or_default()
+    }
+}
+
 /// What one phase measured.
 struct Phase {
     messages: u64,
     events: u64,
+    /// When its first message was published.
+    started: Instant,
+    /// First publish → last receipt.
     elapsed: Duration,
     receipt_latencies: Latencies,
     update_latencies: Latencies,
@@ -536,6 +627,7 @@ impl Collector {
         Ok(Phase {
             messages: published,
             events: expected_events,
+            started,
             elapsed,
             receipt_latencies: std::mem::take(
                 &mut self.receipt_latencies.lock().expect("not poisoned"),

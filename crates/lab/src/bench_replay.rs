@@ -16,7 +16,10 @@
 //! 3. **read parsed** — [`Store::read_range`]: the same rows parsed into
 //!    `RecordedEvent`s;
 //! 4. **verify** — [`Store::verify`] over the whole chain;
-//! 5. **rebuild** — every projection of `kiban serve` (`models::all()`:
+//! 5. **follow** — the same projections caught up from checkpoint 0 by
+//!    their live runner (`Projections::start`, as `kiban serve` after a
+//!    restart far behind), until every projection has applied the head;
+//! 6. **rebuild** — every projection of `kiban serve` (`models::all()`:
 //!    care, organisations, access log) rebuilt from position 1 into fresh
 //!    generations and swapped in, through [`Projections::rebuild_all`] (one
 //!    pass over the store, each batch applied to each projection in turn);
@@ -103,6 +106,8 @@ pub struct ReplayBenchReport {
     pub read: Phase,
     pub read_parsed: Phase,
     pub verify: Phase,
+    /// The live runner catching up from checkpoint 0.
+    pub follow: Phase,
     pub rebuild: Phase,
     /// The process's peak RSS over the whole run (VmHWM at the end, or the
     /// highest phase peak when peaks were reset), MiB.
@@ -121,6 +126,7 @@ impl fmt::Display for ReplayBenchReport {
             ("read (raw rows)", &self.read),
             ("read (parsed)", &self.read_parsed),
             ("verify (chain)", &self.verify),
+            ("follow (live, from 0)", &self.follow),
             ("rebuild (all projections)", &self.rebuild),
         ];
         for (name, phase) in phases {
@@ -198,17 +204,19 @@ async fn run_phases(
     // (as for a deployment that has been running), and their runners are
     // stopped so that the rebuild below is the only thing applying events.
     let db = Db::open(scratch.url()).await?;
-    let projections = Projections::start(db.clone(), store.clone(), models::all()).await?;
-    projections.stop().await;
+    Projections::start(db.clone(), store.clone(), models::all())
+        .await?
+        .stop()
+        .await;
     let outcome = async {
-        eprintln!("phase 1/5: write {events} events ({persons} persons)");
+        eprintln!("phase 1/6: write {events} events ({persons} persons)");
         let write = measure(events, write_log(&store, persons)).await?;
         let head = store.head().await?.position;
         if head != events {
             bail!("expected {events} events written, the head is at {head}");
         }
 
-        eprintln!("phase 2/5: read (raw rows)");
+        eprintln!("phase 2/6: read (raw rows)");
         let mut raw = None;
         let read = measure(events, async {
             raw = Some(store.read_raw(1, head).await?);
@@ -220,7 +228,7 @@ async fn run_phases(
             bail!("read {} rows of {events}", raw.events);
         }
 
-        eprintln!("phase 3/5: read (parsed)");
+        eprintln!("phase 3/6: read (parsed)");
         let read_parsed = measure(events, async {
             let mut batches = store.read_range(1, head);
             let mut count = 0u64;
@@ -234,7 +242,7 @@ async fn run_phases(
         })
         .await?;
 
-        eprintln!("phase 4/5: verify");
+        eprintln!("phase 4/6: verify");
         let verify = measure(events, async {
             match store.verify(1, None).await? {
                 VerifyReport::Verified {
@@ -245,7 +253,19 @@ async fn run_phases(
         })
         .await?;
 
-        eprintln!("phase 5/5: rebuild every projection");
+        eprintln!("phase 5/6: follow (the live runner from checkpoint 0)");
+        let mut running = None;
+        let follow = measure(events, async {
+            let projections = Projections::start(db.clone(), store.clone(), models::all()).await?;
+            projections.wait_for(head).await?;
+            running = Some(projections);
+            Ok(())
+        })
+        .await?;
+        let projections = running.expect("measured");
+        projections.stop().await;
+
+        eprintln!("phase 6/6: rebuild every projection");
         let rebuild = measure(events, async {
             let reached = projections.rebuild_all().await?;
             if reached != head {
@@ -254,7 +274,7 @@ async fn run_phases(
             Ok(())
         })
         .await?;
-        let peak_rss_mib = [&write, &read, &read_parsed, &verify, &rebuild]
+        let peak_rss_mib = [&write, &read, &read_parsed, &verify, &follow, &rebuild]
             .iter()
             .map(|phase| phase.memory.peak_mib)
             .fold(status_mib("VmHWM").unwrap_or(0.0), f64::max);
@@ -269,6 +289,7 @@ async fn run_phases(
             read,
             read_parsed,
             verify,
+            follow,
             rebuild,
             peak_rss_mib,
         })

@@ -9,13 +9,12 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use kiban_events::RecordedEvent;
 use kiban_events::domain::insured::{InsuredEvent, ViewingBasis};
 
 use crate::db::Tx;
 use crate::error::Result;
 use crate::models::organisations::ALL;
-use crate::projection::{Projection, decode, id_parts};
+use crate::projection::{Decoded, Event, Projection, id_parts};
 
 /// The projection's name.
 pub const ACCESS_LOG: &str = "access_log";
@@ -64,19 +63,20 @@ impl Projection for AccessLogProjection {
         1
     }
 
-    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> BoxFuture<'a, Result<()>> {
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a Event) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            if event.event_type.as_str() != "insured.record_viewed" {
+            let recorded = &event.recorded;
+            if recorded.event_type.as_str() != "insured.record_viewed" {
                 return Ok(());
             }
-            let Some(parts) = id_parts(event.stream.id(), 2) else {
+            let Some(parts) = id_parts(recorded.stream.id(), 2) else {
                 return Ok(());
             };
-            let InsuredEvent::RecordViewed(viewed) = decode::<InsuredEvent>(event)?.event else {
+            let Decoded::Insured(InsuredEvent::RecordViewed(viewed)) = event.decoded()? else {
                 return Ok(());
             };
             let entry = AccessEntry {
-                position: event.position,
+                position: recorded.position,
                 insurer: parts[0].to_owned(),
                 insured: parts[1].to_owned(),
                 office: viewed.office.to_string(),
@@ -84,9 +84,9 @@ impl Projection for AccessLogProjection {
                 basis: viewed.basis,
                 viewed_at: viewed.viewed_at,
             };
-            let key = view_key(event.position);
+            let key = view_key(recorded.position);
             tx.put(&key, &entry).await?;
-            tx.index(VIEWS_BY_PERSON_INDEX, event.stream.id(), &key)
+            tx.index(VIEWS_BY_PERSON_INDEX, recorded.stream.id(), &key)
                 .await?;
             tx.index(VIEWS_BY_OFFICE_INDEX, &entry.office, &key).await?;
             tx.index(VIEWS_INDEX, ALL, &key).await

@@ -16,7 +16,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use kiban_events::RecordedEvent;
 use kiban_events::domain::certification::{Applicant, CertificationEvent};
 use kiban_events::domain::certification::{CertificationApplication, CertificationStatus};
 use kiban_events::domain::insured::{InsuredEvent, InsuredPerson, InsuredState};
@@ -24,7 +23,7 @@ use kiban_events::domain::{Decider, SealedValue};
 
 use crate::db::Tx;
 use crate::error::Result;
-use crate::projection::{Projection, Stamped, decode, id_parts};
+use crate::projection::{Decoded, Event, Projection, Stamped, id_parts};
 
 /// The projection's name.
 pub const CARE: &str = "care";
@@ -148,9 +147,23 @@ impl Projection for CareProjection {
         2
     }
 
-    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> BoxFuture<'a, Result<()>> {
+    fn prefetch(&self, event: &Event, keys: &mut Vec<String>) {
+        let id = event.recorded.stream.id();
+        match event.recorded.stream.kind() {
+            "insured" if id_parts(id, 2).is_some() => keys.push(person_key(id)),
+            "certification" => {
+                if let Some(parts) = id_parts(id, 3) {
+                    keys.push(application_key(id));
+                    keys.push(person_key(&format!("{}-{}", parts[0], parts[1])));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a Event) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            match event.stream.kind() {
+            match event.recorded.stream.kind() {
                 "insured" => apply_insured(tx, event).await,
                 "certification" => apply_certification(tx, event).await,
                 _ => Ok(()),
@@ -159,70 +172,75 @@ impl Projection for CareProjection {
     }
 }
 
-async fn load_person(
-    tx: &mut Tx,
-    insurer: &str,
-    insured: &str,
-    event: &RecordedEvent,
-) -> Result<PersonDoc> {
-    let person = format!("{insurer}-{insured}");
-    Ok(tx
-        .get(&person_key(&person))
-        .await?
-        .unwrap_or_else(|| PersonDoc {
-            insurer: insurer.to_owned(),
-            insured: insured.to_owned(),
-            events: Vec::new(),
-            last_updated_at: event.occurred_at,
-            last_position: event.position,
-            offices: BTreeSet::new(),
-        }))
+/// A person's document before their first event.
+fn new_person(insurer: &str, insured: &str, event: &Event) -> PersonDoc {
+    PersonDoc {
+        insurer: insurer.to_owned(),
+        insured: insured.to_owned(),
+        events: Vec::new(),
+        last_updated_at: event.recorded.occurred_at,
+        last_position: event.position(),
+        offices: BTreeSet::new(),
+    }
 }
 
-async fn apply_insured(tx: &mut Tx, event: &RecordedEvent) -> Result<()> {
-    let Some(parts) = id_parts(event.stream.id(), 2) else {
+async fn apply_insured(tx: &mut Tx, event: &Event) -> Result<()> {
+    let id = event.recorded.stream.id();
+    let Some(parts) = id_parts(id, 2) else {
         return Ok(());
     };
-    let stamped = decode::<InsuredEvent>(event)?;
-    if matches!(stamped.event, InsuredEvent::RecordViewed(_)) {
+    let Decoded::Insured(insured) = event.decoded()? else {
+        return Ok(());
+    };
+    if matches!(insured, InsuredEvent::RecordViewed(_)) {
         return Ok(());
     }
-    let mut person = load_person(tx, parts[0], parts[1], event).await?;
-    let forgotten = matches!(stamped.event, InsuredEvent::PersonForgotten(_));
-    person.events.push(stamped);
+    let forgotten = matches!(insured, InsuredEvent::PersonForgotten(_));
+    let key = person_key(id);
+    let person = tx
+        .get_mut(&key, || new_person(parts[0], parts[1], event))
+        .await?;
+    person.events.push(event.stamp(insured.clone()));
     if forgotten {
-        forget_personal_fields(tx, &mut person).await?;
+        forget_moves(person);
     }
-    person.last_updated_at = event.occurred_at;
-    person.last_position = event.position;
+    person.last_updated_at = event.recorded.occurred_at;
+    person.last_position = event.position();
     let state = person.state();
     let mut offices: BTreeSet<String> = state.consents.keys().map(|o| o.to_string()).collect();
     if let Some(registration) = &state.care_plan_office {
         offices.insert(registration.office.to_string());
     }
-    let key = person_key(&format!("{}-{}", parts[0], parts[1]));
-    for gone in person.offices.difference(&offices) {
+    let before = std::mem::replace(&mut person.offices, offices.clone());
+    if forgotten {
+        forget_applications(tx, id).await?;
+    }
+    for gone in before.difference(&offices) {
         tx.unindex(CASELOAD_INDEX, gone, &key).await?;
     }
-    for new in offices.difference(&person.offices) {
+    for new in offices.difference(&before) {
         tx.index(CASELOAD_INDEX, new, &key).await?;
     }
-    person.offices = offices;
-    tx.put(&key, &person).await
+    Ok(())
 }
 
 /// Crypto-shredding on the read side: the person's sealed values can no
 /// longer be opened, so they are removed from the read models altogether
-/// (the moves' addresses, family applicants' names); the events stay in the
-/// store with their ciphertext.
-async fn forget_personal_fields(tx: &mut Tx, person: &mut PersonDoc) -> Result<()> {
+/// (the moves' addresses here, family applicants' names in
+/// [`forget_applications`]); the events stay in the store with their
+/// ciphertext.
+fn forget_moves(person: &mut PersonDoc) {
     for stamped in &mut person.events {
         if let InsuredEvent::MovedHouse(moved) = &mut stamped.event {
             moved.address = None;
         }
     }
-    let id = format!("{}-{}", person.insurer, person.insured);
-    for key in tx.index_keys(APPLICATIONS_INDEX, &id).await? {
+}
+
+/// Removes family applicants' names from the applications of `person`
+/// (`<insurer>-<insured>`).
+async fn forget_applications(tx: &mut Tx, person: &str) -> Result<()> {
+    for key in tx.index_keys(APPLICATIONS_INDEX, person).await? {
         let Some(mut application) = tx.get::<ApplicationDoc>(&key).await? else {
             continue;
         };
@@ -243,36 +261,44 @@ async fn forget_personal_fields(tx: &mut Tx, person: &mut PersonDoc) -> Result<(
     Ok(())
 }
 
-async fn apply_certification(tx: &mut Tx, event: &RecordedEvent) -> Result<()> {
-    let Some(parts) = id_parts(event.stream.id(), 3) else {
+async fn apply_certification(tx: &mut Tx, event: &Event) -> Result<()> {
+    let id = event.recorded.stream.id();
+    let Some(parts) = id_parts(id, 3) else {
         return Ok(());
     };
     let Ok(seq) = parts[2].parse::<u32>() else {
         return Ok(());
     };
-    let stamped = decode::<CertificationEvent>(event)?;
+    let Decoded::Certification(certification) = event.decoded()? else {
+        return Ok(());
+    };
     let person = format!("{}-{}", parts[0], parts[1]);
-    let key = application_key(event.stream.id());
-    let mut application: ApplicationDoc = tx.get(&key).await?.unwrap_or_else(|| ApplicationDoc {
-        insurer: parts[0].to_owned(),
-        insured: parts[1].to_owned(),
-        seq,
-        events: Vec::new(),
-    });
-    if let CertificationEvent::OpinionRequested(requested) = &stamped.event {
+    let key = application_key(id);
+    if let CertificationEvent::OpinionRequested(requested) = certification {
         tx.index(OPINION_REQUESTS_INDEX, requested.institution.as_str(), &key)
             .await?;
     }
-    application.events.push(stamped);
+    let application = tx
+        .get_mut(&key, || ApplicationDoc {
+            insurer: parts[0].to_owned(),
+            insured: parts[1].to_owned(),
+            seq,
+            events: Vec::new(),
+        })
+        .await?;
+    application.events.push(event.stamp(certification.clone()));
     if application.state().status == CertificationStatus::Open {
         tx.index(OPEN_APPLICATIONS_INDEX, parts[0], &key).await?;
     } else {
         tx.unindex(OPEN_APPLICATIONS_INDEX, parts[0], &key).await?;
     }
     tx.index(APPLICATIONS_INDEX, &person, &key).await?;
-    tx.put(&key, &application).await?;
-    let mut person_doc = load_person(tx, parts[0], parts[1], event).await?;
-    person_doc.last_updated_at = event.occurred_at;
-    person_doc.last_position = event.position;
-    tx.put(&person_key(&person), &person_doc).await
+    let person_doc = tx
+        .get_mut(&person_key(&person), || {
+            new_person(parts[0], parts[1], event)
+        })
+        .await?;
+    person_doc.last_updated_at = event.recorded.occurred_at;
+    person_doc.last_position = event.position();
+    Ok(())
 }

@@ -10,15 +10,11 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use kiban_events::RecordedEvent;
-use kiban_events::domain::DomainEvent;
-use kiban_events::domain::insurer::InsurerEvent;
-use kiban_events::domain::office::OfficeEvent;
 use kiban_events::domain::subsidy::{SubsidyApplicant, SubsidyEvent};
 
 use crate::db::Tx;
 use crate::error::Result;
-use crate::projection::{Projection, Stamped, decode};
+use crate::projection::{Decoded, Event, Projection, Stamped};
 
 /// The projection's name.
 pub const ORGANISATIONS: &str = "organisations";
@@ -69,22 +65,36 @@ impl Projection for OrganisationsProjection {
         1
     }
 
-    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> BoxFuture<'a, Result<()>> {
+    fn prefetch(&self, event: &Event, keys: &mut Vec<String>) {
+        let id = event.recorded.stream.id();
+        match event.recorded.stream.kind() {
+            "office" => keys.push(office_key(id)),
+            "insurer" => keys.push(insurer_key(id)),
+            "subsidy" => keys.push(subsidy_key(id)),
+            _ => {}
+        }
+    }
+
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a Event) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let id = event.stream.id();
-            match event.stream.kind() {
-                "office" => {
+            if !matches!(
+                event.recorded.stream.kind(),
+                "office" | "insurer" | "subsidy"
+            ) {
+                return Ok(());
+            }
+            let id = event.recorded.stream.id();
+            match event.decoded()? {
+                Decoded::Office(office) => {
                     let key = office_key(id);
-                    append::<OfficeEvent>(tx, &key, event).await?;
+                    append(tx, &key, event, office).await?;
                     tx.index(OFFICES_INDEX, ALL, &key).await
                 }
-                "insurer" => append::<InsurerEvent>(tx, &insurer_key(id), event)
-                    .await
-                    .map(|_| ()),
-                "subsidy" => {
+                Decoded::Insurer(insurer) => append(tx, &insurer_key(id), event, insurer).await,
+                Decoded::Subsidy(subsidy) => {
                     let key = subsidy_key(id);
-                    let stamped = append::<SubsidyEvent>(tx, &key, event).await?;
-                    if let SubsidyEvent::SubsidyApplied(applied) = &stamped.event {
+                    append(tx, &key, event, subsidy).await?;
+                    if let SubsidyEvent::SubsidyApplied(applied) = subsidy {
                         let applicant = match &applied.applicant {
                             SubsidyApplicant::CareOffice { office, .. } => office.to_string(),
                             SubsidyApplicant::MedicalInstitution { institution, .. } => {
@@ -102,17 +112,18 @@ impl Projection for OrganisationsProjection {
     }
 }
 
-/// Appends the decoded event to the aggregate's document.
-async fn append<E>(tx: &mut Tx, key: &str, event: &RecordedEvent) -> Result<Stamped<E>>
+/// Appends `decoded` (the event's domain event) to the aggregate's
+/// document.
+async fn append<E>(tx: &mut Tx, key: &str, event: &Event, decoded: &E) -> Result<()>
 where
-    E: DomainEvent + Serialize + DeserializeOwned + Send + Sync + 'static,
+    E: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    let stamped = decode::<E>(event)?;
-    let mut doc: AggregateDoc<E> = tx.get(key).await?.unwrap_or_else(|| AggregateDoc {
-        id: event.stream.id().to_owned(),
-        events: Vec::new(),
-    });
-    doc.events.push(stamped.clone());
-    tx.put(key, &doc).await?;
-    Ok(stamped)
+    let doc: &mut AggregateDoc<E> = tx
+        .get_mut(key, || AggregateDoc {
+            id: event.recorded.stream.id().to_owned(),
+            events: Vec::new(),
+        })
+        .await?;
+    doc.events.push(event.stamp(decoded.clone()));
+    Ok(())
 }
