@@ -1270,6 +1270,14 @@ const OFFICE: &str = "1312345678";
 /// HTTP/1.1 only, so that each request in flight holds its own connection
 /// (HTTP/2 would queue them behind the server's stream limit instead).
 fn https_client(certs: &Path, identity: &str) -> reqwest::Client {
+    https_client_from(certs, identity, std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// [`https_client`] with its connections from `source`, another loopback
+/// address (all of 127.0.0.0/8 is the loopback interface on Linux): kiban
+/// closes connections beyond `CONNECTIONS_PER_ADDRESS_MAX` from one address
+/// at once, so a test that needs more in flight spreads them.
+fn https_client_from(certs: &Path, identity: &str, source: std::net::Ipv4Addr) -> reqwest::Client {
     let ca = std::fs::read(certs.join("ca.pem")).unwrap();
     let pem = std::fs::read(certs.join(identity)).unwrap();
     reqwest::Client::builder()
@@ -1278,6 +1286,7 @@ fn https_client(certs: &Path, identity: &str) -> reqwest::Client {
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
         .identity(reqwest::Identity::from_pem(&pem).unwrap())
         .http1_only()
+        .local_address(std::net::IpAddr::V4(source))
         .build()
         .unwrap()
 }
@@ -1333,9 +1342,19 @@ async fn a_stalled_database_gives_504_timeout_and_overload_503_rate_limited_then
     // More requests than kiban-api admits at once: the surplus is shed at
     // once (503 rate-limited), the admitted ones wait for the database until
     // the request timeout (504 timeout).
+    // From two loopback addresses, so that no address exceeds kiban's
+    // per-address connection limit (which would close the surplus before
+    // any answer: a different defence from the one tested here).
     let requests = kiban_api::REQUESTS_IN_FLIGHT_MAX + 40;
+    assert!(requests / 2 + 1 < kiban_api::CONNECTIONS_PER_ADDRESS_MAX);
+    let office_too = https_client_from(
+        &dir.path().join("certs"),
+        &format!("office-{OFFICE}-T-01.pem"),
+        std::net::Ipv4Addr::new(127, 0, 0, 2),
+    );
     let mut answers = tokio::task::JoinSet::new();
-    for _ in 0..requests {
+    for index in 0..requests {
+        let office = if index % 2 == 0 { &office } else { &office_too };
         let (office, caseload) = (office.clone(), caseload.clone());
         answers.spawn(async move { get_problem(&office, &caseload).await });
     }

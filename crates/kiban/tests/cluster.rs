@@ -113,11 +113,21 @@ async fn cluster_engine_that_loses_its_lock_connection_exits_non_zero() {
     engine_2.wait_for_line("waiting for the writer lock").await;
 
     let mut admin = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    // The writer lock's key is the bytes `kibanwri` as a big-endian i64
+    // (docs/store.md); pg_locks shows a bigint key as its high and low 32
+    // bits. Other advisory locks (sqlx's migration lock, taken for a moment
+    // by a process opening the database) are not the writer's.
+    let key = *b"kibanwri";
+    let high = i64::from(u32::from_be_bytes([key[0], key[1], key[2], key[3]]));
+    let low = i64::from(u32::from_be_bytes([key[4], key[5], key[6], key[7]]));
     let ended: Vec<(bool,)> = sqlx::query_as(
         "SELECT pg_terminate_backend(pid) FROM pg_locks \
-         WHERE locktype = 'advisory' AND granted AND database = \
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+         AND classid::bigint = $1 AND objid::bigint = $2 AND database = \
          (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
+    .bind(high)
+    .bind(low)
     .fetch_all(&mut admin)
     .await
     .unwrap();
