@@ -63,10 +63,15 @@ impl Db {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| Error::Invalid(format!("bad PostgreSQL url: {e}")))?
                 .application_name("kiban-projections")
-                // Read models are derived and checkpointed in the same
-                // transaction: a commit lost in a crash is applied again from
-                // the checkpoint, so they need not wait for the WAL flush.
-                .options([("synchronous_commit", "off")]);
+                // Read-model commits wait for the WAL flush like the store's
+                // (whatever the server's default). With it off, a
+                // commit acknowledged just before PostgreSQL crashes can be
+                // lost while this process lives on: the runner, which moves
+                // its checkpoint on the acknowledgement, would continue
+                // after events whose documents are gone and `wait_for`
+                // would report them applied (`tests/tests/faults.rs`,
+                // `postgres_killed_during_appends_…`, caught it).
+                .options([("synchronous_commit", "on")]);
             PerBackend::Postgres(
                 PgPoolOptions::new()
                     .max_connections(READ_MODEL_CONNECTIONS)
@@ -78,9 +83,11 @@ impl Db {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| Error::Invalid(format!("bad SQLite url: {e}")))?
                 .create_if_missing(true)
-                // As `synchronous_commit = off` above: NORMAL does not fsync
-                // the WAL at each commit (the store's own commits, FULL, do,
-                // and with them every frame before theirs).
+                // NORMAL does not fsync the WAL at each commit (the store's
+                // own commits, FULL, do, and with them every frame before
+                // theirs). A commit NORMAL loses is lost only with the
+                // machine, and so with this process: the runner starts again
+                // from the checkpoint in the file, never from one it holds.
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS));
             PerBackend::Sqlite(
