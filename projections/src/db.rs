@@ -720,26 +720,35 @@ impl WriteTx {
                 query.execute(&mut **tx).await.map(|_| ())
             })?;
         }
-        for chunk in writes.added.chunks(FLUSH_ROWS) {
-            let sql = format!(
+        self.index_rows(&writes.added, |values| {
+            format!(
                 "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
-                VALUES {} ON CONFLICT DO NOTHING",
-                placeholders(chunk.len(), 5, numbered)
-            );
-            both!(&mut self.inner, tx => {
-                let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
-                for (name, key, doc) in chunk {
-                    query = query.bind(projection).bind(generation).bind(name).bind(key).bind(doc);
-                }
-                query.execute(&mut **tx).await.map(|_| ())
-            })?;
-        }
-        for chunk in writes.removed.chunks(FLUSH_ROWS) {
-            let sql = format!(
+                VALUES {values} ON CONFLICT DO NOTHING"
+            )
+        })
+        .await?;
+        self.index_rows(&writes.removed, |values| {
+            format!(
                 "DELETE FROM projection_index
-                WHERE (projection, generation, index_name, index_key, doc_key) IN (VALUES {})",
-                placeholders(chunk.len(), 5, numbered)
-            );
+                WHERE (projection, generation, index_name, index_key, doc_key) IN (VALUES {values})"
+            )
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Runs the statement `sql(values)` for each chunk of at most
+    /// [`FLUSH_ROWS`] index rows, `values` being the chunk's row
+    /// placeholders (projection, generation, index name, key, document).
+    async fn index_rows(
+        &mut self,
+        rows: &[(String, String, String)],
+        sql: impl Fn(&str) -> String,
+    ) -> Result<()> {
+        let (projection, generation) = (self.projection, self.generation);
+        let numbered = matches!(self.inner, PerBackend::Postgres(_));
+        for chunk in rows.chunks(FLUSH_ROWS) {
+            let sql = sql(&placeholders(chunk.len(), 5, numbered));
             both!(&mut self.inner, tx => {
                 let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
                 for (name, key, doc) in chunk {

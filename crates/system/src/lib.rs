@@ -221,15 +221,8 @@ impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
     /// Everything in this process (`--role all`).
     async fn start_all(self) -> anyhow::Result<System> {
         let store = open_store(&self.database_url).await?;
-        let engine = Engine::new(store.clone());
-        let engine = Arc::new(if self.person_keys {
-            engine.with_person_keys(kiban_store::PersonKeys::new(store.clone()))
-        } else {
-            engine
-        });
-        let read_db = Db::open(&self.database_url)
-            .await
-            .context("cannot open the read-model database")?;
+        let mut parts = Parts::new(&store, self.person_keys);
+        let read_db = open_read_db(&self.database_url).await?;
         let projections = Projections::start(read_db, store.clone(), models::all())
             .await
             .context("cannot start the projections")?;
@@ -242,13 +235,6 @@ impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
             );
             store.spawn_checkpointer(signing.key, signing.every, signing.poll);
         }
-        let mut parts = Parts {
-            store: store.clone(),
-            engine,
-            cancel: CancellationToken::new(),
-            tasks: JoinSet::new(),
-            health: Health::default(),
-        };
         let api = match &self.api {
             Some(api) => Some(
                 parts
@@ -299,6 +285,13 @@ struct Routing<E> {
     data_dir: std::path::PathBuf,
 }
 
+/// The read models' database (the store's, with its own pool).
+async fn open_read_db(database_url: &str) -> anyhow::Result<Db> {
+    Db::open(database_url)
+        .await
+        .context("cannot open the read-model database")
+}
+
 /// What is being started, before it becomes a [`System`].
 struct Parts {
     store: Store,
@@ -309,6 +302,24 @@ struct Parts {
 }
 
 impl Parts {
+    /// The parts over `store`: its engine (sealing personal fields with the
+    /// store's per-person keys when `person_keys`), nothing running yet.
+    fn new(store: &Store, person_keys: bool) -> Parts {
+        let engine = Engine::new(store.clone());
+        let engine = if person_keys {
+            engine.with_person_keys(kiban_store::PersonKeys::new(store.clone()))
+        } else {
+            engine
+        };
+        Parts {
+            store: store.clone(),
+            engine: Arc::new(engine),
+            cancel: CancellationToken::new(),
+            tasks: JoinSet::new(),
+            health: Health::default(),
+        }
+    }
+
     async fn start_api(
         &mut self,
         options: &ApiOptions,

@@ -29,15 +29,12 @@ use anyhow::Context;
 use kiban_bus::append::NatsForwarder;
 use kiban_bus::engine::EngineHandler;
 use kiban_bus::routing::Entitlements;
-use kiban_engine::Engine;
-use kiban_projections::{Db, FOLLOW_POLL_MS, Projections, models};
+use kiban_projections::{FOLLOW_POLL_MS, Projections, models};
 use kiban_store::{StoreOptions, WRITER_POLL_INTERVAL_MS, WriterMode};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{BusOptions, open_store_with};
-use crate::supervise::{Health, PartHealth};
-use crate::{Parts, Routing, System, SystemBuilder, connect_nats};
+use crate::supervise::PartHealth;
+use crate::{Parts, Routing, System, SystemBuilder, connect_nats, open_read_db};
 
 /// What the writer probe of an API process returns.
 type PingFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;
@@ -125,19 +122,7 @@ where
         .await
         .context("the store closed while standing by")?;
     tracing::info!("this engine is the writer");
-    let engine = Engine::new(store.clone());
-    let engine = Arc::new(if builder.person_keys {
-        engine.with_person_keys(kiban_store::PersonKeys::new(store.clone()))
-    } else {
-        engine
-    });
-    let mut parts = Parts {
-        store: store.clone(),
-        engine,
-        cancel: CancellationToken::new(),
-        tasks: JoinSet::new(),
-        health: Health::default(),
-    };
+    let mut parts = Parts::new(&store, builder.person_keys);
     spawn_fence(&mut parts);
     // First, so that API processes can write again as early as possible.
     let client = bus.nats_client().expect("a NATS bus").clone();
@@ -145,9 +130,7 @@ where
     parts.spawn("append service", true, move |stop| {
         kiban_bus::append::run_append_service(client.clone(), s.clone(), stop)
     });
-    let read_db = Db::open(&builder.database_url)
-        .await
-        .context("cannot open the read-model database")?;
+    let read_db = open_read_db(&builder.database_url).await?;
     let projections = Projections::start(read_db, store.clone(), models::all())
         .await
         .context("cannot start the projections")?;
@@ -209,15 +192,7 @@ pub(crate) async fn start_api<E>(builder: SystemBuilder<E>) -> anyhow::Result<Sy
         ..StoreOptions::default()
     };
     let store = open_store_with(&builder.database_url, options).await?;
-    let engine = Engine::new(store.clone());
-    let engine = Arc::new(if builder.person_keys {
-        engine.with_person_keys(kiban_store::PersonKeys::new(store.clone()))
-    } else {
-        engine
-    });
-    let read_db = Db::open(&builder.database_url)
-        .await
-        .context("cannot open the read-model database")?;
+    let read_db = open_read_db(&builder.database_url).await?;
     let projections = Projections::follow(
         read_db,
         store.clone(),
@@ -226,13 +201,7 @@ pub(crate) async fn start_api<E>(builder: SystemBuilder<E>) -> anyhow::Result<Sy
     )
     .await
     .context("cannot follow the projections")?;
-    let mut parts = Parts {
-        store: store.clone(),
-        engine,
-        cancel: CancellationToken::new(),
-        tasks: JoinSet::new(),
-        health: Health::default(),
-    };
+    let mut parts = Parts::new(&store, builder.person_keys);
     let probe: kiban_api::WriterProbe = Arc::new(move || -> PingFuture {
         let client = client.clone();
         Box::pin(async move {
