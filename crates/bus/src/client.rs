@@ -90,9 +90,7 @@ fn servers_without_credentials(servers: &[async_nats::ServerAddr]) -> String {
 /// The user and password of `nats://user:password@host:port` (percent-
 /// encoded characters decoded), which the NATS client does not send by
 /// itself. Several URLs must name the same user (one identity per process).
-fn url_credentials(
-    servers: &[async_nats::ServerAddr],
-) -> crate::Result<Option<(String, String)>> {
+fn url_credentials(servers: &[async_nats::ServerAddr]) -> crate::Result<Option<(String, String)>> {
     let decode = |text: &str| {
         percent_encoding::percent_decode_str(text)
             .decode_utf8()

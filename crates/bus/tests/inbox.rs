@@ -196,7 +196,8 @@ async fn a_municipality_cannot_read_kibans_ingest_deliveries_and_kiban_still_ing
     while let Some(Some(seen)) = default_inboxes.next().now_or_never() {
         assert!(
             !bodies.contains(&&seen.payload[..]),
-            "municipality 131017 read a status message of 131016 on {}",
+            "municipality 131017 read a status message of 131016 (delivered as {}) \
+             on its `_INBOX.>` subscription",
             seen.subject
         );
     }
