@@ -19,7 +19,9 @@ use uuid::Uuid;
 use crate::ingest::{MSG_ID_HEADER, Receipt, ReceiptStatus};
 use crate::local::{Filtered, LocalBus};
 use crate::streams::StreamOptions;
-use crate::subjects::{ingest_subject, office_updates_subject, receipt_subject};
+use crate::subjects::{
+    KIBAN_INBOX_PREFIX, ingest_subject, office_updates_subject, receipt_subject,
+};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,70 @@ fn invalid(text: impl Into<String>) -> ClientError {
     ClientError::Invalid(text.into())
 }
 
+/// The options of every NATS connection kiban makes for itself: inboxes
+/// under [`KIBAN_INBOX_PREFIX`] instead of `_INBOX`, so that the JetStream
+/// pull deliveries of the ingest consumer (every municipality's status
+/// messages) and the writer's append replies arrive where only kiban's users
+/// may subscribe (docs/nats.md). Add credentials with the options' own
+/// methods, or put them in the URL.
+pub fn kiban_connect_options() -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new().custom_inbox_prefix(KIBAN_INBOX_PREFIX)
+}
+
+/// The servers of a `--nats-url`: one URL or several separated by commas.
+fn parse_servers(url: &str) -> crate::Result<Vec<async_nats::ServerAddr>> {
+    let servers: Vec<async_nats::ServerAddr> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|server| !server.is_empty())
+        .map(|server| {
+            server.parse().map_err(|e| {
+                crate::Error::Refused(format!("a NATS server URL is not readable: {e}"))
+            })
+        })
+        .collect::<crate::Result<_>>()?;
+    if servers.is_empty() {
+        return Err(crate::Error::Refused("no NATS server URL given".to_owned()));
+    }
+    Ok(servers)
+}
+
+/// `host:port` of each server, for messages and banners: never the user or
+/// the password of a URL.
+fn servers_without_credentials(servers: &[async_nats::ServerAddr]) -> String {
+    servers
+        .iter()
+        .map(|server| format!("{}:{}", server.host(), server.port()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The user and password of `nats://user:password@host:port` (percent-
+/// encoded characters decoded), which the NATS client does not send by
+/// itself. Several URLs must name the same user (one identity per process).
+fn url_credentials(servers: &[async_nats::ServerAddr]) -> crate::Result<Option<(String, String)>> {
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| crate::Error::Refused("NATS credentials are not UTF-8".to_owned()))
+    };
+    let mut found: Option<(String, String)> = None;
+    for server in servers {
+        let Some(user) = server.username() else {
+            continue;
+        };
+        let credentials = (decode(user)?, decode(server.password().unwrap_or(""))?);
+        if found.as_ref().is_some_and(|known| *known != credentials) {
+            return Err(crate::Error::Refused(
+                "the NATS server URLs name different users".to_owned(),
+            ));
+        }
+        found = Some(credentials);
+    }
+    Ok(found)
+}
+
 /// The bus kiban ingests from and routes office updates to, as the
 /// system, the lab and the clients hold it.
 #[derive(Clone)]
@@ -61,19 +127,35 @@ pub enum Bus {
 }
 
 impl Bus {
-    /// Connects to the NATS server(s) at `url`: one URL, or several
-    /// separated by commas (`nats://a:4222,nats://b:4222`).
+    /// Connects kiban itself (a `kiban serve` process, its load generators)
+    /// to the NATS server(s) at `url`: one URL, or several separated by
+    /// commas (`nats://a:4222,nats://b:4222`). The connection's inboxes are
+    /// under [`KIBAN_INBOX_PREFIX`] (see [`kiban_connect_options`]).
     pub async fn connect_nats(url: &str) -> crate::Result<Bus> {
+        Self::connect_with(url, kiban_connect_options()).await
+    }
+
+    /// Connects a municipality or an office (`kiban emit`, `kiban
+    /// subscribe`): NATS's default inbox prefix `_INBOX`, which their
+    /// permissions allow and kiban's connections never use.
+    pub async fn connect_nats_as_participant(url: &str) -> crate::Result<Bus> {
+        Self::connect_with(url, async_nats::ConnectOptions::new()).await
+    }
+
+    async fn connect_with(
+        url: &str,
+        mut options: async_nats::ConnectOptions,
+    ) -> crate::Result<Bus> {
         // A comma-separated list names several servers of one cluster: the
         // client connects to one of them and fails over to the others.
-        let servers: Vec<&str> = url
-            .split(',')
-            .map(str::trim)
-            .filter(|server| !server.is_empty())
-            .collect();
-        let client = async_nats::connect(servers)
-            .await
-            .map_err(|e| crate::Error::from_nats(&format!("cannot connect to NATS at {url}"), e))?;
+        let servers = parse_servers(url)?;
+        let shown = servers_without_credentials(&servers);
+        if let Some((user, password)) = url_credentials(&servers)? {
+            options = options.user_and_password(user, password);
+        }
+        let client = options.connect(servers).await.map_err(|e| {
+            crate::Error::from_nats(&format!("cannot connect to NATS at {shown}"), e)
+        })?;
         Ok(Bus::Nats {
             url: url.to_owned(),
             client,
@@ -207,7 +289,10 @@ impl Bus {
         match self {
             Bus::Local(_) => "the in-process bus".to_owned(),
             Bus::Nats { url, .. } => {
-                format!("NATS JetStream at {url} (ingest, outbox relay, office routing)")
+                let shown = parse_servers(url)
+                    .map(|servers| servers_without_credentials(&servers))
+                    .unwrap_or_else(|_| "(unreadable URL)".to_owned());
+                format!("NATS JetStream at {shown} (ingest, outbox relay, office routing)")
             }
         }
     }
@@ -692,4 +777,29 @@ pub fn pretty_line(event: &RecordedEvent) -> String {
         japanese_name(event.event_type.as_str()),
         event.stream.as_str()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_the_url_and_never_appear_in_messages() {
+        let servers =
+            parse_servers("nats://kiban:p%40ss@127.0.0.1:4222, nats://kiban:p%40ss@10.0.0.2:4223")
+                .unwrap();
+        assert_eq!(
+            url_credentials(&servers).unwrap(),
+            Some(("kiban".to_owned(), "p@ss".to_owned()))
+        );
+        let shown = servers_without_credentials(&servers);
+        assert_eq!(shown, "127.0.0.1:4222,10.0.0.2:4223");
+        assert!(!shown.contains("p%40ss") && !shown.contains("kiban"));
+
+        let plain = parse_servers("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(url_credentials(&plain).unwrap(), None);
+        let mixed = parse_servers("nats://a:x@127.0.0.1:4222,nats://b:y@127.0.0.1:4223").unwrap();
+        assert!(url_credentials(&mixed).is_err());
+        assert!(parse_servers(" , ").is_err());
+    }
 }

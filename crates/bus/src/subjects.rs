@@ -7,6 +7,7 @@
 //! | `kiban.events.<insurer>.<event type>.<stream id>` | the outbox relay | kiban services, auditors | [`EVENTS_STREAM`] |
 //! | `kiban.offices.<office>.updates` | office routing | that office | — (core NATS) |
 //! | `kiban.writer.append` | API and engine processes (request) | the writer, queue group [`WRITER_QUEUE_GROUP`] | — (core NATS request/reply) |
+//! | `_INBOX_KIBAN.>` ([`KIBAN_INBOX_PREFIX`]) | JetStream, the writer (replies) | kiban's own connections | — |
 //!
 //! An event type is dotted words (`certification.decided`), so it spans
 //! several subject tokens; an insurer number, an office number and an encoded
@@ -37,6 +38,20 @@ pub const EVENTS_SUBJECTS: &str = "kiban.events.>";
 pub const NO_INSURER_TOKEN: &str = "none";
 
 const INGEST_PREFIX: &str = "kiban.ingest.";
+
+/// The inbox prefix of kiban's own NATS connections (`Bus::connect_nats`):
+/// JetStream pull deliveries to the ingest consumer, JetStream API replies
+/// and the writer's append replies arrive under `_INBOX_KIBAN.>`. It is not
+/// NATS's default `_INBOX`, so a municipality or office, which may subscribe
+/// to `_INBOX.>` for its own replies, never matches kiban's deliveries, and
+/// the permissions of docs/nats.md give this prefix to kiban's users only.
+pub const KIBAN_INBOX_PREFIX: &str = "_INBOX_KIBAN";
+
+/// `_INBOX_KIBAN.>`: every inbox of kiban's own connections (the
+/// subscribe permission of kiban's users, denied to everyone else).
+pub fn kiban_inbox_filter() -> String {
+    format!("{KIBAN_INBOX_PREFIX}.>")
+}
 
 /// Where kiban processes that are not the writer send appends (and pings)
 /// to the process holding the store's writer lock, as NATS requests

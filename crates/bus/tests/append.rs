@@ -159,8 +159,8 @@ async fn without_a_writer_a_forwarded_append_is_unavailable_and_pings_fail() {
 }
 
 /// docs/nats.md's users for the writer subject: kiban's engine (everything),
-/// kiban's API processes (request on the writer subject, their own
-/// inboxes), an office and a municipality.
+/// kiban's API processes (request on the writer subject, kiban's inboxes),
+/// an office and a municipality.
 fn permissions_config() -> String {
     r#"
 accounts {
@@ -170,7 +170,7 @@ accounts {
       { user: "kiban-engine", password: "secret" }
       { user: "kiban-api", password: "secret", permissions: {
           publish:   { allow: ["kiban.writer.append"] },
-          subscribe: { allow: ["_INBOX.>"] } } }
+          subscribe: { allow: ["_INBOX_KIBAN.>"] } } }
       { user: "office-1312345678", password: "secret", permissions: {
           publish:   { deny: ">" },
           subscribe: { allow: ["kiban.offices.1312345678.updates"] } } }
@@ -189,19 +189,26 @@ async fn connect_as(
     user: &str,
 ) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
     let (errors, received) = mpsc::unbounded_channel();
-    let client =
-        async_nats::ConnectOptions::with_user_and_password(user.to_owned(), "secret".to_owned())
-            .event_callback(move |event| {
-                let errors = errors.clone();
-                async move {
-                    if let async_nats::Event::ServerError(error) = event {
-                        let _ = errors.send(error.to_string());
-                    }
+    // kiban's own users connect as kiban does (inboxes under
+    // `_INBOX_KIBAN`), the others with NATS's defaults.
+    let options = if user.starts_with("kiban") {
+        kiban_bus::client::kiban_connect_options()
+    } else {
+        async_nats::ConnectOptions::new()
+    };
+    let client = options
+        .user_and_password(user.to_owned(), "secret".to_owned())
+        .event_callback(move |event| {
+            let errors = errors.clone();
+            async move {
+                if let async_nats::Event::ServerError(error) = event {
+                    let _ = errors.send(error.to_string());
                 }
-            })
-            .connect(server.url())
-            .await
-            .unwrap();
+            }
+        })
+        .connect(server.url())
+        .await
+        .unwrap();
     (client, received)
 }
 

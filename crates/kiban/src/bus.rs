@@ -50,7 +50,7 @@ pub async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("--insurer must be a 6-digit insurer number: {e}"))?;
     let text = read_input(&args.input)?;
     let messages = parse_messages(&text)?;
-    let bus = Bus::connect_nats(&args.nats_url).await?;
+    let bus = Bus::connect_nats_as_participant(&args.nats_url).await?;
     let mut municipality = Municipality::connect(&bus, insurer).await?;
     let receipts = municipality
         .send_all(&messages, Duration::from_secs(args.timeout))
@@ -75,7 +75,7 @@ pub async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
 pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<ExitCode> {
     let office = OfficeNumber::parse(&args.office)
         .map_err(|e| anyhow::anyhow!("--office must be a 10-digit office number: {e}"))?;
-    let bus = Bus::connect_nats(&args.nats_url).await?;
+    let bus = Bus::connect_nats_as_participant(&args.nats_url).await?;
     let mut feed = OfficeFeed::connect(&bus, office.clone()).await?;
     // A line on stderr once the subscription is in place, so that a script
     // (or a test) knows when publishing may start.
