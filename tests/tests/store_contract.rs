@@ -897,7 +897,7 @@ async fn a_subscriber_far_behind_catches_up_from_the_database_then_follows_from_
     );
     // Then concurrent appenders; whichever way each page comes, nothing is
     // lost or repeated.
-    let (appenders, live) = spawn_appenders(&store, "behind-live", 6, 30);
+    let (appenders, live) = spawn_appenders(&store, "behindlive", 6, 30);
     seen.extend(take(&mut subscription, live).await);
     for appender in appenders {
         appender.await.unwrap();

@@ -743,7 +743,17 @@ impl SubscriptionState {
             }
         }
         let tail = &self.store.inner.tail;
-        let events = match tail.read(next, SUBSCRIPTION_PAGE_EVENTS) {
+        let mut from_memory = tail.read(next, SUBSCRIPTION_PAGE_EVENTS);
+        if from_memory.is_none() {
+            // Woken by the database's head before this store's writer got
+            // its commit back: wait for the writer, not the database.
+            tokio::select! {
+                () = cancel.cancelled() => return Err(Error::Closed),
+                () = tail.settle(next) => {}
+            }
+            from_memory = tail.read(next, SUBSCRIPTION_PAGE_EVENTS);
+        }
+        let events = match from_memory {
             Some(events) => {
                 tail.count(true);
                 events

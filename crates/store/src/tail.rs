@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kiban_events::{Position, RecordedEvent};
+use tokio::sync::watch;
 
 /// Default for [`crate::StoreOptions::tail_events`]: two full writer batches,
 /// about a megabyte and a half for 300-byte payloads.
@@ -40,6 +41,13 @@ pub(crate) struct Tail {
     ring: Mutex<Ring>,
     from_memory: AtomicU64,
     from_database: AtomicU64,
+    /// The first and last positions of the batch the writer is committing
+    /// now, `(0, 0)` when none. On PostgreSQL the head notification (and on both backends the
+    /// head poll) can announce a commit before the writer's statement has
+    /// returned and the rows are here; a subscription that finds its next
+    /// position in flight waits for the writer instead of reading the
+    /// database. Cleared when the statement returns, committed or not.
+    in_flight: watch::Sender<(Position, Position)>,
 }
 
 #[derive(Default)]
@@ -62,7 +70,27 @@ impl Tail {
             ring: Mutex::new(Ring::default()),
             from_memory: AtomicU64::new(0),
             from_database: AtomicU64::new(0),
+            in_flight: watch::Sender::new((0, 0)),
         }
+    }
+
+    /// Marks positions `first..=last` as being committed by the writer
+    /// until the returned guard is dropped (after [`Tail::push`] on success).
+    pub fn begin(&self, first: Position, last: Position) -> InFlight<'_> {
+        if self.events_max > 0 {
+            self.in_flight.send_replace((first, last));
+        }
+        InFlight(self)
+    }
+
+    /// Waits while the writer is committing a batch that holds `next`;
+    /// returns at once otherwise.
+    pub async fn settle(&self, next: Position) {
+        let mut in_flight = self.in_flight.subscribe();
+        // The sender lives as long as `self`: the wait cannot fail.
+        let _ = in_flight
+            .wait_for(|&(first, last)| !(first..=last).contains(&next))
+            .await;
     }
 
     /// Adds rows the writer has just committed (gapless, chained, in
@@ -126,6 +154,19 @@ impl Tail {
             from_memory: self.from_memory.load(Ordering::Relaxed),
             from_database: self.from_database.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Ends a [`Tail::begin`], also when the write fails or is abandoned.
+pub(crate) struct InFlight<'a>(&'a Tail);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.send_if_modified(|range| {
+            let was = *range;
+            *range = (0, 0);
+            was != (0, 0)
+        });
     }
 }
 

@@ -321,11 +321,13 @@ impl Writer {
             return Ok(());
         };
         let connection = self.connection.as_mut().expect("ready implies connected");
+        let in_flight = self.tail.begin(plan.rows[0].position, last.position);
         connection.insert(&plan.rows).await?;
         // Committed: in-process subscriptions may take the rows from memory.
-        // Before the head moves, so that a subscription woken by the head
-        // finds them there.
+        // Before the head moves (and before `in_flight` ends), so that a
+        // subscription woken by the head finds them there.
         self.tail.push(&plan.rows);
+        drop(in_flight);
         self.head = (last.position, last.hash);
         for (stream, version) in &plan.versions {
             self.versions.insert(stream.clone(), *version);
