@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 use futures::StreamExt;
 use kiban_events::{ExpectedVersion, Payload, RecordedEvent, StreamName};
 use kiban_store::{
-    AppendResult, BreakReason, Error, EventStore, READ_EVENTS_MAX, Store, VerifyReport,
+    AppendResult, BreakReason, Error, EventStore, READ_EVENTS_MAX, Store, StoreOptions,
+    SubscriptionPages, VerifyReport,
 };
 use kiban_tests::{Backend, TestDb, bounded, event, event_with_id, events, stream};
 
@@ -33,6 +34,9 @@ kiban_tests::on_both_backends!(
     close_ends_subscriptions_and_refuses_appends,
     second_store_refuses_writes_follows_the_writer_and_takes_over,
     read_range_streams_the_log_exactly_across_batches_and_names_a_gap,
+    a_subscriber_that_keeps_up_takes_every_committed_event_from_memory,
+    a_subscriber_far_behind_catches_up_from_the_database_then_follows_from_memory,
+    a_store_that_is_not_the_writer_delivers_every_event_from_the_database,
 );
 
 /// Reads the whole log in pages.
@@ -780,4 +784,152 @@ async fn read_range_streams_the_log_exactly_across_batches_and_names_a_gap(db: &
         Err(Error::Corrupted { position: 5010, .. })
     ));
     store.close().await;
+}
+
+/// The hash chain links every event to the one before it.
+fn assert_chained(events: &[RecordedEvent]) {
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1].prev_hash, pair[0].hash,
+            "the chain links at {}",
+            pair[1].position
+        );
+    }
+}
+
+/// Appends from `writers` concurrent tasks (`appends` each, 1–2 events
+/// each); returns how many events they wrote.
+fn spawn_appenders(
+    store: &Store,
+    kind: &'static str,
+    writers: usize,
+    appends: usize,
+) -> (Vec<tokio::task::JoinHandle<()>>, usize) {
+    let handles = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..appends {
+                    let s = stream(kind, &format!("w{w}-{}", i % 3));
+                    store
+                        .append(&s, ExpectedVersion::Any, events(1 + i % 2))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let total = (0..appends).map(|i| 1 + i % 2).sum::<usize>() * writers;
+    (handles, total)
+}
+
+/// Takes `n` events from a subscription, failing on an error.
+async fn take(subscription: &mut kiban_store::Subscription, n: usize) -> Vec<RecordedEvent> {
+    let seen: Vec<_> = bounded("subscription", subscription.take(n).collect::<Vec<_>>()).await;
+    seen.into_iter().map(|e| e.expect("event")).collect()
+}
+
+/// The writer hands what it commits to the store's own subscribers from
+/// memory: while concurrent appenders write, a subscriber that keeps up gets
+/// every event exactly once, in order, with the committed bytes and hashes
+/// (equal to what the database holds, and the chain verifies), and none of
+/// its pages came from the database.
+async fn a_subscriber_that_keeps_up_takes_every_committed_event_from_memory(db: &TestDb) {
+    let store = db.open().await;
+    let mut subscription = store.subscribe(1);
+    let (appenders, total) = spawn_appenders(&store, "tail", 8, 40);
+    let seen = take(&mut subscription, total).await;
+    for appender in appenders {
+        appender.await.unwrap();
+    }
+    let all = read_everything(&store).await;
+    assert_eq!(all.len(), total);
+    assert_eq!(seen, all, "every event once, in order, exactly as stored");
+    assert_chained(&seen);
+    assert!(matches!(
+        store.verify(1, None).await.unwrap(),
+        VerifyReport::Verified { events, .. } if events as usize == total
+    ));
+    let pages = store.subscription_pages();
+    assert!(pages.from_memory > 0, "{pages:?}");
+    assert_eq!(pages.from_database, 0, "{pages:?}");
+}
+
+/// A subscriber further behind than the tail holds reads the database,
+/// then, once it has caught up, takes the live events from memory, without a
+/// gap or a duplicate at the seam.
+async fn a_subscriber_far_behind_catches_up_from_the_database_then_follows_from_memory(
+    db: &TestDb,
+) {
+    const TAIL: usize = 50;
+    let store = db
+        .open_with(StoreOptions {
+            tail_events: TAIL,
+            ..StoreOptions::default()
+        })
+        .await;
+    for i in 0..120 {
+        let s = stream("behind", &format!("s{}", i % 7));
+        store
+            .append(&s, ExpectedVersion::Any, events(10))
+            .await
+            .unwrap();
+    }
+    let mut subscription = store.subscribe(1);
+    let mut seen = take(&mut subscription, 1200).await;
+    let caught_up = store.subscription_pages();
+    assert!(caught_up.from_database >= 3, "{caught_up:?}");
+    assert_eq!(caught_up.from_memory, 0, "{caught_up:?}");
+    // In lockstep: each append is taken while it is still in the tail.
+    for i in 0..20 {
+        let s = stream("behind", &format!("live{}", i % 3));
+        store
+            .append(&s, ExpectedVersion::Any, events(5))
+            .await
+            .unwrap();
+        seen.extend(take(&mut subscription, 5).await);
+    }
+    let following = store.subscription_pages();
+    assert!(following.from_memory >= 20, "{following:?}");
+    assert_eq!(
+        following.from_database, caught_up.from_database,
+        "{following:?}"
+    );
+    // Then concurrent appenders; whichever way each page comes, nothing is
+    // lost or repeated.
+    let (appenders, live) = spawn_appenders(&store, "behindlive", 6, 30);
+    seen.extend(take(&mut subscription, live).await);
+    for appender in appenders {
+        appender.await.unwrap();
+    }
+    let all = read_everything(&store).await;
+    assert_eq!(all.len(), 1200 + 100 + live);
+    assert_eq!(seen, all, "every event once, in order, exactly as stored");
+    assert_chained(&seen);
+}
+
+/// Events written by another store's writer (another process on the same
+/// database) are not in this store's memory: its subscriptions read them
+/// from the database, all of them, in order.
+async fn a_store_that_is_not_the_writer_delivers_every_event_from_the_database(db: &TestDb) {
+    let writer = db.open().await;
+    let reader = db.open().await;
+    let mut subscription = reader.subscribe(1);
+    let (appenders, total) = spawn_appenders(&writer, "other", 6, 30);
+    let seen = take(&mut subscription, total).await;
+    for appender in appenders {
+        appender.await.unwrap();
+    }
+    let all = read_everything(&reader).await;
+    assert_eq!(all.len(), total);
+    assert_eq!(seen, all, "every event once, in order, exactly as stored");
+    assert_chained(&seen);
+    let pages = reader.subscription_pages();
+    assert_eq!(pages.from_memory, 0, "{pages:?}");
+    assert!(pages.from_database > 0, "{pages:?}");
+    assert_eq!(
+        writer.subscription_pages(),
+        SubscriptionPages::default(),
+        "the writer's store has no subscriber"
+    );
 }

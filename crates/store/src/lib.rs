@@ -82,6 +82,7 @@ mod scan;
 mod schema;
 pub mod scratch;
 mod store;
+mod tail;
 mod writer;
 
 use std::future::Future;
@@ -109,6 +110,7 @@ pub use store::{
     SUBSCRIPTION_PAGE_EVENTS, Store, StoreOptions, Subscription, WRITER_APPLICATION_NAME,
     WRITER_POLL_INTERVAL_MS, WriterMode,
 };
+pub use tail::{SubscriptionPages, TAIL_EVENTS_DEFAULT, TAIL_PAYLOAD_BYTES_MAX};
 pub use writer::{BATCH_EVENTS_MAX, BATCH_GATHER_YIELDS_MAX, BATCH_PAYLOAD_BYTES_MAX};
 
 /// The event store as a trait, so that projections and the engine can be

@@ -22,6 +22,7 @@ use crate::chain::{self, VerifyRange, VerifyReport};
 use crate::error::{Error, Result};
 use crate::scan::Scan;
 use crate::schema;
+use crate::tail::{SubscriptionPages, TAIL_EVENTS_DEFAULT, Tail};
 use crate::writer::{self, AppendRequest, BATCH_EVENTS_MAX, Writer};
 
 /// Appends that may wait for the writer. Enough for thousands of concurrent
@@ -137,6 +138,11 @@ pub struct StoreOptions {
     pub batch_events_max: usize,
     /// Whether this store may become the writer.
     pub writer: WriterMode,
+    /// Most events of the committed tail: the events this store's writer
+    /// committed last, which in-process subscriptions take from memory
+    /// instead of the database (also bounded by
+    /// [`crate::TAIL_PAYLOAD_BYTES_MAX`]). 0 turns it off.
+    pub tail_events: usize,
 }
 
 impl Default for StoreOptions {
@@ -145,6 +151,7 @@ impl Default for StoreOptions {
             read_connections: READ_CONNECTIONS_DEFAULT,
             batch_events_max: BATCH_EVENTS_MAX,
             writer: WriterMode::Contend,
+            tail_events: TAIL_EVENTS_DEFAULT,
         }
     }
 }
@@ -232,6 +239,8 @@ struct Inner {
     head: watch::Receiver<Position>,
     /// Shared by the writer and the head follower, which both advance it.
     head_sender: Arc<watch::Sender<Position>>,
+    /// Filled by this store's writer after each commit; empty otherwise.
+    tail: Arc<Tail>,
     cancel: CancellationToken,
     /// The writer and head-follower tasks. A std mutex: it is only taken to
     /// push or move the handles out, never across an await.
@@ -341,6 +350,7 @@ impl Store {
         let (head_sender, head) = watch::channel(initial);
         let head_sender = Arc::new(head_sender);
         let (status_sender, writer_status) = watch::channel(false);
+        let tail = Arc::new(Tail::new(options.tail_events));
         let cancel = CancellationToken::new();
         let poll = match &options.writer {
             WriterMode::Forward(forwarder) => {
@@ -353,6 +363,7 @@ impl Store {
                         writer_status,
                         head,
                         head_sender,
+                        tail,
                         cancel,
                         tasks: Mutex::new(Vec::new()),
                     }),
@@ -364,6 +375,7 @@ impl Store {
         let mut writer = Writer::new(
             connector,
             head_sender.clone(),
+            tail.clone(),
             status_sender,
             options.batch_events_max,
             poll,
@@ -381,6 +393,7 @@ impl Store {
                 writer_status,
                 head,
                 head_sender,
+                tail,
                 cancel,
                 tasks: Mutex::new(vec![writer_task]),
             }),
@@ -587,6 +600,12 @@ impl Store {
         ))
     }
 
+    /// Where this store's subscriptions took their pages from since it was
+    /// opened: the committed tail in memory, or the database.
+    pub fn subscription_pages(&self) -> SubscriptionPages {
+        self.inner.tail.pages()
+    }
+
     /// Recomputes the hash chain over positions `from..=to` (`to` = the head
     /// when `None`) in constant memory and names the first break.
     pub async fn verify(&self, from: Position, to: Option<Position>) -> Result<VerifyReport> {
@@ -709,9 +728,11 @@ impl SubscriptionState {
         }
     }
 
-    /// Waits until the head reaches `next`, then reads the next page. The
+    /// Waits until the head reaches `next`, then takes the next page from the
+    /// committed tail if `next` is in it, or reads it from the database. The
     /// head only moves after a commit, and positions are gapless and assigned
-    /// in commit order, so whatever is at or below the head is readable.
+    /// in commit order, so whatever is at or below the head is readable; the
+    /// tail holds only committed events, exactly as the writer wrote them.
     async fn refill(&mut self) -> Result<()> {
         let next = self.next;
         let cancel = self.store.inner.cancel.clone();
@@ -721,7 +742,27 @@ impl SubscriptionState {
                 moved.map_err(|_| Error::Closed)?;
             }
         }
-        let events = self.store.read_all(next, SUBSCRIPTION_PAGE_EVENTS).await?;
+        let tail = &self.store.inner.tail;
+        let mut from_memory = tail.read(next, SUBSCRIPTION_PAGE_EVENTS);
+        if from_memory.is_none() {
+            // Woken by the database's head before this store's writer got
+            // its commit back: wait for the writer, not the database.
+            tokio::select! {
+                () = cancel.cancelled() => return Err(Error::Closed),
+                () = tail.settle(next) => {}
+            }
+            from_memory = tail.read(next, SUBSCRIPTION_PAGE_EVENTS);
+        }
+        let events = match from_memory {
+            Some(events) => {
+                tail.count(true);
+                events
+            }
+            None => {
+                tail.count(false);
+                self.store.read_all(next, SUBSCRIPTION_PAGE_EVENTS).await?
+            }
+        };
         let Some(last) = events.last() else {
             return Err(Error::Corrupted {
                 position: next,

@@ -26,6 +26,7 @@ use crate::cache::{STREAM_VERSION_CACHE_CAPACITY, VersionCache};
 use crate::chain::{chain_hash, truncated_message};
 use crate::error::{Error, Result};
 use crate::store::{AppendResult, Connector};
+use crate::tail::Tail;
 
 /// Most events the writer puts into one transaction. Group commit pays one
 /// fsync per batch, so bigger batches are cheaper per event, but a batch is
@@ -84,6 +85,8 @@ pub(crate) struct Writer {
     head: (Position, Hash),
     versions: VersionCache,
     head_watch: Arc<watch::Sender<Position>>,
+    /// What this writer committed last, for in-process subscriptions.
+    tail: Arc<Tail>,
     /// `ready`, for whoever must know when this store becomes or stops
     /// being the writer.
     status: watch::Sender<bool>,
@@ -97,6 +100,7 @@ impl Writer {
     pub fn new(
         connector: Connector,
         head_watch: Arc<watch::Sender<Position>>,
+        tail: Arc<Tail>,
         status: watch::Sender<bool>,
         batch_events_max: usize,
         poll: Option<Duration>,
@@ -108,6 +112,7 @@ impl Writer {
             head: (0, Hash::GENESIS),
             versions: VersionCache::new(STREAM_VERSION_CACHE_CAPACITY),
             head_watch,
+            tail,
             status,
             batch_events_max: batch_events_max.max(1),
             poll,
@@ -243,6 +248,9 @@ impl Writer {
             Ok(head) => {
                 self.head = head;
                 self.versions.clear();
+                // Whatever is in memory predates this role: start afresh
+                // from the head just loaded.
+                self.tail.clear();
                 self.ready = true;
                 self.status.send_replace(true);
                 self.head_watch.send_if_modified(|h| advance(h, head.0));
@@ -265,6 +273,7 @@ impl Writer {
         self.ready = false;
         self.status.send_replace(false);
         self.versions.clear();
+        self.tail.clear();
     }
 
     async fn process(&mut self, batch: Vec<AppendRequest>) {
@@ -305,14 +314,20 @@ impl Writer {
         Ok(careful)
     }
 
-    /// Writes the plan's rows (if any) and, once committed, moves the head
-    /// and the version cache forward.
+    /// Writes the plan's rows (if any) and, once committed, hands them to
+    /// the committed tail and moves the head and the version cache forward.
     async fn insert(&mut self, plan: &Plan) -> Result<()> {
         let Some(last) = plan.rows.last() else {
             return Ok(());
         };
         let connection = self.connection.as_mut().expect("ready implies connected");
+        let in_flight = self.tail.begin(plan.rows[0].position, last.position);
         connection.insert(&plan.rows).await?;
+        // Committed: in-process subscriptions may take the rows from memory.
+        // Before the head moves (and before `in_flight` ends), so that a
+        // subscription woken by the head finds them there.
+        self.tail.push(&plan.rows);
+        drop(in_flight);
         self.head = (last.position, last.hash);
         for (stream, version) in &plan.versions {
             self.versions.insert(stream.clone(), *version);
