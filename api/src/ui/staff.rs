@@ -344,7 +344,10 @@ pub async fn session(
     now: DateTime<Utc>,
 ) -> Result<Option<Session>, sqlx::Error> {
     let now_us = now.timestamp_micros();
-    let sql = "UPDATE ui_sessions SET idle_until_us = $3
+    // The idle end only moves forward (a clock stepped back does not
+    // shorten it).
+    let sql = "UPDATE ui_sessions
+        SET idle_until_us = CASE WHEN idle_until_us < $3 THEN $3 ELSE idle_until_us END
         WHERE token_sha256 = $1 AND expires_at_us > $2 AND idle_until_us > $2
         RETURNING office, user_id, terminal, csrf";
     let row: Option<(String, String, String, String)> = both!(db.pool(), pool => sqlx::query_as(sql)
