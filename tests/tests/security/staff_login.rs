@@ -80,12 +80,6 @@ async fn an_unknown_user_gets_the_answer_of_a_locked_one(db: &TestDb) {
             .await
             .unwrap();
     }
-    let (failures, locked) = staff::lockout(&db, &office(), USER)
-        .await
-        .unwrap()
-        .expect("the account exists");
-    assert_eq!(failures, staff::LOGIN_FAILURES_MAX);
-    assert!(locked.is_some_and(|until| until > now), "locked");
     // The locked account with a wrong and with the right password, and a
     // user ID that does not exist: one answer.
     let locked_wrong = staff::login(&db, &office(), TERMINAL, USER, "wrong again!", now)
@@ -100,6 +94,13 @@ async fn an_unknown_user_gets_the_answer_of_a_locked_one(db: &TestDb) {
     assert_eq!(locked_wrong, unknown);
     assert_eq!(locked_right, unknown);
     assert_eq!(unknown, LoginOutcome::Refused);
+    // The account is locked all the same (and each guess counted).
+    let (failures, locked) = staff::lockout(&db, &office(), USER)
+        .await
+        .unwrap()
+        .expect("the account exists");
+    assert_eq!(failures, staff::LOGIN_FAILURES_MAX + 2);
+    assert!(locked.is_some_and(|until| until > now), "locked");
     // And the unknown user ID was not created by trying it.
     assert_eq!(
         staff::lockout(&db, &office(), "nobody.here").await.unwrap(),
