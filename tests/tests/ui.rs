@@ -162,12 +162,16 @@ async fn staff_logins_lock_out_and_sessions_bind_to_the_office(db: &TestDb) {
         .await
         .unwrap();
     let until = now + chrono::Duration::from_std(staff::LOCKOUT).unwrap();
-    assert_eq!(locked, LoginOutcome::Locked(until));
+    assert_eq!(locked, LoginOutcome::Refused);
+    assert_eq!(
+        staff::lockout(&db, &office, STAFF_USER).await.unwrap(),
+        Some((staff::LOGIN_FAILURES_MAX, Some(until)))
+    );
     assert_eq!(
         staff::login(&db, &office, TERMINAL, STAFF_USER, STAFF_PASSWORD, now)
             .await
             .unwrap(),
-        LoginOutcome::Locked(until)
+        LoginOutcome::Refused
     );
     assert!(matches!(
         staff::login(&db, &office, TERMINAL, STAFF_USER, STAFF_PASSWORD, until)

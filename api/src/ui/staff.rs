@@ -6,11 +6,12 @@
 //!   hash of the password, consecutive failures and the lockout end.
 //! - `ui_sessions`: the SHA-256 of each session token (the token itself is
 //!   only in the browser's cookie), the staff member, the terminal it was
-//!   opened on, its CSRF token and expiry.
+//!   opened on, its CSRF token, its expiry and the end of its idle time.
 //! - `ui_staff_views`: which staff member made each logged read: the
 //!   position of the `insured.record_viewed` event beside the user ID.
 //!
-//! The tables belong to the store's migrations (`0005_ui_staff.sql`), run
+//! The tables belong to the store's migrations (`0005_ui_staff.sql`,
+//! `0007_ui_sessions_idle.sql`), run
 //! when the store or the read models' [`Db`] opens the database.
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
 use kiban_events::ids::OfficeNumber;
 use kiban_projections::Db;
@@ -37,6 +39,11 @@ pub const LOCKOUT: Duration = Duration::from_secs(15 * 60);
 
 /// How long a session lasts from login: one working shift.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(9 * 60 * 60);
+
+/// How long a session may go unused before it ends (the screen asks for
+/// the password again): a break away from the desk. Every page or form
+/// the session opens restarts it.
+pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// Shortest password accepted.
 pub const PASSWORD_CHARS_MIN: usize = 12;
@@ -71,7 +78,9 @@ pub fn valid_user_id(user: &str) -> bool {
 }
 
 /// Adds a staff account to `office`, or sets a new password (and clears a
-/// lockout) when the user exists. What `kiban admin staff add` runs.
+/// lockout) when the user exists. What `kiban admin staff add` runs. A new
+/// password ends every session the account had open, in the same
+/// transaction: whoever knew the old password is logged out.
 pub async fn add_staff(
     db: &Db,
     office: &OfficeNumber,
@@ -84,18 +93,29 @@ pub async fn add_staff(
     if password.chars().count() < PASSWORD_CHARS_MIN {
         return Err(StaffError::WeakPassword);
     }
-    let hash = hash_password(password)?;
-    let sql =
+    let password = password.to_owned();
+    let hash = off_runtime(move || hash_password(&password)).await?;
+    let upsert =
         "INSERT INTO ui_staff (office, user_id, password_hash, failed_logins, locked_until_us)
         VALUES ($1, $2, $3, 0, NULL)
         ON CONFLICT (office, user_id) DO UPDATE
         SET password_hash = excluded.password_hash, failed_logins = 0, locked_until_us = NULL";
-    both!(db.pool(), pool => sqlx::query(sql)
-        .bind(office.as_str())
-        .bind(user)
-        .bind(&hash)
-        .execute(pool)
-        .await.map(|_| ()))?;
+    let revoke = "DELETE FROM ui_sessions WHERE office = $1 AND user_id = $2";
+    both!(db.pool(), pool => async {
+        let mut tx = pool.begin().await?;
+        sqlx::query(upsert)
+            .bind(office.as_str())
+            .bind(user)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(revoke)
+            .bind(office.as_str())
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }.await)?;
     Ok(())
 }
 
@@ -110,21 +130,73 @@ fn hash_password(password: &str) -> Result<String, StaffError> {
 }
 
 /// The argon2 hash of a password nobody has, verified when the user ID is
-/// unknown so that an unknown ID takes as long as a wrong password.
+/// unknown so that an unknown ID costs the same work as a known one.
 fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| hash_password(&random_token()).expect("hashing works"))
 }
 
+/// The permits for argon2: one per CPU. A hash takes tens of milliseconds
+/// of CPU and memory; it runs on tokio's blocking pool, never on the
+/// runtime's threads, so other requests go on while logins hash.
+fn hashing_permits() -> &'static Semaphore {
+    static PERMITS: std::sync::OnceLock<Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| Semaphore::new(hashing_permits_max()))
+}
+
+fn hashing_permits_max() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// How many argon2 hashes are being computed right now (at most one per
+/// CPU). For tests and diagnostics.
+pub fn hashes_in_progress() -> usize {
+    hashing_permits_max().saturating_sub(hashing_permits().available_permits())
+}
+
+/// Runs `work` (argon2) on the blocking pool once a permit is free. When
+/// every permit is taken the login waits its turn (first come, first
+/// served); only logins wait, and how many can wait is bounded by the
+/// server's connection limits.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StaffError> + Send + 'static,
+) -> Result<T, StaffError> {
+    let permit = hashing_permits()
+        .acquire()
+        .await
+        .map_err(|e| StaffError::Hash(e.to_string()))?;
+    let done = tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StaffError::Hash(e.to_string()))?;
+    drop(permit);
+    done
+}
+
+/// Whether `password` matches `hash` (the decoy's when `None`), computed
+/// off the runtime.
+async fn verify_off_runtime(hash: Option<String>, password: &str) -> Result<bool, StaffError> {
+    let password = password.to_owned();
+    off_runtime(move || {
+        let right = match &hash {
+            Some(hash) => verify(hash, &password),
+            None => verify(decoy_hash(), &password),
+        };
+        Ok(right)
+    })
+    .await
+}
+
 /// What a login attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginOutcome {
-    /// The password is right: a session was opened.
+    /// The password is right and the account is not locked: a session was
+    /// opened.
     Opened(NewSession),
-    /// Unknown user or wrong password (the page does not say which).
+    /// Anything else: an unknown user, a wrong password, or a locked
+    /// account (even with the right password). One answer for all of them,
+    /// after the same work, so that the answer does not tell whether a user
+    /// ID exists; [`lockout`] says whether an account is locked.
     Refused,
-    /// Too many failures: locked until then.
-    Locked(DateTime<Utc>),
 }
 
 /// A session just opened: the token goes into the cookie, the CSRF token
@@ -135,9 +207,14 @@ pub struct NewSession {
     pub csrf: String,
 }
 
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// Checks `password` for `user` of `office` at `now`; on success opens a
-/// session bound to `terminal`. Counts failures and locks the account after
-/// [`LOGIN_FAILURES_MAX`].
+/// session bound to `terminal`. Every wrong password counts, in one SQL
+/// statement (parallel guesses each count); the account locks at
+/// [`LOGIN_FAILURES_MAX`] for [`LOCKOUT`].
 pub async fn login(
     db: &Db,
     office: &OfficeNumber,
@@ -146,9 +223,9 @@ pub async fn login(
     password: &str,
     now: DateTime<Utc>,
 ) -> Result<LoginOutcome, StaffError> {
-    let sql = "SELECT password_hash, failed_logins, locked_until_us FROM ui_staff
+    let sql = "SELECT password_hash, locked_until_us FROM ui_staff
         WHERE office = $1 AND user_id = $2";
-    let row: Option<(String, i64, Option<i64>)> = if valid_user_id(user) {
+    let row: Option<(String, Option<i64>)> = if valid_user_id(user) {
         both!(db.pool(), pool => sqlx::query_as(sql)
             .bind(office.as_str())
             .bind(user)
@@ -157,63 +234,86 @@ pub async fn login(
     } else {
         None
     };
-    let Some((hash, failed, locked_until)) = row else {
-        let _ = verify(decoy_hash(), password);
-        return Ok(LoginOutcome::Refused);
-    };
     let now_us = now.timestamp_micros();
-    if let Some(until) = locked_until.filter(|until| *until > now_us) {
-        return Ok(LoginOutcome::Locked(
-            DateTime::from_timestamp_micros(until).unwrap_or(now),
-        ));
+    // The same work whatever the account: one argon2 verification.
+    let (hash, locked_until) = row.unzip();
+    let right = verify_off_runtime(hash.clone(), password).await?;
+    if hash.is_none() {
+        return Ok(LoginOutcome::Refused);
     }
-    if !verify(&hash, password) {
-        let failed = failed + 1;
-        let locked_until = (failed >= LOGIN_FAILURES_MAX)
-            .then(|| now_us + i64::try_from(LOCKOUT.as_micros()).unwrap_or(i64::MAX));
-        // A lockout starts the count afresh once it ends.
-        let stored_failures = if locked_until.is_some() { 0 } else { failed };
-        let sql = "UPDATE ui_staff SET failed_logins = $3, locked_until_us = $4
+    if !right {
+        // Count the failure and lock at the limit in one statement. A
+        // lockout that has ended starts the count afresh; a lockout in
+        // force keeps its end (guesses during it still count).
+        let sql = "UPDATE ui_staff SET
+            failed_logins = CASE WHEN locked_until_us <= $3 THEN 1
+                ELSE failed_logins + 1 END,
+            locked_until_us = CASE WHEN locked_until_us <= $3 THEN NULL
+                WHEN failed_logins + 1 >= $5 THEN COALESCE(locked_until_us, $4)
+                ELSE locked_until_us END
             WHERE office = $1 AND user_id = $2";
         both!(db.pool(), pool => sqlx::query(sql)
             .bind(office.as_str())
             .bind(user)
-            .bind(stored_failures)
-            .bind(locked_until)
+            .bind(now_us)
+            .bind(now_us.saturating_add(micros(LOCKOUT)))
+            .bind(LOGIN_FAILURES_MAX)
             .execute(pool)
             .await.map(|_| ()))?;
-        return Ok(match locked_until {
-            Some(until) => {
-                LoginOutcome::Locked(DateTime::from_timestamp_micros(until).unwrap_or(now))
-            }
-            None => LoginOutcome::Refused,
-        });
+        return Ok(LoginOutcome::Refused);
     }
+    if locked_until.flatten().is_some_and(|until| until > now_us) {
+        return Ok(LoginOutcome::Refused);
+    }
+    // The right password: clear the count unless parallel guesses locked
+    // the account meanwhile.
     let reset = "UPDATE ui_staff SET failed_logins = 0, locked_until_us = NULL
-        WHERE office = $1 AND user_id = $2";
-    both!(db.pool(), pool => sqlx::query(reset)
+        WHERE office = $1 AND user_id = $2
+        AND (locked_until_us IS NULL OR locked_until_us <= $3)";
+    let cleared = both!(db.pool(), pool => sqlx::query(reset)
         .bind(office.as_str())
         .bind(user)
+        .bind(now_us)
         .execute(pool)
-        .await.map(|_| ()))?;
+        .await.map(|done| done.rows_affected()))?;
+    if cleared == 0 {
+        return Ok(LoginOutcome::Refused);
+    }
     let session = NewSession {
         token: random_token(),
         csrf: random_token(),
     };
-    let expires = now_us + i64::try_from(SESSION_LIFETIME.as_micros()).unwrap_or(i64::MAX);
-    let insert =
-        "INSERT INTO ui_sessions (token_sha256, office, user_id, terminal, csrf, expires_at_us)
-        VALUES ($1, $2, $3, $4, $5, $6)";
+    let insert = "INSERT INTO ui_sessions
+        (token_sha256, office, user_id, terminal, csrf, expires_at_us, idle_until_us)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)";
     both!(db.pool(), pool => sqlx::query(insert)
         .bind(token_digest(&session.token))
         .bind(office.as_str())
         .bind(user)
         .bind(terminal)
         .bind(&session.csrf)
-        .bind(expires)
+        .bind(now_us.saturating_add(micros(SESSION_LIFETIME)))
+        .bind(now_us.saturating_add(micros(SESSION_IDLE)))
         .execute(pool)
         .await.map(|_| ()))?;
     Ok(LoginOutcome::Opened(session))
+}
+
+/// The failed logins counted for `user` of `office` and the end of its
+/// lockout, if it has ever been locked; `None` for an unknown account.
+pub async fn lockout(
+    db: &Db,
+    office: &OfficeNumber,
+    user: &str,
+) -> Result<Option<(i64, Option<DateTime<Utc>>)>, sqlx::Error> {
+    let sql = "SELECT failed_logins, locked_until_us FROM ui_staff
+        WHERE office = $1 AND user_id = $2";
+    let row: Option<(i64, Option<i64>)> = both!(db.pool(), pool => sqlx::query_as(sql)
+        .bind(office.as_str())
+        .bind(user)
+        .fetch_optional(pool)
+        .await)?;
+    Ok(row.map(|(failed, until)| (failed, until.and_then(DateTime::from_timestamp_micros))))
 }
 
 fn verify(hash: &str, password: &str) -> bool {
@@ -235,17 +335,25 @@ pub struct Session {
     pub csrf: String,
 }
 
-/// The live session of `token` at `now`, if any.
+/// The live session of `token` at `now`, if any: neither past its lifetime
+/// nor idle for [`SESSION_IDLE`]. Using a session restarts its idle time
+/// (in the same statement).
 pub async fn session(
     db: &Db,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Session>, sqlx::Error> {
-    let sql = "SELECT office, user_id, terminal, csrf FROM ui_sessions
-        WHERE token_sha256 = $1 AND expires_at_us > $2";
+    let now_us = now.timestamp_micros();
+    // The idle end only moves forward (a clock stepped back does not
+    // shorten it).
+    let sql = "UPDATE ui_sessions
+        SET idle_until_us = CASE WHEN idle_until_us < $3 THEN $3 ELSE idle_until_us END
+        WHERE token_sha256 = $1 AND expires_at_us > $2 AND idle_until_us > $2
+        RETURNING office, user_id, terminal, csrf";
     let row: Option<(String, String, String, String)> = both!(db.pool(), pool => sqlx::query_as(sql)
         .bind(token_digest(token))
-        .bind(now.timestamp_micros())
+        .bind(now_us)
+        .bind(now_us.saturating_add(micros(SESSION_IDLE)))
         .fetch_optional(pool)
         .await)?;
     Ok(row.map(|(office, user, terminal, csrf)| Session {
@@ -256,9 +364,9 @@ pub async fn session(
     }))
 }
 
-/// Ends the session of `token` (and drops expired ones on the way).
+/// Ends the session of `token` (and drops expired and idle ones on the way).
 pub async fn logout(db: &Db, token: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    let sql = "DELETE FROM ui_sessions WHERE token_sha256 = $1 OR expires_at_us <= $2";
+    let sql = "DELETE FROM ui_sessions WHERE token_sha256 = $1 OR expires_at_us <= $2 OR idle_until_us <= $2";
     both!(db.pool(), pool => sqlx::query(sql)
         .bind(token_digest(token))
         .bind(now.timestamp_micros())

@@ -533,19 +533,18 @@ pub async fn login_submit(
                 .add(ui_cookie(LOGIN_COOKIE, String::new(), 0));
             return Ok((jar, Redirect::to("/ui/caseload")).into_response());
         }
-        LoginOutcome::Refused => lang
-            .t(
-                "ユーザーIDまたはパスワードが正しくありません。",
-                "The user ID or password is wrong.",
-            )
-            .to_owned(),
-        LoginOutcome::Locked(until) => format!(
+        // One answer for an unknown user, a wrong password and a locked
+        // account, so that it does not tell which user IDs exist.
+        LoginOutcome::Refused => format!(
             "{} {}",
             lang.t(
-                "ログインの失敗が続いたため、このアカウントは次の時刻までロックされています:",
-                "Too many failed logins; this account is locked until",
+                "ユーザーIDまたはパスワードが正しくありません。",
+                "The user ID or password is wrong.",
             ),
-            time(until)
+            lang.t(
+                "失敗が続くとアカウントは15分間ロックされます。",
+                "After repeated failures an account is locked for 15 minutes.",
+            )
         ),
     };
     let token = staff::random_token();

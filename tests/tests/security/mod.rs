@@ -8,5 +8,6 @@ mod connections;
 mod edges;
 mod idempotency;
 mod large_bodies;
+mod staff_login;
 mod streams;
 mod tail_deletion;

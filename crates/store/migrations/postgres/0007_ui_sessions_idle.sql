@@ -1,0 +1,1 @@
+../common/0007_ui_sessions_idle.sql
