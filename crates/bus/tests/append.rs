@@ -10,31 +10,17 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use common::{bounded, init_logging};
+use common::{bounded, connect_as_with, init_logging, store_event, violation};
 use futures::StreamExt;
 use kiban_bus::append::{NatsForwarder, ping_writer, run_append_service};
 use kiban_bus::subjects::WRITER_SUBJECT;
 use kiban_bus::testing::NatsServer;
-use kiban_events::{Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload, StreamName};
+use kiban_events::{EventId, ExpectedVersion, StreamName};
 use kiban_store::{Store, StoreOptions, WriterMode};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-fn event(id: u128, payload: &str) -> NewEvent {
-    NewEvent {
-        event_id: EventId::from_uuid(Uuid::from_u128(id)).unwrap(),
-        event_type: EventType::parse("test.happened").unwrap(),
-        schema_version: 1,
-        occurred_at: Utc::now(),
-        actor: Actor::system("tests").unwrap(),
-        correlation_id: Uuid::from_u128(7),
-        causation_id: None,
-        payload: Payload::from_json(payload).unwrap(),
-    }
-}
 
 /// A writer store on `url` answering appends on NATS until the token is
 /// cancelled.
@@ -88,7 +74,7 @@ async fn a_forwarded_append_is_committed_by_the_writer_once_even_when_the_writer
     let (first_writer, stop, task) = writer(&url, &client).await;
     let api = forwarding(&url, &client).await;
     let stream = StreamName::parse("test/one").unwrap();
-    let events = vec![event(1, r#"{"n":1}"#), event(2, r#"{"n":2}"#)];
+    let events = vec![store_event(1, r#"{"n":1}"#), store_event(2, r#"{"n":2}"#)];
 
     let first = api
         .append(&stream, ExpectedVersion::NoStream, events.clone())
@@ -99,7 +85,11 @@ async fn a_forwarded_append_is_committed_by_the_writer_once_even_when_the_writer
     assert_eq!(stored, first.events, "the answer is what the writer stored");
     // A conflict travels back as a conflict, not as "unavailable".
     let conflict = api
-        .append(&stream, ExpectedVersion::Exact(0), vec![event(3, "{}")])
+        .append(
+            &stream,
+            ExpectedVersion::Exact(0),
+            vec![store_event(3, "{}")],
+        )
         .await
         .unwrap_err();
     assert!(
@@ -142,7 +132,11 @@ async fn without_a_writer_a_forwarded_append_is_unavailable_and_pings_fail() {
     let stream = StreamName::parse("test/one").unwrap();
     let error = bounded(
         "the forwarder giving up",
-        api.append(&stream, ExpectedVersion::NoStream, vec![event(1, "{}")]),
+        api.append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![store_event(1, "{}")],
+        ),
     )
     .await
     .unwrap_err();
@@ -184,44 +178,18 @@ accounts {
     .to_owned()
 }
 
+/// Connects as `user`: kiban's own users as kiban does (inboxes under
+/// `_INBOX_KIBAN`), the others with NATS's defaults.
 async fn connect_as(
     server: &NatsServer,
     user: &str,
 ) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
-    let (errors, received) = mpsc::unbounded_channel();
-    // kiban's own users connect as kiban does (inboxes under
-    // `_INBOX_KIBAN`), the others with NATS's defaults.
     let options = if user.starts_with("kiban") {
         kiban_bus::client::kiban_connect_options()
     } else {
         async_nats::ConnectOptions::new()
     };
-    let client = options
-        .user_and_password(user.to_owned(), "secret".to_owned())
-        .event_callback(move |event| {
-            let errors = errors.clone();
-            async move {
-                if let async_nats::Event::ServerError(error) = event {
-                    let _ = errors.send(error.to_string());
-                }
-            }
-        })
-        .connect(server.url())
-        .await
-        .unwrap();
-    (client, received)
-}
-
-async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, about: &str) -> String {
-    bounded("a permissions violation", async {
-        loop {
-            let error = errors.recv().await.expect("the client is alive");
-            if error.to_lowercase().contains("permissions violation") && error.contains(about) {
-                return error;
-            }
-        }
-    })
-    .await
+    connect_as_with(server, user, options).await
 }
 
 #[tokio::test]
@@ -240,7 +208,11 @@ async fn only_kiban_api_and_engine_users_may_send_appends_to_the_writer() {
     let api = forwarding(&url, &api_client).await;
     let stream = StreamName::parse("test/one").unwrap();
     let result = api
-        .append(&stream, ExpectedVersion::NoStream, vec![event(1, "{}")])
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![store_event(1, "{}")],
+        )
         .await
         .unwrap();
     assert_eq!(result.last_position, 1);
@@ -253,7 +225,7 @@ async fn only_kiban_api_and_engine_users_may_send_appends_to_the_writer() {
     let body = serde_json::to_vec(&kiban_bus::append::WriterRequest::Append {
         stream: stream.clone(),
         expected: ExpectedVersion::Any,
-        events: vec![event(2, r#"{"forged":true}"#)],
+        events: vec![store_event(2, r#"{"forged":true}"#)],
     })
     .unwrap();
     for user in ["office-1312345678", "insurer-131016"] {

@@ -9,8 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use common::{bounded, init_logging, message, new_id};
+use common::{bounded, connect_as, init_logging, message, new_id, store_event, violation};
 use futures::{FutureExt, StreamExt};
 use kiban_bus::append::{NatsForwarder, ping_writer, run_append_service};
 use kiban_bus::client::{Bus, Municipality, Outgoing};
@@ -18,9 +17,8 @@ use kiban_bus::ingest::{ReceiptStatus, run_ingest};
 use kiban_bus::subjects::{KIBAN_INBOX_PREFIX, kiban_inbox_filter};
 use kiban_bus::testing::{NatsServer, RecordingHandler, stream_options};
 use kiban_events::ids::InsurerNumber;
-use kiban_events::{Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload, StreamName};
+use kiban_events::{ExpectedVersion, StreamName};
 use kiban_store::{Store, StoreOptions, WriterMode};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// The users and permissions of docs/nats.md ("Accounts, users and
@@ -64,54 +62,6 @@ accounts {{
 /// operator passes them to `kiban serve --nats-url`.
 fn url_as(server: &NatsServer, user: &str) -> String {
     format!("nats://{user}:secret@127.0.0.1:{}", server.port())
-}
-
-/// A raw connection as `user` with NATS's default inbox prefix, collecting
-/// the server's error events (permission violations arrive that way).
-async fn connect_as(
-    server: &NatsServer,
-    user: &str,
-) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
-    let (errors, received) = mpsc::unbounded_channel();
-    let client =
-        async_nats::ConnectOptions::with_user_and_password(user.to_owned(), "secret".to_owned())
-            .event_callback(move |event| {
-                let errors = errors.clone();
-                async move {
-                    if let async_nats::Event::ServerError(error) = event {
-                        let _ = errors.send(error.to_string());
-                    }
-                }
-            })
-            .connect(server.url())
-            .await
-            .unwrap();
-    (client, received)
-}
-
-async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, about: &str) -> String {
-    bounded("a permissions violation", async {
-        loop {
-            let error = errors.recv().await.expect("the client is alive");
-            if error.to_lowercase().contains("permissions violation") && error.contains(about) {
-                return error;
-            }
-        }
-    })
-    .await
-}
-
-fn event(id: u128) -> NewEvent {
-    NewEvent {
-        event_id: EventId::from_uuid(uuid::Uuid::from_u128(id)).unwrap(),
-        event_type: EventType::parse("test.happened").unwrap(),
-        schema_version: 1,
-        occurred_at: Utc::now(),
-        actor: Actor::system("tests").unwrap(),
-        correlation_id: uuid::Uuid::from_u128(7),
-        causation_id: None,
-        payload: Payload::from_json(r#"{"n":1}"#).unwrap(),
-    }
 }
 
 #[tokio::test]
@@ -230,7 +180,7 @@ async fn a_municipality_cannot_read_kibans_ingest_deliveries_and_kiban_still_ing
         .append(
             &StreamName::parse("test/one").unwrap(),
             ExpectedVersion::NoStream,
-            vec![event(1)],
+            vec![store_event(1, r#"{"n":1}"#)],
         )
         .await
         .unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use common::{bounded, message, new_id, sqlite_store};
+use common::{bounded, connect_as, message, new_id, sqlite_store, violation};
 use futures::{FutureExt, StreamExt};
 use kiban_bus::ingest::MSG_ID_HEADER;
 use kiban_bus::relay::FileCheckpoints;
@@ -18,7 +18,6 @@ use kiban_events::ids::OfficeNumber;
 use kiban_events::{
     Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload, RecordedEvent, StreamName,
 };
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const OFFICE_A: &str = "1312345678";
@@ -61,41 +60,6 @@ accounts {{
         municipality("131016"),
         municipality("131017"),
     )
-}
-
-/// Connects as `user`, collecting the server's error events (permission
-/// violations arrive that way, asynchronously).
-async fn connect_as(
-    server: &NatsServer,
-    user: &str,
-) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
-    let (errors, received) = mpsc::unbounded_channel();
-    let client =
-        async_nats::ConnectOptions::with_user_and_password(user.to_owned(), "secret".to_owned())
-            .event_callback(move |event| {
-                let errors = errors.clone();
-                async move {
-                    if let async_nats::Event::ServerError(error) = event {
-                        let _ = errors.send(error.to_string());
-                    }
-                }
-            })
-            .connect(server.url())
-            .await
-            .unwrap();
-    (client, received)
-}
-
-async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, about: &str) -> String {
-    bounded("a permissions violation", async {
-        loop {
-            let error = errors.recv().await.expect("the client is alive");
-            if error.to_lowercase().contains("permissions violation") && error.contains(about) {
-                return error;
-            }
-        }
-    })
-    .await
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Helpers shared by the bus's integration tests: messages, publishing,
-//! bounded waits, and a SQLite store in a temporary directory.
+//! bounded waits, a SQLite store in a temporary directory, connections as a
+//! configured user and the permission violations they are refused with.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -92,4 +93,73 @@ pub async fn receipts(subscriber: &mut async_nats::Subscriber, count: usize) -> 
         out.push(serde_json::from_slice(&message.payload).unwrap());
     }
     out
+}
+
+/// A store event of type `test.happened` with the id `id` and `payload`.
+pub fn store_event(id: u128, payload: &str) -> kiban_events::NewEvent {
+    kiban_events::NewEvent {
+        event_id: kiban_events::EventId::from_uuid(Uuid::from_u128(id)).unwrap(),
+        event_type: kiban_events::EventType::parse("test.happened").unwrap(),
+        schema_version: 1,
+        occurred_at: chrono::Utc::now(),
+        actor: kiban_events::Actor::system("tests").unwrap(),
+        correlation_id: Uuid::from_u128(7),
+        causation_id: None,
+        payload: kiban_events::Payload::from_json(payload).unwrap(),
+    }
+}
+
+/// Connects as `user` (password `secret`) with NATS's default options.
+pub async fn connect_as(
+    server: &kiban_bus::testing::NatsServer,
+    user: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    connect_as_with(server, user, async_nats::ConnectOptions::new()).await
+}
+
+/// Connects as `user` (password `secret`) with `options`, collecting the
+/// server's error events (permission violations arrive that way,
+/// asynchronously).
+pub async fn connect_as_with(
+    server: &kiban_bus::testing::NatsServer,
+    user: &str,
+    options: async_nats::ConnectOptions,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (errors, received) = tokio::sync::mpsc::unbounded_channel();
+    let client = options
+        .user_and_password(user.to_owned(), "secret".to_owned())
+        .event_callback(move |event| {
+            let errors = errors.clone();
+            async move {
+                if let async_nats::Event::ServerError(error) = event {
+                    let _ = errors.send(error.to_string());
+                }
+            }
+        })
+        .connect(server.url())
+        .await
+        .unwrap();
+    (client, received)
+}
+
+/// The next permissions violation about `about` the server reported.
+pub async fn violation(
+    errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    about: &str,
+) -> String {
+    bounded("a permissions violation", async {
+        loop {
+            let error = errors.recv().await.expect("the client is alive");
+            if error.to_lowercase().contains("permissions violation") && error.contains(about) {
+                return error;
+            }
+        }
+    })
+    .await
 }
