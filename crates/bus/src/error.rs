@@ -5,8 +5,8 @@ use std::fmt::{Debug, Display};
 
 use async_nats::client::FlushErrorKind;
 use async_nats::jetstream::context::{
-    CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind as JetStreamPublishErrorKind,
-    RequestErrorKind as JetStreamRequestErrorKind,
+    ConsumerInfoErrorKind, CreateStreamErrorKind, GetStreamErrorKind,
+    PublishErrorKind as JetStreamPublishErrorKind, RequestErrorKind as JetStreamRequestErrorKind,
 };
 use async_nats::jetstream::stream::{ConsumerErrorKind, RawMessageErrorKind};
 use async_nats::jetstream::{Error as ApiError, ErrorCode};
@@ -198,6 +198,23 @@ impl NatsErrorKind for ConsumerErrorKind {
             Self::TimedOut | Self::Request | Self::Other => true,
             Self::JetStream(error) => api_error_transient(error),
             Self::InvalidConsumerType | Self::InvalidName => false,
+        }
+    }
+}
+
+impl NatsErrorKind for ConsumerInfoErrorKind {
+    fn transient(&self) -> bool {
+        match self {
+            // A consumer or stream that is offline or not found may be one
+            // a cluster is electing a leader for, or one being re-created.
+            Self::Offline
+            | Self::NotFound
+            | Self::StreamNotFound
+            | Self::Request
+            | Self::TimedOut
+            | Self::NoResponders => true,
+            Self::JetStream(error) => api_error_transient(error),
+            Self::InvalidName => false,
         }
     }
 }

@@ -54,11 +54,14 @@ pub const EVENTS_MAX_BYTES: i64 = 10 * 1024 * 1024 * 1024;
 /// so a message is redelivered only when kiban really lost it.
 pub const INGEST_ACK_WAIT_MS: u64 = 30_000;
 
-/// How many times JetStream delivers one ingest message. A message is only
-/// left unacknowledged when the handler reported a transient failure (the
-/// store unavailable); after this many attempts JetStream gives up on it and
-/// the producer, who has no receipt, re-sends it. Poison messages never count
-/// against it: they are terminated with a rejection receipt at once.
+/// How many times JetStream delivers one ingest message to one consumer. A
+/// message is only left unacknowledged when the handler reported a
+/// transient failure (the store unavailable), after which the consumer is
+/// re-created at the next subscription
+/// ([`ingest_consumer_from_oldest_unacknowledged`]), so in practice a
+/// message is tried again for as long as the store stays unavailable. Poison
+/// messages never count against it: they are terminated with a rejection
+/// receipt at once.
 pub const INGEST_MAX_DELIVER: i64 = 20;
 
 /// Most ingest messages delivered and not yet acknowledged: a few batches in
@@ -124,13 +127,55 @@ pub async fn ensure_streams(jetstream: &Context, options: &StreamOptions) -> Res
     Ok(())
 }
 
-/// The durable pull consumer of [`INGEST_STREAM`], created unless it exists.
-pub async fn ingest_consumer(jetstream: &Context) -> Result<PullConsumer> {
-    let stream = jetstream
+/// The durable pull consumer of [`INGEST_STREAM`], with nothing delivered
+/// and unacknowledged: a consumer holding such messages is re-created.
+///
+/// A message delivered to an earlier subscription — of a process killed
+/// while handling it, or of this process, which drops its subscription
+/// after a transient failure — would come back only after
+/// [`INGEST_ACK_WAIT_MS`], while newer messages are delivered at once: a
+/// person's later step would reach the engine before the earlier one and be
+/// rejected for good (`step_out_of_order`). The stream has work-queue
+/// retention, so what it still holds is exactly what was never
+/// acknowledged; a new consumer delivers all of it first, in stream order.
+/// Messages acknowledged whose acknowledgement had not reached the server
+/// yet are handled again, which is harmless (the handler is idempotent by
+/// event id). Only the single ingest process (the writer) calls this.
+pub async fn ingest_consumer_from_oldest_unacknowledged(
+    jetstream: &Context,
+) -> Result<PullConsumer> {
+    let mut consumer = ingest_consumer(jetstream).await?;
+    let info = consumer
+        .info()
+        .await
+        .map_err(|error| Error::from_nats("reading the ingest consumer", error))?;
+    if info.num_ack_pending == 0 && info.delivered.stream_sequence == info.ack_floor.stream_sequence
+    {
+        return Ok(consumer);
+    }
+    tracing::info!(
+        unacknowledged = info.num_ack_pending,
+        "the ingest consumer holds unacknowledged messages; re-creating it so they come first"
+    );
+    ingest_stream(jetstream)
+        .await?
+        .delete_consumer(INGEST_CONSUMER)
+        .await
+        .map_err(|error| Error::from_nats("re-creating the ingest consumer", error))?;
+    ingest_consumer(jetstream).await
+}
+
+async fn ingest_stream(jetstream: &Context) -> Result<stream::Stream> {
+    jetstream
         .get_stream(INGEST_STREAM)
         .await
-        .map_err(|error| Error::from_nats("looking up the ingest stream", error))?;
-    stream
+        .map_err(|error| Error::from_nats("looking up the ingest stream", error))
+}
+
+/// The durable pull consumer of [`INGEST_STREAM`], created unless it exists.
+pub async fn ingest_consumer(jetstream: &Context) -> Result<PullConsumer> {
+    ingest_stream(jetstream)
+        .await?
         .get_or_create_consumer(
             INGEST_CONSUMER,
             pull::Config {

@@ -387,3 +387,79 @@ async fn through_the_engine_a_workflow_is_recorded_and_an_impossible_transition_
         "nothing stored for the rejection"
     );
 }
+
+#[tokio::test]
+async fn a_message_a_killed_consumer_held_comes_back_before_newer_messages_of_its_person() {
+    let (_server, client, context) = setup(stream_options(1)).await;
+    let (store, _dir) = sqlite_store().await;
+    let mut subscriber = client
+        .subscribe(format!("kiban.receipts.{INSURER}"))
+        .await
+        .unwrap();
+    let filed = publish_fact(
+        &context,
+        "certification.filed",
+        1,
+        "2026-04-01T09:00:00+09:00",
+        r#"{"kind":"new","applicant":{"by":"person"},"applied_on":"2026-04-01"}"#,
+    )
+    .await;
+    // A process pulled the filing from the durable consumer and was killed
+    // before acknowledging it: JetStream counts it as delivered and pending.
+    {
+        let consumer = kiban_bus::streams::ingest_consumer(&context).await.unwrap();
+        let mut held = consumer.fetch().max_messages(1).messages().await.unwrap();
+        let message = bounded("the held message", held.next())
+            .await
+            .expect("one message")
+            .unwrap();
+        let id = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id"));
+        assert_eq!(id.map(|v| v.as_str()), Some(filed.as_str()));
+    }
+    // The person's next step arrives while the filing is still unacknowledged.
+    let scheduled = publish_fact(
+        &context,
+        "certification.investigation_scheduled",
+        1,
+        "2026-04-02T09:00:00+09:00",
+        r#"{"scheduled_on":"2026-04-10"}"#,
+    )
+    .await;
+
+    // The restarted process: the engine behind the real consumer loop.
+    let engine = std::sync::Arc::new(kiban_engine::Engine::new(store.clone()));
+    let running = Running::start(
+        client.clone(),
+        kiban_bus::engine::EngineHandler::new(engine),
+    );
+    let answers = receipts(&mut subscriber, 2).await;
+    running.stop().await;
+
+    let order: Vec<String> = answers
+        .iter()
+        .map(|receipt| receipt.event_id.unwrap().to_string())
+        .collect();
+    assert_eq!(
+        order,
+        vec![filed, scheduled],
+        "the held filing is handled first: {answers:?}"
+    );
+    for receipt in &answers {
+        assert_eq!(receipt.status, ReceiptStatus::Accepted, "{receipt:?}");
+    }
+    let stream = "certification/131016-0000012345-1".parse().unwrap();
+    let recorded: Vec<String> = store
+        .read_stream(&stream, 1, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.event_type.to_string())
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            "certification.filed",
+            "certification.investigation_scheduled"
+        ]
+    );
+}

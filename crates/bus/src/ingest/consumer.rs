@@ -19,7 +19,7 @@ use super::message::{Checked, IngestMessage, MSG_ID_HEADER, Receipt, check_messa
 use crate::error::{Error, Result};
 use crate::pipeline::{KeyedPipeline, group_by_key};
 use crate::retry::{ingest_retry_delay, restart_until_cancelled};
-use crate::streams::ingest_consumer;
+use crate::streams::ingest_consumer_from_oldest_unacknowledged;
 use crate::subjects::receipt_subject;
 
 /// Most messages pulled and handled as one batch. Large enough that the
@@ -131,10 +131,12 @@ async fn pull_until_failure<H: IngestHandler>(
 }
 
 /// Opens the pull subscription on the durable consumer (created if
-/// missing), its messages in batches of at most
-/// [`INGEST_BATCH_MESSAGES_MAX`].
+/// missing, re-created if it holds messages an earlier subscription never
+/// acknowledged, so that those come first:
+/// [`ingest_consumer_from_oldest_unacknowledged`]), its messages in batches
+/// of at most [`INGEST_BATCH_MESSAGES_MAX`].
 async fn subscribe(context: &jetstream::Context) -> Result<ReadyChunks<pull::Stream>> {
-    let consumer = ingest_consumer(context).await?;
+    let consumer = ingest_consumer_from_oldest_unacknowledged(context).await?;
     let messages = consumer
         .stream()
         .max_messages_per_batch(INGEST_BATCH_MESSAGES_MAX)
@@ -209,10 +211,12 @@ async fn settle_batch<H: IngestHandler>(
     if retrying {
         // Messages already pulled behind the failed ones could be about the
         // same person; handling them before the failed ones come back would
-        // reorder that person's facts. Dropping the subscription returns
-        // them to JetStream (redelivered after the ack wait, so after the
-        // failed ones), and the store gets a pause to recover. (A batch
-        // sharing a key with this one was parked, never started.)
+        // reorder that person's facts. Dropping the subscription leaves them
+        // and the failed ones unacknowledged, and the next subscription
+        // delivers all of them first, in stream order
+        // ([`ingest_consumer_from_oldest_unacknowledged`]), after a pause
+        // in which the store can recover. (A batch sharing a key with this
+        // one was parked, never started.)
         return Err(Error::Unavailable(
             "the ingest handler is unavailable".to_owned(),
         ));

@@ -12,9 +12,11 @@
 //!   been flushed to the server; poison messages (too large, not JSON) are
 //!   terminated after their rejection receipt, never retried.
 //! - A transient failure of the handler ([`Unavailable`]) leaves the message
-//!   unacknowledged (negatively acknowledged with a delay that grows with
-//!   each delivery, [`crate::retry::ingest_retry_delay`]): JetStream
-//!   delivers it again, at most `INGEST_MAX_DELIVER` times.
+//!   unacknowledged and the consumer re-opens its subscription after a
+//!   pause; a subscription always starts at the oldest unacknowledged message
+//!   (the consumer is re-created when it holds any, also after a crash of the
+//!   process that pulled them), so the message is tried again before anything
+//!   newer, for as long as the store stays unavailable.
 //! - Messages about the same insured person (else the same insurer) are
 //!   handled one after the other in stream order; different people in one
 //!   batch concurrently, and up to
