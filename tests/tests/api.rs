@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, TimeZone, Utc};
+use kiban_api::pki::{Issuer, KeyPair};
 use kiban_api::{AppState, ConnectionLimits, DevPki, Principal, ServeConfig, Server, TlsFiles};
 use kiban_engine::Engine;
 use kiban_events::Actor;
@@ -173,7 +174,7 @@ pub(crate) fn own_insurer() -> Principal {
 pub(crate) fn other_insurer() -> Principal {
     principal(&format!("kiban:insurer:{QUIET_INSURER}"))
 }
-fn medical() -> Principal {
+pub(crate) fn medical() -> Principal {
     principal(&format!("kiban:medical:{INSTITUTION}"))
 }
 pub(crate) fn auditor() -> Principal {
@@ -190,6 +191,22 @@ impl Harness {
 
     /// [`Harness::start`] with other connection limits than the defaults.
     pub(crate) async fn start_limited(db: &TestDb, limits: ConnectionLimits) -> Harness {
+        Harness::start_with(db, limits, false).await.0
+    }
+
+    /// [`Harness::start`] with a client revocation list (`--client-crl`)
+    /// that revokes nothing yet, at `pki.tls.client_crls[0]`; also returns
+    /// the CA's issuer, which signs the next lists.
+    pub(crate) async fn start_revocable(db: &TestDb) -> (Harness, Issuer<'static, KeyPair>) {
+        let (h, issuer) = Harness::start_with(db, ConnectionLimits::default(), true).await;
+        (h, issuer.expect("an issuer"))
+    }
+
+    async fn start_with(
+        db: &TestDb,
+        limits: ConnectionLimits,
+        revocable: bool,
+    ) -> (Harness, Option<Issuer<'static, KeyPair>>) {
         let dir = tempfile::tempdir().unwrap();
         let principals = [
             office_t01(),
@@ -201,7 +218,14 @@ impl Harness {
             auditor(),
             federation(),
         ];
-        let pki = kiban_api::dev_pki(dir.path(), &principals).expect("dev pki");
+        let (mut pki, issuer) =
+            kiban_api::pki::dev_pki_with_issuer(dir.path(), &principals).expect("dev pki");
+        let issuer = revocable.then(|| {
+            let crl = dir.path().join("clients.crl");
+            std::fs::write(&crl, kiban_api::pki::revocation_list(&issuer, &[]).unwrap()).unwrap();
+            pki.tls.client_crls.push(crl);
+            issuer
+        });
         let store = db.open().await;
         let engine = Arc::new(
             Engine::new(store.clone())
@@ -228,11 +252,12 @@ impl Harness {
                 .with_card_trust(card_trust(dir.path()))
         })
         .await;
-        Harness {
+        let h = Harness {
             served,
             pki,
             _dir: dir,
-        }
+        };
+        (h, issuer)
     }
 
     /// The typed client of `kiban_api::client` as `principal`.

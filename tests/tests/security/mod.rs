@@ -8,6 +8,7 @@ mod connections;
 mod edges;
 mod idempotency;
 mod large_bodies;
+mod revocation;
 mod staff_login;
 mod streams;
 mod tail_deletion;
