@@ -7,6 +7,7 @@ mod attachments;
 mod connections;
 mod edges;
 mod idempotency;
+mod ingest_ids;
 mod large_bodies;
 mod revocation;
 mod staff_login;
