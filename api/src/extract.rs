@@ -85,16 +85,10 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<EventId, ApiError> {
         })
 }
 
-/// A caller's UUID as an event id, when it is of a version callers make:
-/// 7 (time-ordered, what kiban's clients send) or 4 (random). kiban derives
-/// the ids of its own events (later events of a command, timers,
-/// forgetting) as version 5 from public names; a caller who could send a
-/// v5 id could claim one of them first and so stop kiban from recording
-/// its event. Every other version is refused for the same reason.
+/// A caller's UUID as an event id, when it is of a version callers make
+/// (7 or 4; [`EventId::from_caller`] says why).
 pub fn caller_event_id(uuid: Uuid) -> Option<EventId> {
-    matches!(uuid.get_version_num(), 4 | 7)
-        .then(|| EventId::from_uuid(uuid).ok())
-        .flatten()
+    EventId::from_caller(uuid)
 }
 
 /// The body's bytes, mapping an over-limit body to 413 with `too_large`.

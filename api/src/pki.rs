@@ -11,15 +11,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SanType,
 };
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::principal::Principal;
+
+/// The CA signer type of [`new_ca`] and [`dev_pki_with_issuer`].
+pub use rcgen::{Issuer, KeyPair};
 
 /// Why certificates could not be made or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,12 @@ pub struct TlsFiles {
     pub server_cert: PathBuf,
     /// The server's private key.
     pub server_key: PathBuf,
+    /// Certificate revocation lists of the client CA(s) (PEM or DER; one
+    /// per issuing CA). Empty: no revocation check. Each file is looked at
+    /// (size, modification time, inode) at every handshake and read again
+    /// when it changed, so a refreshed list takes effect at the next
+    /// connection (see [`server_config`]).
+    pub client_crls: Vec<PathBuf>,
 }
 
 /// A client certificate and key in one PEM file (what `curl --cert` and
@@ -101,6 +111,16 @@ pub fn dev_principals() -> Vec<Principal> {
 /// [`dev_principals`] when empty) under `dir`. Existing files are
 /// overwritten: a new CA each time.
 pub fn dev_pki(dir: &Path, principals: &[Principal]) -> Result<DevPki, PkiError> {
+    dev_pki_with_issuer(dir, principals).map(|(pki, _)| pki)
+}
+
+/// [`dev_pki`], also returning the CA's issuer (which signs further
+/// certificates and [`revocation_list`]s; the CA key is never written to
+/// disk).
+pub fn dev_pki_with_issuer(
+    dir: &Path,
+    principals: &[Principal],
+) -> Result<(DevPki, Issuer<'static, KeyPair>), PkiError> {
     fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
     let (ca_pem, issuer) = new_ca("kiban development CA")?;
     let ca_path = dir.join("ca.pem");
@@ -118,6 +138,7 @@ pub fn dev_pki(dir: &Path, principals: &[Principal]) -> Result<DevPki, PkiError>
         client_ca: ca_path,
         server_cert: dir.join("server.pem"),
         server_key: dir.join("server-key.pem"),
+        client_crls: Vec::new(),
     };
     write(&tls.server_cert, &server_cert.pem())?;
     write(&tls.server_key, &server_key.serialize_pem())?;
@@ -138,7 +159,40 @@ pub fn dev_pki(dir: &Path, principals: &[Principal]) -> Result<DevPki, PkiError>
             fingerprint,
         });
     }
-    Ok(DevPki { tls, clients })
+    Ok((DevPki { tls, clients }, issuer))
+}
+
+/// A certificate revocation list (DER) signed by `issuer` that revokes
+/// `revoked` (DER certificates issued by it), for `--client-crl`.
+pub fn revocation_list(
+    issuer: &Issuer<'_, KeyPair>,
+    revoked: &[CertificateDer<'_>],
+) -> Result<Vec<u8>, PkiError> {
+    use der::Decode as _;
+    let revoked_certs = revoked
+        .iter()
+        .map(|certificate| {
+            let parsed = x509_cert::Certificate::from_der(certificate.as_ref())
+                .map_err(|e| PkiError::Tls(format!("cannot parse a revoked certificate: {e}")))?;
+            Ok(rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(
+                    parsed.tbs_certificate.serial_number.as_bytes(),
+                ),
+                revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+        })
+        .collect::<Result<Vec<_>, PkiError>>()?;
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2025, 1, 1),
+        next_update: rcgen::date_time_ymd(2125, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    Ok(params.signed_by(issuer)?.der().to_vec())
 }
 
 /// A self-signed CA: its PEM and the issuer that signs with it.
@@ -177,9 +231,11 @@ pub fn client_certificate(
 }
 
 /// The rustls server configuration: the server's certificate, and client
-/// certificates verified against the platform CA. A client without a
+/// certificates verified against the platform CA and, when
+/// `files.client_crls` names any, its revocation lists. A client without a
 /// certificate is let in (so `/healthz` and `/readyz` work) and refused by
-/// every other route; a certificate from another CA fails the handshake.
+/// every other route; a certificate from another CA, or one a list revokes,
+/// fails the handshake.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, PkiError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
@@ -188,10 +244,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, PkiError> {
             .add(certificate)
             .map_err(|e| PkiError::Tls(e.to_string()))?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    let verifier = RevocableClients::new(Arc::new(roots), provider.clone(), &files.client_crls)?;
     let key = PrivateKeyDer::from_pem_file(&files.server_key).map_err(|e| PkiError::Pem {
         path: files.server_key.clone(),
         reason: e.to_string(),
@@ -199,11 +252,178 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, PkiError> {
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| PkiError::Tls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(certificates(&files.server_cert)?, key)
         .map_err(|e| PkiError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// What identifies one version of a file without reading it: size,
+/// modification time and inode (a file renamed into place has a new one).
+type FileStamp = Option<(u64, Option<std::time::SystemTime>, u64)>;
+
+fn stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt as _;
+    let metadata = fs::metadata(path).ok()?;
+    Some((metadata.len(), metadata.modified().ok(), metadata.ino()))
+}
+
+/// The client-certificate verifier: rustls's WebPKI verifier over the
+/// platform CA, rebuilt with the revocation lists whenever one of their
+/// files changed (looked at on every handshake: one `stat` per file).
+///
+/// Only the end-entity certificate's revocation is checked, against the
+/// list of its issuer; a certificate whose issuer has no list is refused
+/// (so a wrong file refuses every certificate rather than none). A list
+/// past its `nextUpdate` still applies: kiban does not fetch lists, the
+/// operator replaces the file. A changed file that cannot be read or
+/// parsed leaves the previous lists in force and logs a warning; at start
+/// it is an error.
+#[derive(Debug)]
+struct RevocableClients {
+    roots: Arc<RootCertStore>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    crls: Vec<PathBuf>,
+    hints: Vec<rustls::DistinguishedName>,
+    current: std::sync::RwLock<(Vec<FileStamp>, Arc<dyn ClientCertVerifier>)>,
+}
+
+impl RevocableClients {
+    fn new(
+        roots: Arc<RootCertStore>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        crls: &[PathBuf],
+    ) -> Result<RevocableClients, PkiError> {
+        let stamps = crls.iter().map(|path| stamp(path)).collect();
+        let verifier = build_verifier(&roots, &provider, crls)?;
+        Ok(RevocableClients {
+            hints: roots.subjects(),
+            roots,
+            provider,
+            crls: crls.to_vec(),
+            current: std::sync::RwLock::new((stamps, verifier)),
+        })
+    }
+
+    /// The verifier for the lists as they are on disk now.
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        let read = |lock: &std::sync::RwLock<(Vec<FileStamp>, Arc<dyn ClientCertVerifier>)>| {
+            let guard = lock
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (guard.0.clone(), guard.1.clone())
+        };
+        let (seen, verifier) = read(&self.current);
+        if self.crls.is_empty() {
+            return verifier;
+        }
+        let now: Vec<FileStamp> = self.crls.iter().map(|path| stamp(path)).collect();
+        if now == seen {
+            return verifier;
+        }
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.0 != now {
+            // Remember the stamps either way: a broken file is reported
+            // once per change, not at every handshake.
+            current.0 = now;
+            match build_verifier(&self.roots, &self.provider, &self.crls) {
+                Ok(verifier) => {
+                    tracing::info!("client revocation lists re-read");
+                    current.1 = verifier;
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    "a client revocation list changed but cannot be used; the previous lists stay in force"
+                ),
+            }
+        }
+        current.1.clone()
+    }
+}
+
+fn build_verifier(
+    roots: &Arc<RootCertStore>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    crls: &[PathBuf],
+) -> Result<Arc<dyn ClientCertVerifier>, PkiError> {
+    let mut lists = Vec::new();
+    for path in crls {
+        lists.extend(revocation_lists(path)?);
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .allow_unauthenticated();
+    let builder = if lists.is_empty() {
+        builder
+    } else {
+        builder.with_crls(lists).only_check_end_entity_revocation()
+    };
+    builder.build().map_err(|e| PkiError::Tls(e.to_string()))
+}
+
+/// The revocation lists in `path`: PEM (`X509 CRL` blocks) or one DER list.
+fn revocation_lists(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, PkiError> {
+    let bytes = fs::read(path).map_err(|source| io(path, source))?;
+    let pem = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PkiError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if !pem.is_empty() {
+        return Ok(pem);
+    }
+    // Anything else is taken as DER; building the verifier parses it.
+    Ok(vec![CertificateRevocationListDer::from(bytes)])
+}
+
+impl ClientCertVerifier for RevocableClients {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.verifier().supported_verify_schemes()
+    }
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {

@@ -75,6 +75,9 @@ pub(crate) struct Inner {
     pub streams: CancellationToken,
     /// Whether the writer answers, in a process that forwards its appends.
     pub writer_probe: Option<WriterProbe>,
+    /// How far behind the head an update stream may resume
+    /// ([`crate::updates::RESUME_EVENTS_MAX`]).
+    pub resume_events_max: u64,
 }
 
 impl AppState {
@@ -105,6 +108,7 @@ impl AppState {
                 challenges: Challenges::default(),
                 streams: CancellationToken::new(),
                 writer_probe: None,
+                resume_events_max: crate::updates::RESUME_EVENTS_MAX,
             }),
         }
     }
@@ -115,6 +119,16 @@ impl AppState {
         Arc::get_mut(&mut self.inner)
             .expect("with_subsidy_policy is called before the state is shared")
             .subsidy_policy = policy;
+        self
+    }
+
+    /// The same with another bound on how far behind the head an update
+    /// stream may resume (tests shorten it). Call before the state is
+    /// cloned.
+    pub fn with_resume_events_max(mut self, events: u64) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_resume_events_max is called before the state is shared")
+            .resume_events_max = events;
         self
     }
 

@@ -4,8 +4,10 @@
 //! Each event's `id` is its store position; a client that reconnects with
 //! `Last-Event-ID: n` gets every relevant event after `n`, none twice
 //! (the store's subscription is gapless). Without the header the stream
-//! starts after the current head; a `Last-Event-ID` ahead of the head is
-//! 400 `validation` (it names no event this stream could have sent). The data carries the event's type, stream
+//! starts after the current head; a `Last-Event-ID` ahead of the head, or
+//! more than [`RESUME_EVENTS_MAX`] events behind it, is 400 `validation`.
+//! Which events: the office feed's rule (`kiban_projections::entitlements`).
+//! The data carries the event's type, stream
 //! and time, never its payload: the client reads details through the
 //! logged query routes.
 
@@ -47,28 +49,7 @@ pub async fn updates(
             "Only the office itself and auditors follow its updates.",
         )
         .await?;
-    let head = state.inner.store.head().await?.position;
-    let after = match headers.get(LAST_EVENT_ID) {
-        Some(value) => {
-            let after = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::validation("Last-Event-ID must be a position (a whole number).")
-                })?;
-            // Ahead of the head, the stream would silently drop every event
-            // until the head passed it: a client's mistake to be told.
-            if after > head {
-                return Err(ApiError::validation(format!(
-                    "Last-Event-ID {after} is ahead of the store's head ({head}); resume from \
-                     an id this stream sent, or without the header to start at the head."
-                )));
-            }
-            after
-        }
-        None => head,
-    };
+    let after = resume_after(&state, &headers).await?;
     // An office terminal's stream ends when the terminal is suspended (or
     // its credential replaced): re-checked at each event of the office's own
     // stream, which is where such a change is recorded.
@@ -77,8 +58,51 @@ pub async fn updates(
         _ => None,
     };
     Ok(EventStream(
-        office_sse_checked(state, office, after, to_sse, terminal).into_response(),
+        office_sse_checked(state, office, after, to_sse, terminal, None).into_response(),
     ))
+}
+
+/// How many events behind the head an update stream may resume
+/// (`Last-Event-ID`): a resume replays and filters every event after the
+/// given position, so an unbounded one (`Last-Event-ID: 0`) would make one
+/// request read the whole store. A client further behind reads the
+/// caseload (the logged query routes) and follows from the head.
+pub const RESUME_EVENTS_MAX: u64 = 10_000;
+
+/// Where a stream starts: after `Last-Event-ID`, or after the head without
+/// it. 400 `validation` for a header that is not a position, is ahead of
+/// the head (it names no event this stream could have sent), or is more
+/// than the state's resume bound ([`RESUME_EVENTS_MAX`]) behind it.
+pub(crate) async fn resume_after(state: &AppState, headers: &HeaderMap) -> Result<u64, ApiError> {
+    let head = state.inner.store.head().await?.position;
+    let Some(value) = headers.get(LAST_EVENT_ID) else {
+        return Ok(head);
+    };
+    let after = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::validation("Last-Event-ID must be a position (a whole number).")
+        })?;
+    // Ahead of the head, the stream would silently drop every event until
+    // the head passed it: a client's mistake to be told.
+    if after > head {
+        return Err(ApiError::validation(format!(
+            "Last-Event-ID {after} is ahead of the store's head ({head}); resume from \
+             an id this stream sent, or without the header to start at the head."
+        )));
+    }
+    let bound = state.inner.resume_events_max;
+    if head - after > bound {
+        return Err(ApiError::validation(format!(
+            "Last-Event-ID {after} is {} events behind the store's head ({head}); a stream \
+             resumes at most {bound} events back. Read the caseload again and follow \
+             without the header.",
+            head - after
+        )));
+    }
+    Ok(after)
 }
 
 /// An open stream of Server-Sent Events (the response of [`office_sse`]).
@@ -92,30 +116,30 @@ impl IntoResponse for EventStream {
 }
 
 /// The Server-Sent Events of what happens after position `after` to the
-/// persons `office` may see ([`relevant`]), each made by `to_event`; ends
-/// when the server stops streams or the store's subscription fails. The
-/// office API and the office screen (`/ui/events`) both serve it.
-pub(crate) fn office_sse(
-    state: AppState,
-    office: OfficeNumber,
-    after: u64,
-    to_event: fn(&RecordedEvent) -> Event,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    office_sse_checked(state, office, after, to_event, None)
-}
-
-/// [`office_sse`] for the terminal `terminal` (its id and the fingerprint of
-/// the certificate it presented): the stream ends at the first event of the
-/// office's own stream after which the terminal no longer passes
-/// [`check_terminal`] (reported lost, credential replaced).
+/// persons `office` may see ([`relevant`]), each made by `to_event`. The
+/// office API and the office screen (`/ui/events`) both serve it. It ends
+/// when the server stops streams or the store's subscription fails; for a
+/// `terminal` (its id and the fingerprint of the certificate it presented)
+/// at the first event of the office's own stream after which the terminal
+/// no longer passes [`check_terminal`] (reported lost, credential
+/// replaced); and when `ended` completes (the web screen's session ended).
 pub(crate) fn office_sse_checked(
     state: AppState,
     office: OfficeNumber,
     after: u64,
     to_event: fn(&RecordedEvent) -> Event,
     terminal: Option<(TerminalId, String)>,
+    ended: Option<futures::future::BoxFuture<'static, ()>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stop = state.inner.streams.clone().cancelled_owned();
+    let shutdown = state.inner.streams.clone().cancelled_owned();
+    let stop = async move {
+        match ended {
+            Some(ended) => {
+                futures::future::select(Box::pin(shutdown), ended).await;
+            }
+            None => shutdown.await,
+        }
+    };
     let relevant_state = state.clone();
     let check_state = state.clone();
     let own_stream = office_stream(&office);
@@ -151,21 +175,19 @@ pub(crate) fn office_sse_checked(
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
-/// Whether `office` may see the person `event` is about, once the read
-/// models have applied the event (so a consent given by this very event
-/// counts).
+/// Whether `office` may see `event`, once the read models have applied it:
+/// the rule of the office feed over NATS
+/// (`kiban_projections::entitlements`: the person's consents and care-plan
+/// office as of the event, insurer sharing, never access-log, consent or
+/// move events).
 pub(crate) async fn relevant(
     state: &AppState,
     office: &OfficeNumber,
     event: &RecordedEvent,
 ) -> bool {
-    let parts: Vec<&str> = event.stream.id().split('-').collect();
-    let person = match (event.stream.kind(), parts.as_slice()) {
-        ("insured", [insurer, insured]) | ("certification", [insurer, insured, _]) => {
-            format!("{insurer}-{insured}")
-        }
-        _ => return false,
-    };
+    if kiban_projections::entitlements::routed_person(event).is_none() {
+        return false;
+    }
     if state
         .inner
         .projections
@@ -175,10 +197,9 @@ pub(crate) async fn relevant(
     {
         return false;
     }
-    match state.inner.read.person(&person).await {
-        Ok(Some(doc)) => doc.offices.contains(office.as_str()),
-        _ => false,
-    }
+    kiban_projections::entitlements::offices_entitled(&state.inner.read, event)
+        .await
+        .is_ok_and(|offices| offices.contains(office))
 }
 
 fn to_sse(event: &RecordedEvent) -> Event {

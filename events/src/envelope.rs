@@ -247,6 +247,18 @@ impl EventId {
         Ok(Self(uuid))
     }
 
+    /// A caller's UUID as an event id, when it is of a version callers
+    /// make: 7 (time-ordered, recommended) or 4 (random). kiban derives the
+    /// ids of its own events (later events of a command, timers, forgetting
+    /// a person) as version 5 ([`EventId::deterministic`]) from public
+    /// names; a caller who could send a v5 id could claim one of them first
+    /// and so stop kiban from recording its event. Every other version is
+    /// refused for the same reason. The API's `Idempotency-Key` and the
+    /// ingest's `event_id` both go through here.
+    pub fn from_caller(uuid: Uuid) -> Option<Self> {
+        matches!(uuid.get_version_num(), 4 | 7).then_some(Self(uuid))
+    }
+
     /// A deterministic id (UUID v5) derived from `name` under `namespace`:
     /// the same inputs always give the same id, so an event appended twice
     /// by a restarted timer is recognised as the same event.

@@ -47,6 +47,7 @@
 
 mod as_of;
 mod db;
+pub mod entitlements;
 mod error;
 mod follower;
 pub mod models;

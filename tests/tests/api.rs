@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, TimeZone, Utc};
+use kiban_api::pki::{Issuer, KeyPair};
 use kiban_api::{AppState, ConnectionLimits, DevPki, Principal, ServeConfig, Server, TlsFiles};
 use kiban_engine::Engine;
 use kiban_events::Actor;
@@ -173,7 +174,7 @@ pub(crate) fn own_insurer() -> Principal {
 pub(crate) fn other_insurer() -> Principal {
     principal(&format!("kiban:insurer:{QUIET_INSURER}"))
 }
-fn medical() -> Principal {
+pub(crate) fn medical() -> Principal {
     principal(&format!("kiban:medical:{INSTITUTION}"))
 }
 pub(crate) fn auditor() -> Principal {
@@ -190,6 +191,35 @@ impl Harness {
 
     /// [`Harness::start`] with other connection limits than the defaults.
     pub(crate) async fn start_limited(db: &TestDb, limits: ConnectionLimits) -> Harness {
+        Harness::start_with(db, limits, false, |state| state)
+            .await
+            .0
+    }
+
+    /// [`Harness::start`] with `configure` applied to the state as well.
+    pub(crate) async fn start_configured(
+        db: &TestDb,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> Harness {
+        let limits = ConnectionLimits::default();
+        Harness::start_with(db, limits, false, configure).await.0
+    }
+
+    /// [`Harness::start`] with a client revocation list (`--client-crl`)
+    /// that revokes nothing yet, at `pki.tls.client_crls[0]`; also returns
+    /// the CA's issuer, which signs the next lists.
+    pub(crate) async fn start_revocable(db: &TestDb) -> (Harness, Issuer<'static, KeyPair>) {
+        let limits = ConnectionLimits::default();
+        let (h, issuer) = Harness::start_with(db, limits, true, |state| state).await;
+        (h, issuer.expect("an issuer"))
+    }
+
+    async fn start_with(
+        db: &TestDb,
+        limits: ConnectionLimits,
+        revocable: bool,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> (Harness, Option<Issuer<'static, KeyPair>>) {
         let dir = tempfile::tempdir().unwrap();
         let principals = [
             office_t01(),
@@ -201,7 +231,14 @@ impl Harness {
             auditor(),
             federation(),
         ];
-        let pki = kiban_api::dev_pki(dir.path(), &principals).expect("dev pki");
+        let (mut pki, issuer) =
+            kiban_api::pki::dev_pki_with_issuer(dir.path(), &principals).expect("dev pki");
+        let issuer = revocable.then(|| {
+            let crl = dir.path().join("clients.crl");
+            std::fs::write(&crl, kiban_api::pki::revocation_list(&issuer, &[]).unwrap()).unwrap();
+            pki.tls.client_crls.push(crl);
+            issuer
+        });
         let store = db.open().await;
         let engine = Arc::new(
             Engine::new(store.clone())
@@ -223,16 +260,19 @@ impl Harness {
         )
         .await;
         let served = Served::start_limited(db, store, engine, &pki.tls, last, limits, |state| {
-            state
-                .with_subsidy_policy(SUBSIDY_POLICY)
-                .with_card_trust(card_trust(dir.path()))
+            configure(
+                state
+                    .with_subsidy_policy(SUBSIDY_POLICY)
+                    .with_card_trust(card_trust(dir.path())),
+            )
         })
         .await;
-        Harness {
+        let h = Harness {
             served,
             pki,
             _dir: dir,
-        }
+        };
+        (h, issuer)
     }
 
     /// The typed client of `kiban_api::client` as `principal`.
@@ -846,7 +886,11 @@ async fn a_proxy_application_is_idempotent_on_its_key(db: &TestDb) {
 }
 
 /// Reads SSE blocks from `response` until `count` event ids were seen.
-async fn sse_ids(response: &mut reqwest::Response, buffer: &mut String, count: usize) -> Vec<u64> {
+pub(crate) async fn sse_ids(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    count: usize,
+) -> Vec<u64> {
     let mut ids = Vec::new();
     loop {
         while let Some(end) = buffer.find("\n\n") {
@@ -868,7 +912,7 @@ async fn sse_ids(response: &mut reqwest::Response, buffer: &mut String, count: u
     }
 }
 
-async fn position_of(
+pub(crate) async fn position_of(
     h: &Harness,
     who: &Principal,
     method: Method,
@@ -896,33 +940,18 @@ async fn office_updates_resume_after_a_disconnect_without_loss(db: &TestDb) {
     let client = h.client(Some(&office_t01()));
     let mut first = bounded("connect", client.get(&url).send()).await.unwrap();
     assert_eq!(first.status(), StatusCode::OK);
-    let consent =
-        json!({"office": OTHER_OFFICE, "terminal": OTHER_TERMINAL, "expires_at": day(40)});
-    let a = position_of(
-        &h,
-        &federation(),
-        Method::POST,
-        &person_path("consents"),
-        Some(consent.clone()),
-    )
-    .await;
+    // Updates the office feed routes to the office (its person's
+    // certificates), and events it never routes (consents).
+    let a = copayment_certificate(&h, 27).await;
     let mut buffer = String::new();
     assert_eq!(sse_ids(&mut first, &mut buffer, 1).await, vec![a]);
     drop(first);
-    // While disconnected: two updates of the office's person and one of a
-    // person it may not see.
-    let revoke = format!("/v1/persons/{INSURER}/{PERSON}/consents/{OTHER_OFFICE}");
-    let b = position_of(&h, &federation(), Method::DELETE, &revoke, None).await;
-    let elsewhere = format!("/v1/persons/{INSURER}/{WAITING_PERSON}/consents");
+    // While disconnected: two updates of the office's person and one event
+    // the office feed never carries.
+    let b = copayment_certificate(&h, 28).await;
+    let consent =
+        json!({"office": OTHER_OFFICE, "terminal": OTHER_TERMINAL, "expires_at": day(40)});
     let hidden = position_of(
-        &h,
-        &federation(),
-        Method::POST,
-        &elsewhere,
-        Some(consent.clone()),
-    )
-    .await;
-    let c = position_of(
         &h,
         &federation(),
         Method::POST,
@@ -930,6 +959,7 @@ async fn office_updates_resume_after_a_disconnect_without_loss(db: &TestDb) {
         Some(consent),
     )
     .await;
+    let c = copayment_certificate(&h, 31).await;
     assert!(a < b && b < hidden && hidden < c);
     let mut resumed = bounded(
         "reconnect",
@@ -945,6 +975,21 @@ async fn office_updates_resume_after_a_disconnect_without_loss(db: &TestDb) {
     assert_eq!(sse_ids(&mut resumed, &mut buffer, 2).await, vec![b, c]);
     drop(resumed);
     h.stop().await;
+}
+
+/// A copayment certificate (負担割合証) of the main person issued on day
+/// `days`: an update the office feed routes to the person's offices.
+pub(crate) async fn copayment_certificate(h: &Harness, days: i64) -> u64 {
+    ingest(
+        &h.engine,
+        INSURER,
+        PERSON,
+        None,
+        "insured.copayment_certificate_issued",
+        days,
+        json!({"ratio": 1, "valid_from": "2026-06-01"}),
+    )
+    .await
 }
 
 /// The subsidy rules of the suites: a window around the scripted days

@@ -30,7 +30,7 @@ fn wire(message: &MunicipalMessage) -> (String, Vec<u8>) {
     (subject, serde_json::to_vec(&body).unwrap())
 }
 
-fn message_json(message: &MunicipalMessage) -> serde_json::Value {
+pub(crate) fn message_json(message: &MunicipalMessage) -> serde_json::Value {
     json!({
         "event_id": message.event_id,
         "kind": message.kind,

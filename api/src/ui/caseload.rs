@@ -15,15 +15,18 @@ use serde::Deserialize;
 use serde_json::json;
 
 use kiban_events::RecordedEvent;
+use kiban_events::domain::TerminalId;
 use kiban_events::domain::certification::in_renewal_window;
 use kiban_events::domain::insured::ViewingBasis;
 use kiban_events::domain::jst_date;
+use kiban_events::ids::OfficeNumber;
 use kiban_projections::{CaseloadEntry, PAGE_ITEMS_MAX};
 
+use super::staff;
 use super::web::{Lang, Staff, UiError, care_level, date, step, time};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::updates::{LAST_EVENT_ID, office_sse};
+use crate::updates::{office_sse_checked, resume_after};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct CaseloadQuery {
@@ -207,23 +210,62 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
     let office = staff.at.office.clone();
-    let after = match headers
-        .get(LAST_EVENT_ID)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        Some(after) => after,
-        None => {
-            state
-                .inner
-                .store
-                .head()
+    let after = resume_after(&state, &headers).await?;
+    let token = axum_extra::extract::cookie::CookieJar::from_headers(&headers)
+        .get(super::SESSION_COOKIE)
+        .map(|cookie| cookie.value().to_owned())
+        .unwrap_or_default();
+    let terminal = (
+        staff.at.terminal.clone(),
+        staff.at.caller.fingerprint.clone(),
+    );
+    let ended = Box::pin(session_ended(
+        state.clone(),
+        token,
+        office.clone(),
+        terminal.clone(),
+    ));
+    Ok(office_sse_checked(
+        state,
+        office,
+        after,
+        screen_event,
+        Some(terminal),
+        Some(ended),
+    ))
+}
+
+/// How often an open `/ui/events` stream checks that its session is still
+/// live and its terminal still active, in milliseconds: a logout, an idle
+/// or expired session, a password reset or a terminal reported lost ends
+/// the stream within this time.
+pub const SESSION_RECHECK_MS: u64 = 2_000;
+
+/// Completes when the session of `token` has ended (without renewing its
+/// idle time: an open page is not activity) or the terminal no longer
+/// passes the terminal check.
+async fn session_ended(
+    state: AppState,
+    token: String,
+    office: OfficeNumber,
+    terminal: (TerminalId, String),
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(SESSION_RECHECK_MS));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let db = state.inner.projections.db();
+        let live = staff::session_live(db, &token, state.now())
+            .await
+            .unwrap_or(false);
+        let active = live
+            && crate::auth::check_terminal(&state, &office, &terminal.0, &terminal.1)
                 .await
-                .map_err(ApiError::from)?
-                .position
+                .is_ok();
+        if !active {
+            return;
         }
-    };
-    Ok(office_sse(state, office, after, screen_event))
+    }
 }
 
 /// An unnamed event (the page's `onmessage` gets them all) naming the

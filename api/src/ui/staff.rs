@@ -364,6 +364,19 @@ pub async fn session(
     }))
 }
 
+/// Whether the session of `token` is live at `now`, without restarting its
+/// idle time (an open update stream checks this; watching is not activity).
+pub async fn session_live(db: &Db, token: &str, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+    let sql = "SELECT COUNT(*) FROM ui_sessions
+        WHERE token_sha256 = $1 AND expires_at_us > $2 AND idle_until_us > $2";
+    let count: i64 = both!(db.pool(), pool => sqlx::query_scalar(sql)
+        .bind(token_digest(token))
+        .bind(now.timestamp_micros())
+        .fetch_one(pool)
+        .await)?;
+    Ok(count > 0)
+}
+
 /// Ends the session of `token` (and drops expired and idle ones on the way).
 pub async fn logout(db: &Db, token: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
     let sql = "DELETE FROM ui_sessions WHERE token_sha256 = $1 OR expires_at_us <= $2 OR idle_until_us <= $2";

@@ -222,8 +222,16 @@ impl<S: EventStore> Engine<S> {
                 format!("occurred_at {} is in the future", message.occurred_at),
             ));
         }
-        let command_id = EventId::from_uuid(message.event_id)
-            .map_err(|error| reject("invalid_field", error.to_string()))?;
+        let command_id = EventId::from_caller(message.event_id).ok_or_else(|| {
+            reject(
+                "invalid_field",
+                format!(
+                    "event_id must be a UUID of version 7 (or 4); {} is of version {}",
+                    message.event_id,
+                    message.event_id.get_version_num()
+                ),
+            )
+        })?;
         let context = CommandContext {
             command_id,
             actor: Actor::Insurer(message.insurer.clone()),

@@ -54,6 +54,13 @@ pub struct ApiArgs {
     /// The platform CA that issues client certificates (PEM).
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     pub client_ca: Option<PathBuf>,
+    /// A certificate revocation list of the client CA (PEM or DER); repeat
+    /// for several issuing CAs. A revoked insurer, office, medical,
+    /// auditor or federation certificate is refused at the TLS handshake.
+    /// The file is looked at on every handshake and read again when it
+    /// changed (replace it to publish new revocations).
+    #[arg(long, requires = "client_ca", value_name = "FILE")]
+    pub client_crl: Vec<PathBuf>,
     /// Development certificates and checkpoints live here.
     #[arg(long, env = "KIBAN_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -75,6 +82,7 @@ impl ApiArgs {
                 client_ca: client_ca.clone(),
                 server_cert: server_cert.clone(),
                 server_key: server_key.clone(),
+                client_crls: self.client_crl.clone(),
             }),
             _ => Tls::Development,
         };

@@ -108,6 +108,7 @@ fn load_dev_certificates(dir: &Path, wanted: &[Principal]) -> anyhow::Result<Opt
         client_ca: dir.join("ca.pem"),
         server_cert: dir.join("server.pem"),
         server_key: dir.join("server-key.pem"),
+        client_crls: Vec::new(),
     };
     let have: BTreeSet<&str> = manifest.clients.iter().map(|c| c.uri.as_str()).collect();
     let want: Vec<String> = wanted.iter().map(Principal::to_uri).collect();

@@ -1,4 +1,6 @@
-//! Which offices may see an event (issue 5 item 4), from the read models.
+//! Which offices may see an event (issue 5 item 4), from the read models:
+//! the rule is `kiban_projections::entitlements`, shared with the API's
+//! update streams.
 //!
 //! An office receives, on `kiban.offices.<office>.updates` (or the
 //! in-process bus), the updates about a person it has a live consent for or
@@ -24,12 +26,8 @@
 //! and one recorded just after does not, however far the routing lags);
 //! the insurer's sharing is read as it is now (it only ever turns on).
 
-use std::collections::BTreeSet;
-
 use kiban_bus::routing::Entitlements;
 use kiban_events::RecordedEvent;
-use kiban_events::domain::Decider;
-use kiban_events::domain::insured::InsuredPerson;
 use kiban_events::ids::OfficeNumber;
 use kiban_projections::{Projections, ReadModels};
 
@@ -48,28 +46,7 @@ impl ReadModelEntitlements {
     }
 }
 
-/// The person (`<insurer>-<insured>`) an event routed to offices is about,
-/// or `None` for an event offices never receive.
-pub fn routed_person(event: &RecordedEvent) -> Option<(String, String)> {
-    let kind = event.stream.kind();
-    let parts: Vec<&str> = event.stream.id().split('-').collect();
-    let routed = match kind {
-        "certification" => parts.len() == 3,
-        "insured" => {
-            parts.len() == 2
-                && !matches!(
-                    event.event_type.as_str(),
-                    "insured.record_viewed"
-                        | "insured.consent_given"
-                        | "insured.consent_revoked"
-                        | "insured.consent_expired"
-                        | "insured.moved_house"
-                )
-        }
-        _ => false,
-    };
-    routed.then(|| (parts[0].to_owned(), parts[1].to_owned()))
-}
+pub use kiban_projections::entitlements::routed_person;
 
 fn unavailable(error: impl std::fmt::Display) -> kiban_bus::Error {
     kiban_bus::Error::Source(format!("entitlements: {error}"))
@@ -77,46 +54,16 @@ fn unavailable(error: impl std::fmt::Display) -> kiban_bus::Error {
 
 impl Entitlements for ReadModelEntitlements {
     async fn offices_for(&self, event: &RecordedEvent) -> kiban_bus::Result<Vec<OfficeNumber>> {
-        let Some((insurer, insured)) = routed_person(event) else {
+        if routed_person(event).is_none() {
             return Ok(Vec::new());
-        };
+        }
         self.projections
             .wait_for(event.position)
             .await
             .map_err(unavailable)?;
-        let sharing = self
-            .read
-            .insurer(&insurer)
+        let offices = kiban_projections::entitlements::offices_entitled(&self.read, event)
             .await
-            .map_err(unavailable)?
-            .is_some_and(|view| view.sharing_enabled);
-        if !sharing {
-            return Ok(Vec::new());
-        }
-        let Some(person) = self
-            .read
-            .person(&format!("{insurer}-{insured}"))
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(Vec::new());
-        };
-        // The relation as of this event, not as the read model stands now
-        // (which may already include later consents or registrations when
-        // the routing is behind): the person's own events up to it.
-        let state = InsuredPerson::replay(
-            person
-                .events
-                .iter()
-                .filter(|stamped| stamped.position <= event.position)
-                .map(|stamped| &stamped.event),
-        );
-        let mut offices: BTreeSet<OfficeNumber> = state.consents.into_keys().collect();
-        offices.extend(
-            state
-                .care_plan_office
-                .map(|registration| registration.office),
-        );
+            .map_err(unavailable)?;
         Ok(offices.into_iter().collect())
     }
 }

@@ -401,11 +401,16 @@ fn save(path: &std::path::Path, checkpoint: &Checkpoint) -> anyhow::Result<()> {
 }
 
 /// The id of a planned action: the same for the same seed, person, action.
+/// Shaped as a version 4 UUID (the bits of a v5 hash under the seed's
+/// namespace): the simulator is a municipality, and municipalities send
+/// only v7 or v4 ids (`EventId::from_caller`).
 fn action_id(seed: u64, person: u64, index: u32) -> EventId {
-    EventId::deterministic(
+    let hash = Uuid::new_v5(
         &Uuid::from_u64_pair(0x6b69_6261_6e2d_7369, seed),
         format!("{person}/{index}").as_bytes(),
-    )
+    );
+    EventId::from_caller(uuid::Builder::from_random_bytes(hash.into_bytes()).into_uuid())
+        .expect("a version 4 UUID")
 }
 
 /// Onboards every insurer (as the federation) and records its

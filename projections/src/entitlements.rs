@@ -1,0 +1,85 @@
+//! Which offices may see an event: the one rule of the office feed over
+//! NATS (`kiban-system`'s `ReadModelEntitlements`) and of the API's and the
+//! web screen's update streams (`GET /v1/offices/{office}/updates`,
+//! `/ui/events`), so that an office learns of the same events however it
+//! follows them (issue 16 item 4).
+//!
+//! An event is about a person when it is on a certification stream
+//! (`certification.*`) or on the person's own stream, except the access log
+//! (`insured.record_viewed`), consents (`insured.consent_*`, about the
+//! relation rather than the person's care) and moves (`insured.moved_house`,
+//! an address fact). Nothing else (offices, insurers, subsidies) is ever
+//! routed. It goes to the offices with a live consent from the person or
+//! registered as the person's care-plan office (居宅介護支援事業所) **as of
+//! the event** (the person's events up to it, so a consent recorded just
+//! after does not count, however far the reader lags), and only when the
+//! person's insurer shares data (read as it is now: it only ever turns on).
+//! Callers wait until the read models have applied the event.
+
+use std::collections::BTreeSet;
+
+use kiban_events::RecordedEvent;
+use kiban_events::domain::Decider;
+use kiban_events::domain::insured::InsuredPerson;
+use kiban_events::ids::OfficeNumber;
+
+use crate::{ReadModels, Result};
+
+/// The person (`(insurer, insured)`) an event routed to offices is about,
+/// or `None` for an event offices never receive.
+pub fn routed_person(event: &RecordedEvent) -> Option<(String, String)> {
+    let kind = event.stream.kind();
+    let parts: Vec<&str> = event.stream.id().split('-').collect();
+    let routed = match kind {
+        "certification" => parts.len() == 3,
+        "insured" => {
+            parts.len() == 2
+                && !matches!(
+                    event.event_type.as_str(),
+                    "insured.record_viewed"
+                        | "insured.consent_given"
+                        | "insured.consent_revoked"
+                        | "insured.consent_expired"
+                        | "insured.moved_house"
+                )
+        }
+        _ => false,
+    };
+    routed.then(|| (parts[0].to_owned(), parts[1].to_owned()))
+}
+
+/// The offices entitled to `event` ([`routed_person`], consent or care-plan
+/// office as of the event, insurer sharing), read from `read`, which must
+/// have applied the event.
+pub async fn offices_entitled(
+    read: &ReadModels,
+    event: &RecordedEvent,
+) -> Result<BTreeSet<OfficeNumber>> {
+    let Some((insurer, insured)) = routed_person(event) else {
+        return Ok(BTreeSet::new());
+    };
+    let sharing = read
+        .insurer(&insurer)
+        .await?
+        .is_some_and(|view| view.sharing_enabled);
+    if !sharing {
+        return Ok(BTreeSet::new());
+    }
+    let Some(person) = read.person(&format!("{insurer}-{insured}")).await? else {
+        return Ok(BTreeSet::new());
+    };
+    let state = InsuredPerson::replay(
+        person
+            .events
+            .iter()
+            .filter(|stamped| stamped.position <= event.position)
+            .map(|stamped| &stamped.event),
+    );
+    let mut offices: BTreeSet<OfficeNumber> = state.consents.into_keys().collect();
+    offices.extend(
+        state
+            .care_plan_office
+            .map(|registration| registration.office),
+    );
+    Ok(offices)
+}
