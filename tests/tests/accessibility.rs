@@ -22,19 +22,32 @@ const AXE_TAGS: &[&str] = &["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-pr
 /// Tab presses before a form's submit button must have been reached.
 const TAB_PRESSES_MAX: usize = 80;
 
-/// Runs axe-core on the page the browser shows and fails on any violation,
-/// naming `screen`, each rule, its help text and the elements. The page's
-/// `<html lang>` must be `ja` or `en`.
-pub async fn assert_accessible(client: &Client, screen: &str) {
+/// What axe-core found on a page.
+#[derive(Debug)]
+pub struct AxeResult {
+    /// `<html lang>`.
+    pub lang: String,
+    /// The violations: rule id, impact, help text, elements.
+    pub violations: Vec<Value>,
+    /// How many rules passed.
+    pub passes: usize,
+    /// The rules axe could not decide alone ("needs review").
+    pub incomplete: Vec<String>,
+}
+
+/// Runs axe-core on the page the browser shows (`AXE_TAGS`).
+pub async fn axe(client: &Client, screen: &str) -> AxeResult {
     client
         .execute(AXE, vec![])
         .await
         .unwrap_or_else(|e| panic!("{screen}: axe-core did not load: {e}"));
     let script = r#"
         const done = arguments[arguments.length - 1];
-        axe.run(document, {runOnly: {type: "tag", values: arguments[0]}, resultTypes: ["violations"]})
+        axe.run(document, {runOnly: {type: "tag", values: arguments[0]}})
           .then(results => done({
             lang: document.documentElement.lang,
+            passes: results.passes.length,
+            incomplete: results.incomplete.map(r => r.id),
             violations: results.violations.map(v => ({
               id: v.id, impact: v.impact, help: v.help,
               nodes: v.nodes.map(n => n.target.join(" ") + ": " + n.failureSummary),
@@ -47,18 +60,57 @@ pub async fn assert_accessible(client: &Client, screen: &str) {
         .await
         .unwrap_or_else(|e| panic!("{screen}: axe-core did not run: {e}"));
     assert_eq!(result["error"], Value::Null, "{screen}: axe-core failed");
-    let lang = result["lang"].as_str().unwrap_or_default();
+    AxeResult {
+        lang: result["lang"].as_str().unwrap_or_default().to_owned(),
+        violations: result["violations"].as_array().cloned().unwrap_or_default(),
+        passes: result["passes"].as_u64().unwrap_or_default() as usize,
+        incomplete: result["incomplete"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|id| id.as_str().map(str::to_owned))
+            .collect(),
+    }
+}
+
+/// Runs axe-core on the page the browser shows and fails on any violation,
+/// naming `screen`, each rule, its help text and the elements. The page's
+/// `<html lang>` must be `ja` or `en`. Prints one line per screen (rules
+/// passed, rules needing review) for docs/ui.md.
+pub async fn assert_accessible(client: &Client, screen: &str) {
+    let result = axe(client, screen).await;
     assert!(
-        lang == "ja" || lang == "en",
-        "{screen}: <html lang={lang:?}>, not ja or en"
+        result.lang == "ja" || result.lang == "en",
+        "{screen}: <html lang={:?}>, not ja or en",
+        result.lang
     );
-    let violations = result["violations"].as_array().cloned().unwrap_or_default();
     assert!(
-        violations.is_empty(),
+        result.violations.is_empty(),
         "{screen}: {} accessibility violation(s):\n{}",
-        violations.len(),
-        serde_json::to_string_pretty(&violations).unwrap()
+        result.violations.len(),
+        serde_json::to_string_pretty(&result.violations).unwrap()
     );
+    println!(
+        "axe {screen}: lang={}, 0 violations, {} rules passed, needs review: {:?}",
+        result.lang, result.passes, result.incomplete
+    );
+}
+
+/// The check itself can fail: a page with an image without text and no
+/// `lang` gives violations of exactly those rules.
+pub async fn assert_axe_finds_violations(client: &Client) {
+    client
+        .goto("data:text/html;charset=utf-8,<!doctype html><html><head><title>t</title></head><body><main><h1>t</h1><img src=\"x.png\"></main></body></html>")
+        .await
+        .unwrap();
+    let result = axe(client, "a page with violations").await;
+    let ids: Vec<&str> = result
+        .violations
+        .iter()
+        .filter_map(|v| v["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"image-alt"), "{ids:?}");
+    assert!(ids.contains(&"html-has-lang"), "{ids:?}");
 }
 
 /// Presses Tab once.

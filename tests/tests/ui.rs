@@ -28,7 +28,9 @@ use kiban_store::Store;
 use kiban_tests::{TestDb, bounded};
 use serde_json::json;
 
-use crate::accessibility::{assert_accessible, assert_keyboard_reaches};
+use crate::accessibility::{
+    assert_accessible, assert_axe_finds_violations, assert_keyboard_reaches,
+};
 use crate::api::Served;
 use crate::projections::on_both_backends;
 use crate::projections::script::*;
@@ -609,6 +611,7 @@ async fn browser_scenario(db: &TestDb) {
     screen(&client, "01-login").await;
     click(&client, "#login").await;
     wait_text(&client, "#login-error", "正しくありません").await;
+    assert_accessible(&client, "01-login-refused").await;
     fill(&client, "#user", STAFF_USER).await;
     fill(&client, "#password", STAFF_PASSWORD).await;
     click(&client, "#login").await;
@@ -771,6 +774,9 @@ async fn browser_scenario(db: &TestDb) {
     // Any other screen is refused the same way.
     client.goto(&format!("{base}/ui/caseload")).await.unwrap();
     text_of(&client, "main[data-problem=terminal-suspended]").await;
+
+    // The accessibility check can fail at all.
+    assert_axe_finds_violations(&client).await;
 
     client.close().await.unwrap();
     drop(driver);
