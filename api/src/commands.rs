@@ -165,6 +165,7 @@ pub async fn file_application(
         },
         applied_on: request.applied_on,
         current_certification: person_state.current_certification(request.applied_on),
+        insured_name: None,
     };
     let stream = certification_stream(&person.insurer, &person.insured, seq);
     let context = CommandContext::new(command_id, caller.actor(), now);

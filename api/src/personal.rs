@@ -52,6 +52,49 @@ pub(crate) async fn open_address(
     })
 }
 
+/// A person's name and kana, opened with their key.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct OpenedName {
+    /// 氏名.
+    pub name: Opened,
+    /// フリガナ, when given.
+    pub kana: Option<Opened>,
+}
+
+/// The person's name and kana (from their latest filing that carried one),
+/// opened with their key: `None` when none was given, `Forgotten` once the
+/// person was forgotten (even when none was given). Shared by the office
+/// screen's caseload and person page.
+pub(crate) async fn open_name(
+    state: &AppState,
+    person: &PersonId,
+    fields: &PersonalFields,
+) -> Result<Option<OpenedName>, ApiError> {
+    if fields.forgotten_at.is_some() {
+        return Ok(Some(OpenedName {
+            name: Opened::Forgotten,
+            kana: None,
+        }));
+    }
+    let Some(sealed) = &fields.name else {
+        return Ok(None);
+    };
+    let Some(keys) = state.inner.engine.person_keys() else {
+        return Ok(Some(OpenedName {
+            name: Opened::Unreadable,
+            kana: None,
+        }));
+    };
+    let name = keys
+        .open(&person.insurer, &person.insured, &sealed.name)
+        .await?;
+    let kana = match &sealed.kana {
+        Some(kana) => Some(keys.open(&person.insurer, &person.insured, kana).await?),
+        None => None,
+    };
+    Ok(Some(OpenedName { name, kana }))
+}
+
 /// `GET /v1/persons/{insurer}/{insured}/personal`: the readers of a
 /// person's record (an office's read is logged as for every person read).
 pub async fn personal(

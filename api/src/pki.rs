@@ -4,7 +4,8 @@
 //! Production takes PEM paths ([`TlsFiles`]); [`dev_pki`] creates a
 //! development CA, a server certificate for `127.0.0.1`/`localhost` and one
 //! sample client certificate per principal kind, as PEM files in a directory
-//! (`kiban serve` uses `./kiban-data/certs`).
+//! (`kiban serve` uses `./kiban-data/certs`), each with a PKCS#12 twin
+//! ([`write_pkcs12`]) that browsers import.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use sha2::Digest;
 
 use crate::principal::Principal;
 
@@ -44,7 +46,16 @@ pub enum PkiError {
     /// rustls refused the configuration.
     #[error("TLS configuration refused: {0}")]
     Tls(String),
+    /// The PKCS#12 file could not be encoded.
+    #[error("PKCS#12: {0}")]
+    Pkcs12(#[from] p12_keystore::error::Error),
 }
+
+/// The password of the development PKCS#12 files. Fixed and printed by
+/// `kiban serve`, because the files only carry development certificates
+/// whose CA key is not even kept; browsers refuse to import a PKCS#12
+/// file without a password in some versions, so it is not empty.
+pub const DEV_PKCS12_PASSWORD: &str = "kiban-dev";
 
 /// Where the PEM files of a server are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +83,9 @@ pub struct ClientFiles {
     pub principal: Principal,
     /// Certificate followed by key.
     pub pem: PathBuf,
+    /// The same certificate (with the CA) and key as PKCS#12, encrypted
+    /// with [`DEV_PKCS12_PASSWORD`]: what a browser imports.
+    pub p12: PathBuf,
     /// SHA-256 fingerprint of the certificate (a terminal's credential).
     pub fingerprint: String,
 }
@@ -153,9 +167,12 @@ pub fn dev_pki_with_issuer(
         let (pem, fingerprint) = client_certificate(principal, &issuer)?;
         let path = dir.join(format!("client-{}-{index}.pem", principal.kind()));
         write(&path, &pem)?;
+        let p12 = path.with_extension("p12");
+        write_pkcs12(&path, &tls.client_ca, &p12, DEV_PKCS12_PASSWORD)?;
         clients.push(ClientFiles {
             principal: principal.clone(),
             pem: path,
+            p12,
             fingerprint,
         });
     }
@@ -228,6 +245,47 @@ pub fn client_certificate(
         format!("{}{}", certificate.pem(), key.serialize_pem()),
         fingerprint,
     ))
+}
+
+/// Writes the certificate and PKCS#8 key of the PEM file `pem` (as
+/// [`client_certificate`] makes it), with the CA certificate of `ca` in its
+/// chain, to `p12` as PKCS#12 encrypted with `password` (PBES2: PBKDF2 with
+/// HMAC-SHA256 and AES-256-CBC, HMAC-SHA256 MAC: what OpenSSL 3, NSS —
+/// Chromium and Firefox — and macOS import).
+pub fn write_pkcs12(pem: &Path, ca: &Path, p12: &Path, password: &str) -> Result<(), PkiError> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKeyChain};
+    let mut chain = certificates(pem)?;
+    chain.extend(certificates(ca)?);
+    let key = match PrivateKeyDer::from_pem_file(pem).map_err(|e| PkiError::Pem {
+        path: pem.to_owned(),
+        reason: e.to_string(),
+    })? {
+        PrivateKeyDer::Pkcs8(key) => key.secret_pkcs8_der().to_vec(),
+        _ => {
+            return Err(PkiError::Pem {
+                path: pem.to_owned(),
+                reason: "the key is not PKCS#8".to_owned(),
+            });
+        }
+    };
+    let chain = chain
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The local key id ties the key to its certificate; the certificate's
+    // fingerprint is unique and stable.
+    let local_key_id = sha2::Sha256::digest(chain[0].as_der());
+    let alias = pem
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "kiban".to_owned());
+    let mut store = KeyStore::new();
+    store.add_entry(
+        &alias,
+        KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(key, local_key_id, chain)),
+    );
+    let bytes = store.writer(password).write()?;
+    fs::write(p12, bytes).map_err(|source| io(p12, source))
 }
 
 /// The rustls server configuration: the server's certificate, and client

@@ -21,11 +21,17 @@
     source.onmessage = function (message) {
       var update = {};
       try { update = JSON.parse(message.data); } catch (e) { /* keep going */ }
+      // A logged read changes nothing the screen shows (and the caseload's
+      // own name reads would otherwise refresh it once per person).
+      if (update.event_type === "insured.record_viewed") { return; }
       Promise.all(Array.prototype.map.call(live, refresh)).then(function () {
         document.body.dataset.lastUpdate = String(update.position || "");
         if (status) {
-          var when = new Date().toLocaleTimeString();
-          status.textContent = (document.documentElement.lang === "en" ? "Updated " : "更新しました ") +
+          // The page's language decides the format (ja-JP: 15:38:01), not
+          // the browser's.
+          var english = document.documentElement.lang === "en";
+          var when = new Date().toLocaleTimeString(english ? "en-US" : "ja-JP");
+          status.textContent = (english ? "Updated " : "更新しました ") +
             when + " (" + (update.event_type || "") + ")";
         }
       });

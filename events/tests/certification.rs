@@ -24,6 +24,7 @@ fn filed(
         applicant: Applicant::Office { office: office() },
         applied_on,
         current_certification: current,
+        insured_name: None,
     }
     .into()
 }
@@ -41,6 +42,7 @@ fn file(
         applicant: Applicant::Office { office: office() },
         applied_on,
         current_certification: current,
+        insured_name: None,
     }
 }
 

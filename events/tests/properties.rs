@@ -94,6 +94,7 @@ proptest! {
             applicant: Applicant::Person,
             applied_on,
             current_certification: current,
+            insured_name: None,
         };
         let start = validity_start(&filed);
         let history: Vec<CertificationEvent> = vec![
@@ -309,6 +310,7 @@ fn certification_command(choice: u8, day: NaiveDate) -> CertificationCommand {
             applicant: Applicant::Family { name: None },
             applied_on: day,
             current_certification: None,
+            insured_name: None,
         },
         1 => CertificationCommand::ScheduleInvestigation {
             scheduled_on: day + Days::new(3),
@@ -790,6 +792,7 @@ proptest! {
             insurer: insurer(), insured: insured(), seq: 1, kind,
             applicant: Applicant::Person, applied_on: dates[2],
             current_certification: Some(current.clone()),
+            insured_name: None,
         };
         let judged = CertificationApplication::replay(&[
             filed.into(),
@@ -803,6 +806,7 @@ proptest! {
                 insurer: insurer(), insured: insured(), seq: 1, kind,
                 applicant: Applicant::Person, applied_on: dates[2],
                 current_certification: Some(current),
+                insured_name: None,
             },
             CertificationCommand::Decide { level, validity: Some(ValidityPeriod { from: dates[3], until: dates[4] }) },
             CertificationCommand::Decide { level, validity: None },

@@ -74,3 +74,40 @@ fn a_v1_payload_claimed_as_v2_or_a_v3_is_refused() {
         "{v3:?}"
     );
 }
+
+/// `certification.filed` v1 (before the insured person's name,
+/// `tests/fixtures/upcast/certification.filed.v1.json`, in the v1 field
+/// order) reads back as v2 without a name; written today it is v2 and
+/// carries `insured_name`.
+#[test]
+fn v1_filed_bytes_read_back_as_the_v2_event_without_a_name() {
+    use kiban_events::domain::certification::{CertificationEvent, InsuredName};
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/upcast/certification.filed.v1.json");
+    let rows: Vec<FixtureRow> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(row.schema_version, 1, "the fixture holds v1 bytes");
+        let payload = Payload::from_stored(row.payload.clone());
+        let event =
+            CertificationEvent::from_recorded(&row.event_type, row.schema_version, &payload)
+                .unwrap();
+        let CertificationEvent::ApplicationFiled(mut filed) = event else {
+            panic!("not a filing: {event:?}");
+        };
+        assert_eq!(filed.insured_name, None);
+        filed.insured_name = Some(InsuredName {
+            name: SealedValue::parse("v1.k7.NaMe").unwrap(),
+            kana: None,
+        });
+        let event = CertificationEvent::from(filed);
+        assert_eq!(event.schema_version(), 2);
+        assert!(
+            event
+                .to_payload()
+                .as_str()
+                .contains(r#""insured_name":{"name":"v1.k7.NaMe""#)
+        );
+    }
+}

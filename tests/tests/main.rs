@@ -1,10 +1,12 @@
 //! kiban's end-to-end suites, compiled into one test binary (one link, one
 //! process per test under nextest). Each suite is a module.
 
+mod accessibility;
 mod api;
 mod audit;
 mod bench_smoke;
 mod crash_safety;
+mod dev_onboarding;
 mod engine;
 mod faults;
 mod ingest;

@@ -39,11 +39,17 @@ const FORGOTTEN_PERSON: &str = "0000055555";
 /// Distinctive plaintexts: an ASCII marker inside each, and Japanese text.
 const ADDRESS: &str = "東京都千代田区霞が関九丁目 SHRED-MARKER-ADDRESS-7f3a";
 const FAMILY_NAME: &str = "山田花子 SHRED-MARKER-NAME-7f3a";
-const MARKERS: [&str; 4] = [
+/// The insured person's own name and kana (issue 21: names for care staff).
+const INSURED_NAME: &str = "鈴木一郎 SHRED-MARKER-INSURED-7f3a";
+const INSURED_KANA: &str = "スズキイチロウ SHRED-MARKER-KANA-7f3a";
+const MARKERS: [&str; 7] = [
     "SHRED-MARKER",
     "霞が関九丁目",
     "山田花子",
     "SHRED-MARKER-NAME",
+    "鈴木一郎",
+    "スズキイチロウ",
+    "SHRED-MARKER-KANA",
 ];
 
 fn message(kind: &str, seq: Option<u32>, days: i64, body: serde_json::Value) -> MunicipalMessage {
@@ -196,7 +202,8 @@ async fn forgetting_a_person_leaves_a_verifying_chain_and_no_plaintext(db: &Test
                 "certification.filed",
                 Some(1),
                 2,
-                serde_json::json!({"kind": "new", "applicant": {"by": "family", "name": {"plain": FAMILY_NAME}}, "applied_on": "2026-05-03"}),
+                serde_json::json!({"kind": "new", "applicant": {"by": "family", "name": {"plain": FAMILY_NAME}}, "applied_on": "2026-05-03",
+                    "insured_name": {"name": {"plain": INSURED_NAME}, "kana": {"plain": INSURED_KANA}}}),
             ),
         )
         .await,
@@ -265,6 +272,24 @@ async fn forgetting_a_person_leaves_a_verifying_chain_and_no_plaintext(db: &Test
     let person = format!("{INSURER}-{FORGOTTEN_PERSON}");
     let doc = projections_person(&projections, &person).await;
     assert_eq!(doc.personal().address.as_ref(), Some(&sealed));
+    // The insured person's name and kana are sealed in the read model too.
+    let name = doc
+        .personal()
+        .name
+        .expect("the filing's name is the person's");
+    assert_eq!(
+        keys.open(&insurer, &insured, &name.name).await.unwrap(),
+        Opened::Plain {
+            value: INSURED_NAME.to_owned()
+        }
+    );
+    let kana = name.kana.expect("the kana");
+    assert_eq!(
+        keys.open(&insurer, &insured, &kana).await.unwrap(),
+        Opened::Plain {
+            value: INSURED_KANA.to_owned()
+        }
+    );
     let before = raw_database(db).await;
     assert_no_plaintext(&before, "before forgetting");
     let key = data_key(db).await.expect("the person has a key");
@@ -342,6 +367,8 @@ async fn forgetting_a_person_leaves_a_verifying_chain_and_no_plaintext(db: &Test
     let doc = projections_person(&projections, &person).await;
     let personal = doc.personal();
     assert_eq!(personal.address, None);
+    assert_eq!(personal.name, None);
+    assert_eq!(doc.name, None, "the read model still holds the sealed name");
     assert!(personal.forgotten_at.is_some());
     assert!(doc.state().forgotten_at.is_some());
     let application: ApplicationDoc = projections
@@ -353,15 +380,18 @@ async fn forgetting_a_person_leaves_a_verifying_chain_and_no_plaintext(db: &Test
     match &application.events[0].event {
         CertificationEvent::ApplicationFiled(filed) => {
             assert_eq!(filed.applicant, Applicant::Family { name: None });
+            assert_eq!(filed.insured_name, None);
         }
         other => panic!("{other:?}"),
     }
     let care = projections.db().dump("care").await.unwrap();
     let care_text: String = care.iter().map(|(_, json)| json.as_str()).collect();
-    assert!(
-        !care_text.contains(sealed.as_str()),
-        "the read model still holds the sealed address"
-    );
+    for sealed in [sealed.as_str(), name.name.as_str(), kana.as_str()] {
+        assert!(
+            !care_text.contains(sealed),
+            "the read model still holds a sealed value"
+        );
+    }
 
     projections.stop().await;
     store.close().await;

@@ -94,6 +94,7 @@ async fn file(engine: &Engine<Store>, seq: u32, applied_on: NaiveDate) {
         applicant: Applicant::Person,
         applied_on,
         current_certification: None,
+        insured_name: None,
     };
     let now = start_of_jst_day(applied_on) + Duration::hours(10);
     certification(engine, seq, command, now).await;

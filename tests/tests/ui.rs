@@ -28,6 +28,9 @@ use kiban_store::Store;
 use kiban_tests::{TestDb, bounded};
 use serde_json::json;
 
+use crate::accessibility::{
+    assert_accessible, assert_axe_finds_violations, assert_keyboard_reaches,
+};
 use crate::api::Served;
 use crate::projections::on_both_backends;
 use crate::projections::script::*;
@@ -43,6 +46,10 @@ async fn office_staff_work_through_every_screen_in_chromium() {
 }
 
 const STAFF_USER: &str = "sato.care";
+/// A person whose filing carried their name and kana (sealed).
+const NAMED_PERSON: &str = "0000077777";
+const NAMED: &str = "山田 太郎";
+const NAMED_KANA: &str = "ヤマダ タロウ";
 const STAFF_PASSWORD: &str = "correct horse battery staple";
 /// The browser, its WebDriver and the managed policy file that lets it
 /// present the client certificate to the loopback test server without
@@ -83,7 +90,11 @@ impl UiServer {
         let dir = tempfile::tempdir().unwrap();
         let pki = kiban_api::dev_pki(dir.path(), &[office_terminal()]).expect("dev pki");
         let store = db.open().await;
-        let engine = Arc::new(Engine::new(store.clone()));
+        // Sealing personal fields (the named person's name) needs keys.
+        let engine = Arc::new(
+            Engine::new(store.clone())
+                .with_person_keys(kiban_store::PersonKeys::new(store.clone())),
+        );
         let last = history(
             &engine,
             &pki.client(&office_terminal()).unwrap().fingerprint,
@@ -245,21 +256,17 @@ fn nss_home(server: &UiServer) -> PathBuf {
         "-i",
         &ca,
     ]));
-    let pem = server.pki.client(&office_terminal()).unwrap().pem.clone();
-    let p12 = server.dir.path().join("terminal.p12");
-    sh(Command::new("openssl").args([
-        "pkcs12",
-        "-export",
-        "-in",
-        pem.to_str().unwrap(),
-        "-out",
+    // The PKCS#12 file the development PKI writes for browsers, with the
+    // password `kiban serve` prints (docs/ui.md).
+    let p12 = server.pki.client(&office_terminal()).unwrap().p12.clone();
+    sh(Command::new("pk12util").args([
+        "-i",
         p12.to_str().unwrap(),
-        "-passout",
-        "pass:",
-        "-name",
-        "kiban-terminal",
+        "-d",
+        &db,
+        "-W",
+        kiban_api::pki::DEV_PKCS12_PASSWORD,
     ]));
-    sh(Command::new("pk12util").args(["-i", p12.to_str().unwrap(), "-d", &db, "-W", ""]));
     home
 }
 
@@ -284,6 +291,7 @@ async fn start_browser(home: &Path, profile: &Path) -> (Driver, Client) {
     let child = Command::new(path_from_env(CHROMEDRIVER))
         .arg(format!("--port={port}"))
         .env("HOME", home)
+        .env("LANG", "en_US.UTF-8")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -308,7 +316,10 @@ async fn start_browser(home: &Path, profile: &Path) -> (Driver, Client) {
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync",
-                "--window-size=1280,1000", "--lang=ja",
+                // An English browser: the Japanese screen must still show
+                // Japanese times (the page's language decides, not the
+                // browser's).
+                "--window-size=1280,1000", "--lang=en-US",
                 format!("--user-data-dir={}", profile.display()),
             ],
         }),
@@ -325,8 +336,11 @@ async fn start_browser(home: &Path, profile: &Path) -> (Driver, Client) {
     (driver, client)
 }
 
-/// Saves a screenshot of the page under docs/screens/ when asked.
+/// Every screen: checked with axe-core (no accessibility violation, see
+/// `accessibility`), and saved as a screenshot under docs/screens/ when
+/// asked.
 async fn screen(client: &Client, name: &str) {
+    assert_accessible(client, name).await;
     if std::env::var("KIBAN_SCREENSHOTS").as_deref() != Ok("1") {
         return;
     }
@@ -364,6 +378,21 @@ async fn wait_text(client: &Client, css: &str, expected: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The live-update line of a Japanese page shows a 24-hour time
+/// (`更新しました 15:38:01 (…)`), even in an English browser, which would
+/// format `3:38:01 PM`.
+fn assert_japanese_time(status: &str) {
+    let time = status
+        .trim_start_matches("更新しました ")
+        .split(" (")
+        .next()
+        .unwrap_or_default();
+    assert!(
+        chrono::NaiveTime::parse_from_str(time, "%H:%M:%S").is_ok(),
+        "not a Japanese time: {status:?}"
+    );
 }
 
 async fn fill(client: &Client, css: &str, value: &str) {
@@ -433,6 +462,73 @@ async fn give_consent(server: &UiServer, insured: &str, at: DateTime<Utc>) {
 
 use crate::projections::script::run as run_command;
 
+/// The named person's `insured.record_viewed` events.
+async fn reads_of(server: &UiServer, insured: &str) -> usize {
+    let stream = insured_stream(&insurer(), &InsuredNumber::parse(insured).unwrap());
+    server
+        .store
+        .read_stream(&stream, 1, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_type.as_str() == "insured.record_viewed")
+        .count()
+}
+
+/// Names (issue 21): the caseload shows the sealed name and kana opened,
+/// logs one read per person per staff session (not per page or refresh),
+/// finds the person by hiragana, and shows 忘却済み once forgotten.
+async fn names_in_the_caseload(server: &UiServer, client: &Client) {
+    let base = server.base.clone();
+    let named_row = format!("#person-{INSURER}-{NAMED_PERSON}");
+    client
+        .goto(&format!("{base}/ui/caseload?lang=ja"))
+        .await
+        .unwrap();
+    wait_text(client, &format!("{named_row} .name"), NAMED).await;
+    wait_text(client, &format!("{named_row} .kana"), NAMED_KANA).await;
+    // Already shown (and logged) by the pages before, in this session.
+    assert_eq!(
+        reads_of(server, NAMED_PERSON).await,
+        1,
+        "one read per session"
+    );
+    fill(client, "#q", "やまだ").await;
+    click(client, "#search").await;
+    wait_text(client, &format!("{named_row} .name"), NAMED).await;
+    let rows = client
+        .find_all(Locator::Css("#caseload-rows tr"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "only the named person matches");
+    screen(client, "02-caseload-name-search").await;
+    assert_eq!(
+        reads_of(server, NAMED_PERSON).await,
+        1,
+        "one read per session"
+    );
+    // Forgotten: 忘却済み, with nothing to decrypt.
+    let done = server
+        .engine
+        .forget_person(
+            &insurer(),
+            &InsuredNumber::parse(NAMED_PERSON).unwrap(),
+            Actor::Insurer(insurer()),
+            day(30),
+        )
+        .await
+        .unwrap();
+    let position = *done.executed.positions().last().unwrap();
+    bounded(
+        "forgetting projected",
+        server.projections.wait_for(position),
+    )
+    .await
+    .unwrap();
+    client.goto(&format!("{base}/ui/caseload")).await.unwrap();
+    wait_text(client, &format!("{named_row} .name"), "忘却済み").await;
+}
+
 /// Everything but the decision of the waiting person's application.
 async fn bring_waiting_person_to_the_decision(engine: &Engine<Store>) {
     let document = |fill: char| json!({"sha256": fill.to_string().repeat(64), "media_type": "application/pdf", "size_bytes": 1024});
@@ -481,6 +577,18 @@ async fn browser_scenario(db: &TestDb) {
         .unwrap();
     bring_waiting_person_to_the_decision(&server.engine).await;
     give_consent(&server, WAITING_PERSON, day(29)).await;
+    ingest(
+        &server.engine,
+        INSURER,
+        NAMED_PERSON,
+        Some(1),
+        "certification.filed",
+        10,
+        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-10",
+               "insured_name": {"name": {"plain": NAMED}, "kana": {"plain": NAMED_KANA}}}),
+    )
+    .await;
+    give_consent(&server, NAMED_PERSON, day(29)).await;
     let home = nss_home(&server);
     let profile = server.dir.path().join("profile");
     let (driver, client) = start_browser(&home, &profile).await;
@@ -497,11 +605,13 @@ async fn browser_scenario(db: &TestDb) {
             .path()
             .ends_with("/ui/login")
     );
+    assert_keyboard_reaches(&client, "01-login", &["user", "password"], "login").await;
     fill(&client, "#user", STAFF_USER).await;
     fill(&client, "#password", "not the password").await;
     screen(&client, "01-login").await;
     click(&client, "#login").await;
     wait_text(&client, "#login-error", "正しくありません").await;
+    assert_accessible(&client, "01-login-refused").await;
     fill(&client, "#user", STAFF_USER).await;
     fill(&client, "#password", STAFF_PASSWORD).await;
     click(&client, "#login").await;
@@ -511,6 +621,7 @@ async fn browser_scenario(db: &TestDb) {
     let waiting_row = format!("#person-{INSURER}-{WAITING_PERSON}");
     wait_text(&client, &format!("{person_row} .level"), "要介護2").await;
     wait_text(&client, &format!("{waiting_row} .progress"), "二次判定").await;
+    assert_keyboard_reaches(&client, "02-caseload", &["q"], "search").await;
     // 3. A decision arrives while the page is open.
     wait_live(&client).await;
     ingest(
@@ -525,6 +636,7 @@ async fn browser_scenario(db: &TestDb) {
     .await;
     wait_text(&client, &format!("{waiting_row} .level"), "要介護1").await;
     wait_text(&client, "#live-status", "更新しました").await;
+    assert_japanese_time(&text_of(&client, "#live-status").await);
     screen(&client, "02-caseload").await;
     client
         .goto(&format!("{base}/ui/caseload?lang=en"))
@@ -532,6 +644,7 @@ async fn browser_scenario(db: &TestDb) {
         .unwrap();
     wait_text(&client, &format!("{waiting_row} .level"), "Care level 1").await;
     screen(&client, "02-caseload-en").await;
+    names_in_the_caseload(&server, &client).await;
 
     // 4. The person, and a document opened.
     client
@@ -551,6 +664,13 @@ async fn browser_scenario(db: &TestDb) {
         .goto(&format!("{base}/ui/persons/{INSURER}/{PERSON}/apply"))
         .await
         .unwrap();
+    assert_keyboard_reaches(
+        &client,
+        "05-proxy-application",
+        &["kind", "applied_on"],
+        "submit",
+    )
+    .await;
     fill(&client, "#applied_on", "2099-01-01").await;
     click(&client, "#submit").await;
     wait_text(&client, "#kind-error", "申請区分").await;
@@ -572,6 +692,13 @@ async fn browser_scenario(db: &TestDb) {
     wait_live(&client).await;
     give_consent(&server, PERSON, day(30)).await;
     wait_text(&client, "#consent-given", "同意を確認しました").await;
+    assert_keyboard_reaches(
+        &client,
+        "07-care-plan",
+        &["office_kind", "filed_on"],
+        "submit",
+    )
+    .await;
     screen(&client, "07-care-plan-consent").await;
 
     // 7. A subsidy application with the amount computed before submitting
@@ -585,6 +712,17 @@ async fn browser_scenario(db: &TestDb) {
         path.to_str().unwrap().to_owned()
     };
     client.goto(&format!("{base}/ui/subsidy")).await.unwrap();
+    let subsidy_fields = [
+        "st-43",
+        "notice_43",
+        "reader_count",
+        "line_purpose_1",
+        "line_count_1",
+        "line_amount_1",
+        "line_receipt_1",
+        "passbook",
+    ];
+    assert_keyboard_reaches(&client, "08-subsidy-form", &subsidy_fields, "submit").await;
     click(&client, "#st-43").await;
     attach(&client, "#notice_43", &scan("designation-notice.pdf")).await;
     fill(&client, "#reader_count", "2").await;
@@ -622,6 +760,7 @@ async fn browser_scenario(db: &TestDb) {
     screen(&client, "10-terminals").await;
     click(&client, &format!("#terminal-{TERMINAL} a.button")).await;
     text_of(&client, "#own-terminal").await;
+    assert_keyboard_reaches(&client, "11-terminal-lost-confirm", &[], "confirm-lost").await;
     screen(&client, "11-terminal-lost-confirm").await;
     click(&client, "#confirm-lost").await;
     wait_text(
@@ -635,6 +774,9 @@ async fn browser_scenario(db: &TestDb) {
     // Any other screen is refused the same way.
     client.goto(&format!("{base}/ui/caseload")).await.unwrap();
     text_of(&client, "main[data-problem=terminal-suspended]").await;
+
+    // The accessibility check can fail at all.
+    assert_axe_finds_violations(&client).await;
 
     client.close().await.unwrap();
     drop(driver);

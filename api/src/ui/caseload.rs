@@ -1,9 +1,11 @@
 //! 利用者一覧 (caseload): the persons the office may see, with the
 //! certification in force, its validity end (highlighted in the renewal
 //! window), a certification in progress with its step and deadline
-//! (highlighted when overdue), the last update; search by insured number;
-//! live updates over Server-Sent Events.
+//! (highlighted when overdue), the last update, the person's name (a logged
+//! read, `names.rs`); search by insured number or name; live updates over
+//! Server-Sent Events.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 
 use axum::extract::{Query, State};
@@ -11,6 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use futures::Stream;
 use maud::{Markup, html};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -21,16 +24,22 @@ use kiban_events::domain::insured::ViewingBasis;
 use kiban_events::domain::jst_date;
 use kiban_events::ids::OfficeNumber;
 use kiban_projections::{CaseloadEntry, PAGE_ITEMS_MAX};
+use kiban_store::Opened;
 
+use super::names::{self, NAME_READS};
+use super::person::{record_read, shown_name};
 use super::staff;
 use super::web::{Lang, Staff, UiError, care_level, date, step, time};
+use crate::auth::{PersonId, insurer_sharing};
 use crate::error::ApiError;
+use crate::personal::{OpenedName, open_name};
 use crate::state::AppState;
 use crate::updates::{office_sse_checked, resume_after};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct CaseloadQuery {
-    /// Part of an insured or insurer number.
+    /// Part of an insured or insurer number (digits only), or else of a
+    /// name or its kana.
     #[serde(default)]
     q: String,
     /// The cursor of the next page.
@@ -41,6 +50,9 @@ pub struct CaseloadQuery {
 /// One row's data.
 struct Row {
     entry: CaseloadEntry,
+    /// The name, once its read is logged (or 忘却済み); none when none was
+    /// given or the read was refused.
+    name: Option<OpenedName>,
     level: Option<(String, chrono::NaiveDate)>,
     renewal: bool,
     open: Option<OpenApplication>,
@@ -61,20 +73,25 @@ async fn load(
     let today = jst_date(now);
     let lang = staff.lang();
     let read = &state.inner.read;
+    let mut sharing = HashMap::new();
     let page = read
         .caseload(&staff.at.office, &query.after, PAGE_ITEMS_MAX, now)
         .await
         .map_err(ApiError::from)?;
-    let needle: String = query.q.chars().filter(|c| c.is_ascii_digit()).collect();
+    let search = Search::of(&query.q);
     let mut rows = Vec::new();
     for entry in page.items {
-        if !needle.is_empty()
-            && !entry.insured.contains(&needle)
-            && !entry.insurer.contains(&needle)
+        if let Search::Number(digits) = &search
+            && !entry.insured.contains(digits.as_str())
+            && !entry.insurer.contains(digits.as_str())
         {
             continue;
         }
         let key = format!("{}-{}", entry.insurer, entry.insured);
+        let person = PersonId::parse(&entry.insurer, &entry.insured)?;
+        let Some(name) = row_name(state, staff, &person, &key, &search, &mut sharing).await? else {
+            continue;
+        };
         let eligibility = read.eligibility(&key, now).await.map_err(ApiError::from)?;
         let level = eligibility
             .and_then(|e| e.certification)
@@ -100,6 +117,7 @@ async fn load(
             });
         rows.push(Row {
             entry,
+            name,
             level,
             renewal,
             open,
@@ -108,16 +126,119 @@ async fn load(
     Ok((rows, page.next))
 }
 
+/// What the search box asks for.
+enum Search {
+    /// Nothing: the whole page.
+    All,
+    /// Part of an insured or insurer number.
+    Number(String),
+    /// Part of a name or its kana, normalised (`names::normalise`).
+    Name(String),
+}
+
+impl Search {
+    fn of(q: &str) -> Search {
+        let q = q.trim();
+        if q.is_empty() {
+            Search::All
+        } else if q.chars().all(|c| c.is_ascii_digit()) {
+            Search::Number(q.to_owned())
+        } else {
+            Search::Name(names::normalise(q))
+        }
+    }
+}
+
+/// The name for `person`'s row, or `None` when a name search leaves the
+/// row out. Names are opened only for persons whose insurer shares data
+/// (the person page's rule), so a search never matches, nor reveals, a
+/// name the office could not be shown.
+async fn row_name(
+    state: &AppState,
+    staff: &Staff,
+    person: &PersonId,
+    key: &str,
+    search: &Search,
+    sharing: &mut HashMap<String, bool>,
+) -> Result<Option<Option<OpenedName>>, UiError> {
+    let insurer = person.insurer.to_string();
+    let shares = match sharing.get(&insurer) {
+        Some(shares) => *shares,
+        None => {
+            let shares = insurer_sharing(state, &person.insurer).await?;
+            sharing.insert(insurer, shares);
+            shares
+        }
+    };
+    let name = if shares {
+        let personal = state
+            .inner
+            .read
+            .person(key)
+            .await
+            .map_err(ApiError::from)?
+            .map(|doc| doc.personal())
+            .unwrap_or_default();
+        open_name(state, person, &personal).await?
+    } else {
+        None
+    };
+    if let Search::Name(needle) = search {
+        let texts = name.iter().flat_map(|n| {
+            [Some(&n.name), n.kana.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|opened| match opened {
+                    Opened::Plain { value } => Some(value.as_str()),
+                    _ => None,
+                })
+        });
+        if !names::matches(needle, texts) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(logged_name(state, staff, person, key, name).await?))
+}
+
+/// The name to show for `person`: a plain name only once its read is
+/// logged for this staff session (`names.rs`); a refused read (no viewing
+/// basis any more) shows none. 忘却済み and "none given" show no personal
+/// data and are not logged.
+async fn logged_name(
+    state: &AppState,
+    staff: &Staff,
+    person: &PersonId,
+    key: &str,
+    name: Option<OpenedName>,
+) -> Result<Option<OpenedName>, UiError> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    if !matches!(name.name, Opened::Plain { .. }) || NAME_READS.logged(&staff.csrf, key) {
+        return Ok(Some(name));
+    }
+    match record_read(state, staff, person).await {
+        Ok(_) => {
+            NAME_READS.remember(&staff.csrf, key, state.now());
+            Ok(Some(name))
+        }
+        // The store failing fails the page.
+        Err(error) if error.is_refusal() => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 fn table_rows(lang: Lang, rows: &[Row]) -> Markup {
     html! {
         @if rows.is_empty() {
-            tr { td colspan="7" { (lang.t("該当する利用者はいません。", "No persons.")) } }
+            tr { td colspan="8" { (lang.t("該当する利用者はいません。", "No persons.")) } }
         }
         @for row in rows {
             tr id={ "person-" (row.entry.insurer) "-" (row.entry.insured) } {
                 td {
                     a href={ "/ui/persons/" (row.entry.insurer) "/" (row.entry.insured) } { (row.entry.insured) }
                 }
+                td class="name" { (shown_name(lang, row.name.as_ref())) }
                 td { (row.entry.insurer) }
                 td class="level" {
                     @match &row.level {
@@ -160,12 +281,16 @@ pub async fn page(
 ) -> Result<Markup, UiError> {
     let lang = staff.lang();
     let (rows, next) = load(&state, &staff, &query).await?;
-    let live = format!("/ui/caseload/rows?q={}&after={}", query.q, query.after);
+    let live = format!(
+        "/ui/caseload/rows?q={}&after={}",
+        utf8_percent_encode(&query.q, NON_ALPHANUMERIC),
+        utf8_percent_encode(&query.after, NON_ALPHANUMERIC)
+    );
     let body = html! {
         form method="get" action="/ui/caseload" class="search" role="search" {
-            label for="q" { (lang.t("被保険者番号で検索", "Search by insured number")) }
-            input id="q" name="q" type="search" inputmode="numeric" value=(query.q);
-            button type="submit" { (lang.t("検索", "Search")) }
+            label for="q" { (lang.t("被保険者番号・氏名・フリガナで検索", "Search by insured number, name or kana")) }
+            input id="q" name="q" type="search" value=(query.q);
+            button type="submit" id="search" { (lang.t("検索", "Search")) }
         }
         p id="live-status" class="live-status" aria-live="polite" {}
         table class="caseload" {
@@ -173,6 +298,7 @@ pub async fn page(
             thead {
                 tr {
                     th scope="col" { (lang.t("被保険者番号", "Insured number")) }
+                    th scope="col" { (lang.t("氏名", "Name")) }
                     th scope="col" { (lang.t("保険者番号", "Insurer")) }
                     th scope="col" { (lang.t("要介護度", "Care level")) }
                     th scope="col" { (lang.t("有効期間満了日", "Valid until")) }

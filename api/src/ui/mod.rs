@@ -8,11 +8,13 @@
 //! Layout: `staff.rs` accounts, sessions and the staff access log;
 //! `web.rs` the request plumbing (language, extractors, errors, layout);
 //! one file per screen: `caseload.rs`, `person.rs`, `forms.rs` (proxy
-//! application, care-plan notification), `subsidy.rs`, `terminals.rs`.
+//! application, care-plan notification), `subsidy.rs`, `terminals.rs`;
+//! `names.rs` the persons' names (search, the logged reads of names).
 //! Decisions are in docs/ui.md.
 
 mod caseload;
 mod forms;
+mod names;
 mod person;
 pub mod staff;
 mod subsidy;

@@ -18,6 +18,7 @@ use super::staff::record_staff_view;
 use super::web::{Lang, Staff, UiError, care_level, date, step, time, yen};
 use crate::auth::{PersonId, execute_on_person, insurer_sharing, new_event_id};
 use crate::error::ApiError;
+use crate::personal::OpenedName;
 use crate::state::AppState;
 
 /// The timeline's stages: the event that completes each.
@@ -60,6 +61,23 @@ pub async fn logged_read(
     if !insurer_sharing(state, &person.insurer).await? {
         return Err(ApiError::not_found("No such person.").into());
     }
+    if let Some(position) = record_read(state, staff, &person).await? {
+        // The page reads the read models: let them catch up with the
+        // person's latest events first.
+        let _ = state.inner.projections.wait_for(position).await;
+    }
+    Ok(person)
+}
+
+/// Logs the staff member's read of `person` (whose insurer shares):
+/// `insured.record_viewed` through the engine, refused without a viewing
+/// basis, and the staff member beside its position. The position, when
+/// recorded.
+pub async fn record_read(
+    state: &AppState,
+    staff: &Staff,
+    person: &PersonId,
+) -> Result<Option<u64>, UiError> {
     let command = InsuredCommand::RecordView {
         office: staff.at.office.clone(),
         terminal: staff.at.terminal.clone(),
@@ -71,24 +89,39 @@ pub async fn logged_read(
         Actor::system("ui").expect("a valid component"),
         now,
     );
-    let executed = execute_on_person(state, &person, &command, &context)
+    let executed = execute_on_person(state, person, &command, &context)
         .await
         .map_err(ApiError::from)?;
-    if let Some(position) = executed.positions().last() {
+    let position = executed.positions().last().copied();
+    if let Some(position) = position {
         record_staff_view(
             state.inner.projections.db(),
-            *position,
+            position,
             staff.at.office.as_str(),
             staff.at.terminal.as_str(),
             &staff.user,
             now,
         )
         .await?;
-        // The page reads the read models: let them catch up with the
-        // person's latest events first.
-        let _ = state.inner.projections.wait_for(*position).await;
     }
-    Ok(person)
+    Ok(position)
+}
+
+/// A name as the screens show it: 氏名 with its フリガナ in a `<ruby>`-free
+/// second line, 忘却済み once forgotten, "—" when none was given.
+pub fn shown_name(lang: Lang, name: Option<&OpenedName>) -> Markup {
+    let unreadable = lang.t("読み取れません", "Unreadable");
+    html! {
+        @match name {
+            None => { "—" }
+            Some(opened) => {
+                span class="name" { (opened.name.display().unwrap_or(unreadable)) }
+                @if let Some(kana) = opened.kana.as_ref().and_then(|k| k.display()) {
+                    br; small class="kana" lang="ja" { (kana) }
+                }
+            }
+        }
+    }
 }
 
 fn ratio(lang: Lang, tenths: u8) -> String {
@@ -186,6 +219,7 @@ pub async fn page(
         .map_err(ApiError::from)?
         .map(|doc| doc.personal())
         .unwrap_or_default();
+    let name = crate::personal::open_name(&state, &person, &personal).await?;
     let address = crate::personal::open_address(&state, &person, &personal).await?;
     let address = match &address {
         None => lang.t("届出なし", "None given"),
@@ -223,6 +257,8 @@ pub async fn page(
                         None => { (lang.t("届出なし", "None filed")) }
                     }
                 }
+                dt { (lang.t("氏名", "Name")) }
+                dd id="name" { (shown_name(lang, name.as_ref())) }
                 dt { (lang.t("住所", "Address")) }
                 dd id="address" { (address) }
                 @if eligibility.reimbursement_only {

@@ -96,6 +96,14 @@ pub struct UiError {
     detail: String,
 }
 
+impl UiError {
+    /// Whether the request was refused (a 4xx: a rule, a missing basis),
+    /// not failed.
+    pub fn is_refusal(&self) -> bool {
+        self.status.is_client_error()
+    }
+}
+
 impl From<ApiError> for UiError {
     fn from(error: ApiError) -> Self {
         Self {

@@ -196,6 +196,9 @@ async fn print_banner(
         for line in lines {
             println!("  {line}");
         }
+        for line in system.ui_login_lines() {
+            println!("{line}");
+        }
     }
     println!("Ctrl-C to stop.");
     Ok(())

@@ -163,6 +163,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
     for line in system.curl_examples() {
         out.line(&format!("  {line}"));
     }
+    for line in system.ui_login_lines() {
+        out.line(&line);
+    }
     if options.script {
         out.line("demo finished (script mode exits here)");
         system.shutdown().await;

@@ -1,21 +1,24 @@
 //! Development certificates (development mode: no `--tls-*` paths): a CA,
 //! a server certificate for 127.0.0.1 and localhost, and one client
-//! certificate per sample principal, made once under `<data dir>/certs` and
-//! reused; and the registration of the sample office terminals in the store,
-//! so that their certificates are accepted.
+//! certificate per sample principal (PEM, and PKCS#12 for browsers), made
+//! once under `<data dir>/certs` and reused; the registration of the sample
+//! office terminals in the store, so that their certificates are accepted;
+//! and a development staff account for the office web screen.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::Context;
 use kiban_api::paths;
-use kiban_api::pki::ClientFiles;
+use kiban_api::pki::{ClientFiles, DEV_PKCS12_PASSWORD, write_pkcs12};
 use kiban_api::principal::fingerprint;
+use kiban_api::ui::staff;
 use kiban_api::{DevPki, Principal, TlsFiles};
 use kiban_engine::{CommandContext, Engine};
 use kiban_events::domain::office::{Office, OfficeCommand, office_stream};
 use kiban_events::domain::{ServiceTypeCode, Sha256Digest};
 use kiban_events::envelope::{Actor, EventId};
+use kiban_events::ids::OfficeNumber;
 use kiban_store::Store;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -89,6 +92,10 @@ pub fn dev_certificates(dir: &Path) -> anyhow::Result<DevPki> {
         std::fs::rename(&client.pem, &path)
             .with_context(|| format!("cannot rename {}", client.pem.display()))?;
         client.pem = path;
+        let p12 = client.pem.with_extension("p12");
+        std::fs::rename(&client.p12, &p12)
+            .with_context(|| format!("cannot rename {}", client.p12.display()))?;
+        client.p12 = p12;
         manifest.clients.push(ManifestEntry {
             uri: client.principal.to_uri(),
             file,
@@ -127,10 +134,17 @@ fn load_dev_certificates(dir: &Path, wanted: &[Principal]) -> anyhow::Result<Opt
         let pem = dir.join(&entry.file);
         let certificate = CertificateDer::from_pem_file(&pem)
             .with_context(|| format!("cannot read the certificate in {}", pem.display()))?;
+        // Certificates made before PKCS#12 twins existed get theirs now.
+        let p12 = pem.with_extension("p12");
+        if !p12.exists() {
+            write_pkcs12(&pem, &tls.client_ca, &p12, DEV_PKCS12_PASSWORD)
+                .with_context(|| format!("cannot write {}", p12.display()))?;
+        }
         clients.push(ClientFiles {
             principal,
             fingerprint: fingerprint(certificate.as_ref()),
             pem,
+            p12,
         });
     }
     Ok(Some(DevPki { tls, clients }))
@@ -190,6 +204,50 @@ pub async fn bootstrap_dev_terminals(
         }
     }
     Ok(())
+}
+
+/// The office of the development staff account (the sample office).
+pub const DEV_STAFF_OFFICE: &str = "1312345678";
+/// The development staff account's user ID.
+pub const DEV_STAFF_USER: &str = "dev.staff";
+/// The development staff account's password: fixed and printed, like the
+/// development certificates' (a development server is only reachable with
+/// a client certificate from `<data dir>/certs` anyway).
+pub const DEV_STAFF_PASSWORD: &str = "kiban-dev-password";
+
+/// Creates the development staff account of the sample office when it does
+/// not exist; an existing account (perhaps given another password with
+/// `kiban admin staff add`) is left as it is. True when it was created.
+pub async fn bootstrap_dev_staff(db: &kiban_projections::Db) -> anyhow::Result<bool> {
+    let office = OfficeNumber::parse(DEV_STAFF_OFFICE)?;
+    if staff::lockout(db, &office, DEV_STAFF_USER).await?.is_some() {
+        return Ok(false);
+    }
+    staff::add_staff(db, &office, DEV_STAFF_USER, DEV_STAFF_PASSWORD)
+        .await
+        .context("cannot create the development staff account")?;
+    Ok(true)
+}
+
+/// How to open the office web screen in a browser with the development
+/// certificates (what `kiban serve` and `kiban demo` print; docs/ui.md has
+/// the steps per browser).
+pub fn ui_login_lines(dev: &DevPki, ca: &Path, base: &str) -> Vec<String> {
+    let terminal = Principal::from_uri(&format!("kiban:office:{DEV_STAFF_OFFICE}:terminal:T-01"));
+    let Some(files) = terminal.and_then(|p| dev.client(&p).cloned()) else {
+        return Vec::new();
+    };
+    vec![
+        format!("office web screen: {base}/ui/caseload (steps per browser: docs/ui.md)"),
+        format!("  1. trust the CA {} for websites", ca.display()),
+        format!(
+            "  2. import the terminal certificate {} (password {DEV_PKCS12_PASSWORD})",
+            files.p12.display()
+        ),
+        format!(
+            "  3. log in as office {DEV_STAFF_OFFICE} staff: user ID {DEV_STAFF_USER}, password {DEV_STAFF_PASSWORD}"
+        ),
+    ]
 }
 
 /// Ready-to-paste curl commands for the development certificates, against

@@ -333,6 +333,7 @@ impl Parts {
             Tls::Development => {
                 let pki = dev_pki::dev_certificates(&data_dir.join("certs"))?;
                 dev_pki::bootstrap_dev_terminals(&self.engine, &pki, clock()).await?;
+                dev_pki::bootstrap_dev_staff(projections.db()).await?;
                 (pki.tls.clone(), Some(pki))
             }
         };
@@ -569,6 +570,20 @@ impl System {
                 dev: Some(dev),
                 ..
             }) => dev_pki::curl_examples(dev, &tls.client_ca, &format!("https://{addr}")),
+            _ => Vec::new(),
+        }
+    }
+
+    /// How to open the office web screen in a browser with the development
+    /// certificates and the development staff account.
+    pub fn ui_login_lines(&self) -> Vec<String> {
+        match &self.api {
+            Some(Api {
+                addr,
+                tls,
+                dev: Some(dev),
+                ..
+            }) => dev_pki::ui_login_lines(dev, &tls.client_ca, &format!("https://{addr}")),
             _ => Vec::new(),
         }
     }

@@ -111,6 +111,21 @@ pub enum Applicant {
     },
 }
 
+/// The insured person's own name as the application form (要介護認定申請書)
+/// carries it: 氏名 and フリガナ, each sealed with the person's key (a
+/// producer sends `{"plain": ...}`). What care staff know their clients by;
+/// the platform never needs it to route anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct InsuredName {
+    /// 氏名, sealed.
+    pub name: SealedValue,
+    /// フリガナ (katakana), sealed; none when the form had none.
+    #[serde(default)]
+    pub kana: Option<SealedValue>,
+}
+
 /// A certification as looked up elsewhere (the insured person's current one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrentCertification {
@@ -143,7 +158,7 @@ domain_events! {
     /// What happens to a certification application.
     pub enum CertificationEvent {
         /// An application for certification was filed (申請).
-        ApplicationFiled = "certification.filed", v 1, by [Insurer, Office],
+        ApplicationFiled = "certification.filed", v 2, by [Insurer, Office],
             label "要介護認定 申請" / "Application filed" {
             /// The insurer.
             insurer: InsurerNumber,
@@ -159,6 +174,8 @@ domain_events! {
             applied_on: NaiveDate,
             /// The certification current when filed (renewal and change), as looked up.
             current_certification: Option<CurrentCertification>,
+            /// The insured person's name and kana from the form, sealed; the latest filing's is the person's name on the care staff's screens.
+            insured_name: Option<InsuredName>,
         }
         /// The certification investigation (認定調査) was scheduled.
         InvestigationScheduled = "certification.investigation_scheduled", v 1, by [Insurer, Office],
@@ -280,6 +297,10 @@ pub enum CertificationCommand {
         applied_on: NaiveDate,
         /// The person's current certification, looked up by the engine.
         current_certification: Option<CurrentCertification>,
+        /// The insured person's name and kana (optional; older producers
+        /// leave it out).
+        #[serde(default)]
+        insured_name: Option<InsuredName>,
     },
     /// Schedule the investigation.
     ScheduleInvestigation {
@@ -674,6 +695,7 @@ fn file(
         applicant,
         applied_on,
         current_certification,
+        insured_name,
     } = command
     else {
         unreachable!("called for FileApplication only")
@@ -701,6 +723,7 @@ fn file(
             applicant: applicant.clone(),
             applied_on: *applied_on,
             current_certification: current_certification.clone(),
+            insured_name: insured_name.clone(),
         }
         .into(),
     ])

@@ -36,14 +36,32 @@ pub struct Upcaster {
 }
 
 /// Every upcaster step, by event type and version.
-pub const UPCASTERS: &[Upcaster] = &[Upcaster {
-    event_type: "insured.moved_house",
-    from: 1,
-    doc: "v1 named the sealed address `new_address`; v2 names it `address`, like every \
+pub const UPCASTERS: &[Upcaster] = &[
+    Upcaster {
+        event_type: "insured.moved_house",
+        from: 1,
+        doc: "v1 named the sealed address `new_address`; v2 names it `address`, like every \
           personal field, which producers now send as plaintext (`{\"plain\": ...}`) for kiban \
           to seal. The value is kept as it was (a v1 value sealed elsewhere stays unreadable).",
-    apply: moved_house_v1_to_v2,
-}];
+        apply: moved_house_v1_to_v2,
+    },
+    Upcaster {
+        event_type: "certification.filed",
+        from: 1,
+        doc: "v2 adds `insured_name`, the insured person's name and kana from the application form, \
+          sealed; a v1 filing had none (null).",
+        apply: filed_v1_to_v2,
+    },
+];
+
+/// `certification.filed` v1 → v2: no name was given.
+fn filed_v1_to_v2(mut payload: JsonObject) -> Result<JsonObject, String> {
+    if payload.contains_key("insured_name") {
+        return Err("v1 payload already has `insured_name`".to_owned());
+    }
+    payload.insert("insured_name".to_owned(), Value::Null);
+    Ok(payload)
+}
 
 /// `insured.moved_house` v1 → v2: `new_address` becomes `address`.
 fn moved_house_v1_to_v2(mut payload: JsonObject) -> Result<JsonObject, String> {

@@ -505,7 +505,7 @@ string_value!(ServiceTypeCode);
 /// The payload keys that hold personal fields ([`SealedValue`]s) wherever
 /// they appear: a producer must send them as plaintext (`{"plain": ...}`)
 /// for kiban to seal, never as a bare string (docs/integration.md).
-pub const PERSONAL_FIELDS: &[&str] = &["address", "name"];
+pub const PERSONAL_FIELDS: &[&str] = &["address", "name", "kana"];
 
 /// Longest sealed value, in bytes.
 pub const SEALED_BYTES_MAX: usize = 4096;

@@ -16,7 +16,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use kiban_events::domain::certification::{Applicant, CertificationEvent};
+use kiban_events::domain::certification::{Applicant, CertificationEvent, InsuredName};
 use kiban_events::domain::certification::{CertificationApplication, CertificationStatus};
 use kiban_events::domain::insured::{InsuredEvent, InsuredPerson, InsuredState};
 use kiban_events::domain::{Decider, SealedValue};
@@ -64,6 +64,10 @@ pub struct PersonDoc {
     pub last_position: u64,
     /// The offices currently filed in the caseload index.
     pub offices: BTreeSet<String>,
+    /// The insured person's name and kana from their latest filing that
+    /// carried one, sealed; none when never given or forgotten.
+    #[serde(default)]
+    pub name: Option<InsuredName>,
 }
 
 impl PersonDoc {
@@ -88,8 +92,10 @@ impl PersonDoc {
                 _ => {}
             }
         }
+        fields.name = self.name.clone();
         if fields.forgotten_at.is_some() {
             fields.address = None;
+            fields.name = None;
         }
         fields
     }
@@ -105,6 +111,8 @@ pub struct PersonalFields {
     pub moved_on: Option<NaiveDate>,
     /// When the person was forgotten (本人情報の消去), if they were.
     pub forgotten_at: Option<DateTime<Utc>>,
+    /// The name and kana of the latest filing that carried them, sealed.
+    pub name: Option<InsuredName>,
 }
 
 /// A certification application as the read side keeps it.
@@ -143,8 +151,9 @@ impl Projection for CareProjection {
 
     fn schema_version(&self) -> u32 {
         // 2: `insured.moved_house` v2 (`address`) in the stored events, and
-        // personal fields removed when a person is forgotten.
-        2
+        // personal fields removed when a person is forgotten. 3: the
+        // person's sealed name (`certification.filed` v2).
+        3
     }
 
     fn prefetch(&self, event: &Event, keys: &mut Vec<String>) {
@@ -181,6 +190,7 @@ fn new_person(insurer: &str, insured: &str, event: &Event) -> PersonDoc {
         last_updated_at: event.recorded.occurred_at,
         last_position: event.position(),
         offices: BTreeSet::new(),
+        name: None,
     }
 }
 
@@ -203,6 +213,7 @@ async fn apply_insured(tx: &mut Tx, event: &Event) -> Result<()> {
     person.events.push(event.stamp(insured.clone()));
     if forgotten {
         forget_moves(person);
+        person.name = None;
     }
     person.last_updated_at = event.recorded.occurred_at;
     person.last_position = event.position();
@@ -237,8 +248,8 @@ fn forget_moves(person: &mut PersonDoc) {
     }
 }
 
-/// Removes family applicants' names from the applications of `person`
-/// (`<insurer>-<insured>`).
+/// Removes family applicants' names and the insured person's own name from
+/// the applications of `person` (`<insurer>-<insured>`).
 async fn forget_applications(tx: &mut Tx, person: &str) -> Result<()> {
     for key in tx.index_keys(APPLICATIONS_INDEX, person).await? {
         let Some(mut application) = tx.get::<ApplicationDoc>(&key).await? else {
@@ -246,11 +257,16 @@ async fn forget_applications(tx: &mut Tx, person: &str) -> Result<()> {
         };
         let mut changed = false;
         for stamped in &mut application.events {
-            if let CertificationEvent::ApplicationFiled(filed) = &mut stamped.event
-                && let Applicant::Family { name } = &mut filed.applicant
+            let CertificationEvent::ApplicationFiled(filed) = &mut stamped.event else {
+                continue;
+            };
+            if let Applicant::Family { name } = &mut filed.applicant
                 && name.is_some()
             {
                 *name = None;
+                changed = true;
+            }
+            if filed.insured_name.take().is_some() {
                 changed = true;
             }
         }
@@ -300,5 +316,10 @@ async fn apply_certification(tx: &mut Tx, event: &Event) -> Result<()> {
         .await?;
     person_doc.last_updated_at = event.recorded.occurred_at;
     person_doc.last_position = event.position();
+    if let CertificationEvent::ApplicationFiled(filed) = certification
+        && let Some(name) = &filed.insured_name
+    {
+        person_doc.name = Some(name.clone());
+    }
     Ok(())
 }

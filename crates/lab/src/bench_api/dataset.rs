@@ -317,6 +317,7 @@ fn person_streams(
                 },
                 applied_on: jst_date(filed),
                 current_certification: None,
+                insured_name: None,
             },
             as_office(&care_plan_office),
             day(0),
