@@ -53,6 +53,8 @@ const STAFF_USER: &str = "sato.care";
 const NAMED_PERSON: &str = "0000077777";
 const NAMED: &str = "山田 太郎";
 const NAMED_KANA: &str = "ヤマダ タロウ";
+/// The caseload searched for やまだ (percent-encoded).
+const SEARCH_YAMADA: &str = "/ui/caseload?q=%E3%82%84%E3%81%BE%E3%81%A0";
 const STAFF_PASSWORD: &str = "correct horse battery staple";
 /// The browser, its WebDriver and the managed policy file that lets it
 /// present the client certificate to the loopback test server without
@@ -557,12 +559,7 @@ async fn names_are_logged_reads_once_per_session_searched_and_forgotten(db: &Tes
     ui_page(&server, &session, "/ui/caseload/rows").await;
     assert_eq!(reads_of(&server, NAMED_PERSON).await, 1, "once per session");
     // Search by hiragana: only the named person.
-    let found = ui_page(
-        &server,
-        &session,
-        "/ui/caseload?q=%E3%82%84%E3%81%BE%E3%81%A0",
-    )
-    .await;
+    let found = ui_page(&server, &session, SEARCH_YAMADA).await;
     assert!(
         found.contains(&named_row) && !found.contains(&other_row),
         "{found}"
@@ -601,12 +598,7 @@ async fn names_are_logged_reads_once_per_session_searched_and_forgotten(db: &Tes
         !page.contains(NAMED) && !page.contains(NAMED_KANA),
         "{page}"
     );
-    let found = ui_page(
-        &server,
-        &session,
-        "/ui/caseload?q=%E3%82%84%E3%81%BE%E3%81%A0",
-    )
-    .await;
+    let found = ui_page(&server, &session, SEARCH_YAMADA).await;
     assert!(
         !found.contains(&named_row),
         "a forgotten name was searched: {found}"
