@@ -191,5 +191,10 @@ pub async fn assert_keyboard_reaches(
         }
         seen.push(id);
     }
+    // Leave the page as it was found (screenshots follow).
+    client
+        .execute("document.activeElement.blur();", vec![])
+        .await
+        .unwrap();
     seen
 }

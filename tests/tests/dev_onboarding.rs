@@ -12,7 +12,9 @@ use kiban_projections::Db;
 use kiban_system::{ApiOptions, System, SystemBuilder, Tls};
 use kiban_tests::{Backend, TestDb};
 
-async fn start(db: &TestDb, dir: &std::path::Path) -> System {
+/// The system as `kiban serve` starts it in development mode (the
+/// in-process bus, HTTPS with development certificates under `dir`).
+pub(crate) async fn start(db: &TestDb, dir: &std::path::Path) -> System {
     SystemBuilder::new(db.url(), dir)
         .api(Some(ApiOptions {
             listen: "127.0.0.1:0".parse().unwrap(),

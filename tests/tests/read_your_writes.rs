@@ -28,7 +28,6 @@ use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
 use kiban_events::domain::{CareLevel, CopaymentRatio};
 use kiban_events::envelope::{Actor, EventId};
 use kiban_events::ids::{InsuredNumber, InsurerNumber};
-use kiban_system::{ApiOptions, SystemBuilder, Tls};
 use kiban_tests::{Backend, TestDb, bounded};
 use serde_json::json;
 use uuid::Uuid;
@@ -44,15 +43,7 @@ async fn the_remaining_home_modification_amount_reflects_work_just_recorded() {
     let db = TestDb::new(Backend::Sqlite).await;
     seed(&db).await;
     let dir = tempfile::tempdir().unwrap();
-    let system = SystemBuilder::new(db.url(), dir.path())
-        .api(Some(ApiOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tls: Tls::Development,
-            card_trust: None,
-        }))
-        .start()
-        .await
-        .unwrap();
+    let system = crate::dev_onboarding::start(&db, dir.path()).await;
     let insurer = InsurerNumber::parse(INSURER).unwrap();
     let person = InsuredNumber::parse(PERSON).unwrap();
     let client = |uri: &str| {

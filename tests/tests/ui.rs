@@ -35,7 +35,10 @@ use crate::api::Served;
 use crate::projections::on_both_backends;
 use crate::projections::script::*;
 
-on_both_backends!(staff_logins_lock_out_and_sessions_bind_to_the_office,);
+on_both_backends!(
+    staff_logins_lock_out_and_sessions_bind_to_the_office,
+    names_are_logged_reads_once_per_session_searched_and_forgotten,
+);
 
 /// The browser scenario runs once, on PostgreSQL (the production backend);
 /// the staff tables are covered on both by the test above.
@@ -50,6 +53,8 @@ const STAFF_USER: &str = "sato.care";
 const NAMED_PERSON: &str = "0000077777";
 const NAMED: &str = "山田 太郎";
 const NAMED_KANA: &str = "ヤマダ タロウ";
+/// The caseload searched for やまだ (percent-encoded).
+const SEARCH_YAMADA: &str = "/ui/caseload?q=%E3%82%84%E3%81%BE%E3%81%A0";
 const STAFF_PASSWORD: &str = "correct horse battery staple";
 /// The browser, its WebDriver and the managed policy file that lets it
 /// present the client certificate to the loopback test server without
@@ -462,6 +467,167 @@ async fn give_consent(server: &UiServer, insured: &str, at: DateTime<Utc>) {
 
 use crate::projections::script::run as run_command;
 
+/// The named person files with their name and kana (sealed) and consents
+/// to the office.
+async fn seed_named_person(server: &UiServer) {
+    ingest(
+        &server.engine,
+        INSURER,
+        NAMED_PERSON,
+        Some(1),
+        "certification.filed",
+        10,
+        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-10",
+               "insured_name": {"name": {"plain": NAMED}, "kana": {"plain": NAMED_KANA}}}),
+    )
+    .await;
+    give_consent(server, NAMED_PERSON, day(29)).await;
+}
+
+/// A staff session at the office terminal: an HTTPS client presenting the
+/// terminal's certificate, and the session cookie.
+async fn staff_session(server: &UiServer) -> (reqwest::Client, String) {
+    let accounts = server.projections.db().clone();
+    let opened = staff::login(
+        &accounts,
+        &office(),
+        TERMINAL,
+        STAFF_USER,
+        STAFF_PASSWORD,
+        day(30),
+    )
+    .await
+    .unwrap();
+    let LoginOutcome::Opened(session) = opened else {
+        panic!("login refused: {opened:?}");
+    };
+    let ca = std::fs::read(&server.pki.tls.client_ca).unwrap();
+    let pem = std::fs::read(&server.pki.client(&office_terminal()).unwrap().pem).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let cookie = format!("{}={}", kiban_api::ui::SESSION_COOKIE, session.token);
+    (client, cookie)
+}
+
+/// The HTML of `path` in a staff session.
+async fn ui_page(
+    server: &UiServer,
+    (client, cookie): &(reqwest::Client, String),
+    path: &str,
+) -> String {
+    let response = client
+        .get(format!("{}{path}", server.base))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK, "{path}");
+    response.text().await.unwrap()
+}
+
+/// Names without a browser, on both backends: shown opened in the
+/// caseload and on the person page; a logged read once per person per
+/// staff session (two pages of one session log once, a second session logs
+/// again, the person page always logs); found by hiragana when opening
+/// (the other persons left out); 忘却済み once forgotten.
+async fn names_are_logged_reads_once_per_session_searched_and_forgotten(db: &TestDb) {
+    let server = UiServer::start(db).await;
+    staff::add_staff(
+        server.projections.db(),
+        &office(),
+        STAFF_USER,
+        STAFF_PASSWORD,
+    )
+    .await
+    .unwrap();
+    seed_named_person(&server).await;
+    let named_row = format!("id=\"person-{INSURER}-{NAMED_PERSON}\"");
+    let other_row = format!("id=\"person-{INSURER}-{PERSON}\"");
+
+    let session = staff_session(&server).await;
+    let page = ui_page(&server, &session, "/ui/caseload").await;
+    assert!(
+        page.contains(&named_row) && page.contains(NAMED) && page.contains(NAMED_KANA),
+        "{page}"
+    );
+    assert_eq!(reads_of(&server, NAMED_PERSON).await, 1);
+    ui_page(&server, &session, "/ui/caseload/rows").await;
+    assert_eq!(reads_of(&server, NAMED_PERSON).await, 1, "once per session");
+    // Search by hiragana: only the named person.
+    let found = ui_page(&server, &session, SEARCH_YAMADA).await;
+    assert!(
+        found.contains(&named_row) && !found.contains(&other_row),
+        "{found}"
+    );
+    let none = ui_page(
+        &server,
+        &session,
+        "/ui/caseload?q=%E3%81%99%E3%81%9A%E3%81%8D",
+    )
+    .await;
+    assert!(!none.contains(&named_row), "すずき matched: {none}");
+    // Another session logs again; the person page always logs.
+    let second = staff_session(&server).await;
+    ui_page(&server, &second, "/ui/caseload").await;
+    assert_eq!(reads_of(&server, NAMED_PERSON).await, 2, "a new session");
+    let person = ui_page(
+        &server,
+        &second,
+        &format!("/ui/persons/{INSURER}/{NAMED_PERSON}"),
+    )
+    .await;
+    assert!(
+        person.contains(NAMED) && person.contains(NAMED_KANA),
+        "{person}"
+    );
+    assert_eq!(reads_of(&server, NAMED_PERSON).await, 3);
+
+    // Forgotten: 忘却済み, the name nowhere.
+    forget_named_person(&server).await;
+    let page = ui_page(&server, &session, "/ui/caseload").await;
+    assert!(
+        page.contains(&named_row) && page.contains("忘却済み"),
+        "{page}"
+    );
+    assert!(
+        !page.contains(NAMED) && !page.contains(NAMED_KANA),
+        "{page}"
+    );
+    let found = ui_page(&server, &session, SEARCH_YAMADA).await;
+    assert!(
+        !found.contains(&named_row),
+        "a forgotten name was searched: {found}"
+    );
+    server.stop().await;
+}
+
+/// The named person's insurer forgets them (本人情報の消去); the read
+/// models have caught up on return.
+async fn forget_named_person(server: &UiServer) {
+    let done = server
+        .engine
+        .forget_person(
+            &insurer(),
+            &InsuredNumber::parse(NAMED_PERSON).unwrap(),
+            Actor::Insurer(insurer()),
+            day(30),
+        )
+        .await
+        .unwrap();
+    let position = *done.executed.positions().last().unwrap();
+    bounded(
+        "forgetting projected",
+        server.projections.wait_for(position),
+    )
+    .await
+    .unwrap();
+}
+
 /// The named person's `insured.record_viewed` events.
 async fn reads_of(server: &UiServer, insured: &str) -> usize {
     let stream = insured_stream(&insurer(), &InsuredNumber::parse(insured).unwrap());
@@ -508,23 +674,7 @@ async fn names_in_the_caseload(server: &UiServer, client: &Client) {
         "one read per session"
     );
     // Forgotten: 忘却済み, with nothing to decrypt.
-    let done = server
-        .engine
-        .forget_person(
-            &insurer(),
-            &InsuredNumber::parse(NAMED_PERSON).unwrap(),
-            Actor::Insurer(insurer()),
-            day(30),
-        )
-        .await
-        .unwrap();
-    let position = *done.executed.positions().last().unwrap();
-    bounded(
-        "forgetting projected",
-        server.projections.wait_for(position),
-    )
-    .await
-    .unwrap();
+    forget_named_person(server).await;
     client.goto(&format!("{base}/ui/caseload")).await.unwrap();
     wait_text(client, &format!("{named_row} .name"), "忘却済み").await;
 }
@@ -577,18 +727,7 @@ async fn browser_scenario(db: &TestDb) {
         .unwrap();
     bring_waiting_person_to_the_decision(&server.engine).await;
     give_consent(&server, WAITING_PERSON, day(29)).await;
-    ingest(
-        &server.engine,
-        INSURER,
-        NAMED_PERSON,
-        Some(1),
-        "certification.filed",
-        10,
-        json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-10",
-               "insured_name": {"name": {"plain": NAMED}, "kana": {"plain": NAMED_KANA}}}),
-    )
-    .await;
-    give_consent(&server, NAMED_PERSON, day(29)).await;
+    seed_named_person(&server).await;
     let home = nss_home(&server);
     let profile = server.dir.path().join("profile");
     let (driver, client) = start_browser(&home, &profile).await;
