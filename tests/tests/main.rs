@@ -8,6 +8,7 @@ mod crash_safety;
 mod engine;
 mod faults;
 mod ingest;
+mod person_view;
 mod projections;
 mod read_your_writes;
 mod routing;

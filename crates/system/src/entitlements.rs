@@ -13,7 +13,8 @@
 //!   `insured.renewal_window_opened`), care-plan office registration and
 //!   benefit-ledger changes (home modification, equipment purchase).
 //!
-//! Never routed: the access log (`insured.record_viewed`), consents
+//! Never routed: the access log (`insured.record_viewed`,
+//! `insured.own_record_viewed`), consents
 //! (`insured.consent_*`, about the relation rather than the person's care),
 //! moves (`insured.moved_house`, an address fact), and everything that is
 //! not about a person (offices, insurers, subsidies).
@@ -60,6 +61,7 @@ pub fn routed_person(event: &RecordedEvent) -> Option<(String, String)> {
                 && !matches!(
                     event.event_type.as_str(),
                     "insured.record_viewed"
+                        | "insured.own_record_viewed"
                         | "insured.consent_given"
                         | "insured.consent_revoked"
                         | "insured.consent_expired"
