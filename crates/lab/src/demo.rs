@@ -1002,7 +1002,9 @@ impl Story {
             .await?;
         self.out.note(&format!(
             "{p1} sees their care level {} and {} consent(s)",
-            shown(&record, "/eligibility/certification/level"),
+            record["eligibility"]["certification"]["level"]
+                .as_str()
+                .unwrap_or("-"),
             record["consents"].as_array().map_or(0, Vec::len),
         ));
         let log = self
@@ -1022,13 +1024,14 @@ impl Story {
         if reads.is_empty() {
             bail!("the person sees no office's read of their record: {log}");
         }
+        let text = |entry: &Value, key: &str| entry[key].as_str().unwrap_or("-").to_owned();
         for entry in reads {
             self.out.line(&format!(
                 "   ✔ {p1} sees: office {} terminal {} read the record at {} (basis {})",
-                shown(entry, "/office"),
-                shown(entry, "/terminal"),
-                shown(entry, "/viewed_at"),
-                shown(entry, "/basis"),
+                text(entry, "office"),
+                text(entry, "terminal"),
+                text(entry, "viewed_at"),
+                text(entry, "basis"),
             ));
         }
         Ok(())
