@@ -318,6 +318,23 @@ pub(crate) mod script {
         .await
     }
 
+    /// The insurer links a card certificate to `PERSON` (day 27), so that
+    /// every read model, `card_links` too, has a document; returns its
+    /// position.
+    pub async fn link_a_card(engine: &Engine<Store>) -> u64 {
+        run::<InsuredPerson>(
+            engine,
+            &insured_stream(&insurer(), &InsuredNumber::parse(PERSON).unwrap()),
+            InsuredCommand::LinkCard {
+                issuer: "CN=kiban test JPKI user authentication CA".to_owned(),
+                serial: "1001".to_owned(),
+            },
+            Actor::Insurer(insurer()),
+            day(27),
+        )
+        .await
+    }
+
     /// A fingerprint for suites that do not check terminals.
     pub const ANY_CREDENTIAL: &str =
         "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
@@ -542,21 +559,8 @@ async fn a_rebuild_gives_identical_read_models_and_swaps_them_in(db: &TestDb) {
     let engine = Arc::new(Engine::new(store.clone()));
     let projections = start(db, &store).await;
     history(&engine, ANY_CREDENTIAL).await;
-    // A card link, so that every read model has documents to rebuild.
-    let last = run::<kiban_events::domain::insured::InsuredPerson>(
-        &engine,
-        &kiban_events::domain::insured::insured_stream(
-            &insurer(),
-            &kiban_events::ids::InsuredNumber::parse(PERSON).unwrap(),
-        ),
-        kiban_events::domain::insured::InsuredCommand::LinkCard {
-            issuer: "CN=kiban test JPKI user authentication CA".to_owned(),
-            serial: "1001".to_owned(),
-        },
-        kiban_events::Actor::Insurer(insurer()),
-        day(27),
-    )
-    .await;
+    // So that every read model has documents to rebuild.
+    let last = link_a_card(&engine).await;
     caught_up(&projections, last).await;
     let names = projections.names();
     let mut before = Vec::new();
