@@ -6,7 +6,6 @@
 //! HTTPS on both backends. The browser side is `ui::a_person_signs_in_…`.
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use kiban_card::JpkiCard;
 use kiban_card::test_pki::{generate_rsa_key, test_not_before};
@@ -109,7 +108,8 @@ async fn as_person(
     send(request, body).await
 }
 
-/// The insurer links `card` to `insured`.
+/// The insurer links `card` to `insured`, and the link reaches the read
+/// model the sign-in looks it up in.
 async fn link(h: &Harness, insured: &str, card: VirtualJpkiCard) {
     let (certificate, _) = signed_by(card, &"x".repeat(32));
     let (status, body) = h
@@ -121,6 +121,10 @@ async fn link(h: &Harness, insured: &str, card: VirtualJpkiCard) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+    let position = body["positions"][0].as_u64().expect("a position");
+    bounded("the card link projected", h.projections.wait_for(position))
+        .await
+        .unwrap();
 }
 
 /// Signs in with `card` through `/v1/me`: the answer's status and body.
@@ -161,20 +165,6 @@ async fn a_person_signs_in_with_their_card_and_reads_only_their_own_record(db: &
     let h = Harness::start(db).await;
     link(&h, PERSON, card("first")).await;
     link(&h, WAITING_PERSON, card("second")).await;
-    // The card links reach the read model the sign-in looks them up in.
-    bounded("card links projected", async {
-        while h
-            .projections
-            .lag()
-            .await
-            .unwrap()
-            .iter()
-            .any(|l| l.events() > 0)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
 
     // A card linked to nobody, and a card from an untrusted CA: refused.
     let (status, body) = sign_in(&h, card("unlinked")).await;
@@ -368,19 +358,6 @@ fn is_person_view(path: &str) -> bool {
 async fn the_person_principal_opens_only_the_persons_view(db: &TestDb) {
     let h = Harness::start(db).await;
     link(&h, PERSON, card("first")).await;
-    bounded("card link projected", async {
-        while h
-            .projections
-            .lag()
-            .await
-            .unwrap()
-            .iter()
-            .any(|l| l.events() > 0)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
     let token = token_of(&h, card("first")).await;
     let routes = every_route();
     let me_routes: Vec<_> = routes

@@ -137,7 +137,10 @@ async fn a_database_from_before_the_migrations_opens_and_keeps_its_rows(db: &Tes
 
     let store = db.open().await;
     let read_db = Db::open(db.url()).await.expect("the read models open");
-    assert_eq!(applied_versions(&read_db).await, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        applied_versions(&read_db).await,
+        vec![1, 2, 3, 4, 5, 6, 7, 8]
+    );
 
     // The rows the old code wrote are still there and still served.
     let kept: Option<serde_json::Value> = read_db.document("legacy", "k").await.unwrap();

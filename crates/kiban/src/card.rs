@@ -52,15 +52,8 @@ pub enum CardCommand {
         /// The key, when not in the `--cert` file.
         #[arg(long)]
         key: Option<PathBuf>,
-        /// The platform CA certificate (PEM) the server's certificate chains to.
-        #[arg(long)]
-        cacert: PathBuf,
-        /// A reader name (default: the first with a card).
-        #[arg(long)]
-        reader: Option<String>,
-        /// Read the PIN from one line of standard input (for tests and scripts).
-        #[arg(long)]
-        pin_stdin: bool,
+        #[command(flatten)]
+        card: CardSide,
     },
     /// Sign in to your own view (ご本人の情報) with your card: with
     /// `--code`, the sign-in the web page `/me/login` shows; without it, a
@@ -72,28 +65,29 @@ pub enum CardCommand {
         /// The code the sign-in page shows (確認コード).
         #[arg(long)]
         code: Option<String>,
-        /// The platform CA certificate (PEM) the server's certificate chains to.
-        #[arg(long)]
-        cacert: PathBuf,
-        /// A reader name (default: the first with a card).
-        #[arg(long)]
-        reader: Option<String>,
-        /// Read the PIN from one line of standard input (for tests and scripts).
-        #[arg(long)]
-        pin_stdin: bool,
+        #[command(flatten)]
+        card: CardSide,
     },
+}
+
+/// What both card commands take: the server's CA, the reader, the PIN.
+#[derive(Debug, clap::Args)]
+pub struct CardSide {
+    /// The platform CA certificate (PEM) the server's certificate chains to.
+    #[arg(long)]
+    cacert: PathBuf,
+    /// A reader name (default: the first with a card).
+    #[arg(long)]
+    reader: Option<String>,
+    /// Read the PIN from one line of standard input (for tests and scripts).
+    #[arg(long)]
+    pin_stdin: bool,
 }
 
 /// Runs a card command.
 pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
     match command {
-        CardCommand::SignIn {
-            server,
-            code,
-            cacert,
-            reader,
-            pin_stdin,
-        } => sign_in(&server, code, &cacert, reader, pin_stdin).await,
+        CardCommand::SignIn { server, code, card } => sign_in(&server, code, card).await,
         CardCommand::Status => {
             let report = tokio::task::spawn_blocking(kiban_card::status_report).await?;
             println!("{report}");
@@ -107,11 +101,9 @@ pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
             days,
             cert,
             key,
-            cacert,
-            reader,
-            pin_stdin,
+            card,
         } => {
-            let client = client(&server, &cert, key.as_deref(), &cacert)?;
+            let client = client(&server, &cert, key.as_deref(), &card.cacert)?;
             let expires = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
             let issued = client
                 .consent_challenge(&ChallengeRequest {
@@ -127,7 +119,7 @@ pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
                     "the terminal certificate is not for office {office} / 端末の証明書が事業所 {office} のものではありません"
                 );
             }
-            let Some(signed) = card_signs(pin_stdin, reader, issued.nonce, challenge).await? else {
+            let Some(signed) = card_signs(card, issued.nonce, challenge).await? else {
                 return Ok(ExitCode::FAILURE);
             };
             let recorded = client.card_consent(&signed).await.map_err(refused)?;
@@ -182,13 +174,8 @@ fn read_pin(from_stdin: bool) -> anyhow::Result<Pin> {
 
 /// `kiban card sign-in`: signs the page's code (or a new API challenge)
 /// with the card and opens the person's session.
-async fn sign_in(
-    server: &str,
-    code: Option<String>,
-    cacert: &std::path::Path,
-    reader: Option<String>,
-    pin_stdin: bool,
-) -> anyhow::Result<ExitCode> {
+async fn sign_in(server: &str, code: Option<String>, card: CardSide) -> anyhow::Result<ExitCode> {
+    let cacert = &card.cacert;
     let ca = std::fs::read(cacert).with_context(|| format!("reading {}", cacert.display()))?;
     let client = Client::new(server, &ca, None)?;
     let nonce = match code {
@@ -197,7 +184,7 @@ async fn sign_in(
     };
     let text = sign_in_challenge_text(&nonce);
     println!("signing in to / サインイン先: {server} (code / 確認コード {nonce})");
-    let Some(signed) = card_signs(pin_stdin, reader, nonce, text).await? else {
+    let Some(signed) = card_signs(card, nonce, text).await? else {
         return Ok(ExitCode::FAILURE);
     };
     let session = client.sign_in(&signed).await.map_err(refused)?;
@@ -214,16 +201,16 @@ async fn sign_in(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the PIN, has the card on `reader` sign `text`, and answers the
+/// Reads the PIN, has the card on the reader sign `text`, and answers the
 /// signed challenge `nonce` to post; `None` after printing a card error
 /// (wrong PIN, no card, …) in English and Japanese.
 async fn card_signs(
-    pin_stdin: bool,
-    reader: Option<String>,
+    card: CardSide,
     nonce: String,
     text: String,
 ) -> anyhow::Result<Option<SignedChallenge>> {
-    let pin = read_pin(pin_stdin)?;
+    let pin = read_pin(card.pin_stdin)?;
+    let reader = card.reader;
     let signed = tokio::task::spawn_blocking(move || {
         sign_challenge_with_card(reader.as_deref(), CARD_WAIT, &pin, text.as_bytes())
     })
