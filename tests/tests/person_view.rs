@@ -26,6 +26,7 @@ use crate::projections::on_both_backends;
 use crate::projections::script::*;
 
 on_both_backends!(
+    a_browser_collects_only_its_own_sign_in_and_forms_need_the_sessions_token,
     a_person_signs_in_with_their_card_and_reads_only_their_own_record,
     the_person_principal_opens_only_the_persons_view,
     a_person_revokes_a_consent_and_the_office_can_no_longer_read,
@@ -487,5 +488,135 @@ async fn a_person_revokes_a_consent_and_the_office_can_no_longer_read(db: &TestD
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (_, record) = as_person(&h, Some(&first), Method::GET, "/v1/me", None).await;
     assert_eq!(record["consents"], json!([]), "{record}");
+    h.stop().await;
+}
+
+/// A client without a certificate that does not follow redirects, so that
+/// the test sees each `Set-Cookie` and `Location`.
+fn browser(h: &Harness) -> reqwest::Client {
+    let ca = std::fs::read(&h.pki.tls.client_ca).unwrap();
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of cookie `name` a response sets, if it does.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.strip_prefix(&format!("{name}="))?
+                .split(';')
+                .next()
+                .map(str::to_owned)
+        })
+}
+
+async fn a_browser_collects_only_its_own_sign_in_and_forms_need_the_sessions_token(db: &TestDb) {
+    let h = Harness::start(db).await;
+    link(&h, PERSON, card("first")).await;
+    let other = kiban_events::ids::OfficeNumber::parse("1319999999").unwrap();
+    let last = run::<InsuredPerson>(
+        &h.engine,
+        &insured_stream(&insurer(), &InsuredNumber::parse(PERSON).unwrap()),
+        InsuredCommand::GiveConsent {
+            office: other.clone(),
+            terminal: TerminalId::parse("T-09").unwrap(),
+            expires_at: day(60),
+        },
+        Actor::system("consent").unwrap(),
+        day(29),
+    )
+    .await;
+    bounded("consent projected", h.projections.wait_for(last))
+        .await
+        .unwrap();
+    let web = browser(&h);
+    // The sign-in page: a code, bound to this browser by its cookie.
+    let page = web
+        .get(format!("{}/me/login", h.base))
+        .send()
+        .await
+        .unwrap();
+    let secret = set_cookie(&page, "kiban_me_signin").expect("the sign-in cookie");
+    let html = page.text().await.unwrap();
+    let code = html
+        .split("id=\"sign-in-code\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the code on the page")
+        .to_owned();
+    let (certificate, signature) =
+        signed_by(card("first"), &kiban_api::me::sign_in_challenge_text(&code));
+    let body = json!({"nonce": code, "certificate_hex": certificate, "signature_hex": signature});
+    let (status, signed) = as_person(&h, None, Method::POST, "/v1/me/sessions", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{signed}");
+    assert_eq!(
+        (signed["browser"].as_bool(), &signed["token"]),
+        (Some(true), &Value::Null)
+    );
+    // Another browser (another secret) cannot collect it: a new code.
+    let complete = |secret: String| {
+        web.post(format!("{}/me/login", h.base))
+            .header("cookie", format!("kiban_me_signin={secret}"))
+            .form(&[("nonce", code.as_str())])
+            .send()
+    };
+    let stolen = complete("0".repeat(64)).await.unwrap();
+    assert_eq!(stolen.status(), StatusCode::OK);
+    assert_eq!(set_cookie(&stolen, "kiban_me_session"), None);
+    // The browser that showed the code gets the session, once.
+    let mine = complete(secret.clone()).await.unwrap();
+    assert_eq!(mine.status(), StatusCode::SEE_OTHER);
+    let session = set_cookie(&mine, "kiban_me_session").expect("the session cookie");
+    let again = complete(secret).await.unwrap();
+    assert_eq!(set_cookie(&again, "kiban_me_session"), None);
+    // A form without the session's CSRF token changes nothing.
+    let revoke = format!("{}/me/consents/{other}/revoke", h.base);
+    let forged = web
+        .post(&revoke)
+        .header("cookie", format!("kiban_me_session={session}"))
+        .form(&[("csrf", "0".repeat(64))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let eligibility = format!("/v1/persons/{INSURER}/{PERSON}/eligibility");
+    assert_eq!(h.get(&other_office(), &eligibility).await.0, StatusCode::OK);
+    // With the page's token the person revokes the consent.
+    let page = web
+        .get(format!("{}/me", h.base))
+        .header("cookie", format!("kiban_me_session={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the CSRF token")
+        .to_owned();
+    let revoked = web
+        .post(&revoke)
+        .header("cookie", format!("kiban_me_session={session}"))
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        h.get(&other_office(), &eligibility).await.0,
+        StatusCode::FORBIDDEN
+    );
     h.stop().await;
 }
