@@ -150,6 +150,29 @@ async fn token_of(h: &Harness, card: VirtualJpkiCard) -> String {
     body["token"].as_str().expect("a bearer token").to_owned()
 }
 
+/// `PERSON` consents (day 29, until day 60) to the harness's other office
+/// (`1319999999`, terminal `T-09`), which may then read the record; that
+/// office.
+async fn consent_to_the_other_office(h: &Harness) -> kiban_events::ids::OfficeNumber {
+    let other = kiban_events::ids::OfficeNumber::parse("1319999999").unwrap();
+    let last = run::<InsuredPerson>(
+        &h.engine,
+        &insured_stream(&insurer(), &InsuredNumber::parse(PERSON).unwrap()),
+        InsuredCommand::GiveConsent {
+            office: other.clone(),
+            terminal: TerminalId::parse("T-09").unwrap(),
+            expires_at: day(60),
+        },
+        Actor::system("consent").unwrap(),
+        day(29),
+    )
+    .await;
+    bounded("consent projected", h.projections.wait_for(last))
+        .await
+        .unwrap();
+    other
+}
+
 /// How many `insured.own_record_viewed` events `insured`'s stream holds.
 async fn own_reads(h: &Harness, insured: &str) -> usize {
     let stream = insured_stream(&insurer(), &InsuredNumber::parse(insured).unwrap());
@@ -448,22 +471,7 @@ async fn a_person_revokes_a_consent_and_the_office_can_no_longer_read(db: &TestD
     let h = Harness::start(db).await;
     link(&h, PERSON, card("first")).await;
     link(&h, WAITING_PERSON, card("second")).await;
-    let other = kiban_events::ids::OfficeNumber::parse("1319999999").unwrap();
-    let last = run::<InsuredPerson>(
-        &h.engine,
-        &insured_stream(&insurer(), &InsuredNumber::parse(PERSON).unwrap()),
-        InsuredCommand::GiveConsent {
-            office: other.clone(),
-            terminal: TerminalId::parse("T-09").unwrap(),
-            expires_at: day(60),
-        },
-        Actor::system("consent").unwrap(),
-        day(29),
-    )
-    .await;
-    bounded("consent projected", h.projections.wait_for(last))
-        .await
-        .unwrap();
+    let other = consent_to_the_other_office(&h).await;
     let eligibility = format!("/v1/persons/{INSURER}/{PERSON}/eligibility");
     assert_eq!(h.get(&other_office(), &eligibility).await.0, StatusCode::OK);
     let first = token_of(&h, card("first")).await;
@@ -522,22 +530,7 @@ fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
 async fn a_browser_collects_only_its_own_sign_in_and_forms_need_the_sessions_token(db: &TestDb) {
     let h = Harness::start(db).await;
     link(&h, PERSON, card("first")).await;
-    let other = kiban_events::ids::OfficeNumber::parse("1319999999").unwrap();
-    let last = run::<InsuredPerson>(
-        &h.engine,
-        &insured_stream(&insurer(), &InsuredNumber::parse(PERSON).unwrap()),
-        InsuredCommand::GiveConsent {
-            office: other.clone(),
-            terminal: TerminalId::parse("T-09").unwrap(),
-            expires_at: day(60),
-        },
-        Actor::system("consent").unwrap(),
-        day(29),
-    )
-    .await;
-    bounded("consent projected", h.projections.wait_for(last))
-        .await
-        .unwrap();
+    let other = consent_to_the_other_office(&h).await;
     let web = browser(&h);
     // The sign-in page: a code, bound to this browser by its cookie.
     let page = web
