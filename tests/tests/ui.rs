@@ -800,6 +800,14 @@ async fn person_scenario(db: &TestDb) {
         .unwrap();
     assert_eq!(html_lang.as_deref(), Some("ja"));
     screen(&client, "21-person-record").await;
+    client
+        .execute(
+            "document.getElementById('access-log').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    screen(&client, "21-person-access-log").await;
 
     // 4. Another person's record: a document of theirs is not found, and
     //    the office screen needs a terminal's certificate.
