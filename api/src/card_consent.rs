@@ -37,7 +37,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use kiban_card::{Revocation, VerifyError, verify_challenge_signature};
+use kiban_card::{Revocation, VerifiedCardHolder, VerifyError, verify_challenge_signature};
 use kiban_engine::CommandContext;
 use kiban_events::domain::TerminalId;
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
@@ -128,7 +128,8 @@ pub struct SignedChallenge {
     pub signature_hex: String,
 }
 
-fn refused(kind: ProblemKind, code: &'static str, detail: &str) -> ApiError {
+/// A refusal with a stable `code`.
+pub(crate) fn refused(kind: ProblemKind, code: &'static str, detail: &str) -> ApiError {
     ApiError {
         kind,
         detail: detail.to_owned(),
@@ -204,10 +205,6 @@ pub async fn card_consent(
             "Only an office terminal posts a signed consent challenge.",
         )
         .await?;
-    let certificate = hex::decode(request.certificate_hex.trim())
-        .map_err(|_| ApiError::validation("certificate_hex must be hexadecimal DER."))?;
-    let signature = hex::decode(request.signature_hex.trim())
-        .map_err(|_| ApiError::validation("signature_hex must be hexadecimal."))?;
     let now = state.now();
     // Take the challenge out: whatever happens next, it is used.
     let challenge = {
@@ -236,10 +233,47 @@ pub async fn card_consent(
             "The challenge expired; ask for a new one.",
         ));
     }
+    let holder = verify_card(&state, &request, &challenge.text, now).await?;
+    let (insurer, insured) = &challenge.person;
+    let person = PersonId::parse(insurer, insured)?;
+    let stream = insured_stream(&person.insurer, &person.insured);
+    let folded = fold::<InsuredPerson>(&state, &stream).await?;
+    if !folded.card_links.contains(&card_link_of(&holder)) {
+        return Err(refused(
+            ProblemKind::Forbidden,
+            "card_not_linked",
+            "This card is not linked to the person; the insurer registers the link first.",
+        ));
+    }
+    let not_after: DateTime<Utc> = holder.not_after().into();
+    let command = InsuredCommand::GiveConsent {
+        office: office.clone(),
+        terminal: terminal.clone(),
+        expires_at: challenge.consent_expires_at.min(not_after),
+    };
+    let context = CommandContext::new(command_id, caller.actor(), now);
+    execute::<InsuredPerson>(&state, &stream, &command, context).await
+}
+
+/// Checks a card's signature over `text` (`request`'s certificate and
+/// signature, hex): the signature with the certificate's key, the
+/// certificate's chain to the configured JPKI CA certificates, its validity
+/// at `now` and the CRL file. The one check of the consent and of the
+/// person's sign-in (`me`).
+pub(crate) async fn verify_card(
+    state: &AppState,
+    request: &SignedChallenge,
+    text: &str,
+    now: DateTime<Utc>,
+) -> Result<VerifiedCardHolder, ApiError> {
+    let certificate = hex::decode(request.certificate_hex.trim())
+        .map_err(|_| ApiError::validation("certificate_hex must be hexadecimal DER."))?;
+    let signature = hex::decode(request.signature_hex.trim())
+        .map_err(|_| ApiError::validation("signature_hex must be hexadecimal."))?;
     let Some(trust) = state.inner.card_trust.as_ref() else {
         return Err(ApiError::new(
             ProblemKind::Unavailable,
-            "Card consent is not configured on this server (no JPKI CA certificates).",
+            "My Number card verification is not configured on this server (no JPKI CA certificates).",
         ));
     };
     let crl = tokio::fs::read(&trust.crl_path).await.map_err(|e| {
@@ -255,35 +289,21 @@ pub async fn card_consent(
         .map(Vec::as_slice)
         .collect();
     let at = SystemTime::UNIX_EPOCH + Duration::from_micros(now.timestamp_micros().max(0) as u64);
-    let holder = verify_challenge_signature(
+    verify_challenge_signature(
         &certificate,
         &cas,
         Revocation::Crl(&crl),
-        challenge.text.as_bytes(),
+        text.as_bytes(),
         &signature,
         at,
     )
-    .map_err(card_refusal)?;
-    let (insurer, insured) = &challenge.person;
-    let person = PersonId::parse(insurer, insured)?;
-    let stream = insured_stream(&person.insurer, &person.insured);
-    let folded = fold::<InsuredPerson>(&state, &stream).await?;
-    let link = (holder.issuer().to_owned(), holder.serial_number_hex());
-    if !folded.card_links.contains(&link) {
-        return Err(refused(
-            ProblemKind::Forbidden,
-            "card_not_linked",
-            "This card is not linked to the person; the insurer registers the link first.",
-        ));
-    }
-    let not_after: DateTime<Utc> = holder.not_after().into();
-    let command = InsuredCommand::GiveConsent {
-        office: office.clone(),
-        terminal: terminal.clone(),
-        expires_at: challenge.consent_expires_at.min(not_after),
-    };
-    let context = CommandContext::new(command_id, caller.actor(), now);
-    execute::<InsuredPerson>(&state, &stream, &command, context).await
+    .map_err(card_refusal)
+}
+
+/// The (issuer, upper-case hex serial) a verified card certificate is
+/// linked to a person by (`insured.card_linked`).
+pub(crate) fn card_link_of(holder: &VerifiedCardHolder) -> (String, String) {
+    (holder.issuer().to_owned(), holder.serial_number_hex())
 }
 
 /// A refused card signature as a problem; the code names the reason.

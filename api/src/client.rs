@@ -636,4 +636,38 @@ impl Client {
         self.command(Method::POST, paths::CARD_CONSENT, json_body(body))
             .await
     }
+
+    /// `POST /v1/me/challenge`: a sign-in challenge for the person's card
+    /// (no client certificate needed).
+    pub async fn sign_in_challenge(&self) -> Result<ChallengeIssued, ClientError> {
+        let request = self
+            .request(Method::POST, paths::ME_CHALLENGE)
+            .json(&crate::me::SignInRequest {});
+        self.json(request).await
+    }
+
+    /// `POST /v1/me/sessions`: the card's signature over a sign-in
+    /// challenge; the person's session.
+    pub async fn sign_in(
+        &self,
+        body: &SignedChallenge,
+    ) -> Result<crate::me::PersonSignedIn, ClientError> {
+        let request = self.request(Method::POST, paths::ME_SESSIONS).json(body);
+        self.json(request).await
+    }
+
+    /// `GET /v1/me` with the person's session `token`.
+    pub async fn my_record(&self, token: &str) -> Result<View, ClientError> {
+        self.json(self.request(Method::GET, paths::ME).bearer_auth(token))
+            .await
+    }
+
+    /// `GET /v1/me/access-log` (newest first) with the person's session
+    /// `token`.
+    pub async fn my_access_log(&self, token: &str) -> Result<Vec<View>, ClientError> {
+        let request = self
+            .request(Method::GET, paths::ME_ACCESS_LOG)
+            .bearer_auth(token);
+        self.json(request).await
+    }
 }

@@ -212,9 +212,20 @@ pub async fn download_person_document(
     Sha256Digest::parse(&sha256)
         .map_err(|_| ApiError::validation("The digest must be 64 lower-case hex digits."))?;
     authorise_person_read(&state, &caller, &person).await?;
+    person_document(&state, &person, &sha256).await
+}
+
+/// The bytes of `person`'s document `sha256` (a digest checked already),
+/// once the caller is known to be allowed to read the person: 404 when it
+/// is not one of the person's documents.
+pub(crate) async fn person_document(
+    state: &AppState,
+    person: &PersonId,
+    sha256: &str,
+) -> Result<DocumentBytes, ApiError> {
     let documents = state.inner.read.documents_of(&person.key()).await?;
     let Some(document) = documents.iter().find(|d| d.sha256 == sha256) else {
         return Err(ApiError::not_found("The person has no such document."));
     };
-    document_response(&state, &sha256, &document.media_type).await
+    document_response(state, sha256, &document.media_type).await
 }

@@ -103,7 +103,9 @@ impl ProblemKind {
     pub fn title(self) -> &'static str {
         match self {
             Self::Validation => "The request is malformed",
-            Self::Unauthenticated => "A valid client certificate is required",
+            Self::Unauthenticated => {
+                "Authentication is required (a client certificate; for /v1/me, a person's session)"
+            }
             Self::Forbidden => "Not allowed for this principal",
             Self::ConsentRequired => "The person's consent is required",
             Self::TerminalSuspended => "The terminal is suspended",

@@ -9,7 +9,7 @@
 //!   the answer rather than a reset;
 //! - a refusal that is not problem+json (axum's own: a query string that does
 //!   not parse, 405 on a known path with another method) is turned into one,
-//!   outside `/ui` (whose errors are pages) and the probes;
+//!   outside `/ui` and `/me` (whose errors are pages) and the probes;
 //! - `Strict-Transport-Security` on every answer; `Cache-Control: no-store`
 //!   and `X-Content-Type-Options: nosniff` on every `/v1` answer.
 
@@ -57,10 +57,13 @@ fn body_limit(path: &str) -> usize {
 /// The middleware (see the module documentation).
 pub async fn harden(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
-    // The screens' errors are pages; the probes answer plain text that load
-    // balancers read by status alone.
+    // The screens' errors (the office's `/ui`, the person's `/me`) are
+    // pages; the probes answer plain text that load balancers read by
+    // status alone.
     let own_form = path == "/ui"
         || path.starts_with("/ui/")
+        || path == "/me"
+        || path.starts_with("/me/")
         || matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
     let mut response = match refuse_large_body(request, &path).await {
         Ok(request) => next.run(request).await,

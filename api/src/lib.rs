@@ -28,7 +28,9 @@
 //!   `documents.rs`: uploads and downloads of documents; `subsidies.rs`:
 //!   subsidy applications and decisions; `care_plan.rs`: the care-plan
 //!   office notification; `card_consent.rs`: consent with the My Number
-//!   card (challenge, signature, card links);
+//!   card (challenge, signature, card links); `me/`: the person's own
+//!   view (`/v1/me`: sign-in with the person's card, sessions, their
+//!   record and its access log; the web page is `ui/me.rs`);
 //!   `ops.rs`: health, readiness, metrics, OpenAPI; `routes.rs`: every
 //!   route declared once, with the router and the OpenAPI 3.1 document
 //!   derived from it ([`router`], [`openapi_document`]); `openapi.rs`: how
@@ -40,11 +42,14 @@
 //! # Invariants
 //!
 //! - Only this crate knows HTTP.
-//! - Every route except `/healthz` and `/readyz` requires a verified client
-//!   certificate naming a principal; a certificate from another CA fails the
-//!   handshake.
+//! - Every route except `/healthz`, `/readyz` and the person's view
+//!   requires a verified client certificate naming a principal; a
+//!   certificate from another CA fails the handshake. The person's view
+//!   (`/v1/me`, `/me`) requires a person's session opened with their My
+//!   Number card, and nothing else admits it.
 //! - Every read of a person's record by an office appends
-//!   `insured.record_viewed` before any data is returned.
+//!   `insured.record_viewed` before any data is returned; every read by the
+//!   person themself (`/v1/me`, `/me`) appends `insured.own_record_viewed`.
 //! - Problem bodies never carry internals; logs carry no personal data
 //!   (metrics use route templates, not paths).
 //! - Every task (the accept loop, each connection) is owned by the
@@ -61,6 +66,7 @@ mod documents;
 mod error;
 mod extract;
 mod hardening;
+pub mod me;
 mod openapi;
 mod ops;
 pub mod paths;

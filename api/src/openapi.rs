@@ -85,6 +85,28 @@ impl OperationInput for Caller {
     }
 }
 
+/// The name of the security scheme of the person's view: the bearer token
+/// of a session opened with the person's My Number card.
+pub const PERSON_SESSION_SCHEME: &str = "personSession";
+
+impl OperationInput for crate::me::Me {
+    fn operation_input(_: &mut GenContext, operation: &mut Operation) {
+        operation.security.push(IndexMap::from([(
+            PERSON_SESSION_SCHEME.to_owned(),
+            Vec::new(),
+        )]));
+    }
+
+    /// A request without a live session is answered with a problem before
+    /// the handler runs.
+    fn inferred_early_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<StatusCode>, Response)> {
+        <ApiError as OperationOutput>::inferred_responses(ctx, operation)
+    }
+}
+
 /// The path parameters of a person: `{insurer}` and `{insured}`.
 const PERSON_SEGMENTS: [(&str, &str, &str); 2] = [
     ("insurer", "保険者番号 (6 digits)", "^[0-9]{6}$"),
@@ -356,6 +378,14 @@ pub(crate) fn complete(api: &mut aide::openapi::OpenApi) {
         ReferenceOr::Item(doc(json!({
             "type": "mutualTLS",
             "description": "A client certificate issued by the platform CA whose URI SAN names the principal (docs/api.md).",
+        }))),
+    );
+    components.security_schemes.insert(
+        PERSON_SESSION_SCHEME.to_owned(),
+        ReferenceOr::Item(doc(json!({
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The token of a person's session, opened with the person's My Number card (POST /v1/me/challenge, POST /v1/me/sessions; docs/api.md \"The person's view\").",
         }))),
     );
 }

@@ -24,6 +24,27 @@ pub const CONSENT_CHALLENGE: &str = "/v1/consents/challenge";
 /// `POST /v1/consents/card`.
 pub const CARD_CONSENT: &str = "/v1/consents/card";
 
+/// `GET /v1/me`: the signed-in person's record.
+pub const ME: &str = "/v1/me";
+/// `POST /v1/me/challenge`.
+pub const ME_CHALLENGE: &str = "/v1/me/challenge";
+/// `POST /v1/me/sessions`.
+pub const ME_SESSIONS: &str = "/v1/me/sessions";
+/// `DELETE /v1/me/session`.
+pub const ME_SESSION: &str = "/v1/me/session";
+/// `GET /v1/me/access-log`.
+pub const ME_ACCESS_LOG: &str = "/v1/me/access-log";
+
+/// `/v1/me/documents/{sha256}`.
+pub fn me_document(sha256: impl Display) -> String {
+    format!("{ME}/documents/{sha256}")
+}
+
+/// `/v1/me/consents/{office}`.
+pub fn me_consent(office: impl Display) -> String {
+    format!("{ME}/consents/{office}")
+}
+
 /// `/v1/persons/{insurer}/{insured}<rest>` (`rest` empty or starting with `/`).
 pub fn person(insurer: impl Display, insured: impl Display, rest: &str) -> String {
     format!("/v1/persons/{insurer}/{insured}{rest}")

@@ -21,7 +21,7 @@ use tower::ServiceBuilder;
 use crate::extract::DOCUMENT_UPLOAD_BYTES_MAX;
 use crate::state::AppState;
 use crate::{
-    audit, card_consent, care_plan, commands, documents, openapi, ops, personal, queries,
+    audit, card_consent, care_plan, commands, documents, me, openapi, ops, personal, queries,
     subsidies, updates,
 };
 
@@ -91,7 +91,83 @@ pub(crate) fn api_routes() -> ApiRouter<AppState> {
     let routes = person_routes(routes);
     let routes = organisation_routes(routes);
     let routes = document_and_subsidy_routes(routes);
-    consent_and_audit_routes(routes)
+    let routes = consent_and_audit_routes(routes);
+    person_view_routes(routes)
+}
+
+/// Who may call the person's view: the person signed in with their own
+/// card (`Authorization: Bearer`), for their own record only.
+const THE_PERSON: &str = "the signed-in person (a session opened with their My Number card; bearer token), their own record only; no client certificate admits it";
+
+/// The sign-in routes: anyone, no client certificate (the card is the
+/// credential). Declared with an empty security requirement.
+fn sign_in_op(
+    summary: &'static str,
+) -> impl FnOnce(TransformOperation<'_>) -> TransformOperation<'_> {
+    move |mut operation| {
+        operation.inner_mut().security.push(Default::default());
+        op(
+            summary,
+            "anyone, no certificate; the signature of a card linked to a person",
+        )(operation)
+    }
+}
+
+/// The person's own view (`/v1/me`, docs/api.md "The person's view").
+fn person_view_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
+        .api_route(
+            "/v1/me/challenge",
+            post_with(
+                me::challenge,
+                sign_in_op("A sign-in challenge for the person's My Number card to sign"),
+            ),
+        )
+        .api_route(
+            "/v1/me/sessions",
+            post_with(
+                me::open_session,
+                sign_in_op("Sign in with the card's signature over a challenge: the person's session (bearer token)"),
+            ),
+        )
+        .api_route(
+            "/v1/me/session",
+            delete_with(me::close_session, op("Sign out", THE_PERSON)),
+        )
+        .api_route(
+            "/v1/me",
+            get_with(
+                me::record,
+                op(
+                    "The person's own record: certifications and progress, certificates, ledgers, care-plan office, consents, documents (logged)",
+                    THE_PERSON,
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/me/access-log",
+            get_with(
+                me::access_log,
+                op(
+                    "Who read the person's record, newest first (?after=&limit=&order=; logged)",
+                    THE_PERSON,
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/me/documents/{sha256}",
+            get_with(
+                me::document,
+                op("Download one of the person's documents (logged)", THE_PERSON),
+            ),
+        )
+        .api_route(
+            "/v1/me/consents/{office}",
+            delete_with(
+                me::revoke_consent,
+                op("The person revokes an office's consent", THE_PERSON),
+            ),
+        )
 }
 
 /// The routes about one insured person.
@@ -446,6 +522,7 @@ pub fn router(state: AppState) -> Router {
     let document = Arc::new(serde_json::to_value(api).expect("an OpenAPI document serialises"));
     routes
         .nest("/ui", crate::ui::router())
+        .nest("/me", crate::ui::me_router())
         .layer(Extension(ops::OpenApiDocument(document)))
         .fallback(ops::fallback)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))

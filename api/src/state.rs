@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use kiban_engine::Engine;
 
 use crate::card_consent::{CardTrust, Challenges};
+use crate::me::sign_in::SignIns;
 use kiban_events::domain::subsidy::SubsidyPolicy;
 use kiban_projections::{Projections, ReadModels};
 use kiban_store::Store;
@@ -70,6 +71,8 @@ pub(crate) struct Inner {
     pub card_trust: Option<CardTrust>,
     /// Outstanding card-consent challenges.
     pub challenges: Challenges,
+    /// Outstanding sign-in challenges of the person's view.
+    pub sign_ins: SignIns,
     /// Cancelled when the server shuts down: ends long-lived responses
     /// (SSE) so that connections can close gracefully.
     pub streams: CancellationToken,
@@ -106,6 +109,7 @@ impl AppState {
                 subsidy_policy: SUBSIDY_POLICY_DEFAULT,
                 card_trust: None,
                 challenges: Challenges::default(),
+                sign_ins: SignIns::default(),
                 streams: CancellationToken::new(),
                 writer_probe: None,
                 resume_events_max: crate::updates::RESUME_EVENTS_MAX,

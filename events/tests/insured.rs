@@ -695,6 +695,21 @@ fn an_office_reads_with_a_live_consent_or_as_the_care_plan_office_and_every_read
 }
 
 #[test]
+fn the_persons_own_read_is_logged_and_grants_no_office_anything() {
+    let state = given::<P>(person())
+        .when(InsuredCommand::RecordOwnView, at(2026, 5, 10))
+        .then(vec![
+            OwnRecordViewed {
+                viewed_at: at(2026, 5, 10),
+            }
+            .into(),
+        ]);
+    // Not an office's read, and no office may read because of it.
+    assert_eq!(state.views_recorded, 0);
+    assert_eq!(state.viewing_basis(&office(), at(2026, 5, 10)), None);
+}
+
+#[test]
 fn nothing_is_visible_before_the_insurer_shares() {
     given::<P>(consented())
         .when(view(office(), false), at(2026, 5, 10))

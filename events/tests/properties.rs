@@ -530,6 +530,7 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
             },
         ),
         (d(2029, 2, 1), InsuredCommand::OpenRenewalWindow),
+        (d(2029, 2, 1), InsuredCommand::RecordOwnView),
         (
             d(2029, 2, 2),
             InsuredCommand::LinkCard {

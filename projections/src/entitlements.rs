@@ -37,6 +37,7 @@ pub fn routed_person(event: &RecordedEvent) -> Option<(String, String)> {
                 && !matches!(
                     event.event_type.as_str(),
                     "insured.record_viewed"
+                        | "insured.own_record_viewed"
                         | "insured.consent_given"
                         | "insured.consent_revoked"
                         | "insured.consent_expired"

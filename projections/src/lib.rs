@@ -25,7 +25,8 @@
 //!   another process runs (an API process of a scaled-out deployment).
 //! - `models/`: the read models — `care` (persons, certification
 //!   applications, caseloads), `organisations` (offices and terminals,
-//!   insurers, subsidies), `access_log`.
+//!   insurers, subsidies), `access_log`, `card_links` (card certificate →
+//!   person, for the person's sign-in).
 //! - `read.rs`: [`ReadModels`] and the views it returns.
 //! - `as_of.rs`: [`ReadModelsAsOf`]: the read models at an earlier position,
 //!   replayed into a temporary database (audit time travel).
@@ -59,7 +60,7 @@ pub use as_of::ReadModelsAsOf;
 pub use db::{Db, POOL_ACQUIRE_TIMEOUT_MS, READ_MODEL_CONNECTIONS, SQLITE_BUSY_TIMEOUT_MS, Tx};
 pub use error::{Error, Result};
 pub use follower::FOLLOW_POLL_MS;
-pub use models::access_log::AccessEntry;
+pub use models::access_log::{AccessEntry, Reader};
 pub use models::care::{ApplicationDoc, PersonDoc, PersonalFields};
 pub use projection::{Decoded, Event, Projection, Stamped, decode};
 pub use read::*;

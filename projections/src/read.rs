@@ -28,6 +28,7 @@ use crate::error::Result;
 use crate::models::access_log::{
     ACCESS_LOG, AccessEntry, VIEWS_BY_OFFICE_INDEX, VIEWS_BY_PERSON_INDEX, VIEWS_INDEX, view_key,
 };
+use crate::models::card_links::{CARD_LINKS, CardLinkDoc, card_key};
 use crate::models::care::{
     APPLICATIONS_INDEX, ApplicationDoc, CARE, CASELOAD_INDEX, OPEN_APPLICATIONS_INDEX,
     OPINION_REQUESTS_INDEX, PersonDoc, person_key,
@@ -265,6 +266,21 @@ impl ReadModels {
     /// The person's document, if the person is known.
     pub async fn person(&self, person: &str) -> Result<Option<PersonDoc>> {
         self.db.document(CARE, &person_key(person)).await
+    }
+
+    /// The person (`<insurer>-<insured>` as a pair) the card certificate
+    /// with `issuer` and upper-case hex `serial` is linked to, if any (the
+    /// one linked last, when several are).
+    pub async fn person_of_card(
+        &self,
+        issuer: &str,
+        serial: &str,
+    ) -> Result<Option<(String, String)>> {
+        let doc: Option<CardLinkDoc> = self
+            .db
+            .document(CARD_LINKS, &card_key(issuer, serial))
+            .await?;
+        Ok(doc.map(|doc| (doc.insurer, doc.insured)))
     }
 
     /// A person's eligibility certificates at `now`.

@@ -309,16 +309,7 @@ impl Harness {
         if method != Method::GET {
             request = request.header("Idempotency-Key", Uuid::now_v7().to_string());
         }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = bounded("request", request.send()).await.expect("response");
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        send(request, body).await
     }
 
     pub(crate) async fn get(&self, who: &Principal, path: &str) -> (StatusCode, Value) {
@@ -352,6 +343,24 @@ async fn register_terminal(
 
 fn person_path(what: &str) -> String {
     format!("/v1/persons/{INSURER}/{PERSON}/{what}")
+}
+
+/// Sends `request` (with the JSON `body`, when given): the status and the
+/// answer as JSON (a string when it is not JSON).
+pub(crate) async fn send(
+    mut request: reqwest::RequestBuilder,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = bounded("request", request.send()).await.expect("response");
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 pub(crate) fn problem_type(body: &Value) -> &str {
@@ -1593,13 +1602,13 @@ async fn a_care_plan_notification_by_an_office_needs_live_consent(db: &TestDb) {
 
 /// The test JPKI PKI (a trusted CA, an untrusted one, a card key with a
 /// certificate from each), generated once per test binary.
-fn test_cards() -> &'static kiban_card::test_pki::TestCards {
+pub(crate) fn test_cards() -> &'static kiban_card::test_pki::TestCards {
     static CARDS: std::sync::OnceLock<kiban_card::test_pki::TestCards> = std::sync::OnceLock::new();
     CARDS.get_or_init(kiban_card::test_pki::TestCards::generate)
 }
 
 /// Trust in the test CA, with an empty CRL current over the scripted days.
-fn card_trust(dir: &std::path::Path) -> kiban_api::CardTrust {
+pub(crate) fn card_trust(dir: &std::path::Path) -> kiban_api::CardTrust {
     let cards = test_cards();
     let crl = cards.trusted_ca.issue_crl(
         &[],

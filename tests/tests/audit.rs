@@ -14,7 +14,7 @@ use kiban_store::{
 };
 use kiban_tests::{Backend, TestDb, bounded, events, on_both_backends, stream};
 
-use crate::projections::script::{ANY_CREDENTIAL, INSURER, PERSON, history, ingest};
+use crate::projections::script::{ANY_CREDENTIAL, INSURER, PERSON, history, ingest, link_a_card};
 
 on_both_backends!(
     a_changed_payload_is_named,
@@ -225,7 +225,9 @@ async fn read_models_as_of_a_position_equal_the_live_ones_then(db: &TestDb) {
     let projections = Projections::start(read_db, store.clone(), models::all())
         .await
         .unwrap();
-    let then = history(&engine, ANY_CREDENTIAL).await;
+    history(&engine, ANY_CREDENTIAL).await;
+    // So that every read model has documents.
+    let then = link_a_card(&engine).await;
     bounded("caught up", projections.wait_for(then))
         .await
         .unwrap();

@@ -10,6 +10,7 @@ mod dev_onboarding;
 mod engine;
 mod faults;
 mod ingest;
+mod person_view;
 mod projections;
 mod read_your_writes;
 mod routing;

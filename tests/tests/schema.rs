@@ -137,7 +137,10 @@ async fn a_database_from_before_the_migrations_opens_and_keeps_its_rows(db: &Tes
 
     let store = db.open().await;
     let read_db = Db::open(db.url()).await.expect("the read models open");
-    assert_eq!(applied_versions(&read_db).await, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        applied_versions(&read_db).await,
+        vec![1, 2, 3, 4, 5, 6, 7, 8]
+    );
 
     // The rows the old code wrote are still there and still served.
     let kept: Option<serde_json::Value> = read_db.document("legacy", "k").await.unwrap();
@@ -179,7 +182,7 @@ async fn the_read_models_open_a_fresh_database_before_the_store(db: &TestDb) {
         .expect("the read models open first");
     // A second open finds every migration applied.
     let again = Db::open(db.url()).await.expect("and again");
-    assert_eq!(applied_versions(&again).await, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(applied_versions(&again).await, vec![1, 2, 3, 4, 5, 6, 7, 8]);
     again.close().await;
 
     let store = db.open().await;
@@ -193,7 +196,7 @@ async fn the_read_models_open_a_fresh_database_before_the_store(db: &TestDb) {
         .expect("caught up");
     assert_eq!(
         applied_versions(projections.db()).await,
-        vec![1, 2, 3, 4, 5, 6, 7],
+        vec![1, 2, 3, 4, 5, 6, 7, 8],
         "the store found nothing left to migrate"
     );
     projections.stop().await;

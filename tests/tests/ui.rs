@@ -40,6 +40,18 @@ on_both_backends!(
     names_are_logged_reads_once_per_session_searched_and_forgotten,
 );
 
+/// The person's view in the browser (issue 21): a person signs in with the
+/// virtual My Number card through the private pcscd (as the consent's
+/// test does), sees their own certification progress and the office's
+/// read of their record, and is refused another person's record.
+/// PostgreSQL only, like the office scenario; `/v1/me` is covered on both
+/// backends by `person_view`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_person_signs_in_with_the_card_and_sees_who_read_their_record() {
+    let db = TestDb::new(kiban_tests::Backend::Postgres).await;
+    person_scenario(&db).await;
+}
+
 /// The browser scenario runs once, on PostgreSQL (the production backend);
 /// the staff tables are covered on both by the test above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -93,7 +105,8 @@ impl std::ops::Deref for UiServer {
 impl UiServer {
     async fn start(db: &TestDb) -> UiServer {
         let dir = tempfile::tempdir().unwrap();
-        let pki = kiban_api::dev_pki(dir.path(), &[office_terminal()]).expect("dev pki");
+        let pki = kiban_api::dev_pki(dir.path(), &[office_terminal(), insurer_principal()])
+            .expect("dev pki");
         let store = db.open().await;
         // Sealing personal fields (the named person's name) needs keys.
         let engine = Arc::new(
@@ -105,7 +118,11 @@ impl UiServer {
             &pki.client(&office_terminal()).unwrap().fingerprint,
         )
         .await;
-        let served = Served::start(db, store, engine, &pki.tls, last, |state| state).await;
+        let trust = crate::api::card_trust(dir.path());
+        let served = Served::start(db, store, engine, &pki.tls, last, |state| {
+            state.with_card_trust(trust)
+        })
+        .await;
         UiServer { served, pki, dir }
     }
 
@@ -244,7 +261,15 @@ fn sh(command: &mut Command) {
 /// A HOME whose NSS database trusts the dev CA and holds the terminal's
 /// certificate and key.
 fn nss_home(server: &UiServer) -> PathBuf {
-    let home = server.dir.path().join("home");
+    let home = trusting_home(server, "home");
+    add_terminal_certificate(server, &home);
+    home
+}
+
+/// A HOME (`name` under the test's directory) whose NSS database trusts
+/// the dev CA and holds no client certificate: a person's own browser.
+fn trusting_home(server: &UiServer, name: &str) -> PathBuf {
+    let home = server.dir.path().join(name);
     let nssdb = home.join(".pki/nssdb");
     std::fs::create_dir_all(&nssdb).unwrap();
     let db = format!("sql:{}", nssdb.display());
@@ -261,8 +286,14 @@ fn nss_home(server: &UiServer) -> PathBuf {
         "-i",
         &ca,
     ]));
-    // The PKCS#12 file the development PKI writes for browsers, with the
-    // password `kiban serve` prints (docs/ui.md).
+    home
+}
+
+/// The terminal's certificate and key added to `home`'s NSS database: the
+/// PKCS#12 file the development PKI writes for browsers, with the password
+/// `kiban serve` prints (docs/ui.md).
+fn add_terminal_certificate(server: &UiServer, home: &Path) {
+    let db = format!("sql:{}", home.join(".pki/nssdb").display());
     let p12 = server.pki.client(&office_terminal()).unwrap().p12.clone();
     sh(Command::new("pk12util").args([
         "-i",
@@ -272,7 +303,6 @@ fn nss_home(server: &UiServer) -> PathBuf {
         "-W",
         kiban_api::pki::DEV_PKCS12_PASSWORD,
     ]));
-    home
 }
 
 /// The path named by `(variable, fallback)`.
@@ -916,6 +946,170 @@ async fn browser_scenario(db: &TestDb) {
 
     // The accessibility check can fail at all.
     assert_axe_finds_violations(&client).await;
+
+    client.close().await.unwrap();
+    drop(driver);
+    server.stop().await;
+}
+
+/// The insurer links the first person's card (the suite's test card) to
+/// `PERSON` through the API, with its own certificate.
+async fn link_persons_card(server: &UiServer) {
+    let (certificate, _) =
+        crate::person_view::signed_by(crate::person_view::card("first"), &"x".repeat(32));
+    let ca = std::fs::read(&server.pki.tls.client_ca).unwrap();
+    let pem = std::fs::read(&server.pki.client(&insurer_principal()).unwrap().pem).unwrap();
+    let api = kiban_api::client::Client::new(&server.base, &ca, Some(&pem)).unwrap();
+    let linked = api
+        .link_card(
+            &insurer(),
+            &InsuredNumber::parse(PERSON).unwrap(),
+            &kiban_api::CardLinkRequest {
+                certificate_hex: certificate,
+            },
+        )
+        .await
+        .expect("the card linked");
+    bounded(
+        "card link projected",
+        server
+            .projections
+            .wait_for(*linked.positions.last().unwrap()),
+    )
+    .await
+    .unwrap();
+}
+
+fn insurer_principal() -> Principal {
+    Principal::from_uri(&format!("kiban:insurer:{INSURER}")).unwrap()
+}
+
+async fn person_scenario(db: &TestDb) {
+    // Before any card goes in: the private pcscd of scripts/test.
+    let pcscd = kiban_card::test_pcscd::TestPcscd::from_environment();
+    let server = UiServer::start(db).await;
+    bring_waiting_person_to_the_decision(&server.engine).await;
+    link_persons_card(&server).await;
+    let home = trusting_home(&server, "person-home");
+    let profile = server.dir.path().join("person-profile");
+    let (driver, client) = start_browser(&home, &profile).await;
+    let base = server.base.clone();
+
+    // 1. The person's view asks for a sign-in with the card.
+    client.goto(&format!("{base}/me")).await.unwrap();
+    let code = text_of(&client, "#sign-in-code").await;
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/me/login")
+    );
+    wait_text(&client, "#sign-in-command", &format!("--code {code}")).await;
+    screen(&client, "20-person-sign-in").await;
+    // Not signed yet: the page says so.
+    click(&client, "#complete-sign-in").await;
+    wait_text(
+        &client,
+        "#sign-in-message",
+        "まだカードの署名を確認できません",
+    )
+    .await;
+
+    // 2. The card signs the code through pcscd (what `kiban card sign-in
+    //    --code` does), and the page completes the sign-in.
+    let inserted = tokio::task::block_in_place(|| pcscd.insert(crate::person_view::card("first")));
+    let text = kiban_api::me::sign_in_challenge_text(&code);
+    let (certificate, signature) = tokio::task::block_in_place(|| {
+        kiban_card::sign_challenge_with_card(
+            None,
+            Duration::from_secs(30),
+            &kiban_card::Pin::new(crate::person_view::PIN).unwrap(),
+            text.as_bytes(),
+        )
+    })
+    .expect("the card signs through pcscd");
+    tokio::task::block_in_place(|| pcscd.remove(inserted));
+    let ca = std::fs::read(&server.pki.tls.client_ca).unwrap();
+    let api = kiban_api::client::Client::new(&base, &ca, None).unwrap();
+    let signed_in = api
+        .sign_in(&kiban_api::SignedChallenge {
+            nonce: code.clone(),
+            certificate_hex: hex::encode(certificate),
+            signature_hex: hex::encode(signature),
+        })
+        .await
+        .expect("signed in");
+    assert!(
+        signed_in.browser && signed_in.token.is_none(),
+        "{signed_in:?}"
+    );
+    assert_eq!(signed_in.insured, PERSON);
+    click(&client, "#complete-sign-in").await;
+
+    // 3. Their own record: the certification and its progress, and who
+    //    read it: the office's terminal as the care-plan office.
+    wait_text(&client, "#care-level", "要介護2").await;
+    wait_text(
+        &client,
+        "section[aria-labelledby=certifications] .timeline",
+        "二次判定",
+    )
+    .await;
+    let office_row = "table.access-log tr.reader-office";
+    wait_text(&client, &format!("{office_row} .reader"), OFFICE).await;
+    wait_text(&client, &format!("{office_row} .terminal"), TERMINAL).await;
+    wait_text(
+        &client,
+        &format!("{office_row} .basis"),
+        "ケアプラン作成事業所",
+    )
+    .await;
+    wait_text(
+        &client,
+        "table.access-log tbody tr:first-child .reader",
+        "ご本人",
+    )
+    .await;
+    let html_lang = client
+        .find(Locator::Css("html"))
+        .await
+        .unwrap()
+        .attr("lang")
+        .await
+        .unwrap();
+    assert_eq!(html_lang.as_deref(), Some("ja"));
+    screen(&client, "21-person-record").await;
+    client
+        .execute(
+            "document.getElementById('access-log').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    screen(&client, "21-person-access-log").await;
+
+    // 4. Another person's record: a document of theirs is not found, and
+    //    the office screen needs a terminal's certificate.
+    client
+        .goto(&format!("{base}/me/documents/{}", "d".repeat(64)))
+        .await
+        .unwrap();
+    text_of(&client, "main[data-problem=not-found]").await;
+    client
+        .goto(&format!("{base}/ui/persons/{INSURER}/{WAITING_PERSON}"))
+        .await
+        .unwrap();
+    text_of(&client, "main[data-problem=unauthenticated]").await;
+    screen(&client, "22-person-refused").await;
+
+    // 5. Signing out ends the session.
+    client.goto(&format!("{base}/me")).await.unwrap();
+    click(&client, "#sign-out").await;
+    text_of(&client, "#sign-in-code").await;
+    client.goto(&format!("{base}/me")).await.unwrap();
+    text_of(&client, "#sign-in-code").await;
 
     client.close().await.unwrap();
     drop(driver);

@@ -9,11 +9,14 @@
 //! `web.rs` the request plumbing (language, extractors, errors, layout);
 //! one file per screen: `caseload.rs`, `person.rs`, `forms.rs` (proxy
 //! application, care-plan notification), `subsidy.rs`, `terminals.rs`;
-//! `names.rs` the persons' names (search, the logged reads of names).
+//! `names.rs` the persons' names (search, the logged reads of names);
+//! `me.rs` is the person's own view under `/me` (sign-in with the My
+//! Number card, no client certificate, no staff login).
 //! Decisions are in docs/ui.md.
 
 mod caseload;
 mod forms;
+mod me;
 mod names;
 mod person;
 pub mod staff;
@@ -27,7 +30,21 @@ use axum::routing::{get, post};
 
 use crate::state::AppState;
 
+pub use me::{ACCESS_LOG_PAGE_ENTRIES, PERSON_SESSION_COOKIE, SIGN_IN_COOKIE};
 pub use web::{CSRF_FIELD, LANG_COOKIE, SESSION_COOKIE};
+
+/// The person's view, to be nested under `/me` (`me.rs`, docs/ui.md "The
+/// person's view").
+pub fn me_router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(me::page))
+        .route("/login", get(me::login_page).post(me::login_submit))
+        .route("/logout", post(me::logout))
+        .route("/documents/{sha256}", get(me::document))
+        .route("/consents/{office}/revoke", post(me::revoke_consent))
+        .fallback(me::not_found)
+        .layer(axum::middleware::map_response(web::security_headers))
+}
 
 /// Largest subsidy form (with its scanned attachments), in bytes.
 pub const SUBSIDY_FORM_BYTES_MAX: usize = 8 * 1024 * 1024;

@@ -12,7 +12,7 @@ use kiban_events::domain::insured::{
 };
 use kiban_events::domain::{CostLimitStage, jst_date};
 use kiban_events::envelope::Actor;
-use kiban_projections::{ApplicationView, DocumentView};
+use kiban_projections::{ApplicationView, DocumentView, EligibilityView, LedgersView};
 
 use super::staff::record_staff_view;
 use super::web::{Lang, Staff, UiError, care_level, date, step, time, yen};
@@ -244,12 +244,7 @@ pub async fn page(
             h2 id="eligibility" { (lang.t("資格情報", "Eligibility")) }
             dl {
                 dt { (lang.t("要介護度", "Care level")) }
-                dd id="care-level" {
-                    @match &eligibility.certification {
-                        Some(c) => { (care_level(lang, c.level)) " (" (date(c.valid_from)) " – " (date(c.valid_until)) ")" }
-                        None => { (lang.t("認定なし", "No certification in force")) }
-                    }
-                }
+                dd id="care-level" { (level_in_force(lang, &eligibility)) }
                 dt { (lang.t("居宅介護支援事業所", "Care-plan office")) }
                 dd id="care-plan-office" {
                     @match &eligibility.care_plan_office {
@@ -266,63 +261,11 @@ pub async fn page(
                     dd class="warn" { (lang.t("償還払い", "Reimbursement only")) }
                 }
             }
-            h3 { (lang.t("負担割合証", "Copayment-ratio certificates")) }
-            table {
-                thead { tr { th scope="col" { (lang.t("負担割合", "Ratio")) } th scope="col" { (lang.t("有効期間", "Valid")) } th scope="col" { (lang.t("状態", "State")) } } }
-                tbody {
-                    @for c in &eligibility.copayment_certificates {
-                        tr.current[c.current] {
-                            td { (ratio(lang, c.ratio.tenths())) }
-                            td { (date(c.valid_from)) " – " (date(c.valid_until)) }
-                            td { @if c.current { (lang.t("有効", "Current")) } @else { "—" } }
-                        }
-                    }
-                    @if eligibility.copayment_certificates.is_empty() { tr { td colspan="3" { (lang.t("なし", "None")) } } }
-                }
-            }
-            h3 { (lang.t("負担限度額認定証", "Cost-limit certificates")) }
-            table {
-                thead { tr { th scope="col" { (lang.t("段階", "Stage")) } th scope="col" { (lang.t("有効期間", "Valid")) } th scope="col" { (lang.t("状態", "State")) } } }
-                tbody {
-                    @for c in &eligibility.cost_limit_certificates {
-                        tr.current[c.current] {
-                            td { (stage(lang, c.stage)) }
-                            td { (date(c.valid_from)) " – " (date(c.valid_until)) }
-                            td { @if c.current { (lang.t("有効", "Current")) } @else { "—" } }
-                        }
-                    }
-                    @if eligibility.cost_limit_certificates.is_empty() { tr { td colspan="3" { (lang.t("なし", "None")) } } }
-                }
-            }
+            (certificates(lang, &eligibility))
         }
         section aria-labelledby="certifications" {
             h2 id="certifications" { (lang.t("要介護認定の状況", "Certification status")) }
-            @for application in applications.iter().rev() {
-                article class="application" id={ "application-" (application.seq) } {
-                    h3 {
-                        (lang.t("申請", "Application")) " #" (application.seq)
-                        @if let Some(on) = application.applied_on { " · " (date(on)) }
-                        " · "
-                        @match application.status {
-                            "open" => { (lang.t("審査中", "In progress")) }
-                            "decided" => { (lang.t("認定済", "Decided")) }
-                            "withdrawn" => { (lang.t("取下げ", "Withdrawn")) }
-                            _ => { (lang.t("却下", "Rejected")) }
-                        }
-                    }
-                    @if let Some(level) = application.decided_level { p { (lang.t("認定結果", "Decided level")) ": " strong { (care_level(lang, level)) } } }
-                    @if application.status == "open" {
-                        p.overdue[application.overdue] {
-                            (lang.t("現在の段階", "Current step")) ": "
-                            (application.current_step.as_deref().map(|s| step(lang, s)).unwrap_or_default())
-                            @if let Some(due) = application.due_date { " · " (lang.t("処理期限", "Due")) " " (date(due)) }
-                            @if application.overdue { " " span class="badge" { (lang.t("期限超過", "Overdue")) } }
-                        }
-                    }
-                    (timeline(lang, application))
-                }
-            }
-            @if applications.is_empty() { p { (lang.t("申請はありません。", "No applications.")) } }
+            (applications_list(lang, &applications))
         }
         section aria-labelledby="documents" {
             h2 id="documents" { (lang.t("書類", "Documents")) }
@@ -331,15 +274,100 @@ pub async fn page(
         @if let Some(ledgers) = &ledgers {
             section aria-labelledby="ledgers" {
                 h2 id="ledgers" { (lang.t("給付の残額", "Benefit ledgers")) }
-                (meter(lang, "home-modification", lang.t("住宅改修費", "Home modification"), ledgers.home_modification_remaining, HOME_MODIFICATION_CAP.get()))
-                (meter(lang, "equipment", &format!("{} ({}{})", lang.t("福祉用具購入費", "Equipment purchase"), ledgers.fiscal_year, lang.t("年度", " fiscal year")), ledgers.equipment_remaining, EQUIPMENT_CAP_PER_FISCAL_YEAR.get()))
+                (ledger_meters(lang, ledgers))
             }
         }
     };
     Ok(staff.page(lang.t("利用者詳細", "Person"), body))
 }
 
-fn document_table(lang: Lang, base: &str, documents: &[DocumentView]) -> Markup {
+/// The care level in force with its validity, or that there is none.
+pub(super) fn level_in_force(lang: Lang, eligibility: &EligibilityView) -> Markup {
+    html! {
+        @match &eligibility.certification {
+            Some(c) => { (care_level(lang, c.level)) " (" (date(c.valid_from)) " – " (date(c.valid_until)) ")" }
+            None => { (lang.t("認定なし", "No certification in force")) }
+        }
+    }
+}
+
+/// The copayment-ratio and cost-limit certificates (負担割合証,
+/// 負担限度額認定証) of `eligibility`, as two tables.
+pub(super) fn certificates(lang: Lang, eligibility: &EligibilityView) -> Markup {
+    html! {
+        h3 { (lang.t("負担割合証", "Copayment-ratio certificates")) }
+        table {
+            thead { tr { th scope="col" { (lang.t("負担割合", "Ratio")) } th scope="col" { (lang.t("有効期間", "Valid")) } th scope="col" { (lang.t("状態", "State")) } } }
+            tbody {
+                @for c in &eligibility.copayment_certificates {
+                    tr.current[c.current] {
+                        td { (ratio(lang, c.ratio.tenths())) }
+                        td { (date(c.valid_from)) " – " (date(c.valid_until)) }
+                        td { @if c.current { (lang.t("有効", "Current")) } @else { "—" } }
+                    }
+                }
+                @if eligibility.copayment_certificates.is_empty() { tr { td colspan="3" { (lang.t("なし", "None")) } } }
+            }
+        }
+        h3 { (lang.t("負担限度額認定証", "Cost-limit certificates")) }
+        table {
+            thead { tr { th scope="col" { (lang.t("段階", "Stage")) } th scope="col" { (lang.t("有効期間", "Valid")) } th scope="col" { (lang.t("状態", "State")) } } }
+            tbody {
+                @for c in &eligibility.cost_limit_certificates {
+                    tr.current[c.current] {
+                        td { (stage(lang, c.stage)) }
+                        td { (date(c.valid_from)) " – " (date(c.valid_until)) }
+                        td { @if c.current { (lang.t("有効", "Current")) } @else { "—" } }
+                    }
+                }
+                @if eligibility.cost_limit_certificates.is_empty() { tr { td colspan="3" { (lang.t("なし", "None")) } } }
+            }
+        }
+    }
+}
+
+/// Each certification application, newest first, with its progress.
+pub(super) fn applications_list(lang: Lang, applications: &[ApplicationView]) -> Markup {
+    html! {
+        @for application in applications.iter().rev() {
+            article class="application" id={ "application-" (application.seq) } {
+                h3 {
+                    (lang.t("申請", "Application")) " #" (application.seq)
+                    @if let Some(on) = application.applied_on { " · " (date(on)) }
+                    " · "
+                    @match application.status {
+                        "open" => { (lang.t("審査中", "In progress")) }
+                        "decided" => { (lang.t("認定済", "Decided")) }
+                        "withdrawn" => { (lang.t("取下げ", "Withdrawn")) }
+                        _ => { (lang.t("却下", "Rejected")) }
+                    }
+                }
+                @if let Some(level) = application.decided_level { p { (lang.t("認定結果", "Decided level")) ": " strong { (care_level(lang, level)) } } }
+                @if application.status == "open" {
+                    p.overdue[application.overdue] {
+                        (lang.t("現在の段階", "Current step")) ": "
+                        (application.current_step.as_deref().map(|s| step(lang, s)).unwrap_or_default())
+                        @if let Some(due) = application.due_date { " · " (lang.t("処理期限", "Due")) " " (date(due)) }
+                        @if application.overdue { " " span class="badge" { (lang.t("期限超過", "Overdue")) } }
+                    }
+                }
+                (timeline(lang, application))
+            }
+        }
+        @if applications.is_empty() { p { (lang.t("申請はありません。", "No applications.")) } }
+    }
+}
+
+/// The remaining home-modification and equipment-purchase amounts.
+pub(super) fn ledger_meters(lang: Lang, ledgers: &LedgersView) -> Markup {
+    html! {
+        (meter(lang, "home-modification", lang.t("住宅改修費", "Home modification"), ledgers.home_modification_remaining, HOME_MODIFICATION_CAP.get()))
+        (meter(lang, "equipment", &format!("{} ({}{})", lang.t("福祉用具購入費", "Equipment purchase"), ledgers.fiscal_year, lang.t("年度", " fiscal year")), ledgers.equipment_remaining, EQUIPMENT_CAP_PER_FISCAL_YEAR.get()))
+    }
+}
+
+/// The documents, each with a link to `<base>/documents/<sha256>`.
+pub(super) fn document_table(lang: Lang, base: &str, documents: &[DocumentView]) -> Markup {
     html! {
         table class="documents" {
             thead { tr {

@@ -46,11 +46,14 @@ impl Lang {
         }
     }
 
-    fn code(self) -> &'static str {
+    /// `ja` or `en`: the page's `lang`.
+    pub fn code(self) -> &'static str {
         self.t("ja", "en")
     }
 
-    fn of(parts: &Parts) -> Lang {
+    /// The language a request asks for: `?lang=`, else the cookie, else
+    /// Japanese.
+    pub fn of(parts: &Parts) -> Lang {
         let query = parts.uri.query().unwrap_or("");
         if query.split('&').any(|pair| pair == "lang=en") {
             return Lang::En;
@@ -69,7 +72,7 @@ impl Lang {
 }
 
 /// The value of cookie `name` in `jar`.
-fn cookie_value(jar: &CookieJar, name: &str) -> Option<String> {
+pub fn cookie_value(jar: &CookieJar, name: &str) -> Option<String> {
     jar.get(name).map(|cookie| cookie.value().to_owned())
 }
 
@@ -77,8 +80,20 @@ fn cookie_value(jar: &CookieJar, name: &str) -> Option<String> {
 /// scripts, never on a request from another site; gone after
 /// `max_age_seconds` (0 removes it).
 fn ui_cookie(name: &'static str, value: String, max_age_seconds: u64) -> Cookie<'static> {
+    cookie_under("/ui", name, value, max_age_seconds)
+}
+
+/// A cookie sent only under `path` (`/ui`, or `/me` for the person's view),
+/// only over TLS, never to scripts, never on a request from another site;
+/// gone after `max_age_seconds` (0 removes it).
+pub fn cookie_under(
+    path: &'static str,
+    name: &'static str,
+    value: String,
+    max_age_seconds: u64,
+) -> Cookie<'static> {
     Cookie::build((name, value))
-        .path("/ui")
+        .path(path)
         .secure(true)
         .http_only(true)
         .same_site(SameSite::Strict)
@@ -94,6 +109,8 @@ pub struct UiError {
     status: StatusCode,
     kind: ProblemKind,
     detail: String,
+    /// Shown on a page of the person's view (`/me`), not the office's.
+    person_view: bool,
 }
 
 impl UiError {
@@ -110,6 +127,7 @@ impl From<ApiError> for UiError {
             status: error.kind.status(),
             kind: error.kind,
             detail: error.detail,
+            person_view: false,
         }
     }
 }
@@ -139,6 +157,13 @@ impl UiError {
     pub fn invalid(detail: impl Into<String>) -> Self {
         ApiError::validation(detail).into()
     }
+
+    /// The same refusal shown as a page of the person's view: its own
+    /// words for a missing sign-in, a link back to `/me`.
+    pub fn in_person_view(mut self) -> Self {
+        self.person_view = true;
+        self
+    }
 }
 
 impl IntoResponse for UiError {
@@ -147,6 +172,10 @@ impl IntoResponse for UiError {
             ProblemKind::TerminalSuspended => (
                 "この端末は紛失・盗難の届出により利用停止されています",
                 "This terminal was reported lost or stolen and is suspended",
+            ),
+            ProblemKind::Unauthenticated if self.person_view => (
+                "マイナンバーカードでのサインインが必要です",
+                "Sign in with your My Number card",
             ),
             ProblemKind::Unauthenticated => (
                 "端末のクライアント証明書が確認できません",
@@ -199,7 +228,11 @@ impl IntoResponse for UiError {
                             p lang="en" class="en" { (advice_en) }
                         }
                         p class="detail" lang="en" { (self.detail) }
-                        p { a href="/ui/caseload" { "利用者一覧へ / Back to the caseload" } }
+                        @if self.person_view {
+                            p { a href="/me" { "ご自身の情報へ / Back to your record" } }
+                        } @else {
+                            p { a href="/ui/caseload" { "利用者一覧へ / Back to the caseload" } }
+                        }
                     }
                 }
             }
@@ -333,10 +366,41 @@ impl Staff {
 
 /// The page frame: navigation, who is logged in, the language toggle.
 pub fn layout(lang: Lang, title: &str, staff: Option<&Staff>, path: &str, body: Markup) -> Markup {
-    let other = match lang {
+    let other = other_lang(lang);
+    let header = html! {
+        @if let Some(staff) = staff {
+            nav aria-label=(lang.t("メニュー", "Menu")) {
+                a href="/ui/caseload" { (lang.t("利用者一覧", "Caseload")) }
+                a href="/ui/care-plan" { (lang.t("計画作成依頼届出", "Care-plan notification")) }
+                a href="/ui/subsidy" { (lang.t("助成金申請", "Subsidy")) }
+                a href="/ui/terminals" { (lang.t("端末管理", "Terminals")) }
+            }
+            span class="who" {
+                (staff.user) " · " (staff.at.office) " · " (staff.at.terminal.as_str())
+            }
+            form method="post" action="/ui/logout" class="inline" {
+                (staff.csrf_field())
+                button type="submit" { (lang.t("ログアウト", "Log out")) }
+            }
+        }
+    };
+    let toggle = format!("/ui/lang?to={}&back={path}", other.0);
+    frame(lang, title, header, &toggle, body)
+}
+
+/// The other language than `lang`: its code and its name in itself.
+pub fn other_lang(lang: Lang) -> (&'static str, &'static str) {
+    match lang {
         Lang::Ja => ("en", "English"),
         Lang::En => ("ja", "日本語"),
-    };
+    }
+}
+
+/// The frame of every page (the office screen's and the person's view):
+/// `lang`, the header with `header` inside and the language toggle to
+/// `toggle_href`, the skip link, one `h1` of `title`.
+pub fn frame(lang: Lang, title: &str, header: Markup, toggle_href: &str, body: Markup) -> Markup {
+    let other = other_lang(lang);
     html! {
         (DOCTYPE)
         html lang=(lang.code()) {
@@ -351,22 +415,8 @@ pub fn layout(lang: Lang, title: &str, staff: Option<&Staff>, path: &str, body: 
                 a class="skip" href="#main" { (lang.t("本文へ移動", "Skip to content")) }
                 header {
                     span class="brand" { (lang.t("介護情報基盤", "Care information platform")) }
-                    @if let Some(staff) = staff {
-                        nav aria-label=(lang.t("メニュー", "Menu")) {
-                            a href="/ui/caseload" { (lang.t("利用者一覧", "Caseload")) }
-                            a href="/ui/care-plan" { (lang.t("計画作成依頼届出", "Care-plan notification")) }
-                            a href="/ui/subsidy" { (lang.t("助成金申請", "Subsidy")) }
-                            a href="/ui/terminals" { (lang.t("端末管理", "Terminals")) }
-                        }
-                        span class="who" {
-                            (staff.user) " · " (staff.at.office) " · " (staff.at.terminal.as_str())
-                        }
-                        form method="post" action="/ui/logout" class="inline" {
-                            (staff.csrf_field())
-                            button type="submit" { (lang.t("ログアウト", "Log out")) }
-                        }
-                    }
-                    a class="lang" hreflang=(other.0) href={ "/ui/lang?to=" (other.0) "&back=" (path) } { (other.1) }
+                    (header)
+                    a class="lang" hreflang=(other.0) lang=(other.0) href=(toggle_href) { (other.1) }
                 }
                 main id="main" {
                     h1 { (title) }

@@ -740,6 +740,7 @@ pub fn japanese_name(event_type: &str) -> &'static str {
         "insured.consent_revoked" => "閲覧同意 撤回",
         "insured.consent_expired" => "閲覧同意 期限切れ",
         "insured.record_viewed" => "閲覧記録",
+        "insured.own_record_viewed" => "本人による閲覧",
         "insured.moved_house" => "転居",
         "insured.home_modification_cap_reset" => "住宅改修 限度額リセット",
         "insured.home_modification_applied" => "住宅改修 事前申請",

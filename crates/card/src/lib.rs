@@ -45,7 +45,7 @@ pub mod test_pki;
 pub mod virtual_card;
 
 #[cfg(feature = "pcsc")]
-pub use crate::pcsc::{PcscTransport, status_report};
+pub use crate::pcsc::{PcscTransport, sign_challenge_with_card, status_report};
 pub use error::CardError;
 pub use jpki::JpkiCard;
 pub use pin::{Pin, PinFormatError};

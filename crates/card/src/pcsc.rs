@@ -125,6 +125,25 @@ impl Transport for PcscTransport {
     }
 }
 
+/// Reads the user-authentication certificate from the card in `reader`
+/// (the first reader with a card when `None`, waiting up to `wait`),
+/// verifies `pin` and has the card sign `challenge`: the certificate (DER)
+/// and the signature. What an office terminal does for a consent and a
+/// person for a sign-in (`kiban card consent`, `kiban card sign-in`).
+pub fn sign_challenge_with_card(
+    reader: Option<&str>,
+    wait: Duration,
+    pin: &crate::Pin,
+    challenge: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), CardError> {
+    let transport = PcscTransport::connect(reader, wait)?;
+    let mut card = crate::JpkiCard::open(transport)?;
+    let certificate = card.read_auth_certificate()?;
+    card.verify_pin(pin)?;
+    let signature = card.sign_challenge(challenge)?;
+    Ok((certificate, signature))
+}
+
 /// Readers, cards and JPKI state as `kiban card status` shows them. Never verifies
 /// a PIN; connects to each card only to select JPKI and ask the tries left.
 pub fn status_report() -> StatusReport {

@@ -1,5 +1,6 @@
-//! `kiban card status` and `kiban card consent` (feature `pcsc`): the office
-//! terminal's side of the My Number card consent (docs/card.md).
+//! `kiban card status`, `kiban card consent` and `kiban card sign-in`
+//! (feature `pcsc`): the office terminal's side of the My Number card
+//! consent, and the person's sign-in to their own view (docs/card.md).
 //!
 //! `consent` asks the server for a challenge over mTLS (the terminal's
 //! client certificate), reads the PIN without echo (or one line from stdin
@@ -15,8 +16,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use kiban_api::client::{Client, ClientError};
+use kiban_api::me::sign_in_challenge_text;
 use kiban_api::{ChallengeRequest, SignedChallenge};
-use kiban_card::{CardError, JpkiCard, PcscTransport, Pin};
+use kiban_card::{Pin, sign_challenge_with_card};
 
 /// How long to wait for a card on the reader.
 pub const CARD_WAIT: Duration = Duration::from_secs(30);
@@ -50,21 +52,42 @@ pub enum CardCommand {
         /// The key, when not in the `--cert` file.
         #[arg(long)]
         key: Option<PathBuf>,
-        /// The platform CA certificate (PEM) the server's certificate chains to.
-        #[arg(long)]
-        cacert: PathBuf,
-        /// A reader name (default: the first with a card).
-        #[arg(long)]
-        reader: Option<String>,
-        /// Read the PIN from one line of standard input (for tests and scripts).
-        #[arg(long)]
-        pin_stdin: bool,
+        #[command(flatten)]
+        card: CardSide,
     },
+    /// Sign in to your own view (ご本人の情報) with your card: with
+    /// `--code`, the sign-in the web page `/me/login` shows; without it, a
+    /// session for the API (prints its bearer token).
+    SignIn {
+        /// The server, e.g. `https://127.0.0.1:8443`.
+        #[arg(long, env = "KIBAN_SERVER")]
+        server: String,
+        /// The code the sign-in page shows (確認コード).
+        #[arg(long)]
+        code: Option<String>,
+        #[command(flatten)]
+        card: CardSide,
+    },
+}
+
+/// What both card commands take: the server's CA, the reader, the PIN.
+#[derive(Debug, clap::Args)]
+pub struct CardSide {
+    /// The platform CA certificate (PEM) the server's certificate chains to.
+    #[arg(long)]
+    cacert: PathBuf,
+    /// A reader name (default: the first with a card).
+    #[arg(long)]
+    reader: Option<String>,
+    /// Read the PIN from one line of standard input (for tests and scripts).
+    #[arg(long)]
+    pin_stdin: bool,
 }
 
 /// Runs a card command.
 pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
     match command {
+        CardCommand::SignIn { server, code, card } => sign_in(&server, code, card).await,
         CardCommand::Status => {
             let report = tokio::task::spawn_blocking(kiban_card::status_report).await?;
             println!("{report}");
@@ -78,11 +101,9 @@ pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
             days,
             cert,
             key,
-            cacert,
-            reader,
-            pin_stdin,
+            card,
         } => {
-            let client = client(&server, &cert, key.as_deref(), &cacert)?;
+            let client = client(&server, &cert, key.as_deref(), &card.cacert)?;
             let expires = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
             let issued = client
                 .consent_challenge(&ChallengeRequest {
@@ -98,25 +119,10 @@ pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
                     "the terminal certificate is not for office {office} / 端末の証明書が事業所 {office} のものではありません"
                 );
             }
-            let pin = read_pin(pin_stdin)?;
-            let signed =
-                tokio::task::spawn_blocking(move || sign(reader.as_deref(), &pin, &challenge))
-                    .await?;
-            let (certificate, signature) = match signed {
-                Ok(signed) => signed,
-                Err(error) => {
-                    eprintln!("kiban card: {error}\n{}", error.message_ja());
-                    return Ok(ExitCode::FAILURE);
-                }
+            let Some(signed) = card_signs(card, issued.nonce, challenge).await? else {
+                return Ok(ExitCode::FAILURE);
             };
-            let recorded = client
-                .card_consent(&SignedChallenge {
-                    nonce: issued.nonce,
-                    certificate_hex: hex::encode(certificate),
-                    signature_hex: hex::encode(signature),
-                })
-                .await
-                .map_err(refused)?;
+            let recorded = client.card_consent(&signed).await.map_err(refused)?;
             println!(
                 "consent recorded / 同意を記録しました: {}",
                 serde_json::to_string(&recorded)?
@@ -166,12 +172,58 @@ fn read_pin(from_stdin: bool) -> anyhow::Result<Pin> {
     Pin::new(&text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Reads the certificate and signs the challenge on the card.
-fn sign(reader: Option<&str>, pin: &Pin, challenge: &str) -> Result<(Vec<u8>, Vec<u8>), CardError> {
-    let transport = PcscTransport::connect(reader, CARD_WAIT)?;
-    let mut card = JpkiCard::open(transport)?;
-    let certificate = card.read_auth_certificate()?;
-    card.verify_pin(pin)?;
-    let signature = card.sign_challenge(challenge.as_bytes())?;
-    Ok((certificate, signature))
+/// `kiban card sign-in`: signs the page's code (or a new API challenge)
+/// with the card and opens the person's session.
+async fn sign_in(server: &str, code: Option<String>, card: CardSide) -> anyhow::Result<ExitCode> {
+    let cacert = &card.cacert;
+    let ca = std::fs::read(cacert).with_context(|| format!("reading {}", cacert.display()))?;
+    let client = Client::new(server, &ca, None)?;
+    let nonce = match code {
+        Some(code) => code.trim().to_owned(),
+        None => client.sign_in_challenge().await.map_err(refused)?.nonce,
+    };
+    let text = sign_in_challenge_text(&nonce);
+    println!("signing in to / サインイン先: {server} (code / 確認コード {nonce})");
+    let Some(signed) = card_signs(card, nonce, text).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let session = client.sign_in(&signed).await.map_err(refused)?;
+    match session.token {
+        None => println!(
+            "signed in: press \"Complete sign-in\" on the page / サインインしました。画面の「サインインを完了」を押してください（{} まで有効）",
+            session.expires_at
+        ),
+        Some(token) => println!(
+            "signed in until {} / サインインしました\nAuthorization: Bearer {token}",
+            session.expires_at
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the PIN, has the card on the reader sign `text`, and answers the
+/// signed challenge `nonce` to post; `None` after printing a card error
+/// (wrong PIN, no card, …) in English and Japanese.
+async fn card_signs(
+    card: CardSide,
+    nonce: String,
+    text: String,
+) -> anyhow::Result<Option<SignedChallenge>> {
+    let pin = read_pin(card.pin_stdin)?;
+    let reader = card.reader;
+    let signed = tokio::task::spawn_blocking(move || {
+        sign_challenge_with_card(reader.as_deref(), CARD_WAIT, &pin, text.as_bytes())
+    })
+    .await?;
+    match signed {
+        Ok((certificate, signature)) => Ok(Some(SignedChallenge {
+            nonce,
+            certificate_hex: hex::encode(certificate),
+            signature_hex: hex::encode(signature),
+        })),
+        Err(error) => {
+            eprintln!("kiban card: {error}\n{}", error.message_ja());
+            Ok(None)
+        }
+    }
 }

@@ -284,5 +284,14 @@ async fn the_demo_plays_its_month_in_script_mode() {
     // The timers fired the deadline of the undecided application.
     assert!(has("certification.deadline_reached"), "{feed}");
     assert!(has("[SIMULATED CARD]"), "{feed}");
+    // The person's side: the person reads their own record and sees the
+    // office's read of it.
+    assert!(has("GET /v1/me/access-log → 200"), "{feed}");
+    assert!(
+        has(&format!(
+            "sees: office {OFFICE} terminal T-01 read the record"
+        )),
+        "{feed}"
+    );
     assert!(has("curl --cacert"), "{feed}");
 }

@@ -374,6 +374,9 @@ struct Story {
     received: Arc<Received>,
     /// A typed API client per development principal (its URI).
     clients: BTreeMap<String, Client>,
+    /// A typed API client without a certificate: the person's (their
+    /// session is a bearer token).
+    person: Client,
     /// This run's number (from the wall clock's seconds), part of every
     /// insured number.
     run: u32,
@@ -420,6 +423,7 @@ impl Story {
             municipality: tokio::sync::Mutex::new(municipality),
             received,
             clients,
+            person: Client::new(&base, &ca, None)?,
             run: (Utc::now().timestamp() % 100_000) as u32,
         })
     }
@@ -586,6 +590,7 @@ impl Story {
         self.care_plan_office(&cast).await?;
         self.card_reader_subsidy(&cast).await?;
         self.lost_terminal(&cast).await?;
+        self.person_checks_record(&cast).await?;
         self.deadline(&cast).await?;
         self.out.title("the month is over");
         Ok(())
@@ -966,6 +971,70 @@ impl Story {
                 subsidy["application"].as_str().unwrap_or("?"),
                 subsidy["status"].as_str().unwrap_or("?"),
                 yen(subsidy["payable"].as_u64().unwrap_or(0))
+            ));
+        }
+        Ok(())
+    }
+
+    /// Day 29: the person's side. The first person signs in to their own
+    /// view (`/v1/me`; the card check simulated, as for the consents),
+    /// sees their record, and which office read it, when and why.
+    async fn person_checks_record(&self, cast: &Cast) -> anyhow::Result<()> {
+        let p1 = &cast.persons[0];
+        self.at_day(29, "a person checks their own record (ご本人の閲覧)")
+            .await;
+        self.out.note(&format!(
+            "[SIMULATED CARD] {p1} signs in to their own view with the My Number card — simulated, no card is read (`kiban card sign-in` reads a real one)"
+        ));
+        let (insurer, insured) = Self::ids(p1)?;
+        let session = kiban_api::me::open_simulated_session(
+            self.projections.db(),
+            &insurer,
+            &insured,
+            self.clock.day(29),
+        )
+        .await?;
+        let who = format!("person {p1} (logged)");
+        let record = self
+            .api(
+                &who,
+                ("GET", paths::ME),
+                self.person.my_record(&session.token),
+                200,
+            )
+            .await?;
+        self.out.note(&format!(
+            "{p1} sees their care level {} and {} consent(s)",
+            record["eligibility"]["certification"]["level"]
+                .as_str()
+                .unwrap_or("-"),
+            record["consents"].as_array().map_or(0, Vec::len),
+        ));
+        let log = self
+            .api(
+                &who,
+                ("GET", paths::ME_ACCESS_LOG),
+                self.person.my_access_log(&session.token),
+                200,
+            )
+            .await?;
+        let reads: Vec<&Value> = log
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|entry| entry["reader"] == "office")
+            .collect();
+        if reads.is_empty() {
+            bail!("the person sees no office's read of their record: {log}");
+        }
+        let text = |entry: &Value, key: &str| entry[key].as_str().unwrap_or("-").to_owned();
+        for entry in reads {
+            self.out.line(&format!(
+                "   ✔ {p1} sees: office {} terminal {} read the record at {} (basis {})",
+                text(entry, "office"),
+                text(entry, "terminal"),
+                text(entry, "viewed_at"),
+                text(entry, "basis"),
             ));
         }
         Ok(())

@@ -15,7 +15,8 @@
 //!   `insured.renewal_window_opened`), care-plan office registration and
 //!   benefit-ledger changes (home modification, equipment purchase).
 //!
-//! Never routed: the access log (`insured.record_viewed`), consents
+//! Never routed: the access log (`insured.record_viewed`,
+//! `insured.own_record_viewed`), consents
 //! (`insured.consent_*`, about the relation rather than the person's care),
 //! moves (`insured.moved_house`, an address fact), and everything that is
 //! not about a person (offices, insurers, subsidies).

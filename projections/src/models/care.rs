@@ -54,8 +54,8 @@ pub struct PersonDoc {
     pub insurer: String,
     /// 被保険者番号.
     pub insured: String,
-    /// The person's events, except reads (`insured.record_viewed`), which
-    /// belong to the access log.
+    /// The person's events, except reads (`insured.record_viewed`,
+    /// `insured.own_record_viewed`), which belong to the access log.
     pub events: Vec<Stamped<InsuredEvent>>,
     /// When anything about the person (their stream or an application)
     /// last happened.
@@ -202,7 +202,10 @@ async fn apply_insured(tx: &mut Tx, event: &Event) -> Result<()> {
     let Decoded::Insured(insured) = event.decoded()? else {
         return Ok(());
     };
-    if matches!(insured, InsuredEvent::RecordViewed(_)) {
+    if matches!(
+        insured,
+        InsuredEvent::RecordViewed(_) | InsuredEvent::OwnRecordViewed(_)
+    ) {
         return Ok(());
     }
     let forgotten = matches!(insured, InsuredEvent::PersonForgotten(_));

@@ -1,6 +1,7 @@
 //! The read models, one module per projection.
 
 pub mod access_log;
+pub mod card_links;
 pub mod care;
 pub mod organisations;
 
@@ -14,5 +15,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(care::CareProjection),
         Arc::new(organisations::OrganisationsProjection),
         Arc::new(access_log::AccessLogProjection),
+        Arc::new(card_links::CardLinksProjection),
     ]
 }

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{InsuredEvent, InsuredState, RecordViewed};
+use super::{InsuredEvent, InsuredState, OwnRecordViewed, RecordViewed};
 use crate::domain::rejection::{reject_if, rejection};
 use crate::domain::{Rejection, TerminalId};
 use crate::ids::OfficeNumber;
@@ -71,4 +71,10 @@ pub(super) fn record_view(
         }
         .into(),
     ])
+}
+
+/// The person's own read (the person's view): always allowed, since the
+/// API has authenticated the person with their card; logged all the same.
+pub(super) fn record_own_view(now: DateTime<Utc>) -> Vec<InsuredEvent> {
+    vec![OwnRecordViewed { viewed_at: now }.into()]
 }

@@ -189,6 +189,14 @@ domain_events! {
             /// When.
             viewed_at: DateTime<Utc>,
         }
+        /// The person read their own record in the person's view (`/me`,
+        /// `/v1/me`), signed in with their My Number card: the person's own
+        /// reads are in the access log too.
+        OwnRecordViewed = "insured.own_record_viewed", v 1, by [System],
+            label "本人による閲覧" / "Viewed by the person" {
+            /// When.
+            viewed_at: DateTime<Utc>,
+        }
         /// The person's My Number card user-authentication certificate
         /// (利用者証明用電子証明書) was linked to the record, so that a
         /// consent signed with the card names this person. The link is the
@@ -376,6 +384,9 @@ pub enum InsuredCommand {
         /// Whether the person's insurer shares data yet (looked up).
         insurer_sharing_enabled: bool,
     },
+    /// Log the person's own read of the record (the person's view, signed
+    /// in with their card; the API authenticates, so nothing is refused).
+    RecordOwnView,
     /// Record a move.
     RecordMove {
         /// The day of the move.
@@ -504,6 +515,7 @@ impl Decider for InsuredPerson {
                 terminal,
                 insurer_sharing_enabled,
             } => access_log::record_view(state, office, terminal, *insurer_sharing_enabled, now),
+            C::RecordOwnView => Ok(access_log::record_own_view(now)),
             C::RecordMove { moved_on, address } => moves::record_move(*moved_on, address, today),
             C::RecordForgotten {
                 forgotten_at,
@@ -534,6 +546,8 @@ impl Decider for InsuredPerson {
             }
             E::CardLinked(e) => card_link::evolve(&mut state.card_links, e),
             E::RecordViewed(_) => state.views_recorded += 1,
+            // The person's own reads change nothing any rule looks at.
+            E::OwnRecordViewed(_) => {}
             // A move changes no state of its own: the cap reset recorded
             // with it is the ledger's.
             E::MovedHouse(_) => {}
