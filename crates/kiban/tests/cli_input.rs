@@ -884,3 +884,46 @@ async fn replay_forget_and_staff_add_take_good_input_and_refuse_bad_input() {
         .expect(0);
     assert!(run.stdout.starts_with("verified 10 events"), "{run:#?}");
 }
+
+/// Issue 17 item 2: `kiban emit --check` validates messages offline (no
+/// NATS is running here) and points at each problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emit_check_validates_messages_offline_with_json_pointers() {
+    let good = serde_json::json!({
+        "event_id": "0192b6a0-5c1e-7c3a-9f00-000000000001",
+        "kind": "certification.filed",
+        "insurer": "131016", "insured": "0000012345", "application": 1,
+        "occurred_at": "2026-04-01T09:00:00+09:00",
+        "body": {"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-04-01"}
+    });
+    let run = kiban(&["emit", "--check", "-"], Some(&good.to_string()), &[]).await;
+    let run = run.expect(0);
+    assert_eq!(run.stdout, "");
+    let mut bad = good.clone();
+    bad["body"]["applied_on"] = serde_json::json!("April 1st");
+    bad["body"]["decided_on"] = serde_json::json!("2026-04-02");
+    let lines = format!(
+        "{good}\n{bad}\n{}\n",
+        serde_json::json!({"kind": "insured.teleported"})
+    );
+    let run = kiban(
+        &["emit", "--check", "--insurer", "271004", "-"],
+        Some(&lines),
+        &[],
+    )
+    .await
+    .expect(7);
+    for expected in [
+        "message 1 /insurer: ",
+        "message 2 /body/applied_on: ",
+        "message 2 /body: ",
+        "message 3 /kind: ",
+    ] {
+        assert!(
+            run.stdout.contains(expected),
+            "{expected} in {}",
+            run.stdout
+        );
+    }
+    assert!(run.stdout.contains("decided_on"), "{}", run.stdout);
+}
