@@ -20,9 +20,8 @@ use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
 use kiban_events::domain::office::{Loss, Office, OfficeCommand, office_stream};
 use kiban_events::domain::{Decider, TerminalId};
 use kiban_events::envelope::{Actor, EventId, StreamName};
-use kiban_events::ids::InsurerNumber;
 
-use crate::auth::{Allow, PersonId, PersonPath, fold, office_number};
+use crate::auth::{Allow, PersonId, PersonPath, fold, insurer_number, office_number};
 use crate::error::{ApiError, ProblemKind};
 use crate::extract::{Command, CommandKey};
 use crate::principal::Principal;
@@ -353,11 +352,7 @@ pub async fn onboard_insurer(
             "Only the federation onboards an insurer.",
         )
         .await?;
-    let insurer = InsurerNumber::parse(&request.insurer).map_err(|_| {
-        ApiError::validation(
-            "The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47.",
-        )
-    })?;
+    let insurer = insurer_number(&request.insurer)?;
     let stream = insurer_stream(&insurer);
     let command = InsurerCommand::Onboard { insurer };
     let context = CommandContext::new(command_id, caller.actor(), state.now());

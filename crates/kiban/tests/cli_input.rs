@@ -560,8 +560,10 @@ fn find_signature(value: &mut Value) -> Option<&mut String> {
 }
 
 /// Records a whole certification of the test person, through the engine,
-/// before any kiban command opens the store.
-async fn seed_person(url: &str) {
+/// before any kiban command opens the store (the insurer onboarded first).
+async fn seed_person(dir: &Path) {
+    common::onboard(dir).await;
+    let url = &sqlite_url(dir);
     let store = kiban_system::open_store(url).await.unwrap();
     let engine = Arc::new(Engine::new(store.clone()));
     let insurer = InsurerNumber::parse(INSURER).unwrap();
@@ -636,9 +638,12 @@ async fn seed_person(url: &str) {
 async fn replay_forget_and_staff_add_take_good_input_and_refuse_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    seed_person(&url).await;
+    seed_person(dir.path()).await;
     let head = read_all(&url).await.len();
-    assert_eq!(head, 9, "eight facts on the application, one on the person");
+    assert_eq!(
+        head, 10,
+        "the onboarding, eight facts on the application, one on the person"
+    );
     let person = format!("{INSURER}-{PERSON}");
     let application = format!("certification/{INSURER}-{PERSON}-1");
 
@@ -670,14 +675,14 @@ async fn replay_forget_and_staff_add_take_good_input_and_refuse_bad_input() {
             "--stream",
             &application,
             "--at-position",
-            "1",
+            "2",
         ],
         None,
         &[],
     )
     .await
     .expect(0);
-    assert!(run.stdout.contains("1 events up to position 1"), "{run:#?}");
+    assert!(run.stdout.contains("1 events up to position 2"), "{run:#?}");
     assert!(!run.stdout.contains("certification.decided"), "{run:#?}");
     kiban(
         &["replay", "--database-url", &url, "--insured", &person],
@@ -855,7 +860,7 @@ async fn replay_forget_and_staff_add_take_good_input_and_refuse_bad_input() {
     .expect(0);
     assert!(
         run.stdout
-            .contains("insured.person_forgotten recorded at position 10"),
+            .contains("insured.person_forgotten recorded at position 11"),
         "{run:#?}"
     );
     let run = kiban(
@@ -882,7 +887,7 @@ async fn replay_forget_and_staff_add_take_good_input_and_refuse_bad_input() {
     let run = kiban(&["verify", "--database-url", &url], None, &[])
         .await
         .expect(0);
-    assert!(run.stdout.starts_with("verified 10 events"), "{run:#?}");
+    assert!(run.stdout.starts_with("verified 11 events"), "{run:#?}");
 }
 
 /// Issue 17 item 2: `kiban emit --check` validates messages offline (no
