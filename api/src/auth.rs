@@ -165,8 +165,7 @@ impl PersonId {
     /// Parses the path segments.
     pub fn parse(insurer: &str, insured: &str) -> Result<Self, ApiError> {
         Ok(Self {
-            insurer: InsurerNumber::parse(insurer)
-                .map_err(|_| ApiError::validation("The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47."))?,
+            insurer: insurer_number(insurer)?,
             insured: InsuredNumber::parse(insured)
                 .map_err(|_| ApiError::validation("The insured number must be 10 digits."))?,
         })
@@ -192,6 +191,15 @@ impl<S: Send + Sync> FromRequestParts<S> for PersonPath {
             .map_err(|_| ApiError::validation("The path names no insured person."))?;
         PersonId::parse(&insurer, &insured).map(PersonPath)
     }
+}
+
+/// Parses an insurer number from a path or a body.
+pub fn insurer_number(value: &str) -> Result<InsurerNumber, ApiError> {
+    InsurerNumber::parse(value).map_err(|_| {
+        ApiError::validation(
+            "The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47.",
+        )
+    })
 }
 
 /// Parses an office number from a path.

@@ -27,7 +27,9 @@ use kiban_events::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, Of
 
 use crate::card_consent::{CardLinkRequest, ChallengeIssued, ChallengeRequest, SignedChallenge};
 use crate::care_plan::CarePlanNotification;
-use crate::commands::{CommandAccepted, ConsentRecord, LostReport, ProxyApplication};
+use crate::commands::{
+    CommandAccepted, ConsentRecord, InsurerOnboarding, LostReport, ProxyApplication,
+};
 use crate::documents::StoredDocument;
 use crate::error::{PROBLEM_JSON, Problem};
 use crate::extract::IDEMPOTENCY_KEY;
@@ -595,6 +597,18 @@ impl Client {
         document: Vec<u8>,
     ) -> Result<StoredDocument, ClientError> {
         self.upload(paths::ATTACHMENTS, None, media_type, document)
+            .await
+    }
+
+    /// `POST /v1/insurers`: onboards `insurer` (the federation).
+    pub async fn onboard_insurer(
+        &self,
+        insurer: &InsurerNumber,
+    ) -> Result<CommandAccepted, ClientError> {
+        let body = InsurerOnboarding {
+            insurer: insurer.to_string(),
+        };
+        self.command(Method::POST, paths::INSURERS, json_body(&body))
             .await
     }
 

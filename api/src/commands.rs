@@ -16,11 +16,12 @@ use kiban_events::domain::certification::{
     certification_stream,
 };
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
+use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
 use kiban_events::domain::office::{Loss, Office, OfficeCommand, office_stream};
 use kiban_events::domain::{Decider, TerminalId};
 use kiban_events::envelope::{Actor, EventId, StreamName};
 
-use crate::auth::{Allow, PersonId, PersonPath, fold, office_number};
+use crate::auth::{Allow, PersonId, PersonPath, fold, insurer_number, office_number};
 use crate::error::{ApiError, ProblemKind};
 use crate::extract::{Command, CommandKey};
 use crate::principal::Principal;
@@ -326,4 +327,35 @@ pub async fn revoke_consent(
     let command = InsuredCommand::RevokeConsent { office };
     let context = CommandContext::new(command_id, actor, state.now());
     execute::<InsuredPerson>(&state, &stream, &command, context).await
+}
+
+/// Body of an insurer's onboarding.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InsurerOnboarding {
+    /// The insurer number (保険者番号) joining the platform: 6 digits, the
+    /// first two a prefecture code 01-47.
+    pub insurer: String,
+}
+
+/// `POST /v1/insurers`: the federation (国保中央会) onboards an insurer
+/// (`insurer.onboarded`). Until then kiban refuses its status messages
+/// (`insurer_not_onboarded`); docs/integration.md "Onboarding".
+pub async fn onboard_insurer(
+    State(state): State<AppState>,
+    sent: Command<InsurerOnboarding>,
+) -> Result<CommandAccepted, ApiError> {
+    let (command_id, caller, request) = sent.into_parts();
+    caller
+        .allow(
+            &state,
+            &[Allow::Federation],
+            "Only the federation onboards an insurer.",
+        )
+        .await?;
+    let insurer = insurer_number(&request.insurer)?;
+    let stream = insurer_stream(&insurer);
+    let command = InsurerCommand::Onboard { insurer };
+    let context = CommandContext::new(command_id, caller.actor(), state.now());
+    execute::<Insurer>(&state, &stream, &command, context).await
 }

@@ -191,6 +191,21 @@ pub async fn openapi(
     Json(document.as_ref().clone())
 }
 
+/// The AsyncAPI 3.0 document of the NATS surface: the committed
+/// `docs/asyncapi.json`, which kiban-bus's tests keep equal to what it
+/// generates from the message types (the API does not depend on the bus).
+static ASYNCAPI: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+    serde_json::from_str(include_str!("../../docs/asyncapi.json"))
+        .expect("docs/asyncapi.json is JSON (kiban-bus's tests check it)")
+});
+
+/// `GET /v1/asyncapi.json`: the AsyncAPI 3.0 document of the NATS surface
+/// (municipal status messages, receipts, office updates, relayed events).
+/// Any authenticated principal.
+pub async fn asyncapi(_caller: Caller) -> Json<Value> {
+    Json(ASYNCAPI.clone())
+}
+
 /// Counts every answered request by route template (never the concrete
 /// path, which holds personal numbers).
 pub async fn count_requests(

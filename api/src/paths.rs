@@ -15,6 +15,9 @@ pub const TERMINALS: &str = "/v1/terminals";
 pub const ACCESS_LOG: &str = "/v1/access-log";
 /// `GET|POST /v1/subsidies`.
 pub const SUBSIDIES: &str = "/v1/subsidies";
+
+/// `/v1/insurers`: the federation onboards an insurer.
+pub const INSURERS: &str = "/v1/insurers";
 /// `POST /v1/attachments`.
 pub const ATTACHMENTS: &str = "/v1/attachments";
 /// `GET /v1/audit/verify`.

@@ -276,11 +276,7 @@ pub async fn insurer(
     caller: Caller,
     Path(insurer): Path<String>,
 ) -> Result<Json<InsurerView>, ApiError> {
-    let number = kiban_events::ids::InsurerNumber::parse(&insurer).map_err(|_| {
-        ApiError::validation(
-            "The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47.",
-        )
-    })?;
+    let number = crate::auth::insurer_number(&insurer)?;
     caller
         .allow(
             &state,
@@ -300,11 +296,7 @@ pub async fn overdue_applications(
     caller: Caller,
     Path(insurer): Path<String>,
 ) -> Result<Json<Vec<ApplicationView>>, ApiError> {
-    let number = kiban_events::ids::InsurerNumber::parse(&insurer).map_err(|_| {
-        ApiError::validation(
-            "The insurer number (保険者番号) is 6 digits, the first two a prefecture code 01-47.",
-        )
-    })?;
+    let number = crate::auth::insurer_number(&insurer)?;
     caller
         .allow(
             &state,

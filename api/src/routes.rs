@@ -87,6 +87,16 @@ pub(crate) fn api_routes() -> ApiRouter<AppState> {
         .api_route(
             "/v1/openapi.json",
             get_with(ops::openapi, op("This document", ANY_PRINCIPAL)),
+        )
+        .api_route(
+            "/v1/asyncapi.json",
+            get_with(
+                ops::asyncapi,
+                op(
+                    "The AsyncAPI 3.0 document of the NATS surface (docs/asyncapi.json)",
+                    ANY_PRINCIPAL,
+                ),
+            ),
         );
     let routes = person_routes(routes);
     let routes = organisation_routes(routes);
@@ -306,6 +316,16 @@ fn organisation_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             get_with(
                 queries::all_terminals,
                 op("Every terminal", "the federation, auditors"),
+            ),
+        )
+        .api_route(
+            "/v1/insurers",
+            post_with(
+                commands::onboard_insurer,
+                op(
+                    "Onboard an insurer (insurer.onboarded); until then its status messages are refused (insurer_not_onboarded)",
+                    "the federation",
+                ),
             ),
         )
         .api_route(

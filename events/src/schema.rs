@@ -10,7 +10,9 @@ use std::borrow::Cow;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
-use crate::domain::{CopaymentRatio, DocumentRef, SealedValue, ServiceTypeCode, Sha256Digest};
+use crate::domain::{
+    CopaymentRatio, DocumentRef, SealedValue, ServiceTypeCode, Sha256Digest, TerminalId,
+};
 use crate::envelope::Hash;
 use crate::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
 
@@ -56,6 +58,11 @@ string_schema!(
     ServiceTypeCode,
     "サービス種類コード: 2 digits or letters.",
     "^[0-9A-Z]{2}$"
+);
+string_schema!(
+    TerminalId,
+    "アクセスコード (端末固有ID): 1–64 ASCII letters, digits, '.', '_' or '-'.",
+    "^[A-Za-z0-9._-]{1,64}$"
 );
 string_schema!(
     SealedValue,

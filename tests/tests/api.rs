@@ -30,8 +30,10 @@ on_both_backends!(
     consent_lifecycle_decides_what_an_office_sees_and_reads_are_logged,
     a_terminal_reported_lost_is_refused_at_once,
     an_insurer_not_yet_sharing_is_invisible_to_offices,
+    the_federation_onboards_an_insurer_through_the_api,
     problems_are_problem_json_with_stable_types,
     the_openapi_document_covers_every_route,
+    the_asyncapi_document_is_served_as_generated,
     a_proxy_application_is_idempotent_on_its_key,
     office_updates_resume_after_a_disconnect_without_loss,
     documents_are_uploaded_as_blobs_and_downloaded_by_permitted_readers,
@@ -712,6 +714,65 @@ async fn an_insurer_not_yet_sharing_is_invisible_to_offices(db: &TestDb) {
     h.stop().await;
 }
 
+/// Issue 17 item 3: onboarding was possible only by appending to the
+/// store with kiban stopped; `POST /v1/insurers` is the federation's.
+async fn the_federation_onboards_an_insurer_through_the_api(db: &TestDb) {
+    const NEW_INSURER: &str = "271004";
+    let h = Harness::start(db).await;
+    let body = json!({ "insurer": NEW_INSURER });
+    for who in [own_insurer(), office_t01(), auditor()] {
+        let (status, _) = h
+            .call(Some(&who), Method::POST, "/v1/insurers", Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who:?}");
+    }
+    let (status, bad) = h
+        .call(
+            Some(&federation()),
+            Method::POST,
+            "/v1/insurers",
+            Some(json!({ "insurer": "480000" })),
+        )
+        .await;
+    assert_eq!(
+        (status, problem_type(&bad)),
+        (StatusCode::BAD_REQUEST, "urn:kiban:problem:validation")
+    );
+    let (status, accepted) = h
+        .call(
+            Some(&federation()),
+            Method::POST,
+            "/v1/insurers",
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{accepted}");
+    assert_eq!(accepted["stream"], format!("insurer/{NEW_INSURER}"));
+    let (status, rollout) = h
+        .get(&federation(), &format!("/v1/insurers/{NEW_INSURER}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rollout}");
+    assert_eq!(rollout["sharing_enabled"], false);
+    // Onboarding twice is a rule, not a new fact.
+    let (status, again) = h
+        .call(
+            Some(&federation()),
+            Method::POST,
+            "/v1/insurers",
+            Some(body),
+        )
+        .await;
+    assert_eq!(
+        (status, problem_type(&again)),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "urn:kiban:problem:rejected"
+        ),
+        "{again}"
+    );
+    h.stop().await;
+}
+
 async fn problems_are_problem_json_with_stable_types(db: &TestDb) {
     let h = Harness::start(db).await;
     let client = h.client(Some(&federation()));
@@ -844,6 +905,18 @@ async fn the_openapi_document_covers_every_route(db: &TestDb) {
         !metrics.contains(PERSON),
         "metrics carry no personal numbers"
     );
+    h.stop().await;
+}
+
+/// Issue 17 item 1: `GET /v1/asyncapi.json` serves the document kiban-bus
+/// generates from the message types.
+async fn the_asyncapi_document_is_served_as_generated(db: &TestDb) {
+    let h = Harness::start(db).await;
+    let (status, served) = h.get(&own_insurer(), "/v1/asyncapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(served, kiban_bus::asyncapi::document());
+    let (status, _) = h.call(None, Method::GET, "/v1/asyncapi.json", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     h.stop().await;
 }
 

@@ -98,6 +98,14 @@ pub(crate) fn whole_certification() -> Vec<MunicipalMessage> {
     ]
 }
 
+/// An engine over `store` whose insurer the federation has onboarded (at
+/// position 1): facts of an insurer that is not are refused.
+async fn onboarded(store: &Store) -> Engine<Store> {
+    let engine = Engine::new(store.clone());
+    crate::projections::script::onboard_insurer(&engine, insurer().as_str(), false).await;
+    engine
+}
+
 async fn ingest_ok(engine: &Engine<Store>, message: MunicipalMessage) -> Vec<u64> {
     let kind = message.kind.clone();
     match engine
@@ -123,13 +131,14 @@ async fn ingest_rejected(engine: &Engine<Store>, message: MunicipalMessage) -> S
 
 async fn a_whole_certification_is_recorded_and_reaches_the_person(db: &TestDb) {
     let store = db.open().await;
-    let engine = Engine::new(store.clone());
+    let engine = onboarded(&store).await;
     let mut positions = Vec::new();
     for message in whole_certification() {
         positions.extend(ingest_ok(&engine, message).await);
     }
-    // Eight facts on the application, and the decision on the person.
-    assert_eq!(positions, (1..=9).collect::<Vec<u64>>());
+    // Eight facts on the application, and the decision on the person
+    // (after the onboarding at 1).
+    assert_eq!(positions, (2..=10).collect::<Vec<u64>>());
     let application = certification_stream(&insurer(), &insured(), 1);
     let (state, version) = engine
         .load::<CertificationApplication>(&application)
@@ -159,14 +168,14 @@ async fn a_whole_certification_is_recorded_and_reaches_the_person(db: &TestDb) {
     assert_eq!(fresh_person, person_state);
     assert!(matches!(
         store.verify(1, None).await.unwrap(),
-        kiban_store::VerifyReport::Verified { events: 9, .. }
+        kiban_store::VerifyReport::Verified { events: 10, .. }
     ));
     store.close().await;
 }
 
 async fn resending_a_message_is_harmless(db: &TestDb) {
     let store = db.open().await;
-    let engine = Engine::new(store.clone());
+    let engine = onboarded(&store).await;
     let messages = whole_certification();
     let mut first = Vec::new();
     for message in messages.clone() {
@@ -187,13 +196,22 @@ async fn resending_a_message_is_harmless(db: &TestDb) {
             IngestOutcome::Rejected(rejection) => panic!("resend rejected: {rejection:?}"),
         }
     }
-    assert_eq!(store.head().await.unwrap().position, 9);
+    assert_eq!(store.head().await.unwrap().position, 10);
     store.close().await;
 }
 
 async fn impossible_transitions_and_bad_messages_are_rejected_with_codes(db: &TestDb) {
     let store = db.open().await;
     let engine = Engine::new(store.clone());
+    // Issue 17: a fact from an insurer the federation has not onboarded is
+    // refused, not stored out of offices' sight.
+    let filed = json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-01"});
+    assert_eq!(
+        ingest_rejected(&engine, message("certification.filed", 0, filed)).await,
+        "insurer_not_onboarded"
+    );
+    assert_eq!(store.head().await.unwrap().position, 0);
+    let engine = onboarded(&store).await;
     // A decision before any application.
     let decided = message(
         "certification.decided",
@@ -237,8 +255,8 @@ async fn impossible_transitions_and_bad_messages_are_rejected_with_codes(db: &Te
     );
     let rejected = engine.ingest(future, &insurer(), day(-1)).await.unwrap();
     assert!(matches!(rejected, IngestOutcome::Rejected(r) if r.code == "occurred_in_future"));
-    // Nothing of it was stored.
-    assert_eq!(store.head().await.unwrap().position, 0);
+    // Nothing of it was stored (the onboarding is at 1).
+    assert_eq!(store.head().await.unwrap().position, 1);
     store.close().await;
 }
 
@@ -312,7 +330,7 @@ async fn a_filing_carries_the_certification_in_force_not_the_latest(db: &TestDb)
     use kiban_events::domain::certification::ValidityPeriod;
     use kiban_events::domain::insured::InsuredCommand;
     let store = db.open().await;
-    let engine = Engine::new(store.clone());
+    let engine = onboarded(&store).await;
     let person = insured_stream(&insurer(), &insured());
     let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
     for (seq, level, from, until) in [

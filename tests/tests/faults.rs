@@ -655,6 +655,7 @@ async fn postgres_killed_during_appends_loses_nothing_and_applies_nothing_twice(
         .await
         .unwrap();
     let engine = Arc::new(Engine::new(store.clone()));
+    crate::projections::script::onboard_insurer(&engine, INSURER, false).await;
     let db = Db::open(&server.url()).await.unwrap();
     let projections = Projections::start(db, store.clone(), kiban_projections::models::all())
         .await
@@ -1021,6 +1022,13 @@ async fn ingest_rounds(
     let seed = seed(&format!("ingest faults {faults:?} ({backend:?})"));
     let mut rng = StdRng::seed_from_u64(seed);
     let db = kiban_tests::TestDb::new(backend).await;
+    {
+        // The federation onboards the insurer before kiban serve starts.
+        let store = db.open().await;
+        let engine = Engine::new(store.clone());
+        crate::projections::script::onboard_insurer(&engine, INSURER, false).await;
+        store.close().await;
+    }
     let dir = tempfile::tempdir().unwrap();
     let client = match &nats {
         Nats::Single(server) => async_nats::connect(server.url()).await.unwrap(),

@@ -46,6 +46,8 @@ pub(crate) fn message_json(message: &MunicipalMessage) -> serde_json::Value {
 async fn start(db: &TestDb) -> (kiban_store::Store, LocalBus, CancellationToken) {
     let store = db.open().await;
     let engine = Arc::new(Engine::new(store.clone()));
+    // The federation onboards the insurer (position 1).
+    crate::projections::script::onboard_insurer(&engine, insurer().as_str(), false).await;
     let bus = LocalBus::new();
     let cancel = CancellationToken::new();
     let consumer = bus.clone();
@@ -75,8 +77,8 @@ async fn messages_become_events_and_receipts(db: &TestDb) {
         );
         positions.extend(receipt.positions.unwrap());
     }
-    assert_eq!(positions, (1..=9).collect::<Vec<u64>>());
-    assert_eq!(store.head().await.unwrap().position, 9);
+    assert_eq!(positions, (2..=10).collect::<Vec<u64>>());
+    assert_eq!(store.head().await.unwrap().position, 10);
     cancel.cancel();
     store.close().await;
 }
@@ -117,7 +119,7 @@ async fn bad_messages_get_rejection_receipts_and_store_nothing(db: &TestDb) {
         .unwrap();
     let receipt = bounded("a receipt", receipts.next()).await.unwrap();
     assert_eq!(receipt.status, ReceiptStatus::Rejected);
-    assert_eq!(store.head().await.unwrap().position, 0);
+    assert_eq!(store.head().await.unwrap().position, 1);
     cancel.cancel();
     store.close().await;
 }

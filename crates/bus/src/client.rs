@@ -351,6 +351,15 @@ impl Outgoing {
 /// Parses `kiban emit`'s input: one JSON object, a JSON array of them, or
 /// JSON lines (one object per line).
 pub fn parse_messages(text: &str) -> ClientResult<Vec<Outgoing>> {
+    parse_json_values(text)?
+        .into_iter()
+        .map(Outgoing::from_json)
+        .collect()
+}
+
+/// The JSON values of `kiban emit`'s input: one value, a JSON array of
+/// them, or JSON lines.
+pub fn parse_json_values(text: &str) -> ClientResult<Vec<Value>> {
     let trimmed = text.trim_start();
     let values: Vec<Value> = if trimmed.starts_with('[') {
         serde_json::from_str(text)
@@ -366,7 +375,7 @@ pub fn parse_messages(text: &str) -> ClientResult<Vec<Outgoing>> {
         }
         values
     };
-    values.into_iter().map(Outgoing::from_json).collect()
+    Ok(values)
 }
 
 /// A municipality: publishes on its own ingest subjects and reads its own

@@ -49,6 +49,7 @@
 //!   `CancellationToken`; no lock is held across an `.await`.
 
 pub mod append;
+pub mod asyncapi;
 pub mod client;
 pub mod engine;
 pub mod error;

@@ -37,7 +37,8 @@ pub const EVENTS_SUBJECTS: &str = "kiban.events.>";
 /// collide with an insurer number.
 pub const NO_INSURER_TOKEN: &str = "none";
 
-const INGEST_PREFIX: &str = "kiban.ingest.";
+/// What every ingest subject starts with: `kiban.ingest.<insurer>.<kind>`.
+pub const INGEST_PREFIX: &str = "kiban.ingest.";
 
 /// The inbox prefix of kiban's own NATS connections (`Bus::connect_nats`):
 /// JetStream pull deliveries to the ingest consumer, JetStream API replies

@@ -326,6 +326,25 @@ async fn through_the_engine_a_workflow_is_recorded_and_an_impossible_transition_
         .await
         .unwrap();
     let engine = std::sync::Arc::new(kiban_engine::Engine::new(store.clone()));
+    // The federation onboards the insurer: facts of one that is not are
+    // refused (insurer_not_onboarded).
+    {
+        use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+        let insurer = kiban_events::ids::InsurerNumber::parse(INSURER).unwrap();
+        let context = kiban_engine::CommandContext::new(
+            kiban_events::EventId::from_uuid(new_id()).unwrap(),
+            kiban_events::envelope::Actor::Federation,
+            chrono::Utc::now(),
+        );
+        engine
+            .execute::<Insurer>(
+                &insurer_stream(&insurer),
+                &InsurerCommand::Onboard { insurer },
+                &context,
+            )
+            .await
+            .unwrap();
+    }
     let running = Running::start(
         client.clone(),
         kiban_bus::engine::EngineHandler::new(engine),

@@ -171,7 +171,7 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// Reads `stream` after `version` and folds it onto `state`.
-    async fn fold_from_store<D>(
+    pub(crate) async fn fold_from_store<D>(
         &self,
         stream: &StreamName,
         mut state: D::State,

@@ -104,6 +104,44 @@ enum Target {
     Insurer(&'static str),
 }
 
+/// The rejection codes of the engine's ingest with their meaning (the
+/// workflow rules' codes are `RejectionCode`s; the transport's are
+/// kiban-bus's). Receipts carry them; docs/asyncapi.json lists them.
+pub const INGEST_REJECTION_CODES: &[(&str, &str)] = &[
+    (
+        "missing_field",
+        "The kind needs `insured` (and, for a certification application, `application`) in the envelope.",
+    ),
+    (
+        "invalid_body",
+        "`body` does not have the fields the kind needs: one is missing, unknown, of the wrong type, or supplied by kiban (the message names it).",
+    ),
+    (
+        "occurred_in_future",
+        "`occurred_at` is more than 5 minutes ahead of the platform's clock.",
+    ),
+    (
+        "not_permitted",
+        "A municipality may not cause this event (or not for this insurer).",
+    ),
+    (
+        "duplicate_event_id",
+        "This event_id was already used for a different fact; a fixed message needs a new event_id.",
+    ),
+    (
+        "personal_field_not_plain",
+        "A personal field was sent as a bare string; send {\"plain\": \"...\"}.",
+    ),
+    (
+        "person_forgotten",
+        "The person was forgotten (本人情報の消去); nothing personal is recorded for them again.",
+    ),
+    (
+        "sealing_unavailable",
+        "This kiban keeps no person keys, so it accepts no personal fields.",
+    ),
+];
+
 /// The kinds a municipality may report, and the command variant each becomes.
 pub const MUNICIPAL_KINDS: &[&str] = &[
     "certification.filed",
@@ -127,6 +165,12 @@ pub const MUNICIPAL_KINDS: &[&str] = &[
     "insurer.standardisation_completed",
     "insurer.data_transmission_completed",
 ];
+
+/// The fields of `certification.filed`'s command that the engine supplies:
+/// from the envelope (`insurer`, `insured`, `application` as `seq`) and its
+/// own lookup (the person's current certification). A body carrying one is
+/// refused (`invalid_body`), and the schema of the body leaves them out.
+const FILING_SUPPLIED_FIELDS: [&str; 4] = ["insurer", "insured", "seq", "current_certification"];
 
 fn target(kind: &str) -> Option<Target> {
     use Target::*;
@@ -249,6 +293,9 @@ impl<S: EventStore> Engine<S> {
                 ),
             ));
         };
+        if !matches!(target, Target::Insurer(_)) {
+            self.require_onboarded(&message.insurer).await?;
+        }
         let mut message = message;
         crate::personal::seal_body(
             self.person_keys(),
@@ -304,18 +351,19 @@ impl<S: EventStore> Engine<S> {
                 Some(applied_on) => self.current_certification(&person, applied_on).await?,
                 None => None,
             };
+            let [insurer_key, insured_key, seq_key, current_key] = FILING_SUPPLIED_FIELDS;
             injected = vec![
                 (
-                    "insurer",
+                    insurer_key,
                     serde_json::to_value(&message.insurer).expect("serialisable"),
                 ),
                 (
-                    "insured",
+                    insured_key,
                     serde_json::to_value(&insured).expect("serialisable"),
                 ),
-                ("seq", Value::from(seq)),
+                (seq_key, Value::from(seq)),
                 (
-                    "current_certification",
+                    current_key,
                     serde_json::to_value(current).expect("serialisable"),
                 ),
             ];
@@ -348,6 +396,33 @@ impl<S: EventStore> Engine<S> {
             executed.events.extend(recorded.events);
         }
         Ok(executed)
+    }
+
+    /// Refuses facts about the people of an insurer the federation has not
+    /// onboarded (`insurer_not_onboarded`): offices could never see them,
+    /// and an insurer that is not on the platform has no business there.
+    /// The insurer's own rollout messages are checked by its decider.
+    /// A cached "not onboarded" is read again from the store, since the
+    /// onboarding may have been recorded by another process (the API).
+    async fn require_onboarded(&self, insurer: &InsurerNumber) -> Result<(), Failure> {
+        let stream = insurer_stream(insurer);
+        let (state, version) = self.load::<Insurer>(&stream).await?;
+        if state.insurer.is_some() {
+            return Ok(());
+        }
+        let (fresh, _) = self
+            .fold_from_store::<Insurer>(&stream, state, version)
+            .await?;
+        if fresh.insurer.is_some() {
+            return Ok(());
+        }
+        Err(reject(
+            kiban_events::domain::RejectionCode::InsurerNotOnboarded.as_str(),
+            format!(
+                "insurer {insurer} is not onboarded on the platform; the federation onboards it \
+                 (POST /v1/insurers, docs/integration.md \"Onboarding\")"
+            ),
+        ))
     }
 
     /// The person's current certification for an application made on
@@ -410,6 +485,69 @@ fn rejection_for(error: &EngineError) -> Option<IngestRejection> {
             return None;
         }
     })
+}
+
+/// What a message kind's envelope must carry besides the fields every
+/// message has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeNeeds {
+    /// `insured` and `application` (a fact about one application).
+    Application,
+    /// `insured` (a fact about a person).
+    Person,
+    /// Neither (a fact about the insurer itself).
+    Insurer,
+}
+
+/// What `kind`'s envelope needs; `None` for a kind no municipality sends.
+pub fn envelope_needs(kind: &str) -> Option<EnvelopeNeeds> {
+    Some(match target(kind)? {
+        Target::Certification(_) => EnvelopeNeeds::Application,
+        Target::Insured(_) => EnvelopeNeeds::Person,
+        Target::Insurer(_) => EnvelopeNeeds::Insurer,
+    })
+}
+
+/// The JSON Schema of `kind`'s `body`, generated from the command variant
+/// the kind becomes (its fields, types and documentation) without the
+/// fields the engine supplies; `None` for a kind no municipality sends.
+/// Types the body refers to are added to `generator`'s definitions.
+pub fn body_schema(kind: &str, generator: &mut schemars::SchemaGenerator) -> Option<Value> {
+    use schemars::JsonSchema;
+    let (commands, variant, supplied): (schemars::Schema, &str, &[&str]) = match target(kind)? {
+        Target::Certification(variant) => (
+            CertificationCommand::json_schema(generator),
+            variant,
+            if variant == "file_application" {
+                &FILING_SUPPLIED_FIELDS
+            } else {
+                &[]
+            },
+        ),
+        Target::Insured(variant) => (InsuredCommand::json_schema(generator), variant, &[]),
+        Target::Insurer(variant) => (InsurerCommand::json_schema(generator), variant, &[]),
+    };
+    let variants = commands
+        .get("oneOf")
+        .and_then(Value::as_array)
+        .expect("a command enum is a oneOf of its variants");
+    let tagged = variants
+        .iter()
+        .find(|schema| schema["properties"].get(variant).is_some())
+        .expect("every municipal kind names a command variant with fields");
+    let mut body = tagged["properties"][variant].clone();
+    if let (Some(description), Value::Object(map)) = (tagged.get("description"), &mut body) {
+        map.entry("description").or_insert(description.clone());
+    }
+    for field in supplied {
+        if let Some(properties) = body["properties"].as_object_mut() {
+            properties.remove(*field);
+        }
+        if let Some(required) = body["required"].as_array_mut() {
+            required.retain(|name| name != field);
+        }
+    }
+    Some(body)
 }
 
 /// Whether `kind` is one a municipality may report.

@@ -58,3 +58,6 @@ impl std::error::Error for Refused {}
 pub const EXIT_CHAIN_BROKEN: u8 = 4;
 /// Exit code of `kiban emit` when a message was rejected or got no receipt.
 pub const EXIT_NOT_RECORDED: u8 = 5;
+/// Exit code of `kiban emit --check` when a message does not match its
+/// schema.
+pub const EXIT_INVALID_MESSAGES: u8 = 7;

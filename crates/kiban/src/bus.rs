@@ -6,17 +6,24 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use kiban_bus::client::{Bus, Municipality, OfficeFeed, all_accepted, parse_messages, pretty_line};
+use kiban_bus::client::{
+    Bus, Municipality, OfficeFeed, all_accepted, parse_json_values, parse_messages, pretty_line,
+};
 use kiban_events::ids::{InsurerNumber, OfficeNumber};
 
-use crate::args::{DEFAULT_NATS_URL, EXIT_NOT_RECORDED, read_input};
+use crate::args::{DEFAULT_NATS_URL, EXIT_INVALID_MESSAGES, EXIT_NOT_RECORDED, read_input};
 
 /// `kiban emit`.
 #[derive(Debug, Args)]
 pub struct EmitArgs {
     /// The municipality's insurer number (保険者番号, 6 digits).
+    #[arg(long, required_unless_present = "check")]
+    pub insurer: Option<String>,
+    /// Validate the messages against their schemas (docs/asyncapi.json)
+    /// offline, without NATS or a store; print each problem with its JSON
+    /// pointer; exit 7 when there is one.
     #[arg(long)]
-    pub insurer: String,
+    pub check: bool,
     /// The NATS server kiban ingests from.
     #[arg(long, env = "KIBAN_NATS_URL", default_value = DEFAULT_NATS_URL)]
     pub nats_url: String,
@@ -46,9 +53,17 @@ pub struct SubscribeArgs {
 
 /// `kiban emit`: publishes, waits for the receipts, prints them.
 pub async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
-    let insurer = InsurerNumber::parse(&args.insurer)
+    let insurer = args
+        .insurer
+        .as_deref()
+        .map(InsurerNumber::parse)
+        .transpose()
         .map_err(|e| anyhow::anyhow!("--insurer must be a 6-digit insurer number: {e}"))?;
     let text = read_input(&args.input)?;
+    if args.check {
+        return check(&text, insurer.as_ref());
+    }
+    let insurer = insurer.expect("clap requires --insurer without --check");
     let messages = parse_messages(&text)?;
     let bus = Bus::connect_nats_as_participant(&args.nats_url).await?;
     let mut municipality = Municipality::connect(&bus, insurer).await?;
@@ -68,6 +83,44 @@ pub async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::from(EXIT_NOT_RECORDED))
+    }
+}
+
+/// `kiban emit --check`: every problem of every message, one line each:
+/// `message <n> <JSON pointer>: <what>` (`n` from 1; the pointer is empty
+/// for the message as a whole). With `--insurer`, a message for another
+/// insurer is a problem at `/insurer` (kiban would answer `insurer_mismatch`).
+fn check(text: &str, insurer: Option<&InsurerNumber>) -> anyhow::Result<ExitCode> {
+    let messages = parse_json_values(text)?;
+    let mut problems = kiban_bus::asyncapi::check_messages(&messages);
+    if let Some(insurer) = insurer {
+        for (index, message) in messages.iter().enumerate() {
+            if message
+                .get("insurer")
+                .is_some_and(|sent| sent != insurer.as_str())
+            {
+                problems.push(kiban_bus::asyncapi::Problem {
+                    index,
+                    pointer: "/insurer".into(),
+                    message: format!("not --insurer {insurer} (insurer_mismatch)"),
+                });
+            }
+        }
+        problems.sort_by_key(|problem| problem.index);
+    }
+    for problem in &problems {
+        println!(
+            "message {} {}: {}",
+            problem.index + 1,
+            problem.pointer,
+            problem.message
+        );
+    }
+    if problems.is_empty() {
+        eprintln!("{} messages match their schemas", messages.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(EXIT_INVALID_MESSAGES))
     }
 }
 

@@ -295,3 +295,41 @@ async fn the_demo_plays_its_month_in_script_mode() {
     );
     assert!(has("curl --cacert"), "{feed}");
 }
+
+/// Issue 17 item 6: the Python municipality of `examples/municipality-python`
+/// (nats-py, written from the docs) onboards through `POST /v1/insurers`,
+/// sends a whole certification, certificates, a move and five bad messages,
+/// re-sends one, and checks every receipt, against a real nats-server and
+/// `kiban serve`. `scripts/test` makes the virtual environment and sets
+/// `KIBAN_TEST_PYTHON`; without it the test fails rather than passing unrun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_municipality_example_passes_against_kiban_serve() {
+    let python = std::env::var("KIBAN_TEST_PYTHON")
+        .expect("KIBAN_TEST_PYTHON (a Python with nats-py): run under scripts/test");
+    let nats = NatsServer::start().await.expect("nats-server");
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), Some(&nats.url())).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/municipality-python/municipality.py");
+    let certs = dir.path().join("certs");
+    let run = Command::new(&python)
+        .arg(&script)
+        .args(["--nats-url", &nats.url(), "--api", &serve.base, "--certs"])
+        .arg(&certs)
+        .kill_on_drop(true)
+        .output();
+    let output = bounded("the Python municipality", run).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status.code()
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("rejected with application_not_filed"),
+        "{stdout}"
+    );
+    assert!(serve.interrupt().await.success());
+}

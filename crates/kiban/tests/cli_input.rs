@@ -560,8 +560,10 @@ fn find_signature(value: &mut Value) -> Option<&mut String> {
 }
 
 /// Records a whole certification of the test person, through the engine,
-/// before any kiban command opens the store.
-async fn seed_person(url: &str) {
+/// before any kiban command opens the store (the insurer onboarded first).
+async fn seed_person(dir: &Path) {
+    common::onboard(dir).await;
+    let url = &sqlite_url(dir);
     let store = kiban_system::open_store(url).await.unwrap();
     let engine = Arc::new(Engine::new(store.clone()));
     let insurer = InsurerNumber::parse(INSURER).unwrap();
@@ -636,9 +638,12 @@ async fn seed_person(url: &str) {
 async fn replay_forget_and_staff_add_take_good_input_and_refuse_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    seed_person(&url).await;
+    seed_person(dir.path()).await;
     let head = read_all(&url).await.len();
-    assert_eq!(head, 9, "eight facts on the application, one on the person");
+    assert_eq!(
+        head, 10,
+        "the onboarding, eight facts on the application, one on the person"
+    );
     let person = format!("{INSURER}-{PERSON}");
     let application = format!("certification/{INSURER}-{PERSON}-1");
 
@@ -670,14 +675,14 @@ async fn replay_forget_and_staff_add_take_good_input_and_refuse_bad_input() {
             "--stream",
             &application,
             "--at-position",
-            "1",
+            "2",
         ],
         None,
         &[],
     )
     .await
     .expect(0);
-    assert!(run.stdout.contains("1 events up to position 1"), "{run:#?}");
+    assert!(run.stdout.contains("1 events up to position 2"), "{run:#?}");
     assert!(!run.stdout.contains("certification.decided"), "{run:#?}");
     kiban(
         &["replay", "--database-url", &url, "--insured", &person],
@@ -855,7 +860,7 @@ async fn replay_forget_and_staff_add_take_good_input_and_refuse_bad_input() {
     .expect(0);
     assert!(
         run.stdout
-            .contains("insured.person_forgotten recorded at position 10"),
+            .contains("insured.person_forgotten recorded at position 11"),
         "{run:#?}"
     );
     let run = kiban(
@@ -882,5 +887,48 @@ async fn replay_forget_and_staff_add_take_good_input_and_refuse_bad_input() {
     let run = kiban(&["verify", "--database-url", &url], None, &[])
         .await
         .expect(0);
-    assert!(run.stdout.starts_with("verified 10 events"), "{run:#?}");
+    assert!(run.stdout.starts_with("verified 11 events"), "{run:#?}");
+}
+
+/// Issue 17 item 2: `kiban emit --check` validates messages offline (no
+/// NATS is running here) and points at each problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emit_check_validates_messages_offline_with_json_pointers() {
+    let good = serde_json::json!({
+        "event_id": "0192b6a0-5c1e-7c3a-9f00-000000000001",
+        "kind": "certification.filed",
+        "insurer": "131016", "insured": "0000012345", "application": 1,
+        "occurred_at": "2026-04-01T09:00:00+09:00",
+        "body": {"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-04-01"}
+    });
+    let run = kiban(&["emit", "--check", "-"], Some(&good.to_string()), &[]).await;
+    let run = run.expect(0);
+    assert_eq!(run.stdout, "");
+    let mut bad = good.clone();
+    bad["body"]["applied_on"] = serde_json::json!("April 1st");
+    bad["body"]["decided_on"] = serde_json::json!("2026-04-02");
+    let lines = format!(
+        "{good}\n{bad}\n{}\n",
+        serde_json::json!({"kind": "insured.teleported"})
+    );
+    let run = kiban(
+        &["emit", "--check", "--insurer", "271004", "-"],
+        Some(&lines),
+        &[],
+    )
+    .await
+    .expect(7);
+    for expected in [
+        "message 1 /insurer: ",
+        "message 2 /body/applied_on: ",
+        "message 2 /body: ",
+        "message 3 /kind: ",
+    ] {
+        assert!(
+            run.stdout.contains(expected),
+            "{expected} in {}",
+            run.stdout
+        );
+    }
+    assert!(run.stdout.contains("decided_on"), "{}", run.stdout);
 }

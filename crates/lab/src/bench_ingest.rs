@@ -236,6 +236,26 @@ pub async fn bench_ingest(options: IngestBenchOptions) -> anyhow::Result<IngestB
     outcome
 }
 
+/// The federation onboards the benchmark's insurer (what `POST
+/// /v1/insurers` does): kiban refuses facts of an insurer that is not.
+async fn onboard(system: &kiban_system::System, insurer: &str) -> anyhow::Result<()> {
+    use kiban_engine::CommandContext;
+    use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+    use kiban_events::envelope::{Actor, EventId};
+    let insurer = InsurerNumber::parse(insurer)?;
+    let id = EventId::from_uuid(Uuid::now_v7()).expect("a v7 uuid is not nil");
+    let context = CommandContext::new(id, Actor::Federation, Utc::now());
+    system
+        .engine
+        .execute::<Insurer>(
+            &insurer_stream(&insurer),
+            &InsurerCommand::Onboard { insurer },
+            &context,
+        )
+        .await?;
+    Ok(())
+}
+
 async fn run_ingest_phases(
     bus: BusOptions,
     scratch: &Scratch,
@@ -259,6 +279,9 @@ async fn run_ingest_phases(
     let collector = Collector::start(&system.bus, office).await;
     let outcome = async {
         let collector = collector?;
+        // After the collector subscribed: the onboarding is an update too,
+        // and the phases wait for every update up to the head.
+        onboard(&system, BENCH_INSURER).await?;
         let mut next_person = 0;
         eprintln!("phase 1/3: sustained ingest of {} persons", options.persons);
         let sampler = LagSampler::start(system.projections.clone());

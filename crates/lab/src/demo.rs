@@ -15,8 +15,8 @@
 //! - the 30-day deadline of an undecided application is fired by the
 //!   timers when the clock passes it.
 //!
-//! Driven through the engine directly, because no API route or ingest kind
-//! exists for them yet: the insurer's onboarding (a federation act), and the
+//! Driven through the engine directly: the insurer's onboarding (a
+//! federation act, `POST /v1/insurers` outside the demo), and the
 //! subsidy application, review, decision and payment (the subsidy routes are
 //! being added to the API). The My Number card check before a consent is
 //! SIMULATED (no card is read) and says so in the feed.
@@ -1171,7 +1171,7 @@ impl Story {
             )
             .await?;
             self.out.engine(&format!(
-                "the federation onboards insurer {DEMO_INSURER} (no API route for onboarding yet)"
+                "the federation onboards insurer {DEMO_INSURER} (what POST /v1/insurers records)"
             ));
         }
         for kind in [

@@ -67,7 +67,10 @@ pub fn catalog_markdown() -> String {
          Every event is recorded in the envelope of DESIGN.md decision 1 with the `event_type` \
          and `schema_version` below; the payload is the JSON object of the fields listed. \
          Dates are Japanese calendar dates (`YYYY-MM-DD`), times are UTC (RFC 3339), amounts \
-         are whole yen. \"Emitted by\" is the envelope actor kind allowed to cause the event. \
+         are whole yen. \"Recorded under the actor\" is the envelope actor kind allowed to cause \
+         the event, not who may send it: a municipality sends exactly the message kinds of \
+         `docs/asyncapi.json` (docs/integration.md, \"Message kinds\"); kiban records the others \
+         itself (process managers, timers) or from the HTTPS API (docs/api.md). \
          No payload carries the Individual Number (My Number); personal fields appear only as \
          `SealedValue` (encrypted with the person's key by kiban before the event is \
          recorded; producers send them as `{\"plain\": \"...\"}`, docs/integration.md).\n\n",

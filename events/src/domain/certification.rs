@@ -128,6 +128,7 @@ pub struct InsuredName {
 
 /// A certification as looked up elsewhere (the insured person's current one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CurrentCertification {
     /// The certified level.
     pub level: CareLevel,
@@ -279,6 +280,7 @@ domain_events! {
 /// by its snake_case variant name with the variant's fields as a JSON object
 /// (`kiban-engine`'s ingest translation; `docs/integration.md`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CertificationCommand {
     /// File an application.

@@ -329,7 +329,7 @@ pub fn render_catalog(title: &str, specs: &[EventSpec]) -> String {
     for spec in specs {
         let emitters: Vec<&str> = spec.emitters.iter().map(|e| e.as_str()).collect();
         out.push_str(&format!(
-            "### `{}` (v{}) — {}\n\n{}\n\nEmitted by: {}.\n\n",
+            "### `{}` (v{}) — {}\n\n{}\n\nRecorded under the actor: {}.\n\n",
             spec.event_type,
             spec.schema_version,
             spec.name,

@@ -544,6 +544,7 @@ impl fmt::Debug for SealedValue {
 
 /// 特定福祉用具の種目: the categories of specified equipment for purchase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EquipmentCategory {
     /// 腰掛便座.

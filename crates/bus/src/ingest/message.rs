@@ -46,6 +46,39 @@ pub mod codes {
     pub const UNKNOWN_KIND: &str = "unknown_kind";
 }
 
+/// Every transport code with its meaning, for receipts' documentation
+/// (docs/asyncapi.json, docs/integration.md).
+pub const TRANSPORT_CODES: &[(&str, &str)] = &[
+    (
+        codes::TOO_LARGE,
+        "The message is over 256 KiB; send documents as blobs (their digest in the body), not inline.",
+    ),
+    (
+        codes::MALFORMED_JSON,
+        "The message is not JSON; it is dropped, never retried.",
+    ),
+    (
+        codes::INVALID_FIELD,
+        "An envelope field is missing, has the wrong type, is unknown, or an identifier is malformed (the message names it).",
+    ),
+    (
+        codes::INSURER_MISMATCH,
+        "`insurer` differs from the subject's insurer: publish on your own subject with your own number.",
+    ),
+    (
+        codes::KIND_MISMATCH,
+        "`kind` differs from the subject's: publish on kiban.ingest.<insurer>.<kind>.",
+    ),
+    (
+        codes::MSG_ID_MISMATCH,
+        "The Nats-Msg-Id header is missing or differs from `event_id`.",
+    ),
+    (
+        codes::UNKNOWN_KIND,
+        "`kind` is not one a municipality sends (the kinds are the channels of docs/asyncapi.json).",
+    ),
+];
+
 /// A municipality's status message: one fact to record, in the shape the
 /// engine reads (`kiban_engine::ingest::MunicipalMessage`, field for field),
 /// `docs/integration.md` has the schema and examples.

@@ -45,5 +45,5 @@ pub use handler::{IngestHandler, Unavailable, Verdict};
 pub(crate) use message::Checked;
 pub use message::{
     INGEST_MESSAGE_BYTES_MAX, IngestMessage, MSG_ID_HEADER, RECEIPT_MESSAGE_BYTES_MAX, Receipt,
-    ReceiptStatus, Refusal, check_message, codes,
+    ReceiptStatus, Refusal, TRANSPORT_CODES, check_message, codes,
 };

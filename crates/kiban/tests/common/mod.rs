@@ -116,7 +116,7 @@ pub fn client(certs: &Path, identity: Option<&str>) -> reqwest::Client {
 }
 
 /// Onboards the insurer as the federation, straight into the store, before
-/// kiban serve opens it (no route or message kind onboards an insurer).
+/// kiban serve opens it (the command `POST /v1/insurers` executes).
 pub async fn onboard(dir: &Path) {
     let store = kiban_system::open_store(&sqlite_url(dir)).await.unwrap();
     let engine = Arc::new(Engine::new(store.clone()));

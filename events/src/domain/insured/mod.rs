@@ -301,6 +301,7 @@ domain_events! {
 /// by its snake_case variant name with the variant's fields as a JSON object
 /// (`kiban-engine`'s ingest translation; `docs/integration.md`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum InsuredCommand {
     /// Record a decided certification.
