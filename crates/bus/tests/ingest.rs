@@ -301,6 +301,28 @@ async fn a_transient_handler_failure_is_redelivered_not_acknowledged() {
 
 use futures::StreamExt;
 
+/// The engine on `store`, with the test insurer onboarded by the federation:
+/// facts of an insurer that is not are refused (`insurer_not_onboarded`).
+async fn onboarded_engine(store: &Store) -> Arc<kiban_engine::Engine<Store>> {
+    use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+    let engine = Arc::new(kiban_engine::Engine::new(store.clone()));
+    let insurer = kiban_events::ids::InsurerNumber::parse(INSURER).unwrap();
+    let context = kiban_engine::CommandContext::new(
+        kiban_events::EventId::from_uuid(new_id()).unwrap(),
+        kiban_events::envelope::Actor::Federation,
+        chrono::Utc::now(),
+    );
+    engine
+        .execute::<Insurer>(
+            &insurer_stream(&insurer),
+            &InsurerCommand::Onboard { insurer },
+            &context,
+        )
+        .await
+        .unwrap();
+    engine
+}
+
 /// Publishes a message for application `application` of the test person.
 async fn publish_fact(
     context: &jetstream::Context,
@@ -325,26 +347,7 @@ async fn through_the_engine_a_workflow_is_recorded_and_an_impossible_transition_
         .subscribe(format!("kiban.receipts.{INSURER}"))
         .await
         .unwrap();
-    let engine = std::sync::Arc::new(kiban_engine::Engine::new(store.clone()));
-    // The federation onboards the insurer: facts of one that is not are
-    // refused (insurer_not_onboarded).
-    {
-        use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
-        let insurer = kiban_events::ids::InsurerNumber::parse(INSURER).unwrap();
-        let context = kiban_engine::CommandContext::new(
-            kiban_events::EventId::from_uuid(new_id()).unwrap(),
-            kiban_events::envelope::Actor::Federation,
-            chrono::Utc::now(),
-        );
-        engine
-            .execute::<Insurer>(
-                &insurer_stream(&insurer),
-                &InsurerCommand::Onboard { insurer },
-                &context,
-            )
-            .await
-            .unwrap();
-    }
+    let engine = onboarded_engine(&store).await;
     let running = Running::start(
         client.clone(),
         kiban_bus::engine::EngineHandler::new(engine),
@@ -446,7 +449,7 @@ async fn a_message_a_killed_consumer_held_comes_back_before_newer_messages_of_it
     .await;
 
     // The restarted process: the engine behind the real consumer loop.
-    let engine = std::sync::Arc::new(kiban_engine::Engine::new(store.clone()));
+    let engine = onboarded_engine(&store).await;
     let running = Running::start(
         client.clone(),
         kiban_bus::engine::EngineHandler::new(engine),
