@@ -141,7 +141,7 @@ pub fn dev_pki_with_issuer(
         client_crls: Vec::new(),
     };
     write(&tls.server_cert, &server_cert.pem())?;
-    write(&tls.server_key, &server_key.serialize_pem())?;
+    write_secret(&tls.server_key, &server_key.serialize_pem())?;
     let defaults = dev_principals();
     let principals = if principals.is_empty() {
         &defaults[..]
@@ -152,7 +152,7 @@ pub fn dev_pki_with_issuer(
     for (index, principal) in principals.iter().enumerate() {
         let (pem, fingerprint) = client_certificate(principal, &issuer)?;
         let path = dir.join(format!("client-{}-{index}.pem", principal.kind()));
-        write(&path, &pem)?;
+        write_secret(&path, &pem)?;
         clients.push(ClientFiles {
             principal: principal.clone(),
             pem: path,
@@ -448,6 +448,24 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
 
 fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
     fs::write(path, contents).map_err(|source| io(path, source))
+}
+
+/// Writes a file holding a private key: readable and writable by its owner
+/// only (0600), also when it replaces an older file.
+fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| io(path, source))?;
+    // `mode` applies only when the file is created.
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(contents.as_bytes()))
+        .map_err(|source| io(path, source))
 }
 
 fn io(path: &Path, source: std::io::Error) -> PkiError {

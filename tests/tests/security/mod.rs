@@ -6,6 +6,7 @@ mod access_log;
 mod attachments;
 mod connections;
 mod edges;
+mod files;
 mod idempotency;
 mod ingest_ids;
 mod large_bodies;
