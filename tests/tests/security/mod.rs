@@ -11,6 +11,7 @@ mod idempotency;
 mod ingest_ids;
 mod large_bodies;
 mod revocation;
+mod sharing;
 mod staff_login;
 mod streams;
 mod tail_deletion;
