@@ -6,7 +6,6 @@
 //! person of an insurer still onboarding.
 
 use kiban_api::ui::SESSION_COOKIE;
-use kiban_api::ui::staff::{self, LoginOutcome};
 use kiban_tests::{TestDb, bounded};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -14,7 +13,7 @@ use uuid::Uuid;
 
 use crate::api::{Harness, federation, office_t01, problem_type};
 use crate::projections::on_both_backends;
-use crate::projections::script::{OFFICE, PERSON, QUIET_INSURER, TERMINAL, day, office};
+use crate::projections::script::{OFFICE, PERSON, QUIET_INSURER, TERMINAL, day};
 
 on_both_backends!(an_office_cannot_file_for_a_person_of_an_insurer_not_sharing);
 
@@ -48,23 +47,7 @@ async fn an_office_cannot_file_for_a_person_of_an_insurer_not_sharing(db: &TestD
         "{body}"
     );
 
-    let staff_db = h.projections.db();
-    let password = "a long enough password";
-    staff::add_staff(staff_db, &office(), "sato.care", password)
-        .await
-        .unwrap();
-    let LoginOutcome::Opened(session) = staff::login(
-        staff_db,
-        &office(),
-        TERMINAL,
-        "sato.care",
-        password,
-        day(30),
-    )
-    .await
-    .unwrap() else {
-        panic!("the right password opens a session");
-    };
+    let session = super::staff_session(&h).await;
     let key = Uuid::now_v7().to_string();
     let form = [
         ("csrf", session.csrf.as_str()),
