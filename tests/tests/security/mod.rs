@@ -4,6 +4,7 @@
 
 mod access_log;
 mod attachments;
+mod challenges;
 mod connections;
 mod edges;
 mod files;
