@@ -271,6 +271,17 @@ pub async fn insurer_sharing(state: &AppState, insurer: &InsurerNumber) -> Resul
         .sharing_enabled())
 }
 
+/// Refuses, as 404 "No such person." (the answer for a person an office
+/// may not know of), any office action on a person whose insurer does not
+/// share data yet: reads, proxy applications, care-plan notifications.
+pub async fn require_sharing(state: &AppState, insurer: &InsurerNumber) -> Result<(), ApiError> {
+    if insurer_sharing(state, insurer).await? {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("No such person."))
+    }
+}
+
 /// Authorises `caller` to read `person`'s record; for an office, records
 /// the read in the access log (the engine decides it: consent or care-plan
 /// office, insurer sharing).

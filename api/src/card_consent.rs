@@ -57,6 +57,14 @@ pub const CONSENT_CHALLENGE_TTL_SECONDS: i64 = 300;
 /// (503 rate-limited) until some are used or expire. Bounds memory.
 pub const CONSENT_CHALLENGES_MAX: usize = 10_000;
 
+/// Most challenges one office terminal holds at once: a terminal with one
+/// card reader serves one person at a time, and eight leave room for
+/// retries. A new challenge beyond it replaces the terminal's oldest, so
+/// one terminal (a stolen one, a faulty client) can never take more than
+/// its share of [`CONSENT_CHALLENGES_MAX`], and a terminal that abandoned
+/// its challenges is never locked out.
+pub const CONSENT_CHALLENGES_PER_TERMINAL_MAX: usize = 8;
+
 /// Where the server finds what it trusts for card signatures: the JPKI
 /// user-authentication CA certificates (DER) and the CA's CRL file (DER),
 /// read at every verification so that a refreshed CRL takes effect at once.
@@ -77,7 +85,12 @@ struct Challenge {
     consent_expires_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     text: String,
+    /// Issue order (the clock may give two challenges the same time).
+    serial: u64,
 }
+
+/// The next challenge's [`Challenge::serial`].
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The outstanding challenges, by nonce. A std mutex: held for one map
 /// operation, never across an await.
@@ -167,6 +180,20 @@ pub async fn challenge(
     {
         let mut challenges = state.inner.challenges.lock();
         challenges.retain(|_, c| c.expires_at > now);
+        let mut own: Vec<(u64, String)> = challenges
+            .iter()
+            .filter(|(_, c)| c.office == *office && c.terminal == *terminal)
+            .map(|(nonce, c)| (c.serial, nonce.clone()))
+            .collect();
+        if own.len() >= CONSENT_CHALLENGES_PER_TERMINAL_MAX {
+            own.sort();
+            for (_, oldest) in own
+                .iter()
+                .take(own.len() + 1 - CONSENT_CHALLENGES_PER_TERMINAL_MAX)
+            {
+                challenges.remove(oldest);
+            }
+        }
         if challenges.len() >= CONSENT_CHALLENGES_MAX {
             return Err(ApiError::new(
                 ProblemKind::RateLimited,
@@ -182,6 +209,7 @@ pub async fn challenge(
                 consent_expires_at: request.consent_expires_at,
                 expires_at,
                 text: text.clone(),
+                serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             },
         );
     }

@@ -13,7 +13,7 @@ use kiban_events::domain::insured::{
     CarePlanOfficeKind, InsuredCommand, InsuredPerson, insured_stream,
 };
 
-use crate::auth::{PersonPath, fold, insurer_sharing};
+use crate::auth::{PersonPath, fold, require_sharing};
 use crate::commands::{CommandAccepted, execute};
 use crate::error::{ApiError, ProblemKind};
 use crate::extract::Command;
@@ -46,9 +46,7 @@ pub async fn notify_care_plan_office(
             "Only an office files its own care-plan notification here.",
         )
         .await?;
-    if !insurer_sharing(&state, &person.insurer).await? {
-        return Err(ApiError::not_found("No such person."));
-    }
+    require_sharing(&state, &person.insurer).await?;
     let now = state.now();
     let stream = insured_stream(&person.insurer, &person.insured);
     let folded = fold::<InsuredPerson>(&state, &stream).await?;

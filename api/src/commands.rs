@@ -146,6 +146,7 @@ pub async fn file_application(
     let (office, _) = caller
         .office_terminal(&state, "Only an office files an application by proxy here.")
         .await?;
+    crate::auth::require_sharing(&state, &person.insurer).await?;
     let now = state.now();
     let stream = insured_stream(&person.insurer, &person.insured);
     let person_state = fold::<InsuredPerson>(&state, &stream).await?;

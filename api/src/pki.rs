@@ -155,7 +155,7 @@ pub fn dev_pki_with_issuer(
         client_crls: Vec::new(),
     };
     write(&tls.server_cert, &server_cert.pem())?;
-    write(&tls.server_key, &server_key.serialize_pem())?;
+    write_secret(&tls.server_key, &server_key.serialize_pem())?;
     let defaults = dev_principals();
     let principals = if principals.is_empty() {
         &defaults[..]
@@ -166,7 +166,7 @@ pub fn dev_pki_with_issuer(
     for (index, principal) in principals.iter().enumerate() {
         let (pem, fingerprint) = client_certificate(principal, &issuer)?;
         let path = dir.join(format!("client-{}-{index}.pem", principal.kind()));
-        write(&path, &pem)?;
+        write_secret(&path, &pem)?;
         let p12 = path.with_extension("p12");
         write_pkcs12(&path, &tls.client_ca, &p12, DEV_PKCS12_PASSWORD)?;
         clients.push(ClientFiles {
@@ -285,7 +285,7 @@ pub fn write_pkcs12(pem: &Path, ca: &Path, p12: &Path, password: &str) -> Result
         KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(key, local_key_id, chain)),
     );
     let bytes = store.writer(password).write()?;
-    fs::write(p12, bytes).map_err(|source| io(p12, source))
+    write_secret(p12, &bytes)
 }
 
 /// The rustls server configuration: the server's certificate, and client
@@ -506,6 +506,24 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
 
 fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
     fs::write(path, contents).map_err(|source| io(path, source))
+}
+
+/// Writes a file holding a private key: readable and writable by its owner
+/// only (0600), also when it replaces an older file.
+fn write_secret(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), PkiError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| io(path, source))?;
+    // `mode` applies only when the file is created.
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(contents.as_ref()))
+        .map_err(|source| io(path, source))
 }
 
 fn io(path: &Path, source: std::io::Error) -> PkiError {

@@ -533,6 +533,7 @@ pub async fn care_plan_submit(
         let page = care_plan_form(&state, &staff, &person, &form, &errors, None).await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     };
+    crate::auth::require_sharing(&state, &person.insurer).await?;
     let (consented, _) = consent_fragment(&state, &staff, &person).await?;
     let outcome = if consented {
         let command = InsuredCommand::RegisterCarePlanOffice {

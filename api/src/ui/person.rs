@@ -47,6 +47,32 @@ const STAGES: &[(&str, &str, &str)] = &[
     ("certification.decided", "認定", "Decision"),
 ];
 
+/// A request for a logged read (a person page, a document) that the
+/// browser says came from kiban's own pages: `Sec-Fetch-Site` is
+/// `same-origin`, or `none` (typed, bookmarked), or absent (not a browser,
+/// or one too old to send it). A page on a sibling subdomain (`same-site`)
+/// or another site (`cross-site`) cannot make a signed-in staff member's
+/// browser append an access-log entry: 403 `forbidden`, nothing recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct SameOriginRead;
+
+impl axum::extract::FromRequestParts<AppState> for SameOriginRead {
+    type Rejection = UiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &AppState,
+    ) -> Result<Self, UiError> {
+        match parts.headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
+            None | Some(b"same-origin" | b"none") => Ok(SameOriginRead),
+            Some(_) => Err(ApiError::forbidden(
+                "A person's record is opened from kiban's own pages only (the request came from another site).",
+            )
+            .into()),
+        }
+    }
+}
+
 /// Authorises the staff member's terminal to read `person` and logs the
 /// read: the engine decides it (live consent or care-plan office, insurer
 /// sharing) and appends `insured.record_viewed`; the staff member goes into
@@ -197,6 +223,7 @@ fn meter(lang: Lang, id: &str, label: &str, remaining: u64, cap: u64) -> Markup 
 pub async fn page(
     State(state): State<AppState>,
     staff: Staff,
+    _: SameOriginRead,
     Path((insurer, insured)): Path<(String, String)>,
 ) -> Result<Markup, UiError> {
     let lang = staff.lang();
@@ -398,6 +425,7 @@ pub(super) fn document_table(lang: Lang, base: &str, documents: &[DocumentView])
 pub async fn document(
     State(state): State<AppState>,
     staff: Staff,
+    _: SameOriginRead,
     Path((insurer, insured, sha256)): Path<(String, String, String)>,
 ) -> Result<Markup, UiError> {
     let lang = staff.lang();

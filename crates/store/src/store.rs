@@ -314,6 +314,7 @@ impl Store {
             // (docs/audit.md, crypto-shredding).
             .pragma("secure_delete", "FAST")
             .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS));
+        create_private_file(connect.get_filename())?;
         // The migration runs on its own connection before any pool exists, so
         // the file and its WAL are set up before readers open it.
         let mut setup = connect.connect().await?;
@@ -820,5 +821,29 @@ async fn follow_head(
                 .head_sender
                 .send_if_modified(|h| writer::advance(h, position));
         }
+    }
+}
+
+/// Creates a new SQLite database file readable and writable by its owner
+/// only (0600); SQLite gives its `-wal` and `-shm` files the database
+/// file's permissions. An existing file keeps its permissions (the
+/// operator's choice); `:memory:` has no file.
+fn create_private_file(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if path.as_os_str().is_empty() || path == std::path::Path::new(":memory:") || path.exists() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(Error::Invalid(format!(
+            "cannot create the SQLite database {}: {error}",
+            path.display()
+        ))),
     }
 }

@@ -330,6 +330,14 @@ impl Parts {
     ) -> anyhow::Result<Api> {
         let (tls, dev) = match &options.tls {
             Tls::Files(tls) => (tls.clone(), None),
+            // Development certificates (a CA whose key anyone with the
+            // data directory could have had, sample principals) are for
+            // one machine: never on an address others can reach.
+            Tls::Development if !options.listen.ip().is_loopback() => anyhow::bail!(
+                "development certificates are refused on the non-loopback address {}: \
+                 listen on 127.0.0.1 (or ::1), or give --tls-cert, --tls-key and --client-ca",
+                options.listen
+            ),
             Tls::Development => {
                 let pki = dev_pki::dev_certificates(&data_dir.join("certs"))?;
                 dev_pki::bootstrap_dev_terminals(&self.engine, &pki, clock()).await?;

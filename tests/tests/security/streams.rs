@@ -9,13 +9,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use kiban_api::ui::SESSION_COOKIE;
-use kiban_api::ui::staff::{self, LoginOutcome};
+use kiban_api::ui::staff;
 
 use crate::api::{
     Harness, copayment_certificate, federation, office_t01, other_office, position_of, sse_ids,
 };
 use crate::projections::on_both_backends;
-use crate::projections::script::{INSURER, OFFICE, PERSON, TERMINAL, day, office};
+use crate::projections::script::{INSURER, OFFICE, PERSON, TERMINAL, day};
 
 /// The second office of the API harness, with its terminal.
 const OTHER_OFFICE: &str = "1319999999";
@@ -134,22 +134,7 @@ async fn a_resume_further_back_than_the_bound_is_refused(db: &TestDb) {
 /// staff session ends (logout), not only when it is opened.
 async fn the_screen_update_stream_ends_at_logout(db: &TestDb) {
     let h = Harness::start(db).await;
-    let staff_db = h.projections.db();
-    staff::add_staff(staff_db, &office(), "sato.care", "a long enough password")
-        .await
-        .unwrap();
-    let LoginOutcome::Opened(session) = staff::login(
-        staff_db,
-        &office(),
-        TERMINAL,
-        "sato.care",
-        "a long enough password",
-        day(30),
-    )
-    .await
-    .unwrap() else {
-        panic!("the right password opens a session");
-    };
+    let session = super::staff_session(&h).await;
     let response = bounded(
         "ui events",
         h.client(Some(&office_t01()))
@@ -165,7 +150,7 @@ async fn the_screen_update_stream_ends_at_logout(db: &TestDb) {
     let mut response = response;
     let mut buffer = String::new();
     assert_eq!(sse_ids(&mut response, &mut buffer, 1).await, vec![update]);
-    staff::logout(staff_db, &session.token, day(30))
+    staff::logout(h.projections.db(), &session.token, day(30))
         .await
         .unwrap();
     // Only the server can end the stream; before the fix it stayed open.
