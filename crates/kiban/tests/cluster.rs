@@ -148,6 +148,182 @@ async fn cluster_engine_that_loses_its_lock_connection_exits_non_zero() {
     database.drop_it().await;
 }
 
+/// Live updates fanned out by NATS (issue 20 item 4): an API process
+/// serves an office's update stream from the office's NATS subject, not
+/// from the store; what the engine process commits reaches it; a stream
+/// resumed with `Last-Event-ID` after a disconnect gets exactly the events
+/// the office may see after that id (replayed from the store), then live
+/// ones (from NATS), each once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_office_updates_reach_an_api_process_through_nats_and_resume_exactly() {
+    let nats = Nats::One(kiban_bus::testing::NatsServer::start().await.unwrap());
+    let database = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let persons = seed(&database.url).await;
+    let (p0, p1) = (&persons[0], &persons[1]);
+    let mut engine = Proc::engine(
+        &dir,
+        "engine",
+        &database.url,
+        &nats,
+        &dir.path().join("engine"),
+    )
+    .await;
+    engine.wait_for_line("Ctrl-C to stop").await;
+    let api_dir = dir.path().join("api");
+    let mut api = Proc::api(&dir, "api", &database.url, &nats.url(), &api_dir).await;
+    let base = api.wait_for_api().await;
+    let pki = kiban_system::dev_pki::dev_certificates(&api_dir.join("certs")).unwrap();
+    let balancer = Balancer::new(&pki, std::slice::from_ref(&base));
+    let (federation, office_client, insurer_client) = (
+        balancer.client(0, &federation()),
+        balancer.client(0, &office()),
+        balancer.client(0, &insurer_principal()),
+    );
+    let insurer = InsurerNumber::parse(INSURER).unwrap();
+    let office_number = kiban_events::ids::OfficeNumber::parse(OFFICE).unwrap();
+    let consent = ConsentRecord {
+        office: OFFICE.to_owned(),
+        terminal: "T-01".to_owned(),
+        expires_at: Utc::now() + chrono::Duration::days(365),
+    };
+    let store = kiban_system::open_store(&database.url).await.unwrap();
+    let consented = federation
+        .give_consent(&insurer, p0, &consent)
+        .await
+        .unwrap();
+    let start = consented.positions.iter().copied().max().unwrap();
+
+    // Two streams of the office on the API process (one subscription).
+    let mut first = office_client
+        .office_updates(&office_number, None)
+        .await
+        .unwrap();
+    let mut second = office_client
+        .office_updates(&office_number, None)
+        .await
+        .unwrap();
+    let application = ProxyApplication {
+        kind: ApplicationKind::Change,
+        applied_on: Utc::now().date_naive(),
+    };
+    let filed = office_client
+        .file_application(&insurer, p0, &application)
+        .await
+        .unwrap();
+    let live = routed_between(&store, start, max_position(&filed)).await;
+    assert!(!live.is_empty(), "an application is routed to the office");
+    let a = *live.last().unwrap();
+    assert_eq!(ids_until(&mut first, a).await, live, "first stream");
+    assert_eq!(ids_until(&mut second, a).await, live, "second stream");
+    drop(first);
+    drop(second);
+
+    // While no stream is open: a consent (never routed), an application of
+    // the second person, an investigation sheet of the first.
+    federation
+        .give_consent(&insurer, p1, &consent)
+        .await
+        .unwrap();
+    office_client
+        .file_application(&insurer, p1, &application)
+        .await
+        .unwrap();
+    let seq = sequence_of(&filed);
+    let sheet = b"%PDF-1.4\n% investigation sheet\n%%EOF\n".to_vec();
+    let uploaded = insurer_client
+        .upload_certification_document(
+            &insurer,
+            p0,
+            seq,
+            CertificationDocument::InvestigationSheet,
+            "application/pdf",
+            sheet,
+        )
+        .await
+        .unwrap();
+    let missed = routed_between(&store, a, max_position(&uploaded)).await;
+    assert!(missed.len() >= 2, "{missed:?}");
+    let mut resumed = office_client
+        .office_updates(&office_number, Some(a))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids_until(&mut resumed, *missed.last().unwrap()).await,
+        missed,
+        "replayed after Last-Event-ID {a}"
+    );
+    // Then live again, on the same stream.
+    let again = insurer_client
+        .upload_certification_document(
+            &insurer,
+            p0,
+            seq,
+            CertificationDocument::InvestigationSheet,
+            "application/pdf",
+            b"%PDF-1.4\n% second sheet\n%%EOF\n".to_vec(),
+        )
+        .await
+        .unwrap();
+    let after = routed_between(&store, *missed.last().unwrap(), max_position(&again)).await;
+    assert!(!after.is_empty());
+    assert_eq!(
+        ids_until(&mut resumed, *after.last().unwrap()).await,
+        after,
+        "live after the replay"
+    );
+    drop(resumed);
+    store.close().await;
+    drop(engine);
+    drop(api);
+    database.drop_it().await;
+}
+
+fn max_position(accepted: &kiban_api::CommandAccepted) -> u64 {
+    accepted.positions.iter().copied().max().unwrap_or(0)
+}
+
+fn sequence_of(accepted: &kiban_api::CommandAccepted) -> u32 {
+    accepted
+        .stream
+        .rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("a certification stream ends in its sequence number")
+}
+
+/// The positions in `(after, until]` the office routing sends to the
+/// offices of a person (every person of these tests has consented to
+/// OFFICE, and the insurer shares).
+async fn routed_between(store: &Store, after: u64, until: u64) -> Vec<u64> {
+    let events = store
+        .read_all(after + 1, usize::try_from(until - after).unwrap())
+        .await
+        .unwrap();
+    events
+        .iter()
+        .filter(|e| e.position <= until && kiban_system::entitlements::routed_person(e).is_some())
+        .map(|e| e.position)
+        .collect()
+}
+
+/// The ids a stream sends up to and including `last`.
+async fn ids_until(stream: &mut kiban_api::client::UpdateStream, last: u64) -> Vec<u64> {
+    bounded("update events", async {
+        let mut ids = Vec::new();
+        while ids.last().is_none_or(|id| *id < last) {
+            let event = stream
+                .next_event()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            ids.push(event.id);
+        }
+        ids
+    })
+    .await
+}
+
 /// The NATS of a scenario.
 enum Nats {
     One(kiban_bus::testing::NatsServer),
@@ -176,11 +352,43 @@ async fn scenario(mut nats: Nats) {
     let dir = tempfile::tempdir().unwrap();
     let persons = seed(&database.url).await;
 
-    // Engine 1 first, so that it is the writer; engine 2 stands by.
-    let engine_dir = dir.path().join("engine");
-    let mut engine_1 = Proc::engine(&dir, "engine-1", &database.url, &nats, &engine_dir).await;
+    // Every office update the routing publishes, from before the first
+    // engine starts (a client on the last node, which no phase kills).
+    let routed = Arc::new(Mutex::new(Vec::<(u64, Instant)>::new()));
+    let tap_bus = kiban_bus::client::Bus::connect_nats(nats.url().rsplit(',').next().unwrap())
+        .await
+        .unwrap();
+    let mut tap = tap_bus.tap_office_updates().await.unwrap();
+    let tapped = Arc::clone(&routed);
+    let tap_task = tokio::spawn(async move {
+        while let kiban_bus::client::Tapped::Item(event) = tap.next().await {
+            tapped
+                .lock()
+                .unwrap()
+                .push((event.position, Instant::now()));
+        }
+    });
+
+    // Engine 1 first, so that it is the writer; engine 2 stands by. Each
+    // has its own data directory: what they share is the database and
+    // NATS (the routing's checkpoint is in JetStream's key-value bucket).
+    let mut engine_1 = Proc::engine(
+        &dir,
+        "engine-1",
+        &database.url,
+        &nats,
+        &dir.path().join("engine-1"),
+    )
+    .await;
     engine_1.wait_for_line("Ctrl-C to stop").await;
-    let mut engine_2 = Proc::engine(&dir, "engine-2", &database.url, &nats, &engine_dir).await;
+    let mut engine_2 = Proc::engine(
+        &dir,
+        "engine-2",
+        &database.url,
+        &nats,
+        &dir.path().join("engine-2"),
+    )
+    .await;
     engine_2.wait_for_line("waiting for the writer lock").await;
     // API processes share one data directory, hence one development PKI
     // (the first creates it); started one after the other.
@@ -208,8 +416,19 @@ async fn scenario(mut nats: Nats) {
         workers.push(tokio::spawn(run_worker(balancer, load, mine)));
     }
 
-    // Phase 1: the load runs on a healthy cluster.
+    // Phase 1: the load runs on a healthy cluster, at least until the
+    // first office update routed is older than the repeat margin.
     load.wait_for_commands(COMMANDS_PER_PHASE).await;
+    let first_routed = bounded("an office update", async {
+        loop {
+            if let Some((_, at)) = routed.lock().unwrap().first() {
+                return *at;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep_until((first_routed + ROUTING_REPEAT_MARGIN * 2).into()).await;
     // Phase 2: kill -9 the writer.
     let killed_engine_at = Instant::now();
     *load.engine_killed_at.lock().unwrap() = Some(killed_engine_at);
@@ -306,6 +525,8 @@ async fn scenario(mut nats: Nats) {
         assert_eq!(again.positions, filed.accepted.positions);
         assert_eq!(again.event_ids, filed.accepted.event_ids);
     }
+    tap_task.abort();
+    check_routing_continued(&routed.lock().unwrap(), killed_engine_at);
     let outcomes = std::mem::take(&mut *load.outcomes.lock().unwrap());
     let store = kiban_system::open_store(&database.url).await.unwrap();
     check(
@@ -352,6 +573,45 @@ async fn scenario(mut nats: Nats) {
     }
     drop(api_1);
     database.drop_it().await;
+}
+
+/// Margin before the writer's kill after which an office update may be
+/// sent again by the new writer: the old writer saves its routing
+/// checkpoint after each batch it flushed, so only its last batch repeats.
+const ROUTING_REPEAT_MARGIN: Duration = Duration::from_secs(2);
+
+/// The new writer's routing continued where the old one stopped (the
+/// shared checkpoint): nothing the old writer had routed well before its
+/// kill was routed again, and routing went on after the kill. With a
+/// checkpoint per engine, the standby would route everything again from
+/// position 1.
+fn check_routing_continued(routed: &[(u64, Instant)], killed_at: Instant) {
+    let mut first: HashMap<u64, (Instant, usize)> = HashMap::new();
+    for (position, at) in routed {
+        first.entry(*position).or_insert((*at, 0)).1 += 1;
+    }
+    let old: Vec<(u64, usize)> = first
+        .iter()
+        .filter(|(_, (at, _))| *at + ROUTING_REPEAT_MARGIN < killed_at)
+        .map(|(position, (_, count))| (*position, *count))
+        .collect();
+    assert!(!old.is_empty(), "the first writer routed office updates");
+    let repeated: Vec<&(u64, usize)> = old.iter().filter(|(_, count)| *count > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "{} of {} updates routed before the kill were routed again: {repeated:?}",
+        repeated.len(),
+        old.len()
+    );
+    assert!(
+        first.values().any(|(at, _)| *at > killed_at),
+        "the new writer routes office updates"
+    );
+    eprintln!(
+        "office routing: {} positions routed, {} sent more than once (the old writer's last batch)",
+        first.len(),
+        first.values().filter(|(_, count)| *count > 1).count()
+    );
 }
 
 /// What the store must show for the outcomes of the load.
