@@ -1,11 +1,14 @@
 //! Many kiban processes, one history (issue 20): real `kiban serve`
 //! processes on loopback — PostgreSQL, one nats-server with JetStream (or a
-//! three-node cluster, second test), two `--role engine` and two `--role
-//! api` — under a bounded mixed load over
-//! HTTPS with client certificates (offices' logged reads and proxy
-//! applications, the federation's consents, the insurer's investigation
-//! sheets) sent to the API processes, while the test kills -9 the writing
-//! engine, later one API process, and (on the cluster) one NATS node.
+//! three-node cluster, second test), two `--role engine` (each with its own
+//! data directory) and three `--role api` behind HAProxy running
+//! `deploy/haproxy.cfg` (TLS pass-through, `/readyz` health checks) — under
+//! a bounded mixed load over HTTPS with client certificates through the
+//! load balancer (offices' logged reads and proxy applications, the
+//! federation's consents, the insurer's investigation sheets) and a
+//! municipality's status messages over NATS, while the test kills -9 the
+//! writing engine, later one API process, and (on the cluster) one NATS
+//! node.
 //!
 //! Asserted, after the load:
 //! - every command answered 2xx is in the store, each of its events once,
@@ -14,10 +17,16 @@
 //!   (per person: reads answered ≤ views recorded);
 //! - errors occur only inside the fail-over windows the test measures:
 //!   requests that overlapped the writer's outage (ended after its kill,
-//!   began before the first command committed by the new writer), or went
-//!   to the killed API process after its kill;
+//!   began before the first command committed by the new writer), or
+//!   overlapped the time between the API process's kill and HAProxy
+//!   marking it down;
 //! - a proxy application answered before the kill, sent again with its
 //!   Idempotency-Key after the fail-over, is answered with its first result;
+//! - every municipal message has an accepted receipt and is stored once,
+//!   at the position its receipt named;
+//! - the new writer's office routing continues from the old writer's
+//!   checkpoint (shared in JetStream): nothing routed well before the kill
+//!   is routed again;
 //! - the hash chain verifies;
 //! - the standby engine became the writer (it finished starting only after
 //!   the kill, and the remaining API process reaches it);
@@ -352,6 +361,7 @@ async fn scenario(mut nats: Nats) {
     let dir = tempfile::tempdir().unwrap();
     let persons = seed(&database.url).await;
 
+    let load_for_municipality = Arc::new(Load::default());
     // Every office update the routing publishes, from before the first
     // engine starts (a client on the last node, which no phase kills).
     let routed = Arc::new(Mutex::new(Vec::<(u64, Instant)>::new()));
@@ -397,13 +407,23 @@ async fn scenario(mut nats: Nats) {
     let base_1 = api_1.wait_for_api().await;
     let mut api_2 = Proc::api(&dir, "api-2", &database.url, &nats.url(), &api_dir).await;
     let base_2 = api_2.wait_for_api().await;
+    let mut api_3 = Proc::api(&dir, "api-3", &database.url, &nats.url(), &api_dir).await;
+    let base_3 = api_3.wait_for_api().await;
 
+    // Every request of the load goes through HAProxy with deploy/'s
+    // configuration (TLS passed through; /readyz health checks).
     let pki = kiban_system::dev_pki::dev_certificates(&api_dir.join("certs")).unwrap();
-    let balancer = Arc::new(Balancer::new(&pki, &[base_1.clone(), base_2.clone()]));
+    let haproxy = Haproxy::start(&dir, &pki, &[&base_1, &base_2, &base_3]).await;
+    let balancer = Arc::new(Balancer::new(&pki, std::slice::from_ref(&haproxy.base)));
+    let direct_1 = Balancer::new(&pki, std::slice::from_ref(&base_1));
     let ready = balancer.client(0, &federation()).readyz().await.unwrap();
     assert!(ready.contains("writer reachable"), "{ready}");
+    let municipality = tokio::spawn(run_municipality(
+        nats.url(),
+        Arc::clone(&load_for_municipality),
+    ));
 
-    let load = Arc::new(Load::default());
+    let load = Arc::clone(&load_for_municipality);
     let mut workers = Vec::new();
     for worker in 0..WORKERS {
         let mine: Vec<InsuredNumber> = persons
@@ -458,11 +478,17 @@ async fn scenario(mut nats: Nats) {
     assert!(failover < FAILOVER_MAX, "fail-over took {failover:?}");
     let committed = load.commands.load(Ordering::SeqCst);
     load.wait_for_commands(committed + COMMANDS_PER_PHASE).await;
-    // Phase 3: kill -9 one API process; the balancer takes it out at its
-    // first refused connection.
-    *load.api_killed_at.lock().unwrap() = Some(Instant::now());
-    balancer.killed[1].store(true, Ordering::SeqCst);
+    // Phase 3: kill -9 one API process; HAProxy's health check takes it
+    // out (the window ends when HAProxy says so).
+    let api_killed_at = Instant::now();
+    *load.api_killed_at.lock().unwrap() = Some(api_killed_at);
     api_2.kill_9().await;
+    let api_out_at = haproxy.wait_for_down("api2").await;
+    *load.api_out_at.lock().unwrap() = Some(api_out_at);
+    eprintln!(
+        "API process kill -9 → HAProxy marked it down: {:?}",
+        api_out_at - api_killed_at
+    );
     let committed = load.commands.load(Ordering::SeqCst);
     load.wait_for_commands(committed + COMMANDS_PER_PHASE).await;
     // Phase 4 (three NATS nodes): kill -9 one; its clients reconnect to
@@ -488,6 +514,9 @@ async fn scenario(mut nats: Nats) {
     for worker in workers {
         bounded("a worker to stop", worker).await.unwrap();
     }
+    let messages = bounded("the municipality to stop", municipality)
+        .await
+        .unwrap();
 
     // The standby is the writer, and the API process left reaches it.
     assert!(
@@ -534,9 +563,10 @@ async fn scenario(mut nats: Nats) {
         &outcomes,
         &load,
         recovered_at,
-        &[&engine_1, &engine_2, &api_1, &api_2],
+        &[&engine_1, &engine_2, &api_1, &api_2, &api_3],
     )
     .await;
+    check_messages(&store, &messages).await;
     store.close().await;
     eprintln!(
         "{} operations: {} commands committed, {} logged reads answered, {} errors inside the fail-over windows",
@@ -554,7 +584,7 @@ async fn scenario(mut nats: Nats) {
     // With no engine left, the API process says it is not ready (and
     // why) instead of accepting writes it cannot commit.
     engine_2.kill_9().await;
-    let refused = balancer.client(0, &federation()).readyz().await;
+    let refused = direct_1.client(0, &federation()).readyz().await;
     match refused {
         Err(ClientError::Problem(problem)) => {
             assert_eq!(problem.status, 503, "{problem:?}");
@@ -572,7 +602,165 @@ async fn scenario(mut nats: Nats) {
         );
     }
     drop(api_1);
+    drop(api_3);
+    haproxy.stop().await;
     database.drop_it().await;
+}
+
+/// Municipal status messages of the load: each files a new person's
+/// certification application (`certification.filed`).
+const MESSAGES_MAX: u64 = 60;
+
+/// How long the municipality waits for a receipt before it sends the
+/// message again (docs/integration.md: a municipality re-sends what got no
+/// receipt, with the same event id).
+const RECEIPT_WAIT: Duration = Duration::from_secs(10);
+
+/// A municipality sending status messages over NATS while the load runs,
+/// one at a time, re-sending a message until it has a receipt; returns
+/// each message's event id and its receipt.
+async fn run_municipality(
+    nats_url: String,
+    load: Arc<Load>,
+) -> Vec<(Uuid, kiban_bus::ingest::Receipt)> {
+    let insurer = InsurerNumber::parse(INSURER).unwrap();
+    let bus = kiban_bus::client::Bus::connect_nats_as_participant(&nats_url)
+        .await
+        .unwrap();
+    let mut municipality = kiban_bus::client::Municipality::connect(&bus, insurer)
+        .await
+        .unwrap();
+    let mut answered = Vec::new();
+    for n in 0..MESSAGES_MAX {
+        if load.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let message = kiban_bus::client::Outgoing::from_json(serde_json::json!({
+            "kind": "certification.filed",
+            "insurer": INSURER,
+            "insured": format!("{:010}", 5_000 + n),
+            "application": 1,
+            "occurred_at": Utc::now(),
+            "body": {"kind": "new", "applicant": {"by": "office", "office": OFFICE},
+                     "applied_on": Utc::now().date_naive()},
+        }))
+        .unwrap();
+        let receipt = bounded("a receipt", async {
+            loop {
+                match municipality.send(&message, RECEIPT_WAIT).await {
+                    Ok(receipt) => return receipt,
+                    Err(error) => eprintln!("municipality: {error}; sending again"),
+                }
+            }
+        })
+        .await;
+        answered.push((message.event_id, receipt));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    answered
+}
+
+/// Every municipal message has an accepted receipt, and its event is in
+/// the store exactly once, at the position the receipt named.
+async fn check_messages(store: &Store, messages: &[(Uuid, kiban_bus::ingest::Receipt)]) {
+    assert!(
+        messages.len() >= 10,
+        "{} municipal messages",
+        messages.len()
+    );
+    let head = store.head().await.unwrap().position;
+    let mut found: HashMap<Uuid, Vec<u64>> = HashMap::new();
+    let mut events = store.read_range(1, head);
+    while let Some(batch) = futures::StreamExt::next(&mut events).await {
+        for event in batch.unwrap() {
+            found
+                .entry(*event.event_id.as_uuid())
+                .or_default()
+                .push(event.position);
+        }
+    }
+    for (id, receipt) in messages {
+        assert_eq!(
+            receipt.status,
+            kiban_bus::ingest::ReceiptStatus::Accepted,
+            "{receipt:?}"
+        );
+        let positions = receipt.positions.clone().unwrap_or_default();
+        assert_eq!(
+            found.get(id),
+            Some(&positions[..1].to_vec()),
+            "message {id} stored once, where its receipt said"
+        );
+    }
+    eprintln!("{} municipal messages, each stored once", messages.len());
+}
+
+/// HAProxy running deploy/haproxy.cfg in front of the API processes.
+struct Haproxy {
+    child: Child,
+    /// `https://127.0.0.1:<port>` of its frontend.
+    base: String,
+    log: PathBuf,
+}
+
+impl Haproxy {
+    async fn start(dir: &tempfile::TempDir, pki: &kiban_api::DevPki, bases: &[&String]) -> Haproxy {
+        let binary = std::env::var("KIBAN_TEST_HAPROXY").unwrap_or_else(|_| "haproxy".to_owned());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy.cfg");
+        let log = dir.path().join("haproxy.log");
+        let mut command = Command::new(binary);
+        command
+            .args(["-db", "-f", config])
+            .env("KIBAN_LB_BIND", format!("127.0.0.1:{port}"))
+            .env("KIBAN_LB_CA", &pki.tls.client_ca)
+            .env("KIBAN_LB_SNI", "localhost")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .kill_on_drop(true);
+        for (i, base) in bases.iter().enumerate() {
+            let address = base.strip_prefix("https://").expect("an https base");
+            command.env(format!("KIBAN_API_{}", i + 1), address);
+        }
+        let child = command
+            .spawn()
+            .expect("haproxy starts (scripts/test installs it)");
+        let base = format!("https://127.0.0.1:{port}");
+        bounded("haproxy to listen", async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        Haproxy { child, base, log }
+    }
+
+    /// When HAProxy says that `server` is down (its health check failed).
+    async fn wait_for_down(&self, server: &str) -> Instant {
+        let wanted = format!("kiban_api/{server} is DOWN");
+        bounded("haproxy to take the process out", async {
+            loop {
+                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+                if text.contains(&wanted) {
+                    return Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = bounded("haproxy to stop", self.child.wait()).await;
+    }
 }
 
 /// Margin before the writer's kill after which an office update may be
@@ -663,7 +851,8 @@ async fn check(
             Ok(Answer::Read { stream }) => *reads.entry(stream.clone()).or_default() += 1,
             Err(error) => {
                 let writer_outage = outcome.ended > engine_killed && outcome.started < recovered_at;
-                let dead_api = outcome.api == 1 && outcome.ended > api_killed;
+                let api_out = load.api_out_at.lock().unwrap().expect("taken out");
+                let dead_api = outcome.ended > api_killed && outcome.started < api_out;
                 let nats_outage = match nats_window {
                     Some((killed, recovered)) => {
                         outcome.ended > killed && outcome.started < recovered
@@ -868,6 +1057,8 @@ struct Load {
     api_killed_at: Mutex<Option<Instant>>,
     nats_killed_at: Mutex<Option<Instant>>,
     nats_recovered_at: Mutex<Option<Instant>>,
+    /// When HAProxy took the killed API process out.
+    api_out_at: Mutex<Option<Instant>>,
 }
 
 impl Load {
