@@ -105,7 +105,8 @@ struct Entry {
 pub struct OfficeFeeds {
     client: async_nats::Client,
     entries: Arc<Mutex<HashMap<OfficeNumber, Weak<Entry>>>>,
-    /// Counts reconnections to NATS whose resubscriptions have settled.
+    /// Changes when the connection to NATS was made again (the watcher's
+    /// wake-up for idle streams).
     reconnects: watch::Receiver<u64>,
     _watcher: Arc<DropGuard>,
 }
@@ -120,7 +121,22 @@ impl std::fmt::Debug for OfficeFeeds {
 pub struct OfficeSubscription {
     updates: broadcast::Receiver<Arc<RecordedEvent>>,
     reconnects: watch::Receiver<u64>,
+    statistics: Arc<async_nats::Statistics>,
+    /// The client's connect count this stream has repaired up to.
+    connects: u64,
     entry: Arc<Entry>,
+}
+
+impl OfficeSubscription {
+    /// Whether the client connected again since the stream last looked
+    /// (updates published in between may be lost).
+    fn reconnected(&mut self) -> bool {
+        let now = self
+            .statistics
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed);
+        std::mem::replace(&mut self.connects, now) != now
+    }
 }
 
 impl OfficeFeeds {
@@ -148,7 +164,6 @@ impl OfficeFeeds {
                 if now != seen {
                     seen = now;
                     tracing::info!("reconnected to NATS: office streams repair from the store");
-                    tokio::time::sleep(Duration::from_millis(SUBSCRIPTION_SETTLE_MS)).await;
                     sender.send_modify(|count| *count += 1);
                 }
             }
@@ -213,9 +228,15 @@ impl OfficeFeeds {
                 }
             }
         };
+        let statistics = self.client.statistics();
+        let connects = statistics
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed);
         Ok(OfficeSubscription {
             updates: entry.updates.subscribe(),
             reconnects: self.reconnects.clone(),
+            statistics,
+            connects,
             entry,
         })
     }
@@ -305,6 +326,7 @@ impl<S: EventStore, E: Entitlements> Follow<S, E> {
                 self.started = true;
                 // Reconnects before this point are covered by the replay.
                 self.subscription.reconnects.borrow_and_update();
+                self.subscription.reconnected();
                 tokio::time::sleep_until(
                     self.subscription.entry.since + Duration::from_millis(SUBSCRIPTION_SETTLE_MS),
                 )
@@ -326,22 +348,34 @@ impl<S: EventStore, E: Entitlements> Follow<S, E> {
                 }
                 continue;
             }
-            tokio::select! {
+            let update = tokio::select! {
                 changed = self.subscription.reconnects.changed() => {
                     if changed.is_err() {
                         return Err(Error::Closed.into());
                     }
-                    self.begin_replay().await?;
+                    None
                 }
-                update = self.subscription.updates.recv() => match update {
-                    Ok(event) if event.position > self.last => {
-                        self.last = event.position;
-                        return Ok(event);
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.begin_replay().await?,
-                    Err(broadcast::error::RecvError::Closed) => return Err(Error::Closed.into()),
-                },
+                update = self.subscription.updates.recv() => Some(update),
+            };
+            // Checked before anything received is sent: an update that
+            // arrived after a reconnect may follow updates lost during it.
+            if self.subscription.reconnected() {
+                // The resubscription must reach every server before the
+                // head the repair reads.
+                tokio::time::sleep(Duration::from_millis(SUBSCRIPTION_SETTLE_MS)).await;
+                self.begin_replay().await?;
+                continue;
+            }
+            match update {
+                Some(Ok(event)) if event.position > self.last => {
+                    self.last = event.position;
+                    return Ok(event);
+                }
+                Some(Err(broadcast::error::RecvError::Lagged(_))) => self.begin_replay().await?,
+                Some(Err(broadcast::error::RecvError::Closed)) => {
+                    return Err(Error::Closed.into());
+                }
+                Some(Ok(_)) | None => {}
             }
         }
     }
