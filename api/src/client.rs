@@ -685,3 +685,83 @@ impl Client {
         self.json(request).await
     }
 }
+
+/// Longest an update stream opened by [`Client::office_updates`] stays
+/// open on the client's side (the client's request timeout does not apply
+/// to it).
+pub const UPDATE_STREAM_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1_000;
+
+/// Live updates.
+impl Client {
+    /// `GET /v1/offices/{office}/updates`: the office's Server-Sent Events,
+    /// after `last_event_id` when given (a resume), else from the head.
+    pub async fn office_updates(
+        &self,
+        office: &OfficeNumber,
+        last_event_id: Option<u64>,
+    ) -> Result<UpdateStream, ClientError> {
+        let mut request = self
+            .http
+            .get(format!(
+                "{}{}",
+                self.base,
+                paths::office(office, "/updates")
+            ))
+            .timeout(Duration::from_millis(UPDATE_STREAM_TIMEOUT_MS));
+        if let Some(id) = last_event_id {
+            request = request.header(crate::updates::LAST_EVENT_ID, id);
+        }
+        let response = refuse_problems(request.send().await?).await?;
+        Ok(UpdateStream {
+            response,
+            buffer: String::new(),
+        })
+    }
+}
+
+/// One Server-Sent Event of an update stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateEvent {
+    /// Its `id` (the store position).
+    pub id: u64,
+    /// Its `event` (the event type).
+    pub event: String,
+    /// Its `data`.
+    pub data: String,
+}
+
+/// An open update stream ([`Client::office_updates`]).
+#[derive(Debug)]
+pub struct UpdateStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl UpdateStream {
+    /// The next event (keep-alive comments skipped); `None` when the server
+    /// ended the stream.
+    pub async fn next_event(&mut self) -> Result<Option<UpdateEvent>, ClientError> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::new(), String::new());
+                for line in block.lines() {
+                    match line.split_once(':') {
+                        Some(("id", value)) => id = value.trim().parse().ok(),
+                        Some(("event", value)) => value.trim().clone_into(&mut event),
+                        Some(("data", value)) => data.push_str(value.trim_start()),
+                        _ => {}
+                    }
+                }
+                match id {
+                    Some(id) => return Ok(Some(UpdateEvent { id, event, data })),
+                    None => continue,
+                }
+            }
+            match self.response.chunk().await? {
+                Some(chunk) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                None => return Ok(None),
+            }
+        }
+    }
+}

@@ -107,7 +107,7 @@ pub use server::{
 };
 pub use state::{
     AppState, Clock, MIN_POSITION_HEADER, POSITION_HEADER, READ_YOUR_WRITES_WAIT_MS,
-    SUBSIDY_POLICY_DEFAULT, WriterProbe,
+    SUBSIDY_POLICY_DEFAULT, UpdateFeed, WriterProbe,
 };
 pub use subsidies::{SubsidyApplicationBody, SubsidyDecision};
 pub use updates::LAST_EVENT_ID;

@@ -30,6 +30,22 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// `/readyz` asks it.
 pub type WriterProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<u64, String>> + Send + Sync>;
 
+/// Live office updates from outside this process, as an office may see
+/// them: given the office and a position, its events after that position,
+/// each once and in order, and then live; the stream ends with an error
+/// (after which the client resumes). Given by the system in an API process
+/// (`kiban_bus::fanout` over NATS); without it, each update stream follows
+/// the store itself (`--role all` on the in-process bus).
+pub type UpdateFeed = Arc<
+    dyn Fn(
+            kiban_events::ids::OfficeNumber,
+            u64,
+        )
+            -> futures::stream::BoxStream<'static, Result<Arc<kiban_events::RecordedEvent>, String>>
+        + Send
+        + Sync,
+>;
+
 /// Longest a command's answer, or a read that names a
 /// [`MIN_POSITION_HEADER`], waits for the read models to apply a position,
 /// in milliseconds (read your writes). Below the request timeout; a command
@@ -81,6 +97,8 @@ pub(crate) struct Inner {
     /// How far behind the head an update stream may resume
     /// ([`crate::updates::RESUME_EVENTS_MAX`]).
     pub resume_events_max: u64,
+    /// Where update streams come from, when not from the store.
+    pub update_feed: Option<UpdateFeed>,
 }
 
 impl AppState {
@@ -113,6 +131,7 @@ impl AppState {
                 streams: CancellationToken::new(),
                 writer_probe: None,
                 resume_events_max: crate::updates::RESUME_EVENTS_MAX,
+                update_feed: None,
             }),
         }
     }
@@ -153,6 +172,15 @@ impl AppState {
         Arc::get_mut(&mut self.inner)
             .expect("with_writer_probe is called before the state is shared")
             .writer_probe = Some(probe);
+        self
+    }
+
+    /// The same with live office updates from `feed` instead of a store
+    /// subscription per stream. Call before the state is cloned.
+    pub fn with_update_feed(mut self, feed: UpdateFeed) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_update_feed is called before the state is shared")
+            .update_feed = Some(feed);
         self
     }
 

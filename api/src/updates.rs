@@ -10,6 +10,14 @@
 //! The data carries the event's type, stream
 //! and time, never its payload: the client reads details through the
 //! logged query routes.
+//!
+//! Where the events come from depends on the process (docs/deploy.md,
+//! "Live updates"): with an [`UpdateFeed`] (an API process of a scaled-out
+//! deployment), from the office's NATS subject through one subscription per
+//! office and process, carrying what the engine's office routing sends the
+//! office (docs/nats.md), resumed exactly by a bounded replay from the
+//! store; without one (`--role all`), from the process's own store
+//! subscription filtered by [`relevant`].
 
 use std::convert::Infallible;
 
@@ -17,6 +25,10 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde_json::json;
 
@@ -28,7 +40,7 @@ use kiban_events::ids::OfficeNumber;
 use crate::auth::{Allow, Caller, check_terminal, office_number};
 use crate::error::ApiError;
 use crate::principal::Principal;
-use crate::state::AppState;
+use crate::state::{AppState, UpdateFeed};
 
 /// The header a reconnecting SSE client sends.
 pub const LAST_EVENT_ID: &str = "last-event-id";
@@ -140,11 +152,27 @@ pub(crate) fn office_sse_checked(
             None => shutdown.await,
         }
     };
+    let events = match state.inner.update_feed.clone() {
+        Some(feed) => fed(state, feed, office, after, to_event, terminal),
+        None => subscribed(state, office, after, to_event, terminal),
+    };
+    Sse::new(events.take_until(stop)).keep_alive(KeepAlive::default())
+}
+
+/// The stream of a process without an [`UpdateFeed`] (`--role all` on the
+/// in-process bus): its own store subscription, filtered by [`relevant`].
+fn subscribed(
+    state: AppState,
+    office: OfficeNumber,
+    after: u64,
+    to_event: fn(&RecordedEvent) -> Event,
+    terminal: Option<(TerminalId, String)>,
+) -> BoxStream<'static, Result<Event, Infallible>> {
     let relevant_state = state.clone();
     let check_state = state.clone();
     let own_stream = office_stream(&office);
     let check_office = office.clone();
-    let events = state
+    state
         .inner
         .store
         .subscribe(after + 1)
@@ -171,8 +199,71 @@ pub(crate) fn office_sse_checked(
                     .then(|| Ok(to_event(&event)))
             }
         })
-        .take_until(stop);
-    Sse::new(events).keep_alive(KeepAlive::default())
+        .boxed()
+}
+
+/// How often a fed stream of an office terminal re-checks the terminal
+/// while no update comes (it is also checked before every update sent).
+pub const TERMINAL_RECHECK_SECS: u64 = 30;
+
+/// What a fed stream waits for: an update, or the time to re-check the
+/// terminal.
+enum Fed {
+    Update(Result<Arc<RecordedEvent>, String>),
+    Recheck,
+}
+
+/// The stream of a process with an [`UpdateFeed`] (an API process): the
+/// office's updates as the feed gives them (what the routing sends the
+/// office, docs/deploy.md). An office terminal is checked before each
+/// update and every [`TERMINAL_RECHECK_SECS`]; the stream ends once it no
+/// longer passes [`check_terminal`], or when the feed fails (the client
+/// resumes with `Last-Event-ID`).
+fn fed(
+    state: AppState,
+    feed: UpdateFeed,
+    office: OfficeNumber,
+    after: u64,
+    to_event: fn(&RecordedEvent) -> Event,
+    terminal: Option<(TerminalId, String)>,
+) -> BoxStream<'static, Result<Event, Infallible>> {
+    let rechecks = futures::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_secs(TERMINAL_RECHECK_SECS)).await;
+        Some((Fed::Recheck, ()))
+    });
+    let updates = feed(office.clone(), after).map(Fed::Update);
+    let terminal = Arc::new(terminal);
+    futures::stream::select(updates, rechecks)
+        .take_while(move |item| {
+            let (state, office, terminal) = (state.clone(), office.clone(), Arc::clone(&terminal));
+            let failed = match item {
+                Fed::Update(Err(error)) => {
+                    tracing::info!(%error, "an office update stream ends");
+                    true
+                }
+                _ => false,
+            };
+            async move {
+                if failed {
+                    return false;
+                }
+                match terminal.as_ref() {
+                    Some((terminal, fingerprint)) => {
+                        check_terminal(&state, &office, terminal, fingerprint)
+                            .await
+                            .is_ok()
+                    }
+                    None => true,
+                }
+            }
+        })
+        .filter_map(move |item| {
+            futures::future::ready(match item {
+                Fed::Update(Ok(event)) => Some(Ok(to_event(&event))),
+                _ => None,
+            })
+        })
+        .boxed()
 }
 
 /// Whether `office` may see `event`, once the read models have applied it:

@@ -23,6 +23,9 @@
 //!   [`relay::Checkpoints`] trait with a JetStream and a file implementation.
 //! - [`routing`]: [`routing::Entitlements`], [`routing::OfficeSink`] and
 //!   [`routing::run_routing`].
+//! - [`fanout`]: [`fanout::OfficeFeeds`] (one subscription per office
+//!   and API process) and [`fanout::follow_office`], an office's exact live
+//!   stream from those updates and a bounded replay from the store.
 //! - [`local`]: [`local::LocalBus`], the same ingest, receipt and update
 //!   semantics over tokio channels.
 //! - [`engine`]: [`engine::EngineHandler`], the engine as the ingest handler.
@@ -46,13 +49,16 @@
 //! - `KIBAN_EVENTS` holds the store's events in position order with no gap
 //!   and no repeat; its last message is the relay's checkpoint.
 //! - Every loop here runs in a task its caller owns and stops on a
-//!   `CancellationToken`; no lock is held across an `.await`.
+//!   `CancellationToken`; no lock is held across an `.await`. The one
+//!   exception, [`fanout`], ends its tasks with the last handle that uses
+//!   them (a drop guard): they belong to the streams, not to a part.
 
 pub mod append;
 pub mod asyncapi;
 pub mod client;
 pub mod engine;
 pub mod error;
+pub mod fanout;
 pub mod ingest;
 pub mod local;
 pub mod pipeline;

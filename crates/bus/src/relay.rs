@@ -21,8 +21,10 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishError};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -35,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::ingest::MSG_ID_HEADER;
 use crate::retry::restart_until_cancelled;
-use crate::subjects::{EVENTS_STREAM, event_subject};
+use crate::subjects::{CHECKPOINTS_STREAM, EVENTS_STREAM, checkpoint_subject, event_subject};
 
 /// The header carrying an event's store position on `KIBAN_EVENTS`.
 pub const POSITION_HEADER: &str = "Kiban-Position";
@@ -181,6 +183,78 @@ impl Checkpoints for FileCheckpoints {
         tokio::fs::rename(&temporary, self.path(name))
             .await
             .map_err(io)
+    }
+}
+
+/// Checkpoints in the JetStream stream [`CHECKPOINTS_STREAM`] (created by
+/// [`crate::streams::ensure_streams`]): one subject per name, of which the
+/// stream keeps only the last message — a key-value bucket made by hand,
+/// because the NATS client's own buckets need nats-server 2.10 and Debian 12
+/// ships 2.9. Shared by every engine of a deployment, so that the engine
+/// that becomes the writer continues where the old one stopped. A name the
+/// stream does not hold yet is read from `fallback` (the file checkpoints
+/// of a deployment from before the stream).
+#[derive(Debug, Clone)]
+pub struct SharedCheckpoints {
+    context: jetstream::Context,
+    stream: Arc<tokio::sync::OnceCell<jetstream::stream::Stream>>,
+    fallback: Option<FileCheckpoints>,
+}
+
+impl SharedCheckpoints {
+    /// Checkpoints over `client`'s JetStream, falling back to `fallback`
+    /// for a name not yet in the stream.
+    pub fn new(client: async_nats::Client, fallback: Option<FileCheckpoints>) -> Self {
+        Self {
+            context: jetstream::new(client),
+            stream: Arc::new(tokio::sync::OnceCell::new()),
+            fallback,
+        }
+    }
+
+    async fn stream(&self) -> Result<&jetstream::stream::Stream> {
+        self.stream
+            .get_or_try_init(|| async {
+                self.context
+                    .get_stream(CHECKPOINTS_STREAM)
+                    .await
+                    .map_err(|error| Error::from_nats("looking up the checkpoint stream", error))
+            })
+            .await
+    }
+}
+
+impl Checkpoints for SharedCheckpoints {
+    async fn load(&self, name: &str) -> Result<Option<Position>> {
+        let found = self
+            .stream()
+            .await?
+            .get_last_raw_message_by_subject(&checkpoint_subject(name))
+            .await;
+        match found {
+            Ok(message) => std::str::from_utf8(&message.payload)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .map(Some)
+                .ok_or_else(|| Error::Checkpoint(format!("checkpoint {name} holds no position"))),
+            Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => {
+                match &self.fallback {
+                    Some(files) => files.load(name).await,
+                    None => Ok(None),
+                }
+            }
+            Err(error) => Err(Error::from_nats("reading a checkpoint", error)),
+        }
+    }
+
+    async fn save(&self, name: &str, position: Position) -> Result<()> {
+        self.context
+            .publish(checkpoint_subject(name), position.to_string().into())
+            .await
+            .map_err(|error| Error::from_nats("saving a checkpoint", error))?
+            .await
+            .map_err(|error| Error::from_nats("saving a checkpoint (ack)", error))?;
+        Ok(())
     }
 }
 

@@ -14,7 +14,8 @@ use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, Storag
 
 use crate::error::{Error, Result};
 use crate::subjects::{
-    EVENTS_STREAM, EVENTS_SUBJECTS, INGEST_CONSUMER, INGEST_STREAM, INGEST_SUBJECTS,
+    CHECKPOINTS_STREAM, CHECKPOINTS_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, INGEST_CONSUMER,
+    INGEST_STREAM, INGEST_SUBJECTS,
 };
 
 /// JetStream's duplicate window on [`INGEST_STREAM`]: short on purpose.
@@ -92,7 +93,8 @@ impl Default for StreamOptions {
     }
 }
 
-/// Creates [`INGEST_STREAM`] and [`EVENTS_STREAM`] unless they exist.
+/// Creates [`INGEST_STREAM`], [`EVENTS_STREAM`] and [`CHECKPOINTS_STREAM`]
+/// unless they exist.
 pub async fn ensure_streams(jetstream: &Context, options: &StreamOptions) -> Result<()> {
     let ingest = stream::Config {
         name: INGEST_STREAM.to_owned(),
@@ -117,7 +119,18 @@ pub async fn ensure_streams(jetstream: &Context, options: &StreamOptions) -> Res
         duplicate_window: options.events_duplicate_window,
         ..Default::default()
     };
-    for config in [ingest, events] {
+    let checkpoints = stream::Config {
+        name: CHECKPOINTS_STREAM.to_owned(),
+        description: Some("kiban: checkpoints shared by the engines".to_owned()),
+        subjects: vec![CHECKPOINTS_SUBJECTS.to_owned()],
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        max_messages_per_subject: 1,
+        storage: StorageType::File,
+        num_replicas: options.replicas,
+        ..Default::default()
+    };
+    for config in [ingest, events, checkpoints] {
         let name = config.name.clone();
         jetstream
             .get_or_create_stream(config)

@@ -7,6 +7,7 @@
 //! | `kiban.events.<insurer>.<event type>.<stream id>` | the outbox relay | kiban services, auditors | [`EVENTS_STREAM`] |
 //! | `kiban.offices.<office>.updates` | office routing | that office | — (core NATS) |
 //! | `kiban.writer.append` | API and engine processes (request) | the writer, queue group [`WRITER_QUEUE_GROUP`] | — (core NATS request/reply) |
+//! | `kiban.checkpoints.<name>` | the writing engine | the engine that becomes the writer | [`CHECKPOINTS_STREAM`] (last message per subject) |
 //! | `_INBOX_KIBAN.>` ([`KIBAN_INBOX_PREFIX`]) | JetStream, the writer (replies) | kiban's own connections | — |
 //!
 //! An event type is dotted words (`certification.decided`), so it spans
@@ -28,6 +29,21 @@ pub const INGEST_CONSUMER: &str = "kiban-ingest";
 
 /// The JetStream stream the outbox relay publishes committed events to.
 pub const EVENTS_STREAM: &str = "KIBAN_EVENTS";
+
+/// The JetStream stream of the checkpoints every engine shares (the office
+/// routing's: `crate::relay::SharedCheckpoints`), keeping the last message
+/// per subject, so that a standby taking over continues where the old
+/// writer stopped.
+pub const CHECKPOINTS_STREAM: &str = "KIBAN_CHECKPOINTS";
+
+/// The subjects [`CHECKPOINTS_STREAM`] captures.
+pub const CHECKPOINTS_SUBJECTS: &str = "kiban.checkpoints.>";
+
+/// `kiban.checkpoints.<name>`: where the checkpoint `name` is kept (a
+/// name is one token: letters, digits and dashes).
+pub fn checkpoint_subject(name: &str) -> String {
+    format!("kiban.checkpoints.{name}")
+}
 
 /// The subjects [`EVENTS_STREAM`] captures.
 pub const EVENTS_SUBJECTS: &str = "kiban.events.>";

@@ -42,7 +42,7 @@ accounts {{
       {{ user: "kiban", password: "secret" }}
       {{ user: "kiban-api", password: "secret", permissions: {{
           publish:   {{ allow: ["kiban.writer.append"] }},
-          subscribe: {{ allow: ["_INBOX_KIBAN.>"] }} }} }}
+          subscribe: {{ allow: ["_INBOX_KIBAN.>", "kiban.offices.*.updates"] }} }} }}
       {{ user: "office-1312345678", password: "secret", permissions: {{
           publish:   {{ deny: ">" }},
           subscribe: {{ allow: ["kiban.offices.1312345678.updates"],
@@ -186,6 +186,33 @@ async fn a_municipality_cannot_read_kibans_ingest_deliveries_and_kiban_still_ing
         .unwrap();
     assert_eq!(appended.last_position, 3);
     assert_eq!(store.head().await.unwrap().position, 3);
+
+    // It follows an office's updates (the SSE fan-out of an API process):
+    // what kiban publishes there reaches it.
+    let mut updates = api
+        .nats_client()
+        .unwrap()
+        .subscribe("kiban.offices.1312345678.updates")
+        .await
+        .unwrap();
+    api.nats_client().unwrap().flush().await.unwrap();
+    let kiban_client = engine.nats_client().unwrap().clone();
+    let update = bounded("an office update reaching kiban-api", async {
+        loop {
+            kiban_client
+                .publish("kiban.offices.1312345678.updates", "update".into())
+                .await
+                .unwrap();
+            kiban_client.flush().await.unwrap();
+            if let Ok(Some(message)) =
+                tokio::time::timeout(Duration::from_millis(200), updates.next()).await
+            {
+                return message;
+            }
+        }
+    })
+    .await;
+    assert_eq!(&update.payload[..], b"update");
 
     stop.cancel();
     bounded("the ingest consumer to stop", ingest)

@@ -307,3 +307,110 @@ async fn routing_sends_each_office_what_it_is_entitled_to_in_order_and_resumes_f
     cancel.cancel();
     bounded("routing to stop", routing).await.unwrap().unwrap();
 }
+
+/// The SSE fan-out of an API process (`kiban_bus::fanout`): updates the
+/// routing published while the process's NATS node was down are lost to
+/// core NATS; after the reconnect the office's stream repairs them from the
+/// store, so it still sends every update once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_stream_repairs_from_the_store_what_it_missed_while_its_nats_node_was_down() {
+    use kiban_bus::fanout::{OfficeFeeds, follow_office};
+    let mut cluster = kiban_bus::testing::NatsCluster::start().await.unwrap();
+    let urls = cluster.urls();
+    // The routing publishes through node 1; the API process's connection
+    // knows only node 0 (not the others the cluster announces).
+    let publisher = async_nats::connect(urls[1].as_str()).await.unwrap();
+    let follower = async_nats::ConnectOptions::new()
+        .ignore_discovered_servers()
+        .connect(urls[0].as_str())
+        .await
+        .unwrap();
+    let (store, directory) = sqlite_store().await;
+    let checkpoints = FileCheckpoints::new(directory.path().join("checkpoints"));
+    let cancel = CancellationToken::new();
+    let routing = {
+        let (store, cancel) = (store.clone(), cancel.clone());
+        let sink = NatsOfficeSink::new(publisher.clone());
+        tokio::spawn(async move {
+            // Restarted like a part of the system after a failure.
+            while run_routing(&store, &ByPayload, &checkpoints, &sink, cancel.clone())
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let feeds = OfficeFeeds::new(follower.clone());
+    let office = OfficeNumber::parse(OFFICE_A).unwrap();
+    let mut updates = Box::pin(follow_office(&feeds, store.clone(), ByPayload, office, 0));
+    let stream = StreamName::parse("certification/131016-0000012345-1").unwrap();
+    let append = |office: &'static str| {
+        let store = store.clone();
+        let stream = stream.clone();
+        async move {
+            store
+                .append(
+                    &stream,
+                    ExpectedVersion::Any,
+                    vec![event(&format!(r#"{{"office":"{office}"}}"#))],
+                )
+                .await
+                .unwrap()
+                .last_position
+        }
+    };
+    let mut next = async || {
+        bounded("an office update", updates.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .position
+    };
+    // The stream is live once it sends an update appended after it opened.
+    let first = append(OFFICE_A).await;
+    assert_eq!(next().await, first);
+
+    cluster.server(0).kill();
+    bounded("the follower to notice", async {
+        while follower.connection_state() == async_nats::connection::State::Connected {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut missed = Vec::new();
+    for office in [OFFICE_A, "none", OFFICE_A, "none"] {
+        let position = append(office).await;
+        if office == OFFICE_A {
+            missed.push(position);
+        }
+    }
+    // Routed (through node 1) while node 0 is down.
+    let mut tap = publisher
+        .subscribe(format!("kiban.offices.{OFFICE_A}.updates"))
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    cluster.server(0).start_again().await.unwrap();
+    let later = append(OFFICE_A).await;
+    bounded("the routing to publish the later update", async {
+        while let Some(message) = tap.next().await {
+            if serde_json::from_slice::<RecordedEvent>(&message.payload)
+                .unwrap()
+                .position
+                == later
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    let mut got = Vec::new();
+    while got.last() != Some(&later) {
+        got.push(next().await);
+    }
+    missed.push(later);
+    assert_eq!(got, missed, "every update once, in order, after the outage");
+    cancel.cancel();
+    bounded("routing to stop", routing).await.unwrap();
+}

@@ -1,11 +1,14 @@
 //! Many kiban processes, one history (issue 20): real `kiban serve`
 //! processes on loopback — PostgreSQL, one nats-server with JetStream (or a
-//! three-node cluster, second test), two `--role engine` and two `--role
-//! api` — under a bounded mixed load over
-//! HTTPS with client certificates (offices' logged reads and proxy
-//! applications, the federation's consents, the insurer's investigation
-//! sheets) sent to the API processes, while the test kills -9 the writing
-//! engine, later one API process, and (on the cluster) one NATS node.
+//! three-node cluster, second test), two `--role engine` (each with its own
+//! data directory) and three `--role api` behind HAProxy running
+//! `deploy/haproxy.cfg` (TLS pass-through, `/readyz` health checks) — under
+//! a bounded mixed load over HTTPS with client certificates through the
+//! load balancer (offices' logged reads and proxy applications, the
+//! federation's consents, the insurer's investigation sheets) and a
+//! municipality's status messages over NATS, while the test kills -9 the
+//! writing engine, later one API process, and (on the cluster) one NATS
+//! node.
 //!
 //! Asserted, after the load:
 //! - every command answered 2xx is in the store, each of its events once,
@@ -14,10 +17,16 @@
 //!   (per person: reads answered ≤ views recorded);
 //! - errors occur only inside the fail-over windows the test measures:
 //!   requests that overlapped the writer's outage (ended after its kill,
-//!   began before the first command committed by the new writer), or went
-//!   to the killed API process after its kill;
+//!   began before the first command committed by the new writer), or
+//!   overlapped the time between the API process's kill and HAProxy
+//!   marking it down;
 //! - a proxy application answered before the kill, sent again with its
 //!   Idempotency-Key after the fail-over, is answered with its first result;
+//! - every municipal message has an accepted receipt and is stored once,
+//!   at the position its receipt named;
+//! - the new writer's office routing continues from the old writer's
+//!   checkpoint (shared in JetStream): nothing routed well before the kill
+//!   is routed again;
 //! - the hash chain verifies;
 //! - the standby engine became the writer (it finished starting only after
 //!   the kill, and the remaining API process reaches it);
@@ -148,6 +157,182 @@ async fn cluster_engine_that_loses_its_lock_connection_exits_non_zero() {
     database.drop_it().await;
 }
 
+/// Live updates fanned out by NATS (issue 20 item 4): an API process
+/// serves an office's update stream from the office's NATS subject, not
+/// from the store; what the engine process commits reaches it; a stream
+/// resumed with `Last-Event-ID` after a disconnect gets exactly the events
+/// the office may see after that id (replayed from the store), then live
+/// ones (from NATS), each once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_office_updates_reach_an_api_process_through_nats_and_resume_exactly() {
+    let nats = Nats::One(kiban_bus::testing::NatsServer::start().await.unwrap());
+    let database = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let persons = seed(&database.url).await;
+    let (p0, p1) = (&persons[0], &persons[1]);
+    let mut engine = Proc::engine(
+        &dir,
+        "engine",
+        &database.url,
+        &nats,
+        &dir.path().join("engine"),
+    )
+    .await;
+    engine.wait_for_line("Ctrl-C to stop").await;
+    let api_dir = dir.path().join("api");
+    let mut api = Proc::api(&dir, "api", &database.url, &nats.url(), &api_dir).await;
+    let base = api.wait_for_api().await;
+    let pki = kiban_system::dev_pki::dev_certificates(&api_dir.join("certs")).unwrap();
+    let balancer = Balancer::new(&pki, std::slice::from_ref(&base));
+    let (federation, office_client, insurer_client) = (
+        balancer.client(0, &federation()),
+        balancer.client(0, &office()),
+        balancer.client(0, &insurer_principal()),
+    );
+    let insurer = InsurerNumber::parse(INSURER).unwrap();
+    let office_number = kiban_events::ids::OfficeNumber::parse(OFFICE).unwrap();
+    let consent = ConsentRecord {
+        office: OFFICE.to_owned(),
+        terminal: "T-01".to_owned(),
+        expires_at: Utc::now() + chrono::Duration::days(365),
+    };
+    let store = kiban_system::open_store(&database.url).await.unwrap();
+    let consented = federation
+        .give_consent(&insurer, p0, &consent)
+        .await
+        .unwrap();
+    let start = consented.positions.iter().copied().max().unwrap();
+
+    // Two streams of the office on the API process (one subscription).
+    let mut first = office_client
+        .office_updates(&office_number, None)
+        .await
+        .unwrap();
+    let mut second = office_client
+        .office_updates(&office_number, None)
+        .await
+        .unwrap();
+    let application = ProxyApplication {
+        kind: ApplicationKind::Change,
+        applied_on: Utc::now().date_naive(),
+    };
+    let filed = office_client
+        .file_application(&insurer, p0, &application)
+        .await
+        .unwrap();
+    let live = routed_between(&store, start, max_position(&filed)).await;
+    assert!(!live.is_empty(), "an application is routed to the office");
+    let a = *live.last().unwrap();
+    assert_eq!(ids_until(&mut first, a).await, live, "first stream");
+    assert_eq!(ids_until(&mut second, a).await, live, "second stream");
+    drop(first);
+    drop(second);
+
+    // While no stream is open: a consent (never routed), an application of
+    // the second person, an investigation sheet of the first.
+    federation
+        .give_consent(&insurer, p1, &consent)
+        .await
+        .unwrap();
+    office_client
+        .file_application(&insurer, p1, &application)
+        .await
+        .unwrap();
+    let seq = sequence_of(&filed);
+    let sheet = b"%PDF-1.4\n% investigation sheet\n%%EOF\n".to_vec();
+    let uploaded = insurer_client
+        .upload_certification_document(
+            &insurer,
+            p0,
+            seq,
+            CertificationDocument::InvestigationSheet,
+            "application/pdf",
+            sheet,
+        )
+        .await
+        .unwrap();
+    let missed = routed_between(&store, a, max_position(&uploaded)).await;
+    assert!(missed.len() >= 2, "{missed:?}");
+    let mut resumed = office_client
+        .office_updates(&office_number, Some(a))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids_until(&mut resumed, *missed.last().unwrap()).await,
+        missed,
+        "replayed after Last-Event-ID {a}"
+    );
+    // Then live again, on the same stream.
+    let again = insurer_client
+        .upload_certification_document(
+            &insurer,
+            p0,
+            seq,
+            CertificationDocument::InvestigationSheet,
+            "application/pdf",
+            b"%PDF-1.4\n% second sheet\n%%EOF\n".to_vec(),
+        )
+        .await
+        .unwrap();
+    let after = routed_between(&store, *missed.last().unwrap(), max_position(&again)).await;
+    assert!(!after.is_empty());
+    assert_eq!(
+        ids_until(&mut resumed, *after.last().unwrap()).await,
+        after,
+        "live after the replay"
+    );
+    drop(resumed);
+    store.close().await;
+    drop(engine);
+    drop(api);
+    database.drop_it().await;
+}
+
+fn max_position(accepted: &kiban_api::CommandAccepted) -> u64 {
+    accepted.positions.iter().copied().max().unwrap_or(0)
+}
+
+fn sequence_of(accepted: &kiban_api::CommandAccepted) -> u32 {
+    accepted
+        .stream
+        .rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("a certification stream ends in its sequence number")
+}
+
+/// The positions in `(after, until]` the office routing sends to the
+/// offices of a person (every person of these tests has consented to
+/// OFFICE, and the insurer shares).
+async fn routed_between(store: &Store, after: u64, until: u64) -> Vec<u64> {
+    let events = store
+        .read_all(after + 1, usize::try_from(until - after).unwrap())
+        .await
+        .unwrap();
+    events
+        .iter()
+        .filter(|e| e.position <= until && kiban_system::entitlements::routed_person(e).is_some())
+        .map(|e| e.position)
+        .collect()
+}
+
+/// The ids a stream sends up to and including `last`.
+async fn ids_until(stream: &mut kiban_api::client::UpdateStream, last: u64) -> Vec<u64> {
+    bounded("update events", async {
+        let mut ids = Vec::new();
+        while ids.last().is_none_or(|id| *id < last) {
+            let event = stream
+                .next_event()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            ids.push(event.id);
+        }
+        ids
+    })
+    .await
+}
+
 /// The NATS of a scenario.
 enum Nats {
     One(kiban_bus::testing::NatsServer),
@@ -176,11 +361,44 @@ async fn scenario(mut nats: Nats) {
     let dir = tempfile::tempdir().unwrap();
     let persons = seed(&database.url).await;
 
-    // Engine 1 first, so that it is the writer; engine 2 stands by.
-    let engine_dir = dir.path().join("engine");
-    let mut engine_1 = Proc::engine(&dir, "engine-1", &database.url, &nats, &engine_dir).await;
+    let load_for_municipality = Arc::new(Load::default());
+    // Every office update the routing publishes, from before the first
+    // engine starts (a client on the last node, which no phase kills).
+    let routed = Arc::new(Mutex::new(Vec::<(u64, Instant)>::new()));
+    let tap_bus = kiban_bus::client::Bus::connect_nats(nats.url().rsplit(',').next().unwrap())
+        .await
+        .unwrap();
+    let mut tap = tap_bus.tap_office_updates().await.unwrap();
+    let tapped = Arc::clone(&routed);
+    let tap_task = tokio::spawn(async move {
+        while let kiban_bus::client::Tapped::Item(event) = tap.next().await {
+            tapped
+                .lock()
+                .unwrap()
+                .push((event.position, Instant::now()));
+        }
+    });
+
+    // Engine 1 first, so that it is the writer; engine 2 stands by. Each
+    // has its own data directory: what they share is the database and
+    // NATS (the routing's checkpoint is in JetStream's key-value bucket).
+    let mut engine_1 = Proc::engine(
+        &dir,
+        "engine-1",
+        &database.url,
+        &nats,
+        &dir.path().join("engine-1"),
+    )
+    .await;
     engine_1.wait_for_line("Ctrl-C to stop").await;
-    let mut engine_2 = Proc::engine(&dir, "engine-2", &database.url, &nats, &engine_dir).await;
+    let mut engine_2 = Proc::engine(
+        &dir,
+        "engine-2",
+        &database.url,
+        &nats,
+        &dir.path().join("engine-2"),
+    )
+    .await;
     engine_2.wait_for_line("waiting for the writer lock").await;
     // API processes share one data directory, hence one development PKI
     // (the first creates it); started one after the other.
@@ -189,13 +407,23 @@ async fn scenario(mut nats: Nats) {
     let base_1 = api_1.wait_for_api().await;
     let mut api_2 = Proc::api(&dir, "api-2", &database.url, &nats.url(), &api_dir).await;
     let base_2 = api_2.wait_for_api().await;
+    let mut api_3 = Proc::api(&dir, "api-3", &database.url, &nats.url(), &api_dir).await;
+    let base_3 = api_3.wait_for_api().await;
 
+    // Every request of the load goes through HAProxy with deploy/'s
+    // configuration (TLS passed through; /readyz health checks).
     let pki = kiban_system::dev_pki::dev_certificates(&api_dir.join("certs")).unwrap();
-    let balancer = Arc::new(Balancer::new(&pki, &[base_1.clone(), base_2.clone()]));
+    let haproxy = Haproxy::start(&dir, &pki, &[&base_1, &base_2, &base_3]).await;
+    let balancer = Arc::new(Balancer::new(&pki, std::slice::from_ref(&haproxy.base)));
+    let direct_1 = Balancer::new(&pki, std::slice::from_ref(&base_1));
     let ready = balancer.client(0, &federation()).readyz().await.unwrap();
     assert!(ready.contains("writer reachable"), "{ready}");
+    let municipality = tokio::spawn(run_municipality(
+        nats.url(),
+        Arc::clone(&load_for_municipality),
+    ));
 
-    let load = Arc::new(Load::default());
+    let load = Arc::clone(&load_for_municipality);
     let mut workers = Vec::new();
     for worker in 0..WORKERS {
         let mine: Vec<InsuredNumber> = persons
@@ -208,8 +436,19 @@ async fn scenario(mut nats: Nats) {
         workers.push(tokio::spawn(run_worker(balancer, load, mine)));
     }
 
-    // Phase 1: the load runs on a healthy cluster.
+    // Phase 1: the load runs on a healthy cluster, at least until the
+    // first office update routed is older than the repeat margin.
     load.wait_for_commands(COMMANDS_PER_PHASE).await;
+    let first_routed = bounded("an office update", async {
+        loop {
+            if let Some((_, at)) = routed.lock().unwrap().first() {
+                return *at;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep_until((first_routed + ROUTING_REPEAT_MARGIN * 2).into()).await;
     // Phase 2: kill -9 the writer.
     let killed_engine_at = Instant::now();
     *load.engine_killed_at.lock().unwrap() = Some(killed_engine_at);
@@ -239,11 +478,17 @@ async fn scenario(mut nats: Nats) {
     assert!(failover < FAILOVER_MAX, "fail-over took {failover:?}");
     let committed = load.commands.load(Ordering::SeqCst);
     load.wait_for_commands(committed + COMMANDS_PER_PHASE).await;
-    // Phase 3: kill -9 one API process; the balancer takes it out at its
-    // first refused connection.
-    *load.api_killed_at.lock().unwrap() = Some(Instant::now());
-    balancer.killed[1].store(true, Ordering::SeqCst);
+    // Phase 3: kill -9 one API process; HAProxy's health check takes it
+    // out (the window ends when HAProxy says so).
+    let api_killed_at = Instant::now();
+    *load.api_killed_at.lock().unwrap() = Some(api_killed_at);
     api_2.kill_9().await;
+    let api_out_at = haproxy.wait_for_down("api2").await;
+    *load.api_out_at.lock().unwrap() = Some(api_out_at);
+    eprintln!(
+        "API process kill -9 → HAProxy marked it down: {:?}",
+        api_out_at - api_killed_at
+    );
     let committed = load.commands.load(Ordering::SeqCst);
     load.wait_for_commands(committed + COMMANDS_PER_PHASE).await;
     // Phase 4 (three NATS nodes): kill -9 one; its clients reconnect to
@@ -269,6 +514,9 @@ async fn scenario(mut nats: Nats) {
     for worker in workers {
         bounded("a worker to stop", worker).await.unwrap();
     }
+    let messages = bounded("the municipality to stop", municipality)
+        .await
+        .unwrap();
 
     // The standby is the writer, and the API process left reaches it.
     assert!(
@@ -306,6 +554,8 @@ async fn scenario(mut nats: Nats) {
         assert_eq!(again.positions, filed.accepted.positions);
         assert_eq!(again.event_ids, filed.accepted.event_ids);
     }
+    tap_task.abort();
+    check_routing_continued(&routed.lock().unwrap(), killed_engine_at);
     let outcomes = std::mem::take(&mut *load.outcomes.lock().unwrap());
     let store = kiban_system::open_store(&database.url).await.unwrap();
     check(
@@ -313,9 +563,10 @@ async fn scenario(mut nats: Nats) {
         &outcomes,
         &load,
         recovered_at,
-        &[&engine_1, &engine_2, &api_1, &api_2],
+        &[&engine_1, &engine_2, &api_1, &api_2, &api_3],
     )
     .await;
+    check_messages(&store, &messages).await;
     store.close().await;
     eprintln!(
         "{} operations: {} commands committed, {} logged reads answered, {} errors inside the fail-over windows",
@@ -333,7 +584,7 @@ async fn scenario(mut nats: Nats) {
     // With no engine left, the API process says it is not ready (and
     // why) instead of accepting writes it cannot commit.
     engine_2.kill_9().await;
-    let refused = balancer.client(0, &federation()).readyz().await;
+    let refused = direct_1.client(0, &federation()).readyz().await;
     match refused {
         Err(ClientError::Problem(problem)) => {
             assert_eq!(problem.status, 503, "{problem:?}");
@@ -351,7 +602,204 @@ async fn scenario(mut nats: Nats) {
         );
     }
     drop(api_1);
+    drop(api_3);
+    haproxy.stop().await;
     database.drop_it().await;
+}
+
+/// Municipal status messages of the load: each files a new person's
+/// certification application (`certification.filed`).
+const MESSAGES_MAX: u64 = 60;
+
+/// How long the municipality waits for a receipt before it sends the
+/// message again (docs/integration.md: a municipality re-sends what got no
+/// receipt, with the same event id).
+const RECEIPT_WAIT: Duration = Duration::from_secs(10);
+
+/// A municipality sending status messages over NATS while the load runs,
+/// one at a time, re-sending a message until it has a receipt; returns
+/// each message's event id and its receipt.
+async fn run_municipality(
+    nats_url: String,
+    load: Arc<Load>,
+) -> Vec<(Uuid, kiban_bus::ingest::Receipt)> {
+    let insurer = InsurerNumber::parse(INSURER).unwrap();
+    let bus = kiban_bus::client::Bus::connect_nats_as_participant(&nats_url)
+        .await
+        .unwrap();
+    let mut municipality = kiban_bus::client::Municipality::connect(&bus, insurer)
+        .await
+        .unwrap();
+    let mut answered = Vec::new();
+    for n in 0..MESSAGES_MAX {
+        if load.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let message = kiban_bus::client::Outgoing::from_json(serde_json::json!({
+            "kind": "certification.filed",
+            "insurer": INSURER,
+            "insured": format!("{:010}", 5_000 + n),
+            "application": 1,
+            "occurred_at": Utc::now(),
+            "body": {"kind": "new", "applicant": {"by": "office", "office": OFFICE},
+                     "applied_on": Utc::now().date_naive()},
+        }))
+        .unwrap();
+        let receipt = bounded("a receipt", async {
+            loop {
+                match municipality.send(&message, RECEIPT_WAIT).await {
+                    Ok(receipt) => return receipt,
+                    Err(error) => eprintln!("municipality: {error}; sending again"),
+                }
+            }
+        })
+        .await;
+        answered.push((message.event_id, receipt));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    answered
+}
+
+/// Every municipal message has an accepted receipt, and its event is in
+/// the store exactly once, at the position the receipt named.
+async fn check_messages(store: &Store, messages: &[(Uuid, kiban_bus::ingest::Receipt)]) {
+    assert!(
+        messages.len() >= 10,
+        "{} municipal messages",
+        messages.len()
+    );
+    let head = store.head().await.unwrap().position;
+    let mut found: HashMap<Uuid, Vec<u64>> = HashMap::new();
+    let mut events = store.read_range(1, head);
+    while let Some(batch) = futures::StreamExt::next(&mut events).await {
+        for event in batch.unwrap() {
+            found
+                .entry(*event.event_id.as_uuid())
+                .or_default()
+                .push(event.position);
+        }
+    }
+    for (id, receipt) in messages {
+        assert_eq!(
+            receipt.status,
+            kiban_bus::ingest::ReceiptStatus::Accepted,
+            "{receipt:?}"
+        );
+        let positions = receipt.positions.clone().unwrap_or_default();
+        assert_eq!(
+            found.get(id),
+            Some(&positions[..1].to_vec()),
+            "message {id} stored once, where its receipt said"
+        );
+    }
+    eprintln!("{} municipal messages, each stored once", messages.len());
+}
+
+/// HAProxy running deploy/haproxy.cfg in front of the API processes.
+struct Haproxy {
+    child: Child,
+    /// `https://127.0.0.1:<port>` of its frontend.
+    base: String,
+    log: PathBuf,
+}
+
+impl Haproxy {
+    async fn start(dir: &tempfile::TempDir, pki: &kiban_api::DevPki, bases: &[&String]) -> Haproxy {
+        let binary = std::env::var("KIBAN_TEST_HAPROXY").unwrap_or_else(|_| "haproxy".to_owned());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy.cfg");
+        let log = dir.path().join("haproxy.log");
+        let mut command = Command::new(binary);
+        command
+            .args(["-db", "-f", config])
+            .env("KIBAN_LB_BIND", format!("127.0.0.1:{port}"))
+            .env("KIBAN_LB_CA", &pki.tls.client_ca)
+            .env("KIBAN_LB_SNI", "localhost")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .kill_on_drop(true);
+        for (i, base) in bases.iter().enumerate() {
+            let address = base.strip_prefix("https://").expect("an https base");
+            command.env(format!("KIBAN_API_{}", i + 1), address);
+        }
+        let child = command
+            .spawn()
+            .expect("haproxy starts (scripts/test installs it)");
+        let base = format!("https://127.0.0.1:{port}");
+        bounded("haproxy to listen", async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        Haproxy { child, base, log }
+    }
+
+    /// When HAProxy says that `server` is down (its health check failed).
+    async fn wait_for_down(&self, server: &str) -> Instant {
+        let wanted = format!("kiban_api/{server} is DOWN");
+        bounded("haproxy to take the process out", async {
+            loop {
+                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+                if text.contains(&wanted) {
+                    return Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = bounded("haproxy to stop", self.child.wait()).await;
+    }
+}
+
+/// Margin before the writer's kill after which an office update may be
+/// sent again by the new writer: the old writer saves its routing
+/// checkpoint after each batch it flushed, so only its last batch repeats.
+const ROUTING_REPEAT_MARGIN: Duration = Duration::from_secs(2);
+
+/// The new writer's routing continued where the old one stopped (the
+/// shared checkpoint): nothing the old writer had routed well before its
+/// kill was routed again, and routing went on after the kill. With a
+/// checkpoint per engine, the standby would route everything again from
+/// position 1.
+fn check_routing_continued(routed: &[(u64, Instant)], killed_at: Instant) {
+    let mut first: HashMap<u64, (Instant, usize)> = HashMap::new();
+    for (position, at) in routed {
+        first.entry(*position).or_insert((*at, 0)).1 += 1;
+    }
+    let old: Vec<(u64, usize)> = first
+        .iter()
+        .filter(|(_, (at, _))| *at + ROUTING_REPEAT_MARGIN < killed_at)
+        .map(|(position, (_, count))| (*position, *count))
+        .collect();
+    assert!(!old.is_empty(), "the first writer routed office updates");
+    let repeated: Vec<&(u64, usize)> = old.iter().filter(|(_, count)| *count > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "{} of {} updates routed before the kill were routed again: {repeated:?}",
+        repeated.len(),
+        old.len()
+    );
+    assert!(
+        first.values().any(|(at, _)| *at > killed_at),
+        "the new writer routes office updates"
+    );
+    eprintln!(
+        "office routing: {} positions routed, {} sent more than once (the old writer's last batch)",
+        first.len(),
+        first.values().filter(|(_, count)| *count > 1).count()
+    );
 }
 
 /// What the store must show for the outcomes of the load.
@@ -403,7 +851,8 @@ async fn check(
             Ok(Answer::Read { stream }) => *reads.entry(stream.clone()).or_default() += 1,
             Err(error) => {
                 let writer_outage = outcome.ended > engine_killed && outcome.started < recovered_at;
-                let dead_api = outcome.api == 1 && outcome.ended > api_killed;
+                let api_out = load.api_out_at.lock().unwrap().expect("taken out");
+                let dead_api = outcome.ended > api_killed && outcome.started < api_out;
                 let nats_outage = match nats_window {
                     Some((killed, recovered)) => {
                         outcome.ended > killed && outcome.started < recovered
@@ -608,6 +1057,8 @@ struct Load {
     api_killed_at: Mutex<Option<Instant>>,
     nats_killed_at: Mutex<Option<Instant>>,
     nats_recovered_at: Mutex<Option<Instant>>,
+    /// When HAProxy took the killed API process out.
+    api_out_at: Mutex<Option<Instant>>,
 }
 
 impl Load {

@@ -62,7 +62,7 @@ use kiban_api::{AppState, Clock, DevPki, Principal, ServeConfig, TlsFiles};
 use kiban_bus::client::Bus;
 use kiban_bus::engine::EngineHandler;
 use kiban_bus::local::LocalBus;
-use kiban_bus::relay::{Checkpoints, FileCheckpoints};
+use kiban_bus::relay::{Checkpoints, FileCheckpoints, SharedCheckpoints};
 use kiban_bus::routing::{Entitlements, OfficeSink, run_routing};
 use kiban_engine::{Engine, Timers};
 use kiban_events::Position;
@@ -157,9 +157,13 @@ impl<E> SystemBuilder<E> {
     }
 
     /// Where the office routing keeps its checkpoints, on either bus, so
-    /// that a resumed run routes on from where it stopped. Without it: under
-    /// `<data dir>/checkpoints` with NATS, in memory from the head with the
-    /// in-process bus (nothing is kept for its offline subscribers).
+    /// that a resumed run routes on from where it stopped. Without it: in
+    /// JetStream (`KIBAN_CHECKPOINTS`, a stream
+    /// stream keeping one message per checkpoint, shared by every engine of a deployment, so that a standby that takes over
+    /// routes on where the old writer stopped; a checkpoint file under
+    /// `<data dir>/checkpoints` from before the bucket is read once), in
+    /// memory from the head with the in-process bus (nothing is kept for its
+    /// offline subscribers).
     pub fn routing_checkpoints(mut self, directory: impl Into<std::path::PathBuf>) -> Self {
         self.routing_checkpoints = Some(directory.into());
         self
@@ -326,7 +330,7 @@ impl Parts {
         data_dir: &std::path::Path,
         projections: &Projections,
         clock: &Clock,
-        writer_probe: Option<kiban_api::WriterProbe>,
+        scaled_out: Option<(kiban_api::WriterProbe, kiban_api::UpdateFeed)>,
     ) -> anyhow::Result<Api> {
         let (tls, dev) = match &options.tls {
             Tls::Files(tls) => (tls.clone(), None),
@@ -355,8 +359,8 @@ impl Parts {
             Some(trust) => state.with_card_trust(trust.clone()),
             None => state,
         };
-        let state = match writer_probe {
-            Some(probe) => state.with_writer_probe(probe),
+        let state = match scaled_out {
+            Some((probe, feed)) => state.with_writer_probe(probe).with_update_feed(feed),
             None => state,
         };
         let config = ServeConfig {
@@ -440,11 +444,19 @@ impl Parts {
         self.spawn("outbox relay", true, move |stop| {
             kiban_bus::relay::run_relay(c.clone(), s.clone(), stop)
         });
-        let directory = routing
-            .checkpoints
-            .unwrap_or_else(|| routing.data_dir.join("checkpoints"));
-        let sink = kiban_bus::routing::NatsOfficeSink::new(client);
-        self.spawn_routing(routing.entitlements, FileCheckpoints::new(directory), sink);
+        let sink = kiban_bus::routing::NatsOfficeSink::new(client.clone());
+        match routing.checkpoints {
+            Some(directory) => {
+                self.spawn_routing(routing.entitlements, FileCheckpoints::new(directory), sink);
+            }
+            None => {
+                // Shared by the engines; the files of a deployment from
+                // before the bucket are read when it holds nothing yet.
+                let files = FileCheckpoints::new(routing.data_dir.join("checkpoints"));
+                let checkpoints = SharedCheckpoints::new(client, Some(files));
+                self.spawn_routing(routing.entitlements, checkpoints, sink);
+            }
+        }
     }
 
     fn spawn_routing<E, C, K>(&mut self, entitlements: E, checkpoints: C, sink: K)

@@ -26,15 +26,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::StreamExt;
 use kiban_bus::append::NatsForwarder;
 use kiban_bus::engine::EngineHandler;
+use kiban_bus::fanout::{OfficeFeeds, follow_office};
 use kiban_bus::routing::Entitlements;
 use kiban_projections::{FOLLOW_POLL_MS, Projections, models};
 use kiban_store::{StoreOptions, WRITER_POLL_INTERVAL_MS, WriterMode};
 
 use crate::config::{BusOptions, open_store_with};
 use crate::supervise::PartHealth;
-use crate::{Parts, Routing, System, SystemBuilder, connect_nats, open_read_db};
+use crate::{
+    Parts, ReadModelEntitlements, Routing, System, SystemBuilder, connect_nats, open_read_db,
+};
 
 /// What the writer probe of an API process returns.
 type PingFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;
@@ -163,6 +167,23 @@ where
     })
 }
 
+/// An API process's live office updates: one NATS subscription per office
+/// with open streams, the same entitlements as the engine's routing for
+/// the replay from the store (`kiban_bus::fanout`).
+fn update_feed(
+    feeds: OfficeFeeds,
+    store: &kiban_store::Store,
+    projections: &Projections,
+) -> kiban_api::UpdateFeed {
+    let store = store.clone();
+    let entitlements = ReadModelEntitlements::new(projections.clone());
+    Arc::new(move |office, after| {
+        follow_office(&feeds, store.clone(), entitlements.clone(), office, after)
+            .map(|item| item.map_err(|error| error.to_string()))
+            .boxed()
+    })
+}
+
 /// The part "writer lock": fails (for good) when this engine stops being
 /// the writer, which stops the system (fencing; see the module docs).
 fn spawn_fence(parts: &mut Parts) {
@@ -202,14 +223,16 @@ pub(crate) async fn start_api<E>(builder: SystemBuilder<E>) -> anyhow::Result<Sy
     .await
     .context("cannot follow the projections")?;
     let mut parts = Parts::new(&store, builder.person_keys);
+    let ping_client = client.clone();
     let probe: kiban_api::WriterProbe = Arc::new(move || -> PingFuture {
-        let client = client.clone();
+        let client = ping_client.clone();
         Box::pin(async move {
             kiban_bus::append::ping_writer(&client, Duration::from_millis(WRITER_PING_TIMEOUT_MS))
                 .await
                 .map_err(|error| error.to_string())
         })
     });
+    let feed = update_feed(OfficeFeeds::new(client.clone()), &store, &projections);
     let api = match &builder.api {
         Some(options) => Some(
             parts
@@ -218,7 +241,7 @@ pub(crate) async fn start_api<E>(builder: SystemBuilder<E>) -> anyhow::Result<Sy
                     &builder.data_dir,
                     &projections,
                     &builder.clock,
-                    Some(probe),
+                    Some((probe, feed)),
                 )
                 .await?,
         ),
