@@ -115,10 +115,9 @@ async fn cluster_engine_that_loses_its_lock_connection_exits_non_zero() {
     let nats = Nats::One(kiban_bus::testing::NatsServer::start().await.unwrap());
     let database = TestDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let engine_dir = dir.path().join("engine");
-    let mut engine_1 = Proc::engine(&dir, "engine-1", &database.url, &nats, &engine_dir).await;
+    let mut engine_1 = Proc::engine(&dir, "engine-1", &database.url, &nats).await;
     engine_1.wait_for_line("Ctrl-C to stop").await;
-    let mut engine_2 = Proc::engine(&dir, "engine-2", &database.url, &nats, &engine_dir).await;
+    let mut engine_2 = Proc::engine(&dir, "engine-2", &database.url, &nats).await;
     engine_2.wait_for_line("waiting for the writer lock").await;
 
     let mut admin = sqlx::PgConnection::connect(&database.url).await.unwrap();
@@ -170,14 +169,7 @@ async fn cluster_office_updates_reach_an_api_process_through_nats_and_resume_exa
     let dir = tempfile::tempdir().unwrap();
     let persons = seed(&database.url).await;
     let (p0, p1) = (&persons[0], &persons[1]);
-    let mut engine = Proc::engine(
-        &dir,
-        "engine",
-        &database.url,
-        &nats,
-        &dir.path().join("engine"),
-    )
-    .await;
+    let mut engine = Proc::engine(&dir, "engine", &database.url, &nats).await;
     engine.wait_for_line("Ctrl-C to stop").await;
     let api_dir = dir.path().join("api");
     let mut api = Proc::api(&dir, "api", &database.url, &nats.url(), &api_dir).await;
@@ -382,23 +374,9 @@ async fn scenario(mut nats: Nats) {
     // Engine 1 first, so that it is the writer; engine 2 stands by. Each
     // has its own data directory: what they share is the database and
     // NATS (the routing's checkpoint is in JetStream's key-value bucket).
-    let mut engine_1 = Proc::engine(
-        &dir,
-        "engine-1",
-        &database.url,
-        &nats,
-        &dir.path().join("engine-1"),
-    )
-    .await;
+    let mut engine_1 = Proc::engine(&dir, "engine-1", &database.url, &nats).await;
     engine_1.wait_for_line("Ctrl-C to stop").await;
-    let mut engine_2 = Proc::engine(
-        &dir,
-        "engine-2",
-        &database.url,
-        &nats,
-        &dir.path().join("engine-2"),
-    )
-    .await;
+    let mut engine_2 = Proc::engine(&dir, "engine-2", &database.url, &nats).await;
     engine_2.wait_for_line("waiting for the writer lock").await;
     // API processes share one data directory, hence one development PKI
     // (the first creates it); started one after the other.
@@ -1265,13 +1243,10 @@ impl Proc {
         }
     }
 
-    async fn engine(
-        dir: &tempfile::TempDir,
-        name: &str,
-        database_url: &str,
-        nats: &Nats,
-        data_dir: &Path,
-    ) -> Proc {
+    /// An engine with its own data directory (`<dir>/<name>`): engines
+    /// share only the database and NATS.
+    async fn engine(dir: &tempfile::TempDir, name: &str, database_url: &str, nats: &Nats) -> Proc {
+        let data_dir = dir.path().join(name);
         let nats_url = nats.url();
         let args = [
             "--role",
@@ -1286,7 +1261,7 @@ impl Proc {
             "--events-max-bytes",
             "268435456",
         ];
-        Proc::start(dir, name, &args, data_dir).await
+        Proc::start(dir, name, &args, &data_dir).await
     }
 
     async fn api(
