@@ -143,6 +143,9 @@ pub(crate) fn office_sse_checked(
     terminal: Option<(TerminalId, String)>,
     ended: Option<futures::future::BoxFuture<'static, ()>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // The screen (the stream a session ends) also gets the consents naming
+    // its office (`kiban_projections::entitlements`).
+    let own_consents = ended.is_some();
     let shutdown = state.inner.streams.clone().cancelled_owned();
     let stop = async move {
         match ended {
@@ -194,9 +197,10 @@ fn subscribed(
             let office = office.clone();
             async move {
                 let event = item.ok()?;
-                relevant(&state, &office, &event)
-                    .await
-                    .then(|| Ok(to_event(&event)))
+                let shown = (own_consents
+                    && kiban_projections::entitlements::names_office_in_consent(&event, &office))
+                    || relevant(&state, &office, &event).await;
+                shown.then(|| Ok(to_event(&event)))
             }
         })
         .boxed()

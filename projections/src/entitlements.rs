@@ -15,6 +15,12 @@
 //! after does not count, however far the reader lags), and only when the
 //! person's insurer shares data (read as it is now: it only ever turns on).
 //! Callers wait until the read models have applied the event.
+//!
+//! The office web screen adds one thing ([`names_office_in_consent`]): the
+//! consent events naming its own office (given, revoked, expired), which
+//! its care-plan page shows as they happen. The office learns nothing new
+//! from them (they record its own relation, and it sees the consent step on
+//! its own terminal); they stay off the NATS feed and the API stream.
 
 use std::collections::BTreeSet;
 
@@ -83,4 +89,16 @@ pub async fn offices_entitled(
             .map(|registration| registration.office),
     );
     Ok(offices)
+}
+
+/// Whether `event` is a consent event (`insured.consent_given`,
+/// `insured.consent_revoked`, `insured.consent_expired`) naming `office`.
+pub fn names_office_in_consent(event: &RecordedEvent, office: &OfficeNumber) -> bool {
+    matches!(
+        event.event_type.as_str(),
+        "insured.consent_given" | "insured.consent_revoked" | "insured.consent_expired"
+    ) && event
+        .payload
+        .parse::<serde_json::Value>()
+        .is_ok_and(|payload| payload["office"].as_str() == Some(office.as_str()))
 }
