@@ -189,7 +189,6 @@ pub fn verify_challenge_signature(
     check_validity(&ca, now)?;
     check_validity(&certificate, now)?;
     check_key_usage(&certificate)?;
-    check_revocation(&certificate, &ca, revocation, now)?;
     let card_key = rsa_key(&certificate.tbs_certificate.subject_public_key_info)?;
     if card_key.size() * 8 != CARD_KEY_BITS {
         return Err(VerifyError::Unsupported("the card key is not RSA-2048"));
@@ -204,6 +203,10 @@ pub fn verify_challenge_signature(
             signature,
         )
         .map_err(|_| VerifyError::BadChallengeSignature)?;
+    // The revocation list last: it may be large (up to `CRL_BYTES_MAX`),
+    // and a caller without a signature the card made must not make the
+    // server parse it.
+    check_revocation(&certificate, &ca, revocation, now)?;
     let tbs = &certificate.tbs_certificate;
     Ok(VerifiedCardHolder {
         serial_number: tbs.serial_number.as_bytes().to_vec(),
@@ -404,6 +407,23 @@ mod tests {
     ) -> Result<VerifiedCardHolder, VerifyError> {
         let trusted = [cards().trusted_ca.certificate_der()];
         verify_challenge_signature(certificate, &trusted, revocation, CHALLENGE, signature, now)
+    }
+
+    #[test]
+    fn a_bad_signature_is_refused_before_the_crl_is_parsed() {
+        let (certificate, mut signature) = sign_with(cards().card(PIN));
+        signature[0] ^= 1;
+        // A CRL that does not parse: were it parsed first, this would be
+        // `MalformedCrl` (issue 16, Low: the signature is checked first).
+        assert_eq!(
+            verify(
+                &certificate,
+                Revocation::Crl(b"\x30\x00"),
+                &signature,
+                test_now()
+            ),
+            Err(VerifyError::BadChallengeSignature)
+        );
     }
 
     #[test]
