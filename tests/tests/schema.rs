@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use kiban_api::ui::staff::{self, LoginOutcome};
 use kiban_engine::Engine;
+use kiban_events::{ExpectedVersion, NewEvent, RecordedEvent};
 use kiban_projections::{Db, Projections, models};
 use kiban_store::both;
 use kiban_tests::{Backend, TestDb, bounded, on_both_backends};
@@ -21,6 +22,7 @@ use crate::projections::script::{INSURER, OFFICE, day, office, onboard_insurer};
 on_both_backends!(
     a_database_from_before_the_migrations_opens_and_keeps_its_rows,
     the_read_models_open_a_fresh_database_before_the_store,
+    a_store_written_before_compact_rows_migrates_and_still_verifies,
 );
 
 /// The store's migrations as the code before `0004` shipped them.
@@ -86,9 +88,28 @@ const LEGACY_ROWS: &str = "
         VALUES ('1312345678', 'old-hand', 'not-a-real-hash', 2);
 ";
 
+/// The store's migrations before compact rows (`0009`): what the code
+/// before issue 18 item 3 ran.
+const BEFORE_COMPACT_MIGRATIONS: &[&str] = &[
+    "0001_events.sql",
+    "0002_audit.sql",
+    "0003_blobs.sql",
+    "0004_projections.sql",
+    "0005_ui_staff.sql",
+    "0006_security.sql",
+    "0007_ui_sessions_idle.sql",
+    "0008_person_sessions.sql",
+];
+
 /// Applies the store's first three migrations the way the old code's
 /// `Store::open` did, from a copy of just those files.
 async fn apply_legacy_migrations(db: &TestDb) {
+    apply_migrations(db, LEGACY_MIGRATIONS).await;
+}
+
+/// Applies the store's migrations named `files` (and no other) the way
+/// `Store::open` does, from a copy of just those files.
+async fn apply_migrations(db: &TestDb, files: &[&str]) {
     let backend = match db.backend() {
         Backend::Postgres => "postgres",
         Backend::Sqlite => "sqlite",
@@ -97,11 +118,11 @@ async fn apply_legacy_migrations(db: &TestDb) {
         .join("../crates/store/migrations")
         .join(backend);
     let dir = tempfile::tempdir().unwrap();
-    for file in LEGACY_MIGRATIONS {
+    for file in files {
         std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
     }
     let migrator = Migrator::new(dir.path()).await.unwrap();
-    assert_eq!(migrator.iter().count(), LEGACY_MIGRATIONS.len());
+    assert_eq!(migrator.iter().count(), files.len());
     match db.backend() {
         Backend::Postgres => {
             let mut conn = sqlx::postgres::PgConnectOptions::from_str(db.url())
@@ -139,7 +160,7 @@ async fn a_database_from_before_the_migrations_opens_and_keeps_its_rows(db: &Tes
     let read_db = Db::open(db.url()).await.expect("the read models open");
     assert_eq!(
         applied_versions(&read_db).await,
-        vec![1, 2, 3, 4, 5, 6, 7, 8]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
     );
 
     // The rows the old code wrote are still there and still served.
@@ -182,7 +203,7 @@ async fn the_read_models_open_a_fresh_database_before_the_store(db: &TestDb) {
         .expect("the read models open first");
     // A second open finds every migration applied.
     let again = Db::open(db.url()).await.expect("and again");
-    assert_eq!(applied_versions(&again).await, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(applied_versions(&again).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
     again.close().await;
 
     let store = db.open().await;
@@ -196,9 +217,160 @@ async fn the_read_models_open_a_fresh_database_before_the_store(db: &TestDb) {
         .expect("caught up");
     assert_eq!(
         applied_versions(projections.db()).await,
-        vec![1, 2, 3, 4, 5, 6, 7, 8],
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
         "the store found nothing left to migrate"
     );
     projections.stop().await;
     store.close().await;
+}
+
+/// The rows of `events` exactly as the code before compact rows inserted
+/// them: every payload as its text, ids, times and hashes in the backend's
+/// column types.
+fn rows_as_before_compact_rows(backend: Backend, events: &[RecordedEvent]) -> String {
+    let text = |value: &str| format!("'{}'", value.replace('\'', "''"));
+    let postgres = backend == Backend::Postgres;
+    let id = |u: &uuid::Uuid| {
+        if postgres {
+            format!("'{u}'::uuid")
+        } else {
+            format!("X'{}'", u.simple())
+        }
+    };
+    let time = |t: &chrono::DateTime<chrono::Utc>| {
+        if postgres {
+            format!("'{}'::timestamptz", t.to_rfc3339())
+        } else {
+            t.timestamp_micros().to_string()
+        }
+    };
+    let bytes = |b: &[u8]| {
+        if postgres {
+            format!("decode('{}', 'hex')", hex::encode(b))
+        } else {
+            format!("X'{}'", hex::encode(b))
+        }
+    };
+    let mut sql = String::new();
+    for e in events {
+        sql.push_str(&format!(
+            "INSERT INTO events (position, stream, version, event_id, event_type, \
+             schema_version, occurred_at, recorded_at, actor, correlation_id, causation_id, \
+             payload, prev_hash, hash) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {});\n",
+            e.position,
+            text(e.stream.as_str()),
+            e.version,
+            id(e.event_id.as_uuid()),
+            text(e.event_type.as_str()),
+            e.schema_version,
+            time(&e.occurred_at),
+            time(&e.recorded_at),
+            text(&e.actor.to_string()),
+            id(&e.correlation_id),
+            e.causation_id.map_or("NULL".to_owned(), |c| id(&c)),
+            text(e.payload.as_str()),
+            bytes(&e.prev_hash.0),
+            bytes(&e.hash.0),
+        ));
+    }
+    sql
+}
+
+/// The domain's events (an insurer's onboarding), recorded by the engine
+/// on a database of its own.
+async fn domain_history(backend: Backend) -> Vec<RecordedEvent> {
+    let source = TestDb::new(backend).await;
+    let store = source.open().await;
+    let engine = Arc::new(Engine::new(store.clone()));
+    onboard_insurer(&engine, INSURER, true).await;
+    let history = store.read_all(1, 1000).await.unwrap();
+    store.close().await;
+    history
+}
+
+async fn a_store_written_before_compact_rows_migrates_and_still_verifies(db: &TestDb) {
+    let history = domain_history(db.backend()).await;
+    assert!(history.len() >= 4, "{} events", history.len());
+    let (old, new) = history.split_at(history.len() / 2);
+
+    // The database as the code before compact rows left it.
+    apply_migrations(db, BEFORE_COMPACT_MIGRATIONS).await;
+    db.tamper(&rows_as_before_compact_rows(db.backend(), old))
+        .await;
+
+    // Today's code migrates it (0009), reads the old rows as they were and
+    // verifies their chain.
+    let store = db.open().await;
+    let read_db = Db::open(db.url()).await.unwrap();
+    assert_eq!(
+        applied_versions(&read_db).await,
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
+    );
+    assert_eq!(store.read_all(1, 1000).await.unwrap(), old);
+    assert!(matches!(
+        store.verify(1, None).await.unwrap(),
+        kiban_store::VerifyReport::Verified { events, head_hash }
+            if events == old.len() as u64 && head_hash == old.last().unwrap().hash
+    ));
+
+    // New events continue the same chain, stored compact: the whole log
+    // reads back exactly as the engine recorded it and verifies end to end.
+    for event in new {
+        let result = store
+            .append(&event.stream, ExpectedVersion::Any, vec![new_event(event)])
+            .await
+            .unwrap();
+        assert_eq!(result.first_position, event.position);
+    }
+    let long = kiban_tests::event(&format!(
+        r#"{{"institution":"2100015107","received_on":"2026-11-18","note":"{}"}}"#,
+        "opinion received ".repeat(8)
+    ));
+    let long_payload = long.payload.clone();
+    store
+        .append(
+            &kiban_tests::stream("compact", "x"),
+            ExpectedVersion::Any,
+            vec![long],
+        )
+        .await
+        .unwrap();
+    let all = store.read_all(1, 1000).await.unwrap();
+    assert_eq!(all.len(), history.len() + 1);
+    assert_eq!(&all[..old.len()], old);
+    for (read, recorded) in all[old.len()..].iter().zip(new) {
+        assert_eq!(
+            (read.event_id, &read.payload),
+            (recorded.event_id, &recorded.payload)
+        );
+    }
+    assert_eq!(all.last().unwrap().payload, long_payload);
+    assert!(matches!(
+        store.verify(1, None).await.unwrap(),
+        kiban_store::VerifyReport::Verified { events, .. } if events == all.len() as u64
+    ));
+    let compressed = match db.backend() {
+        Backend::Postgres => "SELECT count(*) FROM events WHERE payload_z IS NOT NULL",
+        Backend::Sqlite => "SELECT count(*) FROM events WHERE typeof(payload) = 'blob'",
+    };
+    let compressed: i64 =
+        both!(read_db.pool(), pool => sqlx::query_scalar(compressed).fetch_one(pool).await)
+            .unwrap();
+    assert!(compressed > 0, "new rows are stored compressed");
+    read_db.close().await;
+    store.close().await;
+}
+
+/// `recorded` as a new event again (same id, type, times and payload).
+fn new_event(recorded: &RecordedEvent) -> NewEvent {
+    NewEvent {
+        event_id: recorded.event_id,
+        event_type: recorded.event_type.clone(),
+        schema_version: recorded.schema_version,
+        occurred_at: recorded.occurred_at,
+        actor: recorded.actor.clone(),
+        correlation_id: recorded.correlation_id,
+        causation_id: recorded.causation_id,
+        payload: recorded.payload.clone(),
+    }
 }

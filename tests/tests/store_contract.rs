@@ -30,6 +30,8 @@ kiban_tests::on_both_backends!(
     verify_names_swapped_payloads,
     verify_names_swapped_positions,
     verify_names_an_altered_hash,
+    domain_sized_payloads_are_stored_compressed_and_read_back_exactly,
+    verify_names_swapped_compressed_payloads_and_a_damaged_frame,
     over_limit_and_malformed_appends_are_refused_and_write_nothing,
     close_ends_subscriptions_and_refuses_appends,
     second_store_refuses_writes_follows_the_writer_and_takes_over,
@@ -544,6 +546,138 @@ async fn verify_names_swapped_positions(db: &TestDb) {
         matches!(reason, BreakReason::LinkBroken { .. }),
         "{reason:?}"
     );
+}
+
+/// A payload the size and shape of the domain's (an opinion received:
+/// field names, dates, institution numbers and a document digest).
+fn domain_payload(i: usize) -> String {
+    format!(
+        r#"{{"institution":"{:010}","opinion":{{"sha256":"{:064x}","media_type":"application/pdf","size_bytes":{}}},"received_on":"2026-11-{:02}"}}"#,
+        2_100_015_107 + i,
+        (i as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
+        100_000 + i * 7,
+        1 + i % 28
+    )
+}
+
+/// How many rows hold their payload as text and how many as a zstd frame.
+async fn stored_forms(db: &TestDb) -> (i64, i64) {
+    use sqlx::Connection;
+    match db.backend() {
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+            sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE payload IS NOT NULL), \
+                        count(*) FILTER (WHERE payload_z IS NOT NULL) FROM events",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+        }
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+            sqlx::query_as(
+                "SELECT coalesce(sum(typeof(payload) = 'text'), 0), \
+                        coalesce(sum(typeof(payload) = 'blob'), 0) FROM events",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+        }
+    }
+}
+
+/// The column that holds a compressed payload on `db`'s backend.
+fn frame_column(db: &TestDb) -> &'static str {
+    match db.backend() {
+        Backend::Postgres => "payload_z",
+        Backend::Sqlite => "payload",
+    }
+}
+
+async fn domain_sized_payloads_are_stored_compressed_and_read_back_exactly(db: &TestDb) {
+    let store = db.open().await;
+    let payloads: Vec<String> = (0..40)
+        .map(domain_payload)
+        .chain(["{}".to_owned(), r#"{"n":1}"#.to_owned()])
+        .collect();
+    for chunk in payloads.chunks(7) {
+        let new = chunk.iter().map(|p| event(p)).collect();
+        store
+            .append(&stream("compact", "a"), ExpectedVersion::Any, new)
+            .await
+            .unwrap();
+    }
+    // Compression only where it is shorter: the two tiny payloads stay text.
+    assert_eq!(stored_forms(db).await, (2, 40));
+    store.close().await;
+
+    // A fresh store reads the rows from the database (no cache, no tail).
+    let store = db.open().await;
+    let all = read_everything(&store).await;
+    let read: Vec<&str> = all.iter().map(|e| e.payload.as_str()).collect();
+    assert_eq!(
+        read,
+        payloads.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let by_stream = store
+        .read_stream(&stream("compact", "a"), 1, 100)
+        .await
+        .unwrap();
+    assert_eq!(by_stream, all);
+    assert_eq!(
+        store.verify(1, None).await.unwrap(),
+        VerifyReport::Verified {
+            events: 42,
+            head_hash: all[41].hash
+        }
+    );
+    store.close().await;
+}
+
+async fn verify_names_swapped_compressed_payloads_and_a_damaged_frame(db: &TestDb) {
+    let store = db.open().await;
+    let new = (0..10).map(|i| event(&domain_payload(i))).collect();
+    store
+        .append(&stream("compact", "b"), ExpectedVersion::Any, new)
+        .await
+        .unwrap();
+    assert_eq!(stored_forms(db).await, (0, 10));
+    let column = frame_column(db);
+    db.tamper(&format!(
+        "UPDATE events SET {column} = CASE position WHEN 6 THEN \
+             (SELECT {column} FROM events WHERE position = 7) \
+             ELSE (SELECT {column} FROM events WHERE position = 6) END \
+         WHERE position IN (6, 7)"
+    ))
+    .await;
+    let reason = assert_broken_at(store.verify(1, None).await.unwrap(), 6);
+    assert!(
+        matches!(reason, BreakReason::ContentChanged { .. }),
+        "{reason:?}"
+    );
+    // A frame cut short no longer decompresses: the row is reported, never
+    // read as something else.
+    db.tamper(&format!(
+        "UPDATE events SET {column} = substr({column}, 1, length({column}) - 1) \
+         WHERE position = 3"
+    ))
+    .await;
+    assert!(
+        matches!(
+            store.verify(1, None).await,
+            Err(Error::Corrupted { position: 3, .. })
+        ),
+        "verify"
+    );
+    assert!(
+        matches!(
+            store.read_all(1, 100).await,
+            Err(Error::Corrupted { position: 3, .. })
+        ),
+        "read_all"
+    );
+    store.close().await;
 }
 
 async fn verify_names_an_altered_hash(db: &TestDb) {

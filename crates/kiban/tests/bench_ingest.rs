@@ -55,6 +55,17 @@ fn bench_ingest_runs_end_to_end_and_reports_the_promised_keys() {
     assert!(lag("projection_lag_p50_events") <= lag("projection_lag_p99_events"));
     assert!(lag("projection_lag_p99_events") <= lag("projection_lag_max_events"));
     assert!(report["projection_catch_up_ms"].as_f64().unwrap() >= 0.0);
+    // The subscriptions followed the writer: most pages from its tail.
+    let pages = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} missing"))
+    };
+    assert!(
+        pages("subscription_pages_from_memory") > 0,
+        "no page from the committed tail"
+    );
+    let _ = pages("subscription_pages_from_database");
     assert!(stdout.contains("commit → office subscriber"));
     assert!(stdout.contains("read models during sustained ingest"));
 }

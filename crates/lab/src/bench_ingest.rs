@@ -138,6 +138,11 @@ pub struct IngestBenchReport {
     /// The sustained phase's events ÷ (first publish → every projection at
     /// the head): the rate the read models followed ingest at.
     pub projection_events_per_s: f64,
+    /// Pages the in-process subscriptions (read models, relay, routing) took
+    /// from the store's committed tail in memory, and from the database,
+    /// over the whole run (`KIBAN_TAIL_EVENTS=0` turns the tail off).
+    pub subscription_pages_from_memory: u64,
+    pub subscription_pages_from_database: u64,
 }
 
 impl fmt::Display for IngestBenchReport {
@@ -177,6 +182,11 @@ impl fmt::Display for IngestBenchReport {
             self.projection_lag_max_events,
             self.projection_catch_up_ms,
             self.projection_events_per_s
+        )?;
+        write!(
+            f,
+            "\n  subscription pages: {} from the committed tail, {} from the database",
+            self.subscription_pages_from_memory, self.subscription_pages_from_database
         )
     }
 }
@@ -362,6 +372,8 @@ async fn run_ingest_phases(
             projection_lag_max_events: lags.last().copied().unwrap_or(0),
             projection_catch_up_ms: projection_catch_up.as_secs_f64() * 1000.0,
             projection_events_per_s,
+            subscription_pages_from_memory: store.subscription_pages().from_memory,
+            subscription_pages_from_database: store.subscription_pages().from_database,
         })
     }
     .await;

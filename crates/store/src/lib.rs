@@ -76,6 +76,7 @@ mod cache;
 mod chain;
 mod checkpoint;
 mod command_keys;
+mod compact;
 mod error;
 pub mod keys;
 mod scan;

@@ -141,7 +141,9 @@ pub struct StoreOptions {
     /// Most events of the committed tail: the events this store's writer
     /// committed last, which in-process subscriptions take from memory
     /// instead of the database (also bounded by
-    /// [`crate::TAIL_PAYLOAD_BYTES_MAX`]). 0 turns it off.
+    /// [`crate::TAIL_PAYLOAD_BYTES_MAX`]). 0 turns it off. The default is
+    /// [`TAIL_EVENTS_DEFAULT`], or the environment's `KIBAN_TAIL_EVENTS`
+    /// when that is a number (how the benchmarks compare with and without).
     pub tail_events: usize,
 }
 
@@ -151,7 +153,10 @@ impl Default for StoreOptions {
             read_connections: READ_CONNECTIONS_DEFAULT,
             batch_events_max: BATCH_EVENTS_MAX,
             writer: WriterMode::Contend,
-            tail_events: TAIL_EVENTS_DEFAULT,
+            tail_events: std::env::var("KIBAN_TAIL_EVENTS")
+                .ok()
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(TAIL_EVENTS_DEFAULT),
         }
     }
 }

@@ -18,10 +18,28 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-/// The columns of `events`, in the order every query selects them.
-pub(crate) const EVENT_COLUMNS: &str = "position, stream, version, event_id, event_type, \
-     schema_version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload, \
-     prev_hash, hash";
+/// The columns of `events` in the order every query selects them, with the
+/// stored payload (text or zstd frame, [`crate::compact`]) as `$payload`.
+macro_rules! event_columns {
+    ($payload:literal) => {
+        concat!(
+            "position, stream, version, event_id, event_type, schema_version, occurred_at, \
+             recorded_at, actor, correlation_id, causation_id, ",
+            $payload,
+            ", prev_hash, hash"
+        )
+    };
+}
+
+/// [`event_columns!`] on SQLite: `payload` holds the text (TEXT) or the
+/// frame (BLOB).
+pub(crate) const SQLITE_EVENT_COLUMNS: &str = event_columns!("payload");
+
+/// [`event_columns!`] on PostgreSQL: the text in `payload` (rows from
+/// before migration 0009, and payloads compression would not shorten) or
+/// the frame in `payload_z`, as bytes either way.
+pub(crate) const POSTGRES_EVENT_COLUMNS: &str =
+    event_columns!("COALESCE(convert_to(payload, 'UTF8'), payload_z)");
 
 /// One row of `events`, as stored.
 #[derive(Debug, Clone)]
@@ -37,7 +55,8 @@ pub(crate) struct RawEvent {
     pub actor: String,
     pub correlation_id: Uuid,
     pub causation_id: Option<Uuid>,
-    pub payload: String,
+    /// As stored: the JSON text, or a zstd frame of it ([`crate::compact`]).
+    pub payload: Vec<u8>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
 }
@@ -76,7 +95,10 @@ impl RawEvent {
             actor: Actor::parse(&self.actor).map_err(|_| corrupted("actor"))?,
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
-            payload: Payload::from_stored(self.payload),
+            payload: Payload::from_stored(
+                crate::compact::load(self.payload)
+                    .map_err(|reason| Error::Corrupted { position, reason })?,
+            ),
             prev_hash: Hash::from_slice(&self.prev_hash).ok_or_else(|| corrupted("prev_hash"))?,
             hash: Hash::from_slice(&self.hash).ok_or_else(|| corrupted("hash"))?,
         })

@@ -11,7 +11,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
-use super::{EVENT_COLUMNS, RawEvent, to_i64};
+use super::{POSTGRES_EVENT_COLUMNS as EVENT_COLUMNS, RawEvent, to_i64};
+use crate::compact::{self, Stored};
 use crate::error::Result;
 
 /// The advisory lock key whose holder is the writer of a database: the
@@ -137,13 +138,16 @@ pub(crate) async fn events_by_id(
     fetch_events(conn, sqlx::query(&sql).bind(ids)).await
 }
 
-/// The batch insert: every column as one array, unnested into rows.
+/// The batch insert: every column as one array, unnested into rows. A
+/// payload goes into `payload` as text or into `payload_z` as a zstd frame
+/// ([`compact::store`]), never both.
 const INSERT_SQL: &str = "WITH inserted AS ( \
      INSERT INTO events (position, stream, version, event_id, event_type, schema_version, \
-         occurred_at, recorded_at, actor, correlation_id, causation_id, payload, prev_hash, hash) \
+         occurred_at, recorded_at, actor, correlation_id, causation_id, payload, prev_hash, hash, \
+         payload_z) \
      SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::uuid[], $5::text[], \
          $6::int4[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::uuid[], \
-         $11::uuid[], $12::text[], $13::bytea[], $14::bytea[]) \
+         $11::uuid[], $12::text[], $13::bytea[], $14::bytea[], $17::bytea[]) \
      RETURNING 1) \
      SELECT (SELECT count(*) FROM inserted) FROM (SELECT pg_notify($15, $16)) AS notified";
 
@@ -154,6 +158,13 @@ pub(crate) async fn insert(
     let column = |f: fn(&RecordedEvent) -> i64| events.iter().map(f).collect::<Vec<i64>>();
     let actors: Vec<String> = events.iter().map(|e| e.actor.to_string()).collect();
     let last = events.last().expect("a batch is never empty").position;
+    let (texts, frames): (Vec<Option<&str>>, Vec<Option<Vec<u8>>>) = events
+        .iter()
+        .map(|e| match compact::store(e.payload.as_str()) {
+            Stored::Text(text) => (Some(text), None),
+            Stored::Compressed(frame) => (None, Some(frame)),
+        })
+        .unzip();
     let (inserted,): (i64,) = sqlx::query_as(INSERT_SQL)
         .bind(column(|e| to_i64(e.position)))
         .bind(events.iter().map(|e| e.stream.as_str()).collect::<Vec<_>>())
@@ -181,12 +192,7 @@ pub(crate) async fn insert(
         .bind(actors)
         .bind(events.iter().map(|e| e.correlation_id).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.causation_id).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.payload.as_str())
-                .collect::<Vec<_>>(),
-        )
+        .bind(texts)
         .bind(
             events
                 .iter()
@@ -196,6 +202,7 @@ pub(crate) async fn insert(
         .bind(events.iter().map(|e| &e.hash.0[..]).collect::<Vec<_>>())
         .bind(HEAD_CHANNEL)
         .bind(last.to_string())
+        .bind(frames)
         .fetch_one(conn)
         .await?;
     Ok(u64::try_from(inserted).unwrap_or(0))

@@ -14,7 +14,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqliteExecutor};
 use uuid::Uuid;
 
-use super::{EVENT_COLUMNS, RawEvent};
+use super::{RawEvent, SQLITE_EVENT_COLUMNS as EVENT_COLUMNS};
+use crate::compact::{self, Stored};
 
 /// Takes the writer lock of a SQLite database unless already held: an
 /// exclusive, non-blocking `flock` on `<database file>.writer-lock`. Another
@@ -74,7 +75,9 @@ fn decode(row: &SqliteRow) -> Result<RawEvent, sqlx::Error> {
         actor: row.try_get(8)?,
         correlation_id: row.try_get(9)?,
         causation_id: row.try_get(10)?,
-        payload: row.try_get(11)?,
+        // TEXT (the JSON as appended) or BLOB (a zstd frame): the bytes
+        // either way, whichever storage class the row has.
+        payload: row.try_get_unchecked(11)?,
         prev_hash: row.try_get(12)?,
         hash: row.try_get(13)?,
     })
@@ -168,13 +171,16 @@ pub(crate) async fn events_by_id(
 }
 
 /// The batch insert: one JSON array of rows, each row an array of columns.
-/// `{table}` is `events` except in the benchmark's baseline.
+/// `{table}` is `events` except in the benchmark's baseline. The payload is
+/// either column 11, the text, or column 14, a zstd frame in hex stored as a
+/// BLOB ([`compact::store`]); the other one is null.
 const INSERT_SQL: &str = "WITH batch AS MATERIALIZED (SELECT jsonb(value) AS v FROM json_each(?1)) \
      INSERT INTO {table} (position, stream, version, event_id, event_type, \
      schema_version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload, \
      prev_hash, hash) \
      SELECT v->>0, v->>1, v->>2, unhex(v->>3), v->>4, v->>5, v->>6, v->>7, v->>8, \
-         unhex(v->>9), unhex(v->>10), v->>11, unhex(v->>12), unhex(v->>13) \
+         unhex(v->>9), unhex(v->>10), COALESCE(v->>11, unhex(v->>14)), unhex(v->>12), \
+         unhex(v->>13) \
      FROM batch";
 
 /// Encodes the batch as the JSON parameter of [`INSERT_SQL`].
@@ -204,8 +210,21 @@ fn encode_rows(events: &[RecordedEvent]) -> String {
             Some(id) => write!(out, "\"{}\",", id.simple()).expect("in memory"),
             None => out.extend_from_slice(b"null,"),
         }
-        string(&mut out, e.payload.as_str());
-        write!(out, ",\"{}\",\"{}\"]", e.prev_hash, e.hash).expect("in memory");
+        let frame = match compact::store(e.payload.as_str()) {
+            Stored::Text(text) => {
+                string(&mut out, text);
+                None
+            }
+            Stored::Compressed(frame) => {
+                out.extend_from_slice(b"null");
+                Some(frame)
+            }
+        };
+        write!(out, ",\"{}\",\"{}\",", e.prev_hash, e.hash).expect("in memory");
+        match frame {
+            Some(frame) => write!(out, "\"{}\"]", hex::encode(frame)).expect("in memory"),
+            None => out.extend_from_slice(b"null]"),
+        }
     }
     out.push(b']');
     String::from_utf8(out).expect("JSON built from UTF-8 strings is UTF-8")

@@ -35,7 +35,7 @@ use kiban_events::{Hash, Position};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::backend::{EVENT_COLUMNS, RawEvent, Readers, to_i64};
+use crate::backend::{POSTGRES_EVENT_COLUMNS, RawEvent, Readers, SQLITE_EVENT_COLUMNS, to_i64};
 use crate::error::{Error, Result};
 
 mod pg_copy;
@@ -116,6 +116,17 @@ impl RowBatch {
         start as u32..self.bytes.len() as u32
     }
 
+    /// Appends a stored payload (text or zstd frame) as its text; a frame
+    /// that does not decompress is a row changed outside kiban.
+    fn push_payload(&mut self, position: i64, stored: &[u8]) -> Result<Range<u32>> {
+        let start = self.bytes.len();
+        crate::compact::load_into(stored, &mut self.bytes).map_err(|reason| Error::Corrupted {
+            position: u64::try_from(position).unwrap_or(0),
+            reason,
+        })?;
+        Ok(start as u32..self.bytes.len() as u32)
+    }
+
     fn field(&self, range: &Range<u32>) -> &[u8] {
         &self.bytes[range.start as usize..range.end as usize]
     }
@@ -130,7 +141,7 @@ impl RowBatch {
         Hash::from_slice(self.field(&row.hash))
     }
 
-    /// The payload text as stored.
+    /// The payload text (decompressed when stored as a frame).
     pub fn payload(&self, row: &ScannedRow) -> &[u8] {
         self.field(&row.payload)
     }
@@ -175,13 +186,13 @@ impl RowBatch {
             actor: canonical.actor.to_owned(),
             correlation_id: row.correlation_id,
             causation_id: row.causation_id,
-            payload: canonical.payload.to_owned(),
+            payload: canonical.payload.as_bytes().to_vec(),
             prev_hash: self.field(&row.prev_hash).to_vec(),
             hash: self.field(&row.hash).to_vec(),
         })
     }
 
-    fn push_raw(&mut self, raw: &RawEvent) {
+    fn push_raw(&mut self, raw: &RawEvent) -> Result<()> {
         let row = ScannedRow {
             position: raw.position,
             version: raw.version,
@@ -194,11 +205,12 @@ impl RowBatch {
             stream: self.push_bytes(raw.stream.as_bytes()),
             event_type: self.push_bytes(raw.event_type.as_bytes()),
             actor: self.push_bytes(raw.actor.as_bytes()),
-            payload: self.push_bytes(raw.payload.as_bytes()),
+            payload: self.push_payload(raw.position, &raw.payload)?,
             prev_hash: self.push_bytes(&raw.prev_hash),
             hash: self.push_bytes(&raw.hash),
         };
         self.rows.push(row);
+        Ok(())
     }
 }
 
@@ -311,7 +323,7 @@ fn scan_sqlite(path: &Path, from: i64, to: i64, feed: &mut Feed) -> Result<()> {
     ))
     .map_err(unavailable)?;
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE position >= ?1 AND position <= ?2 \
+        "SELECT {SQLITE_EVENT_COLUMNS} FROM events WHERE position >= ?1 AND position <= ?2 \
          ORDER BY position LIMIT ?3"
     );
     let mut statement = conn.prepare(&sql).map_err(unavailable)?;
@@ -344,7 +356,7 @@ fn scan_sqlite(path: &Path, from: i64, to: i64, feed: &mut Feed) -> Result<()> {
     Ok(())
 }
 
-/// One SQLite row of [`EVENT_COLUMNS`], its variable-length fields copied
+/// One SQLite row of [`SQLITE_EVENT_COLUMNS`], its variable-length fields copied
 /// into `batch` from the borrowed column values.
 fn sqlite_row(row: &rusqlite::Row<'_>, batch: &mut RowBatch) -> Result<ScannedRow> {
     use rusqlite::types::ValueRef;
@@ -384,7 +396,7 @@ fn sqlite_row(row: &rusqlite::Row<'_>, batch: &mut RowBatch) -> Result<ScannedRo
         stream: batch.push_bytes(bytes(1).map_err(column)?),
         event_type: batch.push_bytes(bytes(4).map_err(column)?),
         actor: batch.push_bytes(bytes(8).map_err(column)?),
-        payload: batch.push_bytes(bytes(11).map_err(column)?),
+        payload: batch.push_payload(position, bytes(11).map_err(column)?)?,
         prev_hash: batch.push_bytes(bytes(12).map_err(column)?),
         hash: batch.push_bytes(bytes(13).map_err(column)?),
     })
@@ -406,8 +418,10 @@ fn spawn_paged(readers: Readers, from: i64, to: i64, mut feed: Feed) {
             let Some(last) = page.last() else { return };
             next = last.position.saturating_add(1);
             let mut batch = feed.empty();
-            for raw in &page {
-                batch.push_raw(raw);
+            let packed = page.iter().try_for_each(|raw| batch.push_raw(raw));
+            if let Err(error) = packed {
+                let _ = feed.batches.send(Err(error)).await;
+                return;
             }
             if feed.batches.send(Ok(batch)).await.is_err() {
                 return;
@@ -426,7 +440,8 @@ async fn scan_postgres(pool: &sqlx::PgPool, from: i64, to: i64, feed: &mut Feed)
         let high = low.saturating_add(SCAN_PAGE_EVENTS - 1).min(to);
         // COPY takes no parameters; both bounds are integers formatted here.
         let sql = format!(
-            "COPY (SELECT {EVENT_COLUMNS} FROM events WHERE position BETWEEN {low} AND {high} \
+            "COPY (SELECT {POSTGRES_EVENT_COLUMNS} FROM events \
+             WHERE position BETWEEN {low} AND {high} \
              ORDER BY position) TO STDOUT (FORMAT binary)"
         );
         parser.reset();

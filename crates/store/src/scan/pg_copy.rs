@@ -218,8 +218,9 @@ fn decode_row(
         None => None,
         Some(_) => Some(uuid(10)?),
     };
+    let position = int8(0)?;
     Ok(ScannedRow {
-        position: int8(0)?,
+        position,
         version: int8(2)?,
         schema_version,
         occurred_at_micros: int8(6)?.saturating_add(PG_EPOCH_MICROS),
@@ -230,7 +231,7 @@ fn decode_row(
         stream: batch.push_bytes(bytes(1)?),
         event_type: batch.push_bytes(bytes(4)?),
         actor: batch.push_bytes(bytes(8)?),
-        payload: batch.push_bytes(bytes(11)?),
+        payload: batch.push_payload(position, bytes(11)?)?,
         prev_hash: batch.push_bytes(bytes(12)?),
         hash: batch.push_bytes(bytes(13)?),
     })
