@@ -155,7 +155,7 @@ pub fn dev_pki_with_issuer(
         client_crls: Vec::new(),
     };
     write(&tls.server_cert, &server_cert.pem())?;
-    write_secret(&tls.server_key, &server_key.serialize_pem())?;
+    write_secret(&tls.server_key, server_key.serialize_pem())?;
     let defaults = dev_principals();
     let principals = if principals.is_empty() {
         &defaults[..]

@@ -157,19 +157,21 @@ pub(crate) fn office_sse_checked(
     };
     let events = match state.inner.update_feed.clone() {
         Some(feed) => fed(state, feed, office, after, to_event, terminal),
-        None => subscribed(state, office, after, to_event, terminal),
+        None => subscribed(state, office, after, to_event, terminal, own_consents),
     };
     Sse::new(events.take_until(stop)).keep_alive(KeepAlive::default())
 }
 
 /// The stream of a process without an [`UpdateFeed`] (`--role all` on the
-/// in-process bus): its own store subscription, filtered by [`relevant`].
+/// in-process bus): its own store subscription, filtered by [`relevant`]
+/// (and, with `own_consents`, the consents naming the office).
 fn subscribed(
     state: AppState,
     office: OfficeNumber,
     after: u64,
     to_event: fn(&RecordedEvent) -> Event,
     terminal: Option<(TerminalId, String)>,
+    own_consents: bool,
 ) -> BoxStream<'static, Result<Event, Infallible>> {
     let relevant_state = state.clone();
     let check_state = state.clone();
