@@ -62,10 +62,7 @@ async fn stored_ids(store: &Store) -> Vec<String> {
 async fn valid_messages_are_recorded_and_every_message_gets_a_receipt() {
     let (_server, client, context) = setup(stream_options(1)).await;
     let (store, _dir) = sqlite_store().await;
-    let mut subscriber = client
-        .subscribe(format!("kiban.receipts.{INSURER}"))
-        .await
-        .unwrap();
+    let mut subscriber = receipt_subscriber(&client).await;
     let running = Running::start(client.clone(), RecordingHandler::new(store.clone()));
 
     let kinds = [
@@ -195,10 +192,7 @@ async fn a_re_sent_message_after_the_duplicate_window_gets_the_same_receipt_and_
     };
     let (_server, client, context) = setup(options).await;
     let (store, _dir) = sqlite_store().await;
-    let mut subscriber = client
-        .subscribe(format!("kiban.receipts.{INSURER}"))
-        .await
-        .unwrap();
+    let mut subscriber = receipt_subscriber(&client).await;
     let running = Running::start(client.clone(), RecordingHandler::new(store.clone()));
 
     let id = new_id();
@@ -250,10 +244,7 @@ impl IngestHandler for FlakyHandler {
 async fn a_transient_handler_failure_is_redelivered_not_acknowledged() {
     let (_server, client, context) = setup(stream_options(1)).await;
     let (store, _dir) = sqlite_store().await;
-    let mut subscriber = client
-        .subscribe(format!("kiban.receipts.{INSURER}"))
-        .await
-        .unwrap();
+    let mut subscriber = receipt_subscriber(&client).await;
     let calls = Arc::new(AtomicUsize::new(0));
     let handler = FlakyHandler {
         inner: RecordingHandler::new(store.clone()),
@@ -323,6 +314,39 @@ async fn onboarded_engine(store: &Store) -> Arc<kiban_engine::Engine<Store>> {
     engine
 }
 
+/// Subscribes to the test insurer's receipts.
+async fn receipt_subscriber(client: &async_nats::Client) -> async_nats::Subscriber {
+    client
+        .subscribe(format!("kiban.receipts.{INSURER}"))
+        .await
+        .unwrap()
+}
+
+/// Publishes the filing of application `application` of the test person.
+async fn publish_filing(context: &jetstream::Context, application: u32) -> String {
+    publish_fact(
+        context,
+        "certification.filed",
+        application,
+        "2026-04-01T09:00:00+09:00",
+        r#"{"kind":"new","applicant":{"by":"person"},"applied_on":"2026-04-01"}"#,
+    )
+    .await
+}
+
+/// Publishes the scheduling of the investigation of application
+/// `application` of the test person.
+async fn publish_scheduling(context: &jetstream::Context, application: u32) -> String {
+    publish_fact(
+        context,
+        "certification.investigation_scheduled",
+        application,
+        "2026-04-02T09:00:00+09:00",
+        r#"{"scheduled_on":"2026-04-10"}"#,
+    )
+    .await
+}
+
 /// Publishes a message for application `application` of the test person.
 async fn publish_fact(
     context: &jetstream::Context,
@@ -343,41 +367,17 @@ async fn publish_fact(
 async fn through_the_engine_a_workflow_is_recorded_and_an_impossible_transition_is_rejected() {
     let (_server, client, context) = setup(stream_options(1)).await;
     let (store, _dir) = sqlite_store().await;
-    let mut subscriber = client
-        .subscribe(format!("kiban.receipts.{INSURER}"))
-        .await
-        .unwrap();
+    let mut subscriber = receipt_subscriber(&client).await;
     let engine = onboarded_engine(&store).await;
     let running = Running::start(
         client.clone(),
         kiban_bus::engine::EngineHandler::new(engine),
     );
 
-    let filed = publish_fact(
-        &context,
-        "certification.filed",
-        1,
-        "2026-04-01T09:00:00+09:00",
-        r#"{"kind":"new","applicant":{"by":"person"},"applied_on":"2026-04-01"}"#,
-    )
-    .await;
-    let scheduled = publish_fact(
-        &context,
-        "certification.investigation_scheduled",
-        1,
-        "2026-04-02T09:00:00+09:00",
-        r#"{"scheduled_on":"2026-04-10"}"#,
-    )
-    .await;
+    let filed = publish_filing(&context, 1).await;
+    let scheduled = publish_scheduling(&context, 1).await;
     // Application 2 was never filed: scheduling its investigation breaks a rule.
-    let impossible = publish_fact(
-        &context,
-        "certification.investigation_scheduled",
-        2,
-        "2026-04-02T09:00:00+09:00",
-        r#"{"scheduled_on":"2026-04-10"}"#,
-    )
-    .await;
+    let impossible = publish_scheduling(&context, 2).await;
     let answers = receipts(&mut subscriber, 3).await;
     running.stop().await;
 
@@ -414,18 +414,8 @@ async fn through_the_engine_a_workflow_is_recorded_and_an_impossible_transition_
 async fn a_message_a_killed_consumer_held_comes_back_before_newer_messages_of_its_person() {
     let (_server, client, context) = setup(stream_options(1)).await;
     let (store, _dir) = sqlite_store().await;
-    let mut subscriber = client
-        .subscribe(format!("kiban.receipts.{INSURER}"))
-        .await
-        .unwrap();
-    let filed = publish_fact(
-        &context,
-        "certification.filed",
-        1,
-        "2026-04-01T09:00:00+09:00",
-        r#"{"kind":"new","applicant":{"by":"person"},"applied_on":"2026-04-01"}"#,
-    )
-    .await;
+    let mut subscriber = receipt_subscriber(&client).await;
+    let filed = publish_filing(&context, 1).await;
     // A process pulled the filing from the durable consumer and was killed
     // before acknowledging it: JetStream counts it as delivered and pending.
     {
@@ -439,14 +429,7 @@ async fn a_message_a_killed_consumer_held_comes_back_before_newer_messages_of_it
         assert_eq!(id.map(|v| v.as_str()), Some(filed.as_str()));
     }
     // The person's next step arrives while the filing is still unacknowledged.
-    let scheduled = publish_fact(
-        &context,
-        "certification.investigation_scheduled",
-        1,
-        "2026-04-02T09:00:00+09:00",
-        r#"{"scheduled_on":"2026-04-10"}"#,
-    )
-    .await;
+    let scheduled = publish_scheduling(&context, 1).await;
 
     // The restarted process: the engine behind the real consumer loop.
     let engine = onboarded_engine(&store).await;
