@@ -1008,6 +1008,8 @@ async fn person_scenario(db: &TestDb) {
     );
     wait_text(&client, "#sign-in-command", &format!("--code {code}")).await;
     screen(&client, "20-person-sign-in").await;
+    // Keyboard only: the Tab key reaches the one button of the form.
+    assert_keyboard_reaches(&client, "20-person-sign-in", &[], "complete-sign-in").await;
     // Not signed yet: the page says so.
     click(&client, "#complete-sign-in").await;
     wait_text(
@@ -1081,6 +1083,7 @@ async fn person_scenario(db: &TestDb) {
         .unwrap();
     assert_eq!(html_lang.as_deref(), Some("ja"));
     screen(&client, "21-person-record").await;
+    assert_keyboard_reaches(&client, "21-person-record", &[], "sign-out").await;
     client
         .execute(
             "document.getElementById('access-log').scrollIntoView()",
