@@ -203,7 +203,10 @@ async fn the_read_models_open_a_fresh_database_before_the_store(db: &TestDb) {
         .expect("the read models open first");
     // A second open finds every migration applied.
     let again = Db::open(db.url()).await.expect("and again");
-    assert_eq!(applied_versions(&again).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        applied_versions(&again).await,
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
+    );
     again.close().await;
 
     let store = db.open().await;
