@@ -670,12 +670,10 @@ async fn verify_names_swapped_compressed_payloads_and_a_damaged_frame(db: &TestD
         ),
         "verify"
     );
+    let read = store.read_all(1, 100).await;
     assert!(
-        matches!(
-            store.read_all(1, 100).await,
-            Err(Error::Corrupted { position: 3, .. })
-        ),
-        "read_all"
+        matches!(read, Err(Error::Corrupted { position: 3, .. })),
+        "read_all: {read:?}"
     );
     store.close().await;
 }
@@ -840,12 +838,43 @@ async fn postgres_writer_recovers_after_its_session_is_killed() {
         .append(&s, ExpectedVersion::NoStream, events(2))
         .await
         .unwrap();
-    db.tamper(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = '{}' AND datname = current_database()",
-        kiban_store::WRITER_APPLICATION_NAME
-    ))
+    // End the writer's session and wait until PostgreSQL has ended it:
+    // `pg_terminate_backend` returns before the backend exits, and until it
+    // has, the session still holds the writer lock, so an append in that
+    // moment is rightly told that another session holds it.
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let writers: Vec<(i32,)> = sqlx::query_as(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 \
+         AND datname = current_database()",
+    )
+    .bind(kiban_store::WRITER_APPLICATION_NAME)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(writers.len(), 1, "one writer session");
+    let pid = writers[0].0;
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    bounded("the writer's session to end", async {
+        loop {
+            let (alive,): (bool,) =
+                sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                    .bind(pid)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
     .await;
+    let _ = admin.close().await;
     let mut failures = 0;
     let second = loop {
         match store.append(&s, ExpectedVersion::Exact(2), events(1)).await {
