@@ -431,7 +431,6 @@ fn spawn_paged(readers: Readers, from: i64, to: i64, mut feed: Feed) {
 }
 
 async fn scan_postgres(pool: &sqlx::PgPool, from: i64, to: i64, feed: &mut Feed) -> Result<()> {
-    use futures::StreamExt;
     let mut conn = pool.acquire().await?;
     let mut parser = CopyParser::default();
     let mut batch = feed.empty();
@@ -446,35 +445,14 @@ async fn scan_postgres(pool: &sqlx::PgPool, from: i64, to: i64, feed: &mut Feed)
         );
         parser.reset();
         let mut rows = 0;
-        let mut stopped = false;
-        {
-            let mut chunks = conn.copy_out_raw(&sql).await?;
-            while let Some(chunk) = chunks.next().await {
-                parser.feed(&chunk?);
-                while let Some(row) = parser.next_row(&mut batch)? {
-                    rows += 1;
-                    batch.rows.push(row);
-                    if batch.full() {
-                        let full = std::mem::replace(&mut batch, feed.empty());
-                        if feed.batches.send(Ok(full)).await.is_err() {
-                            stopped = true;
-                            break;
-                        }
-                    }
-                }
-                if stopped {
-                    break;
-                }
-            }
-        }
-        if !stopped {
-            parser.finish()?;
-        }
-        if stopped {
-            // The COPY was not read to its end: do not hand the connection
-            // back with the rest of it still queued.
+        let read = copy_page(&mut conn, &sql, &mut parser, &mut batch, feed, &mut rows).await;
+        if !matches!(read, Ok(true)) {
+            // Stopped by the consumer, or failed (a row that does not parse,
+            // a broken connection): the COPY was not read to its end, so the
+            // connection must not go back to the pool with the rest of it
+            // still queued, where the next query would read it.
             conn.close_on_drop();
-            return Ok(());
+            return read.map(|_| ());
         }
         if rows == 0 {
             break;
@@ -485,6 +463,37 @@ async fn scan_postgres(pool: &sqlx::PgPool, from: i64, to: i64, feed: &mut Feed)
         let _ = feed.batches.send(Ok(batch)).await;
     }
     Ok(())
+}
+
+/// Reads one COPY page into `batch`, sending full batches to `feed`;
+/// `Ok(true)` when the COPY was read to its end, `Ok(false)` when the
+/// consumer went away first.
+async fn copy_page(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    parser: &mut CopyParser,
+    batch: &mut RowBatch,
+    feed: &mut Feed,
+    rows: &mut usize,
+) -> Result<bool> {
+    use futures::StreamExt;
+    let mut chunks = conn.copy_out_raw(sql).await?;
+    while let Some(chunk) = chunks.next().await {
+        parser.feed(&chunk?);
+        while let Some(row) = parser.next_row(batch)? {
+            *rows += 1;
+            batch.rows.push(row);
+            if batch.full() {
+                let full = std::mem::replace(batch, feed.empty());
+                if feed.batches.send(Ok(full)).await.is_err() {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    drop(chunks);
+    parser.finish()?;
+    Ok(true)
 }
 
 /// What [`Store::read_raw`] read.
