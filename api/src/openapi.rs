@@ -258,10 +258,7 @@ impl<T: JsonSchema> OperationOutput for Created<T> {
         ctx: &mut GenContext,
         operation: &mut Operation,
     ) -> Vec<(Option<StatusCode>, Response)> {
-        Self::operation_response(ctx, operation)
-            .map(|created| (Some(StatusCode::Code(201)), created))
-            .into_iter()
-            .collect()
+        answered_with(201, Self::operation_response(ctx, operation))
     }
 }
 
@@ -279,11 +276,16 @@ impl OperationOutput for crate::queries::AccessLog {
         ctx: &mut GenContext,
         operation: &mut Operation,
     ) -> Vec<(Option<StatusCode>, Response)> {
-        Self::operation_response(ctx, operation)
-            .map(|ok| (Some(StatusCode::Code(200)), ok))
-            .into_iter()
-            .collect()
+        answered_with(200, Self::operation_response(ctx, operation))
     }
+}
+
+/// The inferred responses of an output that always answers with `status`.
+fn answered_with(status: u16, response: Option<Response>) -> Vec<(Option<StatusCode>, Response)> {
+    response
+        .map(|response| (Some(StatusCode::Code(status)), response))
+        .into_iter()
+        .collect()
 }
 
 /// Implements `OperationOutput` for an answer that is always 200 with one
@@ -301,10 +303,7 @@ macro_rules! fixed_output {
                 ctx: &mut GenContext,
                 operation: &mut Operation,
             ) -> Vec<(Option<StatusCode>, Response)> {
-                Self::operation_response(ctx, operation)
-                    .map(|ok| (Some(StatusCode::Code(200)), ok))
-                    .into_iter()
-                    .collect()
+                answered_with(200, Self::operation_response(ctx, operation))
             }
         }
     };
