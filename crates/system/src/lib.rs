@@ -258,16 +258,7 @@ impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
         if let Some(interval) = self.timers {
             parts.start_timers(self.clock.clone(), interval);
         }
-        Ok(System {
-            store,
-            engine: parts.engine,
-            projections,
-            bus,
-            api,
-            cancel: parts.cancel,
-            tasks: parts.tasks,
-            health: parts.health,
-        })
+        Ok(parts.into_system(projections, bus, api))
     }
 }
 
@@ -306,6 +297,21 @@ struct Parts {
 }
 
 impl Parts {
+    /// The running system: these parts with the projections, the bus and
+    /// the API they were started with.
+    fn into_system(self, projections: Projections, bus: Bus, api: Option<Api>) -> System {
+        System {
+            store: self.store,
+            engine: self.engine,
+            projections,
+            bus,
+            api,
+            cancel: self.cancel,
+            tasks: self.tasks,
+            health: self.health,
+        }
+    }
+
     /// The parts over `store`: its engine (sealing personal fields with the
     /// store's per-person keys when `person_keys`), nothing running yet.
     fn new(store: &Store, person_keys: bool) -> Parts {

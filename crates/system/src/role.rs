@@ -155,16 +155,7 @@ where
     if let Some(interval) = builder.timers {
         parts.start_timers(builder.clock.clone(), interval);
     }
-    Ok(System {
-        store,
-        engine: parts.engine,
-        projections,
-        bus,
-        api: None,
-        cancel: parts.cancel,
-        tasks: parts.tasks,
-        health: parts.health,
-    })
+    Ok(parts.into_system(projections, bus, None))
 }
 
 /// An API process's live office updates: one NATS subscription per office
@@ -247,14 +238,5 @@ pub(crate) async fn start_api<E>(builder: SystemBuilder<E>) -> anyhow::Result<Sy
         ),
         None => None,
     };
-    Ok(System {
-        store,
-        engine: parts.engine,
-        projections,
-        bus,
-        api,
-        cancel: parts.cancel,
-        tasks: parts.tasks,
-        health: parts.health,
-    })
+    Ok(parts.into_system(projections, bus, api))
 }
