@@ -23,6 +23,7 @@ on_both_backends!(
     a_database_from_before_the_migrations_opens_and_keeps_its_rows,
     the_read_models_open_a_fresh_database_before_the_store,
     a_store_written_before_compact_rows_migrates_and_still_verifies,
+    a_store_written_before_lean_rows_migrates_and_still_verifies,
 );
 
 /// The store's migrations as the code before `0004` shipped them.
@@ -101,6 +102,23 @@ const BEFORE_COMPACT_MIGRATIONS: &[&str] = &[
     "0008_person_sessions.sql",
 ];
 
+/// The store's migrations before lean rows (`0010`): what the code of
+/// compact rows (issue 18 item 3, first part) ran.
+const BEFORE_LEAN_MIGRATIONS: &[&str] = &[
+    "0001_events.sql",
+    "0002_audit.sql",
+    "0003_blobs.sql",
+    "0004_projections.sql",
+    "0005_ui_staff.sql",
+    "0006_security.sql",
+    "0007_ui_sessions_idle.sql",
+    "0008_person_sessions.sql",
+    "0009_compact_events.sql",
+];
+
+/// Every migration version of today's code.
+const ALL_VERSIONS: [i64; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+
 /// Applies the store's first three migrations the way the old code's
 /// `Store::open` did, from a copy of just those files.
 async fn apply_legacy_migrations(db: &TestDb) {
@@ -158,10 +176,7 @@ async fn a_database_from_before_the_migrations_opens_and_keeps_its_rows(db: &Tes
 
     let store = db.open().await;
     let read_db = Db::open(db.url()).await.expect("the read models open");
-    assert_eq!(
-        applied_versions(&read_db).await,
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
-    );
+    assert_eq!(applied_versions(&read_db).await, ALL_VERSIONS);
 
     // The rows the old code wrote are still there and still served.
     let kept: Option<serde_json::Value> = read_db.document("legacy", "k").await.unwrap();
@@ -203,10 +218,7 @@ async fn the_read_models_open_a_fresh_database_before_the_store(db: &TestDb) {
         .expect("the read models open first");
     // A second open finds every migration applied.
     let again = Db::open(db.url()).await.expect("and again");
-    assert_eq!(
-        applied_versions(&again).await,
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
-    );
+    assert_eq!(applied_versions(&again).await, ALL_VERSIONS);
     again.close().await;
 
     let store = db.open().await;
@@ -220,7 +232,7 @@ async fn the_read_models_open_a_fresh_database_before_the_store(db: &TestDb) {
         .expect("caught up");
     assert_eq!(
         applied_versions(projections.db()).await,
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
+        ALL_VERSIONS,
         "the store found nothing left to migrate"
     );
     projections.stop().await;
@@ -231,6 +243,36 @@ async fn the_read_models_open_a_fresh_database_before_the_store(db: &TestDb) {
 /// them: every payload as its text, ids, times and hashes in the backend's
 /// column types.
 fn rows_as_before_compact_rows(backend: Backend, events: &[RecordedEvent]) -> String {
+    rows_as_stored(backend, events, false)
+}
+
+/// The payload of a row as the code of compact rows (migration `0009`)
+/// stored it: a zstd frame made with the dictionary shipped in kiban when
+/// that is shorter than the text, else `None` (the text). Made here with
+/// zstd itself, not with the store's code.
+fn frame_as_compact_rows(payload: &str) -> Option<Vec<u8>> {
+    let dictionary = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/store/dictionaries/payload-1.zdict"),
+    )
+    .unwrap();
+    let frame = zstd::bulk::Compressor::with_dictionary(3, &dictionary)
+        .unwrap()
+        .compress(payload.as_bytes())
+        .unwrap();
+    (frame.len() < payload.len()).then_some(frame)
+}
+
+/// The rows of `events` as the code before lean rows (after `0009`)
+/// inserted them: every column of `0001` (`prev_hash` included), and the
+/// payload as a frame where that is shorter (PostgreSQL: in `payload_z`,
+/// `payload` NULL; SQLite: a BLOB in `payload`) or as its text.
+fn rows_as_before_lean_rows(backend: Backend, events: &[RecordedEvent]) -> String {
+    rows_as_stored(backend, events, true)
+}
+
+/// The INSERTs of [`rows_as_before_compact_rows`] (`compact` false) and
+/// [`rows_as_before_lean_rows`] (`compact` true).
+fn rows_as_stored(backend: Backend, events: &[RecordedEvent], compact: bool) -> String {
     let text = |value: &str| format!("'{}'", value.replace('\'', "''"));
     let postgres = backend == Backend::Postgres;
     let id = |u: &uuid::Uuid| {
@@ -256,10 +298,23 @@ fn rows_as_before_compact_rows(backend: Backend, events: &[RecordedEvent]) -> St
     };
     let mut sql = String::new();
     for e in events {
+        let frame = compact
+            .then(|| frame_as_compact_rows(e.payload.as_str()))
+            .flatten();
+        let (payload, payload_z) = match (&frame, postgres) {
+            (None, _) => (text(e.payload.as_str()), "NULL".to_owned()),
+            (Some(frame), true) => ("NULL".to_owned(), bytes(frame)),
+            (Some(frame), false) => (bytes(frame), "NULL".to_owned()),
+        };
+        let (z_column, z_value) = if compact && postgres {
+            (", payload_z", format!(", {payload_z}"))
+        } else {
+            ("", String::new())
+        };
         sql.push_str(&format!(
             "INSERT INTO events (position, stream, version, event_id, event_type, \
              schema_version, occurred_at, recorded_at, actor, correlation_id, causation_id, \
-             payload, prev_hash, hash) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {});\n",
+             payload, prev_hash, hash{z_column}) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}{z_value});\n",
             e.position,
             text(e.stream.as_str()),
             e.version,
@@ -271,7 +326,7 @@ fn rows_as_before_compact_rows(backend: Backend, events: &[RecordedEvent]) -> St
             text(&e.actor.to_string()),
             id(&e.correlation_id),
             e.causation_id.map_or("NULL".to_owned(), |c| id(&c)),
-            text(e.payload.as_str()),
+            payload,
             bytes(&e.prev_hash.0),
             bytes(&e.hash.0),
         ));
@@ -305,10 +360,7 @@ async fn a_store_written_before_compact_rows_migrates_and_still_verifies(db: &Te
     // verifies their chain.
     let store = db.open().await;
     let read_db = Db::open(db.url()).await.unwrap();
-    assert_eq!(
-        applied_versions(&read_db).await,
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
-    );
+    assert_eq!(applied_versions(&read_db).await, ALL_VERSIONS);
     assert_eq!(store.read_all(1, 1000).await.unwrap(), old);
     assert!(matches!(
         store.verify(1, None).await.unwrap(),
@@ -353,7 +405,8 @@ async fn a_store_written_before_compact_rows_migrates_and_still_verifies(db: &Te
         kiban_store::VerifyReport::Verified { events, .. } if events == all.len() as u64
     ));
     let compressed = match db.backend() {
-        Backend::Postgres => "SELECT count(*) FROM events WHERE payload_z IS NOT NULL",
+        // A zstd frame starts with 0x28, which no JSON text does.
+        Backend::Postgres => "SELECT count(*) FROM events WHERE get_byte(payload, 0) = 40",
         Backend::Sqlite => "SELECT count(*) FROM events WHERE typeof(payload) = 'blob'",
     };
     let compressed: i64 =
@@ -376,4 +429,130 @@ fn new_event(recorded: &RecordedEvent) -> NewEvent {
         causation_id: recorded.causation_id,
         payload: recorded.payload.clone(),
     }
+}
+
+/// A history with payloads of both stored forms: an insurer's onboarding
+/// by the engine (frames), then a tiny payload (text) on a stream of its
+/// own, recorded on a database of its own.
+async fn history_of_both_forms(backend: Backend) -> Vec<RecordedEvent> {
+    let source = TestDb::new(backend).await;
+    let store = source.open().await;
+    let engine = Arc::new(Engine::new(store.clone()));
+    onboard_insurer(&engine, INSURER, true).await;
+    store
+        .append(
+            &kiban_tests::stream("lean", "tiny"),
+            ExpectedVersion::NoStream,
+            vec![kiban_tests::event("{}")],
+        )
+        .await
+        .unwrap();
+    let history = store.read_all(1, 1000).await.unwrap();
+    store.close().await;
+    history
+}
+
+async fn a_store_written_before_lean_rows_migrates_and_still_verifies(db: &TestDb) {
+    let history = history_of_both_forms(db.backend()).await;
+    assert!(history.len() >= 5, "{} events", history.len());
+    let frames = history
+        .iter()
+        .filter(|e| frame_as_compact_rows(e.payload.as_str()).is_some())
+        .count();
+    assert!(
+        frames > 0 && frames < history.len(),
+        "both stored forms: {frames} frames of {}",
+        history.len()
+    );
+    let (old, new) = history.split_at(history.len() - 2);
+
+    // The database as the code of compact rows (migrations 0001-0009) left
+    // it: every row with its `prev_hash`, payloads as frames or text.
+    apply_migrations(db, BEFORE_LEAN_MIGRATIONS).await;
+    db.tamper(&rows_as_before_lean_rows(db.backend(), old))
+        .await;
+
+    // Today's code migrates it (0010) and reads every old event back
+    // exactly as recorded, the hash of the event before included, by
+    // position, by stream and by id; the chain verifies.
+    let store = db.open().await;
+    let read_db = Db::open(db.url()).await.unwrap();
+    assert_eq!(applied_versions(&read_db).await, ALL_VERSIONS);
+    assert_eq!(store.read_all(1, 1000).await.unwrap(), old);
+    let mut streams: Vec<_> = old.iter().map(|e| e.stream.clone()).collect();
+    streams.dedup();
+    for name in &streams {
+        let by_stream: Vec<RecordedEvent> =
+            old.iter().filter(|e| &e.stream == name).cloned().collect();
+        assert_eq!(store.read_stream(name, 1, 1000).await.unwrap(), by_stream);
+    }
+    let mut ranged = Vec::new();
+    let mut range = store.read_range(2, old.len() as u64);
+    while let Some(batch) = futures::StreamExt::next(&mut range).await {
+        ranged.extend(batch.unwrap());
+    }
+    assert_eq!(ranged, old[1..]);
+    assert_eq!(
+        store.verify(1, None).await.unwrap(),
+        kiban_store::VerifyReport::Verified {
+            events: old.len() as u64,
+            head_hash: old.last().unwrap().hash
+        }
+    );
+    // Re-sending an old event is recognised (the writer reads it by id)
+    // and answered with the original.
+    let first = &old[0];
+    let again = store
+        .append(&first.stream, ExpectedVersion::Any, vec![new_event(first)])
+        .await
+        .unwrap();
+    assert_eq!(again.events, vec![first.clone()]);
+
+    // The rows no longer store what can be recomputed or named once.
+    let gone = match db.backend() {
+        Backend::Postgres => {
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'events' \
+             AND column_name IN ('prev_hash', 'payload_z', 'event_type', 'actor')"
+        }
+        Backend::Sqlite => {
+            "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'prev_hash'"
+        }
+    };
+    let gone: i64 =
+        both!(read_db.pool(), pool => sqlx::query_scalar(gone).fetch_one(pool).await).unwrap();
+    assert_eq!(gone, 0);
+
+    // New events continue the same chain; the whole log reads back and
+    // verifies end to end.
+    for event in new {
+        let result = store
+            .append(&event.stream, ExpectedVersion::Any, vec![new_event(event)])
+            .await
+            .unwrap();
+        assert_eq!(result.first_position, event.position);
+    }
+    let all = store.read_all(1, 1000).await.unwrap();
+    assert_eq!(all.len(), history.len());
+    assert_eq!(&all[..old.len()], old);
+    for (read, recorded) in all[old.len()..].iter().zip(new) {
+        assert_eq!(
+            (read.event_id, &read.payload, &read.event_type, &read.actor),
+            (
+                recorded.event_id,
+                &recorded.payload,
+                &recorded.event_type,
+                &recorded.actor
+            )
+        );
+    }
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+    }
+    assert!(matches!(
+        store.verify(1, None).await.unwrap(),
+        kiban_store::VerifyReport::Verified { events, head_hash }
+            if events == all.len() as u64 && head_hash == all.last().unwrap().hash
+    ));
+    read_db.close().await;
+    store.close().await;
 }

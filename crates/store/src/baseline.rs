@@ -31,13 +31,20 @@ use crate::scratch::Scratch;
 /// The rows of append `index` (0-based), or `None` past the last append.
 pub type Appends = Arc<dyn Fn(u64) -> Option<Vec<RecordedEvent>> + Send + Sync>;
 
-/// The migration of `events`, renamed to `table`: same columns, same
-/// constraints, same indexes.
+/// The migrations of `events`, renamed to `table`: same columns, same
+/// constraints, same indexes. On PostgreSQL the baselines keep the row
+/// layout before migration 0010 (text event types and actors, `prev_hash`):
+/// they measure what the database does with plain rows, without the
+/// writer's name table.
 fn schema(scratch: &Scratch, table: &str) -> String {
     let sql = if scratch.is_postgres() {
-        include_str!("../migrations/postgres/0001_events.sql")
+        include_str!("../migrations/postgres/0001_events.sql").to_owned()
     } else {
-        include_str!("../migrations/sqlite/0001_events.sql")
+        [
+            include_str!("../migrations/sqlite/0001_events.sql"),
+            include_str!("../migrations/sqlite/0010_lean_events.sql"),
+        ]
+        .concat()
     };
     sql.replace("events", table)
 }
@@ -56,8 +63,8 @@ const NAIVE_INSERT_POSTGRES: &str = "INSERT INTO bench_naive (position, stream, 
 
 const NAIVE_INSERT_SQLITE: &str = "INSERT INTO bench_naive (position, stream, version, \
      event_id, event_type, schema_version, occurred_at, recorded_at, actor, correlation_id, \
-     causation_id, payload, prev_hash, hash) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+     causation_id, payload, hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 /// One INSERT per event, one transaction per append, `writers` connections
 /// each claiming the next append of `appends` until there is none; returns
@@ -156,7 +163,6 @@ fn bind_naive_sqlite(
         .bind(e.correlation_id)
         .bind(e.causation_id)
         .bind(e.payload.as_str().to_owned())
-        .bind(e.prev_hash.0.to_vec())
         .bind(e.hash.0.to_vec())
 }
 

@@ -63,6 +63,13 @@ pub enum BreakReason {
     Missing,
     /// The event does not link to its predecessor (stored `prev_hash` is not
     /// the previous event's hash): events were reordered or replaced.
+    ///
+    /// Only stores from before migration 0010 stored a `prev_hash` apart
+    /// from the previous row's `hash`; since then the link is that hash by
+    /// construction, so this is no longer reported: reordered or replaced
+    /// rows show as [`BreakReason::ContentChanged`] at the first row that
+    /// does not hash to its stored hash (docs/store.md "Lean rows"). The
+    /// variant stays so that reports recorded before still read.
     LinkBroken {
         stored_prev_hash: Option<Hash>,
         expected_prev_hash: Hash,
@@ -143,8 +150,8 @@ pub(crate) async fn verify_with(
     let prev = match range.anchor {
         Some(anchor) => anchor,
         None if from == 1 => Hash::GENESIS,
-        None => match readers.hashes_at(from - 1).await? {
-            Some((_, hash)) => Hash::from_slice(&hash).unwrap_or_default(),
+        None => match readers.hash_at(from - 1).await? {
+            Some(hash) => Hash::from_slice(&hash).unwrap_or_default(),
             None => return Ok(broken(from - 1, BreakReason::Missing, 0)),
         },
     };
@@ -185,12 +192,10 @@ pub(crate) async fn verify_with(
             events_verified,
         } => {
             // Either the content or the hash field changed. If the next event
-            // links to the hash the content gives, the content is intact: the
-            // hash field itself was altered.
-            let next_links_to_content = match readers.hashes_at(position + 1).await? {
-                Some((next_prev, _)) => Hash::from_slice(&next_prev) == Some(recomputed),
-                None => false,
-            };
+            // links to the hash the content gives (its stored hash is the
+            // chain step from there), the content is intact: the hash field
+            // itself was altered.
+            let next_links_to_content = links_to(readers, position + 1, &recomputed).await?;
             let reason = if next_links_to_content {
                 BreakReason::HashAltered { stored, recomputed }
             } else {
@@ -198,6 +203,23 @@ pub(crate) async fn verify_with(
             };
             broken(position, reason, events_verified)
         }
+    })
+}
+
+/// Whether the stored event at `position` hashes to its stored hash when
+/// chained to `prev`. False when it is missing or does not parse.
+async fn links_to(readers: &Readers, position: Position, prev: &Hash) -> Result<bool> {
+    let Some(mut next) = readers.read_all(position, 1).await?.into_iter().next() else {
+        return Ok(false);
+    };
+    if next.position() != position {
+        return Ok(false);
+    }
+    next.prev_hash = Some(prev.0.to_vec());
+    let stored = Hash::from_slice(&next.hash);
+    Ok(match next.into_recorded() {
+        Ok(event) => stored == Some(chain_hash(prev, &event.canonical_bytes())),
+        Err(_) => false,
     })
 }
 
@@ -291,13 +313,6 @@ impl Walk {
     fn step(&mut self, batch: &RowBatch, row: &ScannedRow) -> Result<Option<Verdict>> {
         if row.position() != self.next {
             return Ok(Some(self.broken(BreakReason::Missing)));
-        }
-        let stored_prev = batch.prev_hash(row);
-        if stored_prev != Some(self.prev) {
-            return Ok(Some(self.broken(BreakReason::LinkBroken {
-                stored_prev_hash: stored_prev,
-                expected_prev_hash: self.prev,
-            })));
         }
         let canonical = batch.canonical(row)?;
         let recomputed = if canonical_fits(&canonical) {

@@ -539,11 +539,18 @@ impl Store {
         let readers = self.inner.readers.clone();
         let from = from.max(1);
         let scan = (from <= to).then(|| Scan::start(&readers, from, to));
-        let state = (scan, from, to);
+        // Rows do not store the hash of the row before (migration 0010):
+        // the first event's comes from the database, every other one is the
+        // hash of the event read just before it.
+        let state = (scan, from, to, None, readers);
         Box::pin(futures::stream::unfold(
             state,
-            |(scan, next, to)| async move {
+            |(scan, next, to, prev, readers)| async move {
                 let mut scan = scan?;
+                let prev = match prev {
+                    Some(prev) => Ok(prev),
+                    None => readers.hash_before(next).await,
+                };
                 let batch = match scan.next().await {
                     None if next <= to => Err(Error::Corrupted {
                         position: next,
@@ -552,8 +559,9 @@ impl Store {
                     None => return None,
                     Some(batch) => batch,
                 };
-                let parsed = batch.and_then(|batch| {
-                    let mut events = Vec::with_capacity(batch.rows().len());
+                let parsed = prev.and_then(|mut prev| {
+                    let batch = batch?;
+                    let mut events: Vec<RecordedEvent> = Vec::with_capacity(batch.rows().len());
                     for row in batch.rows() {
                         let expected = next + events.len() as u64;
                         if row.position() != expected {
@@ -565,18 +573,20 @@ impl Store {
                                 ),
                             });
                         }
-                        events.push(batch.to_raw(row)?.into_recorded()?);
+                        let event = batch.to_raw(row, prev)?.into_recorded()?;
+                        prev = Some(event.hash);
+                        events.push(event);
                     }
                     scan.recycle(batch);
-                    Ok(events)
+                    Ok((events, prev))
                 });
                 match parsed {
-                    Ok(events) => {
+                    Ok((events, prev)) => {
                         let next = next + events.len() as u64;
-                        Some((Ok(events), (Some(scan), next, to)))
+                        Some((Ok(events), (Some(scan), next, to, Some(prev), readers)))
                     }
                     // The stream ends after its first error.
-                    Err(error) => Some((Err(error), (None, next, to))),
+                    Err(error) => Some((Err(error), (None, next, to, None, readers))),
                 }
             },
         ))

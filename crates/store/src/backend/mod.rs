@@ -18,28 +18,61 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-/// The columns of `events` in the order every query selects them, with the
-/// stored payload (text or zstd frame, [`crate::compact`]) as `$payload`.
+/// The columns of a row in the order every query selects them, from
+/// `events e` (and on PostgreSQL its names, [`POSTGRES_EVENTS_FROM`]): the
+/// stored payload (text or zstd frame, [`crate::compact`]) is `e.payload` on
+/// both backends since migration 0010, and the event type and actor are
+/// `$event_type` and `$actor`. The scan under verification reads these; the
+/// row-by-row reads add `prev_hash_column!`.
 macro_rules! event_columns {
-    ($payload:literal) => {
+    ($event_type:literal, $actor:literal) => {
         concat!(
-            "position, stream, version, event_id, event_type, schema_version, occurred_at, \
-             recorded_at, actor, correlation_id, causation_id, ",
-            $payload,
-            ", prev_hash, hash"
+            "e.position, e.stream, e.version, e.event_id, ",
+            $event_type,
+            ", e.schema_version, e.occurred_at, e.recorded_at, ",
+            $actor,
+            ", e.correlation_id, e.causation_id, e.payload, e.hash"
         )
     };
 }
 
-/// [`event_columns!`] on SQLite: `payload` holds the text (TEXT) or the
-/// frame (BLOB).
-pub(crate) const SQLITE_EVENT_COLUMNS: &str = event_columns!("payload");
+/// The hash of the row before, which rows do not store (migration 0010):
+/// one primary-key probe per row, NULL before position 1 (genesis) and
+/// when that row is missing.
+macro_rules! prev_hash_column {
+    () => {
+        "(SELECT p.hash FROM events p WHERE p.position = e.position - 1)"
+    };
+}
 
-/// [`event_columns!`] on PostgreSQL: the text in `payload` (rows from
-/// before migration 0009, and payloads compression would not shorten) or
-/// the frame in `payload_z`, as bytes either way.
-pub(crate) const POSTGRES_EVENT_COLUMNS: &str =
-    event_columns!("COALESCE(convert_to(payload, 'UTF8'), payload_z)");
+/// [`event_columns!`] on SQLite: the event type and actor are text columns.
+pub(crate) const SQLITE_EVENT_COLUMNS: &str = event_columns!("e.event_type", "e.actor");
+
+/// The row-by-row read's columns on SQLite: [`SQLITE_EVENT_COLUMNS`] and
+/// the previous row's hash.
+pub(crate) const SQLITE_READ_COLUMNS: &str = concat!(
+    event_columns!("e.event_type", "e.actor"),
+    ", ",
+    prev_hash_column!()
+);
+
+/// [`event_columns!`] on PostgreSQL: the event type and actor are names of
+/// `event_names`, joined by [`POSTGRES_EVENTS_FROM`].
+pub(crate) const POSTGRES_EVENT_COLUMNS: &str = event_columns!("t.name", "a.name");
+
+/// The row-by-row read's columns on PostgreSQL: [`POSTGRES_EVENT_COLUMNS`]
+/// and the previous row's hash.
+pub(crate) const POSTGRES_READ_COLUMNS: &str = concat!(
+    event_columns!("t.name", "a.name"),
+    ", ",
+    prev_hash_column!()
+);
+
+/// What PostgreSQL reads rows from: `events e` with the names of its event
+/// type (`t`) and actor (`a`).
+pub(crate) const POSTGRES_EVENTS_FROM: &str = "events e \
+     JOIN event_names t ON t.id = e.event_type_id \
+     JOIN event_names a ON a.id = e.actor_id";
 
 /// One row of `events`, as stored.
 #[derive(Debug, Clone)]
@@ -57,8 +90,12 @@ pub(crate) struct RawEvent {
     pub causation_id: Option<Uuid>,
     /// As stored: the JSON text, or a zstd frame of it ([`crate::compact`]).
     pub payload: Vec<u8>,
-    pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
+    /// The stored hash of the row at `position - 1`, which the row itself
+    /// does not store (selected beside it, or carried along a scan): `None`
+    /// when no such row exists, which is genesis at position 1 and a
+    /// missing row anywhere else.
+    pub prev_hash: Option<Vec<u8>>,
 }
 
 impl RawEvent {
@@ -99,7 +136,19 @@ impl RawEvent {
                 crate::compact::load(self.payload)
                     .map_err(|reason| Error::Corrupted { position, reason })?,
             ),
-            prev_hash: Hash::from_slice(&self.prev_hash).ok_or_else(|| corrupted("prev_hash"))?,
+            prev_hash: match self.prev_hash {
+                None if position == 1 => Hash::GENESIS,
+                None => {
+                    return Err(Error::Corrupted {
+                        position: position - 1,
+                        reason: format!("position {} is missing", position - 1),
+                    });
+                }
+                Some(prev) => Hash::from_slice(&prev).ok_or_else(|| Error::Corrupted {
+                    position: position - 1,
+                    reason: "the stored hash is not 32 bytes".to_owned(),
+                })?,
+            },
             hash: Hash::from_slice(&self.hash).ok_or_else(|| corrupted("hash"))?,
         })
     }
@@ -144,13 +193,27 @@ impl Readers {
         })
     }
 
-    /// The stored `(prev_hash, hash)` of the event at `position`, if present.
-    pub(crate) async fn hashes_at(&self, position: Position) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let position = to_i64(position);
-        Ok(match self {
-            Readers::Postgres(pool) => postgres::hashes_at(pool, position).await?,
-            Readers::Sqlite(pool) => sqlite::hashes_at(pool, position).await?,
-        })
+    /// The stored hash of the event at `position`, if present.
+    pub(crate) async fn hash_at(&self, position: Position) -> Result<Option<Vec<u8>>> {
+        let sql = "SELECT hash FROM events WHERE position = $1";
+        let hash = crate::both!(self, pool => sqlx::query_scalar(sql)
+            .bind(to_i64(position))
+            .fetch_optional(pool)
+            .await)?;
+        Ok(hash)
+    }
+
+    /// The hash the chain has before `position`: genesis before position 1,
+    /// else the stored hash of `position - 1` (`None` when that row is
+    /// missing or its hash is not 32 bytes).
+    pub(crate) async fn hash_before(&self, position: Position) -> Result<Option<Hash>> {
+        if position <= 1 {
+            return Ok(Some(Hash::GENESIS));
+        }
+        Ok(self
+            .hash_at(position - 1)
+            .await?
+            .and_then(|hash| Hash::from_slice(&hash)))
     }
 
     /// Closes every pooled connection.

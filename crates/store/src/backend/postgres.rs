@@ -11,7 +11,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
-use super::{POSTGRES_EVENT_COLUMNS as EVENT_COLUMNS, RawEvent, to_i64};
+use super::{
+    POSTGRES_EVENTS_FROM as EVENTS, POSTGRES_READ_COLUMNS as EVENT_COLUMNS, RawEvent, to_i64,
+};
 use crate::compact::{self, Stored};
 use crate::error::Result;
 
@@ -46,8 +48,8 @@ fn decode(row: &PgRow) -> Result<RawEvent, sqlx::Error> {
         correlation_id: row.try_get(9)?,
         causation_id: row.try_get(10)?,
         payload: row.try_get(11)?,
-        prev_hash: row.try_get(12)?,
-        hash: row.try_get(13)?,
+        hash: row.try_get(12)?,
+        prev_hash: row.try_get(13)?,
     })
 }
 
@@ -69,7 +71,7 @@ pub(crate) async fn read_all<'c>(
     limit: i64,
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE position >= $1 ORDER BY position LIMIT $2"
+        "SELECT {EVENT_COLUMNS} FROM {EVENTS} WHERE e.position >= $1 ORDER BY e.position LIMIT $2"
     );
     fetch_events(executor, sqlx::query(&sql).bind(from).bind(limit)).await
 }
@@ -81,8 +83,8 @@ pub(crate) async fn read_stream<'c>(
     limit: i64,
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE stream = $1 AND version >= $2 \
-         ORDER BY version LIMIT $3"
+        "SELECT {EVENT_COLUMNS} FROM {EVENTS} WHERE e.stream = $1 AND e.version >= $2 \
+         ORDER BY e.version LIMIT $3"
     );
     fetch_events(
         executor,
@@ -95,16 +97,6 @@ pub(crate) async fn head<'c>(
     executor: impl PgExecutor<'c>,
 ) -> Result<Option<(i64, Vec<u8>)>, sqlx::Error> {
     sqlx::query_as("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_optional(executor)
-        .await
-}
-
-pub(crate) async fn hashes_at<'c>(
-    executor: impl PgExecutor<'c>,
-    position: i64,
-) -> Result<Option<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
-    sqlx::query_as("SELECT prev_hash, hash FROM events WHERE position = $1")
-        .bind(position)
         .fetch_optional(executor)
         .await
 }
@@ -134,22 +126,41 @@ pub(crate) async fn events_by_id(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1::uuid[])");
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM {EVENTS} WHERE e.event_id = ANY($1::uuid[])");
     fetch_events(conn, sqlx::query(&sql).bind(ids)).await
 }
 
-/// The batch insert: every column as one array, unnested into rows. A
-/// payload goes into `payload` as text or into `payload_z` as a zstd frame
-/// ([`compact::store`]), never both.
-const INSERT_SQL: &str = "WITH inserted AS ( \
-     INSERT INTO events (position, stream, version, event_id, event_type, schema_version, \
-         occurred_at, recorded_at, actor, correlation_id, causation_id, payload, prev_hash, hash, \
-         payload_z) \
+/// The batch insert: every column as one array, unnested into rows, in
+/// position order. The event types and actors of the batch that
+/// `event_names` does not have yet are added to it by the same statement
+/// (the single writer is the only one adding names, and a failed statement
+/// adds none), and rows carry their ids. A payload is stored as its text or
+/// as a zstd frame ([`compact::store`]), as bytes either way.
+const INSERT_SQL: &str = "WITH batch AS MATERIALIZED ( \
      SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::uuid[], $5::text[], \
          $6::int4[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::uuid[], \
-         $11::uuid[], $12::text[], $13::bytea[], $14::bytea[], $17::bytea[]) \
+         $11::uuid[], $12::bytea[], $13::bytea[]) \
+     AS b(position, stream, version, event_id, event_type, schema_version, occurred_at, \
+         recorded_at, actor, correlation_id, causation_id, payload, hash)), \
+     wanted AS (SELECT event_type AS name FROM batch UNION SELECT actor FROM batch), \
+     added AS ( \
+     INSERT INTO event_names (name) \
+     SELECT w.name FROM wanted w \
+     WHERE NOT EXISTS (SELECT 1 FROM event_names n WHERE n.name = w.name) \
+     ORDER BY w.name \
+     RETURNING id, name), \
+     names AS ( \
+     SELECT id, name FROM added \
+     UNION ALL SELECT n.id, n.name FROM event_names n JOIN wanted w ON w.name = n.name), \
+     inserted AS ( \
+     INSERT INTO events (position, version, occurred_at, recorded_at, event_type_id, actor_id, \
+         schema_version, event_id, correlation_id, stream, hash, payload, causation_id) \
+     SELECT b.position, b.version, b.occurred_at, b.recorded_at, t.id, a.id, b.schema_version, \
+         b.event_id, b.correlation_id, b.stream, b.hash, b.payload, b.causation_id \
+     FROM batch b JOIN names t ON t.name = b.event_type JOIN names a ON a.name = b.actor \
+     ORDER BY b.position \
      RETURNING 1) \
-     SELECT (SELECT count(*) FROM inserted) FROM (SELECT pg_notify($15, $16)) AS notified";
+     SELECT (SELECT count(*) FROM inserted) FROM (SELECT pg_notify($14, $15)) AS notified";
 
 pub(crate) async fn insert(
     conn: &mut PgConnection,
@@ -158,13 +169,13 @@ pub(crate) async fn insert(
     let column = |f: fn(&RecordedEvent) -> i64| events.iter().map(f).collect::<Vec<i64>>();
     let actors: Vec<String> = events.iter().map(|e| e.actor.to_string()).collect();
     let last = events.last().expect("a batch is never empty").position;
-    let (texts, frames): (Vec<Option<&str>>, Vec<Option<Vec<u8>>>) = events
+    let payloads: Vec<Vec<u8>> = events
         .iter()
         .map(|e| match compact::store(e.payload.as_str()) {
-            Stored::Text(text) => (Some(text), None),
-            Stored::Compressed(frame) => (None, Some(frame)),
+            Stored::Text(text) => text.as_bytes().to_vec(),
+            Stored::Compressed(frame) => frame,
         })
-        .unzip();
+        .collect();
     let (inserted,): (i64,) = sqlx::query_as(INSERT_SQL)
         .bind(column(|e| to_i64(e.position)))
         .bind(events.iter().map(|e| e.stream.as_str()).collect::<Vec<_>>())
@@ -192,17 +203,10 @@ pub(crate) async fn insert(
         .bind(actors)
         .bind(events.iter().map(|e| e.correlation_id).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.causation_id).collect::<Vec<_>>())
-        .bind(texts)
-        .bind(
-            events
-                .iter()
-                .map(|e| &e.prev_hash.0[..])
-                .collect::<Vec<_>>(),
-        )
+        .bind(payloads)
         .bind(events.iter().map(|e| &e.hash.0[..]).collect::<Vec<_>>())
         .bind(HEAD_CHANNEL)
         .bind(last.to_string())
-        .bind(frames)
         .fetch_one(conn)
         .await?;
     Ok(u64::try_from(inserted).unwrap_or(0))

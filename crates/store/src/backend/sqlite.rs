@@ -14,7 +14,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqliteExecutor};
 use uuid::Uuid;
 
-use super::{RawEvent, SQLITE_EVENT_COLUMNS as EVENT_COLUMNS};
+use super::{RawEvent, SQLITE_READ_COLUMNS as EVENT_COLUMNS};
 use crate::compact::{self, Stored};
 
 /// Takes the writer lock of a SQLite database unless already held: an
@@ -78,8 +78,8 @@ fn decode(row: &SqliteRow) -> Result<RawEvent, sqlx::Error> {
         // TEXT (the JSON as appended) or BLOB (a zstd frame): the bytes
         // either way, whichever storage class the row has.
         payload: row.try_get_unchecked(11)?,
-        prev_hash: row.try_get(12)?,
-        hash: row.try_get(13)?,
+        hash: row.try_get(12)?,
+        prev_hash: row.try_get(13)?,
     })
 }
 
@@ -101,7 +101,7 @@ pub(crate) async fn read_all<'c>(
     limit: i64,
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE position >= ?1 ORDER BY position LIMIT ?2"
+        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2"
     );
     fetch_events(executor, sqlx::query(&sql).bind(from).bind(limit)).await
 }
@@ -113,8 +113,8 @@ pub(crate) async fn read_stream<'c>(
     limit: i64,
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE stream = ?1 AND version >= ?2 \
-         ORDER BY version LIMIT ?3"
+        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.stream = ?1 AND e.version >= ?2 \
+         ORDER BY e.version LIMIT ?3"
     );
     fetch_events(
         executor,
@@ -127,16 +127,6 @@ pub(crate) async fn head<'c>(
     executor: impl SqliteExecutor<'c>,
 ) -> Result<Option<(i64, Vec<u8>)>, sqlx::Error> {
     sqlx::query_as("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_optional(executor)
-        .await
-}
-
-pub(crate) async fn hashes_at<'c>(
-    executor: impl SqliteExecutor<'c>,
-    position: i64,
-) -> Result<Option<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
-    sqlx::query_as("SELECT prev_hash, hash FROM events WHERE position = ?1")
-        .bind(position)
         .fetch_optional(executor)
         .await
 }
@@ -164,23 +154,23 @@ pub(crate) async fn events_by_id(
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
     let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events \
-         WHERE event_id IN (SELECT unhex(value) FROM json_each(?1))"
+        "SELECT {EVENT_COLUMNS} FROM events e \
+         WHERE e.event_id IN (SELECT unhex(value) FROM json_each(?1))"
     );
     fetch_events(conn, sqlx::query(&sql).bind(json_array(&hex))).await
 }
 
 /// The batch insert: one JSON array of rows, each row an array of columns.
 /// `{table}` is `events` except in the benchmark's baseline. The payload is
-/// either column 11, the text, or column 14, a zstd frame in hex stored as a
-/// BLOB ([`compact::store`]); the other one is null.
+/// either column 11, the text, or column 13, a zstd frame in hex stored as a
+/// BLOB ([`compact::store`]); the other one is null. Rows store no
+/// `prev_hash` (migration 0010): it is the hash of the row before.
 const INSERT_SQL: &str = "WITH batch AS MATERIALIZED (SELECT jsonb(value) AS v FROM json_each(?1)) \
      INSERT INTO {table} (position, stream, version, event_id, event_type, \
      schema_version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload, \
-     prev_hash, hash) \
+     hash) \
      SELECT v->>0, v->>1, v->>2, unhex(v->>3), v->>4, v->>5, v->>6, v->>7, v->>8, \
-         unhex(v->>9), unhex(v->>10), COALESCE(v->>11, unhex(v->>14)), unhex(v->>12), \
-         unhex(v->>13) \
+         unhex(v->>9), unhex(v->>10), COALESCE(v->>11, unhex(v->>13)), unhex(v->>12) \
      FROM batch";
 
 /// Encodes the batch as the JSON parameter of [`INSERT_SQL`].
@@ -220,7 +210,7 @@ fn encode_rows(events: &[RecordedEvent]) -> String {
                 Some(frame)
             }
         };
-        write!(out, ",\"{}\",\"{}\",", e.prev_hash, e.hash).expect("in memory");
+        write!(out, ",\"{}\",", e.hash).expect("in memory");
         match frame {
             Some(frame) => write!(out, "\"{}\"]", hex::encode(frame)).expect("in memory"),
             None => out.extend_from_slice(b"null]"),

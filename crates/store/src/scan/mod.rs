@@ -35,7 +35,9 @@ use kiban_events::{Hash, Position};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::backend::{POSTGRES_EVENT_COLUMNS, RawEvent, Readers, SQLITE_EVENT_COLUMNS, to_i64};
+use crate::backend::{
+    POSTGRES_EVENT_COLUMNS, POSTGRES_EVENTS_FROM, RawEvent, Readers, SQLITE_EVENT_COLUMNS, to_i64,
+};
 use crate::error::{Error, Result};
 
 mod pg_copy;
@@ -70,7 +72,6 @@ pub(crate) struct ScannedRow {
     event_type: Range<u32>,
     actor: Range<u32>,
     payload: Range<u32>,
-    prev_hash: Range<u32>,
     hash: Range<u32>,
 }
 
@@ -131,11 +132,6 @@ impl RowBatch {
         &self.bytes[range.start as usize..range.end as usize]
     }
 
-    /// The stored `prev_hash` when it is 32 bytes.
-    pub fn prev_hash(&self, row: &ScannedRow) -> Option<Hash> {
-        Hash::from_slice(self.field(&row.prev_hash))
-    }
-
     /// The stored `hash` when it is 32 bytes.
     pub fn hash(&self, row: &ScannedRow) -> Option<Hash> {
         Hash::from_slice(self.field(&row.hash))
@@ -171,8 +167,9 @@ impl RowBatch {
         })
     }
 
-    /// The row as the owned form the rest of the store parses.
-    pub fn to_raw(&self, row: &ScannedRow) -> Result<RawEvent> {
+    /// The row as the owned form the rest of the store parses, with the
+    /// hash of the row before it (`None`: none, see [`RawEvent::prev_hash`]).
+    pub fn to_raw(&self, row: &ScannedRow, prev_hash: Option<Hash>) -> Result<RawEvent> {
         let canonical = self.canonical(row)?;
         Ok(RawEvent {
             position: row.position,
@@ -187,8 +184,8 @@ impl RowBatch {
             correlation_id: row.correlation_id,
             causation_id: row.causation_id,
             payload: canonical.payload.as_bytes().to_vec(),
-            prev_hash: self.field(&row.prev_hash).to_vec(),
             hash: self.field(&row.hash).to_vec(),
+            prev_hash: prev_hash.map(|hash| hash.0.to_vec()),
         })
     }
 
@@ -206,7 +203,6 @@ impl RowBatch {
             event_type: self.push_bytes(raw.event_type.as_bytes()),
             actor: self.push_bytes(raw.actor.as_bytes()),
             payload: self.push_payload(raw.position, &raw.payload)?,
-            prev_hash: self.push_bytes(&raw.prev_hash),
             hash: self.push_bytes(&raw.hash),
         };
         self.rows.push(row);
@@ -323,8 +319,8 @@ fn scan_sqlite(path: &Path, from: i64, to: i64, feed: &mut Feed) -> Result<()> {
     ))
     .map_err(unavailable)?;
     let sql = format!(
-        "SELECT {SQLITE_EVENT_COLUMNS} FROM events WHERE position >= ?1 AND position <= ?2 \
-         ORDER BY position LIMIT ?3"
+        "SELECT {SQLITE_EVENT_COLUMNS} FROM events e WHERE e.position >= ?1 AND e.position <= ?2 \
+         ORDER BY e.position LIMIT ?3"
     );
     let mut statement = conn.prepare(&sql).map_err(unavailable)?;
     let mut batch = feed.empty();
@@ -397,8 +393,7 @@ fn sqlite_row(row: &rusqlite::Row<'_>, batch: &mut RowBatch) -> Result<ScannedRo
         event_type: batch.push_bytes(bytes(4).map_err(column)?),
         actor: batch.push_bytes(bytes(8).map_err(column)?),
         payload: batch.push_payload(position, bytes(11).map_err(column)?)?,
-        prev_hash: batch.push_bytes(bytes(12).map_err(column)?),
-        hash: batch.push_bytes(bytes(13).map_err(column)?),
+        hash: batch.push_bytes(bytes(12).map_err(column)?),
     })
 }
 
@@ -439,9 +434,9 @@ async fn scan_postgres(pool: &sqlx::PgPool, from: i64, to: i64, feed: &mut Feed)
         let high = low.saturating_add(SCAN_PAGE_EVENTS - 1).min(to);
         // COPY takes no parameters; both bounds are integers formatted here.
         let sql = format!(
-            "COPY (SELECT {POSTGRES_EVENT_COLUMNS} FROM events \
-             WHERE position BETWEEN {low} AND {high} \
-             ORDER BY position) TO STDOUT (FORMAT binary)"
+            "COPY (SELECT {POSTGRES_EVENT_COLUMNS} FROM {POSTGRES_EVENTS_FROM} \
+             WHERE e.position BETWEEN {low} AND {high} \
+             ORDER BY e.position) TO STDOUT (FORMAT binary)"
         );
         parser.reset();
         let mut rows = 0;

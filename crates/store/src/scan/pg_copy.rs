@@ -1,5 +1,5 @@
 //! A parser of PostgreSQL's `COPY … TO STDOUT (FORMAT binary)` output for
-//! the columns of [`EVENT_COLUMNS`](crate::backend::EVENT_COLUMNS), fed
+//! the columns of [`POSTGRES_EVENT_COLUMNS`](crate::backend::POSTGRES_EVENT_COLUMNS), fed
 //! chunk by chunk as the server sends it (a tuple may span any number of
 //! chunks, a chunk any number of tuples).
 //!
@@ -30,7 +30,7 @@ const PG_COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// Columns of `EVENT_COLUMNS`, so fields per tuple.
-const EVENT_FIELDS: usize = 14;
+const EVENT_FIELDS: usize = 13;
 
 /// Header flag bits 16–31 denote critical format changes; a reader must
 /// refuse output with one it does not know set (bit 16 would add an OID
@@ -110,7 +110,7 @@ impl CopyParser {
                         continue;
                     }
                     if usize::try_from(fields) != Ok(EVENT_FIELDS) {
-                        return Err(protocol("a tuple without the 14 columns of events"));
+                        return Err(protocol("a tuple without the 13 columns of events"));
                     }
                     let Some((spans, length)) = tuple_spans(input)? else {
                         return Ok(None);
@@ -232,8 +232,7 @@ fn decode_row(
         event_type: batch.push_bytes(bytes(4)?),
         actor: batch.push_bytes(bytes(8)?),
         payload: batch.push_payload(position, bytes(11)?)?,
-        prev_hash: batch.push_bytes(bytes(12)?),
-        hash: batch.push_bytes(bytes(13)?),
+        hash: batch.push_bytes(bytes(12)?),
     })
 }
 
@@ -256,7 +255,7 @@ mod tests {
 
     use super::*;
 
-    /// One row as PostgreSQL sends it: the raw values of the 14 columns.
+    /// One row as PostgreSQL sends it: the raw values of the 13 columns.
     #[derive(Debug, Clone, PartialEq, Eq)]
     struct Row {
         position: i64,
@@ -271,12 +270,11 @@ mod tests {
         correlation_id: u128,
         causation_id: Option<u128>,
         payload: Vec<u8>,
-        prev_hash: Vec<u8>,
         hash: Vec<u8>,
     }
 
     impl Row {
-        /// The row's 14 fields in `EVENT_COLUMNS` order, `None` for NULL.
+        /// The row's 13 fields in `EVENT_COLUMNS` order, `None` for NULL.
         fn fields(&self) -> [Option<Vec<u8>>; EVENT_FIELDS] {
             let uuid = |id: u128| Some(Uuid::from_u128(id).as_bytes().to_vec());
             [
@@ -292,7 +290,6 @@ mod tests {
                 uuid(self.correlation_id),
                 self.causation_id.and_then(uuid),
                 Some(self.payload.clone()),
-                Some(self.prev_hash.clone()),
                 Some(self.hash.clone()),
             ]
         }
@@ -313,7 +310,6 @@ mod tests {
                 correlation_id: row.correlation_id.as_u128(),
                 causation_id: row.causation_id.map(|id| id.as_u128()),
                 payload: batch.field(&row.payload).to_vec(),
-                prev_hash: batch.field(&row.prev_hash).to_vec(),
                 hash: batch.field(&row.hash).to_vec(),
             }
         }
@@ -418,14 +414,7 @@ mod tests {
             any::<u128>(),
             any::<Option<u128>>(),
         );
-        let texts = (
-            bytes(40),
-            bytes(40),
-            bytes(40),
-            payload,
-            bytes(32),
-            bytes(32),
-        );
+        let texts = (bytes(40), bytes(40), bytes(40), payload, bytes(32));
         (numbers, texts).prop_map(|(numbers, texts)| {
             let (
                 position,
@@ -437,7 +426,7 @@ mod tests {
                 correlation_id,
                 causation_id,
             ) = numbers;
-            let (stream, event_type, actor, payload, prev_hash, hash) = texts;
+            let (stream, event_type, actor, payload, hash) = texts;
             Row {
                 position,
                 stream,
@@ -451,7 +440,6 @@ mod tests {
                 correlation_id,
                 causation_id,
                 payload,
-                prev_hash,
                 hash,
             }
         })
@@ -536,7 +524,6 @@ mod tests {
             correlation_id: 2,
             causation_id: None,
             payload: br#"{"n":1}"#.to_vec(),
-            prev_hash: vec![1; 32],
             hash: vec![2; 32],
         }
     }
@@ -558,7 +545,6 @@ mod tests {
         assert_eq!(canonical.stream, "certification/a-1");
         assert_eq!(canonical.payload, r#"{"n":1}"#);
         assert_eq!(batch.hash(&row), Some(Hash([2; 32])));
-        assert_eq!(batch.prev_hash(&row), Some(Hash([1; 32])));
     }
 
     /// A page with no row is a header and a trailer; the parser is reused
@@ -579,7 +565,7 @@ mod tests {
     #[test]
     fn tuples_that_break_the_schema_are_errors() {
         let good = valid_row().fields();
-        let mut cases = vec![("13 fields", good[..13].to_vec())];
+        let mut cases = vec![("12 fields", good[..12].to_vec())];
         for (column, what) in [
             (1, "stream"),
             (3, "event id"),
@@ -607,7 +593,7 @@ mod tests {
     #[test]
     fn a_negative_length_or_a_critical_flag_is_an_error() {
         let mut output = header(&[]);
-        output.extend_from_slice(&14i16.to_be_bytes());
+        output.extend_from_slice(&13i16.to_be_bytes());
         output.extend_from_slice(&(-2i32).to_be_bytes());
         assert!(parse([&output[..]]).is_err(), "a field length of -2");
         let mut output = PG_COPY_SIGNATURE.to_vec();
