@@ -101,9 +101,12 @@ pub use queries::CASELOAD_PAGE_DEFAULT;
 pub use routes::{
     REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS, REQUESTS_IN_FLIGHT_MAX, openapi_document, router,
 };
+pub use ipnet::IpNet;
 pub use server::{
-    CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_MAX, ConnectionLimits, HANDSHAKE_TIMEOUT_MS,
-    HEADER_READ_TIMEOUT_MS, ServeConfig, ServeError, Server, serve, serve_limited, serve_router,
+    CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_MAX, ClientAddress, ConnectionLimits,
+    HANDSHAKE_TIMEOUT_MS, HEADER_READ_TIMEOUT_MS, PROXY_HEADER_BYTES_MAX, ServeConfig, ServeError,
+    Server, TrustedProxies, parse_proxy_source, serve, serve_behind, serve_limited, serve_router,
+    serve_router_behind,
 };
 pub use state::{
     AppState, Clock, MIN_POSITION_HEADER, POSITION_HEADER, READ_YOUR_WRITES_WAIT_MS,

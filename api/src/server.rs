@@ -1,6 +1,15 @@
 //! [`serve`]: the HTTPS server — rustls with client certificates, one task
 //! per connection, all owned by the server task and stopped by the
 //! shutdown token.
+//!
+//! Behind a load balancer that passes TLS through (docs/deploy.md), every
+//! connection comes from the balancer's address. A balancer named in
+//! [`TrustedProxies`] must then begin each connection with a PROXY protocol
+//! v2 header (HAProxy's `send-proxy-v2`), which tells the client's address:
+//! the per-address limit and the logs use that address. A connection from
+//! a trusted balancer without the header is refused; a connection from any
+//! other address is taken as it comes, so a header it sends is not TLS and
+//! its handshake fails (the header is believed from the balancers only).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -9,7 +18,9 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use ipnet::IpNet;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -75,6 +86,93 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// Longest PROXY protocol v2 header accepted, in bytes: the 16 fixed bytes
+/// and the addresses of an IPv6 connection (36) leave room for the few
+/// type-length-values a balancer may add; a longer one is refused.
+pub const PROXY_HEADER_BYTES_MAX: usize = 1024;
+
+/// The load balancers whose connections begin with a PROXY protocol v2
+/// header (`kiban serve --proxy-protocol-from`); none by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// The balancers in `networks`.
+    pub fn new(networks: Vec<IpNet>) -> TrustedProxies {
+        TrustedProxies(networks)
+    }
+
+    /// Whether a connection from `address` must send the header (an
+    /// IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn trusts(&self, address: IpAddr) -> bool {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|network| network.contains(&address))
+    }
+
+    /// The networks.
+    pub fn networks(&self) -> &[IpNet] {
+        &self.0
+    }
+}
+
+/// Parses a `--proxy-protocol-from` value: a network (`10.0.0.0/24`,
+/// `fd00::/64`) or one address (`127.0.0.1`, taken as `/32` or `/128`).
+pub fn parse_proxy_source(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is neither a network (10.0.0.0/24) nor an address"))
+}
+
+/// Why a trusted balancer's connection was refused.
+#[derive(Debug, thiserror::Error)]
+enum ProxyHeaderError {
+    #[error("no PROXY protocol v2 header from a trusted load balancer")]
+    Missing,
+    #[error("a PROXY protocol v2 header of {0} bytes (at most {PROXY_HEADER_BYTES_MAX})")]
+    TooLong(usize),
+    #[error("an invalid PROXY protocol v2 header: {0}")]
+    Invalid(#[from] ppp::v2::ParseError),
+    #[error("the connection ended in the PROXY protocol header: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads the PROXY protocol v2 header at the start of `tcp` (exactly its
+/// bytes: the TLS handshake follows) and returns the client's address it
+/// names. A `LOCAL` header (the balancer's own connection, e.g. a health
+/// check) or one without IP addresses names the balancer itself: `peer`.
+async fn read_proxy_header(
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+) -> Result<SocketAddr, ProxyHeaderError> {
+    use ppp::v2::{Addresses, Command, Header, PROTOCOL_PREFIX};
+    let mut header = vec![0u8; 16];
+    tcp.read_exact(&mut header).await?;
+    if !header.starts_with(PROTOCOL_PREFIX) {
+        return Err(ProxyHeaderError::Missing);
+    }
+    let length = 16 + usize::from(u16::from_be_bytes([header[14], header[15]]));
+    if length > PROXY_HEADER_BYTES_MAX {
+        return Err(ProxyHeaderError::TooLong(length));
+    }
+    header.resize(length, 0);
+    tcp.read_exact(&mut header[16..]).await?;
+    let parsed = Header::try_from(header.as_slice())?;
+    Ok(match (parsed.command, parsed.addresses) {
+        (Command::Proxy, Addresses::IPv4(ip)) => SocketAddr::from((ip.source_address, ip.source_port)),
+        (Command::Proxy, Addresses::IPv6(ip)) => SocketAddr::from((ip.source_address, ip.source_port)),
+        _ => peer,
+    })
+}
+
+/// The client's address, as each request of a connection carries it (an
+/// extension): the TCP peer, or behind a trusted load balancer the address
+/// its PROXY protocol header named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub SocketAddr);
+
 /// How the server listens.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -132,8 +230,21 @@ pub async fn serve_limited(
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<Server, ServeError> {
+    serve_behind(config, limits, TrustedProxies::default(), state, shutdown).await
+}
+
+/// [`serve_limited`] behind the load balancers in `proxies`, whose
+/// connections begin with a PROXY protocol v2 header.
+pub async fn serve_behind(
+    config: &ServeConfig,
+    limits: ConnectionLimits,
+    proxies: TrustedProxies,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> Result<Server, ServeError> {
     let streams = state.inner.streams.clone();
-    serve_app(config, limits, router(state), Some(streams), shutdown).await
+    let app = router(state);
+    serve_app(config, limits, proxies, app, Some(streams), shutdown).await
 }
 
 /// Serves `app` behind the same listener, TLS and client-certificate stack
@@ -145,12 +256,32 @@ pub async fn serve_router(
     app: axum::Router,
     shutdown: CancellationToken,
 ) -> Result<Server, ServeError> {
-    serve_app(config, ConnectionLimits::default(), app, None, shutdown).await
+    serve_router_behind(
+        config,
+        ConnectionLimits::default(),
+        TrustedProxies::default(),
+        app,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve_router`] with other limits, behind the load balancers in
+/// `proxies`.
+pub async fn serve_router_behind(
+    config: &ServeConfig,
+    limits: ConnectionLimits,
+    proxies: TrustedProxies,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> Result<Server, ServeError> {
+    serve_app(config, limits, proxies, app, None, shutdown).await
 }
 
 async fn serve_app(
     config: &ServeConfig,
     limits: ConnectionLimits,
+    proxies: TrustedProxies,
     app: axum::Router,
     streams: Option<CancellationToken>,
     shutdown: CancellationToken,
@@ -169,6 +300,7 @@ async fn serve_app(
     let task = tokio::spawn(accept_loop(
         listener,
         limits,
+        Arc::new(proxies),
         TlsAcceptor::from(tls),
         app,
         streams,
@@ -180,6 +312,7 @@ async fn serve_app(
 async fn accept_loop(
     listener: TcpListener,
     limits: ConnectionLimits,
+    proxies: Arc<TrustedProxies>,
     acceptor: TlsAcceptor,
     app: axum::Router,
     streams: Option<CancellationToken>,
@@ -189,7 +322,7 @@ async fn accept_loop(
     let slots = Arc::new(Semaphore::new(limits.connections_max));
     let per_address = PerAddress::new(limits.connections_per_address_max);
     loop {
-        let (tcp, peer) = tokio::select! {
+        let (mut tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -205,13 +338,41 @@ async fn accept_loop(
             tracing::debug!("connection refused: connections_max reached");
             continue;
         };
-        let Some(address_slot) = per_address.try_acquire(peer.ip()) else {
-            tracing::debug!("connection refused: connections_per_address_max reached");
+        if !proxies.trusts(peer.ip()) {
+            let Some(address_slot) = per_address.try_acquire(peer.ip()) else {
+                tracing::debug!(client = %peer.ip(), "connection refused: connections_per_address_max reached");
+                continue;
+            };
+            let (acceptor, app, shutdown) = (acceptor.clone(), app.clone(), shutdown.clone());
+            connections.spawn(async move {
+                serve_connection(tcp, peer, limits, acceptor, app, shutdown).await;
+                drop(address_slot);
+                drop(slot);
+            });
             continue;
-        };
+        }
+        // A trusted balancer: the client's address comes in the PROXY
+        // header, read within the handshake's time.
         let (acceptor, app, shutdown) = (acceptor.clone(), app.clone(), shutdown.clone());
+        let per_address = per_address.clone();
         connections.spawn(async move {
-            serve_connection(tcp, limits, acceptor, app, shutdown).await;
+            let header = tokio::time::timeout(
+                limits.handshake_timeout,
+                read_proxy_header(&mut tcp, peer),
+            );
+            let client = match header.await {
+                Ok(Ok(client)) => client,
+                Ok(Err(error)) => {
+                    tracing::debug!(balancer = %peer.ip(), %error, "connection refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let Some(address_slot) = per_address.try_acquire(client.ip()) else {
+                tracing::debug!(client = %client.ip(), "connection refused: connections_per_address_max reached");
+                return;
+            };
+            serve_connection(tcp, client, limits, acceptor, app, shutdown).await;
             drop(address_slot);
             drop(slot);
         });
@@ -292,7 +453,8 @@ fn address_key(address: IpAddr) -> IpAddr {
 }
 
 async fn serve_connection(
-    tcp: tokio::net::TcpStream,
+    tcp: TcpStream,
+    client: SocketAddr,
     limits: ConnectionLimits,
     acceptor: TlsAcceptor,
     app: axum::Router,
@@ -304,7 +466,7 @@ async fn serve_connection(
         // A failed handshake (no trust in the client's CA, a scanner) is the
         // client's problem: nothing to log at warning level.
         Ok(Err(error)) => {
-            tracing::debug!(%error, "TLS handshake failed");
+            tracing::debug!(client = %client.ip(), %error, "TLS handshake failed");
             return;
         }
         Err(_) => return,
@@ -318,6 +480,7 @@ async fn serve_connection(
     );
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(identity.clone());
+        request.extensions_mut().insert(ClientAddress(client));
         app.clone().oneshot(request)
     });
     // Without a timer hyper silently ignores its header-read timeout.
@@ -329,12 +492,240 @@ async fn serve_connection(
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
-                tracing::debug!(%error, "connection ended with an error");
+                tracing::debug!(client = %client.ip(), %error, "connection ended with an error");
             }
         }
         () = shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The PROXY protocol (v2) from trusted load balancers, over real
+    //! loopback TCP and TLS: a raw client writes the header a balancer
+    //! would (`ppp`'s builder), with a made-up client address, then speaks
+    //! TLS; the server's router answers the client address it was given.
+
+    use std::io;
+    use std::sync::Arc;
+
+    use rustls::RootCertStore;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::TlsConnector;
+
+    use super::*;
+
+    /// A server whose every answer is the client address of its request.
+    struct Echo {
+        server: Server,
+        ca: std::path::PathBuf,
+        shutdown: CancellationToken,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn echo(proxies: &[&str], per_address: usize) -> Echo {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = crate::dev_pki(dir.path(), &[]).unwrap();
+        let app = axum::Router::new().fallback(
+            |axum::Extension(ClientAddress(client)): axum::Extension<ClientAddress>| async move {
+                client.ip().to_string()
+            },
+        );
+        let limits = ConnectionLimits {
+            connections_per_address_max: per_address,
+            ..ConnectionLimits::default()
+        };
+        let proxies = TrustedProxies::new(
+            proxies
+                .iter()
+                .map(|p| parse_proxy_source(p).unwrap())
+                .collect(),
+        );
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: pki.tls.clone(),
+        };
+        let shutdown = CancellationToken::new();
+        let server = serve_router_behind(&config, limits, proxies, app, shutdown.clone())
+            .await
+            .unwrap();
+        Echo {
+            server,
+            ca: pki.tls.client_ca.clone(),
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    impl Echo {
+        /// Connects from loopback; with `header`, first writes a PROXY v2
+        /// header naming `header` as the client; then TLS.
+        async fn connect(
+            &self,
+            header: Option<&str>,
+        ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+            let mut tcp = TcpStream::connect(self.server.local_addr).await?;
+            if let Some(client) = header {
+                let client: SocketAddr = client.parse().unwrap();
+                // Both addresses of one family, as a balancer sends them.
+                let server = match (client, self.server.local_addr) {
+                    (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
+                        SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+                    }
+                    (_, server) => server,
+                };
+                let bytes = ppp::v2::Builder::with_addresses(
+                    ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+                    ppp::v2::Protocol::Stream,
+                    (client, server),
+                )
+                .build()?;
+                tcp.write_all(&bytes).await?;
+            }
+            let mut roots = RootCertStore::empty();
+            for certificate in CertificateDer::pem_file_iter(&self.ca).unwrap() {
+                roots.add(certificate.unwrap()).unwrap();
+            }
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            TlsConnector::from(Arc::new(config))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.server.wait().await;
+        }
+    }
+
+    /// Sends one keep-alive request and returns the answer's body (the
+    /// client address the server saw); an error if the server closed.
+    async fn client_address(
+        tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    ) -> io::Result<String> {
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 1024];
+        loop {
+            let read = tls.read(&mut buffer).await?;
+            if read == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+            }
+            answer.extend_from_slice(&buffer[..read]);
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|l| l.trim().parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return Ok(body.to_owned());
+                }
+            }
+        }
+    }
+
+    /// Connects (with the header) and asks; an error if refused at any
+    /// point (TCP, the header, TLS or the request).
+    async fn ask(echo: &Echo, header: Option<&str>) -> io::Result<String> {
+        let mut tls = echo.connect(header).await?;
+        client_address(&mut tls).await
+    }
+
+    #[tokio::test]
+    async fn a_trusted_balancers_header_names_the_client_and_the_per_address_limit_counts_it() {
+        let echo = echo(&["127.0.0.1/32"], 2).await;
+        let mut first = echo.connect(Some("203.0.113.7:40000")).await.unwrap();
+        assert_eq!(client_address(&mut first).await.unwrap(), "203.0.113.7");
+        let mut second = echo.connect(Some("203.0.113.7:40001")).await.unwrap();
+        assert_eq!(client_address(&mut second).await.unwrap(), "203.0.113.7");
+        // Both are open: a third from the same client is over its limit of
+        // two, although the balancer itself has only two connections.
+        let third = ask(&echo, Some("203.0.113.7:40002")).await;
+        assert!(third.is_err(), "a third connection of 203.0.113.7: {third:?}");
+        // Another client behind the same balancer is not.
+        assert_eq!(
+            ask(&echo, Some("198.51.100.9:1")).await.unwrap(),
+            "198.51.100.9"
+        );
+        // An IPv6 client, counted as its /64.
+        assert_eq!(
+            ask(&echo, Some("[2001:db8::1]:443")).await.unwrap(),
+            "2001:db8::1"
+        );
+        // Once one closes, the client connects again.
+        drop(first);
+        let again = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Ok(address) = ask(&echo, Some("203.0.113.7:40003")).await {
+                    return address;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("a slot of 203.0.113.7 is free again");
+        assert_eq!(again, "203.0.113.7");
+        drop(second);
+        echo.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_trusted_balancer_without_the_header_is_refused() {
+        let echo = echo(&["127.0.0.1"], 256).await;
+        let refused = ask(&echo, None).await;
+        assert!(refused.is_err(), "{refused:?}");
+        // With the header, the same address is served.
+        assert_eq!(
+            ask(&echo, Some("192.0.2.1:5000")).await.unwrap(),
+            "192.0.2.1"
+        );
+        echo.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_header_from_an_untrusted_address_is_refused_and_its_own_address_counts() {
+        let echo = echo(&["10.0.0.0/8"], 1).await;
+        let refused = ask(&echo, Some("203.0.113.7:40000")).await;
+        assert!(refused.is_err(), "{refused:?}");
+        // Without a header it is a client like any other, with its own
+        // address, under its own limit of one.
+        let mut direct = echo.connect(None).await.unwrap();
+        assert_eq!(client_address(&mut direct).await.unwrap(), "127.0.0.1");
+        let second = ask(&echo, None).await;
+        assert!(second.is_err(), "a second connection of 127.0.0.1: {second:?}");
+        drop(direct);
+        echo.stop().await;
+    }
+
+    #[test]
+    fn proxy_sources_are_networks_or_addresses() {
+        assert_eq!(
+            parse_proxy_source("10.0.1.0/24").unwrap().to_string(),
+            "10.0.1.0/24"
+        );
+        assert_eq!(
+            parse_proxy_source("127.0.0.1").unwrap().to_string(),
+            "127.0.0.1/32"
+        );
+        assert_eq!(parse_proxy_source("fd00::1").unwrap().to_string(), "fd00::1/128");
+        assert!(parse_proxy_source("a balancer").is_err());
+        let proxies = TrustedProxies::new(vec![parse_proxy_source("127.0.0.1").unwrap()]);
+        assert!(proxies.trusts("127.0.0.1".parse().unwrap()));
+        assert!(proxies.trusts("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!proxies.trusts("127.0.0.2".parse().unwrap()));
     }
 }

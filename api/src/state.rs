@@ -31,7 +31,9 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 pub type WriterProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<u64, String>> + Send + Sync>;
 
 /// Live office updates from outside this process, as an office may see
-/// them: given the office and a position, its events after that position,
+/// them: given the office, a position and whether the stream is the
+/// office's web screen (which also gets the consent events naming the
+/// office), its events after that position,
 /// each once and in order, and then live; the stream ends with an error
 /// (after which the client resumes). Given by the system in an API process
 /// (`kiban_bus::fanout` over NATS); without it, each update stream follows
@@ -40,6 +42,7 @@ pub type UpdateFeed = Arc<
     dyn Fn(
             kiban_events::ids::OfficeNumber,
             u64,
+            bool,
         )
             -> futures::stream::BoxStream<'static, Result<Arc<kiban_events::RecordedEvent>, String>>
         + Send

@@ -156,7 +156,7 @@ pub(crate) fn office_sse_checked(
         }
     };
     let events = match state.inner.update_feed.clone() {
-        Some(feed) => fed(state, feed, office, after, to_event, terminal),
+        Some(feed) => fed(state, feed, office, after, to_event, terminal, own_consents),
         None => subscribed(state, office, after, to_event, terminal, own_consents),
     };
     Sse::new(events.take_until(stop)).keep_alive(KeepAlive::default())
@@ -221,7 +221,8 @@ enum Fed {
 
 /// The stream of a process with an [`UpdateFeed`] (an API process): the
 /// office's updates as the feed gives them (what the routing sends the
-/// office, docs/deploy.md). An office terminal is checked before each
+/// office, docs/deploy.md; with `own_consents`, the screen's, also the
+/// consent events naming the office). An office terminal is checked before each
 /// update and every [`TERMINAL_RECHECK_SECS`]; the stream ends once it no
 /// longer passes [`check_terminal`], or when the feed fails (the client
 /// resumes with `Last-Event-ID`).
@@ -232,12 +233,13 @@ fn fed(
     after: u64,
     to_event: fn(&RecordedEvent) -> Event,
     terminal: Option<(TerminalId, String)>,
+    own_consents: bool,
 ) -> BoxStream<'static, Result<Event, Infallible>> {
     let rechecks = futures::stream::unfold((), |()| async {
         tokio::time::sleep(Duration::from_secs(TERMINAL_RECHECK_SECS)).await;
         Some((Fed::Recheck, ()))
     });
-    let updates = feed(office.clone(), after).map(Fed::Update);
+    let updates = feed(office.clone(), after, own_consents).map(Fed::Update);
     let terminal = Arc::new(terminal);
     futures::stream::select(updates, rechecks)
         .take_while(move |item| {

@@ -94,11 +94,5 @@ pub async fn offices_entitled(
 /// Whether `event` is a consent event (`insured.consent_given`,
 /// `insured.consent_revoked`, `insured.consent_expired`) naming `office`.
 pub fn names_office_in_consent(event: &RecordedEvent, office: &OfficeNumber) -> bool {
-    matches!(
-        event.event_type.as_str(),
-        "insured.consent_given" | "insured.consent_revoked" | "insured.consent_expired"
-    ) && event
-        .payload
-        .parse::<serde_json::Value>()
-        .is_ok_and(|payload| payload["office"].as_str() == Some(office.as_str()))
+    kiban_events::domain::insured::consent_office(event).as_ref() == Some(office)
 }

@@ -8,6 +8,11 @@
 //! a broadcast channel, and dropped with the office's last stream; nothing
 //! in the process follows the store per connection.
 //!
+//! The subscription is to `kiban.offices.<office>.*`: the office's updates
+//! and the consent events naming it (`kiban.offices.<office>.consents`),
+//! which only the office's web screen gets (`own_consents`: its care-plan
+//! page waits for the person's consent), never its API stream.
+//!
 //! [`follow_office`] makes one office's exact stream of the events after a
 //! position out of that subscription and a bounded replay from the store:
 //!
@@ -17,7 +22,8 @@
 //!    cluster after the `SUB`);
 //! 2. read the store's head `H`, and replay `(after, H]` from the store,
 //!    keeping the events the same [`Entitlements`] give the office (what
-//!    the routing sent, or would send);
+//!    the routing sent, or would send), and with `own_consents` the consent
+//!    events naming it;
 //! 3. then take live updates, dropping any at or below the last position
 //!    sent (everything up to `H` came from the replay; the routing repeats
 //!    the end of its last batch after a restart or an engine fail-over).
@@ -39,6 +45,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use kiban_events::domain::insured::consent_office;
 use kiban_events::ids::OfficeNumber;
 use kiban_events::{Position, RecordedEvent};
 use kiban_store::{EventStore, Subscription};
@@ -48,7 +55,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::Error;
 use crate::routing::Entitlements;
-use crate::subjects::office_updates_subject;
+use crate::subjects::office_feed_filter;
 
 /// How long a new subscription (and a resubscription after a reconnect)
 /// waits before the stream relies on it: the time NATS takes to make a new
@@ -202,7 +209,7 @@ impl OfficeFeeds {
             None => {
                 let subscriber = self
                     .client
-                    .subscribe(office_updates_subject(office))
+                    .subscribe(office_feed_filter(office))
                     .await
                     .map_err(|error| {
                         Error::Unavailable(format!("subscribing to an office's updates: {error}"))
@@ -271,6 +278,8 @@ struct Follow<S, E> {
     store: S,
     entitlements: E,
     office: OfficeNumber,
+    /// Whether the consent events naming the office are sent (its screen).
+    own_consents: bool,
     subscription: OfficeSubscription,
     /// The last position sent (or skipped as not the office's).
     last: Position,
@@ -281,7 +290,8 @@ struct Follow<S, E> {
     started: bool,
 }
 
-/// The events `office` may see after position `after`, each once and in
+/// The events `office` may see after position `after` (with
+/// `own_consents`, also the consent events naming it), each once and in
 /// order, live: see the module documentation. Ends with an error when NATS,
 /// the store or the entitlements fail, or a replay would be too long.
 pub fn follow_office<S, E>(
@@ -290,6 +300,7 @@ pub fn follow_office<S, E>(
     entitlements: E,
     office: OfficeNumber,
     after: Position,
+    own_consents: bool,
 ) -> impl Stream<Item = Result<Arc<RecordedEvent>, FollowError>> + Send + 'static
 where
     S: EventStore + 'static,
@@ -302,6 +313,7 @@ where
             store,
             entitlements,
             office,
+            own_consents,
             subscription,
             last: after,
             replay: None,
@@ -343,7 +355,9 @@ impl<S: EventStore, E: Entitlements> Follow<S, E> {
                     self.replay = None;
                 }
                 self.last = event.position;
-                if entitled(&self.entitlements, &self.office, &event).await? {
+                if self.own_consent(&event)
+                    || entitled(&self.entitlements, &self.office, &event).await?
+                {
                     return Ok(Arc::new(event));
                 }
                 continue;
@@ -368,8 +382,13 @@ impl<S: EventStore, E: Entitlements> Follow<S, E> {
             }
             match update {
                 Some(Ok(event)) if event.position > self.last => {
-                    self.last = event.position;
-                    return Ok(event);
+                    // A consent event came on the consents subject: for
+                    // the office's screen only.
+                    let consent = consent_office(&event).is_some();
+                    if !consent || self.own_consent(&event) {
+                        self.last = event.position;
+                        return Ok(event);
+                    }
                 }
                 Some(Err(broadcast::error::RecvError::Lagged(_))) => self.begin_replay().await?,
                 Some(Err(broadcast::error::RecvError::Closed)) => {
@@ -378,6 +397,12 @@ impl<S: EventStore, E: Entitlements> Follow<S, E> {
                 Some(Ok(_)) | None => {}
             }
         }
+    }
+
+    /// Whether `event` is a consent event naming the office, and the stream
+    /// sends those.
+    fn own_consent(&self, event: &RecordedEvent) -> bool {
+        self.own_consents && consent_office(event).as_ref() == Some(&self.office)
     }
 
     /// Replays `(last, head]` from the store (nothing when the stream is at

@@ -5,7 +5,10 @@
 //! care-plan office, the insurer's sharing enabled — rules that belong to the
 //! domain and come in through the trait), and sends the event to each of them
 //! through an [`OfficeSink`]: NATS (`kiban.offices.<office>.updates`,
-//! [`NatsOfficeSink`]) or the in-process bus.
+//! [`NatsOfficeSink`]) or the in-process bus. A consent event goes to the
+//! office it names on `kiban.offices.<office>.consents` instead, which only
+//! API processes read, for that office's web screen (its care-plan page
+//! waits for the person's consent); offices' own subscribers never get it.
 //!
 //! Delivery to offices is live and at least once across restarts: the
 //! checkpoint is saved after each batch has been flushed to the server, so a
@@ -25,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::relay::{Checkpoints, POSITION_HEADER};
-use crate::subjects::office_updates_subject;
+use crate::subjects::{office_consents_subject, office_updates_subject};
 
 /// The routing's checkpoint name.
 pub const ROUTING_CHECKPOINT: &str = "office-routing";
@@ -57,6 +60,18 @@ pub trait OfficeSink: Send + Sync {
         event: &Arc<RecordedEvent>,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Sends a consent event to the screen of the office it names (not to
+    /// the office's feed); by default nowhere (a process without API
+    /// processes to feed: its screens follow its own store).
+    fn send_own_consent(
+        &self,
+        office: &OfficeNumber,
+        event: &Arc<RecordedEvent>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (office, event);
+        async { Ok(()) }
+    }
+
     /// Returns once everything sent has left this process.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;
 }
@@ -74,15 +89,29 @@ impl NatsOfficeSink {
     }
 }
 
-impl OfficeSink for NatsOfficeSink {
-    async fn send(&self, office: &OfficeNumber, event: &Arc<RecordedEvent>) -> Result<()> {
+impl NatsOfficeSink {
+    async fn publish(&self, subject: String, event: &Arc<RecordedEvent>) -> Result<()> {
         let mut headers = HeaderMap::new();
         headers.insert(POSITION_HEADER, event.position.to_string().as_str());
         let body = serde_json::to_vec(event.as_ref()).expect("a recorded event serialises");
         self.client
-            .publish_with_headers(office_updates_subject(office), headers, body.into())
+            .publish_with_headers(subject, headers, body.into())
             .await
             .map_err(|error| Error::from_nats("publishing an office update", error))
+    }
+}
+
+impl OfficeSink for NatsOfficeSink {
+    async fn send(&self, office: &OfficeNumber, event: &Arc<RecordedEvent>) -> Result<()> {
+        self.publish(office_updates_subject(office), event).await
+    }
+
+    async fn send_own_consent(
+        &self,
+        office: &OfficeNumber,
+        event: &Arc<RecordedEvent>,
+    ) -> Result<()> {
+        self.publish(office_consents_subject(office), event).await
     }
 
     async fn flush(&self) -> Result<()> {
@@ -127,6 +156,9 @@ where
             let event = Arc::new(event.map_err(|error| Error::Source(error.to_string()))?);
             for office in entitlements.offices_for(&event).await? {
                 sink.send(&office, &event).await?;
+            }
+            if let Some(office) = kiban_events::domain::insured::consent_office(&event) {
+                sink.send_own_consent(&office, &event).await?;
             }
             last = Some(event.position);
         }

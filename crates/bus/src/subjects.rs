@@ -6,6 +6,7 @@
 //! | `kiban.receipts.<insurer>` | the ingest consumer | that municipality | — (core NATS) |
 //! | `kiban.events.<insurer>.<event type>.<stream id>` | the outbox relay | kiban services, auditors | [`EVENTS_STREAM`] |
 //! | `kiban.offices.<office>.updates` | office routing | that office | — (core NATS) |
+//! | `kiban.offices.<office>.consents` | office routing | API processes (that office's screens) | — (core NATS) |
 //! | `kiban.writer.append` | API and engine processes (request) | the writer, queue group [`WRITER_QUEUE_GROUP`] | — (core NATS request/reply) |
 //! | `kiban.checkpoints.<name>` | the writing engine | the engine that becomes the writer | [`CHECKPOINTS_STREAM`] (last message per subject) |
 //! | `_INBOX_KIBAN.>` ([`KIBAN_INBOX_PREFIX`]) | JetStream, the writer (replies) | kiban's own connections | — |
@@ -126,6 +127,21 @@ pub fn all_office_updates_filter() -> String {
 /// `kiban.offices.<office>.updates`: the updates one office may see.
 pub fn office_updates_subject(office: &OfficeNumber) -> String {
     format!("kiban.offices.{office}.updates")
+}
+
+/// `kiban.offices.<office>.consents`: the consent events naming the office
+/// (given, revoked, expired), for its web screen's care-plan page only. Not
+/// for the office's own subscribers: its NATS user may read only
+/// [`office_updates_subject`].
+pub fn office_consents_subject(office: &OfficeNumber) -> String {
+    format!("kiban.offices.{office}.consents")
+}
+
+/// `kiban.offices.<office>.*`: an API process's one subscription per office
+/// ([`office_updates_subject`] and [`office_consents_subject`], in the
+/// order the routing published them).
+pub fn office_feed_filter(office: &OfficeNumber) -> String {
+    format!("kiban.offices.{office}.*")
 }
 
 /// `kiban.events.<insurer>.<event type>.<stream id>`: where the relay

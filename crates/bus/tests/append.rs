@@ -164,7 +164,7 @@ accounts {
       { user: "kiban-engine", password: "secret" }
       { user: "kiban-api", password: "secret", permissions: {
           publish:   { allow: ["kiban.writer.append"] },
-          subscribe: { allow: ["_INBOX_KIBAN.>", "kiban.offices.*.updates"] } } }
+          subscribe: { allow: ["_INBOX_KIBAN.>", "kiban.offices.*.*"] } } }
       { user: "office-1312345678", password: "secret", permissions: {
           publish:   { deny: ">" },
           subscribe: { allow: ["kiban.offices.1312345678.updates"] } } }

@@ -84,6 +84,14 @@ async fn an_office_cannot_subscribe_to_another_office_and_a_municipality_cannot_
         .unwrap();
     let error = violation(&mut office_a_errors, OFFICE_B).await;
     assert!(error.to_lowercase().contains("subscription"), "{error}");
+    // Nor the consents subject of its own number: the consent events
+    // naming it go to kiban's API processes only (its web screen).
+    let _consents = office_a
+        .subscribe(format!("kiban.offices.{OFFICE_A}.consents"))
+        .await
+        .unwrap();
+    let error = violation(&mut office_a_errors, "consents").await;
+    assert!(error.to_lowercase().contains("subscription"), "{error}");
     office_a.flush().await.unwrap();
 
     // kiban publishes to both offices; office A gets only its own.
@@ -343,7 +351,7 @@ async fn an_office_stream_repairs_from_the_store_what_it_missed_while_its_nats_n
     };
     let feeds = OfficeFeeds::new(follower.clone());
     let office = OfficeNumber::parse(OFFICE_A).unwrap();
-    let mut updates = Box::pin(follow_office(&feeds, store.clone(), ByPayload, office, 0));
+    let mut updates = Box::pin(follow_office(&feeds, store.clone(), ByPayload, office, 0, false));
     let stream = StreamName::parse("certification/131016-0000012345-1").unwrap();
     let append = |office: &'static str| {
         let store = store.clone();

@@ -73,6 +73,20 @@ pub struct ApiArgs {
     /// that a refreshed file takes effect at once.
     #[arg(long, requires = "card_ca", value_name = "FILE")]
     pub card_crl: Option<PathBuf>,
+    /// A load balancer's address or network (`10.0.1.5`, `10.0.1.0/24`)
+    /// whose connections begin with a PROXY protocol v2 header giving the
+    /// client's address (HAProxy `send-proxy-v2`; docs/deploy.md); repeat,
+    /// or separate by commas. A connection from there without the header
+    /// is refused; other addresses connect directly, and a header they
+    /// send is refused.
+    #[arg(
+        long,
+        env = "KIBAN_PROXY_PROTOCOL_FROM",
+        value_name = "NETWORK",
+        value_delimiter = ',',
+        value_parser = kiban_api::parse_proxy_source
+    )]
+    pub proxy_protocol_from: Vec<kiban_api::IpNet>,
 }
 
 impl ApiArgs {
@@ -141,10 +155,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .role(args.role)
         .bus(bus)
         .api(api)
+        .proxy_protocol_from(kiban_api::TrustedProxies::new(
+            args.api.proxy_protocol_from.clone(),
+        ))
         .checkpoint_signing(signing)
         .start()
         .await?;
-    print_banner(&system, &database_url, &card_consent).await?;
+    print_banner(&system, &database_url, &card_consent, &args.api.proxy_protocol_from).await?;
     let outcome = wait_for_ctrl_c(&mut system).await;
     println!("stopping: finishing the work in flight");
     system.shutdown().await;
@@ -155,6 +172,7 @@ async fn print_banner(
     system: &System,
     database_url: &str,
     card_consent: &str,
+    proxy_networks: &[kiban_api::IpNet],
 ) -> anyhow::Result<()> {
     let head = system.store.head().await?;
     println!(
@@ -182,6 +200,10 @@ async fn print_banner(
         kiban_engine::TICK_INTERVAL_MS / 1000
     );
     println!("{card_consent}");
+    if !proxy_networks.is_empty() {
+        let networks: Vec<String> = proxy_networks.iter().map(ToString::to_string).collect();
+        println!("PROXY protocol v2 required from {}", networks.join(", "));
+    }
     let lines = system.curl_examples();
     if let Some(dev) = api.dev.as_ref().filter(|_| !lines.is_empty()) {
         println!(

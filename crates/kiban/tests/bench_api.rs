@@ -1,6 +1,7 @@
 //! `kiban bench api` runs end to end (a scratch SQLite store, the real API
 //! over HTTPS with client certificates, the trivial ceiling handler) and its
-//! JSON line carries the promised figures. Nothing here asserts a speed:
+//! JSON line carries the promised figures; so does `kiban bench cluster`
+//! (real processes behind HAProxy). Nothing here asserts a speed:
 //! benchmarks are programs, not tests.
 
 mod common;
@@ -75,4 +76,58 @@ fn bench_api_runs_end_to_end_and_reports_the_promised_keys() {
         assert!(kinds[kind]["requests"].as_u64().unwrap() > 0, "{kind}");
     }
     assert!(stdout.contains("ceiling (trivial handler, same TLS)"));
+}
+
+/// `kiban bench cluster` runs end to end — PostgreSQL, a private
+/// nats-server, an engine and three API processes (this binary) behind
+/// HAProxy with `deploy/haproxy.cfg` — and its JSON line carries the
+/// promised figures. Needs `KIBAN_TEST_DATABASE_URL`, nats-server on the
+/// PATH and haproxy (`scripts/test` provides them).
+#[test]
+fn bench_cluster_runs_end_to_end_and_reports_the_promised_keys() {
+    let database = std::env::var("KIBAN_TEST_DATABASE_URL")
+        .expect("KIBAN_TEST_DATABASE_URL (run through scripts/test)");
+    let haproxy = std::env::var("KIBAN_TEST_HAPROXY").unwrap_or_else(|_| "haproxy".to_owned());
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy.cfg");
+    let (report, stdout) = common::run_for_json(&[
+        "bench",
+        "cluster",
+        "--database-url",
+        &database,
+        "--haproxy",
+        &haproxy,
+        "--haproxy-config",
+        config,
+        "--persons",
+        "60",
+        "--offices",
+        "4",
+        "--connections",
+        "4",
+        "--duration",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(report["bench"], "cluster");
+    // The run fails on any non-2xx answer, and checks that every logged
+    // read and command appended exactly one event.
+    assert_eq!(report["errors"], 0);
+    let by_processes = report["by_processes"].as_array().unwrap();
+    assert_eq!(by_processes.len(), 3);
+    for (n, figures) in by_processes.iter().enumerate() {
+        assert_eq!(figures["api_processes"], n + 1);
+        assert!(figures["rps_median"].as_f64().unwrap() > 0.0, "{figures}");
+    }
+    assert_eq!(report["runs"].as_array().unwrap().len(), 3);
+    for phase in ["logged_read", "command"] {
+        assert!(report[phase]["operations"].as_u64().unwrap() > 0, "{phase}");
+        assert!(
+            report[phase]["engine_cpu_ms"].as_f64().unwrap() >= 0.0,
+            "{phase}"
+        );
+    }
+    assert!(report["writer_failover_ms"].as_f64().unwrap() > 0.0);
+    assert!(stdout.contains("writer fail-over (kill -9 → first command answered)"));
 }

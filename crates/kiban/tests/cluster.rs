@@ -76,6 +76,10 @@ const WORKERS: u64 = 4;
 const OPS_PER_WORKER_MAX: usize = 1500;
 /// Commands committed between two phases of the test.
 const COMMANDS_PER_PHASE: u64 = 40;
+/// Where the test's direct clients of an API process behind HAProxy
+/// connect from: a loopback address other than HAProxy's, so that the
+/// process does not expect a PROXY protocol header from them.
+const DIRECT_SOURCE: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 /// A generous bound on the writer's fail-over, only to turn a hang into a
 /// failure.
 const FAILOVER_MAX: Duration = Duration::from_secs(60);
@@ -172,7 +176,7 @@ async fn cluster_office_updates_reach_an_api_process_through_nats_and_resume_exa
     let mut engine = Proc::engine(&dir, "engine", &database.url, &nats).await;
     engine.wait_for_line("Ctrl-C to stop").await;
     let api_dir = dir.path().join("api");
-    let mut api = Proc::api(&dir, "api", &database.url, &nats.url(), &api_dir).await;
+    let mut api = Proc::api(&dir, "api", &database.url, &nats.url(), &api_dir, false).await;
     let base = api.wait_for_api().await;
     let pki = kiban_system::dev_pki::dev_certificates(&api_dir.join("certs")).unwrap();
     let balancer = Balancer::new(&pki, std::slice::from_ref(&base));
@@ -280,6 +284,168 @@ async fn cluster_office_updates_reach_an_api_process_through_nats_and_resume_exa
     database.drop_it().await;
 }
 
+/// The office's web screen (`/ui/events`) on an API process gets the
+/// consent events naming its own office — its care-plan page waits for
+/// them — as in one process (`--role all`), though they are not in the
+/// office's NATS feed: the routing sends them to API processes on
+/// `kiban.offices.<office>.consents`. Not another office's consent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_office_screen_on_an_api_process_gets_its_own_offices_consents() {
+    let nats = Nats::One(kiban_bus::testing::NatsServer::start().await.unwrap());
+    let database = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let persons = seed(&database.url).await;
+    let mut engine = Proc::engine(&dir, "engine", &database.url, &nats).await;
+    engine.wait_for_line("Ctrl-C to stop").await;
+    let api_dir = dir.path().join("api");
+    let mut api = Proc::api(&dir, "api", &database.url, &nats.url(), &api_dir, false).await;
+    let base = api.wait_for_api().await;
+    let pki = kiban_system::dev_pki::dev_certificates(&api_dir.join("certs")).unwrap();
+    let balancer = Balancer::new(&pki, std::slice::from_ref(&base));
+    let (federation, office_client) = (
+        balancer.client(0, &federation()),
+        balancer.client(0, &office()),
+    );
+    let screen = screen_session(&pki, &base, &database.url).await;
+    let mut events = bounded(
+        "the screen's update stream",
+        screen.client.get(format!("{base}/ui/events")).header("cookie", &screen.cookies).send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(events.status(), 200);
+
+    let insurer = InsurerNumber::parse(INSURER).unwrap();
+    let consent_to = |office: &str| ConsentRecord {
+        office: office.to_owned(),
+        terminal: "T-01".to_owned(),
+        expires_at: Utc::now() + chrono::Duration::days(365),
+    };
+    let store = kiban_system::open_store(&database.url).await.unwrap();
+    let head = store.head().await.unwrap().position;
+    // Another office's consent: not this screen's.
+    federation
+        .give_consent(&insurer, &persons[0], &consent_to("1399999999"))
+        .await
+        .unwrap();
+    let own = federation
+        .give_consent(&insurer, &persons[0], &consent_to(OFFICE))
+        .await
+        .unwrap();
+    let application = ProxyApplication {
+        kind: ApplicationKind::Change,
+        applied_on: Utc::now().date_naive(),
+    };
+    let filed = office_client
+        .file_application(&insurer, &persons[0], &application)
+        .await
+        .unwrap();
+    let routed = routed_between(&store, head, max_position(&filed)).await;
+    assert!(!routed.is_empty(), "an application is routed to the office");
+    let mut expected = vec![max_position(&own)];
+    expected.extend(routed);
+    let last = *expected.last().unwrap();
+    let mut buffer = String::new();
+    let received = bounded("the screen's events", async {
+        let mut ids: Vec<u64> = Vec::new();
+        while ids.last().is_none_or(|id| *id < last) {
+            let chunk = events.chunk().await.unwrap().expect("the stream stays open");
+            buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                ids.extend(
+                    block
+                        .lines()
+                        .filter_map(|line| line.strip_prefix("id:"))
+                        .map(|id| id.trim().parse::<u64>().unwrap()),
+                );
+            }
+        }
+        ids
+    })
+    .await;
+    assert_eq!(
+        received, expected,
+        "the own office's consent, then the routed updates"
+    );
+    drop(events);
+    store.close().await;
+    drop(engine);
+    drop(api);
+    database.drop_it().await;
+}
+
+/// A staff member's signed-in web screen at the office terminal T-01.
+struct Screen {
+    client: reqwest::Client,
+    /// The `Cookie` header of the session.
+    cookies: String,
+}
+
+/// Adds a staff account with `kiban admin staff add`, and signs in through
+/// `/ui/login` (its CSRF token and cookie, then the session cookie).
+async fn screen_session(pki: &kiban_api::DevPki, base: &str, database_url: &str) -> Screen {
+    let password = "a long enough password";
+    let added = Command::new(KIBAN)
+        .args(["admin", "staff", "add", "--database-url", database_url])
+        .args(["--office", OFFICE, "--user", "sato.care"])
+        .env("KIBAN_STAFF_PASSWORD", password)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let identity = reqwest::Identity::from_pem(
+        &std::fs::read(&pki.client(&office()).expect("dev principal").pem).unwrap(),
+    )
+    .unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&pki.tls.client_ca).unwrap()).unwrap(),
+        )
+        .identity(identity)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookies_of = |response: &reqwest::Response| -> String {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|value| value.to_str().ok()?.split(';').next())
+            .filter(|pair| !pair.ends_with('='))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let page = client.get(format!("{base}/ui/login")).send().await.unwrap();
+    let login_cookie = cookies_of(&page);
+    let html = page.text().await.unwrap();
+    let marker = format!("name=\"{}\" value=\"", kiban_api::ui::CSRF_FIELD);
+    let token = html
+        .split_once(&marker)
+        .and_then(|(_, rest)| rest.split('"').next())
+        .expect("the login form carries its CSRF token")
+        .to_owned();
+    let signed_in = client
+        .post(format!("{base}/ui/login"))
+        .header("cookie", login_cookie)
+        .form(&[
+            (kiban_api::ui::CSRF_FIELD, token.as_str()),
+            ("user", "sato.care"),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303, "signed in");
+    let cookies = cookies_of(&signed_in);
+    assert!(
+        cookies.contains(kiban_api::ui::SESSION_COOKIE),
+        "{cookies}"
+    );
+    Screen { client, cookies }
+}
+
 fn max_position(accepted: &kiban_api::CommandAccepted) -> u64 {
     accepted.positions.iter().copied().max().unwrap_or(0)
 }
@@ -381,11 +547,11 @@ async fn scenario(mut nats: Nats) {
     // API processes share one data directory, hence one development PKI
     // (the first creates it); started one after the other.
     let api_dir = dir.path().join("api");
-    let mut api_1 = Proc::api(&dir, "api-1", &database.url, &nats.url(), &api_dir).await;
+    let mut api_1 = Proc::api(&dir, "api-1", &database.url, &nats.url(), &api_dir, true).await;
     let base_1 = api_1.wait_for_api().await;
-    let mut api_2 = Proc::api(&dir, "api-2", &database.url, &nats.url(), &api_dir).await;
+    let mut api_2 = Proc::api(&dir, "api-2", &database.url, &nats.url(), &api_dir, true).await;
     let base_2 = api_2.wait_for_api().await;
-    let mut api_3 = Proc::api(&dir, "api-3", &database.url, &nats.url(), &api_dir).await;
+    let mut api_3 = Proc::api(&dir, "api-3", &database.url, &nats.url(), &api_dir, true).await;
     let base_3 = api_3.wait_for_api().await;
 
     // Every request of the load goes through HAProxy with deploy/'s
@@ -393,7 +559,6 @@ async fn scenario(mut nats: Nats) {
     let pki = kiban_system::dev_pki::dev_certificates(&api_dir.join("certs")).unwrap();
     let haproxy = Haproxy::start(&dir, &pki, &[&base_1, &base_2, &base_3]).await;
     let balancer = Arc::new(Balancer::new(&pki, std::slice::from_ref(&haproxy.base)));
-    let direct_1 = Balancer::new(&pki, std::slice::from_ref(&base_1));
     let ready = balancer.client(0, &federation()).readyz().await.unwrap();
     assert!(ready.contains("writer reachable"), "{ready}");
     let municipality = tokio::spawn(run_municipality(
@@ -562,15 +727,28 @@ async fn scenario(mut nats: Nats) {
     // With no engine left, the API process says it is not ready (and
     // why) instead of accepting writes it cannot commit.
     engine_2.kill_9().await;
-    let refused = direct_1.client(0, &federation()).readyz().await;
-    match refused {
-        Err(ClientError::Problem(problem)) => {
-            assert_eq!(problem.status, 503, "{problem:?}");
-            assert_eq!(problem.type_uri, "urn:kiban:problem:unavailable");
-            assert!(problem.detail.contains("writer"), "{problem:?}");
-        }
-        other => panic!("expected 503 from /readyz without a writer, got {other:?}"),
-    }
+    // Directly, not through HAProxy (which takes the process out), and
+    // from an address the process does not expect a PROXY header from.
+    let direct = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&pki.tls.client_ca).unwrap()).unwrap(),
+        )
+        .local_address(DIRECT_SOURCE)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let refused = direct
+        .get(format!("{base_1}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:kiban:problem:unavailable", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("writer"),
+        "{problem}"
+    );
     for outcome in outcomes.iter().filter(|o| o.result.is_err()) {
         eprintln!(
             "  error inside a window: {:?} on api {}: {}",
@@ -1270,8 +1448,9 @@ impl Proc {
         database_url: &str,
         nats_url: &str,
         data_dir: &Path,
+        behind_haproxy: bool,
     ) -> Proc {
-        let args = [
+        let mut args = vec![
             "--role",
             "api",
             "--database-url",
@@ -1281,6 +1460,12 @@ impl Proc {
             "--listen",
             "127.0.0.1:0",
         ];
+        // HAProxy (deploy/haproxy.cfg) connects from 127.0.0.1 and sends
+        // the PROXY protocol header; direct clients of these processes
+        // connect from another loopback address ([`DIRECT_SOURCE`]).
+        if behind_haproxy {
+            args.extend(["--proxy-protocol-from", "127.0.0.1/32"]);
+        }
         Proc::start(dir, name, &args, data_dir).await
     }
 

@@ -199,6 +199,45 @@ pub enum BenchCommand {
     },
     /// Read, verify and rebuild every projection from a log of synthetic
     /// workflow events (再生): events/s per phase and memory.
+    /// Many kiban processes, one history (issue 20): one `--role engine`
+    /// and 1, 2, 3 `--role api` processes behind HAProxy
+    /// (`deploy/haproxy.cfg`), on PostgreSQL and NATS; logged reads and
+    /// commands through the balancer, the engine's CPU per operation, and
+    /// the writer's fail-over (docs/benchmarks.md).
+    Cluster {
+        /// The PostgreSQL server (a scratch database is created on it).
+        #[arg(long, env = "KIBAN_BENCH_DATABASE_URL")]
+        database_url: String,
+        /// A nats-server with JetStream; without it a private one
+        /// (`nats-server` on the PATH or `KIBAN_NATS_SERVER`).
+        #[arg(long)]
+        nats_url: Option<String>,
+        /// The HAProxy binary.
+        #[arg(long, default_value = "haproxy")]
+        haproxy: String,
+        /// The HAProxy configuration.
+        #[arg(long, default_value = "deploy/haproxy.cfg")]
+        haproxy_config: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        persons: u64,
+        #[arg(long, default_value_t = 200)]
+        offices: u64,
+        /// Keep-alive connections (one of four sends commands).
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds measured per phase.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// The open-loop rate as a share of the closed-loop rate.
+        #[arg(long, default_value_t = 50)]
+        open_loop_percent: u64,
+        /// Rounds of N = 1, 2, 3 API processes (the median per N is
+        /// reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: u64,
+        #[arg(long)]
+        json: bool,
+    },
     Replay(ReplayArgs),
 }
 
@@ -340,6 +379,33 @@ pub async fn bench(bench: BenchCommand) -> anyhow::Result<ExitCode> {
                 open_loop_percent,
             };
             crate::bench_api::run(options, json).await
+        }
+        BenchCommand::Cluster {
+            database_url,
+            nats_url,
+            haproxy,
+            haproxy_config,
+            persons,
+            offices,
+            connections,
+            duration,
+            open_loop_percent,
+            rounds,
+            json,
+        } => {
+            let options = crate::bench_cluster::ClusterBenchOptions {
+                server_url: database_url,
+                nats_url,
+                haproxy,
+                haproxy_config,
+                persons,
+                offices,
+                connections,
+                duration_s: duration,
+                open_loop_percent,
+                rounds,
+            };
+            crate::bench_cluster::run_cli(options, json).await
         }
         BenchCommand::Replay(args) => {
             use crate::report::Backend as Measured;

@@ -1,6 +1,6 @@
 //! `kiban-lab`: the programs that exercise kiban rather than run it — the
 //! demo (`kiban demo`), the country-scale simulation (`kiban simulate`) and
-//! the benchmarks (`kiban bench append|ingest|api|replay`). Each starts the real system through
+//! the benchmarks (`kiban bench append|ingest|api|cluster|replay`). Each starts the real system through
 //! [`kiban_system::SystemBuilder`]; none wires parts by hand.
 //!
 //! # Layout
@@ -15,6 +15,7 @@
 //! - [`bench_append`] (against the store's [`kiban_store::baseline`]s),
 //!   [`bench_ingest`], [`bench_api`] (`dataset.rs` decides the data set with
 //!   the real deciders, `generator.rs` is the HTTPS load generator),
+//!   [`bench_cluster`] (real `kiban serve` processes behind HAProxy),
 //!   [`bench_replay`]: docs/benchmarks.md.
 //! - [`nats_server`]: a private nats-server on a free loopback port for
 //!   `bench ingest` without `--nats-url`.
@@ -32,6 +33,7 @@
 
 pub mod bench_api;
 pub mod bench_append;
+pub mod bench_cluster;
 pub mod bench_ingest;
 pub mod bench_replay;
 pub mod cli;

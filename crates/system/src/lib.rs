@@ -99,6 +99,7 @@ pub struct SystemBuilder<E = ReadModelEntitlements> {
     routing_checkpoints: Option<std::path::PathBuf>,
     person_keys: bool,
     role: Role,
+    trusted_proxies: kiban_api::TrustedProxies,
 }
 
 impl SystemBuilder {
@@ -120,6 +121,7 @@ impl SystemBuilder {
             routing_checkpoints: None,
             person_keys: true,
             role: Role::All,
+            trusted_proxies: kiban_api::TrustedProxies::default(),
         }
     }
 }
@@ -134,6 +136,13 @@ impl<E> SystemBuilder<E> {
     /// Serves the HTTPS API (`None`: no API).
     pub fn api(mut self, api: Option<ApiOptions>) -> Self {
         self.api = api;
+        self
+    }
+
+    /// The load balancers whose connections to the API begin with a PROXY
+    /// protocol v2 header (`kiban serve --proxy-protocol-from`).
+    pub fn proxy_protocol_from(mut self, proxies: kiban_api::TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
         self
     }
 
@@ -207,6 +216,7 @@ impl<E> SystemBuilder<E> {
             routing_checkpoints: self.routing_checkpoints,
             person_keys: self.person_keys,
             role: self.role,
+            trusted_proxies: self.trusted_proxies,
         }
     }
 }
@@ -226,6 +236,7 @@ impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
     async fn start_all(self) -> anyhow::Result<System> {
         let store = open_store(&self.database_url).await?;
         let mut parts = Parts::new(&store, self.person_keys);
+        parts.trusted_proxies = self.trusted_proxies.clone();
         let read_db = open_read_db(&self.database_url).await?;
         let projections = Projections::start(read_db, store.clone(), models::all())
             .await
@@ -294,6 +305,8 @@ struct Parts {
     cancel: CancellationToken,
     tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
     health: Health,
+    /// The load balancers trusted with the PROXY protocol (the API's).
+    trusted_proxies: kiban_api::TrustedProxies,
 }
 
 impl Parts {
@@ -327,6 +340,7 @@ impl Parts {
             cancel: CancellationToken::new(),
             tasks: JoinSet::new(),
             health: Health::default(),
+            trusted_proxies: kiban_api::TrustedProxies::default(),
         }
     }
 
@@ -373,7 +387,14 @@ impl Parts {
             listen: options.listen,
             tls: tls.clone(),
         };
-        let server = kiban_api::serve(&config, state, self.cancel.clone()).await?;
+        let server = kiban_api::serve_behind(
+            &config,
+            kiban_api::ConnectionLimits::default(),
+            self.trusted_proxies.clone(),
+            state,
+            self.cancel.clone(),
+        )
+        .await?;
         self.health.set("api", PartHealth::Running);
         Ok(Api {
             addr: server.local_addr,

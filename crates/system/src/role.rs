@@ -168,8 +168,15 @@ fn update_feed(
 ) -> kiban_api::UpdateFeed {
     let store = store.clone();
     let entitlements = ReadModelEntitlements::new(projections.clone());
-    Arc::new(move |office, after| {
-        follow_office(&feeds, store.clone(), entitlements.clone(), office, after)
+    Arc::new(move |office, after, own_consents| {
+        follow_office(
+            &feeds,
+            store.clone(),
+            entitlements.clone(),
+            office,
+            after,
+            own_consents,
+        )
             .map(|item| item.map_err(|error| error.to_string()))
             .boxed()
     })
@@ -214,6 +221,7 @@ pub(crate) async fn start_api<E>(builder: SystemBuilder<E>) -> anyhow::Result<Sy
     .await
     .context("cannot follow the projections")?;
     let mut parts = Parts::new(&store, builder.person_keys);
+    parts.trusted_proxies = builder.trusted_proxies.clone();
     let ping_client = client.clone();
     let probe: kiban_api::WriterProbe = Arc::new(move || -> PingFuture {
         let client = ping_client.clone();

@@ -33,15 +33,19 @@ pub enum Kind {
     OfficeCertifications,
     InsurerEligibility,
     InsurerCertifications,
+    /// A command: the federation records a person's consent to an office
+    /// again (a renewal; one event, `insured.consent_given`).
+    ConsentRenewal,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::OfficeCaseload,
         Kind::OfficeEligibility,
         Kind::OfficeCertifications,
         Kind::InsurerEligibility,
         Kind::InsurerCertifications,
+        Kind::ConsentRenewal,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,13 +55,42 @@ impl Kind {
             Kind::OfficeCertifications => "office certifications",
             Kind::InsurerEligibility => "insurer eligibility",
             Kind::InsurerCertifications => "insurer certifications",
+            Kind::ConsentRenewal => "command (consent renewal)",
         }
     }
 
     /// Whether the API appends an access-log event for it.
-    fn logged(self) -> bool {
+    pub fn logged(self) -> bool {
         matches!(self, Kind::OfficeEligibility | Kind::OfficeCertifications)
     }
+}
+
+/// Who the connections are and what they send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// `bench api`: three of four connections are office terminals
+    /// (caseload pages and logged reads of a person), one of four an
+    /// insurer (unlogged reads of its own people).
+    Queries,
+    /// `bench cluster`: three of four connections are office terminals
+    /// sending only logged reads, one of four the federation sending
+    /// commands (consent renewals for persons of an office's caseload).
+    LoggedReadsAndCommands,
+    /// Every connection an office terminal sending logged reads.
+    LoggedReads,
+    /// Every connection the federation sending commands.
+    Commands,
+}
+
+/// What one connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// An office terminal (its office's index); with `logged_only`, it
+    /// never asks for a caseload page.
+    Office { office: u64, logged_only: bool },
+    Insurer,
+    /// The federation, renewing consents to this office.
+    Federation { office: u64 },
 }
 
 /// One answered request.
@@ -80,8 +113,7 @@ struct Connection {
     client: reqwest::Client,
     /// The persons it reads: the office's caseload or the insurer's people.
     persons: Arc<Vec<u64>>,
-    /// `Some(office index)` for an office terminal.
-    office: Option<u64>,
+    role: Role,
     population: Population,
     random: u64,
     sent: u64,
@@ -101,16 +133,19 @@ impl Connection {
         z ^= z >> 31;
         let person = self.persons[(z % self.persons.len() as u64) as usize];
         let (insurer, insured) = self.population.person(person);
-        let kind = match (self.office, self.sent % 4) {
-            (Some(_), 0) => Kind::OfficeCaseload,
-            (Some(_), 1 | 3) => Kind::OfficeEligibility,
-            (Some(_), _) => Kind::OfficeCertifications,
-            (None, n) if n.is_multiple_of(2) => Kind::InsurerEligibility,
-            (None, _) => Kind::InsurerCertifications,
+        let kind = match (self.role, self.sent % 4) {
+            (Role::Office { logged_only: false, .. }, 0) => Kind::OfficeCaseload,
+            (Role::Office { .. }, 0 | 1 | 3) => Kind::OfficeEligibility,
+            (Role::Office { .. }, _) => Kind::OfficeCertifications,
+            (Role::Insurer, n) if n.is_multiple_of(2) => Kind::InsurerEligibility,
+            (Role::Insurer, _) => Kind::InsurerCertifications,
+            (Role::Federation { .. }, _) => Kind::ConsentRenewal,
         };
         let path = match kind {
             Kind::OfficeCaseload => {
-                let office = self.office.expect("an office connection");
+                let Role::Office { office, .. } = self.role else {
+                    unreachable!("only office terminals ask for caseload pages")
+                };
                 let mut path = paths::caseload(self.population.office(office));
                 write!(
                     path,
@@ -125,8 +160,21 @@ impl Connection {
             Kind::OfficeCertifications | Kind::InsurerCertifications => {
                 paths::person(insurer, insured, "/certifications")
             }
+            Kind::ConsentRenewal => paths::person(insurer, insured, "/consents"),
         };
         (kind, path)
+    }
+
+    /// The body of a consent renewal: the connection's office, for a year.
+    fn consent_body(&self) -> serde_json::Value {
+        let Role::Federation { office } = self.role else {
+            unreachable!("only the federation renews consents")
+        };
+        serde_json::json!({
+            "office": self.population.office(office).to_string(),
+            "terminal": super::dataset::TERMINAL,
+            "expires_at": chrono::Utc::now() + chrono::Duration::days(365),
+        })
     }
 }
 
@@ -136,33 +184,63 @@ pub struct Generator {
     errors: Arc<AtomicU64>,
     first_error: Arc<Mutex<Option<String>>>,
     office_person_reads: Arc<AtomicU64>,
+    commands_answered: Arc<AtomicU64>,
 }
 
 impl Generator {
     /// `count` connections: three of four as office terminals (offices
     /// spread over the population), one of four as insurers.
     pub fn new(pki: &DevPki, population: Population, count: usize) -> anyhow::Result<Self> {
+        Self::with_mix(pki, population, count, Mix::Queries)
+    }
+
+    /// `count` connections as `mix` says (offices spread over the
+    /// population; the federation needs a certificate in `pki` for
+    /// [`Mix::LoggedReadsAndCommands`] and [`Mix::Commands`]).
+    pub fn with_mix(
+        pki: &DevPki,
+        population: Population,
+        count: usize,
+        mix: Mix,
+    ) -> anyhow::Result<Self> {
         let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.tls.client_ca)?)?;
         let mut connections = Vec::with_capacity(count);
         for index in 0..count as u64 {
-            let (principal, office, persons) = if index % 4 == 3 {
-                let insurer = index / 4 % population.insurers;
-                (
-                    Principal::Insurer(population.insurer(insurer)),
-                    None,
-                    population.persons_of_insurer(insurer),
-                )
-            } else {
-                let office = (index * 7919) % population.offices;
-                let terminal = kiban_events::domain::TerminalId::parse(super::dataset::TERMINAL)?;
-                (
-                    Principal::Office {
-                        office: population.office(office),
-                        terminal,
-                    },
-                    Some(office),
-                    population.caseload(office),
-                )
+            let office = (index * 7919) % population.offices;
+            let fourth = index % 4 == 3;
+            let role = match mix {
+                Mix::Queries if fourth => Role::Insurer,
+                Mix::Queries => Role::Office {
+                    office,
+                    logged_only: false,
+                },
+                Mix::LoggedReadsAndCommands if fourth => Role::Federation { office },
+                Mix::Commands => Role::Federation { office },
+                Mix::LoggedReadsAndCommands | Mix::LoggedReads => Role::Office {
+                    office,
+                    logged_only: true,
+                },
+            };
+            let (principal, persons) = match role {
+                Role::Insurer => {
+                    let insurer = index / 4 % population.insurers;
+                    (
+                        Principal::Insurer(population.insurer(insurer)),
+                        population.persons_of_insurer(insurer),
+                    )
+                }
+                Role::Office { office, .. } => {
+                    let terminal =
+                        kiban_events::domain::TerminalId::parse(super::dataset::TERMINAL)?;
+                    (
+                        Principal::Office {
+                            office: population.office(office),
+                            terminal,
+                        },
+                        population.caseload(office),
+                    )
+                }
+                Role::Federation { office } => (Principal::Federation, population.caseload(office)),
             };
             if persons.is_empty() {
                 anyhow::bail!("a connection's principal sees nobody: use more --persons");
@@ -182,7 +260,7 @@ impl Generator {
             connections.push(Arc::new(tokio::sync::Mutex::new(Connection {
                 client,
                 persons: Arc::new(persons),
-                office,
+                role,
                 population,
                 random: index,
                 sent: index,
@@ -193,6 +271,7 @@ impl Generator {
             errors: Arc::default(),
             first_error: Arc::default(),
             office_person_reads: Arc::default(),
+            commands_answered: Arc::default(),
         })
     }
 
@@ -210,6 +289,12 @@ impl Generator {
     /// (against the API, each appended an access-log event).
     pub fn office_person_reads(&self) -> u64 {
         self.office_person_reads.load(Ordering::Relaxed)
+    }
+
+    /// Commands answered 2xx so far, warm-ups included (each appended one
+    /// event).
+    pub fn commands_answered(&self) -> u64 {
+        self.commands_answered.load(Ordering::Relaxed)
     }
 
     /// Every connection sends its next request as soon as the previous one
@@ -295,12 +380,49 @@ impl Generator {
         })
     }
 
+    /// Every connection sends requests one after the other (errors
+    /// expected: a fail-over is under way) until one sent at or after
+    /// `since` is answered 2xx, or `bound` has passed; the earliest such
+    /// answer's time, if any.
+    pub async fn first_success_after(
+        &self,
+        address: SocketAddr,
+        since: Instant,
+        bound: Duration,
+    ) -> Option<Instant> {
+        let end = Instant::now() + bound;
+        let mut tasks = JoinSet::new();
+        for connection in &self.connections {
+            let (connection, recorder) = (connection.clone(), self.recorder(address));
+            tasks.spawn(async move {
+                let mut connection = connection.lock().await;
+                while Instant::now() < end {
+                    let sent = Instant::now();
+                    if recorder.request(&mut connection).await.is_some() && sent >= since {
+                        return Some(Instant::now());
+                    }
+                    // A refused request comes back at once: do not spin.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                None
+            });
+        }
+        let mut first: Option<Instant> = None;
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Some(at)) = done {
+                first = Some(first.map_or(at, |f| f.min(at)));
+            }
+        }
+        first
+    }
+
     fn recorder(&self, address: SocketAddr) -> Recorder {
         Recorder {
             base: format!("https://{address}"),
             errors: self.errors.clone(),
             first_error: self.first_error.clone(),
             office_person_reads: self.office_person_reads.clone(),
+            commands_answered: self.commands_answered.clone(),
         }
     }
 }
@@ -311,20 +433,26 @@ struct Recorder {
     errors: Arc<AtomicU64>,
     first_error: Arc<Mutex<Option<String>>>,
     office_person_reads: Arc<AtomicU64>,
+    commands_answered: Arc<AtomicU64>,
 }
 
 impl Recorder {
-    /// The request's sample when it was answered 200 with its whole body;
+    /// The request's sample when it was answered 2xx with its whole body;
     /// `None` (and an error counted) otherwise.
     async fn request(&self, connection: &mut Connection) -> Option<Sample> {
         let (kind, path) = connection.next_request();
         let sent = Instant::now();
-        let outcome = async {
-            let response = connection
+        let url = format!("{}{path}", self.base);
+        let request = match kind {
+            Kind::ConsentRenewal => connection
                 .client
-                .get(format!("{}{path}", self.base))
-                .send()
-                .await?;
+                .post(url)
+                .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+                .json(&connection.consent_body()),
+            _ => connection.client.get(url),
+        };
+        let outcome = async {
+            let response = request.send().await?;
             let status = response.status();
             let body = response.bytes().await?;
             anyhow::Ok((status, body))
@@ -332,7 +460,7 @@ impl Recorder {
         .await;
         let latency = sent.elapsed();
         let failure = match outcome {
-            Ok((status, _)) if status == reqwest::StatusCode::OK => None,
+            Ok((status, _)) if status.is_success() => None,
             Ok((status, body)) => Some(format!(
                 "{} {path}: {}",
                 status.as_u16(),
@@ -350,6 +478,9 @@ impl Recorder {
         }
         if kind.logged() {
             self.office_person_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        if kind == Kind::ConsentRenewal {
+            self.commands_answered.fetch_add(1, Ordering::Relaxed);
         }
         Some(Sample { kind, latency })
     }

@@ -30,8 +30,8 @@
 //! must have grown by exactly one access-log event per successful office
 //! read of a person.
 
-mod dataset;
-mod generator;
+pub(crate) mod dataset;
+pub(crate) mod generator;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -314,7 +314,7 @@ async fn run_phases(
     outcome
 }
 
-fn quantile(samples: &[Sample], p: f64) -> f64 {
+pub(crate) fn quantile(samples: &[Sample], p: f64) -> f64 {
     let mut latencies = Latencies::new();
     for sample in samples {
         latencies.record(sample.latency);
@@ -322,7 +322,7 @@ fn quantile(samples: &[Sample], p: f64) -> f64 {
     latencies.percentile_ms(p)
 }
 
-fn by_kind(samples: &[Sample]) -> BTreeMap<&'static str, KindFigures> {
+pub(crate) fn by_kind(samples: &[Sample]) -> BTreeMap<&'static str, KindFigures> {
     Kind::ALL
         .iter()
         .filter_map(|kind| {

@@ -72,6 +72,21 @@ pub(super) fn evolve(consents: &mut BTreeMap<OfficeNumber, Consent>, event: &Ins
     }
 }
 
+/// The office a consent event (`insured.consent_given`,
+/// `insured.consent_revoked`, `insured.consent_expired`) names; `None` for
+/// any other event. The office routing sends it to that office's screen
+/// only (never to its API stream or NATS feed).
+pub fn consent_office(event: &crate::RecordedEvent) -> Option<OfficeNumber> {
+    if !matches!(
+        event.event_type.as_str(),
+        "insured.consent_given" | "insured.consent_revoked" | "insured.consent_expired"
+    ) {
+        return None;
+    }
+    let payload = event.payload.parse::<serde_json::Value>().ok()?;
+    OfficeNumber::parse(payload["office"].as_str()?).ok()
+}
+
 impl InsuredState {
     /// Whether `office` holds a consent that is live at `now`.
     pub fn consent_live(&self, office: &OfficeNumber, now: DateTime<Utc>) -> bool {
