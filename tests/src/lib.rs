@@ -45,6 +45,12 @@ pub enum Backend {
 
 /// A fresh database for one test. Dropping it drops the PostgreSQL database
 /// (or deletes the SQLite directory).
+///
+/// A database made by [`TestDb::pair`] is a PostgreSQL one with a
+/// nats-server of its own beside it: the API suites' harness then serves the
+/// API from an API-role process's system and writes through an engine-role
+/// one over that server (`--role api` + `--role engine`, docs/deploy.md)
+/// instead of one `--role all` system.
 #[derive(Debug)]
 pub struct TestDb {
     backend: Backend,
@@ -52,6 +58,8 @@ pub struct TestDb {
     /// The database to drop (PostgreSQL only).
     postgres: Option<Scratch>,
     _dir: Option<tempfile::TempDir>,
+    /// The pair's NATS server (pair mode only), killed on drop.
+    nats: Option<kiban_bus::testing::NatsServer>,
 }
 
 impl TestDb {
@@ -61,6 +69,26 @@ impl TestDb {
             Backend::Postgres => Self::postgres().await,
             Backend::Sqlite => Self::sqlite(),
         }
+    }
+
+    /// A fresh PostgreSQL database and a nats-server of its own with
+    /// JetStream, for a scenario run against an API process + engine
+    /// process pair.
+    pub async fn pair() -> TestDb {
+        let mut db = Self::postgres().await;
+        let nats = kiban_bus::testing::NatsServer::start()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("the pair mode needs nats-server (run `scripts/test`): {e}")
+            });
+        db.nats = Some(nats);
+        db
+    }
+
+    /// The NATS server of a [`TestDb::pair`] database (`None` otherwise):
+    /// whether the harness starts a pair, and where it talks.
+    pub fn pair_nats_url(&self) -> Option<String> {
+        self.nats.as_ref().map(kiban_bus::testing::NatsServer::url)
     }
 
     async fn postgres() -> TestDb {
@@ -84,6 +112,7 @@ impl TestDb {
             url: scratch.url().to_owned(),
             postgres: Some(scratch),
             _dir: None,
+            nats: None,
         }
     }
 
@@ -95,6 +124,7 @@ impl TestDb {
             url,
             postgres: None,
             _dir: Some(dir),
+            nats: None,
         }
     }
 
@@ -280,8 +310,29 @@ pub mod crash {
 /// module, a `postgres::name` and a `sqlite::name` test that run it on a
 /// fresh database of each backend: the same scenarios hold both backends to
 /// the same behaviour.
+///
+/// Scenarios that exercise the API are listed after `and_pair:` (all of
+/// them: `on_both_backends!(and_pair: a, b)`; some: `on_both_backends!(a, b;
+/// and_pair: c)`); each also gets a `pair::name` test on a
+/// [`TestDb::pair`] database, where the harness serves the API from an
+/// API-role system and writes through an engine-role one over NATS.
 #[macro_export]
 macro_rules! on_both_backends {
+    (and_pair: $($paired:ident),* $(,)?) => {
+        $crate::on_both_backends!(; and_pair: $($paired),*);
+    };
+    ($($scenario:ident),* $(,)? ; and_pair: $($paired:ident),* $(,)?) => {
+        $crate::on_both_backends!($($scenario,)* $($paired),*);
+        mod pair {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $paired() {
+                    let db = $crate::TestDb::pair().await;
+                    super::$paired(&db).await;
+                }
+            )*
+        }
+    };
     ($($scenario:ident),* $(,)?) => {
         mod postgres {
             $(

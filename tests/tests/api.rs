@@ -3,27 +3,24 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
-use chrono::{DateTime, TimeZone, Utc};
 use kiban_api::pki::{Issuer, KeyPair};
-use kiban_api::{AppState, ConnectionLimits, DevPki, Principal, ServeConfig, Server, TlsFiles};
+use kiban_api::{AppState, ConnectionLimits, DevPki, Principal};
 use kiban_engine::Engine;
 use kiban_events::Actor;
 use kiban_events::domain::office::{Office, OfficeCommand, office_stream};
 use kiban_events::domain::{Sha256Digest, TerminalId};
-use kiban_projections::{Db, Projections, models};
 use kiban_store::Store;
 use kiban_tests::{TestDb, bounded};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::projections::on_both_backends;
 use crate::projections::script::*;
 
 on_both_backends!(
+    and_pair:
     without_a_certificate_v1_is_401_and_health_answers,
     a_certificate_from_another_ca_fails_the_handshake,
     the_authorisation_matrix_holds_for_every_principal_kind,
@@ -50,96 +47,7 @@ const OTHER_TERMINAL: &str = "T-09";
 /// A second terminal of the main office.
 const SECOND_TERMINAL: &str = "T-02";
 
-/// The API of a test on a loopback port: the store, the engine, the
-/// projections caught up with the seeded history, and "now" from a clock
-/// the test sets (day 30 to begin with). The API and UI harnesses both run
-/// on it.
-pub(crate) struct Served {
-    pub(crate) store: Store,
-    pub(crate) engine: Arc<Engine<Store>>,
-    pub(crate) projections: Projections,
-    server: Option<Server>,
-    shutdown: CancellationToken,
-    pub(crate) base: String,
-    clock: Arc<AtomicI64>,
-}
-
-impl Served {
-    /// Starts the projections, waits until they have applied `last`, and
-    /// serves the state `configure` makes with `tls`.
-    pub(crate) async fn start(
-        db: &TestDb,
-        store: Store,
-        engine: Arc<Engine<Store>>,
-        tls: &TlsFiles,
-        last: u64,
-        configure: impl FnOnce(AppState) -> AppState,
-    ) -> Served {
-        let limits = ConnectionLimits::default();
-        Served::start_limited(db, store, engine, tls, last, limits, configure).await
-    }
-
-    /// [`Served::start`] with other connection limits than the defaults.
-    pub(crate) async fn start_limited(
-        db: &TestDb,
-        store: Store,
-        engine: Arc<Engine<Store>>,
-        tls: &TlsFiles,
-        last: u64,
-        limits: ConnectionLimits,
-        configure: impl FnOnce(AppState) -> AppState,
-    ) -> Served {
-        let read_db = Db::open(db.url()).await.unwrap();
-        let projections = Projections::start(read_db, store.clone(), models::all())
-            .await
-            .unwrap();
-        bounded("catch-up", projections.wait_for(last))
-            .await
-            .unwrap();
-        let clock = Arc::new(AtomicI64::new(day(30).timestamp_micros()));
-        let reading = clock.clone();
-        let state = configure(AppState::with_clock(
-            store.clone(),
-            engine.clone(),
-            projections.clone(),
-            Arc::new(move || {
-                Utc.timestamp_micros(reading.load(Ordering::SeqCst))
-                    .unwrap()
-            }),
-        ));
-        let shutdown = CancellationToken::new();
-        let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tls: tls.clone(),
-        };
-        let server = kiban_api::serve_limited(&config, limits, state, shutdown.clone())
-            .await
-            .expect("serves");
-        let base = format!("https://127.0.0.1:{}", server.local_addr.port());
-        Served {
-            store,
-            engine,
-            projections,
-            server: Some(server),
-            shutdown,
-            base,
-            clock,
-        }
-    }
-
-    pub(crate) fn set_clock(&self, now: DateTime<Utc>) {
-        self.clock.store(now.timestamp_micros(), Ordering::SeqCst);
-    }
-
-    pub(crate) async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(server) = self.server.take() {
-            bounded("server stop", server.wait()).await;
-        }
-        self.projections.stop().await;
-        self.store.close().await;
-    }
-}
+pub(crate) use crate::served::Served;
 
 pub(crate) struct Harness {
     served: Served,
@@ -201,7 +109,7 @@ impl Harness {
     /// [`Harness::start`] with `configure` applied to the state as well.
     pub(crate) async fn start_configured(
         db: &TestDb,
-        configure: impl FnOnce(AppState) -> AppState,
+        configure: impl FnOnce(AppState) -> AppState + Send + 'static,
     ) -> Harness {
         let limits = ConnectionLimits::default();
         Harness::start_with(db, limits, false, configure).await.0
@@ -220,7 +128,7 @@ impl Harness {
         db: &TestDb,
         limits: ConnectionLimits,
         revocable: bool,
-        configure: impl FnOnce(AppState) -> AppState,
+        configure: impl FnOnce(AppState) -> AppState + Send + 'static,
     ) -> (Harness, Option<Issuer<'static, KeyPair>>) {
         let dir = tempfile::tempdir().unwrap();
         let principals = [
@@ -261,11 +169,12 @@ impl Harness {
             &[(OTHER_TERMINAL, &fingerprint(&other_office()))],
         )
         .await;
+        let trust = card_trust(dir.path());
         let served = Served::start_limited(db, store, engine, &pki.tls, last, limits, |state| {
             configure(
                 state
                     .with_subsidy_policy(SUBSIDY_POLICY)
-                    .with_card_trust(card_trust(dir.path())),
+                    .with_card_trust(trust),
             )
         })
         .await;

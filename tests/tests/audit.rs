@@ -23,8 +23,10 @@ on_both_backends!(
     a_rewrite_with_recomputed_hashes_is_found_by_the_signed_checkpoint,
     verify_starts_from_a_signed_checkpoint_and_trusts_its_hash,
     read_models_as_of_a_position_equal_the_live_ones_then,
-    auditors_verify_and_see_a_person_as_of_a_moment_over_https,
     the_checkpointer_signs_every_k_events,
+    ;
+    and_pair:
+    auditors_verify_and_see_a_person_as_of_a_moment_over_https,
 );
 
 async fn twelve_events(db: &TestDb) -> (Store, Vec<RecordedEvent>) {

@@ -21,6 +21,7 @@ kiban_tests::on_both_backends!(
     concurrent_commands_on_one_stream_all_land_in_order,
     an_office_may_not_record_a_decision,
     a_filing_carries_the_certification_in_force_not_the_latest,
+    a_rejection_on_a_state_another_engine_moved_is_decided_again,
 );
 
 pub(crate) fn insurer() -> InsurerNumber {
@@ -370,6 +371,72 @@ async fn a_filing_carries_the_certification_in_force_not_the_latest(db: &TestDb)
     assert_eq!(
         (current.level, current.valid_until),
         (CareLevel::Care1, date(2026, 10, 31))
+    );
+    store.close().await;
+}
+
+/// Two engines over one store are two processes of a deployment (an API
+/// process and the writer, or two API processes; docs/deploy.md), each with
+/// its cache of the states it decided on. A command the first engine
+/// rejected on its cached state is decided again once the second has moved
+/// the stream: here a terminal the first did not know yet is reported lost.
+/// Before the fix the first engine kept rejecting on its stale state (in
+/// pair mode an API process refused an office's read with 403 after a
+/// consent the writer had recorded:
+/// `person_view::pair::a_person_revokes_a_consent_and_the_office_can_no_longer_read`).
+async fn a_rejection_on_a_state_another_engine_moved_is_decided_again(db: &TestDb) {
+    use kiban_events::domain::office::{Loss, Office, OfficeCommand, office_stream};
+    use kiban_events::domain::{ServiceTypeCode, Sha256Digest, TerminalId};
+    use kiban_events::ids::OfficeNumber;
+
+    let store = db.open().await;
+    let (api, writer) = (Engine::new(store.clone()), Engine::new(store.clone()));
+    let office = OfficeNumber::parse("1312345678").unwrap();
+    let stream = office_stream(&office);
+    let terminal = TerminalId::parse("T-02").unwrap();
+    let context = || {
+        CommandContext::new(
+            EventId::from_uuid(Uuid::now_v7()).unwrap(),
+            Actor::Federation,
+            day(0),
+        )
+    };
+    let register = OfficeCommand::Register {
+        office: office.clone(),
+        service_types: vec![ServiceTypeCode::parse("43").unwrap()],
+    };
+    api.execute::<Office>(&stream, &register, &context())
+        .await
+        .unwrap();
+    let lost = OfficeCommand::ReportTerminalLost {
+        terminal: terminal.clone(),
+        loss: Loss::Lost,
+    };
+    let refused = api.execute::<Office>(&stream, &lost, &context()).await;
+    assert!(
+        matches!(refused, Err(EngineError::Rejected(_))),
+        "an unknown terminal cannot be reported lost: {refused:?}"
+    );
+    let add = OfficeCommand::RegisterTerminal {
+        terminal,
+        credential: Sha256Digest::parse(&"a".repeat(64)).unwrap(),
+    };
+    writer
+        .execute::<Office>(&stream, &add, &context())
+        .await
+        .unwrap();
+    let reported = api
+        .execute::<Office>(&stream, &lost, &context())
+        .await
+        .unwrap_or_else(|e| panic!("decided on the stale cached state: {e}"));
+    let kinds: Vec<&str> = reported
+        .events
+        .iter()
+        .map(|event| event.event_type.as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["office.terminal_reported_lost", "office.terminal_suspended"]
     );
     store.close().await;
 }

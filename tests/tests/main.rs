@@ -16,6 +16,7 @@ mod read_your_writes;
 mod routing;
 mod schema;
 mod security;
+mod served;
 mod shred;
 mod store_contract;
 mod timers;

@@ -26,6 +26,7 @@ use crate::projections::on_both_backends;
 use crate::projections::script::*;
 
 on_both_backends!(
+    and_pair:
     a_browser_collects_only_its_own_sign_in_and_forms_need_the_sessions_token,
     a_person_signs_in_with_their_card_and_reads_only_their_own_record,
     the_person_principal_opens_only_the_persons_view,

@@ -13,29 +13,9 @@ use kiban_tests::{TestDb, bounded};
 
 use self::script::*;
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Postgres).await;
-                    super::$scenario(&db).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Sqlite).await;
-                    super::$scenario(&db).await;
-                }
-            )*
-        }
-    };
-}
-pub(crate) use on_both_backends;
+// The suites of this binary import the macro from here (one macro for every
+// suite: `kiban_tests::on_both_backends`).
+pub(crate) use kiban_tests::on_both_backends;
 
 on_both_backends!(
     read_models_show_a_scripted_history,

@@ -41,9 +41,22 @@ const FILLER_EVENTS: usize = 20_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_remaining_home_modification_amount_reflects_work_just_recorded() {
     let db = TestDb::new(Backend::Sqlite).await;
-    seed(&db).await;
+    remaining_amount_scenario(&db).await;
+}
+
+/// The same against an API process + engine process pair (PostgreSQL,
+/// NATS): the receipt comes from the engine's ingest, the reads and the
+/// commands go to the API process, whose read models follow the engine's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remaining_home_modification_amount_reflects_work_just_recorded_on_a_pair() {
+    let db = TestDb::pair().await;
+    remaining_amount_scenario(&db).await;
+}
+
+async fn remaining_amount_scenario(db: &TestDb) {
+    seed(db).await;
     let dir = tempfile::tempdir().unwrap();
-    let system = crate::dev_onboarding::start(&db, dir.path()).await;
+    let system = crate::served::DevServed::start(db, dir.path()).await;
     let insurer = InsurerNumber::parse(INSURER).unwrap();
     let person = InsuredNumber::parse(PERSON).unwrap();
     let client = |uri: &str| {

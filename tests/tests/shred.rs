@@ -31,6 +31,8 @@ use crate::projections::script::{ANY_CREDENTIAL, INSURER, day, history};
 on_both_backends!(
     forgetting_a_person_leaves_a_verifying_chain_and_no_plaintext,
     v1_rows_of_the_fixture_read_back_as_v2_through_the_store,
+    ;
+    and_pair:
     readers_see_personal_fields_opened_and_forgotten_over_https,
 );
 

@@ -37,6 +37,8 @@ use crate::projections::script::*;
 
 on_both_backends!(
     staff_logins_lock_out_and_sessions_bind_to_the_office,
+    ;
+    and_pair:
     names_are_logged_reads_once_per_session_searched_and_forgotten,
 );
 

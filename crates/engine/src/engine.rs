@@ -160,14 +160,27 @@ impl<S: EventStore> Engine<S> {
         D: Decider,
         D::State: Send + Sync + 'static,
     {
+        let (state, version, _) = self.load_noting_cache::<D>(stream).await?;
+        Ok((state, version))
+    }
+
+    /// [`Engine::load`], and whether the state came from the cache.
+    async fn load_noting_cache<D>(
+        &self,
+        stream: &StreamName,
+    ) -> Result<(D::State, Version, bool), EngineError>
+    where
+        D: Decider,
+        D::State: Send + Sync + 'static,
+    {
         if let Some((version, state)) = self.cache.get::<D::State>(stream) {
-            return Ok((state, version));
+            return Ok((state, version, true));
         }
         let (state, version) = self
             .fold_from_store::<D>(stream, D::State::default(), 0)
             .await?;
         self.cache.put(stream.clone(), version, state.clone());
-        Ok((state, version))
+        Ok((state, version, false))
     }
 
     /// Reads `stream` after `version` and folds it onto `state`.
@@ -213,8 +226,25 @@ impl<S: EventStore> Engine<S> {
         D::State: Send + Sync + 'static,
     {
         for _attempt in 0..=CONFLICT_RETRIES_MAX {
-            let (state, version) = self.load::<D>(stream).await?;
-            let events = match D::decide(&state, command, context.now) {
+            let (mut state, mut version, cached) = self.load_noting_cache::<D>(stream).await?;
+            let mut decision = D::decide(&state, command, context.now);
+            // A cached state is behind the store when another process
+            // appended to the stream (the API processes and the writer of a
+            // deployment each have an engine; docs/deploy.md). An accepted
+            // decision finds that out by its expected version; a rejection
+            // or a decision to record nothing would not, so they are made
+            // again on the state caught up from the store.
+            let recorded_something = matches!(&decision, Ok(events) if !events.is_empty());
+            if cached && !recorded_something {
+                let caught_up = self.fold_from_store::<D>(stream, state, version).await?;
+                let moved = caught_up.1 != version;
+                (state, version) = caught_up;
+                if moved {
+                    self.cache.put(stream.clone(), version, state.clone());
+                    decision = D::decide(&state, command, context.now);
+                }
+            }
+            let events = match decision {
                 Ok(events) => events,
                 Err(rejection) => {
                     return match self.find_recorded(stream, &context.command_id).await? {

@@ -474,7 +474,10 @@ fn only_the_api_names_http_paths() {
 /// What starts a part of the system: only `kiban-system` may call these.
 const WIRING: &[&str] = &[
     "Projections::start(",
+    "Projections::follow(",
     "kiban_api::serve(",
+    "serve_limited(",
+    "run_append_service(",
     "run_ingest(",
     "run_relay(",
     "run_routing(",
@@ -515,6 +518,75 @@ fn nothing_but_the_system_crate_wires_parts_together() {
         }
     }
     assert!(found.is_empty(), "wiring outside kiban-system: {found:#?}");
+}
+
+/// Lines of `text` that build a `System` value (a struct literal, not its
+/// declaration, an `impl` or a return type).
+fn system_literals(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| {
+            !line.starts_with("//")
+                && line.match_indices("System {").any(|(at, _)| {
+                    let before = line[..at].trim_end();
+                    let word_starts = !before.ends_with(|c: char| c.is_alphanumeric() || c == '_');
+                    word_starts
+                        && !["struct", "impl", "for", "->", "&"]
+                            .iter()
+                            .any(|keyword| before.ends_with(keyword))
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn the_system_is_put_together_in_exactly_one_place() {
+    // Production code: one `System { … }` literal, in kiban-system
+    // (`Parts::into_system`); every role and every caller gets its System
+    // from `SystemBuilder::start`.
+    let mut found = Vec::new();
+    for (path, text) in production_sources() {
+        for line in system_literals(&text) {
+            found.push(format!("{}: {line}", path.display()));
+        }
+    }
+    assert_eq!(
+        found.len(),
+        1,
+        "a System is built in exactly one place: {found:#?}"
+    );
+    assert!(
+        found[0].starts_with("crates/system/"),
+        "the one place is kiban-system: {found:#?}"
+    );
+    // The end-to-end suites serve the API through the builder too (their
+    // harness `Served`, in both the one-process and the pair mode): none
+    // starts the API server by hand.
+    let tests = workspace_root().join("tests/tests");
+    let mut by_hand = Vec::new();
+    let mut todo = vec![tests];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for call in ["kiban_api::serve(", "serve_limited("] {
+                    if text.contains(call) {
+                        by_hand.push(format!("{} calls {call}", path.display()));
+                    }
+                }
+                for line in system_literals(&text) {
+                    by_hand.push(format!("{}: {line}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        by_hand.is_empty(),
+        "the test suites start the API by hand: {by_hand:#?}"
+    );
 }
 
 #[test]

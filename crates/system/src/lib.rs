@@ -6,8 +6,10 @@
 //! or NATS JetStream with its stream options), the HTTPS API on or off and
 //! its certificates (files or development PKI), the timers on or off and
 //! their interval, the clock (real or simulated), the office routing's
-//! entitlements (by default [`ReadModelEntitlements`]), checkpoint signing
-//! and the card-consent trust — and [`SystemBuilder::start`] opens the
+//! entitlements (by default [`ReadModelEntitlements`]), checkpoint signing,
+//! the card-consent trust, the API's connection limits and a last
+//! adjustment of its state, and an already-open store with its engine (the
+//! test suites seed one first) — and [`SystemBuilder::start`] opens the
 //! store, starts the projections, the API, ingest (and with NATS the outbox
 //! relay), the office routing and the timers. The [`System`] it returns
 //! reports each part's [`PartHealth`] and stops everything with
@@ -58,7 +60,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use kiban_api::{AppState, Clock, DevPki, Principal, ServeConfig, TlsFiles};
+use kiban_api::{AppState, Clock, ConnectionLimits, DevPki, Principal, ServeConfig, TlsFiles};
 use kiban_bus::client::Bus;
 use kiban_bus::engine::EngineHandler;
 use kiban_bus::local::LocalBus;
@@ -85,6 +87,21 @@ pub fn real_clock() -> Clock {
 /// How the office routing's entitlements are made once the projections run.
 type EntitlementsFactory<E> = Box<dyn FnOnce(&Projections) -> E + Send>;
 
+/// What adjusts the API's state before it serves.
+type StateHook = Box<dyn FnOnce(AppState) -> AppState + Send>;
+
+/// How the API serves, beyond its [`ApiOptions`]: its connection limits and
+/// a last adjustment of its state (the test suites set their policies,
+/// trust and limits there).
+struct Serving {
+    limits: ConnectionLimits,
+    configure: Option<StateHook>,
+}
+
+/// An already-open store and the engine over it, which the builder uses
+/// instead of opening its own (a test suite seeds them first).
+type OpenStore = (Store, Arc<Engine<Store>>);
+
 /// What to start; see the crate documentation.
 pub struct SystemBuilder<E = ReadModelEntitlements> {
     database_url: String,
@@ -100,6 +117,8 @@ pub struct SystemBuilder<E = ReadModelEntitlements> {
     person_keys: bool,
     role: Role,
     trusted_proxies: kiban_api::TrustedProxies,
+    serving: Serving,
+    open: Option<OpenStore>,
 }
 
 impl SystemBuilder {
@@ -122,6 +141,11 @@ impl SystemBuilder {
             person_keys: true,
             role: Role::All,
             trusted_proxies: kiban_api::TrustedProxies::default(),
+            serving: Serving {
+                limits: ConnectionLimits::default(),
+                configure: None,
+            },
+            open: None,
         }
     }
 }
@@ -191,6 +215,34 @@ impl<E> SystemBuilder<E> {
         self
     }
 
+    /// The API's connection limits and timeouts (the defaults unless given).
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.serving.limits = limits;
+        self
+    }
+
+    /// Adjusts the API's state last, before it serves: the test suites set
+    /// a subsidy policy, card trust or shorter limits this way, on any role
+    /// that serves the API.
+    pub fn configure_api(
+        mut self,
+        configure: impl FnOnce(AppState) -> AppState + Send + 'static,
+    ) -> Self {
+        self.serving.configure = Some(Box::new(configure));
+        self
+    }
+
+    /// Runs on an already-open store and the engine over it instead of
+    /// opening the store at the URL (whose database the projections still
+    /// use): a test suite seeds a history first. Roles `all` and `engine`;
+    /// with `engine` the store must be able to take the writer lock, and
+    /// `person_keys` does not apply (the engine is as given). An API process
+    /// opens its own store, which forwards its appends.
+    pub fn open_store(mut self, store: Store, engine: Arc<Engine<Store>>) -> Self {
+        self.open = Some((store, engine));
+        self
+    }
+
     /// Signs checkpoints while the system runs.
     pub fn checkpoint_signing(mut self, signing: Option<CheckpointSigning>) -> Self {
         self.checkpoints = signing;
@@ -217,6 +269,8 @@ impl<E> SystemBuilder<E> {
             person_keys: self.person_keys,
             role: self.role,
             trusted_proxies: self.trusted_proxies,
+            serving: self.serving,
+            open: self.open,
         }
     }
 }
@@ -233,9 +287,12 @@ impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
     }
 
     /// Everything in this process (`--role all`).
-    async fn start_all(self) -> anyhow::Result<System> {
-        let store = open_store(&self.database_url).await?;
-        let mut parts = Parts::new(&store, self.person_keys);
+    async fn start_all(mut self) -> anyhow::Result<System> {
+        let mut parts = match self.open.take() {
+            Some((store, engine)) => Parts::with_engine(store, engine),
+            None => Parts::new(&open_store(&self.database_url).await?, self.person_keys),
+        };
+        let store = parts.store.clone();
         parts.trusted_proxies = self.trusted_proxies.clone();
         let read_db = open_read_db(&self.database_url).await?;
         let projections = Projections::start(read_db, store.clone(), models::all())
@@ -253,7 +310,14 @@ impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
         let api = match &self.api {
             Some(api) => Some(
                 parts
-                    .start_api(api, &self.data_dir, &projections, &self.clock, None)
+                    .start_api(
+                        api,
+                        self.serving,
+                        &self.data_dir,
+                        &projections,
+                        &self.clock,
+                        None,
+                    )
                     .await?,
             ),
             None => None,
@@ -334,9 +398,14 @@ impl Parts {
         } else {
             engine
         };
+        Parts::with_engine(store.clone(), Arc::new(engine))
+    }
+
+    /// The parts over `store` and the `engine` given with it.
+    fn with_engine(store: Store, engine: Arc<Engine<Store>>) -> Parts {
         Parts {
-            store: store.clone(),
-            engine: Arc::new(engine),
+            store,
+            engine,
             cancel: CancellationToken::new(),
             tasks: JoinSet::new(),
             health: Health::default(),
@@ -347,6 +416,7 @@ impl Parts {
     async fn start_api(
         &mut self,
         options: &ApiOptions,
+        serving: Serving,
         data_dir: &std::path::Path,
         projections: &Projections,
         clock: &Clock,
@@ -383,13 +453,17 @@ impl Parts {
             Some((probe, feed)) => state.with_writer_probe(probe).with_update_feed(feed),
             None => state,
         };
+        let state = match serving.configure {
+            Some(configure) => configure(state),
+            None => state,
+        };
         let config = ServeConfig {
             listen: options.listen,
             tls: tls.clone(),
         };
         let server = kiban_api::serve_behind(
             &config,
-            kiban_api::ConnectionLimits::default(),
+            serving.limits,
             self.trusted_proxies.clone(),
             state,
             self.cancel.clone(),

@@ -104,18 +104,23 @@ fn scaled_out<E>(
 
 /// `--role engine`: waits to hold the writer lock, then starts everything
 /// that must run once.
-pub(crate) async fn start_engine<E>(builder: SystemBuilder<E>) -> anyhow::Result<System>
+pub(crate) async fn start_engine<E>(mut builder: SystemBuilder<E>) -> anyhow::Result<System>
 where
     E: Entitlements + Send + Sync + 'static,
 {
     let (url, streams) = scaled_out(&builder)?;
-    let options = StoreOptions {
-        writer: WriterMode::Standby {
-            poll: Duration::from_millis(WRITER_POLL_INTERVAL_MS),
-        },
-        ..StoreOptions::default()
+    let (store, engine) = match builder.open.take() {
+        Some((store, engine)) => (store, Some(engine)),
+        None => {
+            let options = StoreOptions {
+                writer: WriterMode::Standby {
+                    poll: Duration::from_millis(WRITER_POLL_INTERVAL_MS),
+                },
+                ..StoreOptions::default()
+            };
+            (open_store_with(&builder.database_url, options).await?, None)
+        }
     };
-    let store = open_store_with(&builder.database_url, options).await?;
     let bus = connect_nats(&url, &streams).await?;
     let mut status = store.writer_status();
     if !*status.borrow() {
@@ -126,7 +131,10 @@ where
         .await
         .context("the store closed while standing by")?;
     tracing::info!("this engine is the writer");
-    let mut parts = Parts::new(&store, builder.person_keys);
+    let mut parts = match engine {
+        Some(engine) => Parts::with_engine(store.clone(), engine),
+        None => Parts::new(&store, builder.person_keys),
+    };
     spawn_fence(&mut parts);
     // First, so that API processes can write again as early as possible.
     let client = bus.nats_client().expect("a NATS bus").clone();
@@ -204,6 +212,10 @@ fn spawn_fence(parts: &mut Parts) {
 /// `--role api`: the HTTPS API over a store that forwards its appends.
 pub(crate) async fn start_api<E>(builder: SystemBuilder<E>) -> anyhow::Result<System> {
     let (url, _) = scaled_out(&builder)?;
+    anyhow::ensure!(
+        builder.open.is_none(),
+        "--role api opens its own store (one that forwards its appends to the writer)"
+    );
     let bus = kiban_bus::client::Bus::connect_nats(&url).await?;
     let client = bus.nats_client().expect("a NATS bus").clone();
     let options = StoreOptions {
@@ -237,6 +249,7 @@ pub(crate) async fn start_api<E>(builder: SystemBuilder<E>) -> anyhow::Result<Sy
             parts
                 .start_api(
                     options,
+                    builder.serving,
                     &builder.data_dir,
                     &projections,
                     &builder.clock,

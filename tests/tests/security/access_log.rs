@@ -11,7 +11,7 @@ use crate::api::{Harness, auditor, federation, other_office};
 use crate::projections::on_both_backends;
 use crate::projections::script::{INSURER, PERSON, day};
 
-on_both_backends!(later_reads_are_on_the_access_log_pages_newest_first);
+on_both_backends!(and_pair: later_reads_are_on_the_access_log_pages_newest_first);
 
 /// More reads than one page holds.
 const READS: usize = kiban_projections::PAGE_ITEMS_MAX + 20;

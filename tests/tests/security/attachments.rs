@@ -14,6 +14,7 @@ use crate::projections::on_both_backends;
 use crate::projections::script::{INSURER, OFFICE, WAITING_PERSON};
 
 on_both_backends!(
+    and_pair:
     an_application_cannot_attach_bytes_the_applicant_did_not_upload,
     downloads_are_attachments_that_cannot_run_script,
 );

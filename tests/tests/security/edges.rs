@@ -12,6 +12,7 @@ use crate::projections::on_both_backends;
 use crate::projections::script::{INSURER, OFFICE, PERSON, WAITING_PERSON, day};
 
 on_both_backends!(
+    and_pair:
     a_last_event_id_ahead_of_the_head_is_refused,
     forgetting_a_person_nobody_recorded_is_not_found_and_creates_nothing,
     query_and_method_errors_are_problem_json_and_limits_are_never_clamped,

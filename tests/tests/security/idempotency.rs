@@ -12,6 +12,7 @@ use crate::projections::on_both_backends;
 use crate::projections::script::{INSURER, PERSON, WAITING_PERSON, day};
 
 on_both_backends!(
+    and_pair:
     an_exact_retry_of_a_consent_gets_the_first_answer,
     a_used_key_with_another_body_is_a_conflict_and_records_nothing,
 );

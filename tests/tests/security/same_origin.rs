@@ -11,7 +11,7 @@ use crate::api::{Harness, office_t01};
 use crate::projections::on_both_backends;
 use crate::projections::script::{INSURER, PERSON};
 
-on_both_backends!(a_logged_read_from_another_site_is_refused_and_not_logged);
+on_both_backends!(and_pair: a_logged_read_from_another_site_is_refused_and_not_logged);
 
 async fn a_logged_read_from_another_site_is_refused_and_not_logged(db: &TestDb) {
     let h = Harness::start(db).await;

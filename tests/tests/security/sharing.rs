@@ -15,7 +15,7 @@ use crate::api::{Harness, federation, office_t01, problem_type};
 use crate::projections::on_both_backends;
 use crate::projections::script::{OFFICE, PERSON, QUIET_INSURER, TERMINAL, day};
 
-on_both_backends!(an_office_cannot_file_for_a_person_of_an_insurer_not_sharing);
+on_both_backends!(and_pair: an_office_cannot_file_for_a_person_of_an_insurer_not_sharing);
 
 async fn an_office_cannot_file_for_a_person_of_an_insurer_not_sharing(db: &TestDb) {
     let h = Harness::start(db).await;

@@ -22,6 +22,7 @@ const OTHER_OFFICE: &str = "1319999999";
 const OTHER_TERMINAL: &str = "T-09";
 
 on_both_backends!(
+    and_pair:
     an_update_stream_ends_when_its_terminal_is_reported_lost,
     the_update_stream_sends_what_the_office_feed_routes_as_of_each_event,
     a_resume_further_back_than_the_bound_is_refused,

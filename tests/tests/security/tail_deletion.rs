@@ -12,6 +12,8 @@ use crate::projections::on_both_backends;
 on_both_backends!(
     a_store_cut_below_its_signed_checkpoint_fails_verification_and_refuses_writes,
     verifying_from_a_checkpoint_first_checks_the_event_it_signed,
+    ;
+    and_pair:
     deleted_checkpoint_rows_and_a_cut_tail_are_reported_over_https,
 );
 
