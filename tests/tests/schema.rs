@@ -89,19 +89,6 @@ const LEGACY_ROWS: &str = "
         VALUES ('1312345678', 'old-hand', 'not-a-real-hash', 2);
 ";
 
-/// The store's migrations before compact rows (`0009`): what the code
-/// before issue 18 item 3 ran.
-const BEFORE_COMPACT_MIGRATIONS: &[&str] = &[
-    "0001_events.sql",
-    "0002_audit.sql",
-    "0003_blobs.sql",
-    "0004_projections.sql",
-    "0005_ui_staff.sql",
-    "0006_security.sql",
-    "0007_ui_sessions_idle.sql",
-    "0008_person_sessions.sql",
-];
-
 /// The store's migrations before lean rows (`0010`): what the code of
 /// compact rows (issue 18 item 3, first part) ran.
 const BEFORE_LEAN_MIGRATIONS: &[&str] = &[
@@ -115,6 +102,10 @@ const BEFORE_LEAN_MIGRATIONS: &[&str] = &[
     "0008_person_sessions.sql",
     "0009_compact_events.sql",
 ];
+
+/// The store's migrations before compact rows (`0009`): what the code
+/// before issue 18 item 3 ran.
+const BEFORE_COMPACT_MIGRATIONS: &[&str] = BEFORE_LEAN_MIGRATIONS.split_at(8).0;
 
 /// Every migration version of today's code.
 const ALL_VERSIONS: [i64; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
@@ -335,48 +326,87 @@ fn rows_as_stored(backend: Backend, events: &[RecordedEvent], compact: bool) -> 
 }
 
 /// The domain's events (an insurer's onboarding), recorded by the engine
-/// on a database of its own.
-async fn domain_history(backend: Backend) -> Vec<RecordedEvent> {
+/// on a database of its own; with `tiny`, then one event whose payload is
+/// `{}` (stored as text: compression would not shorten it) on a stream of
+/// its own.
+async fn domain_history(backend: Backend, tiny: bool) -> Vec<RecordedEvent> {
     let source = TestDb::new(backend).await;
     let store = source.open().await;
     let engine = Arc::new(Engine::new(store.clone()));
     onboard_insurer(&engine, INSURER, true).await;
+    if tiny {
+        store
+            .append(
+                &kiban_tests::stream("lean", "tiny"),
+                ExpectedVersion::NoStream,
+                vec![kiban_tests::event("{}")],
+            )
+            .await
+            .unwrap();
+    }
     let history = store.read_all(1, 1000).await.unwrap();
     store.close().await;
     history
 }
 
-async fn a_store_written_before_compact_rows_migrates_and_still_verifies(db: &TestDb) {
-    let history = domain_history(db.backend()).await;
-    assert!(history.len() >= 4, "{} events", history.len());
-    let (old, new) = history.split_at(history.len() / 2);
+/// Checks that `store` holds exactly `events` (from position 1) and that
+/// their chain verifies to the last one's hash.
+async fn assert_log_is(store: &kiban_store::Store, events: &[RecordedEvent]) {
+    assert_eq!(store.read_all(1, 1000).await.unwrap(), events);
+    assert_eq!(
+        store.verify(1, None).await.unwrap(),
+        kiban_store::VerifyReport::Verified {
+            events: events.len() as u64,
+            head_hash: events.last().unwrap().hash
+        }
+    );
+}
 
-    // The database as the code before compact rows left it.
-    apply_migrations(db, BEFORE_COMPACT_MIGRATIONS).await;
-    db.tamper(&rows_as_before_compact_rows(db.backend(), old))
-        .await;
-
-    // Today's code migrates it (0009), reads the old rows as they were and
-    // verifies their chain.
+/// Makes `db` as older code left it (its `migrations`, then the INSERTs
+/// `rows` of the events `old`) and opens it with today's code, which
+/// migrates it: every migration is applied, and the log is exactly `old`
+/// and verifies.
+async fn open_migrated(
+    db: &TestDb,
+    migrations: &[&str],
+    rows: &str,
+    old: &[RecordedEvent],
+) -> (kiban_store::Store, Db) {
+    apply_migrations(db, migrations).await;
+    db.tamper(rows).await;
     let store = db.open().await;
     let read_db = Db::open(db.url()).await.unwrap();
     assert_eq!(applied_versions(&read_db).await, ALL_VERSIONS);
-    assert_eq!(store.read_all(1, 1000).await.unwrap(), old);
-    assert!(matches!(
-        store.verify(1, None).await.unwrap(),
-        kiban_store::VerifyReport::Verified { events, head_hash }
-            if events == old.len() as u64 && head_hash == old.last().unwrap().hash
-    ));
+    assert_log_is(&store, old).await;
+    (store, read_db)
+}
 
-    // New events continue the same chain, stored compact: the whole log
-    // reads back exactly as the engine recorded it and verifies end to end.
-    for event in new {
+/// Appends each of `events` again (same content) to `store`, which holds
+/// the events before them: each lands at the position it was recorded at.
+async fn append_again(store: &kiban_store::Store, events: &[RecordedEvent]) {
+    for event in events {
         let result = store
             .append(&event.stream, ExpectedVersion::Any, vec![new_event(event)])
             .await
             .unwrap();
         assert_eq!(result.first_position, event.position);
     }
+}
+
+async fn a_store_written_before_compact_rows_migrates_and_still_verifies(db: &TestDb) {
+    let history = domain_history(db.backend(), false).await;
+    assert!(history.len() >= 4, "{} events", history.len());
+    let (old, new) = history.split_at(history.len() / 2);
+
+    // The database as the code before compact rows left it; today's code
+    // migrates it (0009 on), reads the old rows as they were and verifies
+    // their chain.
+    let rows = rows_as_before_compact_rows(db.backend(), old);
+    let (store, read_db) = open_migrated(db, BEFORE_COMPACT_MIGRATIONS, &rows, old).await;
+
+    // New events continue the same chain, stored compact: the whole log
+    // reads back exactly as the engine recorded it and verifies end to end.
+    append_again(&store, new).await;
     let long = kiban_tests::event(&format!(
         r#"{{"institution":"2100015107","received_on":"2026-11-18","note":"{}"}}"#,
         "opinion received ".repeat(8)
@@ -431,29 +461,8 @@ fn new_event(recorded: &RecordedEvent) -> NewEvent {
     }
 }
 
-/// A history with payloads of both stored forms: an insurer's onboarding
-/// by the engine (frames), then a tiny payload (text) on a stream of its
-/// own, recorded on a database of its own.
-async fn history_of_both_forms(backend: Backend) -> Vec<RecordedEvent> {
-    let source = TestDb::new(backend).await;
-    let store = source.open().await;
-    let engine = Arc::new(Engine::new(store.clone()));
-    onboard_insurer(&engine, INSURER, true).await;
-    store
-        .append(
-            &kiban_tests::stream("lean", "tiny"),
-            ExpectedVersion::NoStream,
-            vec![kiban_tests::event("{}")],
-        )
-        .await
-        .unwrap();
-    let history = store.read_all(1, 1000).await.unwrap();
-    store.close().await;
-    history
-}
-
 async fn a_store_written_before_lean_rows_migrates_and_still_verifies(db: &TestDb) {
-    let history = history_of_both_forms(db.backend()).await;
+    let history = domain_history(db.backend(), true).await;
     assert!(history.len() >= 5, "{} events", history.len());
     let frames = history
         .iter()
@@ -468,17 +477,11 @@ async fn a_store_written_before_lean_rows_migrates_and_still_verifies(db: &TestD
 
     // The database as the code of compact rows (migrations 0001-0009) left
     // it: every row with its `prev_hash`, payloads as frames or text.
-    apply_migrations(db, BEFORE_LEAN_MIGRATIONS).await;
-    db.tamper(&rows_as_before_lean_rows(db.backend(), old))
-        .await;
-
     // Today's code migrates it (0010) and reads every old event back
     // exactly as recorded, the hash of the event before included, by
     // position, by stream and by id; the chain verifies.
-    let store = db.open().await;
-    let read_db = Db::open(db.url()).await.unwrap();
-    assert_eq!(applied_versions(&read_db).await, ALL_VERSIONS);
-    assert_eq!(store.read_all(1, 1000).await.unwrap(), old);
+    let rows = rows_as_before_lean_rows(db.backend(), old);
+    let (store, read_db) = open_migrated(db, BEFORE_LEAN_MIGRATIONS, &rows, old).await;
     let mut streams: Vec<_> = old.iter().map(|e| e.stream.clone()).collect();
     streams.dedup();
     for name in &streams {
@@ -492,13 +495,6 @@ async fn a_store_written_before_lean_rows_migrates_and_still_verifies(db: &TestD
         ranged.extend(batch.unwrap());
     }
     assert_eq!(ranged, old[1..]);
-    assert_eq!(
-        store.verify(1, None).await.unwrap(),
-        kiban_store::VerifyReport::Verified {
-            events: old.len() as u64,
-            head_hash: old.last().unwrap().hash
-        }
-    );
     // Re-sending an old event is recognised (the writer reads it by id)
     // and answered with the original.
     let first = &old[0];
@@ -524,13 +520,7 @@ async fn a_store_written_before_lean_rows_migrates_and_still_verifies(db: &TestD
 
     // New events continue the same chain; the whole log reads back and
     // verifies end to end.
-    for event in new {
-        let result = store
-            .append(&event.stream, ExpectedVersion::Any, vec![new_event(event)])
-            .await
-            .unwrap();
-        assert_eq!(result.first_position, event.position);
-    }
+    append_again(&store, new).await;
     let all = store.read_all(1, 1000).await.unwrap();
     assert_eq!(all.len(), history.len());
     assert_eq!(&all[..old.len()], old);
@@ -548,11 +538,7 @@ async fn a_store_written_before_lean_rows_migrates_and_still_verifies(db: &TestD
     for pair in all.windows(2) {
         assert_eq!(pair[1].prev_hash, pair[0].hash);
     }
-    assert!(matches!(
-        store.verify(1, None).await.unwrap(),
-        kiban_store::VerifyReport::Verified { events, head_hash }
-            if events == all.len() as u64 && head_hash == all.last().unwrap().hash
-    ));
+    assert_log_is(&store, &all).await;
     read_db.close().await;
     store.close().await;
 }

@@ -10,8 +10,9 @@
 -- - one `payload` column of bytes: the JSON text as appended, or a zstd
 --   frame of it (the two tell themselves apart by their first bytes,
 --   crate::compact), so no row has a NULL payload column;
--- - fixed-width columns first, in descending alignment, so that no byte of
---   a row is padding.
+-- - fixed-width columns first, in descending alignment, so that no
+--   alignment byte separates them (only a payload longer than 126 bytes,
+--   stored with a 4-byte length, may follow up to 3).
 --
 -- Every row is copied in position order; on a large store this migration
 -- takes as long as copying the table (it runs once, at the first start of

@@ -56,6 +56,17 @@ pub(crate) const SQLITE_READ_COLUMNS: &str = concat!(
     prev_hash_column!()
 );
 
+/// The read of a page of the log on SQLite: [`SQLITE_READ_COLUMNS`], but
+/// the previous row's hash only for the first row (`?1` is its position);
+/// every other row's is the hash of the row read before it
+/// ([`Readers::read_all`]).
+pub(crate) const SQLITE_READ_ALL_COLUMNS: &str = concat!(
+    event_columns!("e.event_type", "e.actor"),
+    ", CASE WHEN e.position = ?1 THEN ",
+    prev_hash_column!(),
+    " END"
+);
+
 /// [`event_columns!`] on PostgreSQL: the event type and actor are names of
 /// `event_names`, joined by [`POSTGRES_EVENTS_FROM`].
 pub(crate) const POSTGRES_EVENT_COLUMNS: &str = event_columns!("t.name", "a.name");
@@ -66,6 +77,14 @@ pub(crate) const POSTGRES_READ_COLUMNS: &str = concat!(
     event_columns!("t.name", "a.name"),
     ", ",
     prev_hash_column!()
+);
+
+/// [`SQLITE_READ_ALL_COLUMNS`] on PostgreSQL (`$1` is the first position).
+pub(crate) const POSTGRES_READ_ALL_COLUMNS: &str = concat!(
+    event_columns!("t.name", "a.name"),
+    ", CASE WHEN e.position = $1 THEN ",
+    prev_hash_column!(),
+    " END"
 );
 
 /// What PostgreSQL reads rows from: `events e` with the names of its event
@@ -159,12 +178,21 @@ pub(crate) type Readers = crate::DbPool;
 
 impl Readers {
     /// Events with `position >= from`, in position order, at most `limit`.
+    ///
+    /// The database selects the previous row's hash for the first row only;
+    /// each other row gets the hash of the row before it in the page. Rows
+    /// with a gap between them get a wrong one, and are never handed out:
+    /// [`crate::Store::read_all`] refuses a page with a gap.
     pub(crate) async fn read_all(&self, from: Position, limit: usize) -> Result<Vec<RawEvent>> {
         let (from, limit) = (to_i64(from), to_i64(limit as u64));
-        Ok(match self {
+        let mut rows = match self {
             Readers::Postgres(pool) => postgres::read_all(pool, from, limit).await?,
             Readers::Sqlite(pool) => sqlite::read_all(pool, from, limit).await?,
-        })
+        };
+        for i in 1..rows.len() {
+            rows[i].prev_hash = Some(rows[i - 1].hash.clone());
+        }
+        Ok(rows)
     }
 
     /// Events of `stream` with `version >= from`, in version order, at most `limit`.

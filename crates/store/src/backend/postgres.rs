@@ -12,7 +12,8 @@ use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use super::{
-    POSTGRES_EVENTS_FROM as EVENTS, POSTGRES_READ_COLUMNS as EVENT_COLUMNS, RawEvent, to_i64,
+    POSTGRES_EVENTS_FROM as EVENTS, POSTGRES_READ_ALL_COLUMNS,
+    POSTGRES_READ_COLUMNS as EVENT_COLUMNS, RawEvent, to_i64,
 };
 use crate::compact::{self, Stored};
 use crate::error::Result;
@@ -71,7 +72,8 @@ pub(crate) async fn read_all<'c>(
     limit: i64,
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM {EVENTS} WHERE e.position >= $1 ORDER BY e.position LIMIT $2"
+        "SELECT {POSTGRES_READ_ALL_COLUMNS} FROM {EVENTS} WHERE e.position >= $1 \
+         ORDER BY e.position LIMIT $2"
     );
     fetch_events(executor, sqlx::query(&sql).bind(from).bind(limit)).await
 }

@@ -14,7 +14,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqliteExecutor};
 use uuid::Uuid;
 
-use super::{RawEvent, SQLITE_READ_COLUMNS as EVENT_COLUMNS};
+use super::{RawEvent, SQLITE_READ_ALL_COLUMNS, SQLITE_READ_COLUMNS as EVENT_COLUMNS};
 use crate::compact::{self, Stored};
 
 /// Takes the writer lock of a SQLite database unless already held: an
@@ -101,7 +101,8 @@ pub(crate) async fn read_all<'c>(
     limit: i64,
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2"
+        "SELECT {SQLITE_READ_ALL_COLUMNS} FROM events e WHERE e.position >= ?1 \
+         ORDER BY e.position LIMIT ?2"
     );
     fetch_events(executor, sqlx::query(&sql).bind(from).bind(limit)).await
 }
