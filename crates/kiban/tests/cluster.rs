@@ -168,23 +168,14 @@ async fn cluster_engine_that_loses_its_lock_connection_exits_non_zero() {
 /// ones (from NATS), each once and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_office_updates_reach_an_api_process_through_nats_and_resume_exactly() {
-    let nats = Nats::One(kiban_bus::testing::NatsServer::start().await.unwrap());
-    let database = TestDatabase::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let persons = seed(&database.url).await;
-    let (p0, p1) = (&persons[0], &persons[1]);
-    let mut engine = Proc::engine(&dir, "engine", &database.url, &nats).await;
-    engine.wait_for_line("Ctrl-C to stop").await;
-    let api_dir = dir.path().join("api");
-    let mut api = Proc::api(&dir, "api", &database.url, &nats.url(), &api_dir, false).await;
-    let base = api.wait_for_api().await;
-    let pki = kiban_system::dev_pki::dev_certificates(&api_dir.join("certs")).unwrap();
-    let balancer = Balancer::new(&pki, std::slice::from_ref(&base));
+    let pair = Pair::start().await;
+    let (p0, p1) = (&pair.persons[0], &pair.persons[1]);
     let (federation, office_client, insurer_client) = (
-        balancer.client(0, &federation()),
-        balancer.client(0, &office()),
-        balancer.client(0, &insurer_principal()),
+        pair.balancer.client(0, &federation()),
+        pair.balancer.client(0, &office()),
+        pair.balancer.client(0, &insurer_principal()),
     );
+    let database = &pair.database;
     let insurer = InsurerNumber::parse(INSURER).unwrap();
     let office_number = kiban_events::ids::OfficeNumber::parse(OFFICE).unwrap();
     let consent = ConsentRecord {
@@ -279,9 +270,7 @@ async fn cluster_office_updates_reach_an_api_process_through_nats_and_resume_exa
     );
     drop(resumed);
     store.close().await;
-    drop(engine);
-    drop(api);
-    database.drop_it().await;
+    pair.stop().await;
 }
 
 /// The office's web screen (`/ui/events`) on an API process gets the
@@ -291,66 +280,98 @@ async fn cluster_office_updates_reach_an_api_process_through_nats_and_resume_exa
 /// `kiban.offices.<office>.consents`. Not another office's consent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_office_screen_on_an_api_process_gets_its_own_offices_consents() {
-    let nats = Nats::One(kiban_bus::testing::NatsServer::start().await.unwrap());
-    let database = TestDatabase::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let persons = seed(&database.url).await;
-    let mut engine = Proc::engine(&dir, "engine", &database.url, &nats).await;
-    engine.wait_for_line("Ctrl-C to stop").await;
-    let api_dir = dir.path().join("api");
-    let mut api = Proc::api(&dir, "api", &database.url, &nats.url(), &api_dir, false).await;
-    let base = api.wait_for_api().await;
-    let pki = kiban_system::dev_pki::dev_certificates(&api_dir.join("certs")).unwrap();
-    let balancer = Balancer::new(&pki, std::slice::from_ref(&base));
+    let pair = Pair::start().await;
+    let (p0, p1) = (&pair.persons[0], &pair.persons[1]);
+    let (base, database) = (&pair.base, &pair.database);
     let (federation, office_client) = (
-        balancer.client(0, &federation()),
-        balancer.client(0, &office()),
+        pair.balancer.client(0, &federation()),
+        pair.balancer.client(0, &office()),
     );
-    let screen = screen_session(&pki, &base, &database.url).await;
-    let mut events = bounded(
-        "the screen's update stream",
-        screen.client.get(format!("{base}/ui/events")).header("cookie", &screen.cookies).send(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(events.status(), 200);
-
     let insurer = InsurerNumber::parse(INSURER).unwrap();
     let consent_to = |office: &str| ConsentRecord {
         office: office.to_owned(),
         terminal: "T-01".to_owned(),
         expires_at: Utc::now() + chrono::Duration::days(365),
     };
-    let store = kiban_system::open_store(&database.url).await.unwrap();
-    let head = store.head().await.unwrap().position;
-    // Another office's consent: not this screen's.
-    federation
-        .give_consent(&insurer, &persons[0], &consent_to("1399999999"))
-        .await
-        .unwrap();
-    let own = federation
-        .give_consent(&insurer, &persons[0], &consent_to(OFFICE))
-        .await
-        .unwrap();
+    // The office may see both persons (before the screen opens).
+    for person in [p0, p1] {
+        federation
+            .give_consent(&insurer, person, &consent_to(OFFICE))
+            .await
+            .unwrap();
+    }
+    let screen = screen_session(&pair.pki, base, &database.url).await;
+    let mut events = bounded(
+        "the screen's update stream",
+        screen
+            .client
+            .get(format!("{base}/ui/events"))
+            .header("cookie", &screen.cookies)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(events.status(), 200);
+    let mut buffer = String::new();
+
     let application = ProxyApplication {
         kind: ApplicationKind::Change,
         applied_on: Utc::now().date_naive(),
     };
+    let store = kiban_system::open_store(&database.url).await.unwrap();
+    // First a routed update, received: from here on the stream is live
+    // (its replay from the store has ended), and what follows comes from
+    // NATS.
+    let head = store.head().await.unwrap().position;
     let filed = office_client
-        .file_application(&insurer, &persons[0], &application)
+        .file_application(&insurer, p0, &application)
         .await
         .unwrap();
     let routed = routed_between(&store, head, max_position(&filed)).await;
     assert!(!routed.is_empty(), "an application is routed to the office");
+    let last = *routed.last().unwrap();
+    assert_eq!(
+        screen_ids_until(&mut events, &mut buffer, last).await,
+        routed
+    );
+
+    // Another office's consent: not this screen's; then the own office's
+    // (a renewal).
+    federation
+        .give_consent(&insurer, p0, &consent_to("1399999999"))
+        .await
+        .unwrap();
+    let own = federation
+        .give_consent(&insurer, p0, &consent_to(OFFICE))
+        .await
+        .unwrap();
+    let filed = office_client
+        .file_application(&insurer, p1, &application)
+        .await
+        .unwrap();
+    let routed = routed_between(&store, last, max_position(&filed)).await;
+    assert!(!routed.is_empty(), "an application is routed to the office");
     let mut expected = vec![max_position(&own)];
     expected.extend(routed);
-    let last = *expected.last().unwrap();
-    let mut buffer = String::new();
-    let received = bounded("the screen's events", async {
+    assert_eq!(
+        screen_ids_until(&mut events, &mut buffer, *expected.last().unwrap()).await,
+        expected,
+        "the own office's consent, then the routed updates"
+    );
+    drop(events);
+    store.close().await;
+    pair.stop().await;
+}
+
+/// The ids an SSE response sends up to and including `last`.
+async fn screen_ids_until(
+    events: &mut reqwest::Response,
+    buffer: &mut String,
+    last: u64,
+) -> Vec<u64> {
+    bounded("the screen's events", async {
         let mut ids: Vec<u64> = Vec::new();
         while ids.last().is_none_or(|id| *id < last) {
-            let chunk = events.chunk().await.unwrap().expect("the stream stays open");
-            buffer.push_str(std::str::from_utf8(&chunk).unwrap());
             while let Some(end) = buffer.find("\n\n") {
                 let block: String = buffer.drain(..end + 2).collect();
                 ids.extend(
@@ -360,19 +381,67 @@ async fn cluster_office_screen_on_an_api_process_gets_its_own_offices_consents()
                         .map(|id| id.trim().parse::<u64>().unwrap()),
                 );
             }
+            if ids.last().is_some_and(|id| *id >= last) {
+                break;
+            }
+            let chunk = events
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            buffer.push_str(std::str::from_utf8(&chunk).unwrap());
         }
         ids
     })
-    .await;
-    assert_eq!(
-        received, expected,
-        "the own office's consent, then the routed updates"
-    );
-    drop(events);
-    store.close().await;
-    drop(engine);
-    drop(api);
-    database.drop_it().await;
+    .await
+}
+
+/// One engine and one API process (not behind HAProxy) on a fresh
+/// database with the seed's persons and one nats-server; typed clients of
+/// the API process with its development certificates.
+struct Pair {
+    database: TestDatabase,
+    persons: Vec<InsuredNumber>,
+    engine: Proc,
+    api: Proc,
+    base: String,
+    pki: kiban_api::DevPki,
+    balancer: Balancer,
+    _nats: Nats,
+    _dir: tempfile::TempDir,
+}
+
+impl Pair {
+    async fn start() -> Pair {
+        let nats = Nats::One(kiban_bus::testing::NatsServer::start().await.unwrap());
+        let database = TestDatabase::create().await;
+        let dir = tempfile::tempdir().unwrap();
+        let persons = seed(&database.url).await;
+        let mut engine = Proc::engine(&dir, "engine", &database.url, &nats).await;
+        engine.wait_for_line("Ctrl-C to stop").await;
+        let api_dir = dir.path().join("api");
+        let mut api = Proc::api(&dir, "api", &database.url, &nats.url(), &api_dir, false).await;
+        let base = api.wait_for_api().await;
+        let pki = kiban_system::dev_pki::dev_certificates(&api_dir.join("certs")).unwrap();
+        let balancer = Balancer::new(&pki, std::slice::from_ref(&base));
+        Pair {
+            database,
+            persons,
+            engine,
+            api,
+            base,
+            pki,
+            balancer,
+            _nats: nats,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        drop(self.engine);
+        drop(self.api);
+        self.database.drop_it().await;
+    }
 }
 
 /// A staff member's signed-in web screen at the office terminal T-01.

@@ -35,9 +35,11 @@
 //!    writer lock; the writer is killed with SIGKILL; the time from the
 //!    kill to the first command (sent after the kill) answered 2xx.
 //!
-//! Every answer in phases 2 and 3 must be 2xx, and the store's head must
-//! have grown by exactly one event per logged read and per command
-//! answered; the run fails otherwise.
+//! Every answer in phases 2 and 3 must be 2xx, and the store must have
+//! grown by exactly one `insured.record_viewed` per logged read and one
+//! `insured.consent_given` per command answered; the run fails otherwise.
+//! Other events appended meanwhile (the engine's timers) are counted by
+//! type and reported.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,7 +57,7 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 use crate::bench_api::generator::{Generator, Mix, Sample};
-use crate::bench_api::{KindFigures, WARMUP_SECONDS, by_kind, dataset, quantile};
+use crate::bench_api::{KindFigures, WARMUP_SECONDS, by_kind, dataset, load_data_set, quantile};
 use crate::nats_server::{PRIVATE_EVENTS_MAX_BYTES, PrivateNatsServer};
 
 /// Most API processes measured (`deploy/haproxy.cfg` has three `server`
@@ -113,6 +115,9 @@ pub struct ProcessesFigures {
     pub haproxy_cores: f64,
     pub generator_cores: f64,
     pub machine_cores: f64,
+    /// Events appended meanwhile that no request of the benchmark made
+    /// (the engine's timers), by type.
+    pub other_events: BTreeMap<String, u64>,
     pub open_loop_target_rps: f64,
     pub open_loop_rps: f64,
     pub open_loop_logged_read_p50_ms: f64,
@@ -155,6 +160,9 @@ pub struct CpuPerOperation {
     /// Every process of the machine, per operation (also PostgreSQL, NATS,
     /// the load generator and other programs).
     pub machine_cpu_ms: f64,
+    /// Events appended meanwhile that no request made (the engine's
+    /// timers), by type: their cost is in the figures above.
+    pub other_events: BTreeMap<String, u64>,
 }
 
 /// The figures; serialises to the keys `kiban bench cluster --json` prints.
@@ -257,6 +265,14 @@ impl fmt::Display for ClusterBenchReport {
                 cpu.machine_cpu_ms
             )?;
         }
+        let mut other: BTreeMap<&str, u64> = BTreeMap::new();
+        let phases = self.runs.iter().map(|r| &r.other_events);
+        for events in phases.chain([&self.logged_read.other_events, &self.command.other_events]) {
+            for (kind, count) in events {
+                *other.entry(kind.as_str()).or_insert(0) += count;
+            }
+        }
+        writeln!(f, "  other events appended meanwhile (timers): {other:?}")?;
         write!(
             f,
             "  writer fail-over (kill -9 → first command answered): {:.0} ms\n  errors: {}",
@@ -305,22 +321,14 @@ async fn run(scratch: &Scratch, options: &ClusterBenchOptions) -> anyhow::Result
         .tempdir()?;
     let mut principals = population.principals();
     principals.push(Principal::Federation);
-    let pki = kiban_api::dev_pki(&dir.path().join("certs"), &principals)?;
-    let fingerprints: Vec<String> = pki
-        .clients
-        .iter()
-        .take(options.offices as usize)
-        .map(|client| client.fingerprint.clone())
-        .collect();
-    let store = Store::open(scratch.url(), StoreOptions::default()).await?;
-    eprintln!(
-        "load: {} persons, {} offices, {} insurers",
-        population.persons, population.offices, population.insurers
-    );
-    let loaded = dataset::load(&store, population, &fingerprints, chrono::Utc::now()).await;
-    // The loader's store holds the writer lock: the engine takes it next.
-    store.close().await;
-    let loaded = loaded?;
+    // The loader's store held the writer lock: the engine takes it next.
+    let (pki, loaded) = load_data_set(
+        scratch.url(),
+        population,
+        &dir.path().join("certs"),
+        &principals,
+    )
+    .await?;
     eprintln!(
         "load: {} events appended in {:.1} s",
         loaded.events, loaded.append_seconds
@@ -470,7 +478,16 @@ async fn measure_processes(
     let target = rps * options.open_loop_percent as f64 / 100.0;
     eprintln!("  {rps:.0} req/s; open loop at {target:.0} req/s");
     let open = generator.open_loop(haproxy.address, target, duration).await?;
-    check_appended(generator, store, head_before, reads_before, commands_before).await?;
+    if generator.errors() > 0 {
+        bail!(
+            "{} requests failed with {} API process(es) (first: {})",
+            generator.errors(),
+            apis.len(),
+            generator.first_error().unwrap_or_default()
+        );
+    }
+    let other_events =
+        check_appended(generator, store, head_before, reads_before, commands_before).await?;
     let (reads, commands): (Vec<Sample>, Vec<Sample>) =
         open.samples.iter().partition(|s| s.kind.logged());
     Ok(ProcessesFigures {
@@ -483,6 +500,7 @@ async fn measure_processes(
         haproxy_cores: cores.haproxy,
         generator_cores: cores.generator,
         machine_cores,
+        other_events,
         open_loop_target_rps: target,
         open_loop_rps: open.samples.len() as f64 / open.elapsed.as_secs_f64(),
         open_loop_logged_read_p50_ms: quantile(&reads, 0.50),
@@ -520,7 +538,6 @@ async fn cpu_phase(
     wait_until_caught_up(&cluster.pki, haproxy.address, store).await?;
     let used = Cpu::read(engine, apis, haproxy)?.minus(&before);
     let machine = machine_busy_seconds()? - machine_before;
-    check_appended(&generator, store, head_before, 0, 0).await?;
     if generator.errors() > 0 {
         bail!(
             "{} requests failed (first: {})",
@@ -528,7 +545,8 @@ async fn cpu_phase(
             generator.first_error().unwrap_or_default()
         );
     }
-    let operations = store.head().await?.position - head_before;
+    let other_events = check_appended(&generator, store, head_before, 0, 0).await?;
+    let operations = generator.office_person_reads() + generator.commands_answered();
     let per = |seconds: f64| 1000.0 * seconds / operations.max(1) as f64;
     Ok(CpuPerOperation {
         operations,
@@ -537,27 +555,51 @@ async fn cpu_phase(
         api_cpu_ms: per(used.api),
         haproxy_cpu_ms: per(used.haproxy),
         machine_cpu_ms: per(machine),
+        other_events,
     })
 }
 
-/// The head grew by exactly one event per logged read and per command
-/// answered since the counts given.
+/// The events appended since `head_before`, by type.
+async fn appended_since(
+    store: &Store,
+    head_before: u64,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut by_type = BTreeMap::new();
+    let mut from = head_before + 1;
+    loop {
+        let page = store.read_all(from, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        from = last.position + 1;
+        for event in &page {
+            *by_type.entry(event.event_type.as_str().to_owned()).or_insert(0) += 1;
+        }
+    }
+    Ok(by_type)
+}
+
+/// Exactly one `insured.record_viewed` per logged read and one
+/// `insured.consent_given` per command answered since the counts given
+/// were appended; returns the other events appended meanwhile (the
+/// engine's timers, by type), which the report lists.
 async fn check_appended(
     generator: &Generator,
     store: &Store,
     head_before: u64,
     reads_before: u64,
     commands_before: u64,
-) -> anyhow::Result<()> {
-    let appended = store.head().await?.position - head_before;
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut appended = appended_since(store, head_before).await?;
     let reads = generator.office_person_reads() - reads_before;
     let commands = generator.commands_answered() - commands_before;
-    if appended != reads + commands {
+    let viewed = appended.remove("insured.record_viewed").unwrap_or(0);
+    let consents = appended.remove("insured.consent_given").unwrap_or(0);
+    if (viewed, consents) != (reads, commands) {
         bail!(
-            "{reads} logged reads and {commands} commands were answered but {appended} events were appended"
+            "{reads} logged reads and {commands} commands were answered ({} failed) but {viewed} record_viewed and {consents} consent_given events were appended (and {appended:?})",
+            generator.errors()
         );
     }
-    Ok(())
+    Ok(appended)
 }
 
 /// Waits until `/readyz` (through the balancer) says the read models lag

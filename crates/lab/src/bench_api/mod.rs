@@ -193,23 +193,13 @@ async fn run_phases(
 ) -> anyhow::Result<ApiBenchReport> {
     let population = Population::new(options.persons, options.offices);
     let certificates = tempfile::tempdir()?;
-    let pki = kiban_api::dev_pki(certificates.path(), &population.principals())?;
-    let fingerprints: Vec<String> = pki
-        .clients
-        .iter()
-        .take(options.offices as usize)
-        .map(|client| client.fingerprint.clone())
-        .collect();
-
-    let store = Store::open(scratch.url(), StoreOptions::default()).await?;
-    eprintln!(
-        "load: {} persons, {} offices, {} insurers",
-        population.persons, population.offices, population.insurers
-    );
-    let loaded = dataset::load(&store, population, &fingerprints, chrono::Utc::now()).await;
-    // The system opens the store itself; the loader's handle closes first.
-    store.close().await;
-    let loaded = loaded?;
+    let (pki, loaded) = load_data_set(
+        scratch.url(),
+        population,
+        certificates.path(),
+        &population.principals(),
+    )
+    .await?;
     eprintln!(
         "load: {} events appended in {:.1} s; projections catching up",
         loaded.events, loaded.append_seconds
@@ -312,6 +302,34 @@ async fn run_phases(
     ceiling.wait().await;
     system.shutdown().await;
     outcome
+}
+
+/// Makes the certificates of `principals` (the offices' first) under
+/// `certificates` and appends the data set to the fresh store at `url`,
+/// each office's terminal registered with its certificate. The loader's
+/// store handle is closed before this returns: it holds the writer lock,
+/// which the system started next takes.
+pub(crate) async fn load_data_set(
+    url: &str,
+    population: Population,
+    certificates: &std::path::Path,
+    principals: &[kiban_api::Principal],
+) -> anyhow::Result<(kiban_api::DevPki, dataset::Loaded)> {
+    let pki = kiban_api::dev_pki(certificates, principals)?;
+    let fingerprints: Vec<String> = pki
+        .clients
+        .iter()
+        .take(population.offices as usize)
+        .map(|client| client.fingerprint.clone())
+        .collect();
+    let store = Store::open(url, StoreOptions::default()).await?;
+    eprintln!(
+        "load: {} persons, {} offices, {} insurers",
+        population.persons, population.offices, population.insurers
+    );
+    let loaded = dataset::load(&store, population, &fingerprints, chrono::Utc::now()).await;
+    store.close().await;
+    Ok((pki, loaded?))
 }
 
 pub(crate) fn quantile(samples: &[Sample], p: f64) -> f64 {
