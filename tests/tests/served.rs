@@ -33,10 +33,7 @@ pub(crate) struct Served {
     pub(crate) engine: Arc<Engine<Store>>,
     pub(crate) projections: Projections,
     pub(crate) base: String,
-    /// The system that serves the API (`--role all`, or `--role api`).
-    system: Option<System>,
-    /// The engine-role system of the pair (pair mode only).
-    writer: Option<System>,
+    systems: Systems,
     clock: Arc<AtomicI64>,
     _dir: tempfile::TempDir,
 }
@@ -74,64 +71,40 @@ impl Served {
             Utc.timestamp_micros(reading.load(Ordering::SeqCst))
                 .unwrap()
         });
-        let builder = |role: Role| {
-            // The suites run the timers themselves, at the moments they set.
-            SystemBuilder::new(db.url(), dir.path())
-                .role(role)
-                .timers(None)
-                .clock(now.clone())
-        };
         let api = ApiOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: Tls::Files(tls.clone()),
             card_trust: None,
         };
-        let (system, writer) = match db.pair_nats_url() {
-            None => {
-                let system = builder(Role::All)
-                    .open_store(store.clone(), engine.clone())
+        let systems = Systems::start(
+            db,
+            // The suites run the timers themselves, at the moments they set.
+            |role| {
+                SystemBuilder::new(db.url(), dir.path())
+                    .role(role)
+                    .timers(None)
+                    .clock(now.clone())
+            },
+            |writer| writer.open_store(store.clone(), engine.clone()),
+            |server| {
+                server
                     .api(Some(api))
                     .connection_limits(limits)
                     .configure_api(configure)
-                    .start()
-                    .await
-                    .expect("the system starts");
-                (system, None)
-            }
-            Some(url) => {
-                let bus = BusOptions::Nats {
-                    url,
-                    streams: kiban_bus::testing::stream_options(1),
-                };
-                let writer = builder(Role::Engine)
-                    .bus(bus.clone())
-                    .open_store(store.clone(), engine.clone())
-                    .start()
-                    .await
-                    .expect("the engine-role system starts");
-                let system = builder(Role::Api)
-                    .bus(bus)
-                    .api(Some(api))
-                    .connection_limits(limits)
-                    .configure_api(configure)
-                    .start()
-                    .await
-                    .expect("the API-role system starts");
-                (system, Some(writer))
-            }
-        };
-        let projections = system.projections.clone();
+            },
+        )
+        .await;
+        let projections = systems.system.projections.clone();
         bounded("catch-up", projections.wait_for(last))
             .await
             .unwrap();
-        let base = format!("https://127.0.0.1:{}", system.api().unwrap().addr.port());
+        let port = systems.system.api().unwrap().addr.port();
         Served {
             store,
             engine,
             projections,
-            base,
-            system: Some(system),
-            writer,
+            base: format!("https://127.0.0.1:{port}"),
+            systems,
             clock,
             _dir: dir,
         }
@@ -141,26 +114,18 @@ impl Served {
         self.clock.store(now.timestamp_micros(), Ordering::SeqCst);
     }
 
-    /// Stops the API's system, then the writer's (pair mode).
-    pub(crate) async fn stop(mut self) {
-        for system in [self.system.take(), self.writer.take()]
-            .into_iter()
-            .flatten()
-        {
-            bounded("system shutdown", system.shutdown()).await;
-        }
+    pub(crate) async fn stop(self) {
+        self.systems.shutdown().await;
     }
 }
 
 /// The system as `kiban serve` starts it in development mode (HTTPS with
-/// development certificates under `dir`, timers on): `--role all` with the
-/// in-process bus, or on a [`TestDb::pair`] database an engine-role process
-/// and then an API-role process over its NATS server (docs/deploy.md: the
-/// API process registers the sample terminals, which are appends, once the
-/// writer runs).
+/// development certificates under `dir`, timers on), in either mode of
+/// [`Systems`]. In pair mode the API process registers the sample
+/// terminals (appends) once the writer runs, and the processes share the
+/// development certificates but not their data directories.
 pub(crate) struct DevServed {
-    system: System,
-    writer: Option<System>,
+    systems: Systems,
 }
 
 impl DevServed {
@@ -170,13 +135,58 @@ impl DevServed {
             tls: Tls::Development,
             card_trust: None,
         };
+        let systems = Systems::start(
+            db,
+            |role| match role {
+                Role::Engine => SystemBuilder::new(db.url(), dir.join("engine")).role(role),
+                _ => SystemBuilder::new(db.url(), dir).role(role),
+            },
+            |writer| writer,
+            |server| server.api(Some(api)),
+        )
+        .await;
+        DevServed { systems }
+    }
+
+    pub(crate) async fn shutdown(self) {
+        self.systems.shutdown().await;
+    }
+}
+
+impl std::ops::Deref for DevServed {
+    type Target = System;
+
+    fn deref(&self) -> &System {
+        &self.systems.system
+    }
+}
+
+/// What a harness runs: one `--role all` system, or on a [`TestDb::pair`]
+/// database an engine-role system (the writer) and an API-role system over
+/// the database's nats-server.
+struct Systems {
+    /// The system that serves the API (`--role all`, or `--role api`).
+    system: System,
+    /// The engine-role system of the pair (pair mode only).
+    writer: Option<System>,
+}
+
+impl Systems {
+    /// `builder` makes each process's builder for its role; `writes` adds
+    /// what the writing process needs (the one process, or the engine),
+    /// `serves` what the serving one needs (the one process, or the API).
+    async fn start(
+        db: &TestDb,
+        builder: impl Fn(Role) -> SystemBuilder,
+        writes: impl FnOnce(SystemBuilder) -> SystemBuilder,
+        serves: impl FnOnce(SystemBuilder) -> SystemBuilder,
+    ) -> Systems {
         let Some(url) = db.pair_nats_url() else {
-            let system = SystemBuilder::new(db.url(), dir)
-                .api(Some(api))
+            let system = serves(writes(builder(Role::All)))
                 .start()
                 .await
                 .expect("the system starts");
-            return DevServed {
+            return Systems {
                 system,
                 writer: None,
             };
@@ -185,40 +195,25 @@ impl DevServed {
             url,
             streams: kiban_bus::testing::stream_options(1),
         };
-        // Each process its own data directory, except the certificates,
-        // which the API processes of a development deployment share.
-        let writer = SystemBuilder::new(db.url(), dir.join("engine"))
-            .role(Role::Engine)
-            .bus(bus.clone())
+        let writer = writes(builder(Role::Engine).bus(bus.clone()))
             .start()
             .await
             .expect("the engine-role system starts");
-        let system = SystemBuilder::new(db.url(), dir)
-            .role(Role::Api)
-            .bus(bus)
-            .api(Some(api))
+        let system = serves(builder(Role::Api).bus(bus))
             .start()
             .await
             .expect("the API-role system starts");
-        DevServed {
+        Systems {
             system,
             writer: Some(writer),
         }
     }
 
-    /// Stops the API's system, then the writer's (pair mode).
-    pub(crate) async fn shutdown(self) {
+    /// Stops the API's system, then the writer's.
+    async fn shutdown(self) {
         bounded("system shutdown", self.system.shutdown()).await;
         if let Some(writer) = self.writer {
             bounded("writer shutdown", writer.shutdown()).await;
         }
-    }
-}
-
-impl std::ops::Deref for DevServed {
-    type Target = System;
-
-    fn deref(&self) -> &System {
-        &self.system
     }
 }
