@@ -111,9 +111,14 @@ fn bench_cluster_runs_end_to_end_and_reports_the_promised_keys() {
         "--json",
     ]);
     assert_eq!(report["bench"], "cluster");
-    // The run fails on any non-2xx answer, and checks that every logged
-    // read and command appended exactly one event.
-    assert_eq!(report["errors"], 0);
+    // The run fails on any failed request unless HAProxy's health checks
+    // took a server out meanwhile (on a loaded machine a `/readyz` can
+    // take longer than its writer ping's 1 s), and checks that every
+    // logged read and command answered appended exactly one event.
+    assert!(
+        report["errors"] == 0 || report["servers_taken_out"].as_u64().unwrap() > 0,
+        "{report}"
+    );
     let by_processes = report["by_processes"].as_array().unwrap();
     assert_eq!(by_processes.len(), 3);
     for (n, figures) in by_processes.iter().enumerate() {
