@@ -137,6 +137,25 @@ fn an_application_date_in_the_future_is_rejected() {
         .then_rejected(R::DateInFuture);
 }
 
+/// Issue 16 item 15: an application dated far in the past was accepted, and
+/// the timers then recorded its deadline decades out of time order. A date
+/// more than two years before the command's day is refused; the day itself
+/// two years back is still accepted.
+#[test]
+fn an_application_date_more_than_two_years_back_is_rejected() {
+    for too_old in [d(2024, 4, 14), d(2000, 1, 1), d(1900, 1, 1)] {
+        given::<C>([])
+            .when(file(ApplicationKind::New, too_old, None), at(2026, 4, 15))
+            .then_rejected(R::DateTooFarInPast);
+    }
+    given::<C>([])
+        .when(
+            file(ApplicationKind::New, d(2024, 4, 15), None),
+            at(2026, 4, 15),
+        )
+        .then(vec![filed(ApplicationKind::New, d(2024, 4, 15), None)]);
+}
+
 #[test]
 fn a_new_application_while_certified_is_rejected() {
     given::<C>([])

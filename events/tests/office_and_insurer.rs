@@ -217,6 +217,44 @@ fn standardised() -> InsurerEvent {
 }
 
 #[test]
+fn a_back_fill_is_started_and_completed_by_an_onboarded_insurer_one_at_a_time() {
+    given::<Insurer>([])
+        .when(InsurerCommand::StartBackfill {}, at(2026, 12, 7))
+        .then_rejected(R::InsurerNotOnboarded);
+    given::<Insurer>([onboarded()])
+        .when(InsurerCommand::CompleteBackfill {}, at(2026, 12, 7))
+        .then_rejected(R::BackfillNotStarted);
+    let started: InsurerEvent = BackfillStarted {
+        started_on: d(2026, 12, 7),
+    }
+    .into();
+    let state = given::<Insurer>([onboarded()])
+        .when(InsurerCommand::StartBackfill {}, at(2026, 12, 7))
+        .then(vec![started.clone()]);
+    assert!(state.backfilling);
+    given::<Insurer>([onboarded(), started.clone()])
+        .when(InsurerCommand::StartBackfill {}, at(2026, 12, 7))
+        .then_rejected(R::BackfillAlreadyStarted);
+    let completed: InsurerEvent = BackfillCompleted {
+        completed_on: d(2026, 12, 8),
+    }
+    .into();
+    let state = given::<Insurer>([onboarded(), started.clone()])
+        .when(InsurerCommand::CompleteBackfill {}, at(2026, 12, 8))
+        .then(vec![completed.clone()]);
+    assert!(!state.backfilling);
+    // Another back-fill may follow a completed one.
+    given::<Insurer>([onboarded(), started, completed])
+        .when(InsurerCommand::StartBackfill {}, at(2026, 12, 9))
+        .then(vec![
+            BackfillStarted {
+                started_on: d(2026, 12, 9),
+            }
+            .into(),
+        ]);
+}
+
+#[test]
 fn an_insurer_is_onboarded_once() {
     given::<Insurer>([])
         .when(

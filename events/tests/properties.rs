@@ -614,6 +614,8 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
                     completed_on: d(2026, 10, 1),
                 },
             ),
+            (d(2026, 12, 7), InsurerCommand::StartBackfill {}),
+            (d(2026, 12, 8), InsurerCommand::CompleteBackfill {}),
         ],
         no_check,
     );

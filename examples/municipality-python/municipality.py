@@ -2,7 +2,8 @@
 and docs/asyncapi.json alone.
 
 It onboards the insurer through the federation's route (POST /v1/insurers),
-reports its rollout, sends one person's whole certification, two certificates and
+reports its rollout, back-fills another person's application of last year, sends
+one person's whole certification, two certificates and
 a move, five bad messages, and re-sends one message to show that nothing is
 recorded twice. Every receipt is checked. Exit status 0 when every check held.
 
@@ -26,6 +27,7 @@ import nats
 
 INSURER = "131016"
 PERSON = "0000012345"
+HISTORY_PERSON = "0000054321"
 RECEIPT_TIMEOUT_S = 30
 
 
@@ -131,11 +133,18 @@ class Municipality:
         print(f"{message['kind']}: rejected with {receipt.get('code')} as expected")
 
 
-def message(kind: str, body: dict, insured: bool = True, application=None) -> dict:
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+def message(
+    kind: str,
+    body: dict,
+    insured: bool = True,
+    application=None,
+    person: str = PERSON,
+    occurred_at: str = None,
+) -> dict:
+    now = occurred_at or datetime.datetime.now(datetime.timezone.utc).isoformat()
     out = {"event_id": uuid7(), "kind": kind, "insurer": INSURER, "occurred_at": now}
     if insured:
-        out["insured"] = PERSON
+        out["insured"] = person
     if application is not None:
         out["application"] = application
     out["body"] = body
@@ -157,6 +166,23 @@ async def run(nats_url: str, api: str, certs: str) -> None:
     await municipality.accepted(
         message("insurer.data_transmission_completed", {"completed_on": day}, insured=False)
     )
+
+    # History (docs/integration.md "Back-filling history"): another person's
+    # application of 400 days ago, filed and withdrawn ten days later, loaded
+    # with each fact's own occurred_at between backfill_started and
+    # backfill_completed, so no timer judges the filing before its end arrives.
+    past = today - datetime.timedelta(days=400)
+    await municipality.accepted(message("insurer.backfill_started", {}, insured=False))
+    for kind, body, days in [
+        ("certification.filed",
+         {"kind": "new", "applicant": {"by": "person"}, "applied_on": past.isoformat()}, 0),
+        ("certification.withdrawn", {"reason": None}, 10),
+    ]:
+        at = f"{(past + datetime.timedelta(days=days)).isoformat()}T10:00:00+09:00"
+        await municipality.accepted(
+            message(kind, body, application=1, person=HISTORY_PERSON, occurred_at=at)
+        )
+    await municipality.accepted(message("insurer.backfill_completed", {}, insured=False))
 
     # One person's whole certification, in order.
     document = {

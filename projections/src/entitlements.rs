@@ -65,8 +65,46 @@ pub async fn offices_entitled(
     let Some((insurer, insured)) = routed_person(event) else {
         return Ok(BTreeSet::new());
     };
+    person_offices(read, &insurer, &insured, event.position).await
+}
+
+/// The offices `event` makes entitled to its person that were not entitled
+/// just before it: a consent given, a care-plan office registered or
+/// changed (each office then receives the person's snapshot on its feed).
+/// Read from `read`, which must have applied the event.
+pub async fn newly_entitled(
+    read: &ReadModels,
+    event: &RecordedEvent,
+) -> Result<BTreeSet<OfficeNumber>> {
+    if !matches!(
+        event.event_type.as_str(),
+        "insured.consent_given"
+            | "insured.care_plan_office_registered"
+            | "insured.care_plan_office_changed"
+    ) {
+        return Ok(BTreeSet::new());
+    }
+    let Some((insurer, insured)) = event.stream.id().split_once('-') else {
+        return Ok(BTreeSet::new());
+    };
+    let after = person_offices(read, insurer, insured, event.position).await?;
+    if after.is_empty() {
+        return Ok(after);
+    }
+    let before = person_offices(read, insurer, insured, event.position - 1).await?;
+    Ok(after.difference(&before).cloned().collect())
+}
+
+/// The offices entitled to the person after their events up to `position`
+/// (consent or care-plan office), when the insurer shares.
+async fn person_offices(
+    read: &ReadModels,
+    insurer: &str,
+    insured: &str,
+    position: kiban_events::Position,
+) -> Result<BTreeSet<OfficeNumber>> {
     let sharing = read
-        .insurer(&insurer)
+        .insurer(insurer)
         .await?
         .is_some_and(|view| view.sharing_enabled);
     if !sharing {
@@ -79,7 +117,7 @@ pub async fn offices_entitled(
         person
             .events
             .iter()
-            .filter(|stamped| stamped.position <= event.position)
+            .filter(|stamped| stamped.position <= position)
             .map(|stamped| &stamped.event),
     );
     let mut offices: BTreeSet<OfficeNumber> = state.consents.into_keys().collect();

@@ -4,6 +4,7 @@
 mod accessibility;
 mod api;
 mod audit;
+mod backfill;
 mod bench_smoke;
 mod crash_safety;
 mod dev_onboarding;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use kiban_bus::local::LocalBus;
 use kiban_bus::relay::FileCheckpoints;
-use kiban_bus::routing::run_routing;
+use kiban_bus::routing::{OfficeSink, run_routing};
 use kiban_engine::Engine;
 use kiban_events::domain::TerminalId;
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
@@ -24,7 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::projections::script::*;
 
-kiban_tests::on_both_backends!(offices_receive_exactly_what_they_are_entitled_to);
+kiban_tests::on_both_backends!(
+    offices_receive_exactly_what_they_are_entitled_to,
+    an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats,
+);
 
 /// An office with no relation to anyone until the end.
 const STRANGER_OFFICE: &str = "1319999999";
@@ -74,29 +77,65 @@ fn summary(event: &RecordedEvent) -> (String, String) {
     )
 }
 
+/// A store, engine and projections over a test database, with the office
+/// routing running over the real entitlements into a sink.
+struct Routed {
+    store: Store,
+    engine: Arc<Engine<Store>>,
+    projections: Projections,
+    cancel: CancellationToken,
+    routing: tokio::task::JoinHandle<kiban_bus::Result<()>>,
+    _checkpoints: tempfile::TempDir,
+}
+
+impl Routed {
+    async fn start<K: OfficeSink + 'static>(db: &TestDb, sink: K) -> Routed {
+        let store = db.open().await;
+        let engine = Arc::new(Engine::new(store.clone()));
+        let projections = Projections::start(
+            Db::open(db.url()).await.unwrap(),
+            store.clone(),
+            models::all(),
+        )
+        .await
+        .unwrap();
+        let cancel = CancellationToken::new();
+        let checkpoints_dir = tempfile::tempdir().unwrap();
+        let routing = {
+            let (store, cancel) = (store.clone(), cancel.clone());
+            let entitlements = ReadModelEntitlements::new(projections.clone());
+            let checkpoints = FileCheckpoints::new(checkpoints_dir.path());
+            tokio::spawn(async move {
+                run_routing(&store, &entitlements, &checkpoints, &sink, cancel).await
+            })
+        };
+        Routed {
+            store,
+            engine,
+            projections,
+            cancel,
+            routing,
+            _checkpoints: checkpoints_dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        bounded("routing stops", self.routing)
+            .await
+            .unwrap()
+            .unwrap();
+        self.projections.stop().await;
+        self.store.close().await;
+    }
+}
+
 async fn offices_receive_exactly_what_they_are_entitled_to(db: &TestDb) {
-    let store = db.open().await;
-    let engine = Arc::new(Engine::new(store.clone()));
-    let projections = Projections::start(
-        Db::open(db.url()).await.unwrap(),
-        store.clone(),
-        models::all(),
-    )
-    .await
-    .unwrap();
     let bus = LocalBus::new();
     let mut office = bus.subscribe_office(OfficeNumber::parse(OFFICE).unwrap());
     let mut stranger = bus.subscribe_office(OfficeNumber::parse(STRANGER_OFFICE).unwrap());
-    let cancel = CancellationToken::new();
-    let checkpoints_dir = tempfile::tempdir().unwrap();
-    let routing = {
-        let (store, sink, cancel) = (store.clone(), bus.sink(), cancel.clone());
-        let entitlements = ReadModelEntitlements::new(projections.clone());
-        let checkpoints = FileCheckpoints::new(checkpoints_dir.path());
-        tokio::spawn(async move {
-            run_routing(&store, &entitlements, &checkpoints, &sink, cancel).await
-        })
-    };
+    let routed = Routed::start(db, bus.sink()).await;
+    let engine = Arc::clone(&routed.engine);
 
     onboard_insurer(&engine, INSURER, true).await;
     onboard_insurer(&engine, QUIET_INSURER, false).await;
@@ -171,8 +210,112 @@ async fn offices_receive_exactly_what_they_are_entitled_to(db: &TestDb) {
             "certification.filed".to_owned()
         )
     );
-    cancel.cancel();
-    bounded("routing stops", routing).await.unwrap().unwrap();
-    projections.stop().await;
-    store.close().await;
+    routed.stop().await;
+}
+
+/// Issue 17 item 5: an office that becomes entitled to a person after their
+/// decision (here by consent) receives the person's current state on its
+/// NATS subject, so it never has to poll; the snapshot carries the
+/// decision and nothing outside the office's entitlement (no other person,
+/// no consents, no reads). Through a real nats-server.
+async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats(db: &TestDb) {
+    use futures::StreamExt;
+    use kiban_bus::routing::{
+        MESSAGE_KIND_HEADER, NatsOfficeSink, PERSON_SNAPSHOT, PersonSnapshot,
+    };
+    let server = kiban_bus::testing::NatsServer::start().await.unwrap();
+    let kiban = async_nats::connect(server.url()).await.unwrap();
+    let office_client = async_nats::connect(server.url()).await.unwrap();
+    let mut office = office_client
+        .subscribe(format!("kiban.offices.{OFFICE}.updates"))
+        .await
+        .unwrap();
+    office_client.flush().await.unwrap();
+
+    let routed = Routed::start(db, NatsOfficeSink::new(kiban.clone())).await;
+    let (engine, store) = (Arc::clone(&routed.engine), routed.store.clone());
+
+    onboard_insurer(&engine, INSURER, true).await;
+    register_office(&engine, OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
+    register_office(&engine, STRANGER_OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
+    // PERSON is decided while the office has no relation to them; another
+    // office holds a consent; another person is decided too.
+    consent(&engine, INSURER, PERSON, STRANGER_OFFICE, 0).await;
+    whole_certification(&engine, INSURER, PERSON).await;
+    whole_certification(&engine, INSURER, WAITING_PERSON).await;
+    // The office becomes entitled: the person's consent.
+    consent(&engine, INSURER, PERSON, OFFICE, 23).await;
+    let consent_position = store.head().await.unwrap().position;
+    ingest(
+        &engine,
+        INSURER,
+        PERSON,
+        None,
+        "insured.copayment_certificate_issued",
+        24,
+        json!({"ratio": 1, "valid_from": "2026-05-01"}),
+    )
+    .await;
+
+    // First on the office's subject: the snapshot, as of the consent.
+    let message = bounded("the snapshot", office.next()).await.unwrap();
+    let kind = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(MESSAGE_KIND_HEADER));
+    assert_eq!(kind.map(|value| value.as_str()), Some(PERSON_SNAPSHOT));
+    let snapshot: PersonSnapshot = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(snapshot.kind, PERSON_SNAPSHOT);
+    assert_eq!(
+        (snapshot.insurer.as_str(), snapshot.insured.as_str()),
+        (INSURER, PERSON)
+    );
+    assert_eq!(snapshot.position, consent_position);
+    assert!(snapshot.complete);
+    let types: Vec<&str> = snapshot
+        .events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert!(types.contains(&"certification.decided"), "{types:?}");
+    assert!(
+        types.contains(&"insured.certification_recorded"),
+        "{types:?}"
+    );
+    assert!(types.contains(&"certification.filed"), "{types:?}");
+    let own = [
+        format!("insured/{INSURER}-{PERSON}"),
+        format!("certification/{INSURER}-{PERSON}-1"),
+    ];
+    for event in &snapshot.events {
+        assert!(
+            own.contains(&event.stream.as_str().to_owned()),
+            "{}",
+            event.stream
+        );
+        assert!(
+            !event.event_type.as_str().starts_with("insured.consent_"),
+            "{types:?}"
+        );
+        assert!(event.position <= snapshot.position);
+    }
+    let positions: Vec<u64> = snapshot.events.iter().map(|e| e.position).collect();
+    assert!(positions.is_sorted(), "{positions:?}");
+    // Then the feed goes on with the person's next event.
+    let message = bounded("the next update", office.next()).await.unwrap();
+    assert!(
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(MESSAGE_KIND_HEADER))
+            .is_none()
+    );
+    let next: RecordedEvent = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        next.event_type.as_str(),
+        "insured.copayment_certificate_issued"
+    );
+    assert!(next.position > snapshot.position);
+
+    routed.stop().await;
 }

@@ -22,6 +22,8 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 use crate::ingest::{INGEST_MESSAGE_BYTES_MAX, MSG_ID_HEADER, TRANSPORT_CODES};
+use crate::relay::POSITION_HEADER;
+use crate::routing::{MESSAGE_KIND_HEADER, PERSON_SNAPSHOT, SNAPSHOT_BYTES_MAX};
 use crate::subjects::{INGEST_PREFIX, NO_INSURER_TOKEN};
 
 /// Where the schemas live in the document; every `$ref` of a payload points
@@ -53,7 +55,7 @@ fn envelope_schema(kind: &str, body: Value, needs: EnvelopeNeeds) -> Value {
         "occurred_at": {
             "type": "string",
             "format": "date-time",
-            "description": "When it happened, by your clock (RFC 3339). The rules are checked as of this time; it may not be more than 5 minutes ahead of the platform's clock (occurred_in_future)."
+            "description": "When it happened, by your clock (RFC 3339). The rules are checked as of this time; it may not be more than 5 minutes ahead of the platform's clock (occurred_in_future), nor, outside the insurer's back-fill, more than two years behind it (occurred_too_long_ago)."
         },
         "body": body,
     });
@@ -162,6 +164,27 @@ fn receipt_schema() -> Value {
         "required": ["event_id", "status"],
         "additionalProperties": false,
         "x-kiban-codes": codes.iter().map(|(code, meaning)| json!({"code": code, "meaning": meaning})).collect::<Vec<_>>(),
+    })
+}
+
+fn person_snapshot_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": format!("Sent on kiban.offices.{{office}}.updates when an event makes the office entitled to a person it was not entitled to just before (insured.consent_given, insured.care_plan_office_registered or insured.care_plan_office_changed naming it, the insurer sharing): the person's state as of that event, as the events the feed carries. The office's feed goes on with the events after `position`. At most {SNAPSHOT_BYTES_MAX} bytes."),
+        "properties": {
+            "kind": {"const": PERSON_SNAPSHOT},
+            "insurer": {"$ref": format!("#{SCHEMAS}/InsurerNumber")},
+            "insured": {"$ref": format!("#{SCHEMAS}/InsuredNumber")},
+            "position": {"type": "integer", "minimum": 1, "description": "The position of the event that made the office entitled."},
+            "complete": {"type": "boolean", "description": "False when the oldest events were left out to stay under the size bound; read them through the API (GET /v1/persons/...)."},
+            "events": {
+                "type": "array",
+                "items": reference("components/schemas/RecordedEvent"),
+                "description": "In position order, up to `position`: the person's applications (certification/<insurer>-<insured>-<n>) and own record (insured/<insurer>-<insured>), without reads, consents or moves."
+            }
+        },
+        "required": ["kind", "insurer", "insured", "position", "complete", "events"],
+        "additionalProperties": false,
     })
 }
 
@@ -299,9 +322,12 @@ pub fn document() -> Value {
         json!({
             "address": "kiban.offices.{office}.updates",
             "title": "An office's updates",
-            "description": "Core NATS: the recorded events of the persons the office may now see (live consent or registered care-plan office, insurer sharing enabled); docs/nats.md.",
+            "description": "Core NATS: the recorded events of the persons the office may now see (live consent or registered care-plan office, insurer sharing enabled); and, when the office becomes entitled to a person (a consent given, a care-plan office registered or changed), first that person's snapshot (header Kiban-Message: person_snapshot); docs/nats.md.",
             "parameters": {"office": {"description": "介護保険事業所番号 (10 digits)."}},
-            "messages": {"recordedEvent": reference("components/messages/recordedEvent")},
+            "messages": {
+                "recordedEvent": reference("components/messages/recordedEvent"),
+                "personSnapshot": reference("components/messages/personSnapshot"),
+            },
         }),
     );
     channels.insert(
@@ -333,7 +359,10 @@ pub fn document() -> Value {
             "action": "send",
             "channel": reference("channels/officeUpdates"),
             "title": "kiban routes what an office may see",
-            "messages": [reference("channels/officeUpdates/messages/recordedEvent")],
+            "messages": [
+                reference("channels/officeUpdates/messages/recordedEvent"),
+                reference("channels/officeUpdates/messages/personSnapshot"),
+            ],
         }),
     );
     operations.insert(
@@ -363,6 +392,17 @@ pub fn document() -> Value {
             "payload": reference("components/schemas/RecordedEvent"),
         }),
     );
+    messages.insert(
+        "personSnapshot".into(),
+        json!({
+            "name": "personSnapshot",
+            "title": "Person snapshot",
+            "summary": "What an office that has just become entitled to a person may now see.",
+            "contentType": "application/json",
+            "headers": reference("components/schemas/SnapshotHeaders"),
+            "payload": reference("components/schemas/PersonSnapshot"),
+        }),
+    );
     let mut definitions = generator.take_definitions(true);
     definitions.remove("SealedValue");
     for (name, mut schema) in definitions {
@@ -372,6 +412,18 @@ pub fn document() -> Value {
     schemas.insert(PERSONAL_PLAINTEXT.into(), personal_plaintext_schema());
     schemas.insert("Receipt".into(), receipt_schema());
     schemas.insert("RecordedEvent".into(), recorded_event_schema());
+    schemas.insert("PersonSnapshot".into(), person_snapshot_schema());
+    schemas.insert(
+        "SnapshotHeaders".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                MESSAGE_KIND_HEADER: {"const": PERSON_SNAPSHOT, "description": "Tells a snapshot from a recorded event (which has no such header)."},
+                POSITION_HEADER: {"type": "string", "pattern": "^[1-9][0-9]*$", "description": "The snapshot's position."}
+            },
+            "required": [MESSAGE_KIND_HEADER, POSITION_HEADER],
+        }),
+    );
     schemas.insert(
         "IngestHeaders".into(),
         json!({
@@ -403,7 +455,7 @@ pub fn document() -> Value {
 /// matches its schema and that every kind has exactly one.
 pub fn examples() -> Vec<Value> {
     let person = "0000012345";
-    let rows: [(&str, Option<u32>, &str, Value); 20] = [
+    let rows: [(&str, Option<u32>, &str, Value); 22] = [
         (
             "insurer.standardisation_completed",
             None,
@@ -523,6 +575,18 @@ pub fn examples() -> Vec<Value> {
             None,
             "2026-08-03T10:00:00+09:00",
             json!({"category": "bathing_aid", "purchased_on": "2026-08-01", "cost": 30000, "seller_designated": true, "replacement_reason": null}),
+        ),
+        (
+            "insurer.backfill_started",
+            None,
+            "2026-12-07T09:00:00+09:00",
+            json!({}),
+        ),
+        (
+            "insurer.backfill_completed",
+            None,
+            "2026-12-07T17:00:00+09:00",
+            json!({}),
         ),
     ];
     rows.into_iter()
@@ -898,5 +962,62 @@ mod tests {
         assert!(codes.iter().all(|(_, meaning)| !meaning.is_empty()));
         assert!(names.contains(&"insurer_not_onboarded"));
         assert!(names.contains(&"application_not_filed"));
+    }
+
+    /// The string literals the engine's ingest passes as a rejection code:
+    /// the first argument of `reject(`, `IngestRejection::new(` and
+    /// `SealFailure::Refused(` in its source.
+    fn engine_code_literals(source: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for call in ["reject(", "IngestRejection::new(", "Refused("] {
+            for (at, _) in source.match_indices(call) {
+                let rest = source[at + call.len()..].trim_start();
+                if let Some(literal) = rest.strip_prefix('"') {
+                    let code = &literal[..literal.find('"').expect("a closed literal")];
+                    found.push(code.to_owned());
+                }
+            }
+        }
+        found
+    }
+
+    /// Noticed in the last session: the engine's codes were literals that
+    /// nothing checked against the documented table, so a new one could
+    /// reach receipts without being in docs/asyncapi.json.
+    #[test]
+    fn every_code_the_engine_can_emit_is_a_documented_receipt_code() {
+        let documented: Vec<&str> = receipt_codes().iter().map(|(code, _)| *code).collect();
+        let mut seen = Vec::new();
+        for file in [
+            "crates/engine/src/ingest.rs",
+            "crates/engine/src/personal.rs",
+        ] {
+            let source = std::fs::read_to_string(repo_file(file)).expect("engine source");
+            for code in engine_code_literals(&source) {
+                assert!(
+                    documented.contains(&code.as_str()),
+                    "{file} can answer `{code}`, which is not a receipt code of docs/asyncapi.json"
+                );
+                seen.push(code);
+            }
+        }
+        // The scan finds the codes it must (a changed call shape would
+        // otherwise let it find nothing and pass).
+        for expected in [
+            "insurer_mismatch",
+            "occurred_in_future",
+            "occurred_too_long_ago",
+            "missing_field",
+            "invalid_body",
+            "personal_field_not_plain",
+            "person_forgotten",
+            "sealing_unavailable",
+        ] {
+            assert!(
+                seen.iter().any(|code| code == expected),
+                "{expected} not found"
+            );
+        }
+        assert!(engine_code_literals(r#"reject("not_a_code", x)"#) == ["not_a_code"]);
     }
 }

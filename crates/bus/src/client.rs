@@ -716,10 +716,14 @@ impl OfficeFeed {
     pub async fn next(&mut self) -> ClientResult<RecordedEvent> {
         match self {
             OfficeFeed::Local(updates) => Ok(updates.next().await?.as_ref().clone()),
-            OfficeFeed::Nats(subscriber) => {
+            OfficeFeed::Nats(subscriber) => loop {
                 let message = subscriber.next().await.ok_or(crate::Error::Closed)?;
-                read_json("office update", &message.payload)
-            }
+                // Person snapshots (docs/nats.md) are not recorded events:
+                // this feed yields the recorded events only.
+                if !crate::routing::is_snapshot(&message) {
+                    return read_json("office update", &message.payload);
+                }
+            },
         }
     }
 }

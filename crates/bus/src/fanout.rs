@@ -262,6 +262,11 @@ async fn forward(
             message = subscriber.next() => message,
         };
         let Some(message) = message else { break };
+        if crate::routing::is_snapshot(&message) {
+            // Person snapshots are for NATS subscribers; an API stream
+            // sends notices of recorded events only.
+            continue;
+        }
         match serde_json::from_slice::<RecordedEvent>(&message.payload) {
             // No receiver left only means the last stream is closing.
             Ok(event) => drop(updates.send(Arc::new(event))),

@@ -15,6 +15,15 @@
 //! crash repeats at most the last batch. Updates carry [`POSITION_HEADER`]
 //! so an office can drop repeats. An office that was offline catches up
 //! through the API, not through NATS (core NATS keeps nothing).
+//!
+//! **Entitlement snapshots.** An event that makes an office entitled to a
+//! person it was not entitled to just before (a consent given, a care-plan
+//! office registered or changed: [`Entitlements::newly_entitled`]) also
+//! sends that office a [`PersonSnapshot`] on the same subject: every event
+//! of the person's streams up to that event that the feed carries
+//! ([`Entitlements::carries`]), so the office has the person's current state
+//! (their certification, certificates, ledgers) without polling. It is
+//! marked with the header [`MESSAGE_KIND_HEADER`] = [`PERSON_SNAPSHOT`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,8 +31,9 @@ use std::sync::Arc;
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use kiban_events::ids::OfficeNumber;
-use kiban_events::{Position, RecordedEvent};
-use kiban_store::EventStore;
+use kiban_events::{Position, RecordedEvent, StreamName};
+use kiban_store::{EventStore, READ_EVENTS_MAX};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -38,6 +48,58 @@ pub const ROUTING_CHECKPOINT: &str = "office-routing";
 /// checkpoint's fsyncs off the hot path.
 pub const ROUTING_BATCH_EVENTS_MAX: usize = 256;
 
+/// The header that tells a [`PersonSnapshot`] from a recorded event on an
+/// office's subject; recorded events carry none.
+pub const MESSAGE_KIND_HEADER: &str = "Kiban-Message";
+
+/// [`MESSAGE_KIND_HEADER`]'s value, and [`PersonSnapshot::kind`].
+pub const PERSON_SNAPSHOT: &str = "person_snapshot";
+
+/// Largest snapshot, in bytes of JSON: under NATS's default `max_payload`
+/// (1 MiB) with room for the headers. A person's history is far smaller
+/// (a few dozen events of about 1 KiB); beyond it the oldest events are left
+/// out and [`PersonSnapshot::complete`] is false.
+pub const SNAPSHOT_BYTES_MAX: usize = 768 * 1024;
+
+/// Most applications a snapshot looks for (`certification/<person>-1` ..):
+/// it stops at the first number with no application.
+const SNAPSHOT_APPLICATIONS_MAX: u32 = 1_000;
+
+/// What an office that has just become entitled to a person receives on
+/// `kiban.offices.<office>.updates` (docs/nats.md "Office updates").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonSnapshot {
+    /// Always [`PERSON_SNAPSHOT`].
+    pub kind: String,
+    /// The person's insurer (保険者番号).
+    pub insurer: String,
+    /// The person (被保険者番号).
+    pub insured: String,
+    /// The position of the event that made the office entitled: the
+    /// snapshot is the person's state as of it, and the office's feed goes
+    /// on after it.
+    pub position: Position,
+    /// Whether `events` holds every event it should; false when the oldest
+    /// were left out to stay under [`SNAPSHOT_BYTES_MAX`] (read them through
+    /// the API).
+    pub complete: bool,
+    /// The person's events the feed carries, up to `position`, in position
+    /// order: their applications' steps and results and their own record
+    /// (certifications, certificates, care-plan office, ledgers); never
+    /// reads, consents or moves.
+    pub events: Vec<RecordedEvent>,
+}
+
+/// Whether a message on an office's subject is a [`PersonSnapshot`] rather
+/// than a recorded event.
+pub fn is_snapshot(message: &async_nats::Message) -> bool {
+    message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(MESSAGE_KIND_HEADER))
+        .is_some_and(|kind| kind.as_str() == PERSON_SNAPSHOT)
+}
+
 /// Which offices may see an event. Implemented over the read models
 /// (`kiban::entitlements::ReadModelEntitlements`); it runs for every event,
 /// so it should be a lookup or two.
@@ -49,6 +111,26 @@ pub trait Entitlements: Send + Sync {
         &self,
         event: &RecordedEvent,
     ) -> impl Future<Output = Result<Vec<OfficeNumber>>> + Send;
+
+    /// The offices `event` makes entitled to its person that were not
+    /// entitled just before it (a consent given, a care-plan office
+    /// registered or changed, the insurer sharing): each receives a
+    /// [`PersonSnapshot`]. Default: none.
+    fn newly_entitled(
+        &self,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<Vec<OfficeNumber>>> + Send {
+        let _ = event;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Whether the office feed carries `event` to an entitled office (the
+    /// kinds of events about a person that are routed at all); a snapshot
+    /// holds only those. Default: every event.
+    fn carries(&self, event: &RecordedEvent) -> bool {
+        let _ = event;
+        true
+    }
 }
 
 /// Where office updates go.
@@ -69,6 +151,17 @@ pub trait OfficeSink: Send + Sync {
         event: &Arc<RecordedEvent>,
     ) -> impl Future<Output = Result<()>> + Send {
         let _ = (office, event);
+        async { Ok(()) }
+    }
+
+    /// Sends `snapshot` to `office`. Default: nothing (the in-process bus
+    /// carries recorded events only).
+    fn send_snapshot(
+        &self,
+        office: &OfficeNumber,
+        snapshot: &PersonSnapshot,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (office, snapshot);
         async { Ok(()) }
     }
 
@@ -112,6 +205,17 @@ impl OfficeSink for NatsOfficeSink {
         event: &Arc<RecordedEvent>,
     ) -> Result<()> {
         self.publish(office_consents_subject(office), event).await
+    }
+
+    async fn send_snapshot(&self, office: &OfficeNumber, snapshot: &PersonSnapshot) -> Result<()> {
+        let mut headers = HeaderMap::new();
+        headers.insert(POSITION_HEADER, snapshot.position.to_string().as_str());
+        headers.insert(MESSAGE_KIND_HEADER, PERSON_SNAPSHOT);
+        let body = serde_json::to_vec(snapshot).expect("a snapshot serialises");
+        self.client
+            .publish_with_headers(office_updates_subject(office), headers, body.into())
+            .await
+            .map_err(|error| Error::from_nats("publishing a person snapshot", error))
     }
 
     async fn flush(&self) -> Result<()> {
@@ -160,11 +264,84 @@ where
             if let Some(office) = kiban_events::domain::insured::consent_office(&event) {
                 sink.send_own_consent(&office, &event).await?;
             }
+            let newly = entitlements.newly_entitled(&event).await?;
+            if !newly.is_empty() {
+                let snapshot = person_snapshot(store, entitlements, &event).await?;
+                for office in newly {
+                    sink.send_snapshot(&office, &snapshot).await?;
+                }
+            }
             last = Some(event.position);
         }
         sink.flush().await?;
         if let Some(position) = last {
             checkpoints.save(ROUTING_CHECKPOINT, position).await?;
+        }
+    }
+}
+
+/// The snapshot of the person whose own stream (`insured/<insurer>-<insured>`)
+/// `event` is on: the events the feed carries of that stream and of their
+/// applications (`certification/<insurer>-<insured>-<n>`), up to `event`.
+pub async fn person_snapshot<S: EventStore, E: Entitlements>(
+    store: &S,
+    entitlements: &E,
+    event: &RecordedEvent,
+) -> Result<PersonSnapshot> {
+    let person = event.stream.id();
+    let (insurer, insured) = person.split_once('-').unwrap_or((person, ""));
+    let mut events = stream_until(store, &event.stream, event.position).await?;
+    for seq in 1..=SNAPSHOT_APPLICATIONS_MAX {
+        let application = StreamName::new("certification", &format!("{person}-{seq}"))
+            .map_err(|error| Error::Source(error.to_string()))?;
+        let found = stream_until(store, &application, event.position).await?;
+        if found.is_empty() {
+            break;
+        }
+        events.extend(found);
+    }
+    events.retain(|recorded| entitlements.carries(recorded));
+    events.sort_by_key(|recorded| recorded.position);
+    let mut snapshot = PersonSnapshot {
+        kind: PERSON_SNAPSHOT.to_owned(),
+        insurer: insurer.to_owned(),
+        insured: insured.to_owned(),
+        position: event.position,
+        complete: true,
+        events,
+    };
+    while serde_json::to_vec(&snapshot).map_or(0, |json| json.len()) > SNAPSHOT_BYTES_MAX
+        && !snapshot.events.is_empty()
+    {
+        let drop = snapshot.events.len().div_ceil(10);
+        snapshot.events.drain(..drop);
+        snapshot.complete = false;
+    }
+    Ok(snapshot)
+}
+
+/// The events of `stream` at positions up to `until`.
+async fn stream_until<S: EventStore>(
+    store: &S,
+    stream: &StreamName,
+    until: Position,
+) -> Result<Vec<RecordedEvent>> {
+    let mut events = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = store
+            .read_stream(stream, from, READ_EVENTS_MAX)
+            .await
+            .map_err(|error| Error::Source(error.to_string()))?;
+        let full = page.len() == READ_EVENTS_MAX;
+        from += page.len() as u64;
+        let before = page
+            .iter()
+            .take_while(|recorded| recorded.position <= until);
+        let past = before.clone().count() < page.len();
+        events.extend(before.cloned());
+        if !full || past {
+            return Ok(events);
         }
     }
 }

@@ -23,7 +23,7 @@ use kiban_events::domain::certification::{
     certification_stream,
 };
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
-use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+use kiban_events::domain::insurer::{Insurer, InsurerCommand, InsurerState, insurer_stream};
 use kiban_events::envelope::{Actor, EventId, Position, StreamName};
 use kiban_events::ids::{InsuredNumber, InsurerNumber};
 use kiban_store::EventStore;
@@ -121,6 +121,10 @@ pub const INGEST_REJECTION_CODES: &[(&str, &str)] = &[
         "`occurred_at` is more than 5 minutes ahead of the platform's clock.",
     ),
     (
+        "occurred_too_long_ago",
+        "`occurred_at` lies more than two years before the platform's clock and the insurer has no open back-fill: load history between insurer.backfill_started and insurer.backfill_completed.",
+    ),
+    (
         "not_permitted",
         "A municipality may not cause this event (or not for this insurer).",
     ),
@@ -164,6 +168,8 @@ pub const MUNICIPAL_KINDS: &[&str] = &[
     "insured.equipment_purchase_recorded",
     "insurer.standardisation_completed",
     "insurer.data_transmission_completed",
+    "insurer.backfill_started",
+    "insurer.backfill_completed",
 ];
 
 /// The fields of `certification.filed`'s command that the engine supplies:
@@ -195,6 +201,8 @@ fn target(kind: &str) -> Option<Target> {
         "insured.equipment_purchase_recorded" => Insured("record_equipment_purchase"),
         "insurer.standardisation_completed" => Insurer("complete_standardisation"),
         "insurer.data_transmission_completed" => Insurer("complete_data_transmission"),
+        "insurer.backfill_started" => Insurer("start_backfill"),
+        "insurer.backfill_completed" => Insurer("complete_backfill"),
         _ => return None,
     })
 }
@@ -293,8 +301,24 @@ impl<S: EventStore> Engine<S> {
                 ),
             ));
         };
-        if !matches!(target, Target::Insurer(_)) {
-            self.require_onboarded(&message.insurer).await?;
+        let backfilling = if matches!(target, Target::Insurer(_)) {
+            false
+        } else {
+            self.require_onboarded(&message.insurer).await?.backfilling
+        };
+        // Outside a back-fill a message reports what happens now: a fact
+        // older than the domain's report age is history (docs/domain.md).
+        let earliest =
+            kiban_events::domain::earliest_reportable(kiban_events::domain::jst_date(now));
+        if !backfilling && kiban_events::domain::jst_date(message.occurred_at) < earliest {
+            return Err(reject(
+                "occurred_too_long_ago",
+                format!(
+                    "occurred_at {} lies more than two years before the platform's clock and \
+                     insurer {} has no open back-fill (docs/integration.md \"Back-filling\")",
+                    message.occurred_at, message.insurer
+                ),
+            ));
         }
         let mut message = message;
         crate::personal::seal_body(
@@ -404,17 +428,18 @@ impl<S: EventStore> Engine<S> {
     /// The insurer's own rollout messages are checked by its decider.
     /// A cached "not onboarded" is read again from the store, since the
     /// onboarding may have been recorded by another process (the API).
-    async fn require_onboarded(&self, insurer: &InsurerNumber) -> Result<(), Failure> {
+    /// Returns the insurer's state (whether a back-fill is open).
+    async fn require_onboarded(&self, insurer: &InsurerNumber) -> Result<InsurerState, Failure> {
         let stream = insurer_stream(insurer);
         let (state, version) = self.load::<Insurer>(&stream).await?;
         if state.insurer.is_some() {
-            return Ok(());
+            return Ok(state);
         }
         let (fresh, _) = self
             .fold_from_store::<Insurer>(&stream, state, version)
             .await?;
         if fresh.insurer.is_some() {
-            return Ok(());
+            return Ok(fresh);
         }
         Err(reject(
             kiban_events::domain::RejectionCode::InsurerNotOnboarded.as_str(),

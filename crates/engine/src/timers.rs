@@ -24,7 +24,7 @@
 //! Time is a value: `tick` takes `now`, and [`Timers::run`] takes a clock.
 //! `docs/timers.md` has the sizes at national scale.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +37,7 @@ use kiban_events::domain::certification::{
 use kiban_events::domain::insured::{
     InsuredCommand, InsuredEvent, InsuredPerson, renewal_window_opens_on,
 };
+use kiban_events::domain::insurer::InsurerEvent;
 use kiban_events::domain::subsidy::{SubsidyApplication, SubsidyCommand, SubsidyEvent};
 use kiban_events::domain::{DecodeError, DomainEvent, RejectionCode, jst};
 use kiban_events::envelope::{Actor, EventId, Position, RecordedEvent, StreamName};
@@ -172,8 +173,13 @@ type TimerKey = (StreamName, Timer);
 pub struct DueList {
     /// The entries by stream and timer: what a later event changes.
     entries: HashMap<TimerKey, Scheduled>,
-    /// The same entries by firing instant: what a tick takes from.
+    /// The same entries by firing instant: what a tick takes from. Held
+    /// entries are not in it.
     queue: BTreeSet<(DateTime<Utc>, TimerKey)>,
+    /// The insurers whose back-fill is open, each with the entries its
+    /// streams scheduled meanwhile: held out of the queue until the
+    /// back-fill completes (docs/timers.md "Back-filling").
+    backfills: HashMap<String, HashSet<TimerKey>>,
     /// The next position to fold: everything before it was folded.
     next_position: Position,
 }
@@ -190,6 +196,7 @@ impl DueList {
         Self {
             entries: HashMap::new(),
             queue: BTreeSet::new(),
+            backfills: HashMap::new(),
             next_position: 1,
         }
     }
@@ -197,6 +204,12 @@ impl DueList {
     /// The next position the list expects.
     pub fn next_position(&self) -> Position {
         self.next_position
+    }
+
+    /// Number of entries held by open back-fills (included in [`Self::len`],
+    /// not in [`Self::entries`]).
+    pub fn held(&self) -> usize {
+        self.backfills.values().map(HashSet::len).sum()
     }
 
     /// Number of entries.
@@ -235,24 +248,26 @@ impl DueList {
             "the due list must be fed every position in order"
         );
         let stream = &event.stream;
+        let at = event.occurred_at;
         match stream.kind() {
-            "certification" => self.certification(stream, decode(event)?),
-            "insured" => self.insured(stream, decode(event)?),
-            "subsidy" => self.subsidy(stream, decode(event)?),
+            "certification" => self.certification(stream, decode(event)?, at),
+            "insured" => self.insured(stream, decode(event)?, at),
+            "subsidy" => self.subsidy(stream, decode(event)?, at),
+            "insurer" => self.insurer(stream, decode(event)?, at),
             _ => {}
         }
         self.next_position = event.position + 1;
         Ok(())
     }
 
-    fn certification(&mut self, stream: &StreamName, event: CertificationEvent) {
+    fn certification(&mut self, stream: &StreamName, event: CertificationEvent, at: DateTime<Utc>) {
         use CertificationEvent as E;
         let key = (stream.clone(), Timer::CertificationDeadline);
         match event {
             E::ApplicationFiled(e) => {
-                self.schedule_day_after(key, e.applied_on + Days::new(DECISION_DEADLINE_DAYS))
+                self.schedule_day_after(key, e.applied_on + Days::new(DECISION_DEADLINE_DAYS), at)
             }
-            E::ExtensionNotified(e) => self.schedule_day_after(key, e.expected_decision_on),
+            E::ExtensionNotified(e) => self.schedule_day_after(key, e.expected_decision_on, at),
             E::CertificationDecided(_) | E::ApplicationWithdrawn(_) | E::ApplicationRejected(_) => {
                 self.cancel(&key)
             }
@@ -261,7 +276,7 @@ impl DueList {
         }
     }
 
-    fn insured(&mut self, stream: &StreamName, event: InsuredEvent) {
+    fn insured(&mut self, stream: &StreamName, event: InsuredEvent, at: DateTime<Utc>) {
         use InsuredEvent as E;
         match event {
             // The latest certification is the current one (as the renewal
@@ -272,6 +287,7 @@ impl DueList {
                     (stream.clone(), Timer::RenewalWindow),
                     Due::Date(opens_on),
                     start_of_jst_day(opens_on),
+                    at,
                 );
             }
             E::RenewalWindowOpened(e) => self.cancel_if_due(
@@ -282,6 +298,7 @@ impl DueList {
                 (stream.clone(), Timer::ConsentExpiry(e.office)),
                 Due::Instant(e.expires_at),
                 e.expires_at,
+                at,
             ),
             E::ConsentRevoked(e) => self.cancel(&(stream.clone(), Timer::ConsentExpiry(e.office))),
             E::ConsentExpired(e) => self.cancel(&(stream.clone(), Timer::ConsentExpiry(e.office))),
@@ -289,14 +306,14 @@ impl DueList {
         }
     }
 
-    fn subsidy(&mut self, stream: &StreamName, event: SubsidyEvent) {
+    fn subsidy(&mut self, stream: &StreamName, event: SubsidyEvent, at: DateTime<Utc>) {
         use SubsidyEvent as E;
         let notice = (stream.clone(), Timer::SubsidyNotice);
         let payment = (stream.clone(), Timer::SubsidyPayment);
         match event {
             E::SubsidyApplied(e) => {
-                self.schedule_day_after(notice, e.notice_due_by);
-                self.schedule_day_after(payment, e.payment_due_by);
+                self.schedule_day_after(notice, e.notice_due_by, at);
+                self.schedule_day_after(payment, e.payment_due_by, at);
             }
             E::SubsidyDecided(_) | E::NoticeOverdue(_) => self.cancel(&notice),
             E::PaymentOverdue(_) => self.cancel(&payment),
@@ -308,22 +325,79 @@ impl DueList {
         }
     }
 
-    /// A deadline `date` passes at the start of the next Japanese day: the
-    /// rules call an item overdue when today is after its due date.
-    fn schedule_day_after(&mut self, key: TimerKey, date: NaiveDate) {
-        let fires_at = start_of_jst_day(date + Days::new(1));
-        self.schedule(key, Due::Date(date), fires_at);
+    /// An insurer's back-fill opens (its streams' timers are held from now
+    /// on) or completes (what it held joins the queue, firing no earlier
+    /// than the completion, and is judged by the decider at the next tick).
+    fn insurer(&mut self, stream: &StreamName, event: InsurerEvent, at: DateTime<Utc>) {
+        match event {
+            InsurerEvent::BackfillStarted(_) => {
+                self.backfills.entry(stream.id().to_owned()).or_default();
+            }
+            InsurerEvent::BackfillCompleted(_) => {
+                for key in self.backfills.remove(stream.id()).unwrap_or_default() {
+                    let scheduled = self.entries[&key];
+                    let fires_at = scheduled.fires_at.max(at);
+                    self.queue.insert((fires_at, key.clone()));
+                    self.entries.insert(
+                        key,
+                        Scheduled {
+                            fires_at,
+                            ..scheduled
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
     }
 
-    fn schedule(&mut self, key: TimerKey, due: Due, fires_at: DateTime<Utc>) {
+    /// A deadline `date` passes at the start of the next Japanese day: the
+    /// rules call an item overdue when today is after its due date.
+    fn schedule_day_after(&mut self, key: TimerKey, date: NaiveDate, at: DateTime<Utc>) {
+        let fires_at = start_of_jst_day(date + Days::new(1));
+        self.schedule(key, Due::Date(date), fires_at, at);
+    }
+
+    /// Schedules `key` for `due`, firing at `fires_at` but never before
+    /// `not_before` (the event that scheduled it: a fact reported late is
+    /// judged after it, so nothing is recorded out of time order). While
+    /// the stream's insurer has an open back-fill the entry is held.
+    fn schedule(
+        &mut self,
+        key: TimerKey,
+        due: Due,
+        fires_at: DateTime<Utc>,
+        not_before: DateTime<Utc>,
+    ) {
         self.cancel(&key);
-        self.queue.insert((fires_at, key.clone()));
+        let fires_at = fires_at.max(not_before);
+        match self.backfill_of(&key.0) {
+            Some(held) => {
+                held.insert(key.clone());
+            }
+            None => {
+                self.queue.insert((fires_at, key.clone()));
+            }
+        }
         self.entries.insert(key, Scheduled { due, fires_at });
     }
 
+    /// The held entries of the open back-fill of `stream`'s insurer, if any
+    /// (certification and insured streams are named `<insurer>-…`).
+    fn backfill_of(&mut self, stream: &StreamName) -> Option<&mut HashSet<TimerKey>> {
+        if self.backfills.is_empty() || !matches!(stream.kind(), "certification" | "insured") {
+            return None;
+        }
+        let insurer = stream.id().split('-').next()?;
+        self.backfills.get_mut(insurer)
+    }
+
     fn cancel(&mut self, key: &TimerKey) {
-        if let Some(scheduled) = self.entries.remove(key) {
-            self.queue.remove(&(scheduled.fires_at, key.clone()));
+        if let Some(scheduled) = self.entries.remove(key)
+            && !self.queue.remove(&(scheduled.fires_at, key.clone()))
+            && let Some(held) = self.backfill_of(&key.0)
+        {
+            held.remove(key);
         }
     }
 
@@ -364,7 +438,7 @@ impl DueList {
     fn put_back(&mut self, entry: DueEntry) {
         let key = (entry.stream, entry.timer);
         if !self.entries.contains_key(&key) {
-            self.schedule(key, entry.due, entry.fires_at);
+            self.schedule(key, entry.due, entry.fires_at, entry.fires_at);
         }
     }
 }

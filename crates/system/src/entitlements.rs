@@ -21,6 +21,11 @@
 //! moves (`insured.moved_house`, an address fact), and everything that is
 //! not about a person (offices, insurers, subsidies).
 //!
+//! An office that becomes entitled to a person (a consent given, a care-plan
+//! office registered or changed) also receives the person's snapshot: the
+//! events above of the person's streams up to that moment
+//! (`kiban_bus::routing::PersonSnapshot`).
+//!
 //! The decision is made on the read models once they have applied the
 //! event: the person's relation to offices is folded from the person's
 //! events up to the routed one (so a consent recorded just before counts,
@@ -66,5 +71,23 @@ impl Entitlements for ReadModelEntitlements {
             .await
             .map_err(unavailable)?;
         Ok(offices.into_iter().collect())
+    }
+
+    async fn newly_entitled(&self, event: &RecordedEvent) -> kiban_bus::Result<Vec<OfficeNumber>> {
+        if event.stream.kind() != "insured" {
+            return Ok(Vec::new());
+        }
+        self.projections
+            .wait_for(event.position)
+            .await
+            .map_err(unavailable)?;
+        let offices = kiban_projections::entitlements::newly_entitled(&self.read, event)
+            .await
+            .map_err(unavailable)?;
+        Ok(offices.into_iter().collect())
+    }
+
+    fn carries(&self, event: &RecordedEvent) -> bool {
+        routed_person(event).is_some()
     }
 }

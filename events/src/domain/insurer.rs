@@ -62,6 +62,21 @@ domain_events! {
             /// The day sharing started.
             enabled_on: NaiveDate,
         }
+        /// The insurer started loading its history (過去データの一括移行): until it
+        /// completes, its messages may carry facts of any age, and the timers
+        /// hold what those facts schedule (docs/integration.md "Back-filling").
+        BackfillStarted = "insurer.backfill_started", v 1, by [Insurer],
+            label "過去データ移行 開始" / "Back-fill started" {
+            /// The day it started.
+            started_on: NaiveDate,
+        }
+        /// The insurer finished loading its history: the timers judge what
+        /// the back-fill scheduled against the state as loaded.
+        BackfillCompleted = "insurer.backfill_completed", v 1, by [Insurer],
+            label "過去データ移行 完了" / "Back-fill completed" {
+            /// The day it completed.
+            completed_on: NaiveDate,
+        }
     }
 }
 
@@ -88,6 +103,13 @@ pub enum InsurerCommand {
         /// The day it completed.
         completed_on: NaiveDate,
     },
+    /// Start loading the insurer's history (a back-fill): until it
+    /// completes, messages may carry facts older than two years and the
+    /// timers hold what they schedule. The body is empty (`{}`).
+    StartBackfill {},
+    /// Complete the back-fill: the timers judge what it scheduled against
+    /// the state as loaded. The body is empty (`{}`).
+    CompleteBackfill {},
 }
 
 /// The folded state of an insurer's rollout.
@@ -102,6 +124,8 @@ pub struct InsurerState {
     pub transmitted_on: Option<NaiveDate>,
     /// When sharing was enabled.
     pub sharing_enabled_on: Option<NaiveDate>,
+    /// Whether a back-fill of the insurer's history is open.
+    pub backfilling: bool,
 }
 
 impl InsurerState {
@@ -182,6 +206,29 @@ impl Decider for Insurer {
             InsurerCommand::CompleteDataTransmission { completed_on } => {
                 complete_data_transmission(state, *completed_on, today)
             }
+            InsurerCommand::StartBackfill {} => {
+                reject_if!(
+                    state.backfilling,
+                    BackfillAlreadyStarted,
+                    "A back-fill of this insurer's history is already open.",
+                    "過去データの一括移行はすでに開始されています。"
+                );
+                Ok(vec![BackfillStarted { started_on: today }.into()])
+            }
+            InsurerCommand::CompleteBackfill {} => {
+                reject_if!(
+                    !state.backfilling,
+                    BackfillNotStarted,
+                    "This insurer has no open back-fill to complete.",
+                    "開始された過去データの一括移行がありません。"
+                );
+                Ok(vec![
+                    BackfillCompleted {
+                        completed_on: today,
+                    }
+                    .into(),
+                ])
+            }
         }
     }
 
@@ -195,6 +242,8 @@ impl Decider for Insurer {
                 state.transmitted_on = Some(e.completed_on)
             }
             InsurerEvent::SharingEnabled(e) => state.sharing_enabled_on = Some(e.enabled_on),
+            InsurerEvent::BackfillStarted(_) => state.backfilling = true,
+            InsurerEvent::BackfillCompleted(_) => state.backfilling = false,
         }
         state
     }

@@ -95,13 +95,44 @@ pub fn jst_date(now: DateTime<Utc>) -> NaiveDate {
     now.with_timezone(&jst()).date_naive()
 }
 
-/// Rejects a date after today.
+/// How far back a date of the world (an application date, a move, a
+/// receipt) may lie before the command's day, in months **[ours]**: two
+/// years, the limitation of benefit claims (介護保険法第200条, 消滅時効 2年),
+/// so nothing older can still be reported as it happens. Older facts are
+/// history, loaded in the insurer's back-fill with their own `occurred_at`
+/// (docs/integration.md "Back-filling"), where the command's day is the
+/// fact's own.
+pub const REPORT_AGE_MAX_MONTHS: u32 = 24;
+
+/// The earliest date a command on `today` may carry
+/// ([`REPORT_AGE_MAX_MONTHS`] before it).
+pub fn earliest_reportable(today: NaiveDate) -> NaiveDate {
+    today
+        .checked_sub_months(chrono::Months::new(REPORT_AGE_MAX_MONTHS))
+        .unwrap_or(NaiveDate::MIN)
+}
+
+/// Rejects a date of the world the platform cannot take on `today`: after
+/// today (`date_in_future`), or more than [`REPORT_AGE_MAX_MONTHS`] before
+/// it (`date_too_far_in_past`).
 pub(crate) fn not_in_future(date: NaiveDate, today: NaiveDate) -> Result<(), Rejection> {
     rejection::reject_if!(
         date > today,
         DateInFuture,
         format!("The date {date} is in the future (today is {today})."),
         format!("日付 {date} が未来です（本日は {today}）。")
+    );
+    let earliest = earliest_reportable(today);
+    rejection::reject_if!(
+        date < earliest,
+        DateTooFarInPast,
+        format!(
+            "The date {date} lies more than two years before {today} (the earliest is {earliest}); \
+             load history in a back-fill with each fact's own occurred_at."
+        ),
+        format!(
+            "日付 {date} は {today} の2年以上前です（{earliest} 以降）。過去の記録は一括移行（バックフィル）で登録してください。"
+        )
     );
     Ok(())
 }

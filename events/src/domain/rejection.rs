@@ -43,6 +43,8 @@ rejection_codes! {
     DateInFuture = "date_in_future",
     /// A date lies outside 2000-01-01 to 2099-12-31.
     DateOutOfRange = "date_out_of_range",
+    /// A date lies more than two years before the day of the command (the fact's day, or today for a request): history is loaded in a back-fill (docs/integration.md).
+    DateTooFarInPast = "date_too_far_in_past",
     /// A required free-text reason is empty.
     ReasonMissing = "reason_missing",
     /// A free-text reason is longer than 500 characters.
@@ -162,6 +164,10 @@ rejection_codes! {
     DataTransmissionAlreadyCompleted = "data_transmission_already_completed",
     /// The platform has not started yet (2026-04-01).
     PlatformNotStarted = "platform_not_started",
+    /// The insurer's back-fill of its history is already open.
+    BackfillAlreadyStarted = "backfill_already_started",
+    /// The insurer has no open back-fill to complete.
+    BackfillNotStarted = "backfill_not_started",
 
     // Subsidy application.
     /// The subsidy application has already been made on this stream.
