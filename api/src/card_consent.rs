@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
@@ -37,7 +37,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use kiban_card::{Revocation, VerifiedCardHolder, VerifyError, verify_challenge_signature};
+use kiban_card::{
+    CheckedCrl, Revocation, VerifiedCardHolder, VerifyError, verify_challenge_signature,
+};
 use kiban_engine::CommandContext;
 use kiban_events::domain::TerminalId;
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
@@ -47,6 +49,7 @@ use crate::auth::{Allow, Caller, PersonId, PersonPath, fold, insurer_sharing};
 use crate::commands::{CommandAccepted, Created, execute};
 use crate::error::{ApiError, ProblemKind};
 use crate::extract::{Command, JsonBody};
+use crate::pki::{FileStamp, stamp};
 use crate::state::AppState;
 
 /// How long a challenge may be signed and posted, in seconds: time for the
@@ -67,7 +70,8 @@ pub const CONSENT_CHALLENGES_PER_TERMINAL_MAX: usize = 8;
 
 /// Where the server finds what it trusts for card signatures: the JPKI
 /// user-authentication CA certificates (DER) and the CA's CRL file (DER),
-/// read at every verification so that a refreshed CRL takes effect at once.
+/// looked at every verification and parsed again when it changed, so that a
+/// refreshed CRL takes effect at once ([`CardCrlCache`]).
 #[derive(Debug, Clone)]
 pub struct CardTrust {
     /// Trusted CA certificates, DER.
@@ -304,28 +308,83 @@ pub(crate) async fn verify_card(
             "My Number card verification is not configured on this server (no JPKI CA certificates).",
         ));
     };
-    let crl = tokio::fs::read(&trust.crl_path).await.map_err(|e| {
-        tracing::error!(error = %e, "the JPKI CRL file cannot be read");
-        ApiError::new(
-            ProblemKind::Unavailable,
-            "The certificate revocation list is unavailable; retry later.",
-        )
-    })?;
-    let cas: Vec<&[u8]> = trust
-        .ca_certificates_der
-        .iter()
-        .map(Vec::as_slice)
-        .collect();
+    let crl = state.inner.card_crl.current(trust).await?;
+    let cas = trust.ca_certificates_der.clone();
+    let text = text.to_owned();
     let at = SystemTime::UNIX_EPOCH + Duration::from_micros(now.timestamp_micros().max(0) as u64);
-    verify_challenge_signature(
-        &certificate,
-        &cas,
-        Revocation::Crl(&crl),
-        text.as_bytes(),
-        &signature,
-        at,
-    )
+    // RSA verifications (the card's key, its CA's): on the blocking pool,
+    // never on a runtime thread.
+    tokio::task::spawn_blocking(move || {
+        let cas: Vec<&[u8]> = cas.iter().map(Vec::as_slice).collect();
+        verify_challenge_signature(
+            &certificate,
+            &cas,
+            Revocation::Checked(&crl),
+            text.as_bytes(),
+            &signature,
+            at,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?
     .map_err(card_refusal)
+}
+
+/// The card CRL (`CardTrust::crl_path`) parsed and checked once per version
+/// of its file (issue 16, Low): the file is looked at (size, modification
+/// time, inode: one `stat`) at each verification and parsed again, on the
+/// blocking pool, only when it changed. A file that does not parse or
+/// verify is remembered too (each verification answers 503 until it is
+/// replaced, without parsing it again).
+#[derive(Debug, Default)]
+pub(crate) struct CardCrlCache {
+    current: Mutex<Option<(FileStamp, ParsedCrl)>>,
+}
+
+/// One version of the CRL file, checked: the list, or why it is unusable.
+type ParsedCrl = Result<Arc<CheckedCrl>, VerifyError>;
+
+impl CardCrlCache {
+    /// The checked CRL of `trust`'s file as it is now.
+    async fn current(&self, trust: &CardTrust) -> Result<Arc<CheckedCrl>, ApiError> {
+        let stamp = stamp(&trust.crl_path);
+        let unavailable = || {
+            ApiError::new(
+                ProblemKind::Unavailable,
+                "The certificate revocation list is unavailable; retry later.",
+            )
+        };
+        if stamp.is_none() {
+            tracing::error!("the JPKI CRL file cannot be read");
+            return Err(unavailable());
+        }
+        let cached = self
+            .current
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .filter(|(seen, _)| *seen == stamp)
+            .map(|(_, parsed)| parsed.clone());
+        let parsed = match cached {
+            Some(parsed) => parsed,
+            None => {
+                let bytes = tokio::fs::read(&trust.crl_path).await.map_err(|e| {
+                    tracing::error!(error = %e, "the JPKI CRL file cannot be read");
+                    unavailable()
+                })?;
+                let cas = trust.ca_certificates_der.clone();
+                let parsed = tokio::task::spawn_blocking(move || {
+                    let cas: Vec<&[u8]> = cas.iter().map(Vec::as_slice).collect();
+                    CheckedCrl::parse(&bytes, &cas).map(Arc::new)
+                })
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+                *self.current.lock().expect("not poisoned") = Some((stamp, parsed.clone()));
+                parsed
+            }
+        };
+        parsed.map_err(card_refusal)
+    }
 }
 
 /// The (issuer, upper-case hex serial) a verified card certificate is
@@ -342,6 +401,7 @@ fn card_refusal(error: VerifyError) -> ApiError {
         VerifyError::Revoked => "card_revoked",
         VerifyError::BadChallengeSignature => "card_signature_invalid",
         VerifyError::MalformedTrustedCa
+        | VerifyError::NotACa
         | VerifyError::MalformedCrl
         | VerifyError::CrlNotFromIssuer
         | VerifyError::CrlOutOfDate => {

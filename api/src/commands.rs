@@ -18,10 +18,11 @@ use kiban_events::domain::certification::{
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
 use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
 use kiban_events::domain::office::{Loss, Office, OfficeCommand, office_stream};
-use kiban_events::domain::{Decider, TerminalId};
+use kiban_events::domain::{Decider, Sha256Digest, TerminalId};
 use kiban_events::envelope::{Actor, EventId, StreamName};
 
 use crate::auth::{Allow, PersonId, PersonPath, fold, insurer_number, office_number};
+use crate::card_consent::refused;
 use crate::error::{ApiError, ProblemKind};
 use crate::extract::{Command, CommandKey};
 use crate::principal::Principal;
@@ -237,16 +238,77 @@ pub async fn report_terminal_lost(
             "Only the office itself or the federation reports its terminals.",
         )
         .await?;
+    let stream = office_stream(&office);
+    if let Principal::Office {
+        terminal: reporter, ..
+    } = &caller.principal
+    {
+        let folded = fold::<Office>(&state, &stream).await?;
+        if reporter != &lost_terminal
+            && folded.terminal_active(&lost_terminal)
+            && !folded.terminals.keys().any(|other| {
+                other != reporter && other != &lost_terminal && folded.terminal_active(other)
+            })
+        {
+            return Err(refused(
+                ProblemKind::Forbidden,
+                "last_other_terminal",
+                "A terminal may not report the office's last other active terminal: that is \
+                 what a stolen terminal would do to keep the office out. Report it through \
+                 the portal (介護情報基盤ポータル, by telephone or form), which suspends it \
+                 through the federation at once (docs/security.md, \"A stolen terminal\").",
+            ));
+        }
+    }
     // The reporting terminal is the actor: the office may suspend its own
     // terminal at once (office.terminal_suspended admits it).
     let actor = caller.actor();
-    let stream = office_stream(&office);
     let command = OfficeCommand::ReportTerminalLost {
         terminal: lost_terminal,
         loss: request.loss,
     };
     let context = CommandContext::new(command_id, actor, state.now());
     execute::<Office>(&state, &stream, &command, context).await
+}
+
+/// Body of a terminal's reinstatement.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reinstatement {
+    /// SHA-256 (64 lower-case hex digits) of the DER of the new client
+    /// certificate installed on the terminal.
+    pub credential: String,
+}
+
+/// `POST /v1/offices/{office}/terminals/{terminal}/reinstatement`: the
+/// federation reinstates a suspended terminal with a new credential (the
+/// fingerprint of a newly issued client certificate); the old certificate
+/// stays refused (docs/security.md, "A stolen terminal").
+pub async fn reinstate_terminal(
+    State(state): State<AppState>,
+    Path((office, terminal)): Path<(String, String)>,
+    sent: Command<Reinstatement>,
+) -> Result<CommandAccepted, ApiError> {
+    let (command_id, caller, request) = sent.into_parts();
+    let office = office_number(&office)?;
+    let terminal = TerminalId::parse(&terminal)
+        .map_err(|_| ApiError::validation("The terminal id is malformed."))?;
+    let credential = Sha256Digest::parse(&request.credential).map_err(|_| {
+        ApiError::validation("credential must be 64 lower-case hex digits (SHA-256).")
+    })?;
+    caller
+        .allow(
+            &state,
+            &[Allow::Federation],
+            "Only the federation reinstates a terminal.",
+        )
+        .await?;
+    let command = OfficeCommand::ReinstateTerminal {
+        terminal,
+        credential,
+    };
+    let context = CommandContext::new(command_id, caller.actor(), state.now());
+    execute::<Office>(&state, &office_stream(&office), &command, context).await
 }
 
 /// Body of a consent record.

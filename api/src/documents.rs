@@ -18,18 +18,27 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use kiban_engine::CommandContext;
-use kiban_events::domain::Sha256Digest;
+use kiban_engine::{CommandContext, EngineError};
+use kiban_events::StreamName;
 use kiban_events::domain::certification::{
     CertificationApplication, CertificationCommand, certification_stream,
 };
+use kiban_events::domain::{Decider, DocumentRef, Sha256Digest};
 
 use crate::auth::{Allow, Caller, PersonId, authorise_person_read, fold};
 use crate::commands::{CommandAccepted, Created, execute};
-use crate::error::ApiError;
-use crate::extract::{CommandKey, Document};
+use crate::error::{ApiError, ProblemKind};
+use crate::extract::{CommandKey, Document, uploader_name};
 use crate::principal::Principal;
 use crate::state::AppState;
+
+/// Most bytes one principal (an office terminal's office, an institution)
+/// may upload as subsidy attachments in 24 hours (issue 16, Low: blobs had no
+/// quota). An application needs a few scans of at most 10 MiB each
+/// ([`crate::DOCUMENT_UPLOAD_BYTES_MAX`]); 256 MiB a day leaves room for
+/// several applications and retries, and bounds what one certificate can
+/// make the store keep. Over it: 503 `rate-limited`.
+pub const ATTACHMENT_BYTES_PER_DAY_MAX: u64 = 256 * 1024 * 1024;
 
 /// What an attachment upload answers: the reference to put in a subsidy
 /// application.
@@ -119,10 +128,13 @@ pub async fn upload_investigation_sheet(
         )
         .await?;
     let stream = certification_stream(&person.insurer, &person.insured, seq);
-    let command = CertificationCommand::CompleteInvestigation {
-        investigation_sheet: document.store(&state, &caller.principal).await?,
-    };
     let context = CommandContext::new(key, caller.actor(), state.now());
+    let command = store_if_decided(&state, &stream, &context, &caller, &document, |sheet| {
+        CertificationCommand::CompleteInvestigation {
+            investigation_sheet: sheet,
+        }
+    })
+    .await?;
     execute::<CertificationApplication>(&state, &stream, &command, context).await
 }
 
@@ -150,12 +162,48 @@ pub async fn upload_opinion(
             "No opinion was requested from this institution for this application.",
         ));
     }
-    let command = CertificationCommand::ReceiveOpinion {
-        institution: institution.clone(),
-        opinion: document.store(&state, &caller.principal).await?,
-    };
     let context = CommandContext::new(key, caller.actor(), state.now());
+    let command = store_if_decided(&state, &stream, &context, &caller, &document, |opinion| {
+        CertificationCommand::ReceiveOpinion {
+            institution: institution.clone(),
+            opinion,
+        }
+    })
+    .await?;
     execute::<CertificationApplication>(&state, &stream, &command, context).await
+}
+
+/// The command `make` builds around `document`'s reference, once the
+/// application's rules accept it: the bytes are stored only then (issue 16,
+/// Low: a refused upload — a second sheet, an application withdrawn or
+/// decided, no such application — left its document in the blob store).
+/// The command is decided on the stream's state first, without appending;
+/// a retry of a command already recorded under the key passes (the engine
+/// answers it with the first answer). A command refused only by a change
+/// between this decision and the append leaves its bytes stored
+/// unreferenced, like an attachment never applied with (docs/api.md,
+/// "Documents").
+async fn store_if_decided(
+    state: &AppState,
+    stream: &StreamName,
+    context: &CommandContext,
+    caller: &Caller,
+    document: &Document,
+    make: impl Fn(DocumentRef) -> CertificationCommand,
+) -> Result<CertificationCommand, ApiError> {
+    let folded = fold::<CertificationApplication>(state, stream).await?;
+    let trial = make(document.reference()?);
+    if let Err(rejection) = CertificationApplication::decide(&folded, &trial, context.now) {
+        let engine = &state.inner.engine;
+        if engine
+            .find_recorded(stream, &context.command_id)
+            .await?
+            .is_none()
+        {
+            return Err(EngineError::Rejected(rejection).into());
+        }
+    }
+    Ok(make(document.store(state, &caller.principal).await?))
 }
 
 /// `POST /v1/attachments`: an office (active terminal) or a medical
@@ -174,12 +222,43 @@ pub async fn upload_attachment(
             "Only subsidy applicants (offices, medical institutions) upload attachments.",
         )
         .await?;
+    let uploader = uploader_name(&caller.principal);
+    check_attachment_quota(&state, &uploader, document.bytes.len() as u64).await?;
     let document = document.store(&state, &caller.principal).await?;
     Ok(Created(StoredDocument {
         sha256: document.sha256().to_string(),
         media_type: document.media_type().to_owned(),
         size_bytes: document.size_bytes(),
     }))
+}
+
+/// Refuses (503 `rate-limited`) `bytes` more attachment bytes from
+/// `uploader` (`extract::uploader_name`) when, with what it uploaded in the
+/// last 24 hours (by the database's clock, which stamps the uploads), they
+/// would pass the state's daily quota ([`ATTACHMENT_BYTES_PER_DAY_MAX`]).
+/// The API's attachment route and the web screen's subsidy form.
+pub(crate) async fn check_attachment_quota(
+    state: &AppState,
+    uploader: &str,
+    bytes: u64,
+) -> Result<(), ApiError> {
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    let uploaded = state
+        .inner
+        .store
+        .uploaded_bytes_since(uploader, since)
+        .await?;
+    let quota = state.inner.attachment_bytes_per_day;
+    if uploaded.saturating_add(bytes) > quota {
+        return Err(ApiError::new(
+            ProblemKind::RateLimited,
+            format!(
+                "{uploaded} bytes of attachments were uploaded in the last 24 hours; the daily \
+                 quota is {quota} bytes. Retry later."
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The stored bytes of `document` with its media type.

@@ -300,6 +300,15 @@ impl Document {
         bytes
     }
 
+    /// The reference storing the bytes will give (their SHA-256, this media
+    /// type, their size), computed without storing anything.
+    pub fn reference(&self) -> Result<DocumentRef, ApiError> {
+        let digest = Sha256Digest::parse(&hex::encode(Sha256::digest(&self.bytes)))
+            .map_err(|e| ApiError::internal(&e))?;
+        DocumentRef::new(digest, &self.media_type, self.bytes.len() as u64)
+            .map_err(|e| ApiError::internal(&e))
+    }
+
     /// Stores the bytes (durable, content-addressed), records that
     /// `uploader` uploaded them with this media type, and returns the
     /// reference events record.

@@ -319,9 +319,10 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, PkiError> {
 
 /// What identifies one version of a file without reading it: size,
 /// modification time and inode (a file renamed into place has a new one).
-type FileStamp = Option<(u64, Option<std::time::SystemTime>, u64)>;
+pub(crate) type FileStamp = Option<(u64, Option<std::time::SystemTime>, u64)>;
 
-fn stamp(path: &Path) -> FileStamp {
+/// The [`FileStamp`] of `path` now (one `stat`).
+pub(crate) fn stamp(path: &Path) -> FileStamp {
     use std::os::unix::fs::MetadataExt as _;
     let metadata = fs::metadata(path).ok()?;
     Some((metadata.len(), metadata.modified().ok(), metadata.ino()))

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use kiban_projections::models::organisations::{institution_applicant_key, office_applicant_key};
 use kiban_projections::{
     AccessEntry, AccessLogOrder, AccessLogPage, ApplicationView, CaseloadEntry, DocumentView,
     EligibilityView, InsurerView, LedgersView, Page, SubsidyView, TerminalView,
@@ -354,11 +355,12 @@ pub async fn subsidies(
             state
                 .inner
                 .read
-                .subsidies(Some(office.as_str()), now)
+                .subsidies(Some(&office_applicant_key(office.as_str())), now)
                 .await?
         }
         Principal::MedicalInstitution(code) => {
-            state.inner.read.subsidies(Some(code.as_str()), now).await?
+            let applicant = institution_applicant_key(code.as_str());
+            state.inner.read.subsidies(Some(&applicant), now).await?
         }
         Principal::Insurer(_) => {
             return Err(ApiError::forbidden(

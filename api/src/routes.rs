@@ -307,7 +307,17 @@ fn organisation_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
                 commands::report_terminal_lost,
                 op(
                     "Report a terminal lost or stolen",
-                    "the office itself, the federation",
+                    "the office itself (never its last other active terminal: 403 last_other_terminal), the federation",
+                ),
+            ),
+        )
+        .api_route(
+            "/v1/offices/{office}/terminals/{terminal}/reinstatement",
+            post_with(
+                commands::reinstate_terminal,
+                op(
+                    "Reinstate a suspended terminal with a new credential (the new client certificate's SHA-256)",
+                    "the federation",
                 ),
             ),
         )

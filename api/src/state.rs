@@ -90,6 +90,11 @@ pub(crate) struct Inner {
     pub card_trust: Option<CardTrust>,
     /// Outstanding card-consent challenges.
     pub challenges: Challenges,
+    /// The card CRL as last parsed, while its file is unchanged.
+    pub card_crl: crate::card_consent::CardCrlCache,
+    /// Most bytes one principal may upload as subsidy attachments in a day
+    /// ([`crate::documents::ATTACHMENT_BYTES_PER_DAY_MAX`] unless configured).
+    pub attachment_bytes_per_day: u64,
     /// Outstanding sign-in challenges of the person's view.
     pub sign_ins: SignIns,
     /// Cancelled when the server shuts down: ends long-lived responses
@@ -130,6 +135,8 @@ impl AppState {
                 subsidy_policy: SUBSIDY_POLICY_DEFAULT,
                 card_trust: None,
                 challenges: Challenges::default(),
+                card_crl: Default::default(),
+                attachment_bytes_per_day: crate::documents::ATTACHMENT_BYTES_PER_DAY_MAX,
                 sign_ins: SignIns::default(),
                 streams: CancellationToken::new(),
                 writer_probe: None,
@@ -165,6 +172,15 @@ impl AppState {
         Arc::get_mut(&mut self.inner)
             .expect("with_card_trust is called before the state is shared")
             .card_trust = Some(trust);
+        self
+    }
+
+    /// The same with another daily attachment quota per uploader. Call
+    /// before the state is shared.
+    pub fn with_attachment_quota(mut self, bytes_per_day: u64) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_attachment_quota is called before the state is shared")
+            .attachment_bytes_per_day = bytes_per_day;
         self
     }
 

@@ -21,7 +21,7 @@ use kiban_events::domain::subsidy::{
 };
 use kiban_events::domain::{DocumentRef, Yen};
 use kiban_events::envelope::{Actor, StreamName};
-use kiban_events::ids::OfficeNumber;
+use kiban_events::ids::{MedicalInstitutionCode, OfficeNumber};
 
 use crate::auth::{Allow, Caller, check_terminal, fold};
 use crate::commands::{APPLICATIONS_PER_PERSON_MAX, CommandAccepted, execute, next_stream_seq};
@@ -68,7 +68,6 @@ pub async fn apply(
     sent: Command<SubsidyApplicationBody>,
 ) -> Result<CommandAccepted, ApiError> {
     let (command_id, caller, request) = sent.into_parts();
-    check_own_uploads(&state, &caller.principal, &request).await?;
     let (applicant, actor, stream, record) = match &caller.principal {
         Principal::Office { office, terminal } => {
             check_terminal(&state, office, terminal, &caller.fingerprint).await?;
@@ -119,6 +118,9 @@ pub async fn apply(
             ));
         }
     };
+    // After the caller is admitted (the authorisation matrix: a principal
+    // that may not apply is told 403, not what it uploaded).
+    check_own_uploads(&state, &caller.principal, &request).await?;
     let command = SubsidyCommand::Apply {
         applicant,
         reader_count: request.reader_count,
@@ -284,6 +286,29 @@ pub async fn download_attachment(
     Path((application, sha256)): Path<(String, String)>,
 ) -> Result<DocumentBytes, ApiError> {
     let stream = application_stream(&application)?;
+    // The id names its applicant (`<office>-<seq>`, `m<code>-<seq>`): who
+    // may read is decided before anything is looked up, so that another
+    // principal learns nothing, not even whether the application exists.
+    let who = application.split_once('-').map_or("", |(who, _)| who);
+    let (office, institution);
+    let named = match who.strip_prefix('m') {
+        Some(code) => {
+            institution = MedicalInstitutionCode::parse(code)
+                .map_err(|e| ApiError::validation(e.to_string()))?;
+            Allow::Institution(&institution)
+        }
+        None => {
+            office = OfficeNumber::parse(who).map_err(|e| ApiError::validation(e.to_string()))?;
+            Allow::Office(&office)
+        }
+    };
+    caller
+        .allow(
+            &state,
+            &[Allow::Federation, Allow::Auditors, named],
+            "Only the federation, auditors and the applicant read the attachments.",
+        )
+        .await?;
     let folded = fold::<SubsidyApplication>(&state, &stream).await?;
     let Some(applied) = folded.application else {
         return Err(ApiError::not_found("No such application."));

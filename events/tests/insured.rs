@@ -1383,3 +1383,69 @@ fn the_current_certification_is_the_one_in_force_on_the_application_date() {
     assert_eq!(later.valid_until, d(2027, 9, 30));
     assert_eq!(state.current_certification(d(2026, 3, 31)), None);
 }
+
+/// Issue 16 item 7: the care-plan basis (what lets the registered office
+/// read the record) holds only while the filing is in effect: the person
+/// certified in the group it was filed for, or, for a provisional filing,
+/// up to `PROVISIONAL_CARE_PLAN_BASIS_DAYS` while no certification is in
+/// force. It ends with the certification, on a move between 要支援 and
+/// 要介護, and returns with a renewal.
+#[test]
+fn the_care_plan_basis_holds_while_the_filing_is_in_effect() {
+    let office = office();
+    let mut history = person();
+    history.push(registered_care_office());
+    let state = given::<P>(history.clone()).state().clone();
+    assert_eq!(
+        state.care_plan_office_on(d(2026, 4, 29)),
+        None,
+        "before the filing"
+    );
+    assert_eq!(state.care_plan_office_on(d(2026, 4, 30)), Some(&office));
+    assert_eq!(state.care_plan_office_on(d(2027, 3, 31)), Some(&office));
+    assert_eq!(
+        state.care_plan_office_on(d(2027, 4, 1)),
+        None,
+        "the certification ended"
+    );
+    // A renewal in force brings it back.
+    history.push(certified(
+        2,
+        CareLevel::Care2,
+        d(2027, 4, 1),
+        d(2028, 3, 31),
+    ));
+    let renewed = given::<P>(history.clone()).state().clone();
+    assert_eq!(renewed.care_plan_office_on(d(2027, 4, 1)), Some(&office));
+    // A change decision to 要支援 from 2027-06-01: the filing is for 要介護.
+    history.push(certified(
+        3,
+        CareLevel::Support2,
+        d(2027, 6, 1),
+        d(2027, 11, 30),
+    ));
+    let moved = given::<P>(history).state().clone();
+    assert_eq!(moved.care_plan_office_on(d(2027, 5, 31)), Some(&office));
+    assert_eq!(moved.care_plan_office_on(d(2027, 6, 1)), None);
+    // A provisional filing: 60 days without a certification, then none.
+    let provisional = CarePlanOfficeRegistered {
+        office: office.clone(),
+        office_kind: CarePlanOfficeKind::HomeCareSupportOffice,
+        level_group: LevelGroup::Care,
+        filed_on: d(2026, 4, 20),
+        billable_from: d(2026, 4, 1),
+    };
+    let pending = given::<P>([provisional.clone().into()]).state().clone();
+    let last = d(2026, 4, 20) + Duration::days(PROVISIONAL_CARE_PLAN_BASIS_DAYS as i64);
+    assert_eq!(pending.care_plan_office_on(last), Some(&office));
+    assert_eq!(pending.care_plan_office_on(last + Duration::days(1)), None);
+    // Decided 要介護1 from the application date: the certification decides.
+    let decided = given::<P>([
+        provisional.into(),
+        certified(1, CareLevel::Care1, d(2026, 4, 15), d(2026, 10, 31)),
+    ])
+    .state()
+    .clone();
+    assert_eq!(decided.care_plan_office_on(d(2026, 9, 1)), Some(&office));
+    assert_eq!(decided.care_plan_office_on(d(2026, 11, 1)), None);
+}

@@ -10,8 +10,10 @@
 //! relation rather than the person's care) and moves (`insured.moved_house`,
 //! an address fact). Nothing else (offices, insurers, subsidies) is ever
 //! routed. It goes to the offices with a live consent from the person or
-//! registered as the person's care-plan office (居宅介護支援事業所) **as of
-//! the event** (the person's events up to it, so a consent recorded just
+//! registered as the person's care-plan office (居宅介護支援事業所) while that
+//! registration is in effect on the event's date
+//! (`InsuredState::care_plan_office_on`), **as of the event** (the person's
+//! events up to it, so a consent recorded just
 //! after does not count, however far the reader lags), and only when the
 //! person's insurer shares data (read as it is now: it only ever turns on).
 //! Callers wait until the read models have applied the event.
@@ -25,8 +27,8 @@
 use std::collections::BTreeSet;
 
 use kiban_events::RecordedEvent;
-use kiban_events::domain::Decider;
 use kiban_events::domain::insured::InsuredPerson;
+use kiban_events::domain::{Decider, jst_date};
 use kiban_events::ids::OfficeNumber;
 
 use crate::{ReadModels, Result};
@@ -120,12 +122,11 @@ async fn person_offices(
             .filter(|stamped| stamped.position <= position)
             .map(|stamped| &stamped.event),
     );
+    let care_plan_office = state
+        .care_plan_office_on(jst_date(event.occurred_at))
+        .cloned();
     let mut offices: BTreeSet<OfficeNumber> = state.consents.into_keys().collect();
-    offices.extend(
-        state
-            .care_plan_office
-            .map(|registration| registration.office),
-    );
+    offices.extend(care_plan_office);
     Ok(offices)
 }
 

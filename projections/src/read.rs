@@ -458,7 +458,8 @@ impl ReadModels {
         }))
     }
 
-    /// Subsidy applications: all, or one applicant's.
+    /// Subsidy applications: all, or one applicant's (its
+    /// `models::organisations::applicant_key`: `office:<n>`, `medical:<n>`).
     pub async fn subsidies(
         &self,
         applicant: Option<&str>,

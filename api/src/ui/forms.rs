@@ -21,6 +21,7 @@ use kiban_events::domain::insured::{
     CarePlanOfficeKind, InsuredCommand, InsuredPerson, insured_stream,
 };
 use kiban_events::domain::jst_date;
+use kiban_events::domain::office::{Office, office_stream};
 use kiban_events::envelope::{Actor, EventId};
 
 use super::person::office_kind;
@@ -463,7 +464,7 @@ async fn care_plan_form(
                 input type="hidden" name="key" value=(form.key);
                 (field(lang.t("事業所の種別", "Office kind"), "office_kind", errors, html! {
                     select id="office_kind" name="office_kind" aria-invalid=[errors.contains_key("office_kind").then_some("true")] aria-describedby=[described("office_kind", errors)] {
-                        option value="" { (lang.t("選択してください", "Choose")) }
+                        option value="" { (lang.t("事業所の登録のとおり", "As the office is registered")) }
                         @for (value, kind) in kinds {
                             option value=(value) selected[form.office_kind == value] { (office_kind(lang, kind)) }
                         }
@@ -512,9 +513,10 @@ pub async fn care_plan_submit(
     let now = state.now();
     let mut errors = FieldErrors::new();
     let kind = match form.office_kind.as_str() {
-        "home_care_support_office" => Some(CarePlanOfficeKind::HomeCareSupportOffice),
+        "" => Ok(None),
+        "home_care_support_office" => Ok(Some(CarePlanOfficeKind::HomeCareSupportOffice)),
         "community_general_support_center" => {
-            Some(CarePlanOfficeKind::CommunityGeneralSupportCenter)
+            Ok(Some(CarePlanOfficeKind::CommunityGeneralSupportCenter))
         }
         _ => {
             errors.insert(
@@ -525,36 +527,41 @@ pub async fn care_plan_submit(
                 )
                 .to_owned(),
             );
-            None
+            Err(())
         }
     };
     let filed_on = past_date(lang, "filed_on", &form.filed_on, jst_date(now), &mut errors);
-    let (Some(kind), Some(filed_on)) = (kind, filed_on) else {
+    let (Ok(kind), Some(filed_on)) = (kind, filed_on) else {
         let page = care_plan_form(&state, &staff, &person, &form, &errors, None).await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     };
     crate::auth::require_sharing(&state, &person.insurer).await?;
     let (consented, _) = consent_fragment(&state, &staff, &person).await?;
-    let outcome = if consented {
-        let command = InsuredCommand::RegisterCarePlanOffice {
-            office: staff.at.office.clone(),
-            office_kind: kind,
-            filed_on,
-            pending_application_on: None,
-        };
-        let actor = Actor::Office {
-            office: staff.at.office.clone(),
-            terminal: Some(staff.at.terminal.as_str().to_owned()),
-        };
-        let context = CommandContext::new(key, actor, now);
-        execute_on_person(&state, &person, &command, &context)
-            .await
-            .map_err(ApiError::from)
-    } else {
-        Err(ApiError::new(
+    let registered = fold::<Office>(&state, &office_stream(&staff.at.office)).await?;
+    let folded =
+        fold::<InsuredPerson>(&state, &insured_stream(&person.insurer, &person.insured)).await?;
+    let outcome = match crate::care_plan::care_plan_kind(&registered, &folded, kind, filed_on) {
+        Err(refusal) => Err(refusal),
+        Ok(_) if !consented => Err(ApiError::new(
             ProblemKind::ConsentRequired,
             "The notification needs the person's consent with their My Number card first (step 1).",
-        ))
+        )),
+        Ok(kind) => {
+            let command = InsuredCommand::RegisterCarePlanOffice {
+                office: staff.at.office.clone(),
+                office_kind: kind,
+                filed_on,
+                pending_application_on: None,
+            };
+            let actor = Actor::Office {
+                office: staff.at.office.clone(),
+                terminal: Some(staff.at.terminal.as_str().to_owned()),
+            };
+            let context = CommandContext::new(key, actor, now);
+            execute_on_person(&state, &person, &command, &context)
+                .await
+                .map_err(ApiError::from)
+        }
     };
     match outcome {
         Ok(_) => {

@@ -79,12 +79,16 @@ impl SubsidyInput {
     /// office's upload like those of `POST /v1/attachments`.
     async fn store_uploads(&self, state: &AppState, office: &OfficeNumber) -> Result<(), UiError> {
         let uploader = format!("office:{}", office.as_str());
-        let uploads = self
-            .passbook
-            .iter()
-            .chain(self.receipts.values())
-            .chain(self.notices.values());
-        for upload in uploads {
+        let uploads = || {
+            self.passbook
+                .iter()
+                .chain(self.receipts.values())
+                .chain(self.notices.values())
+                .filter(|upload| upload.reference.is_ok())
+        };
+        let bytes = uploads().map(|upload| upload.bytes.len() as u64).sum();
+        crate::documents::check_attachment_quota(state, &uploader, bytes).await?;
+        for upload in uploads() {
             let Ok(reference) = &upload.reference else {
                 continue;
             };
@@ -337,7 +341,14 @@ async fn render(
     let applications = state
         .inner
         .read
-        .subsidies(Some(staff.at.office.as_str()), now)
+        .subsidies(
+            Some(
+                &kiban_projections::models::organisations::office_applicant_key(
+                    staff.at.office.as_str(),
+                ),
+            ),
+            now,
+        )
         .await
         .map_err(ApiError::from)?;
     let office = fold::<Office>(state, &office_stream(&staff.at.office)).await?;

@@ -51,7 +51,9 @@ pub use jpki::JpkiCard;
 pub use pin::{Pin, PinFormatError};
 pub use status::{CardProbe, ReaderReport, StatusReport, probe_card};
 pub use transport::Transport;
-pub use verify::{Revocation, VerifiedCardHolder, VerifyError, verify_challenge_signature};
+pub use verify::{
+    CheckedCrl, Revocation, VerifiedCardHolder, VerifyError, verify_challenge_signature,
+};
 
 /// Shortest challenge the card signs and the server accepts: 128 bits, so that a
 /// challenge cannot be guessed and a signature cannot be replayed for another.

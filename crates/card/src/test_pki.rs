@@ -19,6 +19,7 @@ use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{DynSignatureAlgorithmIdentifier, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
+use x509_cert::{Certificate, TbsCertificate};
 
 /// Modulus size of every generated key, as on the card.
 pub const RSA_KEY_BITS: usize = 2048;
@@ -114,6 +115,36 @@ impl TestCa {
             )
             .expect("test user certificate"),
         )
+    }
+
+    /// `certificate_der` (one this CA issued, or its own) with its
+    /// to-be-signed part changed by `edit` and signed again by this CA: the
+    /// crafted certificates of the RFC 5280 checks (a missing key usage, an
+    /// unknown critical extension, a CA without basic constraints).
+    pub fn reissue(
+        &self,
+        certificate_der: &[u8],
+        edit: impl FnOnce(&mut TbsCertificate),
+    ) -> Vec<u8> {
+        use der::Decode;
+        let mut certificate = Certificate::from_der(certificate_der).expect("a test certificate");
+        edit(&mut certificate.tbs_certificate);
+        let signature: Signature = self
+            .signing_key
+            .sign(&certificate.tbs_certificate.to_der().expect("TBS"));
+        certificate.signature =
+            BitString::from_bytes(&signature.to_bytes()).expect("signature bits");
+        certificate.to_der().expect("certificate encoding")
+    }
+
+    /// The same CA (key and name) whose own certificate `edit` changed,
+    /// signed again: a CA certificate without basic constraints, say.
+    pub fn edited(&self, edit: impl FnOnce(&mut TbsCertificate)) -> TestCa {
+        TestCa {
+            signing_key: self.signing_key.clone(),
+            name: self.name.clone(),
+            certificate_der: self.reissue(&self.certificate_der, edit),
+        }
     }
 
     /// Issues a CRL (DER) valid from `this_update` for `validity`, listing `revoked`

@@ -8,7 +8,7 @@
 
 use std::time::SystemTime;
 
-use der::oid::ObjectIdentifier;
+use der::oid::{AssociatedOid, ObjectIdentifier};
 use der::{Decode, Encode};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
@@ -16,8 +16,11 @@ use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use sha2::{Digest, Sha256};
 use x509_cert::Certificate;
 use x509_cert::crl::CertificateList;
-use x509_cert::ext::pkix::KeyUsage;
-use x509_cert::ext::pkix::KeyUsages;
+use x509_cert::ext::pkix::{
+    AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints, CertificatePolicies,
+    CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
+    SubjectKeyIdentifier,
+};
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
 
 use crate::jpki::{CERTIFICATE_BYTES_MAX, SIGNATURE_BYTES};
@@ -47,6 +50,70 @@ pub enum Revocation<'a> {
     /// elsewhere. Serials of all trusted CAs share the list, so it should only be used
     /// with a single trusted CA.
     RevokedSerials(&'a [Vec<u8>]),
+    /// A CRL parsed and checked once ([`CheckedCrl::parse`]) and kept while its
+    /// file is unchanged: only its issuer and currency are checked per
+    /// verification (issue 16, Low: the CRL, up to [`CRL_BYTES_MAX`], was parsed
+    /// at every consent).
+    Checked(&'a CheckedCrl),
+}
+
+/// A CRL whose signature was verified with one of the trusted CAs, reduced to
+/// what a verification needs: its issuer, the period it is current for, and
+/// the revoked serial numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedCrl {
+    issuer: x509_cert::name::Name,
+    this_update: SystemTime,
+    next_update: SystemTime,
+    revoked: std::collections::HashSet<Vec<u8>>,
+}
+
+impl CheckedCrl {
+    /// Parses `crl_der` and checks that one of `trusted_ca_certificates_der`
+    /// (by name) signed it and may sign CRLs; whether it is current is checked
+    /// at each verification. Costs a parse of up to [`CRL_BYTES_MAX`]: run it
+    /// off the async runtime and keep the result while the file is unchanged.
+    pub fn parse(
+        crl_der: &[u8],
+        trusted_ca_certificates_der: &[&[u8]],
+    ) -> Result<CheckedCrl, VerifyError> {
+        if crl_der.len() > CRL_BYTES_MAX {
+            return Err(VerifyError::MalformedCrl);
+        }
+        let crl = CertificateList::from_der(crl_der).map_err(|_| VerifyError::MalformedCrl)?;
+        let mut cas = trusted_ca_certificates_der.iter().take(TRUSTED_CAS_MAX);
+        let ca = loop {
+            let Some(ca_der) = cas.next() else {
+                return Err(VerifyError::CrlNotFromIssuer);
+            };
+            let ca = Certificate::from_der(ca_der).map_err(|_| VerifyError::MalformedTrustedCa)?;
+            if ca.tbs_certificate.subject == crl.tbs_cert_list.issuer {
+                break ca;
+            }
+        };
+        verify_crl_signature(&crl, &ca)?;
+        let next_update = crl
+            .tbs_cert_list
+            .next_update
+            .ok_or(VerifyError::MalformedCrl)?;
+        Ok(CheckedCrl {
+            this_update: crl.tbs_cert_list.this_update.to_system_time(),
+            next_update: next_update.to_system_time(),
+            revoked: crl
+                .tbs_cert_list
+                .revoked_certificates
+                .unwrap_or_default()
+                .iter()
+                .map(|entry| entry.serial_number.as_bytes().to_vec())
+                .collect(),
+            issuer: crl.tbs_cert_list.issuer,
+        })
+    }
+
+    /// How many certificates it revokes.
+    pub fn revoked_count(&self) -> usize {
+        self.revoked.len()
+    }
 }
 
 /// Who signed: the certificate facts the consent record needs. A JPKI
@@ -136,6 +203,20 @@ pub enum VerifyError {
     /// The signature over the challenge does not verify with the certificate's key.
     #[error("the signature over the challenge does not verify")]
     BadChallengeSignature,
+    /// The card's certificate is a CA certificate (basicConstraints cA), not an
+    /// end entity's (RFC 5280 §4.2.1.9).
+    #[error("the card's certificate is a CA certificate")]
+    NotAnEndEntity,
+    /// A certificate has a critical extension this verifier does not process
+    /// (RFC 5280 §4.2: such a certificate must be rejected).
+    #[error("a certificate has a critical extension that is not understood")]
+    UnknownCriticalExtension,
+    /// The trusted CA certificate that issued the card's certificate (or the CRL)
+    /// is not a CA for that: no basicConstraints with cA, or a key usage without
+    /// keyCertSign (cRLSign for a CRL), or a path length below zero (a
+    /// configuration error).
+    #[error("the trusted CA certificate is not a certification authority for this")]
+    NotACa,
 }
 
 impl VerifyError {
@@ -160,6 +241,11 @@ impl VerifyError {
             VerifyError::CrlOutOfDate => "失効リスト（CRL）が最新ではありません。",
             VerifyError::Revoked => "電子証明書は失効しています。",
             VerifyError::BadChallengeSignature => "チャレンジへの署名を検証できません。",
+            VerifyError::NotAnEndEntity => "カードの電子証明書が認証局の証明書です。",
+            VerifyError::UnknownCriticalExtension => {
+                "電子証明書に処理できない重要な拡張があります。"
+            }
+            VerifyError::NotACa => "信頼する認証局の証明書が認証局として使えません（設定の誤り）。",
         }
         .to_owned()
     }
@@ -188,7 +274,8 @@ pub fn verify_challenge_signature(
     let ca = find_issuing_ca(&certificate, trusted_ca_certificates_der)?;
     check_validity(&ca, now)?;
     check_validity(&certificate, now)?;
-    check_key_usage(&certificate)?;
+    check_issuing_ca(&ca, KeyUsages::KeyCertSign)?;
+    check_end_entity(&certificate)?;
     let card_key = rsa_key(&certificate.tbs_certificate.subject_public_key_info)?;
     if card_key.size() * 8 != CARD_KEY_BITS {
         return Err(VerifyError::Unsupported("the card key is not RSA-2048"));
@@ -301,13 +388,76 @@ fn check_validity(certificate: &Certificate, now: SystemTime) -> Result<(), Veri
     Ok(())
 }
 
-/// A certificate that states a key usage must allow digital signatures.
-fn check_key_usage(certificate: &Certificate) -> Result<(), VerifyError> {
+/// The extensions this verifier understands (RFC 5280 §4.2): a certificate
+/// with any other extension marked critical is refused. Key usage and basic
+/// constraints are checked; the certificate policies (JPKI marks them
+/// critical) are accepted without a policy constraint (RFC 5280 §6.1: an
+/// initial policy set of any-policy); the rest are informational here.
+const UNDERSTOOD_EXTENSIONS: [ObjectIdentifier; 9] = [
+    KeyUsage::OID,
+    BasicConstraints::OID,
+    CertificatePolicies::OID,
+    ExtendedKeyUsage::OID,
+    SubjectAltName::OID,
+    SubjectKeyIdentifier::OID,
+    AuthorityKeyIdentifier::OID,
+    CrlDistributionPoints::OID,
+    AuthorityInfoAccessSyntax::OID,
+];
+
+/// Refuses a certificate with a critical extension not in
+/// [`UNDERSTOOD_EXTENSIONS`].
+fn check_critical_extensions(certificate: &Certificate) -> Result<(), VerifyError> {
+    let extensions = certificate.tbs_certificate.extensions.as_deref();
+    if extensions
+        .unwrap_or_default()
+        .iter()
+        .any(|extension| extension.critical && !UNDERSTOOD_EXTENSIONS.contains(&extension.extn_id))
+    {
+        return Err(VerifyError::UnknownCriticalExtension);
+    }
+    Ok(())
+}
+
+/// The card's certificate is an end entity's (RFC 5280 §4.2.1.3, §4.2.1.9):
+/// a key usage is present and allows digital signatures (JPKI's
+/// user-authentication certificates state it; a certificate without one is
+/// refused rather than taken as allowing everything), basic constraints, if
+/// present, do not make it a CA, and no critical extension is unknown.
+fn check_end_entity(certificate: &Certificate) -> Result<(), VerifyError> {
+    check_critical_extensions(certificate)?;
     match certificate.tbs_certificate.get::<KeyUsage>() {
+        Ok(Some((_critical, usage))) if usage.0.contains(KeyUsages::DigitalSignature) => {}
+        Ok(_) => return Err(VerifyError::WrongKeyUsage),
+        Err(_) => return Err(VerifyError::MalformedCertificate),
+    }
+    match certificate.tbs_certificate.get::<BasicConstraints>() {
         Ok(None) => Ok(()),
-        Ok(Some((_critical, usage))) if usage.0.contains(KeyUsages::DigitalSignature) => Ok(()),
-        Ok(Some(_)) => Err(VerifyError::WrongKeyUsage),
+        Ok(Some((_critical, constraints))) if !constraints.ca => Ok(()),
+        Ok(Some(_)) => Err(VerifyError::NotAnEndEntity),
         Err(_) => Err(VerifyError::MalformedCertificate),
+    }
+}
+
+/// The trusted certificate that issued the card's certificate (with `usage`
+/// [`KeyUsages::KeyCertSign`]) or a CRL ([`KeyUsages::CRLSign`]) is a CA for
+/// it (RFC 5280 §4.2.1.9, §4.2.1.3, §6.1.4): basic constraints present with
+/// cA set, a key usage, when stated, that includes `usage`, and no unknown
+/// critical extension. The card's certificate must be issued by a trusted CA
+/// directly (no intermediate CAs are taken from the card), so any path length
+/// constraint (≥ 0) is met.
+fn check_issuing_ca(ca: &Certificate, usage: KeyUsages) -> Result<(), VerifyError> {
+    check_critical_extensions(ca).map_err(|_| VerifyError::NotACa)?;
+    match ca.tbs_certificate.get::<BasicConstraints>() {
+        Ok(Some((_critical, constraints))) if constraints.ca => {}
+        Ok(_) => return Err(VerifyError::NotACa),
+        Err(_) => return Err(VerifyError::MalformedTrustedCa),
+    }
+    match ca.tbs_certificate.get::<KeyUsage>() {
+        Ok(None) => Ok(()),
+        Ok(Some((_critical, stated))) if stated.0.contains(usage) => Ok(()),
+        Ok(Some(_)) => Err(VerifyError::NotACa),
+        Err(_) => Err(VerifyError::MalformedTrustedCa),
     }
 }
 
@@ -336,7 +486,38 @@ fn check_revocation(
             }
             Ok(())
         }
+        Revocation::Checked(crl) => {
+            if crl.issuer != ca.tbs_certificate.subject {
+                return Err(VerifyError::CrlNotFromIssuer);
+            }
+            check_issuing_ca(ca, KeyUsages::CRLSign)?;
+            if now < crl.this_update || now > crl.next_update {
+                return Err(VerifyError::CrlOutOfDate);
+            }
+            if crl.revoked.contains(serial) {
+                return Err(VerifyError::Revoked);
+            }
+            Ok(())
+        }
     }
+}
+
+/// Checks that `ca` signed `crl` and may sign CRLs.
+fn verify_crl_signature(crl: &CertificateList, ca: &Certificate) -> Result<(), VerifyError> {
+    let tbs_der = crl
+        .tbs_cert_list
+        .to_der()
+        .map_err(|_| VerifyError::MalformedCrl)?;
+    let signed = SignedData {
+        tbs_der: &tbs_der,
+        outer_algorithm: crl.signature_algorithm.oid,
+        inner_algorithm: crl.tbs_cert_list.signature.oid,
+        signature: crl.signature.as_bytes(),
+    };
+    if !verify_signed_by(&signed, ca)? {
+        return Err(VerifyError::CrlNotFromIssuer);
+    }
+    check_issuing_ca(ca, KeyUsages::CRLSign)
 }
 
 /// Parses the CRL and checks that `ca` issued and signed it and that it is current.
@@ -352,19 +533,7 @@ fn current_crl_of(
     if crl.tbs_cert_list.issuer != ca.tbs_certificate.subject {
         return Err(VerifyError::CrlNotFromIssuer);
     }
-    let tbs_der = crl
-        .tbs_cert_list
-        .to_der()
-        .map_err(|_| VerifyError::MalformedCrl)?;
-    let signed = SignedData {
-        tbs_der: &tbs_der,
-        outer_algorithm: crl.signature_algorithm.oid,
-        inner_algorithm: crl.tbs_cert_list.signature.oid,
-        signature: crl.signature.as_bytes(),
-    };
-    if !verify_signed_by(&signed, ca)? {
-        return Err(VerifyError::CrlNotFromIssuer);
-    }
+    verify_crl_signature(&crl, ca)?;
     let next_update = crl
         .tbs_cert_list
         .next_update
@@ -423,6 +592,133 @@ mod tests {
                 test_now()
             ),
             Err(VerifyError::BadChallengeSignature)
+        );
+    }
+
+    /// Sets (or with `None`, removes) the extension `T` of `tbs`.
+    fn set_extension<T: AssociatedOid + Encode>(
+        tbs: &mut x509_cert::TbsCertificate,
+        value: Option<T>,
+        critical: bool,
+    ) {
+        let extensions = tbs.extensions.get_or_insert_with(Vec::new);
+        extensions.retain(|extension| extension.extn_id != T::OID);
+        if let Some(value) = value {
+            extensions.push(x509_cert::ext::Extension {
+                extn_id: T::OID,
+                critical,
+                extn_value: der::asn1::OctetString::new(value.to_der().unwrap()).unwrap(),
+            });
+        }
+    }
+
+    /// Adds an extension no one knows, critical or not.
+    fn add_unknown_extension(tbs: &mut x509_cert::TbsCertificate, critical: bool) {
+        tbs.extensions
+            .get_or_insert_with(Vec::new)
+            .push(x509_cert::ext::Extension {
+                extn_id: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.16.1"),
+                critical,
+                extn_value: der::asn1::OctetString::new(vec![0x05, 0x00]).unwrap(),
+            });
+    }
+
+    /// Issue 16, Low: the chain was checked more loosely than RFC 5280 says
+    /// (a card certificate without a key usage, a CA certificate as the
+    /// card's, unknown critical extensions, and a "CA" without basic
+    /// constraints were accepted). Crafted certificates, each re-signed by
+    /// the trusted CA's key.
+    #[test]
+    fn the_chain_is_checked_as_rfc_5280_says() {
+        let (_, signature) = sign_with(cards().card(PIN));
+        let ca = &cards().trusted_ca;
+        let check = |certificate: &[u8], ca: &[u8]| {
+            verify_challenge_signature(
+                certificate,
+                &[ca],
+                Revocation::RevokedSerials(&[]),
+                CHALLENGE,
+                &signature,
+                test_now(),
+            )
+            .map(|_| ())
+        };
+        let card = |edit: &dyn Fn(&mut x509_cert::TbsCertificate)| {
+            ca.reissue(&cards().certificate, |tbs| edit(tbs))
+        };
+        let trusted = ca.certificate_der();
+        assert_eq!(
+            check(&card(&|_| {}), trusted),
+            Ok(()),
+            "re-signed as it was"
+        );
+        // The card's certificate: a key usage allowing signatures is required.
+        let no_key_usage = card(&|tbs| set_extension::<KeyUsage>(tbs, None, true));
+        assert_eq!(
+            check(&no_key_usage, trusted),
+            Err(VerifyError::WrongKeyUsage)
+        );
+        let encipher_only = card(&|tbs| {
+            set_extension(tbs, Some(KeyUsage(KeyUsages::KeyEncipherment.into())), true)
+        });
+        assert_eq!(
+            check(&encipher_only, trusted),
+            Err(VerifyError::WrongKeyUsage)
+        );
+        // It is no CA.
+        let a_ca = card(&|tbs| {
+            let constraints = BasicConstraints {
+                ca: true,
+                path_len_constraint: None,
+            };
+            set_extension(tbs, Some(constraints), true)
+        });
+        assert_eq!(check(&a_ca, trusted), Err(VerifyError::NotAnEndEntity));
+        // Unknown critical extensions refuse it; unknown others do not.
+        let critical = card(&|tbs| add_unknown_extension(tbs, true));
+        assert_eq!(
+            check(&critical, trusted),
+            Err(VerifyError::UnknownCriticalExtension)
+        );
+        let informational = card(&|tbs| add_unknown_extension(tbs, false));
+        assert_eq!(check(&informational, trusted), Ok(()));
+        // The issuing CA: basic constraints with cA, keyCertSign when a key
+        // usage is stated, no unknown critical extension.
+        let no_constraints = ca.edited(|tbs| set_extension::<BasicConstraints>(tbs, None, true));
+        let not_ca = ca.edited(|tbs| {
+            let constraints = BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            };
+            set_extension(tbs, Some(constraints), true)
+        });
+        let crl_signer_only =
+            ca.edited(|tbs| set_extension(tbs, Some(KeyUsage(KeyUsages::CRLSign.into())), true));
+        let unknown = ca.edited(|tbs| add_unknown_extension(tbs, true));
+        for refused in [&no_constraints, &not_ca, &crl_signer_only, &unknown] {
+            assert_eq!(
+                check(&cards().certificate, refused.certificate_der()),
+                Err(VerifyError::NotACa)
+            );
+        }
+        // A CRL needs cRLSign from its CA.
+        let certificate_signer_only = ca
+            .edited(|tbs| set_extension(tbs, Some(KeyUsage(KeyUsages::KeyCertSign.into())), true));
+        let crl = certificate_signer_only.issue_crl(
+            &[],
+            test_not_before(),
+            Duration::from_secs(86_400 * 30),
+        );
+        assert_eq!(
+            verify_challenge_signature(
+                &cards().certificate,
+                &[certificate_signer_only.certificate_der()],
+                Revocation::Crl(&crl),
+                CHALLENGE,
+                &signature,
+                test_now(),
+            ),
+            Err(VerifyError::NotACa)
         );
     }
 
@@ -618,6 +914,41 @@ mod tests {
             ),
             Err(VerifyError::MalformedCrl)
         );
+    }
+
+    /// A CRL checked once ([`CheckedCrl`], what the server keeps while the
+    /// file is unchanged) decides as the CRL itself does.
+    #[test]
+    fn a_crl_checked_once_decides_as_the_crl() {
+        let (certificate, signature) = sign_with(cards().card(PIN));
+        let ca = &cards().trusted_ca;
+        let trusted = [ca.certificate_der()];
+        let day = Duration::from_secs(24 * 60 * 60);
+        let checked = |crl: &[u8]| CheckedCrl::parse(crl, &trusted);
+        let clean = checked(&ca.issue_crl(&[0x0999], test_not_before(), 7 * day)).unwrap();
+        assert_eq!(clean.revoked_count(), 1);
+        let with = |crl: &CheckedCrl, now| {
+            verify(&certificate, Revocation::Checked(crl), &signature, now).map(|_| ())
+        };
+        assert_eq!(with(&clean, test_now()), Ok(()));
+        let revoking =
+            checked(&ca.issue_crl(&[0x0999, TEST_CARD_SERIAL], test_not_before(), 7 * day))
+                .unwrap();
+        assert_eq!(with(&revoking, test_now()), Err(VerifyError::Revoked));
+        let stale = test_not_before() + 8 * day;
+        assert_eq!(with(&clean, stale), Err(VerifyError::CrlOutOfDate));
+        let foreign = cards()
+            .untrusted_ca
+            .issue_crl(&[], test_not_before(), 7 * day);
+        assert_eq!(checked(&foreign), Err(VerifyError::CrlNotFromIssuer));
+        let both = [ca.certificate_der(), cards().untrusted_ca.certificate_der()];
+        let other_ca = CheckedCrl::parse(&foreign, &both).unwrap();
+        assert_eq!(
+            with(&other_ca, test_now()),
+            Err(VerifyError::CrlNotFromIssuer),
+            "a list of another trusted CA says nothing of this card"
+        );
+        assert_eq!(checked(b"\x30\x00"), Err(VerifyError::MalformedCrl));
     }
 
     #[test]

@@ -1049,13 +1049,29 @@ impl Story {
             self.out
                 .note("T-02 was reported lost by an earlier run on this store");
         } else {
+            // T-02 is the office's last other active terminal: T-01 may not
+            // report it (a stolen T-01 would keep the office out so); the
+            // office calls the portal, which reports it as the federation
+            // (docs/security.md, "A stolen terminal: what an office does").
+            let report = LostReport { loss: Loss::Lost };
             self.api(
                 &format!("office {OFFICE_A} T-01 reports T-02 lost"),
                 ("POST", &paths::terminal_lost(OFFICE_A, "T-02")),
                 self.client(office_t01)?.report_terminal_lost(
                     &OfficeNumber::parse(OFFICE_A)?,
                     "T-02",
-                    &LostReport { loss: Loss::Lost },
+                    &report,
+                ),
+                403,
+            )
+            .await?;
+            self.api(
+                "the portal (federation) reports T-02 lost for the office",
+                ("POST", &paths::terminal_lost(OFFICE_A, "T-02")),
+                self.client(FEDERATION)?.report_terminal_lost(
+                    &OfficeNumber::parse(OFFICE_A)?,
+                    "T-02",
+                    &report,
                 ),
                 201,
             )

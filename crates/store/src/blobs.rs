@@ -239,6 +239,44 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The bytes of the uploads `uploader` recorded at or after `since`
+    /// (each recorded upload counted with its blob's size): what an upload
+    /// quota is checked against. Index `blob_uploads_by_uploader`
+    /// (migration 0012).
+    pub async fn uploaded_bytes_since(
+        &self,
+        uploader: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64> {
+        let total: i64 = match self.readers() {
+            Readers::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT COALESCE(SUM(b.size_bytes), 0)::BIGINT FROM blob_uploads u \
+                     JOIN blobs b ON b.sha256 = u.sha256 \
+                     WHERE u.uploader = $1 AND u.uploaded_at >= $2",
+                )
+                .bind(uploader)
+                .bind(since)
+                .fetch_one(pool)
+                .await?
+            }
+            Readers::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT COALESCE(SUM(b.size_bytes), 0) FROM blob_uploads u \
+                     JOIN blobs b ON b.sha256 = u.sha256 \
+                     WHERE u.uploader = ?1 AND u.uploaded_at >= ?2",
+                )
+                .bind(uploader)
+                .bind(since.timestamp_micros())
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+}
+
 /// The 32 bytes of a digest given as 64 lower-case hex digits.
 fn digest_bytes(sha256: &str) -> Option<[u8; 32]> {
     if sha256.len() != 64 || sha256.bytes().any(|b| b.is_ascii_uppercase()) {

@@ -4,7 +4,9 @@
 //! Documents: `office:<office>`, `insurer:<insurer>`, `subsidy:<id>`, each
 //! an [`AggregateDoc`] holding that aggregate's events. Indexes: `offices`
 //! (`all` → office), `subsidies` (`all` → subsidy), `subsidies_by_applicant`
-//! (office number or medical-institution code → subsidy).
+//! ([`applicant_key`]: `office:<office number>` or `medical:<institution
+//! code>` → subsidy; both numbers are ten digits and may be equal, so the
+//! kind is part of the key — issue 16, Low).
 
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -22,8 +24,7 @@ pub const ORGANISATIONS: &str = "organisations";
 pub const OFFICES_INDEX: &str = "offices";
 /// Index: `all` → every subsidy application.
 pub const SUBSIDIES_INDEX: &str = "subsidies";
-/// Index: applicant (office number or medical-institution code) → its
-/// subsidy applications.
+/// Index: applicant ([`applicant_key`]) → its subsidy applications.
 pub const SUBSIDIES_BY_APPLICANT_INDEX: &str = "subsidies_by_applicant";
 /// The one key of the `all` indexes.
 pub const ALL: &str = "all";
@@ -36,6 +37,28 @@ pub fn office_key(office: &str) -> String {
 /// The key of an insurer's document.
 pub fn insurer_key(insurer: &str) -> String {
     format!("insurer:{insurer}")
+}
+
+/// The key of an applicant in [`SUBSIDIES_BY_APPLICANT_INDEX`]: its kind
+/// and number, since an office number and a medical-institution code are
+/// both ten digits and one number can be both.
+pub fn applicant_key(applicant: &SubsidyApplicant) -> String {
+    match applicant {
+        SubsidyApplicant::CareOffice { office, .. } => office_applicant_key(office.as_str()),
+        SubsidyApplicant::MedicalInstitution { institution, .. } => {
+            institution_applicant_key(institution.as_str())
+        }
+    }
+}
+
+/// [`applicant_key`] of an office.
+pub fn office_applicant_key(office: &str) -> String {
+    format!("office:{office}")
+}
+
+/// [`applicant_key`] of a medical institution.
+pub fn institution_applicant_key(institution: &str) -> String {
+    format!("medical:{institution}")
 }
 
 /// The key of a subsidy application's document.
@@ -62,7 +85,8 @@ impl Projection for OrganisationsProjection {
     }
 
     fn schema_version(&self) -> u32 {
-        1
+        // 2: applicants keyed by kind and number (`applicant_key`).
+        2
     }
 
     fn prefetch(&self, event: &Event, keys: &mut Vec<String>) {
@@ -95,12 +119,7 @@ impl Projection for OrganisationsProjection {
                     let key = subsidy_key(id);
                     append(tx, &key, event, subsidy).await?;
                     if let SubsidyEvent::SubsidyApplied(applied) = subsidy {
-                        let applicant = match &applied.applicant {
-                            SubsidyApplicant::CareOffice { office, .. } => office.to_string(),
-                            SubsidyApplicant::MedicalInstitution { institution, .. } => {
-                                institution.to_string()
-                            }
-                        };
+                        let applicant = applicant_key(&applied.applicant);
                         tx.index(SUBSIDIES_BY_APPLICANT_INDEX, &applicant, &key)
                             .await?;
                     }

@@ -3,7 +3,10 @@
 //! `docs/security.md` lists which test covers which item.
 
 mod access_log;
+mod attachment_quota;
 mod attachments;
+mod card_crl;
+mod care_plan;
 mod challenges;
 mod connections;
 mod edges;
@@ -11,12 +14,17 @@ mod files;
 mod idempotency;
 mod ingest_ids;
 mod large_bodies;
+mod matrix;
+mod own_api;
 mod revocation;
 mod same_origin;
 mod sharing;
 mod staff_login;
+mod stolen_terminal;
 mod streams;
+mod subsidy_index;
 mod tail_deletion;
+mod uploads;
 
 /// A web-screen session of a staff member of the main office at terminal
 /// T-01, opened at the harness's "now" (day 30).

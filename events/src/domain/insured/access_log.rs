@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{InsuredEvent, InsuredState, OwnRecordViewed, RecordViewed};
 use crate::domain::rejection::{reject_if, rejection};
-use crate::domain::{Rejection, TerminalId};
+use crate::domain::{Rejection, TerminalId, jst_date};
 use crate::ids::OfficeNumber;
 
 /// What lets an office read a person's record.
@@ -24,15 +24,13 @@ pub enum ViewingBasis {
 }
 
 impl InsuredState {
-    /// What lets `office` read the record at `now`, if anything.
+    /// What lets `office` read the record at `now`, if anything: a live
+    /// consent, or the care-plan registration while it is in effect
+    /// ([`InsuredState::care_plan_office_on`]).
     pub fn viewing_basis(&self, office: &OfficeNumber, now: DateTime<Utc>) -> Option<ViewingBasis> {
         if self.consent_live(office, now) {
             Some(ViewingBasis::Consent)
-        } else if self
-            .care_plan_office
-            .as_ref()
-            .is_some_and(|registration| &registration.office == office)
-        {
+        } else if self.care_plan_office_on(jst_date(now)) == Some(office) {
             Some(ViewingBasis::CarePlanOffice)
         } else {
             None

@@ -97,7 +97,75 @@ pub(super) fn evolve(registration: &mut Option<CarePlanRegistration>, event: &In
     });
 }
 
+/// How long a provisional filing (暫定ケアプラン: filed while the person was
+/// not certified, the application pending) lets its office read the record
+/// without a certification, in days from the filing **[ours]**: the 30-day
+/// decision deadline with room for one extension notice (処理見込期間). A
+/// decision within it takes over ([`InsuredState::care_plan_office_on`]); a
+/// 非該当 decision, a withdrawal or a decision later than this leaves the
+/// office without the basis.
+pub const PROVISIONAL_CARE_PLAN_BASIS_DAYS: u64 = 60;
+
+/// The service type codes (サービス種類コード) of the offices that file a
+/// care-plan notification, with the kind each makes them: 居宅介護支援 (43)
+/// and 介護予防支援 (46, the 地域包括支援センター's preventive care planning)
+/// **[law]**. An office's kind comes from the service types it is
+/// registered with (`office.registered`), never from the caller.
+pub const CARE_PLAN_SERVICE_TYPES: &[(&str, CarePlanOfficeKind)] = &[
+    ("43", CarePlanOfficeKind::HomeCareSupportOffice),
+    ("46", CarePlanOfficeKind::CommunityGeneralSupportCenter),
+];
+
+impl CarePlanOfficeKind {
+    /// The care-plan kinds an office registered with `service_types` may
+    /// file as: none for an office without 43 or 46.
+    pub fn registered<'a>(
+        service_types: impl IntoIterator<Item = &'a crate::domain::ServiceTypeCode>,
+    ) -> Vec<Self> {
+        let mut kinds: Vec<Self> = service_types
+            .into_iter()
+            .filter_map(|code| {
+                CARE_PLAN_SERVICE_TYPES
+                    .iter()
+                    .find(|(table, _)| *table == code.as_str())
+                    .map(|(_, kind)| *kind)
+            })
+            .collect();
+        kinds.sort_by_key(|kind| kind.plans_for() == LevelGroup::Support);
+        kinds.dedup();
+        kinds
+    }
+}
+
 impl InsuredState {
+    /// The care-plan office whose registration lets it read the record on
+    /// `date` (the care-plan basis of the access log) **[ours]**: the
+    /// registered office while what authorised the filing holds — the
+    /// person certified on `date` in the level group it was filed for, or,
+    /// for a provisional filing (the person not certified on the filing
+    /// date), up to [`PROVISIONAL_CARE_PLAN_BASIS_DAYS`] after the filing
+    /// while no certification is in force. The basis ends when the
+    /// certification ends without a renewal in force, when the person moves
+    /// between 要支援 and 要介護 (the filing must be made again), and when
+    /// another office is filed; it returns with a renewal or a new filing.
+    pub fn care_plan_office_on(&self, date: NaiveDate) -> Option<&OfficeNumber> {
+        let registration = self.care_plan_office.as_ref()?;
+        if date < registration.filed_on {
+            return None;
+        }
+        let in_effect = match self.level_on(date).and_then(CareLevel::group) {
+            Some(group) => group == registration.level_group,
+            None => {
+                self.level_on(date).is_none()
+                    && self.level_on(registration.filed_on).is_none()
+                    && date
+                        <= registration.filed_on
+                            + chrono::Days::new(PROVISIONAL_CARE_PLAN_BASIS_DAYS)
+            }
+        };
+        in_effect.then_some(&registration.office)
+    }
+
     /// Whether the care-plan notification must be filed again because the
     /// person moved between 要支援 and 要介護 since it was filed.
     pub fn care_plan_refiling_required(&self, today: NaiveDate) -> bool {

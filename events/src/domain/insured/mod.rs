@@ -56,7 +56,10 @@ mod moves;
 
 pub use super::certification::{in_renewal_window, renewal_window_opens_on};
 pub use access_log::ViewingBasis;
-pub use care_plan::{CarePlanOfficeKind, CarePlanRegistration};
+pub use care_plan::{
+    CARE_PLAN_SERVICE_TYPES, CarePlanOfficeKind, CarePlanRegistration,
+    PROVISIONAL_CARE_PLAN_BASIS_DAYS,
+};
 pub use consents::{CONSENT_DAYS_MAX, Consent, consent_office};
 pub use ledgers::{
     CapResetReason, EQUIPMENT_CAP_PER_FISCAL_YEAR, EquipmentYear, HOME_MODIFICATION_CAP,
