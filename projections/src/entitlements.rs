@@ -22,14 +22,15 @@
 //! from them (they record its own relation, and it sees the consent step on
 //! its own terminal); they stay off the NATS feed and the API stream.
 
-use std::collections::BTreeSet;
+use std::borrow::Borrow;
+use std::collections::{BTreeSet, HashMap};
 
 use kiban_events::RecordedEvent;
 use kiban_events::domain::Decider;
 use kiban_events::domain::insured::InsuredPerson;
 use kiban_events::ids::OfficeNumber;
 
-use crate::{ReadModels, Result};
+use crate::{PersonDoc, ReadModels, Result};
 
 /// The person (`(insurer, insured)`) an event routed to offices is about,
 /// or `None` for an event offices never receive.
@@ -75,9 +76,65 @@ pub async fn offices_entitled(
     let Some(person) = read.person(&format!("{insurer}-{insured}")).await? else {
         return Ok(BTreeSet::new());
     };
+    Ok(offices_as_of(&person, event))
+}
+
+/// [`offices_entitled`] for each of `events`, in order, in two queries
+/// (the insurers, then the persons the events are about) instead of two
+/// per event: what office routing asks for each batch it routes. `read`
+/// must have applied every one of them.
+pub async fn offices_entitled_each<E: Borrow<RecordedEvent>>(
+    read: &ReadModels,
+    events: &[E],
+) -> Result<Vec<BTreeSet<OfficeNumber>>> {
+    let persons: Vec<Option<(String, String)>> = events
+        .iter()
+        .map(|event| routed_person(event.borrow()))
+        .collect();
+    let insurers: BTreeSet<String> = persons
+        .iter()
+        .flatten()
+        .map(|(insurer, _)| insurer.clone())
+        .collect();
+    let insurers: Vec<String> = insurers.into_iter().collect();
+    let sharing: BTreeSet<String> = read
+        .insurers(&insurers)
+        .await?
+        .into_iter()
+        .filter(|view| view.sharing_enabled)
+        .map(|view| view.insurer)
+        .collect();
+    let wanted: BTreeSet<String> = persons
+        .iter()
+        .flatten()
+        .filter(|(insurer, _)| sharing.contains(insurer))
+        .map(|(insurer, insured)| format!("{insurer}-{insured}"))
+        .collect();
+    let wanted: Vec<String> = wanted.into_iter().collect();
+    let docs: HashMap<(String, String), PersonDoc> = read
+        .persons(&wanted)
+        .await?
+        .into_iter()
+        .map(|doc| ((doc.insurer.clone(), doc.insured.clone()), doc))
+        .collect();
+    Ok(events
+        .iter()
+        .zip(persons)
+        .map(|(event, person)| {
+            person
+                .filter(|(insurer, _)| sharing.contains(insurer))
+                .and_then(|person| docs.get(&person))
+                .map_or_else(BTreeSet::new, |doc| offices_as_of(doc, event.borrow()))
+        })
+        .collect())
+}
+
+/// The offices with a live consent from the person of `doc`, or registered
+/// as the person's care-plan office, as of `event` (the person's events up
+/// to it).
+fn offices_as_of(doc: &PersonDoc, event: &RecordedEvent) -> BTreeSet<OfficeNumber> {
     let state = InsuredPerson::replay(
-        person
-            .events
+        doc.events
             .iter()
             .filter(|stamped| stamped.position <= event.position)
             .map(|stamped| &stamped.event),
@@ -88,7 +145,7 @@ pub async fn offices_entitled(
             .care_plan_office
             .map(|registration| registration.office),
     );
-    Ok(offices)
+    offices
 }
 
 /// Whether `event` is a consent event (`insured.consent_given`,
