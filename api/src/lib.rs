@@ -95,13 +95,13 @@ pub use error::{ApiError, PROBLEM_JSON, PROBLEM_TYPE_PREFIX, Problem, ProblemKin
 pub use extract::{
     Command, CommandKey, DOCUMENT_MEDIA_TYPES, DOCUMENT_UPLOAD_BYTES_MAX, IDEMPOTENCY_KEY,
 };
+pub use ipnet::IpNet;
 pub use pki::{DevPki, TlsFiles, dev_pki, dev_principals};
 pub use principal::{ClientIdentity, Principal};
 pub use queries::CASELOAD_PAGE_DEFAULT;
 pub use routes::{
     REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS, REQUESTS_IN_FLIGHT_MAX, openapi_document, router,
 };
-pub use ipnet::IpNet;
 pub use server::{
     CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_MAX, ClientAddress, ConnectionLimits,
     HANDSHAKE_TIMEOUT_MS, HEADER_READ_TIMEOUT_MS, PROXY_HEADER_BYTES_MAX, ServeConfig, ServeError,

@@ -161,8 +161,12 @@ async fn read_proxy_header(
     tcp.read_exact(&mut header[16..]).await?;
     let parsed = Header::try_from(header.as_slice())?;
     Ok(match (parsed.command, parsed.addresses) {
-        (Command::Proxy, Addresses::IPv4(ip)) => SocketAddr::from((ip.source_address, ip.source_port)),
-        (Command::Proxy, Addresses::IPv6(ip)) => SocketAddr::from((ip.source_address, ip.source_port)),
+        (Command::Proxy, Addresses::IPv4(ip)) => {
+            SocketAddr::from((ip.source_address, ip.source_port))
+        }
+        (Command::Proxy, Addresses::IPv6(ip)) => {
+            SocketAddr::from((ip.source_address, ip.source_port))
+        }
         _ => peer,
     })
 }
@@ -655,7 +659,10 @@ mod tests {
         // Both are open: a third from the same client is over its limit of
         // two, although the balancer itself has only two connections.
         let third = ask(&echo, Some("203.0.113.7:40002")).await;
-        assert!(third.is_err(), "a third connection of 203.0.113.7: {third:?}");
+        assert!(
+            third.is_err(),
+            "a third connection of 203.0.113.7: {third:?}"
+        );
         // Another client behind the same balancer is not.
         assert_eq!(
             ask(&echo, Some("198.51.100.9:1")).await.unwrap(),
@@ -706,7 +713,10 @@ mod tests {
         let mut direct = echo.connect(None).await.unwrap();
         assert_eq!(client_address(&mut direct).await.unwrap(), "127.0.0.1");
         let second = ask(&echo, None).await;
-        assert!(second.is_err(), "a second connection of 127.0.0.1: {second:?}");
+        assert!(
+            second.is_err(),
+            "a second connection of 127.0.0.1: {second:?}"
+        );
         drop(direct);
         echo.stop().await;
     }
@@ -721,7 +731,10 @@ mod tests {
             parse_proxy_source("127.0.0.1").unwrap().to_string(),
             "127.0.0.1/32"
         );
-        assert_eq!(parse_proxy_source("fd00::1").unwrap().to_string(), "fd00::1/128");
+        assert_eq!(
+            parse_proxy_source("fd00::1").unwrap().to_string(),
+            "fd00::1/128"
+        );
         assert!(parse_proxy_source("a balancer").is_err());
         let proxies = TrustedProxies::new(vec![parse_proxy_source("127.0.0.1").unwrap()]);
         assert!(proxies.trusts("127.0.0.1".parse().unwrap()));

@@ -51,6 +51,39 @@ pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: DbPool,
+    growth: Arc<Growth>,
+}
+
+/// Rows written to the read models by this process before their tables are
+/// first analysed (PostgreSQL), and then again each time the count doubles.
+///
+/// A fresh database's tables have no statistics until autovacuum's first
+/// `ANALYZE` (a minute or more after they filled), and without them the
+/// planner takes a generation to hold a handful of rows and reads all of it
+/// to find a batch's documents (docs/benchmarks.md, "The whole system on
+/// PostgreSQL + JetStream"). Analysing as the tables grow, geometrically,
+/// costs a few `ANALYZE`s in a process's life.
+pub const ANALYZE_AFTER_ROWS: u64 = 10_000;
+
+/// What [`Db`] counts to analyse the read-model tables as they grow.
+#[derive(Debug)]
+struct Growth {
+    /// Document and index rows written by this process.
+    written: std::sync::atomic::AtomicU64,
+    /// The count at which the tables are analysed next.
+    next: std::sync::atomic::AtomicU64,
+    /// An `ANALYZE` is running (at most one at a time).
+    running: std::sync::atomic::AtomicBool,
+}
+
+impl Growth {
+    fn new(first: u64) -> Arc<Growth> {
+        Arc::new(Growth {
+            written: 0.into(),
+            next: first.max(1).into(),
+            running: false.into(),
+        })
+    }
 }
 
 impl Db {
@@ -59,6 +92,13 @@ impl Db {
     /// models' tables: opening before or after the store gives the same
     /// schema.
     pub async fn open(url: &str) -> Result<Db> {
+        Db::open_analysing_after(url, ANALYZE_AFTER_ROWS).await
+    }
+
+    /// [`Db::open`], with the tables first analysed after `rows` rows
+    /// instead of [`ANALYZE_AFTER_ROWS`] (for tests).
+    #[doc(hidden)]
+    pub async fn open_analysing_after(url: &str, rows: u64) -> Result<Db> {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| Error::Invalid(format!("bad PostgreSQL url: {e}")))?
@@ -108,7 +148,10 @@ impl Db {
                 kiban_store::Error::Database(error) => Error::Database(error),
                 other => Error::Store(other),
             })?;
-        Ok(Db { pool })
+        Ok(Db {
+            pool,
+            growth: Growth::new(rows),
+        })
     }
 
     /// The pool, for the other tables of the store's database that are
@@ -180,15 +223,43 @@ impl Db {
                 }
             }
         }
+        let mut rows = 0;
         for batch in writes {
             tx.projection = batch.projection;
             tx.generation = batch.generation;
             let checkpoint = batch.checkpoint;
+            rows += batch.rows();
             tx.flush(batch).await?;
             tx.set_checkpoint(checkpoint).await?;
         }
         tx.commit().await?;
+        self.grown(rows as u64);
         Ok(true)
+    }
+
+    /// Counts `rows` written and, on PostgreSQL, analyses the read-model
+    /// tables in the background when the count reaches the next threshold
+    /// ([`ANALYZE_AFTER_ROWS`]).
+    fn grown(&self, rows: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let PerBackend::Postgres(pool) = &self.pool else {
+            return;
+        };
+        let written = self.growth.written.fetch_add(rows, SeqCst) + rows;
+        if written < self.growth.next.load(SeqCst) || self.growth.running.swap(true, SeqCst) {
+            return;
+        }
+        self.growth.next.store(written.saturating_mul(2), SeqCst);
+        let (pool, growth) = (pool.clone(), Arc::clone(&self.growth));
+        tokio::spawn(async move {
+            let analysed = sqlx::query("ANALYZE projection_documents, projection_index")
+                .execute(&pool)
+                .await;
+            if let Err(error) = analysed {
+                tracing::warn!(%error, "analysing the read-model tables failed");
+            }
+            growth.running.store(false, SeqCst);
+        });
     }
 
     /// The served generation and its schema version, if any.
@@ -252,20 +323,22 @@ impl Db {
         if doc_keys.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = serde_json::to_string(doc_keys).expect("strings serialise");
-        let select = "SELECT d.doc_key, d.json FROM projection_documents d
-            JOIN projection_live l ON l.projection = d.projection AND l.generation = d.generation
-            WHERE d.projection = $1 AND d.doc_key IN ";
-        let keys_of = match self.pool {
-            PerBackend::Postgres(_) => "(SELECT jsonb_array_elements_text($2::jsonb))",
-            PerBackend::Sqlite(_) => "(SELECT value FROM json_each($2))",
+        let rows: Vec<(String, String)> = match &self.pool {
+            PerBackend::Postgres(pool) => {
+                sqlx::query_as(DOCUMENTS_POSTGRES)
+                    .bind(projection)
+                    .bind(doc_keys)
+                    .fetch_all(pool)
+                    .await?
+            }
+            PerBackend::Sqlite(pool) => {
+                sqlx::query_as(DOCUMENTS_SQLITE)
+                    .bind(projection)
+                    .bind(serde_json::to_string(doc_keys).expect("strings serialise"))
+                    .fetch_all(pool)
+                    .await?
+            }
         };
-        let sql = format!("{select}{keys_of}");
-        let rows: Vec<(String, String)> = both!(&self.pool, pool => sqlx::query_as(&sql)
-            .bind(projection)
-            .bind(&keys)
-            .fetch_all(pool)
-            .await)?;
         let mut found: std::collections::HashMap<String, String> = rows.into_iter().collect();
         doc_keys
             .iter()
@@ -330,6 +403,31 @@ impl Db {
         )
     }
 }
+
+/// A batch's documents by key (PostgreSQL): `doc_key = ANY($3)` with a
+/// `text[]` makes the plan probe the primary key once per key, whatever
+/// the table's statistics say. The earlier `doc_key IN (SELECT
+/// jsonb_array_elements_text($3))` was planned on a fresh, never analysed
+/// table as a hash join over every document of the generation (and its
+/// dead versions): 1–7 s per batch in `kiban simulate` (docs/benchmarks.md).
+#[doc(hidden)]
+pub const PREFETCH_POSTGRES: &str = "SELECT doc_key, json FROM projection_documents
+    WHERE projection = $1 AND generation = $2 AND doc_key = ANY($3)";
+
+/// A batch's documents by key (SQLite, which has no arrays: a JSON array,
+/// whose values SQLite looks up in the primary key one by one).
+const PREFETCH_SQLITE: &str = "SELECT doc_key, json FROM projection_documents
+    WHERE projection = $1 AND generation = $2 AND doc_key IN (SELECT value FROM json_each($3))";
+
+/// Served documents by key (PostgreSQL), as [`PREFETCH_POSTGRES`].
+const DOCUMENTS_POSTGRES: &str = "SELECT d.doc_key, d.json FROM projection_documents d
+    JOIN projection_live l ON l.projection = d.projection AND l.generation = d.generation
+    WHERE d.projection = $1 AND d.doc_key = ANY($2)";
+
+/// Served documents by key (SQLite), as [`PREFETCH_SQLITE`].
+const DOCUMENTS_SQLITE: &str = "SELECT d.doc_key, d.json FROM projection_documents d
+    JOIN projection_live l ON l.projection = d.projection AND l.generation = d.generation
+    WHERE d.projection = $1 AND d.doc_key IN (SELECT value FROM json_each($2))";
 
 fn parse<T: DeserializeOwned>(doc_key: &str, json: &str) -> Result<T> {
     serde_json::from_str(json).map_err(|e| Error::Corrupted {
@@ -399,26 +497,25 @@ impl Tx {
         wanted.sort_unstable();
         wanted.dedup();
         for chunk in wanted.chunks(FLUSH_ROWS) {
-            let keys = serde_json::to_string(chunk).expect("strings serialise");
-            let sql = match self.pool {
-                PerBackend::Postgres(_) => {
-                    "SELECT doc_key, json FROM projection_documents
-                    WHERE projection = $1 AND generation = $2
-                    AND doc_key IN (SELECT jsonb_array_elements_text($3::jsonb))"
+            let (projection, generation) = (self.projection, self.generation);
+            let rows: Vec<(String, String)> = match &self.pool {
+                PerBackend::Postgres(pool) => {
+                    sqlx::query_as(PREFETCH_POSTGRES)
+                        .bind(projection)
+                        .bind(generation)
+                        .bind(chunk)
+                        .fetch_all(pool)
+                        .await?
                 }
-                PerBackend::Sqlite(_) => {
-                    "SELECT doc_key, json FROM projection_documents
-                    WHERE projection = $1 AND generation = $2
-                    AND doc_key IN (SELECT value FROM json_each($3))"
+                PerBackend::Sqlite(pool) => {
+                    sqlx::query_as(PREFETCH_SQLITE)
+                        .bind(projection)
+                        .bind(generation)
+                        .bind(serde_json::to_string(chunk).expect("strings serialise"))
+                        .fetch_all(pool)
+                        .await?
                 }
             };
-            let (projection, generation) = (self.projection, self.generation);
-            let rows: Vec<(String, String)> = both!(&self.pool, pool => sqlx::query_as(sql)
-                .bind(projection)
-                .bind(generation)
-                .bind(&keys)
-                .fetch_all(pool)
-                .await)?;
             for key in chunk {
                 self.docs.insert(key.clone(), Slot::Absent);
             }
@@ -617,6 +714,13 @@ pub(crate) struct Writes {
     documents: Vec<(String, String)>,
     added: Vec<(String, String, String)>,
     removed: Vec<(String, String, String)>,
+}
+
+impl Writes {
+    /// Rows this batch writes or removes.
+    fn rows(&self) -> usize {
+        self.documents.len() + self.added.len() + self.removed.len()
+    }
 }
 
 /// A transaction on one generation of one projection: the bookkeeping of

@@ -57,7 +57,10 @@ mod read;
 mod runner;
 
 pub use as_of::ReadModelsAsOf;
-pub use db::{Db, POOL_ACQUIRE_TIMEOUT_MS, READ_MODEL_CONNECTIONS, SQLITE_BUSY_TIMEOUT_MS, Tx};
+pub use db::{
+    ANALYZE_AFTER_ROWS, Db, POOL_ACQUIRE_TIMEOUT_MS, PREFETCH_POSTGRES, READ_MODEL_CONNECTIONS,
+    SQLITE_BUSY_TIMEOUT_MS, Tx,
+};
 pub use error::{Error, Result};
 pub use follower::FOLLOW_POLL_MS;
 pub use models::access_log::{AccessEntry, Reader};

@@ -268,6 +268,13 @@ impl ReadModels {
         self.db.document(CARE, &person_key(person)).await
     }
 
+    /// The documents of the persons among `persons` (each
+    /// `<insurer>-<insured>`) the read models know, in one query.
+    pub async fn persons(&self, persons: &[String]) -> Result<Vec<PersonDoc>> {
+        let keys: Vec<String> = persons.iter().map(|person| person_key(person)).collect();
+        self.documents(CARE, &keys).await
+    }
+
     /// The person (`<insurer>-<insured>` as a pair) the card certificate
     /// with `issuer` and upper-case hex `serial` is linked to, if any (the
     /// one linked last, when several are).
@@ -446,16 +453,18 @@ impl ReadModels {
             .db
             .document(ORGANISATIONS, &insurer_key(insurer))
             .await?;
-        Ok(doc.map(|doc| {
-            let state = Insurer::replay(doc.events.iter().map(|s| &s.event));
-            InsurerView {
-                insurer: doc.id.clone(),
-                standardised_on: state.standardised_on,
-                transmitted_on: state.transmitted_on,
-                sharing_enabled_on: state.sharing_enabled_on,
-                sharing_enabled: state.sharing_enabled(),
-            }
-        }))
+        Ok(doc.as_ref().map(insurer_view))
+    }
+
+    /// The rollout status of the insurers among `insurers` the read models
+    /// know, in one query.
+    pub async fn insurers(&self, insurers: &[String]) -> Result<Vec<InsurerView>> {
+        let keys: Vec<String> = insurers
+            .iter()
+            .map(|insurer| insurer_key(insurer))
+            .collect();
+        let docs: Vec<AggregateDoc<InsurerEvent>> = self.documents(ORGANISATIONS, &keys).await?;
+        Ok(docs.iter().map(insurer_view).collect())
     }
 
     /// Subsidy applications: all, or one applicant's (its
@@ -543,6 +552,17 @@ impl ReadModels {
         keys: &[String],
     ) -> Result<Vec<T>> {
         self.db.documents(projection, keys).await
+    }
+}
+
+fn insurer_view(doc: &AggregateDoc<InsurerEvent>) -> InsurerView {
+    let state = Insurer::replay(doc.events.iter().map(|s| &s.event));
+    InsurerView {
+        insurer: doc.id.clone(),
+        standardised_on: state.standardised_on,
+        transmitted_on: state.transmitted_on,
+        sharing_enabled_on: state.sharing_enabled_on,
+        sharing_enabled: state.sharing_enabled(),
     }
 }
 

@@ -26,6 +26,88 @@ on_both_backends!(
     projections_at_different_checkpoints_apply_each_event_once,
 );
 
+/// The plan of a batch's prefetch on PostgreSQL, once the table has
+/// statistics: the primary key probed for the batch's keys. The earlier
+/// `doc_key IN (SELECT jsonb_array_elements_text($3::jsonb))` was planned
+/// as a hash join over a sequential scan of the whole table, for any
+/// number of keys (and on a table without statistics as a nested loop over
+/// every document of the generation): 1–7 s per batch in `kiban simulate`
+/// (docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_prefetch_probes_the_primary_key() {
+    let db = TestDb::new(kiban_tests::Backend::Postgres).await;
+    let read = Db::open(db.url()).await.unwrap();
+    let kiban_store::PerBackend::Postgres(pool) = read.pool() else {
+        unreachable!("a PostgreSQL database")
+    };
+    sqlx::raw_sql(
+        "INSERT INTO projection_documents (projection, generation, doc_key, json)
+            SELECT 'care', 1, 'person:' || i, '{}' FROM generate_series(1, 20000) i;
+        INSERT INTO projection_documents (projection, generation, doc_key, json)
+            SELECT 'organisations', 1, 'office:' || i, '{}' FROM generate_series(1, 2000) i;
+        ANALYZE projection_documents",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let keys: Vec<String> = (1..=3).map(|i| format!("person:{i}")).collect();
+    let plan: Vec<String> =
+        sqlx::query_scalar(&format!("EXPLAIN {}", kiban_projections::PREFETCH_POSTGRES))
+            .bind("care")
+            .bind(1_i64)
+            .bind(&keys)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.lines()
+            .any(|line| line.contains("Index Cond") && line.contains("doc_key = ANY")),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("Seq Scan") && !plan.contains("Join"),
+        "{plan}"
+    );
+    read.close().await;
+}
+
+/// On PostgreSQL the runner analyses the read-model tables as they grow
+/// (here after the first row; `ANALYZE_AFTER_ROWS` rows by default), so that
+/// a fresh database's first minutes are not planned without statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_read_models_are_analysed_as_they_grow() {
+    let db = TestDb::new(kiban_tests::Backend::Postgres).await;
+    let store = db.open().await;
+    let engine = Engine::new(store.clone());
+    let read = Db::open_analysing_after(db.url(), 1).await.unwrap();
+    let kiban_store::PerBackend::Postgres(pool) = read.pool().clone() else {
+        unreachable!("a PostgreSQL database")
+    };
+    let analysed = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'projection_documents'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(analysed().await, 0);
+    let projections = Projections::start(read, store.clone(), models::all())
+        .await
+        .unwrap();
+    let last = history(&engine, ANY_CREDENTIAL).await;
+    caught_up(&projections, last).await;
+    bounded("an ANALYZE of the read models", async {
+        while analysed().await == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    projections.stop().await;
+    store.close().await;
+}
+
 /// A scripted history through the engine, as the suites need it.
 pub(crate) mod script {
     use chrono::{DateTime, TimeZone, Utc};

@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use chrono::Duration;
+use futures::TryStreamExt;
 use kiban_bus::local::LocalBus;
 use kiban_bus::relay::FileCheckpoints;
-use kiban_bus::routing::{OfficeSink, run_routing};
+use kiban_bus::routing::{Entitlements, OfficeSink, run_routing};
 use kiban_engine::Engine;
 use kiban_events::domain::TerminalId;
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
@@ -27,6 +28,7 @@ use crate::projections::script::*;
 kiban_tests::on_both_backends!(
     offices_receive_exactly_what_they_are_entitled_to,
     an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats,
+    a_batch_is_entitled_as_its_events_one_by_one,
 );
 
 /// An office with no relation to anyone until the end.
@@ -90,15 +92,7 @@ struct Routed {
 
 impl Routed {
     async fn start<K: OfficeSink + 'static>(db: &TestDb, sink: K) -> Routed {
-        let store = db.open().await;
-        let engine = Arc::new(Engine::new(store.clone()));
-        let projections = Projections::start(
-            Db::open(db.url()).await.unwrap(),
-            store.clone(),
-            models::all(),
-        )
-        .await
-        .unwrap();
+        let (store, engine, projections) = started(db).await;
         let cancel = CancellationToken::new();
         let checkpoints_dir = tempfile::tempdir().unwrap();
         let routing = {
@@ -130,6 +124,28 @@ impl Routed {
     }
 }
 
+/// A store, its engine and the read models running on `db`.
+async fn started(db: &TestDb) -> (Store, Arc<Engine<Store>>, Projections) {
+    let store = db.open().await;
+    let engine = Arc::new(Engine::new(store.clone()));
+    let projections = Projections::start(
+        Db::open(db.url()).await.unwrap(),
+        store.clone(),
+        models::all(),
+    )
+    .await
+    .unwrap();
+    (store, engine, projections)
+}
+
+/// The sharing and the quiet insurer, the office and the stranger office.
+async fn organisations(engine: &Engine<Store>) {
+    onboard_insurer(engine, INSURER, true).await;
+    onboard_insurer(engine, QUIET_INSURER, false).await;
+    register_office(engine, OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
+    register_office(engine, STRANGER_OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
+}
+
 async fn offices_receive_exactly_what_they_are_entitled_to(db: &TestDb) {
     let bus = LocalBus::new();
     let mut office = bus.subscribe_office(OfficeNumber::parse(OFFICE).unwrap());
@@ -137,10 +153,7 @@ async fn offices_receive_exactly_what_they_are_entitled_to(db: &TestDb) {
     let routed = Routed::start(db, bus.sink()).await;
     let engine = Arc::clone(&routed.engine);
 
-    onboard_insurer(&engine, INSURER, true).await;
-    onboard_insurer(&engine, QUIET_INSURER, false).await;
-    register_office(&engine, OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
-    register_office(&engine, STRANGER_OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
+    organisations(&engine).await;
     // The office has consent for PERSON (of the sharing insurer) and for
     // QUIET_PERSON (of the insurer that does not share); WAITING_PERSON has
     // no relation to it.
@@ -318,4 +331,77 @@ async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats
     assert!(next.position > snapshot.position);
 
     routed.stop().await;
+}
+
+/// Routing asks for a whole batch at once (`offices_for_each`: two queries
+/// for the batch): over a history where who is entitled changes between
+/// events of one person and differs between persons and insurers, the
+/// batch's answer is exactly what asking event by event gives, and that
+/// answer is the rule's (the office gets its consenting person's
+/// certification, the stranger only its own person's events after its
+/// consent, nobody anything of the insurer that does not share).
+async fn a_batch_is_entitled_as_its_events_one_by_one(db: &TestDb) {
+    let (store, engine, projections) = started(db).await;
+    organisations(&engine).await;
+    consent(&engine, INSURER, PERSON, OFFICE, 0).await;
+    consent(&engine, QUIET_INSURER, QUIET_PERSON, OFFICE, 0).await;
+    file_by_person(&engine, QUIET_INSURER, QUIET_PERSON, 1).await;
+    file_by_person(&engine, INSURER, WAITING_PERSON, 1).await;
+    file_by_person(&engine, INSURER, LAST_PERSON, 1).await;
+    whole_certification(&engine, INSURER, PERSON).await;
+    consent(&engine, INSURER, LAST_PERSON, STRANGER_OFFICE, 23).await;
+    ingest(
+        &engine,
+        INSURER,
+        LAST_PERSON,
+        Some(1),
+        "certification.withdrawn",
+        24,
+        json!({"reason": null}),
+    )
+    .await;
+    let head = store.head().await.unwrap().position;
+    bounded("the read models", projections.wait_for(head))
+        .await
+        .unwrap();
+    let pages: Vec<Vec<RecordedEvent>> = store.read_range(1, head).try_collect().await.unwrap();
+    let events: Vec<Arc<RecordedEvent>> = pages.into_iter().flatten().map(Arc::new).collect();
+    assert_eq!(events.len() as u64, head);
+
+    let entitlements = ReadModelEntitlements::new(projections.clone());
+    let batch = entitlements.offices_for_each(&events).await.unwrap();
+    let mut one_by_one = Vec::new();
+    for event in &events {
+        one_by_one.push(entitlements.offices_for(event).await.unwrap());
+    }
+    assert_eq!(batch, one_by_one);
+
+    let sent_to = |office: &str| -> Vec<(String, String)> {
+        let office = OfficeNumber::parse(office).unwrap();
+        events
+            .iter()
+            .zip(&batch)
+            .filter(|(_, offices)| offices.contains(&office))
+            .map(|(event, _)| summary(event))
+            .collect()
+    };
+    let to_office = sent_to(OFFICE);
+    assert_eq!(to_office.len(), 9, "{to_office:?}");
+    assert!(
+        to_office
+            .iter()
+            .all(|(stream, _)| stream.contains(&format!("{INSURER}-{PERSON}"))),
+        "{to_office:?}"
+    );
+    // LAST_PERSON's filing came before the stranger's consent: only the
+    // withdrawal after it is the stranger's.
+    assert_eq!(
+        sent_to(STRANGER_OFFICE),
+        [(
+            format!("certification/{INSURER}-{LAST_PERSON}-1"),
+            "certification.withdrawn".to_owned()
+        )]
+    );
+    projections.stop().await;
+    store.close().await;
 }

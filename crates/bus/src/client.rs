@@ -119,10 +119,13 @@ fn url_credentials(servers: &[async_nats::ServerAddr]) -> crate::Result<Option<(
 pub enum Bus {
     /// The in-process bus.
     Local(LocalBus),
-    /// NATS JetStream (the URL, and a connection).
+    /// NATS JetStream (the URL, a connection, and one JetStream context on
+    /// it: a context spawns its own task for publish acks, so one per
+    /// message would be a task and a channel per message).
     Nats {
         url: String,
         client: async_nats::Client,
+        jetstream: Box<async_nats::jetstream::Context>,
     },
 }
 
@@ -158,6 +161,7 @@ impl Bus {
         })?;
         Ok(Bus::Nats {
             url: url.to_owned(),
+            jetstream: Box::new(async_nats::jetstream::new(client.clone())),
             client,
         })
     }
@@ -167,10 +171,7 @@ impl Bus {
     pub async fn ensure_streams(&self, options: &StreamOptions) -> crate::Result<()> {
         match self {
             Bus::Local(_) => Ok(()),
-            Bus::Nats { client, .. } => {
-                let jetstream = async_nats::jetstream::new(client.clone());
-                crate::streams::ensure_streams(&jetstream, options).await
-            }
+            Bus::Nats { jetstream, .. } => crate::streams::ensure_streams(jetstream, options).await,
         }
     }
 
@@ -200,10 +201,10 @@ impl Bus {
                 bus.publish_ingest(&subject, Some(&id), message.body.clone())
                     .await
             }
-            Bus::Nats { client, .. } => {
+            Bus::Nats { jetstream, .. } => {
                 let mut headers = HeaderMap::new();
                 headers.insert(MSG_ID_HEADER, id.as_str());
-                async_nats::jetstream::new(client.clone())
+                jetstream
                     .publish_with_headers(subject, headers, message.body.clone().into())
                     .await
                     .map_err(|e| crate::Error::from_nats("cannot publish to JetStream", e))?;

@@ -131,6 +131,24 @@ pub trait Entitlements: Send + Sync {
         let _ = event;
         true
     }
+
+    /// The offices entitled to each of `events`, in order: what
+    /// [`offices_for`](Self::offices_for) gives for each one. Routing asks
+    /// once per batch, so that an implementation over a database can answer
+    /// a batch in a few queries instead of a few per event; by default, one
+    /// [`offices_for`](Self::offices_for) after another.
+    fn offices_for_each(
+        &self,
+        events: &[Arc<RecordedEvent>],
+    ) -> impl Future<Output = Result<Vec<Vec<OfficeNumber>>>> + Send {
+        async move {
+            let mut offices = Vec::with_capacity(events.len());
+            for event in events {
+                offices.push(self.offices_for(event).await?);
+            }
+            Ok(offices)
+        }
+    }
 }
 
 /// Where office updates go.
@@ -255,18 +273,23 @@ where
         let Some(batch) = batch else {
             return Err(Error::Source("the store subscription ended".to_owned()));
         };
+        let events = batch
+            .into_iter()
+            .map(|event| event.map(Arc::new))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|error| Error::Source(error.to_string()))?;
+        let entitled = entitlements.offices_for_each(&events).await?;
         let mut last: Option<Position> = None;
-        for event in batch {
-            let event = Arc::new(event.map_err(|error| Error::Source(error.to_string()))?);
-            for office in entitlements.offices_for(&event).await? {
-                sink.send(&office, &event).await?;
+        for (event, offices) in events.iter().zip(entitled) {
+            for office in offices {
+                sink.send(&office, event).await?;
             }
-            if let Some(office) = kiban_events::domain::insured::consent_office(&event) {
-                sink.send_own_consent(&office, &event).await?;
+            if let Some(office) = kiban_events::domain::insured::consent_office(event) {
+                sink.send_own_consent(&office, event).await?;
             }
-            let newly = entitlements.newly_entitled(&event).await?;
+            let newly = entitlements.newly_entitled(event).await?;
             if !newly.is_empty() {
-                let snapshot = person_snapshot(store, entitlements, &event).await?;
+                let snapshot = person_snapshot(store, entitlements, event).await?;
                 for office in newly {
                     sink.send_snapshot(&office, &snapshot).await?;
                 }

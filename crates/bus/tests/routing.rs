@@ -351,7 +351,14 @@ async fn an_office_stream_repairs_from_the_store_what_it_missed_while_its_nats_n
     };
     let feeds = OfficeFeeds::new(follower.clone());
     let office = OfficeNumber::parse(OFFICE_A).unwrap();
-    let mut updates = Box::pin(follow_office(&feeds, store.clone(), ByPayload, office, 0, false));
+    let mut updates = Box::pin(follow_office(
+        &feeds,
+        store.clone(),
+        ByPayload,
+        office,
+        0,
+        false,
+    ));
     let stream = StreamName::parse("certification/131016-0000012345-1").unwrap();
     let append = |office: &'static str| {
         let store = store.clone();

@@ -161,7 +161,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .checkpoint_signing(signing)
         .start()
         .await?;
-    print_banner(&system, &database_url, &card_consent, &args.api.proxy_protocol_from).await?;
+    print_banner(
+        &system,
+        &database_url,
+        &card_consent,
+        &args.api.proxy_protocol_from,
+    )
+    .await?;
     let outcome = wait_for_ctrl_c(&mut system).await;
     println!("stopping: finishing the work in flight");
     system.shutdown().await;

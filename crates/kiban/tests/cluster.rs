@@ -508,10 +508,7 @@ async fn screen_session(pki: &kiban_api::DevPki, base: &str, database_url: &str)
         .unwrap();
     assert_eq!(signed_in.status(), 303, "signed in");
     let cookies = cookies_of(&signed_in);
-    assert!(
-        cookies.contains(kiban_api::ui::SESSION_COOKIE),
-        "{cookies}"
-    );
+    assert!(cookies.contains(kiban_api::ui::SESSION_COOKIE), "{cookies}");
     Screen { client, cookies }
 }
 
@@ -806,14 +803,13 @@ async fn scenario(mut nats: Nats) {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let refused = direct
-        .get(format!("{base_1}/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let refused = direct.get(format!("{base_1}/readyz")).send().await.unwrap();
     assert_eq!(refused.status(), 503);
     let problem: serde_json::Value = refused.json().await.unwrap();
-    assert_eq!(problem["type"], "urn:kiban:problem:unavailable", "{problem}");
+    assert_eq!(
+        problem["type"], "urn:kiban:problem:unavailable",
+        "{problem}"
+    );
     assert!(
         problem["detail"].as_str().unwrap().contains("writer"),
         "{problem}"

@@ -267,7 +267,10 @@ impl fmt::Display for ClusterBenchReport {
                 n.open_loop_command_p99_ms
             )?;
         }
-        for (name, cpu) in [("logged read", &self.logged_read), ("command", &self.command)] {
+        for (name, cpu) in [
+            ("logged read", &self.logged_read),
+            ("command", &self.command),
+        ] {
             writeln!(
                 f,
                 "  CPU per {name:<11} ({} at {:.0}/s): engine {:.3} ms, API processes {:.3} ms, HAProxy {:.3} ms; whole machine {:.3} ms",
@@ -327,7 +330,10 @@ pub async fn bench_cluster(options: ClusterBenchOptions) -> anyhow::Result<Clust
     outcome
 }
 
-async fn run(scratch: &Scratch, options: &ClusterBenchOptions) -> anyhow::Result<ClusterBenchReport> {
+async fn run(
+    scratch: &Scratch,
+    options: &ClusterBenchOptions,
+) -> anyhow::Result<ClusterBenchReport> {
     let load_average_at_start = load_average();
     let population = dataset::Population::new(options.persons, options.offices);
     let dir = tempfile::Builder::new()
@@ -409,7 +415,8 @@ async fn run(scratch: &Scratch, options: &ClusterBenchOptions) -> anyhow::Result
     let haproxy = balancer.expect("at least one round");
 
     eprintln!("engine CPU: logged reads only");
-    let logged_read = cpu_phase(Mix::LoggedReads, &cluster, &haproxy, &engine, &apis, &store).await?;
+    let logged_read =
+        cpu_phase(Mix::LoggedReads, &cluster, &haproxy, &engine, &apis, &store).await?;
     eprintln!("engine CPU: commands only");
     let command = cpu_phase(Mix::Commands, &cluster, &haproxy, &engine, &apis, &store).await?;
     let errors = errors + logged_read.errors + command.errors;
@@ -491,7 +498,9 @@ async fn measure_processes(
     let rps = closed.len() as f64 / duration.as_secs_f64();
     let target = rps * options.open_loop_percent as f64 / 100.0;
     eprintln!("  {rps:.0} req/s; open loop at {target:.0} req/s");
-    let open = generator.open_loop(haproxy.address, target, duration).await?;
+    let open = generator
+        .open_loop(haproxy.address, target, duration)
+        .await?;
     haproxy.check_errors(generator, &format!("with {} API process(es)", apis.len()))?;
     let other_events =
         check_appended(generator, store, head_before, reads_before, commands_before).await?;
@@ -565,10 +574,7 @@ async fn cpu_phase(
 }
 
 /// The events appended since `head_before`, by type.
-async fn appended_since(
-    store: &Store,
-    head_before: u64,
-) -> anyhow::Result<BTreeMap<String, u64>> {
+async fn appended_since(store: &Store, head_before: u64) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut by_type = BTreeMap::new();
     let mut from = head_before + 1;
     loop {
@@ -576,7 +582,9 @@ async fn appended_since(
         let Some(last) = page.last() else { break };
         from = last.position + 1;
         for event in &page {
-            *by_type.entry(event.event_type.as_str().to_owned()).or_insert(0) += 1;
+            *by_type
+                .entry(event.event_type.as_str().to_owned())
+                .or_insert(0) += 1;
         }
     }
     Ok(by_type)
@@ -612,7 +620,11 @@ async fn check_appended(
 
 /// Waits until `/readyz` (through the balancer) says the read models lag
 /// by no event and the head is the store's.
-async fn wait_until_caught_up(pki: &DevPki, balancer: SocketAddr, store: &Store) -> anyhow::Result<()> {
+async fn wait_until_caught_up(
+    pki: &DevPki,
+    balancer: SocketAddr,
+    store: &Store,
+) -> anyhow::Result<()> {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.tls.client_ca)?)?;
     let client = reqwest::Client::builder()
         .use_rustls_tls()
@@ -624,7 +636,10 @@ async fn wait_until_caught_up(pki: &DevPki, balancer: SocketAddr, store: &Store)
     let mut last = String::new();
     while Instant::now() < deadline {
         let head = store.head().await?.position;
-        if let Ok(response) = client.get(format!("https://{balancer}/readyz")).send().await
+        if let Ok(response) = client
+            .get(format!("https://{balancer}/readyz"))
+            .send()
+            .await
             && let Ok(text) = response.text().await
         {
             let head_line = format!("head {head}");
@@ -652,7 +667,11 @@ struct Cpu {
 }
 
 impl Cpu {
-    fn read(engine: &ServeProcess, apis: &[ServeProcess], haproxy: &Haproxy) -> anyhow::Result<Cpu> {
+    fn read(
+        engine: &ServeProcess,
+        apis: &[ServeProcess],
+        haproxy: &Haproxy,
+    ) -> anyhow::Result<Cpu> {
         let mut api = 0.0;
         for process in apis {
             api += cpu_seconds(process.pid)?;
@@ -841,7 +860,9 @@ impl Cluster {
     /// processes; the other `server` lines point at a closed port, and the
     /// balancer is returned once it has marked them down.
     async fn haproxy(&self, apis: &[ServeProcess], n: usize) -> anyhow::Result<Haproxy> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let log = self.dir.join(format!("haproxy-{n}.log"));
         let mut command = Command::new(&self.options.haproxy);
         command
@@ -862,7 +883,10 @@ impl Cluster {
             command.env(format!("KIBAN_API_{}", slot + 1), address);
         }
         let child = command.spawn().with_context(|| {
-            format!("cannot start {} (is haproxy installed?)", self.options.haproxy)
+            format!(
+                "cannot start {} (is haproxy installed?)",
+                self.options.haproxy
+            )
         })?;
         let pid = child.id().context("haproxy exited at once")?;
         let address = SocketAddr::from(([127, 0, 0, 1], port));
@@ -907,7 +931,10 @@ impl Haproxy {
     fn taken_out(&self) -> usize {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         (1..=self.servers)
-            .map(|slot| text.matches(&format!("kiban_api/api{slot} is DOWN")).count())
+            .map(|slot| {
+                text.matches(&format!("kiban_api/api{slot} is DOWN"))
+                    .count()
+            })
             .sum()
     }
 

@@ -32,6 +32,8 @@
 //! and one recorded just after does not, however far the routing lags);
 //! the insurer's sharing is read as it is now (it only ever turns on).
 
+use std::sync::Arc;
+
 use kiban_bus::routing::Entitlements;
 use kiban_events::RecordedEvent;
 use kiban_events::ids::OfficeNumber;
@@ -89,5 +91,29 @@ impl Entitlements for ReadModelEntitlements {
 
     fn carries(&self, event: &RecordedEvent) -> bool {
         routed_person(event).is_some()
+    }
+
+    /// One wait for the read models (to the last routed event) and two
+    /// queries for the whole batch.
+    async fn offices_for_each(
+        &self,
+        events: &[Arc<RecordedEvent>],
+    ) -> kiban_bus::Result<Vec<Vec<OfficeNumber>>> {
+        let routed = events
+            .iter()
+            .filter(|event| routed_person(event).is_some())
+            .map(|event| event.position)
+            .max();
+        let Some(last) = routed else {
+            return Ok(vec![Vec::new(); events.len()]);
+        };
+        self.projections.wait_for(last).await.map_err(unavailable)?;
+        let offices = kiban_projections::entitlements::offices_entitled_each(&self.read, events)
+            .await
+            .map_err(unavailable)?;
+        Ok(offices
+            .into_iter()
+            .map(|offices| offices.into_iter().collect())
+            .collect())
     }
 }

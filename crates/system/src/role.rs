@@ -185,8 +185,8 @@ fn update_feed(
             after,
             own_consents,
         )
-            .map(|item| item.map_err(|error| error.to_string()))
-            .boxed()
+        .map(|item| item.map_err(|error| error.to_string()))
+        .boxed()
     })
 }
 

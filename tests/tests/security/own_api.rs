@@ -81,7 +81,7 @@ impl Prepared {
         self,
         db: &TestDb,
         last: u64,
-        configure: impl FnOnce(AppState) -> AppState,
+        configure: impl FnOnce(AppState) -> AppState + Send + 'static,
     ) -> OwnApi {
         let trust = card_trust(self.dir.path());
         let served = Served::start(db, self.store, self.engine, &self.pki.tls, last, |state| {

@@ -87,10 +87,15 @@ pub enum Mix {
 enum Role {
     /// An office terminal (its office's index); with `logged_only`, it
     /// never asks for a caseload page.
-    Office { office: u64, logged_only: bool },
+    Office {
+        office: u64,
+        logged_only: bool,
+    },
     Insurer,
     /// The federation, renewing consents to this office.
-    Federation { office: u64 },
+    Federation {
+        office: u64,
+    },
 }
 
 /// One answered request.
@@ -134,7 +139,12 @@ impl Connection {
         let person = self.persons[(z % self.persons.len() as u64) as usize];
         let (insurer, insured) = self.population.person(person);
         let kind = match (self.role, self.sent % 4) {
-            (Role::Office { logged_only: false, .. }, 0) => Kind::OfficeCaseload,
+            (
+                Role::Office {
+                    logged_only: false, ..
+                },
+                0,
+            ) => Kind::OfficeCaseload,
             (Role::Office { .. }, 0 | 1 | 3) => Kind::OfficeEligibility,
             (Role::Office { .. }, _) => Kind::OfficeCertifications,
             (Role::Insurer, n) if n.is_multiple_of(2) => Kind::InsurerEligibility,

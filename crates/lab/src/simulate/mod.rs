@@ -683,6 +683,23 @@ impl Entitlements for CountingEntitlements {
             .store(event.position, Ordering::Relaxed);
         Ok(offices)
     }
+
+    async fn offices_for_each(
+        &self,
+        events: &[Arc<RecordedEvent>],
+    ) -> kiban_bus::Result<Vec<Vec<OfficeNumber>>> {
+        let offices = self.inner.offices_for_each(events).await?;
+        let routed = offices.iter().map(Vec::len).sum::<usize>();
+        self.progress
+            .events
+            .fetch_add(routed as u64, Ordering::Relaxed);
+        if let Some(last) = events.last() {
+            self.progress
+                .through
+                .store(last.position, Ordering::Relaxed);
+        }
+        Ok(offices)
+    }
 }
 
 /// The bus the municipal messages travel on, and what routing has done.
