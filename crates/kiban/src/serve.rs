@@ -151,23 +151,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             redact_url(&database_url)
         );
     }
+    let proxies = args.api.proxy_protocol_from;
     let mut system = SystemBuilder::new(database_url.clone(), args.api.data_dir)
         .role(args.role)
         .bus(bus)
         .api(api)
-        .proxy_protocol_from(kiban_api::TrustedProxies::new(
-            args.api.proxy_protocol_from.clone(),
-        ))
+        .proxy_protocol_from(kiban_api::TrustedProxies::new(proxies.clone()))
         .checkpoint_signing(signing)
         .start()
         .await?;
-    print_banner(
-        &system,
-        &database_url,
-        &card_consent,
-        &args.api.proxy_protocol_from,
-    )
-    .await?;
+    print_banner(&system, &database_url, &card_consent, &proxies).await?;
     let outcome = wait_for_ctrl_c(&mut system).await;
     println!("stopping: finishing the work in flight");
     system.shutdown().await;
