@@ -72,6 +72,13 @@ async fn file_by_person(engine: &Engine<Store>, insurer: &str, insured: &str, da
     .await;
 }
 
+/// The municipality issues `insured`'s copayment certificate (負担割合証).
+async fn copayment_certificate(engine: &Engine<Store>, insured: &str, days: i64) {
+    let body = json!({"ratio": 1, "valid_from": "2026-05-01"});
+    let kind = "insured.copayment_certificate_issued";
+    ingest(engine, INSURER, insured, None, kind, days, body).await;
+}
+
 fn summary(event: &RecordedEvent) -> (String, String) {
     (
         event.stream.as_str().to_owned(),
@@ -162,16 +169,7 @@ async fn offices_receive_exactly_what_they_are_entitled_to(db: &TestDb) {
     file_by_person(&engine, QUIET_INSURER, QUIET_PERSON, 1).await;
     file_by_person(&engine, INSURER, WAITING_PERSON, 1).await;
     whole_certification(&engine, INSURER, PERSON).await;
-    ingest(
-        &engine,
-        INSURER,
-        PERSON,
-        None,
-        "insured.copayment_certificate_issued",
-        22,
-        json!({"ratio": 1, "valid_from": "2026-05-01"}),
-    )
-    .await;
+    copayment_certificate(&engine, PERSON, 22).await;
     // The end marker: the stranger office's first relation.
     consent(&engine, INSURER, LAST_PERSON, STRANGER_OFFICE, 23).await;
     file_by_person(&engine, INSURER, LAST_PERSON, 23).await;
@@ -259,16 +257,7 @@ async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats
     // The office becomes entitled: the person's consent.
     consent(&engine, INSURER, PERSON, OFFICE, 23).await;
     let consent_position = store.head().await.unwrap().position;
-    ingest(
-        &engine,
-        INSURER,
-        PERSON,
-        None,
-        "insured.copayment_certificate_issued",
-        24,
-        json!({"ratio": 1, "valid_from": "2026-05-01"}),
-    )
-    .await;
+    copayment_certificate(&engine, PERSON, 24).await;
 
     // First on the office's subject: the snapshot, as of the consent.
     let message = bounded("the snapshot", office.next()).await.unwrap();

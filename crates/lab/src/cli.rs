@@ -197,9 +197,7 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Read, verify and rebuild every projection from a log of synthetic
-    /// workflow events (再生): events/s per phase and memory.
-    /// Many kiban processes, one history (issue 20): one `--role engine`
+    /// Many kiban processes, one history: one `--role engine`
     /// and 1, 2, 3 `--role api` processes behind HAProxy
     /// (`deploy/haproxy.cfg`), on PostgreSQL and NATS; logged reads and
     /// commands through the balancer, the engine's CPU per operation, and
@@ -218,8 +216,10 @@ pub enum BenchCommand {
         /// The HAProxy configuration.
         #[arg(long, default_value = "deploy/haproxy.cfg")]
         haproxy_config: PathBuf,
+        /// Insured persons loaded (each with a decided certification).
         #[arg(long, default_value_t = 10_000)]
         persons: u64,
+        /// Care offices (事業所), each with one terminal and a caseload.
         #[arg(long, default_value_t = 200)]
         offices: u64,
         /// Keep-alive connections (one of four sends commands).
@@ -238,6 +238,8 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Read, verify and rebuild every projection from a log of synthetic
+    /// workflow events (再生): events/s per phase and memory.
     Replay(ReplayArgs),
 }
 
