@@ -22,6 +22,7 @@ kiban_tests::on_both_backends!(
     an_office_may_not_record_a_decision,
     a_filing_carries_the_certification_in_force_not_the_latest,
     a_rejection_on_a_state_another_engine_moved_is_decided_again,
+    a_load_sees_what_another_engine_appended,
 );
 
 pub(crate) fn insurer() -> InsurerNumber {
@@ -437,6 +438,69 @@ async fn a_rejection_on_a_state_another_engine_moved_is_decided_again(db: &TestD
     assert_eq!(
         kinds,
         ["office.terminal_reported_lost", "office.terminal_suspended"]
+    );
+    store.close().await;
+}
+
+/// The writer's engine caches a person's state; another process (an API
+/// process, whose appends the writer's append service commits straight to
+/// the store, past the writer's engine) records a certification on the
+/// person; the writer's ingest then files a change application, which must
+/// carry that certification. Before the fix `Engine::load` answered the
+/// writer's cached state (no certification), and the filing was refused
+/// with `current_certification_missing` (docs/deploy.md "Each process's
+/// state cache").
+async fn a_load_sees_what_another_engine_appended(db: &TestDb) {
+    use kiban_events::domain::CareLevel;
+    use kiban_events::domain::certification::ValidityPeriod;
+    use kiban_events::domain::insured::InsuredCommand;
+    let store = db.open().await;
+    let writer = onboarded(&store).await;
+    let api = Engine::new(store.clone());
+    let person = insured_stream(&insurer(), &insured());
+    let (before, version) = writer.load::<InsuredPerson>(&person).await.unwrap();
+    assert_eq!((before.certifications.len(), version), (0, 0));
+    let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    let record = InsuredCommand::RecordCertification {
+        application_seq: 1,
+        level: CareLevel::Care1,
+        validity: ValidityPeriod {
+            from: date(2025, 11, 1),
+            until: date(2026, 10, 31),
+        },
+    };
+    let context = CommandContext::new(
+        EventId::from_uuid(Uuid::now_v7()).unwrap(),
+        Actor::Insurer(insurer()),
+        day(0),
+    );
+    api.execute::<InsuredPerson>(&person, &record, &context)
+        .await
+        .unwrap();
+    let mut filed = message(
+        "certification.filed",
+        0,
+        json!({"kind": "change", "applicant": {"by": "person"}, "applied_on": "2026-05-01"}),
+    );
+    filed.application = Some(2);
+    ingest_ok(&writer, filed).await;
+    let (state, _) = api
+        .load::<CertificationApplication>(&certification_stream(&insurer(), &insured(), 2))
+        .await
+        .unwrap();
+    let current = state
+        .application
+        .and_then(|filed| filed.current_certification)
+        .expect("the change application carries the certification the other engine recorded");
+    assert_eq!(
+        (current.level, current.valid_until),
+        (CareLevel::Care1, date(2026, 10, 31))
+    );
+    let (after, version) = writer.load::<InsuredPerson>(&person).await.unwrap();
+    assert_eq!(
+        (after.certifications.len(), version),
+        (1, 1),
+        "the writer's load answered its stale cached state"
     );
     store.close().await;
 }
