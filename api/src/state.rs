@@ -107,6 +107,9 @@ pub(crate) struct Inner {
     pub resume_events_max: u64,
     /// Where update streams come from, when not from the store.
     pub update_feed: Option<UpdateFeed>,
+    /// How often a fed update stream of an office terminal re-checks the
+    /// terminal ([`crate::updates::TERMINAL_RECHECK_SECS`] unless configured).
+    pub terminal_recheck: Duration,
 }
 
 impl AppState {
@@ -142,6 +145,7 @@ impl AppState {
                 writer_probe: None,
                 resume_events_max: crate::updates::RESUME_EVENTS_MAX,
                 update_feed: None,
+                terminal_recheck: Duration::from_secs(crate::updates::TERMINAL_RECHECK_SECS),
             }),
         }
     }
@@ -200,6 +204,16 @@ impl AppState {
         Arc::get_mut(&mut self.inner)
             .expect("with_update_feed is called before the state is shared")
             .update_feed = Some(feed);
+        self
+    }
+
+    /// The same with another interval at which an API process's update
+    /// stream of an office terminal re-checks the terminal while no update
+    /// comes (tests shorten it). Call before the state is cloned.
+    pub fn with_terminal_recheck(mut self, interval: Duration) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_terminal_recheck is called before the state is shared")
+            .terminal_recheck = interval;
         self
     }
 

@@ -26,7 +26,6 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
@@ -209,7 +208,8 @@ fn subscribed(
 }
 
 /// How often a fed stream of an office terminal re-checks the terminal
-/// while no update comes (it is also checked before every update sent).
+/// while no update comes (it is also checked before every update sent),
+/// unless [`AppState::with_terminal_recheck`] says otherwise.
 pub const TERMINAL_RECHECK_SECS: u64 = 30;
 
 /// What a fed stream waits for: an update, or the time to re-check the
@@ -223,7 +223,8 @@ enum Fed {
 /// office's updates as the feed gives them (what the routing sends the
 /// office, docs/deploy.md; with `own_consents`, the screen's, also the
 /// consent events naming the office). An office terminal is checked before each
-/// update and every [`TERMINAL_RECHECK_SECS`]; the stream ends once it no
+/// update and at the state's re-check interval ([`TERMINAL_RECHECK_SECS`]
+/// by default); the stream ends once it no
 /// longer passes [`check_terminal`], or when the feed fails (the client
 /// resumes with `Last-Event-ID`).
 fn fed(
@@ -235,8 +236,9 @@ fn fed(
     terminal: Option<(TerminalId, String)>,
     own_consents: bool,
 ) -> BoxStream<'static, Result<Event, Infallible>> {
-    let rechecks = futures::stream::unfold((), |()| async {
-        tokio::time::sleep(Duration::from_secs(TERMINAL_RECHECK_SECS)).await;
+    let interval = state.inner.terminal_recheck;
+    let rechecks = futures::stream::unfold((), move |()| async move {
+        tokio::time::sleep(interval).await;
         Some((Fed::Recheck, ()))
     });
     let updates = feed(office.clone(), after, own_consents).map(Fed::Update);

@@ -22,6 +22,7 @@ kiban_tests::on_both_backends!(
     an_office_may_not_record_a_decision,
     a_filing_carries_the_certification_in_force_not_the_latest,
     a_rejection_on_a_state_another_engine_moved_is_decided_again,
+    a_load_sees_what_another_engine_appended,
 );
 
 pub(crate) fn insurer() -> InsurerNumber {
@@ -328,51 +329,89 @@ async fn an_office_may_not_record_a_decision(db: &TestDb) {
 /// ingest carries the one in force (to 2026-10-31), as the API's would.
 async fn a_filing_carries_the_certification_in_force_not_the_latest(db: &TestDb) {
     use kiban_events::domain::CareLevel;
-    use kiban_events::domain::certification::ValidityPeriod;
-    use kiban_events::domain::insured::InsuredCommand;
     let store = db.open().await;
     let engine = onboarded(&store).await;
-    let person = insured_stream(&insurer(), &insured());
-    let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
-    for (seq, level, from, until) in [
-        (1, CareLevel::Care1, date(2025, 11, 1), date(2026, 10, 31)),
-        (2, CareLevel::Care2, date(2026, 11, 1), date(2027, 10, 31)),
-    ] {
-        let command = InsuredCommand::RecordCertification {
-            application_seq: seq,
-            level,
-            validity: ValidityPeriod { from, until },
-        };
-        let context = CommandContext::new(
-            EventId::from_uuid(Uuid::now_v7()).unwrap(),
-            Actor::Insurer(insurer()),
-            day(0),
-        );
-        engine
-            .execute::<InsuredPerson>(&person, &command, &context)
-            .await
-            .unwrap();
-    }
-    let mut filed = message(
-        "certification.filed",
-        0,
-        json!({"kind": "change", "applicant": {"by": "person"}, "applied_on": "2026-05-01"}),
-    );
-    filed.application = Some(3);
-    ingest_ok(&engine, filed).await;
-    let (state, _) = engine
-        .load::<CertificationApplication>(&certification_stream(&insurer(), &insured(), 3))
+    record_certification(
+        &engine,
+        1,
+        CareLevel::Care1,
+        date(2025, 11, 1),
+        date(2026, 10, 31),
+    )
+    .await;
+    record_certification(
+        &engine,
+        2,
+        CareLevel::Care2,
+        date(2026, 11, 1),
+        date(2027, 10, 31),
+    )
+    .await;
+    let current = file_change(&engine, &engine, 3)
         .await
-        .unwrap();
-    let current = state
-        .application
-        .and_then(|filed| filed.current_certification)
         .expect("a change application carries the current certification");
     assert_eq!(
         (current.level, current.valid_until),
         (CareLevel::Care1, date(2026, 10, 31))
     );
     store.close().await;
+}
+
+fn date(year: i32, month: u32, day_of_month: u32) -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(year, month, day_of_month).unwrap()
+}
+
+/// Records, as the insurer, the person's certification `seq` at `level`
+/// from `from` to `until`.
+async fn record_certification(
+    engine: &Engine<Store>,
+    seq: u32,
+    level: kiban_events::domain::CareLevel,
+    from: chrono::NaiveDate,
+    until: chrono::NaiveDate,
+) {
+    use kiban_events::domain::certification::ValidityPeriod;
+    use kiban_events::domain::insured::InsuredCommand;
+    let command = InsuredCommand::RecordCertification {
+        application_seq: seq,
+        level,
+        validity: ValidityPeriod { from, until },
+    };
+    let context = CommandContext::new(
+        EventId::from_uuid(Uuid::now_v7()).unwrap(),
+        Actor::Insurer(insurer()),
+        day(0),
+    );
+    let person = insured_stream(&insurer(), &insured());
+    engine
+        .execute::<InsuredPerson>(&person, &command, &context)
+        .await
+        .unwrap();
+}
+
+/// Ingests through `ingesting` the filing of change application
+/// `application` (applied on 2026-05-01), and answers the certification it
+/// carries as `reading` loads it.
+async fn file_change(
+    ingesting: &Engine<Store>,
+    reading: &Engine<Store>,
+    application: u32,
+) -> Option<kiban_events::domain::certification::CurrentCertification> {
+    let mut filed = message(
+        "certification.filed",
+        0,
+        json!({"kind": "change", "applicant": {"by": "person"}, "applied_on": "2026-05-01"}),
+    );
+    filed.application = Some(application);
+    ingest_ok(ingesting, filed).await;
+    let stream = certification_stream(&insurer(), &insured(), application);
+    let (state, _) = reading
+        .load::<CertificationApplication>(&stream)
+        .await
+        .unwrap();
+    state
+        .application
+        .and_then(|filed| filed.current_certification)
 }
 
 /// Two engines over one store are two processes of a deployment (an API
@@ -437,6 +476,46 @@ async fn a_rejection_on_a_state_another_engine_moved_is_decided_again(db: &TestD
     assert_eq!(
         kinds,
         ["office.terminal_reported_lost", "office.terminal_suspended"]
+    );
+    store.close().await;
+}
+
+/// The writer's engine caches a person's state; another process (an API
+/// process, whose appends the writer's append service commits straight to
+/// the store, past the writer's engine) records a certification on the
+/// person; the writer's ingest then files a change application, which must
+/// carry that certification. Before the fix `Engine::load` answered the
+/// writer's cached state (no certification), and the filing was refused
+/// with `current_certification_missing` (docs/deploy.md "Each process's
+/// state cache").
+async fn a_load_sees_what_another_engine_appended(db: &TestDb) {
+    use kiban_events::domain::CareLevel;
+    let store = db.open().await;
+    let writer = onboarded(&store).await;
+    let api = Engine::new(store.clone());
+    let person = insured_stream(&insurer(), &insured());
+    let (before, version) = writer.load::<InsuredPerson>(&person).await.unwrap();
+    assert_eq!((before.certifications.len(), version), (0, 0));
+    record_certification(
+        &api,
+        1,
+        CareLevel::Care1,
+        date(2025, 11, 1),
+        date(2026, 10, 31),
+    )
+    .await;
+    let current = file_change(&writer, &api, 2)
+        .await
+        .expect("the change application carries the certification the other engine recorded");
+    assert_eq!(
+        (current.level, current.valid_until),
+        (CareLevel::Care1, date(2026, 10, 31))
+    );
+    let (after, version) = writer.load::<InsuredPerson>(&person).await.unwrap();
+    assert_eq!(
+        (after.certifications.len(), version),
+        (1, 1),
+        "the writer's load answered its stale cached state"
     );
     store.close().await;
 }

@@ -37,8 +37,6 @@ use crate::projections::script::*;
 
 on_both_backends!(
     staff_logins_lock_out_and_sessions_bind_to_the_office,
-    ;
-    and_pair:
     names_are_logged_reads_once_per_session_searched_and_forgotten,
 );
 
@@ -60,6 +58,35 @@ async fn a_person_signs_in_with_the_card_and_sees_who_read_their_record() {
 async fn office_staff_work_through_every_screen_in_chromium() {
     let db = TestDb::new(kiban_tests::Backend::Postgres).await;
     browser_scenario(&db).await;
+}
+
+/// The two browser scenarios again against an API process + engine pair
+/// (docs/deploy.md "The API suites against an API process + engine pair"):
+/// the browser talks to the API process, whose decisions travel to the
+/// writer over NATS. Written out rather than through `on_both_backends!`'s
+/// `and_pair:`, which would add a SQLite run of each; these scenarios run on
+/// PostgreSQL only (above). The pair module holds the paired scenario of
+/// the macro above too (one `pair` module per file).
+mod pair {
+    use kiban_tests::TestDb;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn names_are_logged_reads_once_per_session_searched_and_forgotten() {
+        let db = TestDb::pair().await;
+        super::names_are_logged_reads_once_per_session_searched_and_forgotten(&db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_person_signs_in_with_the_card_and_sees_who_read_their_record() {
+        let db = TestDb::pair().await;
+        super::person_scenario(&db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn office_staff_work_through_every_screen_in_chromium() {
+        let db = TestDb::pair().await;
+        super::browser_scenario(&db).await;
+    }
 }
 
 const STAFF_USER: &str = "sato.care";

@@ -3,8 +3,11 @@
 //! Hot streams (an application moving through its steps, an office with many
 //! terminals) are decided on again and again; keeping their folded state
 //! saves re-reading and re-folding the stream each time. The cache is only an
-//! optimisation: an entry that is stale (another process appended) makes the
-//! append fail with a conflict, and the engine then reloads from the store.
+//! optimisation: an entry may be stale (another process appended), so an
+//! append from it carries its version and fails with a conflict, after which
+//! the engine reloads from the store, and a rejection, a no-op or a
+//! [`crate::Engine::load`] first reads what the store holds after the entry's
+//! version (docs/deploy.md "Each process's state cache").
 
 use std::any::Any;
 use std::num::NonZeroUsize;

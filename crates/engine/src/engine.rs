@@ -155,13 +155,47 @@ impl<S: EventStore> Engine<S> {
 
     /// The current state and version of `stream` as aggregate `D`
     /// (`D::State::default()` and 0 for a stream that does not exist).
+    ///
+    /// Current as of the store, not of this engine: a cached state is
+    /// caught up with what the store holds after its version (one indexed
+    /// read, empty unless the stream moved), because another process may
+    /// have appended to the stream — an API process through the writer's
+    /// append service, or the writer while this process is an API process
+    /// (docs/deploy.md "Each process's state cache"). Callers act on the
+    /// answer (ingest looks up a person's certification in force), so a
+    /// stale state here would be a wrong decision that no expected version
+    /// catches.
     pub async fn load<D>(&self, stream: &StreamName) -> Result<(D::State, Version), EngineError>
     where
         D: Decider,
         D::State: Send + Sync + 'static,
     {
-        let (state, version, _) = self.load_noting_cache::<D>(stream).await?;
+        let (state, version, cached) = self.load_noting_cache::<D>(stream).await?;
+        if !cached {
+            return Ok((state, version));
+        }
+        let (state, version, _) = self.catch_up::<D>(stream, state, version).await?;
         Ok((state, version))
+    }
+
+    /// Folds what the store holds after `version` onto the cached `state`,
+    /// caches the result when the stream moved, and says whether it did.
+    async fn catch_up<D>(
+        &self,
+        stream: &StreamName,
+        state: D::State,
+        version: Version,
+    ) -> Result<(D::State, Version, bool), EngineError>
+    where
+        D: Decider,
+        D::State: Send + Sync + 'static,
+    {
+        let (state, caught_up) = self.fold_from_store::<D>(stream, state, version).await?;
+        let moved = caught_up != version;
+        if moved {
+            self.cache.put(stream.clone(), caught_up, state.clone());
+        }
+        Ok((state, caught_up, moved))
     }
 
     /// [`Engine::load`], and whether the state came from the cache.
@@ -236,11 +270,9 @@ impl<S: EventStore> Engine<S> {
             // again on the state caught up from the store.
             let recorded_something = matches!(&decision, Ok(events) if !events.is_empty());
             if cached && !recorded_something {
-                let caught_up = self.fold_from_store::<D>(stream, state, version).await?;
-                let moved = caught_up.1 != version;
-                (state, version) = caught_up;
+                let moved;
+                (state, version, moved) = self.catch_up::<D>(stream, state, version).await?;
                 if moved {
-                    self.cache.put(stream.clone(), version, state.clone());
                     decision = D::decide(&state, command, context.now);
                 }
             }

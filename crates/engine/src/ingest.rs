@@ -426,20 +426,14 @@ impl<S: EventStore> Engine<S> {
     /// onboarded (`insurer_not_onboarded`): offices could never see them,
     /// and an insurer that is not on the platform has no business there.
     /// The insurer's own rollout messages are checked by its decider.
-    /// A cached "not onboarded" is read again from the store, since the
-    /// onboarding may have been recorded by another process (the API).
+    /// The onboarding (and a back-fill's opening or closing) may have been
+    /// recorded by another process (the API): [`Engine::load`] catches a
+    /// cached state up with the store.
     /// Returns the insurer's state (whether a back-fill is open).
     async fn require_onboarded(&self, insurer: &InsurerNumber) -> Result<InsurerState, Failure> {
-        let stream = insurer_stream(insurer);
-        let (state, version) = self.load::<Insurer>(&stream).await?;
+        let (state, _) = self.load::<Insurer>(&insurer_stream(insurer)).await?;
         if state.insurer.is_some() {
             return Ok(state);
-        }
-        let (fresh, _) = self
-            .fold_from_store::<Insurer>(&stream, state, version)
-            .await?;
-        if fresh.insurer.is_some() {
-            return Ok(fresh);
         }
         Err(reject(
             kiban_events::domain::RejectionCode::InsurerNotOnboarded.as_str(),

@@ -30,7 +30,13 @@ on_both_backends!(
 );
 
 async fn an_update_stream_ends_when_its_terminal_is_reported_lost(db: &TestDb) {
-    let h = Harness::start(db).await;
+    // In pair mode the API process's stream ends at its re-check of the
+    // terminal (docs/deploy.md), every second here rather than every 30 s;
+    // one process ends it at the office's own event whatever the interval.
+    let h = Harness::start_configured(db, |state| {
+        state.with_terminal_recheck(std::time::Duration::from_secs(1))
+    })
+    .await;
     let response = bounded(
         "updates",
         h.client(Some(&office_t01()))
