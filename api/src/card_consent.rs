@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use der::Decode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -82,15 +82,27 @@ pub struct CardTrust {
 
 /// One outstanding challenge.
 #[derive(Debug, Clone)]
-struct Challenge {
+pub(crate) struct Challenge {
     office: OfficeNumber,
     terminal: TerminalId,
-    person: (String, String),
-    consent_expires_at: DateTime<Utc>,
+    pub(crate) person: (String, String),
+    pub(crate) purpose: Purpose,
     expires_at: DateTime<Utc>,
     text: String,
     /// Issue order (the clock may give two challenges the same time).
     serial: u64,
+}
+
+/// What a challenge authorises once signed (issue 16 item 7): the card's
+/// signature covers the text naming it, and each route takes only
+/// challenges of its own purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Reading the person's record until the instant: `POST /v1/consents/card`.
+    Consent { until: DateTime<Utc> },
+    /// Filing the office as the person's care-plan office (居宅サービス計画作成依頼届出)
+    /// on the date: `POST /v1/persons/{insurer}/{insured}/care-plan-office`.
+    CarePlanOffice { filed_on: NaiveDate },
 }
 
 /// The next challenge's [`Challenge::serial`].
@@ -118,8 +130,24 @@ pub struct ChallengeRequest {
     pub insurer: String,
     /// 被保険者番号.
     pub insured: String,
-    /// When the consent is to expire.
-    pub consent_expires_at: DateTime<Utc>,
+    /// For a consent to read the record: when it is to expire. Exactly one
+    /// of this and `care_plan_notification`.
+    #[serde(default)]
+    pub consent_expires_at: Option<DateTime<Utc>>,
+    /// For the care-plan office notification the office files naming
+    /// itself (居宅サービス計画作成依頼届出): the challenge names it, and only
+    /// `POST /v1/persons/{insurer}/{insured}/care-plan-office` with the same
+    /// person and filing date takes its signature (issue 16 item 7).
+    #[serde(default)]
+    pub care_plan_notification: Option<CarePlanPurpose>,
+}
+
+/// The notification a care-plan challenge names.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CarePlanPurpose {
+    /// The filing date of the notification.
+    pub filed_on: NaiveDate,
 }
 
 /// A challenge for the card to sign.
@@ -171,15 +199,38 @@ pub async fn challenge(
     if !insurer_sharing(&state, &person.insurer).await? {
         return Err(ApiError::not_found("No such person."));
     }
+    let purpose = match (request.consent_expires_at, &request.care_plan_notification) {
+        (Some(until), None) => Purpose::Consent { until },
+        (None, Some(notification)) => Purpose::CarePlanOffice {
+            filed_on: notification.filed_on,
+        },
+        _ => {
+            return Err(ApiError::validation(
+                "Name exactly one purpose: consent_expires_at (a consent to read) or \
+                 care_plan_notification (the care-plan office notification).",
+            ));
+        }
+    };
     let now = state.now();
     let nonce = Uuid::new_v4().simple().to_string();
     let expires_at = now + chrono::Duration::seconds(CONSENT_CHALLENGE_TTL_SECONDS);
+    // The first line names the purpose, the last its terms: a signature
+    // over one purpose's text never verifies for another's.
+    let (title, terms) = match &purpose {
+        Purpose::Consent { until } => (
+            "kiban consent v1",
+            format!("consent until {}", until.to_rfc3339()),
+        ),
+        Purpose::CarePlanOffice { filed_on } => (
+            "kiban care-plan office notification v1",
+            format!("care-plan office from {filed_on}"),
+        ),
+    };
     let text = format!(
-        "kiban consent v1\nnonce {nonce}\noffice {office}\nterminal {}\nperson {}-{}\nconsent until {}\n",
+        "{title}\nnonce {nonce}\noffice {office}\nterminal {}\nperson {}-{}\n{terms}\n",
         terminal.as_str(),
         person.insurer,
         person.insured,
-        request.consent_expires_at.to_rfc3339(),
     );
     {
         let mut challenges = state.inner.challenges.lock();
@@ -210,7 +261,7 @@ pub async fn challenge(
                 office: office.clone(),
                 terminal: terminal.clone(),
                 person: (person.insurer.to_string(), person.insured.to_string()),
-                consent_expires_at: request.consent_expires_at,
+                purpose,
                 expires_at,
                 text: text.clone(),
                 serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -238,7 +289,42 @@ pub async fn card_consent(
         )
         .await?;
     let now = state.now();
-    // Take the challenge out: whatever happens next, it is used.
+    let (challenge, holder) = take_signed(&state, office, terminal, &request, now, |c| {
+        matches!(c.purpose, Purpose::Consent { .. })
+    })
+    .await?;
+    let Purpose::Consent { until } = challenge.purpose else {
+        unreachable!("only consent challenges are taken")
+    };
+    let (insurer, insured) = &challenge.person;
+    let person = PersonId::parse(insurer, insured)?;
+    let stream = insured_stream(&person.insurer, &person.insured);
+    let folded = fold::<InsuredPerson>(&state, &stream).await?;
+    require_linked(&folded, &holder)?;
+    let not_after: DateTime<Utc> = holder.not_after().into();
+    let command = InsuredCommand::GiveConsent {
+        office: office.clone(),
+        terminal: terminal.clone(),
+        expires_at: until.min(not_after),
+    };
+    let context = CommandContext::new(command_id, caller.actor(), now);
+    execute::<InsuredPerson>(&state, &stream, &command, context).await
+}
+
+/// Takes the challenge `request` answers out of the map and checks the
+/// card's signature over it: the challenge must be this office terminal's
+/// (403 `challenge_wrong_office`, left in place), of a purpose `accepts`
+/// (403 `challenge_wrong_purpose`, left in place: a consent signature never
+/// files a care-plan notification, nor the other way round) and unexpired;
+/// once found it is used, whatever the outcome.
+pub(crate) async fn take_signed(
+    state: &AppState,
+    office: &OfficeNumber,
+    terminal: &TerminalId,
+    request: &SignedChallenge,
+    now: DateTime<Utc>,
+    accepts: impl Fn(&Challenge) -> bool,
+) -> Result<(Challenge, VerifiedCardHolder), ApiError> {
     let challenge = {
         let mut challenges = state.inner.challenges.lock();
         let Some(found) = challenges.get(&request.nonce) else {
@@ -256,6 +342,15 @@ pub async fn card_consent(
                 "The challenge was issued to another office terminal.",
             ));
         }
+        if !accepts(found) {
+            return Err(refused(
+                ProblemKind::Forbidden,
+                "challenge_wrong_purpose",
+                "The person's card signed a challenge for something else: a consent to \
+                 read authorises no care-plan notification, and a care-plan challenge \
+                 names one person and filing date. Ask for a challenge naming this.",
+            ));
+        }
         challenges.remove(&request.nonce).expect("found above")
     };
     if challenge.expires_at <= now {
@@ -265,26 +360,24 @@ pub async fn card_consent(
             "The challenge expired; ask for a new one.",
         ));
     }
-    let holder = verify_card(&state, &request, &challenge.text, now).await?;
-    let (insurer, insured) = &challenge.person;
-    let person = PersonId::parse(insurer, insured)?;
-    let stream = insured_stream(&person.insurer, &person.insured);
-    let folded = fold::<InsuredPerson>(&state, &stream).await?;
-    if !folded.card_links.contains(&card_link_of(&holder)) {
-        return Err(refused(
+    let holder = verify_card(state, request, &challenge.text, now).await?;
+    Ok((challenge, holder))
+}
+
+/// Refuses (403 `card_not_linked`) a card not linked to the person.
+pub(crate) fn require_linked(
+    person: &kiban_events::domain::insured::InsuredState,
+    holder: &VerifiedCardHolder,
+) -> Result<(), ApiError> {
+    if person.card_links.contains(&card_link_of(holder)) {
+        Ok(())
+    } else {
+        Err(refused(
             ProblemKind::Forbidden,
             "card_not_linked",
             "This card is not linked to the person; the insurer registers the link first.",
-        ));
+        ))
     }
-    let not_after: DateTime<Utc> = holder.not_after().into();
-    let command = InsuredCommand::GiveConsent {
-        office: office.clone(),
-        terminal: terminal.clone(),
-        expires_at: challenge.consent_expires_at.min(not_after),
-    };
-    let context = CommandContext::new(command_id, caller.actor(), now);
-    execute::<InsuredPerson>(&state, &stream, &command, context).await
 }
 
 /// Checks a card's signature over `text` (`request`'s certificate and

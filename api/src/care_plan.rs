@@ -1,7 +1,10 @@
 //! The care-plan office notification (居宅サービス計画作成依頼届出) filed
-//! by the office itself: it needs the person's live consent for that
-//! office (given with the My Number card), since the office acts on the
-//! person's behalf.
+//! by the office itself: the office acts on the person's behalf, so it
+//! needs the person's My Number card signature over a challenge naming this
+//! notification (`POST /v1/consents/challenge` with
+//! `care_plan_notification`: office, terminal, person, filing date). A
+//! consent to read is not enough (issue 16 item 7): a consent signed for
+//! "read my record" does not make the office the person's care-plan office.
 
 use axum::extract::State;
 use chrono::NaiveDate;
@@ -17,7 +20,7 @@ use kiban_events::domain::office::OfficeState;
 
 use crate::Principal;
 use crate::auth::{PersonPath, check_terminal, fold, require_sharing};
-use crate::card_consent::refused;
+use crate::card_consent::{Purpose, SignedChallenge, refused, require_linked, take_signed};
 use crate::commands::{CommandAccepted, execute};
 use crate::error::{ApiError, ProblemKind};
 use crate::extract::Command;
@@ -35,13 +38,21 @@ pub struct CarePlanNotification {
     /// registered for it (403 `not_a_care_plan_office`).
     #[serde(default)]
     pub office_kind: Option<CarePlanOfficeKind>,
-    /// The filing date.
+    /// The filing date; the signed challenge names the same.
     pub filed_on: NaiveDate,
+    /// The person's card signature over a challenge asked for this
+    /// notification (`care_plan_notification` with the same `filed_on`).
+    /// Without it the notification is refused 403 `consent-required`, code
+    /// `care_plan_signature_required`; a challenge of another purpose, person
+    /// or date 403 `challenge_wrong_purpose`.
+    #[serde(default)]
+    pub card: Option<SignedChallenge>,
 }
 
 /// `POST /v1/persons/{insurer}/{insured}/care-plan-office`: the calling
 /// office files the notification naming itself; refused without the
-/// person's live consent for it (403 consent-required), for an office not
+/// person's card signature for it (403 consent-required,
+/// `care_plan_signature_required`), for an office not
 /// registered as a care-plan office (403 `not_a_care_plan_office`), and
 /// invisible (404) while the insurer does not share data.
 pub async fn notify_care_plan_office(
@@ -61,12 +72,22 @@ pub async fn notify_care_plan_office(
     let stream = insured_stream(&person.insurer, &person.insured);
     let folded = fold::<InsuredPerson>(&state, &stream).await?;
     let office_kind = care_plan_kind(&registered, &folded, request.office_kind, request.filed_on)?;
-    if !folded.consent_live(office, now) {
-        return Err(ApiError::new(
+    let Some(card) = &request.card else {
+        return Err(refused(
             ProblemKind::ConsentRequired,
-            "A care-plan notification by the office needs the person's live consent for it.",
+            "care_plan_signature_required",
+            "A care-plan notification by the office needs the person's My Number card \
+             signature over a challenge naming it (POST /v1/consents/challenge with \
+             care_plan_notification); a consent to read is not enough.",
         ));
-    }
+    };
+    let names = (person.insurer.to_string(), person.insured.to_string());
+    let filed_on = request.filed_on;
+    let (_, holder) = take_signed(&state, office, terminal, card, now, |c| {
+        c.purpose == Purpose::CarePlanOffice { filed_on } && c.person == names
+    })
+    .await?;
+    require_linked(&folded, &holder)?;
     let command = InsuredCommand::RegisterCarePlanOffice {
         office: office.clone(),
         office_kind,

@@ -84,7 +84,8 @@ mod updates;
 pub use auth::Caller;
 pub use card_consent::{
     CONSENT_CHALLENGE_TTL_SECONDS, CONSENT_CHALLENGES_MAX, CONSENT_CHALLENGES_PER_TERMINAL_MAX,
-    CardLinkRequest, CardTrust, ChallengeIssued, ChallengeRequest, SignedChallenge,
+    CardLinkRequest, CardTrust, CarePlanPurpose, ChallengeIssued, ChallengeRequest,
+    SignedChallenge,
 };
 pub use care_plan::CarePlanNotification;
 pub use commands::{

@@ -35,15 +35,14 @@ on_both_backends!(
     office_updates_resume_after_a_disconnect_without_loss,
     documents_are_uploaded_as_blobs_and_downloaded_by_permitted_readers,
     a_subsidy_goes_from_application_to_payment_through_the_api,
-    a_care_plan_notification_by_an_office_needs_live_consent,
     a_consent_signed_with_the_card_is_checked_then_recorded,
     metrics_show_latencies_appends_and_projection_lag,
     the_typed_client_sends_commands_once_and_reads_problems,
 );
 
 /// A second office with its own terminal, for the consent lifecycle.
-const OTHER_OFFICE: &str = "1319999999";
-const OTHER_TERMINAL: &str = "T-09";
+pub(crate) const OTHER_OFFICE: &str = "1319999999";
+pub(crate) const OTHER_TERMINAL: &str = "T-09";
 /// A second terminal of the main office.
 const SECOND_TERMINAL: &str = "T-02";
 
@@ -1505,86 +1504,6 @@ async fn a_subsidy_goes_from_application_to_payment_through_the_api(db: &TestDb)
     h.stop().await;
 }
 
-async fn a_care_plan_notification_by_an_office_needs_live_consent(db: &TestDb) {
-    let h = Harness::start(db).await;
-    let path = person_path("care-plan-office");
-    let body = json!({"office_kind": "home_care_support_office", "filed_on": "2026-05-31"});
-    let (status, problem) = h
-        .call(
-            Some(&other_office()),
-            Method::POST,
-            &path,
-            Some(body.clone()),
-        )
-        .await;
-    assert_eq!(
-        (status, problem_type(&problem)),
-        (StatusCode::FORBIDDEN, "urn:kiban:problem:consent-required")
-    );
-    let (status, _) = h
-        .call(
-            Some(&own_insurer()),
-            Method::POST,
-            &path,
-            Some(body.clone()),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::FORBIDDEN,
-        "the insurer files through its own system"
-    );
-    let consent =
-        json!({"office": OTHER_OFFICE, "terminal": OTHER_TERMINAL, "expires_at": day(40)});
-    let (status, _) = h
-        .call(
-            Some(&federation()),
-            Method::POST,
-            &person_path("consents"),
-            Some(consent),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (status, answer) = h
-        .call(
-            Some(&other_office()),
-            Method::POST,
-            &path,
-            Some(body.clone()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{answer}");
-    let stream = kiban_events::domain::insured::insured_stream(
-        &insurer(),
-        &kiban_events::ids::InsuredNumber::parse(PERSON).unwrap(),
-    );
-    let events = h.store.read_stream(&stream, 1, 100).await.unwrap();
-    let last = events.last().unwrap();
-    assert_eq!(last.event_type.as_str(), "insured.care_plan_office_changed");
-    assert_eq!(
-        last.actor.to_string(),
-        format!("office:{OTHER_OFFICE}/{OTHER_TERMINAL}")
-    );
-    // Revoked: refused again.
-    let (status, _) = h
-        .call(
-            Some(&other_office()),
-            Method::DELETE,
-            &format!("/v1/persons/{INSURER}/{PERSON}/consents/{OTHER_OFFICE}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (status, problem) = h
-        .call(Some(&other_office()), Method::POST, &path, Some(body))
-        .await;
-    assert_eq!(
-        (status, problem_type(&problem)),
-        (StatusCode::FORBIDDEN, "urn:kiban:problem:consent-required")
-    );
-    h.stop().await;
-}
-
 /// The test JPKI PKI (a trusted CA, an untrusted one, a card key with a
 /// certificate from each), generated once per test binary.
 pub(crate) fn test_cards() -> &'static kiban_card::test_pki::TestCards {
@@ -1609,7 +1528,7 @@ pub(crate) fn card_trust(dir: &std::path::Path) -> kiban_api::CardTrust {
 }
 
 /// The card (trusted or not) signs `challenge` after the PIN.
-fn card_signs(trusted: bool, challenge: &str) -> (String, String) {
+pub(crate) fn card_signs(trusted: bool, challenge: &str) -> (String, String) {
     let cards = test_cards();
     let card = if trusted {
         cards.card("1234")

@@ -16,19 +16,16 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use kiban_engine::CommandContext;
-use kiban_events::domain::insured::{
-    CarePlanOfficeKind, InsuredCommand, InsuredPerson, insured_stream,
-};
+use kiban_events::domain::insured::{CarePlanOfficeKind, InsuredPerson, insured_stream};
 use kiban_events::domain::jst_date;
 use kiban_events::domain::office::{Office, office_stream};
-use kiban_events::envelope::{Actor, EventId};
+use kiban_events::envelope::EventId;
 
 use super::person::office_kind;
 use super::web::{Lang, Staff, UiError, date, time};
-use crate::auth::{PersonId, PersonPath, execute_on_person, fold};
+use crate::auth::{PersonId, PersonPath, fold};
 use crate::commands::{ProxyApplication, file_application};
-use crate::error::{ApiError, ProblemKind};
+use crate::error::ApiError;
 use crate::extract::Command;
 use crate::state::AppState;
 
@@ -431,11 +428,8 @@ async fn care_plan_form(
     let lang = staff.lang();
     let (_, consent) = consent_fragment(state, staff, person).await?;
     let command = format!(
-        "kiban card consent --office {} --terminal {} --insurer {} --insured {}",
-        staff.at.office,
-        staff.at.terminal.as_str(),
-        person.insurer,
-        person.insured
+        "kiban card consent --office {} --insurer {} --insured {}",
+        staff.at.office, person.insurer, person.insured
     );
     let kinds = [
         (
@@ -509,7 +503,7 @@ pub async fn care_plan_submit(
     staff.check_csrf(&form.csrf)?;
     let lang = staff.lang();
     let person = PersonId::parse(&insurer, &insured)?;
-    let key = form_key(&form.key)?;
+    form_key(&form.key)?;
     let now = state.now();
     let mut errors = FieldErrors::new();
     let kind = match form.office_kind.as_str() {
@@ -536,38 +530,42 @@ pub async fn care_plan_submit(
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     };
     crate::auth::require_sharing(&state, &person.insurer).await?;
-    let (consented, _) = consent_fragment(&state, &staff, &person).await?;
     let registered = fold::<Office>(&state, &office_stream(&staff.at.office)).await?;
     let folded =
         fold::<InsuredPerson>(&state, &insured_stream(&person.insurer, &person.insured)).await?;
-    let outcome = match crate::care_plan::care_plan_kind(&registered, &folded, kind, filed_on) {
-        Err(refusal) => Err(refusal),
-        Ok(_) if !consented => Err(ApiError::new(
-            ProblemKind::ConsentRequired,
-            "The notification needs the person's consent with their My Number card first (step 1).",
-        )),
+    match crate::care_plan::care_plan_kind(&registered, &folded, kind, filed_on) {
+        // The notification is filed by the card step (issue 16 item 7): the
+        // person's card signs a challenge naming it, which the browser
+        // cannot reach; the terminal's `kiban card consent
+        // --care-plan-filed-on` asks for the challenge, has the card sign
+        // it and files the notification.
         Ok(kind) => {
-            let command = InsuredCommand::RegisterCarePlanOffice {
-                office: staff.at.office.clone(),
-                office_kind: kind,
-                filed_on,
-                pending_application_on: None,
+            let command = format!(
+                "kiban card consent --office {} --insurer {} --insured {} --care-plan-filed-on {filed_on} --office-kind {}",
+                staff.at.office,
+                person.insurer,
+                person.insured,
+                match kind {
+                    CarePlanOfficeKind::HomeCareSupportOffice => "home_care_support_office",
+                    CarePlanOfficeKind::CommunityGeneralSupportCenter =>
+                        "community_general_support_center",
+                },
+            );
+            let body = html! {
+                (person_header(lang, &person))
+                section class="card" aria-labelledby="card-step" {
+                    h2 id="card-step" { "3. " (lang.t("本人の署名（マイナンバーカード）", "The person's signature (My Number card)")) }
+                    p { (lang.t("届出は本人のカードの署名で行います。カードリーダーに利用者のカードを置き、端末で次のコマンドを実行してください（暗証番号は本人が入力します）。",
+                                "The notification is filed with the person's card signature. Put the person's card on this terminal's reader and run this command at the terminal (the person enters their PIN).")) }
+                    pre class="command" { code id="care-plan-command" { (command) } }
+                }
             };
-            let actor = Actor::Office {
-                office: staff.at.office.clone(),
-                terminal: Some(staff.at.terminal.as_str().to_owned()),
-            };
-            let context = CommandContext::new(key, actor, now);
-            execute_on_person(&state, &person, &command, &context)
-                .await
-                .map_err(ApiError::from)
-        }
-    };
-    match outcome {
-        Ok(_) => {
-            let message = lang.t("届出を受け付けました。", "The notification was filed.");
-            let title = lang.t("居宅サービス計画作成依頼届出", "Care-plan notification");
-            Ok(accepted_page(&staff, title, message, &person, None).into_response())
+            Ok(staff
+                .page(
+                    lang.t("居宅サービス計画作成依頼届出", "Care-plan notification"),
+                    body,
+                )
+                .into_response())
         }
         Err(error) => {
             let page =

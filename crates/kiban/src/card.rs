@@ -17,8 +17,9 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use kiban_api::client::{Client, ClientError};
 use kiban_api::me::sign_in_challenge_text;
-use kiban_api::{ChallengeRequest, SignedChallenge};
+use kiban_api::{CarePlanNotification, CarePlanPurpose, ChallengeRequest, SignedChallenge};
 use kiban_card::{Pin, sign_challenge_with_card};
+use kiban_events::ids::{InsuredNumber, InsurerNumber};
 
 /// How long to wait for a card on the reader.
 pub const CARD_WAIT: Duration = Duration::from_secs(30);
@@ -46,6 +47,17 @@ pub enum CardCommand {
         /// Days the consent lasts (at most what the server allows).
         #[arg(long, default_value_t = 30)]
         days: u32,
+        /// Instead of a consent to read: file this office as the person's
+        /// care-plan office (居宅サービス計画作成依頼届出) on this date
+        /// (YYYY-MM-DD), with the card signing a challenge naming that
+        /// notification.
+        #[arg(long, value_name = "DATE")]
+        care_plan_filed_on: Option<chrono::NaiveDate>,
+        /// With `--care-plan-filed-on`: `home_care_support_office` or
+        /// `community_general_support_center` (default: as the office is
+        /// registered).
+        #[arg(long, requires = "care_plan_filed_on")]
+        office_kind: Option<String>,
         /// The terminal's client certificate and key (PEM, one file or two).
         #[arg(long)]
         cert: PathBuf,
@@ -99,17 +111,27 @@ pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
             insurer,
             insured,
             days,
+            care_plan_filed_on,
+            office_kind,
             cert,
             key,
             card,
         } => {
             let client = client(&server, &cert, key.as_deref(), &card.cacert)?;
+            let office_kind = office_kind
+                .map(|kind| serde_json::from_value(serde_json::Value::String(kind)))
+                .transpose()
+                .context(
+                    "--office-kind is home_care_support_office or community_general_support_center",
+                )?;
             let expires = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
             let issued = client
                 .consent_challenge(&ChallengeRequest {
-                    insurer,
-                    insured,
-                    consent_expires_at: expires,
+                    insurer: insurer.clone(),
+                    insured: insured.clone(),
+                    consent_expires_at: care_plan_filed_on.is_none().then_some(expires),
+                    care_plan_notification: care_plan_filed_on
+                        .map(|filed_on| CarePlanPurpose { filed_on }),
                 })
                 .await
                 .map_err(refused)?;
@@ -122,6 +144,26 @@ pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
             let Some(signed) = card_signs(card, issued.nonce, challenge).await? else {
                 return Ok(ExitCode::FAILURE);
             };
+            if let Some(filed_on) = care_plan_filed_on {
+                let notification = CarePlanNotification {
+                    office_kind,
+                    filed_on,
+                    card: Some(signed),
+                };
+                let filed = client
+                    .notify_care_plan_office(
+                        &InsurerNumber::parse(&insurer)?,
+                        &InsuredNumber::parse(&insured)?,
+                        &notification,
+                    )
+                    .await
+                    .map_err(refused)?;
+                println!(
+                    "care-plan office notification filed / 居宅サービス計画作成依頼届出を受け付けました: {}",
+                    serde_json::to_string(&filed)?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let recorded = client.card_consent(&signed).await.map_err(refused)?;
             println!(
                 "consent recorded / 同意を記録しました: {}",

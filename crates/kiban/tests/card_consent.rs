@@ -8,6 +8,8 @@
 //! - With the right PIN the consent is recorded; the office then reads the
 //!   person, and the auditor sees the read in the office's access log with
 //!   the basis "consent".
+//! - With `--care-plan-filed-on` the card signs a challenge naming the
+//!   care-plan office notification, which the CLI files (issue 16 item 7).
 //! - A card whose certificate comes from an untrusted CA signs, but the
 //!   server refuses it (`card_not_trusted`).
 //!
@@ -128,6 +130,21 @@ async fn scenario(pcscd: &TestPcscd) {
     );
     assert!(stdout.contains("consent recorded"), "{stdout}");
     assert_eq!(inserted.pin_tries_left(), 3, "a right PIN resets the count");
+    // The same card files the office (registered 43) as the person's
+    // care-plan office: the card signs a challenge naming that notification
+    // (issue 16 item 7); the consent just given would not do.
+    let today = chrono::Utc::now().date_naive().to_string();
+    let filed = card_consent_with(&base, &certs, PIN, &["--care-plan-filed-on", &today]).await;
+    let stdout = String::from_utf8_lossy(&filed.stdout);
+    assert!(
+        filed.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&filed.stderr)
+    );
+    assert!(
+        stdout.contains("care-plan office notification filed"),
+        "{stdout}"
+    );
     pcscd.remove(inserted);
 
     // The office reads the person now, and the auditor sees that read.
@@ -181,9 +198,15 @@ async fn scenario(pcscd: &TestPcscd) {
 
 /// `kiban card consent` as the sample office terminal, the PIN on stdin.
 async fn card_consent(base: &str, certs: &Path, pin: &str) -> Output {
+    card_consent_with(base, certs, pin, &[]).await
+}
+
+/// [`card_consent`] with more arguments.
+async fn card_consent_with(base: &str, certs: &Path, pin: &str, more: &[&str]) -> Output {
     let mut child = tokio::process::Command::new(KIBAN)
         .args(["card", "consent", "--server", base, "--office", OFFICE])
         .args(["--insurer", INSURER, "--insured", PERSON, "--pin-stdin"])
+        .args(more)
         .arg("--cert")
         .arg(certs.join(format!("office-{OFFICE}-T-01.pem")))
         .arg("--cacert")

@@ -19,13 +19,17 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use super::own_api::{OwnApi, Prepared};
-use crate::api::{Harness, federation, office_t01, problem_type};
+use crate::api::{
+    Harness, OTHER_OFFICE, OTHER_TERMINAL, card_signs, federation, office_t01, other_office,
+    own_insurer, problem_type,
+};
 use crate::projections::on_both_backends;
-use crate::projections::script::{INSURER, PERSON, day, history, run};
+use crate::projections::script::{INSURER, OFFICE, PERSON, TERMINAL, day, history, run};
 
 on_both_backends!(
     a_day_service_office_with_a_one_day_consent_cannot_become_the_care_plan_office,
     the_care_plan_basis_ends_with_the_certification_it_was_filed_for,
+    a_read_consent_does_not_file_the_care_plan_notification_only_a_signature_naming_it_does,
 );
 
 /// A day-service office (通所介護, service type 15), not a care-plan office.
@@ -184,6 +188,218 @@ async fn the_care_plan_basis_ends_with_the_certification_it_was_filed_for(db: &T
         (status, body["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("not_a_care_plan_office")),
         "{body}"
+    );
+    h.stop().await;
+}
+
+/// Item 7, the last part: the card-signed challenge names what it
+/// authorises. Office `OTHER_OFFICE` (registered 43, a care-plan office)
+/// holds the person's consent to read; that consent, and a card signature
+/// over a consent challenge, no longer file it as the person's care-plan
+/// office: only the person's signature over a challenge naming the
+/// notification (person, filing date) does, once.
+async fn a_read_consent_does_not_file_the_care_plan_notification_only_a_signature_naming_it_does(
+    db: &TestDb,
+) {
+    let h = Harness::start(db).await;
+    let path = person("care-plan-office");
+    let consent =
+        json!({"office": OTHER_OFFICE, "terminal": OTHER_TERMINAL, "expires_at": day(40)});
+    let (status, body) = h
+        .call(
+            Some(&federation()),
+            Method::POST,
+            &person("consents"),
+            Some(consent),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let head = h.store.head().await.unwrap().position;
+    // With the read consent alone: refused, nothing recorded (201 before).
+    let notification = json!({"filed_on": "2026-05-31"});
+    let (status, body) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            &path,
+            Some(notification.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, problem_type(&body), body["code"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            "urn:kiban:problem:consent-required",
+            Some("care_plan_signature_required")
+        ),
+        "{body}"
+    );
+    assert_eq!(
+        h.store.head().await.unwrap().position,
+        head,
+        "nothing recorded"
+    );
+    // The person's card, linked by the insurer.
+    let (certificate, _) = card_signs(true, &"x".repeat(32));
+    let (status, body) = h
+        .call(
+            Some(&own_insurer()),
+            Method::POST,
+            &person("card-links"),
+            Some(json!({"certificate_hex": certificate})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let challenge = |ask: serde_json::Value| {
+        let h = &h;
+        async move {
+            let (status, issued) = h
+                .call(
+                    Some(&other_office()),
+                    Method::POST,
+                    "/v1/consents/challenge",
+                    Some(ask),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{issued}");
+            let (certificate_hex, signature_hex) =
+                card_signs(true, issued["challenge"].as_str().unwrap());
+            json!({"nonce": issued["nonce"], "certificate_hex": certificate_hex, "signature_hex": signature_hex})
+        }
+    };
+    let file = |card: serde_json::Value, filed_on: &str| {
+        let h = &h;
+        let path = &path;
+        let body = json!({"filed_on": filed_on, "card": card});
+        async move {
+            h.call(Some(&other_office()), Method::POST, path, Some(body))
+                .await
+        }
+    };
+    // The card signed a consent to read: not this notification.
+    let read =
+        challenge(json!({"insurer": INSURER, "insured": PERSON, "consent_expires_at": day(40)}))
+            .await;
+    let (status, body) = file(read, "2026-05-31").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("challenge_wrong_purpose")),
+        "{body}"
+    );
+    // Neither purpose in the request, or both: 400.
+    let (status, body) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            "/v1/consents/challenge",
+            Some(json!({"insurer": INSURER, "insured": PERSON})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // A challenge naming the notification filed on 2026-05-31: not a
+    // consent to read, not a filing on another date.
+    let signed = challenge(json!({"insurer": INSURER, "insured": PERSON, "care_plan_notification": {"filed_on": "2026-05-31"}})).await;
+    assert!(signed["nonce"].is_string(), "{signed}");
+    let (status, body) = h
+        .call(
+            Some(&other_office()),
+            Method::POST,
+            "/v1/consents/card",
+            Some(signed.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("challenge_wrong_purpose")),
+        "{body}"
+    );
+    let (status, body) = file(signed.clone(), "2026-05-30").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("challenge_wrong_purpose")),
+        "{body}"
+    );
+    assert_eq!(
+        h.store.head().await.unwrap().position,
+        head + 1,
+        "only the card link"
+    );
+    // Signed for this notification: filed, by the office's terminal.
+    let (status, body) = file(signed.clone(), "2026-05-31").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let stream = kiban_events::domain::insured::insured_stream(
+        &kiban_events::ids::InsurerNumber::parse(INSURER).unwrap(),
+        &kiban_events::ids::InsuredNumber::parse(PERSON).unwrap(),
+    );
+    let events = h.store.read_stream(&stream, 1, 1000).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.event_type.as_str(), "insured.care_plan_office_changed");
+    assert_eq!(
+        last.actor.to_string(),
+        format!("office:{OTHER_OFFICE}/{OTHER_TERMINAL}")
+    );
+    // The signature files once.
+    let (status, body) = file(signed, "2026-05-31").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("challenge_unknown_or_used")),
+        "{body}"
+    );
+    // The insurer files through its own system, never here.
+    let (status, _) = h
+        .call(
+            Some(&own_insurer()),
+            Method::POST,
+            &path,
+            Some(notification),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The web screen: office T-01 with a consent to read submits a valid
+    // form; nothing is filed (it was before), the page shows the terminal
+    // command that has the card sign this notification and files it.
+    let consent = json!({"office": OFFICE, "terminal": TERMINAL, "expires_at": day(40)});
+    let (status, body) = h
+        .call(
+            Some(&federation()),
+            Method::POST,
+            &person("consents"),
+            Some(consent),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let head = h.store.head().await.unwrap().position;
+    let session = super::staff_session(&h).await;
+    let key = uuid::Uuid::now_v7().to_string();
+    let form = [
+        ("csrf", session.csrf.as_str()),
+        ("key", key.as_str()),
+        ("office_kind", ""),
+        ("filed_on", "2026-05-31"),
+    ];
+    let response = kiban_tests::bounded(
+        "care-plan submit",
+        h.client(Some(&office_t01()))
+            .post(format!("{}/ui/care-plan/{INSURER}/{PERSON}", h.base))
+            .header(
+                "cookie",
+                format!("{}={}", kiban_api::ui::SESSION_COOKIE, session.token),
+            )
+            .form(&form)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    let command = format!(
+        "kiban card consent --office {OFFICE} --insurer {INSURER} --insured {PERSON} --care-plan-filed-on 2026-05-31 --office-kind home_care_support_office"
+    );
+    assert!(page.contains(&command), "{page}");
+    assert_eq!(
+        h.store.head().await.unwrap().position,
+        head,
+        "nothing was filed"
     );
     h.stop().await;
 }

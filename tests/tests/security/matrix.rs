@@ -272,11 +272,17 @@ fn table() -> Vec<Row> {
             json!({"office": STRANGER, "terminal": "T-08", "expires_at": day(800)}),
             &[(Federation, 422)],
         ),
-        // A filing date in the future.
+        // A card signature over a challenge nobody issued (issue 16 item 7:
+        // a care-plan office of any basis is admitted, and then needs the
+        // person's signature naming the notification).
         post(
             "/v1/persons/{insurer}/{insured}/care-plan-office",
-            json!({"filed_on": "2027-01-01"}),
-            &[(ConsentedOffice, 422), (CarePlanOffice, 403)],
+            json!({"filed_on": "2026-05-31", "card": {"nonce": "0".repeat(32), "certificate_hex": "00", "signature_hex": "00"}}),
+            &[
+                (ConsentedOffice, 409),
+                (CarePlanOffice, 409),
+                (OtherOffice, 409),
+            ],
         ),
         // An unrecorded number: not found, nothing created (item 14).
         Row {
