@@ -368,7 +368,7 @@ async fn consent_fragment(
     state: &AppState,
     staff: &Staff,
     person: &PersonId,
-) -> Result<(bool, Markup), UiError> {
+) -> Result<Markup, UiError> {
     let lang = staff.lang();
     let folded =
         fold::<InsuredPerson>(state, &insured_stream(&person.insurer, &person.insured)).await?;
@@ -391,7 +391,7 @@ async fn consent_fragment(
             }
         }
     };
-    Ok((consent.is_some(), markup))
+    Ok(markup)
 }
 
 /// `GET /ui/care-plan/{insurer}/{insured}/consent`: the consent status
@@ -402,7 +402,7 @@ pub async fn consent_status(
     Path((insurer, insured)): Path<(String, String)>,
 ) -> Result<Markup, UiError> {
     let person = PersonId::parse(&insurer, &insured)?;
-    Ok(consent_fragment(&state, &staff, &person).await?.1)
+    consent_fragment(&state, &staff, &person).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -426,7 +426,7 @@ async fn care_plan_form(
     refused: Option<&ApiError>,
 ) -> Result<Markup, UiError> {
     let lang = staff.lang();
-    let (_, consent) = consent_fragment(state, staff, person).await?;
+    let consent = consent_fragment(state, staff, person).await?;
     let command = format!(
         "kiban card consent --office {} --insurer {} --insured {}",
         staff.at.office, person.insurer, person.insured
