@@ -651,6 +651,34 @@ impl Client {
             .await
     }
 
+    /// Submits the card's signature `signed` for `purpose` about
+    /// `insurer`'s `insured`: `POST /v1/consents/card` for a consent,
+    /// `POST /v1/persons/{insurer}/{insured}/care-plan-office` for the
+    /// care-plan office notification.
+    pub async fn submit_signed(
+        &self,
+        insurer: &InsurerNumber,
+        insured: &InsuredNumber,
+        purpose: &CardPurpose,
+        signed: SignedChallenge,
+    ) -> Result<CommandAccepted, ClientError> {
+        match *purpose {
+            CardPurpose::Consent { .. } => self.card_consent(&signed).await,
+            CardPurpose::CarePlan {
+                filed_on,
+                office_kind,
+            } => {
+                let notification = CarePlanNotification {
+                    office_kind,
+                    filed_on,
+                    card: Some(signed),
+                };
+                self.notify_care_plan_office(insurer, insured, &notification)
+                    .await
+            }
+        }
+    }
+
     /// `POST /v1/me/challenge`: a sign-in challenge for the person's card
     /// (no client certificate needed).
     pub async fn sign_in_challenge(&self) -> Result<ChallengeIssued, ClientError> {
@@ -764,4 +792,81 @@ impl UpdateStream {
             }
         }
     }
+}
+
+/// What a person's card signature is asked for (`kiban card consent`):
+/// the challenge names it, and only the matching route takes the signature
+/// (docs/card.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardPurpose {
+    /// A consent to read the person's record until `expires_at`.
+    Consent {
+        /// When the consent ends.
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The care-plan office notification (居宅サービス計画作成依頼届出) the
+    /// office files naming itself.
+    CarePlan {
+        /// The filing date.
+        filed_on: chrono::NaiveDate,
+        /// The office's kind; `None`: as the office is registered.
+        office_kind: Option<kiban_events::domain::insured::CarePlanOfficeKind>,
+    },
+}
+
+impl CardPurpose {
+    /// The care-plan office notification filed on `care_plan_filed_on`
+    /// (with the office's kind, when given), or else a consent to read for
+    /// `consent_days` from now.
+    pub fn new(
+        care_plan_filed_on: Option<chrono::NaiveDate>,
+        office_kind: Option<kiban_events::domain::insured::CarePlanOfficeKind>,
+        consent_days: u32,
+    ) -> CardPurpose {
+        match care_plan_filed_on {
+            Some(filed_on) => CardPurpose::CarePlan {
+                filed_on,
+                office_kind,
+            },
+            None => CardPurpose::Consent {
+                expires_at: chrono::Utc::now() + chrono::Duration::days(i64::from(consent_days)),
+            },
+        }
+    }
+
+    /// The challenge request for `insurer`'s `insured` with this purpose.
+    pub fn challenge(&self, insurer: &str, insured: &str) -> ChallengeRequest {
+        let (consent_expires_at, care_plan_notification) = match *self {
+            CardPurpose::Consent { expires_at } => (Some(expires_at), None),
+            CardPurpose::CarePlan { filed_on, .. } => (
+                None,
+                Some(crate::card_consent::CarePlanPurpose { filed_on }),
+            ),
+        };
+        ChallengeRequest {
+            insurer: insurer.to_owned(),
+            insured: insured.to_owned(),
+            consent_expires_at,
+            care_plan_notification,
+        }
+    }
+
+    /// What the person is told once the server accepted it.
+    pub fn done(&self) -> &'static str {
+        match self {
+            CardPurpose::Consent { .. } => "consent recorded / 同意を記録しました",
+            CardPurpose::CarePlan { .. } => {
+                "care-plan office notification filed / 居宅サービス計画作成依頼届出を受け付けました"
+            }
+        }
+    }
+}
+
+/// `--office-kind`'s value: `home_care_support_office` or
+/// `community_general_support_center`.
+pub fn parse_care_plan_office_kind(
+    kind: &str,
+) -> Result<kiban_events::domain::insured::CarePlanOfficeKind, String> {
+    serde_json::from_value(serde_json::Value::String(kind.to_owned()))
+        .map_err(|_| "home_care_support_office or community_general_support_center".to_owned())
 }

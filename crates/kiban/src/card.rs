@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use kiban_api::client::{Client, ClientError};
+use kiban_api::SignedChallenge;
+use kiban_api::client::{CardPurpose, Client, ClientError, parse_care_plan_office_kind};
 use kiban_api::me::sign_in_challenge_text;
-use kiban_api::{CarePlanNotification, CarePlanPurpose, ChallengeRequest, SignedChallenge};
 use kiban_card::{Pin, sign_challenge_with_card};
 use kiban_events::ids::{InsuredNumber, InsurerNumber};
 
@@ -39,11 +39,11 @@ pub enum CardCommand {
         #[arg(long)]
         office: String,
         /// 保険者番号 (6 digits).
-        #[arg(long)]
-        insurer: String,
+        #[arg(long, value_parser = InsurerNumber::parse)]
+        insurer: InsurerNumber,
         /// 被保険者番号 (10 digits).
-        #[arg(long)]
-        insured: String,
+        #[arg(long, value_parser = InsuredNumber::parse)]
+        insured: InsuredNumber,
         /// Days the consent lasts (at most what the server allows).
         #[arg(long, default_value_t = 30)]
         days: u32,
@@ -56,8 +56,8 @@ pub enum CardCommand {
         /// With `--care-plan-filed-on`: `home_care_support_office` or
         /// `community_general_support_center` (default: as the office is
         /// registered).
-        #[arg(long, requires = "care_plan_filed_on")]
-        office_kind: Option<String>,
+        #[arg(long, requires = "care_plan_filed_on", value_parser = parse_care_plan_office_kind)]
+        office_kind: Option<kiban_events::domain::insured::CarePlanOfficeKind>,
         /// The terminal's client certificate and key (PEM, one file or two).
         #[arg(long)]
         cert: PathBuf,
@@ -118,57 +118,20 @@ pub async fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
             card,
         } => {
             let client = client(&server, &cert, key.as_deref(), &card.cacert)?;
-            let office_kind = office_kind
-                .map(|kind| serde_json::from_value(serde_json::Value::String(kind)))
-                .transpose()
-                .context(
-                    "--office-kind is home_care_support_office or community_general_support_center",
-                )?;
-            let expires = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
-            let issued = client
-                .consent_challenge(&ChallengeRequest {
-                    insurer: insurer.clone(),
-                    insured: insured.clone(),
-                    consent_expires_at: care_plan_filed_on.is_none().then_some(expires),
-                    care_plan_notification: care_plan_filed_on
-                        .map(|filed_on| CarePlanPurpose { filed_on }),
-                })
-                .await
-                .map_err(refused)?;
-            let challenge = issued.challenge;
-            if !challenge.contains(&format!("\noffice {office}\n")) {
+            let purpose = CardPurpose::new(care_plan_filed_on, office_kind, days);
+            let request = purpose.challenge(insurer.as_str(), insured.as_str());
+            let issued = client.consent_challenge(&request).await.map_err(refused)?;
+            if !issued.challenge.contains(&format!("\noffice {office}\n")) {
                 bail!(
                     "the terminal certificate is not for office {office} / 端末の証明書が事業所 {office} のものではありません"
                 );
             }
-            let Some(signed) = card_signs(card, issued.nonce, challenge).await? else {
+            let Some(signed) = card_signs(card, issued.nonce, issued.challenge).await? else {
                 return Ok(ExitCode::FAILURE);
             };
-            if let Some(filed_on) = care_plan_filed_on {
-                let notification = CarePlanNotification {
-                    office_kind,
-                    filed_on,
-                    card: Some(signed),
-                };
-                let filed = client
-                    .notify_care_plan_office(
-                        &InsurerNumber::parse(&insurer)?,
-                        &InsuredNumber::parse(&insured)?,
-                        &notification,
-                    )
-                    .await
-                    .map_err(refused)?;
-                println!(
-                    "care-plan office notification filed / 居宅サービス計画作成依頼届出を受け付けました: {}",
-                    serde_json::to_string(&filed)?
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            let recorded = client.card_consent(&signed).await.map_err(refused)?;
-            println!(
-                "consent recorded / 同意を記録しました: {}",
-                serde_json::to_string(&recorded)?
-            );
+            let recorded = client.submit_signed(&insurer, &insured, &purpose, signed);
+            let recorded = recorded.await.map_err(refused)?;
+            println!("{}: {}", purpose.done(), serde_json::to_string(&recorded)?);
             Ok(ExitCode::SUCCESS)
         }
     }
