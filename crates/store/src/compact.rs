@@ -188,6 +188,22 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_that_fails_leaves_what_came_before_it_untouched() {
+        let payload = format!(r#"{{"notes":"{}"}}"#, "介護の記録 ".repeat(400));
+        let Stored::Compressed(frame) = store(&payload) else {
+            panic!("not compressed")
+        };
+        for damaged in [
+            frame[..frame.len() / 2].to_vec(),
+            frame[..frame.len() - 3].to_vec(),
+        ] {
+            let mut out = b"prefix".to_vec();
+            assert!(load_into(&damaged, &mut out).is_err());
+            assert_eq!(out, b"prefix", "{} bytes left behind", out.len());
+        }
+    }
+
+    #[test]
     fn a_damaged_or_foreign_frame_is_an_error_not_a_guess() {
         let Stored::Compressed(mut frame) =
             store(r#"{"scheduled_on":"2026-04-06","x":"yyyyyyyy"}"#)
