@@ -208,6 +208,11 @@ pub fn office_number(value: &str) -> Result<OfficeNumber, ApiError> {
         .map_err(|_| ApiError::validation("The office number (介護保険事業所番号) is 10 digits, the first two a prefecture code 01-47."))
 }
 
+/// Parses a terminal id from a path or body.
+pub fn terminal_id(value: &str) -> Result<TerminalId, ApiError> {
+    TerminalId::parse(value).map_err(|_| ApiError::validation("The terminal id is malformed."))
+}
+
 /// Folds `stream` from the store (not the engine's cache): the current
 /// state as committed, for decisions that must take effect at once.
 pub async fn fold<D: Decider>(state: &AppState, stream: &StreamName) -> Result<D::State, ApiError> {

@@ -18,10 +18,10 @@ use kiban_events::domain::certification::{
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
 use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
 use kiban_events::domain::office::{Loss, Office, OfficeCommand, office_stream};
-use kiban_events::domain::{Decider, Sha256Digest, TerminalId};
+use kiban_events::domain::{Decider, Sha256Digest};
 use kiban_events::envelope::{Actor, EventId, StreamName};
 
-use crate::auth::{Allow, PersonId, PersonPath, fold, insurer_number, office_number};
+use crate::auth::{Allow, PersonId, PersonPath, fold, insurer_number, office_number, terminal_id};
 use crate::card_consent::refused;
 use crate::error::{ApiError, ProblemKind};
 use crate::extract::{Command, CommandKey};
@@ -229,8 +229,7 @@ pub async fn report_terminal_lost(
 ) -> Result<CommandAccepted, ApiError> {
     let (command_id, caller, request) = sent.into_parts();
     let office = office_number(&office)?;
-    let lost_terminal = TerminalId::parse(&lost_terminal)
-        .map_err(|_| ApiError::validation("The terminal id is malformed."))?;
+    let lost_terminal = terminal_id(&lost_terminal)?;
     caller
         .allow(
             &state,
@@ -291,8 +290,7 @@ pub async fn reinstate_terminal(
 ) -> Result<CommandAccepted, ApiError> {
     let (command_id, caller, request) = sent.into_parts();
     let office = office_number(&office)?;
-    let terminal = TerminalId::parse(&terminal)
-        .map_err(|_| ApiError::validation("The terminal id is malformed."))?;
+    let terminal = terminal_id(&terminal)?;
     let credential = Sha256Digest::parse(&request.credential).map_err(|_| {
         ApiError::validation("credential must be 64 lower-case hex digits (SHA-256).")
     })?;
@@ -342,8 +340,7 @@ pub async fn give_consent(
         .await?;
     let command = InsuredCommand::GiveConsent {
         office: office_number(&request.office)?,
-        terminal: TerminalId::parse(&request.terminal)
-            .map_err(|_| ApiError::validation("The terminal id is malformed."))?,
+        terminal: terminal_id(&request.terminal)?,
         expires_at: request.expires_at,
     };
     let stream = insured_stream(&person.insurer, &person.insured);

@@ -11,12 +11,11 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use kiban_events::domain::TerminalId;
 use kiban_events::domain::office::{Office, office_stream};
 
 use super::forms::form_key;
 use super::web::{Staff, UiError};
-use crate::auth::fold;
+use crate::auth::{fold, terminal_id};
 use crate::commands::{LostReport, report_terminal_lost};
 use crate::error::ApiError;
 use crate::extract::Command;
@@ -65,8 +64,7 @@ pub async fn page(State(state): State<AppState>, staff: Staff) -> Result<Markup,
 /// `GET /ui/terminals/{terminal}/lost`: the confirmation step.
 pub async fn confirm(staff: Staff, Path(terminal): Path<String>) -> Result<Markup, UiError> {
     let lang = staff.lang();
-    let terminal = TerminalId::parse(&terminal)
-        .map_err(|_| ApiError::validation("The terminal id is malformed."))?;
+    let terminal = terminal_id(&terminal)?;
     let own = terminal == staff.at.terminal;
     let body = html! {
         div class="card warn-card" {
