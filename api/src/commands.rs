@@ -22,7 +22,6 @@ use kiban_events::domain::{Decider, Sha256Digest};
 use kiban_events::envelope::{Actor, EventId, StreamName};
 
 use crate::auth::{Allow, PersonId, PersonPath, fold, insurer_number, office_number, terminal_id};
-use crate::card_consent::refused;
 use crate::error::{ApiError, ProblemKind};
 use crate::extract::{Command, CommandKey};
 use crate::principal::Principal;
@@ -238,33 +237,19 @@ pub async fn report_terminal_lost(
         )
         .await?;
     let stream = office_stream(&office);
-    if let Principal::Office {
-        terminal: reporter, ..
-    } = &caller.principal
-    {
-        let folded = fold::<Office>(&state, &stream).await?;
-        if reporter != &lost_terminal
-            && folded.terminal_active(&lost_terminal)
-            && !folded.terminals.keys().any(|other| {
-                other != reporter && other != &lost_terminal && folded.terminal_active(other)
-            })
-        {
-            return Err(refused(
-                ProblemKind::Forbidden,
-                "last_other_terminal",
-                "A terminal may not report the office's last other active terminal: that is \
-                 what a stolen terminal would do to keep the office out. Report it through \
-                 the portal (介護情報基盤ポータル, by telephone or form), which suspends it \
-                 through the federation at once (docs/security.md, \"A stolen terminal\").",
-            ));
-        }
-    }
     // The reporting terminal is the actor: the office may suspend its own
-    // terminal at once (office.terminal_suspended admits it).
+    // terminal at once (office.terminal_suspended admits it). It may not
+    // report the office's last other active terminal (the decider's
+    // `last_other_terminal`, 403 here).
+    let reported_by = match &caller.principal {
+        Principal::Office { terminal, .. } => Some(terminal.clone()),
+        _ => None,
+    };
     let actor = caller.actor();
     let command = OfficeCommand::ReportTerminalLost {
         terminal: lost_terminal,
         loss: request.loss,
+        reported_by,
     };
     let context = CommandContext::new(command_id, actor, state.now());
     execute::<Office>(&state, &stream, &command, context).await

@@ -262,6 +262,9 @@ impl From<EngineError> for ApiError {
                 let kind = match rejection.code() {
                     RejectionCode::NoViewingBasis => ProblemKind::ConsentRequired,
                     RejectionCode::InsurerNotSharing => ProblemKind::NotFound,
+                    // A rule about who may report (docs/security.md,
+                    // "A stolen terminal"), not about the record.
+                    RejectionCode::LastOtherTerminal => ProblemKind::Forbidden,
                     _ => ProblemKind::Rejected,
                 };
                 Self {

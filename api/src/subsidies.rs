@@ -187,20 +187,34 @@ async fn check_own_uploads(
     request: &SubsidyApplicationBody,
 ) -> Result<(), ApiError> {
     let uploader = uploader_name(applicant);
+    // By the clock that stamps uploads (the database's), like the quota.
+    let attachable_since =
+        chrono::Utc::now() - chrono::Duration::hours(kiban_store::UPLOAD_ATTACHABLE_HOURS);
     for document in request.documents() {
         let uploads = state
             .inner
             .store
             .uploads_of(document.sha256().as_str(), &uploader)
             .await?;
-        let matches = uploads.iter().any(|upload| {
+        let Some(upload) = uploads.iter().find(|upload| {
             upload.size_bytes == document.size_bytes() && upload.media_type == document.media_type()
-        });
-        if !matches {
+        }) else {
             return Err(ApiError::validation(format!(
                 "The attachment {} was not uploaded by this applicant with that media type and \
                  size; upload it to /v1/attachments first.",
                 document.sha256()
+            )));
+        };
+        // Older uploads are near their removal (a week after the last
+        // upload when no event names them): the day between keeps the
+        // sweep from removing bytes this application is being decided with
+        // (docs/security.md, "Unattached uploads").
+        if upload.uploaded_at < attachable_since {
+            return Err(ApiError::validation(format!(
+                "The attachment {} was last uploaded more than {} days ago; upload it to \
+                 /v1/attachments again (the same bytes keep the same reference).",
+                document.sha256(),
+                kiban_store::UPLOAD_ATTACHABLE_HOURS / 24
             )));
         }
     }

@@ -136,6 +136,7 @@ fn a_lost_terminal_is_suspended_at_once() {
             OfficeCommand::ReportTerminalLost {
                 terminal: terminal(),
                 loss: Loss::Stolen,
+                reported_by: None,
             },
             at(2026, 5, 1),
         )
@@ -146,6 +147,7 @@ fn a_lost_terminal_is_suspended_at_once() {
             OfficeCommand::ReportTerminalLost {
                 terminal: terminal(),
                 loss: Loss::Lost,
+                reported_by: None,
             },
             at(2026, 5, 2),
         )
@@ -155,10 +157,107 @@ fn a_lost_terminal_is_suspended_at_once() {
             OfficeCommand::ReportTerminalLost {
                 terminal: terminal(),
                 loss: Loss::Lost,
+                reported_by: None,
             },
             at(2026, 5, 2),
         )
         .then_rejected(R::TerminalUnknown);
+}
+
+fn terminal_named(id: &str) -> TerminalId {
+    TerminalId::parse(id).unwrap()
+}
+
+/// The office with terminals T-01, T-02 and T-03, each registered.
+fn three_terminals() -> Vec<OfficeEvent> {
+    let mut events = vec![registered()];
+    for (byte, id) in [(1, "T-01"), (2, "T-02"), (3, "T-03")] {
+        events.push(
+            TerminalRegistered {
+                terminal: terminal_named(id),
+                credential: credential(byte),
+                registered_on: d(2026, 4, 2),
+            }
+            .into(),
+        );
+    }
+    events
+}
+
+fn report(lost: &str, reported_by: Option<&str>) -> OfficeCommand {
+    OfficeCommand::ReportTerminalLost {
+        terminal: terminal_named(lost),
+        loss: Loss::Stolen,
+        reported_by: reported_by.map(terminal_named),
+    }
+}
+
+/// Issue 16, Low (stolen terminal): the rule was the API handler's, so any
+/// other path to the decider could let a stolen terminal report every other
+/// terminal of its office; it is the decider's now.
+#[test]
+fn a_terminal_cannot_report_the_offices_last_other_active_terminal() {
+    // T-01 reports T-02 while T-03 stays active besides it: accepted.
+    let state = given::<Office>(three_terminals())
+        .when(report("T-02", Some("T-01")), at(2026, 5, 1))
+        .then(vec![
+            TerminalReportedLost {
+                terminal: terminal_named("T-02"),
+                loss: Loss::Stolen,
+                reported_on: d(2026, 5, 1),
+            }
+            .into(),
+            TerminalSuspended {
+                terminal: terminal_named("T-02"),
+                suspended_on: d(2026, 5, 1),
+            }
+            .into(),
+        ]);
+    assert!(!state.terminal_active(&terminal_named("T-02")));
+    let mut after = three_terminals();
+    after.push(
+        TerminalSuspended {
+            terminal: terminal_named("T-02"),
+            suspended_on: d(2026, 5, 1),
+        }
+        .into(),
+    );
+    // T-03 is now T-01's last other active terminal: refused ...
+    given::<Office>(after.clone())
+        .when(report("T-03", Some("T-01")), at(2026, 5, 1))
+        .then_rejected(R::LastOtherTerminal);
+    // ... but the portal (the federation, no reporting terminal) may, and a
+    // terminal may always report itself.
+    given::<Office>(after.clone())
+        .when(report("T-03", None), at(2026, 5, 1))
+        .then(vec![
+            TerminalReportedLost {
+                terminal: terminal_named("T-03"),
+                loss: Loss::Stolen,
+                reported_on: d(2026, 5, 1),
+            }
+            .into(),
+            TerminalSuspended {
+                terminal: terminal_named("T-03"),
+                suspended_on: d(2026, 5, 1),
+            }
+            .into(),
+        ]);
+    given::<Office>(after)
+        .when(report("T-01", Some("T-01")), at(2026, 5, 1))
+        .then(vec![
+            TerminalReportedLost {
+                terminal: terminal_named("T-01"),
+                loss: Loss::Stolen,
+                reported_on: d(2026, 5, 1),
+            }
+            .into(),
+            TerminalSuspended {
+                terminal: terminal_named("T-01"),
+                suspended_on: d(2026, 5, 1),
+            }
+            .into(),
+        ]);
 }
 
 #[test]

@@ -577,6 +577,7 @@ fn every_catalogued_event_is_emitted_by_a_decider_and_round_trips() {
                 OfficeCommand::ReportTerminalLost {
                     terminal: terminal.clone(),
                     loss: Loss::Lost,
+                    reported_by: None,
                 },
             ),
             (

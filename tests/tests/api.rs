@@ -194,16 +194,9 @@ impl Harness {
     }
 
     pub(crate) fn client(&self, principal: Option<&Principal>) -> Client {
-        let ca = std::fs::read(&self.pki.tls.client_ca).unwrap();
-        let mut builder = Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
-        if let Some(principal) = principal {
-            let pem = std::fs::read(&self.pki.client(principal).expect("issued").pem).unwrap();
-            builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
-        }
-        builder.build().unwrap()
+        let pem =
+            principal.map(|p| std::fs::read(&self.pki.client(p).expect("issued").pem).unwrap());
+        client_trusting(&self.pki.tls.client_ca, pem.as_deref())
     }
 
     pub(crate) async fn call(
@@ -213,13 +206,7 @@ impl Harness {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .client(who)
-            .request(method.clone(), format!("{}{path}", self.base));
-        if method != Method::GET {
-            request = request.header("Idempotency-Key", Uuid::now_v7().to_string());
-        }
-        send(request, body).await
+        call_with(self.client(who), &self.base, method, path, body).await
     }
 
     pub(crate) async fn get(&self, who: &Principal, path: &str) -> (StatusCode, Value) {
@@ -229,6 +216,92 @@ impl Harness {
     pub(crate) async fn stop(self) {
         self.served.stop().await;
     }
+}
+
+/// A served API a test calls with a certificate per principal: the shared
+/// [`Harness`] and a security test's own (`security::own_api::OwnApi`).
+pub(crate) trait ServedApi {
+    /// A client presenting `principal`'s certificate, or none.
+    fn client_for(&self, principal: Option<&Principal>) -> Client;
+    /// What is served.
+    fn served(&self) -> &Served;
+}
+
+impl ServedApi for Harness {
+    fn client_for(&self, principal: Option<&Principal>) -> Client {
+        self.client(principal)
+    }
+
+    fn served(&self) -> &Served {
+        &self.served
+    }
+}
+
+/// A client that trusts the CA whose certificate is at `ca` and presents
+/// `pem` (a certificate and its key), when given.
+pub(crate) fn client_trusting(ca: &std::path::Path, pem: Option<&[u8]>) -> Client {
+    let ca = std::fs::read(ca).unwrap();
+    let builder = Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    match pem {
+        Some(pem) => builder.identity(reqwest::Identity::from_pem(pem).unwrap()),
+        None => builder,
+    }
+    .build()
+    .unwrap()
+}
+
+/// A request with `client` to `path` under `base` (a fresh Idempotency-Key
+/// on everything but GET): the status and the answer as JSON (a string when
+/// it is not JSON).
+pub(crate) async fn call_with(
+    client: Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = client.request(method.clone(), format!("{base}{path}"));
+    if method != Method::GET {
+        request = request.header("Idempotency-Key", Uuid::now_v7().to_string());
+    }
+    send(request, body).await
+}
+
+/// The federation records `PERSON`'s consent for `office`, given at
+/// `terminal`, until `expires_at`.
+pub(crate) async fn record_consent(
+    api: &impl ServedApi,
+    office: &str,
+    terminal: &str,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) {
+    let consent = json!({"office": office, "terminal": terminal, "expires_at": expires_at});
+    let client = api.client_for(Some(&federation()));
+    let path = person_path("consents");
+    let (status, body) = call_with(
+        client,
+        &api.served().base,
+        Method::POST,
+        &path,
+        Some(consent),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// The person's insurer links the card whose certificate is
+/// `certificate_hex` to `insured`: the position of the link.
+pub(crate) async fn link_card(api: &impl ServedApi, insured: &str, certificate_hex: &str) -> u64 {
+    let client = api.client_for(Some(&own_insurer()));
+    let path = format!("/v1/persons/{INSURER}/{insured}/card-links");
+    let body = json!({"certificate_hex": certificate_hex});
+    let (status, body) =
+        call_with(client, &api.served().base, Method::POST, &path, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["positions"][0].as_u64().expect("a position")
 }
 
 async fn register_terminal(
@@ -463,7 +536,7 @@ async fn consent_lifecycle_decides_what_an_office_sees_and_reads_are_logged(db: 
             Some(&other_office()),
             Method::POST,
             &person_path("consents"),
-            Some(consent.clone()),
+            Some(consent),
         )
         .await;
     assert_eq!(
@@ -471,15 +544,7 @@ async fn consent_lifecycle_decides_what_an_office_sees_and_reads_are_logged(db: 
         StatusCode::FORBIDDEN,
         "an office cannot record a consent here: {body}"
     );
-    let (status, body) = h
-        .call(
-            Some(&federation()),
-            Method::POST,
-            &person_path("consents"),
-            Some(consent.clone()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    record_consent(&h, OTHER_OFFICE, OTHER_TERMINAL, day(40)).await;
     let (status, body) = h.get(&other_office(), &path).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
@@ -511,15 +576,7 @@ async fn consent_lifecycle_decides_what_an_office_sees_and_reads_are_logged(db: 
     );
 
     // Given again, then expired.
-    let (status, _) = h
-        .call(
-            Some(&federation()),
-            Method::POST,
-            &person_path("consents"),
-            Some(consent),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    record_consent(&h, OTHER_OFFICE, OTHER_TERMINAL, day(40)).await;
     let (status, _) = h.get(&other_office(), &path).await;
     assert_eq!(status, StatusCode::OK);
     h.set_clock(day(41));
@@ -1527,6 +1584,14 @@ pub(crate) fn card_trust(dir: &std::path::Path) -> kiban_api::CardTrust {
     }
 }
 
+/// The other office (`OTHER_OFFICE`, terminal `OTHER_TERMINAL`) asks for a card challenge:
+/// the status and the answer.
+pub(crate) async fn ask_challenge(h: &Harness, ask: Value) -> (StatusCode, Value) {
+    let path = "/v1/consents/challenge";
+    h.call(Some(&other_office()), Method::POST, path, Some(ask))
+        .await
+}
+
 /// The card (trusted or not) signs `challenge` after the PIN.
 pub(crate) fn card_signs(trusted: bool, challenge: &str) -> (String, String) {
     let cards = test_cards();
@@ -1557,15 +1622,7 @@ async fn a_consent_signed_with_the_card_is_checked_then_recorded(db: &TestDb) {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, body) = h
-        .call(
-            Some(&own_insurer()),
-            Method::POST,
-            &links,
-            Some(json!({"certificate_hex": certificate})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    link_card(&h, PERSON, &certificate).await;
 
     let ask = |person: &str| json!({"insurer": INSURER, "insured": person, "consent_expires_at": day(40)});
     let post_signed = |who: Principal, nonce: &Value, signed: &(String, String)| {
@@ -1581,14 +1638,7 @@ async fn a_consent_signed_with_the_card_is_checked_then_recorded(db: &TestDb) {
     assert_eq!(status, StatusCode::FORBIDDEN, "no consent yet");
 
     // A card from another CA is refused, and the challenge is spent.
-    let (status, first) = h
-        .call(
-            Some(&other_office()),
-            Method::POST,
-            "/v1/consents/challenge",
-            Some(ask(PERSON)),
-        )
-        .await;
+    let (status, first) = ask_challenge(&h, ask(PERSON)).await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
     let challenge = first["challenge"].as_str().unwrap();
     let (status, body) = post_signed(
@@ -1615,14 +1665,7 @@ async fn a_consent_signed_with_the_card_is_checked_then_recorded(db: &TestDb) {
     );
 
     // Another office cannot use the challenge; the right terminal can.
-    let (_, second) = h
-        .call(
-            Some(&other_office()),
-            Method::POST,
-            "/v1/consents/challenge",
-            Some(ask(PERSON)),
-        )
-        .await;
+    let (_, second) = ask_challenge(&h, ask(PERSON)).await;
     let signed = card_signs(true, second["challenge"].as_str().unwrap());
     let (status, body) = post_signed(office_t01(), &second["nonce"], &signed).await;
     assert_eq!(
@@ -1660,14 +1703,7 @@ async fn a_consent_signed_with_the_card_is_checked_then_recorded(db: &TestDb) {
     assert_eq!(access_log_len(&h).await, logged + 1);
 
     // A card not linked to the person named in the challenge.
-    let (_, third) = h
-        .call(
-            Some(&other_office()),
-            Method::POST,
-            "/v1/consents/challenge",
-            Some(ask(WAITING_PERSON)),
-        )
-        .await;
+    let (_, third) = ask_challenge(&h, ask(WAITING_PERSON)).await;
     let (status, body) = post_signed(
         other_office(),
         &third["nonce"],
@@ -1681,14 +1717,7 @@ async fn a_consent_signed_with_the_card_is_checked_then_recorded(db: &TestDb) {
     );
 
     // Expired before it was posted.
-    let (_, fourth) = h
-        .call(
-            Some(&other_office()),
-            Method::POST,
-            "/v1/consents/challenge",
-            Some(ask(PERSON)),
-        )
-        .await;
+    let (_, fourth) = ask_challenge(&h, ask(PERSON)).await;
     h.set_clock(day(30) + chrono::Duration::seconds(kiban_api::CONSENT_CHALLENGE_TTL_SECONDS + 1));
     let (status, body) = post_signed(
         other_office(),

@@ -450,6 +450,7 @@ async fn a_rejection_on_a_state_another_engine_moved_is_decided_again(db: &TestD
     let lost = OfficeCommand::ReportTerminalLost {
         terminal: terminal.clone(),
         loss: Loss::Lost,
+        reported_by: None,
     };
     let refused = api.execute::<Office>(&stream, &lost, &context()).await;
     assert!(

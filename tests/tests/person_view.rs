@@ -19,8 +19,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::api::{
-    Harness, auditor, federation, office_t01, other_office, own_insurer, problem_type, send,
-    test_cards,
+    Harness, ServedApi, auditor, federation, link_card, office_t01, other_office, own_insurer,
+    problem_type, send, test_cards,
 };
 use crate::projections::on_both_backends;
 use crate::projections::script::*;
@@ -97,13 +97,14 @@ pub(crate) fn signed_by(card: VirtualJpkiCard, challenge: &str) -> (String, Stri
 /// A request with the person's bearer `token` (when given) and no client
 /// certificate.
 async fn as_person(
-    h: &Harness,
+    h: &impl ServedApi,
     token: Option<&str>,
     method: Method,
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = h.client(None).request(method, format!("{}{path}", h.base));
+    let url = format!("{}{path}", h.served().base);
+    let mut request = h.client_for(None).request(method, url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -112,25 +113,15 @@ async fn as_person(
 
 /// The insurer links `card` to `insured`, and the link reaches the read
 /// model the sign-in looks it up in.
-async fn link(h: &Harness, insured: &str, card: VirtualJpkiCard) {
+pub(crate) async fn link(h: &impl ServedApi, insured: &str, card: VirtualJpkiCard) {
     let (certificate, _) = signed_by(card, &"x".repeat(32));
-    let (status, body) = h
-        .call(
-            Some(&own_insurer()),
-            Method::POST,
-            &format!("/v1/persons/{INSURER}/{insured}/card-links"),
-            Some(json!({"certificate_hex": certificate})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let position = body["positions"][0].as_u64().expect("a position");
-    bounded("the card link projected", h.projections.wait_for(position))
-        .await
-        .unwrap();
+    let position = link_card(h, insured, &certificate).await;
+    let projected = h.served().projections.wait_for(position);
+    bounded("the card link projected", projected).await.unwrap();
 }
 
 /// Signs in with `card` through `/v1/me`: the answer's status and body.
-async fn sign_in(h: &Harness, card: VirtualJpkiCard) -> (StatusCode, Value) {
+pub(crate) async fn sign_in(h: &impl ServedApi, card: VirtualJpkiCard) -> (StatusCode, Value) {
     let (status, issued) =
         as_person(h, None, Method::POST, "/v1/me/challenge", Some(json!({}))).await;
     assert_eq!(status, StatusCode::CREATED, "{issued}");

@@ -4,10 +4,8 @@
 //! one line of standard input, never from the command line (which other
 //! users of the machine can see).
 
-use std::io::BufRead;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Subcommand;
 
 use kiban_events::ids::OfficeNumber;
@@ -26,6 +24,9 @@ pub enum AdminCommand {
     /// personal field of theirs is unreadable, and record
     /// `insured.person_forgotten`. The chain still verifies. Irreversible.
     Forget(crate::forget::ForgetArgs),
+    /// Remove now the uploads no recorded event names, a week after their
+    /// last upload (what the serving process does every hour).
+    SweepBlobs(StoreArgs),
 }
 
 /// `kiban admin staff …`
@@ -58,21 +59,17 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                 },
         } => (store, office, user),
         AdminCommand::Forget(args) => return crate::forget::run(args).await,
+        AdminCommand::SweepBlobs(store) => {
+            println!(
+                "{}",
+                kiban_system::admin::sweep_blobs(&store.database_url).await?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let office = OfficeNumber::parse(&office)
         .map_err(|_| anyhow::anyhow!("the office number must be 10 digits"))?;
-    let password = match std::env::var("KIBAN_STAFF_PASSWORD") {
-        Ok(password) => password,
-        Err(_) => {
-            eprintln!("password for {user} (one line on standard input):");
-            let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .context("reading the password")?;
-            line.trim_end_matches(['\r', '\n']).to_owned()
-        }
-    };
+    let password = kiban_system::admin::staff_password(&user)?;
     kiban_system::admin::add_staff(&store.database_url, &office, &user, &password).await?;
     println!("staff account {user} of office {office} is ready");
     Ok(ExitCode::SUCCESS)

@@ -13,7 +13,8 @@
 //! another's to attach ([`Store::uploads_of`]).
 //!
 //! Blobs are immutable: putting the same bytes again is a no-op that
-//! returns the same digest. They are written through the read pool, not the
+//! returns the same digest. Bytes no recorded event names are removed a
+//! week after their last upload (`blob_sweep.rs`). They are written through the read pool, not the
 //! event writer: they have no position and no order, and a slow upload must
 //! not hold up appends.
 
@@ -137,14 +138,18 @@ impl Store {
     }
 }
 
-/// One recorded upload of a blob: the media type its uploader declared and
-/// the blob's size.
+/// One recorded upload of a blob: the media type its uploader declared, the
+/// blob's size and when the uploader last uploaded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobUpload {
     /// The media type declared at upload.
     pub media_type: String,
     /// The blob's size in bytes.
     pub size_bytes: u64,
+    /// The last upload of these bytes by this uploader with this media type
+    /// (an upload again moves it): the API attaches only uploads younger
+    /// than [`UPLOAD_ATTACHABLE_HOURS`](crate::UPLOAD_ATTACHABLE_HOURS).
+    pub uploaded_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Longest uploader name (`blob_uploads.uploader`), in bytes.
@@ -154,7 +159,9 @@ impl Store {
     /// Stores `content` like [`Store::put_blob`] and records that `uploader`
     /// (an opaque name of at most [`UPLOADER_BYTES_MAX`] bytes chosen by the
     /// caller, e.g. `office:1312345678`) uploaded it as `media_type`;
-    /// durable on return. Recording the same upload again changes nothing.
+    /// durable on return. Recording the same upload again moves its time to
+    /// now (it is kept, and attachable, that much longer; docs/security.md
+    /// "Unattached uploads").
     pub async fn put_upload(
         &self,
         content: &[u8],
@@ -171,11 +178,31 @@ impl Store {
         }
         let stored = self.put_blob(content).await?;
         let key = digest_bytes(&stored.sha256).expect("put_blob answers a digest");
+        match self.record_upload(&key, uploader, media_type).await {
+            // The blob sweep removed the bytes between the two statements
+            // (they were old and unnamed): store them again, now.
+            Err(error) if crate::blob_sweep::is_foreign_key_violation(&error) => {
+                self.put_blob(content).await?;
+                self.record_upload(&key, uploader, media_type).await?;
+            }
+            other => other?,
+        }
+        Ok(stored)
+    }
+
+    /// Records (or moves to now) `uploader`'s upload of the blob `key` as
+    /// `media_type`.
+    async fn record_upload(
+        &self,
+        key: &[u8; 32],
+        uploader: &str,
+        media_type: &str,
+    ) -> std::result::Result<(), sqlx::Error> {
         match self.readers() {
             Readers::Postgres(pool) => {
                 sqlx::query(
                     "INSERT INTO blob_uploads (sha256, uploader, media_type) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
+                     ON CONFLICT (sha256, uploader, media_type) DO UPDATE SET uploaded_at = now()",
                 )
                 .bind(key.as_slice())
                 .bind(uploader)
@@ -186,7 +213,8 @@ impl Store {
             Readers::Sqlite(pool) => {
                 sqlx::query(
                     "INSERT INTO blob_uploads (sha256, uploader, media_type, uploaded_at) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (sha256, uploader, media_type) \
+                     DO UPDATE SET uploaded_at = excluded.uploaded_at",
                 )
                 .bind(key.as_slice())
                 .bind(uploader)
@@ -196,7 +224,7 @@ impl Store {
                 .await?;
             }
         }
-        Ok(stored)
+        Ok(())
     }
 
     /// What `uploader` uploaded under `sha256`: one entry per media type it
@@ -205,10 +233,10 @@ impl Store {
         let Some(key) = digest_bytes(sha256) else {
             return Ok(Vec::new());
         };
-        let rows: Vec<(String, i64)> = match self.readers() {
+        let rows: Vec<(String, i64, chrono::DateTime<chrono::Utc>)> = match self.readers() {
             Readers::Postgres(pool) => {
                 sqlx::query_as(
-                    "SELECT u.media_type, b.size_bytes FROM blob_uploads u \
+                    "SELECT u.media_type, b.size_bytes, u.uploaded_at FROM blob_uploads u \
                      JOIN blobs b ON b.sha256 = u.sha256 \
                      WHERE u.sha256 = $1 AND u.uploader = $2 ORDER BY u.media_type",
                 )
@@ -218,22 +246,30 @@ impl Store {
                 .await?
             }
             Readers::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT u.media_type, b.size_bytes FROM blob_uploads u \
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT u.media_type, b.size_bytes, u.uploaded_at FROM blob_uploads u \
                      JOIN blobs b ON b.sha256 = u.sha256 \
                      WHERE u.sha256 = ?1 AND u.uploader = ?2 ORDER BY u.media_type",
                 )
                 .bind(key.as_slice())
                 .bind(uploader)
                 .fetch_all(pool)
-                .await?
+                .await?;
+                rows.into_iter()
+                    .map(|(media_type, size, micros)| {
+                        let at =
+                            chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+                        (media_type, size, at)
+                    })
+                    .collect()
             }
         };
         Ok(rows
             .into_iter()
-            .map(|(media_type, size)| BlobUpload {
+            .map(|(media_type, size, uploaded_at)| BlobUpload {
                 media_type,
                 size_bytes: u64::try_from(size).unwrap_or(0),
+                uploaded_at,
             })
             .collect())
     }

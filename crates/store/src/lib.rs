@@ -35,6 +35,8 @@
 //! - `backend/`: the SQL of each backend, behind a small internal surface.
 //! - `blobs.rs`: content-addressed document bodies ([`Store::put_blob`],
 //!   [`Store::get_blob`], [`Store::blob_size`]) in the `blobs` table.
+//! - `blob_sweep.rs`: the removal of uploads no recorded event names, a
+//!   week after their last upload ([`Store::sweep_blobs`]).
 //! - `scratch.rs`: scratch databases (create, remove) for benchmarks and
 //!   the suites' harness: the one place that creates and drops databases.
 //! - `baseline.rs`: the naive and raw baselines of the append benchmark
@@ -71,6 +73,7 @@
 
 mod backend;
 pub mod baseline;
+mod blob_sweep;
 mod blobs;
 mod cache;
 mod chain;
@@ -88,6 +91,9 @@ mod writer;
 
 use std::future::Future;
 
+pub use blob_sweep::{
+    BLOB_SWEEP_BATCH_MAX, BlobSweep, UNREFERENCED_BLOB_RETENTION_HOURS, UPLOAD_ATTACHABLE_HOURS,
+};
 pub use blobs::{BLOB_BYTES_MAX, BlobRef, BlobUpload, UPLOADER_BYTES_MAX};
 pub use cache::STREAM_VERSION_CACHE_CAPACITY;
 pub use chain::{BreakReason, VERIFY_PAGE_EVENTS, VerifyRange, VerifyReport, chain_hash};

@@ -1,6 +1,7 @@
 //! Administration (管理): crypto-shredding one person (本人情報の消去,
-//! docs/audit.md) and adding a staff account of the office web screen
-//! (職員アカウント, docs/ui.md). `kiban admin` parses the arguments and
+//! docs/audit.md), adding a staff account of the office web screen
+//! (職員アカウント, docs/ui.md) and sweeping unattached uploads
+//! (docs/security.md). `kiban admin` parses the arguments and
 //! prints what these return.
 
 use anyhow::Context;
@@ -47,6 +48,43 @@ pub async fn forget_person(
     Ok(format!(
         "forgot {insurer}-{insured} (本人情報の消去): {key}; {event}"
     ))
+}
+
+/// Sweeps unattached uploads now (what the writing process does every
+/// hour; docs/security.md "Unattached uploads"); returns a line saying
+/// what it did. Safe beside a running kiban: the sweep writes no event and
+/// its deletions are row by row.
+pub async fn sweep_blobs(database_url: &str) -> anyhow::Result<String> {
+    let store = open_store(database_url).await?;
+    let swept = store.sweep_blobs(chrono::Utc::now()).await;
+    store.close().await;
+    let swept = swept.context("sweeping unattached uploads")?;
+    Ok(format!(
+        "blob sweep: the log read through position {}, {} new references; {} unattached \
+         uploads older than {} days removed ({} bytes)",
+        swept.scanned_through,
+        swept.references_recorded,
+        swept.blobs_removed,
+        kiban_store::UNREFERENCED_BLOB_RETENTION_HOURS / 24,
+        swept.bytes_removed
+    ))
+}
+
+/// Reads a staff password from `KIBAN_STAFF_PASSWORD`, else from one line
+/// of standard input after a prompt on standard error naming `user` (never
+/// from the command line, which other users of the machine can see).
+pub fn staff_password(user: &str) -> anyhow::Result<String> {
+    use std::io::BufRead;
+    if let Ok(password) = std::env::var("KIBAN_STAFF_PASSWORD") {
+        return Ok(password);
+    }
+    eprintln!("password for {user} (one line on standard input):");
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 /// Adds (or replaces the password of) a staff account of `office`.

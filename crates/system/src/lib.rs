@@ -333,6 +333,7 @@ impl<E: Entitlements + Send + Sync + 'static> SystemBuilder<E> {
         if let Some(interval) = self.timers {
             parts.start_timers(self.clock.clone(), interval);
         }
+        parts.start_blob_sweep();
         Ok(parts.into_system(projections, bus, api))
     }
 }
@@ -361,6 +362,11 @@ async fn open_read_db(database_url: &str) -> anyhow::Result<Db> {
         .await
         .context("cannot open the read-model database")
 }
+
+/// How often the writing process sweeps unattached uploads (an hour): the
+/// retention is a week, so an hour late is nothing, and each sweep reads
+/// only the events since the last.
+pub const BLOB_SWEEP_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 /// What is being started, before it becomes a [`System`].
 struct Parts {
@@ -582,6 +588,38 @@ impl Parts {
             let timers = Timers::new(Arc::clone(&engine));
             let clock = clock.clone();
             async move { timers.run(move || clock(), interval, stop).await }
+        });
+    }
+
+    /// The part "blob sweep": every [`BLOB_SWEEP_INTERVAL`], the first an
+    /// interval after the start, removes the uploads no recorded event
+    /// names a week after their last upload (`Store::sweep_blobs`;
+    /// docs/security.md "Unattached uploads"). In the process that writes
+    /// (`all`, or the `engine` holding the writer lock), by the real clock:
+    /// upload times are the database's, never a simulated clock's.
+    fn start_blob_sweep(&mut self) {
+        let store = self.store.clone();
+        self.spawn("blob sweep", true, move |stop| {
+            let store = store.clone();
+            async move {
+                let start = tokio::time::Instant::now() + BLOB_SWEEP_INTERVAL;
+                let mut tick = tokio::time::interval_at(start, BLOB_SWEEP_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok::<(), anyhow::Error>(()),
+                        _ = tick.tick() => {}
+                    }
+                    let swept = store.sweep_blobs(chrono::Utc::now()).await?;
+                    tracing::info!(
+                        scanned_through = swept.scanned_through,
+                        references = swept.references_recorded,
+                        removed = swept.blobs_removed,
+                        bytes = swept.bytes_removed,
+                        "blob sweep"
+                    );
+                }
+            }
         });
     }
 

@@ -163,6 +163,7 @@ where
     if let Some(interval) = builder.timers {
         parts.start_timers(builder.clock.clone(), interval);
     }
+    parts.start_blob_sweep();
     Ok(parts.into_system(projections, bus, None))
 }
 

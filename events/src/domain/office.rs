@@ -115,6 +115,12 @@ pub enum OfficeCommand {
         terminal: TerminalId,
         /// Lost or stolen.
         loss: Loss,
+        /// The office terminal that reports (the caller's, put in by
+        /// whoever builds the command from its principal), or `None` when
+        /// the portal reports as the federation: a terminal may not report
+        /// the office's last other active terminal
+        /// ([`RejectionCode::LastOtherTerminal`](super::RejectionCode)).
+        reported_by: Option<TerminalId>,
     },
     /// Reinstate a suspended terminal with a new credential.
     ReinstateTerminal {
@@ -203,9 +209,11 @@ impl Decider for Office {
                     .into(),
                 ])
             }
-            OfficeCommand::ReportTerminalLost { terminal, loss } => {
-                report_lost(state, terminal, *loss, today)
-            }
+            OfficeCommand::ReportTerminalLost {
+                terminal,
+                loss,
+                reported_by,
+            } => report_lost(state, terminal, *loss, reported_by.as_ref(), today),
             OfficeCommand::ReinstateTerminal {
                 terminal,
                 credential,
@@ -286,11 +294,17 @@ fn register(
     ])
 }
 
-/// A loss report suspends the terminal in the same decision.
+/// A loss report suspends the terminal in the same decision. A terminal may
+/// report itself, and another terminal of its office while the office keeps
+/// an active terminal besides the two; the office's last other active
+/// terminal only the portal (the federation) suspends, so that one stolen
+/// terminal cannot report every other one and keep the office out while it
+/// stays active itself (issue 16, Low; docs/security.md "A stolen terminal").
 fn report_lost(
     state: &OfficeState,
     terminal: &TerminalId,
     loss: Loss,
+    reported_by: Option<&TerminalId>,
     today: NaiveDate,
 ) -> Result<Vec<OfficeEvent>, Rejection> {
     let known = known_terminal(state, terminal)?;
@@ -300,6 +314,23 @@ fn report_lost(
         format!("Terminal {terminal} is already suspended."),
         format!("端末 {terminal} は既に停止されています。")
     );
+    if let Some(reporter) = reported_by {
+        let another_stays_active = state
+            .terminals
+            .keys()
+            .any(|other| other != reporter && other != terminal && state.terminal_active(other));
+        reject_if!(
+            reporter != terminal && !another_stays_active,
+            LastOtherTerminal,
+            "A terminal may not report the office's last other active terminal: that is what a \
+             stolen terminal would do to keep the office out. Report it through the portal \
+             (介護情報基盤ポータル, by telephone or form), which suspends it through the \
+             federation at once (docs/security.md, \"A stolen terminal\").",
+            "事業所の他の最後の有効な端末は、端末からは紛失届を出せません（盗難端末が事業所を\
+             締め出すのを防ぐため）。介護情報基盤ポータル（電話またはフォーム）に連絡してください。\
+             国保中央会が直ちに停止します。"
+        );
+    }
     Ok(vec![
         TerminalReportedLost {
             terminal: terminal.clone(),

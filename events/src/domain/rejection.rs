@@ -150,6 +150,8 @@ rejection_codes! {
     TerminalNotSuspended = "terminal_not_suspended",
     /// The reinstated terminal's credential is the one that was reported lost.
     CredentialReused = "credential_reused",
+    /// A terminal reported the office's last other active terminal lost: only the portal (the federation) may, or a stolen terminal could keep its office out.
+    LastOtherTerminal = "last_other_terminal",
 
     // Insurer.
     /// The insurer is already onboarded.

@@ -19,13 +19,13 @@ on_both_backends!(
     downloads_are_attachments_that_cannot_run_script,
 );
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// The insurer records an investigation sheet (a person's document the
 /// office must not read without consent) and answers its bytes.
-async fn an_investigation_sheet(h: &Harness) -> Vec<u8> {
+pub(super) async fn an_investigation_sheet(h: &Harness) -> Vec<u8> {
     let sheet = b"%PDF-1.7 investigation sheet of the waiting person".to_vec();
     let path =
         format!("/v1/persons/{INSURER}/{WAITING_PERSON}/certifications/1/investigation-sheet");
@@ -43,7 +43,7 @@ async fn an_investigation_sheet(h: &Harness) -> Vec<u8> {
 }
 
 /// The office uploads `bytes` as an attachment and answers the reference.
-async fn attachment(h: &Harness, media_type: &str, bytes: &[u8]) -> Value {
+pub(super) async fn attachment(h: &Harness, media_type: &str, bytes: &[u8]) -> Value {
     let (status, body) = h
         .upload(
             &office_t01(),
@@ -57,7 +57,7 @@ async fn attachment(h: &Harness, media_type: &str, bytes: &[u8]) -> Value {
     body
 }
 
-fn application(passbook: &Value, receipt: &Value, notice: &Value) -> Value {
+pub(super) fn application(passbook: &Value, receipt: &Value, notice: &Value) -> Value {
     json!({
         "reader_count": 2,
         "receipt_lines": [
@@ -68,7 +68,7 @@ fn application(passbook: &Value, receipt: &Value, notice: &Value) -> Value {
     })
 }
 
-async fn apply(h: &Harness, body: Value) -> (StatusCode, Value) {
+pub(super) async fn apply(h: &Harness, body: Value) -> (StatusCode, Value) {
     h.call(
         Some(&office_t01()),
         Method::POST,
@@ -168,7 +168,7 @@ async fn downloads_are_attachments_that_cannot_run_script(db: &TestDb) {
     h.stop().await;
 }
 
-async fn download(
+pub(super) async fn download(
     h: &Harness,
     who: &kiban_api::Principal,
     path: &str,

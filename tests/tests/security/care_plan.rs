@@ -20,8 +20,8 @@ use serde_json::json;
 
 use super::own_api::{OwnApi, Prepared};
 use crate::api::{
-    Harness, OTHER_OFFICE, OTHER_TERMINAL, card_signs, federation, office_t01, other_office,
-    own_insurer, problem_type,
+    Harness, OTHER_OFFICE, OTHER_TERMINAL, ask_challenge, card_signs, federation, link_card,
+    office_t01, other_office, own_insurer, problem_type, record_consent,
 };
 use crate::projections::on_both_backends;
 use crate::projections::script::{INSURER, OFFICE, PERSON, TERMINAL, day, history, run};
@@ -94,17 +94,7 @@ async fn a_day_service_office_with_a_one_day_consent_cannot_become_the_care_plan
 ) {
     let h = start_with_day_service(db).await;
     // A consent for one day (day 30 to day 31).
-    let consent =
-        json!({"office": DAY_SERVICE, "terminal": DAY_SERVICE_TERMINAL, "expires_at": day(31)});
-    let (status, body) = h
-        .call(
-            Some(&federation()),
-            Method::POST,
-            &person("consents"),
-            Some(consent),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    record_consent(&h, DAY_SERVICE, DAY_SERVICE_TERMINAL, day(31)).await;
     let head = h.served.store.head().await.unwrap().position;
     for notification in [
         json!({"office_kind": "home_care_support_office", "filed_on": "2026-05-31"}),
@@ -203,17 +193,7 @@ async fn a_read_consent_does_not_file_the_care_plan_notification_only_a_signatur
 ) {
     let h = Harness::start(db).await;
     let path = person("care-plan-office");
-    let consent =
-        json!({"office": OTHER_OFFICE, "terminal": OTHER_TERMINAL, "expires_at": day(40)});
-    let (status, body) = h
-        .call(
-            Some(&federation()),
-            Method::POST,
-            &person("consents"),
-            Some(consent),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    record_consent(&h, OTHER_OFFICE, OTHER_TERMINAL, day(40)).await;
     let head = h.store.head().await.unwrap().position;
     // With the read consent alone: refused, nothing recorded (201 before).
     let notification = json!({"filed_on": "2026-05-31"});
@@ -241,26 +221,11 @@ async fn a_read_consent_does_not_file_the_care_plan_notification_only_a_signatur
     );
     // The person's card, linked by the insurer.
     let (certificate, _) = card_signs(true, &"x".repeat(32));
-    let (status, body) = h
-        .call(
-            Some(&own_insurer()),
-            Method::POST,
-            &person("card-links"),
-            Some(json!({"certificate_hex": certificate})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    link_card(&h, PERSON, &certificate).await;
     let challenge = |ask: serde_json::Value| {
         let h = &h;
         async move {
-            let (status, issued) = h
-                .call(
-                    Some(&other_office()),
-                    Method::POST,
-                    "/v1/consents/challenge",
-                    Some(ask),
-                )
-                .await;
+            let (status, issued) = ask_challenge(h, ask).await;
             assert_eq!(status, StatusCode::CREATED, "{issued}");
             let (certificate_hex, signature_hex) =
                 card_signs(true, issued["challenge"].as_str().unwrap());
@@ -287,14 +252,7 @@ async fn a_read_consent_does_not_file_the_care_plan_notification_only_a_signatur
         "{body}"
     );
     // Neither purpose in the request, or both: 400.
-    let (status, body) = h
-        .call(
-            Some(&other_office()),
-            Method::POST,
-            "/v1/consents/challenge",
-            Some(json!({"insurer": INSURER, "insured": PERSON})),
-        )
-        .await;
+    let (status, body) = ask_challenge(&h, json!({"insurer": INSURER, "insured": PERSON})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // A challenge naming the notification filed on 2026-05-31: not a
     // consent to read, not a filing on another date.
@@ -358,16 +316,7 @@ async fn a_read_consent_does_not_file_the_care_plan_notification_only_a_signatur
     // The web screen: office T-01 with a consent to read submits a valid
     // form; nothing is filed (it was before), the page shows the terminal
     // command that has the card sign this notification and files it.
-    let consent = json!({"office": OFFICE, "terminal": TERMINAL, "expires_at": day(40)});
-    let (status, body) = h
-        .call(
-            Some(&federation()),
-            Method::POST,
-            &person("consents"),
-            Some(consent),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    record_consent(&h, OFFICE, TERMINAL, day(40)).await;
     let head = h.store.head().await.unwrap().position;
     let session = super::staff_session(&h).await;
     let key = uuid::Uuid::now_v7().to_string();

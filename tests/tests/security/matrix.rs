@@ -492,6 +492,7 @@ async fn start(db: &TestDb) -> OwnApi {
         OfficeCommand::ReportTerminalLost {
             terminal: t02,
             loss: Loss::Stolen,
+            reported_by: None,
         },
         Actor::Federation,
         day(-18),

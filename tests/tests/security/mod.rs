@@ -5,6 +5,7 @@
 mod access_log;
 mod attachment_quota;
 mod attachments;
+mod blob_cleanup;
 mod card_crl;
 mod care_plan;
 mod challenges;

@@ -11,14 +11,11 @@ use kiban_api::{AppState, DevPki, Principal};
 use kiban_card::virtual_card::VirtualJpkiCard;
 use kiban_engine::Engine;
 use kiban_store::Store;
-use kiban_tests::{TestDb, bounded};
+use kiban_tests::TestDb;
 use reqwest::{Client, Method, StatusCode};
-use serde_json::{Value, json};
-use uuid::Uuid;
+use serde_json::Value;
 
-use crate::api::{Served, card_trust, own_insurer, send};
-use crate::person_view::signed_by;
-use crate::projections::script::INSURER;
+use crate::api::{Served, ServedApi, call_with, card_trust, client_trusting};
 
 /// The engine and PKI before serving: the test records its setup first.
 pub(crate) struct Prepared {
@@ -97,6 +94,16 @@ impl Prepared {
     }
 }
 
+impl ServedApi for OwnApi {
+    fn client_for(&self, principal: Option<&Principal>) -> Client {
+        self.client(principal)
+    }
+
+    fn served(&self) -> &Served {
+        &self.served
+    }
+}
+
 impl OwnApi {
     /// A client with `principal`'s certificate, or none.
     pub(crate) fn client(&self, principal: Option<&Principal>) -> Client {
@@ -108,11 +115,6 @@ impl OwnApi {
 
     /// A client presenting `who`'s certificate.
     pub(crate) fn client_as(&self, who: As<'_>) -> Client {
-        let ca = std::fs::read(&self.pki.tls.client_ca).unwrap();
-        let builder = Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
         let pem = match who {
             As::Nobody => None,
             As::Principal(principal) => {
@@ -120,12 +122,7 @@ impl OwnApi {
             }
             As::Certificate(pem) => Some(pem.as_bytes().to_vec()),
         };
-        match pem {
-            Some(pem) => builder.identity(reqwest::Identity::from_pem(&pem).unwrap()),
-            None => builder,
-        }
-        .build()
-        .unwrap()
+        client_trusting(&self.pki.tls.client_ca, pem.as_deref())
     }
 
     /// A new certificate for `principal` from the same CA: (PEM, fingerprint).
@@ -142,13 +139,7 @@ impl OwnApi {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .client_as(who)
-            .request(method.clone(), format!("{}{path}", self.served.base));
-        if method != Method::GET {
-            request = request.header("Idempotency-Key", Uuid::now_v7().to_string());
-        }
-        send(request, body).await
+        call_with(self.client_as(who), &self.served.base, method, path, body).await
     }
 
     /// [`OwnApi::call_as`] with a principal's certificate, or none.
@@ -174,35 +165,12 @@ impl OwnApi {
     /// The person's insurer links `card` to `insured` (as at its counter),
     /// and the link reaches the read model sign-ins look it up in.
     pub(crate) async fn link_card(&self, insured: &str, card: VirtualJpkiCard) {
-        let (certificate, _) = signed_by(card, &"x".repeat(32));
-        let (status, body) = self
-            .call(
-                Some(&own_insurer()),
-                Method::POST,
-                &format!("/v1/persons/{INSURER}/{insured}/card-links"),
-                Some(json!({"certificate_hex": certificate})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let position = body["positions"][0].as_u64().expect("a position");
-        bounded(
-            "the card link projected",
-            self.served.projections.wait_for(position),
-        )
-        .await
-        .unwrap();
+        crate::person_view::link(self, insured, card).await;
     }
 
     /// Signs in with `card` through `/v1/me`: the status and the answer.
     pub(crate) async fn try_sign_in(&self, card: VirtualJpkiCard) -> (StatusCode, Value) {
-        let (status, issued) = self
-            .call(None, Method::POST, "/v1/me/challenge", Some(json!({})))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{issued}");
-        let (certificate, signature) = signed_by(card, issued["challenge"].as_str().unwrap());
-        let body = json!({"nonce": issued["nonce"], "certificate_hex": certificate, "signature_hex": signature});
-        self.call(None, Method::POST, "/v1/me/sessions", Some(body))
-            .await
+        crate::person_view::sign_in(self, card).await
     }
 
     /// Signs in with `card`: the person's bearer token.
