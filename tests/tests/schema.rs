@@ -108,7 +108,7 @@ const BEFORE_LEAN_MIGRATIONS: &[&str] = &[
 const BEFORE_COMPACT_MIGRATIONS: &[&str] = BEFORE_LEAN_MIGRATIONS.split_at(8).0;
 
 /// Every migration version of today's code.
-const ALL_VERSIONS: [i64; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14];
+const ALL_VERSIONS: [i64; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
 
 /// Applies the store's first three migrations the way the old code's
 /// `Store::open` did, from a copy of just those files.

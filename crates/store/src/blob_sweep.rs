@@ -8,7 +8,7 @@
 //! 1. [`Store::record_blob_references`] reads the log from where it stopped
 //!    last (`blob_sweep.scanned_through`) to the head and records every
 //!    digest an event's payload names in `blob_references` (migration
-//!    0014). Any quoted string of 64 lower-case hex digits counts: a
+//!    0012). Any quoted string of 64 lower-case hex digits counts: a
 //!    `DocumentRef` of any event type, today's or a later one, is found
 //!    without a list of event types to keep up to date, and a digest that
 //!    only looks like one keeps some bytes longer, never fewer.
