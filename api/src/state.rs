@@ -44,7 +44,7 @@ pub type UpdateFeed = Arc<
             u64,
             bool,
         )
-            -> futures::stream::BoxStream<'static, Result<Arc<kiban_events::RecordedEvent>, String>>
+            -> futures::stream::BoxStream<'static, Result<kiban_events::UpdateNotice, String>>
         + Send
         + Sync,
 >;

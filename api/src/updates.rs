@@ -7,9 +7,9 @@
 //! starts after the current head; a `Last-Event-ID` ahead of the head, or
 //! more than [`RESUME_EVENTS_MAX`] events behind it, is 400 `validation`.
 //! Which events: the office feed's rule (`kiban_projections::entitlements`).
-//! The data carries the event's type, stream
-//! and time, never its payload: the client reads details through the
-//! logged query routes.
+//! The data is the event's [`UpdateNotice`] (type, stream, times), never its
+//! payload, the same notice the NATS office feed carries: the client reads
+//! details through the logged query routes.
 //!
 //! Where the events come from depends on the process (docs/deploy.md,
 //! "Live updates"): with an [`UpdateFeed`] (an API process of a scaled-out
@@ -29,12 +29,11 @@ use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use serde_json::json;
 
-use kiban_events::RecordedEvent;
 use kiban_events::domain::TerminalId;
 use kiban_events::domain::office::office_stream;
 use kiban_events::ids::OfficeNumber;
+use kiban_events::{RecordedEvent, UpdateNotice};
 
 use crate::auth::{Allow, Caller, check_terminal, office_number};
 use crate::error::ApiError;
@@ -138,7 +137,7 @@ pub(crate) fn office_sse_checked(
     state: AppState,
     office: OfficeNumber,
     after: u64,
-    to_event: fn(&RecordedEvent) -> Event,
+    to_event: fn(&UpdateNotice) -> Event,
     terminal: Option<(TerminalId, String)>,
     ended: Option<futures::future::BoxFuture<'static, ()>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
@@ -168,7 +167,7 @@ fn subscribed(
     state: AppState,
     office: OfficeNumber,
     after: u64,
-    to_event: fn(&RecordedEvent) -> Event,
+    to_event: fn(&UpdateNotice) -> Event,
     terminal: Option<(TerminalId, String)>,
     own_consents: bool,
 ) -> BoxStream<'static, Result<Event, Infallible>> {
@@ -201,7 +200,7 @@ fn subscribed(
                 let shown = (own_consents
                     && kiban_projections::entitlements::names_office_in_consent(&event, &office))
                     || relevant(&state, &office, &event).await;
-                shown.then(|| Ok(to_event(&event)))
+                shown.then(|| Ok(to_event(&UpdateNotice::from(&event))))
             }
         })
         .boxed()
@@ -215,7 +214,7 @@ pub const TERMINAL_RECHECK_SECS: u64 = 30;
 /// What a fed stream waits for: an update, or the time to re-check the
 /// terminal.
 enum Fed {
-    Update(Result<Arc<RecordedEvent>, String>),
+    Update(Result<UpdateNotice, String>),
     Recheck,
 }
 
@@ -232,7 +231,7 @@ fn fed(
     feed: UpdateFeed,
     office: OfficeNumber,
     after: u64,
-    to_event: fn(&RecordedEvent) -> Event,
+    to_event: fn(&UpdateNotice) -> Event,
     terminal: Option<(TerminalId, String)>,
     own_consents: bool,
 ) -> BoxStream<'static, Result<Event, Infallible>> {
@@ -269,7 +268,7 @@ fn fed(
         })
         .filter_map(move |item| {
             futures::future::ready(match item {
-                Fed::Update(Ok(event)) => Some(Ok(to_event(&event))),
+                Fed::Update(Ok(notice)) => Some(Ok(to_event(&notice))),
                 _ => None,
             })
         })
@@ -303,17 +302,9 @@ pub(crate) async fn relevant(
         .is_ok_and(|offices| offices.contains(office))
 }
 
-fn to_sse(event: &RecordedEvent) -> Event {
+fn to_sse(notice: &UpdateNotice) -> Event {
     Event::default()
-        .id(event.position.to_string())
-        .event(event.event_type.as_str())
-        .data(
-            json!({
-                "position": event.position,
-                "event_type": event.event_type.as_str(),
-                "stream": event.stream.as_str(),
-                "occurred_at": event.occurred_at,
-            })
-            .to_string(),
-        )
+        .id(notice.position.to_string())
+        .event(notice.event_type.as_str())
+        .data(serde_json::to_string(notice).expect("a notice serialises"))
 }

@@ -604,6 +604,41 @@ pub struct RecordedEvent {
     pub hash: Hash,
 }
 
+/// What an office is told of an event it may see: that it happened, where
+/// and when, never what (no payload, no actor, no correlation, no hashes).
+/// The one form of both office feeds, NATS (`kiban.offices.<office>.updates`)
+/// and the API's update stream (`GET /v1/offices/{office}/updates`): the
+/// office reads the event's data through the API, where the read is logged
+/// (`insured.record_viewed`), so the access log shows everything an office
+/// learnt about a person (docs/nats.md "Office updates").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateNotice {
+    /// The event's position (the SSE `id`, the `Kiban-Position` header).
+    pub position: Position,
+    /// What happened.
+    pub event_type: EventType,
+    /// The stream it is on: the person's application
+    /// (`certification/<insurer>-<insured>-<n>`) or own record
+    /// (`insured/<insurer>-<insured>`), which names what to read.
+    pub stream: StreamName,
+    /// The producer's clock.
+    pub occurred_at: DateTime<Utc>,
+    /// The store's clock at commit (a subscriber's measure of its lag).
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl From<&RecordedEvent> for UpdateNotice {
+    fn from(event: &RecordedEvent) -> Self {
+        Self {
+            position: event.position,
+            event_type: event.event_type.clone(),
+            stream: event.stream.clone(),
+            occurred_at: event.occurred_at,
+            recorded_at: event.recorded_at,
+        }
+    }
+}
+
 /// The magic and encoding version that open the canonical bytes.
 pub const CANONICAL_MAGIC: &[u8; 4] = b"KBN1";
 

@@ -24,7 +24,7 @@ mod schema;
 
 pub use envelope::{
     Actor, EventId, EventType, ExpectedVersion, Hash, NewEvent, Payload, Position, RecordedEvent,
-    StreamName, Version,
+    StreamName, UpdateNotice, Version,
 };
 
 pub use domain::{Decider, DecodeError, DomainEvent, Rejection, RejectionCode};

@@ -28,6 +28,7 @@ use crate::projections::script::*;
 kiban_tests::on_both_backends!(
     offices_receive_exactly_what_they_are_entitled_to,
     an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats,
+    the_office_feed_carries_notices_and_no_payload,
     a_batch_is_entitled_as_its_events_one_by_one,
 );
 
@@ -224,26 +225,39 @@ async fn offices_receive_exactly_what_they_are_entitled_to(db: &TestDb) {
     routed.stop().await;
 }
 
-/// Issue 17 item 5: an office that becomes entitled to a person after their
-/// decision (here by consent) receives the person's current state on its
-/// NATS subject, so it never has to poll; the snapshot carries the
-/// decision and nothing outside the office's entitlement (no other person,
-/// no consents, no reads). Through a real nats-server.
-async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats(db: &TestDb) {
-    use futures::StreamExt;
-    use kiban_bus::routing::{
-        MESSAGE_KIND_HEADER, NatsOfficeSink, PERSON_SNAPSHOT, PersonSnapshot,
-    };
+/// A nats-server, the office's subscriber on its updates subject (with its
+/// client), and the routing publishing to the server.
+async fn routed_over_nats(
+    db: &TestDb,
+) -> (
+    kiban_bus::testing::NatsServer,
+    async_nats::Client,
+    async_nats::Subscriber,
+    Routed,
+) {
     let server = kiban_bus::testing::NatsServer::start().await.unwrap();
     let kiban = async_nats::connect(server.url()).await.unwrap();
     let office_client = async_nats::connect(server.url()).await.unwrap();
-    let mut office = office_client
+    let office = office_client
         .subscribe(format!("kiban.offices.{OFFICE}.updates"))
         .await
         .unwrap();
     office_client.flush().await.unwrap();
+    let routed = Routed::start(db, kiban_bus::routing::NatsOfficeSink::new(kiban)).await;
+    (server, office_client, office, routed)
+}
 
-    let routed = Routed::start(db, NatsOfficeSink::new(kiban.clone())).await;
+/// Issue 17 item 5: an office that becomes entitled to a person after their
+/// decision (here by consent) receives the person's history on its NATS
+/// subject, so it never has to poll; the snapshot names the decision and
+/// nothing outside the office's entitlement (no other person, no consents,
+/// no reads), and (issue 16 item 10) holds notices only: no payload, actor
+/// or hashes, the data is read through the API, logged. Through a real
+/// nats-server.
+async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats(db: &TestDb) {
+    use futures::StreamExt;
+    use kiban_bus::routing::{MESSAGE_KIND_HEADER, PERSON_SNAPSHOT, PersonSnapshot};
+    let (_server, _client, mut office, routed) = routed_over_nats(db).await;
     let (engine, store) = (Arc::clone(&routed.engine), routed.store.clone());
 
     onboard_insurer(&engine, INSURER, true).await;
@@ -266,6 +280,10 @@ async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats
         .as_ref()
         .and_then(|h| h.get(MESSAGE_KIND_HEADER));
     assert_eq!(kind.map(|value| value.as_str()), Some(PERSON_SNAPSHOT));
+    let raw: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    for notice in raw["events"].as_array().unwrap() {
+        assert_is_notice(notice, &store).await;
+    }
     let snapshot: PersonSnapshot = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(snapshot.kind, PERSON_SNAPSHOT);
     assert_eq!(
@@ -312,12 +330,115 @@ async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats
             .and_then(|h| h.get(MESSAGE_KIND_HEADER))
             .is_none()
     );
-    let next: RecordedEvent = serde_json::from_slice(&message.payload).unwrap();
-    assert_eq!(
-        next.event_type.as_str(),
-        "insured.copayment_certificate_issued"
-    );
-    assert!(next.position > snapshot.position);
+    let next: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(next["event_type"], "insured.copayment_certificate_issued");
+    assert!(next["position"].as_u64().unwrap() > snapshot.position);
+    assert_is_notice(&next, &store).await;
+
+    routed.stop().await;
+}
+
+/// The notice of an event, as the API's update stream sends it (the SSE
+/// `data` of `GET /v1/offices/{office}/updates`, docs/api.md): written out
+/// here rather than taken from the code, so that the test fails if either
+/// feed's form changes.
+fn api_notice(event: &RecordedEvent) -> serde_json::Value {
+    json!({
+        "position": event.position,
+        "event_type": event.event_type.as_str(),
+        "stream": event.stream.as_str(),
+        "occurred_at": event.occurred_at,
+        "recorded_at": event.recorded_at,
+    })
+}
+
+/// `value`, a message (or a snapshot's entry) of an office's feed, is
+/// exactly the API notice of the recorded event at its position.
+async fn assert_is_notice(value: &serde_json::Value, store: &Store) {
+    let position = value["position"].as_u64().expect("a position");
+    assert_eq!(value, &api_notice(&event_at(store, position).await));
+}
+
+/// The recorded event at `position`.
+async fn event_at(store: &Store, position: u64) -> RecordedEvent {
+    let mut found = store
+        .read_range(position, position)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .concat();
+    assert_eq!(found.len(), 1, "one event at {position}");
+    found.remove(0)
+}
+
+/// Issue 16 item 10: data about a person reaches an office only through a
+/// logged read, so the NATS office feed carries notices: an entitled
+/// office's message about an application filed by a family member with
+/// their (sealed) name and a reason is the API stream's notice of the
+/// event, without payload, sealed fields, actor, correlation or hashes.
+/// Through a real nats-server.
+async fn the_office_feed_carries_notices_and_no_payload(db: &TestDb) {
+    use futures::StreamExt;
+    use kiban_bus::routing::is_snapshot;
+    let (_server, _client, mut office, routed) = routed_over_nats(db).await;
+    let store = routed.store.clone();
+    // An engine that seals personal fields, as `kiban serve` runs it.
+    let engine =
+        Engine::new(store.clone()).with_person_keys(kiban_store::PersonKeys::new(store.clone()));
+    onboard_insurer(&engine, INSURER, true).await;
+    register_office(&engine, OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
+    consent(&engine, INSURER, PERSON, OFFICE, 0).await;
+    const FAMILY_NAME: &str = "介護 花子";
+    let applied_on = (day(2) + Duration::hours(9)).date_naive().to_string();
+    ingest(
+        &engine,
+        INSURER,
+        PERSON,
+        Some(1),
+        "certification.filed",
+        2,
+        json!({"kind": "new", "applicant": {"by": "family", "name": {"plain": FAMILY_NAME}},
+               "applied_on": applied_on}),
+    )
+    .await;
+
+    let message = loop {
+        let message = bounded("the office's update", office.next()).await.unwrap();
+        if !is_snapshot(&message) {
+            break message;
+        }
+    };
+    let position: u64 = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(kiban_bus::relay::POSITION_HEADER))
+        .expect("a Kiban-Position header")
+        .as_str()
+        .parse()
+        .unwrap();
+    let recorded = event_at(&store, position).await;
+    assert_eq!(recorded.event_type.as_str(), "certification.filed");
+    let payload: serde_json::Value = recorded.payload.parse().unwrap();
+    let sealed = payload["applicant"]["name"]
+        .as_str()
+        .expect("the name is recorded sealed")
+        .to_owned();
+    let text = std::str::from_utf8(&message.payload).unwrap();
+    for leak in [
+        "payload",
+        "hash",
+        "actor",
+        "correlation_id",
+        "event_id",
+        "applicant",
+        FAMILY_NAME,
+        sealed.as_str(),
+        recorded.hash.to_string().as_str(),
+    ] {
+        assert!(!text.contains(leak), "{leak:?} on the office feed: {text}");
+    }
+    let value: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(value, api_notice(&recorded));
 
     routed.stop().await;
 }

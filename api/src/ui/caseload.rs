@@ -17,7 +17,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::json;
 
-use kiban_events::RecordedEvent;
+use kiban_events::UpdateNotice;
 use kiban_events::domain::TerminalId;
 use kiban_events::domain::certification::in_renewal_window;
 use kiban_events::domain::insured::ViewingBasis;
@@ -396,7 +396,7 @@ async fn session_ended(
 
 /// An unnamed event (the page's `onmessage` gets them all) naming the
 /// position and the event type.
-fn screen_event(event: &RecordedEvent) -> Event {
+fn screen_event(event: &UpdateNotice) -> Event {
     Event::default().id(event.position.to_string()).data(
         json!({
             "position": event.position,

@@ -170,7 +170,7 @@ fn receipt_schema() -> Value {
 fn person_snapshot_schema() -> Value {
     json!({
         "type": "object",
-        "description": format!("Sent on kiban.offices.{{office}}.updates when an event makes the office entitled to a person it was not entitled to just before (insured.consent_given, insured.care_plan_office_registered or insured.care_plan_office_changed naming it, the insurer sharing): the person's state as of that event, as the events the feed carries. The office's feed goes on with the events after `position`. At most {SNAPSHOT_BYTES_MAX} bytes."),
+        "description": format!("Sent on kiban.offices.{{office}}.updates when an event makes the office entitled to a person it was not entitled to just before (insured.consent_given, insured.care_plan_office_registered or insured.care_plan_office_changed naming it, the insurer sharing): the notices of the person's events the feed carries, up to that event (no payloads: the office reads the data through the API, where each read is logged). The office's feed goes on with the notices of the events after `position`. At most {SNAPSHOT_BYTES_MAX} bytes."),
         "properties": {
             "kind": {"const": PERSON_SNAPSHOT},
             "insurer": {"$ref": format!("#{SCHEMAS}/InsurerNumber")},
@@ -179,12 +179,27 @@ fn person_snapshot_schema() -> Value {
             "complete": {"type": "boolean", "description": "False when the oldest events were left out to stay under the size bound; read them through the API (GET /v1/persons/...)."},
             "events": {
                 "type": "array",
-                "items": reference("components/schemas/RecordedEvent"),
-                "description": "In position order, up to `position`: the person's applications (certification/<insurer>-<insured>-<n>) and own record (insured/<insurer>-<insured>), without reads, consents or moves."
+                "items": reference("components/schemas/UpdateNotice"),
+                "description": "Notices, in position order, up to `position`: of the person's applications (certification/<insurer>-<insured>-<n>) and own record (insured/<insurer>-<insured>), without reads, consents or moves."
             }
         },
         "required": ["kind", "insurer", "insured", "position", "complete", "events"],
         "additionalProperties": false,
+    })
+}
+
+fn update_notice_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "The notice of a recorded event (kiban_events::UpdateNotice): the same JSON as the `data` of an event of GET /v1/offices/{office}/updates. Never the payload, actor, correlation or hashes: the office reads the data through the API, logged.",
+        "properties": {
+            "position": {"type": "integer", "minimum": 1, "description": "The event's global position; also the header Kiban-Position."},
+            "event_type": {"type": "string", "description": "An event type of docs/events.md."},
+            "stream": {"type": "string", "description": "The person's application (certification/<insurer>-<insured>-<n>) or own record (insured/<insurer>-<insured>)."},
+            "occurred_at": {"type": "string", "format": "date-time", "description": "The producer's clock."},
+            "recorded_at": {"type": "string", "format": "date-time", "description": "The store's clock at commit."}
+        },
+        "required": ["position", "event_type", "stream", "occurred_at", "recorded_at"],
     })
 }
 
@@ -322,10 +337,10 @@ pub fn document() -> Value {
         json!({
             "address": "kiban.offices.{office}.updates",
             "title": "An office's updates",
-            "description": "Core NATS: the recorded events of the persons the office may now see (live consent or registered care-plan office, insurer sharing enabled); and, when the office becomes entitled to a person (a consent given, a care-plan office registered or changed), first that person's snapshot (header Kiban-Message: person_snapshot); docs/nats.md.",
+            "description": "Core NATS: a notice (no payload) of each event of the persons the office may now see (live consent or registered care-plan office, insurer sharing enabled); and, when the office becomes entitled to a person (a consent given, a care-plan office registered or changed), first that person's snapshot (header Kiban-Message: person_snapshot). The office reads the data through the API, where each read is logged. Until 2026-12-07 the messages were whole recorded events; docs/nats.md.",
             "parameters": {"office": {"description": "介護保険事業所番号 (10 digits)."}},
             "messages": {
-                "recordedEvent": reference("components/messages/recordedEvent"),
+                "updateNotice": reference("components/messages/updateNotice"),
                 "personSnapshot": reference("components/messages/personSnapshot"),
             },
         }),
@@ -360,7 +375,7 @@ pub fn document() -> Value {
             "channel": reference("channels/officeUpdates"),
             "title": "kiban routes what an office may see",
             "messages": [
-                reference("channels/officeUpdates/messages/recordedEvent"),
+                reference("channels/officeUpdates/messages/updateNotice"),
                 reference("channels/officeUpdates/messages/personSnapshot"),
             ],
         }),
@@ -393,6 +408,16 @@ pub fn document() -> Value {
         }),
     );
     messages.insert(
+        "updateNotice".into(),
+        json!({
+            "name": "updateNotice",
+            "title": "Update notice",
+            "summary": "That an event happened on a person's stream the office may see, without its content.",
+            "contentType": "application/json",
+            "payload": reference("components/schemas/UpdateNotice"),
+        }),
+    );
+    messages.insert(
         "personSnapshot".into(),
         json!({
             "name": "personSnapshot",
@@ -413,6 +438,7 @@ pub fn document() -> Value {
     schemas.insert("Receipt".into(), receipt_schema());
     schemas.insert("RecordedEvent".into(), recorded_event_schema());
     schemas.insert("PersonSnapshot".into(), person_snapshot_schema());
+    schemas.insert("UpdateNotice".into(), update_notice_schema());
     schemas.insert(
         "SnapshotHeaders".into(),
         json!({

@@ -12,7 +12,7 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use kiban_events::ids::{InsurerNumber, OfficeNumber};
-use kiban_events::{EventType, RecordedEvent};
+use kiban_events::{EventType, RecordedEvent, UpdateNotice};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -226,7 +226,7 @@ impl Bus {
 
     /// Every office's updates from now on (a load generator's view; an
     /// office reads its own with [`OfficeFeed`]).
-    pub async fn tap_office_updates(&self) -> crate::Result<Tap<RecordedEvent>> {
+    pub async fn tap_office_updates(&self) -> crate::Result<Tap<UpdateNotice>> {
         match self {
             Bus::Local(bus) => Ok(Tap::LocalUpdates(bus.subscribe_all_updates())),
             Bus::Nats { client, .. } => {
@@ -614,12 +614,13 @@ impl Tap<Receipt> {
     }
 }
 
-impl Tap<RecordedEvent> {
-    /// The next office update; an unreadable NATS message is skipped.
-    pub async fn next(&mut self) -> Tapped<RecordedEvent> {
+impl Tap<UpdateNotice> {
+    /// The next office update; an unreadable NATS message (a person
+    /// snapshot) is skipped.
+    pub async fn next(&mut self) -> Tapped<UpdateNotice> {
         match self {
             Tap::LocalUpdates(receiver) => match from_broadcast(receiver.recv().await) {
-                Tapped::Item(event) => Tapped::Item(event.as_ref().clone()),
+                Tapped::Item(event) => Tapped::Item(UpdateNotice::from(event.as_ref())),
                 Tapped::Missed => Tapped::Missed,
                 Tapped::Ended => Tapped::Ended,
             },
@@ -713,14 +714,15 @@ impl OfficeFeed {
         Ok(OfficeFeed::Nats(subscriber))
     }
 
-    /// The next update.
-    pub async fn next(&mut self) -> ClientResult<RecordedEvent> {
+    /// The next update: the notice of an event (docs/nats.md "Office
+    /// updates").
+    pub async fn next(&mut self) -> ClientResult<UpdateNotice> {
         match self {
-            OfficeFeed::Local(updates) => Ok(updates.next().await?.as_ref().clone()),
+            OfficeFeed::Local(updates) => Ok(UpdateNotice::from(updates.next().await?.as_ref())),
             OfficeFeed::Nats(subscriber) => loop {
                 let message = subscriber.next().await.ok_or(crate::Error::Closed)?;
-                // Person snapshots (docs/nats.md) are not recorded events:
-                // this feed yields the recorded events only.
+                // Person snapshots (docs/nats.md) are not single notices:
+                // this feed yields the notices of single events only.
                 if !crate::routing::is_snapshot(&message) {
                     return read_json("office update", &message.payload);
                 }
@@ -783,7 +785,7 @@ pub fn japanese_name(event_type: &str) -> &'static str {
 
 /// One readable line for an update: position, time, type (and its
 /// Japanese name), stream.
-pub fn pretty_line(event: &RecordedEvent) -> String {
+pub fn pretty_line(event: &UpdateNotice) -> String {
     format!(
         "#{:<6} {}  {:<42} {:<18} {}",
         event.position,

@@ -1,8 +1,9 @@
 //! Live office updates fanned out by NATS to the streams of an API process
 //! (issue 20 item 4).
 //!
-//! The engine's office routing ([`crate::routing`]) publishes each event an
-//! office may see on `kiban.offices.<office>.updates`. An API process holds
+//! The engine's office routing ([`crate::routing`]) publishes a notice
+//! ([`UpdateNotice`]) of each event an office may see on
+//! `kiban.offices.<office>.updates`. An API process holds
 //! **one** NATS subscription per office that has at least one open stream
 //! in it ([`OfficeFeeds`]), shared by all of that office's streams through
 //! a broadcast channel, and dropped with the office's last stream; nothing
@@ -13,8 +14,8 @@
 //! which only the office's web screen gets (`own_consents`: its care-plan
 //! page waits for the person's consent), never its API stream.
 //!
-//! [`follow_office`] makes one office's exact stream of the events after a
-//! position out of that subscription and a bounded replay from the store:
+//! [`follow_office`] makes one office's exact stream of the notices of the
+//! events after a position out of that subscription and a bounded replay from the store:
 //!
 //! 1. subscribe (or join the office's subscription), and wait until the
 //!    subscription is at least [`SUBSCRIPTION_SETTLE_MS`] old, so that the
@@ -45,9 +46,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kiban_events::domain::insured::consent_office;
 use kiban_events::ids::OfficeNumber;
-use kiban_events::{Position, RecordedEvent};
+use kiban_events::{Position, RecordedEvent, UpdateNotice};
 use kiban_store::{EventStore, Subscription};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -55,7 +55,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::Error;
 use crate::routing::Entitlements;
-use crate::subjects::office_feed_filter;
+use crate::subjects::{office_consents_subject, office_feed_filter};
 
 /// How long a new subscription (and a resubscription after a reconnect)
 /// waits before the stream relies on it: the time NATS takes to make a new
@@ -97,9 +97,18 @@ pub enum FollowError {
     Bus(#[from] Error),
 }
 
+/// A notice as it came on the office's subscription.
+#[derive(Debug)]
+struct Live {
+    notice: UpdateNotice,
+    /// Whether it came on `kiban.offices.<office>.consents` (a consent event
+    /// naming the office: for its screen only).
+    consent: bool,
+}
+
 /// One office's shared subscription in this process.
 struct Entry {
-    updates: broadcast::Sender<Arc<RecordedEvent>>,
+    updates: broadcast::Sender<Arc<Live>>,
     /// When the subscription was made.
     since: Instant,
     /// Ends the forwarding task (and unsubscribes) with the last stream.
@@ -126,7 +135,7 @@ impl std::fmt::Debug for OfficeFeeds {
 
 /// A stream's hold on its office's subscription.
 pub struct OfficeSubscription {
-    updates: broadcast::Receiver<Arc<RecordedEvent>>,
+    updates: broadcast::Receiver<Arc<Live>>,
     reconnects: watch::Receiver<u64>,
     statistics: Arc<async_nats::Statistics>,
     /// The client's connect count this stream has repaired up to.
@@ -223,7 +232,12 @@ impl OfficeFeeds {
                     None => {
                         let (updates, _) = broadcast::channel(OFFICE_BROADCAST_CAPACITY);
                         let stop = CancellationToken::new();
-                        tokio::spawn(forward(subscriber, updates.clone(), stop.clone()));
+                        tokio::spawn(forward(
+                            subscriber,
+                            office_consents_subject(office),
+                            updates.clone(),
+                            stop.clone(),
+                        ));
                         let entry = Arc::new(Entry {
                             updates,
                             since: Instant::now(),
@@ -253,7 +267,8 @@ impl OfficeFeeds {
 /// is gone (or the connection closes for good).
 async fn forward(
     mut subscriber: async_nats::Subscriber,
-    updates: broadcast::Sender<Arc<RecordedEvent>>,
+    consents: String,
+    updates: broadcast::Sender<Arc<Live>>,
     stop: CancellationToken,
 ) {
     loop {
@@ -264,14 +279,17 @@ async fn forward(
         let Some(message) = message else { break };
         if crate::routing::is_snapshot(&message) {
             // Person snapshots are for NATS subscribers; an API stream
-            // sends notices of recorded events only.
+            // sends notices of single events only.
             continue;
         }
-        match serde_json::from_slice::<RecordedEvent>(&message.payload) {
+        match serde_json::from_slice::<UpdateNotice>(&message.payload) {
             // No receiver left only means the last stream is closing.
-            Ok(event) => drop(updates.send(Arc::new(event))),
+            Ok(notice) => drop(updates.send(Arc::new(Live {
+                notice,
+                consent: message.subject.as_str() == consents,
+            }))),
             Err(error) => {
-                tracing::warn!(%error, subject = %message.subject, "an office update that is no recorded event")
+                tracing::warn!(%error, subject = %message.subject, "an office update that is no notice")
             }
         }
     }
@@ -295,8 +313,8 @@ struct Follow<S, E> {
     started: bool,
 }
 
-/// The events `office` may see after position `after` (with
-/// `own_consents`, also the consent events naming it), each once and in
+/// The notices of the events `office` may see after position `after` (with
+/// `own_consents`, also of the consent events naming it), each once and in
 /// order, live: see the module documentation. Ends with an error when NATS,
 /// the store or the entitlements fail, or a replay would be too long.
 pub fn follow_office<S, E>(
@@ -306,7 +324,7 @@ pub fn follow_office<S, E>(
     office: OfficeNumber,
     after: Position,
     own_consents: bool,
-) -> impl Stream<Item = Result<Arc<RecordedEvent>, FollowError>> + Send + 'static
+) -> impl Stream<Item = Result<UpdateNotice, FollowError>> + Send + 'static
 where
     S: EventStore + 'static,
     E: Entitlements + 'static,
@@ -336,8 +354,8 @@ where
 }
 
 impl<S: EventStore, E: Entitlements> Follow<S, E> {
-    /// The next event of the office's stream.
-    async fn next(&mut self) -> Result<Arc<RecordedEvent>, FollowError> {
+    /// The next notice of the office's stream.
+    async fn next(&mut self) -> Result<UpdateNotice, FollowError> {
         loop {
             if !self.started {
                 self.started = true;
@@ -363,7 +381,7 @@ impl<S: EventStore, E: Entitlements> Follow<S, E> {
                 if self.own_consent(&event)
                     || entitled(&self.entitlements, &self.office, &event).await?
                 {
-                    return Ok(Arc::new(event));
+                    return Ok(UpdateNotice::from(&event));
                 }
                 continue;
             }
@@ -386,13 +404,12 @@ impl<S: EventStore, E: Entitlements> Follow<S, E> {
                 continue;
             }
             match update {
-                Some(Ok(event)) if event.position > self.last => {
+                Some(Ok(live)) if live.notice.position > self.last => {
                     // A consent event came on the consents subject: for
                     // the office's screen only.
-                    let consent = consent_office(&event).is_some();
-                    if !consent || self.own_consent(&event) {
-                        self.last = event.position;
-                        return Ok(event);
+                    if !live.consent || self.own_consents {
+                        self.last = live.notice.position;
+                        return Ok(live.notice.clone());
                     }
                 }
                 Some(Err(broadcast::error::RecvError::Lagged(_))) => self.begin_replay().await?,
@@ -407,7 +424,8 @@ impl<S: EventStore, E: Entitlements> Follow<S, E> {
     /// Whether `event` is a consent event naming the office, and the stream
     /// sends those.
     fn own_consent(&self, event: &RecordedEvent) -> bool {
-        self.own_consents && consent_office(event).as_ref() == Some(&self.office)
+        self.own_consents
+            && kiban_events::domain::insured::consent_office(event).as_ref() == Some(&self.office)
     }
 
     /// Replays `(last, head]` from the store (nothing when the stream is at

@@ -5,7 +5,10 @@
 //! care-plan office, the insurer's sharing enabled — rules that belong to the
 //! domain and come in through the trait), and sends the event to each of them
 //! through an [`OfficeSink`]: NATS (`kiban.offices.<office>.updates`,
-//! [`NatsOfficeSink`]) or the in-process bus. A consent event goes to the
+//! [`NatsOfficeSink`]) or the in-process bus. Over NATS an office gets an
+//! [`UpdateNotice`] of each event, never the event itself (no payload,
+//! actor, correlation or hashes): it reads the data through the API, where
+//! every read is in the access log. A consent event goes to the
 //! office it names on `kiban.offices.<office>.consents` instead, which only
 //! API processes read, for that office's web screen (its care-plan page
 //! waits for the person's consent); offices' own subscribers never get it.
@@ -19,10 +22,10 @@
 //! **Entitlement snapshots.** An event that makes an office entitled to a
 //! person it was not entitled to just before (a consent given, a care-plan
 //! office registered or changed: [`Entitlements::newly_entitled`]) also
-//! sends that office a [`PersonSnapshot`] on the same subject: every event
-//! of the person's streams up to that event that the feed carries
-//! ([`Entitlements::carries`]), so the office has the person's current state
-//! (their certification, certificates, ledgers) without polling. It is
+//! sends that office a [`PersonSnapshot`] on the same subject: the notices
+//! of every event of the person's streams up to that event that the feed
+//! carries ([`Entitlements::carries`]), so the office knows what to read of
+//! the person's past without polling. It is
 //! marked with the header [`MESSAGE_KIND_HEADER`] = [`PERSON_SNAPSHOT`].
 
 use std::future::Future;
@@ -31,7 +34,7 @@ use std::sync::Arc;
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use kiban_events::ids::OfficeNumber;
-use kiban_events::{Position, RecordedEvent, StreamName};
+use kiban_events::{Position, RecordedEvent, StreamName, UpdateNotice};
 use kiban_store::{EventStore, READ_EVENTS_MAX};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -48,8 +51,8 @@ pub const ROUTING_CHECKPOINT: &str = "office-routing";
 /// checkpoint's fsyncs off the hot path.
 pub const ROUTING_BATCH_EVENTS_MAX: usize = 256;
 
-/// The header that tells a [`PersonSnapshot`] from a recorded event on an
-/// office's subject; recorded events carry none.
+/// The header that tells a [`PersonSnapshot`] from a single [`UpdateNotice`]
+/// on an office's subject; notices carry none.
 pub const MESSAGE_KIND_HEADER: &str = "Kiban-Message";
 
 /// [`MESSAGE_KIND_HEADER`]'s value, and [`PersonSnapshot::kind`].
@@ -57,7 +60,7 @@ pub const PERSON_SNAPSHOT: &str = "person_snapshot";
 
 /// Largest snapshot, in bytes of JSON: under NATS's default `max_payload`
 /// (1 MiB) with room for the headers. A person's history is far smaller
-/// (a few dozen events of about 1 KiB); beyond it the oldest events are left
+/// (a few dozen notices of about 200 bytes); beyond it the oldest events are left
 /// out and [`PersonSnapshot::complete`] is false.
 pub const SNAPSHOT_BYTES_MAX: usize = 768 * 1024;
 
@@ -79,19 +82,20 @@ pub struct PersonSnapshot {
     /// snapshot is the person's state as of it, and the office's feed goes
     /// on after it.
     pub position: Position,
-    /// Whether `events` holds every event it should; false when the oldest
+    /// Whether `events` holds every notice it should; false when the oldest
     /// were left out to stay under [`SNAPSHOT_BYTES_MAX`] (read them through
     /// the API).
     pub complete: bool,
-    /// The person's events the feed carries, up to `position`, in position
-    /// order: their applications' steps and results and their own record
-    /// (certifications, certificates, care-plan office, ledgers); never
-    /// reads, consents or moves.
-    pub events: Vec<RecordedEvent>,
+    /// The notices of the person's events the feed carries, up to
+    /// `position`, in position order: their applications' steps and results
+    /// and their own record (certifications, certificates, care-plan office,
+    /// ledgers); never reads, consents or moves. The office reads the data
+    /// through the API (logged).
+    pub events: Vec<UpdateNotice>,
 }
 
 /// Whether a message on an office's subject is a [`PersonSnapshot`] rather
-/// than a recorded event.
+/// than a single [`UpdateNotice`].
 pub fn is_snapshot(message: &async_nats::Message) -> bool {
     message
         .headers
@@ -153,7 +157,7 @@ pub trait Entitlements: Send + Sync {
 
 /// Where office updates go.
 pub trait OfficeSink: Send + Sync {
-    /// Sends `event` to `office`.
+    /// Sends `event` to `office` (over NATS, its [`UpdateNotice`]).
     fn send(
         &self,
         office: &OfficeNumber,
@@ -173,7 +177,7 @@ pub trait OfficeSink: Send + Sync {
     }
 
     /// Sends `snapshot` to `office`. Default: nothing (the in-process bus
-    /// carries recorded events only).
+    /// carries single events only).
     fn send_snapshot(
         &self,
         office: &OfficeNumber,
@@ -187,7 +191,7 @@ pub trait OfficeSink: Send + Sync {
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// Office updates over core NATS.
+/// Office updates over core NATS: an [`UpdateNotice`] per event.
 #[derive(Debug, Clone)]
 pub struct NatsOfficeSink {
     client: async_nats::Client,
@@ -204,7 +208,8 @@ impl NatsOfficeSink {
     async fn publish(&self, subject: String, event: &Arc<RecordedEvent>) -> Result<()> {
         let mut headers = HeaderMap::new();
         headers.insert(POSITION_HEADER, event.position.to_string().as_str());
-        let body = serde_json::to_vec(event.as_ref()).expect("a recorded event serialises");
+        let notice = UpdateNotice::from(event.as_ref());
+        let body = serde_json::to_vec(&notice).expect("a notice serialises");
         self.client
             .publish_with_headers(subject, headers, body.into())
             .await
@@ -331,7 +336,7 @@ pub async fn person_snapshot<S: EventStore, E: Entitlements>(
         insured: insured.to_owned(),
         position: event.position,
         complete: true,
-        events,
+        events: events.iter().map(UpdateNotice::from).collect(),
     };
     while serde_json::to_vec(&snapshot).map_or(0, |json| json.len()) > SNAPSHOT_BYTES_MAX
         && !snapshot.events.is_empty()

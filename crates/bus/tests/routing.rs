@@ -17,6 +17,7 @@ use kiban_bus::testing::{NatsServer, stream_options};
 use kiban_events::ids::OfficeNumber;
 use kiban_events::{
     Actor, EventId, EventType, ExpectedVersion, NewEvent, Payload, RecordedEvent, StreamName,
+    UpdateNotice,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -262,7 +263,7 @@ async fn routing_sends_each_office_what_it_is_entitled_to_in_order_and_resumes_f
         messages
             .iter()
             .map(|m| {
-                serde_json::from_slice::<RecordedEvent>(&m.payload)
+                serde_json::from_slice::<UpdateNotice>(&m.payload)
                     .unwrap()
                     .position
             })
@@ -307,7 +308,7 @@ async fn routing_sends_each_office_what_it_is_entitled_to_in_order_and_resumes_f
     };
     let next = bounded("the new update", office_b.next()).await.unwrap();
     assert_eq!(
-        serde_json::from_slice::<RecordedEvent>(&next.payload)
+        serde_json::from_slice::<UpdateNotice>(&next.payload)
             .unwrap()
             .position,
         11
@@ -410,7 +411,7 @@ async fn an_office_stream_repairs_from_the_store_what_it_missed_while_its_nats_n
     let later = append(OFFICE_A).await;
     bounded("the routing to publish the later update", async {
         while let Some(message) = tap.next().await {
-            if serde_json::from_slice::<RecordedEvent>(&message.payload)
+            if serde_json::from_slice::<UpdateNotice>(&message.payload)
                 .unwrap()
                 .position
                 == later

@@ -229,6 +229,11 @@ async fn emit_gets_receipts_and_subscribe_prints_the_offices_updates_over_nats()
         ]
     );
     assert_eq!(updates[0]["stream"], format!("insured/{INSURER}-{PERSON}"));
+    // Notices, not data (docs/nats.md): the office reads through the API.
+    assert!(
+        updates.iter().all(|u| u.get("payload").is_none()),
+        "{updates:?}"
+    );
 
     // A decision for an application never filed: rejected, exit code 5.
     let bad = message(

@@ -48,7 +48,7 @@ use kiban_events::domain::subsidy::{
 use kiban_events::domain::{Decider, DocumentRef, ServiceTypeCode, Yen};
 use kiban_events::envelope::{Actor, EventId};
 use kiban_events::ids::{InsuredNumber, InsurerNumber, MedicalInstitutionCode, OfficeNumber};
-use kiban_events::{RecordedEvent, StreamName};
+use kiban_events::{StreamName, UpdateNotice};
 use kiban_store::Store;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -289,7 +289,7 @@ impl Out {
         );
     }
 
-    fn received(&self, office: &str, event: &RecordedEvent) {
+    fn received(&self, office: &str, event: &UpdateNotice) {
         println!(
             "   {} {office} received #{} {} ({}) {}",
             self.paint("32", "office"),
@@ -321,13 +321,13 @@ impl Out {
 /// What the offices received, for the story to wait on.
 #[derive(Default)]
 struct Received {
-    events: Mutex<Vec<(String, RecordedEvent)>>,
+    events: Mutex<Vec<(String, UpdateNotice)>>,
     changed: Notify,
 }
 
 impl Received {
     /// Waits until `office` received an event of `kind` on `stream`.
-    async fn wait(&self, office: &str, kind: &str, stream: &str) -> anyhow::Result<RecordedEvent> {
+    async fn wait(&self, office: &str, kind: &str, stream: &str) -> anyhow::Result<UpdateNotice> {
         let search = async {
             loop {
                 let notified = self.changed.notified();

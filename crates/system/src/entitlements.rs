@@ -23,7 +23,7 @@
 //!
 //! An office that becomes entitled to a person (a consent given, a care-plan
 //! office registered or changed) also receives the person's snapshot: the
-//! events above of the person's streams up to that moment
+//! notices of the events above of the person's streams up to that moment
 //! (`kiban_bus::routing::PersonSnapshot`).
 //!
 //! The decision is made on the read models once they have applied the

@@ -765,7 +765,7 @@ impl Collector {
             }
         };
         let (updates, latencies) = (collector.updates.clone(), collector.latencies.clone());
-        let on_update = move |event: &RecordedEvent| {
+        let on_update = move |event: &kiban_events::UpdateNotice| {
             let latency = (Utc::now() - event.recorded_at)
                 .to_std()
                 .unwrap_or_default();
