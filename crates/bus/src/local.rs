@@ -30,7 +30,7 @@ use crate::ingest::{
     Checked, INGEST_BATCH_MESSAGES_MAX, IngestHandler, IngestMessage, Receipt, Unavailable,
     check_message, decide,
 };
-use crate::pipeline::{KeyedPipeline, group_by_key};
+use crate::pipeline::{KeyedGroup, KeyedPipeline, group_by_key};
 use crate::retry::ingest_retry_delay;
 use crate::routing::OfficeSink;
 use crate::streams::INGEST_MAX_DELIVER;
@@ -244,7 +244,7 @@ impl LocalBus {
 
 /// Checks each message of a batch once and groups them by ordering key
 /// ([`group_by_key`]).
-fn group_by_ordering_key(batch: Vec<RawIngest>) -> Vec<(Option<String>, Vec<Checked>)> {
+fn group_by_ordering_key(batch: Vec<RawIngest>) -> Vec<KeyedGroup<Checked>> {
     let checked = batch
         .iter()
         .map(|message| check_message(&message.subject, message.msg_id.as_deref(), &message.body));

@@ -32,14 +32,17 @@ pub const INGEST_BATCHES_IN_FLIGHT_MAX: usize = 4;
 
 type Work<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// One ordering key's items of a batch (`None`: an item without a key).
+pub(crate) type KeyedGroup<T> = (Option<String>, Vec<T>);
+
 /// Splits a batch into groups of one ordering key each, in arrival order,
 /// each with its key; an item without a key (an invalid message) is a group
 /// of its own, without a key.
 pub(crate) fn group_by_key<T>(
     items: impl IntoIterator<Item = T>,
     key: impl Fn(&T) -> Option<String>,
-) -> Vec<(Option<String>, Vec<T>)> {
-    let mut groups: Vec<(Option<String>, Vec<T>)> = Vec::new();
+) -> Vec<KeyedGroup<T>> {
+    let mut groups: Vec<KeyedGroup<T>> = Vec::new();
     let mut group_of_key: HashMap<String, usize> = HashMap::new();
     for item in items {
         let index = match key(&item) {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::handler::{IngestHandler, Unavailable, decide};
 use super::message::{Checked, IngestMessage, MSG_ID_HEADER, Receipt, check_message};
 use crate::error::{Error, Result};
-use crate::pipeline::{KeyedPipeline, Turn, group_by_key};
+use crate::pipeline::{KeyedGroup, KeyedPipeline, Turn, group_by_key};
 use crate::retry::{ingest_retry_delay, restart_until_cancelled};
 use crate::streams::ingest_consumer_from_oldest_unacknowledged;
 use crate::subjects::receipt_subject;
@@ -152,7 +152,7 @@ async fn subscribe(context: &jetstream::Context) -> Result<ReadyChunks<pull::Str
 /// which the subscription is re-opened.
 fn group_batch(
     batch: Vec<std::result::Result<jetstream::Message, MessagesError>>,
-) -> (Vec<(Option<String>, Vec<Pulled>)>, Option<Error>) {
+) -> (Vec<KeyedGroup<Pulled>>, Option<Error>) {
     let mut failed = None;
     let messages = batch.into_iter().filter_map(|item| {
         item.map_err(|error| failed = Some(Error::from_nats("pulling ingest messages", error)))
