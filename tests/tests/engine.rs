@@ -23,6 +23,7 @@ kiban_tests::on_both_backends!(
     a_filing_carries_the_certification_in_force_not_the_latest,
     a_rejection_on_a_state_another_engine_moved_is_decided_again,
     a_load_sees_what_another_engine_appended,
+    the_writers_engine_reads_no_stream_its_writer_knows_unchanged,
 );
 
 pub(crate) fn insurer() -> InsurerNumber {
@@ -518,5 +519,125 @@ async fn a_load_sees_what_another_engine_appended(db: &TestDb) {
         (1, 1),
         "the writer's load answered its stale cached state"
     );
+    store.close().await;
+}
+
+/// The store of [`the_writers_engine_reads_no_stream_its_writer_knows_unchanged`]:
+/// the real store, noting which streams are read.
+struct NotingReads {
+    store: Store,
+    reads: std::sync::Mutex<Vec<kiban_events::StreamName>>,
+}
+
+impl kiban_store::EventStore for NotingReads {
+    fn append(
+        &self,
+        stream: &kiban_events::StreamName,
+        expected: kiban_events::ExpectedVersion,
+        events: Vec<kiban_events::NewEvent>,
+    ) -> impl Future<Output = kiban_store::Result<kiban_store::AppendResult>> + Send {
+        self.store.append(stream, expected, events)
+    }
+
+    fn read_stream(
+        &self,
+        stream: &kiban_events::StreamName,
+        from: kiban_events::Version,
+        max: usize,
+    ) -> impl Future<Output = kiban_store::Result<Vec<kiban_events::RecordedEvent>>> + Send {
+        self.reads.lock().unwrap().push(stream.clone());
+        self.store.read_stream(stream, from, max)
+    }
+
+    fn read_all(
+        &self,
+        from: kiban_events::Position,
+        max: usize,
+    ) -> impl Future<Output = kiban_store::Result<Vec<kiban_events::RecordedEvent>>> + Send {
+        self.store.read_all(from, max)
+    }
+
+    fn head(&self) -> impl Future<Output = kiban_store::Result<kiban_store::Head>> + Send {
+        self.store.head()
+    }
+
+    fn subscribe(&self, from: kiban_events::Position) -> kiban_store::Subscription {
+        self.store.subscribe(from)
+    }
+
+    fn verify(
+        &self,
+        from: kiban_events::Position,
+        to: Option<kiban_events::Position>,
+    ) -> impl Future<Output = kiban_store::Result<kiban_store::VerifyReport>> + Send {
+        self.store.verify(from, to)
+    }
+
+    fn writer_version(&self, stream: &kiban_events::StreamName) -> Option<kiban_events::Version> {
+        self.store.writer_version(stream)
+    }
+}
+
+/// Issue 18 (ingest's seams): every ingested message loads its insurer
+/// (onboarded? back-fill open?), and `Engine::load` caught a cached state
+/// up with one read of the store each time — a store round trip per
+/// message to learn that nothing changed. In the process that is the
+/// writer nobody else appends, so the writer's own version of the stream
+/// says whether the cache is current. Before, the insurer's stream was read
+/// once per message (8 times here); now once, to fill the cache. The
+/// other engine's append still makes the next load read (the writer's
+/// version moved past the cached one), as
+/// `a_load_sees_what_another_engine_appended` checks for a person.
+async fn the_writers_engine_reads_no_stream_its_writer_knows_unchanged(db: &TestDb) {
+    let store = db.open().await;
+    let other = onboarded(&store).await;
+    let engine = Engine::new(NotingReads {
+        store: store.clone(),
+        reads: std::sync::Mutex::default(),
+    });
+    let insurer_events = insurer_stream(&insurer());
+    for message in whole_certification() {
+        let kind = message.kind.clone();
+        let outcome = engine.ingest(message, &insurer(), day(60)).await.unwrap();
+        assert!(
+            matches!(outcome, IngestOutcome::Accepted { .. }),
+            "{kind}: {outcome:?}"
+        );
+    }
+    let insurer_reads = |noting: &NotingReads| {
+        noting
+            .reads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|stream| **stream == insurer_events)
+            .count()
+    };
+    assert_eq!(
+        insurer_reads(engine.store()),
+        1,
+        "the insurer's stream is read once, then known current from the writer"
+    );
+    assert_eq!(
+        store.writer_version(&insurer_events),
+        Some(engine.load::<Insurer>(&insurer_events).await.unwrap().1)
+    );
+    // Another engine moves the insurer (a back-fill opens): the next load
+    // reads it.
+    other
+        .execute::<Insurer>(
+            &insurer_events,
+            &InsurerCommand::StartBackfill {},
+            &CommandContext::new(
+                EventId::from_uuid(Uuid::now_v7()).unwrap(),
+                Actor::Insurer(insurer()),
+                day(0),
+            ),
+        )
+        .await
+        .unwrap();
+    let (state, _) = engine.load::<Insurer>(&insurer_events).await.unwrap();
+    assert!(state.backfilling, "the load saw the other engine's append");
+    assert_eq!(insurer_reads(engine.store()), 2);
     store.close().await;
 }

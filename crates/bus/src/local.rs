@@ -30,7 +30,7 @@ use crate::ingest::{
     Checked, INGEST_BATCH_MESSAGES_MAX, IngestHandler, IngestMessage, Receipt, Unavailable,
     check_message, decide,
 };
-use crate::pipeline::{KeyedPipeline, group_by_key};
+use crate::pipeline::{KeyedGroup, KeyedPipeline, group_by_key};
 use crate::retry::ingest_retry_delay;
 use crate::routing::OfficeSink;
 use crate::streams::INGEST_MAX_DELIVER;
@@ -164,7 +164,8 @@ impl LocalBus {
         // Like the JetStream consumer: what is queued is handled as one
         // batch, one ordering key after the other within a group and the
         // groups concurrently, so that their appends share commits; and a
-        // few batches at once when they share no ordering key.
+        // few batches at once, a key's group in a later batch after the
+        // same key's group in an earlier one (`crate::pipeline`).
         let handler = handler.as_ref();
         let cancel = &cancel;
         let mut pipeline = KeyedPipeline::new();
@@ -183,20 +184,25 @@ impl LocalBus {
                             Err(_) => break,
                         }
                     }
-                    let (keys, groups) = group_by_ordering_key(batch);
-                    pipeline.submit(keys, async move {
-                        futures::future::join_all(groups.into_iter().map(|group| async move {
+                    let groups = group_by_ordering_key(batch);
+                    pipeline.submit(groups, |groups| async move {
+                        futures::future::join_all(groups.into_iter().map(|(mut turn, group)| async move {
+                            // No redelivery here: whatever became of the
+                            // key's earlier group, this one is handled
+                            // after it.
+                            turn.wait_for_previous().await;
                             for message in group {
                                 self.handle(handler, message, cancel).await;
                             }
+                            turn.finish(true);
                         }))
                         .await;
                     });
                 }
             }
         }
-        // What was taken is finished (a parked batch too: the in-process
-        // queue has no redelivery).
+        // What was taken is finished (the in-process queue has no
+        // redelivery).
         while pipeline.next_done().await.is_some() {}
         Ok(())
     }
@@ -238,7 +244,7 @@ impl LocalBus {
 
 /// Checks each message of a batch once and groups them by ordering key
 /// ([`group_by_key`]).
-fn group_by_ordering_key(batch: Vec<RawIngest>) -> (Vec<String>, Vec<Vec<Checked>>) {
+fn group_by_ordering_key(batch: Vec<RawIngest>) -> Vec<KeyedGroup<Checked>> {
     let checked = batch
         .iter()
         .map(|message| check_message(&message.subject, message.msg_id.as_deref(), &message.body));

@@ -158,7 +158,9 @@ impl<S: EventStore> Engine<S> {
     ///
     /// Current as of the store, not of this engine: a cached state is
     /// caught up with what the store holds after its version (one indexed
-    /// read, empty unless the stream moved), because another process may
+    /// read, empty unless the stream moved; skipped when this process is
+    /// the writer and its writer's version of the stream is the cached
+    /// one, [`Engine::is_current`]), because another process may
     /// have appended to the stream — an API process through the writer's
     /// append service, or the writer while this process is an API process
     /// (docs/deploy.md "Each process's state cache"). Callers act on the
@@ -171,11 +173,21 @@ impl<S: EventStore> Engine<S> {
         D::State: Send + Sync + 'static,
     {
         let (state, version, cached) = self.load_noting_cache::<D>(stream).await?;
-        if !cached {
+        if !cached || self.is_current(stream, version) {
             return Ok((state, version));
         }
         let (state, version, _) = self.catch_up::<D>(stream, state, version).await?;
         Ok((state, version))
+    }
+
+    /// Whether a state of `stream` at `version` is known to be current
+    /// without reading: this process's store is the writer and its last
+    /// commit left the stream at `version` (nobody else appends while it
+    /// is the writer; [`kiban_store::Store::writer_version`]). Elsewhere (an
+    /// API process, a standby) or for a stream the writer no longer
+    /// remembers, the store is read.
+    fn is_current(&self, stream: &StreamName, version: Version) -> bool {
+        self.store.writer_version(stream) == Some(version)
     }
 
     /// Folds what the store holds after `version` onto the cached `state`,
@@ -269,7 +281,7 @@ impl<S: EventStore> Engine<S> {
             // or a decision to record nothing would not, so they are made
             // again on the state caught up from the store.
             let recorded_something = matches!(&decision, Ok(events) if !events.is_empty());
-            if cached && !recorded_something {
+            if cached && !recorded_something && !self.is_current(stream, version) {
                 let moved;
                 (state, version, moved) = self.catch_up::<D>(stream, state, version).await?;
                 if moved {

@@ -1,6 +1,7 @@
 //! The writer's bounded cache of stream versions.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use kiban_events::{StreamName, Version};
 
@@ -59,6 +60,31 @@ impl VersionCache {
     pub fn clear(&mut self) {
         self.current.clear();
         self.previous.clear();
+    }
+}
+
+/// The writer's [`VersionCache`], shared with its [`crate::Store`] so that
+/// the engine of the writing process can tell a cached state is current
+/// without reading the stream ([`crate::Store::writer_version`]). A std
+/// mutex: it is held for one map operation, never across an `.await`.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedVersions(Arc<Mutex<VersionCache>>);
+
+impl SharedVersions {
+    pub fn new(capacity: usize) -> Self {
+        Self(Arc::new(Mutex::new(VersionCache::new(capacity))))
+    }
+
+    pub fn get(&self, stream: &StreamName) -> Option<Version> {
+        self.0.lock().expect("not poisoned").get(stream)
+    }
+
+    pub fn insert(&self, stream: StreamName, version: Version) {
+        self.0.lock().expect("not poisoned").insert(stream, version);
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().expect("not poisoned").clear();
     }
 }
 

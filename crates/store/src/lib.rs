@@ -150,6 +150,9 @@ pub trait EventStore: Send + Sync {
     /// See [`Store::head`].
     fn head(&self) -> impl Future<Output = Result<Head>> + Send;
 
+    /// See [`Store::writer_version`].
+    fn writer_version(&self, stream: &StreamName) -> Option<Version>;
+
     /// See [`Store::subscribe`].
     fn subscribe(&self, from: Position) -> Subscription;
 
@@ -190,6 +193,10 @@ impl EventStore for Store {
 
     fn head(&self) -> impl Future<Output = Result<Head>> + Send {
         Store::head(self)
+    }
+
+    fn writer_version(&self, stream: &StreamName) -> Option<Version> {
+        Store::writer_version(self, stream)
     }
 
     fn subscribe(&self, from: Position) -> Subscription {

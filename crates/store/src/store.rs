@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{RawEvent, Readers, WriterConnection, postgres, sqlite};
+use crate::cache::{STREAM_VERSION_CACHE_CAPACITY, SharedVersions};
 use crate::chain::{self, VerifyRange, VerifyReport};
 use crate::error::{Error, Result};
 use crate::scan::Scan;
@@ -246,6 +247,9 @@ struct Inner {
     head_sender: Arc<watch::Sender<Position>>,
     /// Filled by this store's writer after each commit; empty otherwise.
     tail: Arc<Tail>,
+    /// The writer task's stream versions (`None` when appends are
+    /// forwarded: no writer task here).
+    versions: Option<SharedVersions>,
     cancel: CancellationToken,
     /// The writer and head-follower tasks. A std mutex: it is only taken to
     /// push or move the handles out, never across an await.
@@ -370,6 +374,7 @@ impl Store {
                         head,
                         head_sender,
                         tail,
+                        versions: None,
                         cancel,
                         tasks: Mutex::new(Vec::new()),
                     }),
@@ -378,11 +383,13 @@ impl Store {
             WriterMode::Contend => None,
             WriterMode::Standby { poll } => Some(*poll),
         };
+        let versions = SharedVersions::new(STREAM_VERSION_CACHE_CAPACITY);
         let mut writer = Writer::new(
             connector,
             head_sender.clone(),
             tail.clone(),
             status_sender,
+            versions.clone(),
             options.batch_events_max,
             poll,
         );
@@ -400,6 +407,7 @@ impl Store {
                 head,
                 head_sender,
                 tail,
+                versions: Some(versions),
                 cancel,
                 tasks: Mutex::new(vec![writer_task]),
             }),
@@ -412,6 +420,26 @@ impl Store {
     /// moment it is no longer the writer (fencing) watches for `false`.
     pub fn writer_status(&self) -> watch::Receiver<bool> {
         self.inner.writer_status.clone()
+    }
+
+    /// The version of `stream` as this store's writer knows it, without
+    /// reading the database: `Some` only while this store holds the writer
+    /// role and its writer remembers the stream (a bounded cache of the
+    /// streams it recently wrote or looked up).
+    /// While this store is the writer nobody else appends (every other
+    /// process sends its appends here), so the answer is the version of
+    /// the last commit — what [`Store::read_stream`] would end at. The
+    /// engine uses it to skip reading a stream whose cached state is
+    /// already at that version (docs/store.md "Stream versions").
+    pub fn writer_version(&self, stream: &StreamName) -> Option<Version> {
+        let versions = self.inner.versions.as_ref()?;
+        if !*self.inner.writer_status.borrow() {
+            return None;
+        }
+        let version = versions.get(stream)?;
+        // The role may have been lost (and the cache cleared) between the
+        // two reads; only an answer given while still the writer counts.
+        (*self.inner.writer_status.borrow()).then_some(version)
     }
 
     /// Whether this store sends its appends to another process's writer.

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::WriterConnection;
-use crate::cache::{STREAM_VERSION_CACHE_CAPACITY, VersionCache};
+use crate::cache::SharedVersions;
 use crate::chain::{chain_hash, truncated_message};
 use crate::error::{Error, Result};
 use crate::store::{AppendResult, Connector};
@@ -83,7 +83,9 @@ pub(crate) struct Writer {
     /// Whether this task holds the writer role and `head` is loaded.
     ready: bool,
     head: (Position, Hash),
-    versions: VersionCache,
+    /// Shared with the [`crate::Store`], which reads it only while this
+    /// task holds the writer role (`status` is `true`).
+    versions: SharedVersions,
     head_watch: Arc<watch::Sender<Position>>,
     /// What this writer committed last, for in-process subscriptions.
     tail: Arc<Tail>,
@@ -102,6 +104,7 @@ impl Writer {
         head_watch: Arc<watch::Sender<Position>>,
         tail: Arc<Tail>,
         status: watch::Sender<bool>,
+        versions: SharedVersions,
         batch_events_max: usize,
         poll: Option<Duration>,
     ) -> Self {
@@ -110,7 +113,7 @@ impl Writer {
             connection: None,
             ready: false,
             head: (0, Hash::GENESIS),
-            versions: VersionCache::new(STREAM_VERSION_CACHE_CAPACITY),
+            versions,
             head_watch,
             tail,
             status,

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::handler::{IngestHandler, Unavailable, decide};
 use super::message::{Checked, IngestMessage, MSG_ID_HEADER, Receipt, check_message};
 use crate::error::{Error, Result};
-use crate::pipeline::{KeyedPipeline, group_by_key};
+use crate::pipeline::{KeyedGroup, KeyedPipeline, Turn, group_by_key};
 use crate::retry::{ingest_retry_delay, restart_until_cancelled};
 use crate::streams::ingest_consumer_from_oldest_unacknowledged;
 use crate::subjects::receipt_subject;
@@ -112,16 +112,15 @@ async fn pull_until_failure<H: IngestHandler>(
                     continue;
                 };
                 tracing::debug!(messages = batch.len(), "ingest batch pulled");
-                let (keys, groups, error) = group_batch(batch);
+                let (groups, error) = group_batch(batch);
                 failed = error;
-                pipeline.submit(keys, settle_batch(client, handler.as_ref(), groups));
+                pipeline.submit(groups, |groups| settle_batch(client, handler.as_ref(), groups));
             }
         }
     }
-    // Stopping (cancelled or failed): no new batch; a parked one never
-    // started and is delivered again; the running ones finish, so that
-    // nothing decided goes without its receipt.
-    pipeline.drop_waiting();
+    // Stopping (cancelled or failed): no new batch; the running ones
+    // finish, so that nothing decided goes without its receipt (a group
+    // behind one that failed is not decided: it is delivered again).
     while let Some(done) = pipeline.next_done().await {
         if let Err(error) = done {
             failed.get_or_insert(error);
@@ -153,7 +152,7 @@ async fn subscribe(context: &jetstream::Context) -> Result<ReadyChunks<pull::Str
 /// which the subscription is re-opened.
 fn group_batch(
     batch: Vec<std::result::Result<jetstream::Message, MessagesError>>,
-) -> (Vec<String>, Vec<Vec<Pulled>>, Option<Error>) {
+) -> (Vec<KeyedGroup<Pulled>>, Option<Error>) {
     let mut failed = None;
     let messages = batch.into_iter().filter_map(|item| {
         item.map_err(|error| failed = Some(Error::from_nats("pulling ingest messages", error)))
@@ -167,10 +166,10 @@ fn group_batch(
         );
         (message, checked)
     });
-    let (keys, groups) = group_by_key(checked, |(_, checked)| {
+    let groups = group_by_key(checked, |(_, checked)| {
         checked.as_ref().ok().map(IngestMessage::ordering_key)
     });
-    (keys, groups, failed)
+    (groups, failed)
 }
 
 /// Handles one batch's groups concurrently, publishes receipts, flushes
@@ -178,12 +177,12 @@ fn group_batch(
 async fn settle_batch<H: IngestHandler>(
     client: &async_nats::Client,
     handler: &H,
-    groups: Vec<Vec<Pulled>>,
+    groups: Vec<(Turn, Vec<Pulled>)>,
 ) -> Result<()> {
     let settled = futures::future::join_all(
         groups
             .into_iter()
-            .map(|group| handle_group(client, handler, group)),
+            .map(|(turn, group)| handle_group(client, handler, turn, group)),
     )
     .await;
     // The receipts must be at the server before any acknowledgement: a
@@ -215,8 +214,8 @@ async fn settle_batch<H: IngestHandler>(
         // and the failed ones unacknowledged, and the next subscription
         // delivers all of them first, in stream order
         // ([`ingest_consumer_from_oldest_unacknowledged`]), after a pause
-        // in which the store can recover. (A batch sharing a key with this
-        // one was parked, never started.)
+        // in which the store can recover. (A later batch's group of a
+        // failed key is not handled: its turn says so.)
         return Err(Error::Unavailable(
             "the ingest handler is unavailable".to_owned(),
         ));
@@ -224,16 +223,19 @@ async fn settle_batch<H: IngestHandler>(
     Ok(())
 }
 
-/// Handles one ordering key's messages in order. After a transient failure
-/// the rest of the group is not handled (it would be out of order) and is
-/// delivered again with the failed one.
+/// Handles one ordering key's messages in order, once the same key's group
+/// of an earlier batch has been handled (its [`Turn`]). After a transient
+/// failure the rest of the group is not handled (it would be out of order)
+/// and is delivered again with the failed one; so is the whole group when
+/// the earlier one failed.
 async fn handle_group<H: IngestHandler>(
     client: &async_nats::Client,
     handler: &H,
+    mut turn: Turn,
     group: Vec<Pulled>,
 ) -> Vec<(jetstream::Message, Settle)> {
     let mut settled = Vec::with_capacity(group.len());
-    let mut blocked = false;
+    let mut blocked = !turn.wait_for_previous().await;
     for (message, checked) in group {
         if blocked {
             settled.push((message, Settle::Retry));
@@ -259,6 +261,9 @@ async fn handle_group<H: IngestHandler>(
         };
         settled.push((message, settle));
     }
+    // Its receipts are in the connection's buffer ahead of anything the
+    // next group of this key publishes.
+    turn.finish(!blocked);
     settled
 }
 

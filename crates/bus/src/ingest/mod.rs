@@ -21,7 +21,8 @@
 //!   handled one after the other in stream order; different people in one
 //!   batch concurrently, and up to
 //!   [`INGEST_BATCHES_IN_FLIGHT_MAX`](crate::pipeline::INGEST_BATCHES_IN_FLIGHT_MAX)
-//!   batches at once when they share no ordering key ([`crate::pipeline`]).
+//!   batches at once, a person's group in a later batch handled after the
+//!   same person's group in an earlier one ([`crate::pipeline`]).
 //! - Redelivered and re-sent messages are harmless: the handler is
 //!   idempotent by event id and answers with the same receipt again.
 //!
