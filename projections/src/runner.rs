@@ -188,19 +188,7 @@ impl Projections {
     /// projection's fresh generation, and each new generation is swapped in
     /// when the pass reaches the head. Returns that position.
     pub async fn rebuild_all(&self) -> Result<Position> {
-        let projections: Vec<&dyn Projection> = self
-            .inner
-            .entries
-            .iter()
-            .map(|entry| entry.projection.as_ref())
-            .collect();
-        rebuild_many(
-            &self.inner.db,
-            &self.inner.store,
-            &projections,
-            REBUILD_BATCH_EVENTS,
-        )
-        .await
+        self.rebuild_all_in_batches_of(REBUILD_BATCH_EVENTS).await
     }
 
     /// [`Projections::rebuild_all`] in batches of `events` events instead
