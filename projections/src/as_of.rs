@@ -12,7 +12,7 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::projection::{Event, Projection};
 use crate::read::ReadModels;
-use crate::runner::{Target, apply_batch, make_first_generation};
+use crate::runner::{Target, Writer, make_first_generation};
 
 /// Read models built from positions `1..=to` only, in their own temporary
 /// database (dropped with the value).
@@ -36,13 +36,9 @@ impl ReadModelsAsOf {
         let mut targets = Vec::with_capacity(projections.len());
         for projection in projections {
             make_first_generation(&db, projection.as_ref()).await?;
-            targets.push(Target {
-                projection: projection.as_ref(),
-                generation: 1,
-                checkpoint: 0,
-                written: None,
-            });
+            targets.push(Target::new(projection.as_ref(), 1, 0, None));
         }
+        let mut writer = Writer::new(&db, targets, false);
         let mut position = 0;
         while position < to {
             let want =
@@ -51,7 +47,11 @@ impl ReadModelsAsOf {
             let Some(last) = page.last() else { break };
             let last = last.position;
             let events: Vec<Event> = page.into_iter().map(Event::decode).collect();
-            apply_batch(&db, &mut targets, &events, false).await?;
+            writer.push(&events).await?;
+            // One batch at a time: the connections of an in-memory SQLite
+            // database share one cache, where a read beside a write in
+            // flight fails (SQLITE_LOCKED) instead of waiting.
+            writer.finish().await?;
             position = last;
         }
         Ok(Self {

@@ -46,6 +46,10 @@ pub const POOL_ACQUIRE_TIMEOUT_MS: u64 = 10_000;
 /// store's writer holds it only for one group commit.
 pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 
+/// Page cache of each read-model connection on SQLite, in KiB
+/// (`PRAGMA cache_size = -16384`): room for the pages one batch changes.
+pub const SQLITE_CACHE_KIB: u32 = 16_384;
+
 /// A pool on the store's database. `kiban-store` does not share its pool,
 /// so the read models open their own from the same URL.
 #[derive(Debug, Clone)]
@@ -129,6 +133,12 @@ impl Db {
                 // machine, and so with this process: the runner starts again
                 // from the checkpoint in the file, never from one it holds.
                 .synchronous(SqliteSynchronous::Normal)
+                // A batch's changed pages stay in the connection's cache
+                // until it commits (the default 2 MiB made SQLite spill them
+                // to the WAL mid-transaction and read them back: ~15 % of a
+                // rebuild's samples, docs/benchmarks.md "Rebuild at the
+                // store's speed"). Filled only as far as a connection uses it.
+                .pragma("cache_size", format!("-{}", SQLITE_CACHE_KIB))
                 .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS));
             PerBackend::Sqlite(
                 SqlitePoolOptions::new()
@@ -172,18 +182,27 @@ impl Db {
     /// times in the batch is written once). With `written` (a rebuild into
     /// a fresh generation), a key never written to the generation needs no
     /// lookup.
+    ///
+    /// `carried` is what the previous batch of the same generation wrote
+    /// ([`Tx::into_writes`]): its documents (as values, nothing to read or
+    /// parse) and its index changes. The previous batch's commit may still
+    /// be running while this batch folds (runner.rs, `Writer`), so what it
+    /// wrote is taken from `carried`, not from the database; everything
+    /// older has committed.
     pub(crate) fn batch(
         &self,
         projection: &'static str,
         generation: i64,
         written: Option<Arc<Mutex<KeyFilter>>>,
+        carried: Carry,
     ) -> Tx {
         Tx {
             pool: self.pool.clone(),
             projection,
             generation,
-            docs: HashMap::new(),
+            docs: carried.docs,
             index: HashMap::new(),
+            carried_index: carried.index,
             written,
         }
     }
@@ -451,13 +470,37 @@ pub struct Tx {
     pool: DbPool,
     projection: &'static str,
     generation: i64,
-    /// Documents read or written in this batch.
+    /// Documents read or written in this batch, and those the previous
+    /// batch wrote ([`Carry`]).
     docs: HashMap<String, Slot>,
     /// Index entries changed in this batch: present or removed (the last
     /// change wins).
-    index: HashMap<(String, String, String), bool>,
+    index: HashMap<IndexEntry, bool>,
+    /// The index changes of the previous batch, whose commit may still be
+    /// running: read under this batch's own changes, never written again.
+    carried_index: HashMap<IndexEntry, bool>,
     /// Set during a rebuild: the keys ever written to the generation.
     written: Option<Arc<Mutex<KeyFilter>>>,
+}
+
+/// An index entry: index name (a projection's constant), index key,
+/// document key.
+type IndexEntry = (&'static str, String, String);
+
+/// An index entry's key in a rebuild's [`KeyFilter`], beside the document
+/// keys (were two to collide, the filter would only answer "maybe" more
+/// often: one needless `DELETE`, never a missed one).
+fn index_filter_key((name, key, doc): &IndexEntry) -> String {
+    format!("{name}\0{key}\0{doc}")
+}
+
+/// What a batch hands to the next batch of the same generation: the
+/// documents it wrote, as values (clean: written by its own commit), and its
+/// index changes. Bounded by what one batch touches.
+#[derive(Default)]
+pub(crate) struct Carry {
+    docs: HashMap<String, Slot>,
+    index: HashMap<IndexEntry, bool>,
 }
 
 /// What a batch knows of one document.
@@ -595,7 +638,11 @@ impl Tx {
 
     /// The document keys filed under `index_key` of `index_name`, in order,
     /// with this batch's own changes.
-    pub async fn index_keys(&mut self, index_name: &str, index_key: &str) -> Result<Vec<String>> {
+    pub async fn index_keys(
+        &mut self,
+        index_name: &'static str,
+        index_key: &str,
+    ) -> Result<Vec<String>> {
         let sql = "SELECT doc_key FROM projection_index
             WHERE projection = $1 AND generation = $2 AND index_name = $3 AND index_key = $4
             ORDER BY doc_key";
@@ -608,12 +655,16 @@ impl Tx {
             .fetch_all(pool)
             .await)?;
         let mut keys: std::collections::BTreeSet<String> = stored.into_iter().collect();
-        for ((name, key, doc), present) in &self.index {
-            if name == index_name && key == index_key {
-                if *present {
-                    keys.insert(doc.clone());
-                } else {
-                    keys.remove(doc);
+        // The previous batch's changes (perhaps not committed yet), then
+        // this batch's own.
+        for changes in [&self.carried_index, &self.index] {
+            for ((name, key, doc), present) in changes {
+                if *name == index_name && key == index_key {
+                    if *present {
+                        keys.insert(doc.clone());
+                    } else {
+                        keys.remove(doc);
+                    }
                 }
             }
         }
@@ -642,7 +693,12 @@ impl Tx {
     }
 
     /// Files `doc_key` under `index_key` of `index_name` (idempotent).
-    pub async fn index(&mut self, index_name: &str, index_key: &str, doc_key: &str) -> Result<()> {
+    pub async fn index(
+        &mut self,
+        index_name: &'static str,
+        index_key: &str,
+        doc_key: &str,
+    ) -> Result<()> {
         self.index_entry(index_name, index_key, doc_key, true);
         Ok(())
     }
@@ -650,7 +706,7 @@ impl Tx {
     /// Removes `doc_key` from `index_key` of `index_name` (idempotent).
     pub async fn unindex(
         &mut self,
-        index_name: &str,
+        index_name: &'static str,
         index_key: &str,
         doc_key: &str,
     ) -> Result<()> {
@@ -658,26 +714,43 @@ impl Tx {
         Ok(())
     }
 
-    fn index_entry(&mut self, index_name: &str, index_key: &str, doc_key: &str, present: bool) {
-        self.index.insert(
-            (
-                index_name.to_owned(),
-                index_key.to_owned(),
-                doc_key.to_owned(),
-            ),
-            present,
-        );
+    fn index_entry(
+        &mut self,
+        index_name: &'static str,
+        index_key: &str,
+        doc_key: &str,
+        present: bool,
+    ) {
+        let entry = (index_name, index_key.to_owned(), doc_key.to_owned());
+        if !present
+            && let Some(written) = &self.written
+            && !written
+                .lock()
+                .expect("not poisoned")
+                .may_contain(&index_filter_key(&entry))
+        {
+            // A rebuild: no earlier batch wrote this entry to the fresh
+            // generation, so there is nothing to delete; only an addition
+            // by this batch (if any) is undone.
+            self.index.remove(&entry);
+            return;
+        }
+        self.index.insert(entry, present);
     }
 
-    /// What the batch writes, with the checkpoint it reaches: documents
-    /// serialised once each.
-    pub(crate) fn into_writes(self, checkpoint: Position) -> Result<Writes> {
+    /// What the batch writes, with the checkpoint it reaches (documents
+    /// serialised once each), and what the next batch of the generation
+    /// starts from ([`Carry`]).
+    pub(crate) fn into_writes(self, checkpoint: Position) -> Result<(Writes, Carry)> {
         let mut documents = Vec::new();
+        let mut carried = HashMap::new();
         for (key, slot) in self.docs {
-            if let Slot::Value(cached) = slot
+            if let Slot::Value(mut cached) = slot
                 && cached.dirty
             {
                 let json = (cached.to_json)(cached.value.as_ref(), &key)?;
+                cached.dirty = false;
+                carried.insert(key.clone(), Slot::Value(cached));
                 documents.push((key, json));
             }
         }
@@ -685,23 +758,34 @@ impl Tx {
         // could not deadlock, and statements are reproducible.
         documents.sort_unstable();
         let (mut added, mut removed): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
-        for (entry, present) in self.index {
+        for (entry, &present) in &self.index {
             if present {
-                added.push(entry);
+                added.push(entry.clone());
             } else {
-                removed.push(entry);
+                removed.push(entry.clone());
             }
         }
         added.sort_unstable();
         removed.sort_unstable();
-        Ok(Writes {
+        if let Some(written) = &self.written {
+            let mut written = written.lock().expect("not poisoned");
+            for entry in &added {
+                written.insert(&index_filter_key(entry));
+            }
+        }
+        let writes = Writes {
             projection: self.projection,
             generation: self.generation,
             checkpoint,
             documents,
             added,
             removed,
-        })
+        };
+        let carry = Carry {
+            docs: carried,
+            index: self.index,
+        };
+        Ok((writes, carry))
     }
 }
 
@@ -712,8 +796,8 @@ pub(crate) struct Writes {
     /// The position the generation's checkpoint moves to.
     pub(crate) checkpoint: Position,
     documents: Vec<(String, String)>,
-    added: Vec<(String, String, String)>,
-    removed: Vec<(String, String, String)>,
+    added: Vec<IndexEntry>,
+    removed: Vec<IndexEntry>,
 }
 
 impl Writes {
@@ -802,98 +886,137 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Writes one batch's documents and index changes: multi-row
-    /// statements of at most [`FLUSH_ROWS`] rows each.
+    /// Writes one batch's documents and index changes. PostgreSQL: one
+    /// statement per kind of change (up to [`FLUSH_ROWS_POSTGRES`] rows),
+    /// the rows passed as one array per column and expanded by `unnest`,
+    /// so the statement has five parameters whatever the batch's size and
+    /// is prepared once per connection. SQLite (no arrays): multi-row
+    /// statements of at most [`FLUSH_ROWS`] rows with `?` parameters.
     async fn flush(&mut self, writes: Writes) -> Result<()> {
         let (projection, generation) = (self.projection, self.generation);
-        let numbered = matches!(self.inner, PerBackend::Postgres(_));
-        for chunk in writes.documents.chunks(FLUSH_ROWS) {
-            let sql = format!(
-                "INSERT INTO projection_documents (projection, generation, doc_key, json) VALUES {}
-                ON CONFLICT (projection, generation, doc_key) DO UPDATE SET json = excluded.json",
-                placeholders(chunk.len(), 4, numbered)
-            );
-            both!(&mut self.inner, tx => {
-                // Only full chunks keep a prepared statement: the last one's
-                // size differs every batch, and hundreds of cached
-                // thousand-parameter statements would hold ~100 MiB.
-                let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
-                for (key, json) in chunk {
-                    query = query.bind(projection).bind(generation).bind(key).bind(json);
+        match &mut self.inner {
+            PerBackend::Postgres(tx) => {
+                for chunk in writes.documents.chunks(FLUSH_ROWS_POSTGRES) {
+                    let (keys, jsons): (Vec<&str>, Vec<&str>) = chunk
+                        .iter()
+                        .map(|(key, json)| (key.as_str(), json.as_str()))
+                        .unzip();
+                    sqlx::query(UPSERT_DOCUMENTS_POSTGRES)
+                        .bind(projection)
+                        .bind(generation)
+                        .bind(keys)
+                        .bind(jsons)
+                        .execute(&mut **tx)
+                        .await?;
                 }
-                query.execute(&mut **tx).await.map(|_| ())
-            })?;
-        }
-        self.index_rows(&writes.added, |values| {
-            format!(
-                "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
-                VALUES {values} ON CONFLICT DO NOTHING"
-            )
-        })
-        .await?;
-        self.index_rows(&writes.removed, |values| {
-            format!(
-                "DELETE FROM projection_index
-                WHERE (projection, generation, index_name, index_key, doc_key) IN (VALUES {values})"
-            )
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// Runs the statement `sql(values)` for each chunk of at most
-    /// [`FLUSH_ROWS`] index rows, `values` being the chunk's row
-    /// placeholders (projection, generation, index name, key, document).
-    async fn index_rows(
-        &mut self,
-        rows: &[(String, String, String)],
-        sql: impl Fn(&str) -> String,
-    ) -> Result<()> {
-        let (projection, generation) = (self.projection, self.generation);
-        let numbered = matches!(self.inner, PerBackend::Postgres(_));
-        for chunk in rows.chunks(FLUSH_ROWS) {
-            let sql = sql(&placeholders(chunk.len(), 5, numbered));
-            both!(&mut self.inner, tx => {
-                let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
-                for (name, key, doc) in chunk {
-                    query = query.bind(projection).bind(generation).bind(name).bind(key).bind(doc);
+                for (rows, sql) in [
+                    (&writes.added, ADD_INDEX_POSTGRES),
+                    (&writes.removed, REMOVE_INDEX_POSTGRES),
+                ] {
+                    for chunk in rows.chunks(FLUSH_ROWS_POSTGRES) {
+                        let mut columns: [Vec<&str>; 3] =
+                            std::array::from_fn(|_| Vec::with_capacity(chunk.len()));
+                        for (name, key, doc) in chunk {
+                            columns[0].push(name);
+                            columns[1].push(key);
+                            columns[2].push(doc);
+                        }
+                        let [names, keys, docs] = columns;
+                        sqlx::query(sql)
+                            .bind(projection)
+                            .bind(generation)
+                            .bind(names)
+                            .bind(keys)
+                            .bind(docs)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
                 }
-                query.execute(&mut **tx).await.map(|_| ())
-            })?;
+            }
+            PerBackend::Sqlite(tx) => {
+                for chunk in writes.documents.chunks(FLUSH_ROWS) {
+                    let sql = format!(
+                        "INSERT INTO projection_documents (projection, generation, doc_key, json)
+                        VALUES {} ON CONFLICT (projection, generation, doc_key)
+                        DO UPDATE SET json = excluded.json",
+                        placeholders(chunk.len(), 4)
+                    );
+                    // Only full chunks keep a prepared statement: the last
+                    // one's size differs every batch, and hundreds of cached
+                    // thousand-parameter statements would hold ~100 MiB.
+                    let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
+                    for (key, json) in chunk {
+                        query = query.bind(projection).bind(generation).bind(key).bind(json);
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+                for (rows, sql) in [
+                    (
+                        &writes.added,
+                        "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
+                        VALUES {values} ON CONFLICT DO NOTHING",
+                    ),
+                    (
+                        &writes.removed,
+                        "DELETE FROM projection_index
+                        WHERE (projection, generation, index_name, index_key, doc_key) IN (VALUES {values})",
+                    ),
+                ] {
+                    for chunk in rows.chunks(FLUSH_ROWS) {
+                        let sql = sql.replace("{values}", &placeholders(chunk.len(), 5));
+                        let mut query = sqlx::query(&sql).persistent(chunk.len() == FLUSH_ROWS);
+                        for (name, key, doc) in chunk {
+                            query = query
+                                .bind(projection)
+                                .bind(generation)
+                                .bind(*name)
+                                .bind(key)
+                                .bind(doc);
+                        }
+                        query.execute(&mut **tx).await?;
+                    }
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// Rows per statement when a batch is written (and keys per prefetch
-/// query): 5 parameters a
-/// row stays far below both databases' limits (SQLite 32,766, PostgreSQL
-/// 65,535).
+/// A batch's documents (PostgreSQL): one array per column, one row per
+/// element. A batch holds each document once, so no row is affected twice.
+const UPSERT_DOCUMENTS_POSTGRES: &str =
+    "INSERT INTO projection_documents (projection, generation, doc_key, json)
+    SELECT $1, $2, doc_key, json FROM unnest($3::text[], $4::text[]) AS rows (doc_key, json)
+    ON CONFLICT (projection, generation, doc_key) DO UPDATE SET json = excluded.json";
+
+/// A batch's new index entries (PostgreSQL), as [`UPSERT_DOCUMENTS_POSTGRES`].
+const ADD_INDEX_POSTGRES: &str =
+    "INSERT INTO projection_index (projection, generation, index_name, index_key, doc_key)
+    SELECT $1, $2, index_name, index_key, doc_key
+    FROM unnest($3::text[], $4::text[], $5::text[]) AS rows (index_name, index_key, doc_key)
+    ON CONFLICT DO NOTHING";
+
+/// A batch's removed index entries (PostgreSQL).
+const REMOVE_INDEX_POSTGRES: &str = "DELETE FROM projection_index
+    WHERE projection = $1 AND generation = $2
+    AND (index_name, index_key, doc_key) IN
+        (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]))";
+
+/// Rows per statement when a batch is written on SQLite (and keys per
+/// prefetch query): 5 parameters a row stays far below SQLite's limit
+/// (32,766).
 const FLUSH_ROWS: usize = 1_000;
 
-/// `($1, $2, …), (…), …` (PostgreSQL) or `(?, ?, …), (…), …` (SQLite,
+/// Rows per statement when a batch is written on PostgreSQL (arrays: one
+/// parameter per column, whatever the count; this bounds one message).
+const FLUSH_ROWS_POSTGRES: usize = 10_000;
+
+/// `(?, ?, …), (…), …`: `rows` tuples of `columns` parameters (SQLite,
 /// where thousands of named `$n` parameters make a statement slow to
-/// prepare): `rows` tuples of `columns` parameters.
-fn placeholders(rows: usize, columns: usize, numbered: bool) -> String {
-    let mut sql = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            if numbered {
-                sql.push_str(&format!("${}", row * columns + column + 1));
-            } else {
-                sql.push('?');
-            }
-        }
-        sql.push(')');
-    }
-    sql
+/// prepare).
+fn placeholders(rows: usize, columns: usize) -> String {
+    let tuple = format!("({})", vec!["?"; columns].join(", "));
+    vec![tuple; rows].join(", ")
 }
 
 fn to_json<T: Serialize>(doc_key: &str, document: &T) -> Result<String> {

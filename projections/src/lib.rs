@@ -59,7 +59,7 @@ mod runner;
 pub use as_of::ReadModelsAsOf;
 pub use db::{
     ANALYZE_AFTER_ROWS, Db, POOL_ACQUIRE_TIMEOUT_MS, PREFETCH_POSTGRES, READ_MODEL_CONNECTIONS,
-    SQLITE_BUSY_TIMEOUT_MS, Tx,
+    SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB, Tx,
 };
 pub use error::{Error, Result};
 pub use follower::FOLLOW_POLL_MS;

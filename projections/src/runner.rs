@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use kiban_events::Position;
 use kiban_store::{SUBSCRIPTION_PAGE_EVENTS, Store};
 
-use crate::db::{Db, KeyFilter, Writes};
+use crate::db::{Carry, Db, KeyFilter, Writes};
 use crate::error::{Error, Result};
 use crate::projection::{Event, Projection};
 
@@ -188,13 +188,27 @@ impl Projections {
     /// projection's fresh generation, and each new generation is swapped in
     /// when the pass reaches the head. Returns that position.
     pub async fn rebuild_all(&self) -> Result<Position> {
+        self.rebuild_all_in_batches_of(REBUILD_BATCH_EVENTS).await
+    }
+
+    /// [`Projections::rebuild_all`] in batches of `events` events instead
+    /// of [`REBUILD_BATCH_EVENTS`] (tests: many batch boundaries, each
+    /// batch folded while the one before commits).
+    #[doc(hidden)]
+    pub async fn rebuild_all_in_batches_of(&self, events: usize) -> Result<Position> {
         let projections: Vec<&dyn Projection> = self
             .inner
             .entries
             .iter()
             .map(|entry| entry.projection.as_ref())
             .collect();
-        rebuild_many(&self.inner.db, &self.inner.store, &projections).await
+        rebuild_many(
+            &self.inner.db,
+            &self.inner.store,
+            &projections,
+            events.max(1),
+        )
+        .await
     }
 
     /// Stops the runner at its next safe point (between batches) and waits
@@ -227,26 +241,32 @@ pub(crate) async fn make_first_generation(db: &Db, projection: &dyn Projection) 
 }
 
 async fn rebuild(db: &Db, store: &Store, projection: &dyn Projection) -> Result<Position> {
-    rebuild_many(db, store, &[projection]).await
+    rebuild_many(db, store, &[projection], REBUILD_BATCH_EVENTS).await
 }
 
-/// Rebuilds `projections` into fresh generations in one pass over the store
-/// and swaps each in at the end.
-async fn rebuild_many(db: &Db, store: &Store, projections: &[&dyn Projection]) -> Result<Position> {
+/// Rebuilds `projections` into fresh generations in one pass over the store,
+/// `batch_events` events per batch, and swaps each in at the end.
+async fn rebuild_many(
+    db: &Db,
+    store: &Store,
+    projections: &[&dyn Projection],
+    batch_events: usize,
+) -> Result<Position> {
     let mut targets = Vec::with_capacity(projections.len());
     for projection in projections {
         let name = projection.name();
         let live = db.live(name).await?.map_or(0, |(generation, _)| generation);
         let generation = db.last_generation(name).await?.max(live) + 1;
-        targets.push(Target {
-            projection: *projection,
+        targets.push(Target::new(
+            *projection,
             generation,
-            checkpoint: 0,
-            written: Some(Arc::new(Mutex::new(KeyFilter::default()))),
-        });
+            0,
+            Some(Arc::new(Mutex::new(KeyFilter::default()))),
+        ));
     }
+    let mut writer = Writer::new(db, targets, false);
     let mut position: Position = 0;
-    let mut batch = Vec::with_capacity(REBUILD_BATCH_EVENTS);
+    let mut batch = Vec::with_capacity(batch_events);
     // Up to the head as it is when each pass starts; events appended during
     // a pass are picked up by the next one, until a pass finds none.
     loop {
@@ -254,20 +274,23 @@ async fn rebuild_many(db: &Db, store: &Store, projections: &[&dyn Projection]) -
         if head <= position {
             break;
         }
-        let mut events = store.read_range(position + 1, head);
-        while let Some(events) = events.next().await {
-            batch.extend(events?.into_iter().map(Event::decode));
-            if batch.len() >= REBUILD_BATCH_EVENTS {
-                position = apply_rebuild_batch(db, &mut targets, &batch).await?;
-                batch.clear();
+        let mut pages = decoded_pages(store, position + 1, head);
+        while let Some(page) = pages.recv().await {
+            for event in page? {
+                batch.push(event);
+                if batch.len() >= batch_events {
+                    writer.push(&batch).await?;
+                    batch.clear();
+                }
             }
         }
         if !batch.is_empty() {
-            position = apply_rebuild_batch(db, &mut targets, &batch).await?;
+            writer.push(&batch).await?;
             batch.clear();
         }
+        position = writer.finish().await?.expect("a rebuild is not live");
     }
-    for target in &targets {
+    for target in &writer.targets {
         let name = target.projection.name();
         let mut tx = db.begin(name, target.generation).await?;
         tx.lock_live().await?;
@@ -284,76 +307,185 @@ async fn rebuild_many(db: &Db, store: &Store, projections: &[&dyn Projection]) -
     Ok(position)
 }
 
-async fn apply_rebuild_batch(
-    db: &Db,
-    targets: &mut [Target<'_>],
-    events: &[Event],
-) -> Result<Position> {
-    match apply_batch(db, targets, events, false).await? {
-        Batch::Applied => Ok(events.last().map_or(0, Event::position)),
-        Batch::NotLive => unreachable!("a rebuild batch does not check the live generation"),
-    }
+/// Pages of `from..=to` read and decoded ([`Event::decode`]) by a task of
+/// their own, a few pages ahead of the batches that fold them.
+fn decoded_pages(
+    store: &Store,
+    from: Position,
+    to: Position,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<Event>>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(DECODED_PAGES_AHEAD);
+    let mut pages = store.read_range(from, to);
+    tokio::spawn(async move {
+        while let Some(page) = pages.next().await {
+            let page = page
+                .map(|events| events.into_iter().map(Event::decode).collect())
+                .map_err(Error::from);
+            let failed = page.is_err();
+            if sender.send(page).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    receiver
 }
+
+/// Pages a rebuild reads and decodes ahead of the batch being folded.
+const DECODED_PAGES_AHEAD: usize = 4;
 
 /// One generation a batch is applied to.
 pub(crate) struct Target<'a> {
     pub(crate) projection: &'a dyn Projection,
     pub(crate) generation: i64,
-    /// The last position applied to it: events at or below are skipped.
+    /// The last position folded into it: events at or below are skipped.
     pub(crate) checkpoint: Position,
+    /// The last position committed to it (≤ `checkpoint`).
+    pub(crate) committed: Position,
     /// A rebuild's record of the keys written to the fresh generation.
     pub(crate) written: Option<Arc<Mutex<KeyFilter>>>,
+    /// What the last batch folded into it wrote, for the next one.
+    carry: Carry,
 }
 
-pub(crate) enum Batch {
-    Applied,
-    NotLive,
+impl<'a> Target<'a> {
+    pub(crate) fn new(
+        projection: &'a dyn Projection,
+        generation: i64,
+        checkpoint: Position,
+        written: Option<Arc<Mutex<KeyFilter>>>,
+    ) -> Target<'a> {
+        Target {
+            projection,
+            generation,
+            checkpoint,
+            committed: checkpoint,
+            written,
+            carry: Carry::default(),
+        }
+    }
 }
 
-/// Applies `events` (decoded once) to every target — each only the events
-/// past its checkpoint — and moves the targets' checkpoints, in one
-/// transaction. Each projection first reads the documents the batch needs
-/// in one query, then folds the events in memory; the transaction only
-/// writes. With `require_live`, writes nothing (and says so) when a
-/// target's generation is no longer the served one; otherwise (and on
-/// success) each target's `checkpoint` is the batch's last position.
-pub(crate) async fn apply_batch(
-    db: &Db,
-    targets: &mut [Target<'_>],
-    events: &[Event],
+/// The batched writer of the runner, of rebuilds and of the read models at
+/// an earlier position: folds each batch (decoded once) into every target,
+/// then commits its writes and checkpoints in one transaction **in the
+/// background** while the next batch is read and folded — at most one
+/// commit in flight, each waited for before the next starts, so commits
+/// stay in position order. The next batch reads what the one in flight
+/// wrote from the writer's memory (`Carry`), never from the database.
+pub(crate) struct Writer<'a> {
+    db: Db,
+    pub(crate) targets: Vec<Target<'a>>,
     require_live: bool,
-) -> Result<Batch> {
-    let Some(last) = events.last().map(Event::position) else {
-        return Ok(Batch::Applied);
-    };
-    for pair in events.windows(2) {
-        assert_eq!(
-            pair[1].position(),
-            pair[0].position() + 1,
-            "the store yields gapless positions"
-        );
-    }
-    let folds = targets
-        .iter()
-        .filter(|target| target.checkpoint < last)
-        .map(|target| {
-            let skip = events.partition_point(|event| event.position() <= target.checkpoint);
-            fold(db, target, &events[skip..], last)
-        });
-    let writes = futures::future::try_join_all(folds).await?;
-    if !db.commit(writes, require_live).await? {
-        return Ok(Batch::NotLive);
-    }
-    for target in targets.iter_mut() {
-        target.checkpoint = target.checkpoint.max(last);
-    }
-    Ok(Batch::Applied)
+    /// The commit running in the background and the position it reaches.
+    in_flight: Option<(JoinHandle<Result<bool>>, Position)>,
+    /// The last position of the last batch committed (0 before any).
+    committed: Position,
 }
 
-/// Applies `events` to one target's generation in memory.
-async fn fold(db: &Db, target: &Target<'_>, events: &[Event], last: Position) -> Result<Writes> {
-    let projection = target.projection;
-    let mut tx = db.batch(projection.name(), target.generation, target.written.clone());
+impl<'a> Writer<'a> {
+    /// With `require_live`, a commit first checks that each generation it
+    /// writes is still the served one (the live runner).
+    pub(crate) fn new(db: &Db, targets: Vec<Target<'a>>, require_live: bool) -> Writer<'a> {
+        Writer {
+            db: db.clone(),
+            targets,
+            require_live,
+            in_flight: None,
+            committed: 0,
+        }
+    }
+
+    /// Folds `events` (each target only those past its checkpoint), waits
+    /// for the previous batch's commit and starts this one's. `Ok(false)`
+    /// when the previous commit found a generation no longer served (this
+    /// batch is then dropped).
+    pub(crate) async fn push(&mut self, events: &[Event]) -> Result<bool> {
+        let Some(last) = events.last().map(Event::position) else {
+            return Ok(true);
+        };
+        for pair in events.windows(2) {
+            assert_eq!(
+                pair[1].position(),
+                pair[0].position() + 1,
+                "the store yields gapless positions"
+            );
+        }
+        let db = &self.db;
+        let folds = self
+            .targets
+            .iter_mut()
+            .filter(|target| target.checkpoint < last)
+            .map(|target| {
+                let skip = events.partition_point(|event| event.position() <= target.checkpoint);
+                let carried = std::mem::take(&mut target.carry);
+                fold(
+                    db,
+                    target.projection,
+                    target.generation,
+                    target.written.clone(),
+                    carried,
+                    &events[skip..],
+                    last,
+                )
+            });
+        let folded = futures::future::try_join_all(folds).await?;
+        let mut writes = Vec::with_capacity(folded.len());
+        let mut folded = folded.into_iter();
+        for target in self
+            .targets
+            .iter_mut()
+            .filter(|target| target.checkpoint < last)
+        {
+            let (batch, carry) = folded.next().expect("one fold per target");
+            target.carry = carry;
+            target.checkpoint = last;
+            writes.push(batch);
+        }
+        if self.finish().await?.is_none() {
+            return Ok(false);
+        }
+        let (db, require_live) = (self.db.clone(), self.require_live);
+        let commit = tokio::spawn(async move { db.commit(writes, require_live).await });
+        self.in_flight = Some((commit, last));
+        Ok(true)
+    }
+
+    /// Waits for the commit in flight, if any: the last position of the
+    /// last batch committed, or `None` when the commit found a generation
+    /// no longer served (nothing of it was written).
+    pub(crate) async fn finish(&mut self) -> Result<Option<Position>> {
+        if let Some((commit, last)) = self.in_flight.take() {
+            let live = commit.await.map_err(|error| {
+                Error::Invalid(format!("a read-model commit panicked: {error}"))
+            })??;
+            if !live {
+                return Ok(None);
+            }
+            for target in &mut self.targets {
+                target.committed = target.committed.max(last);
+            }
+            self.committed = last;
+        }
+        Ok(Some(self.committed))
+    }
+
+    /// Whether a commit is running in the background.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+}
+
+/// Applies `events` to one generation in memory.
+async fn fold(
+    db: &Db,
+    projection: &dyn Projection,
+    generation: i64,
+    written: Option<Arc<Mutex<KeyFilter>>>,
+    carried: Carry,
+    events: &[Event],
+    last: Position,
+) -> Result<(Writes, Carry)> {
+    let mut tx = db.batch(projection.name(), generation, written, carried);
     let mut keys = Vec::new();
     for event in events {
         projection.prefetch(event, &mut keys);
@@ -401,18 +533,39 @@ impl Runner {
             })?;
             let checkpoint = self.db.checkpoint(name, generation).await?;
             entry.checkpoint.send_replace(checkpoint);
-            targets.push(Target {
-                projection: entry.projection.as_ref(),
+            targets.push(Target::new(
+                entry.projection.as_ref(),
                 generation,
                 checkpoint,
-                written: None,
-            });
+                None,
+            ));
         }
         let Some(from) = targets.iter().map(|target| target.checkpoint).min() else {
             // No projections: nothing to follow.
             self.cancel.cancelled().await;
             return Ok(());
         };
+        let mut writer = Writer::new(&self.db, targets, true);
+        let followed = self.follow_with(&mut writer, from).await;
+        // A commit still in flight (cancelled, or a failure reading the
+        // store) is waited for: `stop` returns with nothing running.
+        let finished = writer.finish().await;
+        self.publish(&writer);
+        followed.and(finished.map(|_| ()))
+    }
+
+    /// Moves each projection's watched checkpoint to what has committed.
+    fn publish(&self, writer: &Writer<'_>) {
+        for (entry, target) in self.entries.iter().zip(&writer.targets) {
+            entry.checkpoint.send_if_modified(|checkpoint| {
+                let moved = *checkpoint != target.committed;
+                *checkpoint = target.committed;
+                moved
+            });
+        }
+    }
+
+    async fn follow_with(&self, writer: &mut Writer<'_>, from: Position) -> Result<()> {
         let mut events = self
             .store
             .subscribe(from + 1)
@@ -423,11 +576,29 @@ impl Runner {
             // The first chunk as soon as there is one; more only while the
             // chunks are whole pages (the store is ahead) and quick to come.
             let mut gathering = false;
+            let mut behind = false;
             loop {
                 let next = if gathering {
                     let wait = Duration::from_millis(GATHER_WAIT_MS);
                     tokio::select! {
                         chunk = tokio::time::timeout(wait, events.next()) => chunk.ok(),
+                        () = self.cancel.cancelled() => return Ok(()),
+                    }
+                } else if writer.in_flight() {
+                    // A batch still committing: its checkpoints move as
+                    // soon as it has, unless more events come first.
+                    let wait = Duration::from_millis(GATHER_WAIT_MS);
+                    tokio::select! {
+                        chunk = tokio::time::timeout(wait, events.next()) => match chunk {
+                            Ok(chunk) => Some(chunk),
+                            Err(_) => {
+                                if writer.finish().await?.is_none() {
+                                    return Ok(());
+                                }
+                                self.publish(writer);
+                                continue;
+                            }
+                        },
                         () = self.cancel.cancelled() => return Ok(()),
                     }
                 } else {
@@ -451,23 +622,25 @@ impl Runner {
                         }
                     }
                 }
-                if failure.is_some() || !whole || batch.len() >= BATCH_EVENTS_MAX {
+                if failure.is_some() || !whole {
+                    break;
+                }
+                if batch.len() >= BATCH_EVENTS_MAX {
+                    behind = true;
                     break;
                 }
                 gathering = true;
             }
-            match apply_batch(&self.db, &mut targets, &batch, true).await? {
-                Batch::NotLive => return Ok(()),
-                Batch::Applied => {
-                    for (entry, target) in self.entries.iter().zip(&targets) {
-                        entry.checkpoint.send_if_modified(|checkpoint| {
-                            let moved = *checkpoint != target.checkpoint;
-                            *checkpoint = target.checkpoint;
-                            moved
-                        });
-                    }
-                }
+            if !writer.push(&batch).await? {
+                return Ok(());
             }
+            // Behind the store, this batch commits while the next one is
+            // read and folded; at the head it is waited for, so that the
+            // checkpoints move as soon as it has committed.
+            if !behind && writer.finish().await?.is_none() {
+                return Ok(());
+            }
+            self.publish(writer);
             if let Some(error) = failure {
                 return Err(error.into());
             }
