@@ -768,9 +768,15 @@ struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Starts `kiban serve` on `database_url` with `nats` (the in-process
-    /// bus without) and waits for its banner.
-    async fn start(database_url: &str, dir: &Path, nats: Option<&Nats>, run: u64) -> ServeProcess {
+    /// Starts `kiban serve` on `database_url` with NATS at `nats` (its URL
+    /// and the stream replicas, [`Nats::serve_args`]; the in-process bus
+    /// without) and waits for its banner.
+    async fn start(
+        database_url: &str,
+        dir: &Path,
+        nats: Option<(String, usize)>,
+        run: u64,
+    ) -> ServeProcess {
         use tokio::io::AsyncBufReadExt;
         let log = std::fs::File::create(dir.join(format!("serve-{run}.log"))).unwrap();
         let mut command = Command::new(kiban_binary());
@@ -778,11 +784,11 @@ impl ServeProcess {
             .args(["serve", "--database-url", database_url, "--data-dir"])
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"]);
-        if let Some(nats) = nats {
+        if let Some((url, replicas)) = nats {
             // The harness's nats-server has 1 GB of file storage.
             command
-                .args(["--nats-url", &nats.url(), "--events-max-bytes", "268435456"])
-                .args(["--stream-replicas", &nats.replicas().to_string()]);
+                .args(["--nats-url", &url, "--events-max-bytes", "268435456"])
+                .args(["--stream-replicas", &replicas.to_string()]);
         }
         // The platform's checkpoint signing key (required with PostgreSQL).
         let key = dir.join("platform-signing.key");
@@ -992,6 +998,11 @@ impl Nats {
             Nats::Cluster(_) => kiban_bus::testing::NatsCluster::SIZE,
         }
     }
+
+    /// What `kiban serve` is given: the URL and the stream replicas.
+    fn serve_args(&self) -> (String, usize) {
+        (self.url(), self.replicas())
+    }
 }
 
 /// The faults of the serve rounds.
@@ -1043,7 +1054,8 @@ async fn ingest_rounds(
     let mut acks: Vec<Ack> = Vec::new();
     let mut runs = 0;
     for round in 0..rounds {
-        let mut serve = Some(ServeProcess::start(db.url(), dir.path(), Some(&nats), runs).await);
+        let mut serve =
+            Some(ServeProcess::start(db.url(), dir.path(), Some(nats.serve_args()), runs).await);
         runs += 1;
         let round_persons: Vec<_> = (0..SERVE_PERSONS_PER_ROUND)
             .map(|i| person(100 + round, i))
@@ -1108,8 +1120,13 @@ async fn ingest_rounds(
                             IngestFault::KillServe => {
                                 serve.take().unwrap().kill_9().await;
                                 serve = Some(
-                                    ServeProcess::start(db.url(), dir.path(), Some(&nats), runs)
-                                        .await,
+                                    ServeProcess::start(
+                                        db.url(),
+                                        dir.path(),
+                                        Some(nats.serve_args()),
+                                        runs,
+                                    )
+                                    .await,
                                 );
                                 runs += 1;
                             }
@@ -1259,6 +1276,48 @@ async fn serve_killed_or_nats_restarted_during_ingest_on_sqlite_loses_and_reorde
     let nats = Nats::Single(kiban_bus::testing::NatsServer::start().await.unwrap());
     let faults = [IngestFault::KillServe, IngestFault::RestartNats];
     ingest_rounds(kiban_tests::Backend::Sqlite, nats, &faults, SERVE_ROUNDS).await;
+}
+
+/// A `kiban serve` started while the JetStream cluster has no quorum (two
+/// of three nodes down) waits for it, saying so in its log, and serves once
+/// the nodes are back; before, it exited at once ("cannot create the
+/// JetStream streams … jetstream request timed out"), as it did now and
+/// then when `cluster_stream_leader_killed_…` restarted it while the
+/// cluster was still electing a leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_started_while_the_cluster_has_no_quorum_waits_for_it_and_then_serves() {
+    let mut cluster = kiban_bus::testing::NatsCluster::start().await.unwrap();
+    let client = async_nats::connect(cluster.urls()).await.unwrap();
+    cluster.wait_for_jetstream(&client).await.unwrap();
+    drop(client);
+    cluster.server(1).kill();
+    cluster.server(2).kill();
+    let nats = Nats::Cluster(cluster);
+    let args = nats.serve_args();
+    let Nats::Cluster(mut cluster) = nats else {
+        unreachable!("a cluster")
+    };
+    let db = kiban_tests::TestDb::new(kiban_tests::Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (url, path) = (db.url().to_owned(), dir.path().to_owned());
+    let serving =
+        tokio::spawn(async move { ServeProcess::start(&url, &path, Some(args), 0).await });
+    let log = dir.path().join("serve-0.log");
+    bounded("serve to say that JetStream is not ready", async {
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("JetStream is not ready")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    cluster.server(1).start_again().await.unwrap();
+    cluster.server(2).start_again().await.unwrap();
+    let serve = bounded("serve's banner once the quorum is back", serving)
+        .await
+        .expect("kiban serve started once the cluster had its quorum again");
+    serve.interrupt().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

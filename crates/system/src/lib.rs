@@ -644,19 +644,51 @@ impl Parts {
     }
 }
 
-/// Connects to NATS and creates (idempotently) the JetStream streams.
+/// How long a starting process waits for JetStream to answer before it
+/// gives up: a cluster electing its meta or stream leaders (seconds after a
+/// node died), or without quorum until a node returns. Each attempt is
+/// logged; a refusal (a conflicting stream, a missing permission) ends the
+/// wait at once.
+pub const JETSTREAM_STARTUP_WAIT: Duration = Duration::from_secs(120);
+
+/// Connects to NATS and creates (idempotently) the JetStream streams,
+/// trying again for up to [`JETSTREAM_STARTUP_WAIT`] while JetStream is
+/// unavailable.
 async fn connect_nats(
     url: &str,
     streams: &kiban_bus::streams::StreamOptions,
 ) -> anyhow::Result<Bus> {
+    use backon::BackoffBuilder;
     let bus = Bus::connect_nats(url).await?;
-    bus.ensure_streams(streams).await.with_context(|| {
-        format!(
-            "cannot create the JetStream streams (KIBAN_EVENTS at {} bytes)",
-            streams.events_max_bytes
-        )
-    })?;
-    Ok(bus)
+    let deadline = tokio::time::Instant::now() + JETSTREAM_STARTUP_WAIT;
+    let mut delays = backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match bus.ensure_streams(streams).await {
+            Ok(()) => return Ok(bus),
+            Err(kiban_bus::Error::Unavailable(reason))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(
+                    %reason,
+                    ?delay,
+                    "JetStream is not ready (a cluster electing its leader, or without quorum): trying again"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "cannot create the JetStream streams (KIBAN_EVENTS at {} bytes)",
+                    streams.events_max_bytes
+                )));
+            }
+        }
+    }
 }
 
 /// A running system.
