@@ -411,36 +411,34 @@ impl<'a> Writer<'a> {
             );
         }
         let db = &self.db;
-        let folds = self
+        let mut active: Vec<&mut Target<'a>> = self
             .targets
             .iter_mut()
             .filter(|target| target.checkpoint < last)
-            .map(|target| {
-                let skip = events.partition_point(|event| event.position() <= target.checkpoint);
-                let carried = std::mem::take(&mut target.carry);
-                fold(
-                    db,
-                    target.projection,
-                    target.generation,
-                    target.written.clone(),
-                    carried,
-                    &events[skip..],
-                    last,
-                )
-            });
+            .collect();
+        let folds = active.iter_mut().map(|target| {
+            let skip = events.partition_point(|event| event.position() <= target.checkpoint);
+            let carried = std::mem::take(&mut target.carry);
+            fold(
+                db,
+                target.projection,
+                target.generation,
+                target.written.clone(),
+                carried,
+                &events[skip..],
+                last,
+            )
+        });
         let folded = futures::future::try_join_all(folds).await?;
-        let mut writes = Vec::with_capacity(folded.len());
-        let mut folded = folded.into_iter();
-        for target in self
-            .targets
-            .iter_mut()
-            .filter(|target| target.checkpoint < last)
-        {
-            let (batch, carry) = folded.next().expect("one fold per target");
-            target.carry = carry;
-            target.checkpoint = last;
-            writes.push(batch);
-        }
+        let writes: Vec<Writes> = active
+            .into_iter()
+            .zip(folded)
+            .map(|(target, (batch, carry))| {
+                target.carry = carry;
+                target.checkpoint = last;
+                batch
+            })
+            .collect();
         if self.finish().await?.is_none() {
             return Ok(false);
         }
