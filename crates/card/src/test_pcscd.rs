@@ -9,9 +9,16 @@
 //! with only one set, it panics.
 //!
 //! One reader is shared by everything that uses the same pcscd: tests that
-//! insert cards must not run at the same time (the workspace's nextest
-//! configuration puts them in one test group).
+//! insert cards must not run at the same time. A [`TestPcscd`] holds the
+//! reader's claim (an exclusive lock on a file beside pcscd's socket) for its
+//! whole life, so a second test waits for the first to finish whatever runs
+//! it; the workspace's nextest configuration also puts the known card tests in
+//! one test group, so that they do not wait holding a test slot. (A test added
+//! later that the group's filter missed — `ui::pair::a_person_signs_in_…` —
+//! inserted its card while another test's card was in, and pcscd refused both
+//! with "other connections outstanding".)
 
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -29,10 +36,55 @@ pub struct TestPcscd {
     pub port: u16,
     /// The directory of a pcscd we started and must stop.
     started_in: Option<PathBuf>,
+    /// This test's claim on the reader, released on drop.
+    _claim: ReaderClaim,
+}
+
+/// The claim on the one reader of a pcscd: an exclusive lock on
+/// `reader.lock` in the directory of pcscd's socket. Held while it lives.
+#[derive(Debug)]
+pub struct ReaderClaim {
+    _lock: File,
+}
+
+impl ReaderClaim {
+    /// Waits until no other claim on the reader of the pcscd listening on
+    /// `socket` is held, and takes it.
+    pub fn wait(socket: &Path) -> ReaderClaim {
+        let file = lock_file(socket);
+        file.lock()
+            .unwrap_or_else(|error| panic!("lock the reader of {socket:?}: {error}"));
+        ReaderClaim { _lock: file }
+    }
+
+    /// The claim if nobody holds it now, else `None`.
+    pub fn try_now(socket: &Path) -> Option<ReaderClaim> {
+        let file = lock_file(socket);
+        match file.try_lock() {
+            Ok(()) => Some(ReaderClaim { _lock: file }),
+            Err(TryLockError::WouldBlock) => None,
+            Err(TryLockError::Error(error)) => panic!("lock the reader of {socket:?}: {error}"),
+        }
+    }
+}
+
+fn lock_file(socket: &Path) -> File {
+    let path = socket
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("reader.lock");
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|error| panic!("open {path:?}: {error}"))
 }
 
 impl TestPcscd {
-    /// The pcscd of the environment, or a private one started now.
+    /// The pcscd of the environment, or a private one started now, with
+    /// its reader claimed for this test (waiting for another test's claim
+    /// to end: blocks the calling thread).
     ///
     /// Starting one sets `PCSCLITE_CSOCK_NAME` in this process (and so in
     /// its children): call it before the test starts any thread, from the
@@ -50,6 +102,7 @@ impl TestPcscd {
                 TestPcscd {
                     port,
                     started_in: None,
+                    _claim: ReaderClaim::wait(Path::new(&socket)),
                 }
             }
             (None, None) => TestPcscd::start(),
@@ -81,11 +134,20 @@ impl TestPcscd {
         // SAFETY: documented on `from_environment`: called before the test
         // starts any thread of its own, so nothing reads the environment
         // concurrently.
-        unsafe { std::env::set_var("PCSCLITE_CSOCK_NAME", directory.join("pcscd.comm")) };
+        let socket = directory.join("pcscd.comm");
+        unsafe { std::env::set_var("PCSCLITE_CSOCK_NAME", &socket) };
         TestPcscd {
             port,
+            _claim: ReaderClaim::wait(&socket),
             started_in: Some(directory),
         }
+    }
+
+    /// pcscd's socket, whose directory holds the reader's claim.
+    pub fn socket() -> PathBuf {
+        std::env::var_os("PCSCLITE_CSOCK_NAME")
+            .map(PathBuf::from)
+            .expect("PCSCLITE_CSOCK_NAME is set while a TestPcscd lives")
     }
 
     /// Inserts `card` into the first vpcd slot and waits until pcscd sees it.

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use kiban_card::test_pcscd::{READER_CHANGE_WAIT, TestPcscd};
+use kiban_card::test_pcscd::{READER_CHANGE_WAIT, ReaderClaim, TestPcscd};
 use kiban_card::test_pki::{TEST_CARD_SERIAL, TestCards, test_now};
 use kiban_card::{
     CardError, CardProbe, JpkiCard, PcscTransport, Pin, Revocation, VerifiedCardHolder,
@@ -34,7 +34,11 @@ type Scenario = fn(&TestCards, &TestPcscd);
 fn card_over_pcscd() {
     let pcscd = TestPcscd::from_environment();
     let cards = TestCards::generate();
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 8] = [
+        (
+            "the reader is this test's: another claim on it waits",
+            the_reader_is_claimed,
+        ),
         (
             "read, verify PIN, sign, verify signature",
             read_verify_sign_and_verify,
@@ -67,6 +71,17 @@ fn card_over_pcscd() {
         println!("card over pcscd: {name} ok");
     }
     drop(pcscd);
+}
+
+/// Another test (another process, or a thread of this one) asking for the
+/// shared reader does not get it while this test holds it, so two tests
+/// cannot put cards into one reader however they are scheduled.
+fn the_reader_is_claimed(_cards: &TestCards, _pcscd: &TestPcscd) {
+    let socket = TestPcscd::socket();
+    assert!(
+        ReaderClaim::try_now(&socket).is_none(),
+        "a second claim on the reader of {socket:?} was granted while this test holds it"
+    );
 }
 
 fn read_verify_sign_and_verify(cards: &TestCards, pcscd: &TestPcscd) {
