@@ -388,25 +388,31 @@ fn persons_for(msgs_per_s: f64, seconds: u64) -> u64 {
         .max(1.0) as u64
 }
 
+/// The day the bench's certifications are filed (UTC midnight, 30 days
+/// before the process started): relative to the clock, so that the
+/// platform's two-year bound on `occurred_at` (docs/domain.md) never turns
+/// the bench's messages away, whatever year it runs in. Fixed for the
+/// process, so every message of a person tells one story.
+static STORY_START: std::sync::LazyLock<DateTime<Utc>> = std::sync::LazyLock::new(|| {
+    let day = (Utc::now() - chrono::Duration::days(30)).date_naive();
+    Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight"))
+});
+
 /// The whole-certification messages of one person, step `step` (0..8).
 fn message(person: u64, step: u64) -> Outgoing {
-    let day = |days: i64| -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0)
-            .single()
-            .expect("a valid time")
-            + chrono::Duration::days(days)
-    };
+    let day = |days: i64| -> DateTime<Utc> { *STORY_START + chrono::Duration::days(days) };
+    let date = |days: i64| day(days).date_naive().to_string();
     let document = |fill: char| json!({"sha256": fill.to_string().repeat(64), "media_type": "application/pdf", "size_bytes": 48213});
     let (kind, days, body) = match step {
         0 => (
             "certification.filed",
             0,
-            json!({"kind": "new", "applicant": {"by": "office", "office": BENCH_OFFICE}, "applied_on": "2026-05-01"}),
+            json!({"kind": "new", "applicant": {"by": "office", "office": BENCH_OFFICE}, "applied_on": date(0)}),
         ),
         1 => (
             "certification.investigation_scheduled",
             2,
-            json!({"scheduled_on": "2026-05-08"}),
+            json!({"scheduled_on": date(7)}),
         ),
         2 => (
             "certification.opinion_requested",

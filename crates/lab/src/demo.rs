@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use kiban_api::client::{Client, ClientError};
 use kiban_api::{Clock, ConsentRecord, LostReport, ProxyApplication, paths};
 use kiban_bus::ingest::{Receipt, ReceiptStatus};
@@ -181,11 +181,24 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
 }
 
 /// 09:00 JST forty days before `now`: the story's month lies in the past,
-/// so that every status message's time is before the real now.
+/// so that every status message's time is before the real now. A month that
+/// would cross an August 1st ends on the July 31st before it instead: the
+/// copayment certificates' year runs from 8/1 to 7/31 (docs/domain.md), and
+/// the story's renewal (day 22) must fall within the certificate of day 1.
+/// (Started from `now` − 40 days alone, the demo failed when run from about
+/// August 19th to September 8th.)
 fn demo_start(now: DateTime<Utc>) -> DateTime<Utc> {
-    let day = (now - chrono::Duration::days(40)).date_naive();
+    let mut day = (now - chrono::Duration::days(40)).date_naive();
+    let last = day + chrono::Duration::days(STORY_LAST_DAY);
+    let august = NaiveDate::from_ymd_opt(last.year(), 8, 1).expect("a valid date");
+    if day < august && august <= last {
+        day = august - chrono::Duration::days(STORY_LAST_DAY + 1);
+    }
     Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight"))
 }
+
+/// The story's last day (`at_day`'s largest argument).
+const STORY_LAST_DAY: i64 = 32;
 
 /// The demo's clock: a moving date during the story, the real time after.
 #[derive(Clone)]
@@ -1354,4 +1367,38 @@ fn document(fill: char) -> Value {
 
 fn document_ref(fill: char) -> DocumentRef {
     serde_json::from_value(document(fill)).expect("a valid document reference")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiban_events::domain::dates::next_july_31;
+
+    /// Whatever day the demo is started on, its month lies in the past,
+    /// within one copayment year (8/1–7/31), and not far back.
+    #[test]
+    fn the_story_fits_one_copayment_year_on_every_day_it_can_be_started() {
+        let mut today = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        while today <= NaiveDate::from_ymd_opt(2029, 12, 31).unwrap() {
+            let now = Utc.from_utc_datetime(&today.and_hms_opt(3, 0, 0).unwrap());
+            let clock = DemoClock::new(demo_start(now));
+            let (first, last) = (clock.date(1), clock.date(STORY_LAST_DAY));
+            assert_eq!(
+                next_july_31(first),
+                next_july_31(last),
+                "started on {today}: the story's days 1 ({first}) to {STORY_LAST_DAY} ({last}) \
+                 cross an August 1st"
+            );
+            assert!(
+                clock.day(STORY_LAST_DAY) < now,
+                "started on {today}: ends at {last}"
+            );
+            assert!(
+                now - clock.day(0) <= chrono::Duration::days(40 + STORY_LAST_DAY + 1),
+                "started on {today}: begins {} days back",
+                (now - clock.day(0)).num_days()
+            );
+            today = today.succ_opt().unwrap();
+        }
+    }
 }

@@ -140,7 +140,38 @@ pub async fn onboard(dir: &Path) {
 /// benchmark uses its SQLite scratch directory unless told otherwise),
 /// asserts that it succeeded, and returns its standard output.
 pub fn run_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
-    let output = std::process::Command::new(KIBAN)
+    run_ok_in(std::process::Command::new(KIBAN), args)
+}
+
+/// `kiban` as it runs on another day: under libfaketime's `faketime`, its
+/// clock starts at `at` (`YYYY-MM-DD hh:mm:ss`, UTC) and runs on from
+/// there; timers (the monotonic clock) are left alone. Only this process's
+/// clock moves: a nats-server it talks to keeps the real one.
+/// `scripts/test` installs faketime; without it the test fails, naming it.
+pub fn kiban_on(at: &str) -> std::process::Command {
+    let found = std::process::Command::new("faketime")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        found,
+        "faketime (libfaketime) is needed: run under scripts/test, which installs it"
+    );
+    let mut command = std::process::Command::new("faketime");
+    command
+        .args([at, KIBAN])
+        .env("TZ", "UTC")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    command
+}
+
+/// [`run_ok`] with `kiban` run on the day `at` ([`kiban_on`]).
+pub fn run_ok_on<S: AsRef<OsStr>>(at: &str, args: &[S]) -> String {
+    run_ok_in(kiban_on(at), args)
+}
+
+fn run_ok_in<S: AsRef<OsStr>>(mut command: std::process::Command, args: &[S]) -> String {
+    let output = command
         .args(args)
         .env_remove("KIBAN_BENCH_DATABASE_URL")
         .output()
@@ -157,7 +188,11 @@ pub fn run_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
 
 /// [`run_ok`], and the last line of its output as JSON.
 pub fn run_for_json(args: &[&str]) -> (serde_json::Value, String) {
-    let stdout = run_ok(args);
+    json_report(run_ok(args))
+}
+
+/// The last line of a benchmark's `stdout` as JSON, and `stdout`.
+pub fn json_report(stdout: String) -> (serde_json::Value, String) {
     let report = serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
     (report, stdout)
 }
