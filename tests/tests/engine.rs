@@ -30,23 +30,46 @@ pub(crate) fn insurer() -> InsurerNumber {
     InsurerNumber::parse("131016").unwrap()
 }
 
-fn insured() -> InsuredNumber {
+pub(crate) fn insured() -> InsuredNumber {
     InsuredNumber::parse("0000012345").unwrap()
+}
+
+/// The first day of this suite's stories: 2026-05-01 09:00 JST. The engine
+/// is handed its own `now` here, so fixed dates stay valid in any year.
+fn story_start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap()
 }
 
 /// 2026-05-01 09:00 JST plus `days`.
 fn day(days: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap() + chrono::Duration::days(days)
+    story_start() + chrono::Duration::days(days)
+}
+
+/// 09:00 JST (midnight UTC) `days_ago` days before now: the first day of a
+/// story whose messages meet the platform's own clock (the ingest over a
+/// bus), which refuses an `occurred_at` over two years old.
+pub(crate) fn recent_start(days_ago: i64) -> DateTime<Utc> {
+    let day = (Utc::now() - chrono::Duration::days(days_ago)).date_naive();
+    Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap())
 }
 
 pub(crate) fn message(kind: &str, days: i64, body: serde_json::Value) -> MunicipalMessage {
+    message_at(day(days), kind, body)
+}
+
+/// A message about the test person's application 1 that happened `at`.
+pub(crate) fn message_at(
+    at: DateTime<Utc>,
+    kind: &str,
+    body: serde_json::Value,
+) -> MunicipalMessage {
     MunicipalMessage {
         event_id: Uuid::now_v7(),
         kind: kind.to_owned(),
         insurer: insurer(),
         insured: Some(insured()),
         application: Some(1),
-        occurred_at: day(days),
+        occurred_at: at,
         body: body.as_object().cloned().unwrap_or_default(),
     }
 }
@@ -55,50 +78,71 @@ fn document(fill: char) -> serde_json::Value {
     json!({"sha256": fill.to_string().repeat(64), "media_type": "application/pdf", "size_bytes": 48213})
 }
 
-/// The messages of one new application from filing to decision.
+/// The messages of the test person's new application from filing to
+/// decision, from 2026-05-01.
 pub(crate) fn whole_certification() -> Vec<MunicipalMessage> {
-    vec![
-        message(
+    whole_certification_from(story_start(), &insured())
+}
+
+/// The messages of `insured`'s new application 1 from filing (on the day
+/// of `start`) to decision (21 days later).
+pub(crate) fn whole_certification_from(
+    start: DateTime<Utc>,
+    insured: &InsuredNumber,
+) -> Vec<MunicipalMessage> {
+    let date = |days: i64| {
+        (start + chrono::Duration::days(days) + chrono::Duration::hours(9))
+            .date_naive()
+            .to_string()
+    };
+    [
+        (
             "certification.filed",
             0,
-            json!({"kind": "new", "applicant": {"by": "office", "office": "1312345678"}, "applied_on": "2026-05-01"}),
+            json!({"kind": "new", "applicant": {"by": "office", "office": "1312345678"}, "applied_on": date(0)}),
         ),
-        message(
+        (
             "certification.investigation_scheduled",
             2,
-            json!({"scheduled_on": "2026-05-08"}),
+            json!({"scheduled_on": date(7)}),
         ),
-        message(
+        (
             "certification.investigation_completed",
             8,
             json!({"investigation_sheet": document('a')}),
         ),
-        message(
+        (
             "certification.opinion_requested",
             3,
             json!({"institution": "1310000001"}),
         ),
-        message(
+        (
             "certification.opinion_received",
             12,
             json!({"institution": "1310000001", "opinion": document('b')}),
         ),
-        message(
+        (
             "certification.primary_judgment_recorded",
             15,
             json!({"level": "care_2"}),
         ),
-        message(
+        (
             "certification.secondary_judgment_recorded",
             20,
             json!({"level": "care_2"}),
         ),
-        message(
+        (
             "certification.decided",
             21,
             json!({"level": "care_2", "validity": null}),
         ),
     ]
+    .into_iter()
+    .map(|(kind, days, body)| MunicipalMessage {
+        insured: Some(insured.clone()),
+        ..message_at(start + chrono::Duration::days(days), kind, body)
+    })
+    .collect()
 }
 
 /// An engine over `store` whose insurer the federation has onboarded (at

@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use kiban_engine::Engine;
 use kiban_engine::ingest::{IngestOutcome, MunicipalMessage};
 use kiban_events::RecordedEvent;
@@ -101,13 +101,15 @@ fn insurer() -> InsurerNumber {
     InsurerNumber::parse(INSURER).unwrap()
 }
 
-/// 2026-05-01 09:00 JST plus `days`.
-fn day(days: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap() + chrono::Duration::days(days)
-}
+/// The first day of the suite's stories, 70 days before it started: from
+/// the clock, since the platform refuses messages over two years old; fixed
+/// for the process, so a message sent again is the same message.
+static STORY_START: std::sync::LazyLock<DateTime<Utc>> =
+    std::sync::LazyLock::new(|| crate::engine::recent_start(70));
 
-fn document(fill: char) -> serde_json::Value {
-    json!({"sha256": fill.to_string().repeat(64), "media_type": "application/pdf", "size_bytes": 48213})
+/// The story's first day plus `days`.
+fn day(days: i64) -> DateTime<Utc> {
+    *STORY_START + chrono::Duration::days(days)
 }
 
 /// The event types of one application's whole workflow, in order.
@@ -127,35 +129,7 @@ const CERTIFICATION_RECORDED: &str = "insured.certification_recorded";
 
 /// The messages of one person's new application from filing to decision.
 fn whole_certification(insured: &InsuredNumber) -> Vec<MunicipalMessage> {
-    let bodies = [
-        (
-            0,
-            json!({"kind": "new", "applicant": {"by": "office", "office": "1312345678"}, "applied_on": "2026-05-01"}),
-        ),
-        (2, json!({"scheduled_on": "2026-05-08"})),
-        (8, json!({"investigation_sheet": document('a')})),
-        (3, json!({"institution": "1310000001"})),
-        (
-            12,
-            json!({"institution": "1310000001", "opinion": document('b')}),
-        ),
-        (15, json!({"level": "care_2"})),
-        (20, json!({"level": "care_2"})),
-        (21, json!({"level": "care_2", "validity": null})),
-    ];
-    WORKFLOW
-        .iter()
-        .zip(bodies)
-        .map(|(kind, (days, body))| MunicipalMessage {
-            event_id: Uuid::now_v7(),
-            kind: (*kind).to_owned(),
-            insurer: insurer(),
-            insured: Some(insured.clone()),
-            application: Some(1),
-            occurred_at: day(days),
-            body: body.as_object().cloned().unwrap(),
-        })
-        .collect()
+    crate::engine::whole_certification_from(*STORY_START, insured)
 }
 
 /// The insured number of person `index` of round `round`.

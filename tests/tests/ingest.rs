@@ -14,7 +14,7 @@ use kiban_tests::{TestDb, bounded};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{insurer, message, whole_certification};
+use crate::engine::{insured, insurer, message_at, recent_start, whole_certification_from};
 
 kiban_tests::on_both_backends!(
     messages_become_events_and_receipts,
@@ -67,7 +67,7 @@ async fn messages_become_events_and_receipts(db: &TestDb) {
     let (store, bus, cancel) = start(db).await;
     let mut receipts = bus.subscribe_receipts(insurer());
     let mut positions = Vec::new();
-    for message in whole_certification() {
+    for message in whole_certification_from(recent_start(40), &insured()) {
         send(&bus, &message).await;
         let receipt: Receipt = bounded("a receipt", receipts.next()).await.unwrap();
         assert_eq!(receipt.status, ReceiptStatus::Accepted, "{receipt:?}");
@@ -87,9 +87,10 @@ async fn bad_messages_get_rejection_receipts_and_store_nothing(db: &TestDb) {
     let (store, bus, cancel) = start(db).await;
     let mut receipts = bus.subscribe_receipts(insurer());
     // A decision for an application never filed: the workflow refuses it.
-    let decided = message(
+    let start = recent_start(40);
+    let decided = message_at(
+        start + chrono::Duration::days(21),
         "certification.decided",
-        21,
         json!({"level": "care_2", "validity": null}),
     );
     send(&bus, &decided).await;
@@ -97,10 +98,11 @@ async fn bad_messages_get_rejection_receipts_and_store_nothing(db: &TestDb) {
     assert_eq!(receipt.status, ReceiptStatus::Rejected);
     assert_eq!(receipt.code.as_deref(), Some("application_not_filed"));
     // A certification message that does not say which application.
-    let mut unnamed = message(
+    let scheduled_on = (start + chrono::Duration::days(7)).date_naive();
+    let mut unnamed = message_at(
+        start + chrono::Duration::days(2),
         "certification.investigation_scheduled",
-        2,
-        json!({"scheduled_on": "2026-05-08"}),
+        json!({"scheduled_on": scheduled_on}),
     );
     unnamed.application = None;
     send(&bus, &unnamed).await;

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use kiban_api::client::Client;
 use kiban_api::{ConsentRecord, Principal, ProxyApplication};
 use kiban_bus::client::{Municipality, Outgoing};
@@ -174,7 +174,8 @@ async fn seed(db: &TestDb) {
         )
     };
     let today = Utc::now().date_naive();
-    let first = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap().min(today);
+    // From the clock: the rules refuse dates over two years old.
+    let first = today - chrono::Duration::days(90);
     for command in [
         InsurerCommand::Onboard {
             insurer: insurer.clone(),
@@ -192,18 +193,25 @@ async fn seed(db: &TestDb) {
             .unwrap();
     }
     let person = insured_stream(&insurer, &InsuredNumber::parse(PERSON).unwrap());
+    // The certificate must cover today: it ends on the July 31st after its
+    // start (the copayment year, 8/1–7/31), so it starts this copayment year.
+    // (Started 60 days back alone, it ended before today from August 1st to
+    // September 29th: the receipt was refused `no_copayment_ratio`.)
+    let this_year_from = kiban_events::domain::dates::next_july_31(today) - chrono::Months::new(12)
+        + chrono::Duration::days(1);
+    let from = (today - chrono::Duration::days(60)).max(this_year_from);
     for command in [
         InsuredCommand::RecordCertification {
             application_seq: 1,
             level: CareLevel::Care2,
             validity: ValidityPeriod {
-                from: today - chrono::Duration::days(60),
+                from,
                 until: today + chrono::Duration::days(300),
             },
         },
         InsuredCommand::IssueCopaymentCertificate {
             ratio: CopaymentRatio::new(1).unwrap(),
-            valid_from: today - chrono::Duration::days(60),
+            valid_from: from,
         },
     ] {
         engine

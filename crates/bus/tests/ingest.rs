@@ -322,14 +322,22 @@ async fn receipt_subscriber(client: &async_nats::Client) -> async_nats::Subscrib
         .unwrap()
 }
 
+/// The day `offset` days after the test story's first day, thirty days
+/// ago: from the clock, since the platform refuses a message whose
+/// `occurred_at` is over two years old.
+fn story_day(offset: i64) -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive() - chrono::Duration::days(30 - offset)
+}
+
 /// Publishes the filing of application `application` of the test person.
 async fn publish_filing(context: &jetstream::Context, application: u32) -> String {
+    let day = story_day(0);
     publish_fact(
         context,
         "certification.filed",
         application,
-        "2026-04-01T09:00:00+09:00",
-        r#"{"kind":"new","applicant":{"by":"person"},"applied_on":"2026-04-01"}"#,
+        &format!("{day}T09:00:00+09:00"),
+        &format!(r#"{{"kind":"new","applicant":{{"by":"person"}},"applied_on":"{day}"}}"#),
     )
     .await
 }
@@ -341,8 +349,8 @@ async fn publish_scheduling(context: &jetstream::Context, application: u32) -> S
         context,
         "certification.investigation_scheduled",
         application,
-        "2026-04-02T09:00:00+09:00",
-        r#"{"scheduled_on":"2026-04-10"}"#,
+        &format!("{}T09:00:00+09:00", story_day(1)),
+        &format!(r#"{{"scheduled_on":"{}"}}"#, story_day(9)),
     )
     .await
 }

@@ -86,7 +86,8 @@ async fn malformed_json_and_unknown_fields_are_400_validation_and_record_nothing
     let good = json!({
         "office": OFFICE,
         "terminal": "T-01",
-        "expires_at": "2027-04-01T00:00:00Z",
+        // From the clock: a consent must expire within 366 days of now.
+        "expires_at": chrono::Utc::now() + chrono::Duration::days(120),
     });
 
     let malformed = [

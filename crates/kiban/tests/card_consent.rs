@@ -26,12 +26,12 @@ use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use chrono::NaiveDate;
 use common::{INSURER, KIBAN, OFFICE, PERSON, Serve, bounded, client, onboard, sqlite_url};
 use kiban_card::test_pcscd::TestPcscd;
 use kiban_card::test_pki::TestCards;
 use kiban_engine::{CommandContext, Engine};
 use kiban_events::domain::certification::ValidityPeriod;
+use kiban_events::domain::dates::{month_start, validity_until};
 use kiban_events::domain::insured::{InsuredCommand, InsuredPerson, insured_stream};
 use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
 use kiban_events::domain::{CareLevel, CopaymentRatio};
@@ -243,13 +243,16 @@ async fn seed_person(dir: &Path) {
             chrono::Utc::now(),
         )
     };
-    let day = |m: u32, d: u32, y: i32| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    // Dates from the clock: the rules refuse dates over two years old.
+    let today = chrono::Utc::now().date_naive();
+    let days_ago = |days: i64| today - chrono::Duration::days(days);
+    let from = month_start(days_ago(60));
     for command in [
         InsurerCommand::CompleteStandardisation {
-            completed_on: day(9, 1, 2026),
+            completed_on: days_ago(120),
         },
         InsurerCommand::CompleteDataTransmission {
-            completed_on: day(10, 1, 2026),
+            completed_on: days_ago(90),
         },
     ] {
         bounded(
@@ -269,13 +272,13 @@ async fn seed_person(dir: &Path) {
             application_seq: 1,
             level: CareLevel::Care2,
             validity: ValidityPeriod {
-                from: day(10, 1, 2026),
-                until: day(9, 30, 2027),
+                from,
+                until: validity_until(from, 12),
             },
         },
         InsuredCommand::IssueCopaymentCertificate {
             ratio: CopaymentRatio::new(2).unwrap(),
-            valid_from: day(10, 1, 2026),
+            valid_from: from,
         },
     ] {
         bounded(

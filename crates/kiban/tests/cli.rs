@@ -117,8 +117,12 @@ async fn emit_gets_receipts_and_subscribe_prints_the_offices_updates_over_nats()
     }
 
     // A JSON array: sharing turns on, then a whole certification.
-    let day = |d: u32| format!("2026-05-{d:02}T01:00:00Z");
-    let on = json!({"completed_on": "2026-05-01"});
+    // Dates from the clock (the story's day 1 forty days ago): the platform
+    // refuses a message over two years old.
+    let start = chrono::Utc::now().date_naive() - chrono::Duration::days(40);
+    let date = |d: i64| (start + chrono::Duration::days(d - 1)).to_string();
+    let day = |d: i64| format!("{}T01:00:00Z", date(d));
+    let on = json!({"completed_on": date(1)});
     let mut sharing = Vec::new();
     for kind in [
         "insurer.standardisation_completed",
@@ -137,12 +141,12 @@ async fn emit_gets_receipts_and_subscribe_prints_the_offices_updates_over_nats()
         (
             "certification.filed",
             1,
-            json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": "2026-05-01"}),
+            json!({"kind": "new", "applicant": {"by": "person"}, "applied_on": date(1)}),
         ),
         (
             "certification.investigation_scheduled",
             3,
-            json!({"scheduled_on": "2026-05-08"}),
+            json!({"scheduled_on": date(8)}),
         ),
         (
             "certification.investigation_completed",
@@ -191,13 +195,13 @@ async fn emit_gets_receipts_and_subscribe_prints_the_offices_updates_over_nats()
             "insured.care_plan_office_registered",
             None,
             &day(23),
-            json!({"office": OFFICE, "office_kind": "home_care_support_office", "filed_on": "2026-05-23"}),
+            json!({"office": OFFICE, "office_kind": "home_care_support_office", "filed_on": date(23)}),
         ),
         message(
             "insured.copayment_certificate_issued",
             None,
             &day(24),
-            json!({"ratio": 1, "valid_from": "2026-05-01"}),
+            json!({"ratio": 1, "valid_from": date(1)}),
         ),
     ];
     let (code, receipts) = emit(

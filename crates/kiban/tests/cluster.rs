@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use common::{INSURER, KIBAN, OFFICE, bounded};
 use kiban_api::client::{CertificationDocument, Client, ClientError};
 use kiban_api::{ConsentRecord, Principal, ProxyApplication};
@@ -1640,17 +1640,17 @@ async fn seed(url: &str) -> Vec<InsuredNumber> {
             Utc::now(),
         )
     };
-    let day = |y: i32, m: u32, d: u32| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    // Dates from the clock: the rules refuse dates over two years old.
     let today = Utc::now().date_naive();
     for command in [
         InsurerCommand::Onboard {
             insurer: insurer.clone(),
         },
         InsurerCommand::CompleteStandardisation {
-            completed_on: day(2026, 9, 1).min(today),
+            completed_on: today - chrono::Duration::days(120),
         },
         InsurerCommand::CompleteDataTransmission {
-            completed_on: day(2026, 10, 1).min(today),
+            completed_on: today - chrono::Duration::days(90),
         },
     ] {
         engine

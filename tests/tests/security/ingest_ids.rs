@@ -21,7 +21,7 @@ use kiban_tests::{Backend, TestDb, bounded};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::engine::{insurer, whole_certification};
+use crate::engine::{insurer, recent_start, whole_certification_from};
 
 /// Publishes `message` through JetStream the way a municipality does
 /// (`Nats-Msg-Id` = its event id) and reads the receipt.
@@ -75,14 +75,24 @@ async fn ingest_ids_kiban_derives_are_refused_so_forgetting_and_timers_still_rec
         cancel.clone(),
     ));
 
-    let filed = whole_certification().remove(0);
+    // Dated from the clock: the ingest refuses messages over two years old.
+    let filed = whole_certification_from(recent_start(40), &crate::engine::insured()).remove(0);
     let insured = filed.insured.clone().unwrap();
     let person = kiban_store::keys::person_of(&insurer(), &insured);
     let forget_id = Uuid::new_v5(&FORGET_NAMESPACE, person.as_bytes());
     // The golden name format of `timer_command_id` (engine/src/timers.rs).
     let timer_id = Uuid::new_v5(
         &kiban_engine::TIMER_NAMESPACE,
-        format!("certification_deadline:certification/{person}-1:2026-05-31").as_bytes(),
+        format!(
+            "certification_deadline:certification/{person}-1:{}",
+            filed.body["applied_on"]
+                .as_str()
+                .unwrap()
+                .parse::<chrono::NaiveDate>()
+                .unwrap()
+                + chrono::Duration::days(30)
+        )
+        .as_bytes(),
     );
     for (what, id) in [("forget", forget_id), ("timer", timer_id)] {
         let claim = MunicipalMessage {
