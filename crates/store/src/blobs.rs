@@ -50,15 +50,20 @@ impl Store {
         }
         let digest = Sha256::digest(content);
         let size = i64::try_from(content.len()).expect("bounded above");
+        // Times by this process's clock on both backends, as the sweep and
+        // the quota compare them with it (and as events' `recorded_at`):
+        // not the database server's `now()`, which may differ.
+        let now = chrono::Utc::now();
         match self.readers() {
             Readers::Postgres(pool) => {
                 sqlx::query(
-                    "INSERT INTO blobs (sha256, size_bytes, content) VALUES ($1, $2, $3) \
-                     ON CONFLICT (sha256) DO NOTHING",
+                    "INSERT INTO blobs (sha256, size_bytes, content, stored_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING",
                 )
                 .bind(digest.as_slice())
                 .bind(size)
                 .bind(content)
+                .bind(now)
                 .execute(pool)
                 .await?;
             }
@@ -70,7 +75,7 @@ impl Store {
                 .bind(digest.as_slice())
                 .bind(size)
                 .bind(content)
-                .bind(chrono::Utc::now().timestamp_micros())
+                .bind(now.timestamp_micros())
                 .execute(pool)
                 .await?;
             }
@@ -198,15 +203,19 @@ impl Store {
         uploader: &str,
         media_type: &str,
     ) -> std::result::Result<(), sqlx::Error> {
+        // This process's clock, as in `put_blob`.
+        let now = chrono::Utc::now();
         match self.readers() {
             Readers::Postgres(pool) => {
                 sqlx::query(
-                    "INSERT INTO blob_uploads (sha256, uploader, media_type) VALUES ($1, $2, $3) \
-                     ON CONFLICT (sha256, uploader, media_type) DO UPDATE SET uploaded_at = now()",
+                    "INSERT INTO blob_uploads (sha256, uploader, media_type, uploaded_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (sha256, uploader, media_type) \
+                     DO UPDATE SET uploaded_at = excluded.uploaded_at",
                 )
                 .bind(key.as_slice())
                 .bind(uploader)
                 .bind(media_type)
+                .bind(now)
                 .execute(pool)
                 .await?;
             }
@@ -219,7 +228,7 @@ impl Store {
                 .bind(key.as_slice())
                 .bind(uploader)
                 .bind(media_type)
-                .bind(chrono::Utc::now().timestamp_micros())
+                .bind(now.timestamp_micros())
                 .execute(pool)
                 .await?;
             }
