@@ -69,4 +69,5 @@ pub use projection::{Decoded, Event, Projection, Stamped, decode};
 pub use read::*;
 pub use runner::{
     BATCH_EVENTS_MAX, GATHER_WAIT_MS, Lag, Projections, REBUILD_BATCH_EVENTS, RETRY_DELAY_MS,
+    rebuild_apart,
 };

@@ -222,6 +222,22 @@ impl Projections {
     }
 }
 
+/// [`Projections::rebuild_all`] in a process that runs no runner of its
+/// own (`kiban admin rebuild-read-models`): replays the whole store into a
+/// fresh generation of each of `projections` and swaps each in. Safe beside
+/// the process whose runner keeps them: that runner finds the new
+/// generation on its next batch and goes on from its checkpoint, and every
+/// read names the live generation (docs/projections.md "Rebuild").
+/// Returns the position the new generations had reached at the swap.
+pub async fn rebuild_apart(
+    db: &Db,
+    store: &Store,
+    projections: &[Arc<dyn Projection>],
+) -> Result<Position> {
+    let projections: Vec<&dyn Projection> = projections.iter().map(AsRef::as_ref).collect();
+    rebuild_many(db, store, &projections, REBUILD_BATCH_EVENTS).await
+}
+
 /// Creates the first generation, or rebuilds when the schema changed.
 async fn prepare(db: &Db, store: &Store, projection: &dyn Projection) -> Result<()> {
     match db.live(projection.name()).await? {

@@ -27,6 +27,9 @@ pub enum AdminCommand {
     /// Remove now the uploads no recorded event names, a week after their
     /// last upload (what the serving process does every hour).
     SweepBlobs(StoreArgs),
+    /// Rebuild every read model from the whole log (読み取りモデルの再構築),
+    /// beside a running kiban or not; the old ones serve until the swap.
+    RebuildReadModels(StoreArgs),
 }
 
 /// `kiban admin staff …`
@@ -49,7 +52,8 @@ pub enum StaffCommand {
 
 /// Runs an admin command.
 pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
-    let (store, office, user) = match command {
+    use kiban_system::admin;
+    let line = match command {
         AdminCommand::Staff {
             staff:
                 StaffCommand::Add {
@@ -57,20 +61,19 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                     office,
                     user,
                 },
-        } => (store, office, user),
+        } => {
+            let office = OfficeNumber::parse(&office)
+                .map_err(|_| anyhow::anyhow!("the office number must be 10 digits"))?;
+            let password = admin::staff_password(&user)?;
+            admin::add_staff(&store.database_url, &office, &user, &password).await?;
+            format!("staff account {user} of office {office} is ready")
+        }
         AdminCommand::Forget(args) => return crate::forget::run(args).await,
-        AdminCommand::SweepBlobs(store) => {
-            println!(
-                "{}",
-                kiban_system::admin::sweep_blobs(&store.database_url).await?
-            );
-            return Ok(ExitCode::SUCCESS);
+        AdminCommand::SweepBlobs(store) => admin::sweep_blobs(&store.database_url).await?,
+        AdminCommand::RebuildReadModels(store) => {
+            admin::rebuild_read_models(&store.database_url).await?
         }
     };
-    let office = OfficeNumber::parse(&office)
-        .map_err(|_| anyhow::anyhow!("the office number must be 10 digits"))?;
-    let password = kiban_system::admin::staff_password(&user)?;
-    kiban_system::admin::add_staff(&store.database_url, &office, &user, &password).await?;
-    println!("staff account {user} of office {office} is ready");
+    println!("{line}");
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ mod common;
 
 use std::process::Stdio;
 
-use common::{INSURER, KIBAN, OFFICE, PERSON, Serve, bounded, client, onboard};
+use common::{INSURER, KIBAN, OFFICE, PERSON, Serve, bounded, client, onboard, sqlite_url};
 use kiban_bus::testing::NatsServer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -250,6 +250,77 @@ async fn emit_gets_receipts_and_subscribe_prints_the_offices_updates_over_nats()
     assert_eq!(code, Some(5));
     assert_eq!(receipts[0]["status"], "rejected");
     assert_eq!(receipts[0]["code"], "application_not_filed");
+    assert_eq!(serve.interrupt().await.code(), Some(0));
+}
+
+/// `kiban admin rebuild-read-models` beside a running `kiban serve`: read
+/// models damaged under it (their documents deleted) are rebuilt from the
+/// log and served again, the same as before, without a restart; the
+/// running serve's projections carry on from the rebuilt ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_rebuild_read_models_repairs_the_read_models_of_a_running_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    onboard(dir.path()).await;
+    let serve = Serve::start(dir.path(), None).await;
+    let federation = client(&dir.path().join("certs"), Some("federation.pem"));
+    let insurer = format!("{}/v1/insurers/{INSURER}", serve.base);
+    let read = || async {
+        let answer = federation.get(&insurer).send().await.unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    };
+    let (status, before) = read().await;
+    assert_eq!(status, 200, "{before}");
+
+    let pool = sqlx::SqlitePool::connect(&sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    let deleted = sqlx::query("DELETE FROM projection_documents")
+        .execute(&pool)
+        .await
+        .unwrap()
+        .rows_affected();
+    pool.close().await;
+    assert!(deleted > 0, "the onboarding made read-model documents");
+    assert_eq!(read().await.0, 404, "the damage shows");
+
+    let output = Command::new(KIBAN)
+        .args(["admin", "rebuild-read-models", "--database-url"])
+        .arg(sqlite_url(dir.path()))
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("read models rebuilt") && said.contains("care"),
+        "{said}"
+    );
+    assert_eq!(read().await, (200, before), "served again, as before");
+
+    // The serve's own projections go on from the rebuilt generation: a
+    // command answered after its read models applied it.
+    let consent = json!({"office": OFFICE, "terminal": "T-01",
+        "expires_at": chrono::Utc::now() + chrono::Duration::days(30)});
+    let answer = federation
+        .post(format!(
+            "{}/v1/persons/{INSURER}/{PERSON}/consents",
+            serve.base
+        ))
+        .header("Idempotency-Key", Uuid::now_v7().to_string())
+        .json(&consent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status().as_u16(),
+        201,
+        "{}",
+        answer.text().await.unwrap()
+    );
     assert_eq!(serve.interrupt().await.code(), Some(0));
 }
 

@@ -1,7 +1,7 @@
 //! Administration (管理): crypto-shredding one person (本人情報の消去,
 //! docs/audit.md), adding a staff account of the office web screen
-//! (職員アカウント, docs/ui.md) and sweeping unattached uploads
-//! (docs/security.md). `kiban admin` parses the arguments and
+//! (職員アカウント, docs/ui.md), sweeping unattached uploads
+//! (docs/security.md) and rebuilding the read models (docs/projections.md). `kiban admin` parses the arguments and
 //! prints what these return.
 
 use anyhow::Context;
@@ -67,6 +67,32 @@ pub async fn sweep_blobs(database_url: &str) -> anyhow::Result<String> {
         swept.blobs_removed,
         kiban_store::UNREFERENCED_BLOB_RETENTION_HOURS / 24,
         swept.bytes_removed
+    ))
+}
+
+/// Rebuilds every read model from the whole store now (what `serve` does
+/// when a read model's schema changed; docs/projections.md "Rebuild"),
+/// beside a running kiban or not; returns a line saying what it did. The
+/// served read models keep answering until each new one is swapped in.
+pub async fn rebuild_read_models(database_url: &str) -> anyhow::Result<String> {
+    let store = open_store(database_url).await?;
+    let started = std::time::Instant::now();
+    let rebuilt = async {
+        let db = crate::open_read_db(database_url).await?;
+        let projections = kiban_projections::models::all();
+        let position = kiban_projections::rebuild_apart(&db, &store, &projections)
+            .await
+            .context("rebuilding the read models")?;
+        let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+        anyhow::Ok((names.join(", "), position))
+    }
+    .await;
+    store.close().await;
+    let (names, position) = rebuilt?;
+    Ok(format!(
+        "read models rebuilt (読み取りモデルの再構築): {names} from the whole log through position \
+         {position} in {:.1} s; they are served from now on",
+        started.elapsed().as_secs_f64()
     ))
 }
 

@@ -159,6 +159,10 @@ pub fn kiban_on(at: &str) -> std::process::Command {
     );
     let mut command = std::process::Command::new("faketime");
     command
+        // Not faked twice when the suite itself runs under libfaketime
+        // (scripts/test-on-day): faketime sets its own.
+        .env_remove("LD_PRELOAD")
+        .env_remove("FAKETIME")
         .args([at, KIBAN])
         .env("TZ", "UTC")
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
