@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 use futures::StreamExt;
 use kiban_events::{ExpectedVersion, Payload, RecordedEvent, StreamName};
 use kiban_store::{
-    AppendResult, BreakReason, Error, EventStore, READ_EVENTS_MAX, Store, StoreOptions,
-    SubscriptionPages, VerifyReport,
+    AppendResult, BreakReason, Error, EventStore, READ_CONNECTIONS_DEFAULT, READ_EVENTS_MAX, Store,
+    StoreOptions, SubscriptionPages, VerifyReport,
 };
 use kiban_tests::{Backend, TestDb, bounded, event, event_with_id, events, stream};
 
@@ -1089,4 +1089,50 @@ async fn a_store_that_is_not_the_writer_delivers_every_event_from_the_database(d
         SubscriptionPages::default(),
         "the writer's store has no subscriber"
     );
+}
+
+/// The read pool checks a PostgreSQL connection (a ping) before every use,
+/// so read connections the server ended while they were idle (a restart,
+/// a fail-over, `pg_terminate_backend`) are replaced and every read after
+/// succeeds. Pinging only connections idle for over a second was tried and
+/// measured (docs/benchmarks.md "The pool's ping, measured and kept"): this
+/// test failed with it — the head poller uses a connection every second,
+/// which was never pinged, and the read on it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_read_connections_ended_while_idle_are_replaced_before_use() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open().await;
+    let s = stream("pool", "idle");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(3))
+        .await
+        .unwrap();
+    // Every read connection of the pool opened and back in it, idle.
+    let reads = (0..READ_CONNECTIONS_DEFAULT).map(|_| store.read_stream(&s, 1, 10));
+    for read in futures::future::join_all(reads).await {
+        assert_eq!(read.unwrap().len(), 3);
+    }
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'kiban-store' \
+         AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        ended.iter().filter(|ended| **ended).count() >= 2,
+        "the pool's connections were ended: {ended:?}"
+    );
+    for _ in 0..2 * READ_CONNECTIONS_DEFAULT {
+        let read = store.read_stream(&s, 1, 10).await;
+        assert_eq!(
+            read.expect("a read after the server ended the idle connections")
+                .len(),
+            3
+        );
+    }
 }
