@@ -7,19 +7,7 @@ mod common;
 #[test]
 fn bench_ingest_runs_end_to_end_and_reports_the_promised_keys() {
     let directory = tempfile::tempdir().unwrap();
-    let (report, stdout) = common::run_for_json(&[
-        "bench",
-        "ingest",
-        "--backend",
-        "sqlite",
-        "--directory",
-        directory.path().to_str().expect("a UTF-8 path"),
-        "--persons",
-        "20",
-        "--paced-seconds",
-        "1",
-        "--json",
-    ]);
+    let (report, stdout) = common::json_report(common::run_ok(&sqlite_run(&directory, 20)));
     assert_eq!(report["bench"], "ingest");
     assert_eq!(report["backend"], "sqlite");
     // 20 persons × 8 messages recorded as 20 × 9 events (the decision is
@@ -79,23 +67,26 @@ fn bench_ingest_runs_end_to_end_and_reports_the_promised_keys() {
 fn bench_ingest_runs_in_any_year() {
     for at in ["2029-06-15 10:00:00", "2030-01-01 00:30:00"] {
         let directory = tempfile::tempdir().unwrap();
-        let (report, _) = common::json_report(common::run_ok_on(
-            at,
-            &[
-                "bench",
-                "ingest",
-                "--backend",
-                "sqlite",
-                "--directory",
-                directory.path().to_str().expect("a UTF-8 path"),
-                "--persons",
-                "4",
-                "--paced-seconds",
-                "1",
-                "--json",
-            ],
-        ));
+        let (report, _) = common::json_report(common::run_ok_on(at, &sqlite_run(&directory, 4)));
         assert_eq!(report["messages"], 32, "on {at}");
         assert_eq!(report["events"], 36, "on {at}");
     }
+}
+
+/// The arguments of a short `bench ingest` of `persons` persons on SQLite in
+/// `directory`, reporting JSON.
+fn sqlite_run(directory: &tempfile::TempDir, persons: u32) -> Vec<String> {
+    let directory = directory.path().to_str().expect("a UTF-8 path");
+    let args = [
+        "bench",
+        "ingest",
+        "--backend",
+        "sqlite",
+        "--directory",
+        directory,
+    ];
+    let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+    args.extend(["--persons".to_owned(), persons.to_string()]);
+    args.extend(["--paced-seconds", "1", "--json"].map(str::to_owned));
+    args
 }
