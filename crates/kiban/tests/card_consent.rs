@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{INSURER, KIBAN, OFFICE, PERSON, Serve, bounded, client, onboard, sqlite_url};
 use kiban_card::test_pcscd::TestPcscd;
-use kiban_card::test_pki::TestCards;
+use kiban_card::test_pki::{TEST_CARD_SERIAL, TestCards};
 use kiban_engine::{CommandContext, Engine};
 use kiban_events::domain::certification::ValidityPeriod;
 use kiban_events::domain::dates::{month_start, validity_until};
@@ -57,7 +57,15 @@ fn card_consent_through_pcscd_against_a_running_server() {
 }
 
 async fn scenario(pcscd: &TestPcscd) {
-    let cards = TestCards::generate();
+    let mut cards = TestCards::generate();
+    // A card certificate current by the real clock, with which the real
+    // kiban serve checks it (the test PKI's own starts on 2026-01-01 and
+    // lasts five years: this test failed from 2031 with it).
+    cards.certificate = cards.trusted_ca.issue_user_certificate(
+        &cards.card_key.to_public_key(),
+        TEST_CARD_SERIAL,
+        SystemTime::now() - Duration::from_secs(24 * 3600),
+    );
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     // What the operator configures: the JPKI CA certificate (DER, as JPKI
