@@ -418,6 +418,35 @@ impl Db {
         )
     }
 
+    /// The document keys from `from` (inclusive) up to `to` (exclusive)
+    /// filed under any key of `index_name` in the served generation, each
+    /// once, in key order, after `after` (exclusive), at most `limit`.
+    pub async fn indexed_between(
+        &self,
+        projection: &str,
+        index_name: &str,
+        (from, to): (&str, &str),
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let sql = "SELECT DISTINCT i.doc_key FROM projection_index i
+            JOIN projection_live l ON l.projection = i.projection AND l.generation = i.generation
+            WHERE i.projection = $1 AND i.index_name = $2 AND i.doc_key >= $3 AND i.doc_key < $4
+            AND i.doc_key > $5
+            ORDER BY i.doc_key LIMIT $6";
+        Ok(
+            both!(&self.pool, pool => sqlx::query_scalar::<_, String>(sql)
+            .bind(projection)
+            .bind(index_name)
+            .bind(from)
+            .bind(to)
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await)?,
+        )
+    }
+
     /// Every document of the served generation as `(key, json)`, in key
     /// order: what a rebuild is compared by.
     pub async fn dump(&self, projection: &str) -> Result<Vec<(String, String)>> {

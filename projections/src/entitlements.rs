@@ -101,6 +101,41 @@ pub async fn newly_entitled(
     Ok(after.difference(&before).cloned().collect())
 }
 
+/// When `event` turns its insurer's sharing on (`insurer.sharing_enabled`):
+/// each person of that insurer (`<insurer>-<insured>`) whom offices were
+/// entitled to as of the event — a consent or a care-plan office recorded
+/// before sharing — with those offices (each then receives the person's
+/// snapshot on its feed, as an office newly entitled does). Read from
+/// `read`, which must have applied the event. Reads the insurer's persons
+/// in caseloads page by page: once per insurer, when it joins.
+pub async fn entitled_when_sharing_starts(
+    read: &ReadModels,
+    event: &RecordedEvent,
+) -> Result<Vec<(String, BTreeSet<OfficeNumber>)>> {
+    if event.event_type.as_str() != "insurer.sharing_enabled" {
+        return Ok(Vec::new());
+    }
+    let insurer = event.stream.id();
+    let on = jst_date(event.occurred_at);
+    let mut entitled = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = read
+            .persons_in_caseloads(insurer, &after, crate::PAGE_ITEMS_MAX)
+            .await?;
+        for person in &page.items {
+            let offices = offices_as_of(person, event.position, on);
+            if !offices.is_empty() {
+                entitled.push((format!("{}-{}", person.insurer, person.insured), offices));
+            }
+        }
+        match page.next {
+            Some(next) => after = next,
+            None => return Ok(entitled),
+        }
+    }
+}
+
 /// The offices entitled to the person on the day `on` after their events up
 /// to `position` (consent or care-plan office), when the insurer shares.
 async fn person_offices(

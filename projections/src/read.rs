@@ -418,6 +418,35 @@ impl ReadModels {
         Ok(Page { items, next })
     }
 
+    /// A page of the persons of `insurer` in any office's caseload (a
+    /// consent or a care-plan office recorded, live or not), by person key
+    /// after `after`; `next` is set whenever more may follow.
+    pub async fn persons_in_caseloads(
+        &self,
+        insurer: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Page<PersonDoc>> {
+        let limit = limit.clamp(1, PAGE_ITEMS_MAX);
+        // Person keys `person:<insurer>-<insured>`: from `-` up to the next
+        // character, `.`.
+        let (from, to) = (
+            crate::models::care::person_key(&format!("{insurer}-")),
+            crate::models::care::person_key(&format!("{insurer}.")),
+        );
+        let keys = self
+            .db
+            .indexed_between(CARE, CASELOAD_INDEX, (&from, &to), after, limit)
+            .await?;
+        let next = (keys.len() == limit)
+            .then(|| keys.last().cloned())
+            .flatten();
+        Ok(Page {
+            items: self.documents(CARE, &keys).await?,
+            next,
+        })
+    }
+
     /// The terminals of every office, or of one.
     pub async fn terminals(&self, office: Option<&str>) -> Result<Vec<TerminalView>> {
         let keys = match office {

@@ -28,6 +28,7 @@ use crate::projections::script::*;
 kiban_tests::on_both_backends!(
     offices_receive_exactly_what_they_are_entitled_to,
     an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats,
+    offices_entitled_before_sharing_receive_the_snapshot_when_it_starts,
     the_office_feed_carries_notices_and_no_payload,
     a_batch_is_entitled_as_its_events_one_by_one,
 );
@@ -334,6 +335,87 @@ async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats
     assert_eq!(next["event_type"], "insured.copayment_certificate_issued");
     assert!(next["position"].as_u64().unwrap() > snapshot.position);
     assert_is_notice(&next, &store).await;
+
+    routed.stop().await;
+}
+
+/// An office given a consent before the person's insurer shares data (the
+/// consent platform may record it; the municipality may register a
+/// care-plan office) receives nothing until sharing starts, then the
+/// person's snapshot as of that moment, as an office newly entitled does,
+/// and the feed after it. Through a real nats-server.
+async fn offices_entitled_before_sharing_receive_the_snapshot_when_it_starts(db: &TestDb) {
+    use futures::StreamExt;
+    use kiban_bus::routing::{MESSAGE_KIND_HEADER, PERSON_SNAPSHOT, PersonSnapshot};
+    use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+    let (_server, _client, mut office, routed) = routed_over_nats(db).await;
+    let (engine, store) = (Arc::clone(&routed.engine), routed.store.clone());
+
+    onboard_insurer(&engine, INSURER, false).await;
+    register_office(&engine, OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
+    register_office(&engine, STRANGER_OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
+    // Before sharing: the office's consent and the person's certification;
+    // another person with another office's consent; a third with none.
+    consent(&engine, INSURER, PERSON, OFFICE, 0).await;
+    whole_certification(&engine, INSURER, PERSON).await;
+    consent(&engine, INSURER, LAST_PERSON, STRANGER_OFFICE, 1).await;
+    whole_certification(&engine, INSURER, WAITING_PERSON).await;
+    let before_sharing = store.head().await.unwrap().position;
+    // Sharing starts (標準化 and データ送信 completed).
+    let insurer = insurer_stream(&InsurerNumber::parse(INSURER).unwrap());
+    let on = (day(30) + Duration::hours(9)).date_naive();
+    for command in [
+        InsurerCommand::CompleteStandardisation { completed_on: on },
+        InsurerCommand::CompleteDataTransmission { completed_on: on },
+    ] {
+        run::<Insurer>(&engine, &insurer, command, Actor::Federation, day(30)).await;
+    }
+    let sharing_position = store.head().await.unwrap().position;
+    assert_eq!(
+        event_at(&store, sharing_position).await.event_type.as_str(),
+        "insurer.sharing_enabled"
+    );
+    copayment_certificate(&engine, PERSON, 31).await;
+
+    // The first message on the office's subject: the snapshot, as of the
+    // start of sharing — nothing was routed to it before.
+    let message = bounded("the snapshot", office.next()).await.unwrap();
+    let kind = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(MESSAGE_KIND_HEADER));
+    assert_eq!(kind.map(|value| value.as_str()), Some(PERSON_SNAPSHOT));
+    let raw: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    for notice in raw["events"].as_array().unwrap() {
+        assert_is_notice(notice, &store).await;
+    }
+    let snapshot: PersonSnapshot = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        (snapshot.insurer.as_str(), snapshot.insured.as_str()),
+        (INSURER, PERSON)
+    );
+    assert_eq!(snapshot.position, sharing_position);
+    assert!(snapshot.complete);
+    let types: Vec<&str> = snapshot
+        .events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert!(types.contains(&"certification.filed"), "{types:?}");
+    assert!(types.contains(&"certification.decided"), "{types:?}");
+    assert!(snapshot.events.iter().all(|e| e.position <= before_sharing));
+    // Then the person's next event, and nothing of the other persons.
+    let message = bounded("the next update", office.next()).await.unwrap();
+    assert!(
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(MESSAGE_KIND_HEADER))
+            .is_none()
+    );
+    let next: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(next["event_type"], "insured.copayment_certificate_issued");
+    assert_eq!(next["stream"], format!("insured/{INSURER}-{PERSON}"));
 
     routed.stop().await;
 }

@@ -128,6 +128,20 @@ pub trait Entitlements: Send + Sync {
         async { Ok(Vec::new()) }
     }
 
+    /// When `event` turns its insurer's sharing on (`insurer.sharing_enabled`):
+    /// each person of that insurer (their `insured/<insurer>-<insured>`
+    /// stream) whom offices were already entitled to then (a consent or a
+    /// care-plan office recorded before sharing), with those offices: each
+    /// receives the person's [`PersonSnapshot`] as of `event`, as an office
+    /// newly entitled does. Default: none.
+    fn entitled_when_sharing_starts(
+        &self,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<Vec<(StreamName, Vec<OfficeNumber>)>>> + Send {
+        let _ = event;
+        async { Ok(Vec::new()) }
+    }
+
     /// Whether the office feed carries `event` to an entitled office (the
     /// kinds of events about a person that are routed at all); a snapshot
     /// holds only those. Default: every event.
@@ -294,8 +308,16 @@ where
             }
             let newly = entitlements.newly_entitled(event).await?;
             if !newly.is_empty() {
-                let snapshot = person_snapshot(store, entitlements, event).await?;
+                let snapshot =
+                    person_snapshot(store, entitlements, &event.stream, event.position).await?;
                 for office in newly {
+                    sink.send_snapshot(&office, &snapshot).await?;
+                }
+            }
+            for (person, offices) in entitlements.entitled_when_sharing_starts(event).await? {
+                let snapshot =
+                    person_snapshot(store, entitlements, &person, event.position).await?;
+                for office in offices {
                     sink.send_snapshot(&office, &snapshot).await?;
                 }
             }
@@ -308,21 +330,23 @@ where
     }
 }
 
-/// The snapshot of the person whose own stream (`insured/<insurer>-<insured>`)
-/// `event` is on: the events the feed carries of that stream and of their
-/// applications (`certification/<insurer>-<insured>-<n>`), up to `event`.
+/// The snapshot of the person whose own stream is `stream`
+/// (`insured/<insurer>-<insured>`): the events the feed carries of that
+/// stream and of their applications (`certification/<insurer>-<insured>-<n>`),
+/// up to `position`.
 pub async fn person_snapshot<S: EventStore, E: Entitlements>(
     store: &S,
     entitlements: &E,
-    event: &RecordedEvent,
+    stream: &StreamName,
+    position: Position,
 ) -> Result<PersonSnapshot> {
-    let person = event.stream.id();
+    let person = stream.id();
     let (insurer, insured) = person.split_once('-').unwrap_or((person, ""));
-    let mut events = stream_until(store, &event.stream, event.position).await?;
+    let mut events = stream_until(store, stream, position).await?;
     for seq in 1..=SNAPSHOT_APPLICATIONS_MAX {
         let application = StreamName::new("certification", &format!("{person}-{seq}"))
             .map_err(|error| Error::Source(error.to_string()))?;
-        let found = stream_until(store, &application, event.position).await?;
+        let found = stream_until(store, &application, position).await?;
         if found.is_empty() {
             break;
         }
@@ -334,7 +358,7 @@ pub async fn person_snapshot<S: EventStore, E: Entitlements>(
         kind: PERSON_SNAPSHOT.to_owned(),
         insurer: insurer.to_owned(),
         insured: insured.to_owned(),
-        position: event.position,
+        position,
         complete: true,
         events: events.iter().map(UpdateNotice::from).collect(),
     };

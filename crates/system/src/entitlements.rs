@@ -35,8 +35,8 @@
 use std::sync::Arc;
 
 use kiban_bus::routing::Entitlements;
-use kiban_events::RecordedEvent;
 use kiban_events::ids::OfficeNumber;
+use kiban_events::{RecordedEvent, StreamName};
 use kiban_projections::{Projections, ReadModels};
 
 /// [`Entitlements`] over the running projections.
@@ -87,6 +87,31 @@ impl Entitlements for ReadModelEntitlements {
             .await
             .map_err(unavailable)?;
         Ok(offices.into_iter().collect())
+    }
+
+    async fn entitled_when_sharing_starts(
+        &self,
+        event: &RecordedEvent,
+    ) -> kiban_bus::Result<Vec<(StreamName, Vec<OfficeNumber>)>> {
+        if event.stream.kind() != "insurer" {
+            return Ok(Vec::new());
+        }
+        self.projections
+            .wait_for(event.position)
+            .await
+            .map_err(unavailable)?;
+        let entitled =
+            kiban_projections::entitlements::entitled_when_sharing_starts(&self.read, event)
+                .await
+                .map_err(unavailable)?;
+        entitled
+            .into_iter()
+            .map(|(person, offices)| {
+                let stream = StreamName::new("insured", &person)
+                    .map_err(|error| kiban_bus::Error::Source(error.to_string()))?;
+                Ok((stream, offices.into_iter().collect()))
+            })
+            .collect()
     }
 
     fn carries(&self, event: &RecordedEvent) -> bool {
