@@ -256,8 +256,6 @@ async fn routed_over_nats(
 /// or hashes, the data is read through the API, logged. Through a real
 /// nats-server.
 async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats(db: &TestDb) {
-    use futures::StreamExt;
-    use kiban_bus::routing::{MESSAGE_KIND_HEADER, PERSON_SNAPSHOT, PersonSnapshot};
     let (_server, _client, mut office, routed) = routed_over_nats(db).await;
     let (engine, store) = (Arc::clone(&routed.engine), routed.store.clone());
 
@@ -275,24 +273,7 @@ async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats
     copayment_certificate(&engine, PERSON, 24).await;
 
     // First on the office's subject: the snapshot, as of the consent.
-    let message = bounded("the snapshot", office.next()).await.unwrap();
-    let kind = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(MESSAGE_KIND_HEADER));
-    assert_eq!(kind.map(|value| value.as_str()), Some(PERSON_SNAPSHOT));
-    let raw: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-    for notice in raw["events"].as_array().unwrap() {
-        assert_is_notice(notice, &store).await;
-    }
-    let snapshot: PersonSnapshot = serde_json::from_slice(&message.payload).unwrap();
-    assert_eq!(snapshot.kind, PERSON_SNAPSHOT);
-    assert_eq!(
-        (snapshot.insurer.as_str(), snapshot.insured.as_str()),
-        (INSURER, PERSON)
-    );
-    assert_eq!(snapshot.position, consent_position);
-    assert!(snapshot.complete);
+    let snapshot = next_snapshot(&mut office, &store, PERSON, consent_position).await;
     let types: Vec<&str> = snapshot
         .events
         .iter()
@@ -323,18 +304,9 @@ async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats
     let positions: Vec<u64> = snapshot.events.iter().map(|e| e.position).collect();
     assert!(positions.is_sorted(), "{positions:?}");
     // Then the feed goes on with the person's next event.
-    let message = bounded("the next update", office.next()).await.unwrap();
-    assert!(
-        message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(MESSAGE_KIND_HEADER))
-            .is_none()
-    );
-    let next: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    let next = next_notice(&mut office, &store).await;
     assert_eq!(next["event_type"], "insured.copayment_certificate_issued");
     assert!(next["position"].as_u64().unwrap() > snapshot.position);
-    assert_is_notice(&next, &store).await;
 
     routed.stop().await;
 }
@@ -345,8 +317,6 @@ async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats
 /// person's snapshot as of that moment, as an office newly entitled does,
 /// and the feed after it. Through a real nats-server.
 async fn offices_entitled_before_sharing_receive_the_snapshot_when_it_starts(db: &TestDb) {
-    use futures::StreamExt;
-    use kiban_bus::routing::{MESSAGE_KIND_HEADER, PERSON_SNAPSHOT, PersonSnapshot};
     use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
     let (_server, _client, mut office, routed) = routed_over_nats(db).await;
     let (engine, store) = (Arc::clone(&routed.engine), routed.store.clone());
@@ -379,23 +349,7 @@ async fn offices_entitled_before_sharing_receive_the_snapshot_when_it_starts(db:
 
     // The first message on the office's subject: the snapshot, as of the
     // start of sharing — nothing was routed to it before.
-    let message = bounded("the snapshot", office.next()).await.unwrap();
-    let kind = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(MESSAGE_KIND_HEADER));
-    assert_eq!(kind.map(|value| value.as_str()), Some(PERSON_SNAPSHOT));
-    let raw: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-    for notice in raw["events"].as_array().unwrap() {
-        assert_is_notice(notice, &store).await;
-    }
-    let snapshot: PersonSnapshot = serde_json::from_slice(&message.payload).unwrap();
-    assert_eq!(
-        (snapshot.insurer.as_str(), snapshot.insured.as_str()),
-        (INSURER, PERSON)
-    );
-    assert_eq!(snapshot.position, sharing_position);
-    assert!(snapshot.complete);
+    let snapshot = next_snapshot(&mut office, &store, PERSON, sharing_position).await;
     let types: Vec<&str> = snapshot
         .events
         .iter()
@@ -405,19 +359,59 @@ async fn offices_entitled_before_sharing_receive_the_snapshot_when_it_starts(db:
     assert!(types.contains(&"certification.decided"), "{types:?}");
     assert!(snapshot.events.iter().all(|e| e.position <= before_sharing));
     // Then the person's next event, and nothing of the other persons.
-    let message = bounded("the next update", office.next()).await.unwrap();
-    assert!(
-        message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(MESSAGE_KIND_HEADER))
-            .is_none()
-    );
-    let next: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    let next = next_notice(&mut office, &store).await;
     assert_eq!(next["event_type"], "insured.copayment_certificate_issued");
     assert_eq!(next["stream"], format!("insured/{INSURER}-{PERSON}"));
 
     routed.stop().await;
+}
+
+/// The next message on an office's subject, which must be a complete
+/// person snapshot (by its header) of notices only, of the test insurer's
+/// `insured` as of `position`.
+async fn next_snapshot(
+    office: &mut async_nats::Subscriber,
+    store: &Store,
+    insured: &str,
+    position: u64,
+) -> kiban_bus::routing::PersonSnapshot {
+    use futures::StreamExt;
+    use kiban_bus::routing::{MESSAGE_KIND_HEADER, PERSON_SNAPSHOT};
+    let message = bounded("the snapshot", office.next()).await.unwrap();
+    let kind = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(MESSAGE_KIND_HEADER));
+    assert_eq!(kind.map(|value| value.as_str()), Some(PERSON_SNAPSHOT));
+    let raw: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    for notice in raw["events"].as_array().unwrap() {
+        assert_is_notice(notice, store).await;
+    }
+    let snapshot: kiban_bus::routing::PersonSnapshot =
+        serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(snapshot.kind, PERSON_SNAPSHOT);
+    assert_eq!(
+        (snapshot.insurer.as_str(), snapshot.insured.as_str()),
+        (INSURER, insured)
+    );
+    assert_eq!(snapshot.position, position);
+    assert!(snapshot.complete);
+    snapshot
+}
+
+/// The next message on an office's subject, which must be a single
+/// notice (no snapshot header), as JSON.
+async fn next_notice(office: &mut async_nats::Subscriber, store: &Store) -> serde_json::Value {
+    use futures::StreamExt;
+    let message = bounded("the next update", office.next()).await.unwrap();
+    let kind = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(kiban_bus::routing::MESSAGE_KIND_HEADER));
+    assert!(kind.is_none(), "a snapshot where a notice was due");
+    let notice: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_is_notice(&notice, store).await;
+    notice
 }
 
 /// The notice of an event, as the API's update stream sends it (the SSE
