@@ -42,7 +42,8 @@ use crate::state::AppState;
 
 pub use sign_in::{
     OpenedSession, PERSON_SESSION_SECONDS, PersonSession, SIGN_IN_CHALLENGE_TTL_SECONDS,
-    SIGN_IN_CHALLENGES_MAX, open_simulated_session, sign_in_challenge_text,
+    SIGN_IN_CHALLENGES_MAX, SIGN_IN_CHALLENGES_PER_ADDRESS_MAX, address_key,
+    open_simulated_session, sign_in_challenge_text,
 };
 
 /// The actor of what the person does through their view (revoking a
@@ -109,9 +110,11 @@ pub struct SignInRequest {}
 /// (anyone; no client certificate).
 pub async fn challenge(
     State(state): State<AppState>,
+    client: Option<axum::Extension<crate::ClientAddress>>,
     JsonBody(SignInRequest {}): JsonBody<SignInRequest>,
 ) -> Result<Created<ChallengeIssued>, ApiError> {
-    let (nonce, expires_at) = state.inner.sign_ins.issue(state.now(), None)?;
+    let client = client.map(|axum::Extension(crate::ClientAddress(address))| address.ip());
+    let (nonce, expires_at) = state.inner.sign_ins.issue(state.now(), None, client)?;
     Ok(Created(ChallengeIssued {
         challenge: sign_in_challenge_text(&nonce),
         nonce,

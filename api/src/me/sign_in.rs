@@ -22,6 +22,7 @@
 //! process of a deployment accepts them.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -51,6 +52,27 @@ pub const SIGN_IN_CHALLENGE_TTL_SECONDS: i64 = 300;
 /// Most sign-in challenges outstanding at once; beyond it new ones are
 /// refused (503 rate-limited) until some are used or expire. Bounds memory.
 pub const SIGN_IN_CHALLENGES_MAX: usize = 10_000;
+
+/// Most unsigned sign-in challenges one client address (an IPv6 client's
+/// /64 network) holds at once: a new one beyond it replaces that address's
+/// oldest. So one address cannot fill [`SIGN_IN_CHALLENGES_MAX`] and lock
+/// everyone else out of signing in (it would take a hundred addresses),
+/// while a person who reloads the sign-in page keeps getting challenges.
+/// A hundred: several people signing in behind one carrier NAT at once.
+pub const SIGN_IN_CHALLENGES_PER_ADDRESS_MAX: usize = 100;
+
+/// What sign-in challenges are counted by: an IPv4 address, or an IPv6
+/// address's /64 network (one subscriber's, which can use any address in
+/// it); an IPv4 address mapped into IPv6 as that IPv4 address.
+pub fn address_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+        v4 => v4,
+    }
+}
 
 /// The exact text the card signs for the sign-in challenge `nonce` (its
 /// UTF-8 bytes): fixed, so that a program given only the nonce (the code
@@ -86,6 +108,10 @@ pub struct PersonSession {
 #[derive(Debug)]
 struct SignIn {
     expires_at: DateTime<Utc>,
+    /// Who asked for it ([`address_key`]), when known.
+    client: Option<IpAddr>,
+    /// Its place in the order of issue (the oldest makes room).
+    issued: u64,
     /// For a browser: the SHA-256 of the secret in its sign-in cookie.
     browser: Option<String>,
     /// Once signed (a browser's, until the page collects it).
@@ -97,6 +123,7 @@ struct SignIn {
 #[derive(Debug, Default)]
 pub(crate) struct SignIns {
     by_nonce: Mutex<HashMap<String, SignIn>>,
+    issued: std::sync::atomic::AtomicU64,
 }
 
 impl SignIns {
@@ -104,17 +131,33 @@ impl SignIns {
         self.by_nonce.lock().expect("not poisoned")
     }
 
-    /// A new challenge (for the browser whose sign-in cookie holds
-    /// `browser_secret`, when given): its nonce and expiry.
+    /// A new challenge asked for from `client` (for the browser whose
+    /// sign-in cookie holds `browser_secret`, when given): its nonce and
+    /// expiry. The client's oldest unsigned challenge makes room when it
+    /// holds [`SIGN_IN_CHALLENGES_PER_ADDRESS_MAX`].
     pub(crate) fn issue(
         &self,
         now: DateTime<Utc>,
         browser_secret: Option<&str>,
+        client: Option<IpAddr>,
     ) -> Result<(String, DateTime<Utc>), ApiError> {
         let nonce = Uuid::new_v4().simple().to_string();
         let expires_at = now + chrono::Duration::seconds(SIGN_IN_CHALLENGE_TTL_SECONDS);
+        let client = client.map(address_key);
         let mut sign_ins = self.lock();
         sign_ins.retain(|_, s| s.expires_at > now);
+        if let Some(client) = client {
+            let held = sign_ins
+                .iter()
+                .filter(|(_, s)| s.client == Some(client) && s.signed.is_none());
+            if held.clone().count() >= SIGN_IN_CHALLENGES_PER_ADDRESS_MAX {
+                let oldest = held
+                    .min_by_key(|(_, s)| s.issued)
+                    .map(|(nonce, _)| nonce.clone())
+                    .expect("the address holds some");
+                sign_ins.remove(&oldest);
+            }
+        }
         if sign_ins.len() >= SIGN_IN_CHALLENGES_MAX {
             return Err(ApiError::new(
                 ProblemKind::RateLimited,
@@ -125,6 +168,10 @@ impl SignIns {
             nonce.clone(),
             SignIn {
                 expires_at,
+                client,
+                issued: self
+                    .issued
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 browser: browser_secret.map(digest),
                 signed: None,
             },
@@ -160,6 +207,10 @@ impl SignIns {
             nonce,
             SignIn {
                 expires_at,
+                client: None,
+                issued: self
+                    .issued
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 browser: Some(browser),
                 signed: Some(session),
             },
@@ -355,4 +406,19 @@ pub(crate) async fn sign_out(state: &AppState, token: &str) -> Result<(), ApiErr
         .await
         .map(|_| ()))
     .map_err(database)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_are_counted_per_ipv4_address_and_per_ipv6_64() {
+        let key = |text: &str| address_key(text.parse().unwrap());
+        assert_eq!(key("192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+    }
 }

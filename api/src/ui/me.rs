@@ -416,7 +416,7 @@ fn server_of(parts: &axum::http::HeaderMap) -> String {
 fn new_sign_in(
     state: &AppState,
     lang: Lang,
-    headers: &axum::http::HeaderMap,
+    (headers, client): (&axum::http::HeaderMap, Option<std::net::IpAddr>),
     jar: CookieJar,
     message: Option<&str>,
 ) -> Result<Response, UiError> {
@@ -424,7 +424,7 @@ fn new_sign_in(
     let (nonce, _) = state
         .inner
         .sign_ins
-        .issue(state.now(), Some(&secret))
+        .issue(state.now(), Some(&secret), client)
         .map_err(person_view)?;
     let ttl = u64::try_from(SIGN_IN_CHALLENGE_TTL_SECONDS).unwrap_or(300);
     let jar = jar.add(cookie_under("/me", SIGN_IN_COOKIE, secret, ttl));
@@ -436,9 +436,11 @@ fn new_sign_in(
 pub async fn login_page(
     State(state): State<AppState>,
     Query(query): Query<LangQuery>,
+    client: Option<axum::Extension<crate::ClientAddress>>,
     headers: axum::http::HeaderMap,
     jar: CookieJar,
 ) -> Result<Response, UiError> {
+    let client = client.map(|axum::Extension(crate::ClientAddress(address))| address.ip());
     let lang = lang_named(query.lang.as_deref());
     if let Some(token) = cookie_value(&jar, PERSON_SESSION_COOKIE)
         && session(&state, &token)
@@ -448,7 +450,7 @@ pub async fn login_page(
     {
         return Ok(Redirect::to(&format!("/me?lang={}", lang.code())).into_response());
     }
-    new_sign_in(&state, lang, &headers, jar, None)
+    new_sign_in(&state, lang, (&headers, client), jar, None)
 }
 
 /// The language a sign-in request names (`en`; Japanese otherwise).
@@ -475,10 +477,12 @@ pub struct SignInForm {
 /// `POST /me/login`: collects the session once the card has signed.
 pub async fn login_submit(
     State(state): State<AppState>,
+    client: Option<axum::Extension<crate::ClientAddress>>,
     headers: axum::http::HeaderMap,
     jar: CookieJar,
     Form(form): Form<SignInForm>,
 ) -> Result<Response, UiError> {
+    let client = client.map(|axum::Extension(crate::ClientAddress(address))| address.ip());
     let lang = lang_named(form.lang.as_deref());
     let secret = cookie_value(&jar, SIGN_IN_COOKIE).unwrap_or_default();
     match state
@@ -513,7 +517,7 @@ pub async fn login_submit(
                 "サインインの有効期限が切れたか、このブラウザのものではありません。新しいコードでもう一度お試しください。",
                 "The sign-in expired or belongs to another browser. Try again with the new code.",
             );
-            new_sign_in(&state, lang, &headers, jar, Some(message))
+            new_sign_in(&state, lang, (&headers, client), jar, Some(message))
         }
     }
 }
