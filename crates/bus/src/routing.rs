@@ -306,15 +306,15 @@ where
             if let Some(office) = kiban_events::domain::insured::consent_office(event) {
                 sink.send_own_consent(&office, event).await?;
             }
+            // Offices newly entitled to the event's person, and, when it
+            // turns sharing on, to each person entitled before: each gets
+            // the person's snapshot as of the event.
+            let mut snapshots = entitlements.entitled_when_sharing_starts(event).await?;
             let newly = entitlements.newly_entitled(event).await?;
             if !newly.is_empty() {
-                let snapshot =
-                    person_snapshot(store, entitlements, &event.stream, event.position).await?;
-                for office in newly {
-                    sink.send_snapshot(&office, &snapshot).await?;
-                }
+                snapshots.push((event.stream.clone(), newly));
             }
-            for (person, offices) in entitlements.entitled_when_sharing_starts(event).await? {
+            for (person, offices) in snapshots {
                 let snapshot =
                     person_snapshot(store, entitlements, &person, event.position).await?;
                 for office in offices {

@@ -1,8 +1,8 @@
 //! Administration (管理): crypto-shredding one person (本人情報の消去,
 //! docs/audit.md), adding a staff account of the office web screen
 //! (職員アカウント, docs/ui.md), sweeping unattached uploads
-//! (docs/security.md) and rebuilding the read models (docs/projections.md). `kiban admin` parses the arguments and
-//! prints what these return.
+//! (docs/security.md) and rebuilding the read models (docs/projections.md).
+//! `kiban admin` parses the arguments and prints what these return.
 
 use anyhow::Context;
 use kiban_engine::Engine;
