@@ -15,7 +15,11 @@
 //! (`InsuredState::care_plan_office_on`), **as of the event** (the person's
 //! events up to it, so a consent recorded just
 //! after does not count, however far the reader lags), and only when the
-//! person's insurer shares data (read as it is now: it only ever turns on).
+//! person's insurer shares data, also as of the event (its
+//! `insurer.sharing_enabled` at or before the event's position: an event
+//! recorded before sharing goes to nobody, however late it is routed; the
+//! offices entitled then get the person's snapshot when sharing starts,
+//! [`entitled_when_sharing_starts`]).
 //! Callers wait until the read models have applied the event.
 //!
 //! The office web screen adds one thing ([`names_office_in_consent`]): the
@@ -101,6 +105,12 @@ pub async fn newly_entitled(
     Ok(after.difference(&before).cloned().collect())
 }
 
+/// Whether `event` turns its insurer's sharing on (`insurer.sharing_enabled`),
+/// the one insurer event [`entitled_when_sharing_starts`] answers for.
+pub fn starts_sharing(event: &RecordedEvent) -> bool {
+    event.event_type.as_str() == "insurer.sharing_enabled"
+}
+
 /// When `event` turns its insurer's sharing on (`insurer.sharing_enabled`):
 /// each person of that insurer (`<insurer>-<insured>`) whom offices were
 /// entitled to as of the event — a consent or a care-plan office recorded
@@ -112,7 +122,7 @@ pub async fn entitled_when_sharing_starts(
     read: &ReadModels,
     event: &RecordedEvent,
 ) -> Result<Vec<(String, BTreeSet<OfficeNumber>)>> {
-    if event.event_type.as_str() != "insurer.sharing_enabled" {
+    if !starts_sharing(event) {
         return Ok(Vec::new());
     }
     let insurer = event.stream.id();
@@ -145,11 +155,8 @@ async fn person_offices(
     position: Position,
     on: NaiveDate,
 ) -> Result<BTreeSet<OfficeNumber>> {
-    let sharing = read
-        .insurer(insurer)
-        .await?
-        .is_some_and(|view| view.sharing_enabled);
-    if !sharing {
+    let sharing = read.sharing_since(&[insurer.to_owned()]).await?;
+    if sharing.get(insurer).is_none_or(|&since| since > position) {
         return Ok(BTreeSet::new());
     }
     let Some(person) = read.person(&format!("{insurer}-{insured}")).await? else {
@@ -176,17 +183,13 @@ pub async fn offices_entitled_each<E: Borrow<RecordedEvent>>(
         .map(|(insurer, _)| insurer.clone())
         .collect();
     let insurers: Vec<String> = insurers.into_iter().collect();
-    let sharing: BTreeSet<String> = read
-        .insurers(&insurers)
-        .await?
-        .into_iter()
-        .filter(|view| view.sharing_enabled)
-        .map(|view| view.insurer)
-        .collect();
+    // Since when each insurer shares: an event before that is routed to
+    // nobody, however late it is routed.
+    let sharing = read.sharing_since(&insurers).await?;
     let wanted: BTreeSet<String> = persons
         .iter()
         .flatten()
-        .filter(|(insurer, _)| sharing.contains(insurer))
+        .filter(|(insurer, _)| sharing.contains_key(insurer))
         .map(|(insurer, insured)| format!("{insurer}-{insured}"))
         .collect();
     let wanted: Vec<String> = wanted.into_iter().collect();
@@ -200,11 +203,15 @@ pub async fn offices_entitled_each<E: Borrow<RecordedEvent>>(
         .iter()
         .zip(persons)
         .map(|(event, person)| {
+            let event = event.borrow();
             person
-                .filter(|(insurer, _)| sharing.contains(insurer))
+                .filter(|(insurer, _)| {
+                    sharing
+                        .get(insurer)
+                        .is_some_and(|&since| since <= event.position)
+                })
                 .and_then(|person| docs.get(&person))
                 .map_or_else(BTreeSet::new, |doc| {
-                    let event = event.borrow();
                     offices_as_of(doc, event.position, jst_date(event.occurred_at))
                 })
         })

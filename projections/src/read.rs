@@ -485,15 +485,30 @@ impl ReadModels {
         Ok(doc.as_ref().map(insurer_view))
     }
 
-    /// The rollout status of the insurers among `insurers` the read models
-    /// know, in one query.
-    pub async fn insurers(&self, insurers: &[String]) -> Result<Vec<InsurerView>> {
+    /// Since which position each of `insurers` the read models know shares
+    /// its people with offices (the position of its
+    /// `insurer.sharing_enabled`), for those that do, in one query: what
+    /// office routing judges an event by, as of the event.
+    pub async fn sharing_since(
+        &self,
+        insurers: &[String],
+    ) -> Result<std::collections::HashMap<String, kiban_events::Position>> {
         let keys: Vec<String> = insurers
             .iter()
             .map(|insurer| insurer_key(insurer))
             .collect();
         let docs: Vec<AggregateDoc<InsurerEvent>> = self.documents(ORGANISATIONS, &keys).await?;
-        Ok(docs.iter().map(insurer_view).collect())
+        Ok(docs
+            .into_iter()
+            .filter_map(|doc| {
+                let since = doc
+                    .events
+                    .iter()
+                    .find(|stamped| matches!(stamped.event, InsurerEvent::SharingEnabled { .. }))?
+                    .position;
+                Some((doc.id, since))
+            })
+            .collect())
     }
 
     /// Subsidy applications: all, or one applicant's (its

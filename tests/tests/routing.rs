@@ -29,6 +29,7 @@ kiban_tests::on_both_backends!(
     offices_receive_exactly_what_they_are_entitled_to,
     an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats,
     offices_entitled_before_sharing_receive_the_snapshot_when_it_starts,
+    events_before_sharing_go_to_nobody_however_late_they_are_routed,
     the_office_feed_carries_notices_and_no_payload,
     a_batch_is_entitled_as_its_events_one_by_one,
 );
@@ -364,6 +365,74 @@ async fn offices_entitled_before_sharing_receive_the_snapshot_when_it_starts(db:
     assert_eq!(next["stream"], format!("insured/{INSURER}-{PERSON}"));
 
     routed.stop().await;
+}
+
+/// Routing judges an insurer's sharing as of each event, like the rest of
+/// the entitlement: events recorded before `insurer.sharing_enabled` go to
+/// nobody and make nobody newly entitled even when they are routed after
+/// it (a routing that lags), and the offices entitled then are those the
+/// sharing event names. Before, sharing was read as it is now: a lagging
+/// routing sent the pre-sharing events and a snapshot at the consent, and
+/// the scenario above failed when the routing lagged (seen in a full run).
+async fn events_before_sharing_go_to_nobody_however_late_they_are_routed(db: &TestDb) {
+    use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
+    let (store, engine, projections) = started(db).await;
+    onboard_insurer(&engine, INSURER, false).await;
+    register_office(&engine, OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
+    consent(&engine, INSURER, PERSON, OFFICE, 0).await;
+    whole_certification(&engine, INSURER, PERSON).await;
+    let before_sharing = store.head().await.unwrap().position;
+    let insurer = insurer_stream(&InsurerNumber::parse(INSURER).unwrap());
+    let on = (day(30) + Duration::hours(9)).date_naive();
+    for command in [
+        InsurerCommand::CompleteStandardisation { completed_on: on },
+        InsurerCommand::CompleteDataTransmission { completed_on: on },
+    ] {
+        run::<Insurer>(&engine, &insurer, command, Actor::Federation, day(30)).await;
+    }
+    copayment_certificate(&engine, PERSON, 31).await;
+    let head = store.head().await.unwrap().position;
+    // The read models are past the start of sharing: what a routing that
+    // lags behind it reads.
+    bounded("the read models", projections.wait_for(head))
+        .await
+        .unwrap();
+    let pages: Vec<Vec<RecordedEvent>> = store.read_range(1, head).try_collect().await.unwrap();
+    let events: Vec<Arc<RecordedEvent>> = pages.into_iter().flatten().map(Arc::new).collect();
+
+    let entitlements = ReadModelEntitlements::new(projections.clone());
+    let offices = entitlements.offices_for_each(&events).await.unwrap();
+    let office = OfficeNumber::parse(OFFICE).unwrap();
+    for (event, offices) in events.iter().zip(&offices) {
+        assert_eq!(
+            offices.contains(&office),
+            event.position > before_sharing && event.stream.kind() == "insured",
+            "{:?}",
+            summary(event)
+        );
+        assert_eq!(offices, &entitlements.offices_for(event).await.unwrap());
+        let newly = entitlements.newly_entitled(event).await.unwrap();
+        assert!(
+            newly.is_empty(),
+            "{:?} made {newly:?} entitled",
+            summary(event)
+        );
+        let at_sharing = entitlements
+            .entitled_when_sharing_starts(event)
+            .await
+            .unwrap();
+        let expected = if event.event_type.as_str() == "insurer.sharing_enabled" {
+            vec![(
+                kiban_tests::stream("insured", &format!("{INSURER}-{PERSON}")),
+                vec![office.clone()],
+            )]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(at_sharing, expected, "{:?}", summary(event));
+    }
+    projections.stop().await;
+    store.close().await;
 }
 
 /// The next message on an office's subject, which must be a complete

@@ -93,7 +93,7 @@ impl Entitlements for ReadModelEntitlements {
         &self,
         event: &RecordedEvent,
     ) -> kiban_bus::Result<Vec<(StreamName, Vec<OfficeNumber>)>> {
-        if event.stream.kind() != "insurer" {
+        if !kiban_projections::entitlements::starts_sharing(event) {
             return Ok(Vec::new());
         }
         self.projections
