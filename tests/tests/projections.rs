@@ -260,23 +260,23 @@ pub(crate) mod script {
         )
         .await;
         if sharing {
-            let on = day(-25).date_naive();
-            run::<Insurer>(
-                engine,
-                &stream,
-                InsurerCommand::CompleteStandardisation { completed_on: on },
-                Actor::Federation,
-                day(-25),
-            )
-            .await;
-            last = run::<Insurer>(
-                engine,
-                &stream,
-                InsurerCommand::CompleteDataTransmission { completed_on: on },
-                Actor::Federation,
-                day(-25),
-            )
-            .await;
+            last = start_sharing(engine, insurer, day(-25)).await;
+        }
+        last
+    }
+
+    /// The federation records `insurer`'s standardisation and data
+    /// transmission completed `at` (which turns its sharing with offices
+    /// on): the position of `insurer.sharing_enabled`.
+    pub async fn start_sharing(engine: &Engine<Store>, insurer: &str, at: DateTime<Utc>) -> u64 {
+        let stream = insurer_stream(&InsurerNumber::parse(insurer).unwrap());
+        let on = (at + chrono::Duration::hours(9)).date_naive();
+        let mut last = 0;
+        for command in [
+            InsurerCommand::CompleteStandardisation { completed_on: on },
+            InsurerCommand::CompleteDataTransmission { completed_on: on },
+        ] {
+            last = run::<Insurer>(engine, &stream, command, Actor::Federation, at).await;
         }
         last
     }

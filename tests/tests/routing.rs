@@ -318,7 +318,6 @@ async fn an_office_that_becomes_entitled_receives_the_persons_snapshot_over_nats
 /// person's snapshot as of that moment, as an office newly entitled does,
 /// and the feed after it. Through a real nats-server.
 async fn offices_entitled_before_sharing_receive_the_snapshot_when_it_starts(db: &TestDb) {
-    use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
     let (_server, _client, mut office, routed) = routed_over_nats(db).await;
     let (engine, store) = (Arc::clone(&routed.engine), routed.store.clone());
 
@@ -333,15 +332,7 @@ async fn offices_entitled_before_sharing_receive_the_snapshot_when_it_starts(db:
     whole_certification(&engine, INSURER, WAITING_PERSON).await;
     let before_sharing = store.head().await.unwrap().position;
     // Sharing starts (標準化 and データ送信 completed).
-    let insurer = insurer_stream(&InsurerNumber::parse(INSURER).unwrap());
-    let on = (day(30) + Duration::hours(9)).date_naive();
-    for command in [
-        InsurerCommand::CompleteStandardisation { completed_on: on },
-        InsurerCommand::CompleteDataTransmission { completed_on: on },
-    ] {
-        run::<Insurer>(&engine, &insurer, command, Actor::Federation, day(30)).await;
-    }
-    let sharing_position = store.head().await.unwrap().position;
+    let sharing_position = start_sharing(&engine, INSURER, day(30)).await;
     assert_eq!(
         event_at(&store, sharing_position).await.event_type.as_str(),
         "insurer.sharing_enabled"
@@ -375,30 +366,17 @@ async fn offices_entitled_before_sharing_receive_the_snapshot_when_it_starts(db:
 /// routing sent the pre-sharing events and a snapshot at the consent, and
 /// the scenario above failed when the routing lagged (seen in a full run).
 async fn events_before_sharing_go_to_nobody_however_late_they_are_routed(db: &TestDb) {
-    use kiban_events::domain::insurer::{Insurer, InsurerCommand, insurer_stream};
     let (store, engine, projections) = started(db).await;
     onboard_insurer(&engine, INSURER, false).await;
     register_office(&engine, OFFICE, &[(TERMINAL, ANY_CREDENTIAL)]).await;
     consent(&engine, INSURER, PERSON, OFFICE, 0).await;
     whole_certification(&engine, INSURER, PERSON).await;
     let before_sharing = store.head().await.unwrap().position;
-    let insurer = insurer_stream(&InsurerNumber::parse(INSURER).unwrap());
-    let on = (day(30) + Duration::hours(9)).date_naive();
-    for command in [
-        InsurerCommand::CompleteStandardisation { completed_on: on },
-        InsurerCommand::CompleteDataTransmission { completed_on: on },
-    ] {
-        run::<Insurer>(&engine, &insurer, command, Actor::Federation, day(30)).await;
-    }
+    start_sharing(&engine, INSURER, day(30)).await;
     copayment_certificate(&engine, PERSON, 31).await;
-    let head = store.head().await.unwrap().position;
     // The read models are past the start of sharing: what a routing that
     // lags behind it reads.
-    bounded("the read models", projections.wait_for(head))
-        .await
-        .unwrap();
-    let pages: Vec<Vec<RecordedEvent>> = store.read_range(1, head).try_collect().await.unwrap();
-    let events: Vec<Arc<RecordedEvent>> = pages.into_iter().flatten().map(Arc::new).collect();
+    let events = every_event_applied(&store, &projections).await;
 
     let entitlements = ReadModelEntitlements::new(projections.clone());
     let offices = entitlements.offices_for_each(&events).await.unwrap();
@@ -433,6 +411,18 @@ async fn events_before_sharing_go_to_nobody_however_late_they_are_routed(db: &Te
     }
     projections.stop().await;
     store.close().await;
+}
+
+/// Every event of the store, once the read models have applied them all.
+async fn every_event_applied(store: &Store, projections: &Projections) -> Vec<Arc<RecordedEvent>> {
+    let head = store.head().await.unwrap().position;
+    bounded("the read models", projections.wait_for(head))
+        .await
+        .unwrap();
+    let pages: Vec<Vec<RecordedEvent>> = store.read_range(1, head).try_collect().await.unwrap();
+    let events: Vec<Arc<RecordedEvent>> = pages.into_iter().flatten().map(Arc::new).collect();
+    assert_eq!(events.len() as u64, head);
+    events
 }
 
 /// The next message on an office's subject, which must be a complete
@@ -615,13 +605,7 @@ async fn a_batch_is_entitled_as_its_events_one_by_one(db: &TestDb) {
         json!({"reason": null}),
     )
     .await;
-    let head = store.head().await.unwrap().position;
-    bounded("the read models", projections.wait_for(head))
-        .await
-        .unwrap();
-    let pages: Vec<Vec<RecordedEvent>> = store.read_range(1, head).try_collect().await.unwrap();
-    let events: Vec<Arc<RecordedEvent>> = pages.into_iter().flatten().map(Arc::new).collect();
-    assert_eq!(events.len() as u64, head);
+    let events = every_event_applied(&store, &projections).await;
 
     let entitlements = ReadModelEntitlements::new(projections.clone());
     let batch = entitlements.offices_for_each(&events).await.unwrap();
